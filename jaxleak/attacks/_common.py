@@ -1,0 +1,145 @@
+"""Building blocks shared by the label-count attacks.
+
+Every attack works on ONE gradient (kernel f32[D, C], bias f32[C]) and returns counts i32[C] summing to
+`num_samples`; batching is done by the caller with `jax.vmap`. `num_samples` is a static Python int: it fixes the
+trip count of the greedy loop, so one compilation serves every gradient of a vmapped call.
+
+Non-finite gradients: called eagerly (concrete arrays) an attack raises `ValueError`. Under `jax.jit` values
+cannot be inspected before tracing, so an attack whose input has any NaN/Inf returns counts filled with
+`INVALID_COUNT` (-1); `jaxleak.metrics` scores such a row as NaN, so it can never pass as a result.
+"""
+from __future__ import annotations
+
+import numbers
+from typing import Optional
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxleak.types import LastLayerGrads
+
+INVALID_COUNT = -1
+
+
+def _is_concrete(x) -> bool:
+  return not isinstance(x, jax.core.Tracer)
+
+
+def check_num_samples(num_samples, attack: str) -> int:
+  if isinstance(num_samples, bool) or not isinstance(num_samples, numbers.Integral):
+    raise TypeError(
+        f"{attack}: num_samples must be a Python int (it is static: it sets the loop length), got "
+        f"{type(num_samples).__name__}. Pass e.g. num_samples=100; to vary N, call the attack once per N.")
+  if num_samples <= 0:
+    raise ValueError(f"{attack}: num_samples must be positive (the number of samples in the update), got "
+                     f"{num_samples}.")
+  return int(num_samples)
+
+
+def validate(grads, num_samples, attack: str, *, needs_bias: bool = False,
+             needs_kernel: bool = True) -> int:
+  """Checks shapes (always) and finiteness (when the arrays are concrete). Returns num_samples as int."""
+  n = check_num_samples(num_samples, attack)
+  if not isinstance(grads, LastLayerGrads):
+    raise TypeError(f"{attack}: grads must be a jaxleak.LastLayerGrads(kernel, bias), got "
+                    f"{type(grads).__name__}. Build one with LastLayerGrads(kernel=..., bias=...).")
+  kernel, bias = grads.kernel, grads.bias
+  if needs_kernel and kernel is None:
+    raise ValueError(f"{attack}: needs the head's weight gradient (grads.kernel), which is None.")
+  if kernel is not None and np.ndim(kernel) != 2:
+    raise ValueError(
+        f"{attack}: grads.kernel must have shape [D, C] for one gradient, got {np.shape(kernel)}. "
+        "For a batch of gradients use jax.vmap(lambda g: attack(g, N))(grads).")
+  if needs_bias and bias is None:
+    raise ValueError(
+        f"{attack}: this is a bias-gradient attack but grads.bias is None (a head without bias). "
+        "Use a weight-gradient attack such as 'llg' instead.")
+  if bias is not None:
+    if np.ndim(bias) != 1:
+      raise ValueError(f"{attack}: grads.bias must have shape [C] for one gradient, got {np.shape(bias)}.")
+    if kernel is not None and np.shape(kernel)[-1] != np.shape(bias)[0]:
+      raise ValueError(
+          f"{attack}: kernel {np.shape(kernel)} and bias {np.shape(bias)} disagree on the number of classes; "
+          "kernel must be [D, C] (Flax layout: features by classes) and bias [C]. A PyTorch weight [C, D] "
+          "must be transposed.")
+  c = (np.shape(bias)[0] if bias is not None else np.shape(kernel)[-1])
+  if c < 2:
+    raise ValueError(f"{attack}: need at least 2 classes, got C={c}.")
+  for name, leaf in (("kernel", kernel), ("bias", bias)):
+    if leaf is not None and _is_concrete(leaf) and not bool(np.all(np.isfinite(np.asarray(leaf)))):
+      raise ValueError(f"{attack}: grads.{name} contains NaN or Inf; a label attack on it is meaningless. "
+                       "Check the update (loss overflow, an exploding model, or noise added twice).")
+  return n
+
+
+def all_finite(grads: LastLayerGrads) -> jax.Array:
+  leaves = [x for x in (grads.kernel, grads.bias) if x is not None]
+  return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in leaves]))
+
+
+def guard_nonfinite(counts: jax.Array, grads: LastLayerGrads) -> jax.Array:
+  """Replaces counts by INVALID_COUNT when the gradient has non-finite entries (the jit path)."""
+  return jnp.where(all_finite(grads), counts, INVALID_COUNT).astype(jnp.int32)
+
+
+def keep_first(counts: jax.Array, num_samples: int) -> jax.Array:
+  """Keeps the first `num_samples` labels of a label list given as counts in index order.
+
+  This is the "more than N labels: keep the first N" rule applied to a stage-1 list appended in class-index order.
+  """
+  before = jnp.cumsum(counts) - counts
+  return jnp.clip(num_samples - before, 0, counts).astype(counts.dtype)
+
+
+def greedy_fill(values: jax.Array, counts: jax.Array, decrement: jax.Array, num_samples: int,
+                decrement_index: Optional[int] = None) -> jax.Array:
+  """Stage 2 of the two-stage attacks: until there are N labels, pick argmin(values) and raise it.
+
+  Args:
+    values: f32[C], the (already stage-1 adjusted) gradient signal.
+    counts: i32[C], labels chosen so far (sum <= num_samples).
+    decrement: scalar, the estimated impact m of one instance (negative); each pick does values[i] -= m.
+    num_samples: N (static).
+    decrement_index: None to raise the selected class (the methods' papers); an int to always raise that fixed
+      class instead (the HAR/breaching stale-index behaviour, spec 2.1).
+
+  Returns:
+    i32[C] counts summing to num_samples. `argmin` takes the first index of ties, as PyTorch does.
+  """
+  remaining = num_samples - jnp.sum(counts)
+
+  def body(i, carry):
+    v, c = carry
+    active = i < remaining
+    sel = jnp.argmin(v)
+    target = sel if decrement_index is None else decrement_index
+    c = c.at[sel].add(active.astype(c.dtype))
+    v = v.at[target].add(jnp.where(active, -decrement, jnp.zeros_like(decrement)))
+    return v, c
+
+  _, counts = jax.lax.fori_loop(0, num_samples, body, (values, counts))
+  return counts
+
+
+def random_fill(counts: jax.Array, num_samples: int, num_classes: int, key: jax.Array) -> jax.Array:
+  """Pads a label list with uniformly random labels until it has N labels (spec 2.10)."""
+  deficit = num_samples - jnp.sum(counts)
+  labels = jax.random.randint(key, (num_samples,), 0, num_classes)
+  labels = jnp.where(jnp.arange(num_samples) < deficit, labels, num_classes)  # num_classes = "unused"
+  extra = jnp.zeros((num_classes + 1,), counts.dtype).at[labels].add(1)[:num_classes]
+  return counts + extra
+
+
+def require_key(key, attack: str):
+  if key is None:
+    raise ValueError(f"{attack}: needs a PRNG key for its random labels; pass key=jax.random.key(seed) "
+                     "(fold in the batch id so results do not depend on chunking).")
+  return key
+
+
+def two_stage(values: jax.Array, present: jax.Array, impact: jax.Array, num_samples: int, *,
+              stage1_counts: jax.Array, decrement_index: Optional[int] = None) -> jax.Array:
+  """Stage 1 (raise every `present` class by |impact|) and then the greedy stage 2."""
+  values = jnp.where(present, values - impact, values)
+  return greedy_fill(values, stage1_counts, impact, num_samples, decrement_index)

@@ -1,0 +1,37 @@
+"""Baselines: random guessing and the label-existence attacks of breaching (spec 2.7)."""
+from __future__ import annotations
+
+from typing import Optional
+
+import jax
+import jax.numpy as jnp
+
+from jaxleak.attacks import _common
+from jaxleak.types import LastLayerGrads
+
+
+def random_guess(grads: LastLayerGrads, num_samples: int, *, key: Optional[jax.Array] = None) -> jax.Array:
+  """N i.i.d. uniform labels in [0, C); the gradient is used only for C. Registered as `random`."""
+  n = _common.validate(grads, num_samples, "random", needs_kernel=False)
+  key = _common.require_key(key, "random")
+  c = grads.num_classes if grads.kernel is not None else grads.bias.shape[0]
+  return _common.random_fill(jnp.zeros((c,), jnp.int32), n, c, key)
+
+
+def idlg(grads: LastLayerGrads, num_samples: int, *, key: Optional[jax.Array] = None) -> jax.Array:
+  """iDLG extended to batches (breaching `iDLG`): one label, argmin of the weight row sums; N-1 random labels."""
+  n = _common.validate(grads, num_samples, "idlg")
+  key = _common.require_key(key, "idlg")
+  r = jnp.sum(grads.kernel.astype(jnp.float32), axis=0)
+  c = r.shape[0]
+  counts = jax.nn.one_hot(jnp.argmin(r), c, dtype=jnp.int32)
+  return _common.guard_nonfinite(_common.random_fill(counts, n, c, key), grads)
+
+
+def analytic(grads: LastLayerGrads, num_samples: int, *, key: Optional[jax.Array] = None) -> jax.Array:
+  """breaching `analytic`: every class with a negative bias gradient once (index order, first N); rest random."""
+  n = _common.validate(grads, num_samples, "analytic", needs_bias=True, needs_kernel=False)
+  key = _common.require_key(key, "analytic")
+  b = grads.bias
+  counts = _common.keep_first((b < 0).astype(jnp.int32), n)
+  return _common.guard_nonfinite(_common.random_fill(counts, n, b.shape[0], key), grads)

@@ -1,0 +1,162 @@
+"""Bias-gradient attacks: EBI, LLBG (Gat & Sharif, AISec 2024) and iLRG (Ma et al., ICLR 2023).
+
+Signal: the head's bias gradient g_b[c] = (1/N) sum_n (softmax(z_n)[c] - 1[y_n = c]). For an untrained model with
+near-uniform softmax, g_b[c] ~= 1/C - n_c/N: classes present with frequency above 1/C are negative.
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+import jax
+import jax.numpy as jnp
+
+from jaxleak.attacks import _common
+from jaxleak.types import LastLayerGrads, LastLayerParams
+
+
+def _bias(grads):
+  return grads.bias.astype(jnp.float32)
+
+
+def ebi(grads: LastLayerGrads, num_samples: int) -> jax.Array:
+  """EBI, empirical bias impact (the LLBG paper's baseline; breaching's `bias-corrected` with a cap; spec 2.3).
+
+  V = {c : g_b[c] < 0}. Stage 1 takes the min(N, |V|) most negative classes. Impact m = sum_{c in V} g_b[c] / N;
+  every class of V is raised by |m|; stage 2 repeatedly takes argmin and raises it by |m|. If V is empty (only
+  possible with noise) m = 0 and all N labels go to argmin.
+
+  Returns i32[C] counts summing to N.
+  """
+  n = _common.validate(grads, num_samples, "ebi", needs_bias=True, needs_kernel=False)
+  b = _bias(grads)
+  present = b < 0
+  rank = jnp.argsort(jnp.argsort(b, stable=True), stable=True)      # 0 = most negative
+  stage1 = (present & (rank < n)).astype(jnp.int32)
+  impact = jnp.sum(jnp.where(present, b, 0.0)) / n
+  counts = _common.two_stage(b, present, impact, n, stage1_counts=stage1)
+  return _common.guard_nonfinite(counts, grads)
+
+
+def llbg(grads: LastLayerGrads, num_samples: int) -> jax.Array:
+  """LLBG as the HAR paper ran it (`llbgAVG`, spec 2.4): the default `llbg`.
+
+  V = {c : g_b[c] < 0} taken in index order (the first N if more); impact m = sum_{c in V} g_b[c] * (1 + 1/C) / N
+  (LLG's estimate applied to the bias); V raised by |m|; greedy stage 2 raising the selected class.
+  Equals EBI with the impact scaled by (1 + 1/C) and stage 1 in index order without the cap.
+  For Gat and Sharif's own impact use `llbg_original`.
+  """
+  n = _common.validate(grads, num_samples, "llbg", needs_bias=True, needs_kernel=False)
+  b = _bias(grads)
+  c = b.shape[0]
+  present = b < 0
+  stage1 = _common.keep_first(present.astype(jnp.int32), n)
+  impact = jnp.sum(jnp.where(present, b, 0.0)) * (1.0 + 1.0 / c) / n
+  counts = _common.two_stage(b, present, impact, n, stage1_counts=stage1)
+  return _common.guard_nonfinite(counts, grads)
+
+
+def llbg_original(grads: LastLayerGrads, num_samples: int, *, confidence: float = 0.0,
+                  batch_size: Optional[int] = None, num_steps: int = 1) -> jax.Array:
+  """LLBG with Gat and Sharif's own impact (spec 2.5, the HAR code's `llbgSGD`).
+
+  impact m = -(1 - confidence) / B with B = `batch_size` (default N; the per-step batch for multi-step updates);
+  V = {g_b < 0} in index order raised by |m|; then every entry is shifted by num_steps / C (the untrained-model
+  offset; a uniform shift, so it cannot change any argmin); greedy stage 2 with |m|.
+
+  Args:
+    confidence: the assumed average confidence gamma of the correct class (0 for untrained models).
+    batch_size: B, samples per local step (None = num_samples).
+    num_steps: S, local steps behind the update (1 for FedSGD).
+  """
+  n = _common.validate(grads, num_samples, "llbg_original", needs_bias=True, needs_kernel=False)
+  if not 0.0 <= confidence < 1.0:
+    raise ValueError(f"llbg_original: confidence must be in [0, 1), got {confidence}.")
+  bsz = n if batch_size is None else _common.check_num_samples(batch_size, "llbg_original (batch_size)")
+  b = _bias(grads)
+  c = b.shape[0]
+  present = b < 0
+  impact = jnp.asarray(-(1.0 - confidence) / bsz, jnp.float32)
+  stage1 = _common.keep_first(present.astype(jnp.int32), n)
+  values = jnp.where(present, b - impact, b) - num_steps / c
+  counts = _common.greedy_fill(values, stage1, impact, n)
+  return _common.guard_nonfinite(counts, grads)
+
+
+def _round_half_even_nonneg(x, num_samples):
+  return jnp.round(jnp.clip(x, 0.0, float(num_samples))).astype(jnp.int32)   # jnp.round is half-to-even
+
+
+def ilrg_uniform(grads: LastLayerGrads, num_samples: int, *, key: Optional[jax.Array] = None) -> jax.Array:
+  """iLRG with uniform class probabilities, as the HAR code runs it (`iLRG`, spec 2.6).
+
+  Solves the iLRG system with every class-probability vector set to 1/C. Its least-squares solution has the
+  closed form x_i = N/C - N (g_b[i] - mean(g_b)) (equal to the reference's float64 pinv; the mean term is 0
+  without noise). Counts: round(max(x, 0)) half-to-even, counts > N set to 0, labels taken in class order up to N,
+  and any shortfall padded with uniformly random labels drawn with `key` (the reference's padding).
+
+  Exact for models whose average softmax output is uniform; biased for trained models; not invariant to
+  rescaling the gradient (clipping breaks it).
+  """
+  n = _common.validate(grads, num_samples, "ilrg_uniform", needs_bias=True, needs_kernel=False)
+  key = _common.require_key(key, "ilrg_uniform")
+  b = _bias(grads)
+  c = b.shape[0]
+  x = n / c - n * (b - jnp.mean(b))
+  r = jnp.round(jnp.maximum(x, 0.0))
+  r = jnp.where(r > n, 0.0, r).astype(jnp.int32)
+  counts = _common.keep_first(r, n)
+  counts = _common.random_fill(counts, n, c, key)
+  return _common.guard_nonfinite(counts, grads)
+
+
+def class_embeddings(grads: LastLayerGrads) -> jax.Array:
+  """iLRG step 1: class embeddings e_c = dL/dW[:, c] / dL/db[c] (f32[C, D]); 0 where dL/db[c] == 0."""
+  kernel = grads.kernel.astype(jnp.float32)
+  b = _bias(grads)
+  safe = jnp.where(b == 0, 1.0, b)
+  return jnp.where((b == 0)[:, None], 0.0, (kernel / safe[None, :]).T)
+
+
+def ilrg(grads: LastLayerGrads, num_samples: int, *, head: LastLayerParams) -> jax.Array:
+  """iLRG (Ma et al., ICLR 2023): label counts from a linear system built with the head's parameters.
+
+  1. class embeddings e_c = dL/dW[:, c] / dL/db[c] (`class_embeddings`);
+  2. class-average probability vectors p_c = softmax(e_c @ W + b) through the head being attacked;
+  3. least-squares (pseudo-inverse) solution of  sum_c k_c = N  and  sum_j k_j p_j[i] - k_i = N g_b[i]  for all i;
+  4. negatives clipped to 0, rounded, then corrected one unit at a time (largest residual up, smallest residual
+     down) until the counts sum to N.
+
+  Args:
+    head: the classifier head's params (kernel f32[D, C], bias f32[C]) at the attacked global model.
+  """
+  n = _common.validate(grads, num_samples, "ilrg", needs_bias=True)
+  if not isinstance(head, LastLayerParams):
+    raise TypeError(f"ilrg: head must be a jaxleak.LastLayerParams, got {type(head).__name__}.")
+  if head.kernel.shape != grads.kernel.shape:
+    raise ValueError(f"ilrg: head.kernel {head.kernel.shape} must match grads.kernel {grads.kernel.shape}.")
+  b = _bias(grads)
+  c = b.shape[0]
+  emb = class_embeddings(grads)                                            # [C, D]
+  logits = emb @ head.kernel.astype(jnp.float32)
+  if head.bias is not None:
+    logits = logits + head.bias.astype(jnp.float32)
+  probs = jax.nn.softmax(logits, axis=-1)                                  # probs[j, i] = p_j[i]
+  a = jnp.concatenate([jnp.ones((1, c), jnp.float32), probs.T - jnp.eye(c, dtype=jnp.float32)], axis=0)
+  v = jnp.concatenate([jnp.array([float(n)], jnp.float32), n * b])
+  x = jnp.linalg.pinv(a) @ v
+  x = jnp.clip(jnp.nan_to_num(x, nan=0.0), 0.0, float(n))
+  r = jnp.round(x).astype(jnp.int32)
+
+  def not_done(r):
+    return jnp.sum(r) != n
+
+  def fix_one(r):
+    resid = x - r
+    up = jnp.sum(r) < n
+    i_up = jnp.argmax(resid)
+    i_down = jnp.argmin(jnp.where(r > 0, resid, jnp.inf))
+    i = jnp.where(up, i_up, i_down)
+    return r.at[i].add(jnp.where(up, 1, -1))
+
+  counts = jax.lax.while_loop(not_done, fix_one, r)
+  return _common.guard_nonfinite(counts, grads)

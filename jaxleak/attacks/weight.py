@@ -1,0 +1,165 @@
+"""Weight-gradient attacks: LLG and LLG* (Wainakh et al., PETS 2022) and the HAR code's variants.
+
+Signal: r[c] = sum_j dL/dW[j, c] (the row sums of the PyTorch weight gradient, i.e. sums over axis 0 of the Flax
+kernel gradient). A class present in the batch tends to have r[c] < 0, and r[c] is roughly proportional to its
+count.
+"""
+from __future__ import annotations
+
+from typing import Callable, NamedTuple, Sequence
+
+import jax
+import jax.numpy as jnp
+
+from jaxleak.attacks import _common
+from jaxleak.head import head_grad
+from jaxleak.types import LastLayerGrads, LastLayerParams
+
+
+def _row_sums(grads: LastLayerGrads) -> jax.Array:
+  return jnp.sum(grads.kernel.astype(jnp.float32), axis=0)
+
+
+def _llg_counts(g, impact, num_samples, stale_index):
+  c = g.shape[0]
+  present = g < 0
+  stage1 = _common.keep_first(present.astype(jnp.int32), num_samples)
+  return _common.two_stage(g, present, impact, num_samples, stage1_counts=stage1,
+                           decrement_index=(c - 1) if stale_index else None)
+
+
+def llg(grads: LastLayerGrads, num_samples: int, *, stale_index: bool = False) -> jax.Array:
+  """LLG: label counts from the weight-gradient row sums.
+
+  impact m = (sum of the negative row sums) * (1 + 1/C) / N. Stage 1 takes every class with a negative row sum
+  (index order; the first N if there are more) and raises it by |m|; stage 2 repeatedly takes argmin and raises
+  the selected class by |m| until there are N labels.
+
+  Args:
+    grads: one LastLayerGrads (kernel f32[D, C]; bias unused).
+    num_samples: N, the number of samples behind the gradient (static int).
+    stale_index: reproduce the HAR/breaching code (spec 2.1): stage 2 raises class C-1 instead of the
+      selected class, so all remaining slots go to one class. Registered as `llg_har`.
+
+  Returns:
+    i32[C] predicted counts summing to N.
+
+  Example:
+    >>> counts = jax.jit(jax.vmap(lambda g: llg(g, 100)))(batched_grads)   # [K, C]
+  """
+  n = _common.validate(grads, num_samples, "llg")
+  g = _row_sums(grads)
+  c = g.shape[0]
+  impact = jnp.sum(jnp.where(g < 0, g, 0.0)) * (1.0 + 1.0 / c) / n
+  return _common.guard_nonfinite(_llg_counts(g, impact, n, stale_index), grads)
+
+
+def llg_har(grads: LastLayerGrads, num_samples: int) -> jax.Array:
+  """LLG as the HAR reference code runs it (`wainakh-simple`, stale-index stage 2; spec 2.1)."""
+  return llg(grads, num_samples, stale_index=True)
+
+
+class LLGStarParams(NamedTuple):
+  """Model-based estimates for LLG*: `impact` (scalar, negative) and per-class `offsets` f32[C]."""
+  impact: jax.Array
+  offsets: jax.Array
+
+
+def _dummy_inputs(key, shape, distribution):
+  if distribution == "normal":
+    return jax.random.normal(key, shape)
+  if distribution == "uniform":
+    return jax.random.uniform(key, shape)
+  raise ValueError(f"unknown dummy distribution {distribution!r}; use 'normal' or 'uniform'.")
+
+
+def estimate_llg_star_params(penultimate_fn: Callable[[jax.Array], jax.Array], head: LastLayerParams,
+                             input_shape: Sequence[int], num_samples: int, key: jax.Array, *,
+                             method: str = "wainakh", dummy: str = "normal") -> LLGStarParams:
+  """Estimates LLG*'s impact and offsets by pushing dummy batches through the real model.
+
+  Args:
+    penultimate_fn: maps inputs f32[n, *input_shape] to penultimate features f32[n, D] (the model in eval mode,
+      at the global params being attacked).
+    head: the classifier head's params at those global params.
+    input_shape: shape of one input, e.g. (50, 6).
+    num_samples: N of the attacked updates.
+    key: PRNG key for the dummy inputs.
+    method:
+      'wainakh' (default; Wainakh et al.'s LLG* with dummy inputs): for every class k a batch of N dummies all
+        labelled k gives row sums rho_k = sum_j dL/dW[j, :]. offsets[c] = mean over k != c of rho_k[c] (the row
+        sum of class c when it is absent); impact = mean over c of (rho_c[c] - offsets[c]) / N (one instance).
+      'har' (spec 2.2, the HAR code's `wainakh-whitebox`): impact = mean over k of (sum of ALL entries of the
+        class-k dummy gradient) * (1 + 1/C) / N; offsets[k] = sum of all entries of the gradient of C-1 dummies
+        labelled with every class but k, / (C-1). Both are ~0 because softmax-CE weight gradients sum to 0 over
+        classes; the variant exists to reproduce the paper's numbers.
+    dummy: 'normal' (standard normal, as both references) or 'uniform' ([0, 1), the range of min-max scaled
+      inputs).
+  """
+  n = _common.check_num_samples(num_samples, "estimate_llg_star_params")
+  c = head.kernel.shape[-1]
+  input_shape = tuple(input_shape)
+  k_imp, k_off = jax.random.split(key)
+  classes = jnp.arange(c)
+
+  def class_grad(x, labels):
+    return head_grad(penultimate_fn(x), labels, head).kernel       # [D, C]
+
+  x_imp = _dummy_inputs(k_imp, (c, n) + input_shape, dummy)
+  same_labels = jnp.broadcast_to(classes[:, None], (c, n))
+  g_imp = jax.vmap(class_grad)(x_imp, same_labels)                  # [C(k), D, C]
+
+  if method == "wainakh":
+    rho = jnp.sum(g_imp, axis=1)                                     # [k, c]
+    own = jnp.diagonal(rho)
+    offsets = (jnp.sum(rho, axis=0) - own) / (c - 1)
+    impact = jnp.mean(own - offsets) / n
+    return LLGStarParams(impact=impact, offsets=offsets)
+  if method == "har":
+    impact = jnp.mean(jnp.sum(g_imp, axis=(1, 2))) * (1.0 + 1.0 / c) / n
+    # Row k: the C-1 classes other than k in ascending order.
+    others = jnp.stack([jnp.concatenate([classes[:k], classes[k + 1:]]) for k in range(c)])
+    x_off = _dummy_inputs(k_off, (c, c - 1) + input_shape, dummy)
+    g_off = jax.vmap(class_grad)(x_off, others)
+    offsets = jnp.sum(g_off, axis=(1, 2)) / (c - 1)
+    return LLGStarParams(impact=impact, offsets=offsets)
+  raise ValueError(f"unknown LLG* estimation method {method!r}; use 'wainakh' or 'har'.")
+
+
+def _check_star_params(params, c, attack):
+  if not isinstance(params, LLGStarParams):
+    raise TypeError(f"{attack}: star_params must be an LLGStarParams from estimate_llg_star_params(), got "
+                    f"{type(params).__name__}.")
+  if jnp.shape(params.offsets) != (c,) or jnp.ndim(params.impact) != 0:
+    raise ValueError(f"{attack}: star_params has offsets {jnp.shape(params.offsets)} and impact "
+                     f"{jnp.shape(params.impact)}; expected offsets [{c}] and a scalar impact (estimate them "
+                     "for this model's head).")
+
+
+def llg_star(grads: LastLayerGrads, num_samples: int, *, star_params: LLGStarParams) -> jax.Array:
+  """LLG* (Wainakh et al.): LLG on offset-corrected row sums with a model-estimated impact.
+
+  g = r - offsets; stage 1 takes classes with g < 0 and raises them by |impact|; stage 2 greedy as in LLG.
+  `star_params` comes from `estimate_llg_star_params(..., method='wainakh')`; estimate once per global model
+  and reuse it for every gradient computed at that model.
+  """
+  n = _common.validate(grads, num_samples, "llg_star")
+  g = _row_sums(grads)
+  _check_star_params(star_params, g.shape[0], "llg_star")
+  g = g - star_params.offsets
+  return _common.guard_nonfinite(_llg_counts(g, star_params.impact, n, stale_index=False), grads)
+
+
+def llg_star_har(grads: LastLayerGrads, num_samples: int, *, star_params: LLGStarParams) -> jax.Array:
+  """LLG* exactly as the HAR code runs it (spec 2.2): stage 1 on the raw row sums, then subtract offsets,
+  then the stale-index stage 2. Use `estimate_llg_star_params(..., method='har')`."""
+  n = _common.validate(grads, num_samples, "llg_star_har")
+  g = _row_sums(grads)
+  c = g.shape[0]
+  _check_star_params(star_params, c, "llg_star_har")
+  m = star_params.impact
+  present = g < 0
+  stage1 = _common.keep_first(present.astype(jnp.int32), n)
+  g = jnp.where(present, g - m, g) - star_params.offsets
+  counts = _common.greedy_fill(g, stage1, m, n, decrement_index=c - 1)
+  return _common.guard_nonfinite(counts, grads)

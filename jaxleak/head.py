@@ -1,0 +1,46 @@
+"""Closed-form gradient of mean softmax cross-entropy w.r.t. a dense classifier head.
+
+For logits z_n = h_n @ W + b and loss L = (1/N) sum_n CE(z_n, y_n):
+  dL/db = (1/N) sum_n (softmax(z_n) - onehot(y_n))            f32[C]
+  dL/dW = (1/N) sum_n h_n^T (softmax(z_n) - onehot(y_n))       f32[D, C]
+Shared by the update functions (fast path) and by attacks that probe the model (LLG*): both need exactly this,
+and it is the only model knowledge they share.
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+import jax
+import jax.numpy as jnp
+
+from jaxleak.types import LastLayerGrads, LastLayerParams
+
+
+def head_logits(features: jax.Array, head: LastLayerParams) -> jax.Array:
+  """features f32[n, D] -> logits f32[n, C]."""
+  logits = features @ head.kernel
+  return logits if head.bias is None else logits + head.bias
+
+
+def head_grad(features: jax.Array, labels: jax.Array, head: LastLayerParams,
+              mask: Optional[jax.Array] = None) -> LastLayerGrads:
+  """Gradient of the mean CE over the (masked) samples.
+
+  Args:
+    features: f32[n, D] penultimate activations.
+    labels: i32[n] class ids in [0, C).
+    head: the head's params (kernel f32[D, C], bias f32[C] or None).
+    mask: optional bool/f32[n]; samples with mask 0 are excluded and the mean is over the rest.
+  """
+  c = head.kernel.shape[-1]
+  probs = jax.nn.softmax(head_logits(features, head).astype(jnp.float32), axis=-1)
+  delta = probs - jax.nn.one_hot(labels, c, dtype=probs.dtype)          # [n, C]
+  if mask is None:
+    weights = jnp.full(labels.shape, 1.0 / labels.shape[0], probs.dtype)
+  else:
+    mask = mask.astype(probs.dtype)
+    weights = mask / jnp.maximum(jnp.sum(mask), 1.0)
+  delta = delta * weights[:, None]
+  kernel = features.astype(jnp.float32).T @ delta
+  bias = None if head.bias is None else jnp.sum(delta, axis=0)
+  return LastLayerGrads(kernel=kernel, bias=bias)

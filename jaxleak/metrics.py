@@ -1,0 +1,128 @@
+"""Leakage metrics from true and predicted label counts, vectorised over any leading batch axes.
+
+Inputs are count vectors i32[..., C] (true counts sum to N per row). A predicted row containing a negative entry
+(an attack's INVALID_COUNT sentinel for a non-finite gradient) scores NaN in every per-batch metric.
+
+Per batch (spec 6):
+  lnacc:  sum_c min(true_c, pred_c) / N                         (label number accuracy)
+  leacc:  |{c: pred_c>0} & {c: true_c>0}| / |{c: true_c>0}|     (existence recall, as the HAR code computes LeAcc)
+  symmetric_existence_accuracy: 1 - mean_c |1[true_c>0] - 1[pred_c>0]|  (the HAR paper's Eq. 4 read as an
+          accuracy over all C classes: extra predicted classes are penalised, unlike leacc)
+Per client: ClassAcc = nan-mean over classes of (sum over the client's batches of min(true, pred)) / (sum of true);
+classes absent from all of a client's batches are excluded.
+"""
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+
+def _check_counts(true_counts, pred_counts):
+  if np.shape(true_counts) != np.shape(pred_counts):
+    raise ValueError(f"true counts {np.shape(true_counts)} and predicted counts {np.shape(pred_counts)} must "
+                     "have the same shape [..., C].")
+  if np.ndim(true_counts) < 1:
+    raise ValueError("counts must have a class axis: shape [..., C].")
+
+
+def _valid(pred):
+  return jnp.all(pred >= 0, axis=-1)
+
+
+def lnacc(true_counts: jax.Array, pred_counts: jax.Array) -> jax.Array:
+  """Label number accuracy per row: f32[...]."""
+  _check_counts(true_counts, pred_counts)
+  t, p = jnp.asarray(true_counts), jnp.asarray(pred_counts)
+  n = jnp.sum(t, axis=-1)
+  acc = jnp.sum(jnp.minimum(t, p), axis=-1) / jnp.maximum(n, 1)
+  return jnp.where(_valid(p), acc, jnp.nan)
+
+
+def leacc(true_counts: jax.Array, pred_counts: jax.Array) -> jax.Array:
+  """Label existence recall per row (the HAR code's LeAcc): f32[...]."""
+  _check_counts(true_counts, pred_counts)
+  t, p = jnp.asarray(true_counts) > 0, jnp.asarray(pred_counts) > 0
+  acc = jnp.sum(t & p, axis=-1) / jnp.maximum(jnp.sum(t, axis=-1), 1)
+  return jnp.where(_valid(jnp.asarray(pred_counts)), acc, jnp.nan)
+
+
+def symmetric_existence_accuracy(true_counts: jax.Array, pred_counts: jax.Array) -> jax.Array:
+  """1 - mean over classes of |1[true>0] - 1[pred>0]| per row (the HAR paper's Eq. 4 as an accuracy)."""
+  _check_counts(true_counts, pred_counts)
+  t, p = jnp.asarray(true_counts) > 0, jnp.asarray(pred_counts) > 0
+  acc = 1.0 - jnp.mean((t != p).astype(jnp.float32), axis=-1)
+  return jnp.where(_valid(jnp.asarray(pred_counts)), acc, jnp.nan)
+
+
+def per_class_correct(true_counts: jax.Array, pred_counts: jax.Array) -> jax.Array:
+  """min(true, pred) per class: i32[..., C] (NaN rows are not representable: invalid rows give -1)."""
+  _check_counts(true_counts, pred_counts)
+  t, p = jnp.asarray(true_counts), jnp.asarray(pred_counts)
+  return jnp.where(_valid(p)[..., None], jnp.minimum(t, p), -1)
+
+
+class ClientMetrics(NamedTuple):
+  """Per-client aggregates (leading axis = client), f32.
+
+  lnacc, leacc, symmetric_existence: mean over the client's batches; class_acc: ClassAcc;
+  class_correct / class_total: i32[clients, C] summed over batches; num_batches: i32[clients].
+  """
+  lnacc: jax.Array
+  leacc: jax.Array
+  symmetric_existence: jax.Array
+  class_acc: jax.Array
+  class_correct: jax.Array
+  class_total: jax.Array
+  num_batches: jax.Array
+
+
+def client_metrics(true_counts: jax.Array, pred_counts: jax.Array, client_ids: jax.Array,
+                   num_clients: int) -> ClientMetrics:
+  """Aggregates per-batch metrics to per-client metrics with segment sums.
+
+  Args:
+    true_counts, pred_counts: i32[K, C] for K batches.
+    client_ids: i32[K], the client of each batch, in [0, num_clients).
+    num_clients: static number of clients (segments).
+
+  The per-client means divide by the number of attacked batches (the HAR code divides by ceil(n/100), which
+  biases them low by up to ~2 %; spec 10.7). A client with no batches gets NaN. Invalid (NaN) batches count as
+  NaN, so a client with one gets NaN means; its ClassAcc ignores invalid batches' rows.
+  """
+  _check_counts(true_counts, pred_counts)
+  if np.ndim(true_counts) != 2:
+    raise ValueError(f"client_metrics expects counts of shape [K, C], got {np.shape(true_counts)}.")
+  if np.shape(client_ids) != np.shape(true_counts)[:1]:
+    raise ValueError(f"client_ids must have shape [K]={np.shape(true_counts)[:1]}, got {np.shape(client_ids)}.")
+  t, p = jnp.asarray(true_counts), jnp.asarray(pred_counts)
+  ids = jnp.asarray(client_ids)
+  seg = lambda x: jax.ops.segment_sum(x, ids, num_segments=num_clients)
+  nb = seg(jnp.ones(ids.shape, jnp.int32))
+  mean = lambda x: seg(x) / jnp.where(nb > 0, nb, jnp.nan)
+  valid = _valid(p)
+  correct = jnp.where(valid[:, None], jnp.minimum(t, p), 0)
+  total = jnp.where(valid[:, None], t, 0)
+  class_correct, class_total = seg(correct), seg(total)
+  ratio = class_correct / jnp.where(class_total > 0, class_total, jnp.nan)
+  all_nan = jnp.all(jnp.isnan(ratio), axis=-1)
+  class_acc = jnp.where(all_nan, jnp.nan, jnp.nanmean(jnp.where(all_nan[:, None], 0.0, ratio), axis=-1))
+  return ClientMetrics(lnacc=mean(lnacc(t, p)), leacc=mean(leacc(t, p)),
+                       symmetric_existence=mean(symmetric_existence_accuracy(t, p)), class_acc=class_acc,
+                       class_correct=class_correct, class_total=class_total, num_batches=nb)
+
+
+def mean_std_over_clients(values: jax.Array) -> tuple[jax.Array, jax.Array]:
+  """Mean and population standard deviation (ddof 0, as the HAR evaluation) over clients, ignoring NaN."""
+  v = jnp.asarray(values)
+  return jnp.nanmean(v, axis=0), jnp.nanstd(v, axis=0)
+
+
+def counts_from_labels(labels: jax.Array, num_classes: int, mask: jax.Array | None = None) -> jax.Array:
+  """Label vector i32[..., N] -> counts i32[..., C] (masked entries excluded)."""
+  onehot = jax.nn.one_hot(labels, num_classes, dtype=jnp.int32)
+  if mask is not None:
+    onehot = onehot * mask[..., None].astype(jnp.int32)
+  return jnp.sum(onehot, axis=-2)

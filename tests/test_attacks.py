@@ -1,0 +1,271 @@
+"""Attacks checked against hand-computed cases, theory and invariants."""
+import functools
+
+import hypothesis.strategies as st
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from hypothesis import given, settings
+
+import jaxleak.attacks as A
+from jaxleak import LastLayerGrads, LastLayerParams
+from tests.helpers import labels_from_counts, mean_ce_head_grads, random_head
+
+KEY = jax.random.key(0)
+
+
+def _bias_only(b):
+  b = jnp.asarray(b, jnp.float32)
+  return LastLayerGrads(kernel=b[None, :], bias=b)     # kernel row sums == bias: LLG sees the same numbers
+
+
+# --- spec 2.11 worked example: C=4, N=10, true counts (5, 3, 2, 0), uniform model --------------------------
+WORKED = _bias_only([-0.25, -0.05, 0.05, 0.25])
+
+
+@pytest.mark.parametrize("name,expected", [
+    ("ebi", [8, 2, 0, 0]), ("llbg", [8, 2, 0, 0]), ("llg_har", [9, 1, 0, 0]), ("llg", [8, 2, 0, 0])])
+def test_worked_example(name, expected):
+  np.testing.assert_array_equal(A.get(name)(WORKED, 10), expected)
+
+
+def test_worked_example_ilrg_uniform_exact():
+  np.testing.assert_array_equal(A.ilrg_uniform(WORKED, 10, key=KEY), [5, 3, 2, 0])
+
+
+def test_worked_example_llg_by_hand():
+  # m = (-0.25 - 0.05) * 1.25 / 10 = -0.0375. Stage 1: g = (-0.2125, -0.0125, .05, .25), counts (1, 1, 0, 0).
+  # Stage 2 raises the selected class by 0.0375: class 0 is picked 6 times (-0.2125 + 6 * 0.0375 = 0.0125),
+  # after which class 1 (-0.0125) is the minimum: 8 picks in all -> (7, 2, 0, 0) + ... check by simulation.
+  g = np.array([-0.25, -0.05, 0.05, 0.25]); m = -0.0375
+  counts = (g < 0).astype(int); g = np.where(g < 0, g - m, g)
+  while counts.sum() < 10:
+    i = int(np.argmin(g)); counts[i] += 1; g[i] -= m
+  np.testing.assert_array_equal(A.llg(WORKED, 10), counts)
+
+
+def test_ebi_by_hand_intermediate_values():
+  # m = -0.03; after stage 1 b = (-0.22, -0.02, .05, .25): class 0 takes 7 more (-0.22 + 7*.03 = -0.01 < -0.02?
+  # no: after 7 picks b0 = -0.01 > b1 = -0.02, so the 8th pick is class 1) -> (8, 2, 0, 0).
+  np.testing.assert_array_equal(A.ebi(WORKED, 10), [8, 2, 0, 0])
+
+
+def test_ebi_no_negative_entries_gives_all_to_argmin():
+  np.testing.assert_array_equal(A.ebi(_bias_only([0.3, 0.1, 0.2]), 7), [0, 7, 0])
+
+
+def test_ebi_caps_stage_one_at_n_most_negative_first():
+  # 3 negative classes, N = 2: stage 1 takes the two most negative (2 and 0), not the first two by index.
+  np.testing.assert_array_equal(A.ebi(_bias_only([-0.2, -0.1, -0.3, 0.6]), 2), [1, 0, 1, 0])
+
+
+def test_llbg_stage_one_index_order_when_more_than_n():
+  np.testing.assert_array_equal(A.llbg(_bias_only([-0.2, -0.1, -0.3, 0.6]), 2), [1, 1, 0, 0])
+
+
+def test_llg_har_stale_index_sends_remaining_slots_to_one_class():
+  # Paper LLG spreads the slots; the stale index keeps raising class C-1 (positive here) so class 0 takes all.
+  g = _bias_only([-0.30, -0.29, 0.29, 0.30])
+  har = A.llg_har(g, 20)
+  assert har[0] == 19 and har[1] == 1
+  paper = A.llg(g, 20)
+  assert abs(int(paper[0]) - int(paper[1])) <= 1
+
+
+# --- untrained-regime theory (spec 2.11 second check; upstream A.6 item 4) -------------------------------------
+IMBALANCED = [40, 3, 0, 0, 1, 6, 0, 0, 0]            # N = 50, C = 9
+
+
+def _near_uniform_grads(counts, d=64, w_scale=1e-3, b_scale=0.0, seed=1):
+  counts = np.asarray(counts)
+  k1, k2 = jax.random.split(jax.random.key(seed))
+  head = random_head(k1, d, len(counts), w_scale, b_scale)
+  feats = jax.random.normal(k2, (counts.sum(), d))
+  labels = jnp.asarray(labels_from_counts(counts, seed))
+  return mean_ce_head_grads(feats, labels, head.kernel, head.bias), head
+
+
+def test_ilrg_uniform_exact_on_near_uniform_head():
+  grads, _ = _near_uniform_grads(IMBALANCED)
+  np.testing.assert_array_equal(A.ilrg_uniform(grads, 50, key=KEY), IMBALANCED)
+
+
+def test_ilrg_full_exact_on_near_uniform_head():
+  grads, head = _near_uniform_grads(IMBALANCED)
+  np.testing.assert_array_equal(A.ilrg(grads, 50, head=head), IMBALANCED)
+
+
+def test_ilrg_full_uses_head_probabilities_where_uniform_fails():
+  # Large head biases: softmax far from uniform but almost input-independent. Full iLRG reads the probabilities
+  # through the head and stays exact; the uniform variant must be wrong.
+  grads, head = _near_uniform_grads(IMBALANCED, w_scale=1e-4, b_scale=1.5, seed=3)
+  np.testing.assert_array_equal(A.ilrg(grads, 50, head=head), IMBALANCED)
+  assert not np.array_equal(np.asarray(A.ilrg_uniform(grads, 50, key=KEY)), IMBALANCED)
+
+
+def test_bias_attacks_collapse_on_classes_above_one_over_c():
+  # C = 9, N = 100, logits ~ N(0, 0.1^2): only classes with frequency > 1/9 have negative bias gradient, so
+  # EBI/LLBG predict only those, while the uniform iLRG closed form is exact.
+  counts = np.array([30, 20, 12, 10, 9, 8, 6, 5, 0])
+  key = jax.random.key(5)
+  logits_feats = 0.1 * jax.random.normal(key, (100, 9))
+  eye = LastLayerParams(kernel=jnp.eye(9), bias=jnp.zeros(9))
+  grads = mean_ce_head_grads(logits_feats, jnp.asarray(labels_from_counts(counts)), eye.kernel, eye.bias)
+  above = counts > 100 / 9
+  for name in ("ebi", "llbg"):
+    pred = np.asarray(A.get(name)(grads, 100))
+    assert pred.sum() == 100 and np.all(pred[~above] == 0), (name, pred)
+  np.testing.assert_array_equal(A.ilrg_uniform(grads, 100, key=KEY), counts)
+
+
+def test_llg_star_exact_on_constant_feature_zero_weight_model():
+  # Features h = 1 (D dims), W = 0: row sums r[c] = D (1/C - n_c/N). The Wainakh estimator gives offsets D/C and
+  # impact -D/N exactly, so r - offsets = n_c * impact and the two-stage fill recovers the counts exactly.
+  d, c, n = 8, 6, 30
+  counts = np.array([12, 0, 9, 1, 8, 0])
+  head = LastLayerParams(kernel=jnp.zeros((d, c)), bias=jnp.zeros(c))
+  feats = lambda x: jnp.ones((x.shape[0], d))
+  grads = mean_ce_head_grads(jnp.ones((n, d)), jnp.asarray(labels_from_counts(counts)), head.kernel, head.bias)
+  star = A.estimate_llg_star_params(feats, head, (5, 2), n, KEY)
+  np.testing.assert_allclose(star.offsets, d / c, rtol=1e-6)
+  np.testing.assert_allclose(star.impact, -d / n, rtol=1e-6)
+  np.testing.assert_array_equal(A.llg_star(grads, n, star_params=star), counts)
+
+
+def test_llg_star_har_estimates_are_zero_by_the_softmax_identity():
+  d, c, n = 16, 5, 20
+  head = random_head(jax.random.key(2), d, c, 0.3, 0.3)
+  proj = jax.random.normal(jax.random.key(3), (4 * 3, d))
+  feats = lambda x: jnp.tanh(x.reshape(x.shape[0], -1) @ proj)
+  star = A.estimate_llg_star_params(feats, head, (4, 3), n, KEY, method="har")
+  assert abs(float(star.impact)) < 1e-6 and float(jnp.max(jnp.abs(star.offsets))) < 1e-5
+  wainakh = A.estimate_llg_star_params(feats, head, (4, 3), n, KEY)
+  assert abs(float(wainakh.impact)) > 1e-3       # the method's own estimate is far from zero
+
+
+# --- invariants over random gradients --------------------------------------------------------------------------
+def _random_grads(seed, c, d=12):
+  k1, k2 = jax.random.split(jax.random.key(seed))
+  return LastLayerGrads(kernel=jax.random.normal(k1, (d, c)) * 0.1, bias=jax.random.normal(k2, (c,)) * 0.1)
+
+
+def _call(name, grads, n, head=None):
+  star = A.LLGStarParams(impact=jnp.float32(-0.01), offsets=jnp.zeros(grads.kernel.shape[-1]))
+  head = head or LastLayerParams(kernel=jnp.zeros_like(grads.kernel), bias=jnp.zeros_like(grads.bias))
+  return A.run(name, grads, n, key=KEY, star_params=star, head=head)
+
+
+@settings(max_examples=25, deadline=None)
+@given(seed=st.integers(0, 10_000), c=st.integers(2, 20), n=st.integers(1, 120), name=st.sampled_from(A.names()))
+def test_counts_are_nonnegative_and_sum_to_n(seed, c, n, name):
+  pred = np.asarray(_call(name, _random_grads(seed, c), n))
+  assert pred.shape == (c,) and pred.dtype == np.int32
+  assert pred.min() >= 0 and pred.sum() == n
+
+
+@settings(max_examples=20, deadline=None)
+@given(seed=st.integers(0, 10_000), c=st.integers(2, 20), n=st.integers(1, 120), exponent=st.integers(-6, 6),
+       name=st.sampled_from(["llg", "llg_har", "ebi", "llbg"]))
+def test_positive_rescaling_does_not_change_counts(seed, c, n, exponent, name):
+  g = _random_grads(seed, c)
+  scaled = jax.tree.map(lambda x: x * 2.0 ** exponent, g)       # powers of two scale exactly in float
+  np.testing.assert_array_equal(A.get(name)(g, n), A.get(name)(scaled, n))
+
+
+def test_rescaling_by_a_clip_factor_breaks_ilrg_uniform_but_not_ebi():
+  grads, _ = _near_uniform_grads(IMBALANCED)
+  clipped = jax.tree.map(lambda x: x * 0.3, grads)
+  np.testing.assert_array_equal(A.ebi(grads, 50), A.ebi(clipped, 50))
+  assert not np.array_equal(np.asarray(A.ilrg_uniform(clipped, 50, key=KEY)), IMBALANCED)
+
+
+@settings(max_examples=20, deadline=None)
+@given(seed=st.integers(0, 10_000), c=st.integers(2, 15), n=st.integers(15, 80),
+       name=st.sampled_from(["llg", "llg_star", "ebi", "llbg", "llbg_original", "ilrg"]))
+def test_relabelling_classes_permutes_the_output(seed, c, n, name):
+  # Not equivariant by construction, so excluded: llg_har's stale index, ilrg_uniform's random padding, and the
+  # "keep the first N stage-1 classes in index order" rule when N < C (hence n >= 15 >= c here).
+  g = _random_grads(seed, c)
+  perm = np.random.default_rng(seed).permutation(c)
+  permuted = LastLayerGrads(kernel=g.kernel[:, perm], bias=g.bias[perm])
+  head = random_head(jax.random.key(seed), g.kernel.shape[0], c, 0.1, 0.1)
+  head_p = LastLayerParams(kernel=head.kernel[:, perm], bias=head.bias[perm])
+  out, out_p = np.asarray(_call(name, g, n, head)), np.asarray(_call(name, permuted, n, head_p))
+  np.testing.assert_array_equal(out[perm], out_p)
+
+
+@pytest.mark.parametrize("name", A.names())
+def test_jit_equals_eager_and_vmap_equals_loop(name):
+  k = 7
+  batch = jax.tree.map(lambda *xs: jnp.stack(xs), *[_random_grads(s, 9) for s in range(k)])
+  head = LastLayerParams(kernel=0.01 * jnp.ones((12, 9)), bias=jnp.zeros(9))
+  star = A.LLGStarParams(impact=jnp.float32(-0.01), offsets=jnp.zeros(9))
+  keys = jax.random.split(KEY, k)
+  f = lambda g, key: A.run(name, g, 40, key=key, star_params=star, head=head)
+  vmapped = jax.jit(jax.vmap(f))(batch, keys)
+  looped = [f(jax.tree.map(lambda x: x[i], batch), keys[i]) for i in range(k)]
+  jitted = [jax.jit(f)(jax.tree.map(lambda x: x[i], batch), keys[i]) for i in range(k)]
+  np.testing.assert_array_equal(vmapped, np.stack(looped))
+  np.testing.assert_array_equal(vmapped, np.stack(jitted))
+
+
+def test_vmapped_call_compiles_once():
+  f = jax.jit(jax.vmap(lambda g: A.ebi(g, 100)))
+  for seed in range(3):
+    batch = jax.tree.map(lambda *xs: jnp.stack(xs), *[_random_grads(seed * 10 + s, 19) for s in range(16)])
+    f(batch)
+  assert f._cache_size() == 1
+
+
+# --- bad input ---------------------------------------------------------------------------------------------------
+def test_mismatched_kernel_and_bias_is_rejected_with_a_hint():
+  with pytest.raises(ValueError, match="disagree on the number of classes"):
+    A.ebi(LastLayerGrads(kernel=jnp.zeros((4, 3)), bias=jnp.zeros(5)), 10)
+
+
+@pytest.mark.parametrize("n", [0, -3])
+def test_nonpositive_num_samples_is_rejected(n):
+  with pytest.raises(ValueError, match="num_samples must be positive"):
+    A.llg(_random_grads(0, 4), n)
+
+
+def test_traced_num_samples_is_rejected():
+  with pytest.raises(TypeError, match="Python int"):
+    jax.jit(lambda g, n: A.ebi(g, n))(_random_grads(0, 4), 10)
+
+
+def test_batched_grads_without_vmap_is_rejected():
+  batch = jax.tree.map(lambda *xs: jnp.stack(xs), _random_grads(0, 4), _random_grads(1, 4))
+  with pytest.raises(ValueError, match="jax.vmap"):
+    A.llg(batch, 10)
+
+
+def test_bias_attack_on_bias_free_head_names_the_fix():
+  with pytest.raises(ValueError, match="llg"):
+    A.ebi(LastLayerGrads(kernel=jnp.zeros((4, 3)), bias=None), 10)
+
+
+def test_nan_gradient_raises_eagerly_and_gives_invalid_counts_under_jit():
+  g = _random_grads(0, 5)
+  bad = g._replace(bias=g.bias.at[2].set(jnp.nan))
+  with pytest.raises(ValueError, match="NaN"):
+    A.llbg(bad, 10)
+  out = jax.jit(lambda x: A.llbg(x, 10))(bad)
+  np.testing.assert_array_equal(out, [A.INVALID_COUNT] * 5)
+
+
+def test_attacks_needing_randomness_demand_a_key():
+  with pytest.raises(ValueError, match="PRNG key"):
+    A.ilrg_uniform(_random_grads(0, 5), 10)
+
+
+def test_registry_unknown_name_lists_valid_ones():
+  with pytest.raises(KeyError, match="ebi.*llg"):
+    A.get("nope")
+  assert set(A.HAR_PAPER_ATTACKS) <= set(A.names()) and set(A.HAR_REFERENCE_ATTACKS) <= set(A.names())
+
+
+def test_run_reports_missing_requirements():
+  with pytest.raises(ValueError, match="estimate_llg_star_params"):
+    A.run("llg_star", _random_grads(0, 5), 10)

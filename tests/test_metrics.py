@@ -1,0 +1,60 @@
+"""Metrics on hand-computed cases."""
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from jaxleak import metrics as M
+
+TRUE = np.array([[5, 3, 2, 0], [10, 0, 0, 0], [0, 4, 4, 2]])
+PRED = np.array([[8, 2, 0, 0], [6, 0, 0, 4], [0, 4, 4, 2]])
+
+
+def test_lnacc_hand_computed():
+  # row 0: min = 5 + 2 + 0 = 7 / 10; row 1: 6 / 10; row 2: exact.
+  np.testing.assert_allclose(M.lnacc(TRUE, PRED), [0.7, 0.6, 1.0])
+
+
+def test_leacc_is_existence_recall():
+  # row 0: classes {0,1,2} true, {0,1} predicted -> 2/3; row 1: {0} found; extra class 3 is not penalised -> 1.
+  np.testing.assert_allclose(M.leacc(TRUE, PRED), [2 / 3, 1.0, 1.0])
+
+
+def test_symmetric_existence_penalises_both_directions():
+  # row 0: class 2 missed -> 1 - 1/4; row 1: class 3 extra -> 1 - 1/4; row 2: exact.
+  np.testing.assert_allclose(M.symmetric_existence_accuracy(TRUE, PRED), [0.75, 0.75, 1.0])
+
+
+def test_client_metrics_and_class_acc_exclude_absent_classes():
+  ids = np.array([0, 0, 1])
+  cm = M.client_metrics(TRUE, PRED, ids, num_clients=3)
+  np.testing.assert_allclose(cm.lnacc[:2], [0.65, 1.0])
+  np.testing.assert_array_equal(cm.class_total[0], [15, 3, 2, 0])
+  np.testing.assert_array_equal(cm.class_correct[0], [11, 2, 0, 0])
+  # client 0: class 0 11/15, class 1 2/3, class 2 0/2, class 3 absent (NaN, excluded) -> mean of three.
+  np.testing.assert_allclose(cm.class_acc[0], (11 / 15 + 2 / 3 + 0.0) / 3, rtol=1e-6)
+  np.testing.assert_allclose(cm.class_acc[1], 1.0)
+  assert np.isnan(cm.class_acc[2]) and np.isnan(cm.lnacc[2]) and cm.num_batches[2] == 0
+
+
+def test_invalid_prediction_rows_score_nan():
+  pred = PRED.copy(); pred[1] = -1
+  out = M.lnacc(TRUE, pred)
+  assert np.isnan(out[1]) and not np.isnan(out[0])
+  cm = M.client_metrics(TRUE, pred, np.array([0, 0, 1]), 2)
+  assert np.isnan(cm.lnacc[0])
+  np.testing.assert_array_equal(cm.class_total[0], [5, 3, 2, 0])   # the invalid batch is left out of ClassAcc
+
+
+def test_mean_std_over_clients_is_population_std_ignoring_nan():
+  mean, std = M.mean_std_over_clients(jnp.array([0.5, 1.0, jnp.nan]))
+  np.testing.assert_allclose([mean, std], [0.75, 0.25])
+
+
+def test_counts_from_labels_with_mask():
+  np.testing.assert_array_equal(M.counts_from_labels(jnp.array([0, 2, 2, 1]), 3, jnp.array([1, 1, 0, 1])),
+                                [1, 1, 1])
+
+
+def test_shape_mismatch_is_rejected():
+  with pytest.raises(ValueError, match="same shape"):
+    M.lnacc(TRUE, PRED[:, :3])
