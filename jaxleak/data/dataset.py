@@ -1,0 +1,78 @@
+"""In-memory HAR data: continuous recordings per subject, and the windows cut from them."""
+from __future__ import annotations
+
+import dataclasses
+from typing import Mapping, Sequence
+
+import numpy as np
+
+
+@dataclasses.dataclass(frozen=True)
+class Recording:
+  """One continuous recording: signals f32[L, channels], labels i32[L] (0 = NULL)."""
+  signals: np.ndarray
+  labels: np.ndarray
+
+  def __post_init__(self):
+    if self.signals.ndim != 2 or self.labels.shape != (self.signals.shape[0],):
+      raise ValueError(f"a recording needs signals [L, ch] and labels [L]; got {self.signals.shape} and "
+                       f"{self.labels.shape}.")
+
+
+@dataclasses.dataclass(frozen=True)
+class HarDataset:
+  """Subjects -> recordings, with class and channel names. Class 0 is NULL.
+
+  `loso_validation` optionally maps split index -> held-out subject id (WEAR/Wetlab annotation files); when
+  absent, split i holds out the i-th subject in sorted order.
+  """
+  name: str
+  class_names: tuple[str, ...]
+  channel_names: tuple[str, ...]
+  subjects: Mapping[int, Sequence[Recording]]
+  sampling_rate: int = 50
+  loso_validation: Mapping[int, int] | None = None
+
+  @property
+  def num_classes(self) -> int:
+    return len(self.class_names)
+
+  @property
+  def num_channels(self) -> int:
+    return len(self.channel_names)
+
+  @property
+  def subject_ids(self) -> tuple[int, ...]:
+    return tuple(sorted(self.subjects))
+
+  def loso_splits(self) -> list[tuple[int, tuple[int, ...]]]:
+    """Leave-one-subject-out splits as (held-out subject, training subjects)."""
+    ids = self.subject_ids
+    held = (dict(self.loso_validation) if self.loso_validation is not None
+            else {i: s for i, s in enumerate(ids)})
+    return [(held[i], tuple(s for s in ids if s != held[i])) for i in sorted(held)]
+
+
+@dataclasses.dataclass(frozen=True)
+class WindowedClients:
+  """All windows of all clients in one array, with per-client offsets.
+
+  windows: f32[total, T, ch]; labels: i32[total]; client_of: i32[total] (client index, not subject id);
+  offsets: i64[num_clients + 1] (client k owns rows offsets[k]:offsets[k+1]); subject_ids: the subject of
+  each client index.
+  """
+  windows: np.ndarray
+  labels: np.ndarray
+  offsets: np.ndarray
+  subject_ids: tuple[int, ...]
+  num_classes: int
+
+  @property
+  def num_clients(self) -> int:
+    return len(self.subject_ids)
+
+  def client_size(self, k: int) -> int:
+    return int(self.offsets[k + 1] - self.offsets[k])
+
+  def client_labels(self, k: int) -> np.ndarray:
+    return self.labels[self.offsets[k]:self.offsets[k + 1]]

@@ -1,0 +1,80 @@
+"""Batch samplers of the HAR paper (spec 3.1): index arrays i32[num_batches, N] into one client's windows.
+
+Leftover policy (as the reference): only full batches are used; the final partial batch (n mod N windows for
+sequential/shuffle, k*floor(n/k) mod N for balanced) is dropped. The samplers are deterministic functions of the
+key; per-client keys come from `jax.random.fold_in(key, client_index)`, so a client's batches do not depend on
+which other clients are in the run.
+"""
+from __future__ import annotations
+
+import jax
+import numpy as np
+
+from jaxleak.data.dataset import WindowedClients
+
+STRATEGIES = ("shuffle", "sequential", "balanced")
+
+
+def _to_batches(order: np.ndarray, batch_size: int) -> np.ndarray:
+  nb = len(order) // batch_size
+  return np.asarray(order[:nb * batch_size], np.int32).reshape(nb, batch_size)
+
+
+def sequential(key, labels: np.ndarray, batch_size: int) -> np.ndarray:
+  """Windows in temporal order, consecutive blocks of N."""
+  del key
+  return _to_batches(np.arange(len(labels)), batch_size)
+
+
+def shuffle(key, labels: np.ndarray, batch_size: int) -> np.ndarray:
+  """One random permutation (without replacement), consecutive blocks of N."""
+  return _to_batches(np.asarray(jax.random.permutation(key, len(labels))), batch_size)
+
+
+def balanced(key, labels: np.ndarray, batch_size: int) -> np.ndarray:
+  """The HAR code's BalancedSampler: a pool of q = floor(n/k) windows from each of the k present classes
+  (with replacement iff the class has fewer than q windows), shuffled, then blocks of N. Absent classes are never
+  sampled; windows may repeat within and across batches."""
+  labels = np.asarray(labels)
+  classes = list(dict.fromkeys(labels.tolist()))            # first-appearance order
+  q = len(labels) // len(classes)
+  keys = jax.random.split(key, len(classes) + 1)
+  pool = []
+  for c, kc in zip(classes, keys[1:]):
+    members = np.flatnonzero(labels == c)
+    pick = jax.random.choice(kc, len(members), (q,), replace=len(members) < q)
+    pool.append(members[np.asarray(pick)])
+  pool = np.concatenate(pool)
+  return _to_batches(pool[np.asarray(jax.random.permutation(keys[0], len(pool)))], batch_size)
+
+
+_SAMPLERS = {"shuffle": shuffle, "sequential": sequential, "balanced": balanced}
+
+
+def sample_client(strategy: str, key, labels: np.ndarray, batch_size: int) -> np.ndarray:
+  """Batches of one client: i32[num_batches, batch_size] of indices into its windows."""
+  if strategy not in _SAMPLERS:
+    raise ValueError(f"unknown sampling strategy {strategy!r}; valid: {', '.join(STRATEGIES)}.")
+  if batch_size <= 0:
+    raise ValueError(f"batch_size must be positive, got {batch_size}.")
+  return _SAMPLERS[strategy](key, labels, batch_size)
+
+
+def sample_clients(strategy: str, key, clients: WindowedClients, batch_size: int):
+  """Batches of all clients.
+
+  Returns:
+    (indices i32[K, N] into clients.windows, client index i32[K]); batches ordered by client.
+  Raises:
+    ValueError naming every client with fewer windows than batch_size.
+  """
+  small = [(clients.subject_ids[k], clients.client_size(k)) for k in range(clients.num_clients)
+           if clients.client_size(k) < batch_size]
+  if small:
+    raise ValueError(f"batch_size {batch_size} is larger than the data of clients (subject, windows) {small}; "
+                     "lower --batch_size or leave those clients out with --clients.")
+  idx, owner = [], []
+  for k in range(clients.num_clients):
+    b = sample_client(strategy, jax.random.fold_in(key, k), clients.client_labels(k), batch_size)
+    idx.append(b + clients.offsets[k]); owner.append(np.full(len(b), k, np.int32))
+  return np.concatenate(idx).astype(np.int32), np.concatenate(owner)

@@ -1,0 +1,39 @@
+"""HAR models (Flax Linen) and a registry. Every model's classifier head is a Dense named "head"."""
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+from flax import linen as nn
+
+from jaxleak.models.deepconvlstm import DeepConvLSTM
+from jaxleak.models.tinyhar import TinyHAR
+from jaxleak.types import LastLayerParams
+
+MODELS = {"deepconvlstm": DeepConvLSTM, "tinyhar": TinyHAR}
+
+
+def build(name: str, num_classes: int, **kwargs) -> nn.Module:
+  """A model by registry name ('deepconvlstm', 'tinyhar'); kwargs go to the module (e.g. head_bias=False)."""
+  try:
+    cls = MODELS[name]
+  except KeyError:
+    raise ValueError(f"unknown model {name!r}; valid: {', '.join(sorted(MODELS))}.") from None
+  return cls(num_classes=num_classes, **kwargs)
+
+
+def init(model: nn.Module, key: jax.Array, window: int, channels: int) -> dict:
+  """Initial variables ({'params', ['batch_stats']}) for inputs f32[B, window, channels]."""
+  return dict(model.init({"params": key}, jnp.zeros((1, window, channels), jnp.float32), train=False))
+
+
+def head_params(params: dict) -> LastLayerParams:
+  """The classifier head's LastLayerParams from a params tree (kernel [D, C], bias [C] or None)."""
+  head = params["head"]
+  return LastLayerParams(kernel=head["kernel"], bias=head.get("bias"))
+
+
+def num_params(params) -> int:
+  return sum(x.size for x in jax.tree.leaves(params))
+
+
+__all__ = ["DeepConvLSTM", "MODELS", "TinyHAR", "build", "head_params", "init", "num_params"]

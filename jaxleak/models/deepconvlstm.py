@@ -1,0 +1,40 @@
+"""DeepConvLSTM (Ordonez & Roggen 2016) as configured in the HAR paper (spec 7.1)."""
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+from flax import linen as nn
+
+from jaxleak.models.layers import TorchLSTM, xavier_normal
+
+
+class DeepConvLSTM(nn.Module):
+  """Input f32[B, T=50, channels] -> logits f32[B, C].
+
+  4 x Conv(64, kernel (9, 1) along time, VALID) + ReLU; time-major flatten (index c*64 + f); 2 x LSTM(128);
+  last time step; Dropout(0.5); Dense head named "head" (bias optional). Penultimate D = 128.
+  With `return_features=True` returns (logits, head_input) where head_input is what the head saw (after
+  dropout in train mode).
+  """
+  num_classes: int
+  conv_filters: int = 64
+  kernel_size: int = 9
+  lstm_units: int = 128
+  lstm_layers: int = 2
+  dropout: float = 0.5
+  head_bias: bool = True
+
+  @nn.compact
+  def __call__(self, x: jax.Array, *, train: bool = False, return_features: bool = False):
+    h = x[..., None]                                                   # [B, T, ch, 1] (NHWC)
+    for _ in range(4):
+      h = nn.relu(nn.Conv(self.conv_filters, (self.kernel_size, 1), padding="VALID",
+                          kernel_init=xavier_normal, bias_init=nn.initializers.zeros)(h))
+    b, t, ch, f = h.shape
+    h = h.reshape(b, t, ch * f)
+    for _ in range(self.lstm_layers):
+      h = TorchLSTM(self.lstm_units)(h)
+    feats = nn.Dropout(self.dropout, deterministic=not train)(h[:, -1])
+    logits = nn.Dense(self.num_classes, use_bias=self.head_bias, kernel_init=xavier_normal,
+                      bias_init=nn.initializers.zeros, name="head")(feats)
+    return (logits, feats) if return_features else logits

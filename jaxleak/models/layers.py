@@ -1,0 +1,41 @@
+"""Layers shared by the HAR models."""
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+from flax import linen as nn
+
+xavier_normal = nn.initializers.xavier_normal()
+
+
+class TorchLSTM(nn.Module):
+  """One unidirectional LSTM layer with PyTorch's parameter layout (spec 7.1, 11).
+
+  Gates i, f, g, o; two bias vectors (b_ih, b_hh), so parameter counts and checkpoints match PyTorch:
+  4H (in + H) + 8H. Weights Xavier-normal on the stacked [in, 4H] / [H, 4H] matrices, biases U(-1/sqrt(H),
+  1/sqrt(H)) (PyTorch's default, kept by the reference init). Input f32[B, T, in] -> outputs f32[B, T, H].
+  """
+  hidden: int
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    h = self.hidden
+    bound = 1.0 / jnp.sqrt(h)
+    uniform = lambda key, shape: jax.random.uniform(key, shape, jnp.float32, -bound, bound)
+    w_ih = self.param("w_ih", xavier_normal, (x.shape[-1], 4 * h))
+    w_hh = self.param("w_hh", xavier_normal, (h, 4 * h))
+    b_ih = self.param("b_ih", uniform, (4 * h,))
+    b_hh = self.param("b_hh", uniform, (4 * h,))
+    x_proj = jnp.einsum("bti,ig->tbg", x, w_ih) + b_ih + b_hh      # all input projections in one matmul
+
+    def step(carry, xp):
+      h_prev, c_prev = carry
+      gates = xp + h_prev @ w_hh
+      i, f, g, o = jnp.split(gates, 4, axis=-1)
+      c = jax.nn.sigmoid(f) * c_prev + jax.nn.sigmoid(i) * jnp.tanh(g)
+      h_new = jax.nn.sigmoid(o) * jnp.tanh(c)
+      return (h_new, c), h_new
+
+    zeros = jnp.zeros((x.shape[0], h), x.dtype)
+    _, outs = jax.lax.scan(step, (zeros, zeros), x_proj)
+    return jnp.swapaxes(outs, 0, 1)
