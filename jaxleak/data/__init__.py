@@ -23,13 +23,6 @@ def load(name: str, *, data_dir: str | None = None, scale: float = 1.0, seed: in
   raise ValueError(f"unknown dataset {name!r}; valid: {', '.join(DATASETS)}.")
 
 
-def minmax_scale(x):
-  """Per-batch global min-max scaling (spec 3.2): (x - min) / (max - min) over the whole batch tensor."""
-  import jax.numpy as jnp
-  lo, hi = jnp.min(x), jnp.max(x)
-  return (x - lo) / jnp.where(hi > lo, hi - lo, 1.0)
-
-
 __all__ = ["DATASETS", "DataFormatError", "HarDataset", "Recording", "STRATEGIES", "SYNTHETIC_PRESETS",
-           "WindowedClients", "load", "load_hapt", "load_tal", "make_clients", "make_synthetic", "minmax_scale",
+           "WindowedClients", "load", "load_hapt", "load_tal", "make_clients", "make_synthetic",
            "sample_client", "sample_clients", "window_recording", "window_starts"]

@@ -2,7 +2,7 @@
 
 Leftover policy (as the reference): only full batches are used; the final partial batch (n mod N windows for
 sequential/shuffle, k*floor(n/k) mod N for balanced) is dropped. The samplers are deterministic functions of the
-key; per-client keys come from `jax.random.fold_in(key, client_index)`, so a client's batches do not depend on
+key; per-client keys come from `jax.random.fold_in(key, subject_id)`, so a client's batches do not depend on
 which other clients are in the run.
 """
 from __future__ import annotations
@@ -75,6 +75,7 @@ def sample_clients(strategy: str, key, clients: WindowedClients, batch_size: int
                      "lower --batch_size or leave those clients out with --clients.")
   idx, owner = [], []
   for k in range(clients.num_clients):
-    b = sample_client(strategy, jax.random.fold_in(key, k), clients.client_labels(k), batch_size)
+    b = sample_client(strategy, jax.random.fold_in(key, clients.subject_ids[k]), clients.client_labels(k),
+                      batch_size)
     idx.append(b + clients.offsets[k]); owner.append(np.full(len(b), k, np.int32))
   return np.concatenate(idx).astype(np.int32), np.concatenate(owner)

@@ -5,7 +5,8 @@ import jax
 import jax.numpy as jnp
 from flax import linen as nn
 
-from jaxleak.models.layers import TorchLSTM, xavier_normal
+from jaxleak.models.layers import (TorchLSTM, batch_to_channels, channels_to_batch, temporal_conv,
+                                   xavier_normal)
 
 
 class DeepConvLSTM(nn.Module):
@@ -26,10 +27,10 @@ class DeepConvLSTM(nn.Module):
 
   @nn.compact
   def __call__(self, x: jax.Array, *, train: bool = False, return_features: bool = False):
-    h = x[..., None]                                                   # [B, T, ch, 1] (NHWC)
+    h = channels_to_batch(x)                                           # [B * ch, T, 1]
     for _ in range(4):
-      h = nn.relu(nn.Conv(self.conv_filters, (self.kernel_size, 1), padding="VALID",
-                          kernel_init=xavier_normal, bias_init=nn.initializers.zeros)(h))
+      h = nn.relu(temporal_conv(self.conv_filters, self.kernel_size)(h))
+    h = batch_to_channels(h, x.shape[0])                               # [B, T', ch, F]
     b, t, ch, f = h.shape
     h = h.reshape(b, t, ch * f)
     for _ in range(self.lstm_layers):

@@ -39,3 +39,25 @@ class TorchLSTM(nn.Module):
     zeros = jnp.zeros((x.shape[0], h), x.dtype)
     _, outs = jax.lax.scan(step, (zeros, zeros), x_proj)
     return jnp.swapaxes(outs, 0, 1)
+
+
+def channels_to_batch(x: jax.Array) -> jax.Array:
+  """f32[B, T, ch] -> f32[B * ch, T, 1]: each sensor channel becomes its own 1-D sequence."""
+  b, t, ch = x.shape
+  return jnp.swapaxes(x, 1, 2).reshape(b * ch, t, 1)
+
+
+def batch_to_channels(h: jax.Array, batch: int) -> jax.Array:
+  """f32[B * ch, T', F] -> f32[B, T', ch, F]."""
+  bc, t, f = h.shape
+  return jnp.swapaxes(h.reshape(batch, bc // batch, t, f), 1, 2)
+
+
+def temporal_conv(features: int, kernel_size: int, stride: int = 1) -> nn.Conv:
+  """A conv along time only, shared across sensor channels: the reference's Conv2d with kernel (k, 1).
+
+  Applied to [B * ch, T, C_in] (see channels_to_batch): the same function and parameter count as the 2-D
+  (k, 1) conv on [B, T, ch, C_in], and several times faster on CPU.
+  """
+  return nn.Conv(features, (kernel_size,), strides=(stride,), padding="VALID", kernel_init=xavier_normal,
+                 bias_init=nn.initializers.zeros)

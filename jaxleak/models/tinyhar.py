@@ -5,7 +5,8 @@ import jax
 import jax.numpy as jnp
 from flax import linen as nn
 
-from jaxleak.models.layers import TorchLSTM, xavier_normal
+from jaxleak.models.layers import (TorchLSTM, batch_to_channels, channels_to_batch, temporal_conv,
+                                   xavier_normal)
 
 
 class ChannelSelfAttention(nn.Module):
@@ -39,12 +40,12 @@ class TinyHAR(nn.Module):
 
   @nn.compact
   def __call__(self, x: jax.Array, *, train: bool = False, return_features: bool = False):
-    h = x[..., None]
+    h = channels_to_batch(x)                                           # [B * ch, T, 1]
     for stride in (1, 2, 1, 2):
-      h = nn.Conv(self.filters, (self.kernel_size, 1), strides=(stride, 1), padding="VALID",
-                  kernel_init=xavier_normal, bias_init=nn.initializers.zeros)(h)
+      h = temporal_conv(self.filters, self.kernel_size, stride)(h)
+      # Statistics over (B, ch, T) per filter, exactly as BatchNorm2d over [B, F, T, ch].
       h = nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5)(nn.relu(h))
-    h = ChannelSelfAttention()(h)                                     # [B, T', ch, F]
+    h = ChannelSelfAttention()(batch_to_channels(h, x.shape[0]))      # [B, T', ch, F]                                     # [B, T', ch, F]
     h = nn.Dropout(self.dropout, deterministic=not train)(h)
     b, t, ch, f = h.shape
     h = nn.relu(nn.Dense(2 * self.filters, kernel_init=xavier_normal, bias_init=nn.initializers.zeros,

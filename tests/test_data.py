@@ -1,0 +1,219 @@
+"""Data: HAPT (safe unpickling, window count), WEAR/Wetlab layout on fixtures, synthetic, windows, samplers."""
+import gzip
+import json
+import os
+import pickle
+
+import jax
+import numpy as np
+import pytest
+
+from jaxleak import data as D
+from jaxleak.data import hapt
+
+
+# --- HAPT ------------------------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def hapt_dataset():
+  return D.load_hapt()
+
+
+def test_hapt_shape_and_window_count(hapt_dataset):
+  ds = hapt_dataset
+  assert ds.subject_ids == tuple(range(1, 31)) and ds.num_classes == 13 and ds.num_channels == 6
+  assert sum(len(r) for r in ds.subjects.values()) == 61
+  assert sum(r.signals.shape[0] for rs in ds.subjects.values() for r in rs) == 1_122_772
+  clients = D.make_clients(ds)
+  assert clients.windows.shape == (44_823, 50, 6)
+  assert clients.client_size(0) == 1_592                                   # user 1
+
+
+def test_hapt_label_runs_of_user_1(hapt_dataset):
+  labels = hapt_dataset.subjects[1][0].labels
+  runs = [(0, 0, 250), (5, 250, 1233), (7, 1233, 1393), (4, 1393, 2195), (8, 2195, 2360), (5, 2360, 3375)]
+  for label, start, stop in runs:
+    assert np.all(labels[start:stop] == label), (label, start, stop)
+
+
+def test_hapt_user_28_lacks_classes_10_and_11(hapt_dataset):
+  present = set(np.concatenate([r.labels for r in hapt_dataset.subjects[28]]).tolist())
+  assert 10 not in present and 11 not in present and len(present) == 11
+
+
+class _Evil:
+  def __reduce__(self):
+    return (os.system, ("echo pwned > /tmp/jaxleak_pwned",))
+
+
+def test_safe_unpickler_refuses_a_crafted_pickle(tmp_path):
+  path = tmp_path / "evil.pkl.gz"
+  with gzip.open(path, "wb") as f:
+    pickle.dump({1: [_Evil()]}, f, protocol=2)
+  with pytest.raises(pickle.UnpicklingError, match="refusing global"):
+    hapt.load_raw(str(path))
+  assert not os.path.exists("/tmp/jaxleak_pwned")
+
+
+def test_safe_unpickler_refuses_reconstructing_other_classes(tmp_path):
+  import copyreg
+  class Sneaky:
+    def __reduce__(self):
+      return (copyreg._reconstructor, (dict, object, None))
+  path = tmp_path / "sneaky.pkl.gz"
+  with gzip.open(path, "wb") as f:
+    pickle.dump(Sneaky(), f, protocol=2)
+  with pytest.raises(pickle.UnpicklingError, match="refusing"):
+    hapt.load_raw(str(path))
+
+
+# --- WEAR / Wetlab layout ----------------------------------------------------------------------------------------
+LABELS = {"cutting": 0, "peeling": 1, "stirring": 2}
+
+
+def write_tal_fixture(root, rows_per_subject=(130, 90, 110), bad=None):
+  """Writes a 3-subject Wetlab-style folder; returns the root path."""
+  inertial = root / "raw" / "inertial"; inertial.mkdir(parents=True)
+  ann = root / "annotations"; ann.mkdir()
+  names = ["", "cutting", "peeling", "stirring", "null"]
+  for s, n in enumerate(rows_per_subject):
+    lines = ["sbj_id,acc_x,acc_y,acc_z,label"]
+    for r in range(n):
+      lab = names[(r // 20) % len(names)]
+      lines.append(f"{s},{r * 0.1:.2f},{-r * 0.01:.3f},{'' if r == 3 else '1.5'},{lab}")
+    (inertial / f"sbj_{s}.csv").write_text("\n".join(lines) + "\n")
+  for i in range(len(rows_per_subject)):
+    db = {f"sbj_{s}": {"subset": "Validation" if s == i else "Training", "duration": n / 50, "fps": 50,
+                       "annotations": []} for s, n in enumerate(rows_per_subject)}
+    (ann / f"loso_sbj_{i}.json").write_text(json.dumps({"version": "1", "taxonomy": [], "database": db,
+                                                         "label_dict": LABELS}))
+  return root
+
+
+def test_tal_loader_reads_fixture(tmp_path):
+  ds = D.load_tal(str(write_tal_fixture(tmp_path)), "wetlab")
+  assert ds.class_names == ("null", "cutting", "peeling", "stirring")
+  assert ds.channel_names == ("acc_x", "acc_y", "acc_z")
+  rec = ds.subjects[0][0]
+  assert rec.signals.shape == (130, 3)
+  assert rec.signals[3, 2] == 0.0 and rec.signals[4, 2] == 1.5              # missing value -> 0
+  np.testing.assert_array_equal(rec.labels[[0, 20, 40, 60, 80, 100]], [0, 1, 2, 3, 0, 0])
+  assert ds.loso_splits()[1] == (1, (0, 2))
+
+
+def _break(root, name, text):
+  (root / "raw" / "inertial" / name).write_text(text)
+
+
+@pytest.mark.parametrize("content,message", [
+    ("sbj_id,acc_x,acc_y,acc_z\n0,1,2,3\n", "missing 'label' column"),
+    ("sbj_id,acc_x,acc_y,acc_z,label\n0,1,2,3,dancing\n", "unknown label 'dancing'"),
+    ("sbj_id,acc_x,acc_y,acc_z,label\n", "no rows"),
+    ("sbj_id,acc_x,acc_y,acc_z,label\n0,1,x,3,cutting\n", "not a number"),
+    ("sbj_id,acc_x,acc_y,acc_z,label\n0,1,3,cutting\n", "has 4 fields"),
+])
+def test_tal_loader_names_file_and_problem(tmp_path, content, message):
+  root = write_tal_fixture(tmp_path)
+  _break(root, "sbj_1.csv", content)
+  with pytest.raises(D.DataFormatError, match="sbj_1.csv.*" + message):
+    D.load_tal(str(root))
+
+
+def test_tal_loader_missing_folder_and_annotations(tmp_path):
+  with pytest.raises(FileNotFoundError, match="does not exist"):
+    D.load_tal(str(tmp_path / "nope"))
+  root = write_tal_fixture(tmp_path)
+  for f in (root / "annotations").iterdir():
+    f.unlink()
+  with pytest.raises(FileNotFoundError, match="loso_sbj"):
+    D.load_tal(str(root))
+
+
+def test_wear_without_data_dir_suggests_synthetic():
+  with pytest.raises(ValueError, match="synthetic_wear"):
+    D.load("wear")
+
+
+# --- synthetic and windows --------------------------------------------------------------------------------------
+def test_synthetic_presets_have_the_papers_shapes():
+  wear = D.make_synthetic("wear", scale=0.05)
+  wetlab = D.make_synthetic("wetlab", scale=0.05)
+  assert (len(wear.subjects), wear.num_channels, wear.num_classes) == (18, 12, 19)
+  assert (len(wetlab.subjects), wetlab.num_channels, wetlab.num_classes) == (22, 3, 9)
+  full = D.make_synthetic("wear", scale=1.0)
+  assert abs(D.make_clients(full, [0]).client_size(0) - 6000) <= 1
+  labels = np.concatenate([r.labels for rs in full.subjects.values() for r in rs])
+  freq = np.bincount(labels, minlength=19) / len(labels)
+  assert freq.argmax() == 0 and freq[1:].max() < freq[0]                  # NULL is the majority class
+  np.testing.assert_array_equal(D.make_synthetic("tiny", seed=3).subjects[0][0].signals,
+                                D.make_synthetic("tiny", seed=3).subjects[0][0].signals)
+
+
+def test_window_starts_keep_every_full_window():
+  np.testing.assert_array_equal(D.window_starts(100), [0, 25, 50])
+  np.testing.assert_array_equal(D.window_starts(99), [0, 25])
+  assert len(D.window_starts(49)) == 0
+
+
+def test_windows_never_cross_recordings():
+  rec_a = D.Recording(signals=np.zeros((75, 1), np.float32), labels=np.zeros(75, np.int32))
+  rec_b = D.Recording(signals=np.ones((75, 1), np.float32), labels=np.ones(75, np.int32))
+  ds = D.HarDataset("t", ("NULL", "a"), ("x",), {0: [rec_a, rec_b]})
+  clients = D.make_clients(ds)
+  assert clients.windows.shape == (4, 50, 1)
+  assert all(np.unique(w).size == 1 for w in clients.windows)              # each window from one recording
+  np.testing.assert_array_equal(clients.labels, [0, 0, 1, 1])
+
+
+def test_window_label_is_the_last_sample():
+  labels = np.arange(100, dtype=np.int32) % 7
+  x, y = D.window_recording(D.Recording(np.zeros((100, 2), np.float32), labels))
+  np.testing.assert_array_equal(y, labels[[49, 74, 99]])
+
+
+# --- samplers ----------------------------------------------------------------------------------------------------
+LAB = np.array([0] * 130 + [1] * 40 + [2] * 30 + [0] * 55, np.int32)       # n = 255, 3 classes
+
+
+def test_sequential_keeps_order_and_drops_the_partial_batch():
+  b = D.sample_client("sequential", jax.random.key(0), LAB, 50)
+  np.testing.assert_array_equal(b, np.arange(250).reshape(5, 50))
+
+
+def test_shuffle_is_a_permutation_without_replacement():
+  b = D.sample_client("shuffle", jax.random.key(0), LAB, 50)
+  assert b.shape == (5, 50) and len(np.unique(b)) == 250 and b.max() < len(LAB)
+
+
+def test_balanced_gives_equal_class_counts_in_the_pool():
+  b = D.sample_client("balanced", jax.random.key(0), LAB, 17)
+  # q = 255 // 3 = 85 per class; 255 pooled, 15 full batches of 17 = all of them.
+  assert b.shape == (15, 17) and b.max() < len(LAB)
+  np.testing.assert_array_equal(np.bincount(LAB[b.ravel()]), [85, 85, 85])
+
+
+def test_same_key_same_batches_other_key_other_batches():
+  for s in ("shuffle", "balanced"):
+    a = D.sample_client(s, jax.random.key(4), LAB, 50)
+    np.testing.assert_array_equal(a, D.sample_client(s, jax.random.key(4), LAB, 50))
+    assert not np.array_equal(a, D.sample_client(s, jax.random.key(5), LAB, 50))
+
+
+def test_sample_clients_offsets_and_errors():
+  ds = D.make_synthetic("tiny")
+  clients = D.make_clients(ds)
+  idx, owner = D.sample_clients("sequential", jax.random.key(0), clients, 100)
+  for k in range(clients.num_clients):
+    rows = idx[owner == k]
+    assert rows.min() >= clients.offsets[k] and rows.max() < clients.offsets[k + 1]
+  with pytest.raises(ValueError, match="larger than the data"):
+    D.sample_clients("shuffle", jax.random.key(0), clients, 10_000)
+  with pytest.raises(ValueError, match="unknown sampling strategy"):
+    D.sample_client("random", jax.random.key(0), LAB, 10)
+
+
+def test_client_batches_do_not_depend_on_other_clients():
+  clients_all = D.make_clients(D.make_synthetic("tiny"))
+  clients_one = D.make_clients(D.make_synthetic("tiny"), [2])
+  idx_all, owner = D.sample_clients("shuffle", jax.random.key(0), clients_all, 50)
+  idx_one, _ = D.sample_clients("shuffle", jax.random.key(0), clients_one, 50)
+  np.testing.assert_array_equal(idx_all[owner == 2] - clients_all.offsets[2], idx_one)

@@ -1,0 +1,88 @@
+"""Single-step client gradients: fast path equals autodiff, chunking and jit invariance."""
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from jaxleak import models
+from jaxleak.federated import batch_grad_fn, last_layer_grads, minmax_scale
+from jaxleak.head import head_grad
+from jaxleak.types import LastLayerParams
+from tests.helpers import mean_ce_head_grads
+
+
+def _batches(k, n, ch, c, seed=0):
+  kx, ky = jax.random.split(jax.random.key(seed))
+  return (jax.random.normal(kx, (k, n, 50, ch)) * 2 + 1, jax.random.randint(ky, (k, n), 0, c),
+          jax.random.split(jax.random.key(seed + 1), k))
+
+
+@pytest.mark.parametrize("name", ["deepconvlstm", "tinyhar"])
+def test_fast_path_equals_autodiff(name):
+  model = models.build(name, 9)
+  v = models.init(model, jax.random.key(0), 50, 3)
+  x, y, keys = _batches(4, 20, 3, 9)
+  fast = last_layer_grads(model, v, x, y, keys, method="fast", chunk_size=2)
+  auto = last_layer_grads(model, v, x, y, keys, method="autodiff", chunk_size=2)
+  np.testing.assert_allclose(fast.kernel, auto.kernel, atol=1e-6)
+  np.testing.assert_allclose(fast.bias, auto.bias, atol=1e-6)
+  assert fast.kernel.shape == (4, models.head_params(v["params"]).kernel.shape[0], 9)
+  assert float(jnp.max(jnp.abs(fast.bias))) > 1e-3                       # not trivially zero
+
+
+def test_bias_free_head_gives_no_bias_gradient():
+  model = models.build("deepconvlstm", 5, head_bias=False)
+  v = models.init(model, jax.random.key(0), 50, 2)
+  x, y, keys = _batches(2, 10, 2, 5)
+  for method in ("fast", "autodiff"):
+    g = last_layer_grads(model, v, x, y, keys, method=method)
+    assert g.bias is None and g.kernel.shape == (2, 128, 5)
+
+
+def test_chunking_does_not_change_results_and_matches_a_loop():
+  model = models.build("tinyhar", 5)
+  v = models.init(model, jax.random.key(0), 50, 2)
+  x, y, keys = _batches(5, 12, 2, 5)
+  a = last_layer_grads(model, v, x, y, keys, chunk_size=1)
+  b = last_layer_grads(model, v, x, y, keys, chunk_size=3)
+  f = batch_grad_fn(model)
+  loop = [f(v, x[i], y[i], keys[i]) for i in range(5)]
+  np.testing.assert_allclose(a.kernel, b.kernel, atol=1e-6)
+  np.testing.assert_allclose(a.bias, np.stack([g.bias for g in loop]), atol=1e-6)
+
+
+def test_gradient_bias_sums_to_zero_over_classes():
+  model = models.build("deepconvlstm", 7)
+  v = models.init(model, jax.random.key(0), 50, 3)
+  x, y, keys = _batches(3, 16, 3, 7)
+  g = last_layer_grads(model, v, x, y, keys)
+  np.testing.assert_allclose(jnp.sum(g.bias, axis=-1), 0.0, atol=1e-6)
+  np.testing.assert_allclose(jnp.sum(g.kernel, axis=(-1, -2)), 0.0, atol=1e-5)
+
+
+def test_head_grad_closed_form_equals_jax_grad_and_respects_mask():
+  kf, kw, kl = jax.random.split(jax.random.key(3), 3)
+  feats = jax.random.normal(kf, (10, 6))
+  head = LastLayerParams(kernel=jax.random.normal(kw, (6, 4)), bias=jnp.arange(4.0) * 0.1)
+  labels = jax.random.randint(kl, (10,), 0, 4)
+  ours = head_grad(feats, labels, head)
+  ref = mean_ce_head_grads(feats, labels, head.kernel, head.bias)
+  np.testing.assert_allclose(ours.kernel, ref.kernel, atol=1e-6)
+  mask = jnp.arange(10) < 6
+  masked = head_grad(feats, labels, head, mask)
+  ref6 = mean_ce_head_grads(feats[:6], labels[:6], head.kernel, head.bias)
+  np.testing.assert_allclose(masked.bias, ref6.bias, atol=1e-6)
+
+
+def test_minmax_scale_maps_batch_to_unit_range():
+  x = jnp.array([[-2.0, 0.0], [6.0, 2.0]])
+  np.testing.assert_allclose(minmax_scale(x), [[0.0, 0.25], [1.0, 0.5]])
+  np.testing.assert_allclose(minmax_scale(jnp.ones((2, 2))), 0.0)          # constant batch: no NaN
+
+
+def test_bad_shapes_are_rejected():
+  model = models.build("tinyhar", 5)
+  v = models.init(model, jax.random.key(0), 50, 2)
+  x, y, keys = _batches(2, 4, 2, 5)
+  with pytest.raises(ValueError, match="windows \\[K, N, T, ch\\]"):
+    last_layer_grads(model, v, x[0], y, keys)

@@ -1,0 +1,73 @@
+"""Models: parameter counts of the paper, the time-only convolution, heads without bias."""
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import linen as nn
+
+from jaxleak import models
+from jaxleak.models.layers import TorchLSTM, batch_to_channels, channels_to_batch
+
+
+@pytest.mark.parametrize("name,channels,classes,expected", [
+    ("deepconvlstm", 12, 19, 705_747), ("deepconvlstm", 3, 9, 409_545),
+    ("tinyhar", 12, 19, 36_001), ("tinyhar", 3, 9, 28_391)])
+def test_parameter_counts_match_the_paper(name, channels, classes, expected):
+  variables = models.init(models.build(name, classes), jax.random.key(0), 50, channels)
+  assert models.num_params(variables["params"]) == expected
+
+
+def test_head_without_bias():
+  v = models.init(models.build("deepconvlstm", 9, head_bias=False), jax.random.key(0), 50, 3)
+  head = models.head_params(v["params"])
+  assert head.bias is None and head.kernel.shape == (128, 9)
+
+
+def test_unknown_model_lists_valid_names():
+  with pytest.raises(ValueError, match="deepconvlstm, tinyhar"):
+    models.build("resnet", 9)
+
+
+def test_time_only_conv_equals_the_2d_kernel_9x1_conv():
+  x = jax.random.normal(jax.random.key(0), (3, 50, 4))
+  conv1d = nn.Conv(5, (9,), padding="VALID")
+  v = conv1d.init(jax.random.key(1), channels_to_batch(x))
+  ours = batch_to_channels(conv1d.apply(v, channels_to_batch(x)), 3)
+  kernel2d = v["params"]["kernel"][:, None]                                # (9, 1, 1, 5)
+  ref = jax.lax.conv_general_dilated(x[..., None], kernel2d, (1, 1), "VALID",
+                                     dimension_numbers=("NHWC", "HWIO", "NHWC")) + v["params"]["bias"]
+  np.testing.assert_allclose(ours, ref, atol=1e-5)
+
+
+def test_torch_lstm_matches_a_hand_written_step():
+  lstm = TorchLSTM(3)
+  x = jax.random.normal(jax.random.key(0), (2, 4, 5))
+  v = lstm.init(jax.random.key(1), x)
+  p = v["params"]
+  h = c = np.zeros((2, 3))
+  sig = lambda z: 1 / (1 + np.exp(-z))
+  for t in range(4):
+    gates = np.asarray(x[:, t]) @ p["w_ih"] + p["b_ih"] + h @ p["w_hh"] + p["b_hh"]
+    i, f, g, o = np.split(gates, 4, axis=-1)
+    c = sig(f) * c + sig(i) * np.tanh(g)
+    h = sig(o) * np.tanh(c)
+  np.testing.assert_allclose(lstm.apply(v, x)[:, -1], h, atol=1e-5)
+
+
+def test_xavier_normal_init_std_of_the_head():
+  v = models.init(models.build("deepconvlstm", 19), jax.random.key(0), 50, 12)
+  k = np.asarray(v["params"]["head"]["kernel"])
+  assert abs(k.std() - np.sqrt(2 / (128 + 19))) < 0.01
+  assert np.all(np.asarray(v["params"]["head"]["bias"]) == 0)
+
+
+def test_tinyhar_train_mode_uses_batch_statistics_and_dropout():
+  m = models.build("tinyhar", 9)
+  v = models.init(m, jax.random.key(0), 50, 3)
+  x = jax.random.normal(jax.random.key(1), (8, 50, 3)) * 5 + 3
+  out, updates = m.apply(v, x, train=True, rngs={"dropout": jax.random.key(2)}, mutable=["batch_stats"])
+  assert out.shape == (8, 9)
+  before = jax.tree.leaves(v["batch_stats"]); after = jax.tree.leaves(updates["batch_stats"])
+  assert any(not np.allclose(a, b) for a, b in zip(before, after))        # running stats were updated
+  eval_out = m.apply(v, x, train=False)
+  assert not np.allclose(out, eval_out)
