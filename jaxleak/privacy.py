@@ -1,0 +1,162 @@
+"""Local differential privacy and compression as optax GradientTransformations.
+
+Apply them to a gradient pytree before an attack (a params-shaped dict, or a LastLayerGrads). Compose with
+`optax.chain` in the paper's order, clip then noise (`ldp` does that):
+
+  >>> tx = ldp(clip_norm=1.0, noise_std=0.1, key=jax.random.key(0))
+  >>> private, _ = tx.update(grads, tx.init(grads))
+
+Options that differ between the references are explicit:
+  clip granularity  'batch'        clip the (mean) batch gradient once, as the HAR code (spec 4)
+                    'per_example'  clip every example's gradient, then average, as DP-SGD; the input leaves
+                                   then carry a leading example axis, which the output does not
+  clip scope        'all'          the norm over every leaf given, as the HAR code (whole model)
+                    'last_layer'   the norm over the classifier head only, as the HAR paper states; only the head
+                                   is scaled. The head = leaves under a key named `head_key` ('head'), or all
+                                   leaves of a LastLayerGrads.
+  noise             absolute std sigma (the paper's parameterisation) or noise_multiplier * clip_norm.
+"""
+from __future__ import annotations
+
+import math
+from typing import NamedTuple, Optional
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from jaxleak.types import LastLayerGrads
+
+GRANULARITIES = ("batch", "per_example")
+SCOPES = ("all", "last_layer")
+_EPS = 1e-6                                    # the HAR code's tau / (norm + 1e-6)
+
+
+def _scope_mask(tree, scope: str, head_key: str):
+  if scope not in SCOPES:
+    raise ValueError(f"unknown clip scope {scope!r}; valid: {', '.join(SCOPES)}.")
+  if scope == "all" or isinstance(tree, LastLayerGrads):
+    return jax.tree.map(lambda _: True, tree)
+
+  def in_head(path, _):
+    return any(getattr(p, "key", getattr(p, "name", None)) == head_key for p in path)
+
+  mask = jax.tree_util.tree_map_with_path(in_head, tree)
+  if not any(jax.tree.leaves(mask)):
+    raise ValueError(f"clip scope 'last_layer': no leaf under a key named {head_key!r} in the gradient tree; "
+                     "pass head_key=... or use scope='all'.")
+  return mask
+
+
+def _norm(tree, mask, example_axis: bool):
+  axes = (lambda x: tuple(range(1, x.ndim))) if example_axis else (lambda x: None)
+  sq = [jnp.sum(jnp.square(x.astype(jnp.float32)), axis=axes(x))
+        for x, m in zip(jax.tree.leaves(tree), jax.tree.leaves(mask)) if m]
+  return jnp.sqrt(sum(sq))
+
+
+def clip(max_norm: float, *, granularity: str = "batch", scope: str = "all",
+         head_key: str = "head") -> optax.GradientTransformation:
+  """Clips to L2 norm `max_norm`: g <- g * max_norm / (norm + 1e-6) where norm > max_norm.
+
+  Args:
+    max_norm: tau > 0; math.inf gives the identity.
+    granularity: 'batch' or 'per_example' (leaves with a leading example axis; clipped per example, then
+      averaged over it).
+    scope: 'all' or 'last_layer' (see the module docstring).
+    head_key: the key naming the head in a params-shaped tree.
+  """
+  if granularity not in GRANULARITIES:
+    raise ValueError(f"unknown clip granularity {granularity!r}; valid: {', '.join(GRANULARITIES)}.")
+  if not max_norm > 0:
+    raise ValueError(f"clip norm must be positive (math.inf for no clipping), got {max_norm}.")
+  per_example = granularity == "per_example"
+
+  def update(updates, state, params=None):
+    del params
+    mask = _scope_mask(updates, scope, head_key)
+    if math.isinf(max_norm):
+      factor = None
+    else:
+      norm = _norm(updates, mask, per_example)
+      factor = jnp.where(norm > max_norm, max_norm / (norm + _EPS), 1.0)
+
+    def one(x, m):
+      if m and factor is not None:
+        x = x * (factor.reshape((-1,) + (1,) * (x.ndim - 1)) if per_example else factor).astype(x.dtype)
+      return jnp.mean(x, axis=0) if per_example else x
+
+    return jax.tree.map(one, updates, mask), state
+
+  return optax.GradientTransformation(lambda params: optax.EmptyState(), update)
+
+
+class NoiseState(NamedTuple):
+  """PRNG key for the next draw."""
+  key: jax.Array
+
+
+def gaussian_noise(stddev: Optional[float] = None, *, key: jax.Array, noise_multiplier: Optional[float] = None,
+                   clip_norm: Optional[float] = None) -> optax.GradientTransformation:
+  """Adds i.i.d. N(0, std^2) to every entry of every leaf (as the HAR code: all layers).
+
+  Give either `stddev` (absolute, the paper's sigma) or `noise_multiplier` and `clip_norm`
+  (std = multiplier * clip_norm, DP-SGD's parameterisation for a summed gradient). std = 0 is the identity.
+  The state holds the key; each update uses it and stores a fresh one, so a given key gives the same noise.
+  """
+  if (stddev is None) == (noise_multiplier is None):
+    raise ValueError("give exactly one of stddev or noise_multiplier (with clip_norm).")
+  if stddev is None:
+    if clip_norm is None or not math.isfinite(clip_norm):
+      raise ValueError("noise_multiplier needs a finite clip_norm (std = noise_multiplier * clip_norm).")
+    stddev = noise_multiplier * clip_norm
+  if stddev < 0:
+    raise ValueError(f"noise std must be >= 0, got {stddev}.")
+
+  def init(params):
+    del params
+    return NoiseState(key=key)
+
+  def update(updates, state, params=None):
+    del params
+    leaves, treedef = jax.tree.flatten(updates)
+    next_key, *keys = jax.random.split(state.key, len(leaves) + 1)
+    noisy = [x + (stddev * jax.random.normal(k, x.shape, jnp.float32)).astype(x.dtype)
+             for x, k in zip(leaves, keys)]
+    return jax.tree.unflatten(treedef, noisy), NoiseState(key=next_key)
+
+  return optax.GradientTransformation(init, update)
+
+
+def top_k_compress(compression_ratio: float) -> optax.GradientTransformation:
+  """Zeroes the smallest-magnitude entries: keeps the ceil((1 - ratio) * size) largest |g| over the whole tree.
+
+  `compression_ratio` in [0, 1): the fraction of entries dropped (0 = identity), as the LLG paper's
+  compression sweep. Ties at the threshold are kept.
+  """
+  if not 0.0 <= compression_ratio < 1.0:
+    raise ValueError(f"compression_ratio must be in [0, 1), got {compression_ratio}.")
+
+  def update(updates, state, params=None):
+    del params
+    if compression_ratio == 0.0:
+      return updates, state
+    flat = jnp.concatenate([jnp.abs(x).ravel() for x in jax.tree.leaves(updates)])
+    keep = max(1, math.ceil((1.0 - compression_ratio) * flat.size))
+    threshold = jax.lax.top_k(flat, keep)[0][-1]
+    return jax.tree.map(lambda x: jnp.where(jnp.abs(x) >= threshold, x, jnp.zeros_like(x)), updates), state
+
+  return optax.GradientTransformation(lambda params: optax.EmptyState(), update)
+
+
+def ldp(clip_norm: float = math.inf, noise_std: float = 0.0, *, key: jax.Array, granularity: str = "batch",
+        scope: str = "all", head_key: str = "head") -> optax.GradientTransformation:
+  """Clipping then Gaussian noise, the HAR paper's order. clip_norm=inf and noise_std=0 is the identity
+  (per-example inputs are still averaged)."""
+  return optax.chain(clip(clip_norm, granularity=granularity, scope=scope, head_key=head_key),
+                     gaussian_noise(noise_std, key=key))
+
+
+def privatize(grads, transform: optax.GradientTransformation):
+  """Applies a stateless use of `transform` (init + one update) to a gradient tree."""
+  return transform.update(grads, transform.init(grads))[0]

@@ -1,0 +1,140 @@
+"""LDP transforms: norms, noise statistics, agreement with optax's DP aggregate, identities, attack effects."""
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+import jaxleak.attacks as A
+from jaxleak import LastLayerGrads, privacy as P
+from tests.helpers import labels_from_counts, mean_ce_head_grads, random_head
+
+KEY = jax.random.key(0)
+
+
+def _tree(seed=0, scale=3.0):
+  k = jax.random.split(jax.random.key(seed), 3)
+  return {"conv": {"kernel": scale * jax.random.normal(k[0], (5, 4))},
+          "head": {"kernel": scale * jax.random.normal(k[1], (4, 3)), "bias": scale * jax.random.normal(k[2], (3,))}}
+
+
+def _global_norm(tree):
+  return float(optax.tree.norm(tree))
+
+
+def test_batch_clip_scope_all_bounds_the_global_norm():
+  g = _tree()
+  out = P.privatize(g, P.clip(1.5))
+  assert abs(_global_norm(out) - 1.5) < 1e-5
+  ratio = out["conv"]["kernel"] / g["conv"]["kernel"]
+  np.testing.assert_allclose(ratio, ratio.ravel()[0], rtol=1e-5)          # one factor for every leaf
+
+
+def test_clip_below_the_threshold_is_identity():
+  g = _tree(scale=0.01)
+  out = P.privatize(g, P.clip(100.0))
+  jax.tree.map(np.testing.assert_array_equal, out, g)
+
+
+def test_last_layer_scope_clips_only_the_head():
+  g = _tree()
+  out = P.privatize(g, P.clip(0.5, scope="last_layer"))
+  np.testing.assert_array_equal(out["conv"]["kernel"], g["conv"]["kernel"])
+  assert abs(_global_norm(out["head"]) - 0.5) < 1e-5
+  with pytest.raises(ValueError, match="no leaf under a key named 'classifier'"):
+    P.privatize(g, P.clip(0.5, scope="last_layer", head_key="classifier"))
+
+
+def test_per_example_clip_averages_clipped_examples():
+  g = jax.tree.map(lambda x: jnp.stack([x, 0.01 * x, -2 * x]), _tree())   # 3 examples
+  out = P.privatize(g, P.clip(1.0, granularity="per_example"))
+  norms = [_global_norm(jax.tree.map(lambda x: x[i], g)) for i in range(3)]
+  expected = jax.tree.map(lambda x: (x[0] / (norms[0] + 1e-6) + x[1] + x[2] / (norms[2] + 1e-6)) / 3, g)
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5), out, expected)
+
+
+def test_per_example_path_agrees_with_optax_differentially_private_aggregate():
+  g = jax.tree.map(lambda x: jnp.stack([x * s for s in (1.0, 0.2, -3.0, 0.7)]), _tree())
+  tau, mult, b = 1.0, 0.8, 4
+  # Same clipping and averaging (up to the 1e-6 in our denominator): compare noise-free outputs exactly. The
+  # noise comes from different streams, so its std is compared statistically: optax adds N(0, (tau*mult)^2) to
+  # the sum and divides by B; ours adds std tau*mult/B to the mean.
+  ours0 = P.privatize(g, P.clip(tau, granularity="per_example"))
+  ref0 = P.privatize(g, optax.contrib.differentially_private_aggregate(tau, 0.0, key=KEY))
+  jax.tree.map(lambda a, r: np.testing.assert_allclose(a, r, rtol=1e-5, atol=1e-7), ours0, ref0)
+  big = {"w": jnp.zeros((4, 200_000))}
+  n_ours = P.privatize(big, optax.chain(P.clip(tau, granularity="per_example"), P.gaussian_noise(tau * mult / b,
+                                                                                                   key=KEY)))
+  n_ref = P.privatize(big, optax.contrib.differentially_private_aggregate(tau, mult, key=KEY))
+  assert abs(float(jnp.std(n_ours["w"])) / float(jnp.std(n_ref["w"])) - 1) < 0.01
+
+
+def test_noise_mean_and_std_and_determinism():
+  z = {"w": jnp.zeros((400, 500))}
+  out = P.privatize(z, P.gaussian_noise(0.1, key=KEY))
+  assert abs(float(jnp.mean(out["w"]))) < 1e-3 and abs(float(jnp.std(out["w"])) - 0.1) < 1e-3
+  again = P.privatize(z, P.gaussian_noise(0.1, key=KEY))
+  np.testing.assert_array_equal(out["w"], again["w"])
+  other = P.privatize(z, P.gaussian_noise(0.1, key=jax.random.key(1)))
+  assert not np.array_equal(out["w"], other["w"])
+  mult = P.privatize(z, P.gaussian_noise(noise_multiplier=2.0, clip_norm=0.05, key=KEY))
+  np.testing.assert_allclose(mult["w"], out["w"], rtol=1e-6)
+
+
+def test_noise_state_advances_the_key():
+  tx = P.gaussian_noise(1.0, key=KEY)
+  z = {"w": jnp.zeros(10)}
+  s0 = tx.init(z)
+  a, s1 = tx.update(z, s0)
+  b, _ = tx.update(z, s1)
+  assert not np.array_equal(a["w"], b["w"])
+
+
+def test_identities():
+  g = _tree()
+  out = P.privatize(g, P.ldp(math.inf, 0.0, key=KEY))
+  jax.tree.map(np.testing.assert_array_equal, out, g)
+  jax.tree.map(np.testing.assert_array_equal, P.privatize(g, P.top_k_compress(0.0)), g)
+
+
+def test_top_k_compress_keeps_the_largest_entries():
+  g = {"a": jnp.array([0.1, -5.0, 0.3]), "b": jnp.array([[2.0, -0.2], [0.05, 1.0]])}
+  out = P.privatize(g, P.top_k_compress(4 / 7))                          # keep ceil(3/7 * 7) = 3
+  np.testing.assert_array_equal(out["a"], [0.0, -5.0, 0.0])
+  np.testing.assert_array_equal(out["b"], [[2.0, 0.0], [0.0, 1.0]])
+
+
+def test_bad_arguments():
+  with pytest.raises(ValueError, match="granularity"):
+    P.clip(1.0, granularity="per_user")
+  with pytest.raises(ValueError, match="positive"):
+    P.clip(0.0)
+  with pytest.raises(ValueError, match="exactly one"):
+    P.gaussian_noise(key=KEY)
+  with pytest.raises(ValueError, match=r"\[0, 1\)"):
+    P.top_k_compress(1.0)
+
+
+def test_pure_clipping_leaves_ebi_llbg_llg_unchanged_but_breaks_ilrg_uniform():
+  counts = np.array([40, 3, 0, 0, 1, 6, 0, 0, 0])
+  k1, k2 = jax.random.split(jax.random.key(1))
+  head = random_head(k1, 64, 9, 1e-3)
+  grads = mean_ce_head_grads(jax.random.normal(k2, (50, 64)), jnp.asarray(labels_from_counts(counts)),
+                             head.kernel, head.bias)
+  clipped = P.privatize(grads, P.clip(0.01))
+  assert isinstance(clipped, LastLayerGrads) and abs(_global_norm(clipped) - 0.01) < 1e-6
+  for name in ("ebi", "llbg", "llg"):
+    np.testing.assert_array_equal(A.get(name)(grads, 50), A.get(name)(clipped, 50))
+  np.testing.assert_array_equal(A.ilrg_uniform(grads, 50, key=KEY), counts)
+  assert not np.array_equal(np.asarray(A.ilrg_uniform(clipped, 50, key=KEY)), counts)
+
+
+def test_transforms_jit_and_vmap():
+  g = jax.tree.map(lambda x: jnp.stack([x, 2 * x]), _tree())
+  keys = jax.random.split(KEY, 2)
+  f = jax.jit(jax.vmap(lambda t, k: P.privatize(t, P.ldp(1.0, 0.1, key=k))))
+  out = f(g, keys)
+  loop = [P.privatize(jax.tree.map(lambda x: x[i], g), P.ldp(1.0, 0.1, key=keys[i])) for i in range(2)]
+  jax.tree.map(lambda a, *b: np.testing.assert_allclose(a, np.stack(b), rtol=1e-5, atol=1e-6), out, *loop)
