@@ -23,7 +23,7 @@ from jaxleak import attacks as A
 from jaxleak import data as D
 from jaxleak import metrics as M
 from jaxleak import models
-from jaxleak.federated import last_layer_grads
+from jaxleak.federated import LdpConfig, apply_batch_ldp, head_grads_and_model_norms, last_layer_grads
 from jaxleak.types import LastLayerGrads
 
 # Purposes folded into the run key.
@@ -47,6 +47,7 @@ class SingleStepConfig:
   minmax: bool = True
   chunk_size: int = 8                               # batches vmapped together inside the compiled function
   batches_per_call: int = 64                        # batches per compiled call (progress granularity)
+  ldp: LdpConfig = LdpConfig()                      # the clients' local DP (default: none)
 
   def validate(self) -> None:
     for name in self.attacks:
@@ -110,25 +111,6 @@ def batch_keys(key: jax.Array, subject_of_batch: np.ndarray, batch_index: np.nda
   return jax.vmap(fold)(jnp.asarray(subject_of_batch), jnp.asarray(batch_index))
 
 
-def compute_gradients(model, variables, clients: D.WindowedClients, indices: np.ndarray, keys: jax.Array,
-                      cfg: SingleStepConfig, progress: Optional[Callable[[str], None]] = None) -> LastLayerGrads:
-  """Last-layer gradients of all K batches, in compiled calls of a fixed `batches_per_call` (one compilation)."""
-  k = len(indices)
-  per_call = min(cfg.batches_per_call, k)
-  out, t0 = [], time.perf_counter()
-  for start in range(0, k, per_call):
-    stop = min(start + per_call, k)
-    sel = np.arange(start, start + per_call) % k                  # pad the last call with repeats
-    x = clients.windows[indices[sel]]
-    y = clients.labels[indices[sel]]
-    g = last_layer_grads(model, variables, x, y, keys[sel], method=cfg.grad_method, minmax=cfg.minmax,
-                         chunk_size=min(cfg.chunk_size, per_call))
-    out.append(jax.tree.map(lambda a: np.asarray(a)[:stop - start], g))
-    rate = stop * cfg.batch_size / (time.perf_counter() - t0)
-    _log(progress, f"gradients: {stop}/{k} batches ({rate:,.0f} windows/s)")
-  return jax.tree.map(lambda *xs: np.concatenate(xs), *out)
-
-
 def run_attacks(grads: LastLayerGrads, num_samples: int, names: Sequence[str], key: jax.Array, *,
                 batch_keys_: jax.Array, star_params: dict, head) -> dict:
   """Every attack vmapped over all gradients; returns {name: i32[K, C]}."""
@@ -143,20 +125,22 @@ def run_attacks(grads: LastLayerGrads, num_samples: int, names: Sequence[str], k
   return preds
 
 
-def run_single_step(cfg: SingleStepConfig, *, dataset: Optional[D.HarDataset] = None,
-                    variables: Optional[dict] = None,
-                    progress: Optional[Callable[[str], None]] = None) -> SingleStepResult:
-  """Runs the single-step leakage experiment.
+@dataclasses.dataclass
+class _Prepared:
+  dataset: D.HarDataset
+  clients: D.WindowedClients
+  indices: np.ndarray
+  batch_client: np.ndarray
+  batch_index: np.ndarray
+  model: object
+  variables: dict
+  key: jax.Array
+  dropout_keys: jax.Array
+  timings: dict
 
-  Args:
-    cfg: the configuration.
-    dataset: an already loaded dataset (default: load cfg.dataset).
-    variables: the global model's variables (default: a fresh Xavier-normal init from the seed, the same for all
-      clients, as the reference's untrained setting).
-    progress: called with progress messages (e.g. absl logging.info); None for silence.
-  """
+
+def _prepare(cfg, dataset, variables, progress) -> _Prepared:
   cfg.validate()
-  timings = {}
   t0 = time.perf_counter()
   dataset = dataset or D.load(cfg.dataset, data_dir=cfg.data_dir, scale=cfg.synthetic_scale, seed=cfg.seed)
   clients = D.make_clients(dataset, select_clients(dataset, cfg))
@@ -166,35 +150,144 @@ def run_single_step(cfg: SingleStepConfig, *, dataset: Optional[D.HarDataset] = 
   batch_index = (np.arange(len(batch_client)) -
                  np.searchsorted(batch_client, batch_client, side="left")).astype(np.int32)
   subject_of_batch = np.asarray(clients.subject_ids)[batch_client]
-  timings["data_s"] = time.perf_counter() - t0
   _log(progress, f"{dataset.name}: {clients.num_clients} clients, {len(clients.labels):,} windows, "
                  f"{len(indices)} batches of {cfg.batch_size} ({cfg.sampling})")
-
   model = models.build(cfg.model, dataset.num_classes, head_bias=cfg.head_bias)
   if variables is None:
     variables = models.init(model, jax.random.fold_in(key, _INIT), clients.windows.shape[1],
                             dataset.num_channels)
-  t0 = time.perf_counter()
   dropout_keys = batch_keys(jax.random.fold_in(key, _DROPOUT), subject_of_batch, batch_index)
-  grads = compute_gradients(model, variables, clients, indices, dropout_keys, cfg, progress)
-  timings["gradients_s"] = time.perf_counter() - t0
+  return _Prepared(dataset, clients, indices, batch_client, batch_index, model, variables, key, dropout_keys,
+                   {"data_s": time.perf_counter() - t0})
 
+
+def _in_calls(prep: _Prepared, per_call: int, fn, progress, what="gradients"):
+  """Runs fn(windows, labels, keys) over all batches in calls of a fixed size (one compilation)."""
+  k = len(prep.indices)
+  per_call = min(per_call, k)
+  out, t0 = [], time.perf_counter()
+  for start in range(0, k, per_call):
+    stop = min(start + per_call, k)
+    sel = np.arange(start, start + per_call) % k                  # pad the last call with repeats
+    res = fn(prep.clients.windows[prep.indices[sel]], prep.clients.labels[prep.indices[sel]],
+             prep.dropout_keys[sel])
+    out.append(jax.tree.map(lambda a: np.asarray(a)[:stop - start], res))
+    rate = stop * prep.indices.shape[1] / (time.perf_counter() - t0)
+    _log(progress, f"{what}: {stop}/{k} batches ({rate:,.0f} windows/s)")
+  return jax.tree.map(lambda *xs: np.concatenate(xs), *out)
+
+
+def _gradients(prep: _Prepared, cfg: SingleStepConfig, ldp: LdpConfig, progress) -> LastLayerGrads:
+  if ldp.per_example and ldp.needs_full_gradient:
+    per_call, chunk = 1, 1                                        # [N, all params] per batch: one batch a call
+  elif ldp.needs_full_gradient:
+    per_call = chunk = cfg.chunk_size                             # plain vmap (see last_layer_grads)
+  else:
+    per_call, chunk = cfg.batches_per_call, cfg.chunk_size
+  fn = lambda x, y, k: last_layer_grads(prep.model, prep.variables, x, y, k, method=cfg.grad_method,
+                                        minmax=cfg.minmax, chunk_size=min(chunk, per_call), ldp=ldp)
+  return _in_calls(prep, per_call, fn, progress)
+
+
+def _attack_and_score(prep: _Prepared, cfg: SingleStepConfig, grads: LastLayerGrads, timings: dict
+                      ) -> SingleStepResult:
   t0 = time.perf_counter()
+  model, variables, clients, key = prep.model, prep.variables, prep.clients, prep.key
   head = models.head_params(variables["params"])
   penultimate = lambda x: model.apply(variables, x, train=False, return_features=True)[1]
   star_params = {}
-  for method in {A.info(n).star_method for n in cfg.attacks} - {None}:
+  for method in sorted({A.info(n).star_method for n in cfg.attacks} - {None}):
     star_params[method] = A.estimate_llg_star_params(
         penultimate, head, clients.windows.shape[1:], cfg.batch_size, jax.random.fold_in(key, _LLG_STAR),
         method=method, dummy="normal")
-  attack_keys = batch_keys(jax.random.fold_in(key, _ATTACK), subject_of_batch, batch_index)
+  subject_of_batch = np.asarray(clients.subject_ids)[prep.batch_client]
+  attack_keys = batch_keys(jax.random.fold_in(key, _ATTACK), subject_of_batch, prep.batch_index)
   preds = run_attacks(grads, cfg.batch_size, cfg.attacks, key, batch_keys_=attack_keys, star_params=star_params,
                       head=head)
-  true_counts = np.asarray(M.counts_from_labels(jnp.asarray(clients.labels[indices]), dataset.num_classes))
-  per_client = {name: jax.tree.map(np.asarray, M.client_metrics(true_counts, p, batch_client,
+  true_counts = np.asarray(M.counts_from_labels(jnp.asarray(clients.labels[prep.indices]),
+                                                prep.dataset.num_classes))
+  per_client = {name: jax.tree.map(np.asarray, M.client_metrics(true_counts, p, prep.batch_client,
                                                                  clients.num_clients))
                 for name, p in preds.items()}
-  timings["attacks_s"] = time.perf_counter() - t0
-  return SingleStepResult(config=cfg, dataset_name=dataset.name, class_names=dataset.class_names,
-                          subject_ids=clients.subject_ids, batch_client=batch_client, batch_index=batch_index,
-                          true_counts=true_counts, pred_counts=preds, client_metrics=per_client, timings=timings)
+  timings = {**timings, "attacks_s": time.perf_counter() - t0}
+  return SingleStepResult(config=cfg, dataset_name=prep.dataset.name, class_names=prep.dataset.class_names,
+                          subject_ids=clients.subject_ids, batch_client=prep.batch_client,
+                          batch_index=prep.batch_index, true_counts=true_counts, pred_counts=preds,
+                          client_metrics=per_client, timings=timings)
+
+
+def run_single_step(cfg: SingleStepConfig, *, dataset: Optional[D.HarDataset] = None,
+                    variables: Optional[dict] = None,
+                    progress: Optional[Callable[[str], None]] = None) -> SingleStepResult:
+  """Runs the single-step leakage experiment.
+
+  Args:
+    cfg: the configuration (cfg.ldp: the clients' local DP).
+    dataset: an already loaded dataset (default: load cfg.dataset).
+    variables: the global model's variables (default: a fresh Xavier-normal init from the seed, the same for all
+      clients, as the reference's untrained setting).
+    progress: called with progress messages (e.g. absl logging.info); None for silence.
+  """
+  prep = _prepare(cfg, dataset, variables, progress)
+  t0 = time.perf_counter()
+  grads = _gradients(prep, cfg, cfg.ldp, progress)
+  return _attack_and_score(prep, cfg, grads, {**prep.timings, "gradients_s": time.perf_counter() - t0})
+
+
+#: The HAR paper's nine LDP settings (noise sigma, clip tau); tau = 0 means no clipping (spec 4).
+PAPER_LDP_GRID = ((0.0, 0.1), (0.0, 0.5), (0.0, 1.0), (0.0, 1.5), (0.1, 0.0), (0.1, 0.1), (0.1, 0.5), (0.1, 1.0),
+                  (0.1, 1.5))
+
+
+def ldp_setting(noise: float, clip: float, *, scope: str = "all", granularity: str = "batch") -> LdpConfig:
+  """LdpConfig from the reference's flag convention: clip 0 = no clipping, noise 0 = no noise."""
+  if clip < 0 or noise < 0:
+    raise ValueError(f"clip and noise must be >= 0 (0 = off); got clip={clip}, noise={noise}.")
+  return LdpConfig(clip_norm=clip if clip > 0 else float("inf"), noise_std=noise, clip_scope=scope,
+                   clip_granularity=granularity)
+
+
+def paper_ldp_settings(scope: str = "all", granularity: str = "batch") -> dict[str, LdpConfig]:
+  """'none' plus the nine settings, named ldp_<noise>_<clip> as the reference's job scripts."""
+  out = {"none": LdpConfig()}
+  for noise, clip in PAPER_LDP_GRID:
+    out[f"ldp_{noise}_{clip}"] = ldp_setting(noise, clip, scope=scope, granularity=granularity)
+  return out
+
+
+def run_ldp_sweep(cfg: SingleStepConfig, settings: dict[str, LdpConfig], *,
+                  dataset: Optional[D.HarDataset] = None, variables: Optional[dict] = None,
+                  progress: Optional[Callable[[str], None]] = None) -> dict[str, SingleStepResult]:
+  """Runs the single-step experiment once per LDP setting, sharing data, batches and the gradient pass.
+
+  Batch-granularity settings share one pass that yields every batch's head gradient and whole-model gradient
+  norm (a full backward only if some setting clips the whole model); each setting is then `apply_batch_ldp`
+  with the same noise keys `run_single_step` would use, so results equal separate runs. Per-example settings
+  recompute their gradients.
+  """
+  prep = _prepare(cfg, dataset, variables, progress)
+  shared = [s for s in settings.values() if not s.per_example]
+  base = None
+  if shared:
+    t0 = time.perf_counter()
+    if any(s.needs_full_gradient for s in shared):
+      fn = lambda x, y, k: head_grads_and_model_norms(prep.model, prep.variables, x, y, k, minmax=cfg.minmax)
+      base = _in_calls(prep, cfg.chunk_size, fn, progress, "gradients + model norms")
+    else:
+      g = _gradients(prep, cfg, LdpConfig(), progress)
+      base = (g, np.full(len(prep.indices), np.nan, np.float32))
+    base_s = time.perf_counter() - t0
+    noise_keys = jax.vmap(lambda k: jax.random.fold_in(k, 1))(prep.dropout_keys)
+    apply = jax.jit(jax.vmap(apply_batch_ldp, in_axes=(0, 0, None, 0)), static_argnums=2)
+  results = {}
+  for name, ldp in settings.items():
+    t0 = time.perf_counter()
+    if ldp.per_example:
+      grads = _gradients(prep, cfg, ldp, progress)
+      timings = {**prep.timings, "gradients_s": time.perf_counter() - t0}
+    else:
+      grads = jax.tree.map(np.asarray, apply(base[0], jnp.asarray(base[1]), ldp, noise_keys))
+      timings = {**prep.timings, "shared_gradients_s": base_s, "ldp_s": time.perf_counter() - t0}
+    results[name] = _attack_and_score(prep, dataclasses.replace(cfg, ldp=ldp), grads, timings)
+    _log(progress, f"LDP setting {name}: done")
+  return results

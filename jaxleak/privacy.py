@@ -49,10 +49,22 @@ def _scope_mask(tree, scope: str, head_key: str):
 
 
 def _norm(tree, mask, example_axis: bool):
-  axes = (lambda x: tuple(range(1, x.ndim))) if example_axis else (lambda x: None)
-  sq = [jnp.sum(jnp.square(x.astype(jnp.float32)), axis=axes(x))
-        for x, m in zip(jax.tree.leaves(tree), jax.tree.leaves(mask)) if m]
-  return jnp.sqrt(sum(sq))
+  scoped = [x for x, m in zip(jax.tree.leaves(tree), jax.tree.leaves(mask)) if m]
+  if not example_axis:
+    return global_norm(scoped)
+  return jnp.sqrt(sum(jnp.sum(jnp.square(x.astype(jnp.float32)), axis=tuple(range(1, x.ndim))) for x in scoped))
+
+
+def global_norm(tree) -> jax.Array:
+  """L2 norm over every entry of every leaf (f32 scalar)."""
+  return jnp.sqrt(sum(jnp.sum(jnp.square(x.astype(jnp.float32))) for x in jax.tree.leaves(tree)))
+
+
+def clip_factor(norm: jax.Array, max_norm: float) -> jax.Array:
+  """The factor clipping applies for a given norm: max_norm / (norm + 1e-6) where norm > max_norm, else 1."""
+  if math.isinf(max_norm):
+    return jnp.ones_like(norm)
+  return jnp.where(norm > max_norm, max_norm / (norm + _EPS), 1.0)
 
 
 def clip(max_norm: float, *, granularity: str = "batch", scope: str = "all",
@@ -68,6 +80,8 @@ def clip(max_norm: float, *, granularity: str = "batch", scope: str = "all",
   """
   if granularity not in GRANULARITIES:
     raise ValueError(f"unknown clip granularity {granularity!r}; valid: {', '.join(GRANULARITIES)}.")
+  if scope not in SCOPES:
+    raise ValueError(f"unknown clip scope {scope!r}; valid: {', '.join(SCOPES)}.")
   if not max_norm > 0:
     raise ValueError(f"clip norm must be positive (math.inf for no clipping), got {max_norm}.")
   per_example = granularity == "per_example"
@@ -75,11 +89,7 @@ def clip(max_norm: float, *, granularity: str = "batch", scope: str = "all",
   def update(updates, state, params=None):
     del params
     mask = _scope_mask(updates, scope, head_key)
-    if math.isinf(max_norm):
-      factor = None
-    else:
-      norm = _norm(updates, mask, per_example)
-      factor = jnp.where(norm > max_norm, max_norm / (norm + _EPS), 1.0)
+    factor = None if math.isinf(max_norm) else clip_factor(_norm(updates, mask, per_example), max_norm)
 
     def one(x, m):
       if m and factor is not None:

@@ -1,4 +1,5 @@
 """Federated updates: what a client sends, computed for many batches/clients at once."""
-from jaxleak.federated.single_step import METHODS, batch_grad_fn, last_layer_grads, minmax_scale
+from jaxleak.federated.single_step import (METHODS, LdpConfig, apply_batch_ldp, batch_grad_fn,
+                                           head_grads_and_model_norms, last_layer_grads, minmax_scale)
 
-__all__ = ["METHODS", "batch_grad_fn", "last_layer_grads", "minmax_scale"]
+__all__ = ["LdpConfig", "METHODS", "apply_batch_ldp", "head_grads_and_model_norms", "batch_grad_fn", "last_layer_grads", "minmax_scale"]

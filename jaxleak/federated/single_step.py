@@ -10,18 +10,49 @@ Two paths that agree to float tolerance (tested):
 """
 from __future__ import annotations
 
+import dataclasses
 import functools
-from typing import Callable
+import math
+from typing import Callable, Optional
 
 import jax
 import jax.numpy as jnp
 import optax
 from flax import linen as nn
 
+from jaxleak import privacy
 from jaxleak.head import head_grad
 from jaxleak.types import LastLayerGrads, LastLayerParams
 
 METHODS = ("fast", "autodiff")
+
+
+@dataclasses.dataclass(frozen=True)
+class LdpConfig:
+  """Local DP applied by the client before sending (spec 4): clip to `clip_norm`, then Gaussian noise with
+  absolute std `noise_std`. clip_norm=inf means no clipping. See jaxleak.privacy for scope and granularity."""
+  clip_norm: float = math.inf
+  noise_std: float = 0.0
+  clip_scope: str = "all"
+  clip_granularity: str = "batch"
+
+  def __post_init__(self):
+    privacy.clip(self.clip_norm, granularity=self.clip_granularity, scope=self.clip_scope)   # validates
+    if self.noise_std < 0:
+      raise ValueError(f"noise std must be >= 0, got {self.noise_std}.")
+
+  @property
+  def is_identity(self) -> bool:
+    return math.isinf(self.clip_norm) and self.noise_std == 0.0
+
+  @property
+  def needs_full_gradient(self) -> bool:
+    """Whole-model clipping needs the whole gradient's norm: a full backward pass."""
+    return not math.isinf(self.clip_norm) and self.clip_scope == "all"
+
+  @property
+  def per_example(self) -> bool:
+    return not math.isinf(self.clip_norm) and self.clip_granularity == "per_example"
 
 
 def minmax_scale(x: jax.Array) -> jax.Array:
@@ -42,11 +73,95 @@ def _apply_train(model, variables, x, key, **kwargs):
   return model.apply(variables, x, train=True, rngs={"dropout": key}, mutable=mutable, **kwargs)[0]
 
 
-def batch_grad_fn(model: nn.Module, *, method: str = "fast", minmax: bool = True
+def _mean_ce(model, variables, x, y, key):
+  def loss(params):
+    logits = _apply_train(model, {**variables, "params": params}, x, key)
+    return jnp.mean(optax.softmax_cross_entropy_with_integer_labels(logits, y))
+  return loss
+
+
+def _head_grad_and_model_norm(model, variables, x, y, key):
+  tree = jax.grad(_mean_ce(model, variables, x, y, key))(variables["params"])
+  return LastLayerGrads(kernel=tree["head"]["kernel"], bias=tree["head"].get("bias")), privacy.global_norm(tree)
+
+
+def apply_batch_ldp(grads: LastLayerGrads, model_norm: jax.Array, ldp: LdpConfig, noise_key: jax.Array
+                    ) -> LastLayerGrads:
+  """Batch-granularity LDP of one update, given its head gradient and its whole-model gradient norm.
+
+  Clipping scales every leaf by one factor, so the head after whole-model clipping is head * factor(model norm);
+  with scope 'last_layer' the factor comes from the head's own norm. Then noise (key = noise_key).
+  """
+  if ldp.per_example:
+    raise ValueError("apply_batch_ldp handles batch-granularity clipping only.")
+  norm = model_norm if ldp.clip_scope == "all" else privacy.global_norm(grads)
+  factor = privacy.clip_factor(norm, ldp.clip_norm)
+  clipped = jax.tree.map(lambda a: a * factor, grads)
+  return privacy.privatize(clipped, privacy.gaussian_noise(ldp.noise_std, key=noise_key))
+
+
+@functools.partial(jax.jit, static_argnames=("model", "minmax"))
+def head_grads_and_model_norms(model: nn.Module, variables: dict, windows: jax.Array, labels: jax.Array,
+                               keys: jax.Array, *, minmax: bool = True):
+  """(LastLayerGrads [K, ...], whole-model gradient norms f32[K]) of K batches, one plain vmap (full backward).
+
+  With these, every batch-granularity LDP setting is `apply_batch_ldp` away: an LDP sweep pays the full
+  backward pass once, not once per setting.
+  """
+  def one(x, y, key):
+    return _head_grad_and_model_norm(model, variables, minmax_scale(x) if minmax else x, y, key)
+  return jax.vmap(one)(windows, labels, keys)
+
+
+def _private_batch_grad_fn(model, minmax, ldp: LdpConfig):
+  """The client's privatised update, computed as cheaply as the LDP setting allows.
+
+  * clip scope 'last_layer' (or no clipping): forward pass + closed-form head gradient (per example when the
+    granularity is per_example), then clip and noise.
+  * clip scope 'all': jax.grad w.r.t. every parameter (per example: each example alone, its own dropout key;
+    TinyHAR's BatchNorm then normalises with that example's statistics), clip by the whole-model norm, keep the
+    head. Noise is drawn for the head only: the other layers' noise is independent and never reaches an attack.
+  The noise key is fold_in(key, 1); the dropout key is `key`, as without LDP.
+  """
+  def transform(noise_key):
+    return privacy.ldp(ldp.clip_norm, ldp.noise_std, key=noise_key, granularity=ldp.clip_granularity,
+                       scope=ldp.clip_scope)
+
+  def f(variables, x, y, key):
+    x = minmax_scale(x) if minmax else x
+    noise_key = jax.random.fold_in(key, 1)
+    if not ldp.needs_full_gradient:
+      _, feats = _apply_train(model, variables, x, key, return_features=True)
+      head = _head(variables["params"])
+      if ldp.per_example:
+        tree = jax.vmap(lambda h, l: head_grad(h[None], l[None], head))(feats, y)
+      else:
+        tree = head_grad(feats, y, head)
+      return privacy.privatize(tree, transform(noise_key))
+    params = variables["params"]
+    if ldp.per_example:
+      one = lambda xn, yn, kn: jax.grad(_mean_ce(model, variables, xn[None], yn[None], kn))(params)
+      tree = jax.vmap(one)(x, y, jax.vmap(lambda i: jax.random.fold_in(key, i + 2))(jnp.arange(len(y))))
+      clipped = privacy.privatize(tree, privacy.clip(ldp.clip_norm, granularity="per_example"))["head"]
+      g = LastLayerGrads(kernel=clipped["kernel"], bias=clipped.get("bias"))
+      return privacy.privatize(g, privacy.gaussian_noise(ldp.noise_std, key=noise_key))
+    g, norm = _head_grad_and_model_norm(model, variables, x, y, key)
+    return apply_batch_ldp(g, norm, ldp, noise_key)
+
+  return f
+
+
+def batch_grad_fn(model: nn.Module, *, method: str = "fast", minmax: bool = True, ldp: Optional[LdpConfig] = None
                   ) -> Callable[[dict, jax.Array, jax.Array, jax.Array], LastLayerGrads]:
-  """Returns f(variables, x f32[N, T, ch], y i32[N], key) -> LastLayerGrads for ONE batch (vmap it)."""
+  """Returns f(variables, x f32[N, T, ch], y i32[N], key) -> LastLayerGrads for ONE batch (vmap it).
+
+  With `ldp` (and not the identity) the result is what a client applying that LDP sends; `method` is then
+  chosen by the LDP setting (see _private_batch_grad_fn).
+  """
   if method not in METHODS:
     raise ValueError(f"unknown gradient method {method!r}; valid: {', '.join(METHODS)}.")
+  if ldp is not None and not ldp.is_identity:
+    return _private_batch_grad_fn(model, minmax, ldp)
 
   def fast(variables, x, y, key):
     x = minmax_scale(x) if minmax else x
@@ -55,20 +170,16 @@ def batch_grad_fn(model: nn.Module, *, method: str = "fast", minmax: bool = True
 
   def autodiff(variables, x, y, key):
     x = minmax_scale(x) if minmax else x
-
-    def loss(params):
-      logits = _apply_train(model, {**variables, "params": params}, x, key)
-      return jnp.mean(optax.softmax_cross_entropy_with_integer_labels(logits, y))
-
-    g = jax.grad(loss)(variables["params"])["head"]
+    g = jax.grad(_mean_ce(model, variables, x, y, key))(variables["params"])["head"]
     return LastLayerGrads(kernel=g["kernel"], bias=g.get("bias"))
 
   return fast if method == "fast" else autodiff
 
 
-@functools.partial(jax.jit, static_argnames=("model", "method", "minmax", "chunk_size"))
+@functools.partial(jax.jit, static_argnames=("model", "method", "minmax", "chunk_size", "ldp"))
 def last_layer_grads(model: nn.Module, variables: dict, windows: jax.Array, labels: jax.Array, keys: jax.Array,
-                     *, method: str = "fast", minmax: bool = True, chunk_size: int = 16) -> LastLayerGrads:
+                     *, method: str = "fast", minmax: bool = True, chunk_size: int = 16,
+                     ldp: Optional[LdpConfig] = None) -> LastLayerGrads:
   """Last-layer gradients of K batches in one compiled call.
 
   Args:
@@ -77,7 +188,10 @@ def last_layer_grads(model: nn.Module, variables: dict, windows: jax.Array, labe
     windows: f32[K, N, T, ch]; labels: i32[K, N]; keys: K PRNG keys (dropout), one per batch.
     method: 'fast' or 'autodiff' (see module docstring).
     minmax: per-batch min-max scaling (on for single step, as the reference).
-    chunk_size: batches vmapped together; memory grows with chunk_size, not K (jax.lax.map).
+    chunk_size: batches vmapped together; memory grows with chunk_size, not K (jax.lax.map). With
+      chunk_size >= K it is one plain vmap: use that for full-model gradients (LDP with clip scope 'all'), which
+      run ~16x slower inside a lax.map scan on XLA:CPU (BUILD_NOTES.md).
+    ldp: optional LdpConfig applied by every client before sending.
 
   Returns:
     LastLayerGrads with kernel f32[K, D, C] and bias f32[K, C] (None without head bias).
@@ -85,5 +199,7 @@ def last_layer_grads(model: nn.Module, variables: dict, windows: jax.Array, labe
   if windows.ndim != 4 or labels.shape != windows.shape[:2] or keys.shape[:1] != windows.shape[:1]:
     raise ValueError(f"expected windows [K, N, T, ch], labels [K, N] and K keys; got {windows.shape}, "
                      f"{labels.shape}, {keys.shape}.")
-  f = batch_grad_fn(model, method=method, minmax=minmax)
+  f = batch_grad_fn(model, method=method, minmax=minmax, ldp=ldp)
+  if chunk_size >= windows.shape[0]:
+    return jax.vmap(f, in_axes=(None, 0, 0, 0))(variables, windows, labels, keys)
   return jax.lax.map(lambda a: f(variables, *a), (windows, labels, keys), batch_size=chunk_size)
