@@ -122,6 +122,8 @@ def single_step_table(result) -> str:
   rows = [{"attack": r["attack"], "LnAcc": pct(*r["lnacc"]), "LeAcc": pct(*r["leacc"]),
            "ClassAcc": pct(*r["class_acc"])} for r in result.summary_rows()]
   cfg = result.config
-  title = (f"{result.dataset_name} | {cfg.model} | {cfg.sampling} | N={cfg.batch_size} | "
+  ldp = "" if cfg.ldp.is_identity else (f"LDP sigma={cfg.ldp.noise_std} tau={cfg.ldp.clip_norm} "
+                                        f"({cfg.ldp.clip_scope}, {cfg.ldp.clip_granularity}) | ")
+  title = (f"{result.dataset_name} | {cfg.model} | {cfg.sampling} | N={cfg.batch_size} | {ldp}"
            f"{len(result.subject_ids)} clients, {len(result.batch_client)} batches | mean (± std) over clients")
   return format_table(rows, ["attack", "LnAcc", "LeAcc", "ClassAcc"], title)

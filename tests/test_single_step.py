@@ -74,3 +74,14 @@ def test_cli_bad_attack_name_is_a_usage_error(tmp_path):
       [sys.executable, os.path.join(ROOT, "experiments", "single_step_leakage.py"), "--dataset=synthetic_tiny",
        "--attacks=ebi,bogus", f"--output_dir={tmp_path}"], capture_output=True, text=True, timeout=300)
   assert proc.returncode != 0 and "unknown attack 'bogus'" in proc.stderr
+
+
+def test_cli_ldp_flags_reach_the_manifest(tmp_path):
+  proc = subprocess.run(
+      [sys.executable, os.path.join(ROOT, "experiments", "single_step_leakage.py"), "--dataset=synthetic_tiny",
+       "--model=tinyhar", "--batch_size=50", "--attacks=ebi", "--num_clients=1", "--noise=0.1", "--clip=0.5",
+       "--clip_scope=last_layer", f"--output_dir={tmp_path}"], capture_output=True, text=True, timeout=600)
+  assert proc.returncode == 0, proc.stderr[-2000:]
+  ldp = json.loads((tmp_path / "manifest.json").read_text())["config"]["ldp"]
+  assert ldp == {"clip_norm": 0.5, "noise_std": 0.1, "clip_scope": "last_layer", "clip_granularity": "batch"}
+  assert "LDP sigma=0.1 tau=0.5 (last_layer, batch)" in proc.stdout
