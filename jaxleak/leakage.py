@@ -23,7 +23,8 @@ from jaxleak import attacks as A
 from jaxleak import data as D
 from jaxleak import metrics as M
 from jaxleak import models
-from jaxleak.federated import LdpConfig, apply_batch_ldp, head_grads_and_model_norms, last_layer_grads
+from jaxleak.federated import (LdpConfig, LocalTraining, apply_batch_ldp, client_updates,
+                               head_grads_and_model_norms, last_layer_grads)
 from jaxleak.types import LastLayerGrads
 
 # Purposes folded into the run key.
@@ -48,6 +49,8 @@ class SingleStepConfig:
   chunk_size: int = 8                               # batches vmapped together inside the compiled function
   batches_per_call: int = 64                        # batches per compiled call (progress granularity)
   ldp: LdpConfig = LdpConfig()                      # the clients' local DP (default: none)
+  local: Optional[LocalTraining] = None             # None: single step (FedSGD); else multi-step (FedAvg),
+                                                    # batch_size = N data points per update
 
   def validate(self) -> None:
     for name in self.attacks:
@@ -60,6 +63,8 @@ class SingleStepConfig:
       raise ValueError("batch_size, chunk_size and batches_per_call must be positive.")
     if not self.attacks:
       raise ValueError("no attacks given.")
+    if self.local is not None and not self.ldp.is_identity:
+      raise ValueError("multi-step runs take their LDP per local step: set it in LocalTraining(ldp=...).")
 
 
 @dataclasses.dataclass
@@ -146,7 +151,7 @@ def _prepare(cfg, dataset, variables, progress) -> _Prepared:
   clients = D.make_clients(dataset, select_clients(dataset, cfg))
   key = jax.random.key(cfg.seed)
   indices, batch_client = D.sample_clients(cfg.sampling, jax.random.fold_in(key, _SAMPLER), clients,
-                                           cfg.batch_size)
+                                           cfg.batch_size, queries=cfg.local is not None)
   batch_index = (np.arange(len(batch_client)) -
                  np.searchsorted(batch_client, batch_client, side="left")).astype(np.int32)
   subject_of_batch = np.asarray(clients.subject_ids)[batch_client]
@@ -178,6 +183,9 @@ def _in_calls(prep: _Prepared, per_call: int, fn, progress, what="gradients"):
 
 
 def _gradients(prep: _Prepared, cfg: SingleStepConfig, ldp: LdpConfig, progress) -> LastLayerGrads:
+  if cfg.local is not None:
+    fn = lambda x, y, k: client_updates(prep.model, prep.variables, x, y, k, local=cfg.local, minmax=cfg.minmax)
+    return _in_calls(prep, cfg.chunk_size, fn, progress, "local training")
   if ldp.per_example and ldp.needs_full_gradient:
     per_call, chunk = 1, 1                                        # [N, all params] per batch: one batch a call
   elif ldp.needs_full_gradient:

@@ -111,7 +111,7 @@ def write_single_step(result, output_dir: str, flags_dict: dict | None = None) -
                    [[r["attack"], m, f"{r[m][0]:.4f}", f"{r[m][1]:.4f}"] for r in summary
                     for m in ("lnacc", "leacc", "class_acc", "symmetric_existence")])
   atomic_write_json(paths["manifest.json"], {
-      "experiment": "single_step_leakage", "config": dataclasses.asdict(result.config),
+      "experiment": "single_step_leakage" if result.config.local is None else "multi_step_leakage", "config": dataclasses.asdict(result.config),
       "flags": flags_dict or {}, "dataset": result.dataset_name, "class_names": list(result.class_names),
       "subjects": list(result.subject_ids), "num_batches": int(len(result.batch_client)),
       "timings_s": result.timings, "environment": environment()})
@@ -124,6 +124,10 @@ def single_step_table(result) -> str:
   cfg = result.config
   ldp = "" if cfg.ldp.is_identity else (f"LDP sigma={cfg.ldp.noise_std} tau={cfg.ldp.clip_norm} "
                                         f"({cfg.ldp.clip_scope}, {cfg.ldp.clip_granularity}) | ")
+  if cfg.local is not None:
+    loc = cfg.local
+    ldp = (f"multi-step B={loc.batch_size} S={loc.steps} lr={loc.lr} ({loc.equivalent}) | "
+           + ("" if loc.ldp.is_identity else f"LDP per step sigma={loc.ldp.noise_std} tau={loc.ldp.clip_norm} | "))
   title = (f"{result.dataset_name} | {cfg.model} | {cfg.sampling} | N={cfg.batch_size} | {ldp}"
            f"{len(result.subject_ids)} clients, {len(result.batch_client)} batches | mean (± std) over clients")
   return format_table(rows, ["attack", "LnAcc", "LeAcc", "ClassAcc"], title)

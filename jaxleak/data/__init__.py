@@ -1,7 +1,7 @@
 """HAR data: datasets (HAPT, WEAR/Wetlab files, synthetic), windows, clients and samplers."""
 from jaxleak.data.dataset import HarDataset, Recording, WindowedClients
 from jaxleak.data.hapt import load_hapt
-from jaxleak.data.samplers import STRATEGIES, sample_client, sample_clients
+from jaxleak.data.samplers import STRATEGIES, sample_client, sample_clients, sample_queries
 from jaxleak.data.synthetic import PRESETS as SYNTHETIC_PRESETS, make_synthetic
 from jaxleak.data.tal import DataFormatError, load_tal
 from jaxleak.data.windows import make_clients, window_recording, window_starts
@@ -25,4 +25,4 @@ def load(name: str, *, data_dir: str | None = None, scale: float = 1.0, seed: in
 
 __all__ = ["DATASETS", "DataFormatError", "HarDataset", "Recording", "STRATEGIES", "SYNTHETIC_PRESETS",
            "WindowedClients", "load", "load_hapt", "load_tal", "make_clients", "make_synthetic",
-           "sample_client", "sample_clients", "window_recording", "window_starts"]
+           "sample_client", "sample_clients", "sample_queries", "window_recording", "window_starts"]

@@ -64,8 +64,10 @@ def sample_client(strategy: str, key, labels: np.ndarray, batch_size: int) -> np
   return _SAMPLERS[strategy](key, labels, batch_size)
 
 
-def sample_clients(strategy: str, key, clients: WindowedClients, batch_size: int):
+def sample_clients(strategy: str, key, clients: WindowedClients, batch_size: int, *, queries: bool = False):
   """Batches of all clients.
+
+  With queries=True, multi-step queries (`sample_queries`) instead of one pass of batches.
 
   Returns:
     (indices i32[K, N] into clients.windows, client index i32[K]); batches ordered by client.
@@ -79,7 +81,26 @@ def sample_clients(strategy: str, key, clients: WindowedClients, batch_size: int
                      "lower --batch_size or leave those clients out with --clients.")
   idx, owner = [], []
   for k in range(clients.num_clients):
-    b = sample_client(strategy, jax.random.fold_in(key, clients.subject_ids[k]), clients.client_labels(k),
-                      batch_size)
+    sampler = sample_queries if queries else sample_client
+    b = sampler(strategy, jax.random.fold_in(key, clients.subject_ids[k]), clients.client_labels(k), batch_size)
     idx.append(b + clients.offsets[k]); owner.append(np.full(len(b), k, np.int32))
   return np.concatenate(idx).astype(np.int32), np.concatenate(owner)
+
+
+def sample_queries(strategy: str, key, labels: np.ndarray, num_points: int) -> np.ndarray:
+  """Multi-step queries of one client (spec 3.3): i32[floor(n / N), N] indices.
+
+  'sequential': disjoint consecutive chunks. 'shuffle' and 'balanced': every query is a fresh draw of N windows
+  (distinct within a query for shuffle; from a fresh balanced pool for balanced), so windows may recur across
+  queries, as in the reference.
+  """
+  if strategy not in _SAMPLERS:
+    raise ValueError(f"unknown sampling strategy {strategy!r}; valid: {', '.join(STRATEGIES)}.")
+  n = len(labels)
+  num_queries = n // num_points
+  if strategy == "sequential":
+    return _to_batches(np.arange(n), num_points)
+  if num_queries == 0:
+    return np.zeros((0, num_points), np.int32)
+  return np.stack([_SAMPLERS[strategy](jax.random.fold_in(key, q), labels, num_points)[0]
+                   for q in range(num_queries)]).astype(np.int32)

@@ -1,5 +1,7 @@
 """Federated updates: what a client sends, computed for many batches/clients at once."""
+from jaxleak.federated.multi_step import (EQUIVALENTS, PAPER_SETTINGS, LocalTraining, client_update_fn,
+                                          client_updates)
 from jaxleak.federated.single_step import (METHODS, LdpConfig, apply_batch_ldp, batch_grad_fn,
                                            head_grads_and_model_norms, last_layer_grads, minmax_scale)
 
-__all__ = ["LdpConfig", "METHODS", "apply_batch_ldp", "head_grads_and_model_norms", "batch_grad_fn", "last_layer_grads", "minmax_scale"]
+__all__ = ["EQUIVALENTS", "LocalTraining", "PAPER_SETTINGS", "client_update_fn", "client_updates", "LdpConfig", "METHODS", "apply_batch_ldp", "head_grads_and_model_norms", "batch_grad_fn", "last_layer_grads", "minmax_scale"]

@@ -73,6 +73,19 @@ def _apply_train(model, variables, x, key, **kwargs):
   return model.apply(variables, x, train=True, rngs={"dropout": key}, mutable=mutable, **kwargs)[0]
 
 
+def _mean_ce_with_state(model, state, x, y, key):
+  """Loss of params with the non-param collections `state` (BatchNorm stats); aux = the updated state."""
+  def loss(params):
+    variables = {**state, "params": params}
+    mutable = list(state)
+    if not mutable:
+      logits = model.apply(variables, x, train=True, rngs={"dropout": key})
+      return jnp.mean(optax.softmax_cross_entropy_with_integer_labels(logits, y)), state
+    logits, new_state = model.apply(variables, x, train=True, rngs={"dropout": key}, mutable=mutable)
+    return jnp.mean(optax.softmax_cross_entropy_with_integer_labels(logits, y)), {**state, **new_state}
+  return loss
+
+
 def _mean_ce(model, variables, x, y, key):
   def loss(params):
     logits = _apply_train(model, {**variables, "params": params}, x, key)

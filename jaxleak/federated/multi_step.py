@@ -1,0 +1,100 @@
+"""Multi-step (FedAvg) client updates and the gradient-equivalent the attacks consume (spec 2.9, 3.3).
+
+A query = the N windows of one client update. The client runs S plain-SGD steps (learning rate eta, no momentum)
+from the global params; step s uses windows [s*B, (s+1)*B) mod N (disjoint slices covering the N windows once for
+the paper's (N, B, S) settings); model in train mode; inputs NOT min-max scaled (as the reference); optional LDP
+per local step on the whole-model gradient (clip, then noise, changing the trajectory).
+
+The server sees theta_S - theta_0 = -eta * sum_s g_s. What the attacks get (`equivalent`):
+  'mean' (default)  (theta_0 - theta_S) / (eta * S) = the average of the S mini-batch-mean gradients. It has the
+                    scale of a single-step mean gradient over the N windows: for an untrained model
+                    g_b ~ p - n/N, so the attacks' N-sample assumptions hold (iLRG stays exact).
+  'sum'             (theta_0 - theta_S) / eta = sum_s g_s, what the HAR code hands its attacks (spec 2.9 step 5);
+                    S times the mean's scale (iLRG then estimates S*n_i - (S-1)*N/C).
+By default the sum of gradients is accumulated directly (equal to the parameter difference divided by eta in exact
+arithmetic). `via_parameter_delta=True` instead forms theta_S - theta_0 in float32 and divides by eta, as the
+reference does, including its quantisation error (spec 2.9 precision caveat).
+"""
+from __future__ import annotations
+
+import dataclasses
+import functools
+import math
+from typing import Optional
+
+import jax
+import jax.numpy as jnp
+from flax import linen as nn
+
+from jaxleak import privacy
+from jaxleak.federated.single_step import LdpConfig, _head, _mean_ce_with_state
+from jaxleak.types import LastLayerGrads
+
+EQUIVALENTS = ("mean", "sum")
+#: The HAR paper's (N, B, S) settings (spec 3.4).
+PAPER_SETTINGS = ((100, 20, 5), (100, 50, 2), (500, 100, 5))
+
+
+@dataclasses.dataclass(frozen=True)
+class LocalTraining:
+  """S local SGD steps of B samples each at learning rate lr; LDP per step; how to turn the delta into grads."""
+  steps: int = 5
+  batch_size: int = 100
+  lr: float = 1e-4
+  equivalent: str = "mean"
+  via_parameter_delta: bool = False
+  ldp: LdpConfig = LdpConfig()
+
+  def __post_init__(self):
+    if self.steps <= 0 or self.batch_size <= 0 or not self.lr > 0:
+      raise ValueError(f"local steps, batch size and learning rate must be positive, got {self}.")
+    if self.equivalent not in EQUIVALENTS:
+      raise ValueError(f"unknown gradient equivalent {self.equivalent!r}; valid: {', '.join(EQUIVALENTS)}.")
+    if self.ldp.per_example:
+      raise ValueError("per-example clipping inside local steps is not implemented; use clip_granularity='batch'.")
+
+
+def client_update_fn(model: nn.Module, local: LocalTraining, *, minmax: bool = False):
+  """Returns f(variables, x f32[N, T, ch], y i32[N], key) -> LastLayerGrads (the gradient-equivalent's head).
+
+  The S steps are unrolled at trace time (S is small and static): a lax.scan around a full backward pass runs
+  much slower on XLA:CPU (BUILD_NOTES.md).
+  """
+  def f(variables, x, y, key):
+    n = y.shape[0]
+    params0 = variables["params"]
+    params, state = params0, {k: v for k, v in variables.items() if k != "params"}
+    total = jax.tree.map(jnp.zeros_like, _head(params0))
+    for s in range(local.steps):
+      idx = (s * local.batch_size + jnp.arange(local.batch_size)) % n
+      xs, ys = x[idx], y[idx]
+      xs = _minmax(xs) if minmax else xs
+      step_key = jax.random.fold_in(key, s)
+      grads, state = jax.grad(_mean_ce_with_state(model, state, xs, ys, step_key), has_aux=True)(params)
+      if not local.ldp.is_identity:
+        grads = privacy.privatize(grads, privacy.ldp(local.ldp.clip_norm, local.ldp.noise_std,
+                                                     key=jax.random.fold_in(step_key, 1), scope=local.ldp.clip_scope))
+      total = jax.tree.map(jnp.add, total, _head(grads))
+      params = jax.tree.map(lambda p, g: p - local.lr * g, params, grads)
+    if local.via_parameter_delta:
+      delta = jax.tree.map(jnp.subtract, _head(params), _head(params0))
+      total = jax.tree.map(lambda d: -d / local.lr, delta)
+    scale = 1.0 / local.steps if local.equivalent == "mean" else 1.0
+    return LastLayerGrads(kernel=total.kernel * scale, bias=None if total.bias is None else total.bias * scale)
+
+  return f
+
+
+def _minmax(x):
+  lo, hi = jnp.min(x), jnp.max(x)
+  return (x - lo) / jnp.where(hi > lo, hi - lo, 1.0)
+
+
+@functools.partial(jax.jit, static_argnames=("model", "local", "minmax"))
+def client_updates(model: nn.Module, variables: dict, windows: jax.Array, labels: jax.Array, keys: jax.Array, *,
+                   local: LocalTraining, minmax: bool = False) -> LastLayerGrads:
+  """Gradient-equivalents of K queries (windows f32[K, N, T, ch], labels i32[K, N], K keys), one plain vmap."""
+  if windows.ndim != 4 or labels.shape != windows.shape[:2]:
+    raise ValueError(f"expected windows [K, N, T, ch] and labels [K, N]; got {windows.shape}, {labels.shape}.")
+  f = client_update_fn(model, local, minmax=minmax)
+  return jax.vmap(f, in_axes=(None, 0, 0, 0))(variables, windows, labels, keys)
