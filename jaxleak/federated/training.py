@@ -1,0 +1,255 @@
+"""Training the global model of every leave-one-subject-out fold at once (spec 7.4), vmapped over folds.
+
+Per fold: train on all other subjects' raw windows (no min-max), Adam(lr 1e-4) with L2 weight decay 1e-6 added to
+the gradient (PyTorch Adam's weight_decay), step decay x0.9 every 10 epochs, class-weighted cross-entropy with
+sklearn's 'balanced' weights over the fold's training windows, batch 100, shuffled every epoch, drop-last.
+
+All folds share one compiled step: fold f's batch indices come from its own training pool; folds with fewer
+batches than the largest get masked (no-op) steps at the end of the epoch, so a fold trained in the vmapped run
+equals the same fold trained alone (tested). Each fold's shuffles depend only on (seed, fold's held-out subject,
+epoch). Checkpoints (flax msgpack, never pickle) are written atomically after every epoch; a killed run resumes.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import time
+from typing import Callable, NamedTuple, Optional, Sequence
+
+import flax.serialization
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax import linen as nn
+
+from jaxleak.data.dataset import WindowedClients
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+  epochs: int = 100
+  batch_size: int = 100
+  lr: float = 1e-4
+  weight_decay: float = 1e-6
+  lr_decay: float = 0.9
+  lr_step_epochs: int = 10
+  class_weighted: bool = True
+  seed: int = 1
+
+
+class FoldState(NamedTuple):
+  """Training state; every leaf has a leading fold axis when stacked."""
+  params: dict
+  batch_stats: dict
+  opt_state: optax.OptState
+
+
+def class_weights(labels: np.ndarray, num_classes: int) -> np.ndarray:
+  """sklearn 'balanced': n / (n_present_classes * n_c) for present classes, 0 for absent ones."""
+  counts = np.bincount(labels, minlength=num_classes).astype(np.float64)
+  present = counts > 0
+  w = np.zeros(num_classes, np.float64)
+  w[present] = len(labels) / (present.sum() * counts[present])
+  return w.astype(np.float32)
+
+
+def make_optimizer(cfg: TrainConfig) -> optax.GradientTransformation:
+  """Adam direction with L2 weight decay added to the gradient; the learning rate is applied by the step.
+
+  The rate is an argument of the step, set per epoch (`learning_rate`), because a fold's optimizer step count
+  only advances on its active steps: a step-count schedule would decay folds with fewer batches late.
+  """
+  return optax.chain(optax.add_decayed_weights(cfg.weight_decay), optax.scale_by_adam())
+
+
+def learning_rate(cfg: TrainConfig, epoch: int) -> float:
+  """PyTorch StepLR: lr * decay ** (epoch // step), epoch counted from 0."""
+  return cfg.lr * cfg.lr_decay ** (epoch // cfg.lr_step_epochs)
+
+
+def weighted_ce(logits, labels, weights):
+  """PyTorch CrossEntropyLoss(weight=w): sum_n w[y_n] CE_n / sum_n w[y_n]."""
+  ce = optax.softmax_cross_entropy_with_integer_labels(logits, labels)
+  w = weights[labels]
+  return jnp.sum(w * ce) / jnp.maximum(jnp.sum(w), 1e-12)
+
+
+def make_train_step(model: nn.Module, tx: optax.GradientTransformation):
+  """One fold's step: (state, x [B, T, ch], y [B], weights [C], active bool, key, lr) -> (state, loss)."""
+  def step(state: FoldState, x, y, weights, active, key, lr):
+    def loss_fn(params):
+      variables = {"params": params, **({"batch_stats": state.batch_stats} if state.batch_stats else {})}
+      if state.batch_stats:
+        logits, new = model.apply(variables, x, train=True, rngs={"dropout": key}, mutable=["batch_stats"])
+        return weighted_ce(logits, y, weights), new["batch_stats"]
+      return weighted_ce(model.apply(variables, x, train=True, rngs={"dropout": key}), y, weights), {}
+    (loss, stats), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+    direction, opt_state = tx.update(grads, state.opt_state, state.params)
+    params = jax.tree.map(lambda p, d: p - lr * d, state.params, direction)
+    new = FoldState(params, stats, opt_state)
+    keep = lambda n, o: jnp.where(active, n, o)
+    return jax.tree.map(keep, new, state), jnp.where(active, loss, jnp.nan)
+  return step
+
+
+@dataclasses.dataclass(frozen=True)
+class Folds:
+  """LOSO folds over the clients of a WindowedClients: fold f holds out client `held_out[f]`."""
+  held_out: tuple[int, ...]                     # client indices
+
+  def train_pool(self, clients: WindowedClients, f: int) -> np.ndarray:
+    h = self.held_out[f]
+    return np.concatenate([np.arange(clients.offsets[k], clients.offsets[k + 1])
+                           for k in range(clients.num_clients) if k != h])
+
+  def test_pool(self, clients: WindowedClients, f: int) -> np.ndarray:
+    h = self.held_out[f]
+    return np.arange(clients.offsets[h], clients.offsets[h + 1])
+
+
+def epoch_batches(clients: WindowedClients, folds: Folds, cfg: TrainConfig, epoch: int, steps: int):
+  """Per-epoch indices i32[steps, F, B] and active bool[steps, F] (host)."""
+  idx = np.zeros((steps, len(folds.held_out), cfg.batch_size), np.int32)
+  active = np.zeros((steps, len(folds.held_out)), bool)
+  for f in range(len(folds.held_out)):
+    pool = folds.train_pool(clients, f)
+    subject = clients.subject_ids[folds.held_out[f]]
+    rng = np.random.default_rng([cfg.seed, subject, epoch])
+    order = pool[rng.permutation(len(pool))]
+    nb = len(order) // cfg.batch_size
+    idx[:nb, f] = order[:nb * cfg.batch_size].reshape(nb, cfg.batch_size)
+    active[:nb, f] = True
+  return idx, active
+
+
+def steps_per_epoch(clients: WindowedClients, folds: Folds, cfg: TrainConfig) -> int:
+  return max(len(folds.train_pool(clients, f)) // cfg.batch_size for f in range(len(folds.held_out)))
+
+
+def init_state(model: nn.Module, tx, key, window: int, channels: int, num_folds: int) -> FoldState:
+  """Every fold starts from the same init (the reference re-seeds with the same seed for every split)."""
+  variables = model.init({"params": key}, jnp.zeros((1, window, channels)), train=False)
+  one = FoldState(variables["params"], variables.get("batch_stats", {}), tx.init(variables["params"]))
+  return jax.tree.map(lambda a: jnp.broadcast_to(a, (num_folds,) + a.shape), one)
+
+
+def evaluate(model: nn.Module, state: FoldState, clients: WindowedClients, folds: Folds,
+             num_classes: int) -> dict:
+  """Held-out accuracy and macro F1 per fold (eval mode, raw windows)."""
+  fwd = jax.jit(lambda p, s, x: jnp.argmax(model.apply({"params": p, **({"batch_stats": s} if s else {})}, x,
+                                                       train=False), -1))
+  acc, f1 = [], []
+  for f in range(len(folds.held_out)):
+    pool = folds.test_pool(clients, f)
+    p, s = jax.tree.map(lambda a: a[f], (state.params, state.batch_stats))
+    pred = np.concatenate([np.asarray(fwd(p, s, clients.windows[pool[i:i + 1024]]))
+                           for i in range(0, len(pool), 1024)])
+    true = clients.labels[pool]
+    acc.append(float(np.mean(pred == true)))
+    f1.append(macro_f1(true, pred, num_classes))
+  return {"accuracy": acc, "macro_f1": f1}
+
+
+def macro_f1(true: np.ndarray, pred: np.ndarray, num_classes: int) -> float:
+  """Mean F1 over classes present in true or pred (sklearn's macro average)."""
+  cm = np.zeros((num_classes, num_classes), np.int64)
+  np.add.at(cm, (true, pred), 1)
+  tp = np.diag(cm).astype(float)
+  p_den, t_den = cm.sum(0), cm.sum(1)
+  labels = (p_den + t_den) > 0
+  f1 = np.where(p_den + t_den > 0, 2 * tp / np.maximum(p_den + t_den, 1), 0.0)
+  return float(f1[labels].mean())
+
+
+def _fingerprint(model, cfg, clients, folds) -> str:
+  blob = json.dumps({"model": repr(model), "cfg": dataclasses.asdict(cfg), "subjects": clients.subject_ids,
+                     "held_out": folds.held_out, "n": int(len(clients.labels))}, sort_keys=True)
+  return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def save_checkpoint(path: str, state: FoldState, meta: dict) -> None:
+  """msgpack (flax.serialization) of the state plus a JSON sidecar, both written atomically."""
+  from jaxleak.results import atomic_write_json
+  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+  tmp = path + ".tmp"
+  with open(tmp, "wb") as f:
+    f.write(flax.serialization.to_bytes(jax.device_get(state)))
+  os.replace(tmp, path)
+  atomic_write_json(path + ".json", meta)
+
+
+def load_checkpoint(path: str, target: FoldState) -> tuple[FoldState, dict]:
+  """Restores a checkpoint into the structure of `target`; errors name the file and the fix."""
+  try:
+    with open(path, "rb") as f:
+      state = flax.serialization.from_bytes(target, f.read())
+    with open(path + ".json") as f:
+      meta = json.load(f)
+  except FileNotFoundError as e:
+    raise FileNotFoundError(f"checkpoint {path} (or its .json) is missing; train with "
+                            "experiments/train_models.py first.") from e
+  except (ValueError, KeyError, TypeError) as e:
+    raise ValueError(f"checkpoint {path} does not match this model/config ({e}); retrain or point "
+                     "--checkpoint_dir elsewhere.") from e
+  return state, meta
+
+
+def train_folds(model: nn.Module, clients: WindowedClients, folds: Folds, num_classes: int, cfg: TrainConfig, *,
+                checkpoint_path: Optional[str] = None, progress: Optional[Callable[[str], None]] = None,
+                stop_after_epochs: Optional[int] = None) -> tuple[FoldState, list[dict]]:
+  """Trains every fold for cfg.epochs (resuming from checkpoint_path if it holds a matching run).
+
+  Returns the stacked final state and one record per epoch run in this call (loss, held-out accuracy and macro F1
+  per fold, seconds). `stop_after_epochs` ends the call early (to test resumption).
+  """
+  log = progress or (lambda m: None)
+  steps = steps_per_epoch(clients, folds, cfg)
+  tx = make_optimizer(cfg)
+  key = jax.random.key(cfg.seed)
+  state = init_state(model, tx, key, clients.windows.shape[1], clients.windows.shape[2], len(folds.held_out))
+  fingerprint = _fingerprint(model, cfg, clients, folds)
+  start = 0
+  if checkpoint_path and os.path.exists(checkpoint_path):
+    state, meta = load_checkpoint(checkpoint_path, state)
+    if meta.get("fingerprint") != fingerprint:
+      raise ValueError(f"checkpoint {checkpoint_path} was written by another model/config/data "
+                       f"({meta.get('fingerprint')} != {fingerprint}); use a new --checkpoint_dir.")
+    start = int(meta["epochs_done"])
+    log(f"resuming from {checkpoint_path} after epoch {start}")
+  weights = jnp.stack([jnp.asarray(class_weights(clients.labels[folds.train_pool(clients, f)], num_classes)
+                                   if cfg.class_weighted else np.ones(num_classes, np.float32))
+                       for f in range(len(folds.held_out))])
+  step = jax.jit(jax.vmap(make_train_step(model, tx), in_axes=(0, 0, 0, 0, 0, 0, None)), donate_argnums=0)
+  history = []
+  subjects = jnp.asarray([clients.subject_ids[h] for h in folds.held_out])
+  for epoch in range(start, cfg.epochs):
+    if stop_after_epochs is not None and epoch - start >= stop_after_epochs:
+      break
+    t0 = time.perf_counter()
+    idx, active = epoch_batches(clients, folds, cfg, epoch, steps)
+    losses, lr = [], jnp.float32(learning_rate(cfg, epoch))
+    for s in range(steps):
+      step_key = jax.random.fold_in(jax.random.fold_in(key, epoch), s)     # independent of the fold count
+      keys = jax.vmap(lambda h: jax.random.fold_in(step_key, h))(subjects)
+      state, loss = step(state, clients.windows[idx[s]], clients.labels[idx[s]], weights, active[s], keys, lr)
+      losses.append(loss)
+    ev = evaluate(model, state, clients, folds, num_classes)
+    rec = {"epoch": epoch + 1, "seconds": time.perf_counter() - t0,
+           "loss": np.nanmean(np.stack([np.asarray(l) for l in losses]), axis=0).tolist(), **ev}
+    history.append(rec)
+    log(f"epoch {epoch + 1}/{cfg.epochs}: {rec['seconds']:.1f} s, mean held-out accuracy "
+        f"{np.mean(ev['accuracy']):.3f}, macro F1 {np.mean(ev['macro_f1']):.3f}")
+    if checkpoint_path:
+      save_checkpoint(checkpoint_path, state, {"epochs_done": epoch + 1, "fingerprint": fingerprint,
+                                               "held_out_subjects": [clients.subject_ids[h] for h in folds.held_out],
+                                               "last_epoch": rec, "config": dataclasses.asdict(cfg)})
+  return state, history
+
+
+def fold_variables(state: FoldState, f: int) -> dict:
+  """The Flax variables of fold f from a stacked state."""
+  params, stats = jax.tree.map(lambda a: a[f], (state.params, state.batch_stats))
+  return {"params": params, **({"batch_stats": stats} if stats else {})}
