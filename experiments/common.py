@@ -33,11 +33,26 @@ def define_common_flags(default_output: str, default_batch_size: int, default_mi
   flags.DEFINE_float("clip", 0.0, "LDP: clip to L2 norm tau before the noise (0 = no clipping).")
   flags.DEFINE_enum("clip_scope", "all", ["all", "last_layer"],
                     "Norm over the whole model (the HAR code) or the classifier head only (the HAR paper's text).")
+  flags.DEFINE_enum("model_state", "untrained", ["untrained", "trained"],
+                    "Attack a fresh Xavier-normal init, or the trained LOSO fold models of --checkpoint_dir.")
+  flags.DEFINE_string("checkpoint_dir", None, "Trained models from train_models.py (default: "
+                      "checkpoints/<dataset>_<model>).")
   flags.DEFINE_string("output_dir", default_output, "Where to write the results.")
 
 
+def _checkpoint_dir():
+  if FLAGS.model_state == "untrained":
+    if FLAGS.checkpoint_dir:
+      raise app.UsageError("--checkpoint_dir is only used with --model_state=trained.")
+    return None
+  if FLAGS.checkpoint_dir:
+    return FLAGS.checkpoint_dir
+  name = FLAGS.dataset if FLAGS.dataset in ("hapt", "wear", "wetlab") else FLAGS.dataset
+  return os.path.join("checkpoints", f"{name}_{FLAGS.model}")
+
+
 def base_config(**overrides) -> SingleStepConfig:
-  return SingleStepConfig(
+  return SingleStepConfig(checkpoint_dir=_checkpoint_dir(),
       dataset=FLAGS.dataset, data_dir=FLAGS.data_dir, synthetic_scale=FLAGS.synthetic_scale, model=FLAGS.model,
       head_bias=FLAGS.head_bias, sampling=FLAGS.sampling, batch_size=FLAGS.batch_size, attacks=tuple(FLAGS.attacks),
       clients=None if FLAGS.clients is None else tuple(int(c) for c in FLAGS.clients),

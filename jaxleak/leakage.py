@@ -25,6 +25,7 @@ from jaxleak import metrics as M
 from jaxleak import models
 from jaxleak.federated import (LdpConfig, LocalTraining, apply_batch_ldp, client_updates,
                                head_grads_and_model_norms, last_layer_grads)
+from jaxleak.federated.training import checkpoint_path, load_fold_models
 from jaxleak.types import LastLayerGrads
 
 # Purposes folded into the run key.
@@ -51,6 +52,7 @@ class SingleStepConfig:
   ldp: LdpConfig = LdpConfig()                      # the clients' local DP (default: none)
   local: Optional[LocalTraining] = None             # None: single step (FedSGD); else multi-step (FedAvg),
                                                     # batch_size = N data points per update
+  checkpoint_dir: Optional[str] = None              # trained LOSO models (train_models.py); None = untrained
 
   def validate(self) -> None:
     for name in self.attacks:
@@ -118,15 +120,19 @@ def batch_keys(key: jax.Array, subject_of_batch: np.ndarray, batch_index: np.nda
 
 def run_attacks(grads: LastLayerGrads, num_samples: int, names: Sequence[str], key: jax.Array, *,
                 batch_keys_: jax.Array, star_params: dict, head) -> dict:
-  """Every attack vmapped over all gradients; returns {name: i32[K, C]}."""
+  """Every attack vmapped over all gradients; returns {name: i32[K, C]}.
+
+  `head` (LastLayerParams) and the values of `star_params` carry a leading K axis: the attacked model of each
+  batch (the same for every batch of an untrained run, the client's fold when trained).
+  """
   preds = {}
   for name in names:
     spec = A.info(name)
     star = star_params.get(spec.star_method)
     salt = zlib.crc32(name.encode())
-    f = jax.jit(jax.vmap(lambda g, kk, name=name, star=star, salt=salt: A.run(
-        name, g, num_samples, key=jax.random.fold_in(kk, salt), star_params=star, head=head)))
-    preds[name] = np.asarray(f(grads, batch_keys_))
+    f = jax.jit(jax.vmap(lambda g, kk, st, hd, name=name, salt=salt: A.run(
+        name, g, num_samples, key=jax.random.fold_in(kk, salt), star_params=st, head=hd)))
+    preds[name] = np.asarray(f(grads, batch_keys_, star, head))
   return preds
 
 
@@ -138,7 +144,8 @@ class _Prepared:
   batch_client: np.ndarray
   batch_index: np.ndarray
   model: object
-  variables: dict
+  variables: dict                                   # shared, or stacked per fold when fold_of_batch is set
+  fold_of_batch: Optional[np.ndarray]               # i32[K]: the trained fold (global model) of each batch
   key: jax.Array
   dropout_keys: jax.Array
   timings: dict
@@ -158,23 +165,40 @@ def _prepare(cfg, dataset, variables, progress) -> _Prepared:
   _log(progress, f"{dataset.name}: {clients.num_clients} clients, {len(clients.labels):,} windows, "
                  f"{len(indices)} batches of {cfg.batch_size} ({cfg.sampling})")
   model = models.build(cfg.model, dataset.num_classes, head_bias=cfg.head_bias)
-  if variables is None:
+  fold_of_batch = None
+  if cfg.checkpoint_dir is not None:
+    if variables is not None:
+      raise ValueError("give either variables or cfg.checkpoint_dir, not both.")
+    variables, held = load_fold_models(checkpoint_path(cfg.checkpoint_dir), model, clients.windows.shape[1],
+                                       dataset.num_channels)
+    missing = [s for s in clients.subject_ids if s not in held]
+    if missing:
+      raise ValueError(f"{cfg.checkpoint_dir} has no trained model holding out subjects {missing}; train them with "
+                       "experiments/train_models.py --folds=... or restrict --clients.")
+    fold_of_batch = np.asarray([held.index(s) for s in clients.subject_ids], np.int32)[batch_client]
+    _log(progress, f"trained models: {len(held)} folds from {cfg.checkpoint_dir}")
+  elif variables is None:
     variables = models.init(model, jax.random.fold_in(key, _INIT), clients.windows.shape[1],
                             dataset.num_channels)
   dropout_keys = batch_keys(jax.random.fold_in(key, _DROPOUT), subject_of_batch, batch_index)
-  return _Prepared(dataset, clients, indices, batch_client, batch_index, model, variables, key, dropout_keys,
-                   {"data_s": time.perf_counter() - t0})
+  return _Prepared(dataset, clients, indices, batch_client, batch_index, model, variables, fold_of_batch, key,
+                   dropout_keys, {"data_s": time.perf_counter() - t0})
 
 
 def _in_calls(prep: _Prepared, per_call: int, fn, progress, what="gradients"):
-  """Runs fn(windows, labels, keys) over all batches in calls of a fixed size (one compilation)."""
+  """Runs fn(variables, windows, labels, keys) over all batches in calls of a fixed size (one compilation).
+
+  With trained folds, `variables` is gathered per batch (leading axis = batch) and fn must expect that.
+  """
   k = len(prep.indices)
   per_call = min(per_call, k)
   out, t0 = [], time.perf_counter()
   for start in range(0, k, per_call):
     stop = min(start + per_call, k)
     sel = np.arange(start, start + per_call) % k                  # pad the last call with repeats
-    res = fn(prep.clients.windows[prep.indices[sel]], prep.clients.labels[prep.indices[sel]],
+    variables = prep.variables if prep.fold_of_batch is None else jax.tree.map(
+        lambda a: a[jnp.asarray(prep.fold_of_batch[sel])], prep.variables)
+    res = fn(variables, prep.clients.windows[prep.indices[sel]], prep.clients.labels[prep.indices[sel]],
              prep.dropout_keys[sel])
     out.append(jax.tree.map(lambda a: np.asarray(a)[:stop - start], res))
     rate = stop * prep.indices.shape[1] / (time.perf_counter() - t0)
@@ -183,8 +207,10 @@ def _in_calls(prep: _Prepared, per_call: int, fn, progress, what="gradients"):
 
 
 def _gradients(prep: _Prepared, cfg: SingleStepConfig, ldp: LdpConfig, progress) -> LastLayerGrads:
+  batched = prep.fold_of_batch is not None
   if cfg.local is not None:
-    fn = lambda x, y, k: client_updates(prep.model, prep.variables, x, y, k, local=cfg.local, minmax=cfg.minmax)
+    fn = lambda v, x, y, k: client_updates(prep.model, v, x, y, k, local=cfg.local, minmax=cfg.minmax,
+                                           batched_variables=batched)
     return _in_calls(prep, cfg.chunk_size, fn, progress, "local training")
   if ldp.per_example and ldp.needs_full_gradient:
     per_call, chunk = 1, 1                                        # [N, all params] per batch: one batch a call
@@ -192,22 +218,34 @@ def _gradients(prep: _Prepared, cfg: SingleStepConfig, ldp: LdpConfig, progress)
     per_call = chunk = cfg.chunk_size                             # plain vmap (see last_layer_grads)
   else:
     per_call, chunk = cfg.batches_per_call, cfg.chunk_size
-  fn = lambda x, y, k: last_layer_grads(prep.model, prep.variables, x, y, k, method=cfg.grad_method,
-                                        minmax=cfg.minmax, chunk_size=min(chunk, per_call), ldp=ldp)
+  if batched:
+    per_call = min(per_call, 16)                                  # per-batch copies of the params per call
+  fn = lambda v, x, y, k: last_layer_grads(prep.model, v, x, y, k, method=cfg.grad_method, minmax=cfg.minmax,
+                                           chunk_size=min(chunk, per_call), ldp=ldp, batched_variables=batched)
   return _in_calls(prep, per_call, fn, progress)
 
 
 def _attack_and_score(prep: _Prepared, cfg: SingleStepConfig, grads: LastLayerGrads, timings: dict
                       ) -> SingleStepResult:
   t0 = time.perf_counter()
-  model, variables, clients, key = prep.model, prep.variables, prep.clients, prep.key
-  head = models.head_params(variables["params"])
-  penultimate = lambda x: model.apply(variables, x, train=False, return_features=True)[1]
-  star_params = {}
-  for method in sorted({A.info(n).star_method for n in cfg.attacks} - {None}):
-    star_params[method] = A.estimate_llg_star_params(
-        penultimate, head, clients.windows.shape[1:], cfg.batch_size, jax.random.fold_in(key, _LLG_STAR),
-        method=method, dummy="normal")
+  model, clients, key = prep.model, prep.clients, prep.key
+  k = len(prep.indices)
+
+  def estimate(variables, method):
+    penultimate = lambda x: model.apply(variables, x, train=False, return_features=True)[1]
+    return A.estimate_llg_star_params(penultimate, models.head_params(variables["params"]),
+                                      clients.windows.shape[1:], cfg.batch_size,
+                                      jax.random.fold_in(key, _LLG_STAR), method=method, dummy="normal")
+
+  methods = sorted({A.info(n).star_method for n in cfg.attacks} - {None})
+  if prep.fold_of_batch is None:              # one global model: broadcast its head and estimates to K batches
+    per_batch = lambda tree: jax.tree.map(lambda a: jnp.broadcast_to(a, (k,) + jnp.shape(a)), tree)
+    head = per_batch(models.head_params(prep.variables["params"]))
+    star_params = {m: per_batch(estimate(prep.variables, m)) for m in methods}
+  else:                                       # one model per fold: estimate per fold, gather per batch
+    per_batch = lambda tree: jax.tree.map(lambda a: a[jnp.asarray(prep.fold_of_batch)], tree)
+    head = per_batch(models.head_params(prep.variables["params"]))
+    star_params = {m: per_batch(jax.lax.map(lambda v, m=m: estimate(v, m), prep.variables)) for m in methods}
   subject_of_batch = np.asarray(clients.subject_ids)[prep.batch_client]
   attack_keys = batch_keys(jax.random.fold_in(key, _ATTACK), subject_of_batch, prep.batch_index)
   preds = run_attacks(grads, cfg.batch_size, cfg.attacks, key, batch_keys_=attack_keys, star_params=star_params,
@@ -279,7 +317,8 @@ def run_ldp_sweep(cfg: SingleStepConfig, settings: dict[str, LdpConfig], *,
   if shared:
     t0 = time.perf_counter()
     if any(s.needs_full_gradient for s in shared):
-      fn = lambda x, y, k: head_grads_and_model_norms(prep.model, prep.variables, x, y, k, minmax=cfg.minmax)
+      fn = lambda v, x, y, k: head_grads_and_model_norms(prep.model, v, x, y, k, minmax=cfg.minmax,
+                                                         batched_variables=prep.fold_of_batch is not None)
       base = _in_calls(prep, cfg.chunk_size, fn, progress, "gradients + model norms")
     else:
       g = _gradients(prep, cfg, LdpConfig(), progress)

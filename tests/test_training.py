@@ -78,3 +78,30 @@ def test_class_weights_and_macro_f1_by_hand():
   # class 0: P 1, R 0.5, F1 2/3; class 1: P 2/3, R 1, F1 0.8.
   assert abs(T.macro_f1(true, pred, 3) - (2 / 3 + 0.8) / 2) < 1e-9
   assert T.learning_rate(T.TrainConfig(), 0) == 1e-4 and abs(T.learning_rate(T.TrainConfig(), 25) - 1e-4 * 0.81) < 1e-12
+
+
+def test_leakage_on_trained_folds_attacks_each_client_with_its_own_fold(tmp_path):
+  from jaxleak.leakage import SingleStepConfig, run_single_step
+  ds = D.make_synthetic("tiny")
+  clients = D.make_clients(ds)
+  model = models.build("tinyhar", ds.num_classes)
+  ckpt = tmp_path / "ck"
+  state, _ = T.train_folds(model, clients, T.Folds(tuple(range(4))), ds.num_classes,
+                           dataclasses.replace(CFG, epochs=1, batch_size=100),
+                           checkpoint_path=T.checkpoint_path(str(ckpt)))
+  cfg = SingleStepConfig(dataset="synthetic_tiny", model="tinyhar", batch_size=50,
+                         attacks=("ebi", "ilrg", "llg_star"), checkpoint_dir=str(ckpt))
+  trained = run_single_step(cfg, dataset=ds)
+  alone = run_single_step(dataclasses.replace(cfg, checkpoint_dir=None, clients=(2,)), dataset=ds,
+                          variables=T.fold_variables(state, 2))
+  untrained = run_single_step(dataclasses.replace(cfg, checkpoint_dir=None, clients=(2,)), dataset=ds)
+  rows = trained.batch_client == trained.subject_ids.index(2)
+  for attack in cfg.attacks:
+    np.testing.assert_array_equal(trained.pred_counts[attack][rows], alone.pred_counts[attack])
+  assert not np.array_equal(trained.pred_counts["ilrg"][rows], untrained.pred_counts["ilrg"])
+
+
+def test_missing_trained_models_name_the_fix(tmp_path):
+  from jaxleak.leakage import SingleStepConfig, run_single_step
+  with pytest.raises(FileNotFoundError, match="train_models.py"):
+    run_single_step(SingleStepConfig(dataset="synthetic_tiny", checkpoint_dir=str(tmp_path)))

@@ -90,11 +90,11 @@ def _minmax(x):
   return (x - lo) / jnp.where(hi > lo, hi - lo, 1.0)
 
 
-@functools.partial(jax.jit, static_argnames=("model", "local", "minmax"))
+@functools.partial(jax.jit, static_argnames=("model", "local", "minmax", "batched_variables"))
 def client_updates(model: nn.Module, variables: dict, windows: jax.Array, labels: jax.Array, keys: jax.Array, *,
-                   local: LocalTraining, minmax: bool = False) -> LastLayerGrads:
+                   local: LocalTraining, minmax: bool = False, batched_variables: bool = False) -> LastLayerGrads:
   """Gradient-equivalents of K queries (windows f32[K, N, T, ch], labels i32[K, N], K keys), one plain vmap."""
   if windows.ndim != 4 or labels.shape != windows.shape[:2]:
     raise ValueError(f"expected windows [K, N, T, ch] and labels [K, N]; got {windows.shape}, {labels.shape}.")
   f = client_update_fn(model, local, minmax=minmax)
-  return jax.vmap(f, in_axes=(None, 0, 0, 0))(variables, windows, labels, keys)
+  return jax.vmap(f, in_axes=(0 if batched_variables else None, 0, 0, 0))(variables, windows, labels, keys)

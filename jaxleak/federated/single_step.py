@@ -113,17 +113,17 @@ def apply_batch_ldp(grads: LastLayerGrads, model_norm: jax.Array, ldp: LdpConfig
   return privacy.privatize(clipped, privacy.gaussian_noise(ldp.noise_std, key=noise_key))
 
 
-@functools.partial(jax.jit, static_argnames=("model", "minmax"))
+@functools.partial(jax.jit, static_argnames=("model", "minmax", "batched_variables"))
 def head_grads_and_model_norms(model: nn.Module, variables: dict, windows: jax.Array, labels: jax.Array,
-                               keys: jax.Array, *, minmax: bool = True):
+                               keys: jax.Array, *, minmax: bool = True, batched_variables: bool = False):
   """(LastLayerGrads [K, ...], whole-model gradient norms f32[K]) of K batches, one plain vmap (full backward).
 
   With these, every batch-granularity LDP setting is `apply_batch_ldp` away: an LDP sweep pays the full
   backward pass once, not once per setting.
   """
-  def one(x, y, key):
-    return _head_grad_and_model_norm(model, variables, minmax_scale(x) if minmax else x, y, key)
-  return jax.vmap(one)(windows, labels, keys)
+  def one(v, x, y, key):
+    return _head_grad_and_model_norm(model, v, minmax_scale(x) if minmax else x, y, key)
+  return jax.vmap(one, in_axes=(0 if batched_variables else None, 0, 0, 0))(variables, windows, labels, keys)
 
 
 def _private_batch_grad_fn(model, minmax, ldp: LdpConfig):
@@ -189,10 +189,10 @@ def batch_grad_fn(model: nn.Module, *, method: str = "fast", minmax: bool = True
   return fast if method == "fast" else autodiff
 
 
-@functools.partial(jax.jit, static_argnames=("model", "method", "minmax", "chunk_size", "ldp"))
+@functools.partial(jax.jit, static_argnames=("model", "method", "minmax", "chunk_size", "ldp", "batched_variables"))
 def last_layer_grads(model: nn.Module, variables: dict, windows: jax.Array, labels: jax.Array, keys: jax.Array,
                      *, method: str = "fast", minmax: bool = True, chunk_size: int = 16,
-                     ldp: Optional[LdpConfig] = None) -> LastLayerGrads:
+                     ldp: Optional[LdpConfig] = None, batched_variables: bool = False) -> LastLayerGrads:
   """Last-layer gradients of K batches in one compiled call.
 
   Args:
@@ -205,6 +205,7 @@ def last_layer_grads(model: nn.Module, variables: dict, windows: jax.Array, labe
       chunk_size >= K it is one plain vmap: use that for full-model gradients (LDP with clip scope 'all'), which
       run ~16x slower inside a lax.map scan on XLA:CPU (BUILD_NOTES.md).
     ldp: optional LdpConfig applied by every client before sending.
+    batched_variables: variables carry a leading K axis (one global model per batch, e.g. trained LOSO folds).
 
   Returns:
     LastLayerGrads with kernel f32[K, D, C] and bias f32[K, C] (None without head bias).
@@ -214,5 +215,7 @@ def last_layer_grads(model: nn.Module, variables: dict, windows: jax.Array, labe
                      f"{labels.shape}, {keys.shape}.")
   f = batch_grad_fn(model, method=method, minmax=minmax, ldp=ldp)
   if chunk_size >= windows.shape[0]:
-    return jax.vmap(f, in_axes=(None, 0, 0, 0))(variables, windows, labels, keys)
+    return jax.vmap(f, in_axes=(0 if batched_variables else None, 0, 0, 0))(variables, windows, labels, keys)
+  if batched_variables:
+    return jax.lax.map(lambda a: f(*a), (variables, windows, labels, keys), batch_size=chunk_size)
   return jax.lax.map(lambda a: f(variables, *a), (windows, labels, keys), batch_size=chunk_size)

@@ -253,3 +253,23 @@ def fold_variables(state: FoldState, f: int) -> dict:
   """The Flax variables of fold f from a stacked state."""
   params, stats = jax.tree.map(lambda a: a[f], (state.params, state.batch_stats))
   return {"params": params, **({"batch_stats": stats} if stats else {})}
+
+
+def load_fold_models(path: str, model: nn.Module, window: int, channels: int) -> tuple[dict, list[int]]:
+  """Stacked Flax variables of every trained fold (leading fold axis) and each fold's held-out subject id."""
+  try:
+    with open(path + ".json") as f:
+      meta = json.load(f)
+  except FileNotFoundError:
+    raise FileNotFoundError(f"no trained models at {path}: run experiments/train_models.py with the same "
+                            "--dataset and --model first (or fix --checkpoint_dir).") from None
+  cfg = TrainConfig(**meta["config"])
+  held = [int(s) for s in meta["held_out_subjects"]]
+  target = init_state(model, make_optimizer(cfg), jax.random.key(0), window, channels, len(held))
+  state, _ = load_checkpoint(path, target)
+  variables = {"params": state.params, **({"batch_stats": state.batch_stats} if state.batch_stats else {})}
+  return variables, held
+
+
+def checkpoint_path(checkpoint_dir: str) -> str:
+  return os.path.join(checkpoint_dir, "folds.msgpack")
