@@ -14,7 +14,7 @@ from absl import app, flags, logging
 import common  # noqa: F401  (sys.path for running from a checkout)
 from jaxleak import data as D
 from jaxleak import models, results
-from jaxleak.federated.training import Folds, TrainConfig, checkpoint_path, train_folds
+from jaxleak.federated.training import Folds, TrainConfig, checkpoint_path, train_folds  # noqa: E402
 
 FLAGS = flags.FLAGS
 flags.DEFINE_enum("dataset", "hapt", list(D.DATASETS), "Dataset; wear/wetlab need --data_dir.")
@@ -30,6 +30,9 @@ flags.DEFINE_bool("class_weighted", True, "Class-balanced cross-entropy weights.
 flags.DEFINE_list("folds", None, "Held-out subject ids to train (default: every LOSO split).")
 flags.DEFINE_integer("seed", 1, "Seed (init, shuffling, dropout).")
 flags.DEFINE_string("checkpoint_dir", None, "Default: checkpoints/<dataset>_<model>.")
+flags.DEFINE_enum("fold_execution", "auto", ["auto", "vmap", "sequential"],
+                  "All folds in one vmapped step, or one compiled step per fold ('auto': sequential on CPU, where "
+                  "vmapped convolutions over folds are slower; vmap on accelerators).")
 
 
 def main(argv):
@@ -55,7 +58,7 @@ def main(argv):
   logging.info("training %d folds of %s on %s for %d epochs -> %s", len(held), FLAGS.model, ds.name, cfg.epochs,
                ckpt_dir)
   _, history = train_folds(model, clients, folds, ds.num_classes, cfg, checkpoint_path=checkpoint_path(ckpt_dir),
-                           progress=logging.info)
+                           progress=logging.info, fold_execution=FLAGS.fold_execution)
   if not history:
     print(f"nothing to do: {ckpt_dir} already holds {cfg.epochs} epochs.")
     return
