@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import math
 from typing import Optional
 
 import jax
@@ -27,7 +26,7 @@ import jax.numpy as jnp
 from flax import linen as nn
 
 from jaxleak import privacy
-from jaxleak.federated.single_step import LdpConfig, _head, _mean_ce_with_state
+from jaxleak.federated.single_step import LdpConfig, _head, _mean_ce_with_state, minmax_scale
 from jaxleak.types import LastLayerGrads
 
 EQUIVALENTS = ("mean", "sum")
@@ -68,7 +67,7 @@ def client_update_fn(model: nn.Module, local: LocalTraining, *, minmax: bool = F
     for s in range(local.steps):
       idx = (s * local.batch_size + jnp.arange(local.batch_size)) % n
       xs, ys = x[idx], y[idx]
-      xs = _minmax(xs) if minmax else xs
+      xs = minmax_scale(xs) if minmax else xs
       step_key = jax.random.fold_in(key, s)
       grads, state = jax.grad(_mean_ce_with_state(model, state, xs, ys, step_key), has_aux=True)(params)
       if not local.ldp.is_identity:
@@ -83,11 +82,6 @@ def client_update_fn(model: nn.Module, local: LocalTraining, *, minmax: bool = F
     return LastLayerGrads(kernel=total.kernel * scale, bias=None if total.bias is None else total.bias * scale)
 
   return f
-
-
-def _minmax(x):
-  lo, hi = jnp.min(x), jnp.max(x)
-  return (x - lo) / jnp.where(hi > lo, hi - lo, 1.0)
 
 
 @functools.partial(jax.jit, static_argnames=("model", "local", "minmax", "batched_variables"))
