@@ -47,8 +47,7 @@ def _checkpoint_dir():
     return None
   if FLAGS.checkpoint_dir:
     return FLAGS.checkpoint_dir
-  name = FLAGS.dataset if FLAGS.dataset in ("hapt", "wear", "wetlab") else FLAGS.dataset
-  return os.path.join("checkpoints", f"{name}_{FLAGS.model}")
+  return os.path.join("checkpoints", f"{FLAGS.dataset}_{FLAGS.model}")     # train_models.py's default
 
 
 def base_config(**overrides) -> SingleStepConfig:

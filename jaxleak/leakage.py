@@ -1,8 +1,9 @@
-"""The single-step (FedSGD) label-leakage experiment as a library call.
+"""The label-leakage experiment as a library call: single step (FedSGD) or, with `local`, multi-step (FedAvg);
+optional LDP; untrained or trained (per-client LOSO fold) global models.
 
-  dataset -> clients (one per subject) -> sampler -> all batches of all clients
-  -> last-layer gradients at the global model (one compiled function, fixed-size chunks)
-  -> every attack vmapped over all gradients -> per-batch and per-client metrics.
+  dataset -> clients (one per subject) -> sampler -> all batches (queries) of all clients
+  -> each client's update at its global model (one compiled function, fixed-size chunks)
+  -> every attack vmapped over all updates -> per-batch and per-client metrics.
 
 The gradient of each batch is computed once and shared by all attacks. Randomness comes from one key per run,
 folded in by purpose, subject id and batch index, so results do not depend on chunking or on which other clients
@@ -34,6 +35,7 @@ _INIT, _SAMPLER, _DROPOUT, _ATTACK, _LLG_STAR = range(5)
 
 @dataclasses.dataclass(frozen=True)
 class SingleStepConfig:
+  """One leakage run. Despite the name it also describes multi-step runs (set `local`)."""
   dataset: str = "hapt"
   data_dir: Optional[str] = None
   synthetic_scale: float = 1.0
