@@ -236,15 +236,8 @@ def train_folds(model: nn.Module, clients: WindowedClients, folds: Folds, num_cl
   if fold_execution == "auto":
     fold_execution = "sequential" if jax.default_backend() == "cpu" else "vmap"
   vstep = jax.jit(jax.vmap(make_train_step(model, tx), in_axes=(0, 0, 0, 0, 0, 0, None)), donate_argnums=0)
-  one_step = jax.jit(make_train_step(model, tx))
-
-  def step(state, x, y, w, act, keys, lr):
-    if fold_execution == "vmap":
-      return vstep(state, x, y, w, act, keys, lr)
-    outs = [one_step(jax.tree.map(lambda a: a[f], state), x[f], y[f], w[f], act[f], keys[f], lr)
-            for f in range(len(folds.held_out))]
-    return jax.tree.map(lambda *xs: jnp.stack(xs), *[o[0] for o in outs]), jnp.stack([o[1] for o in outs])
-
+  one_step = jax.jit(make_train_step(model, tx), donate_argnums=0)
+  num_folds = len(folds.held_out)
   history = []
   subjects = jnp.asarray([clients.subject_ids[h] for h in folds.held_out])
   for epoch in range(start, cfg.epochs):
@@ -253,11 +246,23 @@ def train_folds(model: nn.Module, clients: WindowedClients, folds: Folds, num_cl
     t0 = time.perf_counter()
     idx, active = epoch_batches(clients, folds, cfg, epoch, steps)
     losses, lr = [], jnp.float32(learning_rate(cfg, epoch))
+    # Sequential execution keeps one state per fold for the whole epoch and stacks them only at its end.
+    per_fold = None if fold_execution == "vmap" else [jax.tree.map(lambda a: a[f], state) for f in range(num_folds)]
     for s in range(steps):
       step_key = jax.random.fold_in(jax.random.fold_in(key, epoch), s)     # independent of the fold count
       keys = jax.vmap(lambda h: jax.random.fold_in(step_key, h))(subjects)
-      state, loss = step(state, clients.windows[idx[s]], clients.labels[idx[s]], weights, active[s], keys, lr)
+      x, y = clients.windows[idx[s]], clients.labels[idx[s]]
+      if per_fold is None:
+        state, loss = vstep(state, x, y, weights, active[s], keys, lr)
+      else:
+        loss = []
+        for f in range(num_folds):
+          per_fold[f], lf = one_step(per_fold[f], x[f], y[f], weights[f], active[s, f], keys[f], lr)
+          loss.append(lf)
+        loss = jnp.stack(loss)
       losses.append(loss)
+    if per_fold is not None:
+      state = jax.tree.map(lambda *xs: jnp.stack(xs), *per_fold)
     ev = evaluate(model, state, clients, folds, num_classes)
     rec = {"epoch": epoch + 1, "seconds": time.perf_counter() - t0,
            "loss": np.nanmean(np.stack([np.asarray(l) for l in losses]), axis=0).tolist(), **ev}
