@@ -55,6 +55,7 @@ class SingleStepConfig:
   local: Optional[LocalTraining] = None             # None: single step (FedSGD); else multi-step (FedAvg),
                                                     # batch_size = N data points per update
   checkpoint_dir: Optional[str] = None              # trained LOSO models (train_models.py); None = untrained
+  shard: bool = True                                # spread each call's batches over all local devices
 
   def validate(self) -> None:
     for name in self.attacks:
@@ -151,6 +152,7 @@ class _Prepared:
   key: jax.Array
   dropout_keys: jax.Array
   timings: dict
+  mesh: Optional[jax.sharding.Mesh] = None          # 1-D mesh ('batch',) when sharding over several devices
 
 
 def _prepare(cfg, dataset, variables, progress) -> _Prepared:
@@ -183,25 +185,38 @@ def _prepare(cfg, dataset, variables, progress) -> _Prepared:
     variables = models.init(model, jax.random.fold_in(key, _INIT), clients.windows.shape[1],
                             dataset.num_channels)
   dropout_keys = batch_keys(jax.random.fold_in(key, _DROPOUT), subject_of_batch, batch_index)
+  mesh = None
+  if cfg.shard and jax.local_device_count() > 1:
+    mesh = jax.make_mesh((jax.local_device_count(),), ("batch",), axis_types=(jax.sharding.AxisType.Auto,))
+    _log(progress, f"sharding batches over {jax.local_device_count()} devices")
   return _Prepared(dataset, clients, indices, batch_client, batch_index, model, variables, fold_of_batch, key,
-                   dropout_keys, {"data_s": time.perf_counter() - t0})
+                   dropout_keys, {"data_s": time.perf_counter() - t0}, mesh)
 
 
-def _in_calls(prep: _Prepared, per_call: int, fn, progress, what="gradients"):
+def _in_calls(prep: _Prepared, per_call: int, fn, progress, what="gradients", shard: bool = True):
   """Runs fn(variables, windows, labels, keys) over all batches in calls of a fixed size (one compilation).
 
   With trained folds, `variables` is gathered per batch (leading axis = batch) and fn must expect that.
   """
   k = len(prep.indices)
   per_call = min(per_call, k)
+  place = lambda tree: tree
+  # Per-batch variables (trained folds) are not sharded: TinyHAR's updates with per-batch weights differed under
+  # GSPMD batch sharding on XLA:CPU (BUILD_NOTES.md). Shared-variable single-step calls are (tested equal).
+  shard = shard and prep.fold_of_batch is None
+  if shard and prep.mesh is not None:                             # a multiple of the device count, batch-sharded
+    n_dev = prep.mesh.devices.size
+    per_call = -(-per_call // n_dev) * n_dev
+    sharding = jax.sharding.NamedSharding(prep.mesh, jax.sharding.PartitionSpec("batch"))
+    place = lambda tree: jax.device_put(tree, sharding)
   out, t0 = [], time.perf_counter()
   for start in range(0, k, per_call):
     stop = min(start + per_call, k)
     sel = np.arange(start, start + per_call) % k                  # pad the last call with repeats
-    variables = prep.variables if prep.fold_of_batch is None else jax.tree.map(
-        lambda a: a[jnp.asarray(prep.fold_of_batch[sel])], prep.variables)
-    res = fn(variables, prep.clients.windows[prep.indices[sel]], prep.clients.labels[prep.indices[sel]],
-             prep.dropout_keys[sel])
+    variables = prep.variables if prep.fold_of_batch is None else place(jax.tree.map(
+        lambda a: a[jnp.asarray(prep.fold_of_batch[sel])], prep.variables))
+    res = fn(variables, *place((prep.clients.windows[prep.indices[sel]], prep.clients.labels[prep.indices[sel]],
+                                prep.dropout_keys[sel])))
     out.append(jax.tree.map(lambda a: np.asarray(a)[:stop - start], res))
     rate = stop * prep.indices.shape[1] / (time.perf_counter() - t0)
     _log(progress, f"{what}: {stop}/{k} batches ({rate:,.0f} windows/s)")
@@ -213,7 +228,9 @@ def _gradients(prep: _Prepared, cfg: SingleStepConfig, ldp: LdpConfig, progress)
   if cfg.local is not None:
     fn = lambda v, x, y, k: client_updates(prep.model, v, x, y, k, local=cfg.local, minmax=cfg.minmax,
                                            batched_variables=batched)
-    return _in_calls(prep, cfg.chunk_size, fn, progress, "local training")
+    # Not sharded: from the second local step on the weights are per query, and TinyHAR's updates with per-batch
+    # weights differed under GSPMD sharding (BUILD_NOTES.md).
+    return _in_calls(prep, cfg.chunk_size, fn, progress, "local training", shard=False)
   if ldp.per_example and ldp.needs_full_gradient:
     per_call, chunk = 1, 1                                        # [N, all params] per batch: one batch a call
   elif ldp.needs_full_gradient:
@@ -222,8 +239,11 @@ def _gradients(prep: _Prepared, cfg: SingleStepConfig, ldp: LdpConfig, progress)
     per_call, chunk = cfg.batches_per_call, cfg.chunk_size
   if batched:
     per_call = min(per_call, 16)                                  # per-batch copies of the params per call
+  if prep.mesh is not None and not batched:                       # one vmap per call, partitioned over devices
+    per_call = chunk = chunk * prep.mesh.devices.size
   fn = lambda v, x, y, k: last_layer_grads(prep.model, v, x, y, k, method=cfg.grad_method, minmax=cfg.minmax,
-                                           chunk_size=min(chunk, per_call), ldp=ldp, batched_variables=batched)
+                                           chunk_size=min(chunk, per_call),
+                                           ldp=ldp, batched_variables=batched)
   return _in_calls(prep, per_call, fn, progress)
 
 
