@@ -17,6 +17,7 @@ epoch). Checkpoints (flax msgpack, never pickle) are written atomically after ev
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 import os
@@ -141,17 +142,25 @@ def init_state(model: nn.Module, tx, key, window: int, channels: int, num_folds:
   return jax.tree.map(lambda a: jnp.broadcast_to(a, (num_folds,) + a.shape), one)
 
 
+@functools.lru_cache(maxsize=None)
+def _predict_fn(model: nn.Module):
+  """One compiled eval-mode prediction function per model (not one per epoch)."""
+  return jax.jit(lambda p, s, x: jnp.argmax(model.apply({"params": p, **({"batch_stats": s} if s else {})}, x,
+                                                        train=False), -1))
+
+
 def evaluate(model: nn.Module, state: FoldState, clients: WindowedClients, folds: Folds,
              num_classes: int) -> dict:
-  """Held-out accuracy and macro F1 per fold (eval mode, raw windows)."""
-  fwd = jax.jit(lambda p, s, x: jnp.argmax(model.apply({"params": p, **({"batch_stats": s} if s else {})}, x,
-                                                       train=False), -1))
+  """Held-out accuracy and macro F1 per fold (eval mode, raw windows, fixed chunks of 1024 windows)."""
+  fwd = _predict_fn(model)
+  chunk = 1024
   acc, f1 = [], []
   for f in range(len(folds.held_out)):
     pool = folds.test_pool(clients, f)
     p, s = jax.tree.map(lambda a: a[f], (state.params, state.batch_stats))
-    pred = np.concatenate([np.asarray(fwd(p, s, clients.windows[pool[i:i + 1024]]))
-                           for i in range(0, len(pool), 1024)])
+    padded = np.resize(pool, -(-len(pool) // chunk) * chunk)            # repeats pad the last chunk
+    pred = np.concatenate([np.asarray(fwd(p, s, clients.windows[padded[i:i + chunk]]))
+                           for i in range(0, len(padded), chunk)])[:len(pool)]
     true = clients.labels[pool]
     acc.append(float(np.mean(pred == true)))
     f1.append(macro_f1(true, pred, num_classes))
