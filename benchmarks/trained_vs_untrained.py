@@ -10,7 +10,6 @@ ClassAcc and LnAcc (mean over clients) per attack and setting.
 import json
 import os
 
-import numpy as np
 from absl import app, flags
 
 from jaxleak.leakage import LdpConfig, SingleStepConfig, ldp_setting, run_ldp_sweep

@@ -121,8 +121,8 @@ def batch_keys(key: jax.Array, subject_of_batch: np.ndarray, batch_index: np.nda
   return jax.vmap(fold)(jnp.asarray(subject_of_batch), jnp.asarray(batch_index))
 
 
-def run_attacks(grads: LastLayerGrads, num_samples: int, names: Sequence[str], key: jax.Array, *,
-                batch_keys_: jax.Array, star_params: dict, head) -> dict:
+def run_attacks(grads: LastLayerGrads, num_samples: int, names: Sequence[str], *, keys: jax.Array,
+                star_params: dict, head) -> dict:
   """Every attack vmapped over all gradients; returns {name: i32[K, C]}.
 
   `head` (LastLayerParams) and the values of `star_params` carry a leading K axis: the attacked model of each
@@ -135,7 +135,7 @@ def run_attacks(grads: LastLayerGrads, num_samples: int, names: Sequence[str], k
     salt = zlib.crc32(name.encode())
     f = jax.jit(jax.vmap(lambda g, kk, st, hd, name=name, salt=salt: A.run(
         name, g, num_samples, key=jax.random.fold_in(kk, salt), star_params=st, head=hd)))
-    preds[name] = np.asarray(f(grads, batch_keys_, star, head))
+    preds[name] = np.asarray(f(grads, keys, star, head))
   return preds
 
 
@@ -270,7 +270,7 @@ def _attack_and_score(prep: _Prepared, cfg: SingleStepConfig, grads: LastLayerGr
     star_params = {m: per_batch(jax.lax.map(lambda v, m=m: estimate(v, m), prep.variables)) for m in methods}
   subject_of_batch = np.asarray(clients.subject_ids)[prep.batch_client]
   attack_keys = batch_keys(jax.random.fold_in(key, _ATTACK), subject_of_batch, prep.batch_index)
-  preds = run_attacks(grads, cfg.batch_size, cfg.attacks, key, batch_keys_=attack_keys, star_params=star_params,
+  preds = run_attacks(grads, cfg.batch_size, cfg.attacks, keys=attack_keys, star_params=star_params,
                       head=head)
   true_counts = np.asarray(M.counts_from_labels(jnp.asarray(clients.labels[prep.indices]),
                                                 prep.dataset.num_classes))

@@ -1,12 +1,11 @@
 """Attacks checked against hand-computed cases, theory and invariants."""
-import functools
 
 import hypothesis.strategies as st
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import assume, given, settings
 
 import jaxleak.attacks as A
 from jaxleak import LastLayerGrads, LastLayerParams
@@ -191,6 +190,10 @@ def test_relabelling_classes_permutes_the_output(seed, c, n, name):
   permuted = LastLayerGrads(kernel=g.kernel[:, perm], bias=g.bias[perm])
   head = random_head(jax.random.key(seed), g.kernel.shape[0], c, 0.1, 0.1)
   head_p = LastLayerParams(kernel=head.kernel[:, perm], bias=head.bias[perm])
+  if name == "ilrg":  # its correction step breaks exact residual ties by index: not equivariant by design
+    x = np.asarray(A.ilrg_solution(g, n, head=head))
+    resid = np.sort(x - np.round(x))
+    assume(np.all(np.diff(resid) > 1e-4))
   out, out_p = np.asarray(_call(name, g, n, head)), np.asarray(_call(name, permuted, n, head_p))
   np.testing.assert_array_equal(out[perm], out_p)
 

@@ -9,7 +9,7 @@ import optax
 import pytest
 
 from jaxleak import models, privacy
-from jaxleak.federated import LdpConfig, apply_batch_ldp, batch_grad_fn, minmax_scale
+from jaxleak.federated import LdpConfig, batch_grad_fn, minmax_scale
 from jaxleak.leakage import (PAPER_LDP_GRID, SingleStepConfig, ldp_setting, paper_ldp_settings, run_ldp_sweep,
                              run_single_step)
 

@@ -1,6 +1,5 @@
 """Models: parameter counts of the paper, the time-only convolution, heads without bias."""
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 from flax import linen as nn

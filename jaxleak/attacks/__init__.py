@@ -8,7 +8,7 @@ predicted label counts summing exactly to `num_samples`. One call handles one gr
 """
 from jaxleak.attacks._common import INVALID_COUNT
 from jaxleak.attacks.baselines import analytic, idlg, random_guess
-from jaxleak.attacks.bias import class_embeddings, ebi, ilrg, ilrg_uniform, llbg, llbg_original
+from jaxleak.attacks.bias import class_embeddings, ebi, ilrg, ilrg_solution, ilrg_uniform, llbg, llbg_original
 from jaxleak.attacks.registry import (HAR_PAPER_ATTACKS, HAR_REFERENCE_ATTACKS, Attack, get, info, names,
                                       register, run)
 from jaxleak.attacks.weight import (LLGStarParams, estimate_llg_star_params, llg, llg_har, llg_star,
@@ -18,6 +18,6 @@ from jaxleak.types import LastLayerGrads, LastLayerParams
 __all__ = [
     "INVALID_COUNT", "Attack", "HAR_PAPER_ATTACKS", "HAR_REFERENCE_ATTACKS", "LLGStarParams", "LastLayerGrads",
     "LastLayerParams", "analytic", "class_embeddings", "ebi", "estimate_llg_star_params", "get", "idlg", "ilrg",
-    "ilrg_uniform", "info", "llbg", "llbg_original", "llg", "llg_har", "llg_star", "llg_star_har", "names",
+    "ilrg_solution", "ilrg_uniform", "info", "llbg", "llbg_original", "llg", "llg_har", "llg_star", "llg_star_har", "names",
     "random_guess", "register", "run",
 ]

@@ -117,18 +117,8 @@ def class_embeddings(grads: LastLayerGrads) -> jax.Array:
   return jnp.where((b == 0)[:, None], 0.0, (kernel / safe[None, :]).T)
 
 
-def ilrg(grads: LastLayerGrads, num_samples: int, *, head: LastLayerParams) -> jax.Array:
-  """iLRG (Ma et al., ICLR 2023): label counts from a linear system built with the head's parameters.
-
-  1. class embeddings e_c = dL/dW[:, c] / dL/db[c] (`class_embeddings`);
-  2. class-average probability vectors p_c = softmax(e_c @ W + b) through the head being attacked;
-  3. least-squares (pseudo-inverse) solution of  sum_c k_c = N  and  sum_j k_j p_j[i] - k_i = N g_b[i]  for all i;
-  4. negatives clipped to 0, rounded, then corrected one unit at a time (largest residual up, smallest residual
-     down) until the counts sum to N.
-
-  Args:
-    head: the classifier head's params (kernel f32[D, C], bias f32[C]) at the attacked global model.
-  """
+def ilrg_solution(grads: LastLayerGrads, num_samples: int, *, head: LastLayerParams) -> jax.Array:
+  """iLRG steps 1-3: the real-valued least-squares count estimate f32[C] (before clipping and rounding)."""
   n = _common.validate(grads, num_samples, "ilrg", needs_bias=True)
   if not isinstance(head, LastLayerParams):
     raise TypeError(f"ilrg: head must be a jaxleak.LastLayerParams, got {type(head).__name__}.")
@@ -143,7 +133,25 @@ def ilrg(grads: LastLayerGrads, num_samples: int, *, head: LastLayerParams) -> j
   probs = jax.nn.softmax(logits, axis=-1)                                  # probs[j, i] = p_j[i]
   a = jnp.concatenate([jnp.ones((1, c), jnp.float32), probs.T - jnp.eye(c, dtype=jnp.float32)], axis=0)
   v = jnp.concatenate([jnp.array([float(n)], jnp.float32), n * b])
-  x = jnp.linalg.pinv(a) @ v
+  return jnp.linalg.pinv(a) @ v
+
+
+def ilrg(grads: LastLayerGrads, num_samples: int, *, head: LastLayerParams) -> jax.Array:
+  """iLRG (Ma et al., ICLR 2023): label counts from a linear system built with the head's parameters.
+
+  1. class embeddings e_c = dL/dW[:, c] / dL/db[c] (`class_embeddings`);
+  2. class-average probability vectors p_c = softmax(e_c @ W + b) through the head being attacked;
+  3. least-squares (pseudo-inverse) solution of  sum_c k_c = N  and  sum_j k_j p_j[i] - k_i = N g_b[i]  for all i;
+  4. negatives clipped to 0, rounded, then corrected one unit at a time (largest residual up, smallest residual
+     down) until the counts sum to N.
+
+  Args:
+    head: the classifier head's params (kernel f32[D, C], bias f32[C]) at the attacked global model.
+
+  Ties in the correction step (equal residuals) go to the lower class index.
+  """
+  n = _common.check_num_samples(num_samples, "ilrg")
+  x = ilrg_solution(grads, num_samples, head=head)
   x = jnp.clip(jnp.nan_to_num(x, nan=0.0), 0.0, float(n))
   r = jnp.round(x).astype(jnp.int32)
 

@@ -22,7 +22,7 @@ import hashlib
 import json
 import os
 import time
-from typing import Callable, NamedTuple, Optional, Sequence
+from typing import Callable, NamedTuple, Optional
 
 import flax.serialization
 import jax

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import jax
-import jax.numpy as jnp
 from flax import linen as nn
 
 from jaxleak.models.layers import (TorchLSTM, batch_to_channels, channels_to_batch, temporal_conv,
