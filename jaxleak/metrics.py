@@ -126,3 +126,25 @@ def counts_from_labels(labels: jax.Array, num_classes: int, mask: jax.Array | No
   if mask is not None:
     onehot = onehot * mask[..., None].astype(jnp.int32)
   return jnp.sum(onehot, axis=-2)
+
+
+# --- Eavesdrop (Wang et al.) success rates ---------------------------------------------------------------------
+
+def sniffing_correct(present_pred: jax.Array, owner_counts: jax.Array) -> jax.Array:
+  """bool[..., C]: Class Sniffing's call equals the truth (label owned by >= 1 selected client). The paper's
+  success rate T_s / (T_s + T_f) is the mean of this over rounds, per label."""
+  return jnp.asarray(present_pred) == (jnp.asarray(owner_counts) > 0)
+
+
+def quantity_success(estimate: jax.Array, owner_counts: jax.Array, alpha) -> jax.Array:
+  """bool[...]: |estimate - true number of owners| <= alpha (sec. IV-C1; alpha = 1, or 5 % of N_p * P)."""
+  return jnp.abs(jnp.asarray(estimate) - jnp.asarray(owner_counts)) <= alpha
+
+
+def same_partition(pred, true) -> bool:
+  """Whole Determination success (sec. IV-D2): the clusters equal the true groups exactly (same number of
+  clusters, same labels in each), whatever the cluster ids."""
+  pred, true = np.asarray(pred), np.asarray(true)
+  if pred.shape != true.shape:
+    raise ValueError(f"partitions of different sizes: {pred.shape} vs {true.shape}.")
+  return bool(np.array_equal(pred[:, None] == pred[None, :], true[:, None] == true[None, :]))

@@ -1,6 +1,10 @@
-"""HAR data: datasets (HAPT, WEAR/Wetlab files, synthetic), windows, clients and samplers."""
+"""Data: HAR datasets (HAPT, WEAR/Wetlab files, synthetic), windows, clients and samplers; labelled pools and
+the Eavesdrop allocations (digits, or HAR windows)."""
 from jaxleak.data.dataset import HarDataset, Recording, WindowedClients
+from jaxleak.data.digits import load_digits
 from jaxleak.data.hapt import load_hapt
+from jaxleak.data.label_pools import (Allocation, LabelPool, allocate_label_totals, allocate_main_labels,
+                                      aux_per_label, quantity_groups, split_pool)
 from jaxleak.data.samplers import STRATEGIES, sample_client, sample_clients, sample_queries
 from jaxleak.data.synthetic import PRESETS as SYNTHETIC_PRESETS, make_synthetic
 from jaxleak.data.tal import DataFormatError, load_tal
@@ -23,6 +27,21 @@ def load(name: str, *, data_dir: str | None = None, scale: float = 1.0, seed: in
   raise ValueError(f"unknown dataset {name!r}; valid: {', '.join(DATASETS)}.")
 
 
-__all__ = ["DATASETS", "DataFormatError", "HarDataset", "Recording", "STRATEGIES", "SYNTHETIC_PRESETS",
+POOL_DATASETS = ("digits",) + DATASETS
+
+
+def load_pool(name: str, *, data_dir: str | None = None, scale: float = 1.0, seed: int = 0) -> LabelPool:
+  """Every example of a dataset as one LabelPool: 'digits' (8x8 images) or any HAR dataset (all windows of all
+  subjects, f32[n, 50, channels]; subject identity is dropped, the Eavesdrop allocation re-deals them)."""
+  if name == "digits":
+    return load_digits()
+  if name not in DATASETS:
+    raise ValueError(f"unknown dataset {name!r}; valid: {', '.join(POOL_DATASETS)}.")
+  windows = make_clients(load(name, data_dir=data_dir, scale=scale, seed=seed))
+  return LabelPool(x=windows.windows, y=windows.labels, num_classes=windows.num_classes, name=name)
+
+
+__all__ = ["Allocation", "LabelPool", "POOL_DATASETS", "allocate_label_totals", "allocate_main_labels",
+           "aux_per_label", "load_digits", "load_pool", "quantity_groups", "split_pool", "DATASETS", "DataFormatError", "HarDataset", "Recording", "STRATEGIES", "SYNTHETIC_PRESETS",
            "WindowedClients", "load", "load_hapt", "load_tal", "make_clients", "make_synthetic",
            "sample_client", "sample_clients", "sample_queries", "window_recording", "window_starts"]

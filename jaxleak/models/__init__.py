@@ -1,4 +1,4 @@
-"""HAR models (Flax Linen) and a registry. Every model's classifier head is a Dense named "head"."""
+"""Models (Flax Linen) and a registry: the HAR models and the Eavesdrop paper's MLP and small CNN. Every model's classifier head is a Dense named "head"."""
 from __future__ import annotations
 
 import jax
@@ -6,14 +6,15 @@ import jax.numpy as jnp
 from flax import linen as nn
 
 from jaxleak.models.deepconvlstm import DeepConvLSTM
+from jaxleak.models.small import MLP, SmallCNN
 from jaxleak.models.tinyhar import TinyHAR
 from jaxleak.types import LastLayerParams
 
-MODELS = {"deepconvlstm": DeepConvLSTM, "tinyhar": TinyHAR}
+MODELS = {"deepconvlstm": DeepConvLSTM, "tinyhar": TinyHAR, "mlp": MLP, "cnn": SmallCNN}
 
 
 def build(name: str, num_classes: int, **kwargs) -> nn.Module:
-  """A model by registry name ('deepconvlstm', 'tinyhar'); kwargs go to the module (e.g. head_bias=False)."""
+  """A model by registry name ('deepconvlstm', 'tinyhar', 'mlp', 'cnn'); kwargs go to the module (e.g. head_bias=False)."""
   try:
     cls = MODELS[name]
   except KeyError:
@@ -26,6 +27,11 @@ def init(model: nn.Module, key: jax.Array, window: int, channels: int) -> dict:
   return dict(model.init({"params": key}, jnp.zeros((1, window, channels), jnp.float32), train=False))
 
 
+def init_for_shape(model: nn.Module, key: jax.Array, example_shape: tuple[int, ...]) -> dict:
+  """Initial variables for inputs f32[B, *example_shape] (one example's shape, e.g. (8, 8) for digits)."""
+  return dict(model.init({"params": key}, jnp.zeros((1, *example_shape), jnp.float32), train=False))
+
+
 def head_params(params: dict) -> LastLayerParams:
   """The classifier head's LastLayerParams from a params tree (kernel [D, C], bias [C] or None)."""
   head = params["head"]
@@ -36,4 +42,5 @@ def num_params(params) -> int:
   return sum(x.size for x in jax.tree.leaves(params))
 
 
-__all__ = ["DeepConvLSTM", "MODELS", "TinyHAR", "build", "head_params", "init", "num_params"]
+__all__ = ["DeepConvLSTM", "MLP", "MODELS", "SmallCNN", "TinyHAR", "build", "head_params", "init", "init_for_shape",
+           "num_params"]

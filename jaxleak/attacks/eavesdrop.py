@@ -1,0 +1,168 @@
+"""The Eavesdrop paper's attacks (Wang et al., arXiv 1910.06044) on an *aggregated* update: pure jnp functions.
+
+Notation (sec. III). The attacker downloads G_t and G_{t+1}; `global_update` = G_{t+1} - G_t restricted to the
+head kernel, f32[D, C] (column i = the input weights W_in^{Li} of output neuron i). From G_t it trains one local
+model per label on auxiliary data of that label alone (`federated.per_label_updates`), giving
+U f32[C, D, C]: U[j, :, i] is the update of W_in^{Li} when training on label j. Then, for label i,
+  W_p = U[i, :, i]                  (the increase when label i is trained)       -> `w_p[i]`
+  W_n = mean_{j != i} U[j, :, i]    (the mean decrease caused by the other labels) -> `w_n[i]`
+`num_selected` is K = N_p * P, `labels_per_client` is N_L, the mean number of labels a selected client owns.
+
+The model behind all three attacks is linear superposition (Eq. 4): K clients own K * N_L label slots; x of
+them are label i, so  K * global_update[:, i] ~ x * W_p + (K * N_L - x) * W_n.
+Class Sniffing and Quantity Inference are vmappable and jittable; Whole Determination's clustering runs on the
+host (scipy), its ratio vectors are jnp.
+"""
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+
+def _check(global_update, label_updates):
+  if label_updates.ndim != 3 or label_updates.shape[0] != label_updates.shape[2]:
+    raise ValueError(f"label_updates must be [C, D, C] (trained label, feature, output neuron); got "
+                     f"{label_updates.shape}.")
+  if global_update is not None and global_update.shape != label_updates.shape[1:]:
+    raise ValueError(f"global_update must be the head-kernel update [D, C] = {label_updates.shape[1:]}; got "
+                     f"{global_update.shape}.")
+
+
+def positive_negative(label_updates: jax.Array) -> tuple[jax.Array, jax.Array]:
+  """(W_p, W_n), each f32[C, D]: row i is W_p / W_n of label i's input weights (see module docstring)."""
+  _check(None, label_updates)
+  c = label_updates.shape[0]
+  diag = jnp.arange(c)
+  w_p = label_updates[diag, :, diag]                                  # [C, D]
+  w_n = (jnp.sum(label_updates, axis=0).T - w_p) / (c - 1)            # [C, D]
+  return w_p, w_n
+
+
+def class_sniffing_thresholds(label_updates: jax.Array, num_selected, labels_per_client) -> jax.Array:
+  """Algorithm 1: Th_low^i = N_p * P * N_L * mean_{j != i}(U[j, :, i]), f32[C, D], the summed update of label
+  i's input weights when no selected client trains label i (the 'worst case')."""
+  _, w_n = positive_negative(label_updates)
+  return num_selected * labels_per_client * w_n
+
+
+class SniffingResult(NamedTuple):
+  """present: bool[C]; score: f32[C], the least-squares number of label slots above the absent threshold."""
+  present: jax.Array
+  score: jax.Array
+
+
+def class_sniffing(global_update: jax.Array, label_updates: jax.Array, num_selected, labels_per_client, *,
+                   margin: float = 0.5) -> SniffingResult:
+  """Class Sniffing: is label i in this round's training?
+
+  The paper says a label is present when its weights' update is 'higher than Th_low' and absent when 'close to'
+  it. Concretely: one client owning label i moves the summed update by W_p - W_n above Th_low, so we fit
+  K * global_update[:, i] - Th_low^i ~ s * (W_p - W_n) by least squares over the D weights and call the label
+  present when s > `margin` (half a client by default).
+  """
+  _check(global_update, label_updates)
+  w_p, w_n = positive_negative(label_updates)
+  excess = num_selected * global_update.T - num_selected * labels_per_client * w_n     # [C, D]
+  direction = w_p - w_n
+  score = jnp.sum(excess * direction, axis=1) / jnp.maximum(jnp.sum(direction * direction, axis=1), 1e-30)
+  return SniffingResult(present=score > margin, score=score)
+
+
+class QuantityResult(NamedTuple):
+  """Per label: estimate f32 (X_*, clients owning it), std f32 of the per-weight x_i, num_weights i32 (size of
+  N_int^**), aborted bool (no weight left, or spread too large). Aborted estimates are still reported."""
+  estimate: jax.Array
+  std: jax.Array
+  num_weights: jax.Array
+  aborted: jax.Array
+
+
+def per_weight_estimates(global_update: jax.Array, label_updates: jax.Array, num_selected, labels_per_client,
+                         *, ratio_threshold: float = 0.5) -> tuple[jax.Array, jax.Array]:
+  """Algorithm 2, lines 9-27, for every label at once: (x f32[C, D], kept bool[C, D]).
+
+  x[i, d] = K * (G[d, i] - N_L * w_n) / (w_p - w_n)  (Eq. 5); kept = R_np = |w_n| / |w_p| <= Th_R (lines 12-19)
+  and 0 <= x <= K (lines 20-27).
+  """
+  _check(global_update, label_updates)
+  w_p, w_n = positive_negative(label_updates)
+  ratio_ok = jnp.abs(w_n) <= ratio_threshold * jnp.abs(w_p)          # R_np <= Th_R without dividing by 0
+  denom = w_p - w_n
+  safe = jnp.where(denom == 0, 1.0, denom)
+  x = num_selected * (global_update.T - labels_per_client * w_n) / safe
+  kept = ratio_ok & (denom != 0) & (x >= 0) & (x <= num_selected) & jnp.isfinite(x)
+  return x, kept
+
+
+def quantity_inference(global_update: jax.Array, label_updates: jax.Array, num_selected, labels_per_client, *,
+                       ratio_threshold: float = 0.5, abort_std: float = 0.15) -> QuantityResult:
+  """Quantity Inference (Algorithm 2) for every label: how many of the K selected clients own it.
+
+  X_* is the mean of the kept per-weight estimates. The paper aborts 'when the standard deviation of the x's is
+  large' without a number; here the attack aborts when std > `abort_std` * K (or no weight is kept).
+  """
+  x, kept = per_weight_estimates(global_update, label_updates, num_selected, labels_per_client,
+                                 ratio_threshold=ratio_threshold)
+  n = jnp.sum(kept, axis=1)
+  w = kept.astype(x.dtype)
+  mean = jnp.sum(x * w, axis=1) / jnp.maximum(n, 1)
+  std = jnp.sqrt(jnp.sum(w * (x - mean[:, None]) ** 2, axis=1) / jnp.maximum(n, 1))
+  aborted = (n == 0) | (std > abort_std * num_selected)
+  return QuantityResult(estimate=mean, std=std, num_weights=n.astype(jnp.int32), aborted=aborted)
+
+
+def ratio_vectors(label_updates: jax.Array, eps: float = 1e-30) -> jax.Array:
+  """Whole Determination's V_pn, f32[C, C]: V[i, j] = log(|W_p^i| / |U[j, :, i]|) for j != i (mean absolute
+  values over the D weights), the log of R_pn of label i against each other label; V[i, i] = mean of row i's
+  other entries (so rows are comparable coordinate by coordinate). Rarely trained labels have large R_pn (Eq. 13).
+  """
+  _check(None, label_updates)
+  c = label_updates.shape[0]
+  mag = jnp.mean(jnp.abs(label_updates), axis=1)                     # [C(trained j), C(neuron i)]
+  diag = jnp.arange(c)
+  logr = jnp.log(mag[diag, diag] + eps)[:, None] - jnp.log(mag.T + eps)  # [i, j]
+  off = ~jnp.eye(c, dtype=bool)
+  row_mean = jnp.sum(jnp.where(off, logr, 0.0), axis=1) / (c - 1)
+  return jnp.where(off, logr, row_mean[:, None])
+
+
+def cluster_labels(vectors, num_clusters: int | None = None, *, method: str = "average",
+                   max_clusters: int | None = None) -> np.ndarray:
+  """Hierarchical clustering (Euclidean) of the rows of `vectors` [C, F] -> i32[C] cluster ids, numbered in
+  order of first appearance. With num_clusters=None the number is chosen where the merge height jumps most
+  (largest ratio between consecutive merge heights, 2..max_clusters clusters; default C - 1). Host-side (scipy).
+  """
+  from scipy.cluster import hierarchy
+
+  v = np.asarray(vectors, np.float64)
+  c = v.shape[0]
+  if v.ndim != 2 or c < 2:
+    raise ValueError(f"need vectors [C >= 2, F]; got {v.shape}.")
+  if not np.all(np.isfinite(v)):
+    raise ValueError("ratio vectors contain NaN/inf (an update of exactly zero?); cannot cluster.")
+  tree = hierarchy.linkage(v, method=method, metric="euclidean")
+  if num_clusters is None:
+    heights = tree[:, 2]                                             # ascending, C - 1 merges
+    hi = min(max_clusters or c - 1, c - 1)
+    ks = np.arange(2, hi + 1)
+    below = np.maximum(heights[c - 1 - ks], 1e-12)
+    num_clusters = int(ks[np.argmax(heights[c - ks] / below)])
+  if not 1 <= num_clusters <= c:
+    raise ValueError(f"num_clusters must be in [1, {c}], got {num_clusters}.")
+  raw = hierarchy.fcluster(tree, t=num_clusters, criterion="maxclust")
+  return canonical_partition(raw)
+
+
+def canonical_partition(assignment) -> np.ndarray:
+  """Relabels a cluster assignment so ids count 0, 1, ... in order of first appearance."""
+  assignment = np.asarray(assignment)
+  ids: dict = {}
+  return np.array([ids.setdefault(a, len(ids)) for a in assignment.tolist()], np.int32)
+
+
+def whole_determination(label_updates, num_clusters: int | None = None, *, method: str = "average") -> np.ndarray:
+  """Whole Determination: groups of labels with about the same number of training examples, i32[C]."""
+  return cluster_labels(ratio_vectors(label_updates), num_clusters, method=method)

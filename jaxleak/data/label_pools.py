@@ -1,0 +1,166 @@
+"""Labelled example pools and the Eavesdrop paper's federated allocations (sec. IV-B, IV-D1).
+
+A `LabelPool` is every example of a dataset in one array (images or HAR windows). Allocations never copy
+examples: a participant is a row of pool indices plus a validity mask, padded to one width M so that all
+participants share one compiled local-training function.
+"""
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+
+
+@dataclasses.dataclass(frozen=True)
+class LabelPool:
+  """x: f32[n, *example_shape]; y: i32[n] in [0, num_classes)."""
+  x: np.ndarray
+  y: np.ndarray
+  num_classes: int
+  name: str = ""
+
+  def __post_init__(self):
+    if self.x.shape[:1] != self.y.shape or self.y.ndim != 1:
+      raise ValueError(f"a pool needs x [n, ...] and y [n]; got {self.x.shape} and {self.y.shape}.")
+    if self.y.size and (self.y.min() < 0 or self.y.max() >= self.num_classes):
+      raise ValueError(f"labels must lie in [0, {self.num_classes}); got [{self.y.min()}, {self.y.max()}].")
+
+  @property
+  def example_shape(self) -> tuple[int, ...]:
+    return tuple(self.x.shape[1:])
+
+  def class_counts(self) -> np.ndarray:
+    return np.bincount(self.y, minlength=self.num_classes)
+
+  def indices_of(self, label: int) -> np.ndarray:
+    return np.flatnonzero(self.y == label)
+
+  def require_all_classes(self, what: str) -> None:
+    empty = np.flatnonzero(self.class_counts() == 0)
+    if empty.size:
+      raise ValueError(f"{what} ({self.name}) has no examples of classes {empty.tolist()}; every class needs "
+                       "some (for synthetic data raise --synthetic_scale, or use another dataset).")
+
+  def subset(self, index: np.ndarray) -> "LabelPool":
+    return LabelPool(self.x[index], self.y[index], self.num_classes, self.name)
+
+
+def split_pool(pool: LabelPool, aux_fraction: float, seed: int) -> tuple[LabelPool, LabelPool]:
+  """Stratified split into (participants' pool, attacker's auxiliary/test pool); disjoint examples."""
+  if not 0.0 < aux_fraction < 1.0:
+    raise ValueError(f"aux_fraction must be in (0, 1), got {aux_fraction}.")
+  rng = np.random.default_rng(seed)
+  train, aux = [], []
+  for c in range(pool.num_classes):
+    idx = rng.permutation(pool.indices_of(c))
+    k = int(round(aux_fraction * idx.size))
+    aux.append(idx[:k]); train.append(idx[k:])
+  return pool.subset(np.sort(np.concatenate(train))), pool.subset(np.sort(np.concatenate(aux)))
+
+
+def _draw(rng: np.random.Generator, candidates: np.ndarray, k: int) -> np.ndarray:
+  """k distinct candidates when there are enough, else with replacement (small stand-in datasets)."""
+  return rng.choice(candidates, size=k, replace=candidates.size < k)
+
+
+@dataclasses.dataclass(frozen=True)
+class Allocation:
+  """Participants' data as pool indices.
+
+  index: i32[N_p, M] (padding rows point at example 0); mask: bool[N_p, M]; owners: bool[N_p, C], which labels
+  each participant *owns* (its main labels, the paper's ground truth for Class Sniffing and Quantity
+  Inference); counts: i32[N_p, C], examples of each label it holds (main and other labels).
+  """
+  index: np.ndarray
+  mask: np.ndarray
+  owners: np.ndarray
+  counts: np.ndarray
+
+  @property
+  def num_participants(self) -> int:
+    return self.index.shape[0]
+
+  @property
+  def width(self) -> int:
+    return self.index.shape[1]
+
+
+def _pack(rows: list[np.ndarray], pool: LabelPool, owners: np.ndarray) -> Allocation:
+  width = max(1, max(r.size for r in rows))
+  index = np.zeros((len(rows), width), np.int32)
+  mask = np.zeros((len(rows), width), bool)
+  counts = np.zeros((len(rows), pool.num_classes), np.int32)
+  for p, r in enumerate(rows):
+    index[p, :r.size] = r
+    mask[p, :r.size] = True
+    counts[p] = np.bincount(pool.y[r], minlength=pool.num_classes)
+  return Allocation(index=index, mask=mask, owners=owners, counts=counts)
+
+
+def allocate_main_labels(pool: LabelPool, num_participants: int, *, main_labels: tuple[int, int] = (3, 5),
+                         samples_per_label: int = 64, other_samples: int = 8, seed: int = 0) -> Allocation:
+  """The paper's sec. IV-B allocation: each participant draws N_L ~ U{lo..hi} main labels at random, holds
+  `samples_per_label` examples of each, plus `other_samples` examples of labels it does not own.
+
+  Examples are drawn without replacement within a participant (with replacement if the class is smaller than
+  `samples_per_label`); different participants may share examples (the digits stand-in is too small for
+  disjoint shards: 100 participants x 4 labels x 64 examples).
+  """
+  lo, hi = main_labels
+  c = pool.num_classes
+  if num_participants <= 0 or samples_per_label <= 0 or other_samples < 0:
+    raise ValueError("num_participants and samples_per_label must be positive, other_samples >= 0.")
+  if not 1 <= lo <= hi < c:
+    raise ValueError(f"main_labels range ({lo}, {hi}) must satisfy 1 <= lo <= hi < num_classes = {c}.")
+  pool.require_all_classes("the participants' pool")
+  rng = np.random.default_rng(seed)
+  by_class = [pool.indices_of(k) for k in range(c)]
+  owners = np.zeros((num_participants, c), bool)
+  rows = []
+  for p in range(num_participants):
+    labels = rng.choice(c, size=int(rng.integers(lo, hi + 1)), replace=False)
+    owners[p, labels] = True
+    parts = [_draw(rng, by_class[k], samples_per_label) for k in labels]
+    others = np.flatnonzero(~owners[p])
+    if other_samples:
+      parts += [_draw(rng, by_class[k], 1) for k in rng.choice(others, size=other_samples)]
+    rows.append(np.concatenate(parts).astype(np.int32))
+  return _pack(rows, pool, owners)
+
+
+def allocate_label_totals(pool: LabelPool, num_participants: int, label_totals: np.ndarray, *,
+                          seed: int = 0) -> Allocation:
+  """Whole Determination's allocation (sec. IV-D1): label c has label_totals[c] examples in the federation,
+  each given to a participant chosen uniformly at random. `owners` marks labels a participant holds at all."""
+  label_totals = np.asarray(label_totals, np.int64)
+  if label_totals.shape != (pool.num_classes,) or (label_totals < 0).any():
+    raise ValueError(f"label_totals must be {pool.num_classes} non-negative counts, got {label_totals}.")
+  pool.require_all_classes("the participants' pool")
+  rng = np.random.default_rng(seed)
+  rows = [[] for _ in range(num_participants)]
+  for k, total in enumerate(label_totals):
+    examples = _draw(rng, pool.indices_of(k), int(total))
+    owner = rng.integers(0, num_participants, size=int(total))
+    for p in range(num_participants):
+      rows[p].append(examples[owner == p])
+  rows = [np.concatenate(r).astype(np.int32) for r in rows]
+  counts = np.stack([np.bincount(pool.y[r], minlength=pool.num_classes) for r in rows])
+  return _pack(rows, pool, counts > 0)
+
+
+def quantity_groups(num_classes: int, seed: int, factors: tuple[float, ...] = (1.0, 1 / 4, 1 / 5)) -> np.ndarray:
+  """Random split of the labels into len(factors) groups of near-equal size (sec. IV-D1: Q, Q/4, Q/5).
+  Returns i32[C], the group of each label."""
+  if num_classes < len(factors):
+    raise ValueError(f"{num_classes} classes cannot form {len(factors)} non-empty groups.")
+  rng = np.random.default_rng(seed)
+  groups = np.arange(num_classes) % len(factors)
+  return rng.permutation(groups).astype(np.int32)
+
+
+def aux_per_label(pool: LabelPool, samples_per_label: int, *, seed: int = 0) -> np.ndarray:
+  """The attacker's auxiliary data: i32[C, n] pool indices, row c holding n examples of label c."""
+  pool.require_all_classes("the attacker's auxiliary pool")
+  rng = np.random.default_rng(seed)
+  return np.stack([_draw(rng, pool.indices_of(c), samples_per_label) for c in range(pool.num_classes)]
+                  ).astype(np.int32)

@@ -1,0 +1,301 @@
+"""The Eavesdrop experiments as a library: a federation, its rounds, the attacker and the scores.
+
+`setup(config)` builds the data (participants' allocation, the attacker's auxiliary data) and the model;
+`run_rounds` plays FedAvg rounds with secure aggregation and launches Class Sniffing and Quantity Inference in
+every round; `run_whole_determination` trains a federation with Q, Q/4, Q/5 label totals and launches Whole
+Determination at the middle (test accuracy >= 50 %) and late (>= 85 %) stages. Each round's randomness comes
+from (seed, round) alone, so a run killed after round t resumes from its checkpoint with identical results.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+import time
+from typing import Callable, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxleak import data as D
+from jaxleak import metrics, models, results
+from jaxleak.attacks import eavesdrop as E
+from jaxleak.federated.rounds import LocalSGD, fedavg_round, per_label_updates, select_participants
+
+# The paper's MNIST settings (sec. IV-A3, IV-B): 100 participants, 10 % selected, L_bs 64, L_lr 0.01, L_ep 3.
+PAPER_LOCAL = LocalSGD(epochs=3, batch_size=64, lr=0.01)
+#: Sweeps of Figures 6-9 (the figures' exact grids are not given in the text; these span the ranges it names).
+PAPER_SWEEPS = {
+    "batch_size": (8, 16, 20, 32, 64, 128),
+    "epochs": (1, 2, 3, 5, 8, 10),
+    "fraction": (0.1, 0.2, 0.3, 0.4, 0.5),
+    "num_participants": (100, 200, 500, 1000),
+}
+#: Table VI's compression rates.
+PAPER_COMPRESSION = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5)
+
+
+@dataclasses.dataclass(frozen=True)
+class EavesdropConfig:
+  """One federation and attacker. Defaults: the paper's MNIST setting on the digits stand-in."""
+  dataset: str = "digits"
+  model: str = "mlp"
+  data_dir: str | None = None
+  synthetic_scale: float = 1.0
+  num_participants: int = 100
+  fraction: float = 0.1
+  rounds: int = 100
+  local: LocalSGD = PAPER_LOCAL
+  main_labels: tuple[int, int] = (3, 5)
+  samples_per_label: int = 64
+  other_samples: int = 8
+  aux_fraction: float = 0.4
+  aux_samples_per_label: int | None = None        # default: samples_per_label (the paper: "close to" it)
+  compression: float = 0.0                        # top-CR upload compression (Table VI)
+  dropout: float | None = None                    # None: the model's default; 0 removes dropout
+  sniff_margin: float = 0.5
+  ratio_threshold: float = 0.5                    # Th_R
+  abort_std: float = 0.15                         # abort when std(x_i) > abort_std * K
+  seed: int = 0
+
+  def __post_init__(self):
+    if self.rounds <= 0 or self.num_participants <= 0:
+      raise ValueError("rounds and num_participants must be positive.")
+    if not 0.0 < self.fraction <= 1.0:
+      raise ValueError(f"fraction P must be in (0, 1], got {self.fraction}.")
+    if not 0.0 <= self.compression < 1.0:
+      raise ValueError(f"compression must be in [0, 1), got {self.compression}.")
+
+  @property
+  def num_selected(self) -> int:
+    return max(1, int(round(self.fraction * self.num_participants)))
+
+  @property
+  def labels_per_client(self) -> float:
+    """N_L as the attacker knows it: the mean of the main-label range."""
+    return (self.main_labels[0] + self.main_labels[1]) / 2
+
+
+class Federation(NamedTuple):
+  """Everything a run needs, device arrays where jitted code reads them."""
+  config: EavesdropConfig
+  model: object
+  variables: dict
+  pool_x: jax.Array
+  pool_y: jax.Array
+  allocation: D.Allocation
+  aux_x: jax.Array          # [C, n, ...] the attacker's per-label data
+  aux_y: jax.Array
+  test_x: jax.Array         # the auxiliary pool, also used to measure the global model's accuracy
+  test_y: jax.Array
+  num_classes: int
+
+
+def _model_kwargs(config: EavesdropConfig) -> dict:
+  return {} if config.dropout is None else {"dropout": config.dropout}
+
+
+def load_pools(config: EavesdropConfig) -> tuple[D.LabelPool, D.LabelPool]:
+  pool = D.load_pool(config.dataset, data_dir=config.data_dir, scale=config.synthetic_scale, seed=config.seed)
+  return D.split_pool(pool, config.aux_fraction, seed=config.seed)
+
+
+def setup(config: EavesdropConfig, allocation: D.Allocation | None = None,
+          pools: tuple[D.LabelPool, D.LabelPool] | None = None) -> Federation:
+  """Data, allocation (sec. IV-B unless given), auxiliary data and the initial global model."""
+  train, aux = pools or load_pools(config)
+  if allocation is None:
+    allocation = D.allocate_main_labels(train, config.num_participants, main_labels=config.main_labels,
+                                        samples_per_label=config.samples_per_label,
+                                        other_samples=config.other_samples, seed=config.seed)
+  if allocation.num_participants != config.num_participants:
+    raise ValueError(f"allocation has {allocation.num_participants} participants, config {config.num_participants}.")
+  n_aux = config.aux_samples_per_label or config.samples_per_label
+  aux_index = D.aux_per_label(aux, n_aux, seed=config.seed + 1)
+  model = models.build(config.model, train.num_classes, **_model_kwargs(config))
+  variables = models.init_for_shape(model, jax.random.key(config.seed), train.example_shape)
+  return Federation(config=config, model=model, variables=variables, pool_x=jnp.asarray(train.x),
+                    pool_y=jnp.asarray(train.y), allocation=allocation, aux_x=jnp.asarray(aux.x[aux_index]),
+                    aux_y=jnp.asarray(aux.y[aux_index]), test_x=jnp.asarray(aux.x), test_y=jnp.asarray(aux.y),
+                    num_classes=train.num_classes)
+
+
+def round_randomness(seed: int, t: int, num_participants: int, fraction: float):
+  """(selected participants i32[K], round key): a function of (seed, round) only, so resumed runs match."""
+  rng = np.random.default_rng([seed, t])
+  return select_participants(num_participants, fraction, rng), jax.random.fold_in(jax.random.key(seed), t)
+
+
+@jax.jit
+def _attack(global_update, label_updates, num_selected, labels_per_client, margin, ratio_threshold, abort_std):
+  sniff = E.class_sniffing(global_update, label_updates, num_selected, labels_per_client, margin=margin)
+  qi = E.quantity_inference(global_update, label_updates, num_selected, labels_per_client,
+                            ratio_threshold=ratio_threshold, abort_std=abort_std)
+  return sniff, qi
+
+
+def accuracy(model, variables, x, y, chunk: int = 2048) -> float:
+  """Top-1 accuracy of the global model (eval mode)."""
+  correct = 0
+  for s in range(0, y.shape[0], chunk):
+    logits = _predict(model, variables, x[s:s + chunk])
+    correct += int(jnp.sum(jnp.argmax(logits, -1) == y[s:s + chunk]))
+  return correct / int(y.shape[0])
+
+
+@jax.jit
+def _predict_impl(variables, x, model):
+  return model.apply(variables, x, train=False)
+
+
+def _predict(model, variables, x):
+  return jax.jit(_predict_impl.__wrapped__, static_argnums=2)(variables, x, model)
+
+
+ROUND_COLUMNS = ("round", "label", "owners", "holders", "sniff_score", "sniff_present", "qi_estimate", "qi_std",
+                 "qi_num_weights", "qi_aborted")
+
+
+class RoundsResult(NamedTuple):
+  """Per (round, label) arrays [R, C] (see ROUND_COLUMNS) and the final global variables."""
+  owners: np.ndarray
+  holders: np.ndarray
+  sniff_score: np.ndarray
+  sniff_present: np.ndarray
+  qi_estimate: np.ndarray
+  qi_std: np.ndarray
+  qi_num_weights: np.ndarray
+  qi_aborted: np.ndarray
+  variables: dict
+  seconds_per_round: float
+
+
+def play_round(fed: Federation, variables: dict, t: int):
+  """One round: selection, vmapped local training, secure aggregation, the attacker's per-label training.
+  Returns (G_{t+1}, head-kernel global update [D, C], U [C, D, C], selected i32[K])."""
+  cfg = fed.config
+  selected, key = round_randomness(cfg.seed, t, cfg.num_participants, cfg.fraction)
+  train_key, attack_key = jax.random.split(key)
+  keys = jax.random.split(train_key, selected.size)
+  new_vars, mean_update = fedavg_round(
+      fed.model, variables, fed.pool_x, fed.pool_y, jnp.asarray(fed.allocation.index[selected]),
+      jnp.asarray(fed.allocation.mask[selected]), keys, local=cfg.local, compression_ratio=cfg.compression)
+  label_updates = per_label_updates(fed.model, variables, fed.aux_x, fed.aux_y, attack_key, local=cfg.local)
+  return new_vars, mean_update["params"]["head"]["kernel"], label_updates, selected
+
+
+def run_rounds(fed: Federation, *, checkpoint_path: str | None = None,
+               progress: Callable[[str], None] | None = None) -> RoundsResult:
+  """Plays config.rounds rounds and attacks each (Class Sniffing and Quantity Inference for every label).
+
+  With `checkpoint_path`, the state (global variables and the per-round records) is written atomically every
+  round and a rerun resumes after the last completed round.
+  """
+  cfg = fed.config
+  variables, records, start = fed.variables, [], 0
+  if checkpoint_path and os.path.exists(checkpoint_path):
+    variables, records = _load_rounds_checkpoint(checkpoint_path, fed.variables, cfg)
+    start = len(records)
+    if progress:
+      progress(f"resuming after round {start} from {checkpoint_path}")
+  k, nl = float(cfg.num_selected), float(cfg.labels_per_client)
+  t0, timed = None, 0
+  for t in range(start, cfg.rounds):
+    variables_next, update, label_updates, selected = play_round(fed, variables, t)
+    sniff, qi = _attack(update, label_updates, k, nl, cfg.sniff_margin, cfg.ratio_threshold, cfg.abort_std)
+    rec = dict(owners=fed.allocation.owners[selected].sum(0), holders=(fed.allocation.counts[selected] > 0).sum(0),
+               sniff_score=sniff.score, sniff_present=sniff.present, qi_estimate=qi.estimate, qi_std=qi.std,
+               qi_num_weights=qi.num_weights, qi_aborted=qi.aborted)
+    records.append({name: np.asarray(v) for name, v in rec.items()})
+    variables = variables_next
+    if t0 is None:
+      jax.block_until_ready(variables)
+      t0 = time.perf_counter()                       # time rounds after the first (compilation)
+    else:
+      timed += 1
+    if checkpoint_path:
+      _save_rounds_checkpoint(checkpoint_path, variables, records, cfg)
+    if progress and ((t + 1) % 10 == 0 or t + 1 == cfg.rounds):
+      progress(f"round {t + 1}/{cfg.rounds}")
+  jax.block_until_ready(variables)
+  per_round = (time.perf_counter() - t0) / timed if timed else float("nan")
+  stacked = {name: np.stack([r[name] for r in records]) for name in records[0]} if records else {}
+  return RoundsResult(**stacked, variables=variables, seconds_per_round=per_round)
+
+
+def _config_fingerprint(cfg: EavesdropConfig) -> str:
+  d = dataclasses.asdict(cfg)
+  d.pop("rounds")
+  return repr(sorted(d.items()))
+
+
+def _save_rounds_checkpoint(path: str, variables, records, cfg) -> None:
+  from flax import serialization
+  payload = {"variables": jax.device_get(variables),
+             "records": {n: np.stack([r[n] for r in records]) for n in records[0]},
+             "config": _config_fingerprint(cfg)}
+  data = serialization.msgpack_serialize(payload)
+  folder = os.path.dirname(os.path.abspath(path))
+  os.makedirs(folder, exist_ok=True)
+  tmp = path + ".tmp"
+  with open(tmp, "wb") as f:
+    f.write(data)
+  os.replace(tmp, path)
+
+
+def _load_rounds_checkpoint(path: str, variables, cfg):
+  from flax import serialization
+  with open(path, "rb") as f:
+    payload = serialization.msgpack_restore(f.read())
+  if payload.get("config") != _config_fingerprint(cfg):
+    raise ValueError(f"{path} was written by a run with another configuration; use another --output_dir or "
+                     "delete it to start over.")
+  restored = serialization.from_state_dict(variables, payload["variables"])
+  recs = payload["records"]
+  n = len(next(iter(recs.values())))
+  return restored, [{k: np.asarray(v[i]) for k, v in recs.items()} for i in range(n)]
+
+
+# --- summaries --------------------------------------------------------------------------------------------------
+
+def summarize_rounds(res: RoundsResult, cfg: EavesdropConfig) -> dict:
+  """Per-label and overall success rates (fractions):
+  sniff: Class Sniffing correct calls over all rounds; sniff_absent: the same over rounds where the label was
+  absent (the paper's setting makes absence rare, so 'always present' scores the prevalence); prevalence.
+  qi_alpha1 / qi_alpha_pct: Quantity Inference within alpha = 1 and alpha = 5 % of N_p * P, over the rounds
+  where the label was owned and the attack did not abort; qi_abort: abort rate over those rounds.
+  """
+  owned = res.owners > 0
+  correct = np.asarray(metrics.sniffing_correct(res.sniff_present, res.owners))
+  alpha_pct = 0.05 * cfg.num_participants * cfg.fraction
+  attempted = owned & ~res.qi_aborted
+  ok1 = np.asarray(metrics.quantity_success(res.qi_estimate, res.owners, 1.0)) & attempted
+  okp = np.asarray(metrics.quantity_success(res.qi_estimate, res.owners, alpha_pct)) & attempted
+
+  def rate(num, den, axis):
+    d = den.sum(axis)
+    return np.where(d > 0, num.sum(axis) / np.maximum(d, 1), np.nan)
+
+  out = {}
+  for axis, key in ((0, "per_label"), (None, "overall")):
+    out[key] = dict(
+        sniff=rate(correct, np.ones_like(correct), axis),
+        sniff_absent=rate(correct & ~owned, ~owned, axis),
+        prevalence=rate(owned, np.ones_like(owned), axis),
+        qi_alpha1=rate(ok1, attempted, axis),
+        qi_alpha_pct=rate(okp, attempted, axis),
+        qi_abort=rate(res.qi_aborted & owned, owned, axis),
+        qi_abs_error=np.nanmean(np.where(attempted, np.abs(res.qi_estimate - res.owners), np.nan), axis=axis),
+    )
+  out["alpha_pct"] = alpha_pct
+  out["seconds_per_round"] = res.seconds_per_round
+  return out
+
+
+def round_rows(res: RoundsResult):
+  r, c = res.owners.shape
+  for t in range(r):
+    for label in range(c):
+      yield (t, label, int(res.owners[t, label]), int(res.holders[t, label]), f"{res.sniff_score[t, label]:.4f}",
+             int(res.sniff_present[t, label]), f"{res.qi_estimate[t, label]:.4f}", f"{res.qi_std[t, label]:.4f}",
+             int(res.qi_num_weights[t, label]), int(res.qi_aborted[t, label]))

@@ -1,0 +1,149 @@
+"""FedAvg rounds with secure aggregation (the Eavesdrop paper's setting, sec. II-B and IV-A2).
+
+Each round the server selects K = round(P * N_p) participants; each runs `epochs` epochs of plain SGD (batch
+`batch_size`, rate `lr`) from the global variables G_t on its own examples; the server sees only the mean of their
+updates (secure aggregation) and sets G_{t+1} = G_t + mean update. All K participants train in one vmapped
+computation: a participant is a padded row of pool indices plus a mask (data.Allocation), so every round, every
+participant and the attacker's per-label training share one compiled function per shape.
+
+Local training is PyTorch-DataLoader-like: each epoch visits the participant's valid examples in a fresh random
+order in batches of `batch_size`, the last batch may be partial (drop_last=False), the loss is the mean
+cross-entropy over the batch's valid examples. Padding only adds steps with no valid example, which are skipped
+exactly (the update is multiplied by 0), so a participant's result does not depend on the padded width except
+through the PRNG stream (tested: vmapped round == participants trained one by one).
+"""
+from __future__ import annotations
+
+import dataclasses
+import functools
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax import linen as nn
+
+from jaxleak import privacy
+
+
+@dataclasses.dataclass(frozen=True)
+class LocalSGD:
+  """L_ep epochs of SGD with batch L_bs and learning rate L_lr (the paper's defaults: 3, 64, 0.01)."""
+  epochs: int = 3
+  batch_size: int = 64
+  lr: float = 0.01
+
+  def __post_init__(self):
+    if self.epochs <= 0 or self.batch_size <= 0 or not self.lr > 0:
+      raise ValueError(f"local epochs, batch size and learning rate must be positive, got {self}.")
+
+
+def _split(variables):
+  return variables["params"], {k: v for k, v in variables.items() if k != "params"}
+
+
+def local_train_fn(model: nn.Module, local: LocalSGD):
+  """Returns f(variables, x f32[M, ...], y i32[M], mask bool[M], key) -> variables after local training.
+
+  Non-param collections (BatchNorm statistics) are carried through the steps; padded examples take part in
+  batch statistics of partial batches (the loss ignores them). Steps run in a lax.scan (unrolled when short).
+  """
+  def train(variables, x, y, mask, key):
+    m = y.shape[0]
+    steps = math.ceil(m / local.batch_size)
+    pad = steps * local.batch_size - m
+    params, state = _split(variables)
+    mutable = list(state)
+
+    def loss_fn(p, st, xb, yb, vb, k):
+      v = {**st, "params": p}
+      if mutable:
+        logits, new_st = model.apply(v, xb, train=True, rngs={"dropout": k}, mutable=mutable)
+        new_st = {**st, **new_st}
+      else:
+        logits, new_st = model.apply(v, xb, train=True, rngs={"dropout": k}), st
+      ce = optax.softmax_cross_entropy_with_integer_labels(logits, yb)
+      return jnp.sum(ce * vb) / jnp.maximum(jnp.sum(vb), 1.0), new_st
+
+    def epoch_order(k):
+      # Valid examples first in random order, padding last; then padded to whole batches.
+      scores = jnp.where(mask, jax.random.uniform(k, (m,)), 2.0)
+      order = jnp.argsort(scores)
+      return jnp.concatenate([order, jnp.zeros((pad,), order.dtype)]) if pad else order
+
+    def step(carry, inputs):
+      p, st = carry
+      idx_epoch, s = inputs
+      order = orders[idx_epoch]
+      idx = jax.lax.dynamic_slice_in_dim(order, s * local.batch_size, local.batch_size)
+      valid = mask[idx] & (s * local.batch_size + jnp.arange(local.batch_size) < m)
+      vb = valid.astype(jnp.float32)
+      k = jax.random.fold_in(drop_key, idx_epoch * steps + s)
+      grads, new_st = jax.grad(loss_fn, has_aux=True)(p, st, x[idx], y[idx], vb, k)
+      live = jnp.any(valid)
+      p = jax.tree.map(lambda a, g: a - jnp.where(live, local.lr, 0.0) * g, p, grads)
+      st = jax.tree.map(lambda old, new: jnp.where(live, new, old), st, new_st)
+      return (p, st), None
+
+    order_key, drop_key = jax.random.split(key)
+    orders = jax.vmap(epoch_order)(jax.random.split(order_key, local.epochs))
+    epochs_idx = jnp.repeat(jnp.arange(local.epochs), steps)
+    steps_idx = jnp.tile(jnp.arange(steps), local.epochs)
+    total = local.epochs * steps
+    (params, state), _ = jax.lax.scan(step, (params, state), (epochs_idx, steps_idx),
+                                      unroll=total if total <= 32 else 8)
+    return {**state, "params": params}
+
+  return train
+
+
+def compress_update(update, compression_ratio: float):
+  """Per-participant top-k upload compression (Table VI defence): within every layer (leaf), keeps the largest
+  (1 - ratio) fraction of |update| entries and zeroes the rest. ratio 0 is the identity."""
+  if compression_ratio == 0.0:
+    return update
+  tx = privacy.top_k_compress(compression_ratio)
+  return jax.tree.map(lambda leaf: privacy.privatize(leaf, tx), update)
+
+
+@functools.partial(jax.jit, static_argnames=("model", "local", "compression_ratio"))
+def fedavg_round(model: nn.Module, variables: dict, pool_x: jax.Array, pool_y: jax.Array, index: jax.Array,
+                 mask: jax.Array, keys: jax.Array, *, local: LocalSGD, compression_ratio: float = 0.0):
+  """One round for the K selected participants (index i32[K, M], mask bool[K, M] into the pool, K keys).
+
+  Returns (G_{t+1}, mean update): the only things secure aggregation reveals. The individual updates exist only
+  inside this compiled function.
+  """
+  if index.ndim != 2 or mask.shape != index.shape or keys.shape[0] != index.shape[0]:
+    raise ValueError(f"expected index and mask [K, M] and K keys; got {index.shape}, {mask.shape}, {keys.shape}.")
+  train = local_train_fn(model, local)
+  trained = jax.vmap(train, in_axes=(None, 0, 0, 0, 0))(variables, pool_x[index], pool_y[index], mask, keys)
+  updates = jax.tree.map(lambda new, old: new - old, trained, variables)
+  if compression_ratio:
+    updates = jax.vmap(lambda u: compress_update(u, compression_ratio))(updates)
+  mean_update = jax.tree.map(lambda u: jnp.mean(u, axis=0), updates)
+  return jax.tree.map(jnp.add, variables, mean_update), mean_update
+
+
+@functools.partial(jax.jit, static_argnames=("model", "local"))
+def per_label_updates(model: nn.Module, variables: dict, aux_x: jax.Array, aux_y: jax.Array, key: jax.Array, *,
+                      local: LocalSGD) -> jax.Array:
+  """The attacker's procedure (Algorithms 1-2, lines 4-8): from G_t, train on each label's auxiliary examples
+  alone (aux_x [C, n, ...], aux_y [C, n]), vmapped over labels. Returns the head-kernel updates
+  U f32[C, D, C]: U[j, :, i] is how training on label j moved output neuron i's input weights W_in^{Li}."""
+  if aux_x.shape[:2] != aux_y.shape:
+    raise ValueError(f"expected aux_x [C, n, ...] and aux_y [C, n]; got {aux_x.shape}, {aux_y.shape}.")
+  train = local_train_fn(model, local)
+  mask = jnp.ones(aux_y.shape, bool)
+  keys = jax.random.split(key, aux_y.shape[0])
+  trained = jax.vmap(train, in_axes=(None, 0, 0, 0, 0))(variables, aux_x, aux_y, mask, keys)
+  return trained["params"]["head"]["kernel"] - variables["params"]["head"]["kernel"][None]
+
+
+def select_participants(num_participants: int, fraction: float, rng: np.random.Generator) -> np.ndarray:
+  """K = max(1, round(fraction * N_p)) distinct participants, sorted (the paper's selection process)."""
+  if not 0.0 < fraction <= 1.0:
+    raise ValueError(f"selection fraction P must be in (0, 1], got {fraction}.")
+  k = max(1, int(round(fraction * num_participants)))
+  return np.sort(rng.choice(num_participants, size=k, replace=False))

@@ -1,0 +1,63 @@
+"""The Eavesdrop paper's MNIST models (sec. IV-A3), sized for any small input: an MLP and a small CNN.
+
+Both take f32[B, ...] and return logits f32[B, C]; the classifier head is a Dense named "head". Dropout (the
+paper's, and its second defence) is active only with train=True and needs a 'dropout' rng.
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import jax
+import jax.numpy as jnp
+from flax import linen as nn
+
+
+class MLP(nn.Module):
+  """Flatten -> Dense(256) ReLU -> Dropout -> Dense(64) ReLU -> head. Penultimate D = hidden[-1] = 64.
+
+  The paper: "two fully-connected hidden layers of size 256 and 64. There is a dropout operation between hidden
+  layers". `dropout=0` removes it (the dropout-defence ablation).
+  """
+  num_classes: int
+  hidden: Sequence[int] = (256, 64)
+  dropout: float = 0.5
+  head_bias: bool = True
+
+  @nn.compact
+  def __call__(self, x: jax.Array, *, train: bool = False) -> jax.Array:
+    h = x.reshape(x.shape[0], -1)
+    for i, width in enumerate(self.hidden):
+      if i > 0 and self.dropout > 0:
+        h = nn.Dropout(self.dropout, deterministic=not train)(h)
+      h = nn.relu(nn.Dense(width)(h))
+    return nn.Dense(self.num_classes, use_bias=self.head_bias, name="head")(h)
+
+
+class SmallCNN(nn.Module):
+  """The PyTorch MNIST-example CNN the paper describes, with SAME padding so 8x8 digits fit.
+
+  Conv(10, 5x5) -> maxpool 2 -> ReLU -> Conv(20, 5x5) -> Dropout -> maxpool 2 -> ReLU -> flatten ->
+  Dense(50) ReLU -> Dropout -> head. Inputs f32[B, H, W] (one channel) or f32[B, H, W, ch]; HAR windows
+  [B, T, ch] are read as one-channel T x ch images. Penultimate D = 50. (For 28x28 MNIST with VALID padding the
+  flatten is the paper's 320; for 8x8 digits with SAME padding it is 2*2*20 = 80.)
+  """
+  num_classes: int
+  features: Sequence[int] = (10, 20)
+  hidden: int = 50
+  dropout: float = 0.5
+  head_bias: bool = True
+
+  @nn.compact
+  def __call__(self, x: jax.Array, *, train: bool = False) -> jax.Array:
+    h = x[..., None] if x.ndim == 3 else x
+    for i, f in enumerate(self.features):
+      h = nn.Conv(f, (5, 5), padding="SAME")(h)
+      if i > 0 and self.dropout > 0:
+        h = nn.Dropout(self.dropout, deterministic=not train)(h)
+      window = (min(2, h.shape[1]), min(2, h.shape[2]))
+      h = nn.relu(nn.max_pool(h, window, strides=window))
+    h = h.reshape(h.shape[0], -1)
+    h = nn.relu(nn.Dense(self.hidden)(h))
+    if self.dropout > 0:
+      h = nn.Dropout(self.dropout, deterministic=not train)(h)
+    return nn.Dense(self.num_classes, use_bias=self.head_bias, name="head")(h)
