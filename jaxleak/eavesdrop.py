@@ -299,3 +299,126 @@ def round_rows(res: RoundsResult):
       yield (t, label, int(res.owners[t, label]), int(res.holders[t, label]), f"{res.sniff_score[t, label]:.4f}",
              int(res.sniff_present[t, label]), f"{res.qi_estimate[t, label]:.4f}", f"{res.qi_std[t, label]:.4f}",
              int(res.qi_num_weights[t, label]), int(res.qi_aborted[t, label]))
+
+
+# --- Whole Determination ------------------------------------------------------------------------------------------
+
+#: Sec. IV-D1: labels split at random into groups allocated Q, Q/4 and Q/5 examples.
+PAPER_WD_FACTORS = (1.0, 1 / 4, 1 / 5)
+
+
+@dataclasses.dataclass(frozen=True)
+class WholeDeterminationConfig:
+  """Trials of Whole Determination (the paper: 20 trainings per dataset, attacked at two stages)."""
+  trials: int = 20
+  total_per_label: int = 2000                   # Q, examples of a group-1 label in the whole federation
+  factors: tuple[float, ...] = PAPER_WD_FACTORS
+  stages: tuple[float, ...] = (0.5, 0.85)       # test-accuracy thresholds: middle, late
+  max_rounds: int = 400
+  window: int = 5                               # rounds of ratios per label vector, from the stage's round on
+  num_clusters: int | None = None               # None: chosen by the largest merge-height jump
+  method: str = "ward"                          # scipy linkage method (Euclidean distance)
+
+
+WD_STAGE_NAMES = {0.5: "middle", 0.85: "late"}
+
+
+class WholeDeterminationTrial(NamedTuple):
+  trial: int
+  stage: float
+  round: int                 # -1 when the stage was not reached within max_rounds
+  accuracy: float
+  groups: np.ndarray         # i32[C] true group of each label
+  predicted: np.ndarray      # i32[C] clusters, number chosen automatically (or config.num_clusters)
+  predicted_known_k: np.ndarray  # i32[C] clusters with the true number of groups
+  success: bool              # predicted == groups (the paper's criterion)
+  success_known_k: bool
+  success_two_level: bool    # the most frequent group vs the rest, with 2 clusters
+
+
+def run_whole_determination(config: EavesdropConfig, wd: WholeDeterminationConfig = WholeDeterminationConfig(),
+                            progress: Callable[[str], None] | None = None) -> list[WholeDeterminationTrial]:
+  """Trains `wd.trials` federations (seed = config.seed + trial), each with its own random label groups, and
+  launches Whole Determination when the global model's accuracy on the held-out pool first reaches each stage.
+  All trials share one compiled round (allocations are padded to a common width)."""
+  train, aux = load_pools(config)
+  c = train.num_classes
+  factors = np.asarray(wd.factors, np.float64)
+  allocations, group_list = [], []
+  for trial in range(wd.trials):
+    groups = D.quantity_groups(c, config.seed + trial, tuple(wd.factors))
+    totals = np.maximum(1, np.round(wd.total_per_label * factors[groups])).astype(np.int64)
+    allocations.append(D.allocate_label_totals(train, config.num_participants, totals, seed=config.seed + trial))
+    group_list.append(groups)
+  width = max(a.width for a in allocations)
+  out = []
+  for trial, (alloc, groups) in enumerate(zip(allocations, group_list)):
+    cfg = dataclasses.replace(config, seed=config.seed + trial)
+    fed = setup(cfg, allocation=D.pad_allocation(alloc, width), pools=(train, aux))
+    variables, stages, t, acc = fed.variables, list(wd.stages), 0, 0.0
+    pending: list[tuple[float, int, float, list]] = []        # stages being observed: (stage, round, acc, ratios)
+    while (stages or pending) and t <= wd.max_rounds + wd.window:
+      if stages and t <= wd.max_rounds:
+        acc = accuracy(fed.model, variables, fed.test_x, fed.test_y)
+        while stages and acc >= stages[0]:
+          pending.append((stages.pop(0), t, acc, []))
+      if pending:
+        key = jax.random.fold_in(jax.random.key(cfg.seed), 10_000_000 + t)
+        ratios = np.asarray(E.log_ratio(per_label_updates(fed.model, variables, fed.aux_x, fed.aux_y, key,
+                                                          local=cfg.local)))
+        for p in pending:
+          p[3].append(ratios)
+        for p in [p for p in pending if len(p[3]) == wd.window]:
+          pending.remove(p)
+          out.append(_wd_trial(trial, p, groups, factors, wd))
+          if progress:
+            o = out[-1]
+            progress(f"trial {trial}: stage {o.stage} at round {o.round} (accuracy {o.accuracy:.2f}): success "
+                     f"{o.success} (known k: {o.success_known_k}, two-level: {o.success_two_level})")
+      if not (stages or pending):
+        break
+      variables = play_training_round(fed, variables, t)
+      t += 1
+    for s in stages:
+      out.append(WholeDeterminationTrial(trial, s, -1, acc, groups, np.full(c, -1), np.full(c, -1),
+                                         False, False, False))
+      if progress:
+        progress(f"trial {trial}: stage {s} not reached in {wd.max_rounds} rounds (accuracy {acc:.2f})")
+  return out
+
+
+def _wd_trial(trial, pending, groups, factors, wd) -> WholeDeterminationTrial:
+  stage, t, acc, ratios = pending
+  v = np.stack(ratios, axis=1)                                  # [C, window]
+  pred = E.cluster_labels(v, wd.num_clusters, method=wd.method)
+  pred_k = E.cluster_labels(v, len(factors), method=wd.method)
+  two = E.cluster_labels(v, 2, method=wd.method)
+  return WholeDeterminationTrial(trial, stage, t, acc, groups, pred, pred_k, metrics.same_partition(pred, groups),
+                                 metrics.same_partition(pred_k, groups),
+                                 metrics.same_partition(two, groups == np.argmax(factors)))
+
+
+def play_training_round(fed: Federation, variables: dict, t: int) -> dict:
+  """One FedAvg round without the attacker's work: G_{t+1}."""
+  cfg = fed.config
+  selected, key = round_randomness(cfg.seed, t, cfg.num_participants, cfg.fraction)
+  keys = jax.random.split(jax.random.split(key)[0], selected.size)
+  new_vars, _ = fedavg_round(fed.model, variables, fed.pool_x, fed.pool_y,
+                             jnp.asarray(fed.allocation.index[selected]), jnp.asarray(fed.allocation.mask[selected]),
+                             keys, local=cfg.local, compression_ratio=cfg.compression)
+  return new_vars
+
+
+def summarize_whole_determination(trials: list[WholeDeterminationTrial]) -> list[dict]:
+  """Success rates per stage (fractions over trials; an unreached stage counts as a failure)."""
+  rows = []
+  for stage in sorted({t.stage for t in trials}):
+    ts = [t for t in trials if t.stage == stage]
+    reached = [t for t in ts if t.round >= 0]
+    rows.append(dict(stage=WD_STAGE_NAMES.get(stage, f"acc>={stage:g}"), accuracy_threshold=stage,
+                     trials=len(ts), reached=len(reached),
+                     success=np.mean([t.success for t in ts]),
+                     success_known_k=np.mean([t.success_known_k for t in ts]),
+                     success_two_level=np.mean([t.success_two_level for t in ts]),
+                     mean_round=float(np.mean([t.round for t in reached])) if reached else float("nan")))
+  return rows

@@ -114,25 +114,26 @@ def quantity_inference(global_update: jax.Array, label_updates: jax.Array, num_s
   return QuantityResult(estimate=mean, std=std, num_weights=n.astype(jnp.int32), aborted=aborted)
 
 
-def ratio_vectors(label_updates: jax.Array, eps: float = 1e-30) -> jax.Array:
-  """Whole Determination's V_pn, f32[C, C]: V[i, j] = log(|W_p^i| / |U[j, :, i]|) for j != i (mean absolute
-  values over the D weights), the log of R_pn of label i against each other label; V[i, i] = mean of row i's
-  other entries (so rows are comparable coordinate by coordinate). Rarely trained labels have large R_pn (Eq. 13).
-  """
-  _check(None, label_updates)
-  c = label_updates.shape[0]
-  mag = jnp.mean(jnp.abs(label_updates), axis=1)                     # [C(trained j), C(neuron i)]
-  diag = jnp.arange(c)
-  logr = jnp.log(mag[diag, diag] + eps)[:, None] - jnp.log(mag.T + eps)  # [i, j]
-  off = ~jnp.eye(c, dtype=bool)
-  row_mean = jnp.sum(jnp.where(off, logr, 0.0), axis=1) / (c - 1)
-  return jnp.where(off, logr, row_mean[:, None])
+def log_ratio(label_updates: jax.Array, eps: float = 1e-30) -> jax.Array:
+  """Whole Determination's log R_pn per label, f32[C]: log(||W_p|| / ||W_n||) (L2 norms over the D input
+  weights, W_n the mean update from the other labels). Rarely trained labels have the larger ratio (Eq. 13:
+  the model predicts them with small probability, so other labels' samples barely push their weights)."""
+  w_p, w_n = positive_negative(label_updates)
+  return jnp.log(jnp.linalg.norm(w_p, axis=1) + eps) - jnp.log(jnp.linalg.norm(w_n, axis=1) + eps)
 
 
-def cluster_labels(vectors, num_clusters: int | None = None, *, method: str = "average",
+def ratio_vectors(label_updates_over_rounds: jax.Array) -> jax.Array:
+  """V_pn, f32[C, R]: row i = label i's log R_pn in each of R consecutive rounds (U stacked as [R, C, D, C]);
+  the paper tracks this ratio over rounds (Figs. 4-5) and clusters one vector per label."""
+  if label_updates_over_rounds.ndim != 4:
+    raise ValueError(f"expected per-round label updates [R, C, D, C]; got {label_updates_over_rounds.shape}.")
+  return jax.vmap(log_ratio)(label_updates_over_rounds).T
+
+
+def cluster_labels(vectors, num_clusters: int | None = None, *, method: str = "ward",
                    max_clusters: int | None = None) -> np.ndarray:
-  """Hierarchical clustering (Euclidean) of the rows of `vectors` [C, F] -> i32[C] cluster ids, numbered in
-  order of first appearance. With num_clusters=None the number is chosen where the merge height jumps most
+  """Hierarchical clustering (Euclidean distance; Ward linkage by default, any scipy method) of the rows of
+  `vectors` [C, F] -> i32[C] cluster ids, numbered in order of first appearance. With num_clusters=None the number is chosen where the merge height jumps most
   (largest ratio between consecutive merge heights, 2..max_clusters clusters; default C - 1). Host-side (scipy).
   """
   from scipy.cluster import hierarchy
@@ -163,6 +164,9 @@ def canonical_partition(assignment) -> np.ndarray:
   return np.array([ids.setdefault(a, len(ids)) for a in assignment.tolist()], np.int32)
 
 
-def whole_determination(label_updates, num_clusters: int | None = None, *, method: str = "average") -> np.ndarray:
-  """Whole Determination: groups of labels with about the same number of training examples, i32[C]."""
-  return cluster_labels(ratio_vectors(label_updates), num_clusters, method=method)
+def whole_determination(label_updates_over_rounds, num_clusters: int | None = None, *,
+                        method: str = "ward") -> np.ndarray:
+  """Whole Determination: groups of labels with about the same number of training examples, i32[C], from the
+  attacker's per-label updates of R >= 1 rounds, [R, C, D, C] (or one round's [C, D, C])."""
+  u = jnp.asarray(label_updates_over_rounds)
+  return cluster_labels(ratio_vectors(u[None] if u.ndim == 3 else u), num_clusters, method=method)

@@ -3,7 +3,7 @@ the Eavesdrop allocations (digits, or HAR windows)."""
 from jaxleak.data.dataset import HarDataset, Recording, WindowedClients
 from jaxleak.data.digits import load_digits
 from jaxleak.data.hapt import load_hapt
-from jaxleak.data.label_pools import (Allocation, LabelPool, allocate_label_totals, allocate_main_labels,
+from jaxleak.data.label_pools import (Allocation, LabelPool, allocate_label_totals, allocate_main_labels, pad_allocation,
                                       aux_per_label, quantity_groups, split_pool)
 from jaxleak.data.samplers import STRATEGIES, sample_client, sample_clients, sample_queries
 from jaxleak.data.synthetic import PRESETS as SYNTHETIC_PRESETS, make_synthetic
@@ -42,6 +42,6 @@ def load_pool(name: str, *, data_dir: str | None = None, scale: float = 1.0, see
 
 
 __all__ = ["Allocation", "LabelPool", "POOL_DATASETS", "allocate_label_totals", "allocate_main_labels",
-           "aux_per_label", "load_digits", "load_pool", "quantity_groups", "split_pool", "DATASETS", "DataFormatError", "HarDataset", "Recording", "STRATEGIES", "SYNTHETIC_PRESETS",
+           "aux_per_label", "load_digits", "pad_allocation", "load_pool", "quantity_groups", "split_pool", "DATASETS", "DataFormatError", "HarDataset", "Recording", "STRATEGIES", "SYNTHETIC_PRESETS",
            "WindowedClients", "load", "load_hapt", "load_tal", "make_clients", "make_synthetic",
            "sample_client", "sample_clients", "sample_queries", "window_recording", "window_starts"]

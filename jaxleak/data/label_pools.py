@@ -164,3 +164,15 @@ def aux_per_label(pool: LabelPool, samples_per_label: int, *, seed: int = 0) -> 
   rng = np.random.default_rng(seed)
   return np.stack([_draw(rng, pool.indices_of(c), samples_per_label) for c in range(pool.num_classes)]
                   ).astype(np.int32)
+
+
+def pad_allocation(allocation: Allocation, width: int) -> Allocation:
+  """The same allocation padded to `width` >= its width (so runs with different allocations share one
+  compiled round function)."""
+  extra = width - allocation.width
+  if extra < 0:
+    raise ValueError(f"cannot pad an allocation of width {allocation.width} to {width}.")
+  if extra == 0:
+    return allocation
+  pad = ((0, 0), (0, extra))
+  return dataclasses.replace(allocation, index=np.pad(allocation.index, pad), mask=np.pad(allocation.mask, pad))
