@@ -98,7 +98,7 @@ def per_weight_estimates(global_update: jax.Array, label_updates: jax.Array, num
 
 
 def quantity_inference(global_update: jax.Array, label_updates: jax.Array, num_selected, labels_per_client, *,
-                       ratio_threshold: float = 0.5, abort_std: float = 0.15) -> QuantityResult:
+                       ratio_threshold: float = 0.5, abort_std: float = 0.25) -> QuantityResult:
   """Quantity Inference (Algorithm 2) for every label: how many of the K selected clients own it.
 
   X_* is the mean of the kept per-weight estimates. The paper aborts 'when the standard deviation of the x's is
