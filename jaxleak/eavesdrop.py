@@ -9,6 +9,7 @@ from (seed, round) alone, so a run killed after round t resumes from its checkpo
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 import time
 from typing import Callable, NamedTuple
@@ -138,18 +139,14 @@ def accuracy(model, variables, x, y, chunk: int = 2048) -> float:
   """Top-1 accuracy of the global model (eval mode)."""
   correct = 0
   for s in range(0, y.shape[0], chunk):
-    logits = _predict(model, variables, x[s:s + chunk])
+    logits = _predict(variables, x[s:s + chunk], model=model)
     correct += int(jnp.sum(jnp.argmax(logits, -1) == y[s:s + chunk]))
   return correct / int(y.shape[0])
 
 
-@jax.jit
-def _predict_impl(variables, x, model):
+@functools.partial(jax.jit, static_argnames="model")
+def _predict(variables, x, *, model):
   return model.apply(variables, x, train=False)
-
-
-def _predict(model, variables, x):
-  return jax.jit(_predict_impl.__wrapped__, static_argnums=2)(variables, x, model)
 
 
 ROUND_COLUMNS = ("round", "label", "owners", "holders", "sniff_score", "sniff_present", "qi_estimate", "qi_std",
