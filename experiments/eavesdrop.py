@@ -132,7 +132,7 @@ def main(argv):
                  "num_participants": "Fig. 9"}[kind] + f": Quantity Inference vs {kind}"
       points = [(n, v, run_one(c, f"{FLAGS.experiment}_{n}_{v:g}", pools)) for n, v, c in grid]
       print(EV.sweep_table(points, title + f" | {cfg.dataset} | {cfg.model} | {cfg.rounds} rounds | rates in %"))
-  except (ValueError, FileNotFoundError, ImportError) as e:
+  except (ValueError, FileNotFoundError, ImportError, FloatingPointError) as e:
     raise app.UsageError(str(e)) from None
   print(f"wall time {time.perf_counter() - t0:.1f} s; results in {FLAGS.output_dir}/")
 

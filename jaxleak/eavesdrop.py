@@ -199,6 +199,9 @@ def run_rounds(fed: Federation, *, checkpoint_path: str | None = None,
   t0, timed = None, 0
   for t in range(start, cfg.rounds):
     variables_next, update, label_updates, selected = play_round(fed, variables, t)
+    if not (np.isfinite(np.asarray(update)).all() and np.isfinite(np.asarray(label_updates)).all()):
+      raise FloatingPointError(f"round {t}: the aggregated or the attacker's update is not finite (local training "
+                               f"diverged at L_lr = {cfg.local.lr}); lower the learning rate (--local_lr).")
     sniff, qi = _attack(update, label_updates, k, nl, cfg.sniff_margin, cfg.ratio_threshold, cfg.abort_std)
     rec = dict(owners=fed.allocation.owners[selected].sum(0), holders=(fed.allocation.counts[selected] > 0).sum(0),
                sniff_score=sniff.score, sniff_present=sniff.present, qi_estimate=qi.estimate, qi_std=qi.std,

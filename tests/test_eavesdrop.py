@@ -346,6 +346,12 @@ def test_round_ownership_is_recorded_from_the_selection():
   assert 0.0 <= s["overall"]["sniff"] <= 1.0 and s["alpha_pct"] == pytest.approx(0.05 * 3)
 
 
+def test_diverged_training_is_reported():
+  cfg = dataclasses.replace(SMALL, rounds=1, local=LocalSGD(epochs=1, batch_size=16, lr=1e30))
+  with pytest.raises(FloatingPointError, match="local_lr"):
+    EV.run_rounds(EV.setup(cfg))
+
+
 def test_whole_determination_end_to_end_separates_frequent_labels():
   cfg = dataclasses.replace(EV.EavesdropConfig(), rounds=1)
   wd = EV.WholeDeterminationConfig(trials=1, stages=(0.5,), window=3, max_rounds=200)
