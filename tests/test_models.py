@@ -23,7 +23,7 @@ def test_head_without_bias():
 
 
 def test_unknown_model_lists_valid_names():
-  with pytest.raises(ValueError, match="deepconvlstm, tinyhar"):
+  with pytest.raises(ValueError, match="cnn, deepconvlstm, mlp, tinyhar"):
     models.build("resnet", 9)
 
 
