@@ -374,3 +374,24 @@ def test_cli_rounds_writes_tables(tmp_path):
     assert (out / "rounds" / f).exists()
   rows = (out / "rounds" / "rounds.csv").read_text().splitlines()
   assert len(rows) == 1 + 2 * 10
+
+
+def test_har_model_round_carries_batchnorm_state_and_matches_one_by_one():
+  """TinyHAR on HAR-shaped windows: the BatchNorm statistics are trained, averaged and equal per-client training."""
+  model = models.build("tinyhar", 4, filters=4)
+  variables = models.init_for_shape(model, jax.random.key(0), (50, 3))
+  assert "batch_stats" in variables
+  pool = toy_pool(n_per_class=6, c=4, shape=(50, 3))
+  alloc = D.allocate_main_labels(pool, 3, main_labels=(1, 2), samples_per_label=5, other_samples=1, seed=0)
+  local = LocalSGD(epochs=1, batch_size=4, lr=0.05)
+  keys = jax.random.split(jax.random.key(1), 3)
+  px, py = jnp.asarray(pool.x), jnp.asarray(pool.y)
+  new, mean_update = fedavg_round(model, variables, px, py, jnp.asarray(alloc.index), jnp.asarray(alloc.mask), keys,
+                                  local=local)
+  train = jax.jit(local_train_fn(model, local))
+  one_by_one = [train(variables, px[alloc.index[p]], py[alloc.index[p]], jnp.asarray(alloc.mask[p]), keys[p])
+                for p in range(3)]
+  expected = jax.tree.map(lambda v, *ts: sum(t - v for t in ts) / len(ts), variables, *one_by_one)
+  chex_close(mean_update, expected, atol=1e-5)
+  moved = [float(jnp.max(jnp.abs(x))) for x in jax.tree.leaves(mean_update["batch_stats"])]
+  assert max(moved) > 0

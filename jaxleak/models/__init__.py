@@ -28,8 +28,10 @@ def init(model: nn.Module, key: jax.Array, window: int, channels: int) -> dict:
 
 
 def init_for_shape(model: nn.Module, key: jax.Array, example_shape: tuple[int, ...]) -> dict:
-  """Initial variables for inputs f32[B, *example_shape] (one example's shape, e.g. (8, 8) for digits)."""
-  return dict(model.init({"params": key}, jnp.zeros((1, *example_shape), jnp.float32), train=False))
+  """Initial variables for inputs f32[B, *example_shape] (one example's shape, e.g. (8, 8) for digits).
+  Jitted: eager Flax init of TinyHAR takes ~2.5x longer than compiling it."""
+  init_fn = jax.jit(lambda k: model.init({"params": k}, jnp.zeros((1, *example_shape), jnp.float32), train=False))
+  return dict(init_fn(key))
 
 
 def head_params(params: dict) -> LastLayerParams:
