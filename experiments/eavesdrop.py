@@ -11,7 +11,8 @@ Whole Determination) and its defences.
   python experiments/eavesdrop.py --dataset=hapt --model=tinyhar --rounds=20     # HAR (HAPT windows)
 
 Each run writes rounds.csv, summary.csv and manifest.json under --output_dir/<run>/ and prints the paper-shaped
-table. Runs checkpoint every round (state.msgpack) and a rerun with the same flags resumes.
+table. Runs checkpoint every round (state.msgpack; Whole Determination: after every training, trials_done.json)
+and a rerun with the same flags resumes.
 """
 import dataclasses
 import os
@@ -104,8 +105,10 @@ def main(argv):
       wd = EV.WholeDeterminationConfig(trials=FLAGS.wd_trials, total_per_label=FLAGS.wd_total,
                                        factors=tuple(float(f) for f in FLAGS.wd_factors),
                                        max_rounds=FLAGS.wd_max_rounds, window=FLAGS.wd_window)
-      trials = EV.run_whole_determination(cfg, wd, progress=logging.info)
-      summary = EV.write_whole_determination(trials, cfg, wd, os.path.join(FLAGS.output_dir, "whole"))
+      out = os.path.join(FLAGS.output_dir, "whole")
+      trials = EV.run_whole_determination(cfg, wd, progress=logging.info,
+                                          checkpoint_path=os.path.join(out, "trials_done.json"))
+      summary = EV.write_whole_determination(trials, cfg, wd, out)
       print(EV.whole_determination_table(summary, cfg, wd))
     elif FLAGS.experiment == "rounds":
       s = run_one(cfg, "rounds")

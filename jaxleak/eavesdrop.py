@@ -337,10 +337,12 @@ class WholeDeterminationTrial(NamedTuple):
 
 
 def run_whole_determination(config: EavesdropConfig, wd: WholeDeterminationConfig = WholeDeterminationConfig(),
-                            progress: Callable[[str], None] | None = None) -> list[WholeDeterminationTrial]:
+                            progress: Callable[[str], None] | None = None,
+                            checkpoint_path: str | None = None) -> list[WholeDeterminationTrial]:
   """Trains `wd.trials` federations (seed = config.seed + trial), each with its own random label groups, and
   launches Whole Determination when the global model's accuracy on the held-out pool first reaches each stage.
-  All trials share one compiled round (allocations are padded to a common width)."""
+  All trials share one compiled round (allocations are padded to a common width). With `checkpoint_path`,
+  finished trials are saved (JSON, atomically) after each trial and skipped when the run is repeated."""
   train, aux = load_pools(config)
   c = train.num_classes
   factors = np.asarray(wd.factors, np.float64)
@@ -351,8 +353,14 @@ def run_whole_determination(config: EavesdropConfig, wd: WholeDeterminationConfi
     allocations.append(D.allocate_label_totals(train, config.num_participants, totals, seed=config.seed + trial))
     group_list.append(groups)
   width = max(a.width for a in allocations)
-  out = []
+  fingerprint = _config_fingerprint(config) + repr(sorted(dataclasses.asdict(wd).items()))
+  out = _load_wd_checkpoint(checkpoint_path, fingerprint) if checkpoint_path else []
+  done = {t.trial for t in out}
+  if done and progress:
+    progress(f"resuming: trials {sorted(done)} loaded from {checkpoint_path}")
   for trial, (alloc, groups) in enumerate(zip(allocations, group_list)):
+    if trial in done:
+      continue
     cfg = dataclasses.replace(config, seed=config.seed + trial)
     fed = setup(cfg, allocation=D.pad_allocation(alloc, width), pools=(train, aux))
     variables, stages, t, acc = fed.variables, list(wd.stages), 0, 0.0
@@ -384,7 +392,28 @@ def run_whole_determination(config: EavesdropConfig, wd: WholeDeterminationConfi
                                          False, False, False))
       if progress:
         progress(f"trial {trial}: stage {s} not reached in {wd.max_rounds} rounds (accuracy {acc:.2f})")
+    if checkpoint_path:
+      _save_wd_checkpoint(checkpoint_path, fingerprint, out)
   return out
+
+
+def _save_wd_checkpoint(path: str, fingerprint: str, trials: list[WholeDeterminationTrial]) -> None:
+  rows = [{k: (v.tolist() if isinstance(v, np.ndarray) else v) for k, v in t._asdict().items()} for t in trials]
+  results.atomic_write_json(path, {"config": fingerprint, "trials": rows})
+
+
+def _load_wd_checkpoint(path: str, fingerprint: str) -> list[WholeDeterminationTrial]:
+  if not os.path.exists(path):
+    return []
+  import json
+  with open(path) as f:
+    payload = json.load(f)
+  if payload.get("config") != fingerprint:
+    raise ValueError(f"{path} was written by a run with another configuration; use another --output_dir or "
+                     "delete it to start over.")
+  arrays = ("groups", "predicted", "predicted_known_k")
+  return [WholeDeterminationTrial(**{k: (np.asarray(v, np.int32) if k in arrays else v) for k, v in r.items()})
+          for r in payload["trials"]]
 
 
 def _wd_trial(trial, pending, groups, factors, wd) -> WholeDeterminationTrial:

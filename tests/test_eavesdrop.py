@@ -352,13 +352,20 @@ def test_diverged_training_is_reported():
     EV.run_rounds(EV.setup(cfg))
 
 
-def test_whole_determination_end_to_end_separates_frequent_labels():
+def test_whole_determination_end_to_end_separates_frequent_labels(tmp_path):
   # L_lr 0.05 reaches the middle stage in ~15 rounds instead of ~80 (the frequent/rare split held for seeds 0-4).
   cfg = dataclasses.replace(EV.EavesdropConfig(), rounds=1, local=LocalSGD(3, 64, 0.05))
   wd = EV.WholeDeterminationConfig(trials=1, stages=(0.5,), window=3, max_rounds=200)
-  (trial,) = EV.run_whole_determination(cfg, wd)
+  path = str(tmp_path / "trials_done.json")
+  (trial,) = EV.run_whole_determination(cfg, wd, checkpoint_path=path)
   assert trial.round > 0 and trial.accuracy >= 0.5
   assert trial.success_two_level, (trial.groups, trial.predicted_known_k)
+  # A rerun loads the finished trial instead of training again.
+  (again,) = EV.run_whole_determination(cfg, wd, checkpoint_path=path)
+  assert again.round == trial.round and again.success_two_level == trial.success_two_level
+  np.testing.assert_array_equal(again.predicted_known_k, trial.predicted_known_k)
+  with pytest.raises(ValueError, match="another configuration"):
+    EV.run_whole_determination(cfg, dataclasses.replace(wd, window=4), checkpoint_path=path)
 
 
 def test_cli_rounds_writes_tables(tmp_path):
