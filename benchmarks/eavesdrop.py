@@ -1,11 +1,12 @@
 """Seconds per Eavesdrop round, and the vmapped round against the same clients trained one after another.
 
-  python benchmarks/eavesdrop.py [--model mlp] [--participants 100,1000] [--rounds 5]
+  python benchmarks/eavesdrop.py [--model mlp] [--participants 100,1000] [--rounds 5] [--replicates 4]
 
 A round = selection, K = P * N_p clients' local training (L_ep = 3 epochs, L_bs = 64, lr 0.01) in one vmapped
 computation with secure aggregation, the attacker's per-label training (10 labels, vmapped) and both attacks.
 Baseline, measured in the same run on the same data and keys: the K clients trained one by one with the same
-jitted single-client function (what a per-client loop, as in the PyTorch original, does).
+jitted single-client function (what a per-client loop, as in the PyTorch original, does). Then R independent
+federations (seeds 0..R-1): all vmapped in one computation per round vs the same R run one after another.
 """
 import time
 
@@ -21,6 +22,7 @@ FLAGS = flags.FLAGS
 flags.DEFINE_string("model", "mlp", "mlp or cnn (digits)")
 flags.DEFINE_list("participants", ["100", "1000"], "N_p values (P = 0.1)")
 flags.DEFINE_integer("rounds", 5, "timed rounds (after one compiling round)")
+flags.DEFINE_integer("replicates", 4, "R federations (N_p = 100) run vmapped together vs one after another")
 
 
 def time_rounds(fed, rounds):
@@ -78,6 +80,17 @@ def main(_):
     print(f"{FLAGS.model} N_p={n} K={cfg.num_selected} width={fed.allocation.width}: full round "
           f"{per_round:.3f} s (first round incl. compile {compile_s:.1f} s); client training: vmapped "
           f"{train_vmapped:.3f} s vs one-by-one {train_loop:.3f} s -> {train_loop / train_vmapped:.1f}x")
+  if FLAGS.replicates > 1:
+    time_replicates(FLAGS.replicates, FLAGS.rounds)
+
+
+def time_replicates(r_count, rounds):
+  cfg = EV.EavesdropConfig(model=FLAGS.model, rounds=rounds + 1)
+  feds = EV.setup_replicates(cfg, r_count)
+  together = EV.run_rounds_replicated(feds)[0].seconds_per_round
+  one_by_one = sum(EV.run_rounds(f).seconds_per_round for f in feds)
+  print(f"{FLAGS.model} {r_count} federations of N_p=100: vmapped together {together:.3f} s per round vs one after "
+        f"another {one_by_one:.3f} s -> {one_by_one / together:.1f}x")
 
 
 if __name__ == "__main__":

@@ -21,7 +21,8 @@ import numpy as np
 from jaxleak import data as D
 from jaxleak import metrics, models, results
 from jaxleak.attacks import eavesdrop as E
-from jaxleak.federated.rounds import LocalSGD, fedavg_round, per_label_updates, select_participants
+from jaxleak.federated.rounds import (LocalSGD, fedavg_round, fedavg_round_replicated, per_label_updates,
+                                      per_label_updates_replicated, select_participants)
 
 # The paper's MNIST settings (sec. IV-A3, IV-B): 100 participants, 10 % selected, L_bs 64, L_lr 0.01, L_ep 3.
 PAPER_LOCAL = LocalSGD(epochs=3, batch_size=64, lr=0.01)
@@ -127,12 +128,15 @@ def round_randomness(seed: int, t: int, num_participants: int, fraction: float):
   return select_participants(num_participants, fraction, rng), jax.random.fold_in(jax.random.key(seed), t)
 
 
-@jax.jit
-def _attack(global_update, label_updates, num_selected, labels_per_client, margin, ratio_threshold, abort_std):
+def _attack_one(global_update, label_updates, num_selected, labels_per_client, margin, ratio_threshold, abort_std):
   sniff = E.class_sniffing(global_update, label_updates, num_selected, labels_per_client, margin=margin)
   qi = E.quantity_inference(global_update, label_updates, num_selected, labels_per_client,
                             ratio_threshold=ratio_threshold, abort_std=abort_std)
   return sniff, qi
+
+
+_attack = jax.jit(_attack_one)
+_attack_replicated = jax.jit(jax.vmap(_attack_one, in_axes=(0, 0, None, None, None, None, None)))
 
 
 def accuracy(model, variables, x, y, chunk: int = 2048) -> float:
@@ -223,17 +227,17 @@ def run_rounds(fed: Federation, *, checkpoint_path: str | None = None,
   return RoundsResult(**stacked, variables=variables, seconds_per_round=per_round)
 
 
-def _config_fingerprint(cfg: EavesdropConfig) -> str:
+def _config_fingerprint(cfg: EavesdropConfig, replicates: int = 0) -> str:
   d = dataclasses.asdict(cfg)
   d.pop("rounds")
-  return repr(sorted(d.items()))
+  return repr(sorted(d.items())) + (f" x{replicates} replicates" if replicates else "")
 
 
-def _save_rounds_checkpoint(path: str, variables, records, cfg) -> None:
+def _save_rounds_checkpoint(path: str, variables, records, cfg, replicates: int = 0) -> None:
   from flax import serialization
   payload = {"variables": jax.device_get(variables),
              "records": {n: np.stack([r[n] for r in records]) for n in records[0]},
-             "config": _config_fingerprint(cfg)}
+             "config": _config_fingerprint(cfg, replicates)}
   data = serialization.msgpack_serialize(payload)
   folder = os.path.dirname(os.path.abspath(path))
   os.makedirs(folder, exist_ok=True)
@@ -243,17 +247,102 @@ def _save_rounds_checkpoint(path: str, variables, records, cfg) -> None:
   os.replace(tmp, path)
 
 
-def _load_rounds_checkpoint(path: str, variables, cfg):
+def _load_rounds_checkpoint(path: str, variables, cfg, replicates: int = 0):
   from flax import serialization
   with open(path, "rb") as f:
     payload = serialization.msgpack_restore(f.read())
-  if payload.get("config") != _config_fingerprint(cfg):
+  if payload.get("config") != _config_fingerprint(cfg, replicates):
     raise ValueError(f"{path} was written by a run with another configuration; use another --output_dir or "
                      "delete it to start over.")
   restored = serialization.from_state_dict(variables, payload["variables"])
   recs = payload["records"]
   n = len(next(iter(recs.values())))
   return restored, [{k: np.asarray(v[i]) for k, v in recs.items()} for i in range(n)]
+
+
+# --- replicates: R independent federations in one vmapped computation per round ---------------------------------
+
+def setup_replicates(config: EavesdropConfig, num_replicates: int) -> list[Federation]:
+  """R federations with seeds config.seed + r (own allocation, initial model, auxiliary data and selections),
+  sharing one example pool (split with config.seed) and one padded width, for `run_rounds_replicated`."""
+  if num_replicates <= 0:
+    raise ValueError(f"num_replicates must be positive, got {num_replicates}.")
+  pools = load_pools(config)
+  feds = [setup(dataclasses.replace(config, seed=config.seed + r), pools=pools) for r in range(num_replicates)]
+  width = max(f.allocation.width for f in feds)
+  return [f._replace(allocation=D.pad_allocation(f.allocation, width)) for f in feds]
+
+
+def run_rounds_replicated(feds: list[Federation], *, checkpoint_path: str | None = None,
+                          progress: Callable[[str], None] | None = None) -> list[RoundsResult]:
+  """`run_rounds` for R federations at once: each round is one vmapped computation over replicates x selected
+  clients, then the attacker's per-label training and both attacks, vmapped over replicates. Replicate r gives
+  the same records as `run_rounds` on feds[r] alone (tested). Checkpoints and resumes like `run_rounds`."""
+  cfg = feds[0].config
+  r_count = len(feds)
+  if any(dataclasses.replace(f.config, seed=cfg.seed) != cfg for f in feds):
+    raise ValueError("replicated federations must share every setting but the seed.")
+  model = feds[0].model
+  stack = lambda *xs: jnp.stack(xs)
+  variables = jax.tree.map(stack, *[f.variables for f in feds])
+  aux_x, aux_y = jnp.stack([f.aux_x for f in feds]), jnp.stack([f.aux_y for f in feds])
+  records, start = [], 0
+  if checkpoint_path and os.path.exists(checkpoint_path):
+    variables, records = _load_rounds_checkpoint(checkpoint_path, variables, cfg, r_count)
+    start = len(records)
+    if progress:
+      progress(f"resuming after round {start} from {checkpoint_path}")
+  k, nl = float(cfg.num_selected), float(cfg.labels_per_client)
+  t0, timed = None, 0
+  for t in range(start, cfg.rounds):
+    selected, train_keys, attack_keys = [], [], []
+    for f in feds:
+      sel, key = round_randomness(f.config.seed, t, cfg.num_participants, cfg.fraction)
+      train_key, attack_key = jax.random.split(key)
+      selected.append(sel); train_keys.append(jax.random.split(train_key, sel.size)); attack_keys.append(attack_key)
+    index = jnp.asarray(np.stack([f.allocation.index[s] for f, s in zip(feds, selected)]))
+    mask = jnp.asarray(np.stack([f.allocation.mask[s] for f, s in zip(feds, selected)]))
+    new_vars, mean_update = fedavg_round_replicated(
+        model, variables, feds[0].pool_x, feds[0].pool_y, index, mask, jnp.stack(train_keys), local=cfg.local,
+        compression_ratio=cfg.compression)
+    label_updates = per_label_updates_replicated(model, variables, aux_x, aux_y, jnp.stack(attack_keys),
+                                                 local=cfg.local)
+    update = mean_update["params"]["head"]["kernel"]
+    if not (np.isfinite(np.asarray(update)).all() and np.isfinite(np.asarray(label_updates)).all()):
+      raise FloatingPointError(f"round {t}: an aggregated or attacker's update is not finite (local training "
+                               f"diverged at L_lr = {cfg.local.lr}); lower the learning rate (--local_lr).")
+    sniff, qi = _attack_replicated(update, label_updates, k, nl, cfg.sniff_margin, cfg.ratio_threshold,
+                                   cfg.abort_std)
+    owners = np.stack([f.allocation.owners[s].sum(0) for f, s in zip(feds, selected)])
+    holders = np.stack([(f.allocation.counts[s] > 0).sum(0) for f, s in zip(feds, selected)])
+    rec = dict(owners=owners, holders=holders, sniff_score=sniff.score, sniff_present=sniff.present,
+               qi_estimate=qi.estimate, qi_std=qi.std, qi_num_weights=qi.num_weights, qi_aborted=qi.aborted)
+    records.append({name: np.asarray(v) for name, v in rec.items()})
+    variables = new_vars
+    if t0 is None:
+      jax.block_until_ready(variables)
+      t0 = time.perf_counter()
+    else:
+      timed += 1
+    if checkpoint_path:
+      _save_rounds_checkpoint(checkpoint_path, variables, records, cfg, r_count)
+    if progress and ((t + 1) % 10 == 0 or t + 1 == cfg.rounds):
+      progress(f"round {t + 1}/{cfg.rounds} ({r_count} replicates)")
+  jax.block_until_ready(variables)
+  per_round = (time.perf_counter() - t0) / timed if timed else float("nan")
+  out = []
+  for r in range(r_count):
+    arrays = {name: np.stack([rec[name][r] for rec in records]) for name in records[0]}
+    out.append(RoundsResult(**arrays, variables=jax.tree.map(lambda v: v[r], variables),
+                            seconds_per_round=per_round))
+  return out
+
+
+def pool_results(results_list: list[RoundsResult]) -> RoundsResult:
+  """Replicates' rounds one after another (rates over all of them); seconds_per_round of the joint run."""
+  arrays = {name: np.concatenate([getattr(r, name) for r in results_list]) for name in ROUND_COLUMNS[2:]}
+  return RoundsResult(**arrays, variables=results_list[0].variables,
+                      seconds_per_round=results_list[0].seconds_per_round)
 
 
 # --- summaries --------------------------------------------------------------------------------------------------

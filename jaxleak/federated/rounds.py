@@ -107,6 +107,24 @@ def compress_update(update, compression_ratio: float):
   return jax.tree.map(lambda leaf: privacy.privatize(leaf, tx), update)
 
 
+def _round(model, local, compression_ratio, variables, pool_x, pool_y, index, mask, keys):
+  train = local_train_fn(model, local)
+  trained = jax.vmap(train, in_axes=(None, 0, 0, 0, 0))(variables, pool_x[index], pool_y[index], mask, keys)
+  updates = jax.tree.map(lambda new, old: new - old, trained, variables)
+  if compression_ratio:
+    updates = jax.vmap(lambda u: compress_update(u, compression_ratio))(updates)
+  mean_update = jax.tree.map(lambda u: jnp.mean(u, axis=0), updates)
+  return jax.tree.map(jnp.add, variables, mean_update), mean_update
+
+
+def _label_updates(model, local, variables, aux_x, aux_y, key):
+  train = local_train_fn(model, local)
+  mask = jnp.ones(aux_y.shape, bool)
+  keys = jax.random.split(key, aux_y.shape[0])
+  trained = jax.vmap(train, in_axes=(None, 0, 0, 0, 0))(variables, aux_x, aux_y, mask, keys)
+  return trained["params"]["head"]["kernel"] - variables["params"]["head"]["kernel"][None]
+
+
 @functools.partial(jax.jit, static_argnames=("model", "local", "compression_ratio"))
 def fedavg_round(model: nn.Module, variables: dict, pool_x: jax.Array, pool_y: jax.Array, index: jax.Array,
                  mask: jax.Array, keys: jax.Array, *, local: LocalSGD, compression_ratio: float = 0.0):
@@ -117,13 +135,20 @@ def fedavg_round(model: nn.Module, variables: dict, pool_x: jax.Array, pool_y: j
   """
   if index.ndim != 2 or mask.shape != index.shape or keys.shape[0] != index.shape[0]:
     raise ValueError(f"expected index and mask [K, M] and K keys; got {index.shape}, {mask.shape}, {keys.shape}.")
-  train = local_train_fn(model, local)
-  trained = jax.vmap(train, in_axes=(None, 0, 0, 0, 0))(variables, pool_x[index], pool_y[index], mask, keys)
-  updates = jax.tree.map(lambda new, old: new - old, trained, variables)
-  if compression_ratio:
-    updates = jax.vmap(lambda u: compress_update(u, compression_ratio))(updates)
-  mean_update = jax.tree.map(lambda u: jnp.mean(u, axis=0), updates)
-  return jax.tree.map(jnp.add, variables, mean_update), mean_update
+  return _round(model, local, compression_ratio, variables, pool_x, pool_y, index, mask, keys)
+
+
+@functools.partial(jax.jit, static_argnames=("model", "local", "compression_ratio"))
+def fedavg_round_replicated(model: nn.Module, variables: dict, pool_x: jax.Array, pool_y: jax.Array,
+                            index: jax.Array, mask: jax.Array, keys: jax.Array, *, local: LocalSGD,
+                            compression_ratio: float = 0.0):
+  """R independent federations' rounds at once (a vmap of `fedavg_round`): variables with a leading axis R,
+  index and mask [R, K, M], keys [R, K]; the example pool is shared. Returns batched (G_{t+1}, mean update)."""
+  if index.ndim != 3 or mask.shape != index.shape or keys.shape != index.shape[:2]:
+    raise ValueError(f"expected index and mask [R, K, M] and keys [R, K]; got {index.shape}, {mask.shape}, "
+                     f"{keys.shape}.")
+  f = functools.partial(_round, model, local, compression_ratio)
+  return jax.vmap(f, in_axes=(0, None, None, 0, 0, 0))(variables, pool_x, pool_y, index, mask, keys)
 
 
 @functools.partial(jax.jit, static_argnames=("model", "local"))
@@ -134,11 +159,18 @@ def per_label_updates(model: nn.Module, variables: dict, aux_x: jax.Array, aux_y
   U f32[C, D, C]: U[j, :, i] is how training on label j moved output neuron i's input weights W_in^{Li}."""
   if aux_x.shape[:2] != aux_y.shape:
     raise ValueError(f"expected aux_x [C, n, ...] and aux_y [C, n]; got {aux_x.shape}, {aux_y.shape}.")
-  train = local_train_fn(model, local)
-  mask = jnp.ones(aux_y.shape, bool)
-  keys = jax.random.split(key, aux_y.shape[0])
-  trained = jax.vmap(train, in_axes=(None, 0, 0, 0, 0))(variables, aux_x, aux_y, mask, keys)
-  return trained["params"]["head"]["kernel"] - variables["params"]["head"]["kernel"][None]
+  return _label_updates(model, local, variables, aux_x, aux_y, key)
+
+
+@functools.partial(jax.jit, static_argnames=("model", "local"))
+def per_label_updates_replicated(model: nn.Module, variables: dict, aux_x: jax.Array, aux_y: jax.Array,
+                                 keys: jax.Array, *, local: LocalSGD) -> jax.Array:
+  """`per_label_updates` for R federations at once: batched variables, aux_x [R, C, n, ...], aux_y [R, C, n],
+  keys [R] -> U f32[R, C, D, C]."""
+  if aux_x.shape[:3] != aux_y.shape or aux_y.ndim != 3:
+    raise ValueError(f"expected aux_x [R, C, n, ...] and aux_y [R, C, n]; got {aux_x.shape}, {aux_y.shape}.")
+  f = functools.partial(_label_updates, model, local)
+  return jax.vmap(f)(variables, aux_x, aux_y, keys)
 
 
 def select_participants(num_participants: int, fraction: float, rng: np.random.Generator) -> np.ndarray:
