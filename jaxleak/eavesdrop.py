@@ -193,38 +193,53 @@ def run_rounds(fed: Federation, *, checkpoint_path: str | None = None,
   round and a rerun resumes after the last completed round.
   """
   cfg = fed.config
-  variables, records, start = fed.variables, [], 0
-  if checkpoint_path and os.path.exists(checkpoint_path):
-    variables, records = _load_rounds_checkpoint(checkpoint_path, fed.variables, cfg)
-    start = len(records)
-    if progress:
-      progress(f"resuming after round {start} from {checkpoint_path}")
   k, nl = float(cfg.num_selected), float(cfg.labels_per_client)
-  t0, timed = None, 0
-  for t in range(start, cfg.rounds):
+
+  def step(variables, t):
     variables_next, update, label_updates, selected = play_round(fed, variables, t)
-    if not (np.isfinite(np.asarray(update)).all() and np.isfinite(np.asarray(label_updates)).all()):
-      raise FloatingPointError(f"round {t}: the aggregated or the attacker's update is not finite (local training "
-                               f"diverged at L_lr = {cfg.local.lr}); lower the learning rate (--local_lr).")
+    _check_finite(t, cfg, update, label_updates)
     sniff, qi = _attack(update, label_updates, k, nl, cfg.sniff_margin, cfg.ratio_threshold, cfg.abort_std)
     rec = dict(owners=fed.allocation.owners[selected].sum(0), holders=(fed.allocation.counts[selected] > 0).sum(0),
                sniff_score=sniff.score, sniff_present=sniff.present, qi_estimate=qi.estimate, qi_std=qi.std,
                qi_num_weights=qi.num_weights, qi_aborted=qi.aborted)
+    return variables_next, rec
+
+  variables, records, per_round = _play(step, fed.variables, cfg, checkpoint_path, 0, progress)
+  stacked = {name: np.stack([r[name] for r in records]) for name in records[0]}
+  return RoundsResult(**stacked, variables=variables, seconds_per_round=per_round)
+
+
+def _check_finite(t, cfg, update, label_updates):
+  if not (np.isfinite(np.asarray(update)).all() and np.isfinite(np.asarray(label_updates)).all()):
+    raise FloatingPointError(f"round {t}: an aggregated or attacker's update is not finite (local training "
+                             f"diverged at L_lr = {cfg.local.lr}); lower the learning rate (--local_lr).")
+
+
+def _play(step, variables, cfg, checkpoint_path, replicates, progress):
+  """The round loop shared by single and replicated runs: resume, step(variables, t) -> (next, record of numpy
+  arrays), checkpoint, progress, timing (rounds after the first, which compiles). Returns (variables, records,
+  seconds per round)."""
+  records, start = [], 0
+  if checkpoint_path and os.path.exists(checkpoint_path):
+    variables, records = _load_rounds_checkpoint(checkpoint_path, variables, cfg, replicates)
+    start = len(records)
+    if progress:
+      progress(f"resuming after round {start} from {checkpoint_path}")
+  t0, timed = None, 0
+  for t in range(start, cfg.rounds):
+    variables, rec = step(variables, t)
     records.append({name: np.asarray(v) for name, v in rec.items()})
-    variables = variables_next
     if t0 is None:
       jax.block_until_ready(variables)
-      t0 = time.perf_counter()                       # time rounds after the first (compilation)
+      t0 = time.perf_counter()
     else:
       timed += 1
     if checkpoint_path:
-      _save_rounds_checkpoint(checkpoint_path, variables, records, cfg)
+      _save_rounds_checkpoint(checkpoint_path, variables, records, cfg, replicates)
     if progress and ((t + 1) % 10 == 0 or t + 1 == cfg.rounds):
-      progress(f"round {t + 1}/{cfg.rounds}")
+      progress(f"round {t + 1}/{cfg.rounds}" + (f" ({replicates} replicates)" if replicates else ""))
   jax.block_until_ready(variables)
-  per_round = (time.perf_counter() - t0) / timed if timed else float("nan")
-  stacked = {name: np.stack([r[name] for r in records]) for name in records[0]} if records else {}
-  return RoundsResult(**stacked, variables=variables, seconds_per_round=per_round)
+  return variables, records, ((time.perf_counter() - t0) / timed if timed else float("nan"))
 
 
 def _config_fingerprint(cfg: EavesdropConfig, replicates: int = 0) -> str:
@@ -286,15 +301,9 @@ def run_rounds_replicated(feds: list[Federation], *, checkpoint_path: str | None
   stack = lambda *xs: jnp.stack(xs)
   variables = jax.tree.map(stack, *[f.variables for f in feds])
   aux_x, aux_y = jnp.stack([f.aux_x for f in feds]), jnp.stack([f.aux_y for f in feds])
-  records, start = [], 0
-  if checkpoint_path and os.path.exists(checkpoint_path):
-    variables, records = _load_rounds_checkpoint(checkpoint_path, variables, cfg, r_count)
-    start = len(records)
-    if progress:
-      progress(f"resuming after round {start} from {checkpoint_path}")
   k, nl = float(cfg.num_selected), float(cfg.labels_per_client)
-  t0, timed = None, 0
-  for t in range(start, cfg.rounds):
+
+  def step(variables, t):
     selected, train_keys, attack_keys = [], [], []
     for f in feds:
       sel, key = round_randomness(f.config.seed, t, cfg.num_participants, cfg.fraction)
@@ -308,28 +317,16 @@ def run_rounds_replicated(feds: list[Federation], *, checkpoint_path: str | None
     label_updates = per_label_updates_replicated(model, variables, aux_x, aux_y, jnp.stack(attack_keys),
                                                  local=cfg.local)
     update = mean_update["params"]["head"]["kernel"]
-    if not (np.isfinite(np.asarray(update)).all() and np.isfinite(np.asarray(label_updates)).all()):
-      raise FloatingPointError(f"round {t}: an aggregated or attacker's update is not finite (local training "
-                               f"diverged at L_lr = {cfg.local.lr}); lower the learning rate (--local_lr).")
+    _check_finite(t, cfg, update, label_updates)
     sniff, qi = _attack_replicated(update, label_updates, k, nl, cfg.sniff_margin, cfg.ratio_threshold,
                                    cfg.abort_std)
     owners = np.stack([f.allocation.owners[s].sum(0) for f, s in zip(feds, selected)])
     holders = np.stack([(f.allocation.counts[s] > 0).sum(0) for f, s in zip(feds, selected)])
-    rec = dict(owners=owners, holders=holders, sniff_score=sniff.score, sniff_present=sniff.present,
-               qi_estimate=qi.estimate, qi_std=qi.std, qi_num_weights=qi.num_weights, qi_aborted=qi.aborted)
-    records.append({name: np.asarray(v) for name, v in rec.items()})
-    variables = new_vars
-    if t0 is None:
-      jax.block_until_ready(variables)
-      t0 = time.perf_counter()
-    else:
-      timed += 1
-    if checkpoint_path:
-      _save_rounds_checkpoint(checkpoint_path, variables, records, cfg, r_count)
-    if progress and ((t + 1) % 10 == 0 or t + 1 == cfg.rounds):
-      progress(f"round {t + 1}/{cfg.rounds} ({r_count} replicates)")
-  jax.block_until_ready(variables)
-  per_round = (time.perf_counter() - t0) / timed if timed else float("nan")
+    return new_vars, dict(owners=owners, holders=holders, sniff_score=sniff.score, sniff_present=sniff.present,
+                          qi_estimate=qi.estimate, qi_std=qi.std, qi_num_weights=qi.num_weights,
+                          qi_aborted=qi.aborted)
+
+  variables, records, per_round = _play(step, variables, cfg, checkpoint_path, r_count, progress)
   out = []
   for r in range(r_count):
     arrays = {name: np.stack([rec[name][r] for rec in records]) for name in records[0]}
