@@ -45,7 +45,7 @@ def test_chunking_does_not_change_results_and_matches_a_loop():
   x, y, keys = _batches(5, 12, 2, 5)
   a = last_layer_grads(model, v, x, y, keys, chunk_size=1)
   b = last_layer_grads(model, v, x, y, keys, chunk_size=3)
-  f = batch_grad_fn(model)
+  f = jax.jit(batch_grad_fn(model))
   loop = [f(v, x[i], y[i], keys[i]) for i in range(5)]
   np.testing.assert_allclose(a.kernel, b.kernel, atol=1e-6)
   np.testing.assert_allclose(a.bias, np.stack([g.bias for g in loop]), atol=1e-6)

@@ -24,7 +24,7 @@ def build(name: str, num_classes: int, **kwargs) -> nn.Module:
 
 def init(model: nn.Module, key: jax.Array, window: int, channels: int) -> dict:
   """Initial variables ({'params', ['batch_stats']}) for inputs f32[B, window, channels]."""
-  return dict(model.init({"params": key}, jnp.zeros((1, window, channels), jnp.float32), train=False))
+  return init_for_shape(model, key, (window, channels))
 
 
 def init_for_shape(model: nn.Module, key: jax.Array, example_shape: tuple[int, ...]) -> dict:
