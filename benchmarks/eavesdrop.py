@@ -45,10 +45,9 @@ def time_loop(fed, rounds):
   train = jax.jit(local_train_fn(fed.model, cfg.local))
   v = fed.variables
   def one(t):
-    selected, key = EV.round_randomness(cfg.seed, t, cfg.num_participants, cfg.fraction)
-    keys = jax.random.split(jax.random.split(key)[0], selected.size)
-    outs = [train(v, fed.pool_x[fed.allocation.index[p]], fed.pool_y[fed.allocation.index[p]],
-                  jnp.asarray(fed.allocation.mask[p]), k_) for p, k_ in zip(selected, keys)]
+    r = EV.round_inputs(fed, t)
+    outs = [train(v, fed.pool_x[idx], fed.pool_y[idx], jnp.asarray(m), k_)
+            for idx, m, k_ in zip(r.index, r.mask, r.client_keys)]
     jax.block_until_ready(outs)
   one(0)
   t0 = time.perf_counter()

@@ -171,17 +171,34 @@ class RoundsResult(NamedTuple):
   seconds_per_round: float
 
 
+class RoundInputs(NamedTuple):
+  """What round t of one federation draws: selected i32[K], their index/mask rows [K, M], K client keys and the
+  attacker's key. A function of (seed, t) only."""
+  selected: np.ndarray
+  index: np.ndarray
+  mask: np.ndarray
+  client_keys: jax.Array
+  attack_key: jax.Array
+
+
+def round_inputs(fed: Federation, t: int) -> RoundInputs:
+  cfg = fed.config
+  selected, key = round_randomness(cfg.seed, t, cfg.num_participants, cfg.fraction)
+  train_key, attack_key = jax.random.split(key)
+  return RoundInputs(selected, fed.allocation.index[selected], fed.allocation.mask[selected],
+                     jax.random.split(train_key, selected.size), attack_key)
+
+
 def play_round(fed: Federation, variables: dict, t: int):
   """One round: selection, vmapped local training, secure aggregation, the attacker's per-label training.
   Returns (G_{t+1}, head-kernel global update [D, C], U [C, D, C], selected i32[K])."""
   cfg = fed.config
-  selected, key = round_randomness(cfg.seed, t, cfg.num_participants, cfg.fraction)
-  train_key, attack_key = jax.random.split(key)
-  keys = jax.random.split(train_key, selected.size)
-  new_vars, mean_update = fedavg_round(
-      fed.model, variables, fed.pool_x, fed.pool_y, jnp.asarray(fed.allocation.index[selected]),
-      jnp.asarray(fed.allocation.mask[selected]), keys, local=cfg.local, compression_ratio=cfg.compression)
-  label_updates = per_label_updates(fed.model, variables, fed.aux_x, fed.aux_y, attack_key, local=cfg.local)
+  r = round_inputs(fed, t)
+  selected = r.selected
+  new_vars, mean_update = fedavg_round(fed.model, variables, fed.pool_x, fed.pool_y, jnp.asarray(r.index),
+                                       jnp.asarray(r.mask), r.client_keys, local=cfg.local,
+                                       compression_ratio=cfg.compression)
+  label_updates = per_label_updates(fed.model, variables, fed.aux_x, fed.aux_y, r.attack_key, local=cfg.local)
   return new_vars, mean_update["params"]["head"]["kernel"], label_updates, selected
 
 
@@ -304,18 +321,14 @@ def run_rounds_replicated(feds: list[Federation], *, checkpoint_path: str | None
   k, nl = float(cfg.num_selected), float(cfg.labels_per_client)
 
   def step(variables, t):
-    selected, train_keys, attack_keys = [], [], []
-    for f in feds:
-      sel, key = round_randomness(f.config.seed, t, cfg.num_participants, cfg.fraction)
-      train_key, attack_key = jax.random.split(key)
-      selected.append(sel); train_keys.append(jax.random.split(train_key, sel.size)); attack_keys.append(attack_key)
-    index = jnp.asarray(np.stack([f.allocation.index[s] for f, s in zip(feds, selected)]))
-    mask = jnp.asarray(np.stack([f.allocation.mask[s] for f, s in zip(feds, selected)]))
+    rs = [round_inputs(f, t) for f in feds]
+    selected = [r.selected for r in rs]
     new_vars, mean_update = fedavg_round_replicated(
-        model, variables, feds[0].pool_x, feds[0].pool_y, index, mask, jnp.stack(train_keys), local=cfg.local,
+        model, variables, feds[0].pool_x, feds[0].pool_y, jnp.asarray(np.stack([r.index for r in rs])),
+        jnp.asarray(np.stack([r.mask for r in rs])), jnp.stack([r.client_keys for r in rs]), local=cfg.local,
         compression_ratio=cfg.compression)
-    label_updates = per_label_updates_replicated(model, variables, aux_x, aux_y, jnp.stack(attack_keys),
-                                                 local=cfg.local)
+    label_updates = per_label_updates_replicated(model, variables, aux_x, aux_y,
+                                                 jnp.stack([r.attack_key for r in rs]), local=cfg.local)
     update = mean_update["params"]["head"]["kernel"]
     _check_finite(t, cfg, update, label_updates)
     sniff, qi = _attack_replicated(update, label_updates, k, nl, cfg.sniff_margin, cfg.ratio_threshold,
@@ -516,11 +529,9 @@ def _wd_trial(trial, pending, groups, factors, wd) -> WholeDeterminationTrial:
 def play_training_round(fed: Federation, variables: dict, t: int) -> dict:
   """One FedAvg round without the attacker's work: G_{t+1}."""
   cfg = fed.config
-  selected, key = round_randomness(cfg.seed, t, cfg.num_participants, cfg.fraction)
-  keys = jax.random.split(jax.random.split(key)[0], selected.size)
-  new_vars, _ = fedavg_round(fed.model, variables, fed.pool_x, fed.pool_y,
-                             jnp.asarray(fed.allocation.index[selected]), jnp.asarray(fed.allocation.mask[selected]),
-                             keys, local=cfg.local, compression_ratio=cfg.compression)
+  r = round_inputs(fed, t)
+  new_vars, _ = fedavg_round(fed.model, variables, fed.pool_x, fed.pool_y, jnp.asarray(r.index),
+                             jnp.asarray(r.mask), r.client_keys, local=cfg.local, compression_ratio=cfg.compression)
   return new_vars
 
 
