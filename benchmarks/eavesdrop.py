@@ -14,7 +14,7 @@ import jax
 import jax.numpy as jnp
 from absl import app, flags
 
-from jaxleak import eavesdrop as EV
+from jaxleak.runs import eavesdrop as EV
 from jaxleak.federated.rounds import local_train_fn
 
 FLAGS = flags.FLAGS
@@ -29,7 +29,7 @@ def time_rounds(fed, rounds):
   k, nl = float(fed.config.num_selected), fed.config.labels_per_client
   def one(t, v):
     v2, g, u, _ = EV.play_round(fed, v, t)
-    out = EV._attack(g, u, k, nl, 0.5, 0.5, 0.25)
+    out = EV.attack_round_jit(g, u, k, nl, 0.5, 0.5, 0.25)
     jax.block_until_ready((v2, out))
     return v2
   t0 = time.perf_counter(); v = one(0, v); compile_s = time.perf_counter() - t0

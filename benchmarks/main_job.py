@@ -56,7 +56,7 @@ def main(_):
 
   head = models.head_params(v["params"])
   star = A.LLGStarParams(impact=jnp.float32(-0.01), offsets=jnp.zeros(ds.num_classes))
-  attack_fns = {n: jax.jit(lambda g, k, n=n: A.run(n, g, 100, key=k, star_params=star, head=head))
+  attack_fns = {n: jax.jit(lambda g, k, n=n: A.run(n, g, 100, A.AttackContext(key=k, star_params=star, head=head)))
                 for n in A.HAR_PAPER_ATTACKS}
   x0, y0 = clients.windows[idx[0]], clients.labels[idx[0]]
   g = full_grad(v["params"], x0, y0, jax.random.key(0))                     # compile outside the timing

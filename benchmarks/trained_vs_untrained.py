@@ -7,12 +7,12 @@ without LDP (sigma = 0.1, tau = 1.0, whole-model batch clipping), through the li
 Attacks only the clients that have a trained fold in --checkpoint_dir (or --clients). Prints a markdown table of
 ClassAcc and LnAcc (mean over clients) per attack and setting.
 """
-import json
-import os
-
 from absl import app, flags
 
-from jaxleak.leakage import LdpConfig, SingleStepConfig, ldp_setting, run_ldp_sweep
+from jaxleak import storage
+from jaxleak.privacy import LdpConfig
+from jaxleak.runs import fold_training
+from jaxleak.runs.leakage import LeakageConfig, ldp_setting, run_ldp_sweep
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("model", "tinyhar", "model")
@@ -26,14 +26,14 @@ def main(_):
   if FLAGS.clients:
     clients = tuple(int(c) for c in FLAGS.clients)
   else:
-    with open(os.path.join(FLAGS.checkpoint_dir, "folds.msgpack.json")) as f:
-      clients = tuple(json.load(f)["held_out_subjects"])
+    header = storage.read_checkpoint_header(fold_training.checkpoint_path(FLAGS.checkpoint_dir))
+    clients = tuple(header["meta"]["held_out_subjects"])
   settings = {"none": LdpConfig(), "noise 0.1 + clip 1.0": ldp_setting(0.1, 1.0)}
   rows = {}
   for state in ("untrained", "trained"):
     for sampling in ("shuffle", "sequential"):
-      cfg = SingleStepConfig(dataset=FLAGS.dataset, model=FLAGS.model, sampling=sampling, clients=clients,
-                             checkpoint_dir=FLAGS.checkpoint_dir if state == "trained" else None)
+      cfg = LeakageConfig(dataset=FLAGS.dataset, model=FLAGS.model, sampling=sampling, clients=clients,
+                          checkpoint_dir=FLAGS.checkpoint_dir if state == "trained" else None)
       for ldp_name, res in run_ldp_sweep(cfg, settings).items():
         for r in res.summary_rows():
           rows.setdefault(r["attack"], {})[(state, sampling, ldp_name)] = (r["class_acc"][0], r["lnacc"][0])

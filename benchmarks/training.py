@@ -2,7 +2,7 @@
 
   python benchmarks/training.py [--model tinyhar] [--folds 8] [--steps 10]
 
-Uses HAPT windows and the real step of jaxleak.federated.training (Adam, class-weighted CE, dropout, BN).
+Uses HAPT windows and the real step of jaxleak.runs.fold_training (Adam, class-weighted CE, dropout, BN).
 Reports seconds per step for F folds both ways, the ratio, and the implied seconds per epoch for all 30 HAPT
 folds (433 steps of 100 windows per fold and epoch).
 """
@@ -14,7 +14,7 @@ from absl import app, flags
 
 from jaxleak import data as D
 from jaxleak import models
-from jaxleak.federated import training as T
+from jaxleak.runs import fold_training as T
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("model", "tinyhar", "model")

@@ -11,74 +11,92 @@ Whole Determination) and its defences.
   python experiments/eavesdrop.py --dataset=hapt --model=tinyhar --rounds=20     # HAR (HAPT windows)
   python experiments/eavesdrop.py --replicates=5                    # 5 federations (seeds 0-4) vmapped together
 
-Each run writes rounds.csv, summary.csv and manifest.json under --output_dir/<run>/ and prints the paper-shaped
-table. Runs checkpoint every round (state.msgpack; Whole Determination: after every training, trials_done.json)
-and a rerun with the same flags resumes.
+Each run writes rounds.csv, summary.csv and manifest.json to --output_dir/<run>/ (one folder, written whole) and
+prints the paper-shaped table. Runs checkpoint every round to --output_dir/checkpoints/<run>.ckpt (Whole
+Determination: after every training) and a rerun with the same flags resumes.
 """
 import dataclasses
 import os
-import sys
 import time
 
 import numpy as np
+from absl import flags
 
-from absl import app, flags, logging
+from jaxleak import cli
+from jaxleak import data as D
+from jaxleak import models, storage
+from jaxleak.federated import LocalEpochs
+from jaxleak.runs import eavesdrop as EV
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # run from a checkout
-
-from jaxleak import data as D                                          # noqa: E402
-from jaxleak import eavesdrop as EV                                    # noqa: E402
-from jaxleak import models                                             # noqa: E402
-from jaxleak.federated.rounds import LocalSGD                          # noqa: E402
-
-FLAGS = flags.FLAGS
+FLAGS = flags.FlagValues()
+_d = dict(flag_values=FLAGS)
 EXPERIMENTS = ("rounds", "compression", "dropout", "sweep", "whole")
 
 flags.DEFINE_enum("experiment", "rounds", EXPERIMENTS, "rounds: Tables III-IV; compression: Table VI; dropout: the "
-                  "dropout defence; sweep: Figs. 6-9 (--sweep); whole: Table V.")
-flags.DEFINE_enum("dataset", "digits", list(D.POOL_DATASETS), "digits (sklearn 8x8, the MNIST stand-in) or HAR.")
-flags.DEFINE_string("data_dir", None, "For wear/wetlab: the folder with raw/ and annotations/.")
-flags.DEFINE_float("synthetic_scale", 1.0, "Length multiplier for synthetic HAR datasets.")
-flags.DEFINE_enum("model", None, sorted(models.MODELS), "Model (default: mlp for digits, deepconvlstm for HAR).")
-flags.DEFINE_float("dropout", None, "Dropout rate of the model (default: the model's own, 0.5; 0 removes it).")
-flags.DEFINE_integer("num_participants", 100, "N_p.")
-flags.DEFINE_float("fraction", 0.1, "P, the fraction of participants selected per round.")
-flags.DEFINE_integer("rounds", 100, "Rounds to play (each attacked).")
-flags.DEFINE_integer("local_epochs", 3, "L_ep.")
-flags.DEFINE_integer("local_batch_size", 64, "L_bs.")
-flags.DEFINE_float("local_lr", 0.01, "L_lr (plain SGD).")
-flags.DEFINE_list("main_labels", ["3", "5"], "Range lo,hi of the number of main labels per participant.")
-flags.DEFINE_integer("samples_per_label", 64, "Examples per main label (and the attacker's per label).")
-flags.DEFINE_integer("other_samples", 8, "Examples of non-owned labels per participant.")
-flags.DEFINE_float("compression", 0.0, "Top-CR upload compression: fraction of each layer's update dropped.")
-flags.DEFINE_list("compression_rates", [str(c) for c in EV.PAPER_COMPRESSION], "--experiment=compression grid.")
-flags.DEFINE_enum("sweep", "batch_size", list(EV.PAPER_SWEEPS), "--experiment=sweep parameter.")
-flags.DEFINE_list("sweep_values", None, "Values for --sweep (default: the paper's ranges).")
-flags.DEFINE_float("abort_std", 0.25, "Quantity Inference aborts when std(x_i) > abort_std * N_p * P.")
-flags.DEFINE_float("ratio_threshold", 0.5, "Th_R of Algorithm 2.")
+                  "dropout defence; sweep: Figs. 6-9 (--sweep); whole: Table V.", **_d)
+flags.DEFINE_enum("dataset", "digits", list(D.POOL_DATASETS), "digits (sklearn 8x8, the MNIST stand-in) or HAR.", **_d)
+flags.DEFINE_string("data_dir", None, "For wear/wetlab: the folder with raw/ and annotations/.", **_d)
+flags.DEFINE_float("synthetic_scale", 1.0, "Length multiplier for synthetic HAR datasets (> 0).", **_d)
+flags.DEFINE_enum("model", None, list(models.names()), "Model (default: mlp for digits, deepconvlstm for HAR).", **_d)
+flags.DEFINE_float("dropout", None, "Dropout rate of the model in [0, 1) (default: the model's own, 0.5; 0 removes "
+                   "it).", **_d)
+flags.DEFINE_integer("num_participants", 100, "N_p.", **_d)
+flags.DEFINE_float("fraction", 0.1, "P in (0, 1], the fraction of participants selected per round.", **_d)
+flags.DEFINE_integer("rounds", 100, "Rounds to play (each attacked).", **_d)
+flags.DEFINE_integer("local_epochs", 3, "L_ep.", **_d)
+flags.DEFINE_integer("local_batch_size", 64, "L_bs.", **_d)
+flags.DEFINE_float("local_lr", 0.01, "L_lr (plain SGD, > 0).", **_d)
+flags.DEFINE_list("main_labels", ["3", "5"], "Range lo,hi of the number of main labels per participant.", **_d)
+flags.DEFINE_integer("samples_per_label", 64, "Examples per main label (and the attacker's per label).", **_d)
+flags.DEFINE_integer("other_samples", 8, "Examples of non-owned labels per participant.", **_d)
+flags.DEFINE_float("compression", 0.0, "Top-CR upload compression in [0, 1): fraction of each layer's update "
+                   "dropped.", **_d)
+flags.DEFINE_list("compression_rates", [str(c) for c in EV.PAPER_COMPRESSION], "--experiment=compression grid.", **_d)
+flags.DEFINE_enum("sweep", "batch_size", list(EV.PAPER_SWEEPS), "--experiment=sweep parameter.", **_d)
+flags.DEFINE_list("sweep_values", None, "Values for --sweep (default: the paper's ranges).", **_d)
+flags.DEFINE_float("abort_std", 0.25, "Quantity Inference aborts when std(x_i) > abort_std * N_p * P.", **_d)
+flags.DEFINE_float("ratio_threshold", 0.5, "Th_R of Algorithm 2.", **_d)
 flags.DEFINE_float("sniff_margin", 0.5, "Class Sniffing: present when the update exceeds Th_low by this many "
-                   "clients' contributions.")
-flags.DEFINE_integer("wd_trials", 20, "Whole Determination: trainings (each with new random groups).")
-flags.DEFINE_integer("wd_total", 2000, "Whole Determination: Q, examples of a most-frequent label in total.")
-flags.DEFINE_list("wd_factors", ["1", "0.25", "0.2"], "Whole Determination: group sizes relative to Q.")
-flags.DEFINE_integer("wd_max_rounds", 400, "Whole Determination: give up on a stage after this many rounds.")
-flags.DEFINE_integer("wd_window", 5, "Whole Determination: rounds of ratios per label vector.")
-flags.DEFINE_integer("seed", 0, "Seed (allocation, selection, initialisation, dropout).")
-flags.DEFINE_integer("replicates", 1, "Independent federations per setting (seeds seed..seed+R-1), trained "
-                     "together: one vmapped computation per round. Rates are pooled over all of them.")
-flags.DEFINE_string("output_dir", "results/eavesdrop", "Where to write results.")
+                   "clients' contributions.", **_d)
+flags.DEFINE_integer("wd_trials", 20, "Whole Determination: trainings (each with new random groups).", **_d)
+flags.DEFINE_integer("wd_total", 2000, "Whole Determination: Q, examples of a most-frequent label in total.", **_d)
+flags.DEFINE_list("wd_factors", ["1", "0.25", "0.2"], "Whole Determination: group sizes relative to Q.", **_d)
+flags.DEFINE_integer("wd_max_rounds", 400, "Whole Determination: give up on a stage after this many rounds.", **_d)
+flags.DEFINE_integer("wd_window", 5, "Whole Determination: rounds of ratios per label vector.", **_d)
+flags.DEFINE_integer("seed", 0, "Seed (allocation, selection, initialisation, dropout).", **_d)
+flags.DEFINE_integer("replicates", 1, "Independent federations per setting (seeds seed..seed+R-1 for allocation, "
+                     "model, selections; one shared pool split), trained together: one vmapped computation per "
+                     "round. Rates are pooled over all of them.", **_d)
+flags.DEFINE_string("output_dir", "results/eavesdrop", "Where to write results.", **_d)
+
+
+def validate_flags() -> None:
+  """Every numeric flag in its range, before any data is read."""
+  for name in ("num_participants", "rounds", "local_epochs", "local_batch_size", "samples_per_label", "replicates",
+               "wd_trials", "wd_total", "wd_max_rounds", "wd_window"):
+    cli.positive_int(FLAGS, name)
+  cli.check(FLAGS, "other_samples", FLAGS.other_samples >= 0, "an integer >= 0")
+  cli.finite(FLAGS, "synthetic_scale", 0.0, lo_open=True)
+  cli.finite(FLAGS, "fraction", 0.0, 1.0, lo_open=True)
+  cli.finite(FLAGS, "local_lr", 0.0, lo_open=True)
+  cli.finite(FLAGS, "compression", 0.0, 1.0, hi_open=True)
+  cli.finite(FLAGS, "abort_std", 0.0, lo_open=True)
+  cli.finite(FLAGS, "ratio_threshold", 0.0, lo_open=True)
+  cli.finite(FLAGS, "sniff_margin", 0.0)
+  if FLAGS.dropout is not None:
+    cli.finite(FLAGS, "dropout", 0.0, 1.0, hi_open=True)
 
 
 def base_config() -> EV.EavesdropConfig:
+  validate_flags()
   model = FLAGS.model or ("mlp" if FLAGS.dataset == "digits" else "deepconvlstm")
-  try:
-    lo, hi = (int(v) for v in FLAGS.main_labels)
-  except ValueError:
-    raise app.UsageError(f"--main_labels must be two integers lo,hi; got {FLAGS.main_labels}.") from None
+  models.require(model, "eavesdrop")
+  lo_hi = cli.int_list(FLAGS, "main_labels", unique=False)
+  cli.check(FLAGS, "main_labels", len(lo_hi) == 2 and 1 <= lo_hi[0] <= lo_hi[1], "two integers 1 <= lo <= hi")
   return EV.EavesdropConfig(
       dataset=FLAGS.dataset, model=model, data_dir=FLAGS.data_dir, synthetic_scale=FLAGS.synthetic_scale,
       num_participants=FLAGS.num_participants, fraction=FLAGS.fraction, rounds=FLAGS.rounds,
-      local=LocalSGD(FLAGS.local_epochs, FLAGS.local_batch_size, FLAGS.local_lr), main_labels=(lo, hi),
+      local=LocalEpochs(FLAGS.local_epochs, FLAGS.local_batch_size, FLAGS.local_lr), main_labels=tuple(lo_hi),
       samples_per_label=FLAGS.samples_per_label, other_samples=FLAGS.other_samples, compression=FLAGS.compression,
       dropout=FLAGS.dropout, sniff_margin=FLAGS.sniff_margin, ratio_threshold=FLAGS.ratio_threshold,
       abort_std=FLAGS.abort_std, seed=FLAGS.seed)
@@ -86,77 +104,87 @@ def base_config() -> EV.EavesdropConfig:
 
 def run_one(cfg: EV.EavesdropConfig, name: str, pools=None) -> dict:
   """One setting: a single federation, or --replicates federations (seeds seed..seed+R-1) vmapped together,
-  written to <run>/rep<r>/ each, with rates pooled over all replicates' rounds in <run>/."""
+  written to <run>/rep<r>/ each, with rates pooled over all replicates' rounds in <run>/ (one folder commit)."""
   out = os.path.join(FLAGS.output_dir, name)
-  logging.info("run %s -> %s", name, out)
-  checkpoint = os.path.join(out, "state.msgpack")
+  cli.progress(f"run {name} -> {out}")
+  checkpoint = os.path.join(FLAGS.output_dir, "checkpoints", name + ".ckpt")
   if FLAGS.replicates == 1:
-    res = EV.run_rounds(EV.setup(cfg, pools=pools), checkpoint_path=checkpoint, progress=logging.info)
+    res = EV.run_rounds(EV.setup(cfg, pools=pools), checkpoint_path=checkpoint, progress=cli.progress)
     return EV.write_rounds(res, cfg, out)
   reps = EV.run_rounds_replicated(EV.setup_replicates(cfg, FLAGS.replicates), checkpoint_path=checkpoint,
-                                  progress=logging.info)
-  per_rep = [EV.write_rounds(r, dataclasses.replace(cfg, seed=cfg.seed + i), os.path.join(out, f"rep{i}"))
-             for i, r in enumerate(reps)]
+                                  progress=cli.progress)
+  files, per_rep = {}, []
+  for i, r in enumerate(reps):
+    rep_files, s = EV.rounds_files(r, dataclasses.replace(cfg, seed=cfg.seed + i))
+    files.update({f"rep{i}/{k}": v for k, v in rep_files.items()})
+    per_rep.append(s)
   spread = {k: [float(s["overall"][k]) for s in per_rep] for k in ("sniff", "qi_alpha1", "qi_alpha_pct", "qi_abort")}
-  summary = EV.write_rounds(EV.pool_results(reps), cfg, out, extra={"replicates": FLAGS.replicates,
-                                                                    "per_replicate_overall": spread})
-  logging.info("over %d replicates (mean ± std): %s", FLAGS.replicates, ", ".join(
+  pooled, summary = EV.rounds_files(EV.pool_results(reps), cfg, extra={"replicates": FLAGS.replicates,
+                                                                       "per_replicate_overall": spread})
+  storage.commit_folder(out, {**files, **pooled})
+  cli.progress(f"over {FLAGS.replicates} replicates (mean ± std): " + ", ".join(
       f"{k} {100 * np.mean(v):.1f} ± {100 * np.std(v):.1f} %" for k, v in spread.items()))
   return summary
 
 
-def _values(kind: str, raw, default):
-  cast = int if kind in ("batch_size", "epochs", "num_participants") else float
-  try:
-    return [cast(v) for v in raw] if raw else list(default)
-  except ValueError:
-    raise app.UsageError(f"bad values {raw} for {kind}.") from None
+def _grid(cfg: EV.EavesdropConfig):
+  """(name, value, config) of every point of --experiment=compression|dropout|sweep, and the table's title."""
+  if FLAGS.experiment == "compression":
+    values = cli.float_list(FLAGS, "compression_rates")
+    bad = [v for v in values if not 0.0 <= v < 1.0]
+    if bad:
+      raise cli.FlagError(f"--compression_rates: {bad} outside [0, 1).")
+    return ([("CR", v, dataclasses.replace(cfg, compression=v)) for v in values],
+            "Table VI: compression defence (Quantity Inference success among non-aborted rounds)")
+  if FLAGS.experiment == "dropout":
+    return [("dropout", v, dataclasses.replace(cfg, dropout=v)) for v in (0.0, 0.5)], "Dropout defence"
+  kind = FLAGS.sweep
+  if FLAGS.sweep_values is None:
+    values = list(EV.PAPER_SWEEPS[kind])
+  elif kind in ("batch_size", "epochs", "num_participants"):
+    values = list(cli.int_list(FLAGS, "sweep_values"))
+    if min(values) <= 0:
+      raise cli.FlagError(f"--sweep_values: {kind} values must be positive integers, got {values}.")
+  else:
+    values = list(cli.float_list(FLAGS, "sweep_values"))
+    if not all(0.0 < v <= 1.0 for v in values):
+      raise cli.FlagError(f"--sweep_values: fractions must be in (0, 1], got {values}.")
+
+  def point(v):
+    if kind in ("batch_size", "epochs"):
+      return dataclasses.replace(cfg, local=dataclasses.replace(cfg.local, **{kind: v}))
+    return dataclasses.replace(cfg, **{kind: v})
+
+  title = {"batch_size": "Fig. 6", "epochs": "Fig. 7", "fraction": "Fig. 8",
+           "num_participants": "Fig. 9"}[kind] + f": Quantity Inference vs {kind}"
+  return [(kind, v, point(v)) for v in values], title
 
 
 def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  cli.no_positional(argv)
+  cfg = base_config()
+  cli.output_folder(FLAGS)
   t0 = time.perf_counter()
-  try:
-    cfg = base_config()
-    if FLAGS.experiment == "whole":
-      wd = EV.WholeDeterminationConfig(trials=FLAGS.wd_trials, total_per_label=FLAGS.wd_total,
-                                       factors=tuple(float(f) for f in FLAGS.wd_factors),
-                                       max_rounds=FLAGS.wd_max_rounds, window=FLAGS.wd_window)
-      out = os.path.join(FLAGS.output_dir, "whole")
-      trials = EV.run_whole_determination(cfg, wd, progress=logging.info,
-                                          checkpoint_path=os.path.join(out, "trials_done.json"))
-      summary = EV.write_whole_determination(trials, cfg, wd, out)
-      print(EV.whole_determination_table(summary, cfg, wd))
-    elif FLAGS.experiment == "rounds":
-      s = run_one(cfg, "rounds")
-      print(EV.per_label_table(s, cfg))
-    else:
-      pools = EV.load_pools(cfg)
-      if FLAGS.experiment == "compression":
-        grid = [("CR", v, dataclasses.replace(cfg, compression=v))
-                for v in _values("compression", FLAGS.compression_rates, EV.PAPER_COMPRESSION)]
-        title = "Table VI: compression defence (Quantity Inference success among non-aborted rounds)"
-      elif FLAGS.experiment == "dropout":
-        grid = [("dropout", v, dataclasses.replace(cfg, dropout=v)) for v in (0.0, 0.5)]
-        title = "Dropout defence"
-      else:
-        kind = FLAGS.sweep
-        values = _values(kind, FLAGS.sweep_values, EV.PAPER_SWEEPS[kind])
-        def point(v):
-          if kind in ("batch_size", "epochs"):
-            local = dataclasses.replace(cfg.local, **{kind: v})
-            return dataclasses.replace(cfg, local=local)
-          return dataclasses.replace(cfg, **{kind: v})
-        grid = [(kind, v, point(v)) for v in values]
-        title = {"batch_size": "Fig. 6", "epochs": "Fig. 7", "fraction": "Fig. 8",
-                 "num_participants": "Fig. 9"}[kind] + f": Quantity Inference vs {kind}"
-      points = [(n, v, run_one(c, f"{FLAGS.experiment}_{n}_{v:g}", pools)) for n, v, c in grid]
-      print(EV.sweep_table(points, title + f" | {cfg.dataset} | {cfg.model} | {cfg.rounds} rounds | rates in %"))
-  except (ValueError, FileNotFoundError, ImportError, FloatingPointError) as e:
-    raise app.UsageError(str(e)) from None
+  if FLAGS.experiment == "whole":
+    factors = cli.float_list(FLAGS, "wd_factors")
+    cli.check(FLAGS, "wd_factors", all(0 < f <= 1 for f in factors) and len(factors) >= 2,
+              "at least two group sizes in (0, 1] relative to Q")
+    wd = EV.WholeDeterminationConfig(trials=FLAGS.wd_trials, total_per_label=FLAGS.wd_total, factors=factors,
+                                     max_rounds=FLAGS.wd_max_rounds, window=FLAGS.wd_window)
+    trials = EV.run_whole_determination(cfg, wd, progress=cli.progress,
+                                        checkpoint_path=os.path.join(FLAGS.output_dir, "checkpoints", "whole.ckpt"))
+    summary = EV.write_whole_determination(trials, cfg, wd, os.path.join(FLAGS.output_dir, "whole"))
+    print(EV.whole_determination_table(summary, cfg, wd))
+  elif FLAGS.experiment == "rounds":
+    s = run_one(cfg, "rounds")
+    print(EV.per_label_table(s, cfg))
+  else:
+    grid, title = _grid(cfg)
+    pools = EV.load_pools(cfg)
+    points = [(n, v, run_one(c, f"{FLAGS.experiment}_{n}_{v:g}", pools)) for n, v, c in grid]
+    print(EV.sweep_table(points, title + f" | {cfg.dataset} | {cfg.model} | {cfg.rounds} rounds | rates in %"))
   print(f"wall time {time.perf_counter() - t0:.1f} s; results in {FLAGS.output_dir}/")
 
 
 if __name__ == "__main__":
-  app.run(main)
+  cli.run(main, FLAGS)

@@ -1,4 +1,4 @@
-"""Single-step (FedSGD) label leakage: every client's batches, one gradient each, every attack.
+"""Single-step (FedSGD) label leakage: every client's updates, one gradient each, every attack.
 
   python experiments/single_step_leakage.py                      # HAPT, DeepConvLSTM, shuffle, the five attacks
   python experiments/single_step_leakage.py --dataset=synthetic_wear --model=tinyhar --sampling=sequential
@@ -6,39 +6,44 @@
   python experiments/single_step_leakage.py --noise=0.1 --clip=1.0            # one LDP setting
   python experiments/single_step_leakage.py --flagfile=experiments/presets/ldp_grid.flags   # none + the nine
 
-Writes batches.csv, clients.csv, summary.csv and manifest.json to --output_dir and prints a table of mean and
-standard deviation over clients.
+Writes batches.csv, clients.csv, summary.csv and manifest.json to --output_dir (one folder, written whole) and
+prints a table of mean and standard deviation over clients.
 """
 import dataclasses
+import time
 
-from absl import app, flags
+from absl import flags
 
-import common
-from common import FLAGS
-from jaxleak.leakage import ldp_setting, paper_ldp_settings, run_ldp_sweep, run_single_step
+from jaxleak import cli
+from jaxleak.runs import leakage as L
 
-common.define_common_flags("results/single_step", default_batch_size=100, default_minmax=True)
-flags.DEFINE_enum("grad_method", "fast", ["fast", "autodiff"], "Closed-form head gradient or full autodiff.")
+FLAGS = flags.FlagValues()
+cli.define_leakage_flags(FLAGS, multi_step=False)
+flags.DEFINE_enum("grad_method", "fast", ["fast", "autodiff"], "Closed-form head gradient or full autodiff.",
+                  flag_values=FLAGS)
 flags.DEFINE_enum("clip_granularity", "batch", ["batch", "per_example"],
-                  "Clip the batch gradient (the HAR code) or every example's gradient (DP-SGD).")
+                  "Clip the batch gradient (the HAR code) or every example's gradient (DP-SGD).", flag_values=FLAGS)
 flags.DEFINE_bool("ldp_grid", False, "Run no LDP plus the paper's nine (noise, clip) settings in one go (shares "
-                  "the gradient pass); results go to --output_dir/<setting>/. Ignores --noise/--clip.")
+                  "the gradient pass); results go to --output_dir/<setting>/. Ignores --noise/--clip.",
+                  flag_values=FLAGS)
 
 
 def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-  cfg = common.base_config(grad_method=FLAGS.grad_method)
-
-  def run():
-    if FLAGS.ldp_grid:
-      return run_ldp_sweep(cfg, paper_ldp_settings(FLAGS.clip_scope, FLAGS.clip_granularity),
-                           progress=common.progress)
-    ldp = ldp_setting(FLAGS.noise, FLAGS.clip, scope=FLAGS.clip_scope, granularity=FLAGS.clip_granularity)
-    return {"": run_single_step(dataclasses.replace(cfg, ldp=ldp), progress=common.progress)}
-
-  common.run_and_write(run)
+  cli.no_positional(argv)
+  cfg = cli.leakage_config(FLAGS, grad_method=FLAGS.grad_method)
+  output_dir = cli.output_folder(FLAGS)
+  if FLAGS.ldp_grid:
+    settings = L.paper_ldp_settings(FLAGS.clip_scope, FLAGS.clip_granularity)
+  else:
+    settings = {"": L.ldp_setting(FLAGS.noise, FLAGS.clip, scope=FLAGS.clip_scope,
+                                  granularity=FLAGS.clip_granularity)}
+  t0 = time.perf_counter()
+  if FLAGS.ldp_grid:
+    runs = L.run_ldp_sweep(cfg, settings, progress=cli.progress)
+  else:
+    runs = {"": L.run_leakage(dataclasses.replace(cfg, ldp=settings[""]), progress=cli.progress)}
+  print(L.write_runs(runs, output_dir, time.perf_counter() - t0, FLAGS.flag_values_dict()))
 
 
 if __name__ == "__main__":
-  app.run(main)
+  cli.run(main, FLAGS)

@@ -1,7 +1,8 @@
 """Leakage metrics from true and predicted label counts, vectorised over any leading batch axes.
 
-Inputs are count vectors i32[..., C] (true counts sum to N per row). A predicted row containing a negative entry
-(an attack's INVALID_COUNT sentinel for a non-finite gradient) scores NaN in every per-batch metric.
+Inputs are count vectors i32[..., C] (true counts sum to N per row). A predicted row of INVALID_COUNT (-1, an
+attack's sentinel for a non-finite update) scores NaN in every per-batch metric. Anything else impossible (negative,
+fractional or non-finite counts, client ids out of range) is refused with a ValueError when the arrays are concrete.
 
 Per batch (spec 6):
   lnacc:  sum_c min(true_c, pred_c) / N                         (label number accuracy)
@@ -20,12 +21,35 @@ import jax.numpy as jnp
 import numpy as np
 
 
+def _concrete(x) -> bool:
+  return not isinstance(x, jax.core.Tracer)
+
+
+def _check_values(x, what: str, allow_invalid_rows: bool) -> None:
+  """Finite, integral, non-negative counts (checked when concrete; under jit they cannot be inspected)."""
+  if not _concrete(x):
+    return
+  a = np.asarray(x)
+  if not np.all(np.isfinite(a)):
+    raise ValueError(f"{what} counts must be finite; got NaN or Inf.")
+  if not np.all(a == np.round(a)):
+    raise ValueError(f"{what} counts must be integers (numbers of samples); got fractional values.")
+  negative = a < 0
+  if allow_invalid_rows:                       # an attack's invalid update: a whole row of INVALID_COUNT (-1)
+    negative = negative & ~np.all(a == -1, axis=-1, keepdims=True)
+  if np.any(negative):
+    raise ValueError(f"{what} counts must be non-negative" + (" (a whole row of -1 marks an invalid update)"
+                                                               if allow_invalid_rows else "") + ".")
+
+
 def _check_counts(true_counts, pred_counts):
   if np.shape(true_counts) != np.shape(pred_counts):
     raise ValueError(f"true counts {np.shape(true_counts)} and predicted counts {np.shape(pred_counts)} must "
                      "have the same shape [..., C].")
   if np.ndim(true_counts) < 1:
     raise ValueError("counts must have a class axis: shape [..., C].")
+  _check_values(true_counts, "true", allow_invalid_rows=False)
+  _check_values(pred_counts, "predicted", allow_invalid_rows=True)
 
 
 def _valid(pred):
@@ -55,13 +79,6 @@ def symmetric_existence_accuracy(true_counts: jax.Array, pred_counts: jax.Array)
   t, p = jnp.asarray(true_counts) > 0, jnp.asarray(pred_counts) > 0
   acc = 1.0 - jnp.mean((t != p).astype(jnp.float32), axis=-1)
   return jnp.where(_valid(jnp.asarray(pred_counts)), acc, jnp.nan)
-
-
-def per_class_correct(true_counts: jax.Array, pred_counts: jax.Array) -> jax.Array:
-  """min(true, pred) per class: i32[..., C] (NaN rows are not representable: invalid rows give -1)."""
-  _check_counts(true_counts, pred_counts)
-  t, p = jnp.asarray(true_counts), jnp.asarray(pred_counts)
-  return jnp.where(_valid(p)[..., None], jnp.minimum(t, p), -1)
 
 
 class ClientMetrics(NamedTuple):
@@ -97,6 +114,11 @@ def client_metrics(true_counts: jax.Array, pred_counts: jax.Array, client_ids: j
     raise ValueError(f"client_metrics expects counts of shape [K, C], got {np.shape(true_counts)}.")
   if np.shape(client_ids) != np.shape(true_counts)[:1]:
     raise ValueError(f"client_ids must have shape [K]={np.shape(true_counts)[:1]}, got {np.shape(client_ids)}.")
+  if _concrete(client_ids) and np.size(client_ids):
+    ids_np = np.asarray(client_ids)
+    if not np.issubdtype(ids_np.dtype, np.integer) or ids_np.min() < 0 or ids_np.max() >= num_clients:
+      raise ValueError(f"client_ids must be in [0, num_clients={num_clients}) integers; got values from "
+                       f"{ids_np.min()} to {ids_np.max()} ({ids_np.dtype}); an out-of-range id would be dropped.")
   t, p = jnp.asarray(true_counts), jnp.asarray(pred_counts)
   ids = jnp.asarray(client_ids)
   seg = lambda x: jax.ops.segment_sum(x, ids, num_segments=num_clients)

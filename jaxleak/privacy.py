@@ -3,6 +3,12 @@
 Apply them to a gradient pytree before an attack (a params-shaped dict, or a LastLayerGrads). Compose with
 `optax.chain` in the paper's order, clip then noise (`ldp` does that):
 
+  >>> import jax, jax.numpy as jnp
+  >>> from jaxleak import LastLayerGrads
+  >>> grads = LastLayerGrads(kernel=jnp.full((2, 3), 3.0), bias=jnp.full((3,), 4.0))   # norm sqrt(6*9 + 3*16) > 1
+  >>> clipped = privatize(grads, clip(1.0))
+  >>> round(float(global_norm(clipped)), 4)
+  1.0
   >>> tx = ldp(clip_norm=1.0, noise_std=0.1, key=jax.random.key(0))
   >>> private, _ = tx.update(grads, tx.init(grads))
 
@@ -19,10 +25,12 @@ Options that differ between the references are explicit:
 from __future__ import annotations
 
 import math
+import dataclasses
 from typing import NamedTuple, Optional
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
 from jaxleak.types import LastLayerGrads
@@ -60,9 +68,16 @@ def global_norm(tree) -> jax.Array:
   return jnp.sqrt(sum(jnp.sum(jnp.square(x.astype(jnp.float32))) for x in jax.tree.leaves(tree)))
 
 
-def clip_factor(norm: jax.Array, max_norm: float) -> jax.Array:
-  """The factor clipping applies for a given norm: max_norm / (norm + 1e-6) where norm > max_norm, else 1."""
-  if math.isinf(max_norm):
+def _dynamic(x) -> bool:
+  """An array-valued (possibly traced) hyper-parameter, e.g. injected by optax.inject_hyperparams or vmapped over
+  a sweep: it cannot be validated or branched on in Python."""
+  return isinstance(x, (jax.Array, np.ndarray))
+
+
+def clip_factor(norm: jax.Array, max_norm) -> jax.Array:
+  """The factor clipping applies for a given norm: max_norm / (norm + 1e-6) where norm > max_norm, else 1.
+  max_norm may be an array (inf = no clipping gives the factor 1 exactly)."""
+  if not _dynamic(max_norm) and math.isinf(max_norm):
     return jnp.ones_like(norm)
   return jnp.where(norm > max_norm, max_norm / (norm + _EPS), 1.0)
 
@@ -72,7 +87,8 @@ def clip(max_norm: float, *, granularity: str = "batch", scope: str = "all",
   """Clips to L2 norm `max_norm`: g <- g * max_norm / (norm + 1e-6) where norm > max_norm.
 
   Args:
-    max_norm: tau > 0; math.inf gives the identity.
+    max_norm: tau > 0; math.inf gives the identity. An array (traced, e.g. swept with vmap or injected with
+      `optax.inject_hyperparams`) is used as is, without Python-side validation.
     granularity: 'batch' or 'per_example' (leaves with a leading example axis; clipped per example, then
       averaged over it).
     scope: 'all' or 'last_layer' (see the module docstring).
@@ -82,14 +98,16 @@ def clip(max_norm: float, *, granularity: str = "batch", scope: str = "all",
     raise ValueError(f"unknown clip granularity {granularity!r}; valid: {', '.join(GRANULARITIES)}.")
   if scope not in SCOPES:
     raise ValueError(f"unknown clip scope {scope!r}; valid: {', '.join(SCOPES)}.")
-  if not max_norm > 0:
+  static = not _dynamic(max_norm)
+  if static and not max_norm > 0:
     raise ValueError(f"clip norm must be positive (math.inf for no clipping), got {max_norm}.")
   per_example = granularity == "per_example"
 
   def update(updates, state, params=None):
     del params
     mask = _scope_mask(updates, scope, head_key)
-    factor = None if math.isinf(max_norm) else clip_factor(_norm(updates, mask, per_example), max_norm)
+    no_clip = static and math.isinf(max_norm)
+    factor = None if no_clip else clip_factor(_norm(updates, mask, per_example), max_norm)
 
     def one(x, m):
       if m and factor is not None:
@@ -117,11 +135,11 @@ def gaussian_noise(stddev: Optional[float] = None, *, key: jax.Array, noise_mult
   if (stddev is None) == (noise_multiplier is None):
     raise ValueError("give exactly one of stddev or noise_multiplier (with clip_norm).")
   if stddev is None:
-    if clip_norm is None or not math.isfinite(clip_norm):
+    if clip_norm is None or (not _dynamic(clip_norm) and not math.isfinite(clip_norm)):
       raise ValueError("noise_multiplier needs a finite clip_norm (std = noise_multiplier * clip_norm).")
     stddev = noise_multiplier * clip_norm
-  if stddev < 0:
-    raise ValueError(f"noise std must be >= 0, got {stddev}.")
+  if not _dynamic(stddev) and not (math.isfinite(stddev) and stddev >= 0):
+    raise ValueError(f"noise std must be a finite number >= 0, got {stddev}.")
 
   def init(params):
     del params
@@ -142,7 +160,8 @@ def top_k_compress(compression_ratio: float) -> optax.GradientTransformation:
   """Zeroes the smallest-magnitude entries: keeps the ceil((1 - ratio) * size) largest |g| over the whole tree.
 
   `compression_ratio` in [0, 1): the fraction of entries dropped (0 = identity), as the LLG paper's
-  compression sweep. Ties at the threshold are kept.
+  compression sweep. Ties at the threshold are kept; NaN and Inf entries are always kept (they rank as the largest),
+  so a broken update stays visibly broken.
   """
   if not 0.0 <= compression_ratio < 1.0:
     raise ValueError(f"compression_ratio must be in [0, 1), got {compression_ratio}.")
@@ -151,10 +170,12 @@ def top_k_compress(compression_ratio: float) -> optax.GradientTransformation:
     del params
     if compression_ratio == 0.0:
       return updates, state
-    flat = jnp.concatenate([jnp.abs(x).ravel() for x in jax.tree.leaves(updates)])
+    # NaN counts as the largest magnitude, so a non-finite entry is always kept (never silently zeroed).
+    magnitude = lambda x: jnp.where(jnp.isnan(x), jnp.inf, jnp.abs(x))
+    flat = jnp.concatenate([magnitude(x).ravel() for x in jax.tree.leaves(updates)])
     keep = max(1, math.ceil((1.0 - compression_ratio) * flat.size))
     threshold = jax.lax.top_k(flat, keep)[0][-1]
-    return jax.tree.map(lambda x: jnp.where(jnp.abs(x) >= threshold, x, jnp.zeros_like(x)), updates), state
+    return jax.tree.map(lambda x: jnp.where(magnitude(x) >= threshold, x, jnp.zeros_like(x)), updates), state
 
   return optax.GradientTransformation(lambda params: optax.EmptyState(), update)
 
@@ -167,6 +188,61 @@ def ldp(clip_norm: float = math.inf, noise_std: float = 0.0, *, key: jax.Array, 
                      gaussian_noise(noise_std, key=key))
 
 
+def ldp_injectable(clip_norm, noise_std, *, key: jax.Array, granularity: str = "batch", scope: str = "all",
+                   head_key: str = "head") -> optax.GradientTransformationExtraArgs:
+  """`ldp` with clip_norm and noise_std as *dynamic* hyper-parameters (optax.inject_hyperparams): they live in the
+  transformation's state as arrays, so one compiled function serves every (sigma, tau), and a sweep is a vmap
+  over them. clip_norm = inf means no clipping, noise_std = 0 no noise; the results equal `ldp` with the same
+  values as Python floats exactly (tested).
+
+  >>> import jax.numpy as jnp
+  >>> g = jnp.full((4,), 3.0)                                       # norm 6
+  >>> sweep = jax.vmap(lambda tau: privatize(g, ldp_injectable(tau, 0.0, key=jax.random.key(0))))
+  >>> out = sweep(jnp.array([1.0, 12.0, jnp.inf]))                  # tau = 1 clips; 12 and inf do not
+  >>> bool(jnp.allclose(out[0], 0.5)), bool(jnp.all(out[1:] == g))
+  (True, True)
+  """
+  factory = optax.inject_hyperparams(ldp)
+  return factory(clip_norm=jnp.asarray(clip_norm, jnp.float32), noise_std=jnp.asarray(noise_std, jnp.float32),
+                 key=key, granularity=granularity, scope=scope, head_key=head_key)
+
+
 def privatize(grads, transform: optax.GradientTransformation):
   """Applies a stateless use of `transform` (init + one update) to a gradient tree."""
   return transform.update(grads, transform.init(grads))[0]
+
+
+@dataclasses.dataclass(frozen=True)
+class LdpConfig:
+  """Local DP applied by a client before sending (spec 4): clip to `clip_norm`, then Gaussian noise with absolute
+  std `noise_std`. clip_norm=inf means no clipping, noise_std=0 no noise. Scope and granularity: see `clip`.
+
+  >>> LdpConfig(clip_norm=1.0, noise_std=0.1).is_identity
+  False
+  """
+  clip_norm: float = math.inf
+  noise_std: float = 0.0
+  clip_scope: str = "all"
+  clip_granularity: str = "batch"
+
+  def __post_init__(self):
+    clip(self.clip_norm, granularity=self.clip_granularity, scope=self.clip_scope)   # validates
+    if not (math.isfinite(self.noise_std) and self.noise_std >= 0):
+      raise ValueError(f"noise std must be a finite number >= 0, got {self.noise_std}.")
+
+  @property
+  def is_identity(self) -> bool:
+    return math.isinf(self.clip_norm) and self.noise_std == 0.0
+
+  @property
+  def needs_full_gradient(self) -> bool:
+    """Whole-model clipping needs the whole gradient's norm: a full backward pass."""
+    return not math.isinf(self.clip_norm) and self.clip_scope == "all"
+
+  @property
+  def per_example(self) -> bool:
+    return not math.isinf(self.clip_norm) and self.clip_granularity == "per_example"
+
+  def transform(self, key: jax.Array) -> optax.GradientTransformation:
+    """This setting as an optax transformation (clip, then noise drawn from `key`)."""
+    return ldp(self.clip_norm, self.noise_std, key=key, granularity=self.clip_granularity, scope=self.clip_scope)

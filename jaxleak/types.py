@@ -24,10 +24,6 @@ class LastLayerGrads(NamedTuple):
   def num_classes(self) -> int:
     return self.kernel.shape[-1]
 
-  @property
-  def feature_dim(self) -> int:
-    return self.kernel.shape[-2]
-
 
 class LastLayerParams(NamedTuple):
   """The classifier head's parameters: kernel f32[D, C], bias f32[C] or None."""

@@ -152,7 +152,7 @@ def _random_grads(seed, c, d=12):
 def _call(name, grads, n, head=None):
   star = A.LLGStarParams(impact=jnp.float32(-0.01), offsets=jnp.zeros(grads.kernel.shape[-1]))
   head = head or LastLayerParams(kernel=jnp.zeros_like(grads.kernel), bias=jnp.zeros_like(grads.bias))
-  return A.run(name, grads, n, key=KEY, star_params=star, head=head)
+  return A.run(name, grads, n, A.AttackContext(key=KEY, star_params=star, head=head))
 
 
 @settings(max_examples=25, deadline=None)
@@ -205,7 +205,7 @@ def test_jit_equals_eager_and_vmap_equals_loop(name):
   head = LastLayerParams(kernel=0.01 * jnp.ones((12, 9)), bias=jnp.zeros(9))
   star = A.LLGStarParams(impact=jnp.float32(-0.01), offsets=jnp.zeros(9))
   keys = jax.random.split(KEY, k)
-  f = lambda g, key: A.run(name, g, 40, key=key, star_params=star, head=head)
+  f = lambda g, key: A.run(name, g, 40, A.AttackContext(key=key, star_params=star, head=head))
   vmapped = jax.jit(jax.vmap(f))(batch, keys)
   looped = [f(jax.tree.map(lambda x: x[i], batch), keys[i]) for i in range(k)]
   jitted = [jax.jit(f)(jax.tree.map(lambda x: x[i], batch), keys[i]) for i in range(k)]

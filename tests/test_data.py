@@ -1,15 +1,17 @@
 """Data: HAPT (safe unpickling, window count), WEAR/Wetlab layout on fixtures, synthetic, windows, samplers."""
 import gzip
+import io
 import json
 import os
 import pickle
+import re
 
 import jax
 import numpy as np
 import pytest
 
 from jaxleak import data as D
-from jaxleak.data import hapt
+from jaxleak.data import hapt, tal
 
 
 # --- HAPT ------------------------------------------------------------------------------------------------------
@@ -217,3 +219,84 @@ def test_client_batches_do_not_depend_on_other_clients():
   idx_all, owner = D.sample_clients("shuffle", jax.random.key(0), clients_all, 50)
   idx_one, _ = D.sample_clients("shuffle", jax.random.key(0), clients_one, 50)
   np.testing.assert_array_equal(idx_all[owner == 2] - clients_all.offsets[2], idx_one)
+
+
+@pytest.mark.parametrize("content,message", [
+    ("sbj_id,acc_x,acc_y,acc_z,label\n0,1,inf,3,cutting\n", "line 2, column 'acc_y': 'inf' is infinite"),
+    (b"sbj_id,acc_x,acc_y,acc_z,label\n0,1,\xff\xfe,3,cutting\n", "not UTF-8"),
+    ("sbj_id,acc_x,acc_y,acc_z,label\n0,1,2,3,cutting\n0,1,2", "line 3 has 3 fields"),     # truncated
+])
+def test_tal_loader_refuses_non_finite_undecodable_and_truncated_files(tmp_path, content, message):
+  root = write_tal_fixture(tmp_path)
+  path = root / "raw" / "inertial" / "sbj_1.csv"
+  path.write_bytes(content if isinstance(content, bytes) else content.encode())
+  with pytest.raises(D.DataFormatError, match="sbj_1.csv.*" + re.escape(message)):
+    D.load_tal(str(root))
+
+
+def test_tal_loader_refuses_special_stray_and_duplicate_files(tmp_path):
+  root = write_tal_fixture(tmp_path)
+  inertial = root / "raw" / "inertial"
+  (inertial / "sbj_1.csv").unlink()
+  (inertial / "sbj_1.csv").mkdir()                                      # a folder where a file is expected
+  with pytest.raises(D.DataFormatError, match="sbj_1.csv: is a folder"):
+    D.load_tal(str(root))
+  (inertial / "sbj_1.csv").rmdir()
+  os.mkfifo(inertial / "sbj_1.csv")                                     # a FIFO would block a plain open()
+  with pytest.raises(D.DataFormatError, match="not a regular file"):
+    D.load_tal(str(root))
+  (inertial / "sbj_1.csv").unlink()
+  (inertial / "sbj_1.csv").write_text((inertial / "sbj_0.csv").read_text())
+  (inertial / "sbj_a.csv").write_text("x")                              # a stray file matching sbj_*.csv
+  with pytest.raises(D.DataFormatError, match="sbj_a.csv: not named sbj_<integer>.csv"):
+    D.load_tal(str(root))
+  (inertial / "sbj_a.csv").unlink()
+  (inertial / "sbj_01.csv").write_text((inertial / "sbj_0.csv").read_text())   # subject 1 listed twice
+  with pytest.raises(D.DataFormatError, match="subject 1 also has"):
+    D.load_tal(str(root))
+
+
+def test_tal_loader_refuses_huge_and_broken_annotation_files(tmp_path, monkeypatch):
+  root = write_tal_fixture(tmp_path)
+  monkeypatch.setattr(tal, "MAX_CSV_BYTES", 100)
+  with pytest.raises(D.DataFormatError, match="bytes, more than the 100"):
+    D.load_tal(str(root))
+  monkeypatch.undo()
+  (root / "annotations" / "loso_sbj_0.json").write_bytes(b"\xff\x00{")
+  with pytest.raises(D.DataFormatError, match="loso_sbj_0.json: not UTF-8"):
+    D.load_tal(str(root))
+  (root / "annotations" / "loso_sbj_0.json").write_text('{"label_dict": {"a": 0}, "database": {"sbj_x": '
+                                                        '{"subset": "Validation"}}}')
+  with pytest.raises(D.DataFormatError):
+    D.load_tal(str(root))
+
+
+def _pickle_gz(tmp_path, payload: bytes, name="HAPT.pkl.gz"):
+  path = tmp_path / name
+  with gzip.open(path, "wb") as f:
+    f.write(payload)
+  return str(path)
+
+
+def test_hapt_unpickler_build_opcode_cannot_alter_the_stubs_for_later_loads(tmp_path):
+  # GLOBAL pandas Index class; BUILD with (None, {"values": "pwned", "__init__": ...}) sets class attributes.
+  evil = (b"\x80\x02cpandas.core.indexes.base\nIndex\nq\x00N}q\x01X\x06\x00\x00\x00valuesq\x02X\x05\x00\x00\x00"
+          b"pwnedq\x03s\x86q\x04b.")
+  try:
+    hapt.load_raw(_pickle_gz(tmp_path, evil))
+  except Exception:
+    pass                                                          # refusing it outright is fine too
+  fresh = hapt.SafeUnpickler(io.BytesIO(b"\x80\x02cpandas.core.indexes.base\nIndex\n."), encoding="latin1").load()
+  assert getattr(fresh, "values", None) != "pwned"
+
+
+def test_hapt_refuses_oversized_and_bomb_files_before_expanding(tmp_path, monkeypatch):
+  monkeypatch.setattr(hapt, "MAX_DECOMPRESSED_BYTES", 10_000)
+  bomb = _pickle_gz(tmp_path, b"\x00" * 1_000_000)                # ~1 KB compressed, 1 MB expanded
+  with pytest.raises(ValueError, match="expands to more than 10,000 bytes"):
+    hapt.load_raw(bomb)
+  monkeypatch.setattr(hapt, "MAX_COMPRESSED_BYTES", 100)
+  with pytest.raises(ValueError, match="bytes on disk, more than"):
+    hapt.load_raw(bomb)
+  with pytest.raises(ValueError, match="not a regular file"):
+    hapt.load_raw(str(tmp_path))

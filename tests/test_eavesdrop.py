@@ -1,22 +1,20 @@
 """Eavesdrop (Wang et al.): allocations, vmapped FedAvg rounds, the three attacks, metrics, resume and the CLI."""
 import dataclasses
-import os
-import subprocess
-import sys
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from experiments import eavesdrop as EX
+from jaxleak import cli
 from jaxleak import data as D
-from jaxleak import eavesdrop as EV
+from jaxleak.runs import eavesdrop as EV
 from jaxleak import metrics, models
 from jaxleak.attacks import eavesdrop as E
-from jaxleak.federated.rounds import (LocalSGD, compress_update, fedavg_round, local_train_fn, per_label_updates,
+from jaxleak.federated.rounds import (LocalEpochs, compress_update, fedavg_round, local_train_fn, per_label_updates,
                                       select_participants)
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 # --- the attacks on exactly linear updates (Eq. 4 holds exactly) ----------------------------------------------------
@@ -201,7 +199,7 @@ def test_full_batch_local_step_is_one_sgd_step_and_ignores_padding():
   model, variables = _mlp_setup()
   pool = toy_pool()
   x, y = jnp.asarray(pool.x[:12]), jnp.asarray(pool.y[:12])
-  local = LocalSGD(epochs=1, batch_size=32, lr=0.1)
+  local = LocalEpochs(epochs=1, batch_size=32, lr=0.1)
 
   def loss(p):
     logits = model.apply({"params": p}, x)
@@ -226,7 +224,7 @@ def test_vmapped_round_equals_clients_trained_one_by_one():
   model, variables = _mlp_setup(dropout=0.5)                 # dropout on: the per-client keys must line up
   pool = toy_pool()
   alloc = D.allocate_main_labels(pool, 6, main_labels=(1, 3), samples_per_label=9, other_samples=2, seed=0)
-  local = LocalSGD(epochs=2, batch_size=8, lr=0.05)
+  local = LocalEpochs(epochs=2, batch_size=8, lr=0.05)
   selected = np.array([0, 2, 5])
   keys = jax.random.split(jax.random.key(7), 3)
   px, py = jnp.asarray(pool.x), jnp.asarray(pool.y)
@@ -245,7 +243,7 @@ def test_per_label_updates_equal_training_each_label_alone():
   pool = toy_pool()
   aux = D.aux_per_label(pool, 10, seed=0)
   ax, ay = jnp.asarray(pool.x[aux]), jnp.asarray(pool.y[aux])
-  local = LocalSGD(epochs=1, batch_size=5, lr=0.05)
+  local = LocalEpochs(epochs=1, batch_size=5, lr=0.05)
   u = per_label_updates(model, variables, ax, ay, jax.random.key(0), local=local)
   assert u.shape == (5, 8, 5)
   train = local_train_fn(model, local)
@@ -300,7 +298,7 @@ def test_quantity_inference_counts_planted_owners_on_a_real_round(owners_of_labe
   pool, aux, alloc = planted_federation(owners_of_label0)
   model = models.build("mlp", 10, dropout=0.0)
   variables = models.init_for_shape(model, jax.random.key(0), (8, 8))
-  local = LocalSGD(epochs=1, batch_size=32, lr=0.01)
+  local = LocalEpochs(epochs=1, batch_size=32, lr=0.01)
   k = alloc.num_participants
   _, upd = fedavg_round(model, variables, jnp.asarray(pool.x), jnp.asarray(pool.y), jnp.asarray(alloc.index),
                         jnp.asarray(alloc.mask), jax.random.split(jax.random.key(1), k), local=local)
@@ -320,14 +318,14 @@ def test_quantity_inference_counts_planted_owners_on_a_real_round(owners_of_labe
 # --- the library driver: rounds, resume, Whole Determination, CLI ---------------------------------------------------
 
 SMALL = EV.EavesdropConfig(num_participants=12, fraction=0.25, rounds=3, samples_per_label=16, other_samples=2,
-                           local=LocalSGD(epochs=1, batch_size=16, lr=0.05))
+                           local=LocalEpochs(epochs=1, batch_size=16, lr=0.05))
 
 
 def test_run_rounds_resume_equals_unbroken_run(tmp_path):
   fed = EV.setup(SMALL)
   full = EV.run_rounds(fed)
   assert full.owners.shape == (3, 10) and full.qi_estimate.shape == (3, 10)
-  path = str(tmp_path / "state.msgpack")
+  path = str(tmp_path / "rounds.ckpt")
   EV.run_rounds(EV.setup(dataclasses.replace(SMALL, rounds=2)), checkpoint_path=path)
   resumed = EV.run_rounds(fed, checkpoint_path=path)
   for name in ("owners", "sniff_score", "qi_estimate", "qi_aborted"):
@@ -349,16 +347,16 @@ def test_round_ownership_is_recorded_from_the_selection():
 
 
 def test_diverged_training_is_reported():
-  cfg = dataclasses.replace(SMALL, rounds=1, local=LocalSGD(epochs=1, batch_size=16, lr=1e30))
+  cfg = dataclasses.replace(SMALL, rounds=1, local=LocalEpochs(epochs=1, batch_size=16, lr=1e30))
   with pytest.raises(FloatingPointError, match="local_lr"):
     EV.run_rounds(EV.setup(cfg))
 
 
 def test_whole_determination_end_to_end_separates_frequent_labels(tmp_path):
   # L_lr 0.05 reaches the middle stage in ~15 rounds instead of ~80 (the frequent/rare split held for seeds 0-4).
-  cfg = dataclasses.replace(EV.EavesdropConfig(), rounds=1, local=LocalSGD(3, 64, 0.05))
+  cfg = dataclasses.replace(EV.EavesdropConfig(), rounds=1, local=LocalEpochs(3, 64, 0.05))
   wd = EV.WholeDeterminationConfig(trials=1, stages=(0.5,), window=3, max_rounds=200)
-  path = str(tmp_path / "trials_done.json")
+  path = str(tmp_path / "whole.ckpt")
   (trial,) = EV.run_whole_determination(cfg, wd, checkpoint_path=path)
   assert trial.round > 0 and trial.accuracy >= 0.5
   assert trial.success_two_level, (trial.groups, trial.predicted_known_k)
@@ -370,17 +368,16 @@ def test_whole_determination_end_to_end_separates_frequent_labels(tmp_path):
     EV.run_whole_determination(cfg, dataclasses.replace(wd, window=4), checkpoint_path=path)
 
 
-def test_cli_rounds_writes_tables(tmp_path):
+def test_cli_rounds_writes_tables(tmp_path, capsys):
   out = tmp_path / "ev"
-  cmd = [sys.executable, os.path.join(ROOT, "experiments", "eavesdrop.py"), "--num_participants=8",
-         "--fraction=0.25", "--rounds=2", "--samples_per_label=8", "--local_epochs=1", "--local_batch_size=8",
-         f"--output_dir={out}"]
-  env = {**os.environ, "JAX_PLATFORMS": "cpu"}
-  r = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
-  assert r.returncode == 0, r.stderr[-2000:]
-  assert "Class Sniffing (Table III)" in r.stdout and "Quantity Inference a=1 (Table IV)" in r.stdout
-  for f in ("rounds.csv", "summary.csv", "manifest.json", "state.msgpack"):
+  rc = cli.call(EX.main, EX.FLAGS, ["--num_participants=8", "--fraction=0.25", "--rounds=2", "--samples_per_label=8",
+                                    "--local_epochs=1", "--local_batch_size=8", f"--output_dir={out}"])
+  r = capsys.readouterr()
+  assert rc == 0, r.err[-2000:]
+  assert "Class Sniffing (Table III)" in r.out and "Quantity Inference a=1 (Table IV)" in r.out
+  for f in ("rounds.csv", "summary.csv", "manifest.json"):
     assert (out / "rounds" / f).exists()
+  assert (out / "checkpoints" / "rounds.ckpt").exists()
   rows = (out / "rounds" / "rounds.csv").read_text().splitlines()
   assert len(rows) == 1 + 2 * 10
 
@@ -392,7 +389,7 @@ def test_har_model_round_carries_batchnorm_state_and_matches_one_by_one():
   assert "batch_stats" in variables
   pool = toy_pool(n_per_class=6, c=4, shape=(50, 3))
   alloc = D.allocate_main_labels(pool, 3, main_labels=(1, 2), samples_per_label=5, other_samples=1, seed=0)
-  local = LocalSGD(epochs=1, batch_size=16, lr=0.05)        # one full-batch step: the cheapest TinyHAR compile
+  local = LocalEpochs(epochs=1, batch_size=16, lr=0.05)        # one full-batch step: the cheapest TinyHAR compile
   keys = jax.random.split(jax.random.key(1), 3)
   px, py = jnp.asarray(pool.x), jnp.asarray(pool.y)
   new, mean_update = fedavg_round(model, variables, px, py, jnp.asarray(alloc.index), jnp.asarray(alloc.mask), keys,

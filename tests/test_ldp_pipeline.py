@@ -10,10 +10,10 @@ import pytest
 
 from jaxleak import models, privacy
 from jaxleak.federated import LdpConfig, batch_grad_fn, minmax_scale
-from jaxleak.leakage import (PAPER_LDP_GRID, SingleStepConfig, ldp_setting, paper_ldp_settings, run_ldp_sweep,
-                             run_single_step)
+from jaxleak.runs.leakage import (PAPER_LDP_GRID, LeakageConfig, ldp_setting, paper_ldp_settings, run_ldp_sweep,
+                             run_leakage)
 
-CFG = SingleStepConfig(dataset="synthetic_tiny", model="tinyhar", batch_size=50, num_clients=2,
+CFG = LeakageConfig(dataset="synthetic_tiny", model="tinyhar", num_samples=50, num_clients=2,
                        attacks=("ebi", "llbg", "ilrg_uniform"))
 
 
@@ -42,22 +42,22 @@ def test_sweep_equals_separate_runs():
   settings = {"clip_head": ldp_setting(0.05, 0.2, scope="last_layer"), "noise": ldp_setting(0.1, 0.0)}
   sweep = run_ldp_sweep(CFG, settings)
   for name, ldp in settings.items():
-    alone = run_single_step(dataclasses.replace(CFG, ldp=ldp))
+    alone = run_leakage(dataclasses.replace(CFG, ldp=ldp))
     for attack in CFG.attacks:
       np.testing.assert_array_equal(sweep[name].pred_counts[attack], alone.pred_counts[attack], err_msg=name)
 
 
 def test_pure_clipping_keeps_ebi_and_llbg_but_moves_ilrg_uniform():
-  plain = run_single_step(CFG)
-  clipped = run_single_step(dataclasses.replace(CFG, ldp=ldp_setting(0.0, 0.01)))
+  plain = run_leakage(CFG)
+  clipped = run_leakage(dataclasses.replace(CFG, ldp=ldp_setting(0.0, 0.01)))
   for attack in ("ebi", "llbg"):
     np.testing.assert_array_equal(plain.pred_counts[attack], clipped.pred_counts[attack])
   assert not np.array_equal(plain.pred_counts["ilrg_uniform"], clipped.pred_counts["ilrg_uniform"])
 
 
 def test_noise_lowers_leakage():
-  plain = run_single_step(CFG)
-  noisy = run_single_step(dataclasses.replace(CFG, ldp=ldp_setting(1.0, 0.0)))
+  plain = run_leakage(CFG)
+  noisy = run_leakage(dataclasses.replace(CFG, ldp=ldp_setting(1.0, 0.0)))
   lnacc = lambda r: float(np.nanmean(r.client_metrics["ilrg_uniform"].lnacc))
   assert lnacc(noisy) < lnacc(plain) - 0.1
 
@@ -65,7 +65,7 @@ def test_noise_lowers_leakage():
 def test_per_example_clipping_runs_for_both_scopes():
   cfg = dataclasses.replace(CFG, num_clients=1)
   for scope in ("last_layer", "all"):
-    r = run_single_step(dataclasses.replace(cfg, ldp=ldp_setting(0.01, 0.5, scope=scope, granularity="per_example")))
+    r = run_leakage(dataclasses.replace(cfg, ldp=ldp_setting(0.01, 0.5, scope=scope, granularity="per_example")))
     assert all(np.all(p.sum(1) == 50) for p in r.pred_counts.values())
 
 

@@ -70,3 +70,17 @@ def test_tinyhar_train_mode_uses_batch_statistics_and_dropout():
   assert any(not np.allclose(a, b) for a, b in zip(before, after))        # running stats were updated
   eval_out = m.apply(v, x, train=False)
   assert not np.allclose(out, eval_out)
+
+
+def test_models_initialise_and_run_with_x64_enabled():
+  """jax_enable_x64 makes Flax's default parameters float64; the LSTM carry must follow (it used to be float32)."""
+  import subprocess
+  import sys
+  code = ("import jax; jax.config.update('jax_enable_x64', True); import jax.numpy as jnp; from jaxleak import models\n"
+          "for n in ('deepconvlstm', 'tinyhar'):\n"
+          "  m = models.build(n, 4); v = models.init(m, jax.random.key(0), 50, 3)\n"
+          "  out = m.apply(v, jnp.ones((2, 50, 3)), train=False); assert out.shape == (2, 4), out.shape\n"
+          "print('ok')")
+  r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
+                     env={**__import__("os").environ, "JAX_PLATFORMS": "cpu"})
+  assert r.returncode == 0 and r.stdout.strip() == "ok", r.stderr[-2000:]

@@ -1,20 +1,18 @@
 """Multi-step (FedAvg) updates: S = 1 equals single step, equivalents, parameter-delta path, queries, driver."""
 import dataclasses
 import json
-import os
-import subprocess
-import sys
 
 import jax
 import numpy as np
 import pytest
 
+from experiments import multi_step_leakage as MS
+from jaxleak import cli
 from jaxleak import data as D
 from jaxleak import models
-from jaxleak.federated import LdpConfig, LocalTraining, client_update_fn, client_updates, last_layer_grads
-from jaxleak.leakage import SingleStepConfig, ldp_setting, run_single_step
+from jaxleak.federated import LdpConfig, LocalSteps, client_update_fn, client_updates, last_layer_grads
+from jaxleak.runs.leakage import LeakageConfig, ldp_setting, run_leakage
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _setup(name="tinyhar", k=3, n=40, c=5):
@@ -28,7 +26,7 @@ def _setup(name="tinyhar", k=3, n=40, c=5):
 @pytest.mark.parametrize("name", ["tinyhar", "deepconvlstm"])
 def test_one_local_step_equals_the_single_step_gradient(name):
   model, v, x, y, keys = _setup(name)
-  ms = client_updates(model, v, x, y, keys, local=LocalTraining(steps=1, batch_size=40))
+  ms = client_updates(model, v, x, y, keys, local=LocalSteps(steps=1, batch_size=40))
   step_keys = jax.vmap(lambda k: jax.random.fold_in(k, 0))(keys)            # step s uses fold_in(key, s)
   ss = last_layer_grads(model, v, x, y, step_keys, minmax=False)
   np.testing.assert_allclose(ms.kernel, ss.kernel, atol=1e-7)
@@ -37,16 +35,16 @@ def test_one_local_step_equals_the_single_step_gradient(name):
 
 def test_sum_equivalent_is_s_times_the_mean_and_differs_from_one_step():
   model, v, x, y, keys = _setup()
-  mean = client_updates(model, v, x, y, keys, local=LocalTraining(steps=4, batch_size=10, lr=0.5))
-  total = client_updates(model, v, x, y, keys, local=LocalTraining(steps=4, batch_size=10, lr=0.5, equivalent="sum"))
+  mean = client_updates(model, v, x, y, keys, local=LocalSteps(steps=4, batch_size=10, lr=0.5))
+  total = client_updates(model, v, x, y, keys, local=LocalSteps(steps=4, batch_size=10, lr=0.5, equivalent="sum"))
   np.testing.assert_allclose(total.bias, 4 * mean.bias, rtol=1e-5, atol=1e-7)
-  one = client_updates(model, v, x, y, keys, local=LocalTraining(steps=1, batch_size=40))
+  one = client_updates(model, v, x, y, keys, local=LocalSteps(steps=1, batch_size=40))
   assert not np.allclose(mean.bias, one.bias, atol=1e-4)                     # the iterates moved (lr 0.5)
 
 
 def test_parameter_delta_path_matches_accumulation_up_to_float32_quantisation():
   model, v, x, y, keys = _setup()
-  local = LocalTraining(steps=3, batch_size=20, lr=1e-2)
+  local = LocalSteps(steps=3, batch_size=20, lr=1e-2)
   acc = client_updates(model, v, x, y, keys, local=local)
   delta = client_updates(model, v, x, y, keys, local=dataclasses.replace(local, via_parameter_delta=True))
   np.testing.assert_allclose(delta.bias, acc.bias, atol=1e-4)
@@ -54,7 +52,7 @@ def test_parameter_delta_path_matches_accumulation_up_to_float32_quantisation():
 
 def test_vmapped_queries_equal_one_at_a_time():
   model, v, x, y, keys = _setup()
-  local = LocalTraining(steps=2, batch_size=20)
+  local = LocalSteps(steps=2, batch_size=20)
   batched = client_updates(model, v, x, y, keys, local=local)
   f = jax.jit(client_update_fn(model, local))
   for i in range(3):
@@ -63,7 +61,7 @@ def test_vmapped_queries_equal_one_at_a_time():
 
 def test_per_step_ldp_is_deterministic_and_changes_the_update():
   model, v, x, y, keys = _setup()
-  local = LocalTraining(steps=2, batch_size=20, ldp=LdpConfig(clip_norm=0.5, noise_std=0.05))
+  local = LocalSteps(steps=2, batch_size=20, ldp=LdpConfig(clip_norm=0.5, noise_std=0.05))
   a = client_updates(model, v, x, y, keys, local=local)
   b = client_updates(model, v, x, y, keys, local=local)
   plain = client_updates(model, v, x, y, keys, local=dataclasses.replace(local, ldp=LdpConfig()))
@@ -83,11 +81,11 @@ def test_queries_follow_the_reference():
 
 
 def test_untrained_mean_equivalent_keeps_ilrg_uniform_exact_where_the_sum_breaks_it():
-  cfg = SingleStepConfig(dataset="synthetic_tiny", model="deepconvlstm", batch_size=100, minmax=False,
+  cfg = LeakageConfig(dataset="synthetic_tiny", model="deepconvlstm", num_samples=100, minmax=False,
                          num_clients=2, attacks=("ilrg_uniform", "ebi"),
-                         local=LocalTraining(steps=5, batch_size=20))
-  mean = run_single_step(cfg)
-  total = run_single_step(dataclasses.replace(cfg, local=dataclasses.replace(cfg.local, equivalent="sum")))
+                         local=LocalSteps(steps=5, batch_size=20))
+  mean = run_leakage(cfg)
+  total = run_leakage(dataclasses.replace(cfg, local=dataclasses.replace(cfg.local, equivalent="sum")))
   ln = lambda r, a: float(np.nanmean(r.client_metrics[a].lnacc))
   assert ln(mean, "ilrg_uniform") > 0.95 and ln(total, "ilrg_uniform") < 0.8
   np.testing.assert_array_equal(mean.pred_counts["ebi"], total.pred_counts["ebi"])   # scale-invariant
@@ -95,20 +93,20 @@ def test_untrained_mean_equivalent_keeps_ilrg_uniform_exact_where_the_sum_breaks
 
 def test_bad_local_settings():
   with pytest.raises(ValueError, match="positive"):
-    LocalTraining(steps=0)
+    LocalSteps(steps=0)
   with pytest.raises(ValueError, match="gradient equivalent"):
-    LocalTraining(equivalent="median")
+    LocalSteps(equivalent="median")
   with pytest.raises(ValueError, match="per local step"):
-    SingleStepConfig(local=LocalTraining(), ldp=ldp_setting(0.1, 0.0)).validate()
+    LeakageConfig(local=LocalSteps(), ldp=ldp_setting(0.1, 0.0)).validate()
 
 
-def test_multi_step_cli(tmp_path):
-  proc = subprocess.run(
-      [sys.executable, os.path.join(ROOT, "experiments", "multi_step_leakage.py"), "--dataset=synthetic_tiny",
-       "--model=tinyhar", "--batch_size=100", "--data_per_step=50", "--local_steps=2", "--attacks=ebi,ilrg",
-       "--num_clients=1", f"--output_dir={tmp_path}"], capture_output=True, text=True, timeout=600)
-  assert proc.returncode == 0, proc.stderr[-2000:]
+def test_multi_step_cli(tmp_path, capsys):
+  rc = cli.call(MS.main, MS.FLAGS, ["--dataset=synthetic_tiny", "--model=tinyhar", "--num_samples=100",
+                                    "--local_batch_size=50", "--local_steps=2", "--attacks=ebi,ilrg", "--num_clients=1",
+                                    f"--output_dir={tmp_path}"])
+  proc = capsys.readouterr()
+  assert rc == 0, proc.err[-2000:]
   manifest = json.loads((tmp_path / "manifest.json").read_text())
   assert manifest["experiment"] == "multi_step_leakage"
   assert manifest["config"]["local"]["steps"] == 2 and manifest["config"]["minmax"] is False
-  assert "multi-step B=50 S=2" in proc.stdout
+  assert "multi-step B=50 S=2" in proc.out

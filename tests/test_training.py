@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 
 from jaxleak import data as D
-from jaxleak import models
-from jaxleak.federated import training as T
+from jaxleak import models, storage
+from jaxleak.runs import fold_training as T
 
 CFG = T.TrainConfig(epochs=2, batch_size=50, lr=1e-3, lr_step_epochs=1, lr_decay=0.5)
 
@@ -51,34 +51,51 @@ def test_checkpoint_round_trip(setup, tmp_path):
   ds, clients, model = setup
   folds = T.Folds((0, 1))
   state, _ = T.train_folds(model, clients, folds, ds.num_classes, dataclasses.replace(CFG, epochs=1))
-  path = str(tmp_path / "ckpt.msgpack")
-  T.save_checkpoint(path, state, {"epochs_done": 1})
+  ckpt = storage.Checkpointer(str(tmp_path / "folds.ckpt"), T.checkpoint_config(model, CFG, clients, folds))
+  ckpt.save(jax.device_get(state), {"epochs_done": 1})
   target = jax.tree.map(np.zeros_like, state)
-  loaded, meta = T.load_checkpoint(path, target)
+  loaded, meta = ckpt.restore(target)
   _assert_trees_close(loaded, state, atol=0)
   assert meta == {"epochs_done": 1}
-  assert not any(name.endswith(".tmp") for name in os.listdir(tmp_path))
+  assert os.listdir(tmp_path) == ["folds.ckpt"]
 
 
 def test_resume_after_interruption_gives_the_same_final_params(setup, tmp_path):
   ds, clients, model = setup
   folds = T.Folds((0, 3))
   unbroken, _ = T.train_folds(model, clients, folds, ds.num_classes, CFG)
-  path = str(tmp_path / "run" / "ckpt.msgpack")
+  path = str(tmp_path / "run" / "folds.ckpt")
   _, h1 = T.train_folds(model, clients, folds, ds.num_classes, CFG, checkpoint_path=path, stop_after_epochs=1)
   resumed, h2 = T.train_folds(model, clients, folds, ds.num_classes, CFG, checkpoint_path=path)
   assert [r["epoch"] for r in h1] == [1] and [r["epoch"] for r in h2] == [2]
   _assert_trees_close(resumed.params, unbroken.params)
 
 
-def test_resume_refuses_a_checkpoint_of_another_config(setup, tmp_path):
+def test_resume_refuses_a_checkpoint_of_another_config_and_extends_epochs(setup, tmp_path):
   ds, clients, model = setup
-  path = str(tmp_path / "ckpt.msgpack")
-  T.train_folds(model, clients, T.Folds((0,)), ds.num_classes, dataclasses.replace(CFG, epochs=1),
-                checkpoint_path=path)
-  with pytest.raises(ValueError, match="another model/config"):
-    T.train_folds(model, clients, T.Folds((0,)), ds.num_classes, dataclasses.replace(CFG, lr=0.5),
+  path = str(tmp_path / "folds.ckpt")
+  one = dataclasses.replace(CFG, epochs=1)
+  T.train_folds(model, clients, T.Folds((0,)), ds.num_classes, one, checkpoint_path=path)
+  with pytest.raises(ValueError, match=r"another configuration \(train.lr: stored 0.001, now 0.5\)"):
+    T.train_folds(model, clients, T.Folds((0,)), ds.num_classes, dataclasses.replace(one, lr=0.5),
                   checkpoint_path=path)
+  # More epochs than stored: training continues from the checkpoint (epoch 2 only).
+  _, history = T.train_folds(model, clients, T.Folds((0,)), ds.num_classes, CFG, checkpoint_path=path)
+  assert [r["epoch"] for r in history] == [2]
+  with pytest.raises(ValueError, match="already holds 2 epochs"):
+    T.train_folds(model, clients, T.Folds((0,)), ds.num_classes, one, checkpoint_path=path)
+
+
+def test_trained_models_of_another_dataset_or_model_are_refused(setup, tmp_path):
+  ds, clients, model = setup
+  path = T.checkpoint_path(str(tmp_path))
+  T.train_folds(model, clients, T.Folds((0,)), ds.num_classes, dataclasses.replace(CFG, epochs=1),
+                checkpoint_path=path, dataset_name="synthetic_tiny")
+  other = models.build("deepconvlstm", ds.num_classes)
+  with pytest.raises(ValueError, match="trained with model"):
+    T.load_fold_models(path, other, 50, ds.num_channels, dataset="synthetic_tiny")
+  with pytest.raises(ValueError, match="trained with dataset 'synthetic_tiny'"):
+    T.load_fold_models(path, model, 50, ds.num_channels, dataset="hapt")
 
 
 def test_class_weights_and_macro_f1_by_hand():
@@ -90,7 +107,7 @@ def test_class_weights_and_macro_f1_by_hand():
 
 
 def test_leakage_on_trained_folds_attacks_each_client_with_its_own_fold(tmp_path):
-  from jaxleak.leakage import SingleStepConfig, run_single_step
+  from jaxleak.runs.leakage import LeakageConfig, run_leakage
   ds = D.make_synthetic("tiny")
   clients = D.make_clients(ds)
   model = models.build("tinyhar", ds.num_classes)
@@ -98,12 +115,12 @@ def test_leakage_on_trained_folds_attacks_each_client_with_its_own_fold(tmp_path
   state, _ = T.train_folds(model, clients, T.Folds(tuple(range(4))), ds.num_classes,
                            dataclasses.replace(CFG, epochs=1, batch_size=100),
                            checkpoint_path=T.checkpoint_path(str(ckpt)))
-  cfg = SingleStepConfig(dataset="synthetic_tiny", model="tinyhar", batch_size=50,
+  cfg = LeakageConfig(dataset="synthetic_tiny", model="tinyhar", num_samples=50,
                          attacks=("ebi", "ilrg", "llg_star"), checkpoint_dir=str(ckpt))
-  trained = run_single_step(cfg, dataset=ds)
-  alone = run_single_step(dataclasses.replace(cfg, checkpoint_dir=None, clients=(2,)), dataset=ds,
+  trained = run_leakage(cfg, dataset=ds)
+  alone = run_leakage(dataclasses.replace(cfg, checkpoint_dir=None, clients=(2,)), dataset=ds,
                           variables=T.fold_variables(state, 2))
-  untrained = run_single_step(dataclasses.replace(cfg, checkpoint_dir=None, clients=(2,)), dataset=ds)
+  untrained = run_leakage(dataclasses.replace(cfg, checkpoint_dir=None, clients=(2,)), dataset=ds)
   rows = trained.batch_client == trained.subject_ids.index(2)
   for attack in cfg.attacks:
     np.testing.assert_array_equal(trained.pred_counts[attack][rows], alone.pred_counts[attack])
@@ -111,6 +128,6 @@ def test_leakage_on_trained_folds_attacks_each_client_with_its_own_fold(tmp_path
 
 
 def test_missing_trained_models_name_the_fix(tmp_path):
-  from jaxleak.leakage import SingleStepConfig, run_single_step
+  from jaxleak.runs.leakage import LeakageConfig, run_leakage
   with pytest.raises(FileNotFoundError, match="train_models.py"):
-    run_single_step(SingleStepConfig(dataset="synthetic_tiny", checkpoint_dir=str(tmp_path)))
+    run_leakage(LeakageConfig(dataset="synthetic_tiny", checkpoint_dir=str(tmp_path)))

@@ -3,25 +3,40 @@
 Every attack has the signature `attack(grads: LastLayerGrads, num_samples: int, *, ...) -> i32[C]` and returns
 predicted label counts summing exactly to `num_samples`. One call handles one gradient; vmap for many:
 
-  >>> import jax, jaxleak.attacks as A
-  >>> counts = jax.jit(jax.vmap(lambda g: A.ebi(g, 100)))(grads)      # grads with a leading axis K -> [K, C]
+  >>> import jax, jax.numpy as jnp
+  >>> import jaxleak.attacks as A
+  >>> from jaxleak import LastLayerGrads
+  >>> b = jnp.array([-0.25, -0.05, 0.05, 0.25])
+  >>> grads = LastLayerGrads(kernel=jnp.tile(b, (8, 1)) / 8, bias=b)
+  >>> A.ebi(grads, 10).tolist()
+  [8, 2, 0, 0]
+  >>> many = jax.tree.map(lambda x: jnp.stack([x] * 3), grads)           # a leading axis K = 3
+  >>> jax.jit(jax.vmap(lambda g: A.ebi(g, 10)))(many).shape
+  (3, 4)
+
+By name, with one calling convention for all (`run` passes each attack the context fields it takes):
+
+  >>> A.run("ilrg_uniform", grads, 10, A.AttackContext(key=jax.random.key(0))).tolist()
+  [5, 3, 2, 0]
 
 The Eavesdrop attacks (Class Sniffing, Quantity Inference, Whole Determination) read an aggregated update and the
 attacker's per-label updates instead; they live in `jaxleak.attacks.eavesdrop`.
 """
-from jaxleak.attacks import eavesdrop
-from jaxleak.attacks._common import INVALID_COUNT
-from jaxleak.attacks.baselines import analytic, idlg, random_guess
-from jaxleak.attacks.bias import class_embeddings, ebi, ilrg, ilrg_solution, ilrg_uniform, llbg, llbg_original
-from jaxleak.attacks.registry import (HAR_PAPER_ATTACKS, HAR_REFERENCE_ATTACKS, Attack, get, info, names,
-                                      register, run)
-from jaxleak.attacks.weight import (LLGStarParams, estimate_llg_star_params, llg, llg_har, llg_star,
+from jaxleak.attacks.registry import (HAR_PAPER_ATTACKS, HAR_REFERENCE_ATTACKS, Attack, AttackContext, get, info,
+                                      names, register, run)
+# Importing the attack modules registers their attacks.
+from jaxleak.attacks import eavesdrop  # noqa: E402  (after the registry)
+from jaxleak.attacks._common import INVALID_COUNT  # noqa: E402
+from jaxleak.attacks.baselines import analytic, idlg, random_guess  # noqa: E402
+from jaxleak.attacks.bias import (class_embeddings, ebi, ilrg, ilrg_solution, ilrg_uniform, llbg,  # noqa: E402
+                                  llbg_original)
+from jaxleak.attacks.weight import (LLGStarParams, estimate_llg_star_params, llg, llg_har, llg_star,  # noqa: E402
                                     llg_star_har)
-from jaxleak.types import LastLayerGrads, LastLayerParams
+from jaxleak.types import LastLayerGrads, LastLayerParams  # noqa: E402
 
 __all__ = [
-    "INVALID_COUNT", "Attack", "HAR_PAPER_ATTACKS", "HAR_REFERENCE_ATTACKS", "LLGStarParams", "LastLayerGrads",
-    "LastLayerParams", "analytic", "class_embeddings", "eavesdrop", "ebi", "estimate_llg_star_params", "get", "idlg", "ilrg",
-    "ilrg_solution", "ilrg_uniform", "info", "llbg", "llbg_original", "llg", "llg_har", "llg_star", "llg_star_har", "names",
-    "random_guess", "register", "run",
+    "INVALID_COUNT", "Attack", "AttackContext", "HAR_PAPER_ATTACKS", "HAR_REFERENCE_ATTACKS", "LLGStarParams",
+    "LastLayerGrads", "LastLayerParams", "analytic", "class_embeddings", "eavesdrop", "ebi",
+    "estimate_llg_star_params", "get", "idlg", "ilrg", "ilrg_solution", "ilrg_uniform", "info", "llbg",
+    "llbg_original", "llg", "llg_har", "llg_star", "llg_star_har", "names", "random_guess", "register", "run",
 ]

@@ -20,6 +20,9 @@ import numpy as np
 from jaxleak.types import LastLayerGrads
 
 INVALID_COUNT = -1
+#: The largest N an attack accepts: the greedy stage and the count estimates run in float32, which represents every
+#: integer up to 2**24 exactly (beyond it, N and the counts are rounded), and the random padding draws N labels.
+MAX_NUM_SAMPLES = 2 ** 24
 
 
 def _is_concrete(x) -> bool:
@@ -34,12 +37,21 @@ def check_num_samples(num_samples, attack: str) -> int:
   if num_samples <= 0:
     raise ValueError(f"{attack}: num_samples must be positive (the number of samples in the update), got "
                      f"{num_samples}.")
+  if num_samples > MAX_NUM_SAMPLES:
+    raise ValueError(f"{attack}: num_samples={num_samples:,} is too large; it must be at most {MAX_NUM_SAMPLES:,} "
+                     "(2**24, the largest N whose counts float32 arithmetic represents exactly).")
   return int(num_samples)
 
 
+def _leaves_finite(tree) -> bool:
+  """True unless a concrete leaf of `tree` holds NaN/Inf (traced leaves are checked by guard_nonfinite)."""
+  return all(bool(np.all(np.isfinite(np.asarray(x)))) for x in jax.tree.leaves(tree) if _is_concrete(x))
+
+
 def validate(grads, num_samples, attack: str, *, needs_bias: bool = False,
-             needs_kernel: bool = True) -> int:
-  """Checks shapes (always) and finiteness (when the arrays are concrete). Returns num_samples as int."""
+             needs_kernel: bool = True, extra: Optional[dict] = None) -> int:
+  """Checks shapes (always) and finiteness (when the arrays are concrete) of the gradient and of any `extra`
+  inputs ({name: pytree}, e.g. the head's params). Returns num_samples as int."""
   n = check_num_samples(num_samples, attack)
   if not isinstance(grads, LastLayerGrads):
     raise TypeError(f"{attack}: grads must be a jaxleak.LastLayerGrads(kernel, bias), got "
@@ -70,17 +82,22 @@ def validate(grads, num_samples, attack: str, *, needs_bias: bool = False,
     if leaf is not None and _is_concrete(leaf) and not bool(np.all(np.isfinite(np.asarray(leaf)))):
       raise ValueError(f"{attack}: grads.{name} contains NaN or Inf; a label attack on it is meaningless. "
                        "Check the update (loss overflow, an exploding model, or noise added twice).")
+  for name, tree in (extra or {}).items():
+    if not _leaves_finite(tree):
+      raise ValueError(f"{attack}: {name} contains NaN or Inf; estimate it again at finite model parameters.")
   return n
 
 
-def all_finite(grads: LastLayerGrads) -> jax.Array:
-  leaves = [x for x in (grads.kernel, grads.bias) if x is not None]
+def all_finite(*trees) -> jax.Array:
+  """bool[]: every leaf of every tree is finite (None leaves are skipped)."""
+  leaves = [x for t in trees for x in jax.tree.leaves(t)]
   return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in leaves]))
 
 
-def guard_nonfinite(counts: jax.Array, grads: LastLayerGrads) -> jax.Array:
-  """Replaces counts by INVALID_COUNT when the gradient has non-finite entries (the jit path)."""
-  return jnp.where(all_finite(grads), counts, INVALID_COUNT).astype(jnp.int32)
+def guard_nonfinite(counts: jax.Array, grads: LastLayerGrads, *extra) -> jax.Array:
+  """Replaces counts by INVALID_COUNT when the gradient or any `extra` input (head params, LLG* estimates) has
+  non-finite entries (the jit path; eager calls raise in `validate` first)."""
+  return jnp.where(all_finite(grads, *extra), counts, INVALID_COUNT).astype(jnp.int32)
 
 
 def keep_first(counts: jax.Array, num_samples: int) -> jax.Array:

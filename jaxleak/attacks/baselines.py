@@ -7,17 +7,21 @@ import jax
 import jax.numpy as jnp
 
 from jaxleak.attacks import _common
+from jaxleak.attacks.registry import register
 from jaxleak.types import LastLayerGrads
 
 
+@register("random", signal="none", requires=("key",), summary="uniformly random labels")
 def random_guess(grads: LastLayerGrads, num_samples: int, *, key: Optional[jax.Array] = None) -> jax.Array:
   """N i.i.d. uniform labels in [0, C); the gradient is used only for C. Registered as `random`."""
   n = _common.validate(grads, num_samples, "random", needs_kernel=False)
   key = _common.require_key(key, "random")
   c = grads.num_classes if grads.kernel is not None else grads.bias.shape[0]
-  return _common.random_fill(jnp.zeros((c,), jnp.int32), n, c, key)
+  # The gradient's values are not used, but a non-finite update is invalid for every attack alike.
+  return _common.guard_nonfinite(_common.random_fill(jnp.zeros((c,), jnp.int32), n, c, key), grads)
 
 
+@register("idlg", signal="weight", requires=("key",), summary="one label from iDLG, the rest random")
 def idlg(grads: LastLayerGrads, num_samples: int, *, key: Optional[jax.Array] = None) -> jax.Array:
   """iDLG extended to batches (breaching `iDLG`): one label, argmin of the weight row sums; N-1 random labels."""
   n = _common.validate(grads, num_samples, "idlg")
@@ -28,6 +32,8 @@ def idlg(grads: LastLayerGrads, num_samples: int, *, key: Optional[jax.Array] = 
   return _common.guard_nonfinite(_common.random_fill(counts, n, c, key), grads)
 
 
+@register("analytic", signal="bias", requires=("key",),
+          summary="classes with negative bias once, rest random")
 def analytic(grads: LastLayerGrads, num_samples: int, *, key: Optional[jax.Array] = None) -> jax.Array:
   """breaching `analytic`: every class with a negative bias gradient once (index order, first N); rest random."""
   n = _common.validate(grads, num_samples, "analytic", needs_bias=True, needs_kernel=False)

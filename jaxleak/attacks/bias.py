@@ -11,6 +11,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxleak.attacks import _common
+from jaxleak.attacks.registry import register
 from jaxleak.types import LastLayerGrads, LastLayerParams
 
 
@@ -18,6 +19,7 @@ def _bias(grads):
   return grads.bias.astype(jnp.float32)
 
 
+@register("ebi", signal="bias", summary="EBI: empirical bias impact sum(neg)/N")
 def ebi(grads: LastLayerGrads, num_samples: int) -> jax.Array:
   """EBI, empirical bias impact (the LLBG paper's baseline; breaching's `bias-corrected` with a cap; spec 2.3).
 
@@ -37,6 +39,7 @@ def ebi(grads: LastLayerGrads, num_samples: int) -> jax.Array:
   return _common.guard_nonfinite(counts, grads)
 
 
+@register("llbg", signal="bias", summary="LLBG as the HAR paper ran it (llbgAVG: LLG-style impact)")
 def llbg(grads: LastLayerGrads, num_samples: int) -> jax.Array:
   """LLBG as the HAR paper ran it (`llbgAVG`, spec 2.4): the default `llbg`.
 
@@ -55,37 +58,40 @@ def llbg(grads: LastLayerGrads, num_samples: int) -> jax.Array:
   return _common.guard_nonfinite(counts, grads)
 
 
+@register("llbg_original", signal="bias",
+          summary="LLBG with Gat & Sharif's impact -(1-conf)/B and offset S/C")
 def llbg_original(grads: LastLayerGrads, num_samples: int, *, confidence: float = 0.0,
-                  batch_size: Optional[int] = None, num_steps: int = 1) -> jax.Array:
+                  local_batch_size: Optional[int] = None, local_steps: int = 1) -> jax.Array:
   """LLBG with Gat and Sharif's own impact (spec 2.5, the HAR code's `llbgSGD`).
 
-  impact m = -(1 - confidence) / B with B = `batch_size` (default N; the per-step batch for multi-step updates);
-  V = {g_b < 0} in index order raised by |m|; then every entry is shifted by num_steps / C (the untrained-model
+  impact m = -(1 - confidence) / B with B = `local_batch_size` (default N; the per-step batch of multi-step
+  updates); V = {g_b < 0} in index order raised by |m|; then every entry is shifted by S / C (the untrained-model
   offset; a uniform shift, so it cannot change any argmin); greedy stage 2 with |m|.
 
   Args:
     confidence: the assumed average confidence gamma of the correct class (0 for untrained models).
-    batch_size: B, samples per local step (None = num_samples).
-    num_steps: S, local steps behind the update (1 for FedSGD).
+    local_batch_size: B, samples per local step (None = num_samples).
+    local_steps: S, local steps behind the update (1 for FedSGD).
   """
   n = _common.validate(grads, num_samples, "llbg_original", needs_bias=True, needs_kernel=False)
   if not 0.0 <= confidence < 1.0:
     raise ValueError(f"llbg_original: confidence must be in [0, 1), got {confidence}.")
-  bsz = n if batch_size is None else _common.check_num_samples(batch_size, "llbg_original (batch_size)")
+  bsz = n if local_batch_size is None else _common.check_num_samples(local_batch_size,
+                                                                      "llbg_original (local_batch_size)")
+  if isinstance(local_steps, bool) or not isinstance(local_steps, int) or local_steps <= 0:
+    raise ValueError(f"llbg_original: local_steps must be a positive int, got {local_steps!r}.")
   b = _bias(grads)
   c = b.shape[0]
   present = b < 0
   impact = jnp.asarray(-(1.0 - confidence) / bsz, jnp.float32)
   stage1 = _common.keep_first(present.astype(jnp.int32), n)
-  values = jnp.where(present, b - impact, b) - num_steps / c
+  values = jnp.where(present, b - impact, b) - local_steps / c
   counts = _common.greedy_fill(values, stage1, impact, n)
   return _common.guard_nonfinite(counts, grads)
 
 
-def _round_half_even_nonneg(x, num_samples):
-  return jnp.round(jnp.clip(x, 0.0, float(num_samples))).astype(jnp.int32)   # jnp.round is half-to-even
-
-
+@register("ilrg_uniform", signal="bias", requires=("key",),
+          summary="iLRG with uniform probabilities, as the HAR code runs it")
 def ilrg_uniform(grads: LastLayerGrads, num_samples: int, *, key: Optional[jax.Array] = None) -> jax.Array:
   """iLRG with uniform class probabilities, as the HAR code runs it (`iLRG`, spec 2.6).
 
@@ -119,9 +125,9 @@ def class_embeddings(grads: LastLayerGrads) -> jax.Array:
 
 def ilrg_solution(grads: LastLayerGrads, num_samples: int, *, head: LastLayerParams) -> jax.Array:
   """iLRG steps 1-3: the real-valued least-squares count estimate f32[C] (before clipping and rounding)."""
-  n = _common.validate(grads, num_samples, "ilrg", needs_bias=True)
   if not isinstance(head, LastLayerParams):
     raise TypeError(f"ilrg: head must be a jaxleak.LastLayerParams, got {type(head).__name__}.")
+  n = _common.validate(grads, num_samples, "ilrg", needs_bias=True, extra={"head": head})
   if head.kernel.shape != grads.kernel.shape:
     raise ValueError(f"ilrg: head.kernel {head.kernel.shape} must match grads.kernel {grads.kernel.shape}.")
   b = _bias(grads)
@@ -136,6 +142,8 @@ def ilrg_solution(grads: LastLayerGrads, num_samples: int, *, head: LastLayerPar
   return jnp.linalg.pinv(a) @ v
 
 
+@register("ilrg", signal="bias", requires=("head",),
+          summary="iLRG (Ma et al.): embeddings, head probabilities, pinv")
 def ilrg(grads: LastLayerGrads, num_samples: int, *, head: LastLayerParams) -> jax.Array:
   """iLRG (Ma et al., ICLR 2023): label counts from a linear system built with the head's parameters.
 
@@ -167,4 +175,4 @@ def ilrg(grads: LastLayerGrads, num_samples: int, *, head: LastLayerParams) -> j
     return r.at[i].add(jnp.where(up, 1, -1))
 
   counts = jax.lax.while_loop(not_done, fix_one, r)
-  return _common.guard_nonfinite(counts, grads)
+  return _common.guard_nonfinite(counts, grads, head)

@@ -164,9 +164,16 @@ def canonical_partition(assignment) -> np.ndarray:
   return np.array([ids.setdefault(a, len(ids)) for a in assignment.tolist()], np.int32)
 
 
+def whole_determination_from_ratios(vectors, num_clusters: int | None = None, *, method: str = "ward") -> np.ndarray:
+  """Whole Determination on ratio vectors V_pn f32[C, R] (label i's log R_pn in R rounds, e.g. collected round by
+  round with `log_ratio`, so the [R, C, D, C] updates need not be kept): groups of labels with about the same
+  number of training examples, i32[C] numbered in order of first appearance."""
+  return cluster_labels(vectors, num_clusters, method=method)
+
+
 def whole_determination(label_updates_over_rounds, num_clusters: int | None = None, *,
                         method: str = "ward") -> np.ndarray:
   """Whole Determination: groups of labels with about the same number of training examples, i32[C], from the
   attacker's per-label updates of R >= 1 rounds, [R, C, D, C] (or one round's [C, D, C])."""
   u = jnp.asarray(label_updates_over_rounds)
-  return cluster_labels(ratio_vectors(u[None] if u.ndim == 3 else u), num_clusters, method=method)
+  return whole_determination_from_ratios(ratio_vectors(u[None] if u.ndim == 3 else u), num_clusters, method=method)

@@ -1,13 +1,56 @@
-"""Name -> attack registry for configs and command lines."""
+"""Name -> attack registry for configs and command lines. Each attack registers itself beside its definition:
+
+  @register("ebi", signal="bias", summary="EBI: empirical bias impact sum(neg)/N")
+  def ebi(grads, num_samples): ...
+
+An attack's keyword-only parameters that are fields of `AttackContext` (key, star_params, head, local_batch_size,
+local_steps, confidence) are what it takes from the context; `run` passes exactly those, so every attack is
+called with one signature:
+
+  >>> import jax.numpy as jnp
+  >>> from jaxleak import LastLayerGrads
+  >>> g = LastLayerGrads(kernel=jnp.zeros((4, 3)), bias=jnp.array([-0.5, 0.25, 0.25]))
+  >>> run("llbg_original", g, 4).tolist()                                     # single step: B = N = 4
+  [4, 0, 0]
+  >>> run("llbg_original", g, 4, AttackContext(local_batch_size=2, local_steps=2)).tolist()   # B = 2, S = 2
+  [2, 1, 1]
+"""
 from __future__ import annotations
 
 import dataclasses
-from typing import Callable, Optional
+import inspect
+from typing import Any, Callable, Optional
 
 import jax
 
-from jaxleak.attacks import baselines, bias, weight
 from jaxleak.types import LastLayerGrads, LastLayerParams
+
+
+@dataclasses.dataclass(frozen=True)
+class AttackContext:
+  """Everything an attack may need besides the gradient and N. Fields are None where a run has no such thing.
+
+  Attributes:
+    key: a PRNG key (attacks with random labels).
+    star_params: LLGStarParams from `estimate_llg_star_params` with the attack's `star_method`.
+    head: the attacked head's LastLayerParams (full iLRG).
+    local_batch_size: B, samples per local step behind the update (None: single step, B = N).
+    local_steps: S, local steps behind the update (1 for FedSGD).
+    confidence: assumed mean confidence of the correct class (LLBG's gamma; 0 for untrained models).
+  """
+  key: Optional[jax.Array] = None
+  star_params: Any = None
+  head: Optional[LastLayerParams] = None
+  local_batch_size: Optional[int] = None
+  local_steps: Optional[int] = None
+  confidence: Optional[float] = None
+
+
+CONTEXT_FIELDS = tuple(f.name for f in dataclasses.fields(AttackContext))
+
+_HOW_TO = {"key": "pass a jax.random.key (fold in the update's id so results do not depend on chunking).",
+           "star_params": "estimate them with estimate_llg_star_params(..., method={method!r}).",
+           "head": "pass the head's LastLayerParams at the attacked model."}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -16,50 +59,48 @@ class Attack:
 
   Attributes:
     name: registry name.
-    fn: `fn(grads, num_samples, **kwargs) -> i32[C]`.
+    fn: `fn(grads, num_samples, **context_fields) -> i32[C]`.
     signal: 'weight', 'bias' or 'none' (which gradient the attack reads).
-    requires: keyword arguments the caller must supply: any of 'key', 'star_params' (from
-      `estimate_llg_star_params` with `star_method`), 'head' (the head's LastLayerParams).
+    takes: the AttackContext fields the attack accepts (its keyword-only parameters).
+    requires: those of them the caller must supply.
     star_method: for attacks requiring 'star_params', the estimation method they expect.
     summary: one line for --help and tables.
   """
   name: str
   fn: Callable[..., jax.Array]
   signal: str
+  takes: tuple[str, ...] = ()
   requires: tuple[str, ...] = ()
   star_method: Optional[str] = None
   summary: str = ""
 
 
 _REGISTRY: dict[str, Attack] = {}
+SIGNALS = ("weight", "bias", "none")
 
 
-def register(attack: Attack) -> Attack:
-  if attack.name in _REGISTRY:
-    raise ValueError(f"attack {attack.name!r} is already registered")
-  _REGISTRY[attack.name] = attack
-  return attack
+def register(name: str, *, signal: str, requires: tuple[str, ...] = (), star_method: Optional[str] = None,
+             summary: str = "") -> Callable[[Callable], Callable]:
+  """Decorator: registers `fn` as attack `name`. Its keyword-only parameters named like AttackContext fields are
+  filled from the context by `run`; any other keyword-only parameter needs a default (a plain option)."""
+  def deco(fn):
+    if name in _REGISTRY:
+      raise ValueError(f"attack {name!r} is already registered")
+    if signal not in SIGNALS:
+      raise ValueError(f"attack {name!r}: signal must be one of {SIGNALS}, got {signal!r}.")
+    params = [p for p in inspect.signature(fn).parameters.values() if p.kind is p.KEYWORD_ONLY]
+    unknown = [p.name for p in params if p.name not in CONTEXT_FIELDS and p.default is p.empty]
+    if unknown:
+      raise ValueError(f"attack {name!r}: required keyword-only parameters {unknown} are not AttackContext fields "
+                       f"({', '.join(CONTEXT_FIELDS)}); add them there or give them defaults.")
+    kw_only = [p.name for p in params if p.name in CONTEXT_FIELDS]
+    missing = [r for r in requires if r not in kw_only]
+    if missing:
+      raise ValueError(f"attack {name!r}: requires {missing} but does not take them.")
+    _REGISTRY[name] = Attack(name, fn, signal, tuple(kw_only), tuple(requires), star_method, summary)
+    return fn
+  return deco
 
-
-for _a in (
-    Attack("llg", weight.llg, "weight", summary="LLG (Wainakh et al.), stage 2 raises the selected class"),
-    Attack("llg_har", weight.llg_har, "weight", summary="LLG as the HAR code runs it (stale-index stage 2)"),
-    Attack("llg_star", weight.llg_star, "weight", ("star_params",), "wainakh",
-           summary="LLG* (Wainakh et al.): impact and offsets from dummy batches through the model"),
-    Attack("llg_star_har", weight.llg_star_har, "weight", ("star_params",), "har",
-           summary="LLG* as the HAR code runs it (whole-matrix sums, stale index)"),
-    Attack("ebi", bias.ebi, "bias", summary="EBI: empirical bias impact sum(neg)/N"),
-    Attack("llbg", bias.llbg, "bias", summary="LLBG as the HAR paper ran it (llbgAVG: LLG-style impact)"),
-    Attack("llbg_original", bias.llbg_original, "bias",
-           summary="LLBG with Gat & Sharif's impact -(1-conf)/B and offset S/C"),
-    Attack("ilrg", bias.ilrg, "bias", ("head",), summary="iLRG (Ma et al.): embeddings, head probabilities, pinv"),
-    Attack("ilrg_uniform", bias.ilrg_uniform, "bias", ("key",),
-           summary="iLRG with uniform probabilities, as the HAR code runs it"),
-    Attack("random", baselines.random_guess, "none", ("key",), summary="uniformly random labels"),
-    Attack("idlg", baselines.idlg, "weight", ("key",), summary="one label from iDLG, the rest random"),
-    Attack("analytic", baselines.analytic, "bias", ("key",), summary="classes with negative bias once, rest random"),
-):
-  register(_a)
 
 #: The HAR paper's five attacks, each as its method's paper defines it (LLBG as the HAR paper ran it).
 HAR_PAPER_ATTACKS = ("llg", "llg_star", "ebi", "llbg", "ilrg")
@@ -85,22 +126,15 @@ def get(name: str) -> Callable[..., jax.Array]:
   return info(name).fn
 
 
-def run(name: str, grads: LastLayerGrads, num_samples: int, *, key: Optional[jax.Array] = None,
-        star_params: Optional[weight.LLGStarParams] = None,
-        head: Optional[LastLayerParams] = None) -> jax.Array:
-  """Calls attack `name` with just the context it requires; anything else given is ignored.
-
-  This gives every attack one signature, so a driver can vmap a list of attacks uniformly.
-  """
+def run(name: str, grads: LastLayerGrads, num_samples: int, context: Optional[AttackContext] = None) -> jax.Array:
+  """Calls attack `name` with the context fields it takes (those set); raises naming a missing required one."""
   attack = info(name)
-  provided = {"key": key, "star_params": star_params, "head": head}
+  context = context or AttackContext()
   kwargs = {}
-  for req in attack.requires:
-    if provided[req] is None:
-      raise ValueError(f"attack {name!r} requires {req}=...; "
-                       + {"key": "pass a jax.random.key.",
-                          "star_params": f"estimate it with estimate_llg_star_params(..., method="
-                                         f"{attack.star_method!r}).",
-                          "head": "pass the head's LastLayerParams at the attacked model."}[req])
-    kwargs[req] = provided[req]
+  for field in attack.takes:
+    value = getattr(context, field)
+    if value is not None:
+      kwargs[field] = value
+    elif field in attack.requires:
+      raise ValueError(f"attack {name!r} requires {field}=...; " + _HOW_TO[field].format(method=attack.star_method))
   return attack.fn(grads, num_samples, **kwargs)

@@ -12,6 +12,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxleak.attacks import _common
+from jaxleak.attacks.registry import register
 from jaxleak.head import head_grad
 from jaxleak.types import LastLayerGrads, LastLayerParams
 
@@ -28,6 +29,7 @@ def _llg_counts(g, impact, num_samples, stale_index):
                            decrement_index=(c - 1) if stale_index else None)
 
 
+@register("llg", signal="weight", summary="LLG (Wainakh et al.), stage 2 raises the selected class")
 def llg(grads: LastLayerGrads, num_samples: int, *, stale_index: bool = False) -> jax.Array:
   """LLG: label counts from the weight-gradient row sums.
 
@@ -44,8 +46,14 @@ def llg(grads: LastLayerGrads, num_samples: int, *, stale_index: bool = False) -
   Returns:
     i32[C] predicted counts summing to N.
 
-  Example:
-    >>> counts = jax.jit(jax.vmap(lambda g: llg(g, 100)))(batched_grads)   # [K, C]
+  Example (two classes present; K gradients at once with vmap):
+    >>> import jax.numpy as jnp
+    >>> g = LastLayerGrads(kernel=jnp.array([[-0.3, -0.1, 0.4]]), bias=None)
+    >>> llg(g, 4).tolist()
+    [3, 1, 0]
+    >>> many = LastLayerGrads(kernel=jnp.stack([g.kernel] * 5), bias=None)
+    >>> jax.jit(jax.vmap(lambda x: llg(x, 4)))(many).shape
+    (5, 3)
   """
   n = _common.validate(grads, num_samples, "llg")
   g = _row_sums(grads)
@@ -54,6 +62,7 @@ def llg(grads: LastLayerGrads, num_samples: int, *, stale_index: bool = False) -
   return _common.guard_nonfinite(_llg_counts(g, impact, n, stale_index), grads)
 
 
+@register("llg_har", signal="weight", summary="LLG as the HAR code runs it (stale-index stage 2)")
 def llg_har(grads: LastLayerGrads, num_samples: int) -> jax.Array:
   """LLG as the HAR reference code runs it (`wainakh-simple`, stale-index stage 2; spec 2.1)."""
   return llg(grads, num_samples, stale_index=True)
@@ -136,6 +145,8 @@ def _check_star_params(params, c, attack):
                      "for this model's head).")
 
 
+@register("llg_star", signal="weight", requires=("star_params",), star_method="wainakh",
+          summary="LLG* (Wainakh et al.): impact and offsets from dummy batches through the model")
 def llg_star(grads: LastLayerGrads, num_samples: int, *, star_params: LLGStarParams) -> jax.Array:
   """LLG* (Wainakh et al.): LLG on offset-corrected row sums with a model-estimated impact.
 
@@ -143,17 +154,24 @@ def llg_star(grads: LastLayerGrads, num_samples: int, *, star_params: LLGStarPar
   `star_params` comes from `estimate_llg_star_params(..., method='wainakh')`; estimate once per global model
   and reuse it for every gradient computed at that model.
   """
-  n = _common.validate(grads, num_samples, "llg_star")
-  g = _row_sums(grads)
-  _check_star_params(star_params, g.shape[0], "llg_star")
-  g = g - star_params.offsets
-  return _common.guard_nonfinite(_llg_counts(g, star_params.impact, n, stale_index=False), grads)
+  n = _common.validate(grads, num_samples, "llg_star", extra={"star_params": star_params})
+  _check_star_params(star_params, grads.kernel.shape[-1], "llg_star")
+  g = _row_sums(grads) - star_params.offsets
+  # LLG's premise is a negative impact (non-negative penultimate features). A positive estimate means the features
+  # sum to a negative value on average (e.g. DeepConvLSTM's tanh LSTM outputs), which reverses every sign: run on
+  # the negated signal, so that the estimated direction decides, as the estimate is meant to (BUILD_NOTES.md).
+  flip = star_params.impact > 0
+  g = jnp.where(flip, -g, g)
+  impact = jnp.where(flip, -star_params.impact, star_params.impact)
+  return _common.guard_nonfinite(_llg_counts(g, impact, n, stale_index=False), grads, star_params)
 
 
+@register("llg_star_har", signal="weight", requires=("star_params",), star_method="har",
+          summary="LLG* as the HAR code runs it (whole-matrix sums, stale index)")
 def llg_star_har(grads: LastLayerGrads, num_samples: int, *, star_params: LLGStarParams) -> jax.Array:
   """LLG* exactly as the HAR code runs it (spec 2.2): stage 1 on the raw row sums, then subtract offsets,
   then the stale-index stage 2. Use `estimate_llg_star_params(..., method='har')`."""
-  n = _common.validate(grads, num_samples, "llg_star_har")
+  n = _common.validate(grads, num_samples, "llg_star_har", extra={"star_params": star_params})
   g = _row_sums(grads)
   c = g.shape[0]
   _check_star_params(star_params, c, "llg_star_har")
@@ -162,4 +180,4 @@ def llg_star_har(grads: LastLayerGrads, num_samples: int, *, star_params: LLGSta
   stage1 = _common.keep_first(present.astype(jnp.int32), n)
   g = jnp.where(present, g - m, g) - star_params.offsets
   counts = _common.greedy_fill(g, stage1, m, n, decrement_index=c - 1)
-  return _common.guard_nonfinite(counts, grads)
+  return _common.guard_nonfinite(counts, grads, star_params)

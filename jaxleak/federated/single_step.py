@@ -10,49 +10,20 @@ Two paths that agree to float tolerance (tested):
 """
 from __future__ import annotations
 
-import dataclasses
 import functools
-import math
 from typing import Callable, Optional
 
 import jax
 import jax.numpy as jnp
-import optax
 from flax import linen as nn
 
 from jaxleak import privacy
+from jaxleak.federated.apply import apply_train, split_variables, train_loss
 from jaxleak.head import head_grad
+from jaxleak.privacy import LdpConfig
 from jaxleak.types import LastLayerGrads, LastLayerParams
 
 METHODS = ("fast", "autodiff")
-
-
-@dataclasses.dataclass(frozen=True)
-class LdpConfig:
-  """Local DP applied by the client before sending (spec 4): clip to `clip_norm`, then Gaussian noise with
-  absolute std `noise_std`. clip_norm=inf means no clipping. See jaxleak.privacy for scope and granularity."""
-  clip_norm: float = math.inf
-  noise_std: float = 0.0
-  clip_scope: str = "all"
-  clip_granularity: str = "batch"
-
-  def __post_init__(self):
-    privacy.clip(self.clip_norm, granularity=self.clip_granularity, scope=self.clip_scope)   # validates
-    if self.noise_std < 0:
-      raise ValueError(f"noise std must be >= 0, got {self.noise_std}.")
-
-  @property
-  def is_identity(self) -> bool:
-    return math.isinf(self.clip_norm) and self.noise_std == 0.0
-
-  @property
-  def needs_full_gradient(self) -> bool:
-    """Whole-model clipping needs the whole gradient's norm: a full backward pass."""
-    return not math.isinf(self.clip_norm) and self.clip_scope == "all"
-
-  @property
-  def per_example(self) -> bool:
-    return not math.isinf(self.clip_norm) and self.clip_granularity == "per_example"
 
 
 def minmax_scale(x: jax.Array) -> jax.Array:
@@ -66,35 +37,14 @@ def _head(params) -> LastLayerParams:
   return LastLayerParams(kernel=head["kernel"], bias=head.get("bias"))
 
 
-def _apply_train(model, variables, x, key, **kwargs):
-  mutable = [k for k in variables if k != "params"]
-  if not mutable:
-    return model.apply(variables, x, train=True, rngs={"dropout": key}, **kwargs)
-  return model.apply(variables, x, train=True, rngs={"dropout": key}, mutable=mutable, **kwargs)[0]
-
-
-def _mean_ce_with_state(model, state, x, y, key):
-  """Loss of params with the non-param collections `state` (BatchNorm stats); aux = the updated state."""
-  def loss(params):
-    variables = {**state, "params": params}
-    mutable = list(state)
-    if not mutable:
-      logits = model.apply(variables, x, train=True, rngs={"dropout": key})
-      return jnp.mean(optax.softmax_cross_entropy_with_integer_labels(logits, y)), state
-    logits, new_state = model.apply(variables, x, train=True, rngs={"dropout": key}, mutable=mutable)
-    return jnp.mean(optax.softmax_cross_entropy_with_integer_labels(logits, y)), {**state, **new_state}
-  return loss
-
-
-def _mean_ce(model, variables, x, y, key):
-  def loss(params):
-    logits = _apply_train(model, {**variables, "params": params}, x, key)
-    return jnp.mean(optax.softmax_cross_entropy_with_integer_labels(logits, y))
-  return loss
+def _full_grad(model, variables, x, y, key):
+  """jax.grad of the train-mode mean CE w.r.t. every parameter (the new BatchNorm statistics are discarded)."""
+  params, state = split_variables(variables)
+  return jax.grad(train_loss(model, state, x, y, key), has_aux=True)(params)[0]
 
 
 def _head_grad_and_model_norm(model, variables, x, y, key):
-  tree = jax.grad(_mean_ce(model, variables, x, y, key))(variables["params"])
+  tree = _full_grad(model, variables, x, y, key)
   return LastLayerGrads(kernel=tree["head"]["kernel"], bias=tree["head"].get("bias")), privacy.global_norm(tree)
 
 
@@ -144,16 +94,15 @@ def _private_batch_grad_fn(model, minmax, ldp: LdpConfig):
     x = minmax_scale(x) if minmax else x
     noise_key = jax.random.fold_in(key, 1)
     if not ldp.needs_full_gradient:
-      _, feats = _apply_train(model, variables, x, key, return_features=True)
+      (_, feats), _ = apply_train(model, variables, x, key, return_features=True)
       head = _head(variables["params"])
       if ldp.per_example:
         tree = jax.vmap(lambda h, l: head_grad(h[None], l[None], head))(feats, y)
       else:
         tree = head_grad(feats, y, head)
       return privacy.privatize(tree, transform(noise_key))
-    params = variables["params"]
     if ldp.per_example:
-      one = lambda xn, yn, kn: jax.grad(_mean_ce(model, variables, xn[None], yn[None], kn))(params)
+      one = lambda xn, yn, kn: _full_grad(model, variables, xn[None], yn[None], kn)
       tree = jax.vmap(one)(x, y, jax.vmap(lambda i: jax.random.fold_in(key, i + 2))(jnp.arange(len(y))))
       clipped = privacy.privatize(tree, privacy.clip(ldp.clip_norm, granularity="per_example"))["head"]
       g = LastLayerGrads(kernel=clipped["kernel"], bias=clipped.get("bias"))
@@ -178,12 +127,12 @@ def batch_grad_fn(model: nn.Module, *, method: str = "fast", minmax: bool = True
 
   def fast(variables, x, y, key):
     x = minmax_scale(x) if minmax else x
-    _, feats = _apply_train(model, variables, x, key, return_features=True)
+    (_, feats), _ = apply_train(model, variables, x, key, return_features=True)
     return head_grad(feats, y, _head(variables["params"]))
 
   def autodiff(variables, x, y, key):
     x = minmax_scale(x) if minmax else x
-    g = jax.grad(_mean_ce(model, variables, x, y, key))(variables["params"])["head"]
+    g = _full_grad(model, variables, x, y, key)["head"]
     return LastLayerGrads(kernel=g["kernel"], bias=g.get("bias"))
 
   return fast if method == "fast" else autodiff

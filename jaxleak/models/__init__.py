@@ -1,4 +1,13 @@
-"""Models (Flax Linen) and a registry: the HAR models and the Eavesdrop paper's MLP and small CNN. Every model's classifier head is a Dense named "head"."""
+"""Models (Flax Linen) and a registry: the HAR models (DeepConvLSTM, TinyHAR) and the Eavesdrop paper's MLP and
+small CNN. Every model follows the HeadModel interface (jaxleak/models/interface.py): a classifier head that is a
+Dense named "head", `train` and `return_features` arguments.
+
+  >>> import jax
+  >>> model = build("tinyhar", num_classes=5)
+  >>> variables = init(model, jax.random.key(0), window=50, channels=3)
+  >>> head_params(variables["params"]).kernel.shape
+  (40, 5)
+"""
 from __future__ import annotations
 
 import jax
@@ -6,20 +15,59 @@ import jax.numpy as jnp
 from flax import linen as nn
 
 from jaxleak.models.deepconvlstm import DeepConvLSTM
-from jaxleak.models.small import MLP, SmallCNN
+from jaxleak.models.interface import USES, ModelSpec, check_head_model
+from jaxleak.models.mnist import MLP, SmallCNN
 from jaxleak.models.tinyhar import TinyHAR
 from jaxleak.types import LastLayerParams
 
-MODELS = {"deepconvlstm": DeepConvLSTM, "tinyhar": TinyHAR, "mlp": MLP, "cnn": SmallCNN}
+_REGISTRY: dict[str, ModelSpec] = {}
+
+
+def register(name: str, cls: type, *, uses: tuple[str, ...] = USES, summary: str = "") -> ModelSpec:
+  """Registers a HeadModel class under `name` for the uses it supports (see interface.USES)."""
+  if name in _REGISTRY:
+    raise ValueError(f"model {name!r} is already registered")
+  unknown = set(uses) - set(USES)
+  if unknown:
+    raise ValueError(f"model {name!r}: unknown uses {sorted(unknown)}; valid: {', '.join(USES)}.")
+  spec = ModelSpec(name, cls, tuple(uses), summary)
+  _REGISTRY[name] = spec
+  return spec
+
+
+register("deepconvlstm", DeepConvLSTM, summary="DeepConvLSTM (HAR paper; D = 128)")
+register("tinyhar", TinyHAR, summary="TinyHAR (HAR paper; D = 2 x 20 filters = 40)")
+register("mlp", MLP, summary="the Eavesdrop paper's MLP 256-64 (D = 64)")
+register("cnn", SmallCNN, summary="the Eavesdrop paper's small CNN (PyTorch MNIST example; D = 50)")
+
+
+# names/spec mirror attacks.registry's names/info: two registries of different records, each naming its own kind
+# in its errors; a generic helper would save a few lines and blur those messages.
+def names() -> tuple[str, ...]:
+  return tuple(sorted(_REGISTRY))
+
+
+def spec(name: str) -> ModelSpec:
+  """The registry record of `name`; ValueError listing the valid names."""
+  try:
+    return _REGISTRY[name]
+  except KeyError:
+    raise ValueError(f"unknown model {name!r}; valid: {', '.join(names())}.") from None
+
+
+def require(name: str, use: str) -> ModelSpec:
+  """The record of `name` if it supports `use`; otherwise a ValueError naming the model, the use and the models
+  that support it (raised before any work)."""
+  s = spec(name)
+  if use not in s.uses:
+    able = [n for n in names() if use in _REGISTRY[n].uses]
+    raise ValueError(f"model {name!r} does not support {use}; models that do: {', '.join(able)}.")
+  return s
 
 
 def build(name: str, num_classes: int, **kwargs) -> nn.Module:
-  """A model by registry name ('deepconvlstm', 'tinyhar', 'mlp', 'cnn'); kwargs go to the module (e.g. head_bias=False)."""
-  try:
-    cls = MODELS[name]
-  except KeyError:
-    raise ValueError(f"unknown model {name!r}; valid: {', '.join(sorted(MODELS))}.") from None
-  return cls(num_classes=num_classes, **kwargs)
+  """A model by registry name; kwargs go to the module (e.g. head_bias=False, dropout=0.0)."""
+  return spec(name).cls(num_classes=num_classes, **kwargs)
 
 
 def init(model: nn.Module, key: jax.Array, window: int, channels: int) -> dict:
@@ -44,5 +92,5 @@ def num_params(params) -> int:
   return sum(x.size for x in jax.tree.leaves(params))
 
 
-__all__ = ["DeepConvLSTM", "MLP", "MODELS", "SmallCNN", "TinyHAR", "build", "head_params", "init", "init_for_shape",
-           "num_params"]
+__all__ = ["DeepConvLSTM", "MLP", "ModelSpec", "SmallCNN", "TinyHAR", "USES", "build", "check_head_model",
+           "head_params", "init", "init_for_shape", "names", "num_params", "register", "require", "spec"]

@@ -16,6 +16,8 @@ class DeepConvLSTM(nn.Module):
   With `return_features=True` returns (logits, head_input) where head_input is what the head saw (after
   dropout in train mode).
   """
+  # Hyper-parameter fields in the HeadModel layout (num_classes first, head_bias last), as every model declares
+  # them: the same shape as TinyHAR's fields, not shared code.
   num_classes: int
   conv_filters: int = 64
   kernel_size: int = 9

@@ -36,7 +36,7 @@ class TorchLSTM(nn.Module):
       h_new = jax.nn.sigmoid(o) * jnp.tanh(c)
       return (h_new, c), h_new
 
-    zeros = jnp.zeros((x.shape[0], h), x.dtype)
+    zeros = jnp.zeros((x.shape[0], h), x_proj.dtype)      # the gates' dtype (float64 params under jax_enable_x64)
     _, outs = jax.lax.scan(step, (zeros, zeros), x_proj)
     return jnp.swapaxes(outs, 0, 1)
 

@@ -1,6 +1,7 @@
 """The Eavesdrop paper's MNIST models (sec. IV-A3), sized for any small input: an MLP and a small CNN.
 
-Both take f32[B, ...] and return logits f32[B, C]; the classifier head is a Dense named "head". Dropout (the
+Both take f32[B, ...] and return logits f32[B, C] (with return_features=True: (logits, the head's input f32[B, D]));
+the classifier head is a Dense named "head" (the HeadModel interface, jaxleak/models/interface.py). Dropout (the
 paper's, and its second defence) is active only with train=True and needs a 'dropout' rng.
 """
 from __future__ import annotations
@@ -23,13 +24,14 @@ class MLP(nn.Module):
   head_bias: bool = True
 
   @nn.compact
-  def __call__(self, x: jax.Array, *, train: bool = False) -> jax.Array:
+  def __call__(self, x: jax.Array, *, train: bool = False, return_features: bool = False):
     h = x.reshape(x.shape[0], -1)
     for i, width in enumerate(self.hidden):
       if i > 0 and self.dropout > 0:
         h = nn.Dropout(self.dropout, deterministic=not train)(h)
       h = nn.relu(nn.Dense(width)(h))
-    return nn.Dense(self.num_classes, use_bias=self.head_bias, name="head")(h)
+    logits = nn.Dense(self.num_classes, use_bias=self.head_bias, name="head")(h)
+    return (logits, h) if return_features else logits
 
 
 class SmallCNN(nn.Module):
@@ -47,7 +49,7 @@ class SmallCNN(nn.Module):
   head_bias: bool = True
 
   @nn.compact
-  def __call__(self, x: jax.Array, *, train: bool = False) -> jax.Array:
+  def __call__(self, x: jax.Array, *, train: bool = False, return_features: bool = False):
     h = x[..., None] if x.ndim == 3 else x
     for i, f in enumerate(self.features):
       h = nn.Conv(f, (5, 5), padding="SAME")(h)
@@ -59,4 +61,5 @@ class SmallCNN(nn.Module):
     h = nn.relu(nn.Dense(self.hidden)(h))
     if self.dropout > 0:
       h = nn.Dropout(self.dropout, deterministic=not train)(h)
-    return nn.Dense(self.num_classes, use_bias=self.head_bias, name="head")(h)
+    logits = nn.Dense(self.num_classes, use_bias=self.head_bias, name="head")(h)
+    return (logits, h) if return_features else logits

@@ -12,26 +12,27 @@ equals the same fold trained alone (tested).
 fold (one compilation). Same results (tested). On XLA:CPU, vmap over folds turns each convolution into a grouped
 convolution and measured 3x (TinyHAR) / 1.2x (DeepConvLSTM) slower than sequential (BUILD_NOTES.md), so 'auto'
 picks 'sequential' on CPU and 'vmap' on accelerators. Each fold's shuffles depend only on (seed, fold's held-out subject,
-epoch). Checkpoints (flax msgpack, never pickle) are written atomically after every epoch; a killed run resumes.
+epoch). A checkpoint (jaxleak.storage: one self-verifying file, flax msgpack, never pickle) is written atomically
+after every epoch; a killed run resumes, and a run asked for more epochs than are stored continues from there.
 """
 from __future__ import annotations
 
 import dataclasses
 import functools
-import hashlib
-import json
+import math
 import os
 import time
 from typing import Callable, NamedTuple, Optional
 
-import flax.serialization
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 from flax import linen as nn
 
+from jaxleak import storage
 from jaxleak.data.dataset import WindowedClients
+from jaxleak.federated.apply import class_weighted_ce, train_loss
 
 
 @dataclasses.dataclass(frozen=True)
@@ -44,6 +45,17 @@ class TrainConfig:
   lr_step_epochs: int = 10
   class_weighted: bool = True
   seed: int = 1
+
+  def __post_init__(self):
+    if self.epochs <= 0 or self.batch_size <= 0 or self.lr_step_epochs <= 0:
+      raise ValueError(f"epochs, batch_size and lr_step_epochs must be positive, got {self.epochs}, "
+                       f"{self.batch_size}, {self.lr_step_epochs}.")
+    for name in ("lr", "lr_decay"):
+      value = getattr(self, name)
+      if not (math.isfinite(value) and value > 0):
+        raise ValueError(f"{name} must be a finite number > 0, got {value}.")
+    if not (math.isfinite(self.weight_decay) and self.weight_decay >= 0):
+      raise ValueError(f"weight_decay must be a finite number >= 0, got {self.weight_decay}.")
 
 
 class FoldState(NamedTuple):
@@ -76,23 +88,14 @@ def learning_rate(cfg: TrainConfig, epoch: int) -> float:
   return cfg.lr * cfg.lr_decay ** (epoch // cfg.lr_step_epochs)
 
 
-def weighted_ce(logits, labels, weights):
-  """PyTorch CrossEntropyLoss(weight=w): sum_n w[y_n] CE_n / sum_n w[y_n]."""
-  ce = optax.softmax_cross_entropy_with_integer_labels(logits, labels)
-  w = weights[labels]
-  return jnp.sum(w * ce) / jnp.maximum(jnp.sum(w), 1e-12)
-
-
 def make_train_step(model: nn.Module, tx: optax.GradientTransformation):
   """One fold's step: (state, x [B, T, ch], y [B], weights [C], active bool, key, lr) -> (state, loss)."""
   def step(state: FoldState, x, y, weights, active, key, lr):
-    def loss_fn(params):
-      variables = {"params": params, **({"batch_stats": state.batch_stats} if state.batch_stats else {})}
-      if state.batch_stats:
-        logits, new = model.apply(variables, x, train=True, rngs={"dropout": key}, mutable=["batch_stats"])
-        return weighted_ce(logits, y, weights), new["batch_stats"]
-      return weighted_ce(model.apply(variables, x, train=True, rngs={"dropout": key}), y, weights), {}
-    (loss, stats), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+    model_state = {"batch_stats": state.batch_stats} if state.batch_stats else {}
+    loss_fn = train_loss(model, model_state, x, y, key,
+                         reduce=lambda logits, labels: class_weighted_ce(logits, labels, weights))
+    (loss, new_state), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+    stats = new_state.get("batch_stats", {})
     direction, opt_state = tx.update(grads, state.opt_state, state.params)
     params = jax.tree.map(lambda p, d: p - lr * d, state.params, direction)
     new = FoldState(params, stats, opt_state)
@@ -178,37 +181,13 @@ def macro_f1(true: np.ndarray, pred: np.ndarray, num_classes: int) -> float:
   return float(f1[labels].mean())
 
 
-def _fingerprint(model, cfg, clients, folds) -> str:
-  blob = json.dumps({"model": repr(model), "cfg": dataclasses.asdict(cfg), "subjects": clients.subject_ids,
-                     "held_out": folds.held_out, "n": int(len(clients.labels))}, sort_keys=True)
-  return hashlib.sha256(blob.encode()).hexdigest()[:16]
-
-
-def save_checkpoint(path: str, state: FoldState, meta: dict) -> None:
-  """msgpack (flax.serialization) of the state plus a JSON sidecar, both written atomically."""
-  from jaxleak.results import atomic_write_json
-  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-  tmp = path + ".tmp"
-  with open(tmp, "wb") as f:
-    f.write(flax.serialization.to_bytes(jax.device_get(state)))
-  os.replace(tmp, path)
-  atomic_write_json(path + ".json", meta)
-
-
-def load_checkpoint(path: str, target: FoldState) -> tuple[FoldState, dict]:
-  """Restores a checkpoint into the structure of `target`; errors name the file and the fix."""
-  try:
-    with open(path, "rb") as f:
-      state = flax.serialization.from_bytes(target, f.read())
-    with open(path + ".json") as f:
-      meta = json.load(f)
-  except FileNotFoundError as e:
-    raise FileNotFoundError(f"checkpoint {path} (or its .json) is missing; train with "
-                            "experiments/train_models.py first.") from e
-  except (ValueError, KeyError, TypeError) as e:
-    raise ValueError(f"checkpoint {path} does not match this model/config ({e}); retrain or point "
-                     "--checkpoint_dir elsewhere.") from e
-  return state, meta
+def checkpoint_config(model: nn.Module, cfg: TrainConfig, clients: WindowedClients, folds: Folds,
+                      dataset: str = "") -> dict:
+  """What a fold-training checkpoint is tied to: everything but the number of epochs (so more epochs resume)."""
+  train = dataclasses.asdict(cfg)
+  train.pop("epochs")
+  return {"dataset": dataset, "model": repr(model), "train": train, "subjects": list(clients.subject_ids),
+          "held_out_subjects": [clients.subject_ids[h] for h in folds.held_out], "num_windows": int(len(clients.labels))}
 
 
 FOLD_EXECUTIONS = ("auto", "vmap", "sequential")
@@ -216,26 +195,29 @@ FOLD_EXECUTIONS = ("auto", "vmap", "sequential")
 
 def train_folds(model: nn.Module, clients: WindowedClients, folds: Folds, num_classes: int, cfg: TrainConfig, *,
                 checkpoint_path: Optional[str] = None, progress: Optional[Callable[[str], None]] = None,
-                stop_after_epochs: Optional[int] = None,
-                fold_execution: str = "auto") -> tuple[FoldState, list[dict]]:
-  """Trains every fold for cfg.epochs (resuming from checkpoint_path if it holds a matching run).
+                stop_after_epochs: Optional[int] = None, fold_execution: str = "auto",
+                dataset_name: str = "") -> tuple[FoldState, list[dict]]:
+  """Trains every fold for cfg.epochs (resuming from checkpoint_path if it holds the same run).
 
   Returns the stacked final state and one record per epoch run in this call (loss, held-out accuracy and macro F1
-  per fold, seconds). `stop_after_epochs` ends the call early (to test resumption).
+  per fold, seconds). `stop_after_epochs` ends the call early (to test resumption). A checkpoint of another
+  configuration is refused with the differing fields named; one with more epochs than cfg.epochs too.
   """
   log = progress or (lambda m: None)
   steps = steps_per_epoch(clients, folds, cfg)
   tx = make_optimizer(cfg)
   key = jax.random.key(cfg.seed)
   state = init_state(model, tx, key, clients.windows.shape[1], clients.windows.shape[2], len(folds.held_out))
-  fingerprint = _fingerprint(model, cfg, clients, folds)
+  ckpt = (storage.Checkpointer(checkpoint_path, checkpoint_config(model, cfg, clients, folds, dataset_name),
+                                what="fold training") if checkpoint_path else None)
   start = 0
-  if checkpoint_path and os.path.exists(checkpoint_path):
-    state, meta = load_checkpoint(checkpoint_path, state)
-    if meta.get("fingerprint") != fingerprint:
-      raise ValueError(f"checkpoint {checkpoint_path} was written by another model/config/data "
-                       f"({meta.get('fingerprint')} != {fingerprint}); use a new --checkpoint_dir.")
+  restored = ckpt.restore(state) if ckpt else None
+  if restored is not None:
+    state, meta = restored
     start = int(meta["epochs_done"])
+    if start > cfg.epochs:
+      raise ValueError(f"checkpoint {checkpoint_path} already holds {start} epochs, more than the {cfg.epochs} asked "
+                       f"for; ask for --epochs={start} (or more) or use another --checkpoint_dir.")
     log(f"resuming from {checkpoint_path} after epoch {start}")
   weights = jnp.stack([jnp.asarray(class_weights(clients.labels[folds.train_pool(clients, f)], num_classes)
                                    if cfg.class_weighted else np.ones(num_classes, np.float32))
@@ -278,10 +260,9 @@ def train_folds(model: nn.Module, clients: WindowedClients, folds: Folds, num_cl
     history.append(rec)
     log(f"epoch {epoch + 1}/{cfg.epochs}: {rec['seconds']:.1f} s, mean held-out accuracy "
         f"{np.mean(ev['accuracy']):.3f}, macro F1 {np.mean(ev['macro_f1']):.3f}")
-    if checkpoint_path:
-      save_checkpoint(checkpoint_path, state, {"epochs_done": epoch + 1, "fingerprint": fingerprint,
-                                               "held_out_subjects": [clients.subject_ids[h] for h in folds.held_out],
-                                               "last_epoch": rec, "config": dataclasses.asdict(cfg)})
+    if ckpt:
+      ckpt.save(jax.device_get(state), {"epochs_done": epoch + 1, "last_epoch": rec, "config": dataclasses.asdict(cfg),
+                                        "held_out_subjects": [clients.subject_ids[h] for h in folds.held_out]})
   return state, history
 
 
@@ -291,21 +272,31 @@ def fold_variables(state: FoldState, f: int) -> dict:
   return {"params": params, **({"batch_stats": stats} if stats else {})}
 
 
-def load_fold_models(path: str, model: nn.Module, window: int, channels: int) -> tuple[dict, list[int]]:
-  """Stacked Flax variables of every trained fold (leading fold axis) and each fold's held-out subject id."""
+def load_fold_models(path: str, model: nn.Module, window: int, channels: int, *, dataset: str = ""
+                     ) -> tuple[dict, list[int]]:
+  """Stacked Flax variables of every trained fold (leading fold axis) and each fold's held-out subject id.
+
+  Refuses (naming the difference and the fix) a checkpoint trained on another dataset or model."""
   try:
-    with open(path + ".json") as f:
-      meta = json.load(f)
+    header = storage.read_checkpoint_header(path)
   except FileNotFoundError:
     raise FileNotFoundError(f"no trained models at {path}: run experiments/train_models.py with the same "
                             "--dataset and --model first (or fix --checkpoint_dir).") from None
+  stored = header.get("config", {})
+  for field, want in (("dataset", dataset), ("model", repr(model))):
+    if want and stored.get(field) and stored.get(field) != want:
+      raise ValueError(f"{path} holds models trained with {field} {stored.get(field)!r}, but this run uses {want!r}; "
+                       "train them with experiments/train_models.py for this dataset and model, or point "
+                       "--checkpoint_dir at the matching checkpoint.")
+  meta = header.get("meta", {})
   cfg = TrainConfig(**meta["config"])
   held = [int(s) for s in meta["held_out_subjects"]]
   target = init_state(model, make_optimizer(cfg), jax.random.key(0), window, channels, len(held))
-  state, _ = load_checkpoint(path, target)
+  state, _ = storage.Checkpointer(path, stored, what="fold training").restore(target)
   variables = {"params": state.params, **({"batch_stats": state.batch_stats} if state.batch_stats else {})}
   return variables, held
 
 
 def checkpoint_path(checkpoint_dir: str) -> str:
-  return os.path.join(checkpoint_dir, "folds.msgpack")
+  """The fold-training checkpoint file inside a checkpoint folder."""
+  return os.path.join(checkpoint_dir, "folds.ckpt")

@@ -1,0 +1,250 @@
+"""Command-line plumbing for the entry points in experiments/: flags -> a validated config -> one library call.
+
+Each entry point keeps its flags in its own `flags.FlagValues` (so several can be imported in one process, e.g.
+by tests) and runs through `run` (as a program) or `call` (in-process). Every error a user can cause ends in one
+line on stderr, `error: <what is wrong and what is allowed>`, and a non-zero exit, never a traceback:
+
+  >>> from absl import flags
+  >>> fv = flags.FlagValues()
+  >>> _ = flags.DEFINE_list("clients", None, "subject ids", flag_values=fv)
+  >>> def main(argv):
+  ...   print(int_list(fv, "clients"))
+  >>> call(main, fv, ["--clients=3,1"])
+  (3, 1)
+  0
+"""
+from __future__ import annotations
+
+import math
+import re
+import sys
+from typing import Callable, Optional, Sequence
+
+from absl import app, flags, logging
+
+from jaxleak import attacks as A
+from jaxleak import data as D
+from jaxleak import models, storage
+
+#: Exceptions that mean "the user asked for something impossible": reported in one line, exit code 2.
+USER_ERRORS = (ValueError, KeyError, TypeError, FileNotFoundError, NotADirectoryError, IsADirectoryError,
+               PermissionError, FloatingPointError, ImportError)
+
+
+class FlagError(ValueError):
+  """A flag's value is not allowed: the message names the flag, the value and what is allowed."""
+
+
+def _message(e: BaseException) -> str:
+  msg = str(e.args[0]) if isinstance(e, KeyError) and e.args else str(e)
+  return " ".join(msg.strip().split("\n")[0:1]) or type(e).__name__
+
+
+def _flagify(msg: str, fv: flags.FlagValues) -> str:
+  """Config errors start with the field name; where that is also a flag, say '--field'."""
+  m = re.match(r"([a-z_]+)(\s|:)", msg)
+  if m and m.group(1) in fv and not msg.startswith("--"):
+    return "--" + msg
+  return msg
+
+
+def _execute(main: Callable[[list[str]], object], fv: flags.FlagValues, argv: list[str]) -> int:
+  try:
+    main(argv)
+  except FlagError as e:
+    print(f"error: {e}", file=sys.stderr)
+    return 2
+  except USER_ERRORS as e:
+    print(f"error: {_flagify(_message(e), fv)}", file=sys.stderr)
+    return 2
+  return 0
+
+
+def run(main: Callable[[list[str]], object], fv: flags.FlagValues) -> None:
+  """Runs `main` as a program: parses the command line into `fv` (plus absl's own flags: --help, --flagfile,
+  logging), calls main(argv) and exits with its status (2 and one line on stderr for a user error)."""
+  flags.FLAGS.append_flag_values(fv)
+
+  def wrapped(argv):
+    fv.mark_as_parsed()
+    sys.exit(_execute(main, fv, argv))
+
+  app.run(wrapped)
+
+
+def call(main: Callable[[list[str]], object], fv: flags.FlagValues, args: Sequence[str],
+         prog: str = "jaxleak") -> int:
+  """Runs `main` in-process on command-line `args` (without the program name) and returns the exit status:
+  0 on success, 2 after printing one line for a bad flag or any user error. Flags are reset to their defaults
+  first, so calls do not leak into one another."""
+  fv.unparse_flags()
+  try:
+    argv = fv([prog, *args])
+  except flags.Error as e:
+    print(f"error: {e}", file=sys.stderr)
+    return 2
+  return _execute(main, fv, argv)
+
+
+def no_positional(argv: Sequence[str]) -> None:
+  if len(argv) > 1:
+    raise FlagError(f"unexpected arguments {list(argv[1:])}; every option is a --flag (see --help).")
+
+
+# --- validated flag values ----------------------------------------------------------------------------------------
+
+def _number_list(fv: flags.FlagValues, name: str, cast, what: str, unique: bool):
+  raw = fv[name].value
+  if raw is None:
+    return None
+  if not raw:
+    raise FlagError(f"--{name} is empty; give comma-separated {what}s such as 1,2,3 (or leave it unset).")
+  out = []
+  for item in raw:
+    try:
+      value = cast(item)
+    except ValueError:
+      raise FlagError(f"--{name}={','.join(raw)}: {item!r} is not an {what}; give comma-separated {what}s such "
+                      "as 1,2,3.") from None
+    if isinstance(value, float) and not math.isfinite(value):
+      raise FlagError(f"--{name}={','.join(raw)}: {item!r} is not a finite number.")
+    out.append(value)
+  if unique and len(set(out)) != len(out):
+    dup = sorted({v for v in out if out.count(v) > 1})
+    raise FlagError(f"--{name}={','.join(raw)}: {dup} listed more than once; list each once.")
+  return tuple(out)
+
+
+def int_list(fv: flags.FlagValues, name: str, *, unique: bool = True) -> Optional[tuple[int, ...]]:
+  """A comma-separated list flag as ints (None when unset); refuses non-integers, an empty list and repeats."""
+  return _number_list(fv, name, int, "integer", unique)
+
+
+def float_list(fv: flags.FlagValues, name: str, *, unique: bool = True) -> Optional[tuple[float, ...]]:
+  """A comma-separated list flag as finite floats (None when unset); refuses an empty list and repeats."""
+  return _number_list(fv, name, float, "number", unique)
+
+
+def name_list(fv: flags.FlagValues, name: str, valid: Sequence[str]) -> tuple[str, ...]:
+  """A comma-separated list of names, each from `valid`, none repeated, at least one."""
+  raw = [v.strip() for v in fv[name].value or []]
+  if not raw:
+    raise FlagError(f"--{name} is empty; choose from {', '.join(valid)}.")
+  unknown = [v for v in raw if v not in valid]
+  if unknown:
+    raise FlagError(f"--{name}: unknown {unknown}; choose from {', '.join(valid)}.")
+  if len(set(raw)) != len(raw):
+    raise FlagError(f"--{name}={','.join(raw)}: a name is listed more than once; list each once.")
+  return tuple(raw)
+
+
+def check(fv: flags.FlagValues, name: str, ok: bool, allowed: str) -> None:
+  """Raises FlagError('--name=value: allowed') unless ok."""
+  if not ok:
+    raise FlagError(f"--{name}={fv[name].value}: must be {allowed}.")
+
+
+def positive_int(fv: flags.FlagValues, name: str) -> None:
+  v = fv[name].value
+  check(fv, name, v is not None and v > 0, "a positive integer")
+
+
+def finite(fv: flags.FlagValues, name: str, lo: float = -math.inf, hi: float = math.inf, *,
+           lo_open: bool = False, hi_open: bool = False) -> None:
+  """The float flag is finite and within [lo, hi] (open ends as asked)."""
+  v = fv[name].value
+  ok = v is not None and math.isfinite(v) and (v > lo if lo_open else v >= lo) and (v < hi if hi_open else v <= hi)
+  lo_s = ("(" if lo_open else "[") + (f"{lo:g}" if math.isfinite(lo) else "-inf")
+  hi_s = (f"{hi:g}" if math.isfinite(hi) else "inf") + (")" if hi_open else "]")
+  check(fv, name, ok, f"a finite number in {lo_s}, {hi_s}")
+
+
+def output_folder(fv: flags.FlagValues, name: str = "output_dir") -> str:
+  """The output folder flag, checked writable before any work."""
+  path = fv[name].value
+  if not path:
+    raise FlagError(f"--{name} is empty; give a folder to write results to.")
+  return writable(path, name)
+
+
+def writable(path: str, flag: str) -> str:
+  """`path` if it is (or can be made) a writable folder; else FlagError naming --flag."""
+  try:
+    storage.check_writable_folder(path, f"--{flag}")
+  except storage.StorageError as e:
+    raise FlagError(str(e)) from None
+  return path
+
+
+progress = logging.info
+
+
+# --- the leakage drivers' shared flags ----------------------------------------------------------------------------
+
+def define_har_data_flags(fv: flags.FlagValues) -> None:
+  """--dataset, --data_dir, --synthetic_scale, --model, --head_bias: a HAR dataset and the model trained on it."""
+  d = dict(flag_values=fv)
+  flags.DEFINE_enum("dataset", "hapt", list(D.DATASETS), "Dataset; wear/wetlab need --data_dir.", **d)
+  flags.DEFINE_string("data_dir", None, "Folder with raw/inertial/sbj_*.csv and annotations/loso_sbj_*.json.", **d)
+  flags.DEFINE_float("synthetic_scale", 1.0, "Length multiplier for synthetic datasets (> 0).", **d)
+  flags.DEFINE_enum("model", "deepconvlstm", list(models.names()), "Model architecture.", **d)
+  flags.DEFINE_bool("head_bias", True, "Build the classifier head with a bias (the paper's models have one).", **d)
+
+
+def define_leakage_flags(fv: flags.FlagValues, *, multi_step: bool) -> None:
+  """Flags shared by experiments/single_step_leakage.py and multi_step_leakage.py, defined into `fv`."""
+  d = dict(flag_values=fv)
+  define_har_data_flags(fv)
+  flags.DEFINE_enum("sampling", "shuffle", list(D.STRATEGIES), "How each client's updates are sampled.", **d)
+  flags.DEFINE_integer("num_samples", 500 if multi_step else 100,
+                       "N, windows per client update (the reference's --batch_size / --num_data_points).", **d)
+  flags.DEFINE_list("attacks", list(A.HAR_PAPER_ATTACKS), f"Attacks, from: {', '.join(A.names())}.", **d)
+  flags.DEFINE_list("clients", None, "Subject ids to attack (default: all).", **d)
+  flags.DEFINE_integer("num_clients", None, "Attack only the first k subjects.", **d)
+  flags.DEFINE_integer("seed", 1, "Run seed (model init, sampling, dropout, attack randomness).", **d)
+  flags.DEFINE_bool("minmax", not multi_step, "Per-update min-max input scaling.", **d)
+  flags.DEFINE_integer("chunk_size", 8, "Updates vmapped together (memory vs speed).", **d)
+  flags.DEFINE_float("noise", 0.0, "LDP: Gaussian noise std sigma (0 = none)" +
+                     (", per local step." if multi_step else "."), **d)
+  flags.DEFINE_float("clip", 0.0, "LDP: clip to L2 norm tau before the noise (0 = no clipping).", **d)
+  flags.DEFINE_enum("clip_scope", "all", ["all", "last_layer"],
+                    "Norm over the whole model (the HAR code) or the classifier head only (the HAR paper's text).", **d)
+  flags.DEFINE_enum("model_state", "untrained", ["untrained", "trained"],
+                    "Attack a fresh Xavier-normal init, or the trained LOSO fold models of --checkpoint_dir.", **d)
+  flags.DEFINE_string("checkpoint_dir", None, "Trained models from train_models.py (default: "
+                      "checkpoints/<dataset>_<model>).", **d)
+  flags.DEFINE_string("output_dir", "results/multi_step" if multi_step else "results/single_step",
+                      "Where to write the results.", **d)
+
+
+def _checkpoint_dir(fv: flags.FlagValues) -> Optional[str]:
+  if fv.model_state == "untrained":
+    if fv.checkpoint_dir:
+      raise FlagError("--checkpoint_dir is only used with --model_state=trained.")
+    return None
+  return fv.checkpoint_dir or default_checkpoint_dir(fv.dataset, fv.model)
+
+
+def default_checkpoint_dir(dataset: str, model: str) -> str:
+  """Where train_models.py puts a dataset's and model's fold checkpoints by default."""
+  import os
+  return os.path.join("checkpoints", f"{dataset}_{model}")
+
+
+def leakage_config(fv: flags.FlagValues, **overrides):
+  """The LeakageConfig the leakage flags describe (validated: a bad value raises, naming the flag)."""
+  from jaxleak.runs.leakage import LeakageConfig
+  finite(fv, "synthetic_scale", 0.0, lo_open=True)
+  positive_int(fv, "num_samples")
+  positive_int(fv, "chunk_size")
+  if fv.num_clients is not None:
+    positive_int(fv, "num_clients")
+  finite(fv, "noise", 0.0)
+  finite(fv, "clip", 0.0)
+  cfg = LeakageConfig(
+      checkpoint_dir=_checkpoint_dir(fv), dataset=fv.dataset, data_dir=fv.data_dir,
+      synthetic_scale=fv.synthetic_scale, model=fv.model, head_bias=fv.head_bias, sampling=fv.sampling,
+      num_samples=fv.num_samples, attacks=name_list(fv, "attacks", A.names()), clients=int_list(fv, "clients"),
+      num_clients=fv.num_clients, seed=fv.seed, minmax=fv.minmax, chunk_size=fv.chunk_size, **overrides)
+  cfg.validate()
+  return cfg

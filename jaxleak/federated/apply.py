@@ -1,0 +1,65 @@
+"""The one place a model is applied in train mode and turned into a loss (every update function uses it).
+
+Train mode means: dropout active with the given key (rng name 'dropout'), BatchNorm normalising with the batch's
+statistics and returning updated running statistics. Non-param collections ('batch_stats') are the model's
+*state*: they are passed in and returned, never silently dropped.
+"""
+from __future__ import annotations
+
+from typing import Callable, Optional
+
+import jax
+import jax.numpy as jnp
+import optax
+from flax import linen as nn
+
+
+def split_variables(variables: dict) -> tuple[dict, dict]:
+  """{'params': ..., others} -> (params, state) where state holds the non-param collections ({} if none)."""
+  return variables["params"], {k: v for k, v in variables.items() if k != "params"}
+
+
+def apply_train(model: nn.Module, variables: dict, x: jax.Array, key: jax.Array, **kwargs):
+  """The model in train mode on x. Returns (output, new_state): output as the model returns it (logits, or
+  (logits, features) with return_features=True); new_state = the non-param collections after the batch ({} when
+  the model has none)."""
+  state = {k: v for k, v in variables.items() if k != "params"}
+  if not state:
+    return model.apply(variables, x, train=True, rngs={"dropout": key}, **kwargs), {}
+  out, updated = model.apply(variables, x, train=True, rngs={"dropout": key}, mutable=list(state), **kwargs)
+  return out, {**state, **updated}
+
+
+def mean_ce(logits: jax.Array, labels: jax.Array) -> jax.Array:
+  """Mean softmax cross-entropy over the batch: logits f32[n, C], labels i32[n] -> f32[]."""
+  return jnp.mean(optax.softmax_cross_entropy_with_integer_labels(logits, labels))
+
+
+def masked_mean_ce(logits: jax.Array, labels: jax.Array, mask: jax.Array) -> jax.Array:
+  """Mean CE over the examples with mask 1 (f32[n]); 0 when none is valid."""
+  ce = optax.softmax_cross_entropy_with_integer_labels(logits, labels)
+  return jnp.sum(ce * mask) / jnp.maximum(jnp.sum(mask), 1.0)
+
+
+def class_weighted_ce(logits: jax.Array, labels: jax.Array, class_weights: jax.Array) -> jax.Array:
+  """PyTorch CrossEntropyLoss(weight=w): sum_n w[y_n] CE_n / sum_n w[y_n] (class_weights f32[C])."""
+  ce = optax.softmax_cross_entropy_with_integer_labels(logits, labels)
+  w = class_weights[labels]
+  return jnp.sum(w * ce) / jnp.maximum(jnp.sum(w), 1e-12)
+
+
+def train_loss(model: nn.Module, state: dict, x: jax.Array, y: jax.Array, key: jax.Array,
+               reduce: Optional[Callable[[jax.Array, jax.Array], jax.Array]] = None
+               ) -> Callable[[dict], tuple[jax.Array, dict]]:
+  """params -> (loss, new_state): the train-mode loss of one batch, for jax.grad(..., has_aux=True).
+
+  `reduce(logits, labels)` turns logits into the scalar loss (default: mean_ce); pass a closure for masked or
+  class-weighted losses.
+  """
+  reduce = reduce or mean_ce
+
+  def loss(params):
+    logits, new_state = apply_train(model, {**state, "params": params}, x, key)
+    return reduce(logits, y), new_state
+
+  return loss

@@ -1,0 +1,82 @@
+"""The Eavesdrop experiments' configuration: one federation and its attacker, Whole Determination trials, and
+the paper's grids."""
+from __future__ import annotations
+
+import dataclasses
+
+from jaxleak.federated.rounds import LocalEpochs
+
+# The paper's MNIST settings (sec. IV-A3, IV-B): 100 participants, 10 % selected, L_bs 64, L_lr 0.01, L_ep 3.
+PAPER_LOCAL = LocalEpochs(epochs=3, batch_size=64, lr=0.01)
+#: Sweeps of Figures 6-9 (the figures' exact grids are not given in the text; these span the ranges it names).
+PAPER_SWEEPS = {
+    "batch_size": (8, 16, 20, 32, 64, 128),
+    "epochs": (1, 2, 3, 5, 8, 10),
+    "fraction": (0.1, 0.2, 0.3, 0.4, 0.5),
+    "num_participants": (100, 200, 500, 1000),
+}
+#: Table VI's compression rates.
+PAPER_COMPRESSION = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5)
+
+
+@dataclasses.dataclass(frozen=True)
+class EavesdropConfig:
+  """One federation and attacker. Defaults: the paper's MNIST setting on the digits stand-in."""
+  dataset: str = "digits"
+  model: str = "mlp"
+  data_dir: str | None = None
+  synthetic_scale: float = 1.0
+  num_participants: int = 100
+  fraction: float = 0.1
+  rounds: int = 100
+  local: LocalEpochs = PAPER_LOCAL
+  main_labels: tuple[int, int] = (3, 5)
+  samples_per_label: int = 64
+  other_samples: int = 8
+  aux_fraction: float = 0.4
+  aux_samples_per_label: int | None = None        # default: samples_per_label (the paper: "close to" it)
+  compression: float = 0.0                        # top-CR upload compression (Table VI)
+  dropout: float | None = None                    # None: the model's default; 0 removes dropout
+  sniff_margin: float = 0.5
+  ratio_threshold: float = 0.5                    # Th_R
+  abort_std: float = 0.25                         # abort when std(x_i) > abort_std * K
+  seed: int = 0
+
+  def __post_init__(self):
+    if self.rounds <= 0 or self.num_participants <= 0:
+      raise ValueError(f"rounds and num_participants must be positive, got {self.rounds}, {self.num_participants}.")
+    if not 0.0 < self.fraction <= 1.0:
+      raise ValueError(f"fraction P must be in (0, 1], got {self.fraction}.")
+    if not 0.0 <= self.compression < 1.0:
+      raise ValueError(f"compression must be in [0, 1), got {self.compression}.")
+
+  @property
+  def num_selected(self) -> int:
+    return max(1, int(round(self.fraction * self.num_participants)))
+
+  @property
+  def labels_per_client(self) -> float:
+    """N_L as the attacker knows it: the mean of the main-label range."""
+    return (self.main_labels[0] + self.main_labels[1]) / 2
+
+
+#: Sec. IV-D1: labels split at random into groups allocated Q, Q/4 and Q/5 examples.
+PAPER_WD_FACTORS = (1.0, 1 / 4, 1 / 5)
+
+
+@dataclasses.dataclass(frozen=True)
+class WholeDeterminationConfig:
+  """Trials of Whole Determination (the paper: 20 trainings per dataset, attacked at two stages)."""
+  trials: int = 20
+  total_per_label: int = 2000                   # Q, examples of a group-1 label in the whole federation
+  factors: tuple[float, ...] = PAPER_WD_FACTORS
+  stages: tuple[float, ...] = (0.5, 0.85)       # test-accuracy thresholds: middle, late
+  max_rounds: int = 400
+  window: int = 5                               # rounds of ratios per label vector, from the stage's round on
+  num_clusters: int | None = None               # None: chosen by the largest merge-height jump
+  method: str = "ward"                          # scipy linkage method (Euclidean distance)
+
+
+WD_STAGE_NAMES = {0.5: "middle", 0.85: "late"}
+
+

@@ -1,0 +1,106 @@
+"""The HAR leakage experiment's configuration: one frozen config for single-step (FedSGD) and multi-step (FedAvg)
+runs, validated before any work, and the HAR paper's LDP grid."""
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Optional
+
+from jaxleak import attacks as A
+from jaxleak import data as D
+from jaxleak import models
+from jaxleak.federated import LocalSteps
+from jaxleak.federated.single_step import METHODS
+from jaxleak.privacy import LdpConfig
+
+
+@dataclasses.dataclass(frozen=True)
+class LeakageConfig:
+  """One leakage run: every client's updates of `num_samples` windows, attacked by every attack in `attacks`.
+
+  `local=None` is the single-step setting (one gradient at the global model per update); a `LocalSteps` makes it
+  multi-step (S local SGD steps of B of the N windows). `ldp` is the clients' local DP in the single-step
+  setting; multi-step runs take theirs per local step (`LocalSteps.ldp`).
+  """
+  dataset: str = "hapt"
+  data_dir: Optional[str] = None
+  synthetic_scale: float = 1.0
+  model: str = "deepconvlstm"
+  head_bias: bool = True
+  sampling: str = "shuffle"
+  num_samples: int = 100                             # N, windows per update
+  attacks: tuple[str, ...] = A.HAR_PAPER_ATTACKS
+  clients: Optional[tuple[int, ...]] = None          # subject ids; None = all
+  num_clients: Optional[int] = None                  # first k subjects (after `clients`)
+  seed: int = 1
+  grad_method: str = "fast"
+  minmax: bool = True
+  chunk_size: int = 8                                # updates vmapped together inside the compiled function
+  batches_per_call: int = 64                         # updates per compiled call (progress granularity)
+  ldp: LdpConfig = LdpConfig()
+  local: Optional[LocalSteps] = None
+  checkpoint_dir: Optional[str] = None               # trained LOSO models (train_models.py); None = untrained
+  shard: bool = True                                 # spread each call's updates over all local devices
+
+  def validate(self) -> None:
+    """Raises ValueError naming the field, the value and what is allowed. Cheap: no data is read."""
+    if not self.attacks:
+      raise ValueError("attacks: none given; choose from " + ", ".join(A.names()) + ".")
+    for name in self.attacks:
+      A.info(name)                                   # raises with the valid names
+    if len(set(self.attacks)) != len(self.attacks):
+      raise ValueError(f"attacks: {list(self.attacks)} names an attack twice; list each once.")
+    if self.sampling not in D.STRATEGIES:
+      raise ValueError(f"sampling: unknown {self.sampling!r}; valid: {', '.join(D.STRATEGIES)}.")
+    models.require(self.model, "leakage")
+    if self.grad_method not in METHODS:
+      raise ValueError(f"grad_method: unknown {self.grad_method!r}; valid: {', '.join(METHODS)}.")
+    for name in ("num_samples", "chunk_size", "batches_per_call"):
+      value = getattr(self, name)
+      if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}.")
+    if not (math.isfinite(self.synthetic_scale) and self.synthetic_scale > 0):
+      raise ValueError(f"synthetic_scale must be a finite number > 0, got {self.synthetic_scale}.")
+    if self.clients is not None:
+      if not self.clients:
+        raise ValueError("clients: an empty list; leave it unset to attack every subject.")
+      if len(set(self.clients)) != len(self.clients):
+        raise ValueError(f"clients: {list(self.clients)} names a subject twice; list each once.")
+    if self.num_clients is not None and self.num_clients <= 0:
+      raise ValueError(f"num_clients must be positive, got {self.num_clients}.")
+    if self.local is not None:
+      if not self.ldp.is_identity:
+        raise ValueError("multi-step runs take their LDP per local step: set it in LocalSteps(ldp=...).")
+      if self.local.batch_size > self.num_samples:
+        raise ValueError(f"local batch size B={self.local.batch_size} is larger than the update's N="
+                         f"{self.num_samples} windows; choose B <= N.")
+
+  @property
+  def multi_step(self) -> bool:
+    return self.local is not None
+
+
+#: The HAR paper's nine LDP settings (noise sigma, clip tau); tau = 0 means no clipping (spec 4).
+PAPER_LDP_GRID = ((0.0, 0.1), (0.0, 0.5), (0.0, 1.0), (0.0, 1.5), (0.1, 0.0), (0.1, 0.1), (0.1, 0.5), (0.1, 1.0),
+                  (0.1, 1.5))
+
+
+def ldp_setting(noise: float, clip: float, *, scope: str = "all", granularity: str = "batch") -> LdpConfig:
+  """LdpConfig from the reference's flag convention: clip 0 = no clipping, noise 0 = no noise.
+
+  >>> ldp_setting(0.1, 0.0).clip_norm
+  inf
+  """
+  for name, value in (("clip", clip), ("noise", noise)):
+    if not (math.isfinite(value) and value >= 0):
+      raise ValueError(f"{name} must be a finite number >= 0 (0 = off), got {value}.")
+  return LdpConfig(clip_norm=clip if clip > 0 else math.inf, noise_std=noise, clip_scope=scope,
+                   clip_granularity=granularity)
+
+
+def paper_ldp_settings(scope: str = "all", granularity: str = "batch") -> dict[str, LdpConfig]:
+  """'none' plus the nine settings, named ldp_<noise>_<clip> as the reference's job scripts."""
+  out = {"none": LdpConfig()}
+  for noise, clip in PAPER_LDP_GRID:
+    out[f"ldp_{noise}_{clip}"] = ldp_setting(noise, clip, scope=scope, granularity=granularity)
+  return out

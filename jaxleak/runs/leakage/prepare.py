@@ -1,0 +1,104 @@
+"""Everything a leakage run computes before any gradient: data, clients, the updates' windows, the global
+model(s), per-update keys and the device mesh."""
+from __future__ import annotations
+
+import dataclasses
+import time
+from typing import Callable, Optional
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxleak import data as D
+from jaxleak import models
+from jaxleak.runs import fold_training
+from jaxleak.runs.leakage.config import LeakageConfig
+
+# Purposes folded into the run key: results do not depend on chunking or on which other clients are in the run.
+INIT, SAMPLER, DROPOUT, ATTACK, LLG_STAR = range(5)
+
+
+def log(progress: Optional[Callable[[str], None]], msg: str) -> None:
+  if progress is not None:
+    progress(msg)
+
+
+def select_clients(dataset: D.HarDataset, cfg: LeakageConfig) -> tuple[int, ...]:
+  """The attacked subject ids: cfg.clients (all when None), then the first cfg.num_clients of them."""
+  ids = dataset.subject_ids if cfg.clients is None else tuple(cfg.clients)
+  unknown = [s for s in ids if s not in dataset.subjects]
+  if unknown:
+    raise ValueError(f"clients: unknown subject ids {unknown}; {dataset.name} has {list(dataset.subject_ids)}.")
+  if cfg.num_clients is not None:
+    if cfg.num_clients <= 0:
+      raise ValueError(f"num_clients must be positive, got {cfg.num_clients}.")
+    ids = ids[:cfg.num_clients]
+  return tuple(ids)
+
+
+def batch_keys(key: jax.Array, subject_of_batch: np.ndarray, batch_index: np.ndarray) -> jax.Array:
+  """One key per update: fold_in(fold_in(key, subject id), index of the update within the subject)."""
+  fold = lambda s, b: jax.random.fold_in(jax.random.fold_in(key, s), b)
+  return jax.vmap(fold)(jnp.asarray(subject_of_batch), jnp.asarray(batch_index))
+
+
+@dataclasses.dataclass
+class Prepared:
+  """A run's inputs. K updates ("batches"): indices i32[K, N] into clients' windows, batch_client i32[K]."""
+  dataset: D.HarDataset
+  clients: D.WindowedClients
+  indices: np.ndarray
+  batch_client: np.ndarray
+  batch_index: np.ndarray                             # i32[K] index of the update within its client
+  model: object
+  variables: dict                                     # shared, or stacked per fold when fold_of_batch is set
+  fold_of_batch: Optional[np.ndarray]                 # i32[K]: the trained fold (global model) of each update
+  key: jax.Array
+  dropout_keys: jax.Array
+  timings: dict
+  mesh: Optional[jax.sharding.Mesh] = None            # 1-D mesh ('batch',) when sharding over several devices
+
+  @property
+  def subject_of_batch(self) -> np.ndarray:
+    return np.asarray(self.clients.subject_ids)[self.batch_client]
+
+
+def prepare(cfg: LeakageConfig, dataset: Optional[D.HarDataset], variables: Optional[dict],
+            progress: Optional[Callable[[str], None]]) -> Prepared:
+  """Validates cfg, loads data (unless given), samples every client's updates and builds the global model(s)."""
+  cfg.validate()
+  t0 = time.perf_counter()
+  dataset = dataset or D.load(cfg.dataset, data_dir=cfg.data_dir, scale=cfg.synthetic_scale, seed=cfg.seed)
+  clients = D.make_clients(dataset, select_clients(dataset, cfg))
+  key = jax.random.key(cfg.seed)
+  indices, batch_client = D.sample_clients(cfg.sampling, jax.random.fold_in(key, SAMPLER), clients,
+                                           cfg.num_samples, queries=cfg.local is not None)
+  batch_index = (np.arange(len(batch_client)) -
+                 np.searchsorted(batch_client, batch_client, side="left")).astype(np.int32)
+  subject_of_batch = np.asarray(clients.subject_ids)[batch_client]
+  log(progress, f"{dataset.name}: {clients.num_clients} clients, {len(clients.labels):,} windows, "
+                f"{len(indices)} updates of N={cfg.num_samples} ({cfg.sampling})")
+  model = models.build(cfg.model, dataset.num_classes, head_bias=cfg.head_bias)
+  fold_of_batch = None
+  if cfg.checkpoint_dir is not None:
+    if variables is not None:
+      raise ValueError("give either variables or cfg.checkpoint_dir, not both.")
+    variables, held = fold_training.load_fold_models(fold_training.checkpoint_path(cfg.checkpoint_dir), model,
+                                                     clients.windows.shape[1], dataset.num_channels,
+                                                     dataset=dataset.name)
+    missing = [s for s in clients.subject_ids if s not in held]
+    if missing:
+      raise ValueError(f"{cfg.checkpoint_dir} has no trained model holding out subjects {missing}; train them with "
+                       "experiments/train_models.py --folds=... or restrict --clients.")
+    fold_of_batch = np.asarray([held.index(s) for s in clients.subject_ids], np.int32)[batch_client]
+    log(progress, f"trained models: {len(held)} folds from {cfg.checkpoint_dir}")
+  elif variables is None:
+    variables = models.init(model, jax.random.fold_in(key, INIT), clients.windows.shape[1], dataset.num_channels)
+  dropout_keys = batch_keys(jax.random.fold_in(key, DROPOUT), subject_of_batch, batch_index)
+  mesh = None
+  if cfg.shard and jax.local_device_count() > 1:
+    mesh = jax.make_mesh((jax.local_device_count(),), ("batch",), axis_types=(jax.sharding.AxisType.Auto,))
+    log(progress, f"sharding updates over {jax.local_device_count()} devices")
+  return Prepared(dataset, clients, indices, batch_client, batch_index, model, variables, fold_of_batch, key,
+                  dropout_keys, {"data_s": time.perf_counter() - t0}, mesh)

@@ -1,0 +1,135 @@
+"""Attacking every update of a run and scoring the attacks: LLG* estimates per global model, every attack vmapped
+over all updates (one compiled function per attack and shape, cached across calls), per-update and per-client
+metrics."""
+from __future__ import annotations
+
+import dataclasses
+import functools
+import time
+import zlib
+from typing import Optional, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxleak import attacks as A
+from jaxleak import metrics as M
+from jaxleak import models
+from jaxleak.runs.leakage.config import LeakageConfig
+from jaxleak.runs.leakage.prepare import ATTACK, LLG_STAR, Prepared, batch_keys
+from jaxleak.types import LastLayerGrads
+
+
+@dataclasses.dataclass
+class LeakageResult:
+  """Everything a run produced (NumPy arrays; K updates, C classes)."""
+  config: LeakageConfig
+  dataset_name: str
+  class_names: tuple[str, ...]
+  subject_ids: tuple[int, ...]                      # client index -> subject id
+  batch_client: np.ndarray                          # i32[K] client index of each update
+  batch_index: np.ndarray                           # i32[K] index of the update within its client
+  true_counts: np.ndarray                           # i32[K, C]
+  pred_counts: dict                                 # attack -> i32[K, C]
+  client_metrics: dict                              # attack -> metrics.ClientMetrics of NumPy arrays
+  timings: dict
+
+  def summary_rows(self) -> list[dict]:
+    """One row per attack: {'attack', metric: (mean, std) over clients} for LnAcc, LeAcc, ClassAcc, Eq. 4."""
+    rows = []
+    for name in self.config.attacks:
+      cm = self.client_metrics[name]
+      row = {"attack": name}
+      for metric in ("lnacc", "leacc", "class_acc", "symmetric_existence"):
+        mean, std = M.mean_std_over_clients(getattr(cm, metric))
+        row[metric] = (float(mean), float(std))
+      rows.append(row)
+    return rows
+
+
+@functools.lru_cache(maxsize=None)
+def _vmapped_attack(name: str, num_samples: int, local_batch_size: Optional[int], local_steps: int):
+  """One jitted, vmapped caller per (attack, N, B, S): repeated runs reuse its compilations."""
+  salt = zlib.crc32(name.encode())
+
+  def one(g, key, star_params, head):
+    ctx = A.AttackContext(key=jax.random.fold_in(key, salt), star_params=star_params, head=head,
+                          local_batch_size=local_batch_size, local_steps=local_steps)
+    return A.run(name, g, num_samples, ctx)
+
+  return jax.jit(jax.vmap(one))
+
+
+def run_attacks(grads: LastLayerGrads, num_samples: int, names: Sequence[str], *, keys: jax.Array,
+                star_params: dict, head, local_batch_size: Optional[int] = None, local_steps: int = 1) -> dict:
+  """Every attack vmapped over all gradients; returns {name: i32[K, C]}.
+
+  `head` (LastLayerParams) and the values of `star_params` ({method: LLGStarParams}) carry a leading K axis: the
+  attacked model of each update (the same for every update of an untrained run, the client's fold when trained).
+  B and S describe multi-step updates (attacks such as llbg_original use them).
+  """
+  preds = {}
+  for name in names:
+    star = star_params.get(A.info(name).star_method)
+    f = _vmapped_attack(name, num_samples, local_batch_size, local_steps)
+    preds[name] = np.asarray(f(grads, keys, star, head))
+  return preds
+
+
+def attack_inputs(prep: Prepared, cfg: LeakageConfig):
+  """What the attacks need besides the updates, per update: (keys [K], {LLG* method: LLGStarParams [K, ...]},
+  head LastLayerParams [K, ...]): the attacked model of each update (shared, or the client's trained fold)."""
+  model, clients, key = prep.model, prep.clients, prep.key
+  k = len(prep.indices)
+
+  def estimate(variables, method):
+    penultimate = lambda x: model.apply(variables, x, train=False, return_features=True)[1]
+    return A.estimate_llg_star_params(penultimate, models.head_params(variables["params"]),
+                                      clients.windows.shape[1:], cfg.num_samples,
+                                      jax.random.fold_in(key, LLG_STAR), method=method, dummy="normal")
+
+  methods = sorted({A.info(n).star_method for n in cfg.attacks} - {None})
+  if prep.fold_of_batch is None:              # one global model: broadcast its head and estimates to K updates
+    per_batch = lambda tree: jax.tree.map(lambda a: jnp.broadcast_to(a, (k,) + jnp.shape(a)), tree)
+    head = per_batch(models.head_params(prep.variables["params"]))
+    star_params = {m: per_batch(estimate(prep.variables, m)) for m in methods}
+  else:                                       # one model per fold: estimate per fold, gather per update
+    per_batch = lambda tree: jax.tree.map(lambda a: a[jnp.asarray(prep.fold_of_batch)], tree)
+    head = per_batch(models.head_params(prep.variables["params"]))
+    star_params = {m: per_batch(jax.lax.map(lambda v, m=m: estimate(v, m), prep.variables)) for m in methods}
+  attack_keys = batch_keys(jax.random.fold_in(key, ATTACK), prep.subject_of_batch, prep.batch_index)
+  return attack_keys, star_params, head
+
+
+def true_counts(prep: Prepared) -> np.ndarray:
+  """i32[K, C]: the label counts of every update."""
+  return np.asarray(M.counts_from_labels(jnp.asarray(prep.clients.labels[prep.indices]), prep.dataset.num_classes))
+
+
+def score(prep: Prepared, cfg: LeakageConfig, preds: dict, truth: np.ndarray, timings: dict) -> LeakageResult:
+  """Per-client metrics of every attack's predictions {name: i32[K, C]} -> a LeakageResult."""
+  clients = prep.clients
+  per_client = {name: jax.tree.map(np.asarray, M.client_metrics(truth, p, prep.batch_client, clients.num_clients))
+                for name, p in preds.items()}
+  return LeakageResult(config=cfg, dataset_name=prep.dataset.name, class_names=prep.dataset.class_names,
+                       subject_ids=clients.subject_ids, batch_client=prep.batch_client,
+                       batch_index=prep.batch_index, true_counts=truth, pred_counts=preds,
+                       client_metrics=per_client, timings=timings)
+
+
+def local_hyperparameters(cfg: LeakageConfig) -> tuple[Optional[int], int]:
+  """(B, S) of the updates: (None, 1) for single step."""
+  return (None, 1) if cfg.local is None else (cfg.local.batch_size, cfg.local.steps)
+
+
+def attack_and_score(prep: Prepared, cfg: LeakageConfig, grads: LastLayerGrads, timings: dict) -> LeakageResult:
+  """Estimates what the attacks need from the attacked model(s), runs every attack and computes the metrics."""
+  t0 = time.perf_counter()
+  keys, star_params, head = attack_inputs(prep, cfg)
+  b, s = local_hyperparameters(cfg)
+  preds = run_attacks(grads, cfg.num_samples, cfg.attacks, keys=keys, star_params=star_params, head=head,
+                      local_batch_size=b, local_steps=s)
+  result = score(prep, cfg, preds, true_counts(prep), timings)
+  result.timings["attacks_s"] = time.perf_counter() - t0
+  return result

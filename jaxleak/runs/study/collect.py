@@ -1,0 +1,66 @@
+"""One tidy table from a study's records.
+
+  results.csv    HAR: one row per task x attack x client (subject): settings, lnacc, leacc, class_acc,
+                 symmetric_existence, num_batches
+  summary.csv    HAR: one row per task x attack: mean and std over clients of each metric
+  eavesdrop.csv  Eavesdrop: one row per task: settings and the overall success rates
+Written together as one folder commit (<study_dir>/tables/).
+"""
+from __future__ import annotations
+
+import os
+
+from jaxleak import storage
+from jaxleak.runs.study.plan import Plan, task_row
+from jaxleak.runs.study.store import Store
+
+METRICS = ("lnacc", "leacc", "class_acc", "symmetric_existence")
+HAR_COLUMNS = ("dataset", "model", "state", "sampling", "seed", "num_samples", "local_batch_size", "local_steps",
+               "sigma", "tau")
+EAVESDROP_COLUMNS = ("dataset", "model", "num_participants", "fraction", "local_epochs", "local_batch_size",
+                     "local_lr", "compression", "dropout", "rounds", "seed", "replicates")
+
+
+def _fmt(v) -> str:
+  return "" if v is None else (f"{v:.6g}" if isinstance(v, float) else str(v))
+
+
+def tables(plan: Plan, store: Store) -> tuple[dict[str, str], int]:
+  """({file name: CSV text}, number of tasks missing a record)."""
+  rows, summary, ev_rows, missing = [], [], [], 0
+  ev_keys = None
+  for task in plan.tasks:
+    try:
+      rec = store.read(task.key)
+    except FileNotFoundError:
+      missing += 1
+      continue
+    settings = task_row(task)
+    res = rec["results"]
+    if task.kind == "har":
+      base = [task.key] + [_fmt(settings[c]) for c in HAR_COLUMNS]
+      for attack, r in res["attacks"].items():
+        for i, subject in enumerate(res["subjects"]):
+          rows.append(base + [attack, subject] + [_fmt(r["clients"][m][i]) for m in METRICS] + [r["num_batches"][i]])
+        summary.append(base + [attack] + [_fmt(x) for m in METRICS for x in r["summary"][m]])
+    else:
+      ev_keys = ev_keys or sorted(res["overall"])
+      ev_rows.append([task.key] + [_fmt(settings[c]) for c in EAVESDROP_COLUMNS]
+                     + [_fmt(res["overall"][k]) for k in ev_keys])
+  files = {}
+  if rows:
+    files["results.csv"] = storage.csv_text(("task",) + HAR_COLUMNS + ("attack", "subject") + METRICS
+                                            + ("num_batches",), rows)
+    files["summary.csv"] = storage.csv_text(("task",) + HAR_COLUMNS + ("attack",)
+                                            + tuple(f"{m}_{s}" for m in METRICS for s in ("mean", "std")), summary)
+  if ev_rows:
+    files["eavesdrop.csv"] = storage.csv_text(("task",) + EAVESDROP_COLUMNS + tuple(ev_keys), ev_rows)
+  return files, missing
+
+
+def collect(plan: Plan, store: Store) -> tuple[str, int]:
+  """Writes <study_dir>/tables/ whole; returns (its path, tasks without a record yet)."""
+  files, missing = tables(plan, store)
+  out = os.path.join(store.root, "tables")
+  storage.commit_folder(out, files)
+  return out, missing

@@ -1,0 +1,235 @@
+"""Running a study: every group of a plan (or one shard of it), its client updates computed once, all its LDP
+settings in one compiled, vmapped sweep, one record per task.
+
+  plan -> [shard] -> for each group not yet done:
+     HAR single step : prepare once -> head gradients (+ whole-model norms if a setting clips the whole model)
+                       -> settings in fixed-size chunks: vmap over (sigma, tau) of [vmap over updates of
+                          (LDP as an optax transform with injected hyper-parameters -> every attack)]
+                       -> metrics -> records
+     HAR multi step  : runs.leakage.run_leakage (S, B, N are shapes: one compilation per (N, B, S))
+     Eavesdrop       : runs.eavesdrop.run_rounds, checkpointed every round inside the study folder
+  -> index.json
+
+sigma and tau are traced arguments: the number of compilations does not depend on the number of settings (tested).
+"""
+from __future__ import annotations
+
+import dataclasses
+import functools
+import math
+import time
+import zlib
+from typing import Callable, Optional
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxleak import attacks as A
+from jaxleak import metrics as M
+from jaxleak import privacy
+from jaxleak.federated import LocalSteps
+from jaxleak.privacy import LdpConfig
+from jaxleak.runs.leakage.config import LeakageConfig
+from jaxleak.runs.leakage.prepare import prepare
+from jaxleak.runs.leakage.scoring import attack_inputs, score, true_counts
+from jaxleak.runs.leakage.updates import compute_heads_and_norms, compute_updates
+from jaxleak.runs.study.plan import Group, Plan, Task, describe
+from jaxleak.runs.study.store import Store
+from jaxleak.types import LastLayerGrads
+
+#: Settings per compiled sweep call (the last chunk is padded): memory grows with this, not with the settings.
+SETTINGS_PER_CALL = 16
+
+
+def leakage_config(task_config: dict, sigma: float = 0.0, tau: float = 0.0) -> LeakageConfig:
+  """The LeakageConfig of a HAR task (its LDP given separately)."""
+  c = task_config
+  local = None
+  if c["multi_step"] is not None:
+    n, b, s = c["multi_step"]
+    local = LocalSteps(steps=s, batch_size=b, lr=c["local_lr"], equivalent=c["equivalent"])
+  ldp = LdpConfig() if (sigma, tau) == (0.0, 0.0) else LdpConfig(
+      clip_norm=tau if tau > 0 else math.inf, noise_std=sigma, clip_scope=c["clip_scope"] or "all")
+  return LeakageConfig(dataset=c["dataset"], data_dir=c["data_dir"], synthetic_scale=c["synthetic_scale"],
+                       model=c["model"], sampling=c["sampling"], num_samples=c["num_samples"],
+                       attacks=tuple(c["attacks"]), num_clients=c["num_clients"], seed=c["seed"],
+                       minmax=local is None, ldp=ldp, local=local, checkpoint_dir=c["checkpoint_dir"])
+
+
+def eavesdrop_config(c: dict):
+  """The EavesdropConfig of an Eavesdrop task (raises naming a bad field)."""
+  from jaxleak.federated import LocalEpochs
+  from jaxleak.runs.eavesdrop.config import EavesdropConfig
+  fields = {f.name for f in dataclasses.fields(EavesdropConfig)} - {"local"}
+  unknown = sorted(set(c) - fields - {"local_epochs", "local_batch_size", "local_lr", "replicates"})
+  if unknown:
+    raise ValueError(f"unknown Eavesdrop field(s) {unknown}; fields: {', '.join(sorted(fields))}.")
+  kw = {k: (tuple(v) if isinstance(v, list) else v) for k, v in c.items() if k in fields}
+  return EavesdropConfig(local=LocalEpochs(c["local_epochs"], c["local_batch_size"], c["local_lr"]), **kw)
+
+
+# --- the vmapped LDP x attack sweep ---------------------------------------------------------------------------
+
+def apply_ldp(grads: LastLayerGrads, model_norm: jax.Array, clip_norm: jax.Array, noise_std: jax.Array,
+              noise_key: jax.Array, *, scope: str) -> LastLayerGrads:
+  """One update's LDP with traced (sigma, tau): the same values as federated.apply_batch_ldp with those numbers.
+
+  Whole-model scope scales the head by the factor of the whole-model norm; last-layer scope clips by the head's
+  own norm; then Gaussian noise, all through `privacy.ldp_injectable` (optax.inject_hyperparams)."""
+  if scope == "all":
+    factor = privacy.clip_factor(model_norm, clip_norm)
+    scaled = jax.tree.map(lambda a: a * factor, grads)
+    return privacy.privatize(scaled, privacy.ldp_injectable(jnp.inf, noise_std, key=noise_key))
+  return privacy.privatize(grads, privacy.ldp_injectable(clip_norm, noise_std, key=noise_key, scope="all"))
+
+
+@functools.partial(jax.jit, static_argnames=("names", "num_samples", "scope"))
+def sweep_chunk(grads: LastLayerGrads, norms: jax.Array, noise_keys: jax.Array, attack_keys: jax.Array,
+                star_params: dict, head, clip_norms: jax.Array, noise_stds: jax.Array, *, names: tuple[str, ...],
+                num_samples: int, scope: str) -> dict:
+  """Every attack on every update under every (sigma, tau) of a chunk: {attack: i32[S, K, C]}.
+
+  grads [K, ...], norms f32[K], keys [K]; clip_norms, noise_stds f32[S] (inf / 0 = off). One compilation per
+  (K, S, attacks, N, scope), whatever the values."""
+  salts = {n: zlib.crc32(n.encode()) for n in names}
+
+  def one_setting(tau, sigma):
+    private = jax.vmap(lambda g, nm, k: apply_ldp(g, nm, tau, sigma, k, scope=scope))(grads, norms, noise_keys)
+    out = {}
+    for name in names:
+      star = star_params.get(A.info(name).star_method)
+
+      def one(g, key, st, hd, name=name):
+        ctx = A.AttackContext(key=jax.random.fold_in(key, salts[name]), star_params=st, head=hd)
+        return A.run(name, g, num_samples, ctx)
+
+      out[name] = jax.vmap(one)(private, attack_keys, star, head)
+    return out
+
+  return jax.vmap(one_setting)(clip_norms, noise_stds)
+
+
+def sweep_settings(grads, norms, noise_keys, attack_keys, star_params, head, settings, *, names, num_samples,
+                   scope, per_call: int = SETTINGS_PER_CALL):
+  """`sweep_chunk` over any number of (sigma, tau) settings in padded chunks of `per_call`: {attack: [S, K, C]}."""
+  sig = np.asarray([s for s, _ in settings], np.float32)
+  tau = np.asarray([t if t > 0 else np.inf for _, t in settings], np.float32)
+  outs = []
+  for start in range(0, len(settings), per_call):
+    idx = np.arange(start, start + per_call) % len(settings)
+    res = sweep_chunk(grads, norms, noise_keys, attack_keys, star_params, head, jnp.asarray(tau[idx]),
+                      jnp.asarray(sig[idx]), names=tuple(names), num_samples=num_samples, scope=scope)
+    stop = min(per_call, len(settings) - start)
+    outs.append({k: np.asarray(v)[:stop] for k, v in res.items()})
+  return {k: np.concatenate([o[k] for o in outs]) for k in names}
+
+
+# --- records ----------------------------------------------------------------------------------------------------
+
+def leakage_results(result) -> dict:
+  """A LeakageResult as a record's JSON results: per attack the summary (mean, std over clients) and per-client
+  metrics, plus the summed true/predicted counts per client."""
+  out = {"subjects": list(result.subject_ids), "num_updates": int(len(result.batch_client)),
+         "class_names": list(result.class_names), "attacks": {}}
+  for name in result.config.attacks:
+    cm = result.client_metrics[name]
+    clients = {m: [float(v) for v in np.asarray(getattr(cm, m))]
+               for m in ("lnacc", "leacc", "class_acc", "symmetric_existence")}
+    summary = {m: [float(x) for x in M.mean_std_over_clients(np.asarray(getattr(cm, m)))] for m in clients}
+    out["attacks"][name] = {"summary": summary, "clients": clients,
+                            "num_batches": [int(v) for v in np.asarray(cm.num_batches)],
+                            "class_correct": np.asarray(cm.class_correct).tolist(),
+                            "class_total": np.asarray(cm.class_total).tolist()}
+  return out
+
+
+def _run_har_group(group: Group, todo: list[Task], store: Store, log) -> None:
+  first = todo[0].config
+  base = leakage_config(first)
+  t0 = time.perf_counter()
+  prep = prepare(base, None, None, None)
+  if first["multi_step"] is not None:
+    grads = compute_updates(prep, base, LdpConfig(), None)
+    from jaxleak.runs.leakage.scoring import attack_and_score
+    result = attack_and_score(prep, base, grads, {})
+    store.write(todo[0], leakage_results(result), {"group_s": time.perf_counter() - t0})
+    return
+  settings = [(t.config["sigma"], t.config["tau"]) for t in todo]
+  scopes = {t.config["clip_scope"] for t in todo} - {None}
+  scope = scopes.pop() if scopes else "all"
+  if any(tau > 0 for _, tau in settings) and scope == "all":
+    grads, norms = compute_heads_and_norms(prep, base, None)
+  else:
+    grads, norms = compute_updates(prep, base, LdpConfig(), None), np.full(len(prep.indices), np.nan, np.float32)
+  t_pass = time.perf_counter() - t0
+  noise_keys = jax.vmap(lambda k: jax.random.fold_in(k, 1))(prep.dropout_keys)
+  keys, star_params, head = attack_inputs(prep, base)
+  preds = sweep_settings(grads, jnp.asarray(norms), noise_keys, keys, star_params, head, settings,
+                         names=base.attacks, num_samples=base.num_samples, scope=scope)
+  truth = true_counts(prep)
+  t_sweep = time.perf_counter() - t0 - t_pass
+  for i, task in enumerate(todo):
+    cfg = leakage_config(task.config, *settings[i])
+    result = score(prep, cfg, {n: preds[n][i] for n in base.attacks}, truth, {})
+    store.write(task, leakage_results(result), {"shared_pass_s": t_pass, "sweep_s": t_sweep,
+                                                "settings_in_group": len(todo)})
+
+
+def _run_eavesdrop_group(group: Group, todo: list[Task], store: Store, log) -> None:
+  from jaxleak.runs import eavesdrop as EV
+  task = todo[0]
+  cfg = eavesdrop_config({k: v for k, v in task.config.items() if k != "replicates"})
+  t0 = time.perf_counter()
+  reps = task.config["replicates"]
+  ckpt = store.checkpoint_path(task.key)
+  if reps == 1:
+    res = EV.run_rounds(EV.setup(cfg), checkpoint_path=ckpt)
+  else:
+    res = EV.pool_results(EV.run_rounds_replicated(EV.setup_replicates(cfg, reps), checkpoint_path=ckpt))
+  s = EV.summarize_rounds(res, cfg)
+  results = {"overall": {k: float(v) for k, v in s["overall"].items()},
+             "per_label": {k: [float(x) for x in v] for k, v in s["per_label"].items()},
+             "alpha_pct": float(s["alpha_pct"])}
+  store.write(task, results, {"group_s": time.perf_counter() - t0, "seconds_per_round": s["seconds_per_round"]})
+
+
+@dataclasses.dataclass
+class RunSummary:
+  groups_run: int
+  groups_skipped: int
+  tasks_written: int
+  wall_s: float
+  per_group_s: list
+
+
+def run_plan(plan: Plan, store: Store, *, progress: Optional[Callable[[str], None]] = print) -> RunSummary:
+  """Runs every group of `plan` whose tasks are not all stored; one line of progress per group with an ETA."""
+  log = progress or (lambda m: None)
+  t_start = time.perf_counter()
+  done = store.done_keys(t.key for t in plan.tasks)
+  pending = [g for g in plan.groups if any(t.key not in done for t in g.tasks)]
+  skipped = len(plan.groups) - len(pending)
+  log(f"study {plan.study.name}: {len(plan.groups)} groups, {len(plan.tasks)} tasks; {skipped} groups already "
+      f"done, {len(pending)} to run -> {store.root}")
+  per_group, written = [], 0
+  for i, group in enumerate(pending):
+    todo = [t for t in group.tasks if t.key not in done]
+    t0 = time.perf_counter()
+    (_run_har_group if group.kind == "har" else _run_eavesdrop_group)(group, todo, store, log)
+    written += len(todo)
+    dt = time.perf_counter() - t0
+    per_group.append((group.label, dt))
+    eta = (time.perf_counter() - t_start) / (i + 1) * (len(pending) - i - 1)
+    log(f"  group {i + 1}/{len(pending)} [{group.label}]: {len(group.tasks)}/{len(group.tasks)} tasks in "
+        f"{dt:.1f} s; ETA {eta:.0f} s")
+  store.write_index(plan, store.done_keys(t.key for t in plan.tasks))
+  wall = time.perf_counter() - t_start
+  log(f"done: {written} records in {wall:.1f} s; results in {store.root}/records (collect: python -m jaxleak.study "
+      f"collect --study_dir={store.root})")
+  return RunSummary(len(pending), skipped, written, wall, per_group)
+
+
+def status(plan: Plan, store: Store) -> str:
+  done = store.done_keys(t.key for t in plan.tasks)
+  return describe(plan, done) + f"\n{len(done)}/{len(plan.tasks)} tasks done"

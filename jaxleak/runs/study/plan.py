@@ -1,0 +1,211 @@
+"""A study expanded into tasks and grouped by shared work.
+
+A task is one configuration whose results form one record; its key is the fingerprint of its full configuration
+(so a changed setting is a new task, never a mix). A group is the tasks that share one gradient pass: the same
+dataset, model, state, sampling, seed and local training, differing only in their LDP (sigma, tau), which the
+engine sweeps in one vmapped computation. Each Eavesdrop federation is a group of its own.
+"""
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import os
+from typing import Any, Optional
+
+from jaxleak import storage
+from jaxleak.runs.study.spec import EavesdropGrid, HarGrid, Study
+
+RECORD_VERSION = 1
+
+
+@dataclasses.dataclass(frozen=True)
+class Task:
+  key: str                        # fingerprint of (kind, config, record version)
+  kind: str                       # 'har' or 'eavesdrop'
+  config: dict
+  group: str
+
+
+@dataclasses.dataclass(frozen=True)
+class Group:
+  key: str
+  kind: str
+  tasks: tuple[Task, ...]
+
+  @property
+  def label(self) -> str:
+    c = self.tasks[0].config
+    if self.kind == "har":
+      local = "" if c["multi_step"] is None else " N:B:S={}:{}:{}".format(*c["multi_step"])
+      return (f"{c['dataset']} {c['model']} {c['state']} {c['sampling']} seed={c['seed']} N={c['num_samples']}"
+              + local + (f" ({len(self.tasks)} LDP settings)" if len(self.tasks) > 1 else ""))
+    return " ".join(f"{k}={c[k]}" for k in ("dataset", "model", "num_participants", "fraction", "local_epochs",
+                                            "local_batch_size", "compression", "dropout"))
+
+
+@dataclasses.dataclass(frozen=True)
+class Plan:
+  study: Study
+  groups: tuple[Group, ...]
+
+  @property
+  def tasks(self) -> tuple[Task, ...]:
+    return tuple(t for g in self.groups for t in g.tasks)
+
+  def shard(self, task_index: int, num_tasks: int) -> "Plan":
+    """The groups of shard `task_index` of `num_tasks` (round-robin over groups sorted by key: deterministic,
+    and every group in exactly one shard)."""
+    if num_tasks <= 0 or not 0 <= task_index < num_tasks:
+      raise ValueError(f"task_index must be in [0, num_tasks={num_tasks}), got {task_index}.")
+    return dataclasses.replace(self, groups=self.groups[task_index::num_tasks])
+
+
+def _key(kind: str, config: dict) -> str:
+  return storage.fingerprint({"kind": kind, "config": config, "record_version": RECORD_VERSION})
+
+
+def _har_tasks(part: HarGrid) -> list[tuple[dict, dict]]:
+  out = []
+  for dataset, model, state, sampling, seed in itertools.product(part.datasets, part.models, part.states,
+                                                                 part.samplings, part.seeds):
+    common = dict(dataset=dataset, model=model, state=state, sampling=sampling, seed=seed,
+                  attacks=list(part.attacks), synthetic_scale=part.synthetic_scale,
+                  data_dir=part.data_dir.format(dataset=dataset) if part.data_dir else None,
+                  checkpoint_dir=(part.checkpoint_dir.format(dataset=dataset, model=model)
+                                  if state == "trained" else None),
+                  num_clients=part.num_clients)
+    if part.multi_step:
+      for n, b, s in part.multi_step:
+        group = dict(common, num_samples=n, multi_step=[n, b, s], local_lr=part.local_lr,
+                     equivalent=part.equivalent)
+        out.append((group, dict(group, sigma=0.0, tau=0.0, clip_scope=None)))
+    else:
+      group = dict(common, num_samples=part.num_samples, multi_step=None, local_lr=None, equivalent=None)
+      for sigma, tau in part.ldp:
+        out.append((group, dict(group, sigma=float(sigma), tau=float(tau),
+                                clip_scope=part.clip_scope if tau > 0 else None)))
+  return out
+
+
+def _eavesdrop_tasks(part: EavesdropGrid) -> list[tuple[dict, dict]]:
+  from jaxleak.runs.study.spec import _EAVESDROP_FIELDS
+  base = dict(part.base)
+  names = [k for k, _ in part.axes]
+  out = []
+  for values in itertools.product(*[v for _, v in part.axes]):
+    cfg = {k: v for k, v in _EAVESDROP_FIELDS.items()}
+    cfg.update(dropout=None, data_dir=None, aux_samples_per_label=None)
+    cfg.update(base)
+    cfg.update(zip(names, values))
+    cfg["replicates"] = part.replicates
+    cfg = {k: (list(v) if isinstance(v, tuple) else v) for k, v in cfg.items()}
+    out.append((cfg, cfg))
+  return out
+
+
+def make_plan(study: Study, *, check_inputs: bool = True) -> Plan:
+  """Expands `study` into groups of tasks; validates every part and (check_inputs) that trained-model
+  checkpoints exist, before any work."""
+  groups: dict[str, list[Task]] = {}
+  kinds: dict[str, str] = {}
+  seen = set()
+  for part in study.parts:
+    if isinstance(part, HarGrid):
+      part.validate()
+      pairs, kind = _har_tasks(part), "har"
+    else:
+      pairs, kind = _eavesdrop_tasks(part), "eavesdrop"
+      _validate_eavesdrop(pairs)
+    for group_cfg, task_cfg in pairs:
+      key = _key(kind, task_cfg)
+      if key in seen:                                          # parts may overlap (e.g. LDP (0, 0) and sampling)
+        continue
+      seen.add(key)
+      gkey = _key(kind + "-group", group_cfg)
+      groups.setdefault(gkey, []).append(Task(key, kind, task_cfg, gkey))
+      kinds[gkey] = kind
+  if not groups:
+    raise ValueError(f"study {study.name!r} has no tasks.")
+  plan = Plan(study, tuple(Group(k, kinds[k], tuple(groups[k])) for k in sorted(groups)))
+  if check_inputs:
+    _check_checkpoints(plan)
+  return plan
+
+
+def _validate_eavesdrop(pairs) -> None:
+  from jaxleak.runs.study.engine import eavesdrop_config
+  for _, cfg in pairs:
+    eavesdrop_config(cfg)                                      # raises naming the field
+
+
+def _check_checkpoints(plan: Plan) -> None:
+  from jaxleak.runs import fold_training
+  missing = sorted({(t.config["checkpoint_dir"], t.config["dataset"], t.config["model"]) for t in plan.tasks
+                    if t.kind == "har" and t.config["checkpoint_dir"]
+                    and not os.path.isfile(fold_training.checkpoint_path(t.config["checkpoint_dir"]))})
+  if missing:
+    d, ds, m = missing[0]
+    raise FileNotFoundError(
+        f"{len(missing)} trained-model checkpoint(s) missing, e.g. {d}; train them first: python "
+        f"experiments/train_models.py --dataset={ds} --model={m} --checkpoint_dir={d} (or --set states=untrained).")
+
+
+def describe(plan: Plan, done: Optional[set] = None) -> str:
+  """The plan as text: one line per group (tasks, done) and totals."""
+  done = done or set()
+  lines = [f"study {plan.study.name}: {len(plan.tasks)} tasks in {len(plan.groups)} groups"]
+  for i, g in enumerate(plan.groups):
+    n_done = sum(t.key in done for t in g.tasks)
+    lines.append(f"  [{i + 1:>3}/{len(plan.groups)}] {g.label}: {n_done}/{len(g.tasks)} done")
+  return "\n".join(lines)
+
+
+def task_row(task: Task) -> dict[str, Any]:
+  """The task's settings as flat columns for tables."""
+  c = task.config
+  if task.kind == "har":
+    n, b, s = c["multi_step"] or (c["num_samples"], None, None)
+    return {"dataset": c["dataset"], "model": c["model"], "state": c["state"], "sampling": c["sampling"],
+            "seed": c["seed"], "num_samples": n, "local_batch_size": b, "local_steps": s, "sigma": c["sigma"],
+            "tau": c["tau"]}
+  return {k: c[k] for k in ("dataset", "model", "num_participants", "fraction", "local_epochs", "local_batch_size",
+                            "local_lr", "compression", "dropout", "rounds", "seed", "replicates")}
+
+
+def estimate_cost(plan: Plan) -> dict[str, float]:
+  """Estimated work per group, in window (or example) passes through the model, a forward pass counting 1 and a
+  backward pass 2; HAR datasets are loaded (once each) to count every client's updates. For --dry_run."""
+  from jaxleak import data as D
+  from jaxleak.runs.study.engine import eavesdrop_config
+  datasets: dict = {}
+  out = {}
+  for g in plan.groups:
+    c = g.tasks[0].config
+    if g.kind == "har":
+      key = (c["dataset"], c["data_dir"], c["synthetic_scale"], c["seed"])
+      if key not in datasets:
+        ds = D.load(c["dataset"], data_dir=c["data_dir"], scale=c["synthetic_scale"], seed=c["seed"])
+        clients = D.make_clients(ds)
+        datasets[key] = [clients.client_size(k) for k in range(clients.num_clients)]
+      sizes = datasets[key][:c["num_clients"]] if c["num_clients"] else datasets[key]
+      n = c["num_samples"]
+      updates = sum(s // n for s in sizes)
+      if c["multi_step"] is not None:
+        _, b, s = c["multi_step"]
+        out[g.key] = updates * s * b * 3.0
+      else:
+        full = any(t.config["tau"] > 0 and t.config["clip_scope"] == "all" for t in g.tasks)
+        out[g.key] = updates * n * (3.0 if full else 1.0)
+    else:
+      cfg = eavesdrop_config({k: v for k, v in c.items() if k != "replicates"})
+      per_client = sum(cfg.main_labels) / 2 * cfg.samples_per_label + cfg.other_samples * 10
+      out[g.key] = cfg.rounds * c["replicates"] * (cfg.num_selected + 10) * cfg.local.epochs * per_client * 3.0
+  return out
+
+
+def describe_with_cost(plan: Plan, done: Optional[set] = None) -> str:
+  cost = estimate_cost(plan)
+  lines = describe(plan, done).split("\n")
+  out = [lines[0]] + [f"{line}  ~{cost[g.key]:.3g} window passes" for line, g in zip(lines[1:], plan.groups)]
+  out.append(f"estimated total: {sum(cost.values()):.3g} window passes (a forward pass of one window = 1)")
+  return "\n".join(out)

@@ -1,0 +1,255 @@
+"""Studies: a paper's whole experiment grid as a small, readable config.
+
+A study is a name and a tuple of parts; each part is a grid (the product of its axes) of one kind of task:
+
+* `HarGrid`: HAR label-leakage tasks (`runs.leakage`): datasets x models x states x samplings x seeds, each either
+  single-step with every (sigma, tau) of `ldp`, or multi-step with every (N, B, S) of `multi_step`;
+* `EavesdropGrid`: Eavesdrop federations (`runs.eavesdrop`): a base config and axes over its fields.
+
+Presets (`PRESETS`) give the HAR paper's sampling, LDP and multi-step grids (spec 8.4) and the Eavesdrop paper's
+tables and figure sweeps; `override` changes any field of every part that has it, e.g. a sub-grid:
+
+  >>> study = override(preset("har_sampling"), {"datasets": "synthetic_tiny", "models": "tinyhar"})
+  >>> [len(p.datasets) * len(p.models) * len(p.states) * len(p.samplings) for p in study.parts]
+  [6]
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any, Optional, Union
+
+from jaxleak import attacks as A
+from jaxleak import data as D
+from jaxleak import models
+from jaxleak.runs.eavesdrop.config import PAPER_COMPRESSION, PAPER_SWEEPS
+from jaxleak.runs.leakage.config import PAPER_LDP_GRID
+
+#: The HAR paper's multi-step settings (N, B, S) (spec 3.4).
+PAPER_MULTI_STEP = ((100, 20, 5), (100, 50, 2), (500, 100, 5))
+STATES = ("untrained", "trained")
+
+
+@dataclasses.dataclass(frozen=True)
+class HarGrid:
+  """HAR leakage tasks: the product of datasets, models, states, samplings and seeds; each point is single-step
+  with every (sigma, tau) in `ldp` ((0, 0) = no LDP), or, when `multi_step` is non-empty, multi-step with every
+  (N, B, S) in it (no LDP, as the paper). Trained states read `checkpoint_dir` (a template with {dataset}
+  and {model}) written by experiments/train_models.py."""
+  datasets: tuple[str, ...] = ("synthetic_wear", "synthetic_wetlab")
+  models: tuple[str, ...] = ("deepconvlstm", "tinyhar")
+  states: tuple[str, ...] = STATES
+  samplings: tuple[str, ...] = D.STRATEGIES
+  seeds: tuple[int, ...] = (1,)
+  num_samples: int = 100
+  ldp: tuple[tuple[float, float], ...] = ((0.0, 0.0),)
+  clip_scope: str = "all"
+  multi_step: tuple[tuple[int, int, int], ...] = ()
+  local_lr: float = 1e-4
+  equivalent: str = "mean"
+  attacks: tuple[str, ...] = A.HAR_PAPER_ATTACKS
+  synthetic_scale: float = 1.0
+  data_dir: Optional[str] = None                     # template: {dataset}
+  checkpoint_dir: str = "checkpoints/{dataset}_{model}"
+  num_clients: Optional[int] = None
+
+  def validate(self) -> None:
+    for field, values, valid in (("datasets", self.datasets, D.DATASETS), ("models", self.models, models.names()),
+                                 ("states", self.states, STATES), ("samplings", self.samplings, D.STRATEGIES),
+                                 ("attacks", self.attacks, A.names())):
+      if not values:
+        raise ValueError(f"{field}: empty; choose from {', '.join(valid)}.")
+      bad = [v for v in values if v not in valid]
+      if bad:
+        raise ValueError(f"{field}: unknown {bad}; valid: {', '.join(valid)}.")
+      if len(set(values)) != len(values):
+        raise ValueError(f"{field}: {list(values)} lists a value twice.")
+    for m in self.models:
+      models.require(m, "leakage")
+    if not self.seeds or len(set(self.seeds)) != len(self.seeds):
+      raise ValueError(f"seeds: {list(self.seeds)}; give distinct integers.")
+    if self.num_samples <= 0:
+      raise ValueError(f"num_samples must be positive, got {self.num_samples}.")
+    if not self.ldp:
+      raise ValueError("ldp: empty; give (sigma, tau) pairs, (0, 0) for no LDP.")
+    for sigma, tau in self.ldp:
+      if not (math.isfinite(sigma) and sigma >= 0 and math.isfinite(tau) and tau >= 0):
+        raise ValueError(f"ldp: ({sigma}, {tau}) is not a pair of finite numbers >= 0 (sigma, tau; 0 = off).")
+    if len(set(self.ldp)) != len(self.ldp):
+      raise ValueError("ldp: a (sigma, tau) pair is listed twice.")
+    if self.clip_scope not in ("all", "last_layer"):
+      raise ValueError(f"clip_scope: unknown {self.clip_scope!r}; valid: all, last_layer.")
+    if self.multi_step and self.ldp != ((0.0, 0.0),):
+      raise ValueError("multi_step and ldp in one grid: the paper runs multi-step without LDP; make them two parts.")
+    for n, b, s in self.multi_step:
+      if min(n, b, s) <= 0 or b > n:
+        raise ValueError(f"multi_step: (N={n}, B={b}, S={s}) needs positive values and B <= N.")
+    if not (math.isfinite(self.local_lr) and self.local_lr > 0):
+      raise ValueError(f"local_lr must be a finite number > 0, got {self.local_lr}.")
+    if not (math.isfinite(self.synthetic_scale) and self.synthetic_scale > 0):
+      raise ValueError(f"synthetic_scale must be a finite number > 0, got {self.synthetic_scale}.")
+
+
+@dataclasses.dataclass(frozen=True)
+class EavesdropGrid:
+  """Eavesdrop federations: `base` (EavesdropConfig fields; the rest default) and `axes` {field: values} whose
+  product gives the tasks. Fields `local_epochs`, `local_batch_size`, `local_lr` set the local training."""
+  base: tuple[tuple[str, Any], ...] = ()
+  axes: tuple[tuple[str, tuple], ...] = ()
+  replicates: int = 1
+
+
+Part = Union[HarGrid, EavesdropGrid]
+
+
+@dataclasses.dataclass(frozen=True)
+class Study:
+  name: str
+  parts: tuple[Part, ...]
+  summary: str = ""
+
+
+def _ev(axes: dict, **base) -> EavesdropGrid:
+  return EavesdropGrid(base=tuple(sorted(base.items())), axes=tuple((k, tuple(v)) for k, v in axes.items()))
+
+
+_SAMPLING = HarGrid()
+_LDP = HarGrid(ldp=tuple(PAPER_LDP_GRID))
+_MULTI = HarGrid(multi_step=PAPER_MULTI_STEP)
+
+PRESETS: dict[str, Study] = {s.name: s for s in (
+    Study("har_sampling", (_SAMPLING,), "HAR paper: datasets x models x states x samplings, single step (24)"),
+    Study("har_ldp", (_LDP,), "HAR paper: the 24 sampling settings x 9 (sigma, tau) LDP settings (216)"),
+    Study("har_multistep", (_MULTI,), "HAR paper: the 24 sampling settings x (N, B, S) in (100,20,5), (100,50,2), "
+          "(500,100,5) (72)"),
+    Study("har_paper", (_SAMPLING, _LDP, _MULTI), "HAR paper: sampling + LDP + multi-step grids (312)"),
+    Study("eavesdrop_tables", (_ev({"model": ("mlp", "cnn")}),), "Eavesdrop Tables III-IV: MLP and CNN"),
+    Study("eavesdrop_compression", (_ev({"compression": PAPER_COMPRESSION}, model="cnn"),),
+          "Eavesdrop Table VI: top-CR compression"),
+    Study("eavesdrop_dropout", (_ev({"dropout": (0.0, 0.5)}),), "Eavesdrop: the dropout defence"),
+    Study("eavesdrop_sweeps", (_ev({"local_batch_size": PAPER_SWEEPS["batch_size"]}),
+                               _ev({"local_epochs": PAPER_SWEEPS["epochs"]}),
+                               _ev({"fraction": PAPER_SWEEPS["fraction"]}),
+                               _ev({"num_participants": PAPER_SWEEPS["num_participants"]})),
+          "Eavesdrop Figs. 6-9: Quantity Inference vs L_bs, L_ep, P, N_p"),
+)}
+PRESETS["eavesdrop_paper"] = Study("eavesdrop_paper", PRESETS["eavesdrop_tables"].parts
+                                   + PRESETS["eavesdrop_compression"].parts + PRESETS["eavesdrop_sweeps"].parts,
+                                   "Eavesdrop Tables III, IV, VI and Figs. 6-9")
+
+
+def preset(name: str) -> Study:
+  try:
+    return PRESETS[name]
+  except KeyError:
+    raise ValueError(f"unknown study {name!r}; presets: {', '.join(sorted(PRESETS))}.") from None
+
+
+def _parse(value: Any, like: Any, field: str):
+  """A value for `field` from a string (command line) or Python value, typed like the field's default."""
+  if not isinstance(value, str):
+    return tuple(value) if isinstance(like, tuple) else value
+  text = value.strip()
+  if isinstance(like, tuple):
+    if field in ("ldp", "multi_step"):                   # pairs/triples: 0:0.1,0.1:0.5  or  100:20:5,500:100:5
+      cast = float if field == "ldp" else int
+      items = [tuple(cast(x) for x in item.split(":")) for item in text.split(",") if item]
+      width = 2 if field == "ldp" else 3
+      if any(len(i) != width for i in items):
+        raise ValueError(f"{field}: give comma-separated {'sigma:tau' if width == 2 else 'N:B:S'} items.")
+      return tuple(items)
+    elem = like[0] if like else ""
+    cast = type(elem) if isinstance(elem, (int, float)) and not isinstance(elem, bool) else str
+    return tuple(cast(x.strip()) for x in text.split(",") if x.strip())
+  if like is None:                                       # an optional field: none, a number, or a string
+    if text.lower() == "none":
+      return None
+    for cast in (int, float):
+      try:
+        return cast(text)
+      except ValueError:
+        pass
+    return text
+  if isinstance(like, str):
+    return text
+  if isinstance(like, bool):
+    return text.lower() in ("1", "true", "yes")
+  return type(like)(text)
+
+
+def override(study: Study, values: dict[str, Any]) -> Study:
+  """The study with `values` replacing fields of every part that has them (others are left alone). A field no
+  part has is refused, naming the fields there are."""
+  known = set()
+  parts = []
+  for part in study.parts:
+    if isinstance(part, HarGrid):
+      fields = {f.name: f for f in dataclasses.fields(HarGrid)}
+      known |= set(fields)
+      changes = {}
+      for k, v in values.items():
+        if k in fields:
+          try:
+            changes[k] = _parse(v, getattr(part, k), k)
+          except ValueError as e:
+            raise ValueError(f"--set {k}={v}: {e}") from None
+      parts.append(dataclasses.replace(part, **changes))
+    else:
+      base = dict(part.base)
+      axes = dict(part.axes)
+      for k, v in values.items():
+        if k == "replicates":
+          part = dataclasses.replace(part, replicates=int(v))
+        elif k in axes:
+          axes[k] = _parse(v, axes[k], k)
+        elif k in _EAVESDROP_FIELDS:
+          base[k] = _parse(v, _EAVESDROP_FIELDS[k], k) if isinstance(v, str) else v
+        else:
+          continue
+        known.add(k)
+      parts.append(dataclasses.replace(part, base=tuple(sorted(base.items())), axes=tuple(axes.items())))
+  unknown = sorted(set(values) - known)
+  if unknown:
+    allowed = sorted(known | ({f.name for f in dataclasses.fields(HarGrid)} if any(
+        isinstance(p, HarGrid) for p in study.parts) else set(_EAVESDROP_FIELDS) | {"replicates"}))
+    raise ValueError(f"unknown study field(s) {unknown} for {study.name}; fields: {', '.join(allowed)}.")
+  return dataclasses.replace(study, parts=tuple(parts))
+
+
+def _eavesdrop_fields() -> dict[str, Any]:
+  from jaxleak.runs.eavesdrop.config import EavesdropConfig
+  cfg = EavesdropConfig()
+  out = {f.name: getattr(cfg, f.name) for f in dataclasses.fields(EavesdropConfig) if f.name != "local"}
+  out.update(local_epochs=cfg.local.epochs, local_batch_size=cfg.local.batch_size, local_lr=cfg.local.lr,
+             dropout=0.5, data_dir="", aux_samples_per_label=0)
+  return out
+
+
+_EAVESDROP_FIELDS = _eavesdrop_fields()
+
+
+def to_json(study: Study) -> dict:
+  """A JSON-able form of the study (stored as study.json; `from_json` inverts it)."""
+  parts = []
+  for p in study.parts:
+    if isinstance(p, HarGrid):
+      parts.append({"type": "har", **{f.name: getattr(p, f.name) for f in dataclasses.fields(HarGrid)}})
+    else:
+      parts.append({"type": "eavesdrop", "base": [list(kv) for kv in p.base],
+                    "axes": [[k, list(v)] for k, v in p.axes], "replicates": p.replicates})
+  return {"name": study.name, "summary": study.summary, "parts": parts}
+
+
+def _tuples(v):
+  return tuple(_tuples(x) for x in v) if isinstance(v, list) else v
+
+
+def from_json(d: dict) -> Study:
+  parts = []
+  for p in d["parts"]:
+    if p["type"] == "har":
+      parts.append(HarGrid(**{k: _tuples(v) for k, v in p.items() if k != "type"}))
+    else:
+      parts.append(EavesdropGrid(base=tuple((k, _tuples(v)) for k, v in p["base"]),
+                                 axes=tuple((k, tuple(v)) for k, v in p["axes"]), replicates=p["replicates"]))
+  return Study(d["name"], tuple(parts), d.get("summary", ""))

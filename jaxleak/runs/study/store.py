@@ -1,0 +1,90 @@
+"""A study's results store: one folder per study, one self-verifying record per task, keyed by the task's
+configuration fingerprint (writes go through jaxleak.storage).
+
+  <study_dir>/study.json          the study config last run here (status/collect read it)
+  <study_dir>/records/<key>.json  one record per task: config, seed, results, versions, code revision, checksum
+  <study_dir>/timings/<key>.json  wall times of the task's group (kept apart so records are bitwise reproducible)
+  <study_dir>/index.json          key -> group, kind, settings (derived; rebuilt from the records)
+  <study_dir>/checkpoints/        in-task checkpoints of long tasks (Eavesdrop rounds)
+
+A record is written atomically and only after its task finished; a killed run leaves whole records or none, and
+rerunning the same command skips the tasks whose records verify.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from typing import Optional
+
+from jaxleak import storage
+
+
+class Store:
+  def __init__(self, root: str):
+    self.root = root
+
+  def _path(self, kind: str, key: str) -> str:
+    return os.path.join(self.root, kind, key + ".json")
+
+  def has(self, key: str) -> bool:
+    """True when the task's record exists and verifies (a damaged one counts as missing and is recomputed)."""
+    try:
+      self.read(key)
+      return True
+    except (FileNotFoundError, storage.StorageError):
+      return False
+
+  def done_keys(self, keys) -> set:
+    return {k for k in keys if self.has(k)}
+
+  def write(self, task, results: dict, timings: Optional[dict] = None, provenance: Optional[dict] = None) -> None:
+    body = {"format": "jaxleak-study-record", "version": 1, "key": task.key, "kind": task.kind, "group": task.group,
+            "config": task.config, "results": results, "provenance": provenance or _provenance()}
+    body["sha256"] = _checksum(body)
+    storage.write_text(self._path("records", task.key), json.dumps(body, sort_keys=True, indent=1) + "\n")
+    if timings is not None:
+      storage.write_json(self._path("timings", task.key), timings)
+
+  def read(self, key: str) -> dict:
+    """The verified record of `key`; FileNotFoundError if absent, StorageError if it fails verification."""
+    path = self._path("records", key)
+    if not os.path.isfile(path):
+      raise FileNotFoundError(path)
+    try:
+      with open(path, encoding="utf-8") as f:
+        body = json.load(f)
+    except (UnicodeDecodeError, json.JSONDecodeError):
+      raise storage.StorageError(f"{path}: damaged record (not JSON); delete it and rerun to recompute.") from None
+    if not isinstance(body, dict) or body.get("key") != key or body.get("sha256") != _checksum(body):
+      raise storage.StorageError(f"{path}: record fails its checksum; delete it and rerun to recompute.")
+    return body
+
+  def write_study(self, study_json: dict) -> None:
+    storage.write_json(os.path.join(self.root, "study.json"), study_json)
+
+  def read_study(self) -> dict:
+    path = os.path.join(self.root, "study.json")
+    if not os.path.isfile(path):
+      raise FileNotFoundError(f"{self.root} holds no study (no study.json); run one there first: python -m "
+                              "jaxleak.study run <preset> --study_dir=...")
+    with open(path, encoding="utf-8") as f:
+      return json.load(f)
+
+  def write_index(self, plan, done: set) -> None:
+    from jaxleak.runs.study.plan import task_row
+    index = {t.key: {"group": t.group, "kind": t.kind, "done": t.key in done, **task_row(t)} for t in plan.tasks}
+    storage.write_json(os.path.join(self.root, "index.json"), index)
+
+  def checkpoint_path(self, key: str) -> str:
+    return os.path.join(self.root, "checkpoints", key + ".ckpt")
+
+
+def _checksum(body: dict) -> str:
+  rest = {k: v for k, v in body.items() if k != "sha256"}
+  return hashlib.sha256(json.dumps(rest, sort_keys=True, separators=(",", ":")).encode("utf-8")).hexdigest()
+
+
+def _provenance() -> dict:
+  p = storage.provenance()
+  return {k: p[k] for k in ("jaxleak", "jax", "flax", "optax", "numpy", "python", "git_commit") if k in p}

@@ -1,0 +1,330 @@
+"""The one module that writes and reads durable files.
+
+Three kinds of thing, each written so that a kill -9 at any moment leaves either the old version or the new one,
+never a mix or a half-written file:
+
+* single files (`write_text`, `write_bytes`, `write_json`, `write_csv`): a temp file in the same folder, fsynced,
+  then `os.replace`;
+* folders (`commit_folder`): every file written into a hidden sibling folder, which then replaces the target in
+  two renames; `recover_folder` (called by every commit) finishes or undoes an interrupted swap;
+* checkpoints (`Checkpointer`): ONE self-verifying file: a magic line, a JSON header (format, fingerprint and the
+  configuration it was computed from, caller metadata, the payload's length and SHA-256) and a msgpack payload
+  (flax.serialization; never pickle). Loading verifies length and checksum, then the fingerprint: a checkpoint
+  written by another configuration is refused with a message that names the fields that differ.
+
+One resume scheme for every long run (fold training, Eavesdrop rounds, Whole Determination trials):
+
+  >>> import tempfile, os, numpy as np
+  >>> ckpt = Checkpointer(os.path.join(tempfile.mkdtemp(), "run.ckpt"), {"lr": 0.1}, what="demo run")
+  >>> ckpt.restore({"w": np.zeros(2)}) is None            # nothing yet: start from scratch
+  True
+  >>> ckpt.save({"w": np.ones(2)}, {"steps_done": 3})
+  >>> state, meta = ckpt.restore({"w": np.zeros(2)})
+  >>> state["w"].tolist(), meta["steps_done"]
+  ([1.0, 1.0], 3)
+"""
+from __future__ import annotations
+
+import csv
+import glob
+import hashlib
+import io
+import json
+import math
+import os
+import platform
+import shutil
+import subprocess
+import tempfile
+import uuid
+from typing import Any, Iterable, Mapping, Optional, Sequence
+
+_MAGIC = b"JAXLEAK-CHECKPOINT v1\n"
+_MAX_HEADER_BYTES = 16 * 2 ** 20            # a header is JSON metadata; anything larger is not ours
+
+
+class StorageError(ValueError):
+  """A durable file is missing, corrupt, or was written by something else. The message names the file and the fix."""
+
+
+class CheckpointMismatch(StorageError):
+  """A checkpoint was written by another configuration; the message names the fields that differ."""
+
+
+# --- single files -------------------------------------------------------------------------------------------------
+
+def _fsync_dir(folder: str) -> None:
+  try:
+    fd = os.open(folder, os.O_RDONLY)
+  except OSError:                                    # some file systems do not open folders: nothing to sync
+    return
+  try:
+    os.fsync(fd)
+  except OSError:
+    pass
+  finally:
+    os.close(fd)
+
+
+def write_bytes(path: str, data: bytes) -> None:
+  """Writes `data` to `path` atomically (temp file in the same folder, fsync, os.replace)."""
+  folder = os.path.dirname(os.path.abspath(path))
+  os.makedirs(folder, exist_ok=True)
+  fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix="-" + os.path.basename(path))
+  try:
+    with os.fdopen(fd, "wb") as f:
+      f.write(data)
+      f.flush()
+      os.fsync(f.fileno())
+    os.replace(tmp, path)
+  except BaseException:
+    if os.path.exists(tmp):
+      os.unlink(tmp)
+    raise
+  _fsync_dir(folder)
+
+
+def write_text(path: str, text: str) -> None:
+  """Writes UTF-8 `text` to `path` atomically."""
+  write_bytes(path, text.encode("utf-8"))
+
+
+def json_text(obj) -> str:
+  """Canonical JSON as jaxleak writes it (indented, sorted keys, non-JSON values as strings)."""
+  return json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n"
+
+
+def csv_text(header: Sequence[str], rows: Iterable[Sequence]) -> str:
+  buf = io.StringIO()
+  w = csv.writer(buf)
+  w.writerow(header)
+  w.writerows(rows)
+  return buf.getvalue()
+
+
+def write_json(path: str, obj) -> None:
+  write_text(path, json_text(obj))
+
+
+def write_csv(path: str, header: Sequence[str], rows: Iterable[Sequence]) -> None:
+  write_text(path, csv_text(header, rows))
+
+
+# --- folders ------------------------------------------------------------------------------------------------------
+
+def _siblings(path: str, kind: str) -> list[str]:
+  parent, name = os.path.split(os.path.abspath(path))
+  return sorted(glob.glob(os.path.join(glob.escape(parent), f".{glob.escape(name)}.{kind}-*")))
+
+
+def recover_folder(path: str) -> None:
+  """Finishes what an interrupted `commit_folder` left: if the target is missing but the old version was moved
+  aside, the old version is restored (the new one never became visible); leftover temp folders are removed."""
+  old = _siblings(path, "old")
+  if old and not os.path.exists(path):
+    os.rename(old[-1], path)
+    old = old[:-1]
+  for leftover in old + _siblings(path, "tmp"):
+    shutil.rmtree(leftover, ignore_errors=True)
+
+
+def commit_folder(path: str, files: Mapping[str, str | bytes]) -> None:
+  """Writes a folder whole or not at all, replacing any folder at `path`.
+
+  Args:
+    path: the folder to (re)place.
+    files: relative path (may contain '/') -> text or bytes.
+  """
+  path = os.path.abspath(path)
+  for rel in files:
+    if os.path.isabs(rel) or ".." in rel.split("/"):
+      raise ValueError(f"commit_folder: {rel!r} is not a relative path inside the folder.")
+  parent, name = os.path.split(path)
+  os.makedirs(parent, exist_ok=True)
+  if os.path.exists(path) and not os.path.isdir(path):
+    raise StorageError(f"{path} exists and is not a folder; choose another output folder.")
+  recover_folder(path)
+  tmp = os.path.join(parent, f".{name}.tmp-{uuid.uuid4().hex[:12]}")
+  os.makedirs(tmp)
+  try:
+    for rel, content in files.items():
+      target = os.path.join(tmp, rel)
+      os.makedirs(os.path.dirname(target), exist_ok=True)
+      with open(target, "wb") as f:
+        f.write(content.encode("utf-8") if isinstance(content, str) else content)
+        f.flush()
+        os.fsync(f.fileno())
+    if os.path.exists(path):
+      old = os.path.join(parent, f".{name}.old-{uuid.uuid4().hex[:12]}")
+      os.rename(path, old)
+      os.rename(tmp, path)
+      shutil.rmtree(old, ignore_errors=True)
+    else:
+      os.rename(tmp, path)
+  except BaseException:
+    shutil.rmtree(tmp, ignore_errors=True)
+    recover_folder(path)
+    raise
+  _fsync_dir(parent)
+
+
+def check_writable_folder(path: str, what: str = "output folder") -> None:
+  """Refuses, before any work, a folder that cannot be created or written (names the path and the fix)."""
+  probe_parent = os.path.abspath(path)
+  while not os.path.exists(probe_parent):
+    probe_parent = os.path.dirname(probe_parent)
+  if not os.path.isdir(probe_parent):
+    raise StorageError(f"{what} {path}: {probe_parent} is a file, not a folder; choose another path.")
+  if not os.access(probe_parent, os.W_OK | os.X_OK):
+    raise StorageError(f"{what} {path}: {probe_parent} is not writable; choose a folder you can write to.")
+
+
+# --- fingerprints and checkpoints ---------------------------------------------------------------------------------
+
+def _canonical(obj):
+  """A JSON-able, order-independent form of a configuration (floats kept exactly; NaN/inf as strings)."""
+  if isinstance(obj, Mapping):
+    return {str(k): _canonical(v) for k, v in sorted(obj.items(), key=lambda kv: str(kv[0]))}
+  if isinstance(obj, (list, tuple)):
+    return [_canonical(v) for v in obj]
+  if isinstance(obj, float):
+    return repr(obj) if not math.isfinite(obj) else obj
+  if obj is None or isinstance(obj, (bool, int, str)):
+    return obj
+  return repr(obj)
+
+
+def fingerprint(config: Mapping[str, Any]) -> str:
+  """SHA-256 (hex, 16 digits) of the canonical JSON of `config`: equal configurations, equal fingerprints."""
+  blob = json.dumps(_canonical(config), sort_keys=True, separators=(",", ":"))
+  return hashlib.sha256(blob.encode("utf-8")).hexdigest()[:16]
+
+
+def config_differences(stored: Mapping[str, Any], current: Mapping[str, Any], prefix: str = "") -> list[str]:
+  """Human-readable differences 'field: stored X, now Y' between two configurations (nested dicts flattened)."""
+  stored, current = _canonical(stored), _canonical(current)
+  out = []
+  for k in sorted(set(stored) | set(current)):
+    a, b = stored.get(k, "<absent>"), current.get(k, "<absent>")
+    if isinstance(a, dict) and isinstance(b, dict):
+      out += config_differences(a, b, f"{prefix}{k}.")
+    elif a != b:
+      out.append(f"{prefix}{k}: stored {a!r}, now {b!r}")
+  return out
+
+
+def _encode_payload(state) -> bytes:
+  if state is None:
+    return b""
+  from flax import serialization
+  return serialization.msgpack_serialize(serialization.to_state_dict(state))
+
+
+def read_checkpoint_header(path: str) -> dict:
+  """The JSON header of a checkpoint file (format, fingerprint, config, meta), verified to be ours."""
+  header, _ = _read_checkpoint(path, verify_payload=False)
+  return header
+
+
+def _read_checkpoint(path: str, verify_payload: bool = True) -> tuple[dict, bytes]:
+  if not os.path.exists(path):
+    raise FileNotFoundError(path)
+  if not os.path.isfile(path):
+    raise StorageError(f"checkpoint {path} is not a regular file; point the run at another folder.")
+  with open(path, "rb") as f:
+    magic = f.read(len(_MAGIC))
+    if magic != _MAGIC:
+      raise StorageError(f"{path} is not a jaxleak checkpoint (or one written by an older version); delete it or "
+                         "use another folder to start over.")
+    line = f.readline(_MAX_HEADER_BYTES + 1)
+    if len(line) > _MAX_HEADER_BYTES or not line.endswith(b"\n"):
+      raise StorageError(f"{path}: checkpoint header is truncated or oversized; the file is damaged. Delete it to "
+                         "start over.")
+    try:
+      header = json.loads(line.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError):
+      raise StorageError(f"{path}: checkpoint header is not valid JSON; the file is damaged. Delete it to start "
+                         "over.") from None
+    if not verify_payload:
+      return header, b""
+    payload = f.read(int(header.get("payload_bytes", -1)) + 1)
+  if len(payload) != header.get("payload_bytes") or hashlib.sha256(payload).hexdigest() != header.get("sha256"):
+    raise StorageError(f"{path}: checkpoint payload fails its checksum (truncated or altered on disk); delete it to "
+                       "start over.")
+  return header, payload
+
+
+class Checkpointer:
+  """One resumable run's checkpoint: a single self-verifying file, tied to the configuration that produced it.
+
+  Args:
+    path: the checkpoint file.
+    config: everything that determines the run's results except how far it has got (e.g. without `epochs`
+      or `rounds`, so that extending a run resumes it). Stored in the header; its fingerprint is checked on load.
+    what: a few words for messages ('fold training', 'Eavesdrop rounds').
+  """
+
+  def __init__(self, path: str, config: Mapping[str, Any], *, what: str = "run"):
+    self.path = path
+    self.config = dict(_canonical(config))
+    self.fingerprint = fingerprint(self.config)
+    self.what = what
+
+  def exists(self) -> bool:
+    return os.path.exists(self.path)
+
+  def save(self, state, meta: Optional[Mapping[str, Any]] = None) -> None:
+    """Writes state (any pytree of arrays, or None) and JSON metadata atomically, as one file."""
+    payload = _encode_payload(state)
+    header = {"format": "jaxleak-checkpoint", "version": 1, "what": self.what, "fingerprint": self.fingerprint,
+              "config": self.config, "meta": dict(meta or {}), "payload_bytes": len(payload),
+              "sha256": hashlib.sha256(payload).hexdigest()}
+    line = json.dumps(header, sort_keys=True, default=str).encode("utf-8") + b"\n"
+    write_bytes(self.path, _MAGIC + line + payload)
+
+  def restore(self, target=None):
+    """(state restored into the structure of `target`, meta), or None when there is no checkpoint yet.
+
+    Raises CheckpointMismatch (naming the differing fields) for a checkpoint of another configuration and
+    StorageError for a damaged one.
+    """
+    if not self.exists():
+      return None
+    header, payload = _read_checkpoint(self.path)
+    if header.get("fingerprint") != self.fingerprint:
+      diff = config_differences(header.get("config", {}), self.config)
+      raise CheckpointMismatch(
+          f"{self.path} holds a {header.get('what', 'run')} with another configuration ("
+          + ("; ".join(diff[:8]) + ("; ..." if len(diff) > 8 else "") if diff else "fingerprints differ")
+          + "); rerun with the same settings to resume, or use another folder (or delete it) to start over.")
+    state = None
+    if target is not None:
+      from flax import serialization
+      try:
+        state = serialization.from_state_dict(target, serialization.msgpack_restore(payload))
+      except (ValueError, KeyError, TypeError) as e:
+        raise StorageError(f"{self.path}: checkpoint does not fit this model ({e}); delete it or use another "
+                           "folder.") from None
+    return state, header.get("meta", {})
+
+
+# --- provenance ---------------------------------------------------------------------------------------------------
+
+def provenance() -> dict:
+  """Versions, devices and the code revision, for manifests and records."""
+  import flax
+  import jax
+  import numpy
+  import optax
+
+  import jaxleak
+  env = {"python": platform.python_version(), "jax": jax.__version__, "flax": flax.__version__,
+         "optax": optax.__version__, "numpy": numpy.__version__, "jaxleak": jaxleak.__version__,
+         "platform": platform.platform(), "devices": [str(d) for d in jax.devices()]}
+  try:
+    here = os.path.dirname(os.path.abspath(__file__))
+    env["git_commit"] = subprocess.run(["git", "-C", here, "rev-parse", "HEAD"], capture_output=True, text=True,
+                                       timeout=5, check=True).stdout.strip()
+  except Exception:                                             # not a checkout: no commit to record
+    pass
+  return env

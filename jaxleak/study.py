@@ -1,0 +1,97 @@
+"""Run a paper's whole experiment grid as one resumable, shardable command.
+
+  python -m jaxleak.study list                                            # the presets
+  python -m jaxleak.study run har_sampling --study_dir=studies/sampling --dry_run     # the plan, no work
+  python -m jaxleak.study run har_sampling --study_dir=studies/sampling \\
+      --set datasets=synthetic_wear,synthetic_wetlab --set states=untrained            # any sub-grid
+  python -m jaxleak.study run har_ldp --study_dir=studies/ldp --task_index=3 --num_tasks=8   # shard 3 of 8
+  python -m jaxleak.study status --study_dir=studies/ldp
+  python -m jaxleak.study collect --study_dir=studies/ldp                # tables/results.csv, summary.csv
+
+A killed run continues where it stopped when the same command is run again (finished tasks are records; they are
+verified and skipped). Shards write into the same study folder (or folders that `collect` reads one by one).
+"""
+
+from absl import flags
+
+from jaxleak import cli
+
+FLAGS = flags.FlagValues()
+_d = dict(flag_values=FLAGS)
+flags.DEFINE_string("study_dir", None, "The study's folder (records, index, tables).", **_d)
+flags.DEFINE_multi_string("set", [], "field=value overriding a field of the study, e.g. --set models=tinyhar "
+                          "--set ldp=0:0,0.1:1.0 --set multi_step=100:20:5 (repeatable).", **_d)
+flags.DEFINE_bool("dry_run", False, "Print the plan (groups, tasks, what is done) and exit.", **_d)
+flags.DEFINE_integer("task_index", 0, "This shard's index in [0, --num_tasks) (e.g. $SLURM_ARRAY_TASK_ID).", **_d)
+flags.DEFINE_integer("num_tasks", 1, "Number of shards the study's groups are dealt to.", **_d)
+flags.DEFINE_enum("executor", "local", ["local", "ray"], "Run groups here, or one Ray task per group.", **_d)
+flags.DEFINE_string("ray_address", None, "Ray cluster address for --executor=ray (default: start a local one).",
+                    **_d)
+
+COMMANDS = ("run", "status", "collect", "list")
+
+
+def main(argv):
+  from jaxleak.runs import study as S
+  from jaxleak.runs.study import collect, spec
+  args = argv[1:]
+  if not args or args[0] not in COMMANDS:
+    raise cli.FlagError(f"give a command: {', '.join(COMMANDS)} (e.g. python -m jaxleak.study run har_sampling "
+                        "--study_dir=studies/sampling).")
+  command, rest = args[0], args[1:]
+  if command == "list":
+    for name, st in sorted(S.PRESETS.items()):
+      print(f"{name:24s} {st.summary}")
+    return
+  if not FLAGS.study_dir:
+    raise cli.FlagError("--study_dir is required: the folder that holds the study's records.")
+  store = S.Store(FLAGS.study_dir)
+  if command == "run":
+    if len(rest) != 1:
+      raise cli.FlagError(f"run takes one study name; presets: {', '.join(sorted(S.PRESETS))}.")
+    cli.positive_int(FLAGS, "num_tasks")
+    cli.check(FLAGS, "task_index", 0 <= FLAGS.task_index < FLAGS.num_tasks, f"in [0, {FLAGS.num_tasks})")
+    study = S.override(S.preset(rest[0]), _overrides(FLAGS.set))
+    plan = S.make_plan(study, check_inputs=not FLAGS.dry_run)
+    shard = plan.shard(FLAGS.task_index, FLAGS.num_tasks)
+    if FLAGS.dry_run:
+      from jaxleak.runs.study.plan import describe_with_cost
+      print(describe_with_cost(shard, store.done_keys(t.key for t in shard.tasks) if _exists(FLAGS.study_dir) else set()))
+      return
+    cli.writable(FLAGS.study_dir, "study_dir")
+    store.write_study(spec.to_json(study))
+    if FLAGS.executor == "ray":
+      from jaxleak.runs.study import executors
+      executors.run_with_ray(shard, store, address=FLAGS.ray_address, progress=cli.progress)
+    else:
+      S.run_plan(shard, store, progress=print)
+    return
+  if rest:
+    raise cli.FlagError(f"{command} takes no arguments besides --study_dir.")
+  plan = S.make_plan(spec.from_json(store.read_study()), check_inputs=False)
+  if command == "status":
+    print(S.status(plan, store))
+  else:
+    out, missing = collect.collect(plan, store)
+    print(f"tables in {out}/" + (f" ({missing} tasks have no record yet)" if missing else ""))
+
+
+def _overrides(items) -> dict:
+  out = {}
+  for item in items:
+    if "=" not in item:
+      raise cli.FlagError(f"--set {item!r}: expected field=value.")
+    k, v = item.split("=", 1)
+    if k.strip() in out:
+      raise cli.FlagError(f"--set {k.strip()} given twice.")
+    out[k.strip()] = v
+  return out
+
+
+def _exists(path) -> bool:
+  import os
+  return os.path.isdir(path)
+
+
+if __name__ == "__main__":
+  cli.run(main, FLAGS)

@@ -1,0 +1,89 @@
+"""Every entry point refuses bad command lines in one line naming the flag, exits 2, and writes nothing.
+
+Run in-process (jaxleak.cli.call), so each case costs milliseconds unless it needs the data to know it is wrong.
+"""
+import os
+
+import pytest
+
+from experiments import eavesdrop as EX
+from experiments import multi_step_leakage as MS
+from experiments import single_step_leakage as SS
+from experiments import train_models as TM
+from jaxleak import cli
+
+TINY = ["--dataset=synthetic_tiny", "--model=tinyhar"]
+
+BAD = [
+    # (entry point, arguments, what the one-line message must contain)
+    (SS, ["--clients=abc"], "--clients=abc: 'abc' is not an integer"),
+    (SS, ["--clients=1,1"], "[1] listed more than once"),
+    (SS, ["--clients="], "--clients is empty"),
+    (SS, ["--attacks=ebi,ebi"], "listed more than once"),
+    (SS, ["--attacks=ebi,bogus"], "unknown ['bogus']"),
+    (SS, ["--attacks="], "--attacks is empty"),
+    (SS, ["--num_samples=0"], "--num_samples=0: must be a positive integer"),
+    (SS, ["--num_samples=abc"], "--num_samples"),
+    (SS, ["--chunk_size=-1"], "--chunk_size=-1"),
+    (SS, ["--num_clients=0"], "--num_clients=0"),
+    (SS, ["--clip=nan"], "--clip=nan: must be a finite number"),
+    (SS, ["--noise=-0.1"], "--noise=-0.1"),
+    (SS, ["--noise=inf"], "--noise=inf"),
+    (SS, ["--synthetic_scale=0"], "--synthetic_scale=0.0"),
+    (SS, ["--dataset=nope"], "--dataset"),
+    (SS, ["--model=resnet"], "--model"),
+    (SS, ["--checkpoint_dir=x"], "--checkpoint_dir is only used with --model_state=trained"),
+    (SS, ["stray"], "unexpected arguments ['stray']"),
+    (SS, TINY + ["--clients=999"], "unknown subject ids [999]"),
+    (SS, TINY + ["--num_samples=100000"], "is larger than the data of clients"),
+    (SS, ["--dataset=wear"], "needs --data_dir"),
+    (MS, ["--local_batch_size=0"], "--local_batch_size=0"),
+    (MS, ["--local_lr=nan"], "--local_lr=nan"),
+    (MS, ["--local_lr=-1"], "--local_lr=-1.0"),
+    (MS, ["--num_samples=100", "--local_batch_size=200"], "local batch size B=200 is larger than the update's N=100"),
+    (TM, ["--epochs=0"], "--epochs=0"),
+    (TM, ["--epochs=-1"], "--epochs=-1"),
+    (TM, ["--lr=nan"], "--lr=nan"),
+    (TM, ["--lr=-1"], "--lr=-1.0"),
+    (TM, ["--weight_decay=-1"], "--weight_decay=-1.0"),
+    (TM, ["--folds=1,1"], "listed more than once"),
+    (TM, TINY + ["--folds=77"], "--folds: [77] are not LOSO held-out subjects"),
+    (EX, ["--dropout=1.5"], "--dropout=1.5: must be a finite number in [0, 1)"),
+    (EX, ["--fraction=0"], "--fraction=0.0"),
+    (EX, ["--fraction=1.5"], "--fraction=1.5"),
+    (EX, ["--compression=1"], "--compression=1.0"),
+    (EX, ["--rounds=0"], "--rounds=0"),
+    (EX, ["--local_lr=nan"], "--local_lr=nan"),
+    (EX, ["--main_labels=5,3"], "--main_labels"),
+    (EX, ["--main_labels=a,b"], "'a' is not an integer"),
+    (EX, ["--replicates=0"], "--replicates=0"),
+    (EX, ["--experiment=compression", "--compression_rates=0.1,1.2"], "[1.2] outside [0, 1)"),
+    (EX, ["--experiment=sweep", "--sweep=epochs", "--sweep_values=0,2"], "positive integers"),
+    (EX, ["--experiment=sweep", "--sweep=fraction", "--sweep_values=0.5,2"], "in (0, 1]"),
+    (EX, ["--experiment=whole", "--wd_factors=1"], "--wd_factors"),
+]
+
+
+@pytest.mark.parametrize("module,args,message", BAD, ids=[f"{m.__name__.split('.')[-1]} {' '.join(a)}"
+                                                          for m, a, _ in BAD])
+def test_bad_command_line_is_refused_in_one_line(module, args, message, tmp_path, capsys):
+  out = tmp_path / "out"
+  flag = "--checkpoint_dir" if module is TM else "--output_dir"
+  rc = cli.call(module.main, module.FLAGS, [*args, f"{flag}={out}"])
+  err = capsys.readouterr().err
+  assert rc == 2
+  assert message in err, err
+  lines = [l for l in err.splitlines() if l.strip()]
+  assert lines[-1].startswith("error: ") and "Traceback" not in err, err
+  assert not out.exists(), "a refused command wrote files"
+
+
+def test_unwritable_output_dir_is_refused_before_the_run(tmp_path, capsys):
+  blocker = tmp_path / "file"
+  blocker.write_text("")
+  rc = cli.call(SS.main, SS.FLAGS, [*TINY, f"--output_dir={blocker}/sub"])
+  assert rc == 2 and "is a file, not a folder" in capsys.readouterr().err
+  if os.geteuid() != 0:                                          # root can write anywhere
+    ro = tmp_path / "ro"
+    ro.mkdir(mode=0o500)
+    assert cli.call(SS.main, SS.FLAGS, [*TINY, f"--output_dir={ro}/x"]) == 2

@@ -1,0 +1,127 @@
+"""Every registered attack, transform and metric refuses or flags nonsense instead of returning a plausible number.
+
+Property tests over random shapes, scales and positions of non-finite values (hypothesis)."""
+import math
+
+import hypothesis.strategies as st
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from hypothesis import given, settings
+
+import jaxleak.attacks as A
+from jaxleak import LastLayerGrads, LastLayerParams
+from jaxleak import metrics as M
+from jaxleak import privacy as P
+
+KEY = jax.random.key(0)
+
+
+def _grads(seed, d, c, scale):
+  k1, k2 = jax.random.split(jax.random.key(seed))
+  return LastLayerGrads(kernel=scale * jax.random.normal(k1, (d, c)), bias=scale * jax.random.normal(k2, (c,)))
+
+
+def _context(d, c, *, head=None, star=None):
+  star = star or A.LLGStarParams(impact=jnp.float32(-0.01), offsets=jnp.zeros(c))
+  head = head or LastLayerParams(kernel=0.01 * jnp.ones((d, c)), bias=jnp.zeros(c))
+  return A.AttackContext(key=KEY, star_params=star, head=head)
+
+
+@settings(max_examples=20, deadline=None)
+@given(seed=st.integers(0, 10_000), d=st.integers(1, 16), c=st.integers(2, 12), n=st.integers(1, 200),
+       exponent=st.integers(-20, 20), name=st.sampled_from(A.names()))
+def test_any_finite_gradient_gives_counts_summing_to_n(seed, d, c, n, exponent, name):
+  g = _grads(seed, d, c, 2.0 ** exponent)
+  out = np.asarray(A.run(name, g, n, _context(d, c)))
+  assert out.shape == (c,) and out.min() >= 0 and out.sum() == n
+
+
+@settings(max_examples=30, deadline=None)
+@given(seed=st.integers(0, 10_000), c=st.integers(2, 10), where=st.sampled_from(["kernel", "bias"]),
+       value=st.sampled_from([math.nan, math.inf, -math.inf]), pos=st.integers(0, 10_000),
+       name=st.sampled_from(A.names()))
+def test_non_finite_gradient_raises_eagerly_and_is_invalid_under_jit(seed, c, where, value, pos, name):
+  d = 5
+  g = _grads(seed, d, c, 0.1)
+  leaf = getattr(g, where)
+  flat = leaf.reshape(-1).at[pos % leaf.size].set(value)
+  bad = g._replace(**{where: flat.reshape(leaf.shape)})
+  ctx = _context(d, c)
+  # Every attack refuses any non-finite entry, also in the leaf it does not read: such an update is broken.
+  with pytest.raises(ValueError, match="NaN or Inf"):
+    A.run(name, bad, 20, ctx)
+  out = jax.jit(lambda x: A.run(name, x, 20, ctx))(bad)
+  np.testing.assert_array_equal(out, [A.INVALID_COUNT] * c)
+
+
+@pytest.mark.parametrize("value", [math.nan, math.inf])
+def test_non_finite_head_or_star_params_invalidate_the_attacks_that_read_them(value):
+  d, c = 6, 4
+  g = _grads(1, d, c, 0.1)
+  head = LastLayerParams(kernel=jnp.ones((d, c)).at[2, 1].set(value), bias=jnp.zeros(c))
+  star = A.LLGStarParams(impact=jnp.float32(value), offsets=jnp.zeros(c))
+  for name, ctx in (("ilrg", _context(d, c, head=head)), ("llg_star", _context(d, c, star=star)),
+                    ("llg_star_har", _context(d, c, star=star))):
+    with pytest.raises(ValueError, match="NaN or Inf"):
+      A.run(name, g, 10, ctx)
+    # Under jit (head and estimates traced, as in a vmapped run) the counts are the invalid sentinel.
+    f = jax.jit(lambda x, hd, st, name=name: A.run(name, x, 10, A.AttackContext(key=KEY, head=hd, star_params=st)))
+    np.testing.assert_array_equal(f(g, ctx.head, ctx.star_params), [A.INVALID_COUNT] * c)
+
+
+def test_num_samples_beyond_exact_float32_counting_is_refused():
+  g = _grads(0, 3, 4, 0.1)
+  assert int(A.ebi(g, 2 ** 24).sum()) == 2 ** 24
+  for n in (2 ** 24 + 1, 10 ** 9):
+    with pytest.raises(ValueError, match="at most 16,777,216"):
+      A.ebi(g, n)
+
+
+def test_top_k_compress_keeps_non_finite_entries_visible():
+  x = jnp.array([1.0, jnp.nan, -3.0, 0.1, jnp.inf])
+  out = P.privatize(x, P.top_k_compress(0.4))
+  assert np.isnan(out[1]) and np.isinf(out[4]), out
+
+
+# --- metrics -----------------------------------------------------------------------------------------------------
+
+TRUE = np.array([[5, 3, 2, 0], [10, 0, 0, 0]])
+
+
+@pytest.mark.parametrize("true,pred,message", [
+    (np.array([[5, -3, 8, 0]]), np.array([[5, 3, 2, 0]]), "true counts must be non-negative"),
+    (np.array([[5.0, np.nan, 2, 0]]), np.array([[5, 3, 2, 0]]), "true counts must be finite"),
+    (np.array([[5.5, 3, 1.5, 0]]), np.array([[5, 3, 2, 0]]), "true counts must be integers"),
+    (np.array([[5, 3, 2, 0]]), np.array([[5, -3, 8, 0]]), "predicted counts must be non-negative"),
+    (np.array([[5, 3, 2, 0]]), np.array([[5, np.inf, 2, 0]]), "predicted counts must be finite"),
+])
+def test_metrics_refuse_impossible_counts(true, pred, message):
+  for metric in (M.lnacc, M.leacc, M.symmetric_existence_accuracy):
+    with pytest.raises(ValueError, match=message):
+      metric(true, pred)
+
+
+def test_invalid_sentinel_rows_score_nan_not_a_number():
+  pred = np.array([[A.INVALID_COUNT] * 4, [10, 0, 0, 0]])
+  assert np.isnan(M.lnacc(TRUE, pred)[0]) and float(M.lnacc(TRUE, pred)[1]) == 1.0
+  assert np.isnan(M.leacc(TRUE, pred)[0])
+
+
+def test_client_metrics_refuse_out_of_range_ids():
+  for ids, n in ((np.array([0, 2]), 2), (np.array([-1, 0]), 2)):
+    with pytest.raises(ValueError, match="client_ids must be in"):
+      M.client_metrics(TRUE, TRUE, ids, num_clients=n)
+
+
+@settings(max_examples=25, deadline=None)
+@given(seed=st.integers(0, 10_000), k=st.integers(1, 6), c=st.integers(2, 8))
+def test_metrics_stay_in_range_for_any_valid_counts(seed, k, c):
+  rng = np.random.default_rng(seed)
+  true = rng.integers(0, 20, (k, c))
+  true[:, 0] += 1                                                 # N >= 1
+  pred = rng.multinomial(int(true.sum(1)[0]), np.ones(c) / c, size=k)
+  for metric in (M.lnacc, M.leacc, M.symmetric_existence_accuracy):
+    v = np.asarray(metric(true, pred))
+    assert np.all((v >= 0) & (v <= 1)), (metric.__name__, v)

@@ -1,0 +1,196 @@
+"""The study engine: plans, sweeps in one compilation, records equal to separate runs, resume after kill -9,
+shards, collect, bad input."""
+import csv
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import jaxleak.attacks as A
+from jaxleak import LastLayerGrads, LastLayerParams, cli
+from jaxleak import study as study_cli
+from jaxleak.runs import leakage as L
+from jaxleak.runs import study as S
+from jaxleak.runs.study import collect, engine
+
+TINY = {"datasets": "synthetic_tiny", "models": "tinyhar", "states": "untrained", "num_clients": "2"}
+
+
+def test_paper_grid_has_the_papers_312_invocations_in_96_gradient_passes():
+  plan = S.make_plan(S.preset("har_paper"), check_inputs=False)
+  assert len(plan.tasks) == 312 and len(plan.groups) == 24 + 72
+  ldp_groups = [g for g in plan.groups if len(g.tasks) > 1]
+  assert len(ldp_groups) == 24 and {len(g.tasks) for g in ldp_groups} == {10}       # none + 9 settings share a pass
+  assert len({t.key for t in plan.tasks}) == 312
+
+
+def test_shards_partition_the_groups():
+  plan = S.make_plan(S.preset("har_paper"), check_inputs=False)
+  shards = [plan.shard(i, 7) for i in range(7)]
+  keys = [g.key for s in shards for g in s.groups]
+  assert sorted(keys) == sorted(g.key for g in plan.groups) and len(set(keys)) == len(keys)
+  with pytest.raises(ValueError, match="task_index"):
+    plan.shard(7, 7)
+
+
+def test_a_changed_setting_is_a_new_task():
+  a = S.make_plan(S.override(S.preset("har_sampling"), TINY), check_inputs=False)
+  b = S.make_plan(S.override(S.preset("har_sampling"), {**TINY, "num_samples": "50"}), check_inputs=False)
+  assert not {t.key for t in a.tasks} & {t.key for t in b.tasks}
+
+
+def _random_inputs(k=6, d=8, c=5):
+  key = jax.random.key(0)
+  grads = LastLayerGrads(kernel=0.1 * jax.random.normal(key, (k, d, c)), bias=0.1 * jax.random.normal(key, (k, c)))
+  keys = jax.random.split(key, k)
+  head = LastLayerParams(kernel=jnp.zeros((k, d, c)), bias=jnp.zeros((k, c)))
+  star = {"wainakh": A.LLGStarParams(impact=jnp.full((k,), -0.01), offsets=jnp.zeros((k, c)))}
+  return grads, jnp.ones(k), keys, keys, star, head
+
+
+def test_compilations_do_not_grow_with_the_number_of_settings():
+  inputs = _random_inputs()
+  names = ("ebi", "llg_star", "ilrg", "llbg")
+  run = lambda n: engine.sweep_settings(*inputs, [(0.01 * (i % 7), 0.1 * (i % 5)) for i in range(n)], names=names,
+                                        num_samples=20, scope="all")
+  out10 = run(10)
+  after10 = engine.sweep_chunk._cache_size()
+  out1000 = run(1000)
+  assert engine.sweep_chunk._cache_size() == after10
+  assert out1000["ebi"].shape == (1000, 6, 5) and np.all(out1000["ebi"].sum(-1) == 20)
+  np.testing.assert_array_equal(out1000["ebi"][:10], out10["ebi"])          # settings repeat with period 35
+
+
+def test_swept_ldp_equals_the_static_transform():
+  from jaxleak.federated import apply_batch_ldp
+  from jaxleak.privacy import LdpConfig
+  grads, norms, keys, _, _, _ = _random_inputs()
+  norms = jnp.linspace(0.05, 3.0, 6)
+  for sigma, tau, scope in ((0.0, 0.5, "all"), (0.1, 0.0, "all"), (0.1, 1.0, "last_layer"), (0.0, 0.0, "all")):
+    static = LdpConfig(clip_norm=tau if tau else float("inf"), noise_std=sigma, clip_scope=scope)
+    for i in range(6):
+      g = jax.tree.map(lambda a: a[i], grads)
+      want = apply_batch_ldp(g, norms[i], static, keys[i])
+      got = engine.apply_ldp(g, norms[i], jnp.float32(tau or np.inf), jnp.float32(sigma), keys[i], scope=scope)
+      jax.tree.map(np.testing.assert_array_equal, got, want)
+
+
+@pytest.fixture(scope="module")
+def ldp_study(tmp_path_factory):
+  root = str(tmp_path_factory.mktemp("study"))
+  st = S.override(S.preset("har_ldp"), {**TINY, "samplings": "sequential", "ldp": "0:0,0.1:0.5,0:1.0",
+                                        "attacks": "ebi,ilrg,llg_star"})
+  plan = S.make_plan(st)
+  S.run_plan(plan, S.Store(root), progress=None)
+  return plan, S.Store(root)
+
+
+def test_records_equal_separate_runs(ldp_study):
+  plan, store = ldp_study
+  for task in plan.tasks:
+    rec = store.read(task.key)
+    c = task.config
+    alone = L.run_leakage(engine.leakage_config(c, c["sigma"], c["tau"]))
+    for attack in c["attacks"]:
+      assert rec["results"]["attacks"][attack]["clients"]["lnacc"] == [
+          float(v) for v in alone.client_metrics[attack].lnacc], (c["sigma"], c["tau"], attack)
+
+
+def test_collect_table_holds_the_records_numbers_and_status_counts(ldp_study, capsys):
+  plan, store = ldp_study
+  out, missing = collect.collect(plan, store)
+  assert missing == 0
+  rows = list(csv.DictReader(open(os.path.join(out, "results.csv"))))
+  assert len(rows) == 3 * 3 * 2                                   # tasks x attacks x clients
+  for row in rows:
+    rec = store.read(row["task"])["results"]
+    i = rec["subjects"].index(int(row["subject"]))
+    assert float(row["lnacc"]) == pytest.approx(rec["attacks"][row["attack"]]["clients"]["lnacc"][i], rel=1e-5)
+  assert "3/3 tasks done" in S.status(plan, store)
+
+
+def test_a_damaged_record_is_recomputed_not_trusted(ldp_study):
+  plan, store = ldp_study
+  key = plan.tasks[0].key
+  path = os.path.join(store.root, "records", key + ".json")
+  original = open(path, "rb").read()
+  open(path, "wb").write(original.replace(b'"lnacc"', b'"lnacX"', 1))
+  assert not store.has(key)
+  S.run_plan(plan, store, progress=None)
+  assert open(path, "rb").read() == original                       # recomputed bitwise
+
+
+_RUN = [sys.executable, "-m", "jaxleak.study", "run", "har_sampling", "--set=datasets=synthetic_tiny",
+        "--set=models=tinyhar", "--set=states=untrained", "--set=num_clients=2", "--set=attacks=ebi,llbg"]
+
+
+def test_killed_study_resumes_to_records_bitwise_equal_to_an_unbroken_run(tmp_path):
+  env = {**os.environ, "JAX_PLATFORMS": "cpu"}
+  unbroken, killed = tmp_path / "unbroken", tmp_path / "killed"
+  r = subprocess.run(_RUN + [f"--study_dir={unbroken}"], env=env, capture_output=True, text=True, timeout=900)
+  assert r.returncode == 0, r.stderr[-2000:]
+  proc = subprocess.Popen(_RUN + [f"--study_dir={killed}"], env=env, stdout=subprocess.DEVNULL,
+                          stderr=subprocess.DEVNULL)
+  deadline = time.time() + 600
+  while time.time() < deadline and not (killed / "records").exists():   # kill -9 after the first record
+    time.sleep(0.2)
+  os.kill(proc.pid, signal.SIGKILL)
+  proc.wait()
+  assert len(os.listdir(killed / "records")) < 3
+  r = subprocess.run(_RUN + [f"--study_dir={killed}"], env=env, capture_output=True, text=True, timeout=900)
+  assert r.returncode == 0, r.stderr[-2000:]
+  names = sorted(os.listdir(unbroken / "records"))
+  assert len(names) == 3 and names == sorted(os.listdir(killed / "records"))
+  for name in names:
+    assert (unbroken / "records" / name).read_bytes() == (killed / "records" / name).read_bytes()
+
+
+@pytest.mark.parametrize("args,message", [
+    (["run", "nope"], "unknown study 'nope'"),
+    (["run", "har_ldp", "--set=modelz=x"], "unknown study field(s) ['modelz']"),
+    (["run", "har_ldp", "--set=ldp=0:-1"], "is not a pair of finite numbers"),
+    (["run", "har_multistep", "--set=multi_step=100:200:5"], "B <= N"),
+    (["run", "har_ldp", "--set=datasets=mnist"], "datasets: unknown ['mnist']"),
+    (["run", "har_sampling", "--set=states=trained", "--set=datasets=synthetic_tiny",
+      "--set=checkpoint_dir=/nonexistent/{dataset}"], "trained-model checkpoint(s) missing"),
+    (["run", "har_ldp", "--task_index=3", "--num_tasks=2"], "--task_index=3"),
+    (["status"], "holds no study"),
+    (["frobnicate"], "give a command"),
+])
+def test_bad_study_commands_are_refused_before_any_work(args, message, tmp_path, capsys):
+  rc = cli.call(study_cli.main, study_cli.FLAGS, [*args, f"--study_dir={tmp_path / 's'}"])
+  err = capsys.readouterr().err
+  assert rc == 2 and message in err, err
+  assert not (tmp_path / "s" / "records").exists()
+
+
+def test_dry_run_prints_the_plan_and_writes_nothing(tmp_path, capsys):
+  rc = cli.call(study_cli.main, study_cli.FLAGS, ["run", "har_ldp", "--dry_run", "--set=datasets=synthetic_tiny",
+                                                  "--set=models=tinyhar", f"--study_dir={tmp_path / 's'}"])
+  out = capsys.readouterr().out
+  assert rc == 0 and "54 tasks in 6 groups" in out and "window passes" in out     # 2 states x 3 samplings x 9
+  assert not (tmp_path / "s").exists()
+
+
+def test_ray_executor_writes_the_same_records_as_the_local_one(tmp_path):
+  ray = pytest.importorskip("ray")
+  from jaxleak.runs.study import executors
+  st = S.override(S.preset("har_sampling"), {**TINY, "samplings": "sequential,shuffle", "attacks": "ebi"})
+  plan = S.make_plan(st)
+  local, remote = S.Store(str(tmp_path / "local")), S.Store(str(tmp_path / "ray"))
+  S.run_plan(plan, local, progress=None)
+  ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+  try:
+    assert executors.run_with_ray(plan, remote, progress=None) == 2
+  finally:
+    ray.shutdown()
+  for task in plan.tasks:
+    a = open(os.path.join(local.root, "records", task.key + ".json"), "rb").read()
+    b = open(os.path.join(remote.root, "records", task.key + ".json"), "rb").read()
+    assert a == b
