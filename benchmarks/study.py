@@ -9,8 +9,6 @@ after a warm-up call of the same compiled function (side by side, one process); 
 rss: the same study at two sizes in fresh subprocesses (ru_maxrss), to show memory does not grow with them.
 grid: runs `har_paper` (with the --set overrides) into a temporary study folder and prints the wall time by group.
 """
-import os
-import resource
 import subprocess
 import sys
 import tempfile
@@ -29,7 +27,6 @@ flags.DEFINE_multi_string("set", [], "study overrides for `grid` (field=value)")
 
 
 def sweep():
-  from jaxleak.privacy import LdpConfig
   from jaxleak.runs.leakage import LeakageConfig
   from jaxleak.runs.leakage.prepare import prepare
   from jaxleak.runs.leakage.scoring import attack_inputs

@@ -30,6 +30,7 @@ flags.DEFINE_bool("via_parameter_delta", False,
 
 def main(argv):
   cli.no_positional(argv)
+  writer = cli.init_distributed(FLAGS)
   cli.positive_int(FLAGS, "local_batch_size")
   cli.positive_int(FLAGS, "local_steps")
   cli.finite(FLAGS, "local_lr", 0.0, lo_open=True)
@@ -42,7 +43,8 @@ def main(argv):
   output_dir = cli.output_folder(FLAGS)
   t0 = time.perf_counter()
   runs = {"": L.run_leakage(cfg, progress=cli.progress)}
-  print(L.write_runs(runs, output_dir, time.perf_counter() - t0, FLAGS.flag_values_dict()))
+  if writer:                                         # with --distributed, process 0 writes
+    print(L.write_runs(runs, output_dir, time.perf_counter() - t0, FLAGS.flag_values_dict()))
 
 
 if __name__ == "__main__":

@@ -30,6 +30,7 @@ flags.DEFINE_bool("ldp_grid", False, "Run no LDP plus the paper's nine (noise, c
 
 def main(argv):
   cli.no_positional(argv)
+  writer = cli.init_distributed(FLAGS)
   cfg = cli.leakage_config(FLAGS, grad_method=FLAGS.grad_method)
   output_dir = cli.output_folder(FLAGS)
   if FLAGS.ldp_grid:
@@ -42,7 +43,8 @@ def main(argv):
     runs = L.run_ldp_sweep(cfg, settings, progress=cli.progress)
   else:
     runs = {"": L.run_leakage(dataclasses.replace(cfg, ldp=settings[""]), progress=cli.progress)}
-  print(L.write_runs(runs, output_dir, time.perf_counter() - t0, FLAGS.flag_values_dict()))
+  if writer:                                         # with --distributed, process 0 writes
+    print(L.write_runs(runs, output_dir, time.perf_counter() - t0, FLAGS.flag_values_dict()))
 
 
 if __name__ == "__main__":

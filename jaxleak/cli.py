@@ -215,6 +215,38 @@ def define_leakage_flags(fv: flags.FlagValues, *, multi_step: bool) -> None:
                       "checkpoints/<dataset>_<model>).", **d)
   flags.DEFINE_string("output_dir", "results/multi_step" if multi_step else "results/single_step",
                       "Where to write the results.", **d)
+  define_distributed_flags(fv)
+
+
+def define_distributed_flags(fv: flags.FlagValues) -> None:
+  """--distributed and its coordinator flags: one run's updates computed by several JAX processes."""
+  d = dict(flag_values=fv)
+  flags.DEFINE_bool("distributed", False, "Run as one of several JAX processes (jax.distributed.initialize): each "
+                    "computes a share of the client updates; process 0 writes the results. On Slurm/Open MPI the "
+                    "coordinator flags are detected.", **d)
+  flags.DEFINE_string("coordinator_address", None, "host:port of process 0 (with --distributed).", **d)
+  flags.DEFINE_integer("num_processes", None, "Number of processes (with --distributed).", **d)
+  flags.DEFINE_integer("process_id", None, "This process's index (with --distributed).", **d)
+
+
+def init_distributed(fv: flags.FlagValues) -> bool:
+  """Starts jax.distributed when --distributed is set (before any JAX computation); True for the process that
+  writes results (process 0, or the only one)."""
+  if not fv.distributed:
+    for name in ("coordinator_address", "num_processes", "process_id"):
+      if fv[name].value is not None:
+        raise FlagError(f"--{name} is only used with --distributed.")
+    return True
+  import jax
+  if fv.num_processes is not None:
+    positive_int(fv, "num_processes")
+  if fv.process_id is not None:
+    check(fv, "process_id", fv.num_processes is None or 0 <= fv.process_id < fv.num_processes,
+          f"in [0, --num_processes={fv.num_processes})")
+  jax.distributed.initialize(coordinator_address=fv.coordinator_address, num_processes=fv.num_processes,
+                             process_id=fv.process_id)
+  progress(f"process {jax.process_index()} of {jax.process_count()}; {jax.device_count()} devices in all")
+  return jax.process_index() == 0
 
 
 def _checkpoint_dir(fv: flags.FlagValues) -> Optional[str]:

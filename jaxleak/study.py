@@ -28,6 +28,8 @@ flags.DEFINE_enum("executor", "local", ["local", "ray"], "Run groups here, or on
 flags.DEFINE_string("ray_address", None, "Ray cluster address for --executor=ray (default: start a local one).",
                     **_d)
 
+cli.define_distributed_flags(FLAGS)
+
 COMMANDS = ("run", "status", "collect", "list")
 
 
@@ -59,7 +61,10 @@ def main(argv):
       print(describe_with_cost(shard, store.done_keys(t.key for t in shard.tasks) if _exists(FLAGS.study_dir) else set()))
       return
     cli.writable(FLAGS.study_dir, "study_dir")
-    store.write_study(spec.to_json(study))
+    writer = cli.init_distributed(FLAGS)
+    store = S.Store(FLAGS.study_dir, read_only=not writer)
+    if writer:
+      store.write_study(spec.to_json(study))
     if FLAGS.executor == "ray":
       from jaxleak.runs.study import executors
       executors.run_with_ray(shard, store, address=FLAGS.ray_address, progress=cli.progress)

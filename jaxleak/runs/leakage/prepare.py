@@ -98,7 +98,11 @@ def prepare(cfg: LeakageConfig, dataset: Optional[D.HarDataset], variables: Opti
   dropout_keys = batch_keys(jax.random.fold_in(key, DROPOUT), subject_of_batch, batch_index)
   mesh = None
   if cfg.shard and jax.local_device_count() > 1:
-    mesh = jax.make_mesh((jax.local_device_count(),), ("batch",), axis_types=(jax.sharding.AxisType.Auto,))
+    if jax.process_count() == 1:
+      mesh = jax.make_mesh((jax.local_device_count(),), ("batch",), axis_types=(jax.sharding.AxisType.Auto,))
+    else:                                         # each process shards its own calls over its own devices
+      mesh = jax.sharding.Mesh(np.asarray(jax.local_devices()), ("batch",),
+                               axis_types=(jax.sharding.AxisType.Auto,))
     log(progress, f"sharding updates over {jax.local_device_count()} devices")
   return Prepared(dataset, clients, indices, batch_client, batch_index, model, variables, fold_of_batch, key,
                   dropout_keys, {"data_s": time.perf_counter() - t0}, mesh)

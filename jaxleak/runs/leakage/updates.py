@@ -34,17 +34,32 @@ def in_calls(prep: Prepared, per_call: int, fn, progress: Optional[Callable[[str
     per_call = -(-per_call // n_dev) * n_dev
     sharding = jax.sharding.NamedSharding(prep.mesh, jax.sharding.PartitionSpec("batch"))
     place = lambda tree: jax.device_put(tree, sharding)
+  starts = list(range(0, k, per_call))
+  # Several JAX processes (jax.distributed): process p runs calls p, p + P, ...; the results are gathered so that
+  # every process holds all updates, in call order. Calls are independent, so results equal one process's.
+  n_proc, me = jax.process_count(), jax.process_index()
+  mine = starts[me::n_proc]
+  mine = mine + mine[-1:] * (-(-len(starts) // n_proc) - len(mine)) if mine else [starts[0]] * (-(-len(starts) // n_proc))
   out, t0 = [], time.perf_counter()
-  for start in range(0, k, per_call):
-    stop = min(start + per_call, k)
+  for i, start in enumerate(mine):
     sel = np.arange(start, start + per_call) % k                  # pad the last call with repeats
     variables = prep.variables if prep.fold_of_batch is None else place(jax.tree.map(
         lambda a: a[jnp.asarray(prep.fold_of_batch[sel])], prep.variables))
     res = fn(variables, *place((prep.clients.windows[prep.indices[sel]], prep.clients.labels[prep.indices[sel]],
                                 prep.dropout_keys[sel])))
-    out.append(jax.tree.map(lambda a: np.asarray(a)[:stop - start], res))
-    rate = stop * prep.indices.shape[1] / (time.perf_counter() - t0)
-    log(progress, f"{what}: {stop}/{k} updates ({rate:,.0f} windows/s)")
+    out.append(jax.tree.map(np.asarray, res))
+    done = min(k, (i + 1) * per_call * n_proc)
+    rate = (i + 1) * per_call * prep.indices.shape[1] / (time.perf_counter() - t0)
+    log(progress, f"{what}: {done}/{k} updates ({rate:,.0f} windows/s" + (f" in this process of {n_proc})"
+                                                                         if n_proc > 1 else ")"))
+  if n_proc > 1:
+    from jax.experimental import multihost_utils
+    stacked = jax.tree.map(lambda *xs: np.stack(xs), *out)
+    gathered = multihost_utils.process_allgather(stacked)          # [P, calls per process, per_call, ...]
+    out = [jax.tree.map(lambda a, j=j, q=q: np.asarray(a[q, j]), gathered)
+           for c, (q, j) in sorted((starts[q::n_proc][j], (q, j)) for q in range(n_proc)
+                                   for j in range(len(starts[q::n_proc])))]
+  out = [jax.tree.map(lambda a, n=min(per_call, k - start): a[:n], res) for start, res in zip(starts, out)]
   return jax.tree.map(lambda *xs: np.concatenate(xs), *out)
 
 

@@ -208,6 +208,10 @@ def run_plan(plan: Plan, store: Store, *, progress: Optional[Callable[[str], Non
   log = progress or (lambda m: None)
   t_start = time.perf_counter()
   done = store.done_keys(t.key for t in plan.tasks)
+  if jax.process_count() > 1:             # jax.distributed: every process must run the same groups, in order
+    from jax.experimental import multihost_utils
+    mask = np.asarray([t.key in done for t in plan.tasks])
+    done = {t.key for t, d in zip(plan.tasks, multihost_utils.broadcast_one_to_all(mask)) if d}
   pending = [g for g in plan.groups if any(t.key not in done for t in g.tasks)]
   skipped = len(plan.groups) - len(pending)
   log(f"study {plan.study.name}: {len(plan.groups)} groups, {len(plan.tasks)} tasks; {skipped} groups already "

@@ -21,8 +21,12 @@ from jaxleak import storage
 
 
 class Store:
-  def __init__(self, root: str):
+  """The study folder. read_only: a store that reads but never writes (the processes other than 0 of a
+  jax.distributed run compute every group with process 0, which alone writes)."""
+
+  def __init__(self, root: str, read_only: bool = False):
     self.root = root
+    self.read_only = read_only
 
   def _path(self, kind: str, key: str) -> str:
     return os.path.join(self.root, kind, key + ".json")
@@ -39,6 +43,8 @@ class Store:
     return {k for k in keys if self.has(k)}
 
   def write(self, task, results: dict, timings: Optional[dict] = None, provenance: Optional[dict] = None) -> None:
+    if self.read_only:
+      return
     body = {"format": "jaxleak-study-record", "version": 1, "key": task.key, "kind": task.kind, "group": task.group,
             "config": task.config, "results": results, "provenance": provenance or _provenance()}
     body["sha256"] = _checksum(body)
@@ -72,6 +78,8 @@ class Store:
       return json.load(f)
 
   def write_index(self, plan, done: set) -> None:
+    if self.read_only:
+      return
     from jaxleak.runs.study.plan import task_row
     index = {t.key: {"group": t.group, "kind": t.kind, "done": t.key in done, **task_row(t)} for t in plan.tasks}
     storage.write_json(os.path.join(self.root, "index.json"), index)
