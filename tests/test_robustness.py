@@ -29,7 +29,7 @@ def _context(d, c, *, head=None, star=None):
   return A.AttackContext(key=KEY, star_params=star, head=head)
 
 
-@settings(max_examples=20, deadline=None)
+@settings(max_examples=12, deadline=None)
 @given(seed=st.integers(0, 10_000), d=st.integers(1, 16), c=st.integers(2, 12), n=st.integers(1, 200),
        exponent=st.integers(-20, 20), name=st.sampled_from(A.names()))
 def test_any_finite_gradient_gives_counts_summing_to_n(seed, d, c, n, exponent, name):

@@ -88,12 +88,12 @@ def test_llg_star_follows_the_estimated_impact_on_an_untrained_deepconvlstm():
   batch of the main job; oriented by the estimate's sign, counts spread over the classes present."""
   from jaxleak.runs.leakage.prepare import prepare
   from jaxleak.runs.leakage.scoring import attack_inputs
-  cfg = LeakageConfig(dataset="hapt", clients=(1, 2), attacks=("llg_star", "llg"))
+  cfg = LeakageConfig(dataset="hapt", clients=(1,), attacks=("llg_star",))
   r = run_leakage(cfg)
   prep = prepare(cfg, None, None, None)
   _, star, _ = attack_inputs(prep, cfg)
   assert float(star["wainakh"].impact[0]) > 0                                # the case this handles
   pred = r.pred_counts["llg_star"]
-  assert np.mean(pred.max(axis=1) >= 87) < 0.2, pred.max(axis=1)
+  assert np.mean(pred.max(axis=1) >= 87) < 0.2, pred.max(axis=1)            # 15 batches of subject 1
   lnacc = float(np.mean(r.client_metrics["llg_star"].lnacc))
   assert lnacc > 0.3, lnacc                                                  # was ~0.13 unoriented

@@ -157,7 +157,7 @@ def _bounded_gunzip(path: str) -> bytes:
   out, total = [], 0
   try:
     with gzip.open(path, "rb") as f:
-      while chunk := f.read(2 ** 20):
+      while chunk := f.read(16 * 2 ** 20):
         total += len(chunk)
         if total > MAX_DECOMPRESSED_BYTES:
           raise HaptFileError(f"{path}: expands to more than {MAX_DECOMPRESSED_BYTES:,} bytes (a damaged or crafted "
