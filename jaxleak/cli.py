@@ -127,14 +127,12 @@ def float_list(fv: flags.FlagValues, name: str, *, unique: bool = True) -> Optio
 
 def name_list(fv: flags.FlagValues, name: str, valid: Sequence[str]) -> tuple[str, ...]:
   """A comma-separated list of names, each from `valid`, none repeated, at least one."""
+  from jaxleak.runs.study.spec import check_choices
   raw = [v.strip() for v in fv[name].value or []]
-  if not raw:
-    raise FlagError(f"--{name} is empty; choose from {', '.join(valid)}.")
-  unknown = [v for v in raw if v not in valid]
-  if unknown:
-    raise FlagError(f"--{name}: unknown {unknown}; choose from {', '.join(valid)}.")
-  if len(set(raw)) != len(raw):
-    raise FlagError(f"--{name}={','.join(raw)}: a name is listed more than once; list each once.")
+  try:
+    check_choices(f"--{name}", raw, valid)
+  except ValueError as e:
+    raise FlagError(str(e)) from None
   return tuple(raw)
 
 

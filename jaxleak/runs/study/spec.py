@@ -30,6 +30,18 @@ PAPER_MULTI_STEP = ((100, 20, 5), (100, 50, 2), (500, 100, 5))
 STATES = ("untrained", "trained")
 
 
+def check_choices(what: str, values, valid) -> None:
+  """ValueError naming `what` unless `values` is a non-empty list of distinct names from `valid`."""
+  if not values:
+    raise ValueError(f"{what} is empty; choose from {', '.join(valid)}.")
+  unknown = [v for v in values if v not in valid]
+  if unknown:
+    raise ValueError(f"{what}: unknown {unknown}; choose from {', '.join(valid)}.")
+  repeated = sorted({v for v in values if list(values).count(v) > 1})
+  if repeated:
+    raise ValueError(f"{what}: {repeated} listed more than once; list each once.")
+
+
 @dataclasses.dataclass(frozen=True)
 class HarGrid:
   """HAR leakage tasks: the product of datasets, models, states, samplings and seeds; each point is single-step
@@ -57,13 +69,7 @@ class HarGrid:
     for field, values, valid in (("datasets", self.datasets, D.DATASETS), ("models", self.models, models.names()),
                                  ("states", self.states, STATES), ("samplings", self.samplings, D.STRATEGIES),
                                  ("attacks", self.attacks, A.names())):
-      if not values:
-        raise ValueError(f"{field}: empty; choose from {', '.join(valid)}.")
-      bad = [v for v in values if v not in valid]
-      if bad:
-        raise ValueError(f"{field}: unknown {bad}; valid: {', '.join(valid)}.")
-      if len(set(values)) != len(values):
-        raise ValueError(f"{field}: {list(values)} lists a value twice.")
+      check_choices(field, values, valid)
     for m in self.models:
       models.require(m, "leakage")
     if not self.seeds or len(set(self.seeds)) != len(self.seeds):
