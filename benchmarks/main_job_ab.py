@@ -26,7 +26,9 @@ HERE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 def one(root: str) -> float:
   with tempfile.TemporaryDirectory() as out:
-    env = {**os.environ, "PYTHONPATH": root, "JAX_PLATFORMS": os.environ.get("JAX_PLATFORMS", "cpu")}
+    # No persistent compilation cache: both trees compile (a tree from before the cache would not use it).
+    env = {**os.environ, "PYTHONPATH": root, "JAX_PLATFORMS": os.environ.get("JAX_PLATFORMS", "cpu"),
+           "JAXLEAK_COMPILATION_CACHE": "off"}
     t0 = time.perf_counter()
     p = subprocess.run([sys.executable, os.path.join(root, "experiments", "single_step_leakage.py"),
                         f"--output_dir={out}"], capture_output=True, text=True, env=env, cwd=root)

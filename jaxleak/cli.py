@@ -16,6 +16,7 @@ line on stderr, `error: <what is wrong and what is allowed>`, and a non-zero exi
 from __future__ import annotations
 
 import math
+import os
 import re
 import sys
 from typing import Callable, Optional, Sequence
@@ -24,7 +25,7 @@ from absl import app, flags, logging
 
 from jaxleak import attacks as A
 from jaxleak import data as D
-from jaxleak import models, storage
+from jaxleak import compile_cache, models, storage
 
 #: Exceptions that mean "the user asked for something impossible": reported in one line, exit code 2.
 USER_ERRORS = (ValueError, KeyError, TypeError, FileNotFoundError, NotADirectoryError, IsADirectoryError,
@@ -60,14 +61,28 @@ def _execute(main: Callable[[list[str]], object], fv: flags.FlagValues, argv: li
   return 0
 
 
+flags.DEFINE_string("compilation_cache", None,
+                    "Folder for JAX's persistent compilation cache, or 'off' (default: $JAXLEAK_COMPILATION_CACHE, "
+                    "else ~/.cache/jaxleak/jax): a repeated command loads its compiled programs instead of "
+                    "compiling them again.")
+
+
 def run(main: Callable[[list[str]], object], fv: flags.FlagValues) -> None:
   """Runs `main` as a program: parses the command line into `fv` (plus absl's own flags: --help, --flagfile,
-  logging), calls main(argv) and exits with its status (2 and one line on stderr for a user error)."""
+  logging, and --compilation_cache), switches on the persistent compilation cache (see
+  `jaxleak.compile_cache`), calls main(argv) and exits with its status (2 and one line on stderr for a user
+  error). `call` (in-process) leaves JAX's process-wide configuration alone."""
   flags.FLAGS.append_flag_values(fv)
+
+  def with_cache(argv):
+    given = flags.FLAGS.compilation_cache
+    compile_cache.configure(compile_cache.resolve(given), explicit=bool(given) or
+                            bool(os.environ.get(compile_cache.ENV_VAR)))
+    return main(argv)
 
   def wrapped(argv):
     fv.mark_as_parsed()
-    sys.exit(_execute(main, fv, argv))
+    sys.exit(_execute(with_cache, fv, argv))
 
   app.run(wrapped)
 

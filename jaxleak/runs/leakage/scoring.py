@@ -61,6 +61,17 @@ def _vmapped_attack(name: str, num_samples: int, local_batch_size: Optional[int]
   return jax.jit(jax.vmap(one))
 
 
+@functools.lru_cache(maxsize=None)
+def _llg_star_estimator(model, input_shape: tuple[int, ...], num_samples: int, method: str):
+  """One jitted LLG* estimation per (model, input shape, N, method): f(variables, key) -> LLGStarParams.
+  (Run eagerly it compiled ~100 small programs, ~8 s of the main job's first run.)"""
+  def f(variables, key):
+    penultimate = lambda x: model.apply(variables, x, train=False, return_features=True)[1]
+    return A.estimate_llg_star_params(penultimate, models.head_params(variables["params"]), input_shape,
+                                      num_samples, key, method=method, dummy="normal")
+  return jax.jit(f)
+
+
 def run_attacks(grads: LastLayerGrads, num_samples: int, names: Sequence[str], *, keys: jax.Array,
                 star_params: dict, head, local_batch_size: Optional[int] = None, local_steps: int = 1) -> dict:
   """Every attack vmapped over all gradients; returns {name: i32[K, C]}.
@@ -82,12 +93,10 @@ def attack_inputs(prep: Prepared, cfg: LeakageConfig):
   head LastLayerParams [K, ...]): the attacked model of each update (shared, or the client's trained fold)."""
   model, clients, key = prep.model, prep.clients, prep.key
   k = len(prep.indices)
+  star_key = jax.random.fold_in(key, LLG_STAR)
 
   def estimate(variables, method):
-    penultimate = lambda x: model.apply(variables, x, train=False, return_features=True)[1]
-    return A.estimate_llg_star_params(penultimate, models.head_params(variables["params"]),
-                                      clients.windows.shape[1:], cfg.num_samples,
-                                      jax.random.fold_in(key, LLG_STAR), method=method, dummy="normal")
+    return _llg_star_estimator(model, tuple(clients.windows.shape[1:]), cfg.num_samples, method)(variables, star_key)
 
   methods = sorted({A.info(n).star_method for n in cfg.attacks} - {None})
   if prep.fold_of_batch is None:              # one global model: broadcast its head and estimates to K updates
@@ -102,6 +111,11 @@ def attack_inputs(prep: Prepared, cfg: LeakageConfig):
   return attack_keys, star_params, head
 
 
+#: One compiled metrics program per shape (eagerly, its ~30 small operations compiled one by one, ~1 s per run).
+#: The inputs are the run's own counts and client ids, so the value checks of the eager call are not needed.
+_client_metrics = jax.jit(M.client_metrics, static_argnums=3)
+
+
 def true_counts(prep: Prepared) -> np.ndarray:
   """i32[K, C]: the label counts of every update."""
   return np.asarray(M.counts_from_labels(jnp.asarray(prep.clients.labels[prep.indices]), prep.dataset.num_classes))
@@ -110,7 +124,7 @@ def true_counts(prep: Prepared) -> np.ndarray:
 def score(prep: Prepared, cfg: LeakageConfig, preds: dict, truth: np.ndarray, timings: dict) -> LeakageResult:
   """Per-client metrics of every attack's predictions {name: i32[K, C]} -> a LeakageResult."""
   clients = prep.clients
-  per_client = {name: jax.tree.map(np.asarray, M.client_metrics(truth, p, prep.batch_client, clients.num_clients))
+  per_client = {name: jax.tree.map(np.asarray, _client_metrics(truth, p, prep.batch_client, clients.num_clients))
                 for name, p in preds.items()}
   return LeakageResult(config=cfg, dataset_name=prep.dataset.name, class_names=prep.dataset.class_names,
                        subject_ids=clients.subject_ids, batch_client=prep.batch_client,

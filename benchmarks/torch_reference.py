@@ -1,0 +1,207 @@
+"""The HAR reference's per-batch procedure, written again in PyTorch (our own code, from the spec's description).
+
+What `benchmarks/reference_way.py` times against jaxleak: eager PyTorch, one batch at a time (spec 3.2):
+per-batch global min-max scaling; for EVERY attack a fresh train-mode forward and backward of the whole model;
+the attacks as the reference computes them (Python loops over classes and labels, spec 2.1-2.6, 2.10); LLG*
+with its 2C dummy passes per batch (spec 2.2). Not reproduced: the one iteration of breaching's data
+reconstruction the reference runs beside every attack (spec 2.10; it would only make the reference slower).
+
+The model is DeepConvLSTM in the reference's NCHW layout (input (B, 1, 50, ch), Conv2d kernels (9, 1)), and
+`load_flax_params` copies a jaxleak DeepConvLSTM's parameters into it, so both compute the same function
+(tests/test_reference_way.py checks logits and head gradients).
+
+Requires the optional extra `torch` (pip install -e ".[torch]", CPU wheel torch==2.13.0).
+"""
+from __future__ import annotations
+
+import numpy as np
+
+try:
+  import torch
+  from torch import nn
+except ImportError as e:                                    # pragma: no cover - exercised without the extra
+  raise ImportError("the PyTorch reference benchmark needs the optional extra 'torch': "
+                    "pip install -e \".[torch]\" (CPU wheel torch==2.13.0)") from e
+
+ATTACKS = ("llg", "llg_star", "ebi", "llbg", "ilrg")
+#: jaxleak's attack that computes what each reference attack computes (registry.HAR_REFERENCE_ATTACKS).
+JAXLEAK_TWIN = {"llg": "llg_har", "llg_star": "llg_star_har", "ebi": "ebi", "llbg": "llbg",
+                "ilrg": "ilrg_uniform"}
+
+
+class DeepConvLSTM(nn.Module):
+  """Spec 7.1 in PyTorch: 4 x Conv2d(kernel (9, 1)) + ReLU, time-major flatten c*64+f, LSTM(128) x 2, last step,
+  Dropout(0.5), Linear(128, C)."""
+
+  def __init__(self, channels: int, num_classes: int, filters: int = 64, hidden: int = 128):
+    super().__init__()
+    self.convs = nn.ModuleList([nn.Conv2d(1 if i == 0 else filters, filters, (9, 1)) for i in range(4)])
+    self.lstm = nn.LSTM(channels * filters, hidden, num_layers=2)
+    self.dropout = nn.Dropout(0.5)
+    self.head = nn.Linear(hidden, num_classes)
+
+  def features(self, x):                                    # x: (B, 1, T, ch)
+    for conv in self.convs:
+      x = torch.relu(conv(x))
+    b, f, t, ch = x.shape
+    x = x.permute(2, 0, 3, 1).reshape(t, b, ch * f)        # (T', B, ch*F), index c*F + f
+    out, _ = self.lstm(x)
+    return self.dropout(out[-1])
+
+  def forward(self, x):
+    return self.head(self.features(x))
+
+
+def load_flax_params(model: DeepConvLSTM, params: dict) -> DeepConvLSTM:
+  """Copies a jaxleak DeepConvLSTM's `params` into `model` (same function, PyTorch layout)."""
+  t = lambda a: torch.from_numpy(np.array(a, dtype=np.float32))
+  with torch.no_grad():
+    for i, conv in enumerate(model.convs):
+      k = np.asarray(params[f"Conv_{i}"]["kernel"])        # (9, in, out)
+      conv.weight.copy_(t(np.transpose(k, (2, 1, 0))[..., None]))
+      conv.bias.copy_(t(params[f"Conv_{i}"]["bias"]))
+    for layer in range(2):
+      p = params[f"TorchLSTM_{layer}"]
+      getattr(model.lstm, f"weight_ih_l{layer}").copy_(t(np.asarray(p["w_ih"]).T))
+      getattr(model.lstm, f"weight_hh_l{layer}").copy_(t(np.asarray(p["w_hh"]).T))
+      getattr(model.lstm, f"bias_ih_l{layer}").copy_(t(p["b_ih"]))
+      getattr(model.lstm, f"bias_hh_l{layer}").copy_(t(p["b_hh"]))
+    model.head.weight.copy_(t(np.asarray(params["head"]["kernel"]).T))
+    model.head.bias.copy_(t(params["head"]["bias"]))
+  return model
+
+
+def minmax(x: torch.Tensor) -> torch.Tensor:
+  """Per-batch global min-max scaling (spec 3.2 step 2)."""
+  return (x - x.min()) / (x.max() - x.min())
+
+
+def full_gradient(model: DeepConvLSTM, x: torch.Tensor, y: torch.Tensor):
+  """Train-mode forward + backward of the whole model; returns (G_W [C, D], g_b [C]) (spec 3.2 steps 3-4)."""
+  model.train()
+  model.zero_grad(set_to_none=True)
+  loss = nn.functional.cross_entropy(model(x), y)
+  grads = torch.autograd.grad(loss, list(model.parameters()))
+  return grads[-2], grads[-1]
+
+
+def llg_star_estimates(model: DeepConvLSTM, n: int, input_shape: tuple[int, int], num_classes: int):
+  """LLG*'s m and s from 2C dummy passes in eval mode, gradients w.r.t. the head weight only (spec 2.2)."""
+  model.eval()
+  c = num_classes
+  w = model.head.weight
+  m = 0.0
+  for k in range(c):
+    x = torch.randn((n, 1) + input_shape)
+    loss = nn.functional.cross_entropy(model(x), torch.full((n,), k))
+    m += float(torch.autograd.grad(loss, [w])[0].sum()) * (1 + 1 / c) / n / c
+  s = torch.zeros(c)
+  for k in range(c):
+    x = torch.randn((c - 1, 1) + input_shape)
+    labels = torch.tensor([j for j in range(c) if j != k])
+    loss = nn.functional.cross_entropy(model(x), labels)
+    s[k] += float(torch.autograd.grad(loss, [w])[0].sum()) / (c - 1)
+  return m, s
+
+
+def _finish(labels: list[int], n: int, c: int) -> np.ndarray:
+  """Spec 2.10: pad with uniformly random labels, keep the first N; returns counts i64[C]."""
+  while len(labels) < n:
+    labels.append(int(torch.randint(0, c, (1,))))
+  return np.bincount(np.asarray(labels[:n], dtype=np.int64), minlength=c)
+
+
+def _llg_labels(row_sums: torch.Tensor, n: int, m: float, s=None) -> list[int]:
+  g = row_sums.clone()
+  c = g.shape[0]
+  labels = []
+  for idx in range(c):
+    if g[idx] < 0:
+      labels.append(idx)
+      g[idx] -= m
+  if s is not None:
+    g = g - s
+  while len(labels) < n:
+    labels.append(int(torch.argmin(g)))
+    g[c - 1] -= m                                           # the reference's stale loop index (spec 2.1 step 5)
+  return labels
+
+
+def llg(gw: torch.Tensor, gb: torch.Tensor, n: int) -> np.ndarray:
+  r = gw.sum(dim=1)
+  c = r.shape[0]
+  m = float(r[r < 0].sum()) * (1 + 1 / c) / n
+  return _finish(_llg_labels(r, n, m), n, c)
+
+
+def llg_star(gw: torch.Tensor, gb: torch.Tensor, n: int, m: float, s: torch.Tensor) -> np.ndarray:
+  return _finish(_llg_labels(gw.sum(dim=1), n, m, s), n, gw.shape[0])
+
+
+def ebi(gw: torch.Tensor, gb: torch.Tensor, n: int) -> np.ndarray:
+  b = gb.clone()
+  c = b.shape[0]
+  valid = [k for k in range(c) if b[k] < 0]
+  labels = sorted(valid, key=lambda k: float(b[k]))[:min(n, len(valid))]
+  m = float(sum(b[k] for k in valid)) / n if valid else 0.0
+  for k in valid:
+    b[k] -= m
+  while len(labels) < n:
+    sel = int(torch.argmin(b))
+    labels.append(sel)
+    b[sel] -= m
+  return _finish(labels, n, c)
+
+
+def llbg(gw: torch.Tensor, gb: torch.Tensor, n: int) -> np.ndarray:
+  b = gb.clone()
+  c = b.shape[0]
+  valid = [k for k in range(c) if b[k] < 0]
+  labels = list(valid)
+  m = float(gb[gb < 0].sum()) * (1 + 1 / c) / n
+  for k in valid:
+    b[k] -= m
+  while len(labels) < n:
+    sel = int(torch.argmin(b))
+    labels.append(sel)
+    b[sel] -= m
+  return _finish(labels, n, c)
+
+
+def ilrg(gw: torch.Tensor, gb: torch.Tensor, n: int, return_unpadded: bool = False):
+  """Spec 2.6: float64 pinv of the uniform-probability system; `return_unpadded` gives the counts before the
+  random padding (for comparisons)."""
+  b = gb.detach().double().numpy()
+  c = b.shape[0]
+  a = np.vstack([np.ones((1, c)), np.full((c, c), 1.0 / c) - np.eye(c)])
+  x = np.linalg.pinv(a) @ np.concatenate([[n], n * b])
+  r = np.round(np.maximum(x, 0.0))
+  r[r > n] = 0
+  labels = []
+  for k in range(c):
+    take = min(int(r[k]), n - len(labels))
+    labels.extend([k] * take)
+  if return_unpadded:
+    return np.bincount(np.asarray(labels, dtype=np.int64), minlength=c)
+  return _finish(labels, n, c)
+
+
+def attack(name: str, gw: torch.Tensor, gb: torch.Tensor, n: int, model=None, input_shape=None) -> np.ndarray:
+  """One reference attack on one batch's gradients (G_W [C, D], g_b [C]); LLG* runs its dummy passes."""
+  if name == "llg_star":
+    m, s = llg_star_estimates(model, n, input_shape, gw.shape[0])
+    return llg_star(gw, gb, n, m, s)
+  return {"llg": llg, "ebi": ebi, "llbg": llbg, "ilrg": ilrg}[name](gw, gb, n)
+
+
+def reference_batch(model: DeepConvLSTM, windows: np.ndarray, labels: np.ndarray) -> dict[str, np.ndarray]:
+  """The reference's work for one batch (windows f32[N, T, ch], labels [N]): every attack with its own fresh
+  full-model gradient. Returns attack -> counts."""
+  n, t, ch = windows.shape
+  x = minmax(torch.from_numpy(np.asarray(windows, np.float32)).unsqueeze(1))
+  y = torch.from_numpy(np.asarray(labels, np.int64))
+  out = {}
+  for name in ATTACKS:
+    gw, gb = full_gradient(model, x, y)
+    out[name] = attack(name, gw, gb, n, model, (t, ch))
+  return out

@@ -1,0 +1,51 @@
+"""FLOP counting on the jaxpr (jaxleak.flops): hand-counted cases, loop trip counts, and the models' per-window
+FLOPs against their architecture written out by hand."""
+import jax
+import jax.numpy as jnp
+import pytest
+
+from jaxleak import flops, models
+
+
+def test_a_matmul_and_a_convolution_count_as_written():
+  a, b = jnp.ones((7, 5)), jnp.ones((5, 3))
+  assert flops.count_flops(jnp.matmul, a, b) == (2 * 7 * 3 * 5, 2 * 7 * 3 * 5, True)
+  x, w = jnp.ones((4, 20, 6)), jnp.ones((9, 6, 8))              # NWC input, WIO kernel
+  conv = lambda x, w: jax.lax.conv_general_dilated(x, w, (1,), "VALID", dimension_numbers=("NWC", "WIO", "NWC"))
+  assert flops.count_flops(conv, x, w).matmul == 2 * (4 * 12 * 8) * 6 * 9
+
+
+def test_a_scan_counts_its_body_times_its_length_where_xla_counts_it_once():
+  def f(x, w):
+    return jax.lax.scan(lambda h, xt: (jnp.tanh(xt + h @ w),) * 2, jnp.zeros((3, 16)), x)[1]
+  w = jnp.ones((16, 16))
+  short, long = flops.count_flops(f, jnp.ones((10, 3, 16)), w), flops.count_flops(f, jnp.ones((20, 3, 16)), w)
+  assert short.matmul == 10 * 2 * 3 * 16 * 16 and long.matmul == 2 * short.matmul and long.exact
+  assert flops.xla_flops(f, jnp.ones((20, 3, 16)), w) < long.total / 10   # why we count ourselves
+
+
+def test_a_while_loop_is_flagged_as_a_lower_bound():
+  f = lambda x: jax.lax.while_loop(lambda c: c[0] < 5, lambda c: (c[0] + 1, c[1] @ c[1]), (0, x))[1]
+  assert not flops.count_flops(f, jnp.ones((4, 4))).exact
+
+
+def test_without_loops_our_count_is_xlas():
+  def mlp(x, w1, w2):
+    return jax.nn.relu(x @ w1) @ w2
+  args = jnp.ones((32, 64)), jnp.ones((64, 128)), jnp.ones((128, 10))
+  ours, xla = flops.count_flops(mlp, *args), flops.xla_flops(mlp, *args)
+  assert ours.matmul == 2 * 32 * (64 * 128 + 128 * 10)
+  assert abs(ours.total - xla) / xla < 0.01
+
+
+@pytest.mark.parametrize("channels,classes", [(6, 13), (12, 19)])
+def test_deepconvlstm_forward_flops_are_its_architecture(channels, classes):
+  """Spec 7.1: four (9, 1) convs of 64 filters over time (50 -> 42 -> 34 -> 26 -> 18) per sensor channel, two
+  LSTM(128) layers over 18 steps (input 64 * channels, then 128), a Dense(128 -> C) head."""
+  convs = sum(2 * channels * t * 64 * cin * 9 for t, cin in ((42, 1), (34, 64), (26, 64), (18, 64)))
+  lstm = 2 * 18 * 4 * 128 * (64 * channels + 128) + 2 * 18 * 4 * 128 * (128 + 128)
+  head = 2 * 128 * classes
+  model = models.build("deepconvlstm", classes)
+  v = models.init(model, jax.random.key(0), 50, channels)
+  count = flops.count_flops(lambda v, x: model.apply(v, x), v, jnp.ones((2, 50, channels)))
+  assert count.matmul == 2 * (convs + lstm + head)

@@ -1,0 +1,91 @@
+"""The PyTorch reference-way benchmark computes what jaxleak computes: the same model function, and the same
+counts as jaxleak's HAR-reference attacks on the same gradients (benchmarks/torch_reference.py)."""
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch", reason="the optional extra 'torch' (pip install -e '.[torch]')")
+
+import jaxleak.attacks as A                                                # noqa: E402
+from benchmarks import torch_reference as R                                # noqa: E402
+from jaxleak import models                                                 # noqa: E402
+from jaxleak.federated import mean_ce                                      # noqa: E402
+from jaxleak.types import LastLayerGrads                                   # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def twins():
+  flax_model = models.build("deepconvlstm", 13)
+  v = models.init(flax_model, jax.random.key(0), 50, 6)
+  torch_model = R.load_flax_params(R.DeepConvLSTM(6, 13), v["params"])
+  return flax_model, v, torch_model
+
+
+def test_the_torch_twin_computes_the_same_logits_and_head_gradients(twins):
+  flax_model, v, torch_model = twins
+  x = np.array(jax.random.uniform(jax.random.key(1), (8, 50, 6)))
+  y = np.arange(8) % 13
+  torch_model.eval()
+  xt = torch.from_numpy(x).unsqueeze(1)
+  logits_t = torch_model(xt)
+  np.testing.assert_allclose(logits_t.detach().numpy(), flax_model.apply(v, x), atol=2e-5)
+  loss = torch.nn.functional.cross_entropy(logits_t, torch.from_numpy(y))
+  gw, gb = torch.autograd.grad(loss, [torch_model.head.weight, torch_model.head.bias])
+  g = jax.grad(lambda p: mean_ce(flax_model.apply({"params": p}, x), y))(v["params"])["head"]
+  np.testing.assert_allclose(gw.numpy().T, g["kernel"], atol=1e-6)
+  np.testing.assert_allclose(gb.numpy(), g["bias"], atol=1e-6)
+
+
+def _jaxleak_counts(name, gw, gb, n, star=None, key=0):
+  grads = LastLayerGrads(kernel=jnp.asarray(gw.numpy().T), bias=jnp.asarray(gb.numpy()))
+  ctx = A.AttackContext(key=jax.random.key(key), star_params=star)
+  return np.asarray(A.run(R.JAXLEAK_TWIN[name], grads, n, ctx))
+
+
+def test_the_worked_example_of_the_spec():
+  """Spec 2.11: C = 4, N = 10, g_b = (-0.25, -0.05, 0.05, 0.25) (a uniform model, counts (5, 3, 2, 0))."""
+  gb = torch.tensor([-0.25, -0.05, 0.05, 0.25], dtype=torch.float64)
+  gw = gb[:, None].repeat(1, 3) / 3                           # row sums = g_b
+  assert R.ebi(gw, gb, 10).tolist() == [8, 2, 0, 0]
+  assert R.llbg(gw, gb, 10).tolist() == [8, 2, 0, 0]
+  assert R.ilrg(gw, gb, 10).tolist() == [5, 3, 2, 0]
+  assert R.llg(gw, gb, 10).tolist() == [9, 1, 0, 0]
+
+
+@pytest.mark.parametrize("seed", range(24))
+def test_the_reference_attacks_give_jaxleaks_counts_on_the_same_gradients(seed):
+  rng = np.random.default_rng(seed)
+  c, d, n = int(rng.choice([4, 13])), 16, int(rng.choice([10, 100]))     # few shapes: few compilations
+  counts = rng.multinomial(n, rng.dirichlet(np.full(c, 0.5)))
+  probs = rng.dirichlet(np.full(c, 20.0), size=n)             # near-uniform model outputs
+  onehot = np.repeat(np.eye(c), counts, axis=0)
+  err = probs - onehot                                         # dL/dz per sample, [N, C]
+  h = rng.normal(size=(n, d))
+  gw = torch.from_numpy((err.T @ h / n).astype(np.float32))    # [C, D]
+  gb = torch.from_numpy(err.mean(0).astype(np.float32))
+  for name in ("llg", "ebi", "llbg"):
+    np.testing.assert_array_equal(getattr(R, name)(gw, gb, n), _jaxleak_counts(name, gw, gb, n), err_msg=name)
+  m, s = float(rng.normal() * 1e-3), torch.from_numpy(rng.normal(size=c).astype(np.float32) * 1e-4)
+  star = A.LLGStarParams(impact=jnp.float32(m), offsets=jnp.asarray(s.numpy()))
+  np.testing.assert_array_equal(R.llg_star(gw, gb, n, m, s), _jaxleak_counts("llg_star", gw, gb, n, star))
+  # iLRG: equal up to the random padding of a shortfall (both pad with uniformly random labels).
+  before_padding = R.ilrg(gw, gb, n, return_unpadded=True)
+  ours = _jaxleak_counts("ilrg", gw, gb, n)
+  assert ours.sum() == n and np.all(ours >= before_padding)
+  if before_padding.sum() == n:
+    np.testing.assert_array_equal(ours, before_padding)
+
+
+def test_llg_star_dummy_estimates_vanish_as_the_spec_says(twins):
+  """Spec 2.2: softmax-CE weight gradients sum to 0 over classes, so the reference's m and s are ~0."""
+  _, _, torch_model = twins
+  m, s = R.llg_star_estimates(torch_model, 20, (50, 6), 13)
+  assert abs(m) < 1e-6 and float(s.abs().max()) < 1e-6
+
+
+def test_one_reference_batch_returns_n_labels_per_attack(twins):
+  _, _, torch_model = twins
+  x = np.asarray(jax.random.normal(jax.random.key(2), (20, 50, 6)))
+  out = R.reference_batch(torch_model, x, np.arange(20) % 13)
+  assert set(out) == set(R.ATTACKS) and all(c.sum() == 20 for c in out.values())
