@@ -17,7 +17,6 @@
 Needs the optional extra `torch` (pip install -e ".[torch]").
 """
 import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -29,10 +28,10 @@ from absl import app, flags
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from benchmarks import torch_reference as R                       # noqa: E402 (needs the repository root)
+from benchmarks.main_job import run_main_job                      # noqa: E402
 import jaxleak.attacks as A                                       # noqa: E402
 from jaxleak import data as D                                     # noqa: E402
 from jaxleak import models                                        # noqa: E402
-from jaxleak.runs import leakage as L                             # noqa: E402
 from jaxleak.types import LastLayerGrads                          # noqa: E402
 
 import torch                                                      # noqa: E402
@@ -41,20 +40,10 @@ FLAGS = flags.FLAGS
 flags.DEFINE_string("dataset", "hapt", "hapt, synthetic_wear or synthetic_wetlab")
 flags.DEFINE_float("synthetic_scale", 1.0, "size of the synthetic datasets (1.0 = the real dataset's size)")
 flags.DEFINE_integer("reference_batches", 8, "batches timed the reference way (spread over the job's batches)")
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def run_jaxleak(cache: str) -> float:
-  with tempfile.TemporaryDirectory() as out:
-    cmd = [sys.executable, os.path.join(ROOT, "experiments", "single_step_leakage.py"), f"--output_dir={out}",
-           f"--dataset={FLAGS.dataset}", f"--synthetic_scale={FLAGS.synthetic_scale}",
-           f"--compilation_cache={cache}"]
-    t0 = time.perf_counter()
-    proc = subprocess.run(cmd, capture_output=True, text=True)
-    wall = time.perf_counter() - t0
-  if proc.returncode != 0:
-    raise SystemExit(proc.stderr[-3000:])
-  return wall
+  return run_main_job(cache, [f"--dataset={FLAGS.dataset}", f"--synthetic_scale={FLAGS.synthetic_scale}"])
 
 
 def twin_counts(name, gw, gb, n, star=None):

@@ -9,6 +9,7 @@ after a warm-up call of the same compiled function (side by side, one process); 
 rss: the same study at two sizes in fresh subprocesses (ru_maxrss), to show memory does not grow with them.
 grid: runs `har_paper` (with the --set overrides) into a temporary study folder and prints the wall time by group.
 """
+import os
 import subprocess
 import sys
 import tempfile
@@ -77,15 +78,62 @@ def rss():
     print(f"{label}: peak RSS {_rss_child(base + extra):.0f} MiB")
 
 
+def forward_flops_per_window(model_name: str, channels: int, classes: int) -> float:
+  """FLOPs of one window's forward pass (jaxpr count, loop trip counts included)."""
+  from jaxleak import flops, models
+  model = models.build(model_name, classes)
+  v = models.init(model, jax.random.key(0), 50, channels)
+  return flops.count_flops(lambda v, x: model.apply(v, x), v, jnp.ones((2, 50, channels))).total / 2
+
+
+def flop_floor(plan) -> dict:
+  """group key -> FLOPs: the plan's estimated window passes (forward 1, backward 2) x forward FLOPs per window."""
+  from jaxleak import data as D
+  from jaxleak.runs.study.plan import estimate_cost
+  passes = estimate_cost(plan)
+  shapes, per_window, out = {}, {}, {}
+  for g in plan.groups:
+    c = g.tasks[0].config
+    if g.kind != "har":
+      continue
+    if c["dataset"] not in shapes:
+      ds = D.load(c["dataset"], data_dir=c["data_dir"], scale=c["synthetic_scale"], seed=c["seed"])
+      shapes[c["dataset"]] = (ds.num_channels, ds.num_classes)
+    key = (c["model"],) + shapes[c["dataset"]]
+    if key not in per_window:
+      per_window[key] = forward_flops_per_window(*key)
+    out[g.key] = passes[g.key] * per_window[key]
+  return out
+
+
 def grid():
+  sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+  from flops import matmul_peak                              # benchmarks/flops.py
   from jaxleak.runs import study as S
   values = dict(item.split("=", 1) for item in FLAGS.set)
   plan = S.make_plan(S.override(S.preset("har_paper"), values))
+  peak = matmul_peak() * 1e9
+  floor = flop_floor(plan)
   with tempfile.TemporaryDirectory() as d:
     summary = S.run_plan(plan, S.Store(d), progress=print)
-  print(f"\nwhole grid: {len(plan.tasks)} tasks in {len(plan.groups)} groups, {summary.wall_s:.0f} s wall")
-  for label, secs in sorted(summary.per_group_s, key=lambda x: -x[1])[:10]:
-    print(f"  {secs:7.1f} s  {label}")
+  total_floor = sum(floor.values()) / peak
+  print(f"\nwhole grid: {len(plan.tasks)} tasks in {len(plan.groups)} groups, {summary.wall_s:.0f} s wall; "
+        f"FLOP floor {total_floor:.0f} s ({sum(floor.values()) / 1e12:.1f} TFLOP at the measured matmul peak "
+        f"{peak / 1e9:.0f} GFLOP/s): wall / floor = {summary.wall_s / total_floor:.2f}")
+  rows = [(secs, floor.get(g.key, float("nan")) / peak, label)
+          for g, (label, secs) in zip(plan.groups, summary.per_group_s)]
+  by_kind = {}
+  for secs, fl, label in rows:
+    kind = "multi-step" if "N:B:S" in label else ("LDP sweep" if "LDP settings" in label else "single")
+    model = label.split()[1]
+    w, f = by_kind.get((kind, model), (0.0, 0.0))
+    by_kind[(kind, model)] = (w + secs, f + fl)
+  print(f"{'groups':28s} {'wall s':>8s} {'floor s':>8s} {'wall/floor':>10s}")
+  for (kind, model), (w, f) in sorted(by_kind.items()):
+    print(f"{kind + ' ' + model:28s} {w:8.1f} {f:8.1f} {w / f:10.2f}")
+  print("slowest groups:")
+  for secs, fl, label in sorted(rows, key=lambda r: -r[0])[:10]:
+    print(f"  {secs:7.1f} s (floor {fl:5.1f} s)  {label}")
 
 
 def main(argv):

@@ -57,6 +57,21 @@ def batch_to_channels(h: jax.Array, batch: int) -> jax.Array:
   return jnp.swapaxes(h.reshape(batch, bc // batch, t, f), 1, 2)
 
 
+def pad_full_window(h: jax.Array, kernel_size: int) -> jax.Array:
+  """f32[B, T, C] -> the same, with one zero time step appended when T == kernel_size (a no-op otherwise).
+
+  A VALID conv whose window spans its whole input has one output step, and the appended step never enters it,
+  so the result is the same. Why: XLA's SPMD partitioner computes such a conv WRONGLY when it is vmapped over
+  per-batch weights (a grouped conv) and sharded over the batch (jax 0.10.2, XLA:CPU; off by up to 9 on unit-scale
+  data; T = kernel + 1 is correct). TinyHAR's last conv (9 steps in, kernel 9) is such a conv; with the pad, runs
+  with per-batch weights (trained folds, multi-step) shard correctly. Reproduction:
+  tests/test_sharding.py::test_xla_partitions_a_per_batch_conv_spanning_its_input_wrongly.
+  """
+  if h.shape[1] != kernel_size:
+    return h
+  return jnp.pad(h, ((0, 0), (0, 1), (0, 0)))
+
+
 def temporal_conv(features: int, kernel_size: int, stride: int = 1) -> nn.Conv:
   """A conv along time only, shared across sensor channels: the reference's Conv2d with kernel (k, 1).
 

@@ -5,7 +5,7 @@ import jax
 import jax.numpy as jnp
 from flax import linen as nn
 
-from jaxleak.models.layers import (TorchLSTM, batch_to_channels, channels_to_batch, temporal_conv,
+from jaxleak.models.layers import (TorchLSTM, batch_to_channels, channels_to_batch, pad_full_window, temporal_conv,
                                    xavier_normal)
 
 
@@ -42,7 +42,7 @@ class TinyHAR(nn.Module):
   def __call__(self, x: jax.Array, *, train: bool = False, return_features: bool = False):
     h = channels_to_batch(x)                                           # [B * ch, T, 1]
     for stride in (1, 2, 1, 2):
-      h = temporal_conv(self.filters, self.kernel_size, stride)(h)
+      h = temporal_conv(self.filters, self.kernel_size, stride)(pad_full_window(h, self.kernel_size))
       # Statistics over (B, ch, T) per filter, exactly as BatchNorm2d over [B, F, T, ch].
       h = nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5)(nn.relu(h))
     h = ChannelSelfAttention()(batch_to_channels(h, x.shape[0]))      # [B, T', ch, F]                                     # [B, T', ch, F]

@@ -16,8 +16,7 @@ from jaxleak.runs.leakage.prepare import Prepared, log
 from jaxleak.types import LastLayerGrads
 
 
-def in_calls(prep: Prepared, per_call: int, fn, progress: Optional[Callable[[str], None]], what: str = "gradients",
-             shard: bool = True):
+def in_calls(prep: Prepared, per_call: int, fn, progress: Optional[Callable[[str], None]], what: str = "gradients"):
   """Runs fn(variables, windows, labels, keys) over all updates in calls of a fixed size (one compilation).
 
   With trained folds, `variables` is gathered per update (leading axis = update) and fn must expect that.
@@ -26,10 +25,7 @@ def in_calls(prep: Prepared, per_call: int, fn, progress: Optional[Callable[[str
   k = len(prep.indices)
   per_call = min(per_call, k)
   place = lambda tree: tree
-  # Per-update variables (trained folds) are not sharded: TinyHAR's updates with per-batch weights differed under
-  # GSPMD batch sharding on XLA:CPU (BUILD_NOTES.md). Shared-variable single-step calls are (tested equal).
-  shard = shard and prep.fold_of_batch is None
-  if shard and prep.mesh is not None:                             # a multiple of the device count, batch-sharded
+  if prep.mesh is not None:                                       # a multiple of the device count, batch-sharded
     n_dev = prep.mesh.devices.size
     per_call = -(-per_call // n_dev) * n_dev
     sharding = jax.sharding.NamedSharding(prep.mesh, jax.sharding.PartitionSpec("batch"))
@@ -70,9 +66,8 @@ def compute_updates(prep: Prepared, cfg: LeakageConfig, ldp: LdpConfig,
   if cfg.local is not None:
     fn = lambda v, x, y, k: client_updates(prep.model, v, x, y, k, local=cfg.local, minmax=cfg.minmax,
                                            batched_variables=batched)
-    # Not sharded: from the second local step on the weights are per query, and TinyHAR's updates with per-batch
-    # weights differed under GSPMD sharding (BUILD_NOTES.md).
-    return in_calls(prep, cfg.chunk_size, fn, progress, "local training", shard=False)
+    per_call = cfg.chunk_size * (1 if prep.mesh is None else prep.mesh.devices.size)
+    return in_calls(prep, per_call, fn, progress, "local training")
   if ldp.per_example and ldp.needs_full_gradient:
     per_call, chunk = 1, 1                                        # [N, all params] per update: one a call
   elif ldp.needs_full_gradient:
@@ -81,7 +76,7 @@ def compute_updates(prep: Prepared, cfg: LeakageConfig, ldp: LdpConfig,
     per_call, chunk = cfg.batches_per_call, cfg.chunk_size
   if batched:
     per_call = min(per_call, 16)                                  # per-update copies of the params per call
-  if prep.mesh is not None and not batched:                       # one vmap per call, partitioned over devices
+  if prep.mesh is not None:                                       # one vmap per call, partitioned over devices
     per_call = chunk = chunk * prep.mesh.devices.size
   fn = lambda v, x, y, k: last_layer_grads(prep.model, v, x, y, k, method=cfg.grad_method, minmax=cfg.minmax,
                                            chunk_size=min(chunk, per_call), ldp=ldp, batched_variables=batched)
