@@ -7,7 +7,9 @@
 sweep: one group's shared gradient pass once, then the attack sweep over 10 and over 1,000 settings, each timed
 after a warm-up call of the same compiled function (side by side, one process); prints both and the ratio.
 rss: the same study at two sizes in fresh subprocesses (ru_maxrss), to show memory does not grow with them.
-grid: runs `har_paper` (with the --set overrides) into a temporary study folder and prints the wall time by group.
+grid: runs `--preset` (default har_paper, with the --set overrides) into a temporary study folder and prints the wall
+time by group next to its FLOP floor (estimated window passes x forward FLOPs per window / this machine's matmul
+peak, measured in the same run).
 """
 import os
 import subprocess
@@ -25,6 +27,7 @@ flags.DEFINE_string("dataset", "hapt", "dataset of the sweep group")
 flags.DEFINE_string("model", "deepconvlstm", "model of the sweep group")
 flags.DEFINE_integer("num_clients", None, "clients of the sweep group (default all)")
 flags.DEFINE_multi_string("set", [], "study overrides for `grid` (field=value)")
+flags.DEFINE_string("preset", "har_paper", "the study `grid` runs")
 
 
 def sweep():
@@ -111,7 +114,7 @@ def grid():
   from flops import matmul_peak                              # benchmarks/flops.py
   from jaxleak.runs import study as S
   values = dict(item.split("=", 1) for item in FLAGS.set)
-  plan = S.make_plan(S.override(S.preset("har_paper"), values))
+  plan = S.make_plan(S.override(S.preset(FLAGS.preset), values))
   peak = matmul_peak() * 1e9
   floor = flop_floor(plan)
   with tempfile.TemporaryDirectory() as d:

@@ -195,3 +195,41 @@ def test_ray_executor_writes_the_same_records_as_the_local_one(tmp_path):
     a = open(os.path.join(local.root, "records", task.key + ".json"), "rb").read()
     b = open(os.path.join(remote.root, "records", task.key + ".json"), "rb").read()
     assert a == b
+
+
+def test_whole_determination_is_a_study_task_recorded_as_a_direct_run(tmp_path):
+  from jaxleak.runs import eavesdrop as EV
+  from jaxleak.runs.study import spec
+  values = {"num_participants": "12", "fraction": "0.25", "samples_per_label": "16", "other_samples": "2",
+            "local_lr": "0.05", "wd_trials": "1", "wd_total_per_label": "120", "wd_stages": "0.3",
+            "wd_window": "2", "wd_max_rounds": "30"}
+  st = S.override(S.preset("eavesdrop_whole_determination"), values)
+  assert spec.from_json(spec.to_json(st)) == st
+  plan = S.make_plan(st)
+  (task,) = plan.tasks
+  assert task.kind == "whole_determination" and task.config["wd_stages"] == [0.3]
+  store = S.Store(str(tmp_path / "s"))
+  S.run_plan(plan, store, progress=None)
+  rec = store.read(task.key)["results"]
+  (direct,) = EV.run_whole_determination(engine.eavesdrop_config(task.config),
+                                         engine.whole_determination_config(task.config))
+  (trial,) = rec["trials"]
+  assert (trial["round"], trial["predicted"], trial["success"]) == (direct.round, list(direct.predicted),
+                                                                    direct.success)
+  path, missing = collect.collect(plan, store)
+  assert missing == 0
+  with open(os.path.join(path, "whole_determination.csv")) as f:
+    (row,) = list(csv.DictReader(f))
+  assert row["wd_stages"] == "0.3" and float(row["success"]) == float(direct.success)
+  # Adding Whole Determination to the paper preset left the rounds tasks (and their record keys) as they were.
+  rounds = [t for t in S.make_plan(S.preset("eavesdrop_paper"), check_inputs=False).tasks if t.kind == "eavesdrop"]
+  assert rounds and not any(k.startswith("wd_") for t in rounds for k in t.config)
+
+
+@pytest.mark.parametrize("value,message", [("wd_trials=0", "must be positive"), ("wd_stages=1.5", "in (0, 1]"),
+                                           ("wd_methd=ward", "unknown study field(s) ['wd_methd']")])
+def test_bad_whole_determination_fields_are_refused(value, message, tmp_path, capsys):
+  rc = cli.call(study_cli.main, study_cli.FLAGS, ["run", "eavesdrop_whole_determination", f"--set={value}",
+                                                  f"--study_dir={tmp_path / 's'}"])
+  err = capsys.readouterr().err
+  assert rc == 2 and message in err, err

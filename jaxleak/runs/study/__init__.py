@@ -1,6 +1,6 @@
 """Studies: a paper's whole grid as one resumable, shardable command (`python -m jaxleak.study`).
 
-  spec     the study config (parts: HarGrid, EavesdropGrid), presets and field overrides
+  spec     the study config (parts: HarGrid, EavesdropGrid, WholeDeterminationGrid), presets and field overrides
   plan     tasks keyed by their configuration fingerprint, grouped by the gradient pass they share; shards
   engine   runs groups (LDP settings vmapped in one compilation), writes records
   store    the study folder: records, timings, index, checkpoints
@@ -8,8 +8,9 @@
 """
 from jaxleak.runs.study.engine import SETTINGS_PER_CALL, RunSummary, run_plan, status, sweep_chunk
 from jaxleak.runs.study.plan import Group, Plan, Task, describe, make_plan
-from jaxleak.runs.study.spec import PRESETS, EavesdropGrid, HarGrid, Study, override, preset
+from jaxleak.runs.study.spec import PRESETS, EavesdropGrid, HarGrid, Study, WholeDeterminationGrid, override, preset
 from jaxleak.runs.study.store import Store
 
 __all__ = ["EavesdropGrid", "Group", "HarGrid", "PRESETS", "Plan", "RunSummary", "SETTINGS_PER_CALL", "Store", "Study",
-           "Task", "describe", "make_plan", "override", "preset", "run_plan", "status", "sweep_chunk"]
+           "Task", "WholeDeterminationGrid", "describe", "make_plan", "override", "preset", "run_plan", "status",
+           "sweep_chunk"]

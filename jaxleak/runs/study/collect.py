@@ -4,6 +4,7 @@
                  symmetric_existence, num_batches
   summary.csv    HAR: one row per task x attack: mean and std over clients of each metric
   eavesdrop.csv  Eavesdrop: one row per task: settings and the overall success rates
+  whole_determination.csv  one row per Whole Determination task x stage: settings and success rates
 Written together as one folder commit (<study_dir>/tables/).
 """
 from __future__ import annotations
@@ -19,15 +20,20 @@ HAR_COLUMNS = ("dataset", "model", "state", "sampling", "seed", "num_samples", "
                "sigma", "tau")
 EAVESDROP_COLUMNS = ("dataset", "model", "num_participants", "fraction", "local_epochs", "local_batch_size",
                      "local_lr", "compression", "dropout", "rounds", "seed", "replicates")
+WD_COLUMNS = ("wd_trials", "wd_total_per_label", "wd_factors", "wd_stages", "wd_window")
+WD_STAGE_COLUMNS = ("stage", "accuracy_threshold", "trials", "reached", "success", "success_known_k",
+                    "success_two_level", "mean_round")
 
 
 def _fmt(v) -> str:
+  if isinstance(v, (list, tuple)):
+    return " ".join(_fmt(x) for x in v)
   return "" if v is None else (f"{v:.6g}" if isinstance(v, float) else str(v))
 
 
 def tables(plan: Plan, store: Store) -> tuple[dict[str, str], int]:
   """({file name: CSV text}, number of tasks missing a record)."""
-  rows, summary, ev_rows, missing = [], [], [], 0
+  rows, summary, ev_rows, wd_rows, missing = [], [], [], [], 0
   ev_keys = None
   for task in plan.tasks:
     try:
@@ -43,6 +49,10 @@ def tables(plan: Plan, store: Store) -> tuple[dict[str, str], int]:
         for i, subject in enumerate(res["subjects"]):
           rows.append(base + [attack, subject] + [_fmt(r["clients"][m][i]) for m in METRICS] + [r["num_batches"][i]])
         summary.append(base + [attack] + [_fmt(x) for m in METRICS for x in r["summary"][m]])
+    elif task.kind == "whole_determination":
+      base = [task.key] + [_fmt(settings[c]) for c in EAVESDROP_COLUMNS + WD_COLUMNS]
+      for st in res["stages"]:
+        wd_rows.append(base + [_fmt(st[c]) for c in WD_STAGE_COLUMNS])
     else:
       ev_keys = ev_keys or sorted(res["overall"])
       ev_rows.append([task.key] + [_fmt(settings[c]) for c in EAVESDROP_COLUMNS]
@@ -55,6 +65,9 @@ def tables(plan: Plan, store: Store) -> tuple[dict[str, str], int]:
                                             + tuple(f"{m}_{s}" for m in METRICS for s in ("mean", "std")), summary)
   if ev_rows:
     files["eavesdrop.csv"] = storage.csv_text(("task",) + EAVESDROP_COLUMNS + tuple(ev_keys), ev_rows)
+  if wd_rows:
+    files["whole_determination.csv"] = storage.csv_text(("task",) + EAVESDROP_COLUMNS + WD_COLUMNS + WD_STAGE_COLUMNS,
+                                                        wd_rows)
   return files, missing
 
 

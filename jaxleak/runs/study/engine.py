@@ -8,6 +8,7 @@ settings in one compiled, vmapped sweep, one record per task.
                        -> metrics -> records
      HAR multi step  : runs.leakage.run_leakage (S, B, N are shapes: one compilation per (N, B, S))
      Eavesdrop       : runs.eavesdrop.run_rounds, checkpointed every round inside the study folder
+     Whole Determ.   : runs.eavesdrop.run_whole_determination, checkpointed every trial inside the study folder
   -> index.json
 
 sigma and tau are traced arguments: the number of compilations does not depend on the number of settings (tested).
@@ -62,11 +63,28 @@ def eavesdrop_config(c: dict):
   from jaxleak.federated import LocalEpochs
   from jaxleak.runs.eavesdrop.config import EavesdropConfig
   fields = {f.name for f in dataclasses.fields(EavesdropConfig)} - {"local"}
-  unknown = sorted(set(c) - fields - {"local_epochs", "local_batch_size", "local_lr", "replicates"})
+  unknown = sorted(set(c) - fields - {"local_epochs", "local_batch_size", "local_lr", "replicates"}
+                   - {k for k in c if k.startswith("wd_")})
   if unknown:
     raise ValueError(f"unknown Eavesdrop field(s) {unknown}; fields: {', '.join(sorted(fields))}.")
   kw = {k: (tuple(v) if isinstance(v, list) else v) for k, v in c.items() if k in fields}
   return EavesdropConfig(local=LocalEpochs(c["local_epochs"], c["local_batch_size"], c["local_lr"]), **kw)
+
+
+def whole_determination_config(c: dict):
+  """The WholeDeterminationConfig of a Whole Determination task (its wd_* fields; raises naming a bad one)."""
+  from jaxleak.runs.eavesdrop.config import WholeDeterminationConfig
+  kw = {k[3:]: (tuple(v) if isinstance(v, list) else v) for k, v in c.items() if k.startswith("wd_")}
+  try:
+    wd = WholeDeterminationConfig(**kw)
+  except TypeError as e:
+    raise ValueError(f"Whole Determination fields: {e}") from None
+  if wd.trials <= 0 or wd.total_per_label <= 0 or wd.window <= 0 or wd.max_rounds <= 0:
+    raise ValueError(f"wd_trials, wd_total_per_label, wd_window and wd_max_rounds must be positive; got {wd}.")
+  if not wd.factors or min(wd.factors) <= 0 or not wd.stages or not all(0 < s <= 1 for s in wd.stages):
+    raise ValueError(f"wd_factors must be positive and wd_stages accuracies in (0, 1]; got {wd.factors}, "
+                     f"{wd.stages}.")
+  return wd
 
 
 # --- the vmapped LDP x attack sweep ---------------------------------------------------------------------------
@@ -176,6 +194,24 @@ def _run_har_group(group: Group, todo: list[Task], store: Store, log) -> None:
                                                 "settings_in_group": len(todo)})
 
 
+def _run_whole_determination_group(group: Group, todo: list[Task], store: Store, log) -> None:
+  from jaxleak.runs import eavesdrop as EV
+  task = todo[0]
+  cfg = eavesdrop_config(task.config)
+  wd = whole_determination_config(task.config)
+  t0 = time.perf_counter()
+  trials = EV.run_whole_determination(cfg, wd, progress=log, checkpoint_path=store.checkpoint_path(task.key))
+  summary = EV.summarize_whole_determination(trials)
+  results = {"stages": [{k: (float(v) if isinstance(v, (float, np.floating)) else v) for k, v in r.items()}
+                        for r in summary],
+             "trials": [{"trial": t.trial, "stage": float(t.stage), "round": int(t.round),
+                         "accuracy": float(t.accuracy), "groups": [int(x) for x in t.groups],
+                         "predicted": [int(x) for x in t.predicted], "success": bool(t.success),
+                         "success_known_k": bool(t.success_known_k), "success_two_level": bool(t.success_two_level)}
+                        for t in trials]}
+  store.write(task, results, {"group_s": time.perf_counter() - t0})
+
+
 def _run_eavesdrop_group(group: Group, todo: list[Task], store: Store, log) -> None:
   from jaxleak.runs import eavesdrop as EV
   task = todo[0]
@@ -220,7 +256,8 @@ def run_plan(plan: Plan, store: Store, *, progress: Optional[Callable[[str], Non
   for i, group in enumerate(pending):
     todo = [t for t in group.tasks if t.key not in done]
     t0 = time.perf_counter()
-    (_run_har_group if group.kind == "har" else _run_eavesdrop_group)(group, todo, store, log)
+    {"har": _run_har_group, "eavesdrop": _run_eavesdrop_group,
+     "whole_determination": _run_whole_determination_group}[group.kind](group, todo, store, log)
     written += len(todo)
     dt = time.perf_counter() - t0
     per_group.append((group.label, dt))

@@ -13,7 +13,7 @@ import os
 from typing import Any, Optional
 
 from jaxleak import storage
-from jaxleak.runs.study.spec import EavesdropGrid, HarGrid, Study
+from jaxleak.runs.study.spec import EavesdropGrid, HarGrid, Study, WholeDeterminationGrid
 
 RECORD_VERSION = 1
 
@@ -21,7 +21,7 @@ RECORD_VERSION = 1
 @dataclasses.dataclass(frozen=True)
 class Task:
   key: str                        # fingerprint of (kind, config, record version)
-  kind: str                       # 'har' or 'eavesdrop'
+  kind: str                       # 'har', 'eavesdrop' or 'whole_determination'
   config: dict
   group: str
 
@@ -39,8 +39,9 @@ class Group:
       local = "" if c["multi_step"] is None else " N:B:S={}:{}:{}".format(*c["multi_step"])
       return (f"{c['dataset']} {c['model']} {c['state']} {c['sampling']} seed={c['seed']} N={c['num_samples']}"
               + local + (f" ({len(self.tasks)} LDP settings)" if len(self.tasks) > 1 else ""))
-    return " ".join(f"{k}={c[k]}" for k in ("dataset", "model", "num_participants", "fraction", "local_epochs",
+    text = " ".join(f"{k}={c[k]}" for k in ("dataset", "model", "num_participants", "fraction", "local_epochs",
                                             "local_batch_size", "compression", "dropout"))
+    return text if self.kind == "eavesdrop" else f"Whole Determination {c['wd_trials']} trials: {text}"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -88,13 +89,15 @@ def _har_tasks(part: HarGrid) -> list[tuple[dict, dict]]:
 
 
 def _eavesdrop_tasks(part: EavesdropGrid) -> list[tuple[dict, dict]]:
-  from jaxleak.runs.study.spec import _EAVESDROP_FIELDS
+  from jaxleak.runs.study.spec import _EAVESDROP_FIELDS, WD_FIELDS
   base = dict(part.base)
   names = [k for k, _ in part.axes]
   out = []
   for values in itertools.product(*[v for _, v in part.axes]):
     cfg = {k: v for k, v in _EAVESDROP_FIELDS.items()}
     cfg.update(dropout=None, data_dir=None, aux_samples_per_label=None)
+    if isinstance(part, WholeDeterminationGrid):               # (rounds tasks keep their keys: no wd_ fields)
+      cfg.update(WD_FIELDS)
     cfg.update(base)
     cfg.update(zip(names, values))
     cfg["replicates"] = part.replicates
@@ -114,7 +117,8 @@ def make_plan(study: Study, *, check_inputs: bool = True) -> Plan:
       part.validate()
       pairs, kind = _har_tasks(part), "har"
     else:
-      pairs, kind = _eavesdrop_tasks(part), "eavesdrop"
+      pairs = _eavesdrop_tasks(part)
+      kind = "whole_determination" if isinstance(part, WholeDeterminationGrid) else "eavesdrop"
       _validate_eavesdrop(pairs)
     for group_cfg, task_cfg in pairs:
       key = _key(kind, task_cfg)
@@ -133,9 +137,11 @@ def make_plan(study: Study, *, check_inputs: bool = True) -> Plan:
 
 
 def _validate_eavesdrop(pairs) -> None:
-  from jaxleak.runs.study.engine import eavesdrop_config
+  from jaxleak.runs.study.engine import eavesdrop_config, whole_determination_config
   for _, cfg in pairs:
     eavesdrop_config(cfg)                                      # raises naming the field
+    if "wd_trials" in cfg:
+      whole_determination_config(cfg)
 
 
 def _check_checkpoints(plan: Plan) -> None:
@@ -169,7 +175,8 @@ def task_row(task: Task) -> dict[str, Any]:
             "seed": c["seed"], "num_samples": n, "local_batch_size": b, "local_steps": s, "sigma": c["sigma"],
             "tau": c["tau"]}
   return {k: c[k] for k in ("dataset", "model", "num_participants", "fraction", "local_epochs", "local_batch_size",
-                            "local_lr", "compression", "dropout", "rounds", "seed", "replicates")}
+                            "local_lr", "compression", "dropout", "rounds", "seed", "replicates")
+          + (("wd_trials", "wd_total_per_label", "wd_factors", "wd_stages", "wd_window") if "wd_trials" in c else ())}
 
 
 def estimate_cost(plan: Plan) -> dict[str, float]:
@@ -197,9 +204,12 @@ def estimate_cost(plan: Plan) -> dict[str, float]:
         full = any(t.config["tau"] > 0 and t.config["clip_scope"] == "all" for t in g.tasks)
         out[g.key] = updates * n * (3.0 if full else 1.0)
     else:
-      cfg = eavesdrop_config({k: v for k, v in c.items() if k != "replicates"})
+      cfg = eavesdrop_config(c)
       per_client = sum(cfg.main_labels) / 2 * cfg.samples_per_label + cfg.other_samples * 10
-      out[g.key] = cfg.rounds * c["replicates"] * (cfg.num_selected + 10) * cfg.local.epochs * per_client * 3.0
+      # Whole Determination: at most wd_max_rounds + wd_window rounds per trial (it stops at the last stage).
+      rounds = (c["wd_trials"] * (c["wd_max_rounds"] + c["wd_window"]) if g.kind == "whole_determination"
+                else cfg.rounds * c["replicates"])
+      out[g.key] = rounds * (cfg.num_selected + 10) * cfg.local.epochs * per_client * 3.0
   return out
 
 

@@ -4,7 +4,10 @@ A study is a name and a tuple of parts; each part is a grid (the product of its 
 
 * `HarGrid`: HAR label-leakage tasks (`runs.leakage`): datasets x models x states x samplings x seeds, each either
   single-step with every (sigma, tau) of `ldp`, or multi-step with every (N, B, S) of `multi_step`;
-* `EavesdropGrid`: Eavesdrop federations (`runs.eavesdrop`): a base config and axes over its fields.
+* `EavesdropGrid`: Eavesdrop federations (`runs.eavesdrop`): a base config and axes over its fields, each task
+  played for its rounds and attacked every round (Class Sniffing, Quantity Inference);
+* `WholeDeterminationGrid`: the same federations' Whole Determination trials (Table V, Figs. 4-5), with the
+  `wd_*` fields of `runs.eavesdrop.WholeDeterminationConfig` besides the Eavesdrop ones.
 
 Presets (`PRESETS`) give the HAR paper's sampling, LDP and multi-step grids (spec 8.4) and the Eavesdrop paper's
 tables and figure sweeps; `override` changes any field of every part that has it, e.g. a sub-grid:
@@ -105,6 +108,13 @@ class EavesdropGrid:
   replicates: int = 1
 
 
+@dataclasses.dataclass(frozen=True)
+class WholeDeterminationGrid(EavesdropGrid):
+  """Whole Determination trials over Eavesdrop federations: `base` and `axes` over the Eavesdrop fields and the
+  `wd_*` fields (wd_trials, wd_total_per_label, wd_factors, wd_stages, wd_max_rounds, wd_window,
+  wd_num_clusters, wd_method). Each task runs all its trials (checkpointed per trial)."""
+
+
 Part = Union[HarGrid, EavesdropGrid]
 
 
@@ -117,6 +127,10 @@ class Study:
 
 def _ev(axes: dict, **base) -> EavesdropGrid:
   return EavesdropGrid(base=tuple(sorted(base.items())), axes=tuple((k, tuple(v)) for k, v in axes.items()))
+
+
+def _wd(axes: dict, **base) -> WholeDeterminationGrid:
+  return WholeDeterminationGrid(base=tuple(sorted(base.items())), axes=tuple((k, tuple(v)) for k, v in axes.items()))
 
 
 _SAMPLING = HarGrid()
@@ -139,9 +153,13 @@ PRESETS: dict[str, Study] = {s.name: s for s in (
                                _ev({"num_participants": PAPER_SWEEPS["num_participants"]})),
           "Eavesdrop Figs. 6-9: Quantity Inference vs L_bs, L_ep, P, N_p"),
 )}
+PRESETS["eavesdrop_whole_determination"] = Study(
+    "eavesdrop_whole_determination", (_wd({"model": ("mlp",)}),),
+    "Eavesdrop Table V and Figs. 4-5: Whole Determination (label groups Q, Q/4, Q/5), 20 trials, two stages")
 PRESETS["eavesdrop_paper"] = Study("eavesdrop_paper", PRESETS["eavesdrop_tables"].parts
-                                   + PRESETS["eavesdrop_compression"].parts + PRESETS["eavesdrop_sweeps"].parts,
-                                   "Eavesdrop Tables III, IV, VI and Figs. 6-9")
+                                   + PRESETS["eavesdrop_compression"].parts + PRESETS["eavesdrop_sweeps"].parts
+                                   + PRESETS["eavesdrop_whole_determination"].parts,
+                                   "Eavesdrop Tables III-VI and Figs. 4-9")
 
 
 def preset(name: str) -> Study:
@@ -210,6 +228,11 @@ def override(study: Study, values: dict[str, Any]) -> Study:
           axes[k] = _parse(v, axes[k], k)
         elif k in _EAVESDROP_FIELDS:
           base[k] = _parse(v, _EAVESDROP_FIELDS[k], k) if isinstance(v, str) else v
+        elif k in WD_FIELDS and isinstance(part, WholeDeterminationGrid):
+          try:
+            base[k] = _parse(v, WD_FIELDS[k], k) if isinstance(v, str) else v
+          except ValueError as e:
+            raise ValueError(f"--set {k}={v}: {e}") from None
         else:
           continue
         known.add(k)
@@ -217,7 +240,8 @@ def override(study: Study, values: dict[str, Any]) -> Study:
   unknown = sorted(set(values) - known)
   if unknown:
     allowed = sorted(known | ({f.name for f in dataclasses.fields(HarGrid)} if any(
-        isinstance(p, HarGrid) for p in study.parts) else set(_EAVESDROP_FIELDS) | {"replicates"}))
+        isinstance(p, HarGrid) for p in study.parts) else set(_EAVESDROP_FIELDS) | {"replicates"})
+                     | (set(WD_FIELDS) if any(isinstance(p, WholeDeterminationGrid) for p in study.parts) else set()))
     raise ValueError(f"unknown study field(s) {unknown} for {study.name}; fields: {', '.join(allowed)}.")
   return dataclasses.replace(study, parts=tuple(parts))
 
@@ -234,6 +258,16 @@ def _eavesdrop_fields() -> dict[str, Any]:
 _EAVESDROP_FIELDS = _eavesdrop_fields()
 
 
+def _wd_fields() -> dict[str, Any]:
+  from jaxleak.runs.eavesdrop.config import WholeDeterminationConfig
+  wd = WholeDeterminationConfig()
+  return {"wd_" + f.name: getattr(wd, f.name) for f in dataclasses.fields(WholeDeterminationConfig)}
+
+
+#: The Whole Determination fields of a WholeDeterminationGrid task ("wd_" + WholeDeterminationConfig's fields).
+WD_FIELDS = _wd_fields()
+
+
 def to_json(study: Study) -> dict:
   """A JSON-able form of the study (stored as study.json; `from_json` inverts it)."""
   parts = []
@@ -241,7 +275,8 @@ def to_json(study: Study) -> dict:
     if isinstance(p, HarGrid):
       parts.append({"type": "har", **{f.name: getattr(p, f.name) for f in dataclasses.fields(HarGrid)}})
     else:
-      parts.append({"type": "eavesdrop", "base": [list(kv) for kv in p.base],
+      parts.append({"type": "whole_determination" if isinstance(p, WholeDeterminationGrid) else "eavesdrop",
+                    "base": [list(kv) for kv in p.base],
                     "axes": [[k, list(v)] for k, v in p.axes], "replicates": p.replicates})
   return {"name": study.name, "summary": study.summary, "parts": parts}
 
@@ -256,6 +291,7 @@ def from_json(d: dict) -> Study:
     if p["type"] == "har":
       parts.append(HarGrid(**{k: _tuples(v) for k, v in p.items() if k != "type"}))
     else:
-      parts.append(EavesdropGrid(base=tuple((k, _tuples(v)) for k, v in p["base"]),
+      grid = WholeDeterminationGrid if p["type"] == "whole_determination" else EavesdropGrid
+      parts.append(grid(base=tuple((k, _tuples(v)) for k, v in p["base"]),
                                  axes=tuple((k, tuple(v)) for k, v in p["axes"]), replicates=p["replicates"]))
   return Study(d["name"], tuple(parts), d.get("summary", ""))
