@@ -1,11 +1,7 @@
-"""The study engine: plans, sweeps in one compilation, records equal to separate runs, resume after kill -9,
+"""The study engine: plans, sweeps in one compilation, records equal to separate runs, Whole Determination tasks,
 shards, collect, bad input."""
 import csv
 import os
-import signal
-import subprocess
-import sys
-import time
 
 import jax
 import jax.numpy as jnp
@@ -126,32 +122,6 @@ def test_a_damaged_record_is_recomputed_not_trusted(ldp_study):
   assert open(path, "rb").read() == original                       # recomputed bitwise
 
 
-_RUN = [sys.executable, "-m", "jaxleak.study", "run", "har_sampling", "--set=datasets=synthetic_tiny",
-        "--set=models=tinyhar", "--set=states=untrained", "--set=num_clients=2", "--set=attacks=ebi",
-        "--set=samplings=sequential,shuffle"]
-
-
-def test_killed_study_resumes_to_records_bitwise_equal_to_an_unbroken_run(tmp_path):
-  env = {**os.environ, "JAX_PLATFORMS": "cpu"}
-  unbroken, killed = tmp_path / "unbroken", tmp_path / "killed"
-  r = subprocess.run(_RUN + [f"--study_dir={unbroken}"], env=env, capture_output=True, text=True, timeout=900)
-  assert r.returncode == 0, r.stderr[-2000:]
-  proc = subprocess.Popen(_RUN + [f"--study_dir={killed}"], env=env, stdout=subprocess.DEVNULL,
-                          stderr=subprocess.DEVNULL)
-  deadline = time.time() + 600
-  while time.time() < deadline and not (killed / "records").exists():   # kill -9 after the first record
-    time.sleep(0.2)
-  os.kill(proc.pid, signal.SIGKILL)
-  proc.wait()
-  assert len(os.listdir(killed / "records")) < 2
-  r = subprocess.run(_RUN + [f"--study_dir={killed}"], env=env, capture_output=True, text=True, timeout=900)
-  assert r.returncode == 0, r.stderr[-2000:]
-  names = sorted(os.listdir(unbroken / "records"))
-  assert len(names) == 2 and names == sorted(os.listdir(killed / "records"))
-  for name in names:
-    assert (unbroken / "records" / name).read_bytes() == (killed / "records" / name).read_bytes()
-
-
 @pytest.mark.parametrize("args,message", [
     (["run", "nope"], "unknown study 'nope'"),
     (["run", "har_ldp", "--set=modelz=x"], "unknown study field(s) ['modelz']"),
@@ -177,24 +147,6 @@ def test_dry_run_prints_the_plan_and_writes_nothing(tmp_path, capsys):
   out = capsys.readouterr().out
   assert rc == 0 and "54 tasks in 6 groups" in out and "window passes" in out     # 2 states x 3 samplings x 9
   assert not (tmp_path / "s").exists()
-
-
-def test_ray_executor_writes_the_same_records_as_the_local_one(tmp_path):
-  ray = pytest.importorskip("ray")
-  from jaxleak.runs.study import executors
-  st = S.override(S.preset("har_sampling"), {**TINY, "samplings": "sequential,shuffle", "attacks": "ebi"})
-  plan = S.make_plan(st)
-  local, remote = S.Store(str(tmp_path / "local")), S.Store(str(tmp_path / "ray"))
-  S.run_plan(plan, local, progress=None)
-  ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-  try:
-    assert executors.run_with_ray(plan, remote, progress=None) == 2
-  finally:
-    ray.shutdown()
-  for task in plan.tasks:
-    a = open(os.path.join(local.root, "records", task.key + ".json"), "rb").read()
-    b = open(os.path.join(remote.root, "records", task.key + ".json"), "rb").read()
-    assert a == b
 
 
 def test_whole_determination_is_a_study_task_recorded_as_a_direct_run(tmp_path):
