@@ -56,8 +56,8 @@ def check_counts(model, batches, clients, n, input_shape) -> tuple[int, int]:
   """(agreeing, compared) attack x batch pairs between the reference attacks and jaxleak's twins."""
   agree = total = 0
   for idx in batches:
-    x = R.minmax(torch.from_numpy(np.asarray(clients.windows[idx], np.float32)).unsqueeze(1))
-    gw, gb = R.full_gradient(model, x, torch.from_numpy(np.asarray(clients.labels[idx], np.int64)))
+    x = R.minmax(torch.from_numpy(np.array(clients.windows[idx], np.float32)).unsqueeze(1))
+    gw, gb = R.full_gradient(model, x, torch.from_numpy(np.array(clients.labels[idx], np.int64)))
     for name in R.ATTACKS:
       if name == "llg_star":
         m, s = R.llg_star_estimates(model, n, input_shape, gw.shape[0])

@@ -198,8 +198,8 @@ def reference_batch(model: DeepConvLSTM, windows: np.ndarray, labels: np.ndarray
   """The reference's work for one batch (windows f32[N, T, ch], labels [N]): every attack with its own fresh
   full-model gradient. Returns attack -> counts."""
   n, t, ch = windows.shape
-  x = minmax(torch.from_numpy(np.asarray(windows, np.float32)).unsqueeze(1))
-  y = torch.from_numpy(np.asarray(labels, np.int64))
+  x = minmax(torch.from_numpy(np.array(windows, np.float32)).unsqueeze(1))      # a writable copy
+  y = torch.from_numpy(np.array(labels, np.int64))
   out = {}
   for name in ATTACKS:
     gw, gb = full_gradient(model, x, y)
