@@ -53,7 +53,7 @@ def test_the_worked_example_of_the_spec():
   assert R.llg(gw, gb, 10).tolist() == [9, 1, 0, 0]
 
 
-@pytest.mark.parametrize("seed", range(12))
+@pytest.mark.parametrize("seed", range(8))
 def test_the_reference_attacks_give_jaxleaks_counts_on_the_same_gradients(seed):
   rng = np.random.default_rng(seed)
   c, d, n = int(rng.choice([4, 13])), 16, int(rng.choice([10, 100]))     # few shapes: few compilations

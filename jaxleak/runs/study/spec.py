@@ -125,12 +125,8 @@ class Study:
   summary: str = ""
 
 
-def _ev(axes: dict, **base) -> EavesdropGrid:
-  return EavesdropGrid(base=tuple(sorted(base.items())), axes=tuple((k, tuple(v)) for k, v in axes.items()))
-
-
-def _wd(axes: dict, **base) -> WholeDeterminationGrid:
-  return WholeDeterminationGrid(base=tuple(sorted(base.items())), axes=tuple((k, tuple(v)) for k, v in axes.items()))
+def _ev(axes: dict, grid: type = EavesdropGrid, **base) -> EavesdropGrid:
+  return grid(base=tuple(sorted(base.items())), axes=tuple((k, tuple(v)) for k, v in axes.items()))
 
 
 _SAMPLING = HarGrid()
@@ -154,7 +150,7 @@ PRESETS: dict[str, Study] = {s.name: s for s in (
           "Eavesdrop Figs. 6-9: Quantity Inference vs L_bs, L_ep, P, N_p"),
 )}
 PRESETS["eavesdrop_whole_determination"] = Study(
-    "eavesdrop_whole_determination", (_wd({"model": ("mlp",)}),),
+    "eavesdrop_whole_determination", (_ev({"model": ("mlp",)}, WholeDeterminationGrid),),
     "Eavesdrop Table V and Figs. 4-5: Whole Determination (label groups Q, Q/4, Q/5), 20 trials, two stages")
 PRESETS["eavesdrop_paper"] = Study("eavesdrop_paper", PRESETS["eavesdrop_tables"].parts
                                    + PRESETS["eavesdrop_compression"].parts + PRESETS["eavesdrop_sweeps"].parts
