@@ -138,12 +138,14 @@ def llg_star(gw: torch.Tensor, gb: torch.Tensor, n: int, m: float, s: torch.Tens
   return _finish(_llg_labels(gw.sum(dim=1), n, m, s), n, gw.shape[0])
 
 
-def ebi(gw: torch.Tensor, gb: torch.Tensor, n: int) -> np.ndarray:
+def _bias_attack(gb: torch.Tensor, n: int, stage1, impact) -> np.ndarray:
+  """EBI and LLBG as the reference runs them (spec 2.3, 2.4): stage 1 = stage1(b, valid) labels; every valid
+  class raised by the impact m = impact(b, valid); stage 2 appends argmin(b) and raises it by |m| until N."""
   b = gb.clone()
   c = b.shape[0]
   valid = [k for k in range(c) if b[k] < 0]
-  labels = sorted(valid, key=lambda k: float(b[k]))[:min(n, len(valid))]
-  m = float(sum(b[k] for k in valid)) / n if valid else 0.0
+  labels = stage1(b, valid)
+  m = impact(b, valid)
   for k in valid:
     b[k] -= m
   while len(labels) < n:
@@ -151,21 +153,18 @@ def ebi(gw: torch.Tensor, gb: torch.Tensor, n: int) -> np.ndarray:
     labels.append(sel)
     b[sel] -= m
   return _finish(labels, n, c)
+
+
+def ebi(gw: torch.Tensor, gb: torch.Tensor, n: int) -> np.ndarray:
+  """Stage 1: the valid classes, most negative first, at most N; m = sum of the negative entries / N."""
+  return _bias_attack(gb, n, lambda b, valid: sorted(valid, key=lambda k: float(b[k]))[:min(n, len(valid))],
+                      lambda b, valid: float(sum(b[k] for k in valid)) / n if valid else 0.0)
 
 
 def llbg(gw: torch.Tensor, gb: torch.Tensor, n: int) -> np.ndarray:
-  b = gb.clone()
-  c = b.shape[0]
-  valid = [k for k in range(c) if b[k] < 0]
-  labels = list(valid)
-  m = float(gb[gb < 0].sum()) * (1 + 1 / c) / n
-  for k in valid:
-    b[k] -= m
-  while len(labels) < n:
-    sel = int(torch.argmin(b))
-    labels.append(sel)
-    b[sel] -= m
-  return _finish(labels, n, c)
+  """llbgAVG: stage 1 all valid classes in index order; m = LLG's impact (1 + 1/C) sum(neg) / N."""
+  return _bias_attack(gb, n, lambda b, valid: list(valid),
+                      lambda b, valid: float(b[b < 0].sum()) * (1 + 1 / b.shape[0]) / n)
 
 
 def ilrg(gw: torch.Tensor, gb: torch.Tensor, n: int, return_unpadded: bool = False):

@@ -26,9 +26,9 @@ class TorchLSTM(nn.Module):
     w_hh = self.param("w_hh", xavier_normal, (h, 4 * h))
     b_ih = self.param("b_ih", uniform, (4 * h,))
     b_hh = self.param("b_hh", uniform, (4 * h,))
-    # All input projections in one [B*T, in] x [in, 4H] matmul, then time-major: on XLA:CPU this ran the layers
-    # 1.4-2x faster than einsum("bti,ig->tbg"), which transposed inside the product (BUILD_NOTES.md). (Unrolling the
-    # scan as well made the multi-step compile 4x slower for no gain inside the model; not done.)
+    # All input projections in one [B*T, in] x [in, 4H] matmul, then time-major: on XLA:CPU einsum("bti,ig->tbg")
+    # transposed inside the product (DeepConvLSTM's layers at 800 windows: 109 -> 104 and 93 -> 70 ms; BUILD_NOTES.md).
+    # Unrolling the scan as well made the multi-step compile 4x slower for no gain inside the model; not done.
     b, t, n_in = x.shape
     x_proj = jnp.swapaxes((x.reshape(b * t, n_in) @ w_ih).reshape(b, t, 4 * h), 0, 1) + (b_ih + b_hh)
 
