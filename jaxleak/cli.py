@@ -15,6 +15,7 @@ line on stderr, `error: <what is wrong and what is allowed>`, and a non-zero exi
 """
 from __future__ import annotations
 
+import logging as std_logging
 import math
 import os
 import re
@@ -75,6 +76,8 @@ def run(main: Callable[[list[str]], object], fv: flags.FlagValues) -> None:
   flags.FLAGS.append_flag_values(fv)
 
   def with_cache(argv):
+    # JAX logs at INFO that it found no TPU on every CPU/GPU machine; that line is noise, not progress.
+    std_logging.getLogger("jax._src.xla_bridge").setLevel(std_logging.WARNING)
     given = flags.FLAGS.compilation_cache
     compile_cache.configure(compile_cache.resolve(given), explicit=bool(given) or
                             bool(os.environ.get(compile_cache.ENV_VAR)))

@@ -81,6 +81,26 @@ def symmetric_existence_accuracy(true_counts: jax.Array, pred_counts: jax.Array)
   return jnp.where(_valid(jnp.asarray(pred_counts)), acc, jnp.nan)
 
 
+def sorted_pairing_confusion(true_counts: jax.Array, pred_counts: jax.Array) -> jax.Array:
+  """The HAR code's confusion matrix of a batch: i32[..., C, C], [true class, predicted class].
+
+  Both label multisets are written out sorted and paired position by position (spec 6); entry [i, j] counts the
+  positions where the sorted truth holds class i and the sorted prediction class j, i.e. the overlap of the
+  intervals [T_{i-1}, T_i) and [P_{j-1}, P_j) of the cumulative counts. Rows sum to the true counts, columns to
+  the predicted ones. An INVALID_COUNT row gives all zeros (it carries no prediction).
+
+  >>> sorted_pairing_confusion(jnp.array([2, 1, 0]), jnp.array([1, 0, 2])).tolist()
+  [[1, 0, 1], [0, 0, 1], [0, 0, 0]]
+  """
+  _check_counts(true_counts, pred_counts)
+  t, p = jnp.asarray(true_counts), jnp.asarray(pred_counts)
+  t_hi, p_hi = jnp.cumsum(t, axis=-1), jnp.cumsum(p, axis=-1)
+  t_lo, p_lo = t_hi - t, p_hi - p
+  overlap = (jnp.minimum(t_hi[..., :, None], p_hi[..., None, :])
+             - jnp.maximum(t_lo[..., :, None], p_lo[..., None, :]))
+  return jnp.where(_valid(p)[..., None, None], jnp.maximum(overlap, 0), 0).astype(jnp.int32)
+
+
 class ClientMetrics(NamedTuple):
   """Per-client aggregates (leading axis = client), f32.
 

@@ -110,6 +110,37 @@ def write_csv(path: str, header: Sequence[str], rows: Iterable[Sequence]) -> Non
   write_text(path, csv_text(header, rows))
 
 
+def read_json(path: str, what: str = "file"):
+  """The JSON value in `path`; FileNotFoundError or StorageError naming the file and what to do."""
+  if not os.path.isfile(path):
+    raise FileNotFoundError(f"{path}: no such {what}.")
+  try:
+    with open(path, encoding="utf-8") as f:
+      return json.load(f)
+  except (UnicodeDecodeError, json.JSONDecodeError) as e:
+    raise StorageError(f"{path}: not a readable JSON {what} ({e}); rerun the command that wrote it.") from None
+
+
+def read_csv(path: str, required: Sequence[str] = (), what: str = "file") -> list[dict]:
+  """The rows of a CSV file written by jaxleak as dicts of strings; StorageError when it is malformed or lacks a
+  `required` column."""
+  if not os.path.isfile(path):
+    raise FileNotFoundError(f"{path}: no such {what}.")
+  try:
+    with open(path, encoding="utf-8", newline="") as f:
+      reader = csv.DictReader(f)
+      rows = list(reader)
+      header = reader.fieldnames or []
+  except (UnicodeDecodeError, csv.Error) as e:
+    raise StorageError(f"{path}: not a readable CSV {what} ({e}); rerun the command that wrote it.") from None
+  missing = [c for c in required if c not in header]
+  if missing or any(None in r or None in r.values() for r in rows):
+    raise StorageError(f"{path}: malformed {what} (" + (f"missing columns {missing}" if missing else
+                                                       "rows of the wrong length") + "); rerun the command "
+                       "that wrote it.")
+  return rows
+
+
 # --- folders ------------------------------------------------------------------------------------------------------
 
 def _siblings(path: str, kind: str) -> list[str]:

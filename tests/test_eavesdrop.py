@@ -380,6 +380,14 @@ def test_cli_rounds_writes_tables(tmp_path, capsys):
   assert (out / "checkpoints" / "rounds.ckpt").exists()
   rows = (out / "rounds" / "rounds.csv").read_text().splitlines()
   assert len(rows) == 1 + 2 * 10
+  # Its report: Tables III/IV beside the paper's, numbers from summary.csv.
+  from jaxleak.runs import report
+  rep = report.build(report.load(str(out))).files
+  import csv, io
+  (ours,) = [r for r in csv.DictReader(io.StringIO(rep["tables/eavesdrop_summary.csv"]))]
+  (want,) = [r for r in csv.DictReader(open(out / "rounds" / "summary.csv")) if r["label"] == "all"]
+  assert float(ours["Class Sniffing"]) == float(want["sniff"]) and float(ours["QI a=1"]) == float(want["qi_alpha1"])
+  assert "paper: MNIST MLP" in rep["tables/tables_III_IV_per_label.csv"]
 
 
 def test_har_model_round_carries_batchnorm_state_and_matches_one_by_one():

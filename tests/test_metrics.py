@@ -2,6 +2,8 @@
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from jaxleak import metrics as M
 
@@ -58,3 +60,32 @@ def test_counts_from_labels_with_mask():
 def test_shape_mismatch_is_rejected():
   with pytest.raises(ValueError, match="same shape"):
     M.lnacc(TRUE, PRED[:, :3])
+
+
+def _confusion_by_listing(t, p):
+  """The HAR code's way: write both label lists out sorted and count position pairs."""
+  out = np.zeros((len(t), len(t)), np.int64)
+  for a, b in zip(np.repeat(np.arange(len(t)), t), np.repeat(np.arange(len(p)), p)):
+    out[a, b] += 1
+  return out
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.integers(2, 7).flatmap(lambda c: st.tuples(
+    st.lists(st.integers(0, 6), min_size=c, max_size=c), st.lists(st.integers(0, 9), min_size=c, max_size=c))))
+def test_sorted_pairing_confusion_equals_pairing_the_written_out_lists(tp):
+  t, raw = map(np.asarray, tp)
+  n = int(t.sum())
+  if n == 0:
+    return
+  p = np.floor(raw / max(raw.sum(), 1) * n).astype(int)
+  p[np.argmax(raw)] += n - p.sum()                                 # a prediction summing to N
+  got = np.asarray(M.sorted_pairing_confusion(jnp.asarray(t), jnp.asarray(p)))
+  np.testing.assert_array_equal(got, _confusion_by_listing(t, p))
+  np.testing.assert_array_equal(got.sum(1), t)
+  np.testing.assert_array_equal(got.sum(0), p)
+
+
+def test_sorted_pairing_confusion_is_zero_for_an_invalid_prediction():
+  got = M.sorted_pairing_confusion(jnp.array([[2, 1], [1, 2]]), jnp.array([[-1, -1], [3, 0]]))
+  assert got.tolist() == [[[0, 0], [0, 0]], [[1, 0], [2, 0]]]

@@ -1,4 +1,5 @@
 """End to end on a small synthetic preset: what theory guarantees for an untrained model."""
+import csv
 import json
 
 import numpy as np
@@ -64,6 +65,23 @@ def test_cli_writes_results(tmp_path, capsys):
   lines = (out / "clients.csv").read_text().splitlines()
   assert lines[0].startswith("subject,attack") and len(lines) == 1 + 2 * 2
   assert len((out / "batches.csv").read_text().splitlines()) > 1
+  # A report of the run folder: its numbers are the clients table's, its confusion holds every true label once.
+  pytest.importorskip("matplotlib")
+  from jaxleak import report as report_cli
+  assert cli.call(report_cli.main, report_cli.FLAGS, [str(tmp_path)]) == 0, capsys.readouterr().err
+  rep = tmp_path / "report"
+  summary = list(csv.DictReader(open(rep / "tables" / "har_summary.csv")))
+  clients = list(csv.DictReader(open(out / "clients.csv")))
+  for row, attack in zip(summary, ("EBI", "LLBG")):
+    values = [float(c["lnacc"]) for c in clients if c["attack"] == attack.lower()]
+    assert row["attack"] == attack and float(row["LnAcc"]) == pytest.approx(np.mean(values), abs=1e-12)
+  from jaxleak.runs.report import load
+  (har,) = load(str(tmp_path)).har
+  batches = list(csv.DictReader(open(out / "batches.csv")))
+  true_total = np.sum([[int(b[f"true_{i}"]) for i in range(len(har.class_names))] for b in batches
+                       if b["attack"] == "ebi"], axis=0)
+  np.testing.assert_array_equal(np.sum(har.attacks["ebi"]["confusion"], axis=1), true_total)
+  assert (rep / "index.html").exists() and len(list((rep / "figures").glob("*.png"))) == 2
 
 
 def test_cli_bad_attack_name_is_a_usage_error(tmp_path, capsys):

@@ -1,6 +1,7 @@
 """The study engine: plans, sweeps in one compilation, records equal to separate runs, Whole Determination tasks,
 shards, collect, bad input."""
 import csv
+import re
 import os
 
 import jax
@@ -13,6 +14,7 @@ from jaxleak import LastLayerGrads, LastLayerParams, cli
 from jaxleak import study as study_cli
 from jaxleak.runs import leakage as L
 from jaxleak.runs import study as S
+from jaxleak.runs.report import tables as T
 from jaxleak.runs.study import collect, engine
 
 TINY = {"datasets": "synthetic_tiny", "models": "tinyhar", "states": "untrained", "num_clients": "2"}
@@ -185,3 +187,26 @@ def test_bad_whole_determination_fields_are_refused(value, message, tmp_path, ca
                                                   f"--study_dir={tmp_path / 's'}"])
   err = capsys.readouterr().err
   assert rc == 2 and message in err, err
+
+
+def test_report_of_a_study_holds_its_records_numbers(ldp_study, tmp_path):
+  pytest.importorskip("matplotlib")
+  pytest.importorskip("dp_accounting")
+  from jaxleak import accounting
+  from jaxleak.runs import report
+  plan, store = ldp_study
+  out, rep = report.write_report(store.root, str(tmp_path / "rep"))
+  kinds = sorted(re.match(r"figures/([a-z0-9]+-[a-z]+)", f.path).group(1) for f in rep.figures)
+  assert kinds == ["fig2-attacks"] + ["fig4-confusion"] * 3 + ["ldp-tradeoff"]
+  rows = list(csv.DictReader(open(os.path.join(out, "tables", "har_summary.csv"))))
+  for task in plan.tasks:
+    res = store.read(task.key)["results"]["attacks"]
+    for attack, r in res.items():
+      (row,) = [x for x in rows if float(x["sigma"]) == task.config["sigma"] and float(x["tau"]) == task.config["tau"]
+                and x["attack"] == T.attack_name(attack)]
+      assert (float(row["LnAcc"]), float(row["LnAcc std"])) == tuple(r["summary"]["lnacc"])
+      # The recorded confusion holds every true label once: its rows sum to the clients' class totals.
+      np.testing.assert_array_equal(np.sum(r["confusion"], axis=1), np.sum(r["class_total"], axis=0))
+  eps = {(r["sigma"], r["tau"]): r for r in csv.DictReader(open(os.path.join(out, "tables", "ldp_epsilon.csv")))}
+  assert float(eps[("0.1", "0.5")]["epsilon (composed, PLD)"]) == accounting.gaussian_epsilon(0.1, 0.5).value
+  assert eps[("0.0", "1.0")]["why infinite"] == "no noise: a deterministic release"

@@ -27,6 +27,7 @@ class WholeDeterminationTrial(NamedTuple):
   success: bool              # predicted == groups (the paper's criterion)
   success_known_k: bool
   success_two_level: bool    # the most frequent group vs the rest, with 2 clusters
+  ratios: np.ndarray | None = None   # f32[C, window] log(|W_p| / |W_n|) per label over the observed rounds
 
 
 def run_whole_determination(config: EavesdropConfig, wd: WholeDeterminationConfig = WholeDeterminationConfig(),
@@ -102,8 +103,12 @@ def _load_wd_checkpoint(ckpt: storage.Checkpointer) -> list[WholeDeterminationTr
   if restored is None:
     return []
   arrays = ("groups", "predicted", "predicted_known_k")
-  return [WholeDeterminationTrial(**{k: (np.asarray(v, np.int32) if k in arrays else v) for k, v in r.items()})
-          for r in restored[1]["trials"]]
+
+  def field(k, v):
+    if k in arrays:
+      return np.asarray(v, np.int32)
+    return np.asarray(v, np.float32) if k == "ratios" and v is not None else v
+  return [WholeDeterminationTrial(**{k: field(k, v) for k, v in r.items()}) for r in restored[1]["trials"]]
 
 
 def _wd_trial(trial, pending, groups, factors, wd) -> WholeDeterminationTrial:
@@ -114,6 +119,6 @@ def _wd_trial(trial, pending, groups, factors, wd) -> WholeDeterminationTrial:
   two = E.whole_determination_from_ratios(v, 2, method=wd.method)
   return WholeDeterminationTrial(trial, stage, t, acc, groups, pred, pred_k, metrics.same_partition(pred, groups),
                                  metrics.same_partition(pred_k, groups),
-                                 metrics.same_partition(two, groups == np.argmax(factors)))
+                                 metrics.same_partition(two, groups == np.argmax(factors)), v.astype(np.float32))
 
 

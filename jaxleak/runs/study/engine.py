@@ -146,8 +146,9 @@ def sweep_settings(grads, norms, noise_keys, attack_keys, star_params, head, set
 # --- records ----------------------------------------------------------------------------------------------------
 
 def leakage_results(result) -> dict:
-  """A LeakageResult as a record's JSON results: per attack the summary (mean, std over clients) and per-client
-  metrics, plus the summed true/predicted counts per client."""
+  """A LeakageResult as a record's JSON results: per attack the summary (mean, std over clients), per-client
+  metrics, the summed true/predicted counts per client, and the sorted-pairing confusion matrix summed over all
+  updates (i32[C, C], rows = true class; `metrics.sorted_pairing_confusion`)."""
   out = {"subjects": list(result.subject_ids), "num_updates": int(len(result.batch_client)),
          "class_names": list(result.class_names), "attacks": {}}
   for name in result.config.attacks:
@@ -158,7 +159,9 @@ def leakage_results(result) -> dict:
     out["attacks"][name] = {"summary": summary, "clients": clients,
                             "num_batches": [int(v) for v in np.asarray(cm.num_batches)],
                             "class_correct": np.asarray(cm.class_correct).tolist(),
-                            "class_total": np.asarray(cm.class_total).tolist()}
+                            "class_total": np.asarray(cm.class_total).tolist(),
+                            "confusion": np.asarray(M.sorted_pairing_confusion(
+                                result.true_counts, result.pred_counts[name])).sum(0).tolist()}
   return out
 
 
@@ -207,7 +210,8 @@ def _run_whole_determination_group(group: Group, todo: list[Task], store: Store,
              "trials": [{"trial": t.trial, "stage": float(t.stage), "round": int(t.round),
                          "accuracy": float(t.accuracy), "groups": [int(x) for x in t.groups],
                          "predicted": [int(x) for x in t.predicted], "success": bool(t.success),
-                         "success_known_k": bool(t.success_known_k), "success_two_level": bool(t.success_two_level)}
+                         "success_known_k": bool(t.success_known_k), "success_two_level": bool(t.success_two_level),
+                         "ratios": None if t.ratios is None else np.asarray(t.ratios, np.float64).tolist()}
                         for t in trials]}
   store.write(task, results, {"group_s": time.perf_counter() - t0})
 

@@ -1,0 +1,277 @@
+"""Results in one shape for reports, read from a study folder (its records) or from result folders of single runs
+(experiments/*.py), or from a folder holding several of either.
+
+  HarResult            one HAR leakage setting: its settings and, per attack, the summary (mean, std over clients),
+                       per-client metrics and (when recorded) the sorted-pairing confusion matrix summed over updates
+  EavesdropResult      one Eavesdrop federation: settings, overall and per-label success rates
+  WholeDetermination   one Whole Determination task: settings, per-stage success rates, trials (with their ratio
+                       vectors when recorded)
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+
+import numpy as np
+
+from jaxleak import storage
+
+METRICS = ("lnacc", "leacc", "class_acc", "symmetric_existence")
+HAR_SETTINGS = ("dataset", "model", "state", "sampling", "num_samples", "local_batch_size", "local_steps", "sigma",
+                "tau", "clip_scope", "ldp_releases", "seed")
+EAVESDROP_SETTINGS = ("dataset", "model", "num_participants", "fraction", "local_epochs", "local_batch_size",
+                      "local_lr", "compression", "dropout", "rounds", "seed", "replicates")
+
+
+@dataclasses.dataclass
+class HarResult:
+  source: str                    # the record key or the run folder
+  settings: dict                 # HAR_SETTINGS; sigma 0 = no noise, tau 0 = no clipping; ldp_releases: noisy
+                                 # releases per update (1, or S for per-step LDP of a multi-step update)
+  class_names: list
+  attacks: dict                  # name -> {"summary": {metric: (mean, std)}, "clients": {metric: [...]},
+                                 #          "subjects": [...], "confusion": [[int]] or None}
+
+  @property
+  def multi_step(self) -> bool:
+    return self.settings["local_steps"] is not None
+
+  @property
+  def has_ldp(self) -> bool:
+    return bool(self.settings["sigma"]) or bool(self.settings["tau"])
+
+
+@dataclasses.dataclass
+class EavesdropResult:
+  source: str
+  settings: dict                 # EAVESDROP_SETTINGS
+  overall: dict                  # sniff, sniff_absent, prevalence, qi_alpha1, qi_alpha_pct, qi_abort, qi_abs_error
+  per_label: dict                # the same keys -> [C] fractions
+  alpha_pct: float
+
+
+@dataclasses.dataclass
+class WholeDetermination:
+  source: str
+  settings: dict                 # EAVESDROP_SETTINGS + wd_factors, wd_total_per_label, wd_window
+  stages: list                   # per stage: stage, accuracy_threshold, trials, reached, success, success_known_k,
+                                 # success_two_level, mean_round
+  trials: list                   # per trial and stage: trial, stage, round, groups, predicted, success, ratios|None
+
+
+@dataclasses.dataclass
+class Results:
+  origin: str
+  kind: str                      # "study" or "runs"
+  har: list
+  eavesdrop: list
+  whole: list
+  configs: dict                  # source -> the configuration that produced it (shown in the report)
+  missing: int = 0               # study tasks without a record yet
+
+  @property
+  def empty(self) -> bool:
+    return not (self.har or self.eavesdrop or self.whole)
+
+
+def load(path: str) -> Results:
+  """Every result under `path`: a study folder (study.json + records/), a single run's folder (manifest.json),
+  or a folder holding such folders at any depth. Raises FileNotFoundError / StorageError / ValueError naming the
+  problem when there is nothing to report or a file is damaged."""
+  if not os.path.exists(path):
+    raise FileNotFoundError(f"{path}: no such folder; give a study folder (--study_dir of python -m jaxleak.study) "
+                            "or a results folder written by experiments/*.py.")
+  if not os.path.isdir(path):
+    raise ValueError(f"{path} is a file; give the folder that holds it (a study or a run's results folder).")
+  if _is_study(path):
+    return _load_study(path)
+  out = Results(origin=path, kind="runs", har=[], eavesdrop=[], whole=[], configs={})
+  for root, dirs, files in os.walk(path):
+    dirs[:] = sorted(d for d in dirs if not d.startswith(".") and d != "checkpoints")
+    rel = os.path.relpath(root, path)
+    if root != path and _is_study(root):
+      sub = _load_study(root)
+      for name in ("har", "eavesdrop", "whole"):
+        getattr(out, name).extend(getattr(sub, name))
+      out.configs.update(sub.configs)
+      out.missing += sub.missing
+      dirs[:] = []
+    elif "manifest.json" in files:
+      _load_run(root, "." if rel == "." else rel, out)
+      dirs[:] = []
+  if out.empty:
+    raise FileNotFoundError(f"{path} holds no results: no study.json and no manifest.json of a run below it. "
+                            "Run a study (python -m jaxleak.study run ...) or an experiment first.")
+  return out
+
+
+# --- studies ----------------------------------------------------------------------------------------------------
+
+def _is_study(folder: str) -> bool:
+  return os.path.isfile(os.path.join(folder, "study.json")) or os.path.isdir(os.path.join(folder, "records"))
+
+
+def _load_study(root: str) -> Results:
+  """A study's verified records (in the plan's order when study.json is there; a damaged record is skipped and
+  counted as missing: the study recomputes it when run again)."""
+  from jaxleak.runs.study import Store, make_plan
+  from jaxleak.runs.study.plan import Task, task_row
+  from jaxleak.runs.study.spec import from_json
+  store = Store(root, read_only=True)
+  out = Results(origin=root, kind="study", har=[], eavesdrop=[], whole=[], configs={})
+  folder = os.path.join(root, "records")
+  stored = sorted(f[:-5] for f in os.listdir(folder) if f.endswith(".json")) if os.path.isdir(folder) else []
+  keys, expected = stored, len(stored)
+  if os.path.isfile(os.path.join(root, "study.json")):
+    study_json = store.read_study()
+    out.configs[root] = study_json
+    try:
+      plan_keys = [t.key for t in make_plan(from_json(study_json), check_inputs=False).tasks]
+    except (KeyError, TypeError, ValueError) as e:
+      raise storage.StorageError(f"{root}/study.json does not describe a study this jaxleak can read ({e}).") from None
+    keys = plan_keys + sorted(set(stored) - set(plan_keys))          # records of earlier configs come last
+    expected = len(plan_keys)
+  for key in keys:
+    try:
+      rec = store.read(key)
+    except (FileNotFoundError, storage.StorageError):
+      out.missing += key in stored or key in keys[:expected]
+      continue
+    task = Task(key, rec["kind"], rec["config"], rec.get("group", ""))
+    res, row, c = rec["results"], task_row(task), task.config
+    if task.kind == "har":
+      settings = {k: row[k] for k in ("dataset", "model", "state", "sampling", "num_samples", "local_batch_size",
+                                       "local_steps", "sigma", "tau", "seed")}
+      settings.update(clip_scope=c.get("clip_scope") or "all", ldp_releases=1)
+      out.har.append(HarResult(task.key, settings, res.get("class_names") or [], {
+          name: {"summary": {m: tuple(a["summary"][m]) for m in METRICS}, "clients": a["clients"],
+                 "subjects": res["subjects"], "confusion": a.get("confusion")}
+          for name, a in res["attacks"].items()}))
+    elif task.kind == "whole_determination":
+      settings = {**{k: row[k] for k in EAVESDROP_SETTINGS}, "wd_factors": c["wd_factors"],
+                  "wd_total_per_label": c["wd_total_per_label"], "wd_window": c["wd_window"],
+                  "wd_method": c.get("wd_method", "ward")}
+      out.whole.append(WholeDetermination(task.key, settings, res["stages"], res["trials"]))
+    else:
+      out.eavesdrop.append(EavesdropResult(task.key, {k: row[k] for k in EAVESDROP_SETTINGS}, res["overall"],
+                                           res["per_label"], res["alpha_pct"]))
+  if not out.configs:
+    out.configs[root] = {"records": len(keys), "note": "no study.json: the settings are each record's config"}
+  return out
+
+
+# --- single runs ------------------------------------------------------------------------------------------------
+
+def _inf_to_zero(tau) -> float:
+  tau = float(tau) if tau is not None else math.inf
+  return 0.0 if math.isinf(tau) else tau
+
+
+def _load_run(folder: str, name: str, out: Results) -> None:
+  manifest = storage.read_json(os.path.join(folder, "manifest.json"), "run manifest")
+  experiment = manifest.get("experiment") if isinstance(manifest, dict) else None
+  readers = {"single_step_leakage": _har_run, "multi_step_leakage": _har_run, "eavesdrop_rounds": _eavesdrop_run,
+             "eavesdrop_whole_determination": _whole_run}
+  if experiment not in readers:
+    raise storage.StorageError(f"{folder}/manifest.json: unknown experiment {experiment!r}; a report reads "
+                               f"{', '.join(readers)} runs and studies.")
+  out.configs[name] = manifest.get("config", {})
+  readers[experiment](folder, name, manifest, out)
+
+
+def _har_run(folder, name, manifest, out: Results) -> None:
+  cfg = manifest["config"]
+  local, ldp = cfg.get("local"), cfg.get("ldp") or {}
+  per_step = local is not None and local.get("ldp") and (local["ldp"].get("noise_std") or
+                                                         not math.isinf(float(local["ldp"].get("clip_norm", math.inf))))
+  used = local["ldp"] if per_step else ldp
+  settings = {"dataset": manifest.get("dataset", cfg["dataset"]), "model": cfg["model"],
+              "state": "trained" if cfg.get("checkpoint_dir") else "untrained", "sampling": cfg["sampling"],
+              "num_samples": cfg["num_samples"], "local_batch_size": local["batch_size"] if local else None,
+              "local_steps": local["steps"] if local else None, "sigma": float(used.get("noise_std", 0.0)),
+              "tau": _inf_to_zero(used.get("clip_norm")), "clip_scope": used.get("clip_scope", "all"),
+              "ldp_releases": local["steps"] if per_step else 1, "seed": cfg.get("seed")}
+  clients = storage.read_csv(os.path.join(folder, "clients.csv"), ("subject", "attack") + METRICS, "clients table")
+  batches_path = os.path.join(folder, "batches.csv")
+  class_names = list(manifest.get("class_names") or [])
+  confusion = _confusion_from_batches(batches_path, len(class_names)) if os.path.isfile(batches_path) else {}
+  attacks = {}
+  for row in clients:
+    a = attacks.setdefault(row["attack"], {"clients": {m: [] for m in METRICS}, "subjects": []})
+    a["subjects"].append(int(row["subject"]))
+    for m in METRICS:
+      a["clients"][m].append(_float(row[m], clients, folder))
+  for attack, a in attacks.items():
+    a["summary"] = {m: _mean_std(a["clients"][m]) for m in METRICS}
+    a["confusion"] = confusion.get(attack)
+  out.har.append(HarResult(name, settings, class_names, attacks))
+
+
+def _float(text: str, _rows, folder) -> float:
+  try:
+    return float(text)
+  except ValueError:
+    raise storage.StorageError(f"{folder}: {text!r} is not a number; rerun the command that wrote it.") from None
+
+
+def _mean_std(values) -> tuple[float, float]:
+  v = np.asarray(values, np.float64)
+  v = v[np.isfinite(v)]
+  return (float(v.mean()), float(v.std())) if v.size else (math.nan, math.nan)
+
+
+def _confusion_from_batches(path: str, num_classes: int) -> dict:
+  from jaxleak import metrics as M
+  rows = storage.read_csv(path, ("attack",), "batches table")
+  if not rows:
+    return {}
+  c = num_classes or sum(k.startswith("true_") for k in rows[0])
+  true_cols, pred_cols = [f"true_{i}" for i in range(c)], [f"pred_{i}" for i in range(c)]
+  if any(k not in rows[0] for k in true_cols + pred_cols):
+    raise storage.StorageError(f"{path}: malformed batches table (expected true_0..true_{c - 1} and pred_*); "
+                               "rerun the command that wrote it.")
+  by_attack: dict = {}
+  for r in rows:
+    by_attack.setdefault(r["attack"], []).append([int(r[k]) for k in true_cols + pred_cols])
+  return {a: np.asarray(M.sorted_pairing_confusion(np.asarray(v)[:, :c], np.asarray(v)[:, c:])).sum(0).tolist()
+          for a, v in by_attack.items()}
+
+
+def _eavesdrop_settings(cfg: dict) -> dict:
+  local = cfg.get("local") or {}
+  return {"dataset": cfg.get("dataset"), "model": cfg.get("model"), "num_participants": cfg.get("num_participants"),
+          "fraction": cfg.get("fraction"), "local_epochs": local.get("epochs"),
+          "local_batch_size": local.get("batch_size"), "local_lr": local.get("lr"),
+          "compression": cfg.get("compression"), "dropout": cfg.get("dropout"), "rounds": cfg.get("rounds"),
+          "seed": cfg.get("seed"), "replicates": cfg.get("replicates", 1)}
+
+
+def _eavesdrop_run(folder, name, manifest, out: Results) -> None:
+  keys = ("sniff", "sniff_absent", "prevalence", "qi_alpha1", "qi_alpha_pct", "qi_abort", "qi_abs_error")
+  rows = storage.read_csv(os.path.join(folder, "summary.csv"), ("label",) + keys, "Eavesdrop summary")
+  overall = [r for r in rows if r["label"] == "all"]
+  labels = [r for r in rows if r["label"] != "all"]
+  if len(overall) != 1:
+    raise storage.StorageError(f"{folder}/summary.csv: no 'all' row; rerun the command that wrote it.")
+  out.eavesdrop.append(EavesdropResult(
+      name, _eavesdrop_settings(manifest["config"]), {k: _float(overall[0][k], rows, folder) for k in keys},
+      {k: [_float(r[k], rows, folder) for r in labels] for k in keys}, float(manifest.get("alpha_pct", math.nan))))
+
+
+def _whole_run(folder, name, manifest, out: Results) -> None:
+  wd = manifest.get("whole_determination", {})
+  settings = {**_eavesdrop_settings(manifest["config"]), "wd_factors": wd.get("factors"),
+              "wd_total_per_label": wd.get("total_per_label"), "wd_window": wd.get("window")}
+  stages = storage.read_csv(os.path.join(folder, "summary.csv"), ("stage", "success"), "Whole Determination summary")
+  trials = storage.read_csv(os.path.join(folder, "trials.csv"), ("trial", "stage", "round", "groups", "predicted"),
+                            "Whole Determination trials")
+  num = ("accuracy_threshold", "success", "success_known_k", "success_two_level", "mean_round")
+  stages = [{k: (_float(v, stages, folder) if k in num else (int(v) if k in ("trials", "reached") else v))
+             for k, v in r.items()} for r in stages]
+  trials = [{"trial": int(t["trial"]), "stage": float(t["stage"]), "round": int(t["round"]),
+             "groups": [int(x) for x in t["groups"].split()], "predicted": [int(x) for x in t["predicted"].split()],
+             "success": bool(int(t["success"])), "ratios": None} for t in trials]
+  out.whole.append(WholeDetermination(name, settings, stages, trials))
+
+

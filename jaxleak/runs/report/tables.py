@@ -1,0 +1,328 @@
+"""The report's tables: numbers as the results hold them (CSV) and as a reader reads them (Markdown, HTML).
+
+Every table is a `Table`: columns and rows of raw values (fractions stay fractions in the CSV; Markdown and HTML
+show them as percentages). Each builder returns None when the results hold nothing for it.
+"""
+from __future__ import annotations
+
+import dataclasses
+import html
+import math
+from collections import defaultdict
+from typing import Callable, Optional, Sequence
+
+import numpy as np
+
+from jaxleak import accounting, storage
+from jaxleak.runs.report import paper
+from jaxleak.runs.report.results import EavesdropResult, HarResult, Results
+
+ATTACK_NAMES = {"llg": "LLG", "llg_har": "LLG (HAR code)", "llg_star": "LLG*", "llg_star_har": "LLG* (HAR code)",
+                "ebi": "EBI", "llbg": "LLBG", "llbg_original": "LLBG (original)", "ilrg": "iLRG",
+                "ilrg_uniform": "iLRG (uniform)", "random": "random", "idlg": "iDLG", "analytic": "analytic"}
+METRIC_NAMES = {"lnacc": "LnAcc", "leacc": "LeAcc", "class_acc": "ClassAcc", "symmetric_existence": "Eq.4 acc"}
+
+
+def attack_name(name: str) -> str:
+  return ATTACK_NAMES.get(name, name)
+
+
+@dataclasses.dataclass
+class Table:
+  name: str                                  # file stem: tables/<name>.csv and .md
+  title: str
+  columns: list
+  rows: list                                 # raw values: str, int, float (fractions), None
+  percent: tuple = ()                        # columns shown as percentages
+  note: str = ""
+
+  def cell(self, column: str, value) -> str:
+    if value is None:
+      return ""
+    if isinstance(value, float):
+      if math.isnan(value):
+        return "nan"
+      if math.isinf(value):
+        return "inf"
+      return f"{100 * value:.2f}" if column in self.percent else f"{value:.4g}"
+    return str(value)
+
+  def csv(self) -> str:
+    def raw(v):
+      return "" if v is None else (repr(v) if isinstance(v, float) else str(v))
+    return storage.csv_text(self.columns, [[raw(v) for v in r] for r in self.rows])
+
+  def markdown(self) -> str:
+    head = [f"{c} (%)" if c in self.percent else c for c in self.columns]
+    lines = [f"**{self.title}**", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    lines += ["| " + " | ".join(self.cell(c, v) for c, v in zip(self.columns, r)) + " |" for r in self.rows]
+    return "\n".join(lines + (["", self.note] if self.note else [])) + "\n"
+
+  def html(self) -> str:
+    head = "".join(f"<th>{html.escape(c)}{' (%)' if c in self.percent else ''}</th>" for c in self.columns)
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(self.cell(c, v))}</td>" for c, v in zip(self.columns, r))
+                   + "</tr>" for r in self.rows)
+    note = f"<p class='note'>{html.escape(self.note)}</p>" if self.note else ""
+    return (f"<table id='table-{self.name}'><caption>{html.escape(self.title)}</caption><thead><tr>{head}</tr>"
+            f"</thead><tbody>{body}</tbody></table>{note}")
+
+
+# --- epsilon ----------------------------------------------------------------------------------------------------
+
+@dataclasses.dataclass(frozen=True)
+class Budget:
+  """epsilon of one LDP setting: per release and composed over `releases` (PLD and RDP), or why there is none."""
+  release: Optional[accounting.Epsilon]
+  composed_pld: Optional[accounting.Epsilon]
+  composed_rdp: Optional[accounting.Epsilon]
+  releases: int
+  unavailable: str = ""                      # why epsilon could not be computed (the extra is missing)
+
+  def text(self) -> str:
+    """Short, for table cells: '33.1', 'inf (no clip)', 'inf (no noise)'."""
+    if self.unavailable:
+      return self.unavailable
+    e = self.composed_pld
+    if math.isinf(e.value):
+      return "inf (no clip)" if e.reason.startswith("no clipping") else "inf (no noise)"
+    return f"{e.value:.3g}"
+
+
+class Accountant:
+  """epsilon for every LDP setting at one delta, composed over `rounds` x the setting's own releases."""
+
+  def __init__(self, delta: float = accounting.DEFAULT_DELTA, rounds: int = 1):
+    if not 0 < delta < 1:
+      raise ValueError(f"delta={delta}: must be in (0, 1), e.g. 1e-5.")
+    if rounds < 1:
+      raise ValueError(f"rounds={rounds}: must be a positive integer.")
+    self.delta, self.rounds = delta, rounds
+    self.missing_extra = ""
+
+  def budget(self, sigma: float, tau: float, releases: int = 1) -> Budget:
+    tau = tau if tau and tau > 0 else math.inf
+    k = releases * self.rounds
+    try:
+      one = accounting.gaussian_epsilon(sigma, tau, releases=1, delta=self.delta)
+      return Budget(one, accounting.gaussian_epsilon(sigma, tau, releases=k, delta=self.delta),
+                    accounting.gaussian_epsilon(sigma, tau, releases=k, delta=self.delta, method="rdp"), k)
+    except ImportError as e:
+      self.missing_extra = str(e)
+      return Budget(None, None, None, k, "n/a: install jaxleak[accounting]")
+
+
+def ldp_table(results: Results, acct: Accountant) -> Optional[Table]:
+  """Every LDP setting of the HAR results with its epsilon (one release; composed, PLD and RDP)."""
+  seen = {}
+  for r in results.har:
+    s = r.settings
+    if r.has_ldp:
+      seen[(s["sigma"], s["tau"], s["clip_scope"], s["ldp_releases"])] = None
+  if not seen:
+    return None
+  rows = []
+  for sigma, tau, scope, rel in sorted(seen):
+    b = acct.budget(sigma, tau, rel)
+    if b.unavailable:
+      rows.append([sigma, tau or None, scope, b.releases, b.unavailable, "", "", ""])
+      continue
+    rows.append([sigma, tau or None, scope, b.releases, b.release.value, b.composed_pld.value, b.composed_rdp.value,
+                 b.composed_pld.reason])
+  return Table("ldp_epsilon", f"LDP settings and their privacy budget (Gaussian mechanism, sensitivity = clip norm "
+               f"tau, delta = {acct.delta:g}; composed over {acct.rounds} round(s) x the setting's releases)",
+               ["sigma", "tau", "clip scope", "releases", "epsilon (1 release, PLD)", "epsilon (composed, PLD)",
+                "epsilon (composed, RDP)", "why infinite"], rows,
+               note="tau empty = no clipping. Infinite epsilon: no clipping leaves the sensitivity unbounded; no noise "
+                    "is a deterministic release.")
+
+
+# --- HAR ----------------------------------------------------------------------------------------------------------
+
+def setting_label(s: dict, *, with_ldp: bool = True) -> str:
+  """'synthetic_wear | deepconvlstm | untrained | shuffle | N=100 [| S=5 B=20] [| sigma=0.1 tau=1]'."""
+  parts = [s["dataset"], s["model"], s["state"], s["sampling"], f"N={s['num_samples']}"]
+  if s["local_steps"] is not None:
+    parts.append(f"S={s['local_steps']} B={s['local_batch_size']}")
+  if with_ldp and (s["sigma"] or s["tau"]):
+    parts.append(f"sigma={s['sigma']:g} tau={s['tau']:g}" if s["tau"] else f"sigma={s['sigma']:g} no clip")
+  return " | ".join(parts)
+
+
+def har_summary_table(results: Results, acct: Accountant) -> Optional[Table]:
+  if not results.har:
+    return None
+  rows = []
+  for r in results.har:
+    s = r.settings
+    eps = acct.budget(s["sigma"], s["tau"], s["ldp_releases"]).text() if r.has_ldp else ""
+    for name, a in r.attacks.items():
+      rows.append([s["dataset"], s["model"], s["state"], s["sampling"], s["num_samples"], s["local_batch_size"],
+                   s["local_steps"], s["sigma"], s["tau"], eps, attack_name(name), len(a["subjects"])]
+                  + [x for m in ("lnacc", "leacc", "class_acc") for x in a["summary"][m]])
+  cols = ["dataset", "model", "state", "sampling", "N", "B", "S", "sigma", "tau", "epsilon", "attack", "clients",
+          "LnAcc", "LnAcc std", "LeAcc", "LeAcc std", "ClassAcc", "ClassAcc std"]
+  return Table("har_summary", f"HAR leakage: mean and std over clients (epsilon at delta = {acct.delta:g}, PLD, "
+               f"composed over {acct.rounds} round(s))", cols, rows,
+               percent=("LnAcc", "LnAcc std", "LeAcc", "LeAcc std", "ClassAcc", "ClassAcc std"))
+
+
+def single_step_plain(results: Results) -> list[HarResult]:
+  """The HAR results without LDP and without local steps (the paper's Fig. 2 / Table 1 settings)."""
+  return [r for r in results.har if not r.multi_step and not r.has_ldp]
+
+
+def _family_per_client(r: HarResult, signal: str) -> Optional[np.ndarray]:
+  from jaxleak import attacks as A
+  names = [n for n in r.attacks if n in A.names() and A.info(n).signal == signal]
+  if not names:
+    return None
+  return np.nanmean(np.stack([np.asarray(r.attacks[n]["clients"]["class_acc"], np.float64) for n in names]), axis=0)
+
+
+def table1(results: Results) -> Optional[Table]:
+  """Table 1: ClassAcc (mean, std over clients) per attack, and bias- / weight-based averages, for every
+  (dataset, model, state, sampling) of the single-step results without LDP."""
+  plain = single_step_plain(results)
+  if not plain:
+    return None
+  rows = []
+  for r in plain:
+    s = r.settings
+    base = [s["dataset"], s["model"], s["state"], s["sampling"], s["num_samples"]]
+    for name, a in r.attacks.items():
+      rows.append(base + [attack_name(name), *a["summary"]["class_acc"]])
+    for signal in ("bias", "weight"):
+      fam = _family_per_client(r, signal)
+      if fam is not None:
+        v = fam[np.isfinite(fam)]
+        rows.append(base + [f"{signal}-based (mean of attacks)", float(v.mean()), float(v.std())])
+  return Table("table1_classacc", "Table 1: ClassAcc per attack and setting, mean and std over clients (single "
+               "step, no LDP); bias-/weight-based rows average each client's ClassAcc over the family's attacks",
+               ["dataset", "model", "state", "sampling", "N", "attack", "ClassAcc", "ClassAcc std"], rows,
+               percent=("ClassAcc", "ClassAcc std"))
+
+
+def thesis_table(results: Results) -> Optional[Table]:
+  """LLBG beside the thesis' Table B.1 (N = 100, single step, no LDP, matching model/state/sampling/dataset)."""
+  rows = []
+  for r in single_step_plain(results):
+    s = r.settings
+    ds = paper.thesis_dataset(s["dataset"])
+    ref = paper.THESIS_B1.get((s["model"], s["state"], ds, s["sampling"])) if ds else None
+    if ref is None or s["num_samples"] != 100:
+      continue
+    for name in ("llbg_original", "llbg"):
+      if name in r.attacks:
+        a = r.attacks[name]["summary"]
+        rows.append([s["dataset"], s["model"], s["state"], s["sampling"], attack_name(name), a["lnacc"][0],
+                     a["leacc"][0], ref[0] / 100, ref[1] / 100])
+  if not rows:
+    return None
+  return Table("thesis_table_b1", "Ours beside the thesis' Table B.1 (Hopp 2025: LLBG, FedSGD, N = 100, real "
+               "WEAR/Wetlab; the thesis' LLBG is most likely our llbg_original)",
+               ["dataset", "model", "state", "sampling", "attack", "LnAcc", "LeAcc", "thesis LnAcc",
+                "thesis LeAcc"], rows, percent=("LnAcc", "LeAcc", "thesis LnAcc", "thesis LeAcc"),
+               note="synthetic_* datasets have the real datasets' shape, not their data: compare the trend.")
+
+
+# --- Eavesdrop ----------------------------------------------------------------------------------------------------
+
+def _paper_key(r) -> tuple:
+  return ("MNIST", paper.MODEL_NAMES.get(r.settings["model"], r.settings["model"]))
+
+
+def _is_base(r: EavesdropResult) -> bool:
+  return not r.settings["compression"]
+
+
+def eavesdrop_per_label(results: Results) -> Optional[Table]:
+  """Tables III and IV: Class Sniffing and Quantity Inference success per label, ours beside the paper's MNIST."""
+  base = [r for r in results.eavesdrop if _is_base(r)]
+  if not base:
+    return None
+  c = max(len(r.per_label["sniff"]) for r in base)
+  rows = []
+  for r in base:
+    label = f"ours: {r.settings['dataset']} {r.settings['model']} N_p={r.settings['num_participants']} " \
+            f"P={r.settings['fraction']} L_bs={r.settings['local_batch_size']} L_ep={r.settings['local_epochs']}"
+    for key, what, ref in (("sniff", "Class Sniffing (III)", paper.TABLE_III),
+                           ("qi_alpha1", "Quantity Inference a=1 (IV)", paper.TABLE_IV)):
+      vals = list(r.per_label[key]) + [None] * (c - len(r.per_label[key]))
+      rows.append([what, label] + vals + [r.overall[key]])
+      p = ref.get(_paper_key(r))
+      if p:
+        rows.append([what, f"paper: {' '.join(_paper_key(r))}"] + [v / 100 for v in p][:c] + [None] * (c - len(p))
+                    + [float(np.mean(p)) / 100])
+  cols = ["attack", "source"] + [str(i) for i in range(c)] + ["all"]
+  return Table("tables_III_IV_per_label", "Tables III and IV: success rate per label, ours beside the paper's "
+               "(MNIST; ours on the dataset named)", cols, rows, percent=tuple(cols[2:]),
+               note="The paper's 'all' is the mean of its per-label rates.")
+
+
+def eavesdrop_summary(results: Results) -> Optional[Table]:
+  if not results.eavesdrop:
+    return None
+  keys = ("sniff", "sniff_absent", "prevalence", "qi_alpha1", "qi_alpha_pct", "qi_abort")
+  rows = [[r.settings[k] for k in ("dataset", "model", "num_participants", "fraction", "local_batch_size",
+                                   "local_epochs", "compression", "dropout", "rounds")]
+          + [r.overall[k] for k in keys] for r in results.eavesdrop]
+  cols = ["dataset", "model", "N_p", "P", "L_bs", "L_ep", "CR", "dropout", "rounds", "Class Sniffing",
+          "sniff (label absent)", "label present", "QI a=1", "QI a=5%", "QI aborted"]
+  return Table("eavesdrop_summary", "Eavesdrop: overall success rates of every federation", cols, rows,
+               percent=tuple(cols[9:]))
+
+
+def compression_table(results: Results) -> Optional[Table]:
+  """Table VI: Quantity Inference success and aborting rate per compression rate, ours beside the paper's."""
+  groups = _varying(results.eavesdrop, "compression")
+  if not groups:
+    return None
+  rows = []
+  for _, pts in groups:
+    for r in sorted(pts, key=lambda r: r.settings["compression"]):
+      cr = float(r.settings["compression"])
+      ref = paper.TABLE_VI.get(round(cr, 3))
+      rows.append([r.settings["dataset"], r.settings["model"], cr, r.overall["qi_alpha1"], r.overall["qi_abort"],
+                   ref[0] / 100 if ref else None, ref[1] / 100 if ref else None])
+  return Table("table_VI_compression", "Table VI: compression defence, Quantity Inference (a = 1) ours beside the "
+               "paper's (MNIST CNN)", ["dataset", "model", "CR", "success", "aborted", "paper success",
+                                        "paper aborted"], rows,
+               percent=("success", "aborted", "paper success", "paper aborted"))
+
+
+def whole_table(results: Results) -> Optional[Table]:
+  """Table V: Whole Determination per stage (exact, with the number of groups known, frequent vs rest)."""
+  if not results.whole:
+    return None
+  rows = []
+  for w in results.whole:
+    ref = paper.TABLE_V.get(_paper_key(w))
+    for i, st in enumerate(w.stages):
+      rows.append([w.settings["dataset"], w.settings["model"], st["stage"], f"{st['reached']}/{st['trials']}",
+                   st["mean_round"], st["success"], st.get("success_known_k"), st.get("success_two_level"),
+                   ref[i] / 100 if ref and i < 2 and len(w.stages) == 2 else None])
+  return Table("table_V_whole_determination", "Table V: Whole Determination success per stage, ours beside the "
+               "paper's (MNIST)", ["dataset", "model", "stage", "reached", "mean round", "exact",
+                                   "groups known", "frequent vs rest", "paper exact"], rows,
+               percent=("exact", "groups known", "frequent vs rest", "paper exact"),
+               note="exact: the clustering equals the true grouping (the paper's criterion); groups known: with the "
+                    "true number of groups; frequent vs rest: two clusters, the Q group against the others. The "
+                    "paper's values are placed beside ours when our study has its two stages (middle, late).")
+
+
+SWEEP_FIELDS = ("local_batch_size", "local_epochs", "fraction", "num_participants", "compression", "dropout")
+
+
+def _varying(items: Sequence, field: str) -> list:
+  """[(the fixed settings, [results])] for the groups of results that differ only in `field` (>= 2 values)."""
+  groups = defaultdict(list)
+  for r in items:
+    fixed = tuple((k, str(v)) for k, v in sorted(r.settings.items()) if k not in (field, "seed"))
+    groups[fixed].append(r)
+  return [(k, v) for k, v in groups.items() if len({str(r.settings[field]) for r in v}) >= 2]
+
+
+def all_tables(results: Results, acct: Accountant) -> list[Table]:
+  builders: list[Callable] = [lambda r: har_summary_table(r, acct), lambda r: ldp_table(r, acct), table1,
+                              thesis_table, eavesdrop_per_label, eavesdrop_summary, compression_table, whole_table]
+  return [t for t in (b(results) for b in builders) if t is not None]

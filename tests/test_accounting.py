@@ -1,0 +1,85 @@
+"""epsilon of LDP settings against the closed form of the Gaussian mechanism (Balle and Wang 2018, Thm. 8):
+with mu = tau / sigma per release and mu * sqrt(k) for k releases (Gaussian DP composes in quadrature),
+delta(eps) = Phi(mu/2 - eps/mu) - exp(eps) Phi(-mu/2 - eps/mu)."""
+import math
+import sys
+
+import numpy as np
+import pytest
+from scipy.special import log_ndtr
+
+from jaxleak import accounting
+
+pytest.importorskip("dp_accounting")
+
+
+def exact_epsilon(mu: float, delta: float) -> float:
+  def delta_of(eps):
+    a = log_ndtr(mu / 2 - eps / mu)
+    b = eps + log_ndtr(-mu / 2 - eps / mu)
+    return math.exp(a) - math.exp(b)
+  lo, hi = 0.0, 1.0
+  while delta_of(hi) > delta:
+    hi *= 2
+  for _ in range(200):
+    mid = (lo + hi) / 2
+    lo, hi = (mid, hi) if delta_of(mid) > delta else (lo, mid)
+  return hi
+
+
+def classical_rdp_bound(mu: float, delta: float) -> float:
+  """min over orders a > 1 of a mu^2 / 2 + log(1/delta) / (a - 1) (Mironov 2017, Prop. 3)."""
+  orders = np.linspace(1.0001, 5000, 2_000_000)
+  return float(np.min(orders * mu ** 2 / 2 + math.log(1 / delta) / (orders - 1)))
+
+
+@pytest.mark.parametrize("sigma,tau,k,delta", [(0.1, 0.1, 1, 1e-5), (0.1, 0.5, 1, 1e-5), (1.0, 0.5, 1, 1e-6),
+                                               (0.1, 0.1, 5, 1e-5), (2.0, 1.0, 100, 1e-5), (0.1, 1.5, 1, 1e-3)])
+def test_pld_matches_the_closed_form_and_rdp_lies_between_it_and_the_classical_bound(sigma, tau, k, delta):
+  mu = tau / sigma * math.sqrt(k)
+  exact = exact_epsilon(mu, delta)
+  pld = accounting.gaussian_epsilon(sigma, tau, releases=k, delta=delta, method="pld")
+  rdp = accounting.gaussian_epsilon(sigma, tau, releases=k, delta=delta, method="rdp")
+  assert pld.reason == "" and pld.releases == k and pld.delta == delta
+  assert pld.value == pytest.approx(exact, rel=3e-3), (pld.value, exact)
+  assert exact * (1 - 1e-6) <= rdp.value <= classical_rdp_bound(mu, delta) * (1 + 1e-3)
+
+
+def test_composition_equals_one_release_at_sqrt_k_less_noise():
+  k5 = accounting.gaussian_epsilon(0.5, 0.25, releases=5).value
+  one = accounting.gaussian_epsilon(0.5 / math.sqrt(5), 0.25).value
+  assert k5 == pytest.approx(one, rel=3e-3)
+
+
+def test_more_noise_or_a_smaller_clip_means_a_smaller_epsilon():
+  by_sigma = [accounting.gaussian_epsilon(s, 1.0).value for s in (0.5, 1.0, 2.0, 4.0)]
+  by_tau = [accounting.gaussian_epsilon(1.0, t).value for t in (2.0, 1.0, 0.5)]
+  assert by_sigma == sorted(by_sigma, reverse=True) and by_tau == sorted(by_tau, reverse=True)
+
+
+@pytest.mark.parametrize("sigma,tau,reason", [(0.1, 0.0, "no clipping: unbounded sensitivity"),
+                                              (0.1, math.inf, "no clipping: unbounded sensitivity"),
+                                              (0.0, 1.0, "no noise: a deterministic release")])
+def test_no_clipping_or_no_noise_is_infinite_and_says_why(sigma, tau, reason):
+  e = accounting.gaussian_epsilon(sigma, tau)
+  assert math.isinf(e.value) and e.reason == reason
+  assert accounting.describe(e) == f"inf ({reason})"
+
+
+@pytest.mark.parametrize("kwargs,message", [
+    (dict(noise_std=-0.1, clip_norm=1.0), "noise_std=-0.1"), (dict(noise_std=float("nan"), clip_norm=1.0),
+                                                               "noise_std=nan"),
+    (dict(noise_std=0.1, clip_norm=1.0, releases=0), "releases=0"),
+    (dict(noise_std=0.1, clip_norm=1.0, delta=1.0), "delta=1.0"),
+    (dict(noise_std=0.1, clip_norm=1.0, method="moments"), "method='moments'")])
+def test_bad_arguments_are_named(kwargs, message):
+  with pytest.raises(ValueError, match=message.replace("(", r"\(")):
+    accounting.gaussian_epsilon(**kwargs)
+
+
+def test_a_missing_extra_names_it(monkeypatch):
+  monkeypatch.setitem(sys.modules, "dp_accounting", None)
+  accounting._epsilon.cache_clear()
+  with pytest.raises(ImportError, match=r"pip install 'jaxleak\[accounting\]'"):
+    accounting.gaussian_epsilon(0.3, 0.7)
+  accounting._epsilon.cache_clear()

@@ -1,0 +1,217 @@
+"""Reports: every figure the results support, tables holding the results' numbers, a page that references only
+files that exist and renders in a real browser, clear refusals of what cannot be reported."""
+import csv
+import io
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from jaxleak import cli, storage
+from jaxleak import report as report_cli
+from jaxleak.runs import report as R
+from jaxleak.runs.report import tables as T
+from jaxleak.runs.report.results import EavesdropResult, HarResult, Results, WholeDetermination
+
+pytest.importorskip("matplotlib")
+pytest.importorskip("dp_accounting")
+
+ATTACKS = ("ebi", "llbg", "llg")
+
+
+def _har(sigma=0.0, tau=0.0, steps=None, n=100, seed=0, dataset="synthetic_wear", sampling="shuffle"):
+  rng = np.random.default_rng(seed)
+  attacks = {}
+  for a in ATTACKS:
+    clients = {m: rng.uniform(0.2, 1.0, 4).tolist() for m in ("lnacc", "leacc", "class_acc", "symmetric_existence")}
+    conf = rng.integers(0, 9, (3, 3)).tolist()
+    attacks[a] = {"clients": clients, "subjects": [1, 2, 3, 4], "confusion": conf,
+                  "summary": {m: (float(np.mean(v)), float(np.std(v))) for m, v in clients.items()}}
+  settings = dict(dataset=dataset, model="deepconvlstm", state="untrained", sampling=sampling, num_samples=n,
+                  local_batch_size=20 if steps else None, local_steps=steps, sigma=sigma, tau=tau, clip_scope="all",
+                  ldp_releases=1, seed=1)
+  return HarResult(f"har-{sigma}-{tau}-{steps}-{n}", settings, ["NULL", "walk", "run"], attacks)
+
+
+def _ev(field=None, value=None, seed=0):
+  rng = np.random.default_rng(seed)
+  settings = dict(dataset="digits", model="cnn", num_participants=100, fraction=0.1, local_epochs=3,
+                  local_batch_size=64, local_lr=0.01, compression=0.0, dropout=None, rounds=10, seed=0, replicates=1)
+  if field:
+    settings[field] = value
+  keys = ("sniff", "sniff_absent", "prevalence", "qi_alpha1", "qi_alpha_pct", "qi_abort", "qi_abs_error")
+  per_label = {k: rng.uniform(0, 1, 10).tolist() for k in keys}
+  return EavesdropResult(f"ev-{field}-{value}", settings, {k: float(np.mean(v)) for k, v in per_label.items()},
+                         per_label, 0.5)
+
+
+def _whole():
+  rng = np.random.default_rng(3)
+  groups = [0, 1, 2, 0, 1, 2, 0, 1, 2, 0]
+  trials = [{"trial": 0, "stage": s, "round": r, "groups": groups, "predicted": groups, "success": True,
+             "ratios": (rng.normal(size=(10, 3)) + np.asarray(groups)[:, None] * 3).tolist()}
+            for s, r in ((0.5, 4), (0.85, 20))]
+  stages = [{"stage": n, "accuracy_threshold": s, "trials": 1, "reached": 1, "success": 1.0, "success_known_k": 1.0,
+             "success_two_level": 1.0, "mean_round": r} for n, s, r in (("middle", 0.5, 4), ("late", 0.85, 20))]
+  settings = {**_ev().settings, "model": "mlp", "wd_factors": [1.0, 0.25, 0.2], "wd_total_per_label": 200,
+              "wd_window": 3}
+  return WholeDetermination("wd", settings, stages, trials)
+
+
+@pytest.fixture(scope="module")
+def everything():
+  har = [_har(), _har(0.1, 0.0, seed=1), _har(0.0, 0.5, seed=2), _har(0.1, 0.5, seed=3), _har(0.1, 1.0, seed=4),
+         _har(steps=5, seed=5), _har(steps=2, n=500, seed=6)]
+  ev = [_ev(seed=7)] + [_ev("compression", c, seed=8 + i) for i, c in enumerate((0.1, 0.3))] \
+      + [_ev("local_batch_size", b, seed=20 + i) for i, b in enumerate((8, 20))]
+  results = Results("/nowhere", "study", har, ev, [_whole()], {"/nowhere": {"name": "hand-made"}})
+  return results, R.build(results, delta=1e-5, rounds=1)
+
+
+def test_every_figure_the_results_support_is_drawn(everything):
+  _, rep = everything
+  kinds = [re.match(r"figures/([a-z0-9]+-[a-z]+)", f.path).group(1) for f in rep.figures]
+  assert kinds.count("fig2-attacks") == 3                 # the runs without LDP (single step, two multi-step)
+  assert kinds.count("fig4-confusion") == 7               # every setting
+  assert kinds.count("fig3-multistep") == 1 and kinds.count("ldp-tradeoff") == 1
+  assert {"eavesdrop-compression", "eavesdrop-local", "wd-ratios", "wd-dendrogram"} <= set(kinds)
+  for f in rep.figures:
+    assert rep.files[f.path][:8] == b"\x89PNG\r\n\x1a\n" and len(rep.files[f.path]) > 5000, f.path
+
+
+def _csv(text):
+  return list(csv.DictReader(io.StringIO(text)))
+
+
+def test_table_numbers_are_the_results_numbers(everything):
+  results, rep = everything
+  rows = _csv(rep.files["tables/har_summary.csv"])
+  assert len(rows) == len(results.har) * len(ATTACKS)
+  for r, row in zip([(r, a) for r in results.har for a in r.attacks], rows):
+    (har, attack), want = r, r[0].attacks[r[1]]["summary"]
+    assert row["attack"] == T.attack_name(attack)
+    assert (float(row["LnAcc"]), float(row["LnAcc std"])) == want["lnacc"]
+    assert (float(row["ClassAcc"]), float(row["ClassAcc std"])) == want["class_acc"]
+  ev = {r.source: r for r in results.eavesdrop}
+  comp = _csv(rep.files["tables/table_VI_compression.csv"])
+  assert [float(r["CR"]) for r in comp] == [0.0, 0.1, 0.3]
+  assert float(comp[1]["success"]) == ev["ev-compression-0.1"].overall["qi_alpha1"]
+  assert float(comp[1]["paper success"]) == 0.95 and float(comp[1]["paper aborted"]) == 0.03   # Table VI
+  per_label = _csv(rep.files["tables/tables_III_IV_per_label.csv"])
+  paper_sniff = [r for r in per_label if r["source"] == "paper: MNIST CNN" and "Sniffing" in r["attack"]][0]
+  assert [round(100 * float(paper_sniff[str(i)])) for i in range(10)] == [96, 97, 98, 93, 96, 95, 95, 96, 98, 94]
+  # Table 1's family rows: each client's ClassAcc averaged over the family, then mean over clients.
+  base = results.har[0]
+  bias = np.mean([base.attacks[a]["clients"]["class_acc"] for a in ("ebi", "llbg")], axis=0)
+  t1 = _csv(rep.files["tables/table1_classacc.csv"])
+  row = [r for r in t1 if r["attack"].startswith("bias-based") and r["N"] == "100"][0]
+  assert float(row["ClassAcc"]) == pytest.approx(bias.mean(), abs=1e-12)
+
+
+def test_every_ldp_setting_has_its_epsilon(everything):
+  from jaxleak import accounting
+  _, rep = everything
+  rows = {(float(r["sigma"]), r["tau"]): r for r in _csv(rep.files["tables/ldp_epsilon.csv"])}
+  assert set(rows) == {(0.1, ""), (0.0, "0.5"), (0.1, "0.5"), (0.1, "1.0")}
+  assert float(rows[(0.1, "0.5")]["epsilon (composed, PLD)"]) == accounting.gaussian_epsilon(0.1, 0.5).value
+  assert rows[(0.1, "")]["why infinite"] == "no clipping: unbounded sensitivity"
+  assert rows[(0.0, "0.5")]["why infinite"] == "no noise: a deterministic release"
+  summary = _csv(rep.files["tables/har_summary.csv"])
+  assert {r["epsilon"] for r in summary if r["sigma"] == "0.1" and r["tau"] == "1.0"} == {
+      f"{accounting.gaussian_epsilon(0.1, 1.0).value:.3g}"}
+  assert {r["epsilon"] for r in summary if r["sigma"] == "0.1" and r["tau"] == "0.0"} == {"inf (no clip)"}
+
+
+def test_the_page_references_only_files_that_exist(everything, tmp_path):
+  _, rep = everything
+  storage.commit_folder(str(tmp_path / "rep"), rep.files)
+  page = (tmp_path / "rep" / "index.html").read_text()
+  refs = re.findall(r"(?:src|href)='([^']+)'", page)
+  assert len([r for r in refs if r.endswith(".png")]) == len(rep.figures)
+  for ref in refs:
+    assert (tmp_path / "rep" / ref).is_file(), ref
+  assert "<script" not in page and "http" not in page.replace("http-equiv", "")
+
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+_CHECK = ("<script>window.addEventListener('load',()=>{const im=[...document.images];const bad=im.filter(i=>!("
+          "i.complete&&i.naturalWidth>0)).map(i=>i.getAttribute('src'));const p=document.createElement('pre');"
+          "p.id='jaxleak-check';p.textContent=JSON.stringify({total:im.length,broken:bad});"
+          "document.body.appendChild(p);});</script>")
+
+
+def _rendered_images(folder):
+  """Loads a copy of the page with a probe script in headless Chromium: {'total': n, 'broken': [src...]}."""
+  page = (folder / "index.html").read_text()
+  (folder / "check.html").write_text(page.replace("</body>", _CHECK + "</body>"))
+  proc = subprocess.run([CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                         "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                         f"--user-data-dir={folder.parent / 'chromium-profile'}", "--virtual-time-budget=10000",
+                         "--dump-dom", (folder / "check.html").as_uri()], capture_output=True, text=True, timeout=120)
+  found = re.search(r'<pre id="jaxleak-check">([^<]*)</pre>', proc.stdout)
+  assert found, proc.stderr[-2000:]
+  return json.loads(found.group(1))
+
+
+@pytest.mark.skipif(not CHROMIUM and not os.environ.get("JAXLEAK_REQUIRE_BROWSER"),
+                    reason="no chromium here (CI installs it and sets JAXLEAK_REQUIRE_BROWSER=1)")
+def test_every_image_renders_in_a_real_browser(everything, tmp_path):
+  assert CHROMIUM, "JAXLEAK_REQUIRE_BROWSER is set but chromium is not installed (apt-get install chromium)"
+  _, rep = everything
+  storage.commit_folder(str(tmp_path / "rep"), rep.files)
+  seen = _rendered_images(tmp_path / "rep")
+  assert seen == {"total": len(rep.figures), "broken": []}
+  os.remove(tmp_path / "rep" / rep.figures[0].path)           # the probe can fail: a missing figure is caught
+  assert _rendered_images(tmp_path / "rep")["broken"] == [rep.figures[0].path]
+
+
+def test_missing_plots_extra_is_named_before_any_work(monkeypatch, tmp_path, capsys):
+  monkeypatch.setitem(sys.modules, "matplotlib", None)
+  rc = cli.call(report_cli.main, report_cli.FLAGS, [str(tmp_path)])
+  assert rc == 2 and "pip install 'jaxleak[plots]'" in capsys.readouterr().err
+
+
+def test_missing_accounting_extra_is_said_in_the_tables(monkeypatch):
+  from jaxleak import accounting
+  monkeypatch.setitem(sys.modules, "dp_accounting", None)
+  accounting._epsilon.cache_clear()
+  results = Results("/nowhere", "runs", [_har(0.1, 0.5, seed=9)], [], [], {})
+  acct = T.Accountant()
+  tabs = {t.name: t for t in T.all_tables(results, acct)}
+  accounting._epsilon.cache_clear()
+  assert tabs["ldp_epsilon"].rows[0][4] == "n/a: install jaxleak[accounting]"
+  assert "jaxleak[accounting]" in acct.missing_extra
+
+
+def _run_folder(files):
+  def setup(p):
+    (p / "run").mkdir()
+    for name, text in files.items():
+      (p / "run" / name).write_text(text)
+  return setup
+
+
+_MANIFEST = ('{"experiment": "single_step_leakage", "config": {"dataset": "x", "model": "m", "sampling": "s", '
+             '"num_samples": 1}}')
+
+
+@pytest.mark.parametrize("setup,message", [
+    (lambda p: None, "holds no results"),
+    (_run_folder({"manifest.json": "{not json"}), "not a readable JSON"),
+    (_run_folder({"manifest.json": '{"experiment": "bogus"}'}), "unknown experiment 'bogus'"),
+    (_run_folder({"manifest.json": _MANIFEST}), "clients.csv: no such clients table"),
+    (_run_folder({"manifest.json": _MANIFEST, "clients.csv": "subject,attack\n1,ebi\n"}), "missing columns ['lnacc'"),
+    (_run_folder({"manifest.json": _MANIFEST, "clients.csv": "subject,attack,lnacc,leacc,class_acc,"
+                  "symmetric_existence\n1,ebi,x,1,1,1\n"}), "'x' is not a number"),
+])
+def test_unreportable_folders_are_refused_in_one_line(setup, message, tmp_path, capsys):
+  setup(tmp_path)
+  rc = cli.call(report_cli.main, report_cli.FLAGS, [str(tmp_path)])
+  err = capsys.readouterr().err
+  assert rc == 2 and message in err and "Traceback" not in err, err
+  assert not (tmp_path / "report").exists()
