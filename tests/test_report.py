@@ -92,9 +92,9 @@ def test_table_numbers_are_the_results_numbers(everything):
   results, rep = everything
   rows = _csv(rep.files["tables/har_summary.csv"])
   assert len(rows) == len(results.har) * len(ATTACKS)
-  for r, row in zip([(r, a) for r in results.har for a in r.attacks], rows):
-    (har, attack), want = r, r[0].attacks[r[1]]["summary"]
-    assert row["attack"] == T.attack_name(attack)
+  for (har, attack), row in zip([(r, a) for r in results.har for a in r.attacks], rows):
+    want = har.attacks[attack]["summary"]
+    assert row["attack"] == T.attack_name(attack) and float(row["sigma"]) == har.settings["sigma"]
     assert (float(row["LnAcc"]), float(row["LnAcc std"])) == want["lnacc"]
     assert (float(row["ClassAcc"]), float(row["ClassAcc std"])) == want["class_acc"]
   ev = {r.source: r for r in results.eavesdrop}
