@@ -215,3 +215,17 @@ def test_unreportable_folders_are_refused_in_one_line(setup, message, tmp_path, 
   err = capsys.readouterr().err
   assert rc == 2 and message in err and "Traceback" not in err, err
   assert not (tmp_path / "report").exists()
+
+
+def test_table1_in_the_paper_layout_averages_each_client_over_attacks_and_models():
+  a, b = _har(seed=30), _har(seed=31)
+  b.settings["model"] = "tinyhar"
+  c = _har(seed=32, sampling="sequential")
+  t = T.table1_paper_layout(Results("/x", "runs", [a, b, c], [], [], {}))
+  per_client = np.mean([r.attacks[n]["clients"]["class_acc"] for r in (a, b) for n in ("ebi", "llbg")], axis=0)
+  row = {r[0]: dict(zip(t.columns, r)) for r in t.rows}["bias-based"]
+  assert row["state"] == "U" and row["synthetic_wear shuffle"] == pytest.approx(per_client.mean(), abs=1e-12)
+  assert row["synthetic_wear shuffle std"] == pytest.approx(per_client.std(), abs=1e-12)
+  weight = np.asarray(c.attacks["llg"]["clients"]["class_acc"])
+  assert {r[0]: dict(zip(t.columns, r)) for r in t.rows}["weight-based"]["synthetic_wear sequential"] == \
+      pytest.approx(weight.mean(), abs=1e-12)

@@ -149,11 +149,15 @@ def ldp_tradeoff(points: Sequence[HarResult], acct: Accountant, metric: str = "l
   plt = pyplot()
   taus = sorted({p.settings["tau"] for p in points}, key=lambda t: (t == 0, t))
   names = list(points[0].attacks)
-  fig, axes = plt.subplots(1, len(taus), figsize=(3.0 * len(taus) + 1.4, 3.6), squeeze=False, sharey=True,
+  cols = min(3, len(taus))
+  rows = math.ceil(len(taus) / cols)
+  fig, axes = plt.subplots(rows, cols, figsize=(3.1 * cols + 1.4, 3.3 * rows + 0.4), squeeze=False, sharey=True,
                            layout="constrained")
+  for ax in axes.flat[len(taus):]:
+    ax.axis("off")
   sigmas_all = sorted({p.settings["sigma"] for p in points if p.settings["sigma"] > 0})
   linthresh = sigmas_all[0] if sigmas_all else 1.0
-  for ax, tau in zip(axes[0], taus):
+  for ax, tau in zip(axes.flat, taus):
     pts = sorted([p for p in points if p.settings["tau"] == tau], key=lambda p: p.settings["sigma"])
     xs = [p.settings["sigma"] for p in pts]
     for i, n in enumerate(names):
@@ -171,9 +175,10 @@ def ldp_tradeoff(points: Sequence[HarResult], acct: Accountant, metric: str = "l
     top.set_xticks(xs, [_eps_tick(acct, p) for p in pts], fontsize=7)
     top.set_xlabel((f"clip norm tau = {tau:g}" if tau else "no clipping") + f"\nepsilon at delta = {acct.delta:g}",
                    fontsize=8)
-  axes[0][0].set_ylabel(f"{METRIC_NAMES[metric]} (%)")
+  for row in axes:
+    row[0].set_ylabel(f"{METRIC_NAMES[metric]} (%)")
   axes[0][0].set_ylim(0, 105)
-  axes[0][-1].legend(loc="center left", bbox_to_anchor=(1.02, 0.5), frameon=False)
+  fig.legend(*axes[0][0].get_legend_handles_labels(), loc="outside right center", frameon=False)
   s = points[0].settings
   scope = "whole model" if s["clip_scope"] == "all" else "last layer"
   fig.suptitle(f"{setting_label(s, with_ldp=False)} | LDP trade-off, {scope} clipped, mean over clients",

@@ -24,6 +24,17 @@ EAVESDROP_SETTINGS = ("dataset", "model", "num_participants", "fraction", "local
                       "local_lr", "compression", "dropout", "rounds", "seed", "replicates")
 
 
+#: The HAR paper's attack order, then the reference variants and baselines.
+ATTACK_ORDER = ("llg", "llg_har", "llg_star", "llg_star_har", "ebi", "llbg", "llbg_original", "ilrg", "ilrg_uniform",
+                "random", "idlg", "analytic")
+
+
+def attack_order(names) -> list:
+  """The HAR paper's order (LLG, LLG*, EBI, LLBG, iLRG), then any others by name: records store attacks sorted
+  by name, runs in the order asked; figures and tables use this one order."""
+  return sorted(names, key=lambda n: (ATTACK_ORDER.index(n) if n in ATTACK_ORDER else len(ATTACK_ORDER), n))
+
+
 @dataclasses.dataclass
 class HarResult:
   source: str                    # the record key or the run folder
@@ -147,7 +158,7 @@ def _load_study(root: str) -> Results:
       out.har.append(HarResult(task.key, settings, res.get("class_names") or [], {
           name: {"summary": {m: tuple(a["summary"][m]) for m in METRICS}, "clients": a["clients"],
                  "subjects": res["subjects"], "confusion": a.get("confusion")}
-          for name, a in res["attacks"].items()}))
+          for name, a in ((n, res["attacks"][n]) for n in attack_order(res["attacks"]))}))
     elif task.kind == "whole_determination":
       settings = {**{k: row[k] for k in EAVESDROP_SETTINGS}, "wd_factors": c["wd_factors"],
                   "wd_total_per_label": c["wd_total_per_label"], "wd_window": c["wd_window"],
@@ -202,6 +213,7 @@ def _har_run(folder, name, manifest, out: Results) -> None:
     a["subjects"].append(int(row["subject"]))
     for m in METRICS:
       a["clients"][m].append(_float(row[m], clients, folder))
+  attacks = {n: attacks[n] for n in attack_order(attacks)}
   for attack, a in attacks.items():
     a["summary"] = {m: _mean_std(a["clients"][m]) for m in METRICS}
     a["confusion"] = confusion.get(attack)

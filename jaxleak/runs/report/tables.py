@@ -202,6 +202,43 @@ def table1(results: Results) -> Optional[Table]:
                percent=("ClassAcc", "ClassAcc std"))
 
 
+def table1_paper_layout(results: Results) -> Optional[Table]:
+  """Table 1 as the paper lays it out: rows = attack family x state (T/U), columns = dataset x sampling; each
+  client's ClassAcc averaged over the family's attacks and the models, then mean and std over clients."""
+  per_client: dict = defaultdict(lambda: defaultdict(list))      # (family, state, dataset, sampling) -> subject
+  for r in single_step_plain(results):
+    s = r.settings
+    for signal in ("bias", "weight"):
+      fam = _family_per_client(r, signal)
+      if fam is None:
+        continue
+      subjects = next(iter(r.attacks.values()))["subjects"]
+      for subject, v in zip(subjects, fam):
+        per_client[(signal, s["state"], s["dataset"], s["sampling"])][subject].append(v)
+  if not per_client:
+    return None
+  columns = sorted({k[2:] for k in per_client})
+  rows = []
+  for signal in ("bias", "weight"):
+    for state in ("trained", "untrained"):
+      cells = []
+      for col in columns:
+        clients = per_client.get((signal, state) + col)
+        if not clients:
+          cells += [None, None]
+          continue
+        v = np.asarray([np.nanmean(x) for x in clients.values()])
+        v = v[np.isfinite(v)]
+        cells += [float(v.mean()), float(v.std())]
+      if any(c is not None for c in cells):
+        rows.append([f"{signal}-based", "T" if state == "trained" else "U"] + cells)
+  names = [f"{d} {sm}" for d, sm in columns]
+  cols = ["attacks", "state"] + [x for n in names for x in (n, f"{n} std")]
+  return Table("table1_paper_layout", "Table 1 in the paper's layout: average ClassAcc of bias- and weight-based "
+               "attacks (over the family's attacks and the models), mean and std over clients, single step, no LDP",
+               cols, rows, percent=tuple(cols[2:]))
+
+
 def thesis_table(results: Results) -> Optional[Table]:
   """LLBG beside the thesis' Table B.1 (N = 100, single step, no LDP, matching model/state/sampling/dataset)."""
   rows = []
@@ -324,5 +361,6 @@ def _varying(items: Sequence, field: str) -> list:
 
 def all_tables(results: Results, acct: Accountant) -> list[Table]:
   builders: list[Callable] = [lambda r: har_summary_table(r, acct), lambda r: ldp_table(r, acct), table1,
+                              table1_paper_layout,
                               thesis_table, eavesdrop_per_label, eavesdrop_summary, compression_table, whole_table]
   return [t for t in (b(results) for b in builders) if t is not None]
