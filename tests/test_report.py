@@ -229,3 +229,22 @@ def test_table1_in_the_paper_layout_averages_each_client_over_attacks_and_models
   weight = np.asarray(c.attacks["llg"]["clients"]["class_acc"])
   assert {r[0]: dict(zip(t.columns, r)) for r in t.rows}["weight-based"]["synthetic_wear sequential"] == \
       pytest.approx(weight.mean(), abs=1e-12)
+
+
+def test_per_step_ldp_of_a_multi_step_run_composes_over_its_steps(tmp_path):
+  run = tmp_path / "ms"
+  run.mkdir()
+  ldp = {"noise_std": 0.2, "clip_norm": 1.0, "clip_scope": "all"}
+  manifest = {"experiment": "multi_step_leakage", "dataset": "synthetic_tiny", "class_names": ["a", "b"],
+              "config": {"dataset": "synthetic_tiny", "model": "tinyhar", "sampling": "shuffle", "num_samples": 50,
+                         "seed": 1, "ldp": {"noise_std": 0.0, "clip_norm": float("inf")},
+                         "local": {"steps": 5, "batch_size": 10, "ldp": ldp}}}
+  (run / "manifest.json").write_text(storage.json_text(manifest))
+  (run / "clients.csv").write_text("subject,attack,lnacc,leacc,class_acc,symmetric_existence\n1,ebi,0.5,1,0.5,1\n")
+  results = R.load(str(tmp_path))
+  (har,) = results.har
+  assert (har.settings["sigma"], har.settings["tau"], har.settings["ldp_releases"]) == (0.2, 1.0, 5)
+  from jaxleak import accounting
+  (row,) = T.ldp_table(results, T.Accountant(rounds=3)).rows
+  assert row[3] == 15 and row[5] == accounting.gaussian_epsilon(0.2, 1.0, releases=15).value
+  assert row[4] == accounting.gaussian_epsilon(0.2, 1.0).value

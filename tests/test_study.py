@@ -111,6 +111,12 @@ def test_collect_table_holds_the_records_numbers_and_status_counts(ldp_study, ca
     i = rec["subjects"].index(int(row["subject"]))
     assert float(row["lnacc"]) == pytest.approx(rec["attacks"][row["attack"]]["clients"]["lnacc"][i], rel=1e-5)
   assert "3/3 tasks done" in S.status(plan, store)
+  pytest.importorskip("dp_accounting")
+  from jaxleak import accounting
+  eps = {(r["sigma"], r["tau"]): r["epsilon_pld_delta_1e-5"] for r in csv.DictReader(open(os.path.join(out,
+                                                                                                   "summary.csv")))}
+  assert eps == {("0", "0"): "", ("0.1", "0.5"): f"{accounting.gaussian_epsilon(0.1, 0.5).value:.6g}",
+                 ("0", "1"): "inf"}
 
 
 def test_a_damaged_record_is_recomputed_not_trusted(ldp_study):

@@ -106,7 +106,7 @@ def har_figures(results: Results, acct: T.Accountant, add, log) -> None:
   for r in har:
     add(f"fig4-confusion-{T.setting_label(r.settings)}", "HAR",
         f"Fig. 4 style: row-normalised confusion matrices (sorted labels paired by position), "
-        f"{T.setting_label(r.settings)}.", [r.source], lambda r=r: F.confusion_grid(r))
+        f"{T.setting_label(r.settings)}.", [r.source], lambda r=r: F.confusion_grid(r, acct))
   # Fig. 3: multi-step minus single step, per dataset/model/state/sampling/seed.
   by_base = defaultdict(list)
   for r in har:

@@ -77,7 +77,7 @@ def attack_bars(r: HarResult) -> bytes:
   return png(fig)
 
 
-def confusion_grid(r: HarResult) -> Optional[bytes]:
+def confusion_grid(r: HarResult, acct: Optional[Accountant] = None) -> Optional[bytes]:
   """Fig. 4: row-normalised confusion matrices (sorted truth vs sorted prediction, paired by position), one panel
   per attack; zero cells blank, values in % when the classes fit."""
   plt = pyplot()
@@ -112,8 +112,9 @@ def confusion_grid(r: HarResult) -> Optional[bytes]:
   for ax in list(axes.flat)[len(names):]:
     ax.axis("off")
   fig.colorbar(image, ax=axes, shrink=0.8, label="share of the true class's windows (%)")
-  fig.suptitle(f"{setting_label(r.settings)}\nconfusion (rows normalised; blank = 0), all updates of all clients",
-               fontsize=9)
+  eps = f" (epsilon {_eps_tick(acct, r)})" if acct is not None and r.has_ldp else ""
+  fig.suptitle(f"{setting_label(r.settings)}{eps}\nconfusion (rows normalised; blank = 0), all updates of all "
+               "clients", fontsize=9)
   return png(fig)
 
 
@@ -172,7 +173,7 @@ def ldp_tradeoff(points: Sequence[HarResult], acct: Accountant, metric: str = "l
     top = ax.twiny()
     top.set_xscale("symlog", linthresh=linthresh)
     top.set_xlim(ax.get_xlim())
-    top.set_xticks(xs, [_eps_tick(acct, p) for p in pts], fontsize=7)
+    top.set_xticks(xs, [_eps_tick(acct, p).replace(" (", "\n(") for p in pts], fontsize=7)
     top.set_xlabel((f"clip norm tau = {tau:g}" if tau else "no clipping") + f"\nepsilon at delta = {acct.delta:g}",
                    fontsize=8)
   for row in axes:
@@ -191,10 +192,7 @@ def _eps_tick(acct: Accountant, p: HarResult) -> str:
   if not (s["sigma"] or s["tau"]):
     return "inf\n(no LDP)"
   b = acct.budget(s["sigma"], s["tau"], s["ldp_releases"])
-  if b.unavailable:
-    return "n/a"
-  e = b.composed_pld
-  return "inf" if math.isinf(e.value) else f"{e.value:.3g}"
+  return "n/a" if b.unavailable else b.text()
 
 
 # --- Eavesdrop ----------------------------------------------------------------------------------------------------

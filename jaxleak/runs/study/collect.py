@@ -2,13 +2,16 @@
 
   results.csv    HAR: one row per task x attack x client (subject): settings, lnacc, leacc, class_acc,
                  symmetric_existence, num_batches
-  summary.csv    HAR: one row per task x attack: mean and std over clients of each metric
+  summary.csv    HAR: one row per task x attack: mean and std over clients of each metric, and the setting's
+                 epsilon (one release, PLD, delta = 1e-5; `jaxleak.accounting`; "n/a" without the extra
+                 `accounting`; `python -m jaxleak.report` gives it at any delta and number of rounds)
   eavesdrop.csv  Eavesdrop: one row per task: settings and the overall success rates
   whole_determination.csv  one row per Whole Determination task x stage: settings and success rates
 Written together as one folder commit (<study_dir>/tables/).
 """
 from __future__ import annotations
 
+import math
 import os
 
 from jaxleak import storage
@@ -31,6 +34,18 @@ def _fmt(v) -> str:
   return "" if v is None else (f"{v:.6g}" if isinstance(v, float) else str(v))
 
 
+def _epsilon(sigma: float, tau: float) -> str:
+  """'' without LDP, else epsilon of one release ('inf' without clipping or noise; 'n/a' without the extra)."""
+  from jaxleak import accounting
+  if not (sigma or tau):
+    return ""
+  try:
+    e = accounting.gaussian_epsilon(sigma, tau if tau > 0 else math.inf, delta=1e-5)
+  except ImportError:
+    return "n/a (pip install 'jaxleak[accounting]')"
+  return "inf" if math.isinf(e.value) else _fmt(e.value)
+
+
 def tables(plan: Plan, store: Store) -> tuple[dict[str, str], int]:
   """({file name: CSV text}, number of tasks missing a record)."""
   rows, summary, ev_rows, wd_rows, missing = [], [], [], [], 0
@@ -48,7 +63,8 @@ def tables(plan: Plan, store: Store) -> tuple[dict[str, str], int]:
       for attack, r in res["attacks"].items():
         for i, subject in enumerate(res["subjects"]):
           rows.append(base + [attack, subject] + [_fmt(r["clients"][m][i]) for m in METRICS] + [r["num_batches"][i]])
-        summary.append(base + [attack] + [_fmt(x) for m in METRICS for x in r["summary"][m]])
+        summary.append(base + [attack] + [_fmt(x) for m in METRICS for x in r["summary"][m]]
+                       + [_epsilon(settings["sigma"], settings["tau"])])
     elif task.kind == "whole_determination":
       base = [task.key] + [_fmt(settings[c]) for c in EAVESDROP_COLUMNS + WD_COLUMNS]
       for st in res["stages"]:
@@ -62,7 +78,8 @@ def tables(plan: Plan, store: Store) -> tuple[dict[str, str], int]:
     files["results.csv"] = storage.csv_text(("task",) + HAR_COLUMNS + ("attack", "subject") + METRICS
                                             + ("num_batches",), rows)
     files["summary.csv"] = storage.csv_text(("task",) + HAR_COLUMNS + ("attack",)
-                                            + tuple(f"{m}_{s}" for m in METRICS for s in ("mean", "std")), summary)
+                                            + tuple(f"{m}_{s}" for m in METRICS for s in ("mean", "std"))
+                                            + ("epsilon_pld_delta_1e-5",), summary)
   if ev_rows:
     files["eavesdrop.csv"] = storage.csv_text(("task",) + EAVESDROP_COLUMNS + tuple(ev_keys), ev_rows)
   if wd_rows:
