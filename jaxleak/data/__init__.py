@@ -2,6 +2,7 @@
 the Eavesdrop allocations (digits, or HAR windows)."""
 from jaxleak.data.dataset import HarDataset, Recording, WindowedClients
 from jaxleak.data.digits import load_digits
+from jaxleak.data.mnist import load_mnist
 from jaxleak.data.hapt import load_hapt
 from jaxleak.data.label_pools import (Allocation, LabelPool, allocate_label_totals, allocate_main_labels, pad_allocation,
                                       aux_per_label, quantity_groups, split_pool)
@@ -27,14 +28,17 @@ def load(name: str, *, data_dir: str | None = None, scale: float = 1.0, seed: in
   raise ValueError(f"unknown dataset {name!r}; valid: {', '.join(DATASETS)}.")
 
 
-POOL_DATASETS = ("digits",) + DATASETS
+POOL_DATASETS = ("digits", "mnist") + DATASETS
 
 
 def load_pool(name: str, *, data_dir: str | None = None, scale: float = 1.0, seed: int = 0) -> LabelPool:
-  """Every example of a dataset as one LabelPool: 'digits' (8x8 images) or any HAR dataset (all windows of all
-  subjects, f32[n, 50, channels]; subject identity is dropped, the Eavesdrop allocation re-deals them)."""
+  """Every example of a dataset as one LabelPool: 'digits' (8x8 images), 'mnist' (5,000 real 28x28 MNIST
+  digits, extra `mnist`) or any HAR dataset (all windows of all subjects, f32[n, 50, channels]; subject identity
+  is dropped, the Eavesdrop allocation re-deals them)."""
   if name == "digits":
     return load_digits()
+  if name == "mnist":
+    return load_mnist()
   if name not in DATASETS:
     raise ValueError(f"unknown dataset {name!r}; valid: {', '.join(POOL_DATASETS)}.")
   windows = make_clients(load(name, data_dir=data_dir, scale=scale, seed=seed))
@@ -42,6 +46,6 @@ def load_pool(name: str, *, data_dir: str | None = None, scale: float = 1.0, see
 
 
 __all__ = ["Allocation", "LabelPool", "POOL_DATASETS", "allocate_label_totals", "allocate_main_labels",
-           "aux_per_label", "load_digits", "pad_allocation", "load_pool", "quantity_groups", "split_pool", "DATASETS", "DataFormatError", "HarDataset", "Recording", "STRATEGIES", "SYNTHETIC_PRESETS",
+           "aux_per_label", "load_digits", "load_mnist", "pad_allocation", "load_pool", "quantity_groups", "split_pool", "DATASETS", "DataFormatError", "HarDataset", "Recording", "STRATEGIES", "SYNTHETIC_PRESETS",
            "WindowedClients", "load", "load_hapt", "load_tal", "make_clients", "make_synthetic",
            "sample_client", "sample_clients", "sample_queries", "window_recording", "window_starts"]

@@ -35,24 +35,29 @@ class MLP(nn.Module):
 
 
 class SmallCNN(nn.Module):
-  """The PyTorch MNIST-example CNN the paper describes, with SAME padding so 8x8 digits fit.
+  """The PyTorch MNIST-example CNN the paper describes.
 
   Conv(10, 5x5) -> maxpool 2 -> ReLU -> Conv(20, 5x5) -> Dropout -> maxpool 2 -> ReLU -> flatten ->
   Dense(50) ReLU -> Dropout -> head. Inputs f32[B, H, W] (one channel) or f32[B, H, W, ch]; HAR windows
-  [B, T, ch] are read as one-channel T x ch images. Penultimate D = 50. (For 28x28 MNIST with VALID padding the
-  flatten is the paper's 320; for 8x8 digits with SAME padding it is 2*2*20 = 80.)
+  [B, T, ch] are read as one-channel T x ch images. Penultimate D = 50. padding "auto": VALID (the paper's
+  unpadded convolutions) for inputs of at least 28x28, where 28x28 MNIST flattens to the paper's 4*4*20 = 320;
+  SAME below, so 8x8 digits (flatten 2*2*20 = 80) and HAR windows fit.
   """
   num_classes: int
   features: Sequence[int] = (10, 20)
   hidden: int = 50
   dropout: float = 0.5
   head_bias: bool = True
+  padding: str = "auto"
 
   @nn.compact
   def __call__(self, x: jax.Array, *, train: bool = False, return_features: bool = False):
     h = x[..., None] if x.ndim == 3 else x
+    padding = self.padding
+    if padding == "auto":
+      padding = "VALID" if min(h.shape[1], h.shape[2]) >= 28 else "SAME"
     for i, f in enumerate(self.features):
-      h = nn.Conv(f, (5, 5), padding="SAME")(h)
+      h = nn.Conv(f, (5, 5), padding=padding)(h)
       if i > 0 and self.dropout > 0:
         h = nn.Dropout(self.dropout, deterministic=not train)(h)
       window = (min(2, h.shape[1]), min(2, h.shape[2]))
