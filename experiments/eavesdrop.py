@@ -31,13 +31,16 @@ from jaxleak.runs import eavesdrop as EV
 FLAGS = flags.FlagValues()
 _d = dict(flag_values=FLAGS)
 EXPERIMENTS = ("rounds", "compression", "dropout", "sweep", "whole")
+IMAGE_DATASETS = ("digits", "mnist")
 
 flags.DEFINE_enum("experiment", "rounds", EXPERIMENTS, "rounds: Tables III-IV; compression: Table VI; dropout: the "
                   "dropout defence; sweep: Figs. 6-9 (--sweep); whole: Table V.", **_d)
-flags.DEFINE_enum("dataset", "digits", list(D.POOL_DATASETS), "digits (sklearn 8x8, the MNIST stand-in) or HAR.", **_d)
+flags.DEFINE_enum("dataset", "digits", list(D.POOL_DATASETS), "digits (sklearn 8x8, the MNIST stand-in), mnist (real "
+                  "28x28, extra mnist) or HAR.", **_d)
 flags.DEFINE_string("data_dir", None, "For wear/wetlab: the folder with raw/ and annotations/.", **_d)
 flags.DEFINE_float("synthetic_scale", 1.0, "Length multiplier for synthetic HAR datasets (> 0).", **_d)
-flags.DEFINE_enum("model", None, list(models.names()), "Model (default: mlp for digits, deepconvlstm for HAR).", **_d)
+flags.DEFINE_enum("model", None, list(models.names()), "Model (default: mlp for digits and mnist, deepconvlstm for HAR).",
+                  **_d)
 flags.DEFINE_float("dropout", None, "Dropout rate of the model in [0, 1) (default: the model's own, 0.5; 0 removes "
                    "it).", **_d)
 flags.DEFINE_integer("num_participants", 100, "N_p.", **_d)
@@ -89,7 +92,7 @@ def validate_flags() -> None:
 
 def base_config() -> EV.EavesdropConfig:
   validate_flags()
-  model = FLAGS.model or ("mlp" if FLAGS.dataset == "digits" else "deepconvlstm")
+  model = FLAGS.model or ("mlp" if FLAGS.dataset in IMAGE_DATASETS else "deepconvlstm")
   models.require(model, "eavesdrop")
   lo_hi = cli.int_list(FLAGS, "main_labels", unique=False)
   cli.check(FLAGS, "main_labels", len(lo_hi) == 2 and 1 <= lo_hi[0] <= lo_hi[1], "two integers 1 <= lo <= hi")

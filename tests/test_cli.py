@@ -61,6 +61,7 @@ BAD = [
     (EX, ["--experiment=sweep", "--sweep=epochs", "--sweep_values=0,2"], "positive integers"),
     (EX, ["--experiment=sweep", "--sweep=fraction", "--sweep_values=0.5,2"], "in (0, 1]"),
     (EX, ["--experiment=whole", "--wd_factors=1"], "--wd_factors"),
+    (EX, ["--dataset=mnist", "--model=tinyhar"], "reads HAR windows [T, channels]; for the image dataset 'mnist'"),
 ]
 
 

@@ -49,6 +49,9 @@ class EavesdropConfig:
       raise ValueError(f"fraction P must be in (0, 1], got {self.fraction}.")
     if not 0.0 <= self.compression < 1.0:
       raise ValueError(f"compression must be in [0, 1), got {self.compression}.")
+    if self.dataset in ("digits", "mnist") and self.model in ("deepconvlstm", "tinyhar"):
+      raise ValueError(f"model {self.model!r} reads HAR windows [T, channels]; for the image dataset "
+                       f"{self.dataset!r} use mlp or cnn.")
 
   @property
   def num_selected(self) -> int:
