@@ -212,7 +212,7 @@ def _har_run(folder, name, manifest, out: Results) -> None:
     a = attacks.setdefault(row["attack"], {"clients": {m: [] for m in METRICS}, "subjects": []})
     a["subjects"].append(int(row["subject"]))
     for m in METRICS:
-      a["clients"][m].append(_float(row[m], clients, folder))
+      a["clients"][m].append(_float(row[m], folder))
   attacks = {n: attacks[n] for n in attack_order(attacks)}
   for attack, a in attacks.items():
     a["summary"] = {m: _mean_std(a["clients"][m]) for m in METRICS}
@@ -220,7 +220,7 @@ def _har_run(folder, name, manifest, out: Results) -> None:
   out.har.append(HarResult(name, settings, class_names, attacks))
 
 
-def _float(text: str, _rows, folder) -> float:
+def _float(text: str, folder: str) -> float:
   try:
     return float(text)
   except ValueError:
@@ -267,8 +267,8 @@ def _eavesdrop_run(folder, name, manifest, out: Results) -> None:
   if len(overall) != 1:
     raise storage.StorageError(f"{folder}/summary.csv: no 'all' row; rerun the command that wrote it.")
   out.eavesdrop.append(EavesdropResult(
-      name, _eavesdrop_settings(manifest["config"]), {k: _float(overall[0][k], rows, folder) for k in keys},
-      {k: [_float(r[k], rows, folder) for r in labels] for k in keys}, float(manifest.get("alpha_pct", math.nan))))
+      name, _eavesdrop_settings(manifest["config"]), {k: _float(overall[0][k], folder) for k in keys},
+      {k: [_float(r[k], folder) for r in labels] for k in keys}, float(manifest.get("alpha_pct", math.nan))))
 
 
 def _whole_run(folder, name, manifest, out: Results) -> None:
@@ -279,7 +279,7 @@ def _whole_run(folder, name, manifest, out: Results) -> None:
   trials = storage.read_csv(os.path.join(folder, "trials.csv"), ("trial", "stage", "round", "groups", "predicted"),
                             "Whole Determination trials")
   num = ("accuracy_threshold", "success", "success_known_k", "success_two_level", "mean_round")
-  stages = [{k: (_float(v, stages, folder) if k in num else (int(v) if k in ("trials", "reached") else v))
+  stages = [{k: (_float(v, folder) if k in num else (int(v) if k in ("trials", "reached") else v))
              for k, v in r.items()} for r in stages]
   trials = [{"trial": int(t["trial"]), "stage": float(t["stage"]), "round": int(t["round"]),
              "groups": [int(x) for x in t["groups"].split()], "predicted": [int(x) for x in t["predicted"].split()],
