@@ -248,3 +248,11 @@ def test_per_step_ldp_of_a_multi_step_run_composes_over_its_steps(tmp_path):
   (row,) = T.ldp_table(results, T.Accountant(rounds=3)).rows
   assert row[3] == 15 and row[5] == accounting.gaussian_epsilon(0.2, 1.0, releases=15).value
   assert row[4] == accounting.gaussian_epsilon(0.2, 1.0).value
+
+
+def test_a_damaged_study_record_is_counted_missing_and_said_on_the_page(tmp_path):
+  (tmp_path / "records").mkdir()
+  (tmp_path / "records" / "abc.json").write_text("{damaged")
+  results = R.load(str(tmp_path))
+  assert results.kind == "study" and results.missing == 1 and results.empty
+  assert "1 task(s) of the study have no record yet" in R.build(results).files["index.html"]

@@ -133,7 +133,7 @@ def _load_study(root: str) -> Results:
   out = Results(origin=root, kind="study", har=[], eavesdrop=[], whole=[], configs={})
   folder = os.path.join(root, "records")
   stored = sorted(f[:-5] for f in os.listdir(folder) if f.endswith(".json")) if os.path.isdir(folder) else []
-  keys, expected = stored, len(stored)
+  keys = stored
   if os.path.isfile(os.path.join(root, "study.json")):
     study_json = store.read_study()
     out.configs[root] = study_json
@@ -142,12 +142,11 @@ def _load_study(root: str) -> Results:
     except (KeyError, TypeError, ValueError) as e:
       raise storage.StorageError(f"{root}/study.json does not describe a study this jaxleak can read ({e}).") from None
     keys = plan_keys + sorted(set(stored) - set(plan_keys))          # records of earlier configs come last
-    expected = len(plan_keys)
   for key in keys:
     try:
       rec = store.read(key)
     except (FileNotFoundError, storage.StorageError):
-      out.missing += key in stored or key in keys[:expected]
+      out.missing += 1                            # a planned task not run yet, or a damaged record
       continue
     task = Task(key, rec["kind"], rec["config"], rec.get("group", ""))
     res, row, c = rec["results"], task_row(task), task.config
