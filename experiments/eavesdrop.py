@@ -66,6 +66,8 @@ flags.DEFINE_integer("wd_total", 2000, "Whole Determination: Q, examples of a mo
 flags.DEFINE_list("wd_factors", ["1", "0.25", "0.2"], "Whole Determination: group sizes relative to Q.", **_d)
 flags.DEFINE_integer("wd_max_rounds", 400, "Whole Determination: give up on a stage after this many rounds.", **_d)
 flags.DEFINE_integer("wd_window", 5, "Whole Determination: rounds of ratios per label vector.", **_d)
+flags.DEFINE_bool("attacker_participates", False, "The attacker is participant 0: selected like any other, it "
+                  "then removes its own update before attacking (the paper, sec. III-A); reports both ways.", **_d)
 flags.DEFINE_integer("seed", 0, "Seed (allocation, selection, initialisation, dropout).", **_d)
 flags.DEFINE_integer("replicates", 1, "Independent federations per setting (seeds seed..seed+R-1 for allocation, "
                      "model, selections; one shared pool split), trained together: one vmapped computation per "
@@ -86,6 +88,8 @@ def validate_flags() -> None:
   cli.finite(FLAGS, "abort_std", 0.0, lo_open=True)
   cli.finite(FLAGS, "ratio_threshold", 0.0, lo_open=True)
   cli.finite(FLAGS, "sniff_margin", 0.0)
+  cli.check(FLAGS, "attacker_participates", not (FLAGS.attacker_participates and FLAGS.replicates > 1),
+            "false with --replicates > 1 (not implemented for replicated runs yet; run one seed at a time)")
   if FLAGS.dropout is not None:
     cli.finite(FLAGS, "dropout", 0.0, 1.0, hi_open=True)
 
@@ -102,7 +106,7 @@ def base_config() -> EV.EavesdropConfig:
       local=LocalEpochs(FLAGS.local_epochs, FLAGS.local_batch_size, FLAGS.local_lr), main_labels=tuple(lo_hi),
       samples_per_label=FLAGS.samples_per_label, other_samples=FLAGS.other_samples, compression=FLAGS.compression,
       dropout=FLAGS.dropout, sniff_margin=FLAGS.sniff_margin, ratio_threshold=FLAGS.ratio_threshold,
-      abort_std=FLAGS.abort_std, seed=FLAGS.seed)
+      abort_std=FLAGS.abort_std, attacker_participates=FLAGS.attacker_participates, seed=FLAGS.seed)
 
 
 def run_one(cfg: EV.EavesdropConfig, name: str, pools=None) -> dict:

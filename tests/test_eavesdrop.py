@@ -453,3 +453,52 @@ def test_replicated_federations_equal_separate_runs(tmp_path):
   EV.run_rounds_replicated(EV.setup_replicates(dataclasses.replace(SMALL, rounds=1), 2), checkpoint_path=path)
   resumed = EV.run_rounds_replicated(feds, checkpoint_path=path)
   np.testing.assert_allclose(resumed[1].qi_estimate, together[1].qi_estimate, rtol=1e-5)
+
+
+def test_attacker_removing_its_own_upload_leaves_the_mean_of_the_others():
+  from jaxleak.federated.rounds import client_head_update, remove_own_update
+  model, variables = _mlp_setup(dropout=0.5)
+  pool = toy_pool()
+  alloc = D.allocate_main_labels(pool, 6, main_labels=(1, 3), samples_per_label=9, other_samples=2, seed=0)
+  local = LocalEpochs(epochs=2, batch_size=8, lr=0.05)
+  selected = np.array([0, 2, 5])                               # participant 0, the attacker, among them
+  keys = jax.random.split(jax.random.key(7), 3)
+  px, py = jnp.asarray(pool.x), jnp.asarray(pool.y)
+  _, mean_update = fedavg_round(model, variables, px, py, jnp.asarray(alloc.index[selected]),
+                                jnp.asarray(alloc.mask[selected]), keys, local=local)
+  own = client_head_update(model, variables, px, py, jnp.asarray(alloc.index[0]), jnp.asarray(alloc.mask[0]),
+                           keys[0], local=local)
+  others, k = remove_own_update(mean_update["params"]["head"]["kernel"], own, 3)
+  train = jax.jit(local_train_fn(model, local))
+  expected = sum(train(variables, px[alloc.index[p]], py[alloc.index[p]], jnp.asarray(alloc.mask[p]), kk)
+                 ["params"]["head"]["kernel"] - variables["params"]["head"]["kernel"]
+                 for p, kk in zip(selected[1:], keys[1:])) / 2
+  assert k == 2
+  np.testing.assert_allclose(others, expected, atol=1e-6)
+  zero, one = remove_own_update(own, own, 1)                   # selected alone: nobody else trained
+  assert one == 1 and not np.any(np.asarray(zero))
+
+
+def test_attacker_as_a_participant_reports_both_ways(tmp_path):
+  cfg = dataclasses.replace(SMALL, fraction=0.5, rounds=3, attacker_participates=True)
+  fed = EV.setup(cfg)
+  res = EV.run_rounds(fed)
+  chosen = []
+  for t in range(cfg.rounds):
+    selected, _ = EV.round_randomness(cfg.seed, t, 12, 0.5)
+    others = selected[selected != 0]
+    chosen.append(others.size < selected.size)
+    np.testing.assert_array_equal(res.owners[t], fed.allocation.owners[others].sum(0))   # truth: the others
+    if not chosen[-1]:                                         # not selected: nothing to remove
+      np.testing.assert_array_equal(res.sniff_present[t], res.sniff_present_no_removal[t])
+  np.testing.assert_array_equal(res.attacker_selected, chosen)
+  assert any(chosen) and not all(chosen)
+  s = EV.summarize_rounds(res, cfg)
+  assert s["attacker"]["rounds_selected"] == sum(chosen)
+  assert {"sniff_removed", "sniff_not_removed", "qi_alpha1_removed", "qi_alpha1_not_removed"} <= set(s["attacker"])
+  EV.write_rounds(res, cfg, str(tmp_path / "out"))
+  header = (tmp_path / "out" / "rounds.csv").read_text().splitlines()[0]
+  assert header.endswith("attacker_selected,sniff_present_no_removal,qi_estimate_no_removal,qi_aborted_no_removal")
+  assert "with its own update removed" in EV.per_label_table(s, cfg)
+  with pytest.raises(ValueError, match="replicated"):
+    EV.run_rounds_replicated(EV.setup_replicates(cfg, 2))

@@ -4,7 +4,7 @@
   def ebi(grads, num_samples): ...
 
 An attack's keyword-only parameters that are fields of `AttackContext` (key, star_params, head, local_batch_size,
-local_steps, confidence) are what it takes from the context; `run` passes exactly those, so every attack is
+local_steps, confidence, rlu_basis) are what it takes from the context; `run` passes exactly those, so every attack is
 called with one signature:
 
   >>> import jax.numpy as jnp
@@ -37,6 +37,7 @@ class AttackContext:
     local_batch_size: B, samples per local step behind the update (None: single step, B = N).
     local_steps: S, local steps behind the update (1 for FedSGD).
     confidence: assumed mean confidence of the correct class (LLBG's gamma; 0 for untrained models).
+    rlu_basis: RLUBasis, the expected per-label head gradients at the attacked model (RLU).
   """
   key: Optional[jax.Array] = None
   star_params: Any = None
@@ -44,13 +45,15 @@ class AttackContext:
   local_batch_size: Optional[int] = None
   local_steps: Optional[int] = None
   confidence: Optional[float] = None
+  rlu_basis: Any = None
 
 
 CONTEXT_FIELDS = tuple(f.name for f in dataclasses.fields(AttackContext))
 
 _HOW_TO = {"key": "pass a jax.random.key (fold in the update's id so results do not depend on chunking).",
            "star_params": "estimate them with estimate_llg_star_params(..., method={method!r}).",
-           "head": "pass the head's LastLayerParams at the attacked model."}
+           "head": "pass the head's LastLayerParams at the attacked model.",
+           "rlu_basis": "estimate it with jaxleak.federated.rlu.simulate_rlu_basis (or attacks.rlu_basis_from_features)."}
 
 
 @dataclasses.dataclass(frozen=True)

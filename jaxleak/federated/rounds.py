@@ -126,6 +126,27 @@ def fedavg_round(model: nn.Module, variables: dict, pool_x: jax.Array, pool_y: j
 
 
 @functools.partial(jax.jit, static_argnames=("model", "local", "compression_ratio"))
+def client_head_update(model: nn.Module, variables: dict, pool_x: jax.Array, pool_y: jax.Array, index: jax.Array,
+                       mask: jax.Array, key: jax.Array, *, local: LocalEpochs,
+                       compression_ratio: float = 0.0) -> jax.Array:
+  """One participant's uploaded head-kernel update f32[D, C] (index i32[M], mask bool[M] into the pool, its key):
+  what a participant that is also the attacker knows of its own contribution to `fedavg_round` (the same
+  training and compression; equal to its share up to float round-off of the vmapped computation)."""
+  trained = local_train_fn(model, local)(variables, pool_x[index], pool_y[index], mask, key)
+  update = jax.tree.map(lambda new, old: new - old, trained, variables)
+  return compress_update(update, compression_ratio)["params"]["head"]["kernel"]
+
+
+def remove_own_update(mean_update: jax.Array, own_update: jax.Array, num_selected: int):
+  """(the mean update of the other K - 1 selected participants, K - 1): K * mean - own, over K - 1. With K = 1
+  nobody else trained: a zero update, and 1 as the count (so that the attacks see 'no client')."""
+  others = num_selected - 1
+  if others == 0:
+    return jnp.zeros_like(mean_update), 1
+  return (num_selected * mean_update - own_update) / others, others
+
+
+@functools.partial(jax.jit, static_argnames=("model", "local", "compression_ratio"))
 def fedavg_round_replicated(model: nn.Module, variables: dict, pool_x: jax.Array, pool_y: jax.Array,
                             index: jax.Array, mask: jax.Array, keys: jax.Array, *, local: LocalEpochs,
                             compression_ratio: float = 0.0):

@@ -40,6 +40,7 @@ class EavesdropConfig:
   sniff_margin: float = 0.5
   ratio_threshold: float = 0.5                    # Th_R
   abort_std: float = 0.25                         # abort when std(x_i) > abort_std * K
+  attacker_participates: bool = False             # participant 0 is the attacker (selected like any other)
   seed: int = 0
 
   def __post_init__(self):

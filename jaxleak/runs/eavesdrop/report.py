@@ -7,7 +7,7 @@ import numpy as np
 
 from jaxleak import metrics, storage
 from jaxleak.runs.eavesdrop.config import WD_STAGE_NAMES, EavesdropConfig, WholeDeterminationConfig
-from jaxleak.runs.eavesdrop.rounds import ROUND_COLUMNS, RoundsResult
+from jaxleak.runs.eavesdrop.rounds import ATTACKER_COLUMNS, ROUND_COLUMNS, RoundsResult
 from jaxleak.runs.eavesdrop.whole_determination import WholeDeterminationTrial
 from jaxleak.runs.tables import format_table
 
@@ -43,16 +43,44 @@ def summarize_rounds(res: RoundsResult, cfg: EavesdropConfig) -> dict:
     )
   out["alpha_pct"] = alpha_pct
   out["seconds_per_round"] = res.seconds_per_round
+  if res.attacker_selected is not None:
+    out["attacker"] = attacker_summary(res)
   return out
+
+
+def attacker_summary(res: RoundsResult) -> dict:
+  """With the attacker as a participant: over the rounds it was selected, both attacks with its own update
+  removed (as the paper says it must) and without (the raw aggregate, K clients assumed); truth is the other
+  selected participants. Fractions; NaN where no round qualifies."""
+  sel = np.asarray(res.attacker_selected, bool)[:, None] & np.ones_like(res.owners, bool)
+  owned = res.owners > 0
+
+  def sniff(present):
+    ok = np.asarray(metrics.sniffing_correct(present, res.owners)) & sel
+    return float(ok.sum() / sel.sum()) if sel.any() else float("nan")
+
+  def qi(estimate, aborted):
+    att = sel & owned & ~aborted
+    ok = np.asarray(metrics.quantity_success(estimate, res.owners, 1.0)) & att
+    return float(ok.sum() / att.sum()) if att.any() else float("nan")
+
+  return dict(rounds_selected=int(np.sum(res.attacker_selected)), rounds=int(len(res.attacker_selected)),
+              sniff_removed=sniff(res.sniff_present), sniff_not_removed=sniff(res.sniff_present_no_removal),
+              qi_alpha1_removed=qi(res.qi_estimate, res.qi_aborted),
+              qi_alpha1_not_removed=qi(res.qi_estimate_no_removal, res.qi_aborted_no_removal))
 
 
 def round_rows(res: RoundsResult):
   r, c = res.owners.shape
   for t in range(r):
     for label in range(c):
-      yield (t, label, int(res.owners[t, label]), int(res.holders[t, label]), f"{res.sniff_score[t, label]:.4f}",
+      row = (t, label, int(res.owners[t, label]), int(res.holders[t, label]), f"{res.sniff_score[t, label]:.4f}",
              int(res.sniff_present[t, label]), f"{res.qi_estimate[t, label]:.4f}", f"{res.qi_std[t, label]:.4f}",
              int(res.qi_num_weights[t, label]), int(res.qi_aborted[t, label]))
+      if res.attacker_selected is not None:
+        row += (int(res.attacker_selected[t]), int(res.sniff_present_no_removal[t, label]),
+                f"{res.qi_estimate_no_removal[t, label]:.4f}", int(res.qi_aborted_no_removal[t, label]))
+      yield row
 
 
 def summarize_whole_determination(trials: list[WholeDeterminationTrial]) -> list[dict]:
@@ -81,11 +109,13 @@ def rounds_files(res: RoundsResult, cfg: EavesdropConfig, extra: dict | None = N
   rows = [[label] + [f"{float(s['per_label'][k][label]):.4f}" for k in keys]
           for label in range(res.owners.shape[1])]
   rows.append(["all"] + [f"{float(s['overall'][k]):.4f}" for k in keys])
-  files = {"rounds.csv": storage.csv_text(ROUND_COLUMNS, round_rows(res)),
+  columns = ROUND_COLUMNS + (ATTACKER_COLUMNS if res.attacker_selected is not None else ())
+  files = {"rounds.csv": storage.csv_text(columns, round_rows(res)),
            "summary.csv": storage.csv_text(("label",) + keys, rows),
            "manifest.json": storage.json_text({
                "experiment": "eavesdrop_rounds", "config": dataclasses.asdict(cfg), "alpha_pct": s["alpha_pct"],
-               "seconds_per_round": s["seconds_per_round"], "environment": storage.provenance(), **(extra or {})})}
+               "seconds_per_round": s["seconds_per_round"], "environment": storage.provenance(),
+               **({"attacker": s["attacker"]} if "attacker" in s else {}), **(extra or {})})}
   return files, s
 
 
@@ -108,7 +138,13 @@ def per_label_table(s: dict, cfg: EavesdropConfig) -> str:
   title = (f"{cfg.dataset} | {cfg.model} | N_p={cfg.num_participants} P={cfg.fraction} | L_bs={cfg.local.batch_size}"
            f" L_ep={cfg.local.epochs} L_lr={cfg.local.lr} | CR={cfg.compression} | {cfg.rounds} rounds | "
            f"success rate (%) per label")
-  return format_table(rows, ["metric"] + [str(i) for i in range(c)] + ["all"], title)
+  table = format_table(rows, ["metric"] + [str(i) for i in range(c)] + ["all"], title)
+  if "attacker" in s:
+    a = s["attacker"]
+    table += (f"\nattacker selected in {a['rounds_selected']}/{a['rounds']} rounds; there: Class Sniffing "
+              f"{_f(a['sniff_removed'])} % with its own update removed, {_f(a['sniff_not_removed'])} % without; "
+              f"QI a=1 {_f(a['qi_alpha1_removed'])} % / {_f(a['qi_alpha1_not_removed'])} %")
+  return table
 
 
 def sweep_table(points: list[tuple[str, float, dict]], title: str) -> str:

@@ -13,7 +13,8 @@ import numpy as np
 
 from jaxleak import storage
 from jaxleak.attacks import eavesdrop as E
-from jaxleak.federated.rounds import fedavg_round_replicated, per_label_updates_replicated
+from jaxleak.federated.rounds import (client_head_update, fedavg_round_replicated, per_label_updates_replicated,
+                                     remove_own_update)
 from jaxleak.runs.eavesdrop.config import EavesdropConfig
 from jaxleak.runs.eavesdrop.federation import Federation, play_round, round_inputs
 
@@ -34,8 +35,16 @@ ROUND_COLUMNS = ("round", "label", "owners", "holders", "sniff_score", "sniff_pr
                  "qi_num_weights", "qi_aborted")
 
 
+#: Extra columns when the attacker is a participant (config.attacker_participates): whether it was selected, and
+#: both attacks on the aggregate *without* removing its own update (the main columns are with removal).
+ATTACKER_COLUMNS = ("attacker_selected", "sniff_present_no_removal", "qi_estimate_no_removal",
+                    "qi_aborted_no_removal")
+
+
 class RoundsResult(NamedTuple):
-  """Per (round, label) arrays [R, C] (see ROUND_COLUMNS) and the final global variables."""
+  """Per (round, label) arrays [R, C] (see ROUND_COLUMNS) and the final global variables. With the attacker as a
+  participant, `owners`/`holders` count the OTHER selected participants (what the attacker wants to learn) and
+  the ATTACKER_COLUMNS are set (attacker_selected bool [R], the rest [R, C]); otherwise they are None."""
   owners: np.ndarray
   holders: np.ndarray
   sniff_score: np.ndarray
@@ -46,6 +55,13 @@ class RoundsResult(NamedTuple):
   qi_aborted: np.ndarray
   variables: dict
   seconds_per_round: float
+  attacker_selected: np.ndarray | None = None
+  sniff_present_no_removal: np.ndarray | None = None
+  qi_estimate_no_removal: np.ndarray | None = None
+  qi_aborted_no_removal: np.ndarray | None = None
+
+
+ATTACKER = 0        # the participant the attacker controls, when config.attacker_participates
 
 
 def run_rounds(fed: Federation, *, checkpoint_path: str | None = None,
@@ -61,10 +77,31 @@ def run_rounds(fed: Federation, *, checkpoint_path: str | None = None,
   def step(variables, t):
     variables_next, update, label_updates, selected = play_round(fed, variables, t)
     _check_finite(t, cfg, update, label_updates)
-    sniff, qi = attack_round_jit(update, label_updates, k, nl, cfg.sniff_margin, cfg.ratio_threshold, cfg.abort_std)
-    rec = dict(owners=fed.allocation.owners[selected].sum(0), holders=(fed.allocation.counts[selected] > 0).sum(0),
+    attack = lambda u, kk: attack_round_jit(u, label_updates, kk, nl, cfg.sniff_margin, cfg.ratio_threshold,
+                                            cfg.abort_std)
+    others = selected
+    if not cfg.attacker_participates:
+      sniff, qi = attack(update, k)
+    else:
+      others = selected[selected != ATTACKER]
+      chosen = others.size < selected.size
+      sniff_raw, qi_raw = attack(update, k)
+      if chosen:                       # the attacker trained too: it removes its own upload, then attacks
+        r = round_inputs(fed, t)
+        pos = int(np.flatnonzero(r.selected == ATTACKER)[0])
+        own = client_head_update(fed.model, variables, fed.pool_x, fed.pool_y, jnp.asarray(r.index[pos]),
+                                 jnp.asarray(r.mask[pos]), r.client_keys[pos], local=cfg.local,
+                                 compression_ratio=cfg.compression)
+        update_others, k_others = remove_own_update(update, own, selected.size)
+        sniff, qi = attack(update_others, float(k_others))
+      else:
+        sniff, qi = sniff_raw, qi_raw
+    rec = dict(owners=fed.allocation.owners[others].sum(0), holders=(fed.allocation.counts[others] > 0).sum(0),
                sniff_score=sniff.score, sniff_present=sniff.present, qi_estimate=qi.estimate, qi_std=qi.std,
                qi_num_weights=qi.num_weights, qi_aborted=qi.aborted)
+    if cfg.attacker_participates:
+      rec.update(attacker_selected=np.asarray(chosen), sniff_present_no_removal=sniff_raw.present,
+                 qi_estimate_no_removal=qi_raw.estimate, qi_aborted_no_removal=qi_raw.aborted)
     return variables_next, rec
 
   variables, records, per_round = _play(step, fed.variables, cfg, checkpoint_path, 0, progress)
@@ -128,6 +165,9 @@ def run_rounds_replicated(feds: list[Federation], *, checkpoint_path: str | None
   the same records as `run_rounds` on feds[r] alone (tested). Checkpoints and resumes like `run_rounds`."""
   cfg = feds[0].config
   r_count = len(feds)
+  if cfg.attacker_participates:
+    raise ValueError("attacker_participates is not implemented for replicated runs yet; run the replicates one "
+                     "at a time (--replicates=1, one --seed each).")
   if any(dataclasses.replace(f.config, seed=cfg.seed) != cfg for f in feds):
     raise ValueError("replicated federations must share every setting but the seed.")
   model = feds[0].model
@@ -167,6 +207,8 @@ def run_rounds_replicated(feds: list[Federation], *, checkpoint_path: str | None
 def pool_results(results_list: list[RoundsResult]) -> RoundsResult:
   """Replicates' rounds one after another (rates over all of them); seconds_per_round of the joint run."""
   arrays = {name: np.concatenate([getattr(r, name) for r in results_list]) for name in ROUND_COLUMNS[2:]}
+  if results_list[0].attacker_selected is not None:
+    arrays.update({name: np.concatenate([getattr(r, name) for r in results_list]) for name in ATTACKER_COLUMNS})
   return RoundsResult(**arrays, variables=results_list[0].variables,
                       seconds_per_round=results_list[0].seconds_per_round)
 

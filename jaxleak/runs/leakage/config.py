@@ -41,6 +41,8 @@ class LeakageConfig:
   local: Optional[LocalSteps] = None
   checkpoint_dir: Optional[str] = None               # trained LOSO models (train_models.py); None = untrained
   shard: bool = True                                 # spread each call's updates over all local devices
+  rlu_aux_per_class: int = 32                        # RLU: the attacker's auxiliary windows per class
+  rlu_simulations: int = 4                           # RLU: Monte Carlo draws of the simulated local training
 
   def validate(self) -> None:
     """Raises ValueError naming the field, the value and what is allowed. Cheap: no data is read."""
@@ -55,7 +57,7 @@ class LeakageConfig:
     models.require(self.model, "leakage")
     if self.grad_method not in METHODS:
       raise ValueError(f"grad_method: unknown {self.grad_method!r}; valid: {', '.join(METHODS)}.")
-    for name in ("num_samples", "chunk_size", "batches_per_call"):
+    for name in ("num_samples", "chunk_size", "batches_per_call", "rlu_aux_per_class", "rlu_simulations"):
       value = getattr(self, name)
       if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
         raise ValueError(f"{name} must be a positive integer, got {value!r}.")

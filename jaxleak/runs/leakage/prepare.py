@@ -16,7 +16,7 @@ from jaxleak.runs import fold_training
 from jaxleak.runs.leakage.config import LeakageConfig
 
 # Purposes folded into the run key: results do not depend on chunking or on which other clients are in the run.
-INIT, SAMPLER, DROPOUT, ATTACK, LLG_STAR = range(5)
+INIT, SAMPLER, DROPOUT, ATTACK, LLG_STAR, RLU = range(6)
 
 
 def log(progress: Optional[Callable[[str], None]], msg: str) -> None:
@@ -58,6 +58,7 @@ class Prepared:
   dropout_keys: jax.Array
   timings: dict
   mesh: Optional[jax.sharding.Mesh] = None            # 1-D mesh ('batch',) when sharding over several devices
+  fold_subjects: Optional[tuple[int, ...]] = None     # the subject each trained fold (model) holds out
 
   @property
   def subject_of_batch(self) -> np.ndarray:
@@ -80,7 +81,7 @@ def prepare(cfg: LeakageConfig, dataset: Optional[D.HarDataset], variables: Opti
   log(progress, f"{dataset.name}: {clients.num_clients} clients, {len(clients.labels):,} windows, "
                 f"{len(indices)} updates of N={cfg.num_samples} ({cfg.sampling})")
   model = models.build(cfg.model, dataset.num_classes, head_bias=cfg.head_bias)
-  fold_of_batch = None
+  fold_of_batch = held = None
   if cfg.checkpoint_dir is not None:
     if variables is not None:
       raise ValueError("give either variables or cfg.checkpoint_dir, not both.")
@@ -105,4 +106,5 @@ def prepare(cfg: LeakageConfig, dataset: Optional[D.HarDataset], variables: Opti
                                axis_types=(jax.sharding.AxisType.Auto,))
     log(progress, f"sharding updates over {jax.local_device_count()} devices")
   return Prepared(dataset, clients, indices, batch_client, batch_index, model, variables, fold_of_batch, key,
-                  dropout_keys, {"data_s": time.perf_counter() - t0}, mesh)
+                  dropout_keys, {"data_s": time.perf_counter() - t0}, mesh,
+                  None if held is None else tuple(int(s) for s in held))

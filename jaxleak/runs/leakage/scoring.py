@@ -17,7 +17,8 @@ from jaxleak import attacks as A
 from jaxleak import metrics as M
 from jaxleak import models
 from jaxleak.runs.leakage.config import LeakageConfig
-from jaxleak.runs.leakage.prepare import ATTACK, LLG_STAR, Prepared, batch_keys
+from jaxleak.federated.rlu import simulate_rlu_basis
+from jaxleak.runs.leakage.prepare import ATTACK, LLG_STAR, RLU, Prepared, batch_keys
 from jaxleak.types import LastLayerGrads
 
 
@@ -53,9 +54,9 @@ def _vmapped_attack(name: str, num_samples: int, local_batch_size: Optional[int]
   """One jitted, vmapped caller per (attack, N, B, S): repeated runs reuse its compilations."""
   salt = zlib.crc32(name.encode())
 
-  def one(g, key, star_params, head):
+  def one(g, key, star_params, head, rlu_basis):
     ctx = A.AttackContext(key=jax.random.fold_in(key, salt), star_params=star_params, head=head,
-                          local_batch_size=local_batch_size, local_steps=local_steps)
+                          local_batch_size=local_batch_size, local_steps=local_steps, rlu_basis=rlu_basis)
     return A.run(name, g, num_samples, ctx)
 
   return jax.jit(jax.vmap(one))
@@ -73,18 +74,20 @@ def _llg_star_estimator(model, input_shape: tuple[int, ...], num_samples: int, m
 
 
 def run_attacks(grads: LastLayerGrads, num_samples: int, names: Sequence[str], *, keys: jax.Array,
-                star_params: dict, head, local_batch_size: Optional[int] = None, local_steps: int = 1) -> dict:
+                star_params: dict, head, local_batch_size: Optional[int] = None, local_steps: int = 1,
+                rlu_basis: Optional[A.RLUBasis] = None) -> dict:
   """Every attack vmapped over all gradients; returns {name: i32[K, C]}.
 
   `head` (LastLayerParams) and the values of `star_params` ({method: LLGStarParams}) carry a leading K axis: the
   attacked model of each update (the same for every update of an untrained run, the client's fold when trained).
-  B and S describe multi-step updates (attacks such as llbg_original use them).
+  B and S describe multi-step updates (attacks such as llbg_original use them). `rlu_basis` (leading K axis)
+  is RLU's, from `rlu_bases`.
   """
   preds = {}
   for name in names:
     star = star_params.get(A.info(name).star_method)
     f = _vmapped_attack(name, num_samples, local_batch_size, local_steps)
-    preds[name] = np.asarray(f(grads, keys, star, head))
+    preds[name] = np.asarray(f(grads, keys, star, head, rlu_basis if name == "rlu" else None))
   return preds
 
 
@@ -109,6 +112,49 @@ def attack_inputs(prep: Prepared, cfg: LeakageConfig):
     star_params = {m: per_batch(jax.lax.map(lambda v, m=m: estimate(v, m), prep.variables)) for m in methods}
   attack_keys = batch_keys(jax.random.fold_in(key, ATTACK), prep.subject_of_batch, prep.batch_index)
   return attack_keys, star_params, head
+
+
+def rlu_auxiliary(clients, per_class: int, key: jax.Array, exclude_subject: Optional[int] = None) -> np.ndarray:
+  """RLU's auxiliary data f32[C, per_class, T, ch]: windows of each class drawn at random (with replacement) from
+  the run's clients, leaving out `exclude_subject` (a trained fold's held-out subject, so the attacker's data are
+  the fold's training subjects). Raises naming a class no remaining window has."""
+  rng = np.random.default_rng(np.asarray(jax.random.key_data(key)).ravel())
+  owner = np.repeat(np.asarray(clients.subject_ids), np.diff(clients.offsets))
+  keep = owner != exclude_subject if exclude_subject is not None else np.ones(len(owner), bool)
+  if not keep.any():
+    keep[:] = True
+  rows = []
+  for c in range(clients.num_classes):
+    pool = np.flatnonzero(keep & (clients.labels == c))
+    if pool.size == 0:
+      raise ValueError(f"rlu: no window of class {c} among the run's clients"
+                       f"{'' if exclude_subject is None else f' other than subject {exclude_subject}'}; RLU needs "
+                       "auxiliary windows of every class: attack more clients (--clients / --num_clients), or drop "
+                       "rlu from --attacks.")
+    rows.append(rng.choice(pool, per_class, replace=True))
+  return clients.windows[np.stack(rows)]
+
+
+def rlu_bases(prep: Prepared, cfg: LeakageConfig) -> A.RLUBasis:
+  """RLU's basis for every update (leading K axis): estimated once per attacked model (the shared global model,
+  or each trained fold with auxiliary windows of its training subjects) by `federated.rlu.simulate_rlu_basis`."""
+  local = cfg.local
+  key = jax.random.fold_in(prep.key, RLU)
+  minmax_batch = (cfg.num_samples if local is None else local.batch_size) if cfg.minmax else None
+  estimate = lambda v, aux: simulate_rlu_basis(prep.model, v, jnp.asarray(aux), key, local=local,
+                                               num_simulations=cfg.rlu_simulations, minmax_batch=minmax_batch)
+  k = len(prep.indices)
+  if prep.fold_of_batch is None:
+    basis = estimate(prep.variables, rlu_auxiliary(prep.clients, cfg.rlu_aux_per_class, key))
+    return jax.tree.map(lambda a: jnp.broadcast_to(a, (k,) + a.shape), basis)
+  used = np.unique(prep.fold_of_batch)                 # only the folds this run attacks
+  per_fold = [estimate(jax.tree.map(lambda a, f=f: a[f], prep.variables),
+                       rlu_auxiliary(prep.clients, cfg.rlu_aux_per_class, key,
+                                     exclude_subject=prep.fold_subjects[f]))
+              for f in used]
+  stacked = jax.tree.map(lambda *xs: jnp.stack(xs), *per_fold)
+  position = np.searchsorted(used, prep.fold_of_batch)
+  return jax.tree.map(lambda a: a[jnp.asarray(position)], stacked)
 
 
 #: One compiled metrics program per shape (eagerly, its ~30 small operations compiled one by one, ~1 s per run).
@@ -142,8 +188,9 @@ def attack_and_score(prep: Prepared, cfg: LeakageConfig, grads: LastLayerGrads, 
   t0 = time.perf_counter()
   keys, star_params, head = attack_inputs(prep, cfg)
   b, s = local_hyperparameters(cfg)
+  basis = rlu_bases(prep, cfg) if "rlu" in cfg.attacks else None
   preds = run_attacks(grads, cfg.num_samples, cfg.attacks, keys=keys, star_params=star_params, head=head,
-                      local_batch_size=b, local_steps=s)
+                      local_batch_size=b, local_steps=s, rlu_basis=basis)
   result = score(prep, cfg, preds, true_counts(prep), timings)
   result.timings["attacks_s"] = time.perf_counter() - t0
   return result
