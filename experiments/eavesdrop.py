@@ -49,6 +49,13 @@ flags.DEFINE_integer("rounds", 100, "Rounds to play (each attacked).", **_d)
 flags.DEFINE_integer("local_epochs", 3, "L_ep.", **_d)
 flags.DEFINE_integer("local_batch_size", 64, "L_bs.", **_d)
 flags.DEFINE_float("local_lr", 0.01, "L_lr (plain SGD, > 0).", **_d)
+flags.DEFINE_enum("partition", "main_labels", list(EV.PARTITIONS), "main_labels: the paper's sec. IV-B "
+                  "(--main_labels, --samples_per_label, --other_samples); dirichlet: label proportions ~ "
+                  "Dir(--dirichlet_alpha), --samples_per_participant each.", **_d)
+flags.DEFINE_float("dirichlet_alpha", 0.5, "partition=dirichlet: concentration (> 0; small = few labels each).", **_d)
+flags.DEFINE_integer("samples_per_participant", 256, "partition=dirichlet: examples per participant.", **_d)
+flags.DEFINE_integer("min_owned", 16, "partition=dirichlet: examples of a label that make a participant own it "
+                     "(the attacks' ground truth).", **_d)
 flags.DEFINE_list("main_labels", ["3", "5"], "Range lo,hi of the number of main labels per participant.", **_d)
 flags.DEFINE_integer("samples_per_label", 64, "Examples per main label (and the attacker's per label).", **_d)
 flags.DEFINE_integer("other_samples", 8, "Examples of non-owned labels per participant.", **_d)
@@ -78,12 +85,13 @@ flags.DEFINE_string("output_dir", "results/eavesdrop", "Where to write results."
 def validate_flags() -> None:
   """Every numeric flag in its range, before any data is read."""
   for name in ("num_participants", "rounds", "local_epochs", "local_batch_size", "samples_per_label", "replicates",
-               "wd_trials", "wd_total", "wd_max_rounds", "wd_window"):
+               "wd_trials", "wd_total", "wd_max_rounds", "wd_window", "samples_per_participant", "min_owned"):
     cli.positive_int(FLAGS, name)
   cli.check(FLAGS, "other_samples", FLAGS.other_samples >= 0, "an integer >= 0")
   cli.finite(FLAGS, "synthetic_scale", 0.0, lo_open=True)
   cli.finite(FLAGS, "fraction", 0.0, 1.0, lo_open=True)
   cli.finite(FLAGS, "local_lr", 0.0, lo_open=True)
+  cli.finite(FLAGS, "dirichlet_alpha", 0.0, lo_open=True)
   cli.finite(FLAGS, "compression", 0.0, 1.0, hi_open=True)
   cli.finite(FLAGS, "abort_std", 0.0, lo_open=True)
   cli.finite(FLAGS, "ratio_threshold", 0.0, lo_open=True)
@@ -106,7 +114,9 @@ def base_config() -> EV.EavesdropConfig:
       local=LocalEpochs(FLAGS.local_epochs, FLAGS.local_batch_size, FLAGS.local_lr), main_labels=tuple(lo_hi),
       samples_per_label=FLAGS.samples_per_label, other_samples=FLAGS.other_samples, compression=FLAGS.compression,
       dropout=FLAGS.dropout, sniff_margin=FLAGS.sniff_margin, ratio_threshold=FLAGS.ratio_threshold,
-      abort_std=FLAGS.abort_std, attacker_participates=FLAGS.attacker_participates, seed=FLAGS.seed)
+      abort_std=FLAGS.abort_std, partition=FLAGS.partition, dirichlet_alpha=FLAGS.dirichlet_alpha,
+      samples_per_participant=FLAGS.samples_per_participant, min_owned=FLAGS.min_owned,
+      attacker_participates=FLAGS.attacker_participates, seed=FLAGS.seed)
 
 
 def run_one(cfg: EV.EavesdropConfig, name: str, pools=None) -> dict:

@@ -166,6 +166,34 @@ def test_allocate_main_labels_matches_section_iv_b():
     D.allocate_main_labels(pool, 5, main_labels=(0, 2))
 
 
+def test_allocate_dirichlet_concentration_owners_and_errors():
+  pool = toy_pool()
+  def mean_labels_held(alpha):
+    a = D.allocate_dirichlet(pool, 200, alpha=alpha, samples_per_participant=40, min_owned=4, seed=0)
+    np.testing.assert_array_equal(a.mask.sum(1), 40)
+    np.testing.assert_array_equal(a.owners, a.counts >= 4)
+    for p in range(3):
+      np.testing.assert_array_equal(np.bincount(pool.y[a.index[p, a.mask[p]]], minlength=5), a.counts[p])
+    return (a.counts > 0).sum(1).mean()
+  few, many = mean_labels_held(0.05), mean_labels_held(100.0)
+  assert few < 2.0 and many > 4.9                # Dir(0.05): mostly one or two labels; Dir(100): all five
+  with pytest.raises(ValueError, match="alpha"):
+    D.allocate_dirichlet(pool, 5, alpha=0.0)
+  with pytest.raises(ValueError, match="partition"):
+    EV.EavesdropConfig(partition="iid")
+
+
+def test_dirichlet_federation_gives_the_attacker_the_mean_owned_labels():
+  cfg = dataclasses.replace(SMALL, partition="dirichlet", dirichlet_alpha=0.3, samples_per_participant=48,
+                            min_owned=8, rounds=1)
+  fed = EV.setup(cfg)
+  assert fed.labels_per_client == pytest.approx(fed.allocation.owners.sum(1).mean())
+  assert fed.allocation.mask.sum(1).max() == 48
+  res = EV.run_rounds(fed)
+  selected, _ = EV.round_randomness(cfg.seed, 0, 12, cfg.fraction)
+  np.testing.assert_array_equal(res.owners[0], fed.allocation.owners[selected].sum(0))
+
+
 def test_allocate_label_totals_groups_and_aux():
   pool = toy_pool()
   totals = np.array([100, 25, 20, 100, 25])

@@ -105,10 +105,12 @@ def rlu_solution(grads: LastLayerGrads, num_samples: int, *, rlu_basis: RLUBasis
   scale = jnp.linalg.norm(a, axis=0)
   safe = jnp.where(scale > 0, scale, 1.0)
   an = a / safe
-  kkt = jnp.block([[an.T @ an, (1.0 / safe)[:, None]], [(1.0 / safe)[None, :], jnp.zeros((1, 1), jnp.float32)]])
+  # a label whose basis is all zero (no auxiliary example of it) stays out of the constraint: its count is 0
+  inv = jnp.where(scale > 0, 1.0 / safe, 0.0)
+  kkt = jnp.block([[an.T @ an, inv[:, None]], [inv[None, :], jnp.zeros((1, 1), jnp.float32)]])
   rhs = jnp.concatenate([an.T @ (n * y), jnp.array([float(n)], jnp.float32)])
   z = jnp.linalg.lstsq(kkt, rhs)[0][:c]
-  return z / safe
+  return jnp.where(scale > 0, z / safe, 0.0)
 
 
 def counts_from_solution(x: jax.Array, num_samples: int) -> jax.Array:

@@ -4,7 +4,8 @@ from jaxleak.data.dataset import HarDataset, Recording, WindowedClients
 from jaxleak.data.digits import load_digits
 from jaxleak.data.mnist import load_mnist
 from jaxleak.data.hapt import load_hapt
-from jaxleak.data.label_pools import (Allocation, LabelPool, allocate_label_totals, allocate_main_labels, pad_allocation,
+from jaxleak.data.label_pools import (Allocation, LabelPool, allocate_dirichlet, allocate_label_totals,
+                                      allocate_main_labels, pad_allocation,
                                       aux_per_label, quantity_groups, split_pool)
 from jaxleak.data.samplers import STRATEGIES, sample_client, sample_clients, sample_queries
 from jaxleak.data.synthetic import PRESETS as SYNTHETIC_PRESETS, make_synthetic
@@ -45,7 +46,7 @@ def load_pool(name: str, *, data_dir: str | None = None, scale: float = 1.0, see
   return LabelPool(x=windows.windows, y=windows.labels, num_classes=windows.num_classes, name=name)
 
 
-__all__ = ["Allocation", "LabelPool", "POOL_DATASETS", "allocate_label_totals", "allocate_main_labels",
+__all__ = ["Allocation", "LabelPool", "POOL_DATASETS", "allocate_dirichlet", "allocate_label_totals", "allocate_main_labels",
            "aux_per_label", "load_digits", "load_mnist", "pad_allocation", "load_pool", "quantity_groups", "split_pool", "DATASETS", "DataFormatError", "HarDataset", "Recording", "STRATEGIES", "SYNTHETIC_PRESETS",
            "WindowedClients", "load", "load_hapt", "load_tal", "make_clients", "make_synthetic",
            "sample_client", "sample_clients", "sample_queries", "window_recording", "window_starts"]

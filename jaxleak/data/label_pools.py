@@ -128,6 +128,31 @@ def allocate_main_labels(pool: LabelPool, num_participants: int, *, main_labels:
   return _pack(rows, pool, owners)
 
 
+def allocate_dirichlet(pool: LabelPool, num_participants: int, *, alpha: float, samples_per_participant: int = 256,
+                       min_owned: int = 16, seed: int = 0) -> Allocation:
+  """Non-IID allocation by Dirichlet label proportions: each participant draws q ~ Dir(alpha 1_C) and holds
+  Multinomial(samples_per_participant, q) examples of the labels (drawn as in `allocate_main_labels`: distinct
+  within a participant where the class allows, shared across participants). Small alpha: few labels each;
+  large alpha: close to IID. A participant *owns* a label (the attacks' ground truth) when it holds at least
+  `min_owned` examples of it; `counts` has every example.
+  """
+  c = pool.num_classes
+  if num_participants <= 0 or samples_per_participant <= 0 or min_owned <= 0:
+    raise ValueError("num_participants, samples_per_participant and min_owned must be positive.")
+  if not (np.isfinite(alpha) and alpha > 0):
+    raise ValueError(f"dirichlet alpha must be a finite number > 0, got {alpha}.")
+  pool.require_all_classes("the participants' pool")
+  rng = np.random.default_rng(seed)
+  by_class = [pool.indices_of(k) for k in range(c)]
+  rows = []
+  for _ in range(num_participants):
+    q = rng.dirichlet(np.full(c, float(alpha)))
+    n = rng.multinomial(samples_per_participant, q)
+    rows.append(np.concatenate([_draw(rng, by_class[k], int(n[k])) for k in range(c)]).astype(np.int32))
+  counts = np.stack([np.bincount(pool.y[r], minlength=c) for r in rows])
+  return _pack(rows, pool, counts >= min_owned)
+
+
 def allocate_label_totals(pool: LabelPool, num_participants: int, label_totals: np.ndarray, *,
                           seed: int = 0) -> Allocation:
   """Whole Determination's allocation (sec. IV-D1): label c has label_totals[c] examples in the federation,

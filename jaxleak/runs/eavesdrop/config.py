@@ -15,6 +15,10 @@ PAPER_SWEEPS = {
     "fraction": (0.1, 0.2, 0.3, 0.4, 0.5),
     "num_participants": (100, 200, 500, 1000),
 }
+#: How participants' data are drawn: the paper's main labels, or Dirichlet(alpha) label proportions.
+PARTITIONS = ("main_labels", "dirichlet")
+#: The alpha sweep of the non-IID preset (small: one or two labels each; large: close to IID).
+DIRICHLET_ALPHAS = (0.1, 0.3, 1.0, 10.0)
 #: Table VI's compression rates.
 PAPER_COMPRESSION = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5)
 
@@ -30,7 +34,11 @@ class EavesdropConfig:
   fraction: float = 0.1
   rounds: int = 100
   local: LocalEpochs = PAPER_LOCAL
+  partition: str = "main_labels"                  # main_labels (sec. IV-B) or dirichlet (non-IID, alpha)
   main_labels: tuple[int, int] = (3, 5)
+  dirichlet_alpha: float = 0.5                    # partition=dirichlet: label proportions ~ Dir(alpha)
+  samples_per_participant: int = 256              # partition=dirichlet: examples per participant
+  min_owned: int = 16                             # partition=dirichlet: examples of a label that make it owned
   samples_per_label: int = 64
   other_samples: int = 8
   aux_fraction: float = 0.4
@@ -50,6 +58,12 @@ class EavesdropConfig:
       raise ValueError(f"fraction P must be in (0, 1], got {self.fraction}.")
     if not 0.0 <= self.compression < 1.0:
       raise ValueError(f"compression must be in [0, 1), got {self.compression}.")
+    if self.partition not in PARTITIONS:
+      raise ValueError(f"partition: unknown {self.partition!r}; valid: {', '.join(PARTITIONS)}.")
+    if self.partition == "dirichlet" and not (self.dirichlet_alpha > 0 and self.samples_per_participant > 0
+                                               and self.min_owned > 0):
+      raise ValueError(f"dirichlet partition needs dirichlet_alpha, samples_per_participant and min_owned > 0, got "
+                       f"{self.dirichlet_alpha}, {self.samples_per_participant}, {self.min_owned}.")
     if self.dataset in ("digits", "mnist") and self.model in ("deepconvlstm", "tinyhar"):
       raise ValueError(f"model {self.model!r} reads HAR windows [T, channels]; for the image dataset "
                        f"{self.dataset!r} use mlp or cnn.")
@@ -60,7 +74,8 @@ class EavesdropConfig:
 
   @property
   def labels_per_client(self) -> float:
-    """N_L as the attacker knows it: the mean of the main-label range."""
+    """N_L as the attacker knows it for the main-label partition: the mean of the main-label range (a Dirichlet
+    federation's N_L is the mean number of owned labels, `Federation.labels_per_client`)."""
     return (self.main_labels[0] + self.main_labels[1]) / 2
 
 

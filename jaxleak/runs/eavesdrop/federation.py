@@ -29,6 +29,7 @@ class Federation(NamedTuple):
   test_x: jax.Array         # the auxiliary pool, also used to measure the global model's accuracy
   test_y: jax.Array
   num_classes: int
+  labels_per_client: float  # N_L the attacker uses: the main-label range's mean, or the Dirichlet allocation's mean
 
 
 def _model_kwargs(config: EavesdropConfig) -> dict:
@@ -44,7 +45,11 @@ def setup(config: EavesdropConfig, allocation: D.Allocation | None = None,
           pools: tuple[D.LabelPool, D.LabelPool] | None = None) -> Federation:
   """Data, allocation (sec. IV-B unless given), auxiliary data and the initial global model."""
   train, aux = pools or load_pools(config)
-  if allocation is None:
+  if allocation is None and config.partition == "dirichlet":
+    allocation = D.allocate_dirichlet(train, config.num_participants, alpha=config.dirichlet_alpha,
+                                      samples_per_participant=config.samples_per_participant,
+                                      min_owned=config.min_owned, seed=config.seed)
+  elif allocation is None:
     allocation = D.allocate_main_labels(train, config.num_participants, main_labels=config.main_labels,
                                         samples_per_label=config.samples_per_label,
                                         other_samples=config.other_samples, seed=config.seed)
@@ -57,7 +62,16 @@ def setup(config: EavesdropConfig, allocation: D.Allocation | None = None,
   return Federation(config=config, model=model, variables=variables, pool_x=jnp.asarray(train.x),
                     pool_y=jnp.asarray(train.y), allocation=allocation, aux_x=jnp.asarray(aux.x[aux_index]),
                     aux_y=jnp.asarray(aux.y[aux_index]), test_x=jnp.asarray(aux.x), test_y=jnp.asarray(aux.y),
-                    num_classes=train.num_classes)
+                    num_classes=train.num_classes, labels_per_client=labels_per_client(config, allocation))
+
+
+def labels_per_client(config: EavesdropConfig, allocation: D.Allocation) -> float:
+  """N_L: for the main-label partition the range's mean (what the paper's attacker knows); for a Dirichlet one
+  the mean number of labels a participant owns (the paper's attacker estimates N_L 'by collecting the data of a
+  few participants'; we give it the federation's mean)."""
+  if config.partition == "dirichlet":
+    return float(max(allocation.owners.sum(1).mean(), 1.0))
+  return float(config.labels_per_client)
 
 
 def round_randomness(seed: int, t: int, num_participants: int, fraction: float):

@@ -28,7 +28,7 @@ def attack_round(global_update, label_updates, num_selected, labels_per_client, 
 
 
 attack_round_jit = jax.jit(attack_round)
-attack_round_replicated = jax.jit(jax.vmap(attack_round, in_axes=(0, 0, None, None, None, None, None)))
+attack_round_replicated = jax.jit(jax.vmap(attack_round, in_axes=(0, 0, None, 0, None, None, None)))
 
 
 ROUND_COLUMNS = ("round", "label", "owners", "holders", "sniff_score", "sniff_present", "qi_estimate", "qi_std",
@@ -72,7 +72,7 @@ def run_rounds(fed: Federation, *, checkpoint_path: str | None = None,
   round and a rerun resumes after the last completed round.
   """
   cfg = fed.config
-  k, nl = float(cfg.num_selected), float(cfg.labels_per_client)
+  k, nl = float(cfg.num_selected), float(fed.labels_per_client)
 
   def step(variables, t):
     variables_next, update, label_updates, selected = play_round(fed, variables, t)
@@ -174,7 +174,8 @@ def run_rounds_replicated(feds: list[Federation], *, checkpoint_path: str | None
   stack = lambda *xs: jnp.stack(xs)
   variables = jax.tree.map(stack, *[f.variables for f in feds])
   aux_x, aux_y = jnp.stack([f.aux_x for f in feds]), jnp.stack([f.aux_y for f in feds])
-  k, nl = float(cfg.num_selected), float(cfg.labels_per_client)
+  k = float(cfg.num_selected)
+  nl = jnp.asarray([f.labels_per_client for f in feds], jnp.float32)          # each replicate's own N_L
 
   def step(variables, t):
     rs = [round_inputs(f, t) for f in feds]

@@ -114,25 +114,23 @@ def attack_inputs(prep: Prepared, cfg: LeakageConfig):
   return attack_keys, star_params, head
 
 
-def rlu_auxiliary(clients, per_class: int, key: jax.Array, exclude_subject: Optional[int] = None) -> np.ndarray:
-  """RLU's auxiliary data f32[C, per_class, T, ch]: windows of each class drawn at random (with replacement) from
-  the run's clients, leaving out `exclude_subject` (a trained fold's held-out subject, so the attacker's data are
-  the fold's training subjects). Raises naming a class no remaining window has."""
+def rlu_auxiliary(clients, per_class: int, key: jax.Array,
+                  exclude_subject: Optional[int] = None) -> tuple[np.ndarray, np.ndarray]:
+  """RLU's auxiliary data: (indices i64[C, per_class] into clients.windows, has bool[C]): windows of each class
+  drawn at random (with replacement) from the run's clients, leaving out `exclude_subject` (a trained fold's
+  held-out subject, so the attacker's data are the fold's training subjects). A class no remaining window has
+  gets has[c] = False (its rows point at window 0 and must be ignored)."""
   rng = np.random.default_rng(np.asarray(jax.random.key_data(key)).ravel())
   owner = np.repeat(np.asarray(clients.subject_ids), np.diff(clients.offsets))
   keep = owner != exclude_subject if exclude_subject is not None else np.ones(len(owner), bool)
   if not keep.any():
     keep[:] = True
-  rows = []
+  rows, has = [], []
   for c in range(clients.num_classes):
     pool = np.flatnonzero(keep & (clients.labels == c))
-    if pool.size == 0:
-      raise ValueError(f"rlu: no window of class {c} among the run's clients"
-                       f"{'' if exclude_subject is None else f' other than subject {exclude_subject}'}; RLU needs "
-                       "auxiliary windows of every class: attack more clients (--clients / --num_clients), or drop "
-                       "rlu from --attacks.")
-    rows.append(rng.choice(pool, per_class, replace=True))
-  return clients.windows[np.stack(rows)]
+    has.append(pool.size > 0)
+    rows.append(rng.choice(pool, per_class, replace=True) if pool.size else np.zeros(per_class, np.int64))
+  return np.stack(rows), np.asarray(has)
 
 
 def rlu_bases(prep: Prepared, cfg: LeakageConfig) -> A.RLUBasis:
@@ -141,8 +139,15 @@ def rlu_bases(prep: Prepared, cfg: LeakageConfig) -> A.RLUBasis:
   local = cfg.local
   key = jax.random.fold_in(prep.key, RLU)
   minmax_batch = (cfg.num_samples if local is None else local.batch_size) if cfg.minmax else None
-  estimate = lambda v, aux: simulate_rlu_basis(prep.model, v, jnp.asarray(aux), key, local=local,
-                                               num_simulations=cfg.rlu_simulations, minmax_batch=minmax_batch)
+  def estimate(v, aux):
+    idx, has = aux
+    basis = simulate_rlu_basis(prep.model, v, jnp.asarray(prep.clients.windows[idx]), key, local=local,
+                               num_simulations=cfg.rlu_simulations, minmax_batch=minmax_batch)
+    # classes without auxiliary windows: zero columns, which RLU predicts as 0 (no client of the run has them)
+    keep = jnp.asarray(has)
+    return basis._replace(kernel=jnp.where(keep[:, None, None], basis.kernel, 0.0),
+                          bias=None if basis.bias is None else jnp.where(keep[:, None], basis.bias, 0.0))
+
   k = len(prep.indices)
   if prep.fold_of_batch is None:
     basis = estimate(prep.variables, rlu_auxiliary(prep.clients, cfg.rlu_aux_per_class, key))

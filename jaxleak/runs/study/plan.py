@@ -13,7 +13,7 @@ import os
 from typing import Any, Optional
 
 from jaxleak import storage
-from jaxleak.runs.study.spec import EavesdropGrid, HarGrid, Study, WholeDeterminationGrid
+from jaxleak.runs.study.spec import _EAVESDROP_FIELDS, EavesdropGrid, HarGrid, Study, WholeDeterminationGrid
 
 RECORD_VERSION = 1
 
@@ -39,9 +39,21 @@ class Group:
       local = "" if c["multi_step"] is None else " N:B:S={}:{}:{}".format(*c["multi_step"])
       return (f"{c['dataset']} {c['model']} {c['state']} {c['sampling']} seed={c['seed']} N={c['num_samples']}"
               + local + (f" ({len(self.tasks)} LDP settings)" if len(self.tasks) > 1 else ""))
-    text = " ".join(f"{k}={c[k]}" for k in ("dataset", "model", "num_participants", "fraction", "local_epochs",
-                                            "local_batch_size", "compression", "dropout"))
+    shown = ("dataset", "model", "num_participants", "fraction", "local_epochs", "local_batch_size", "compression",
+             "dropout")
+    text = " ".join(f"{k}={c[k]}" for k in shown)
+    text += "".join(f" {k}={v}" for k, v in c.items()
+                    if k in _EAVESDROP_FIELDS and k not in shown and not _is_default(v, _EAVESDROP_FIELDS[k]))
     return text if self.kind == "eavesdrop" else f"Whole Determination {c['wd_trials']} trials: {text}"
+
+
+def _is_default(value, default) -> bool:
+  """Whether a task's field is its default (the spec's parsing placeholders "" and 0 stand for None)."""
+  if value is None:
+    return default in (None, "", 0)
+  if isinstance(value, (list, tuple)) and isinstance(default, (list, tuple)):
+    return list(value) == list(default)
+  return value == default
 
 
 @dataclasses.dataclass(frozen=True)

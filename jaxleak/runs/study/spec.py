@@ -25,7 +25,7 @@ from typing import Any, Optional, Union
 from jaxleak import attacks as A
 from jaxleak import data as D
 from jaxleak import models
-from jaxleak.runs.eavesdrop.config import PAPER_COMPRESSION, PAPER_SWEEPS
+from jaxleak.runs.eavesdrop.config import DIRICHLET_ALPHAS, PAPER_COMPRESSION, PAPER_SWEEPS
 from jaxleak.runs.leakage.config import PAPER_LDP_GRID
 
 #: The HAR paper's multi-step settings (N, B, S) (spec 3.4).
@@ -143,6 +143,8 @@ PRESETS: dict[str, Study] = {s.name: s for s in (
     Study("eavesdrop_compression", (_ev({"compression": PAPER_COMPRESSION}, model="cnn"),),
           "Eavesdrop Table VI: top-CR compression"),
     Study("eavesdrop_dropout", (_ev({"dropout": (0.0, 0.5)}),), "Eavesdrop: the dropout defence"),
+    Study("eavesdrop_dirichlet", (_ev({"dirichlet_alpha": DIRICHLET_ALPHAS}, partition="dirichlet"),),
+          "Eavesdrop beyond the paper: non-IID Dirichlet(alpha) participants, alpha in 0.1, 0.3, 1, 10"),
     Study("eavesdrop_sweeps", (_ev({"local_batch_size": PAPER_SWEEPS["batch_size"]}),
                                _ev({"local_epochs": PAPER_SWEEPS["epochs"]}),
                                _ev({"fraction": PAPER_SWEEPS["fraction"]}),
