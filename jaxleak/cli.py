@@ -218,6 +218,11 @@ def define_leakage_flags(fv: flags.FlagValues, *, multi_step: bool) -> None:
   flags.DEFINE_list("clients", None, "Subject ids to attack (default: all).", **d)
   flags.DEFINE_integer("num_clients", None, "Attack only the first k subjects.", **d)
   flags.DEFINE_integer("seed", 1, "Run seed (model init, sampling, dropout, attack randomness).", **d)
+  flags.DEFINE_float("dirichlet_alpha", None, "Re-deal the (selected) subjects' windows to non-IID clients with "
+                     "label proportions ~ Dir(alpha) (> 0; small = few labels each). Default: one client per subject.",
+                     **d)
+  flags.DEFINE_integer("dirichlet_clients", None, "With --dirichlet_alpha: the number of clients (default: as many "
+                       "as subjects).", **d)
   flags.DEFINE_bool("minmax", not multi_step, "Per-update min-max input scaling.", **d)
   flags.DEFINE_integer("chunk_size", 8, "Updates vmapped together (memory vs speed).", **d)
   flags.DEFINE_float("noise", 0.0, "LDP: Gaussian noise std sigma (0 = none)" +
@@ -289,10 +294,16 @@ def leakage_config(fv: flags.FlagValues, **overrides):
     positive_int(fv, "num_clients")
   finite(fv, "noise", 0.0)
   finite(fv, "clip", 0.0)
+  if fv.dirichlet_alpha is not None:
+    finite(fv, "dirichlet_alpha", 0.0, lo_open=True)
+  if fv.dirichlet_clients is not None:
+    positive_int(fv, "dirichlet_clients")
+    check(fv, "dirichlet_clients", fv.dirichlet_alpha is not None, "given with --dirichlet_alpha")
   cfg = LeakageConfig(
       checkpoint_dir=_checkpoint_dir(fv), dataset=fv.dataset, data_dir=fv.data_dir,
       synthetic_scale=fv.synthetic_scale, model=fv.model, head_bias=fv.head_bias, sampling=fv.sampling,
       num_samples=fv.num_samples, attacks=name_list(fv, "attacks", A.names()), clients=int_list(fv, "clients"),
-      num_clients=fv.num_clients, seed=fv.seed, minmax=fv.minmax, chunk_size=fv.chunk_size, **overrides)
+      num_clients=fv.num_clients, seed=fv.seed, minmax=fv.minmax, chunk_size=fv.chunk_size,
+      dirichlet_alpha=fv.dirichlet_alpha, dirichlet_clients=fv.dirichlet_clients, **overrides)
   cfg.validate()
   return cfg

@@ -300,3 +300,34 @@ def test_hapt_refuses_oversized_and_bomb_files_before_expanding(tmp_path, monkey
     hapt.load_raw(bomb)
   with pytest.raises(ValueError, match="not a regular file"):
     hapt.load_raw(str(tmp_path))
+
+
+def test_dirichlet_repartition_deals_every_window_once_and_concentrates_labels():
+  ds = D.make_synthetic("tiny")
+  clients = D.make_clients(ds)
+  def labels_per_client(alpha, k=6):
+    new = D.repartition_dirichlet(clients, k, alpha, seed=0)
+    assert new.subject_ids == tuple(range(new.num_clients)) and new.num_clients <= k
+    assert len(new.labels) == len(clients.labels)
+    np.testing.assert_array_equal(np.bincount(new.labels), np.bincount(clients.labels))
+    # every window dealt exactly once: the multiset of windows is unchanged
+    key = lambda w: np.sort(w.reshape(len(w), -1).sum(1))
+    np.testing.assert_allclose(key(new.windows), key(clients.windows), rtol=1e-6)
+    return np.mean([np.unique(new.client_labels(i)).size for i in range(new.num_clients)])
+  assert labels_per_client(0.05) < labels_per_client(100.0)
+  with pytest.raises(ValueError, match="dirichlet_alpha"):
+    D.repartition_dirichlet(clients, 3, 0.0, seed=0)
+  with pytest.raises(ValueError, match="dirichlet_clients"):
+    D.repartition_dirichlet(clients, 0, 1.0, seed=0)
+
+
+def test_leakage_run_on_dirichlet_clients_and_refusals():
+  from jaxleak.runs.leakage import LeakageConfig, run_leakage
+  cfg = LeakageConfig(dataset="synthetic_tiny", model="tinyhar", num_samples=40, attacks=("ebi",),
+                      dirichlet_alpha=0.3, dirichlet_clients=3)
+  res = run_leakage(cfg)
+  assert set(res.subject_ids) <= {0, 1, 2} and len(res.batch_client) > 0
+  with pytest.raises(ValueError, match="LOSO"):
+    LeakageConfig(dirichlet_alpha=0.5, checkpoint_dir="x").validate()
+  with pytest.raises(ValueError, match="needs dirichlet_alpha"):
+    LeakageConfig(dirichlet_clients=4).validate()

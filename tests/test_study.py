@@ -43,6 +43,20 @@ def test_a_changed_setting_is_a_new_task():
   assert not {t.key for t in a.tasks} & {t.key for t in b.tasks}
 
 
+def test_dirichlet_axis_adds_tasks_and_leaves_other_keys_alone():
+  plain = S.make_plan(S.override(S.preset("har_sampling"), TINY), check_inputs=False)
+  assert all("dirichlet_alpha" not in t.config for t in plain.tasks)   # keys of existing studies do not move
+  noniid = S.make_plan(S.override(S.preset("har_dirichlet"), {**TINY, "dirichlet_alphas": "0.2,5"}),
+                       check_inputs=False)
+  assert len(noniid.tasks) == 2 * len(plain.tasks)
+  assert sorted({t.config["dirichlet_alpha"] for t in noniid.tasks}) == [0.2, 5.0]
+  assert "Dir(0.2)" in noniid.groups[0].label or "Dir(5)" in noniid.groups[0].label
+  assert engine.leakage_config(noniid.tasks[0].config).dirichlet_alpha == noniid.tasks[0].config["dirichlet_alpha"]
+  ev = S.make_plan(S.preset("eavesdrop_dirichlet"), check_inputs=False)
+  assert sorted(engine.eavesdrop_config(t.config).dirichlet_alpha for t in ev.tasks) == [0.1, 0.3, 1.0, 10.0]
+  assert {engine.eavesdrop_config(t.config).partition for t in ev.tasks} == {"dirichlet"}
+
+
 def _random_inputs(k=6, d=8, c=5):
   key = jax.random.key(0)
   grads = LastLayerGrads(kernel=0.1 * jax.random.normal(key, (k, d, c)), bias=0.1 * jax.random.normal(key, (k, c)))
@@ -139,6 +153,8 @@ def test_a_damaged_record_is_recomputed_not_trusted(ldp_study):
     (["run", "har_sampling", "--set=states=trained", "--set=datasets=synthetic_tiny",
       "--set=checkpoint_dir=/nonexistent/{dataset}"], "trained-model checkpoint(s) missing"),
     (["run", "har_ldp", "--task_index=3", "--num_tasks=2"], "--task_index=3"),
+    (["run", "har_dirichlet", "--set=dirichlet_alphas=0.1,-1"], "dirichlet_alphas"),
+    (["run", "har_dirichlet", "--set=states=trained"], "states=untrained"),
     (["status"], "holds no study"),
     (["frobnicate"], "give a command"),
 ])

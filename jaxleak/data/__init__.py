@@ -10,7 +10,7 @@ from jaxleak.data.label_pools import (Allocation, LabelPool, allocate_dirichlet,
 from jaxleak.data.samplers import STRATEGIES, sample_client, sample_clients, sample_queries
 from jaxleak.data.synthetic import PRESETS as SYNTHETIC_PRESETS, make_synthetic
 from jaxleak.data.tal import DataFormatError, load_tal
-from jaxleak.data.windows import make_clients, window_recording, window_starts
+from jaxleak.data.windows import make_clients, repartition_dirichlet, window_recording, window_starts
 
 DATASETS = ("hapt", "wear", "wetlab") + tuple(f"synthetic_{p}" for p in SYNTHETIC_PRESETS)
 
@@ -48,5 +48,5 @@ def load_pool(name: str, *, data_dir: str | None = None, scale: float = 1.0, see
 
 __all__ = ["Allocation", "LabelPool", "POOL_DATASETS", "allocate_dirichlet", "allocate_label_totals", "allocate_main_labels",
            "aux_per_label", "load_digits", "load_mnist", "pad_allocation", "load_pool", "quantity_groups", "split_pool", "DATASETS", "DataFormatError", "HarDataset", "Recording", "STRATEGIES", "SYNTHETIC_PRESETS",
-           "WindowedClients", "load", "load_hapt", "load_tal", "make_clients", "make_synthetic",
+           "WindowedClients", "load", "load_hapt", "load_tal", "make_clients", "make_synthetic", "repartition_dirichlet",
            "sample_client", "sample_clients", "sample_queries", "window_recording", "window_starts"]

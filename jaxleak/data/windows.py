@@ -46,3 +46,29 @@ def make_clients(dataset: HarDataset, subject_ids: Sequence[int] | None = None, 
   offsets = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
   return WindowedClients(windows=np.concatenate(xs), labels=np.concatenate(ys), offsets=offsets,
                          subject_ids=ids, num_classes=dataset.num_classes)
+
+
+def repartition_dirichlet(clients: WindowedClients, num_clients: int, alpha: float, seed: int) -> WindowedClients:
+  """The same windows dealt to `num_clients` new clients by Dirichlet label proportions (the usual non-IID split,
+  Hsu et al. 2019): each class's windows are shuffled and cut among the clients in proportions p ~ Dir(alpha 1);
+  every window goes to exactly one client; within a client windows keep their original (temporal) order. Clients
+  left without windows are dropped. New client ids are 0..k-1 (`subject_ids`), no longer subjects."""
+  if isinstance(num_clients, bool) or not isinstance(num_clients, (int, np.integer)) or num_clients <= 0:
+    raise ValueError(f"dirichlet_clients must be a positive integer, got {num_clients!r}.")
+  if not (np.isfinite(alpha) and alpha > 0):
+    raise ValueError(f"dirichlet_alpha must be a finite number > 0, got {alpha}.")
+  rng = np.random.default_rng(seed)
+  owner = np.empty(len(clients.labels), np.int64)
+  for c in range(clients.num_classes):
+    idx = rng.permutation(np.flatnonzero(clients.labels == c))
+    if idx.size == 0:
+      continue
+    cuts = (np.cumsum(rng.dirichlet(np.full(num_clients, float(alpha))))[:-1] * idx.size).astype(np.int64)
+    for k, part in enumerate(np.split(idx, cuts)):
+      owner[part] = k
+  order = np.lexsort((np.arange(len(owner)), owner))          # by client, then original position
+  sizes = np.bincount(owner, minlength=num_clients)
+  kept = np.flatnonzero(sizes)
+  offsets = np.concatenate([[0], np.cumsum(sizes[kept])]).astype(np.int64)
+  return WindowedClients(windows=clients.windows[order], labels=clients.labels[order], offsets=offsets,
+                         subject_ids=tuple(range(len(kept))), num_classes=clients.num_classes)

@@ -41,6 +41,8 @@ class LeakageConfig:
   local: Optional[LocalSteps] = None
   checkpoint_dir: Optional[str] = None               # trained LOSO models (train_models.py); None = untrained
   shard: bool = True                                 # spread each call's updates over all local devices
+  dirichlet_alpha: Optional[float] = None           # re-deal the windows to non-IID clients ~ Dir(alpha)
+  dirichlet_clients: Optional[int] = None            # how many (default: as many as the selected subjects)
   rlu_aux_per_class: int = 32                        # RLU: the attacker's auxiliary windows per class
   rlu_simulations: int = 4                           # RLU: Monte Carlo draws of the simulated local training
 
@@ -70,6 +72,14 @@ class LeakageConfig:
         raise ValueError(f"clients: {list(self.clients)} names a subject twice; list each once.")
     if self.num_clients is not None and self.num_clients <= 0:
       raise ValueError(f"num_clients must be positive, got {self.num_clients}.")
+    if self.dirichlet_alpha is not None:
+      if not (math.isfinite(self.dirichlet_alpha) and self.dirichlet_alpha > 0):
+        raise ValueError(f"dirichlet_alpha must be a finite number > 0, got {self.dirichlet_alpha}.")
+      if self.checkpoint_dir is not None:
+        raise ValueError("dirichlet_alpha re-deals the windows to new clients, but trained models are per held-out "
+                         "subject (LOSO); use the untrained state with a re-partition.")
+    if self.dirichlet_clients is not None and (self.dirichlet_alpha is None or self.dirichlet_clients <= 0):
+      raise ValueError(f"dirichlet_clients={self.dirichlet_clients}: needs dirichlet_alpha and a positive count.")
     if self.local is not None:
       if not self.ldp.is_identity:
         raise ValueError("multi-step runs take their LDP per local step: set it in LocalSteps(ldp=...).")

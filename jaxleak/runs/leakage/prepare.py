@@ -72,6 +72,9 @@ def prepare(cfg: LeakageConfig, dataset: Optional[D.HarDataset], variables: Opti
   t0 = time.perf_counter()
   dataset = dataset or D.load(cfg.dataset, data_dir=cfg.data_dir, scale=cfg.synthetic_scale, seed=cfg.seed)
   clients = D.make_clients(dataset, select_clients(dataset, cfg))
+  if cfg.dirichlet_alpha is not None:        # non-IID clients instead of subjects (the selected subjects' windows)
+    clients = D.repartition_dirichlet(clients, cfg.dirichlet_clients or clients.num_clients, cfg.dirichlet_alpha,
+                                      seed=cfg.seed)
   key = jax.random.key(cfg.seed)
   indices, batch_client = D.sample_clients(cfg.sampling, jax.random.fold_in(key, SAMPLER), clients,
                                            cfg.num_samples, queries=cfg.local is not None)

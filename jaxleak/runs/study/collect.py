@@ -20,9 +20,10 @@ from jaxleak.runs.study.store import Store
 
 METRICS = ("lnacc", "leacc", "class_acc", "symmetric_existence")
 HAR_COLUMNS = ("dataset", "model", "state", "sampling", "seed", "num_samples", "local_batch_size", "local_steps",
-               "sigma", "tau")
+               "sigma", "tau", "dirichlet_alpha")
 EAVESDROP_COLUMNS = ("dataset", "model", "num_participants", "fraction", "local_epochs", "local_batch_size",
-                     "local_lr", "compression", "dropout", "rounds", "seed", "replicates")
+                     "local_lr", "compression", "dropout", "rounds", "seed", "replicates", "partition",
+                     "dirichlet_alpha", "attacker_participates")
 WD_COLUMNS = ("wd_trials", "wd_total_per_label", "wd_factors", "wd_stages", "wd_window")
 WD_STAGE_COLUMNS = ("stage", "accuracy_threshold", "trials", "reached", "success", "success_known_k",
                     "success_two_level", "mean_round")

@@ -55,7 +55,8 @@ def leakage_config(task_config: dict, sigma: float = 0.0, tau: float = 0.0) -> L
   return LeakageConfig(dataset=c["dataset"], data_dir=c["data_dir"], synthetic_scale=c["synthetic_scale"],
                        model=c["model"], sampling=c["sampling"], num_samples=c["num_samples"],
                        attacks=tuple(c["attacks"]), num_clients=c["num_clients"], seed=c["seed"],
-                       minmax=local is None, ldp=ldp, local=local, checkpoint_dir=c["checkpoint_dir"])
+                       minmax=local is None, ldp=ldp, local=local, checkpoint_dir=c["checkpoint_dir"],
+                       dirichlet_alpha=c.get("dirichlet_alpha"))
 
 
 def eavesdrop_config(c: dict):

@@ -37,8 +37,9 @@ class Group:
     c = self.tasks[0].config
     if self.kind == "har":
       local = "" if c["multi_step"] is None else " N:B:S={}:{}:{}".format(*c["multi_step"])
+      alpha = "" if c.get("dirichlet_alpha") is None else f" Dir({c['dirichlet_alpha']:g})"
       return (f"{c['dataset']} {c['model']} {c['state']} {c['sampling']} seed={c['seed']} N={c['num_samples']}"
-              + local + (f" ({len(self.tasks)} LDP settings)" if len(self.tasks) > 1 else ""))
+              + alpha + local + (f" ({len(self.tasks)} LDP settings)" if len(self.tasks) > 1 else ""))
     shown = ("dataset", "model", "num_participants", "fraction", "local_epochs", "local_batch_size", "compression",
              "dropout")
     text = " ".join(f"{k}={c[k]}" for k in shown)
@@ -79,9 +80,11 @@ def _key(kind: str, config: dict) -> str:
 
 def _har_tasks(part: HarGrid) -> list[tuple[dict, dict]]:
   out = []
-  for dataset, model, state, sampling, seed in itertools.product(part.datasets, part.models, part.states,
-                                                                 part.samplings, part.seeds):
-    common = dict(dataset=dataset, model=model, state=state, sampling=sampling, seed=seed,
+  for dataset, model, state, sampling, seed, alpha in itertools.product(
+      part.datasets, part.models, part.states, part.samplings, part.seeds, part.dirichlet_alphas or (None,)):
+    # a re-partition is named only when set, so the keys of tasks without one are unchanged
+    extra = {} if alpha is None else {"dirichlet_alpha": float(alpha)}
+    common = dict(dataset=dataset, model=model, state=state, sampling=sampling, seed=seed, **extra,
                   attacks=list(part.attacks), synthetic_scale=part.synthetic_scale,
                   data_dir=part.data_dir.format(dataset=dataset) if part.data_dir else None,
                   checkpoint_dir=(part.checkpoint_dir.format(dataset=dataset, model=model)
@@ -185,10 +188,14 @@ def task_row(task: Task) -> dict[str, Any]:
     n, b, s = c["multi_step"] or (c["num_samples"], None, None)
     return {"dataset": c["dataset"], "model": c["model"], "state": c["state"], "sampling": c["sampling"],
             "seed": c["seed"], "num_samples": n, "local_batch_size": b, "local_steps": s, "sigma": c["sigma"],
-            "tau": c["tau"]}
-  return {k: c[k] for k in ("dataset", "model", "num_participants", "fraction", "local_epochs", "local_batch_size",
-                            "local_lr", "compression", "dropout", "rounds", "seed", "replicates")
-          + (("wd_trials", "wd_total_per_label", "wd_factors", "wd_stages", "wd_window") if "wd_trials" in c else ())}
+            "tau": c["tau"], "dirichlet_alpha": c.get("dirichlet_alpha")}
+  row = {k: c[k] for k in ("dataset", "model", "num_participants", "fraction", "local_epochs", "local_batch_size",
+                           "local_lr", "compression", "dropout", "rounds", "seed", "replicates")
+         + (("wd_trials", "wd_total_per_label", "wd_factors", "wd_stages", "wd_window") if "wd_trials" in c else ())}
+  row.update(partition=c.get("partition", "main_labels"),
+             dirichlet_alpha=c.get("dirichlet_alpha") if c.get("partition") == "dirichlet" else None,
+             attacker_participates=c.get("attacker_participates", False))
+  return row
 
 
 def estimate_cost(plan: Plan) -> dict[str, float]:

@@ -67,6 +67,7 @@ class HarGrid:
   data_dir: Optional[str] = None                     # template: {dataset}
   checkpoint_dir: str = "checkpoints/{dataset}_{model}"
   num_clients: Optional[int] = None
+  dirichlet_alphas: tuple[float, ...] = ()           # () = one client per subject; else non-IID re-partitions
 
   def validate(self) -> None:
     for field, values, valid in (("datasets", self.datasets, D.DATASETS), ("models", self.models, models.names()),
@@ -97,6 +98,11 @@ class HarGrid:
       raise ValueError(f"local_lr must be a finite number > 0, got {self.local_lr}.")
     if not (math.isfinite(self.synthetic_scale) and self.synthetic_scale > 0):
       raise ValueError(f"synthetic_scale must be a finite number > 0, got {self.synthetic_scale}.")
+    if any(not (math.isfinite(a) and a > 0) for a in self.dirichlet_alphas):
+      raise ValueError(f"dirichlet_alphas: {list(self.dirichlet_alphas)}; give finite numbers > 0.")
+    if self.dirichlet_alphas and "trained" in self.states:
+      raise ValueError("dirichlet_alphas with states=trained: trained models are per held-out subject (LOSO); "
+                       "re-partitioned clients need --set states=untrained.")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -139,6 +145,9 @@ PRESETS: dict[str, Study] = {s.name: s for s in (
     Study("har_multistep", (_MULTI,), "HAR paper: the 24 sampling settings x (N, B, S) in (100,20,5), (100,50,2), "
           "(500,100,5) (72)"),
     Study("har_paper", (_SAMPLING, _LDP, _MULTI), "HAR paper: sampling + LDP + multi-step grids (312)"),
+    Study("har_dirichlet", (HarGrid(states=("untrained",), dirichlet_alphas=DIRICHLET_ALPHAS),),
+          "HAR beyond the paper: subjects' windows re-dealt to non-IID Dirichlet(alpha) clients, alpha in 0.1, "
+          "0.3, 1, 10, untrained (48)"),
     Study("eavesdrop_tables", (_ev({"model": ("mlp", "cnn")}),), "Eavesdrop Tables III-IV: MLP and CNN"),
     Study("eavesdrop_compression", (_ev({"compression": PAPER_COMPRESSION}, model="cnn"),),
           "Eavesdrop Table VI: top-CR compression"),
@@ -173,6 +182,8 @@ def _parse(value: Any, like: Any, field: str):
     return tuple(value) if isinstance(like, tuple) else value
   text = value.strip()
   if isinstance(like, tuple):
+    if field == "dirichlet_alphas":
+      return tuple(float(x) for x in text.split(",") if x.strip())
     if field in ("ldp", "multi_step"):                   # pairs/triples: 0:0.1,0.1:0.5  or  100:20:5,500:100:5
       cast = float if field == "ldp" else int
       items = [tuple(cast(x) for x in item.split(":")) for item in text.split(",") if item]
