@@ -97,7 +97,7 @@ def test_swept_ldp_equals_the_static_transform():
 def ldp_study(tmp_path_factory):
   root = str(tmp_path_factory.mktemp("study"))
   st = S.override(S.preset("har_ldp"), {**TINY, "samplings": "sequential", "ldp": "0:0,0.1:0.5,0:1.0",
-                                        "attacks": "ebi,ilrg,llg_star"})
+                                        "attacks": "ebi,ilrg,llg_star,rlu"})
   plan = S.make_plan(st)
   S.run_plan(plan, S.Store(root), progress=None)
   return plan, S.Store(root)
@@ -112,6 +112,41 @@ def test_records_equal_separate_runs(ldp_study):
     for attack in c["attacks"]:
       assert rec["results"]["attacks"][attack]["clients"]["lnacc"] == [
           float(v) for v in alone.client_metrics[attack].lnacc], (c["sigma"], c["tau"], attack)
+
+
+def test_defences_side_by_side_records_equal_separate_runs_and_fill_one_table(tmp_path):
+  from jaxleak.runs.report import load, tables as RT
+  tiny = dict(datasets=("synthetic_tiny",), models=("tinyhar",), states=("untrained",), samplings=("sequential",),
+              num_clients=2)
+  st = S.Study("defences", (S.HarGrid(**tiny, attacks=("ebi", "llg")),
+                            S.HarGrid(**tiny, attacks=("llg",), head_bias=False),
+                            S.HarGrid(**tiny, attacks=("ebi", "llg"), compression=0.9)))
+  plan = S.make_plan(st)
+  S.run_plan(plan, S.Store(str(tmp_path)), progress=None)
+  compressed = next(t for t in plan.tasks if t.config.get("compression"))
+  alone = L.run_leakage(engine.leakage_config(compressed.config))
+  assert alone.config.compression == 0.9
+  rec = S.Store(str(tmp_path)).read(compressed.key)
+  for attack in ("ebi", "llg"):
+    assert rec["results"]["attacks"][attack]["clients"]["lnacc"] == [
+        float(v) for v in alone.client_metrics[attack].lnacc], attack
+  results = load(str(tmp_path))
+  table = RT.har_defences_table(results, RT.Accountant())
+  assert table.columns == ["setting", "attack", "none", "bias-free head", "top-k CR=0.9"]
+  ebi = next(r for r in table.rows if r[1] == "EBI")
+  assert ebi[3] == "no bias" and isinstance(ebi[2], float) and isinstance(ebi[4], float)
+  with pytest.raises(ValueError, match="bias-free head"):
+    S.HarGrid(**tiny, attacks=("ebi",), head_bias=False).validate()
+
+
+def test_compressed_uploads_keep_the_largest_entries_of_each_leaf():
+  from jaxleak.runs.leakage.scoring import compress_uploads
+  values = jnp.arange(1.0, 21.0) * jnp.tile(jnp.array([1.0, -1.0]), 10)           # 1, -2, 3, ..., -20
+  g = LastLayerGrads(kernel=values.reshape(1, 4, 5), bias=jnp.array([[0.1, -3.0, 2.0, 0.5, -0.2]]))
+  out = compress_uploads(g, 0.8)
+  assert np.count_nonzero(out.kernel) == 4 and np.count_nonzero(out.bias) == 1
+  np.testing.assert_array_equal(np.flatnonzero(out.bias[0]), [1])
+  assert set(np.asarray(out.kernel).ravel()[np.flatnonzero(out.kernel)]) == {17.0, -18.0, 19.0, -20.0}
 
 
 def test_collect_table_holds_the_records_numbers_and_status_counts(ldp_study, capsys):

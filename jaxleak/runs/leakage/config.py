@@ -41,6 +41,7 @@ class LeakageConfig:
   local: Optional[LocalSteps] = None
   checkpoint_dir: Optional[str] = None               # trained LOSO models (train_models.py); None = untrained
   shard: bool = True                                 # spread each call's updates over all local devices
+  compression: float = 0.0                           # defence: upload only the top (1 - CR) of each head leaf
   dirichlet_alpha: Optional[float] = None           # re-deal the windows to non-IID clients ~ Dir(alpha)
   dirichlet_clients: Optional[int] = None            # how many (default: as many as the selected subjects)
   rlu_aux_per_class: int = 32                        # RLU: the attacker's auxiliary windows per class
@@ -72,6 +73,14 @@ class LeakageConfig:
         raise ValueError(f"clients: {list(self.clients)} names a subject twice; list each once.")
     if self.num_clients is not None and self.num_clients <= 0:
       raise ValueError(f"num_clients must be positive, got {self.num_clients}.")
+    if not (math.isfinite(self.compression) and 0.0 <= self.compression < 1.0):
+      raise ValueError(f"compression must be in [0, 1) (the fraction of each head leaf zeroed), got "
+                       f"{self.compression}.")
+    if not self.head_bias:
+      biased = [a for a in self.attacks if A.info(a).signal == "bias"]
+      if biased:
+        raise ValueError(f"attacks {biased} read the head's bias gradient, which a bias-free head (head_bias=False) "
+                         "does not have; drop them (the defence removes them) or keep the bias.")
     if self.dirichlet_alpha is not None:
       if not (math.isfinite(self.dirichlet_alpha) and self.dirichlet_alpha > 0):
         raise ValueError(f"dirichlet_alpha must be a finite number > 0, got {self.dirichlet_alpha}.")

@@ -18,6 +18,7 @@ from jaxleak import metrics as M
 from jaxleak import models
 from jaxleak.runs.leakage.config import LeakageConfig
 from jaxleak.federated.rlu import simulate_rlu_basis
+from jaxleak.federated.rounds import compress_update
 from jaxleak.runs.leakage.prepare import ATTACK, LLG_STAR, RLU, Prepared, batch_keys
 from jaxleak.types import LastLayerGrads
 
@@ -188,9 +189,25 @@ def local_hyperparameters(cfg: LeakageConfig) -> tuple[Optional[int], int]:
   return (None, 1) if cfg.local is None else (cfg.local.batch_size, cfg.local.steps)
 
 
+def compress_uploads(grads: LastLayerGrads, ratio: float) -> LastLayerGrads:
+  """The compression defence on every update [K, ...]: within each head leaf (kernel, bias) the clients upload
+  only the largest (1 - ratio) fraction of entries by magnitude (the Eavesdrop paper's top-CR, applied to what
+  the HAR attacks read). ratio 0 is the identity."""
+  if ratio == 0.0:
+    return grads
+  return jax.tree.map(np.asarray, _compress(grads, ratio))
+
+
+@functools.partial(jax.jit, static_argnums=1)
+def _compress(grads, ratio):
+  return jax.vmap(lambda g: compress_update(g, ratio))(grads)
+
+
 def attack_and_score(prep: Prepared, cfg: LeakageConfig, grads: LastLayerGrads, timings: dict) -> LeakageResult:
-  """Estimates what the attacks need from the attacked model(s), runs every attack and computes the metrics."""
+  """Estimates what the attacks need from the attacked model(s), runs every attack and computes the metrics
+  (after the compression defence, when cfg.compression > 0)."""
   t0 = time.perf_counter()
+  grads = compress_uploads(grads, cfg.compression)
   keys, star_params, head = attack_inputs(prep, cfg)
   b, s = local_hyperparameters(cfg)
   basis = rlu_bases(prep, cfg) if "rlu" in cfg.attacks else None

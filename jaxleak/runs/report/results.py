@@ -19,14 +19,14 @@ from jaxleak import storage
 
 METRICS = ("lnacc", "leacc", "class_acc", "symmetric_existence")
 HAR_SETTINGS = ("dataset", "model", "state", "sampling", "num_samples", "local_batch_size", "local_steps", "sigma",
-                "tau", "clip_scope", "ldp_releases", "seed")
+                "tau", "clip_scope", "ldp_releases", "seed", "head_bias", "compression")
 EAVESDROP_SETTINGS = ("dataset", "model", "num_participants", "fraction", "local_epochs", "local_batch_size",
                       "local_lr", "compression", "dropout", "rounds", "seed", "replicates")
 
 
 #: The HAR paper's attack order, then the reference variants and baselines.
 ATTACK_ORDER = ("llg", "llg_har", "llg_star", "llg_star_har", "ebi", "llbg", "llbg_original", "ilrg", "ilrg_uniform",
-                "random", "idlg", "analytic")
+                "rlu", "random", "idlg", "analytic")
 
 
 def attack_order(names) -> list:
@@ -153,7 +153,8 @@ def _load_study(root: str) -> Results:
     if task.kind == "har":
       settings = {k: row[k] for k in ("dataset", "model", "state", "sampling", "num_samples", "local_batch_size",
                                        "local_steps", "sigma", "tau", "seed")}
-      settings.update(clip_scope=c.get("clip_scope") or "all", ldp_releases=1)
+      settings.update(clip_scope=c.get("clip_scope") or "all", ldp_releases=1, head_bias=c.get("head_bias", True),
+                      compression=float(c.get("compression", 0.0)))
       out.har.append(HarResult(task.key, settings, res.get("class_names") or [], {
           name: {"summary": {m: tuple(a["summary"][m]) for m in METRICS}, "clients": a["clients"],
                  "subjects": res["subjects"], "confusion": a.get("confusion")}
@@ -201,7 +202,8 @@ def _har_run(folder, name, manifest, out: Results) -> None:
               "num_samples": cfg["num_samples"], "local_batch_size": local["batch_size"] if local else None,
               "local_steps": local["steps"] if local else None, "sigma": float(used.get("noise_std", 0.0)),
               "tau": _inf_to_zero(used.get("clip_norm")), "clip_scope": used.get("clip_scope", "all"),
-              "ldp_releases": local["steps"] if per_step else 1, "seed": cfg.get("seed")}
+              "ldp_releases": local["steps"] if per_step else 1, "seed": cfg.get("seed"),
+              "head_bias": cfg.get("head_bias", True), "compression": float(cfg.get("compression", 0.0))}
   clients = storage.read_csv(os.path.join(folder, "clients.csv"), ("subject", "attack") + METRICS, "clients table")
   batches_path = os.path.join(folder, "batches.csv")
   class_names = list(manifest.get("class_names") or [])

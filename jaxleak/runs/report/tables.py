@@ -15,11 +15,11 @@ import numpy as np
 
 from jaxleak import accounting, storage
 from jaxleak.runs.report import paper
-from jaxleak.runs.report.results import EavesdropResult, HarResult, Results
+from jaxleak.runs.report.results import EavesdropResult, HarResult, Results, attack_order
 
 ATTACK_NAMES = {"llg": "LLG", "llg_har": "LLG (HAR code)", "llg_star": "LLG*", "llg_star_har": "LLG* (HAR code)",
                 "ebi": "EBI", "llbg": "LLBG", "llbg_original": "LLBG (original)", "ilrg": "iLRG",
-                "ilrg_uniform": "iLRG (uniform)", "random": "random", "idlg": "iDLG", "analytic": "analytic"}
+                "ilrg_uniform": "iLRG (uniform)", "rlu": "RLU", "random": "random", "idlg": "iDLG", "analytic": "analytic"}
 METRIC_NAMES = {"lnacc": "LnAcc", "leacc": "LeAcc", "class_acc": "ClassAcc", "symmetric_existence": "Eq.4 acc"}
 
 
@@ -347,6 +347,82 @@ def whole_table(results: Results) -> Optional[Table]:
                     "paper's values are placed beside ours when our study has its two stages (middle, late).")
 
 
+def defence_label(s: dict) -> str:
+  """The defences a HAR setting applies: 'none', or 'bias-free head', 'LDP sigma=.. tau=..', 'top-k CR=..' joined."""
+  parts = []
+  if not s.get("head_bias", True):
+    parts.append("bias-free head")
+  if s["sigma"] or s["tau"]:
+    parts.append(f"LDP sigma={s['sigma']:g} tau={s['tau']:g}" if s["tau"] else f"LDP sigma={s['sigma']:g}")
+  if s.get("compression"):
+    parts.append(f"top-k CR={s['compression']:g}")
+  return " + ".join(parts) or "none"
+
+
+def har_defences_table(results: Results, acct: Accountant) -> Optional[Table]:
+  """What each defence does to each attack (HAR): LnAcc (mean over clients) per attack, one column per defence,
+  for every setting run under two or more defences. Bias attacks cannot run on a bias-free head: 'no bias'."""
+  groups = defaultdict(dict)
+  for r in results.har:
+    groups[setting_label(r.settings, with_ldp=False)][defence_label(r.settings)] = r
+  groups = {k: v for k, v in groups.items() if len(v) >= 2}
+  if not groups:
+    return None
+  order = lambda d: (d != "none", "bias" not in d, "LDP" not in d, d)
+  columns = sorted({d for v in groups.values() for d in v}, key=order)
+  rows = []
+  for label, by_defence in groups.items():
+    names = attack_order({n for r in by_defence.values() for n in r.attacks})
+    for name in names:
+      row = [label, attack_name(name)]
+      for d in columns:
+        r = by_defence.get(d)
+        if r is None:
+          row.append(None)
+        elif name in r.attacks:
+          row.append(r.attacks[name]["summary"]["lnacc"][0])
+        else:
+          row.append("no bias" if not r.settings.get("head_bias", True) else None)
+      rows.append(row)
+  eps = [f"{d}: epsilon {acct.budget(r.settings['sigma'], r.settings['tau'], r.settings['ldp_releases']).text()}"
+         for v in groups.values() for d, r in v.items() if r.has_ldp]
+  return Table("har_defences", "HAR: each defence against each attack, LnAcc (mean over clients)",
+               ["setting", "attack"] + columns, rows, percent=tuple(columns),
+               note="Empty: not run. 'no bias': the attack reads the bias gradient, which a bias-free head does not "
+                    "have (the defence removes it). " + "; ".join(sorted(set(eps))))
+
+
+def eavesdrop_defence_label(s: dict) -> str:
+  dropout = 0.5 if s.get("dropout") is None else float(s["dropout"])   # None: the models' default, 0.5
+  parts = ([f"dropout {dropout:g}"] if dropout else []) + ([f"top-CR {s['compression']:g}"] if s["compression"]
+                                                             else [])
+  return " + ".join(parts) or "none"
+
+
+def eavesdrop_defences_table(results: Results) -> Optional[Table]:
+  """What each defence does to each Eavesdrop attack: overall rates per defence (dropout, top-CR compression), for
+  every federation run under two or more of them."""
+  groups = defaultdict(dict)
+  for r in results.eavesdrop:
+    fixed = tuple((k, str(v)) for k, v in sorted(r.settings.items()) if k not in ("compression", "dropout", "seed"))
+    groups[fixed][eavesdrop_defence_label(r.settings)] = r
+  groups = {k: v for k, v in groups.items() if len(v) >= 2}
+  if not groups:
+    return None
+  columns = sorted({d for v in groups.values() for d in v}, key=lambda d: (d != "none", "CR" in d, d))
+  metrics = (("sniff", "Class Sniffing"), ("sniff_absent", "Class Sniffing, label absent"),
+             ("qi_alpha1", "Quantity Inference a=1"), ("qi_abort", "Quantity Inference aborted"))
+  rows = []
+  for fixed, by_defence in groups.items():
+    s = dict(fixed)
+    label = f"{s['dataset']} | {s['model']} | N_p={s['num_participants']} P={s['fraction']} | {s['rounds']} rounds"
+    for key, name in metrics:
+      rows.append([label, name] + [by_defence[d].overall[key] if d in by_defence else None for d in columns])
+  return Table("eavesdrop_defences", "Eavesdrop: each defence against each attack, success rates", ["federation",
+               "attack"] + columns, rows, percent=tuple(columns),
+               note="Empty: not run. The models' dropout default is 0.5 (the paper's models); 'none' has dropout 0.")
+
+
 SWEEP_FIELDS = ("local_batch_size", "local_epochs", "fraction", "num_participants", "compression", "dropout")
 
 
@@ -362,5 +438,6 @@ def _varying(items: Sequence, field: str) -> list:
 def all_tables(results: Results, acct: Accountant) -> list[Table]:
   builders: list[Callable] = [lambda r: har_summary_table(r, acct), lambda r: ldp_table(r, acct), table1,
                               table1_paper_layout,
-                              thesis_table, eavesdrop_per_label, eavesdrop_summary, compression_table, whole_table]
+                              thesis_table, lambda r: har_defences_table(r, acct), eavesdrop_per_label,
+                              eavesdrop_summary, compression_table, eavesdrop_defences_table, whole_table]
   return [t for t in (b(results) for b in builders) if t is not None]

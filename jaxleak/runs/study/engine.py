@@ -30,10 +30,11 @@ from jaxleak import attacks as A
 from jaxleak import metrics as M
 from jaxleak import privacy
 from jaxleak.federated import LocalSteps
+from jaxleak.federated.rounds import compress_update
 from jaxleak.privacy import LdpConfig
 from jaxleak.runs.leakage.config import LeakageConfig
 from jaxleak.runs.leakage.prepare import prepare
-from jaxleak.runs.leakage.scoring import attack_inputs, score, true_counts
+from jaxleak.runs.leakage.scoring import attack_inputs, rlu_bases, score, true_counts
 from jaxleak.runs.leakage.updates import compute_heads_and_norms, compute_updates
 from jaxleak.runs.study.plan import Group, Plan, Task, describe
 from jaxleak.runs.study.store import Store
@@ -56,7 +57,8 @@ def leakage_config(task_config: dict, sigma: float = 0.0, tau: float = 0.0) -> L
                        model=c["model"], sampling=c["sampling"], num_samples=c["num_samples"],
                        attacks=tuple(c["attacks"]), num_clients=c["num_clients"], seed=c["seed"],
                        minmax=local is None, ldp=ldp, local=local, checkpoint_dir=c["checkpoint_dir"],
-                       dirichlet_alpha=c.get("dirichlet_alpha"))
+                       dirichlet_alpha=c.get("dirichlet_alpha"), head_bias=c.get("head_bias", True),
+                       compression=c.get("compression", 0.0))
 
 
 def eavesdrop_config(c: dict):
@@ -103,34 +105,38 @@ def apply_ldp(grads: LastLayerGrads, model_norm: jax.Array, clip_norm: jax.Array
   return privacy.privatize(grads, privacy.ldp_injectable(clip_norm, noise_std, key=noise_key, scope="all"))
 
 
-@functools.partial(jax.jit, static_argnames=("names", "num_samples", "scope"))
+@functools.partial(jax.jit, static_argnames=("names", "num_samples", "scope", "compression"))
 def sweep_chunk(grads: LastLayerGrads, norms: jax.Array, noise_keys: jax.Array, attack_keys: jax.Array,
-                star_params: dict, head, clip_norms: jax.Array, noise_stds: jax.Array, *, names: tuple[str, ...],
-                num_samples: int, scope: str) -> dict:
+                star_params: dict, head, clip_norms: jax.Array, noise_stds: jax.Array, rlu_basis=None, *,
+                names: tuple[str, ...], num_samples: int, scope: str, compression: float = 0.0) -> dict:
   """Every attack on every update under every (sigma, tau) of a chunk: {attack: i32[S, K, C]}.
 
-  grads [K, ...], norms f32[K], keys [K]; clip_norms, noise_stds f32[S] (inf / 0 = off). One compilation per
-  (K, S, attacks, N, scope), whatever the values."""
+  grads [K, ...], norms f32[K], keys [K]; clip_norms, noise_stds f32[S] (inf / 0 = off); rlu_basis [K, ...] for
+  RLU. After the LDP, the compression defence (static CR) as `scoring.compress_uploads`. One compilation per
+  (K, S, attacks, N, scope, CR), whatever the values."""
   salts = {n: zlib.crc32(n.encode()) for n in names}
 
   def one_setting(tau, sigma):
     private = jax.vmap(lambda g, nm, k: apply_ldp(g, nm, tau, sigma, k, scope=scope))(grads, norms, noise_keys)
+    if compression:
+      private = jax.vmap(lambda g: compress_update(g, compression))(private)
     out = {}
     for name in names:
       star = star_params.get(A.info(name).star_method)
+      basis = rlu_basis if name == "rlu" else None
 
-      def one(g, key, st, hd, name=name):
-        ctx = A.AttackContext(key=jax.random.fold_in(key, salts[name]), star_params=st, head=hd)
+      def one(g, key, st, hd, rb, name=name):
+        ctx = A.AttackContext(key=jax.random.fold_in(key, salts[name]), star_params=st, head=hd, rlu_basis=rb)
         return A.run(name, g, num_samples, ctx)
 
-      out[name] = jax.vmap(one)(private, attack_keys, star, head)
+      out[name] = jax.vmap(one)(private, attack_keys, star, head, basis)
     return out
 
   return jax.vmap(one_setting)(clip_norms, noise_stds)
 
 
 def sweep_settings(grads, norms, noise_keys, attack_keys, star_params, head, settings, *, names, num_samples,
-                   scope, per_call: int = SETTINGS_PER_CALL):
+                   scope, per_call: int = SETTINGS_PER_CALL, rlu_basis=None, compression: float = 0.0):
   """`sweep_chunk` over any number of (sigma, tau) settings in padded chunks of `per_call`: {attack: [S, K, C]}."""
   sig = np.asarray([s for s, _ in settings], np.float32)
   tau = np.asarray([t if t > 0 else np.inf for _, t in settings], np.float32)
@@ -138,7 +144,8 @@ def sweep_settings(grads, norms, noise_keys, attack_keys, star_params, head, set
   for start in range(0, len(settings), per_call):
     idx = np.arange(start, start + per_call) % len(settings)
     res = sweep_chunk(grads, norms, noise_keys, attack_keys, star_params, head, jnp.asarray(tau[idx]),
-                      jnp.asarray(sig[idx]), names=tuple(names), num_samples=num_samples, scope=scope)
+                      jnp.asarray(sig[idx]), rlu_basis, names=tuple(names), num_samples=num_samples, scope=scope,
+                      compression=compression)
     stop = min(per_call, len(settings) - start)
     outs.append({k: np.asarray(v)[:stop] for k, v in res.items()})
   return {k: np.concatenate([o[k] for o in outs]) for k in names}
@@ -187,8 +194,10 @@ def _run_har_group(group: Group, todo: list[Task], store: Store, log) -> None:
   t_pass = time.perf_counter() - t0
   noise_keys = jax.vmap(lambda k: jax.random.fold_in(k, 1))(prep.dropout_keys)
   keys, star_params, head = attack_inputs(prep, base)
+  basis = rlu_bases(prep, base) if "rlu" in base.attacks else None
   preds = sweep_settings(grads, jnp.asarray(norms), noise_keys, keys, star_params, head, settings,
-                         names=base.attacks, num_samples=base.num_samples, scope=scope)
+                         names=base.attacks, num_samples=base.num_samples, scope=scope, rlu_basis=basis,
+                         compression=base.compression)
   truth = true_counts(prep)
   t_sweep = time.perf_counter() - t0 - t_pass
   for i, task in enumerate(todo):

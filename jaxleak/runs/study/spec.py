@@ -68,6 +68,8 @@ class HarGrid:
   checkpoint_dir: str = "checkpoints/{dataset}_{model}"
   num_clients: Optional[int] = None
   dirichlet_alphas: tuple[float, ...] = ()           # () = one client per subject; else non-IID re-partitions
+  head_bias: bool = True                             # defence: False = a bias-free head (the HAR paper's advice)
+  compression: float = 0.0                           # defence: top-CR upload compression of the head gradient
 
   def validate(self) -> None:
     for field, values, valid in (("datasets", self.datasets, D.DATASETS), ("models", self.models, models.names()),
@@ -98,6 +100,13 @@ class HarGrid:
       raise ValueError(f"local_lr must be a finite number > 0, got {self.local_lr}.")
     if not (math.isfinite(self.synthetic_scale) and self.synthetic_scale > 0):
       raise ValueError(f"synthetic_scale must be a finite number > 0, got {self.synthetic_scale}.")
+    if not (math.isfinite(self.compression) and 0.0 <= self.compression < 1.0):
+      raise ValueError(f"compression must be in [0, 1), got {self.compression}.")
+    if not self.head_bias:
+      biased = [a for a in self.attacks if A.info(a).signal == "bias"]
+      if biased:
+        raise ValueError(f"head_bias=false with attacks {biased}, which read the bias gradient a bias-free head "
+                         "does not have; drop them from --set attacks=...")
     if any(not (math.isfinite(a) and a > 0) for a in self.dirichlet_alphas):
       raise ValueError(f"dirichlet_alphas: {list(self.dirichlet_alphas)}; give finite numbers > 0.")
     if self.dirichlet_alphas and "trained" in self.states:
@@ -138,6 +147,13 @@ def _ev(axes: dict, grid: type = EavesdropGrid, **base) -> EavesdropGrid:
 _SAMPLING = HarGrid()
 _LDP = HarGrid(ldp=tuple(PAPER_LDP_GRID))
 _MULTI = HarGrid(multi_step=PAPER_MULTI_STEP)
+#: The defences side by side (beyond the papers' grids): none, a bias-free head, LDP, upload compression; RLU beside
+#: the paper's five attacks. Without a bias only the weight attacks can run.
+HAR_DEFENCE_ATTACKS = A.HAR_PAPER_ATTACKS + ("rlu",)
+_DEFENCES = (HarGrid(attacks=HAR_DEFENCE_ATTACKS),
+             HarGrid(attacks=tuple(a for a in HAR_DEFENCE_ATTACKS if A.info(a).signal != "bias"), head_bias=False),
+             HarGrid(attacks=HAR_DEFENCE_ATTACKS, ldp=((0.1, 1.0),)),
+             HarGrid(attacks=HAR_DEFENCE_ATTACKS, compression=0.9))
 
 PRESETS: dict[str, Study] = {s.name: s for s in (
     Study("har_sampling", (_SAMPLING,), "HAR paper: datasets x models x states x samplings, single step (24)"),
@@ -148,6 +164,10 @@ PRESETS: dict[str, Study] = {s.name: s for s in (
     Study("har_dirichlet", (HarGrid(states=("untrained",), dirichlet_alphas=DIRICHLET_ALPHAS),),
           "HAR beyond the paper: subjects' windows re-dealt to non-IID Dirichlet(alpha) clients, alpha in 0.1, "
           "0.3, 1, 10, untrained (48)"),
+    Study("har_defences", _DEFENCES, "HAR beyond the paper: each defence alone (none, bias-free head, LDP sigma=0.1 "
+          "tau=1, top-10 % compression) against LLG, LLG*, EBI, LLBG, iLRG and RLU (96)"),
+    Study("eavesdrop_defences", (_ev({"dropout": (0.0, 0.5)}), _ev({"compression": (0.5, 0.9)}, dropout=0.0)),
+          "Eavesdrop beyond the paper: no defence (dropout 0), dropout 0.5, top-CR compression 0.5 and 0.9"),
     Study("eavesdrop_tables", (_ev({"model": ("mlp", "cnn")}),), "Eavesdrop Tables III-IV: MLP and CNN"),
     Study("eavesdrop_compression", (_ev({"compression": PAPER_COMPRESSION}, model="cnn"),),
           "Eavesdrop Table VI: top-CR compression"),
