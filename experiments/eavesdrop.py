@@ -61,6 +61,10 @@ flags.DEFINE_integer("samples_per_label", 64, "Examples per main label (and the 
 flags.DEFINE_integer("other_samples", 8, "Examples of non-owned labels per participant.", **_d)
 flags.DEFINE_float("compression", 0.0, "Top-CR upload compression in [0, 1): fraction of each layer's update "
                    "dropped.", **_d)
+flags.DEFINE_float("ldp_noise", 0.0, "Participants' LDP: Gaussian noise std added to every entry of the update "
+                   "(>= 0; 0 = none).", **_d)
+flags.DEFINE_float("ldp_clip", 0.0, "Participants' LDP: clip the whole update to this L2 norm before the noise "
+                   "(>= 0; 0 = no clipping).", **_d)
 flags.DEFINE_list("compression_rates", [str(c) for c in EV.PAPER_COMPRESSION], "--experiment=compression grid.", **_d)
 flags.DEFINE_enum("sweep", "batch_size", list(EV.PAPER_SWEEPS), "--experiment=sweep parameter.", **_d)
 flags.DEFINE_list("sweep_values", None, "Values for --sweep (default: the paper's ranges).", **_d)
@@ -92,6 +96,8 @@ def validate_flags() -> None:
   cli.finite(FLAGS, "fraction", 0.0, 1.0, lo_open=True)
   cli.finite(FLAGS, "local_lr", 0.0, lo_open=True)
   cli.finite(FLAGS, "dirichlet_alpha", 0.0, lo_open=True)
+  cli.finite(FLAGS, "ldp_noise", 0.0)
+  cli.finite(FLAGS, "ldp_clip", 0.0)
   cli.finite(FLAGS, "compression", 0.0, 1.0, hi_open=True)
   cli.finite(FLAGS, "abort_std", 0.0, lo_open=True)
   cli.finite(FLAGS, "ratio_threshold", 0.0, lo_open=True)
@@ -115,7 +121,8 @@ def base_config() -> EV.EavesdropConfig:
       samples_per_label=FLAGS.samples_per_label, other_samples=FLAGS.other_samples, compression=FLAGS.compression,
       dropout=FLAGS.dropout, sniff_margin=FLAGS.sniff_margin, ratio_threshold=FLAGS.ratio_threshold,
       abort_std=FLAGS.abort_std, partition=FLAGS.partition, dirichlet_alpha=FLAGS.dirichlet_alpha,
-      samples_per_participant=FLAGS.samples_per_participant, min_owned=FLAGS.min_owned,
+      samples_per_participant=FLAGS.samples_per_participant, min_owned=FLAGS.min_owned, ldp_noise=FLAGS.ldp_noise,
+      ldp_clip=FLAGS.ldp_clip,
       attacker_participates=FLAGS.attacker_participates, seed=FLAGS.seed)
 
 

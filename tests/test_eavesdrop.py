@@ -530,3 +530,32 @@ def test_attacker_as_a_participant_reports_both_ways(tmp_path):
   assert "with its own update removed" in EV.per_label_table(s, cfg)
   with pytest.raises(ValueError, match="replicated"):
     EV.run_rounds_replicated(EV.setup_replicates(cfg, 2))
+
+
+def test_participants_ldp_clips_and_noises_each_upload_before_aggregation():
+  from jaxleak.federated.rounds import privatize_upload
+  from jaxleak.privacy import LdpConfig
+  model, variables = _mlp_setup(dropout=0.0)
+  pool = toy_pool()
+  alloc = D.allocate_main_labels(pool, 6, main_labels=(1, 3), samples_per_label=9, other_samples=2, seed=0)
+  local = LocalEpochs(epochs=2, batch_size=8, lr=0.05)
+  selected = np.array([1, 4])
+  keys = jax.random.split(jax.random.key(3), 2)
+  px, py = jnp.asarray(pool.x), jnp.asarray(pool.y)
+  norm = lambda t: float(jnp.sqrt(sum(jnp.sum(x ** 2) for x in jax.tree.leaves(t))))
+  ldp = LdpConfig(clip_norm=0.05, noise_std=0.01)
+  _, mean_update = fedavg_round(model, variables, px, py, jnp.asarray(alloc.index[selected]),
+                                jnp.asarray(alloc.mask[selected]), keys, local=local, ldp=ldp)
+  train = jax.jit(local_train_fn(model, local))
+  uploads = []
+  for p, k in zip(selected, keys):
+    raw = jax.tree.map(jnp.subtract, train(variables, px[alloc.index[p]], py[alloc.index[p]],
+                                           jnp.asarray(alloc.mask[p]), k), variables)
+    assert norm(raw) > 0.05                                    # clipping binds
+    clipped = privatize_upload(raw, LdpConfig(clip_norm=0.05), k)
+    assert norm(clipped) == pytest.approx(0.05, rel=1e-4)
+    uploads.append(privatize_upload(raw, ldp, k))
+  chex_close(mean_update, jax.tree.map(lambda a, b: (a + b) / 2, *uploads), atol=1e-6)
+  with pytest.raises(ValueError, match="ldp_noise"):
+    EV.EavesdropConfig(ldp_noise=-1.0)
+  assert EV.EavesdropConfig().ldp.is_identity and not EV.EavesdropConfig(ldp_clip=0.1).ldp.is_identity

@@ -94,10 +94,25 @@ def compress_update(update, compression_ratio: float):
   return jax.tree.map(lambda leaf: privacy.privatize(leaf, tx), update)
 
 
-def _round(model, local, compression_ratio, variables, pool_x, pool_y, index, mask, keys):
+#: The purpose folded into a client's key for its LDP noise (its training draws stay those of a run without LDP).
+LDP_NOISE = 7
+
+
+def privatize_upload(update, ldp: privacy.LdpConfig, key: jax.Array):
+  """A participant's LDP before upload: the whole update (every parameter) clipped to L2 norm ldp.clip_norm, then
+  Gaussian noise of std ldp.noise_std on every entry (`privacy.LdpConfig`, scope 'all', batch granularity), with
+  the noise key fold_in(client key, LDP_NOISE)."""
+  if ldp.is_identity:
+    return update
+  return privacy.privatize(update, ldp.transform(jax.random.fold_in(key, LDP_NOISE)))
+
+
+def _round(model, local, compression_ratio, variables, pool_x, pool_y, index, mask, keys, ldp=privacy.LdpConfig()):
   train = local_train_fn(model, local)
   trained = jax.vmap(train, in_axes=(None, 0, 0, 0, 0))(variables, pool_x[index], pool_y[index], mask, keys)
   updates = jax.tree.map(lambda new, old: new - old, trained, variables)
+  if not ldp.is_identity:
+    updates = jax.vmap(lambda u, k: privatize_upload(u, ldp, k))(updates, keys)
   if compression_ratio:
     updates = jax.vmap(lambda u: compress_update(u, compression_ratio))(updates)
   mean_update = jax.tree.map(lambda u: jnp.mean(u, axis=0), updates)
@@ -112,28 +127,30 @@ def _label_updates(model, local, variables, aux_x, aux_y, key):
   return trained["params"]["head"]["kernel"] - variables["params"]["head"]["kernel"][None]
 
 
-@functools.partial(jax.jit, static_argnames=("model", "local", "compression_ratio"))
+@functools.partial(jax.jit, static_argnames=("model", "local", "compression_ratio", "ldp"))
 def fedavg_round(model: nn.Module, variables: dict, pool_x: jax.Array, pool_y: jax.Array, index: jax.Array,
-                 mask: jax.Array, keys: jax.Array, *, local: LocalEpochs, compression_ratio: float = 0.0):
+                 mask: jax.Array, keys: jax.Array, *, local: LocalEpochs, compression_ratio: float = 0.0,
+                 ldp: privacy.LdpConfig = privacy.LdpConfig()):
   """One round for the K selected participants (index i32[K, M], mask bool[K, M] into the pool, K keys).
 
-  Returns (G_{t+1}, mean update): the only things secure aggregation reveals. The individual updates exist only
-  inside this compiled function.
+  Each upload gets the participant's LDP (`privatize_upload`), then top-CR compression. Returns (G_{t+1}, mean
+  update): the only things secure aggregation reveals. The individual updates exist only inside this compiled
+  function.
   """
   if index.ndim != 2 or mask.shape != index.shape or keys.shape[0] != index.shape[0]:
     raise ValueError(f"expected index and mask [K, M] and K keys; got {index.shape}, {mask.shape}, {keys.shape}.")
-  return _round(model, local, compression_ratio, variables, pool_x, pool_y, index, mask, keys)
+  return _round(model, local, compression_ratio, variables, pool_x, pool_y, index, mask, keys, ldp)
 
 
-@functools.partial(jax.jit, static_argnames=("model", "local", "compression_ratio"))
+@functools.partial(jax.jit, static_argnames=("model", "local", "compression_ratio", "ldp"))
 def client_head_update(model: nn.Module, variables: dict, pool_x: jax.Array, pool_y: jax.Array, index: jax.Array,
-                       mask: jax.Array, key: jax.Array, *, local: LocalEpochs,
-                       compression_ratio: float = 0.0) -> jax.Array:
+                       mask: jax.Array, key: jax.Array, *, local: LocalEpochs, compression_ratio: float = 0.0,
+                       ldp: privacy.LdpConfig = privacy.LdpConfig()) -> jax.Array:
   """One participant's uploaded head-kernel update f32[D, C] (index i32[M], mask bool[M] into the pool, its key):
   what a participant that is also the attacker knows of its own contribution to `fedavg_round` (the same
   training and compression; equal to its share up to float round-off of the vmapped computation)."""
   trained = local_train_fn(model, local)(variables, pool_x[index], pool_y[index], mask, key)
-  update = jax.tree.map(lambda new, old: new - old, trained, variables)
+  update = privatize_upload(jax.tree.map(lambda new, old: new - old, trained, variables), ldp, key)
   return compress_update(update, compression_ratio)["params"]["head"]["kernel"]
 
 
@@ -146,16 +163,16 @@ def remove_own_update(mean_update: jax.Array, own_update: jax.Array, num_selecte
   return (num_selected * mean_update - own_update) / others, others
 
 
-@functools.partial(jax.jit, static_argnames=("model", "local", "compression_ratio"))
+@functools.partial(jax.jit, static_argnames=("model", "local", "compression_ratio", "ldp"))
 def fedavg_round_replicated(model: nn.Module, variables: dict, pool_x: jax.Array, pool_y: jax.Array,
                             index: jax.Array, mask: jax.Array, keys: jax.Array, *, local: LocalEpochs,
-                            compression_ratio: float = 0.0):
+                            compression_ratio: float = 0.0, ldp: privacy.LdpConfig = privacy.LdpConfig()):
   """R independent federations' rounds at once (a vmap of `fedavg_round`): variables with a leading axis R,
   index and mask [R, K, M], keys [R, K]; the example pool is shared. Returns batched (G_{t+1}, mean update)."""
   if index.ndim != 3 or mask.shape != index.shape or keys.shape != index.shape[:2]:
     raise ValueError(f"expected index and mask [R, K, M] and keys [R, K]; got {index.shape}, {mask.shape}, "
                      f"{keys.shape}.")
-  f = functools.partial(_round, model, local, compression_ratio)
+  f = functools.partial(_round, model, local, compression_ratio, ldp=ldp)
   return jax.vmap(f, in_axes=(0, None, None, 0, 0, 0))(variables, pool_x, pool_y, index, mask, keys)
 
 

@@ -3,8 +3,10 @@ the paper's grids."""
 from __future__ import annotations
 
 import dataclasses
+import math
 
 from jaxleak.federated.rounds import LocalEpochs
+from jaxleak.privacy import LdpConfig
 
 # The paper's MNIST settings (sec. IV-A3, IV-B): 100 participants, 10 % selected, L_bs 64, L_lr 0.01, L_ep 3.
 PAPER_LOCAL = LocalEpochs(epochs=3, batch_size=64, lr=0.01)
@@ -44,6 +46,8 @@ class EavesdropConfig:
   aux_fraction: float = 0.4
   aux_samples_per_label: int | None = None        # default: samples_per_label (the paper: "close to" it)
   compression: float = 0.0                        # top-CR upload compression (Table VI)
+  ldp_noise: float = 0.0                          # participants' LDP: Gaussian noise std on every update entry
+  ldp_clip: float = 0.0                           # participants' LDP: clip the whole update's L2 norm (0 = off)
   dropout: float | None = None                    # None: the model's default; 0 removes dropout
   sniff_margin: float = 0.5
   ratio_threshold: float = 0.5                    # Th_R
@@ -58,6 +62,10 @@ class EavesdropConfig:
       raise ValueError(f"fraction P must be in (0, 1], got {self.fraction}.")
     if not 0.0 <= self.compression < 1.0:
       raise ValueError(f"compression must be in [0, 1), got {self.compression}.")
+    for name in ("ldp_noise", "ldp_clip"):
+      value = getattr(self, name)
+      if not (math.isfinite(value) and value >= 0):
+        raise ValueError(f"{name} must be a finite number >= 0 (0 = off), got {value}.")
     if self.partition not in PARTITIONS:
       raise ValueError(f"partition: unknown {self.partition!r}; valid: {', '.join(PARTITIONS)}.")
     if self.partition == "dirichlet" and not (self.dirichlet_alpha > 0 and self.samples_per_participant > 0
@@ -67,6 +75,11 @@ class EavesdropConfig:
     if self.dataset in ("digits", "mnist") and self.model in ("deepconvlstm", "tinyhar"):
       raise ValueError(f"model {self.model!r} reads HAR windows [T, channels]; for the image dataset "
                        f"{self.dataset!r} use mlp or cnn.")
+
+  @property
+  def ldp(self) -> LdpConfig:
+    """The participants' LDP on their uploads (clip the whole update, then noise); identity when both are 0."""
+    return LdpConfig(clip_norm=self.ldp_clip if self.ldp_clip > 0 else math.inf, noise_std=self.ldp_noise)
 
   @property
   def num_selected(self) -> int:

@@ -120,7 +120,7 @@ def play_round(fed: Federation, variables: dict, t: int):
   selected = r.selected
   new_vars, mean_update = fedavg_round(fed.model, variables, fed.pool_x, fed.pool_y, jnp.asarray(r.index),
                                        jnp.asarray(r.mask), r.client_keys, local=cfg.local,
-                                       compression_ratio=cfg.compression)
+                                       compression_ratio=cfg.compression, ldp=cfg.ldp)
   label_updates = per_label_updates(fed.model, variables, fed.aux_x, fed.aux_y, r.attack_key, local=cfg.local)
   return new_vars, mean_update["params"]["head"]["kernel"], label_updates, selected
 
@@ -143,7 +143,7 @@ def play_training_round(fed: Federation, variables: dict, t: int) -> dict:
   cfg = fed.config
   r = round_inputs(fed, t)
   new_vars, _ = fedavg_round(fed.model, variables, fed.pool_x, fed.pool_y, jnp.asarray(r.index),
-                             jnp.asarray(r.mask), r.client_keys, local=cfg.local, compression_ratio=cfg.compression)
+                             jnp.asarray(r.mask), r.client_keys, local=cfg.local, compression_ratio=cfg.compression, ldp=cfg.ldp)
   return new_vars
 
 

@@ -91,7 +91,7 @@ def run_rounds(fed: Federation, *, checkpoint_path: str | None = None,
         pos = int(np.flatnonzero(r.selected == ATTACKER)[0])
         own = client_head_update(fed.model, variables, fed.pool_x, fed.pool_y, jnp.asarray(r.index[pos]),
                                  jnp.asarray(r.mask[pos]), r.client_keys[pos], local=cfg.local,
-                                 compression_ratio=cfg.compression)
+                                 compression_ratio=cfg.compression, ldp=cfg.ldp)
         update_others, k_others = remove_own_update(update, own, selected.size)
         sniff, qi = attack(update_others, float(k_others))
       else:
@@ -183,7 +183,7 @@ def run_rounds_replicated(feds: list[Federation], *, checkpoint_path: str | None
     new_vars, mean_update = fedavg_round_replicated(
         model, variables, feds[0].pool_x, feds[0].pool_y, jnp.asarray(np.stack([r.index for r in rs])),
         jnp.asarray(np.stack([r.mask for r in rs])), jnp.stack([r.client_keys for r in rs]), local=cfg.local,
-        compression_ratio=cfg.compression)
+        compression_ratio=cfg.compression, ldp=cfg.ldp)
     label_updates = per_label_updates_replicated(model, variables, aux_x, aux_y,
                                                  jnp.stack([r.attack_key for r in rs]), local=cfg.local)
     update = mean_update["params"]["head"]["kernel"]

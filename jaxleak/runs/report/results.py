@@ -21,7 +21,8 @@ METRICS = ("lnacc", "leacc", "class_acc", "symmetric_existence")
 HAR_SETTINGS = ("dataset", "model", "state", "sampling", "num_samples", "local_batch_size", "local_steps", "sigma",
                 "tau", "clip_scope", "ldp_releases", "seed", "head_bias", "compression")
 EAVESDROP_SETTINGS = ("dataset", "model", "num_participants", "fraction", "local_epochs", "local_batch_size",
-                      "local_lr", "compression", "dropout", "rounds", "seed", "replicates")
+                      "local_lr", "compression", "dropout", "rounds", "seed", "replicates", "partition",
+                      "dirichlet_alpha", "attacker_participates", "ldp_noise", "ldp_clip")
 
 
 #: The HAR paper's attack order, then the reference variants and baselines.
@@ -257,7 +258,11 @@ def _eavesdrop_settings(cfg: dict) -> dict:
           "fraction": cfg.get("fraction"), "local_epochs": local.get("epochs"),
           "local_batch_size": local.get("batch_size"), "local_lr": local.get("lr"),
           "compression": cfg.get("compression"), "dropout": cfg.get("dropout"), "rounds": cfg.get("rounds"),
-          "seed": cfg.get("seed"), "replicates": cfg.get("replicates", 1)}
+          "seed": cfg.get("seed"), "replicates": cfg.get("replicates", 1),
+          "partition": cfg.get("partition", "main_labels"),
+          "dirichlet_alpha": cfg.get("dirichlet_alpha") if cfg.get("partition") == "dirichlet" else None,
+          "attacker_participates": cfg.get("attacker_participates", False),
+          "ldp_noise": cfg.get("ldp_noise", 0.0), "ldp_clip": cfg.get("ldp_clip", 0.0)}
 
 
 def _eavesdrop_run(folder, name, manifest, out: Results) -> None:

@@ -396,6 +396,8 @@ def eavesdrop_defence_label(s: dict) -> str:
   dropout = 0.5 if s.get("dropout") is None else float(s["dropout"])   # None: the models' default, 0.5
   parts = ([f"dropout {dropout:g}"] if dropout else []) + ([f"top-CR {s['compression']:g}"] if s["compression"]
                                                              else [])
+  if s.get("ldp_noise") or s.get("ldp_clip"):
+    parts.append(f"LDP sigma={s.get('ldp_noise') or 0:g} tau={s.get('ldp_clip') or 0:g}")
   return " + ".join(parts) or "none"
 
 
@@ -404,12 +406,13 @@ def eavesdrop_defences_table(results: Results) -> Optional[Table]:
   every federation run under two or more of them."""
   groups = defaultdict(dict)
   for r in results.eavesdrop:
-    fixed = tuple((k, str(v)) for k, v in sorted(r.settings.items()) if k not in ("compression", "dropout", "seed"))
+    fixed = tuple((k, str(v)) for k, v in sorted(r.settings.items())
+                  if k not in ("compression", "dropout", "seed", "ldp_noise", "ldp_clip"))
     groups[fixed][eavesdrop_defence_label(r.settings)] = r
   groups = {k: v for k, v in groups.items() if len(v) >= 2}
   if not groups:
     return None
-  columns = sorted({d for v in groups.values() for d in v}, key=lambda d: (d != "none", "CR" in d, d))
+  columns = sorted({d for v in groups.values() for d in v}, key=lambda d: (d != "none", "CR" in d, "LDP" in d, d))
   metrics = (("sniff", "Class Sniffing"), ("sniff_absent", "Class Sniffing, label absent"),
              ("qi_alpha1", "Quantity Inference a=1"), ("qi_abort", "Quantity Inference aborted"))
   rows = []

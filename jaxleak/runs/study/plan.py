@@ -201,7 +201,8 @@ def task_row(task: Task) -> dict[str, Any]:
          + (("wd_trials", "wd_total_per_label", "wd_factors", "wd_stages", "wd_window") if "wd_trials" in c else ())}
   row.update(partition=c.get("partition", "main_labels"),
              dirichlet_alpha=c.get("dirichlet_alpha") if c.get("partition") == "dirichlet" else None,
-             attacker_participates=c.get("attacker_participates", False))
+             attacker_participates=c.get("attacker_participates", False), ldp_noise=c.get("ldp_noise", 0.0),
+             ldp_clip=c.get("ldp_clip", 0.0))
   return row
 
 

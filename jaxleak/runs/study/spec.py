@@ -166,8 +166,10 @@ PRESETS: dict[str, Study] = {s.name: s for s in (
           "0.3, 1, 10, untrained (48)"),
     Study("har_defences", _DEFENCES, "HAR beyond the paper: each defence alone (none, bias-free head, LDP sigma=0.1 "
           "tau=1, top-10 % compression) against LLG, LLG*, EBI, LLBG, iLRG and RLU (96)"),
-    Study("eavesdrop_defences", (_ev({"dropout": (0.0, 0.5)}), _ev({"compression": (0.5, 0.9)}, dropout=0.0)),
-          "Eavesdrop beyond the paper: no defence (dropout 0), dropout 0.5, top-CR compression 0.5 and 0.9"),
+    Study("eavesdrop_defences", (_ev({"dropout": (0.0, 0.5)}), _ev({"compression": (0.5, 0.9)}, dropout=0.0),
+                                 _ev({"ldp_noise": (0.001, 0.01)}, dropout=0.0, ldp_clip=0.1)),
+          "Eavesdrop beyond the paper: no defence (dropout 0), dropout 0.5, top-CR compression 0.5 and 0.9, LDP "
+          "(clip 0.1, noise 0.001 and 0.01; a digits MLP update's norm is ~0.2, a head weight's ~0.003)"),
     Study("eavesdrop_tables", (_ev({"model": ("mlp", "cnn")}),), "Eavesdrop Tables III-IV: MLP and CNN"),
     Study("eavesdrop_compression", (_ev({"compression": PAPER_COMPRESSION}, model="cnn"),),
           "Eavesdrop Table VI: top-CR compression"),
