@@ -163,8 +163,8 @@ def _call(name, grads, n, head=None):
 
 
 @settings(max_examples=25, deadline=None)
-@given(seed=st.integers(0, 10_000), c=st.integers(2, 20), n=st.integers(1, 120),
-       name=st.sampled_from([a for a in A.names() if a != "rlu"]))     # rlu: tests/test_rlu.py (one shape)
+@given(seed=st.integers(0, 10_000), c=st.sampled_from([2, 7, 20]), n=st.sampled_from([1, 37, 120]),
+       name=st.sampled_from(A.names()))
 def test_counts_are_nonnegative_and_sum_to_n(seed, c, n, name):
   pred = np.asarray(_call(name, _random_grads(seed, c), n))
   assert pred.shape == (c,) and pred.dtype == np.int32
@@ -172,7 +172,8 @@ def test_counts_are_nonnegative_and_sum_to_n(seed, c, n, name):
 
 
 @settings(max_examples=20, deadline=None)
-@given(seed=st.integers(0, 10_000), c=st.integers(2, 20), n=st.integers(1, 120), exponent=st.integers(-6, 6),
+@given(seed=st.integers(0, 10_000), c=st.sampled_from([2, 9, 20]), n=st.sampled_from([1, 64, 120]),
+       exponent=st.integers(-6, 6),
        name=st.sampled_from(["llg", "llg_har", "ebi", "llbg"]))
 def test_positive_rescaling_does_not_change_counts(seed, c, n, exponent, name):
   g = _random_grads(seed, c)
@@ -188,7 +189,7 @@ def test_rescaling_by_a_clip_factor_breaks_ilrg_uniform_but_not_ebi():
 
 
 @settings(max_examples=20, deadline=None)
-@given(seed=st.integers(0, 10_000), c=st.integers(2, 15), n=st.integers(15, 80),
+@given(seed=st.integers(0, 10_000), c=st.sampled_from([2, 6, 15]), n=st.sampled_from([15, 80]),
        name=st.sampled_from(["llg", "llg_star", "ebi", "llbg", "llbg_original", "ilrg"]))
 def test_relabelling_classes_permutes_the_output(seed, c, n, name):
   # Not equivariant by construction, so excluded: llg_har's stale index, ilrg_uniform's random padding, and the

@@ -81,7 +81,7 @@ def test_queries_follow_the_reference():
 
 
 def test_untrained_mean_equivalent_keeps_ilrg_uniform_exact_where_the_sum_breaks_it():
-  cfg = LeakageConfig(dataset="synthetic_tiny", model="deepconvlstm", num_samples=100, minmax=False,
+  cfg = LeakageConfig(dataset="synthetic_tiny", model="tinyhar", num_samples=100, minmax=False,
                          num_clients=2, attacks=("ilrg_uniform", "ebi"),
                          local=LocalSteps(steps=5, batch_size=20))
   mean = run_leakage(cfg)

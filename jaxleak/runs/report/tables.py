@@ -364,7 +364,7 @@ def har_defences_table(results: Results, acct: Accountant) -> Optional[Table]:
   for every setting run under two or more defences. Bias attacks cannot run on a bias-free head: 'no bias'."""
   groups = defaultdict(dict)
   for r in results.har:
-    groups[setting_label(r.settings, with_ldp=False)][defence_label(r.settings)] = r
+    groups[setting_label(r.settings, with_ldp=False).replace(" | ", ", ")][defence_label(r.settings)] = r
   groups = {k: v for k, v in groups.items() if len(v) >= 2}
   if not groups:
     return None
@@ -418,7 +418,7 @@ def eavesdrop_defences_table(results: Results) -> Optional[Table]:
   rows = []
   for fixed, by_defence in groups.items():
     s = dict(fixed)
-    label = f"{s['dataset']} | {s['model']} | N_p={s['num_participants']} P={s['fraction']} | {s['rounds']} rounds"
+    label = f"{s['dataset']}, {s['model']}, N_p={s['num_participants']} P={s['fraction']}, {s['rounds']} rounds"
     for key, name in metrics:
       rows.append([label, name] + [by_defence[d].overall[key] if d in by_defence else None for d in columns])
   return Table("eavesdrop_defences", "Eavesdrop: each defence against each attack, success rates", ["federation",
