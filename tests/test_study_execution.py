@@ -42,8 +42,8 @@ def test_killed_study_resumes_to_records_bitwise_equal_to_an_unbroken_run(tmp_pa
 def test_ray_executor_writes_the_same_records_as_the_local_one(tmp_path):
   ray = pytest.importorskip("ray")
   from jaxleak.runs.study import executors
-  st = S.override(S.preset("har_sampling"), {**TINY, "samplings": "sequential,shuffle", "attacks": "ebi"})
-  plan = S.make_plan(st)
+  st = S.override(S.preset("har_ldp"), {**TINY, "samplings": "sequential", "attacks": "ebi", "ldp": "0:0,0.1:1.0"})
+  plan = S.make_plan(st)                           # one group (one Ray task) of two tasks
   local, remote = S.Store(str(tmp_path / "local")), S.Store(str(tmp_path / "ray"))
   S.run_plan(plan, local, progress=None)
   ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)

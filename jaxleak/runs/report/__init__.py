@@ -110,7 +110,7 @@ def har_figures(results: Results, acct: T.Accountant, add, log) -> None:
   # Fig. 3: multi-step minus single step, per dataset/model/state/sampling/seed.
   by_base = defaultdict(list)
   for r in har:
-    if not r.has_ldp:
+    if not r.has_ldp and T.undefended(r):
       s = r.settings
       by_base[(s["dataset"], s["model"], s["state"], s["sampling"], s["seed"])].append(r)
   for key, rs in by_base.items():
@@ -127,7 +127,7 @@ def har_figures(results: Results, acct: T.Accountant, add, log) -> None:
   for r in har:
     s = r.settings
     by_setting[(s["dataset"], s["model"], s["state"], s["sampling"], s["num_samples"], s["local_steps"],
-                s["local_batch_size"], s["seed"])].append(r)
+                s["local_batch_size"], s["seed"], s.get("head_bias", True), s.get("compression", 0.0))].append(r)
   for key, rs in by_setting.items():
     ldp = [r for r in rs if r.has_ldp]
     scopes = {r.settings["clip_scope"] for r in ldp}

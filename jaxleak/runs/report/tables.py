@@ -138,14 +138,24 @@ def ldp_table(results: Results, acct: Accountant) -> Optional[Table]:
 
 # --- HAR ----------------------------------------------------------------------------------------------------------
 
-def setting_label(s: dict, *, with_ldp: bool = True) -> str:
-  """'synthetic_wear | deepconvlstm | untrained | shuffle | N=100 [| S=5 B=20] [| sigma=0.1 tau=1]'."""
+def setting_label(s: dict, *, with_ldp: bool = True, with_defences: bool = True) -> str:
+  """'synthetic_wear | deepconvlstm | untrained | shuffle | N=100 [| S=5 B=20] [| sigma=0.1 tau=1] [| bias-free
+  head] [| top-k CR=0.9]'."""
   parts = [s["dataset"], s["model"], s["state"], s["sampling"], f"N={s['num_samples']}"]
   if s["local_steps"] is not None:
     parts.append(f"S={s['local_steps']} B={s['local_batch_size']}")
   if with_ldp and (s["sigma"] or s["tau"]):
     parts.append(f"sigma={s['sigma']:g} tau={s['tau']:g}" if s["tau"] else f"sigma={s['sigma']:g} no clip")
+  if with_defences and not s.get("head_bias", True):
+    parts.append("bias-free head")
+  if with_defences and s.get("compression"):
+    parts.append(f"top-k CR={s['compression']:g}")
   return " | ".join(parts)
+
+
+def undefended(r: HarResult) -> bool:
+  """Neither a bias-free head nor upload compression (LDP is judged separately: `has_ldp`)."""
+  return r.settings.get("head_bias", True) and not r.settings.get("compression")
 
 
 def har_summary_table(results: Results, acct: Accountant) -> Optional[Table]:
@@ -156,10 +166,12 @@ def har_summary_table(results: Results, acct: Accountant) -> Optional[Table]:
     s = r.settings
     eps = acct.budget(s["sigma"], s["tau"], s["ldp_releases"]).text() if r.has_ldp else ""
     for name, a in r.attacks.items():
+      other = " + ".join(p for p in defence_label({**s, "sigma": 0.0, "tau": 0.0}).split(" + ") if p != "none")
       rows.append([s["dataset"], s["model"], s["state"], s["sampling"], s["num_samples"], s["local_batch_size"],
-                   s["local_steps"], s["sigma"], s["tau"], eps, attack_name(name), len(a["subjects"])]
+                   s["local_steps"], s["sigma"], s["tau"], eps, other, attack_name(name), len(a["subjects"])]
                   + [x for m in ("lnacc", "leacc", "class_acc") for x in a["summary"][m]])
-  cols = ["dataset", "model", "state", "sampling", "N", "B", "S", "sigma", "tau", "epsilon", "attack", "clients",
+  cols = ["dataset", "model", "state", "sampling", "N", "B", "S", "sigma", "tau", "epsilon", "defences", "attack",
+          "clients",
           "LnAcc", "LnAcc std", "LeAcc", "LeAcc std", "ClassAcc", "ClassAcc std"]
   return Table("har_summary", f"HAR leakage: mean and std over clients (epsilon at delta = {acct.delta:g}, PLD, "
                f"composed over {acct.rounds} round(s))", cols, rows,
@@ -167,8 +179,8 @@ def har_summary_table(results: Results, acct: Accountant) -> Optional[Table]:
 
 
 def single_step_plain(results: Results) -> list[HarResult]:
-  """The HAR results without LDP and without local steps (the paper's Fig. 2 / Table 1 settings)."""
-  return [r for r in results.har if not r.multi_step and not r.has_ldp]
+  """The HAR results without LDP, defences and local steps (the paper's Fig. 2 / Table 1 settings)."""
+  return [r for r in results.har if not r.multi_step and not r.has_ldp and undefended(r)]
 
 
 def _family_per_client(r: HarResult, signal: str) -> Optional[np.ndarray]:
@@ -364,7 +376,8 @@ def har_defences_table(results: Results, acct: Accountant) -> Optional[Table]:
   for every setting run under two or more defences. Bias attacks cannot run on a bias-free head: 'no bias'."""
   groups = defaultdict(dict)
   for r in results.har:
-    groups[setting_label(r.settings, with_ldp=False).replace(" | ", ", ")][defence_label(r.settings)] = r
+    base = setting_label(r.settings, with_ldp=False, with_defences=False).replace(" | ", ", ")
+    groups[base][defence_label(r.settings)] = r
   groups = {k: v for k, v in groups.items() if len(v) >= 2}
   if not groups:
     return None
