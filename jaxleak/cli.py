@@ -218,6 +218,9 @@ def define_leakage_flags(fv: flags.FlagValues, *, multi_step: bool) -> None:
   flags.DEFINE_list("clients", None, "Subject ids to attack (default: all).", **d)
   flags.DEFINE_integer("num_clients", None, "Attack only the first k subjects.", **d)
   flags.DEFINE_integer("seed", 1, "Run seed (model init, sampling, dropout, attack randomness).", **d)
+  flags.DEFINE_float("dropout", None, "The model's dropout rate in [0, 1) (default: the model's own, 0.5).", **d)
+  flags.DEFINE_float("compression", 0.0, "Defence: each client uploads only the largest (1 - CR) fraction of every "
+                     "head gradient leaf (top-CR, in [0, 1); 0 = off).", **d)
   flags.DEFINE_float("dirichlet_alpha", None, "Re-deal the (selected) subjects' windows to non-IID clients with "
                      "label proportions ~ Dir(alpha) (> 0; small = few labels each). Default: one client per subject.",
                      **d)
@@ -296,6 +299,9 @@ def leakage_config(fv: flags.FlagValues, **overrides):
   finite(fv, "clip", 0.0)
   if fv.dirichlet_alpha is not None:
     finite(fv, "dirichlet_alpha", 0.0, lo_open=True)
+  if fv.dropout is not None:
+    finite(fv, "dropout", 0.0, 1.0, hi_open=True)
+  finite(fv, "compression", 0.0, 1.0, hi_open=True)
   if fv.dirichlet_clients is not None:
     positive_int(fv, "dirichlet_clients")
     check(fv, "dirichlet_clients", fv.dirichlet_alpha is not None, "given with --dirichlet_alpha")
@@ -304,6 +310,7 @@ def leakage_config(fv: flags.FlagValues, **overrides):
       synthetic_scale=fv.synthetic_scale, model=fv.model, head_bias=fv.head_bias, sampling=fv.sampling,
       num_samples=fv.num_samples, attacks=name_list(fv, "attacks", A.names()), clients=int_list(fv, "clients"),
       num_clients=fv.num_clients, seed=fv.seed, minmax=fv.minmax, chunk_size=fv.chunk_size,
-      dirichlet_alpha=fv.dirichlet_alpha, dirichlet_clients=fv.dirichlet_clients, **overrides)
+      dirichlet_alpha=fv.dirichlet_alpha, dirichlet_clients=fv.dirichlet_clients, dropout=fv.dropout,
+      compression=fv.compression, **overrides)
   cfg.validate()
   return cfg

@@ -45,13 +45,24 @@ def test_a_changed_setting_is_a_new_task():
 
 def test_dirichlet_axis_adds_tasks_and_leaves_other_keys_alone():
   plain = S.make_plan(S.override(S.preset("har_sampling"), TINY), check_inputs=False)
-  assert all("dirichlet_alpha" not in t.config for t in plain.tasks)   # keys of existing studies do not move
+  for field in ("dirichlet_alpha", "head_bias", "compression", "dropout"):   # keys of existing studies do not move
+    assert all(field not in t.config for t in plain.tasks)
   noniid = S.make_plan(S.override(S.preset("har_dirichlet"), {**TINY, "dirichlet_alphas": "0.2,5"}),
                        check_inputs=False)
   assert len(noniid.tasks) == 2 * len(plain.tasks)
   assert sorted({t.config["dirichlet_alpha"] for t in noniid.tasks}) == [0.2, 5.0]
   assert "Dir(0.2)" in noniid.groups[0].label or "Dir(5)" in noniid.groups[0].label
   assert engine.leakage_config(noniid.tasks[0].config).dirichlet_alpha == noniid.tasks[0].config["dirichlet_alpha"]
+  defences = S.make_plan(S.override(S.preset("har_defences"), TINY), check_inputs=False)
+  configs = [engine.leakage_config(t.config, t.config["sigma"], t.config["tau"]) for t in defences.tasks]
+  assert {(c.head_bias, c.compression, c.dropout, c.ldp.is_identity) for c in configs} == {
+      (True, 0.0, None, True), (False, 0.0, None, True), (True, 0.0, None, False), (True, 0.9, None, True),
+      (True, 0.0, 0.8, True)}
+  from jaxleak.runs.leakage.prepare import prepare
+  dropped = next(c for c in configs if c.dropout == 0.8)
+  assert prepare(dropped, None, None, None).model.dropout == 0.8
+  with pytest.raises(ValueError, match="dropout"):
+    L.LeakageConfig(dropout=1.0).validate()
   ev = S.make_plan(S.preset("eavesdrop_dirichlet"), check_inputs=False)
   assert sorted(engine.eavesdrop_config(t.config).dirichlet_alpha for t in ev.tasks) == [0.1, 0.3, 1.0, 10.0]
   assert {engine.eavesdrop_config(t.config).partition for t in ev.tasks} == {"dirichlet"}

@@ -42,6 +42,7 @@ class LeakageConfig:
   checkpoint_dir: Optional[str] = None               # trained LOSO models (train_models.py); None = untrained
   shard: bool = True                                 # spread each call's updates over all local devices
   compression: float = 0.0                           # defence: upload only the top (1 - CR) of each head leaf
+  dropout: Optional[float] = None                    # the model's dropout rate (None: its default, 0.5)
   dirichlet_alpha: Optional[float] = None           # re-deal the windows to non-IID clients ~ Dir(alpha)
   dirichlet_clients: Optional[int] = None            # how many (default: as many as the selected subjects)
   rlu_aux_per_class: int = 32                        # RLU: the attacker's auxiliary windows per class
@@ -73,6 +74,8 @@ class LeakageConfig:
         raise ValueError(f"clients: {list(self.clients)} names a subject twice; list each once.")
     if self.num_clients is not None and self.num_clients <= 0:
       raise ValueError(f"num_clients must be positive, got {self.num_clients}.")
+    if self.dropout is not None and not (math.isfinite(self.dropout) and 0.0 <= self.dropout < 1.0):
+      raise ValueError(f"dropout must be in [0, 1) (None: the model's default), got {self.dropout}.")
     if not (math.isfinite(self.compression) and 0.0 <= self.compression < 1.0):
       raise ValueError(f"compression must be in [0, 1) (the fraction of each head leaf zeroed), got "
                        f"{self.compression}.")

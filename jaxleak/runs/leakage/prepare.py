@@ -83,7 +83,8 @@ def prepare(cfg: LeakageConfig, dataset: Optional[D.HarDataset], variables: Opti
   subject_of_batch = np.asarray(clients.subject_ids)[batch_client]
   log(progress, f"{dataset.name}: {clients.num_clients} clients, {len(clients.labels):,} windows, "
                 f"{len(indices)} updates of N={cfg.num_samples} ({cfg.sampling})")
-  model = models.build(cfg.model, dataset.num_classes, head_bias=cfg.head_bias)
+  model = models.build(cfg.model, dataset.num_classes, head_bias=cfg.head_bias,
+                       **({} if cfg.dropout is None else {"dropout": cfg.dropout}))
   fold_of_batch = held = None
   if cfg.checkpoint_dir is not None:
     if variables is not None:

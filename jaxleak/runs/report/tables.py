@@ -150,12 +150,15 @@ def setting_label(s: dict, *, with_ldp: bool = True, with_defences: bool = True)
     parts.append("bias-free head")
   if with_defences and s.get("compression"):
     parts.append(f"top-k CR={s['compression']:g}")
+  if with_defences and s.get("dropout") is not None:
+    parts.append(f"dropout {s['dropout']:g}")
   return " | ".join(parts)
 
 
 def undefended(r: HarResult) -> bool:
-  """Neither a bias-free head nor upload compression (LDP is judged separately: `has_ldp`)."""
-  return r.settings.get("head_bias", True) and not r.settings.get("compression")
+  """No bias-free head, upload compression or changed dropout (LDP is judged separately: `has_ldp`)."""
+  return (r.settings.get("head_bias", True) and not r.settings.get("compression")
+          and r.settings.get("dropout") is None)
 
 
 def har_summary_table(results: Results, acct: Accountant) -> Optional[Table]:
@@ -368,6 +371,8 @@ def defence_label(s: dict) -> str:
     parts.append(f"LDP sigma={s['sigma']:g} tau={s['tau']:g}" if s["tau"] else f"LDP sigma={s['sigma']:g}")
   if s.get("compression"):
     parts.append(f"top-k CR={s['compression']:g}")
+  if s.get("dropout") is not None:
+    parts.append(f"dropout {s['dropout']:g}")
   return " + ".join(parts) or "none"
 
 
@@ -381,7 +386,7 @@ def har_defences_table(results: Results, acct: Accountant) -> Optional[Table]:
   groups = {k: v for k, v in groups.items() if len(v) >= 2}
   if not groups:
     return None
-  order = lambda d: (d != "none", "bias" not in d, "LDP" not in d, d)
+  order = lambda d: (d != "none", "bias" not in d, "LDP" not in d, "CR" not in d, d)
   columns = sorted({d for v in groups.values() for d in v}, key=order)
   rows = []
   for label, by_defence in groups.items():
@@ -401,8 +406,9 @@ def har_defences_table(results: Results, acct: Accountant) -> Optional[Table]:
          for v in groups.values() for d, r in v.items() if r.has_ldp]
   return Table("har_defences", "HAR: each defence against each attack, LnAcc (mean over clients)",
                ["setting", "attack"] + columns, rows, percent=tuple(columns),
-               note="Empty: not run. 'no bias': the attack reads the bias gradient, which a bias-free head does not "
-                    "have (the defence removes it). " + "; ".join(sorted(set(eps))))
+               note="Empty: not run. 'none': the models as built (DeepConvLSTM and TinyHAR: dropout 0.5). 'no bias': "
+                    "the attack reads the bias gradient, which a bias-free head does not have (the defence removes "
+                    "it). " + "; ".join(sorted(set(eps))))
 
 
 def eavesdrop_defence_label(s: dict) -> str:

@@ -58,7 +58,7 @@ def leakage_config(task_config: dict, sigma: float = 0.0, tau: float = 0.0) -> L
                        attacks=tuple(c["attacks"]), num_clients=c["num_clients"], seed=c["seed"],
                        minmax=local is None, ldp=ldp, local=local, checkpoint_dir=c["checkpoint_dir"],
                        dirichlet_alpha=c.get("dirichlet_alpha"), head_bias=c.get("head_bias", True),
-                       compression=c.get("compression", 0.0))
+                       compression=c.get("compression", 0.0), dropout=c.get("dropout"))
 
 
 def eavesdrop_config(c: dict):

@@ -70,6 +70,7 @@ class HarGrid:
   dirichlet_alphas: tuple[float, ...] = ()           # () = one client per subject; else non-IID re-partitions
   head_bias: bool = True                             # defence: False = a bias-free head (the HAR paper's advice)
   compression: float = 0.0                           # defence: top-CR upload compression of the head gradient
+  dropout: Optional[float] = None                    # the models' dropout rate (None: their default, 0.5)
 
   def validate(self) -> None:
     for field, values, valid in (("datasets", self.datasets, D.DATASETS), ("models", self.models, models.names()),
@@ -102,6 +103,8 @@ class HarGrid:
       raise ValueError(f"synthetic_scale must be a finite number > 0, got {self.synthetic_scale}.")
     if not (math.isfinite(self.compression) and 0.0 <= self.compression < 1.0):
       raise ValueError(f"compression must be in [0, 1), got {self.compression}.")
+    if self.dropout is not None and not (math.isfinite(self.dropout) and 0.0 <= self.dropout < 1.0):
+      raise ValueError(f"dropout must be in [0, 1) (none: the models' default), got {self.dropout}.")
     if not self.head_bias:
       biased = [a for a in self.attacks if A.info(a).signal == "bias"]
       if biased:
@@ -153,7 +156,8 @@ HAR_DEFENCE_ATTACKS = A.HAR_PAPER_ATTACKS + ("rlu",)
 _DEFENCES = (HarGrid(attacks=HAR_DEFENCE_ATTACKS),
              HarGrid(attacks=tuple(a for a in HAR_DEFENCE_ATTACKS if A.info(a).signal != "bias"), head_bias=False),
              HarGrid(attacks=HAR_DEFENCE_ATTACKS, ldp=((0.1, 1.0),)),
-             HarGrid(attacks=HAR_DEFENCE_ATTACKS, compression=0.9))
+             HarGrid(attacks=HAR_DEFENCE_ATTACKS, compression=0.9),
+             HarGrid(attacks=HAR_DEFENCE_ATTACKS, dropout=0.8))
 
 PRESETS: dict[str, Study] = {s.name: s for s in (
     Study("har_sampling", (_SAMPLING,), "HAR paper: datasets x models x states x samplings, single step (24)"),
@@ -164,8 +168,9 @@ PRESETS: dict[str, Study] = {s.name: s for s in (
     Study("har_dirichlet", (HarGrid(states=("untrained",), dirichlet_alphas=DIRICHLET_ALPHAS),),
           "HAR beyond the paper: subjects' windows re-dealt to non-IID Dirichlet(alpha) clients, alpha in 0.1, "
           "0.3, 1, 10, untrained (48)"),
-    Study("har_defences", _DEFENCES, "HAR beyond the paper: each defence alone (none, bias-free head, LDP sigma=0.1 "
-          "tau=1, top-10 % compression) against LLG, LLG*, EBI, LLBG, iLRG and RLU (96)"),
+    Study("har_defences", _DEFENCES, "HAR beyond the paper: each defence alone (none = the paper's models with "
+          "dropout 0.5, bias-free head, LDP sigma=0.1 tau=1, top-10 % compression, dropout 0.8) against LLG, LLG*, "
+          "EBI, LLBG, iLRG and RLU (120)"),
     Study("eavesdrop_defences", (_ev({"dropout": (0.0, 0.5)}), _ev({"compression": (0.5, 0.9)}, dropout=0.0),
                                  _ev({"ldp_noise": (0.001, 0.01)}, dropout=0.0, ldp_clip=0.1)),
           "Eavesdrop beyond the paper: no defence (dropout 0), dropout 0.5, top-CR compression 0.5 and 0.9, LDP "
