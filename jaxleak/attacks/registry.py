@@ -53,7 +53,8 @@ CONTEXT_FIELDS = tuple(f.name for f in dataclasses.fields(AttackContext))
 _HOW_TO = {"key": "pass a jax.random.key (fold in the update's id so results do not depend on chunking).",
            "star_params": "estimate them with estimate_llg_star_params(..., method={method!r}).",
            "head": "pass the head's LastLayerParams at the attacked model.",
-           "rlu_basis": "estimate it with jaxleak.federated.rlu.simulate_rlu_basis (or attacks.rlu_basis_from_features)."}
+           "rlu_basis": "estimate it with jaxleak.federated.rlu.simulate_rlu_basis (or "
+                        "attacks.rlu_basis_from_features)."}
 
 
 @dataclasses.dataclass(frozen=True)

@@ -46,7 +46,8 @@ def load_pool(name: str, *, data_dir: str | None = None, scale: float = 1.0, see
   return LabelPool(x=windows.windows, y=windows.labels, num_classes=windows.num_classes, name=name)
 
 
-__all__ = ["Allocation", "LabelPool", "POOL_DATASETS", "allocate_dirichlet", "allocate_label_totals", "allocate_main_labels",
-           "aux_per_label", "load_digits", "load_mnist", "pad_allocation", "load_pool", "quantity_groups", "split_pool", "DATASETS", "DataFormatError", "HarDataset", "Recording", "STRATEGIES", "SYNTHETIC_PRESETS",
-           "WindowedClients", "load", "load_hapt", "load_tal", "make_clients", "make_synthetic", "repartition_dirichlet",
-           "sample_client", "sample_clients", "sample_queries", "window_recording", "window_starts"]
+__all__ = ["Allocation", "DATASETS", "DataFormatError", "HarDataset", "LabelPool", "POOL_DATASETS", "Recording",
+           "STRATEGIES", "SYNTHETIC_PRESETS", "WindowedClients", "allocate_dirichlet", "allocate_label_totals",
+           "allocate_main_labels", "aux_per_label", "load", "load_digits", "load_hapt", "load_mnist", "load_pool",
+           "load_tal", "make_clients", "make_synthetic", "pad_allocation", "quantity_groups", "repartition_dirichlet",
+           "sample_client", "sample_clients", "sample_queries", "split_pool", "window_recording", "window_starts"]

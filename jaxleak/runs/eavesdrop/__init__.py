@@ -9,12 +9,14 @@ from jaxleak.runs.eavesdrop.federation import (Federation, RoundInputs, accuracy
 from jaxleak.runs.eavesdrop.report import (per_label_table, round_rows, rounds_files, summarize_rounds,
                                            summarize_whole_determination, sweep_table, whole_determination_table,
                                            write_rounds, write_whole_determination)
-from jaxleak.runs.eavesdrop.rounds import (ATTACKER_COLUMNS, ROUND_COLUMNS, RoundsResult, attack_round, attack_round_jit,
+from jaxleak.runs.eavesdrop.rounds import (ATTACKER_COLUMNS, ROUND_COLUMNS, RoundsResult, attack_round,
+                                           attack_round_jit,
                                            attack_round_replicated, checkpoint_config, pool_results, run_rounds,
                                            run_rounds_replicated)
 from jaxleak.runs.eavesdrop.whole_determination import WholeDeterminationTrial, run_whole_determination
 
-__all__ = ["ATTACKER_COLUMNS", "DIRICHLET_ALPHAS", "PARTITIONS", "EavesdropConfig", "Federation", "PAPER_COMPRESSION", "PAPER_LOCAL", "PAPER_SWEEPS", "PAPER_WD_FACTORS",
+__all__ = ["ATTACKER_COLUMNS", "DIRICHLET_ALPHAS", "PARTITIONS", "EavesdropConfig", "Federation",
+           "PAPER_COMPRESSION", "PAPER_LOCAL", "PAPER_SWEEPS", "PAPER_WD_FACTORS",
            "ROUND_COLUMNS", "RoundInputs", "RoundsResult", "WD_STAGE_NAMES", "WholeDeterminationConfig",
            "WholeDeterminationTrial", "accuracy", "attack_round", "attack_round_jit", "attack_round_replicated",
            "checkpoint_config", "load_pools", "per_label_table", "play_round", "play_training_round",

@@ -143,7 +143,8 @@ def play_training_round(fed: Federation, variables: dict, t: int) -> dict:
   cfg = fed.config
   r = round_inputs(fed, t)
   new_vars, _ = fedavg_round(fed.model, variables, fed.pool_x, fed.pool_y, jnp.asarray(r.index),
-                             jnp.asarray(r.mask), r.client_keys, local=cfg.local, compression_ratio=cfg.compression, ldp=cfg.ldp)
+                             jnp.asarray(r.mask), r.client_keys, local=cfg.local, compression_ratio=cfg.compression,
+                             ldp=cfg.ldp)
   return new_vars
 
 
