@@ -165,7 +165,7 @@ def test_collect_table_holds_the_records_numbers_and_status_counts(ldp_study, ca
   out, missing = collect.collect(plan, store)
   assert missing == 0
   rows = list(csv.DictReader(open(os.path.join(out, "results.csv"))))
-  assert len(rows) == 3 * 3 * 2                                   # tasks x attacks x clients
+  assert len(rows) == 3 * 4 * 2                                   # tasks x attacks x clients
   for row in rows:
     rec = store.read(row["task"])["results"]
     i = rec["subjects"].index(int(row["subject"]))
