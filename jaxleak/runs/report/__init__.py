@@ -127,7 +127,8 @@ def har_figures(results: Results, acct: T.Accountant, add, log) -> None:
   for r in har:
     s = r.settings
     by_setting[(s["dataset"], s["model"], s["state"], s["sampling"], s["num_samples"], s["local_steps"],
-                s["local_batch_size"], s["seed"], s.get("head_bias", True), s.get("compression", 0.0))].append(r)
+                s["local_batch_size"], s["seed"], s.get("head_bias", True), s.get("compression", 0.0),
+                s.get("dropout"))].append(r)
   for key, rs in by_setting.items():
     ldp = [r for r in rs if r.has_ldp]
     scopes = {r.settings["clip_scope"] for r in ldp}
