@@ -85,3 +85,15 @@ def test_models_initialise_and_run_with_x64_enabled():
   r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
                      env={**__import__("os").environ, "JAX_PLATFORMS": "cpu"})
   assert r.returncode == 0 and r.stdout.strip() == "ok", r.stderr[-2000:]
+
+
+@pytest.mark.parametrize("name, shortest", [("tinyhar", 49), ("deepconvlstm", 33)])
+def test_windows_shorter_than_the_receptive_field_are_refused(name, shortest):
+  # One step shorter and the last VALID conv has no output: features would be empty sums (TinyHAR: all zero)
+  # or clamped reads, i.e. plausible-looking numbers from nothing.
+  model = models.build(name, 3)
+  v = models.init(model, jax.random.key(0), shortest, 3)
+  _, feats = model.apply(v, jax.random.normal(jax.random.key(1), (2, shortest, 3)), return_features=True)
+  assert np.all(np.isfinite(feats)) and np.any(feats != 0)
+  with pytest.raises(ValueError, match=f"{shortest - 1} time steps .* at least {shortest}"):
+    models.init(model, jax.random.key(0), shortest - 1, 3)

@@ -155,3 +155,21 @@ def test_rlu_in_the_leakage_pipeline_is_near_perfect_on_an_untrained_model():
   assert err.mean() <= 0.03
   with pytest.raises(ValueError, match="rlu_aux_per_class"):
     LeakageConfig(attacks=("rlu",), rlu_aux_per_class=0).validate()
+
+
+def test_per_fold_bases_equal_each_fold_alone_and_missing_classes_are_zero():
+  # Trained runs estimate one basis per fold inside one program (lax.map); it must equal each fold on its own.
+  from jaxleak.runs.leakage.scoring import _masked_basis, _masked_basis_per_fold
+  model = models.build("mlp", 3)
+  x = jax.random.normal(KEY, (2, 3, 4, 24, 3))                       # [F, C, n, T, channels]
+  folds = [models.init(model, jax.random.key(f), 24, 3) for f in range(2)]
+  stacked = jax.tree.map(lambda *a: jnp.stack(a), *folds)
+  has = jnp.asarray([[True, True, True], [True, False, True]])
+  static = dict(model=model, local=LocalSteps(steps=2, batch_size=4, lr=0.1), num_simulations=2, minmax_batch=4)
+  together = _masked_basis_per_fold(stacked, x, has, KEY, **static)
+  for f in range(2):
+    alone = _masked_basis(folds[f], x[f], has[f], KEY, **static)
+    for a, b in zip(jax.tree.leaves(alone), jax.tree.leaves(jax.tree.map(lambda t: t[f], together))):
+      np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+  assert not np.any(np.asarray(together.kernel[1, 1])) and np.any(np.asarray(together.kernel[0, 1]))
+  assert not np.any(np.asarray(together.bias[1, 1]))

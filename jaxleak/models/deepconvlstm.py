@@ -4,8 +4,8 @@ from __future__ import annotations
 import jax
 from flax import linen as nn
 
-from jaxleak.models.layers import (TorchLSTM, batch_to_channels, channels_to_batch, temporal_conv,
-                                   xavier_normal)
+from jaxleak.models.layers import (TorchLSTM, batch_to_channels, channels_to_batch, require_window_length,
+                                   temporal_conv, xavier_normal)
 
 
 class DeepConvLSTM(nn.Module):
@@ -28,6 +28,7 @@ class DeepConvLSTM(nn.Module):
 
   @nn.compact
   def __call__(self, x: jax.Array, *, train: bool = False, return_features: bool = False):
+    require_window_length("deepconvlstm", x.shape[-2], self.kernel_size, (1, 1, 1, 1))
     h = channels_to_batch(x)                                           # [B * ch, T, 1]
     for _ in range(4):
       h = nn.relu(temporal_conv(self.conv_filters, self.kernel_size)(h))

@@ -80,3 +80,16 @@ def temporal_conv(features: int, kernel_size: int, stride: int = 1) -> nn.Conv:
   """
   return nn.Conv(features, (kernel_size,), strides=(stride,), padding="VALID", kernel_init=xavier_normal,
                  bias_init=nn.initializers.zeros)
+
+
+def require_window_length(model: str, length: int, kernel_size: int, strides) -> None:
+  """Raises ValueError when windows of `length` time steps are shorter than the receptive field of VALID convs
+  with `kernel_size` and these `strides` (the last conv would have no output step: the features would silently
+  be empty sums or clamped reads)."""
+  need = 1
+  for s in reversed(tuple(strides)):
+    need = (need - 1) * s + kernel_size
+  if length < need:
+    raise ValueError(f"{model}: windows of {length} time steps are shorter than its receptive field ({len(strides)} "
+                     f"VALID convs of kernel {kernel_size}, strides {list(strides)}: at least {need} steps); use "
+                     f"longer windows or a smaller kernel_size.")

@@ -5,8 +5,8 @@ import jax
 import jax.numpy as jnp
 from flax import linen as nn
 
-from jaxleak.models.layers import (TorchLSTM, batch_to_channels, channels_to_batch, pad_full_window, temporal_conv,
-                                   xavier_normal)
+from jaxleak.models.layers import (TorchLSTM, batch_to_channels, channels_to_batch, pad_full_window,
+                                   require_window_length, temporal_conv, xavier_normal)
 
 
 class ChannelSelfAttention(nn.Module):
@@ -40,6 +40,7 @@ class TinyHAR(nn.Module):
 
   @nn.compact
   def __call__(self, x: jax.Array, *, train: bool = False, return_features: bool = False):
+    require_window_length("tinyhar", x.shape[-2], self.kernel_size, (1, 2, 1, 2))
     h = channels_to_batch(x)                                           # [B * ch, T, 1]
     for stride in (1, 2, 1, 2):
       h = temporal_conv(self.filters, self.kernel_size, stride)(pad_full_window(h, self.kernel_size))

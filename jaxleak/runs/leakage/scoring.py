@@ -50,17 +50,26 @@ class LeakageResult:
     return rows
 
 
-@functools.lru_cache(maxsize=None)
-def _vmapped_attack(name: str, num_samples: int, local_batch_size: Optional[int], local_steps: int):
-  """One jitted, vmapped caller per (attack, N, B, S): repeated runs reuse its compilations."""
+def attack_updates(name: str, grads: LastLayerGrads, num_samples: int, keys: jax.Array, star_params: dict, head,
+                   rlu_basis=None, *, local_batch_size: Optional[int] = None, local_steps: int = 1) -> jax.Array:
+  """One attack on K updates, vmapped (traceable; see `run_attacks` for the inputs): i32[K, C]. Each update's
+  attack key is its key folded with a hash of the attack's name, so attacks draw independently."""
   salt = zlib.crc32(name.encode())
+  star = star_params.get(A.info(name).star_method)
 
-  def one(g, key, star_params, head, rlu_basis):
-    ctx = A.AttackContext(key=jax.random.fold_in(key, salt), star_params=star_params, head=head,
-                          local_batch_size=local_batch_size, local_steps=local_steps, rlu_basis=rlu_basis)
+  def one(g, key, st, hd, rb):
+    ctx = A.AttackContext(key=jax.random.fold_in(key, salt), star_params=st, head=hd,
+                          local_batch_size=local_batch_size, local_steps=local_steps, rlu_basis=rb)
     return A.run(name, g, num_samples, ctx)
 
-  return jax.jit(jax.vmap(one))
+  return jax.vmap(one)(grads, keys, star, head, rlu_basis if name == "rlu" else None)
+
+
+@functools.lru_cache(maxsize=None)
+def _vmapped_attack(name: str, num_samples: int, local_batch_size: Optional[int], local_steps: int):
+  """One jitted caller of `attack_updates` per (attack, N, B, S): repeated runs reuse its compilations."""
+  return jax.jit(functools.partial(attack_updates, name, num_samples=num_samples, local_batch_size=local_batch_size,
+                                   local_steps=local_steps))
 
 
 @functools.lru_cache(maxsize=None)
@@ -86,9 +95,8 @@ def run_attacks(grads: LastLayerGrads, num_samples: int, names: Sequence[str], *
   """
   preds = {}
   for name in names:
-    star = star_params.get(A.info(name).star_method)
     f = _vmapped_attack(name, num_samples, local_batch_size, local_steps)
-    preds[name] = np.asarray(f(grads, keys, star, head, rlu_basis if name == "rlu" else None))
+    preds[name] = np.asarray(f(grads, keys=keys, star_params=star_params, head=head, rlu_basis=rlu_basis))
   return preds
 
 
@@ -137,30 +145,41 @@ def rlu_auxiliary(clients, per_class: int, key: jax.Array,
 def rlu_bases(prep: Prepared, cfg: LeakageConfig) -> A.RLUBasis:
   """RLU's basis for every update (leading K axis): estimated once per attacked model (the shared global model,
   or each trained fold with auxiliary windows of its training subjects) by `federated.rlu.simulate_rlu_basis`."""
-  local = cfg.local
   key = jax.random.fold_in(prep.key, RLU)
-  minmax_batch = (cfg.num_samples if local is None else local.batch_size) if cfg.minmax else None
-  def estimate(v, aux):
-    idx, has = aux
-    basis = simulate_rlu_basis(prep.model, v, jnp.asarray(prep.clients.windows[idx]), key, local=local,
-                               num_simulations=cfg.rlu_simulations, minmax_batch=minmax_batch)
-    # classes without auxiliary windows: zero columns, which RLU predicts as 0 (no client of the run has them)
-    keep = jnp.asarray(has)
-    return basis._replace(kernel=jnp.where(keep[:, None, None], basis.kernel, 0.0),
-                          bias=None if basis.bias is None else jnp.where(keep[:, None], basis.bias, 0.0))
-
+  static = dict(model=prep.model, local=cfg.local, num_simulations=cfg.rlu_simulations,
+                minmax_batch=(cfg.num_samples if cfg.local is None else cfg.local.batch_size) if cfg.minmax else None)
   k = len(prep.indices)
   if prep.fold_of_batch is None:
-    basis = estimate(prep.variables, rlu_auxiliary(prep.clients, cfg.rlu_aux_per_class, key))
+    idx, has = rlu_auxiliary(prep.clients, cfg.rlu_aux_per_class, key)
+    basis = _masked_basis(prep.variables, jnp.asarray(prep.clients.windows[idx]), jnp.asarray(has), key, **static)
     return jax.tree.map(lambda a: jnp.broadcast_to(a, (k,) + a.shape), basis)
   used = np.unique(prep.fold_of_batch)                 # only the folds this run attacks
-  per_fold = [estimate(jax.tree.map(lambda a, f=f: a[f], prep.variables),
-                       rlu_auxiliary(prep.clients, cfg.rlu_aux_per_class, key,
-                                     exclude_subject=prep.fold_subjects[f]))
-              for f in used]
-  stacked = jax.tree.map(lambda *xs: jnp.stack(xs), *per_fold)
+  aux = [rlu_auxiliary(prep.clients, cfg.rlu_aux_per_class, key, exclude_subject=prep.fold_subjects[f]) for f in used]
+  idx, has = np.stack([a[0] for a in aux]), np.stack([a[1] for a in aux])
+  fold_vars = jax.tree.map(lambda a: a[jnp.asarray(used)], prep.variables)
+  stacked = _masked_basis_per_fold(fold_vars, jnp.asarray(prep.clients.windows[idx]), jnp.asarray(has), key, **static)
   position = np.searchsorted(used, prep.fold_of_batch)
   return jax.tree.map(lambda a: a[jnp.asarray(position)], stacked)
+
+
+_STATIC = ("model", "local", "num_simulations", "minmax_batch")
+
+
+@functools.partial(jax.jit, static_argnames=_STATIC)
+def _masked_basis(variables, aux_x, has, key, *, model, local, num_simulations, minmax_batch) -> A.RLUBasis:
+  """simulate_rlu_basis (aux_x [C, n, ...]) with the columns of labels without auxiliary windows (has bool[C]
+  False) set to zero, which RLU predicts as 0 (no client of the run holds them)."""
+  basis = simulate_rlu_basis(model, variables, aux_x, key, local=local, num_simulations=num_simulations,
+                             minmax_batch=minmax_batch)
+  return basis._replace(kernel=jnp.where(has[:, None, None], basis.kernel, 0.0),
+                        bias=None if basis.bias is None else jnp.where(has[:, None], basis.bias, 0.0))
+
+
+@functools.partial(jax.jit, static_argnames=_STATIC)
+def _masked_basis_per_fold(fold_vars, aux_x, has, key, **static) -> A.RLUBasis:
+  """`_masked_basis` for F folds (leading axis F on every input but the key), one fold at a time inside one
+  program (lax.map: vmapped per-fold convolutions are slow on XLA:CPU)."""
+  return jax.lax.map(lambda args: _masked_basis(*args, key, **static), (fold_vars, aux_x, has))
 
 
 #: One compiled metrics program per shape (eagerly, its ~30 small operations compiled one by one, ~1 s per run).

@@ -170,7 +170,7 @@ def har_summary_table(results: Results, acct: Accountant) -> Optional[Table]:
     s = r.settings
     eps = acct.budget(s["sigma"], s["tau"], s["ldp_releases"]).text() if r.has_ldp else ""
     for name, a in r.attacks.items():
-      other = " + ".join(p for p in defence_label({**s, "sigma": 0.0, "tau": 0.0}).split(" + ") if p != "none")
+      other = defence_label(s, with_ldp=False)
       rows.append([s["dataset"], s["model"], s["state"], s["sampling"], s["num_samples"], s["local_batch_size"],
                    s["local_steps"], s["sigma"], s["tau"], eps, other, attack_name(name), len(a["subjects"])]
                   + [x for m in ("lnacc", "leacc", "class_acc") for x in a["summary"][m]])
@@ -363,18 +363,19 @@ def whole_table(results: Results) -> Optional[Table]:
                     "paper's values are placed beside ours when our study has its two stages (middle, late).")
 
 
-def defence_label(s: dict) -> str:
-  """The defences a HAR setting applies: 'none', or 'bias-free head', 'LDP sigma=.. tau=..', 'top-k CR=..' joined."""
+def defence_label(s: dict, *, with_ldp: bool = True) -> str:
+  """The defences a HAR setting applies: 'none', or 'bias-free head', 'LDP sigma=.. tau=..', 'top-k CR=..' joined
+  (with_ldp=False: the others only, '' when there are none)."""
   parts = []
   if not s.get("head_bias", True):
     parts.append("bias-free head")
-  if s["sigma"] or s["tau"]:
+  if with_ldp and (s["sigma"] or s["tau"]):
     parts.append(f"LDP sigma={s['sigma']:g} tau={s['tau']:g}" if s["tau"] else f"LDP sigma={s['sigma']:g}")
   if s.get("compression"):
     parts.append(f"top-k CR={s['compression']:g}")
   if s.get("dropout") is not None:
     parts.append(f"dropout {s['dropout']:g}")
-  return " + ".join(parts) or "none"
+  return " + ".join(parts) or ("none" if with_ldp else "")
 
 
 def har_defences_table(results: Results, acct: Accountant) -> Optional[Table]:

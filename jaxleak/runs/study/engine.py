@@ -19,14 +19,12 @@ import dataclasses
 import functools
 import math
 import time
-import zlib
 from typing import Callable, Optional
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxleak import attacks as A
 from jaxleak import metrics as M
 from jaxleak import privacy
 from jaxleak.federated import LocalSteps
@@ -34,7 +32,7 @@ from jaxleak.federated.rounds import compress_update
 from jaxleak.privacy import LdpConfig
 from jaxleak.runs.leakage.config import LeakageConfig
 from jaxleak.runs.leakage.prepare import prepare
-from jaxleak.runs.leakage.scoring import attack_inputs, rlu_bases, score, true_counts
+from jaxleak.runs.leakage.scoring import attack_inputs, attack_updates, rlu_bases, score, true_counts
 from jaxleak.runs.leakage.updates import compute_heads_and_norms, compute_updates
 from jaxleak.runs.study.plan import Group, Plan, Task, describe
 from jaxleak.runs.study.store import Store
@@ -114,23 +112,12 @@ def sweep_chunk(grads: LastLayerGrads, norms: jax.Array, noise_keys: jax.Array, 
   grads [K, ...], norms f32[K], keys [K]; clip_norms, noise_stds f32[S] (inf / 0 = off); rlu_basis [K, ...] for
   RLU. After the LDP, the compression defence (static CR) as `scoring.compress_uploads`. One compilation per
   (K, S, attacks, N, scope, CR), whatever the values."""
-  salts = {n: zlib.crc32(n.encode()) for n in names}
-
   def one_setting(tau, sigma):
     private = jax.vmap(lambda g, nm, k: apply_ldp(g, nm, tau, sigma, k, scope=scope))(grads, norms, noise_keys)
     if compression:
       private = jax.vmap(lambda g: compress_update(g, compression))(private)
-    out = {}
-    for name in names:
-      star = star_params.get(A.info(name).star_method)
-      basis = rlu_basis if name == "rlu" else None
-
-      def one(g, key, st, hd, rb, name=name):
-        ctx = A.AttackContext(key=jax.random.fold_in(key, salts[name]), star_params=st, head=hd, rlu_basis=rb)
-        return A.run(name, g, num_samples, ctx)
-
-      out[name] = jax.vmap(one)(private, attack_keys, star, head, basis)
-    return out
+    return {name: attack_updates(name, private, num_samples, attack_keys, star_params, head, rlu_basis)
+            for name in names}
 
   return jax.vmap(one_setting)(clip_norms, noise_stds)
 
