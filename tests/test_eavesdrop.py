@@ -290,6 +290,32 @@ def test_vmapped_round_equals_clients_trained_one_by_one():
   chex_close(new, jax.tree.map(jnp.add, variables, expected), atol=1e-6)
 
 
+def test_sequential_execution_equals_the_vmapped_round_for_a_cnn():
+  # On CPU conv models run one participant at a time (vmapped per-participant conv weights are grouped convs,
+  # slow on XLA:CPU); the round, its uploads' LDP and compression, and the attacker's U must not change.
+  from jaxleak.federated.rounds import client_execution, run_fedavg_round, run_per_label_updates
+  from jaxleak.privacy import LdpConfig
+  model = models.build("cnn", 5)
+  variables = models.init_for_shape(model, jax.random.key(0), (8, 8))
+  pool = toy_pool(shape=(8, 8))
+  alloc = D.allocate_main_labels(pool, 6, main_labels=(1, 3), samples_per_label=9, other_samples=2, seed=0)
+  local = LocalEpochs(epochs=2, batch_size=8, lr=0.05)
+  px, py = jnp.asarray(pool.x), jnp.asarray(pool.y)
+  args = (model, variables, px, py, jnp.asarray(alloc.index[:3]), jnp.asarray(alloc.mask[:3]),
+          jax.random.split(jax.random.key(7), 3))
+  kw = dict(local=local, compression_ratio=0.3, ldp=LdpConfig(clip_norm=1.0, noise_std=0.01))
+  chex_close(run_fedavg_round(*args, execution="sequential", **kw), fedavg_round(*args, **kw), atol=1e-6)
+  aux = D.aux_per_label(pool, 10, seed=0)
+  ax, ay = jnp.asarray(pool.x[aux]), jnp.asarray(pool.y[aux])
+  np.testing.assert_allclose(run_per_label_updates(model, variables, ax, ay, jax.random.key(3), local=local,
+                                                   execution="sequential"),
+                             per_label_updates(model, variables, ax, ay, jax.random.key(3), local=local), atol=1e-6)
+  assert client_execution(variables) == ("sequential" if jax.default_backend() == "cpu" else "vmap")
+  assert client_execution(_mlp_setup()[1]) == "vmap"
+  with pytest.raises(ValueError, match="execution: unknown 'loop'; valid: auto, vmap, sequential"):
+    client_execution(variables, "loop")
+
+
 def test_per_label_updates_equal_training_each_label_alone():
   model, variables = _mlp_setup()
   pool = toy_pool()

@@ -143,15 +143,66 @@ def fedavg_round(model: nn.Module, variables: dict, pool_x: jax.Array, pool_y: j
 
 
 @functools.partial(jax.jit, static_argnames=("model", "local", "compression_ratio", "ldp"))
+def client_upload(model: nn.Module, variables: dict, pool_x: jax.Array, pool_y: jax.Array, index: jax.Array,
+                  mask: jax.Array, key: jax.Array, *, local: LocalEpochs, compression_ratio: float = 0.0,
+                  ldp: privacy.LdpConfig = privacy.LdpConfig()) -> dict:
+  """One participant's upload (index i32[M], mask bool[M] into the pool, its key): its update of every variable
+  after local training, LDP and compression, exactly as inside `fedavg_round` (equal up to float round-off of the
+  vmapped computation)."""
+  trained = local_train_fn(model, local)(variables, pool_x[index], pool_y[index], mask, key)
+  update = privatize_upload(jax.tree.map(lambda new, old: new - old, trained, variables), ldp, key)
+  return compress_update(update, compression_ratio)
+
+
 def client_head_update(model: nn.Module, variables: dict, pool_x: jax.Array, pool_y: jax.Array, index: jax.Array,
                        mask: jax.Array, key: jax.Array, *, local: LocalEpochs, compression_ratio: float = 0.0,
                        ldp: privacy.LdpConfig = privacy.LdpConfig()) -> jax.Array:
-  """One participant's uploaded head-kernel update f32[D, C] (index i32[M], mask bool[M] into the pool, its key):
-  what a participant that is also the attacker knows of its own contribution to `fedavg_round` (the same
-  training and compression; equal to its share up to float round-off of the vmapped computation)."""
-  trained = local_train_fn(model, local)(variables, pool_x[index], pool_y[index], mask, key)
-  update = privatize_upload(jax.tree.map(lambda new, old: new - old, trained, variables), ldp, key)
-  return compress_update(update, compression_ratio)["params"]["head"]["kernel"]
+  """One participant's uploaded head-kernel update f32[D, C]: what a participant that is also the attacker knows
+  of its own contribution to the round (`client_upload`'s head kernel)."""
+  return client_upload(model, variables, pool_x, pool_y, index, mask, key, local=local,
+                       compression_ratio=compression_ratio, ldp=ldp)["params"]["head"]["kernel"]
+
+
+#: How a round runs its participants: all in one vmapped program, or one jitted program per participant in turn.
+EXECUTIONS = ("auto", "vmap", "sequential")
+
+
+def client_execution(variables: dict, execution: str = "auto") -> str:
+  """'vmap' or 'sequential' for `execution`; 'auto' picks 'sequential' for models with convolution kernels (a
+  leaf of rank >= 3) on XLA:CPU and 'vmap' otherwise. Why: vmapped over participants, each participant's own conv
+  weights become one grouped convolution, which XLA:CPU runs slowly; measured for the CNN on 28x28 MNIST (10
+  participants x 15 SGD steps of 64, 2 CPU cores): vmap 4.2 s per round, lax.map 7.6 s, one jitted call per
+  participant 1.7 s; for the MLP all three are within 10 % (benchmarks/round_execution.py)."""
+  if execution not in EXECUTIONS:
+    raise ValueError(f"execution: unknown {execution!r}; valid: {', '.join(EXECUTIONS)}.")
+  if execution != "auto":
+    return execution
+  conv = any(jnp.ndim(leaf) >= 3 for leaf in jax.tree.leaves(variables["params"]))
+  return "sequential" if conv and jax.default_backend() == "cpu" else "vmap"
+
+
+_tree_add = jax.jit(lambda a, b: jax.tree.map(jnp.add, a, b))
+_tree_scale = jax.jit(lambda a, s: jax.tree.map(lambda x: x * s, a))
+
+
+def run_fedavg_round(model: nn.Module, variables: dict, pool_x: jax.Array, pool_y: jax.Array, index: jax.Array,
+                     mask: jax.Array, keys: jax.Array, *, local: LocalEpochs, compression_ratio: float = 0.0,
+                     ldp: privacy.LdpConfig = privacy.LdpConfig(), execution: str = "auto"):
+  """`fedavg_round` (execution 'vmap') or the same round with one `client_upload` per participant in turn
+  ('sequential'; equal up to float round-off, tested); 'auto': see `client_execution`. Returns (G_{t+1}, mean
+  update)."""
+  if client_execution(variables, execution) == "vmap":
+    return fedavg_round(model, variables, pool_x, pool_y, index, mask, keys, local=local,
+                        compression_ratio=compression_ratio, ldp=ldp)
+  if index.ndim != 2 or mask.shape != index.shape or keys.shape[0] != index.shape[0]:
+    raise ValueError(f"expected index and mask [K, M] and K keys; got {index.shape}, {mask.shape}, {keys.shape}.")
+  total = None
+  for i in range(index.shape[0]):      # one compiled program, K calls (see client_execution for why not vmap)
+    upload = client_upload(model, variables, pool_x, pool_y, index[i], mask[i], keys[i], local=local,
+                           compression_ratio=compression_ratio, ldp=ldp)
+    total = upload if total is None else _tree_add(total, upload)
+  mean_update = _tree_scale(total, 1.0 / index.shape[0])
+  return _tree_add(variables, mean_update), mean_update
 
 
 def remove_own_update(mean_update: jax.Array, own_update: jax.Array, num_selected: int):
@@ -196,6 +247,25 @@ def per_label_updates_replicated(model: nn.Module, variables: dict, aux_x: jax.A
     raise ValueError(f"expected aux_x [R, C, n, ...] and aux_y [R, C, n]; got {aux_x.shape}, {aux_y.shape}.")
   f = functools.partial(_label_updates, model, local)
   return jax.vmap(f)(variables, aux_x, aux_y, keys)
+
+
+@functools.partial(jax.jit, static_argnames=("model", "local"))
+def _label_update(model, local, variables, x, y, key):
+  trained = local_train_fn(model, local)(variables, x, y, jnp.ones(y.shape, bool), key)
+  return trained["params"]["head"]["kernel"] - variables["params"]["head"]["kernel"]
+
+
+def run_per_label_updates(model: nn.Module, variables: dict, aux_x: jax.Array, aux_y: jax.Array, key: jax.Array, *,
+                          local: LocalEpochs, execution: str = "auto") -> jax.Array:
+  """`per_label_updates` (execution 'vmap') or one label's training at a time ('sequential', the same keys; equal
+  up to float round-off); 'auto': see `client_execution`. Returns U f32[C, D, C]."""
+  if client_execution(variables, execution) == "vmap":
+    return per_label_updates(model, variables, aux_x, aux_y, key, local=local)
+  if aux_x.shape[:2] != aux_y.shape:
+    raise ValueError(f"expected aux_x [C, n, ...] and aux_y [C, n]; got {aux_x.shape}, {aux_y.shape}.")
+  keys = jax.random.split(key, aux_y.shape[0])
+  return jnp.stack([_label_update(model, local, variables, aux_x[j], aux_y[j], keys[j])
+                    for j in range(aux_y.shape[0])])
 
 
 def select_participants(num_participants: int, fraction: float, rng: np.random.Generator) -> np.ndarray:

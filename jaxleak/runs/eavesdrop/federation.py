@@ -12,7 +12,7 @@ import numpy as np
 
 from jaxleak import data as D
 from jaxleak import models
-from jaxleak.federated.rounds import fedavg_round, per_label_updates, select_participants
+from jaxleak.federated.rounds import run_fedavg_round, run_per_label_updates, select_participants
 from jaxleak.runs.eavesdrop.config import EavesdropConfig
 
 
@@ -113,15 +113,16 @@ def round_inputs(fed: Federation, t: int) -> RoundInputs:
 
 
 def play_round(fed: Federation, variables: dict, t: int):
-  """One round: selection, vmapped local training, secure aggregation, the attacker's per-label training.
+  """One round: selection, local training (`run_fedavg_round`: vmapped, or one participant at a time for conv
+  models on CPU), secure aggregation, the attacker's per-label training.
   Returns (G_{t+1}, head-kernel global update [D, C], U [C, D, C], selected i32[K])."""
   cfg = fed.config
   r = round_inputs(fed, t)
   selected = r.selected
-  new_vars, mean_update = fedavg_round(fed.model, variables, fed.pool_x, fed.pool_y, jnp.asarray(r.index),
-                                       jnp.asarray(r.mask), r.client_keys, local=cfg.local,
-                                       compression_ratio=cfg.compression, ldp=cfg.ldp)
-  label_updates = per_label_updates(fed.model, variables, fed.aux_x, fed.aux_y, r.attack_key, local=cfg.local)
+  new_vars, mean_update = run_fedavg_round(fed.model, variables, fed.pool_x, fed.pool_y, jnp.asarray(r.index),
+                                           jnp.asarray(r.mask), r.client_keys, local=cfg.local,
+                                           compression_ratio=cfg.compression, ldp=cfg.ldp)
+  label_updates = run_per_label_updates(fed.model, variables, fed.aux_x, fed.aux_y, r.attack_key, local=cfg.local)
   return new_vars, mean_update["params"]["head"]["kernel"], label_updates, selected
 
 
@@ -142,9 +143,9 @@ def play_training_round(fed: Federation, variables: dict, t: int) -> dict:
   """One FedAvg round without the attacker's work: G_{t+1}."""
   cfg = fed.config
   r = round_inputs(fed, t)
-  new_vars, _ = fedavg_round(fed.model, variables, fed.pool_x, fed.pool_y, jnp.asarray(r.index),
-                             jnp.asarray(r.mask), r.client_keys, local=cfg.local, compression_ratio=cfg.compression,
-                             ldp=cfg.ldp)
+  new_vars, _ = run_fedavg_round(fed.model, variables, fed.pool_x, fed.pool_y, jnp.asarray(r.index),
+                                 jnp.asarray(r.mask), r.client_keys, local=cfg.local,
+                                 compression_ratio=cfg.compression, ldp=cfg.ldp)
   return new_vars
 
 

@@ -11,7 +11,7 @@ import numpy as np
 from jaxleak import data as D
 from jaxleak import metrics, storage
 from jaxleak.attacks import eavesdrop as E
-from jaxleak.federated.rounds import per_label_updates
+from jaxleak.federated.rounds import run_per_label_updates
 from jaxleak.runs.eavesdrop.config import EavesdropConfig, WholeDeterminationConfig
 from jaxleak.runs.eavesdrop.federation import accuracy, load_pools, play_training_round, setup
 
@@ -68,7 +68,7 @@ def run_whole_determination(config: EavesdropConfig, wd: WholeDeterminationConfi
           pending.append((stages.pop(0), t, acc, []))
       if pending:
         key = jax.random.fold_in(jax.random.key(cfg.seed), 10_000_000 + t)
-        ratios = np.asarray(E.log_ratio(per_label_updates(fed.model, variables, fed.aux_x, fed.aux_y, key,
+        ratios = np.asarray(E.log_ratio(run_per_label_updates(fed.model, variables, fed.aux_x, fed.aux_y, key,
                                                           local=cfg.local)))
         for p in pending:
           p[3].append(ratios)
