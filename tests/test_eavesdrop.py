@@ -395,8 +395,8 @@ def test_quantity_inference_counts_planted_owners_on_a_real_round(owners_of_labe
 
 # --- the library driver: rounds, resume, Whole Determination, CLI ---------------------------------------------------
 
-SMALL = EV.EavesdropConfig(num_participants=12, fraction=0.25, rounds=3, samples_per_label=16, other_samples=2,
-                           local=LocalEpochs(epochs=1, batch_size=16, lr=0.05))
+SMALL = EV.EavesdropConfig(dataset="digits", num_participants=12, fraction=0.25, rounds=3, samples_per_label=16,
+                           other_samples=2, local=LocalEpochs(epochs=1, batch_size=16, lr=0.05))
 
 
 def test_run_rounds_resume_equals_unbroken_run(tmp_path):
@@ -432,7 +432,7 @@ def test_diverged_training_is_reported():
 
 def test_whole_determination_end_to_end_separates_frequent_labels(tmp_path):
   # L_lr 0.05 reaches the middle stage in ~15 rounds instead of ~80 (the frequent/rare split held for seeds 0-4).
-  cfg = dataclasses.replace(EV.EavesdropConfig(), rounds=1, local=LocalEpochs(3, 64, 0.05))
+  cfg = dataclasses.replace(EV.EavesdropConfig(dataset="digits"), rounds=1, local=LocalEpochs(3, 64, 0.05))
   wd = EV.WholeDeterminationConfig(trials=1, stages=(0.5,), window=3, max_rounds=200)
   path = str(tmp_path / "whole.ckpt")
   (trial,) = EV.run_whole_determination(cfg, wd, checkpoint_path=path)
@@ -448,7 +448,8 @@ def test_whole_determination_end_to_end_separates_frequent_labels(tmp_path):
 
 def test_cli_rounds_writes_tables(tmp_path, capsys):
   out = tmp_path / "ev"
-  rc = cli.call(EX.main, EX.FLAGS, ["--num_participants=8", "--fraction=0.25", "--rounds=2", "--samples_per_label=8",
+  rc = cli.call(EX.main, EX.FLAGS, ["--dataset=digits", "--num_participants=8", "--fraction=0.25", "--rounds=2",
+                                    "--samples_per_label=8",
                                     "--local_epochs=1", "--local_batch_size=8", f"--output_dir={out}"])
   r = capsys.readouterr()
   assert rc == 0, r.err[-2000:]

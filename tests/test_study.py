@@ -222,7 +222,8 @@ def test_dry_run_prints_the_plan_and_writes_nothing(tmp_path, capsys):
 def test_whole_determination_is_a_study_task_recorded_as_a_direct_run(tmp_path):
   from jaxleak.runs import eavesdrop as EV
   from jaxleak.runs.study import spec
-  values = {"num_participants": "12", "fraction": "0.25", "samples_per_label": "16", "other_samples": "2",
+  values = {"dataset": "digits", "num_participants": "12", "fraction": "0.25", "samples_per_label": "16",
+            "other_samples": "2",
             "local_lr": "0.05", "wd_trials": "1", "wd_total_per_label": "120", "wd_stages": "0.3",
             "wd_window": "2", "wd_max_rounds": "30"}
   st = S.override(S.preset("eavesdrop_whole_determination"), values)
