@@ -124,6 +124,19 @@ def test_whole_determination_recovers_planted_q_q4_q5_groups(seed):
   assert not metrics.same_partition(E.whole_determination(u, num_clusters=2), groups)
 
 
+def test_group_separation_by_hand():
+  # label means 0, 2 | 10, 12 (each the mean of its window): group means 1 and 11, pooled within-group std
+  # sqrt((1 + 1 + 1 + 1) / (4 - 2)) = sqrt(2), so d = 10 / sqrt(2)
+  v = np.array([[-1.0, 1.0], [2.0, 2.0], [10.0, 10.0], [11.0, 13.0]])
+  d = E.group_separation(v, np.array([0, 0, 1, 1]))
+  np.testing.assert_allclose(d, [[0.0, 10 / np.sqrt(2)], [10 / np.sqrt(2), 0.0]])
+  # the order of labels and the window length do not matter, only the per-label means
+  np.testing.assert_allclose(E.group_separation(v[::-1, :1] * 0 + v[::-1].mean(1, keepdims=True),
+                                                np.array([1, 1, 0, 0])), d)
+  with pytest.raises(ValueError, match="two labels"):
+    E.group_separation(v[:2], np.array([0, 1]))
+
+
 def test_same_partition_and_canonical_ids():
   assert metrics.same_partition([0, 0, 1, 2], [5, 5, 3, 1])
   assert not metrics.same_partition([0, 0, 1, 1], [0, 0, 1, 2])

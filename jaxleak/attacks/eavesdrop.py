@@ -164,6 +164,28 @@ def canonical_partition(assignment) -> np.ndarray:
   return np.array([ids.setdefault(a, len(ids)) for a in assignment.tolist()], np.int32)
 
 
+def group_separation(vectors, groups) -> np.ndarray:
+  """How far apart label groups lie in Whole Determination's ratio space, in units of the label-to-label spread:
+  d[a, b] = |mean_a - mean_b| / s_w, where m_i is label i's mean log ratio over its vector (vectors f32[C, W]),
+  mean_g the mean of m over group g's labels (groups i32[C], 0..G-1, each non-empty) and s_w the pooled
+  within-group standard deviation of m (sum over groups of squared deviations, over C - G). Returns f64[G, G]
+  (0 on the diagonal; inf when s_w = 0 and the means differ). Around d >= 3 a clustering separates two groups
+  reliably; around 1 they overlap."""
+  v = np.asarray(vectors, np.float64)
+  g = np.asarray(groups)
+  if v.ndim != 2 or g.shape != (v.shape[0],):
+    raise ValueError(f"expected vectors [C, W] and groups [C]; got {v.shape} and {g.shape}.")
+  m = v.mean(axis=1)
+  ids = np.unique(g)
+  if len(ids) >= len(m):
+    raise ValueError("group_separation needs at least one group with two labels (a within-group spread).")
+  means = np.array([m[g == k].mean() for k in ids])
+  s_w = np.sqrt(sum(((m[g == k] - mk) ** 2).sum() for k, mk in zip(ids, means)) / (len(m) - len(ids)))
+  gap = np.abs(means[:, None] - means[None, :])
+  with np.errstate(divide="ignore", invalid="ignore"):
+    return np.where(gap == 0, 0.0, gap / s_w)
+
+
 def whole_determination_from_ratios(vectors, num_clusters: int | None = None, *, method: str = "ward") -> np.ndarray:
   """Whole Determination on ratio vectors V_pn f32[C, R] (label i's log R_pn in R rounds, e.g. collected round by
   round with `log_ratio`, so the [R, C, D, C] updates need not be kept): groups of labels with about the same
