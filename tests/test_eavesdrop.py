@@ -599,3 +599,18 @@ def test_participants_ldp_clips_and_noises_each_upload_before_aggregation():
   with pytest.raises(ValueError, match="ldp_noise"):
     EV.EavesdropConfig(ldp_noise=-1.0)
   assert EV.EavesdropConfig().ldp.is_identity and not EV.EavesdropConfig(ldp_clip=0.1).ldp.is_identity
+
+
+def test_summary_of_a_label_never_attempted_is_nan_without_warnings():
+  import warnings
+  owners = np.array([[2, 0], [1, 0]])                  # label 1 never owned: nothing to score for it
+  z = np.zeros((2, 2))
+  res = EV.RoundsResult(owners=owners, holders=owners, sniff_score=z, sniff_present=owners > 0,
+                        qi_estimate=np.array([[2.4, 0.0], [1.0, 0.0]]), qi_std=z, qi_num_weights=z,
+                        qi_aborted=np.zeros((2, 2), bool), variables={}, seconds_per_round=1.0)
+  with warnings.catch_warnings():
+    warnings.simplefilter("error")
+    s = EV.summarize_rounds(res, SMALL)
+  np.testing.assert_allclose(s["per_label"]["qi_abs_error"], [0.2, np.nan])
+  assert s["overall"]["qi_abs_error"] == pytest.approx(0.2)
+  assert np.isnan(s["per_label"]["sniff_absent"][0]) and s["per_label"]["sniff_absent"][1] == 1.0

@@ -39,7 +39,7 @@ def summarize_rounds(res: RoundsResult, cfg: EavesdropConfig) -> dict:
         qi_alpha1=rate(ok1, attempted, axis),
         qi_alpha_pct=rate(okp, attempted, axis),
         qi_abort=rate(res.qi_aborted & owned, owned, axis),
-        qi_abs_error=np.nanmean(np.where(attempted, np.abs(res.qi_estimate - res.owners), np.nan), axis=axis),
+        qi_abs_error=rate(np.where(attempted, np.abs(res.qi_estimate - res.owners), 0.0), attempted, axis),
     )
   out["alpha_pct"] = alpha_pct
   out["seconds_per_round"] = res.seconds_per_round
