@@ -34,7 +34,7 @@ def test_one_local_step_equals_the_single_step_gradient(name):
 
 
 def test_sum_equivalent_is_s_times_the_mean_and_differs_from_one_step():
-  model, v, x, y, keys = _setup()
+  model, v, x, y, keys = _setup("mlp")          # model-agnostic machinery: the fast model
   mean = client_updates(model, v, x, y, keys, local=LocalSteps(steps=4, batch_size=10, lr=0.5))
   total = client_updates(model, v, x, y, keys, local=LocalSteps(steps=4, batch_size=10, lr=0.5, equivalent="sum"))
   np.testing.assert_allclose(total.bias, 4 * mean.bias, rtol=1e-5, atol=1e-7)
@@ -43,7 +43,7 @@ def test_sum_equivalent_is_s_times_the_mean_and_differs_from_one_step():
 
 
 def test_parameter_delta_path_matches_accumulation_up_to_float32_quantisation():
-  model, v, x, y, keys = _setup()
+  model, v, x, y, keys = _setup("mlp")          # model-agnostic machinery: the fast model
   local = LocalSteps(steps=3, batch_size=20, lr=1e-2)
   acc = client_updates(model, v, x, y, keys, local=local)
   delta = client_updates(model, v, x, y, keys, local=dataclasses.replace(local, via_parameter_delta=True))
@@ -60,7 +60,7 @@ def test_vmapped_queries_equal_one_at_a_time():
 
 
 def test_per_step_ldp_is_deterministic_and_changes_the_update():
-  model, v, x, y, keys = _setup()
+  model, v, x, y, keys = _setup("mlp")          # model-agnostic machinery: the fast model
   local = LocalSteps(steps=2, batch_size=20, ldp=LdpConfig(clip_norm=0.5, noise_std=0.05))
   a = client_updates(model, v, x, y, keys, local=local)
   b = client_updates(model, v, x, y, keys, local=local)
