@@ -21,13 +21,14 @@ from jaxleak.runs import eavesdrop as EV
 FLAGS = flags.FLAGS
 flags.DEFINE_string("dataset", "mnist", "mnist or digits")
 flags.DEFINE_string("model", "mlp", "mlp or cnn")
-flags.DEFINE_list("ks", ["1.25", "2", "4", "16"], "count ratios k of the two-group rows (Q vs Q/k)")
+flags.DEFINE_list("ks", ["1.25", "2", "4", "16"], "count ratios k of the two-group rows (Q vs Q/k); empty: none")
 flags.DEFINE_integer("trials", 2, "trainings per row")
 flags.DEFINE_float("stage", 0.5, "test accuracy at which the ratios are taken")
+flags.DEFINE_integer("window", 5, "rounds of ratios per label (the paper's vector length is not given; ours: 5)")
 
 
 def _row(name, factors, cfg):
-  wd = EV.WholeDeterminationConfig(trials=FLAGS.trials, factors=factors, stages=(FLAGS.stage,))
+  wd = EV.WholeDeterminationConfig(trials=FLAGS.trials, factors=factors, stages=(FLAGS.stage,), window=FLAGS.window)
   trials = [t for t in EV.run_whole_determination(cfg, wd) if t.round >= 0]
   pairs = [(a, a + 1) for a in range(len(factors) - 1)]           # adjacent groups: Q vs Q/4, Q/4 vs Q/5
   cells = []
@@ -36,15 +37,22 @@ def _row(name, factors, cfg):
     gaps = [abs(t.ratios.mean(1)[t.groups == a].mean() - t.ratios.mean(1)[t.groups == b].mean()) for t in trials]
     cells.append(f"g{a}-g{b}: gap {np.mean(gaps):.3f}, d {np.mean(d):.2f} ({', '.join(f'{x:.1f}' for x in d)})")
   exact = np.mean([t.success_known_k for t in trials]) if trials else float("nan")
-  print(f"| {name} | {len(trials)}/{FLAGS.trials} | {'; '.join(cells)} | {100 * exact:.0f} % |", flush=True)
+  # Is the within-group spread round-to-round noise (a longer window would average it away) or does it belong to
+  # the labels? Noise in a label's mean: its std over the window / sqrt(W); spread: the pooled within-group std.
+  noise = np.mean([np.sqrt(np.mean(t.ratios.var(axis=1, ddof=1)) / t.ratios.shape[1]) for t in trials])
+  spread = np.mean([abs(t.ratios.mean(1)[t.groups == 0].mean() - t.ratios.mean(1)[t.groups == 1].mean())
+                    / E.group_separation(t.ratios, t.groups)[0, 1] for t in trials])
+  print(f"| {name} | {len(trials)}/{FLAGS.trials} | {'; '.join(cells)} | {spread:.3f} | {noise:.3f} | "
+        f"{100 * exact:.0f} % |", flush=True)
 
 
 def main(_):
   cfg = EV.EavesdropConfig(dataset=FLAGS.dataset, model=FLAGS.model)
   print(f"{cfg.dataset}, {cfg.model}, stage = test accuracy {FLAGS.stage}; d = gap of group means / within spread")
-  print("| groups | reached | adjacent groups: gap of mean log ratio, d (per training) | exact, k known |")
-  print("|---|---|---|---|")
-  for k in FLAGS.ks:
+  print("| groups | reached | adjacent groups: gap of mean log ratio, d (per training) | within-group spread | "
+        "noise of a label's mean | exact, k known |")
+  print("|---|---|---|---|---|---|")
+  for k in filter(None, FLAGS.ks):
     _row(f"Q, Q/{k}", (1.0, 1.0 / float(k)), cfg)
   _row("Q, Q/4, Q/5 (paper)", EV.PAPER_WD_FACTORS, cfg)
 
