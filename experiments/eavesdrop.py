@@ -77,6 +77,8 @@ flags.DEFINE_integer("wd_total", 2000, "Whole Determination: Q, examples of a mo
 flags.DEFINE_list("wd_factors", ["1", "0.25", "0.2"], "Whole Determination: group sizes relative to Q.", **_d)
 flags.DEFINE_integer("wd_max_rounds", 400, "Whole Determination: give up on a stage after this many rounds.", **_d)
 flags.DEFINE_integer("wd_window", 5, "Whole Determination: rounds of ratios per label vector.", **_d)
+flags.DEFINE_list("wd_stages", ["0.5", "0.85"], "Whole Determination: test accuracies at which to attack, increasing "
+                  "(the paper's middle and late stages).", **_d)
 flags.DEFINE_bool("attacker_participates", False, "The attacker is participant 0: selected like any other, it "
                   "then removes its own update before attacking (the paper, sec. III-A); reports both ways.", **_d)
 flags.DEFINE_integer("seed", 0, "Seed (allocation, selection, initialisation, dropout).", **_d)
@@ -106,6 +108,9 @@ def validate_flags() -> None:
             "false with --replicates > 1 (not implemented for replicated runs yet; run one seed at a time)")
   if FLAGS.dropout is not None:
     cli.finite(FLAGS, "dropout", 0.0, 1.0, hi_open=True)
+  stages = cli.float_list(FLAGS, "wd_stages")
+  cli.check(FLAGS, "wd_stages", all(0 < s <= 1 for s in stages) and list(stages) == sorted(stages),
+            "increasing test accuracies in (0, 1]")
 
 
 def base_config() -> EV.EavesdropConfig:
@@ -193,8 +198,9 @@ def main(argv):
     factors = cli.float_list(FLAGS, "wd_factors")
     cli.check(FLAGS, "wd_factors", all(0 < f <= 1 for f in factors) and len(factors) >= 2,
               "at least two group sizes in (0, 1] relative to Q")
+    stages = cli.float_list(FLAGS, "wd_stages")
     wd = EV.WholeDeterminationConfig(trials=FLAGS.wd_trials, total_per_label=FLAGS.wd_total, factors=factors,
-                                     max_rounds=FLAGS.wd_max_rounds, window=FLAGS.wd_window)
+                                     max_rounds=FLAGS.wd_max_rounds, window=FLAGS.wd_window, stages=tuple(stages))
     trials = EV.run_whole_determination(cfg, wd, progress=cli.progress,
                                         checkpoint_path=os.path.join(FLAGS.output_dir, "checkpoints", "whole.ckpt"))
     summary = EV.write_whole_determination(trials, cfg, wd, os.path.join(FLAGS.output_dir, "whole"))

@@ -157,7 +157,9 @@ def name_list(fv: flags.FlagValues, name: str, valid: Sequence[str]) -> tuple[st
 def check(fv: flags.FlagValues, name: str, ok: bool, allowed: str) -> None:
   """Raises FlagError('--name=value: allowed') unless ok."""
   if not ok:
-    raise FlagError(f"--{name}={fv[name].value}: must be {allowed}.")
+    value = fv[name].value
+    value = ",".join(map(str, value)) if isinstance(value, (list, tuple)) else value
+    raise FlagError(f"--{name}={value}: must be {allowed}.")
 
 
 def positive_int(fv: flags.FlagValues, name: str) -> None:

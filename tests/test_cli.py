@@ -56,6 +56,8 @@ BAD = [
     (EX, ["--local_lr=nan"], "--local_lr=nan"),
     (EX, ["--main_labels=5,3"], "--main_labels"),
     (EX, ["--main_labels=a,b"], "'a' is not an integer"),
+    (EX, ["--wd_stages=0.85,0.5"], "--wd_stages=0.85,0.5: must be increasing test accuracies in (0, 1]"),
+    (EX, ["--wd_stages=0.5,1.5"], "--wd_stages=0.5,1.5"),
     (EX, ["--replicates=0"], "--replicates=0"),
     (EX, ["--experiment=compression", "--compression_rates=0.1,1.2"], "[1.2] outside [0, 1)"),
     (EX, ["--experiment=sweep", "--sweep=epochs", "--sweep_values=0,2"], "positive integers"),
