@@ -1,7 +1,7 @@
 """The Eavesdrop paper's attacks against FedAvg with secure aggregation (Class Sniffing, Quantity Inference,
 Whole Determination) and its defences.
 
-  python experiments/eavesdrop.py                                   # Tables III+IV: digits, MLP, 100 rounds
+  python experiments/eavesdrop.py                                   # Tables III+IV: MNIST, MLP, 100 rounds
   python experiments/eavesdrop.py --model=cnn
   python experiments/eavesdrop.py --experiment=compression          # Table VI (top-CR upload compression)
   python experiments/eavesdrop.py --experiment=dropout              # dropout defence: with vs without

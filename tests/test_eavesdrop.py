@@ -147,6 +147,9 @@ def test_same_partition_and_canonical_ids():
 def test_success_metrics():
   est = jnp.array([2.4, 5.0, 0.2])
   np.testing.assert_array_equal(metrics.quantity_success(est, jnp.array([3, 7, 0]), 1.0), [True, False, True])
+  # A count: round(X_*) clipped to [0, K]; 4.4 is 1.4 from 3 owners as a real number, 1 as a count.
+  np.testing.assert_array_equal(metrics.client_count(jnp.array([2.4, 2.6, -0.3, 11.2, 4.4]), 10), [2, 3, 0, 10, 4])
+  assert not metrics.quantity_success(4.4, 3, 1.0) and metrics.quantity_success(metrics.client_count(4.4, 10), 3, 1)
   np.testing.assert_array_equal(metrics.sniffing_correct(jnp.array([True, False, True]), jnp.array([2, 0, 0])),
                                 [True, True, False])
 
@@ -479,6 +482,7 @@ def test_cli_rounds_writes_tables(tmp_path, capsys):
   (ours,) = [r for r in csv.DictReader(io.StringIO(rep["tables/eavesdrop_summary.csv"]))]
   (want,) = [r for r in csv.DictReader(open(out / "rounds" / "summary.csv")) if r["label"] == "all"]
   assert float(ours["Class Sniffing"]) == float(want["sniff"]) and float(ours["QI a=1"]) == float(want["qi_alpha1"])
+  assert float(ours["QI count a=1"]) == float(want["qi_count_alpha1"])
   assert "paper: MNIST MLP" in rep["tables/tables_III_IV_per_label.csv"]
 
 
@@ -612,5 +616,6 @@ def test_summary_of_a_label_never_attempted_is_nan_without_warnings():
     warnings.simplefilter("error")
     s = EV.summarize_rounds(res, SMALL)
   np.testing.assert_allclose(s["per_label"]["qi_abs_error"], [0.2, np.nan])
+  np.testing.assert_allclose(s["per_label"]["qi_count_exact"], [1.0, np.nan])     # 2.4 -> 2 and 1.0 -> 1
   assert s["overall"]["qi_abs_error"] == pytest.approx(0.2)
   assert np.isnan(s["per_label"]["sniff_absent"][0]) and s["per_label"]["sniff_absent"][1] == 1.0

@@ -16,7 +16,7 @@ from jaxleak import cli, storage
 from jaxleak import report as report_cli
 from jaxleak.runs import report as R
 from jaxleak.runs.report import tables as T
-from jaxleak.runs.report.results import EavesdropResult, HarResult, Results, WholeDetermination
+from jaxleak.runs.report.results import EV_SUMMARY_KEYS, EavesdropResult, HarResult, Results, WholeDetermination
 
 pytest.importorskip("matplotlib")
 pytest.importorskip("dp_accounting")
@@ -44,8 +44,9 @@ def _ev(field=None, value=None, seed=0):
                   local_batch_size=64, local_lr=0.01, compression=0.0, dropout=None, rounds=10, seed=0, replicates=1)
   if field:
     settings[field] = value
-  keys = ("sniff", "sniff_absent", "prevalence", "qi_alpha1", "qi_alpha_pct", "qi_abort", "qi_abs_error")
-  per_label = {k: rng.uniform(0, 1, 10).tolist() for k in keys}
+  per_label = {k: rng.uniform(0, 1, 10).tolist() for k in EV_SUMMARY_KEYS}
+  if seed == 7:                                          # a record written before the count metric existed
+    per_label.update(qi_count_alpha1=[float("nan")] * 10, qi_count_exact=[float("nan")] * 10)
   return EavesdropResult(f"ev-{field}-{value}", settings, {k: float(np.mean(v)) for k, v in per_label.items()},
                          per_label, 0.5)
 
@@ -101,10 +102,14 @@ def test_table_numbers_are_the_results_numbers(everything):
   comp = _csv(rep.files["tables/table_VI_compression.csv"])
   assert [float(r["CR"]) for r in comp] == [0.0, 0.1, 0.3]
   assert float(comp[1]["success"]) == ev["ev-compression-0.1"].overall["qi_alpha1"]
+  assert float(comp[1]["success (count)"]) == ev["ev-compression-0.1"].overall["qi_count_alpha1"]
   assert float(comp[1]["paper success"]) == 0.95 and float(comp[1]["paper aborted"]) == 0.03   # Table VI
   per_label = _csv(rep.files["tables/tables_III_IV_per_label.csv"])
   paper_sniff = [r for r in per_label if r["source"] == "paper: MNIST CNN" and "Sniffing" in r["attack"]][0]
   assert [round(100 * float(paper_sniff[str(i)])) for i in range(10)] == [96, 97, 98, 93, 96, 95, 95, 96, 98, 94]
+  counted = [r for r in per_label if "rounded to a count" in r["attack"]]
+  # One row per federation of Tables III-IV (the L_bs points too) except the record without the count metric.
+  assert sorted(r["source"].split("L_bs=")[1] for r in counted) == ["20 L_ep=3", "8 L_ep=3"]
   # Table 1's family rows: each client's ClassAcc averaged over the family, then mean over clients.
   base = results.har[0]
   bias = np.mean([base.attacks[a]["clients"]["class_acc"] for a in ("ebi", "llbg")], axis=0)
@@ -256,3 +261,29 @@ def test_a_damaged_study_record_is_counted_missing_and_said_on_the_page(tmp_path
   results = R.load(str(tmp_path))
   assert results.kind == "study" and results.missing == 1 and results.empty
   assert "1 task(s) of the study have no record yet" in R.build(results).files["index.html"]
+
+
+def test_an_eavesdrop_record_without_the_count_columns_reads_them_as_nan(tmp_path):
+  from jaxleak.runs import eavesdrop as EV
+  owners = np.array([[2, 1], [3, 0]])
+  z = np.zeros((2, 2))
+  res = EV.RoundsResult(owners=owners, holders=owners, sniff_score=z, sniff_present=owners > 0,
+                        qi_estimate=np.array([[2.4, 1.0], [4.4, 0.0]]), qi_std=z, qi_num_weights=z,
+                        qi_aborted=np.zeros((2, 2), bool), variables={}, seconds_per_round=1.0)
+  cfg = EV.EavesdropConfig(dataset="digits", rounds=2)
+  files, s = EV.rounds_files(res, cfg)
+  old = [line.split(",")[:8] for line in files["summary.csv"].splitlines()]   # label + the 7 older columns
+  files["summary.csv"] = "\n".join(",".join(r) for r in old) + "\n"
+  storage.commit_folder(str(tmp_path / "old"), files)
+  storage.commit_folder(str(tmp_path / "new"), EV.rounds_files(res, cfg)[0])
+  loaded = {r.source: r for r in R.load(str(tmp_path)).eavesdrop}
+  # 3 owned pairs: 2.4 vs 2, 1.0 vs 1 within 1, 4.4 vs 3 not; as counts 2, 1, 4: all within 1, two exact.
+  assert np.isnan(loaded["old"].overall["qi_count_alpha1"])
+  assert loaded["old"].overall["qi_alpha1"] == loaded["new"].overall["qi_alpha1"] == pytest.approx(2 / 3, abs=1e-4)
+  assert loaded["new"].overall["qi_count_alpha1"] == 1.0
+  assert loaded["new"].overall["qi_count_exact"] == pytest.approx(2 / 3, abs=1e-4) == s["overall"]["qi_count_exact"]
+  # benchmarks/qi_readings.py rescores stored rounds.csv files with the same function, old records included.
+  out = subprocess.run([sys.executable, "benchmarks/qi_readings.py", str(tmp_path)], capture_output=True, text=True,
+                       cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))), check=True).stdout
+  rows = {line.split()[0].rsplit("/", 1)[1]: line.split()[1:6] for line in out.splitlines() if str(tmp_path) in line}
+  assert rows["old"] == rows["new"] == ["2", "66.7", "100.0", "66.7", "0.0"]

@@ -12,12 +12,19 @@ from jaxleak.runs.eavesdrop.whole_determination import WholeDeterminationTrial
 from jaxleak.runs.tables import format_table
 
 
+#: summary.csv's columns after "label" (records written before qi_count_* existed lack those two).
+SUMMARY_KEYS = ("sniff", "sniff_absent", "prevalence", "qi_alpha1", "qi_alpha_pct", "qi_abort", "qi_abs_error",
+                "qi_count_alpha1", "qi_count_exact")
+
+
 def summarize_rounds(res: RoundsResult, cfg: EavesdropConfig) -> dict:
   """Per-label and overall success rates (fractions):
   sniff: Class Sniffing correct calls over all rounds; sniff_absent: the same over rounds where the label was
   absent (the paper's setting makes absence rare, so 'always present' scores the prevalence); prevalence.
-  qi_alpha1 / qi_alpha_pct: Quantity Inference within alpha = 1 and alpha = 5 % of N_p * P, over the rounds
-  where the label was owned and the attack did not abort; qi_abort: abort rate over those rounds.
+  qi_alpha1 / qi_alpha_pct: Quantity Inference's X_* (a real number) within alpha = 1 and alpha = 5 % of N_p * P,
+  over the rounds where the label was owned and the attack did not abort; qi_count_alpha1 / qi_count_exact: X_*
+  rounded to a whole number of clients (`metrics.client_count`), within 1 / equal, over the same rounds; qi_abort:
+  abort rate over those rounds; qi_abs_error: mean |X_* - owners|.
   """
   owned = res.owners > 0
   correct = np.asarray(metrics.sniffing_correct(res.sniff_present, res.owners))
@@ -25,6 +32,9 @@ def summarize_rounds(res: RoundsResult, cfg: EavesdropConfig) -> dict:
   attempted = owned & ~res.qi_aborted
   ok1 = np.asarray(metrics.quantity_success(res.qi_estimate, res.owners, 1.0)) & attempted
   okp = np.asarray(metrics.quantity_success(res.qi_estimate, res.owners, alpha_pct)) & attempted
+  count = np.asarray(metrics.client_count(res.qi_estimate, cfg.num_selected))
+  ok_count = np.asarray(metrics.quantity_success(count, res.owners, 1)) & attempted
+  exact = (count == res.owners) & attempted
 
   def rate(num, den, axis):
     d = den.sum(axis)
@@ -38,6 +48,8 @@ def summarize_rounds(res: RoundsResult, cfg: EavesdropConfig) -> dict:
         prevalence=rate(owned, np.ones_like(owned), axis),
         qi_alpha1=rate(ok1, attempted, axis),
         qi_alpha_pct=rate(okp, attempted, axis),
+        qi_count_alpha1=rate(ok_count, attempted, axis),
+        qi_count_exact=rate(exact, attempted, axis),
         qi_abort=rate(res.qi_aborted & owned, owned, axis),
         qi_abs_error=rate(np.where(attempted, np.abs(res.qi_estimate - res.owners), 0.0), attempted, axis),
     )
@@ -105,7 +117,7 @@ def _f(x) -> str:
 def rounds_files(res: RoundsResult, cfg: EavesdropConfig, extra: dict | None = None) -> tuple[dict, dict]:
   """(files {name: text}: rounds.csv, summary.csv, manifest.json; the summary dict) of one rounds run."""
   s = summarize_rounds(res, cfg)
-  keys = ("sniff", "sniff_absent", "prevalence", "qi_alpha1", "qi_alpha_pct", "qi_abort", "qi_abs_error")
+  keys = SUMMARY_KEYS
   rows = [[label] + [f"{float(s['per_label'][k][label]):.4f}" for k in keys]
           for label in range(res.owners.shape[1])]
   rows.append(["all"] + [f"{float(s['overall'][k]):.4f}" for k in keys])
@@ -132,6 +144,7 @@ def per_label_table(s: dict, cfg: EavesdropConfig) -> str:
   c = len(s["per_label"]["sniff"])
   names = [("sniff", "Class Sniffing (Table III)"), ("sniff_absent", "  ... on rounds the label was absent"),
            ("prevalence", "  label present (prevalence)"), ("qi_alpha1", "Quantity Inference a=1 (Table IV)"),
+           ("qi_count_alpha1", "  ... X_* rounded to a count, a=1"), ("qi_count_exact", "  ... count exact"),
            ("qi_alpha_pct", f"  ... a=5% N_p P = {s['alpha_pct']:g}"), ("qi_abort", "  aborted")]
   rows = [{"metric": label, **{str(i): _f(s["per_label"][k][i]) for i in range(c)}, "all": _f(s["overall"][k])}
           for k, label in names]
@@ -150,10 +163,12 @@ def per_label_table(s: dict, cfg: EavesdropConfig) -> str:
 def sweep_table(points: list[tuple[str, float, dict]], title: str) -> str:
   """Figures 6-9 / Table VI: one row per setting with the overall rates (%)."""
   rows = [{"setting": f"{name}={value:g}", "QI a=1": _f(s["overall"]["qi_alpha1"]),
-           "QI a=5%": _f(s["overall"]["qi_alpha_pct"]), "aborted": _f(s["overall"]["qi_abort"]),
+           "QI a=5%": _f(s["overall"]["qi_alpha_pct"]), "QI count a=1": _f(s["overall"]["qi_count_alpha1"]),
+           "aborted": _f(s["overall"]["qi_abort"]),
            "Class Sniffing": _f(s["overall"]["sniff"]), "s/round": f"{s['seconds_per_round']:.3f}"}
           for name, value, s in points]
-  return format_table(rows, ["setting", "QI a=1", "QI a=5%", "aborted", "Class Sniffing", "s/round"], title)
+  return format_table(rows, ["setting", "QI a=1", "QI a=5%", "QI count a=1", "aborted", "Class Sniffing", "s/round"],
+                      title)
 
 
 def write_whole_determination(trials: list[WholeDeterminationTrial], cfg: EavesdropConfig,

@@ -206,7 +206,10 @@ def eavesdrop_curve(field: str, points: Sequence[EavesdropResult]) -> bytes:
   fig, ax = plt.subplots(figsize=(4.6, 3.2))
   for i, (key, label) in enumerate((("qi_alpha1", "Quantity Inference, a = 1 (Metric_1)"),
                                     ("qi_alpha_pct", "Quantity Inference, a = 5% N_p P (Metric_%)"),
-                                    ("sniff", "Class Sniffing"), ("qi_abort", "QI aborted"))):
+                                    ("sniff", "Class Sniffing"), ("qi_abort", "QI aborted"),
+                                    ("qi_count_alpha1", "QI, X_* rounded to a count, a = 1"))):
+    if all(math.isnan(r.overall[key]) for r in pts):
+      continue                                    # records older than the count metric
     ax.plot(xs, [_pct(r.overall[key]) for r in pts], marker=MARKERS[i], linestyle=DASHES[i], color=COLOURS[i],
             label=label, markersize=4, linewidth=1)
   ref = paper.FIGURE_POINTS.get(field, {})

@@ -16,6 +16,7 @@ import os
 import numpy as np
 
 from jaxleak import storage
+from jaxleak.runs.eavesdrop.report import SUMMARY_KEYS as EV_SUMMARY_KEYS
 
 METRICS = ("lnacc", "leacc", "class_acc", "symmetric_existence")
 HAR_SETTINGS = ("dataset", "model", "state", "sampling", "num_samples", "local_batch_size", "local_steps", "sigma",
@@ -58,7 +59,7 @@ class HarResult:
 class EavesdropResult:
   source: str
   settings: dict                 # EAVESDROP_SETTINGS
-  overall: dict                  # sniff, sniff_absent, prevalence, qi_alpha1, qi_alpha_pct, qi_abort, qi_abs_error
+  overall: dict                  # eavesdrop.report.SUMMARY_KEYS (qi_count_* NaN in records older than them)
   per_label: dict                # the same keys -> [C] fractions
   alpha_pct: float
 
@@ -267,15 +268,17 @@ def _eavesdrop_settings(cfg: dict) -> dict:
 
 
 def _eavesdrop_run(folder, name, manifest, out: Results) -> None:
-  keys = ("sniff", "sniff_absent", "prevalence", "qi_alpha1", "qi_alpha_pct", "qi_abort", "qi_abs_error")
-  rows = storage.read_csv(os.path.join(folder, "summary.csv"), ("label",) + keys, "Eavesdrop summary")
+  required = ("sniff", "sniff_absent", "prevalence", "qi_alpha1", "qi_alpha_pct", "qi_abort", "qi_abs_error")
+  rows = storage.read_csv(os.path.join(folder, "summary.csv"), ("label",) + required, "Eavesdrop summary")
   overall = [r for r in rows if r["label"] == "all"]
   labels = [r for r in rows if r["label"] != "all"]
   if len(overall) != 1:
     raise storage.StorageError(f"{folder}/summary.csv: no 'all' row; rerun the command that wrote it.")
+  # The count columns came later: records written before them read as NaN ("not measured"), never as 0.
+  value = lambda r, k: _float(r[k], folder) if k in r else math.nan
   out.eavesdrop.append(EavesdropResult(
-      name, _eavesdrop_settings(manifest["config"]), {k: _float(overall[0][k], folder) for k in keys},
-      {k: [_float(r[k], folder) for r in labels] for k in keys}, float(manifest.get("alpha_pct", math.nan))))
+      name, _eavesdrop_settings(manifest["config"]), {k: value(overall[0], k) for k in EV_SUMMARY_KEYS},
+      {k: [value(r, k) for r in labels] for k in EV_SUMMARY_KEYS}, float(manifest.get("alpha_pct", math.nan))))
 
 
 def _whole_run(folder, name, manifest, out: Results) -> None:
