@@ -36,9 +36,11 @@ def test_sharded_updates_equal_unsharded(extra):
 
 
 def test_sharded_updates_with_a_model_per_batch_equal_unsharded():
-  """Trained folds: every update has its own global model (variables gathered per update, a grouped conv under
-  vmap). TinyHAR's last conv spans its whole input; see test_xla_partitions_a_per_batch_conv_... below.
-  (DeepConvLSTM has no such conv; its per-batch sharding was checked by hand to agree to 1e-6.)"""
+  """Trained folds: every update has its own global model, computed either with the variables gathered per update
+  (execution 'vmap': a grouped conv under vmap) or one fold per call ('sequential', the CPU default), sharded or
+  not: four ways, one result. Folds of unequal size and interleaved updates exercise the per-fold padding and the
+  return to update order. TinyHAR's last conv spans its whole input; see test_xla_partitions_a_per_batch_conv_...
+  below. (DeepConvLSTM has no such conv; its per-batch sharding was checked by hand to agree to 1e-6.)"""
   cfg = L.LeakageConfig(dataset="synthetic_tiny", model="tinyhar", num_samples=50, num_clients=3)
   grads = {}
   for shard in (True, False):
@@ -47,10 +49,29 @@ def test_sharded_updates_with_a_model_per_batch_equal_unsharded():
     folds = 3
     scale = (1 + 0.05 * np.arange(folds)).astype(np.float32)
     stacked = jax.tree.map(lambda a: a[None] * scale.reshape((folds,) + (1,) * a.ndim), prep.variables)
-    prep = dataclasses.replace(prep, variables=stacked,
-                               fold_of_batch=(np.arange(len(prep.indices)) % folds).astype(np.int32))
-    grads[shard] = compute_updates(prep, c, c.ldp, None)
-  chex.assert_trees_all_close(grads[True], grads[False], rtol=1e-4, atol=1e-6)
+    fold_of_batch = np.minimum(np.arange(len(prep.indices)) % 4, 2).astype(np.int32)     # sizes 1/4, 1/4, 1/2
+    prep = dataclasses.replace(prep, variables=stacked, fold_of_batch=fold_of_batch)
+    for execution in ("vmap", "sequential"):
+      grads[shard, execution] = compute_updates(prep, c, c.ldp, None, execution=execution)
+  want = grads[False, "vmap"]
+  for got in grads.values():
+    chex.assert_trees_all_close(got, want, rtol=1e-4, atol=1e-6)
+  # Each update at its own fold's model, checked against the fold's model alone on that update.
+  i = int(np.flatnonzero(fold_of_batch == 2)[3])
+  one = dataclasses.replace(prep, variables=jax.tree.map(lambda a: a[2], stacked), fold_of_batch=None,
+                            indices=prep.indices[i:i + 1], dropout_keys=prep.dropout_keys[i:i + 1], mesh=None)
+  chex.assert_trees_all_close(compute_updates(one, cfg, cfg.ldp, None), jax.tree.map(lambda a: a[i:i + 1], want),
+                              rtol=1e-4, atol=1e-6)
+
+
+def test_a_fold_per_call_pads_least():
+  from jaxleak.runs.leakage.updates import fold_call_size
+  # cost = padded updates + one per call: 9 updates -> size 2: 10 + 5, size 4: 12 + 3 (tie: the larger), 8: 16 + 2.
+  assert fold_call_size([9], 16) == 4
+  assert fold_call_size([14], 16) == 16                  # 16 + 1 beats 16 + 2 (size 8)
+  # Sizes 2, 4, ..., 64 (multiples of 2 devices): 4 -> 36 + 9, 8 -> 40 + 5 (tie: 8), 16 -> 48 + 3.
+  assert fold_call_size([14, 14, 3], 64, unit=2) == 8
+  assert fold_call_size([1, 1], 16, unit=4) == 4         # never below the device count
 
 
 @pytest.mark.xfail(strict=False, reason="XLA SPMD partitioner bug (jax 0.10.2, XLA:CPU): worked around by "

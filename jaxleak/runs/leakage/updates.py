@@ -10,41 +10,83 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxleak.federated import client_updates, head_grads_and_model_norms, last_layer_grads
+from jaxleak.federated.rounds import client_execution
 from jaxleak.privacy import LdpConfig
 from jaxleak.runs.leakage.config import LeakageConfig
 from jaxleak.runs.leakage.prepare import Prepared, log
 from jaxleak.types import LastLayerGrads
 
 
-def in_calls(prep: Prepared, per_call: int, fn, progress: Optional[Callable[[str], None]], what: str = "gradients"):
-  """Runs fn(variables, windows, labels, keys) over all updates in calls of a fixed size (one compilation).
+def fold_call_size(batches_per_fold, limit: int, unit: int = 1) -> int:
+  """Updates per call when every call holds one fold's updates: the multiple of `unit` (the device count) times a
+  power of two, at most max(limit, unit), that minimises padded updates plus one update's worth per call (a fold's
+  last call is padded with repeats of its own updates)."""
+  counts = np.asarray(batches_per_fold)
+  sizes, p = [], unit
+  while p <= max(limit, unit):
+    sizes.append(p)
+    p *= 2
+  cost = lambda p: int(np.sum(-(-counts // p) * p + -(-counts // p)))
+  return min(sizes, key=lambda p: (cost(p), -p))
 
-  With trained folds, `variables` is gathered per update (leading axis = update) and fn must expect that.
-  Returns fn's output pytree with a leading axis K (NumPy).
+
+def _call_plan(prep: Prepared, per_call: int, unit: int, per_fold: bool):
+  """(updates per call, [(update indices i64[per_call], how many are real, fold or None)]) for every call
+  (per_call: already at most K and a multiple of `unit`).
+
+  One global model (or per_fold False): consecutive updates, the last call padded with repeats. per_fold: each
+  call holds updates of one fold only, so the fold's weights are shared by the call (no per-update copies)."""
+  k = len(prep.indices)
+  if not per_fold:
+    return per_call, [(np.arange(s, s + per_call) % k, min(per_call, k - s), None) for s in range(0, k, per_call)]
+  folds = np.unique(prep.fold_of_batch)
+  members = [np.flatnonzero(prep.fold_of_batch == f) for f in folds]
+  per_call = fold_call_size([len(m) for m in members], per_call, unit)
+  plan = [(np.resize(m[s:], per_call) if len(m) - s < per_call else m[s:s + per_call], min(per_call, len(m) - s),
+           int(f)) for f, m in zip(folds, members) for s in range(0, len(m), per_call)]
+  return per_call, plan
+
+
+def in_calls(prep: Prepared, per_call: int, fn, progress: Optional[Callable[[str], None]], what: str = "gradients",
+             execution: str = "auto"):
+  """Runs fn(variables, windows, labels, keys, batched_variables) over all updates in calls of a fixed size (one
+  compilation).
+
+  With trained folds, execution 'vmap' gathers the variables per update (leading axis = update,
+  batched_variables=True); 'sequential' gives each call the updates of one fold and that fold's variables
+  (batched_variables=False); 'auto' is `federated.rounds.client_execution`'s choice (sequential for conv models
+  on XLA:CPU, where per-update conv weights become slow grouped convolutions). Both compute every update as its
+  own batch at its own fold's model (equal to float round-off, tested).
+  Returns fn's output pytree with a leading axis K (NumPy), in update order.
   """
   k = len(prep.indices)
   per_call = min(per_call, k)
   place = lambda tree: tree
+  unit = 1
   if prep.mesh is not None:                                       # a multiple of the device count, batch-sharded
-    n_dev = prep.mesh.devices.size
-    per_call = -(-per_call // n_dev) * n_dev
+    unit = prep.mesh.devices.size
+    per_call = -(-per_call // unit) * unit
     sharding = jax.sharding.NamedSharding(prep.mesh, jax.sharding.PartitionSpec("batch"))
     place = lambda tree: jax.device_put(tree, sharding)
-  starts = list(range(0, k, per_call))
+  per_fold = prep.fold_of_batch is not None and client_execution(prep.variables, execution) == "sequential"
+  per_call, plan = _call_plan(prep, per_call, unit, per_fold)
   # Several JAX processes (jax.distributed): process p runs calls p, p + P, ...; the results are gathered so that
   # every process holds all updates, in call order. Calls are independent, so results equal one process's.
   n_proc, me = jax.process_count(), jax.process_index()
-  mine = starts[me::n_proc]
-  mine = mine + mine[-1:] * (-(-len(starts) // n_proc) - len(mine)) if mine else [starts[0]] * (-(-len(starts) // n_proc))
+  mine = plan[me::n_proc]
+  mine = mine + mine[-1:] * (-(-len(plan) // n_proc) - len(mine)) if mine else [plan[0]] * (-(-len(plan) // n_proc))
   out, t0 = [], time.perf_counter()
-  for i, start in enumerate(mine):
-    sel = np.arange(start, start + per_call) % k                  # pad the last call with repeats
-    variables = prep.variables if prep.fold_of_batch is None else place(jax.tree.map(
-        lambda a: a[jnp.asarray(prep.fold_of_batch[sel])], prep.variables))
+  for i, (sel, _, fold) in enumerate(mine):
+    if prep.fold_of_batch is None:
+      variables, batched = prep.variables, False
+    elif fold is not None:
+      variables, batched = jax.tree.map(lambda a, f=fold: a[f], prep.variables), False
+    else:
+      variables, batched = place(jax.tree.map(lambda a: a[jnp.asarray(prep.fold_of_batch[sel])], prep.variables)), True
     res = fn(variables, *place((prep.clients.windows[prep.indices[sel]], prep.clients.labels[prep.indices[sel]],
-                                prep.dropout_keys[sel])))
+                                prep.dropout_keys[sel])), batched)
     out.append(jax.tree.map(np.asarray, res))
-    done = min(k, (i + 1) * per_call * n_proc)
+    done = min(k, sum(n for _, n, _ in plan[:(i + 1) * n_proc]))
     rate = (i + 1) * per_call * prep.indices.shape[1] / (time.perf_counter() - t0)
     log(progress, f"{what}: {done}/{k} updates ({rate:,.0f} windows/s" + (f" in this process of {n_proc})"
                                                                          if n_proc > 1 else ")"))
@@ -53,21 +95,33 @@ def in_calls(prep: Prepared, per_call: int, fn, progress: Optional[Callable[[str
     stacked = jax.tree.map(lambda *xs: np.stack(xs), *out)
     gathered = multihost_utils.process_allgather(stacked)          # [P, calls per process, per_call, ...]
     out = [jax.tree.map(lambda a, j=j, q=q: np.asarray(a[q, j]), gathered)
-           for c, (q, j) in sorted((starts[q::n_proc][j], (q, j)) for q in range(n_proc)
-                                   for j in range(len(starts[q::n_proc])))]
-  out = [jax.tree.map(lambda a, n=min(per_call, k - start): a[:n], res) for start, res in zip(starts, out)]
-  return jax.tree.map(lambda *xs: np.concatenate(xs), *out)
+           for c, (q, j) in sorted((c, (q, j)) for q in range(n_proc)
+                                   for j, c in enumerate(range(len(plan))[q::n_proc]))]
+  order = np.concatenate([sel[:n] for sel, n, _ in plan])
+  stacked = jax.tree.map(lambda *xs: np.concatenate(xs), *[jax.tree.map(lambda a, n=n: a[:n], res)
+                                                           for res, (_, n, _) in zip(out, plan)])
+  if np.array_equal(order, np.arange(k)):
+    return stacked
+  inverse = np.empty(k, np.int64)
+  inverse[order] = np.arange(k)
+  return jax.tree.map(lambda a: a[inverse], stacked)
 
 
 def compute_updates(prep: Prepared, cfg: LeakageConfig, ldp: LdpConfig,
-                    progress: Optional[Callable[[str], None]]) -> LastLayerGrads:
-  """The head gradients (single step, after `ldp`) or gradient-equivalents (multi step) of every update."""
+                    progress: Optional[Callable[[str], None]], execution: str = "auto") -> LastLayerGrads:
+  """The head gradients (single step, after `ldp`) or gradient-equivalents (multi step) of every update.
+  `execution`: how trained folds' updates are grouped into calls (`in_calls`); results do not depend on it.
+  'auto' groups by fold only where it pays (measured, benchmarks/fold_execution.py, HAPT DeepConvLSTM on 2 CPU
+  cores): the forward-only single step 1.26x (TinyHAR 1.58x); the full backward of whole-model clipping 1.04x;
+  multi step 0.89x (after the first local step every update has its own weights either way), so those use 'vmap'."""
   batched = prep.fold_of_batch is not None
+  if execution == "auto" and (cfg.local is not None or ldp.needs_full_gradient):
+    execution = "vmap"
   if cfg.local is not None:
-    fn = lambda v, x, y, k: client_updates(prep.model, v, x, y, k, local=cfg.local, minmax=cfg.minmax,
-                                           batched_variables=batched)
+    fn = lambda v, x, y, k, b: client_updates(prep.model, v, x, y, k, local=cfg.local, minmax=cfg.minmax,
+                                              batched_variables=b)
     per_call = cfg.chunk_size * (1 if prep.mesh is None else prep.mesh.devices.size)
-    return in_calls(prep, per_call, fn, progress, "local training")
+    return in_calls(prep, per_call, fn, progress, "local training", execution)
   if ldp.per_example and ldp.needs_full_gradient:
     per_call, chunk = 1, 1                                        # [N, all params] per update: one a call
   elif ldp.needs_full_gradient:
@@ -78,13 +132,16 @@ def compute_updates(prep: Prepared, cfg: LeakageConfig, ldp: LdpConfig,
     per_call = min(per_call, 16)                                  # per-update copies of the params per call
   if prep.mesh is not None:                                       # one vmap per call, partitioned over devices
     per_call = chunk = chunk * prep.mesh.devices.size
-  fn = lambda v, x, y, k: last_layer_grads(prep.model, v, x, y, k, method=cfg.grad_method, minmax=cfg.minmax,
-                                           chunk_size=min(chunk, per_call), ldp=ldp, batched_variables=batched)
-  return in_calls(prep, per_call, fn, progress)
+  fn = lambda v, x, y, k, b: last_layer_grads(prep.model, v, x, y, k, method=cfg.grad_method, minmax=cfg.minmax,
+                                              chunk_size=chunk, ldp=ldp, batched_variables=b)
+  return in_calls(prep, per_call, fn, progress, execution=execution)
 
 
-def compute_heads_and_norms(prep: Prepared, cfg: LeakageConfig, progress: Optional[Callable[[str], None]]):
-  """(head gradients, whole-model gradient norms f32[K]) of every update: the shared pass of an LDP sweep."""
-  fn = lambda v, x, y, k: head_grads_and_model_norms(prep.model, v, x, y, k, minmax=cfg.minmax,
-                                                     batched_variables=prep.fold_of_batch is not None)
-  return in_calls(prep, cfg.chunk_size, fn, progress, "gradients + model norms")
+def compute_heads_and_norms(prep: Prepared, cfg: LeakageConfig, progress: Optional[Callable[[str], None]],
+                            execution: str = "auto"):
+  """(head gradients, whole-model gradient norms f32[K]) of every update: the shared pass of an LDP sweep.
+  A full backward pass: 'auto' is 'vmap' (see compute_updates)."""
+  execution = "vmap" if execution == "auto" else execution
+  fn = lambda v, x, y, k, b: head_grads_and_model_norms(prep.model, v, x, y, k, minmax=cfg.minmax,
+                                                        batched_variables=b)
+  return in_calls(prep, cfg.chunk_size, fn, progress, "gradients + model norms", execution)
