@@ -229,7 +229,8 @@ def define_leakage_flags(fv: flags.FlagValues, *, multi_step: bool) -> None:
   flags.DEFINE_integer("dirichlet_clients", None, "With --dirichlet_alpha: the number of clients (default: as many "
                        "as subjects).", **d)
   flags.DEFINE_bool("minmax", not multi_step, "Per-update min-max input scaling.", **d)
-  flags.DEFINE_integer("chunk_size", 8, "Updates vmapped together (memory vs speed).", **d)
+  flags.DEFINE_integer("chunk_size", None, "Updates vmapped together (memory vs speed; default 8, on CPU 1 where "
+                       "a full backward pass is computed: local training, whole-model clipping).", **d)
   flags.DEFINE_float("noise", 0.0, "LDP: Gaussian noise std sigma (0 = none)" +
                      (", per local step." if multi_step else "."), **d)
   flags.DEFINE_float("clip", 0.0, "LDP: clip to L2 norm tau before the noise (0 = no clipping).", **d)
@@ -294,7 +295,8 @@ def leakage_config(fv: flags.FlagValues, **overrides):
   from jaxleak.runs.leakage import LeakageConfig
   finite(fv, "synthetic_scale", 0.0, lo_open=True)
   positive_int(fv, "num_samples")
-  positive_int(fv, "chunk_size")
+  if fv.chunk_size is not None:
+    positive_int(fv, "chunk_size")
   if fv.num_clients is not None:
     positive_int(fv, "num_clients")
   finite(fv, "noise", 0.0)

@@ -35,7 +35,7 @@ class LeakageConfig:
   seed: int = 1
   grad_method: str = "fast"
   minmax: bool = True
-  chunk_size: int = 8                                # updates vmapped together inside the compiled function
+  chunk_size: Optional[int] = None                   # updates vmapped together; None: see vmap_chunk
   batches_per_call: int = 64                         # updates per compiled call (progress granularity)
   ldp: LdpConfig = LdpConfig()
   local: Optional[LocalSteps] = None
@@ -47,6 +47,17 @@ class LeakageConfig:
   dirichlet_clients: Optional[int] = None            # how many (default: as many as the selected subjects)
   rlu_aux_per_class: int = 32                        # RLU: the attacker's auxiliary windows per class
   rlu_simulations: int = 4                           # RLU: Monte Carlo draws of the simulated local training
+
+  def vmap_chunk(self, full_backward: bool) -> int:
+    """Updates vmapped together: `chunk_size` when set; otherwise 8, except 1 on XLA:CPU for computations with a
+    full backward pass (local training, whole-model clipping, the norms of an LDP sweep). Measured on 2 CPU cores
+    (`benchmarks/chunk_sizes.py`, vmap of 1 vs 8 updates of 100 windows): multi step TinyHAR 1.44x, DeepConvLSTM
+    1.11x faster; the norms pass DeepConvLSTM 1.09x (HAPT), TinyHAR 1.87x (WEAR-shaped); the forward-only single
+    step is 1.12x slower with 1, so it keeps 8 (BUILD_NOTES.md, "Chunk sizes")."""
+    if self.chunk_size is not None:
+      return self.chunk_size
+    import jax
+    return 1 if full_backward and jax.default_backend() == "cpu" else 8
 
   def validate(self) -> None:
     """Raises ValueError naming the field, the value and what is allowed. Cheap: no data is read."""
@@ -63,6 +74,8 @@ class LeakageConfig:
       raise ValueError(f"grad_method: unknown {self.grad_method!r}; valid: {', '.join(METHODS)}.")
     for name in ("num_samples", "chunk_size", "batches_per_call", "rlu_aux_per_class", "rlu_simulations"):
       value = getattr(self, name)
+      if name == "chunk_size" and value is None:
+        continue
       if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
         raise ValueError(f"{name} must be a positive integer, got {value!r}.")
     if not (math.isfinite(self.synthetic_scale) and self.synthetic_scale > 0):

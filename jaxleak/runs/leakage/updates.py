@@ -120,14 +120,14 @@ def compute_updates(prep: Prepared, cfg: LeakageConfig, ldp: LdpConfig,
   if cfg.local is not None:
     fn = lambda v, x, y, k, b: client_updates(prep.model, v, x, y, k, local=cfg.local, minmax=cfg.minmax,
                                               batched_variables=b)
-    per_call = cfg.chunk_size * (1 if prep.mesh is None else prep.mesh.devices.size)
+    per_call = cfg.vmap_chunk(True) * (1 if prep.mesh is None else prep.mesh.devices.size)
     return in_calls(prep, per_call, fn, progress, "local training", execution)
   if ldp.per_example and ldp.needs_full_gradient:
     per_call, chunk = 1, 1                                        # [N, all params] per update: one a call
   elif ldp.needs_full_gradient:
-    per_call = chunk = cfg.chunk_size                             # plain vmap (see last_layer_grads)
+    per_call = chunk = cfg.vmap_chunk(True)                       # plain vmap (see last_layer_grads)
   else:
-    per_call, chunk = cfg.batches_per_call, cfg.chunk_size
+    per_call, chunk = cfg.batches_per_call, cfg.vmap_chunk(False)
   if batched:
     per_call = min(per_call, 16)                                  # per-update copies of the params per call
   if prep.mesh is not None:                                       # one vmap per call, partitioned over devices
@@ -144,4 +144,4 @@ def compute_heads_and_norms(prep: Prepared, cfg: LeakageConfig, progress: Option
   execution = "vmap" if execution == "auto" else execution
   fn = lambda v, x, y, k, b: head_grads_and_model_norms(prep.model, v, x, y, k, minmax=cfg.minmax,
                                                         batched_variables=b)
-  return in_calls(prep, cfg.chunk_size, fn, progress, "gradients + model norms", execution)
+  return in_calls(prep, cfg.vmap_chunk(True), fn, progress, "gradients + model norms", execution)
