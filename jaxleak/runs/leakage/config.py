@@ -6,6 +6,8 @@ import dataclasses
 import math
 from typing import Optional
 
+import jax
+
 from jaxleak import attacks as A
 from jaxleak import data as D
 from jaxleak import models
@@ -56,7 +58,6 @@ class LeakageConfig:
     step is 1.12x slower with 1, so it keeps 8 (BUILD_NOTES.md, "Chunk sizes")."""
     if self.chunk_size is not None:
       return self.chunk_size
-    import jax
     return 1 if full_backward and jax.default_backend() == "cpu" else 8
 
   def validate(self) -> None:
