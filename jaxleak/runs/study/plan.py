@@ -229,7 +229,9 @@ def estimate_cost(plan: Plan) -> dict[str, float]:
       updates = sum(s // n for s in sizes)
       if c["multi_step"] is not None:
         _, b, s = c["multi_step"]
-        out[g.key] = updates * s * b * 3.0
+        # The last local step's body gradient never reaches the head delta; XLA prunes that backward (a
+        # forward-only last step written out measured the same), so the last step counts as a forward pass.
+        out[g.key] = updates * b * (3.0 * (s - 1) + 1.0)
       else:
         full = any(t.config["tau"] > 0 and t.config["clip_scope"] == "all" for t in g.tasks)
         out[g.key] = updates * n * (3.0 if full else 1.0)
