@@ -211,6 +211,24 @@ def test_bad_study_commands_are_refused_before_any_work(args, message, tmp_path,
   assert not (tmp_path / "s" / "records").exists()
 
 
+def test_a_study_refuses_trained_models_of_other_data_before_any_work(tmp_path, capsys):
+  from jaxleak import data as D, models
+  from jaxleak.runs import fold_training as FT
+  ds = D.load("synthetic_tiny", scale=0.5, seed=1)                        # the study's default seed is 1
+  model = models.build("tinyhar", ds.num_classes)
+  FT.train_folds(model, D.make_clients(ds), FT.Folds((0,)), ds.num_classes, FT.TrainConfig(epochs=1, lr=1e-3),
+                 checkpoint_path=FT.checkpoint_path(str(tmp_path / "ck_synthetic_tiny")), dataset_name=ds.name)
+  fields = {"datasets": "synthetic_tiny", "models": "tinyhar", "states": "trained",
+            "checkpoint_dir": str(tmp_path / "ck_{dataset}")}
+  S.make_plan(S.override(S.preset("har_sampling"), {**fields, "synthetic_scale": "0.5"}))     # the data it saw
+  base = ["run", "har_sampling", *[f"--set={k}={v}" for k, v in fields.items()], f"--study_dir={tmp_path / 's'}"]
+  for wrong in (["--set=synthetic_scale=1.0"], ["--set=synthetic_scale=0.5", "--set=seeds=2"]):
+    rc = cli.call(study_cli.main, study_cli.FLAGS, base + wrong)
+    err = capsys.readouterr().err
+    assert rc == 2 and "trained on other data than this run's: 4 of 4 subjects differ" in err, err
+  assert not (tmp_path / "s").exists()
+
+
 def test_dry_run_prints_the_plan_and_writes_nothing(tmp_path, capsys):
   rc = cli.call(study_cli.main, study_cli.FLAGS, ["run", "har_ldp", "--dry_run", "--set=datasets=synthetic_tiny",
                                                   "--set=models=tinyhar", f"--study_dir={tmp_path / 's'}"])

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 from typing import Mapping, Sequence
 
 import numpy as np
@@ -76,3 +77,17 @@ class WindowedClients:
 
   def client_labels(self, k: int) -> np.ndarray:
     return self.labels[self.offsets[k]:self.offsets[k + 1]]
+
+  def subject_digests(self) -> dict[str, str]:
+    """Subject id (as a string) -> '<windows>:<sha256 of the window shape and labels, 16 hex>' for each client.
+
+    What a trained-model checkpoint records about the data it was trained on, so that it is not used on other data
+    (another --synthetic_scale, seed or data folder changes the counts or labels). The signal values are left
+    out on purpose: a recomputed synthetic signal may differ in the last bit between machines.
+    """
+    out = {}
+    for k, s in enumerate(self.subject_ids):
+      y = np.ascontiguousarray(self.client_labels(k), dtype="<i4")
+      h = hashlib.sha256(np.asarray(self.windows.shape[1:], "<i8").tobytes() + y.tobytes()).hexdigest()[:16]
+      out[str(int(s))] = f"{len(y)}:{h}"
+    return out

@@ -187,7 +187,32 @@ def checkpoint_config(model: nn.Module, cfg: TrainConfig, clients: WindowedClien
   train = dataclasses.asdict(cfg)
   train.pop("epochs")
   return {"dataset": dataset, "model": repr(model), "train": train, "subjects": list(clients.subject_ids),
-          "held_out_subjects": [clients.subject_ids[h] for h in folds.held_out], "num_windows": int(len(clients.labels))}
+          "held_out_subjects": [clients.subject_ids[h] for h in folds.held_out], "num_windows": int(len(clients.labels)),
+          "data": clients.subject_digests()}
+
+
+def check_training_data(path: str, stored: dict, clients: WindowedClients) -> bool:
+  """Refuses (ValueError naming the subjects, the counts and the fix) to use models trained on other data.
+
+  `stored` is the checkpoint header's config; each subject of `clients` must have had the same windows and labels
+  when the models were trained (`WindowedClients.subject_digests`). Returns False, checking nothing, for a
+  checkpoint written before the digests were recorded.
+  """
+  trained_on = stored.get("data")
+  if not isinstance(trained_on, dict):
+    return False
+  here = clients.subject_digests()
+  differ = [s for s in here if trained_on.get(s) != here[s]]
+  if differ:
+    def count(d, s):
+      return d[s].split(":")[0] + " windows" if s in d else "absent"
+    eg = "; ".join(f"subject {s}: {count(trained_on, s)} there, {count(here, s)} here" for s in differ[:3])
+    raise ValueError(
+        f"{path} holds models trained on other data than this run's: {len(differ)} of {len(here)} subjects differ in "
+        f"their windows or labels ({eg}). Train and attack with the same --dataset, --data_dir, --synthetic_scale "
+        "and --seed: retrain with experiments/train_models.py for this data, or point --checkpoint_dir at the "
+        "checkpoint trained on it.")
+  return True
 
 
 FOLD_EXECUTIONS = ("auto", "vmap", "sequential")
@@ -272,11 +297,12 @@ def fold_variables(state: FoldState, f: int) -> dict:
   return {"params": params, **({"batch_stats": stats} if stats else {})}
 
 
-def load_fold_models(path: str, model: nn.Module, window: int, channels: int, *, dataset: str = ""
-                     ) -> tuple[dict, list[int]]:
+def load_fold_models(path: str, model: nn.Module, window: int, channels: int, *, dataset: str = "",
+                     clients: Optional[WindowedClients] = None) -> tuple[dict, list[int]]:
   """Stacked Flax variables of every trained fold (leading fold axis) and each fold's held-out subject id.
 
-  Refuses (naming the difference and the fix) a checkpoint trained on another dataset or model."""
+  Refuses (naming the difference and the fix) a checkpoint trained on another dataset or model, or (given the
+  run's `clients`) on other windows or labels of these subjects (`check_training_data`)."""
   try:
     header = storage.read_checkpoint_header(path)
   except FileNotFoundError:
@@ -288,6 +314,8 @@ def load_fold_models(path: str, model: nn.Module, window: int, channels: int, *,
       raise ValueError(f"{path} holds models trained with {field} {stored.get(field)!r}, but this run uses {want!r}; "
                        "train them with experiments/train_models.py for this dataset and model, or point "
                        "--checkpoint_dir at the matching checkpoint.")
+  if clients is not None:
+    check_training_data(path, stored, clients)
   meta = header.get("meta", {})
   cfg = TrainConfig(**meta["config"])
   held = [int(s) for s in meta["held_out_subjects"]]

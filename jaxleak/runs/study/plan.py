@@ -178,6 +178,33 @@ def _check_checkpoints(plan: Plan) -> None:
     raise FileNotFoundError(
         f"{len(missing)} trained-model checkpoint(s) missing, e.g. {d}; train them first: python "
         f"experiments/train_models.py --dataset={ds} --model={m} --checkpoint_dir={d} (or --set states=untrained).")
+  _check_checkpoint_data(plan)
+
+
+def _check_checkpoint_data(plan: Plan) -> None:
+  """Every trained-model checkpoint a study reads was trained on the windows and labels its tasks attack
+  (`fold_training.check_training_data`), checked before any work; each dataset is loaded once."""
+  from jaxleak import data as D
+  from jaxleak import storage
+  from jaxleak.runs import fold_training
+  seen, datasets = set(), {}
+  for t in plan.tasks:
+    c = t.config
+    if t.kind != "har" or not c["checkpoint_dir"]:
+      continue
+    data_key = (c["dataset"], c["data_dir"], c["synthetic_scale"], c["seed"])
+    if (c["checkpoint_dir"],) + data_key in seen:
+      continue
+    seen.add((c["checkpoint_dir"],) + data_key)
+    if data_key not in datasets:
+      datasets[data_key] = D.make_clients(D.load(c["dataset"], data_dir=c["data_dir"], scale=c["synthetic_scale"],
+                                                 seed=c["seed"]))
+    path = fold_training.checkpoint_path(c["checkpoint_dir"])
+    stored = storage.read_checkpoint_header(path).get("config", {})
+    if stored.get("dataset") and stored["dataset"] != c["dataset"]:
+      raise ValueError(f"{path} holds models trained on {stored['dataset']!r}, but the study's tasks read it for "
+                       f"{c['dataset']!r}; fix the part's checkpoint_dir (a template with {{dataset}} and {{model}}).")
+    fold_training.check_training_data(path, stored, datasets[data_key])
 
 
 def describe(plan: Plan, done: Optional[set] = None) -> str:
