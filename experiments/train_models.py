@@ -73,8 +73,8 @@ def main(argv):
   secs = [h["seconds"] for h in history]
   print(format_table(rows, ["held-out subject", "accuracy", "macro F1"],
                      f"{ds.name} | {FLAGS.model} | after epoch {last['epoch']} | {len(held)} folds"))
-  print(f"\nseconds per epoch (all folds): first {secs[0]:.1f}, mean of the rest "
-        f"{np.mean(secs[1:]) if len(secs) > 1 else float('nan'):.1f}; checkpoints in {ckpt_dir}/")
+  rest = f", mean of the rest {np.mean(secs[1:]):.1f}" if len(secs) > 1 else ""
+  print(f"\nseconds per epoch (all folds): first {secs[0]:.1f}{rest}; checkpoints in {ckpt_dir}/")
 
 
 if __name__ == "__main__":
