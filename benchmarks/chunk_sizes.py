@@ -15,6 +15,7 @@ import time
 import jax
 from absl import app, flags
 
+from jaxleak import cli
 from jaxleak.federated import LocalSteps
 from jaxleak.runs.leakage import LeakageConfig
 from jaxleak.runs.leakage.prepare import prepare
@@ -29,12 +30,18 @@ flags.DEFINE_list("chunks", ["8", "1", "2", "8", "1"], "Chunk sizes, timed in th
 
 
 def main(_):
+  try:
+    chunks = cli.int_list(FLAGS, "chunks", unique=False)
+  except cli.FlagError as e:
+    raise app.UsageError(str(e)) from None
+  if not chunks or min(chunks) <= 0:
+    raise app.UsageError(f"--chunks: give positive integers, e.g. --chunks=8,1; got {FLAGS.chunks}.")
   base = LeakageConfig(dataset=FLAGS.dataset, synthetic_scale=FLAGS.synthetic_scale, model=FLAGS.model,
                        local=LocalSteps(batch_size=50, steps=2) if FLAGS.path == "multi" else None)
   prep = prepare(base, None, None, None)
   k, n = prep.indices.shape
   print(f"{FLAGS.dataset} | {FLAGS.model} | {FLAGS.path} | {k} updates of {n} windows | {jax.default_backend()}")
-  for chunk in (int(c) for c in FLAGS.chunks):
+  for chunk in chunks:
     cfg = dataclasses.replace(base, chunk_size=chunk)
     run = ((lambda: compute_heads_and_norms(prep, cfg, None)) if FLAGS.path == "norms"
            else (lambda: compute_updates(prep, cfg, cfg.ldp, None)))
