@@ -13,9 +13,9 @@ import dataclasses
 import time
 
 import jax
+import _flags
 from absl import app, flags
 
-from jaxleak import cli
 from jaxleak.federated import LocalSteps
 from jaxleak.runs.leakage import LeakageConfig
 from jaxleak.runs.leakage.prepare import prepare
@@ -30,12 +30,7 @@ flags.DEFINE_list("chunks", ["8", "1", "2", "8", "1"], "Chunk sizes, timed in th
 
 
 def main(_):
-  try:
-    chunks = cli.int_list(FLAGS, "chunks", unique=False)
-  except cli.FlagError as e:
-    raise app.UsageError(str(e)) from None
-  if not chunks or min(chunks) <= 0:
-    raise app.UsageError(f"--chunks: give positive integers, e.g. --chunks=8,1; got {FLAGS.chunks}.")
+  chunks = _flags.numbers("chunks")
   base = LeakageConfig(dataset=FLAGS.dataset, synthetic_scale=FLAGS.synthetic_scale, model=FLAGS.model,
                        local=LocalSteps(batch_size=50, steps=2) if FLAGS.path == "multi" else None)
   prep = prepare(base, None, None, None)

@@ -12,6 +12,7 @@ import time
 
 import jax
 import jax.numpy as jnp
+import _flags
 from absl import app, flags
 
 from jaxleak.runs import eavesdrop as EV
@@ -69,7 +70,7 @@ def time_vmapped_training_only(fed, rounds):
 
 def main(_):
   print(f"devices: {jax.devices()}")
-  for n in (int(p) for p in FLAGS.participants):
+  for n in _flags.numbers("participants"):
     cfg = EV.EavesdropConfig(model=FLAGS.model, num_participants=n, rounds=FLAGS.rounds)
     fed = EV.setup(cfg)
     compile_s, per_round = time_rounds(fed, FLAGS.rounds)

@@ -72,6 +72,11 @@ def paths(model, v, x, y, keys, per_example_batches):
 
 
 def main(_):
+  try:
+    for name in FLAGS.models:
+      models.spec(name)
+  except ValueError as e:
+    raise app.UsageError(f"--models: {e}") from None
   k, ch, c = FLAGS.num_batches, FLAGS.channels, FLAGS.classes
   x = jax.random.normal(jax.random.key(0), (k, 100, 50, ch))
   y = jax.random.randint(jax.random.key(1), (k, 100), 0, c)

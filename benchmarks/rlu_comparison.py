@@ -9,6 +9,7 @@ Prints one markdown table: ClassAcc / LnAcc (%, mean over clients) per attack an
 """
 import dataclasses
 
+import _flags
 from absl import app, flags
 
 from jaxleak.federated import LocalSteps
@@ -26,7 +27,7 @@ SETTINGS = (("single step", None, 100), ("S=5 B=20 N=100", LocalSteps(steps=5, b
 
 
 def main(_):
-  base = LeakageConfig(model=FLAGS.model, attacks=tuple(FLAGS.attacks), clients=tuple(int(c) for c in FLAGS.clients))
+  base = LeakageConfig(model=FLAGS.model, attacks=tuple(FLAGS.attacks), clients=_flags.numbers("clients"))
   states = [("U", None)] + ([("T", FLAGS.checkpoint_dir)] if FLAGS.checkpoint_dir else [])
   columns, cells = [], {}
   for state, ckpt in states:

@@ -7,6 +7,7 @@ without LDP (sigma = 0.1, tau = 1.0, whole-model batch clipping), through the li
 Attacks only the clients that have a trained fold in --checkpoint_dir (or --clients). Prints a markdown table of
 ClassAcc and LnAcc (mean over clients) per attack and setting.
 """
+import _flags
 from absl import app, flags
 
 from jaxleak import storage
@@ -24,7 +25,7 @@ flags.mark_flag_as_required("checkpoint_dir")
 
 def main(_):
   if FLAGS.clients:
-    clients = tuple(int(c) for c in FLAGS.clients)
+    clients = _flags.numbers("clients")
   else:
     header = storage.read_checkpoint_header(fold_training.checkpoint_path(FLAGS.checkpoint_dir))
     clients = tuple(header["meta"]["held_out_subjects"])

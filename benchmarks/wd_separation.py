@@ -13,6 +13,7 @@ group means of the log ratio, the pooled within-group spread of the labels, thei
 how often the clustering with the true number of groups is exact.
 """
 import numpy as np
+import _flags
 from absl import app, flags
 
 from jaxleak.attacks import eavesdrop as E
@@ -47,13 +48,14 @@ def _row(name, factors, cfg):
 
 
 def main(_):
+  ks = _flags.numbers("ks", float) if FLAGS.ks else ()
   cfg = EV.EavesdropConfig(dataset=FLAGS.dataset, model=FLAGS.model)
   print(f"{cfg.dataset}, {cfg.model}, stage = test accuracy {FLAGS.stage}; d = gap of group means / within spread")
   print("| groups | reached | adjacent groups: gap of mean log ratio, d (per training) | within-group spread | "
         "noise of a label's mean | exact, k known |")
   print("|---|---|---|---|---|---|")
-  for k in filter(None, FLAGS.ks):
-    _row(f"Q, Q/{k}", (1.0, 1.0 / float(k)), cfg)
+  for k in ks:
+    _row(f"Q, Q/{k:g}", (1.0, 1.0 / k), cfg)
   _row("Q, Q/4, Q/5 (paper)", EV.PAPER_WD_FACTORS, cfg)
 
 
