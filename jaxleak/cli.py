@@ -122,8 +122,9 @@ def _number_list(fv: flags.FlagValues, name: str, cast, what: str, unique: bool)
     try:
       value = cast(item)
     except ValueError:
-      raise FlagError(f"--{name}={','.join(raw)}: {item!r} is not {'an' if what[0] in 'aeiou' else 'a'} {what}; give comma-separated {what}s such "
-                      "as 1,2,3.") from None
+      article = "an" if what[0] in "aeiou" else "a"
+      raise FlagError(f"--{name}={','.join(raw)}: {item!r} is not {article} {what}; give comma-separated {what}s "
+                      "such as 1,2,3.") from None
     if isinstance(value, float) and not math.isfinite(value):
       raise FlagError(f"--{name}={','.join(raw)}: {item!r} is not a finite number.")
     out.append(value)

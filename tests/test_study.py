@@ -197,7 +197,12 @@ def test_a_damaged_record_is_recomputed_not_trusted(ldp_study):
     (["run", "har_multistep", "--set=multi_step=100:200:5"], "B <= N"),
     (["run", "har_ldp", "--set=datasets=mnist"], "datasets: unknown ['mnist']"),
     (["run", "har_sampling", "--set=states=trained", "--set=datasets=synthetic_tiny",
-      "--set=checkpoint_dir=/nonexistent/{dataset}"], "trained-model checkpoint(s) missing"),
+      "--set=checkpoint_dir=/nonexistent/{dataset}_{model}"], "trained-model checkpoint(s) missing"),
+    (["run", "har_sampling", "--set=states=trained", "--set=datasets=synthetic_tiny", "--set=synthetic_scale=0.5",
+      "--set=checkpoint_dir=/nonexistent/{dataset}_{model}"],
+     "--model=deepconvlstm --synthetic_scale=0.5 --checkpoint_dir=/nonexistent/synthetic_tiny_deepconvlstm"),
+    (["run", "har_sampling", "--set=states=trained", "--set=checkpoint_dir=/nonexistent/{dataset}"],
+     "has no {model}, so the 2 models of states=trained would read one checkpoint"),
     (["run", "har_ldp", "--task_index=3", "--num_tasks=2"], "--task_index=3"),
     (["run", "har_dirichlet", "--set=dirichlet_alphas=0.1,-1"], "dirichlet_alphas"),
     (["run", "har_dirichlet", "--set=states=trained"], "states=untrained"),
@@ -226,6 +231,10 @@ def test_a_study_refuses_trained_models_of_other_data_before_any_work(tmp_path, 
     rc = cli.call(study_cli.main, study_cli.FLAGS, base + wrong)
     err = capsys.readouterr().err
     assert rc == 2 and "trained on other data than this run's: 4 of 4 subjects differ" in err, err
+  rc = cli.call(study_cli.main, study_cli.FLAGS, base + ["--set=synthetic_scale=0.5", "--set=head_bias=false",
+                                                         "--set=attacks=llg"])
+  err = capsys.readouterr().err
+  assert rc == 2 and "holds models of another architecture or head than the study's tinyhar (head_bias=False" in err
   assert not (tmp_path / "s").exists()
 
 

@@ -170,14 +170,18 @@ def _validate_eavesdrop(pairs) -> None:
 
 def _check_checkpoints(plan: Plan) -> None:
   from jaxleak.runs import fold_training
-  missing = sorted({(t.config["checkpoint_dir"], t.config["dataset"], t.config["model"]) for t in plan.tasks
+  missing = sorted({(t.config["checkpoint_dir"], t.config["dataset"], t.config["model"],
+                     t.config["synthetic_scale"], t.config["seed"], t.config["data_dir"] or "") for t in plan.tasks
                     if t.kind == "har" and t.config["checkpoint_dir"]
                     and not os.path.isfile(fold_training.checkpoint_path(t.config["checkpoint_dir"]))})
   if missing:
-    d, ds, m = missing[0]
+    d, ds, m, scale, seed, data_dir = missing[0]
+    same_data = (f" --synthetic_scale={scale:g}" if ds.startswith("synthetic_") and scale != 1.0 else "") + \
+        (f" --data_dir={data_dir}" if data_dir else "") + (f" --seed={seed}" if seed != 1 else "")
     raise FileNotFoundError(
         f"{len(missing)} trained-model checkpoint(s) missing, e.g. {d}; train them first: python "
-        f"experiments/train_models.py --dataset={ds} --model={m} --checkpoint_dir={d} (or --set states=untrained).")
+        f"experiments/train_models.py --dataset={ds} --model={m}{same_data} --checkpoint_dir={d} (or --set "
+        "states=untrained).")
   _check_checkpoint_data(plan)
 
 
@@ -185,7 +189,7 @@ def _check_checkpoint_data(plan: Plan) -> None:
   """Every trained-model checkpoint a study reads was trained on the windows and labels its tasks attack
   (`fold_training.check_training_data`), checked before any work; each dataset is loaded once."""
   from jaxleak import data as D
-  from jaxleak import storage
+  from jaxleak import models, storage
   from jaxleak.runs import fold_training
   seen, datasets = set(), {}
   for t in plan.tasks:
@@ -193,9 +197,10 @@ def _check_checkpoint_data(plan: Plan) -> None:
     if t.kind != "har" or not c["checkpoint_dir"]:
       continue
     data_key = (c["dataset"], c["data_dir"], c["synthetic_scale"], c["seed"])
-    if (c["checkpoint_dir"],) + data_key in seen:
+    model_key = (c["model"], c.get("head_bias", True), c.get("dropout"))
+    if (c["checkpoint_dir"],) + data_key + model_key in seen:
       continue
-    seen.add((c["checkpoint_dir"],) + data_key)
+    seen.add((c["checkpoint_dir"],) + data_key + model_key)
     if data_key not in datasets:
       datasets[data_key] = D.make_clients(D.load(c["dataset"], data_dir=c["data_dir"], scale=c["synthetic_scale"],
                                                  seed=c["seed"]))
@@ -204,6 +209,13 @@ def _check_checkpoint_data(plan: Plan) -> None:
     if stored.get("dataset") and stored["dataset"] != c["dataset"]:
       raise ValueError(f"{path} holds models trained on {stored['dataset']!r}, but the study's tasks read it for "
                        f"{c['dataset']!r}; fix the part's checkpoint_dir (a template with {{dataset}} and {{model}}).")
+    model = models.build(c["model"], datasets[data_key].num_classes, head_bias=c.get("head_bias", True),
+                         **({} if c.get("dropout") is None else {"dropout": c["dropout"]}))
+    if stored.get("model") and stored["model"] != repr(model):
+      raise ValueError(f"{path} holds models of another architecture or head than the study's {c['model']} "
+                       f"(head_bias={c.get('head_bias', True)}, dropout={c.get('dropout')}): trained "
+                       f"{stored['model']!r}; train it with experiments/train_models.py for this model, or fix the "
+                       "part's checkpoint_dir.")
     fold_training.check_training_data(path, stored, datasets[data_key])
 
 

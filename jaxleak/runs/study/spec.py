@@ -112,6 +112,12 @@ class HarGrid:
                          "does not have; drop them from --set attacks=...")
     if any(not (math.isfinite(a) and a > 0) for a in self.dirichlet_alphas):
       raise ValueError(f"dirichlet_alphas: {list(self.dirichlet_alphas)}; give finite numbers > 0.")
+    if "trained" in self.states:
+      for field, names in (("dataset", self.datasets), ("model", self.models)):
+        if len(set(names)) > 1 and "{" + field + "}" not in self.checkpoint_dir:
+          raise ValueError(f"checkpoint_dir {self.checkpoint_dir!r} has no {{{field}}}, so the {len(names)} "
+                           f"{field}s of states=trained would read one checkpoint; put {{{field}}} in it "
+                           "(default: checkpoints/{dataset}_{model}).")
     if self.dirichlet_alphas and "trained" in self.states:
       raise ValueError("dirichlet_alphas with states=trained: trained models are per held-out subject (LOSO); "
                        "re-partitioned clients need --set states=untrained.")
