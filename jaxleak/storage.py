@@ -240,8 +240,13 @@ def config_differences(stored: Mapping[str, Any], current: Mapping[str, Any], pr
     if isinstance(a, dict) and isinstance(b, dict):
       out += config_differences(a, b, f"{prefix}{k}.")
     elif a != b:
-      out.append(f"{prefix}{k}: stored {a!r}, now {b!r}")
+      out.append(f"{prefix}{k}: stored {_short(a)}, now {_short(b)}")
   return out
+
+
+def _short(value: Any, limit: int = 80) -> str:
+  text = repr(value)
+  return text if len(text) <= limit else text[:limit - 4] + " ..."
 
 
 def _encode_payload(state) -> bytes:

@@ -62,6 +62,13 @@ def test_checkpoint_of_another_configuration_names_the_difference(tmp_path):
     storage.Checkpointer(path, {"lr": 0.2, "model": {"depth": 3}}).restore()
 
 
+def test_long_differences_are_shortened():
+  """A field added since (a checkpoint without per-subject data digests) is named without printing all of it."""
+  (line,) = storage.config_differences({}, {"data": {str(s): "1200:0123456789abcdef" for s in range(30)}})
+  assert line.startswith("data: stored '<absent>', now {'0': '1200:0123456789abcdef'") and line.endswith(" ...")
+  assert len(line) < 120
+
+
 def test_fingerprint_is_canonical():
   assert storage.fingerprint({"a": 1, "b": [1, 2]}) == storage.fingerprint({"b": (1, 2), "a": 1})
   assert storage.fingerprint({"a": 1}) != storage.fingerprint({"a": 2})
