@@ -1,5 +1,6 @@
 """End to end on a small synthetic preset: what theory guarantees for an untrained model."""
 import csv
+import dataclasses
 import json
 
 import numpy as np
@@ -115,3 +116,42 @@ def test_llg_star_follows_the_estimated_impact_on_an_untrained_deepconvlstm():
   assert np.mean(pred.max(axis=1) >= 87) < 0.2, pred.max(axis=1)            # 15 batches of subject 1
   lnacc = float(np.mean(r.client_metrics["llg_star"].lnacc))
   assert lnacc > 0.3, lnacc                                                  # was ~0.13 unoriented
+
+
+def test_llg_star_estimates_are_shared_only_between_identical_models_and_settings():
+  """The in-process memo of LLG* estimates hits for the same (model, variables, shape, N, method, key) and for
+  nothing else; a run served from it equals the same run computed afresh, bitwise."""
+  import jax
+  import jax.numpy as jnp
+  from jaxleak.runs.leakage import scoring
+  calls = []
+
+  def compute():
+    calls.append(1)
+    return {"x": jnp.arange(3.0)}
+
+  base = dict(variables={"params": {"w": jnp.ones((2, 2))}}, method="wainakh", key=jax.random.key(0),
+              model="m", input_shape=(50, 3), num_samples=100)
+  memo = lambda **kw: scoring._memo_star(compute, **{**base, **kw})
+  memo()
+  memo()
+  assert len(calls) == 1
+  for change in ({"variables": {"params": {"w": jnp.ones((2, 2)).at[0, 1].set(1.0000001)}}},
+                 {"variables": {"params": {"v": jnp.ones((2, 2))}}}, {"method": "har"},
+                 {"key": jax.random.key(1)}, {"model": "n"}, {"input_shape": (50, 6)}, {"num_samples": 50}):
+    before = len(calls)
+    memo(**change)
+    assert len(calls) == before + 1, change
+  assert not memo()["x"].flags.writeable
+
+  cfg = LeakageConfig(dataset="synthetic_tiny", model="tinyhar", num_samples=50, attacks=("llg_star", "llg_star_har"))
+  scoring._STAR_MEMO.clear()
+  run_leakage(cfg)
+  served = run_leakage(dataclasses.replace(cfg, sampling="sequential"))    # same model, N, key: a hit
+  assert len(scoring._STAR_MEMO) == 2                                                   # one entry per method
+  scoring._STAR_MEMO.clear()
+  fresh = run_leakage(dataclasses.replace(cfg, sampling="sequential"))
+  for attack in cfg.attacks:
+    np.testing.assert_array_equal(served.pred_counts[attack], fresh.pred_counts[attack])
+  run_leakage(dataclasses.replace(cfg, seed=2))                            # another init and key
+  assert len(scoring._STAR_MEMO) == 4

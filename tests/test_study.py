@@ -238,6 +238,24 @@ def test_a_study_refuses_trained_models_of_other_data_before_any_work(tmp_path, 
   assert not (tmp_path / "s").exists()
 
 
+def test_cost_estimate_counts_llg_star_dummies_per_attacked_model():
+  from jaxleak.runs.study.plan import estimate_cost, llg_star_passes
+  assert llg_star_passes(["wainakh"], 19, 100) == 19 * 100                        # C batches of N dummies
+  assert llg_star_passes(["har"], 4, 10) == 4 * 10 + 4 * 3                         # + C (C - 1) for the offsets
+  assert llg_star_passes(["wainakh", "har"], 4, 10) == 40 + 52
+  assert llg_star_passes([], 19, 100) == 0
+  tiny = dict(TINY, samplings="sequential", num_clients="3")
+  plan = S.make_plan(S.override(S.preset("har_sampling"), tiny))
+  trained = S.make_plan(S.override(S.preset("har_sampling"), dict(tiny, states="trained")), check_inputs=False)
+  (untrained_cost,), (trained_cost,) = estimate_cost(plan).values(), estimate_cost(trained).values()
+  # The same updates; a trained run estimates LLG* for each of its 3 folds instead of once (C = 5, N = 100).
+  assert trained_cost - untrained_cost == 2 * 5 * 100
+  # Groups attacking the same model with the same N share the estimate: counted once, in the first group.
+  both = estimate_cost(S.make_plan(S.override(S.preset("har_sampling"), dict(tiny, samplings="sequential,shuffle"))))
+  shuffle = estimate_cost(S.make_plan(S.override(S.preset("har_sampling"), dict(tiny, samplings="shuffle"))))
+  assert sum(both.values()) == untrained_cost + sum(shuffle.values()) - 5 * 100
+
+
 def test_dry_run_prints_the_plan_and_writes_nothing(tmp_path, capsys):
   rc = cli.call(study_cli.main, study_cli.FLAGS, ["run", "har_ldp", "--dry_run", "--set=datasets=synthetic_tiny",
                                                   "--set=models=tinyhar", f"--study_dir={tmp_path / 's'}"])

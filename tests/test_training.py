@@ -140,8 +140,10 @@ def test_leakage_on_trained_folds_attacks_each_client_with_its_own_fold(tmp_path
                           variables=T.fold_variables(state, 1))               # fold 1 holds out subject 2
   untrained = run_leakage(dataclasses.replace(cfg, checkpoint_dir=None, clients=(2,)), dataset=ds)
   rows = trained.batch_client == trained.subject_ids.index(2)
+  only_2 = run_leakage(dataclasses.replace(cfg, clients=(2,)), dataset=ds)    # LLG* estimated for fold 1 alone
   for attack in cfg.attacks:
     np.testing.assert_array_equal(trained.pred_counts[attack][rows], alone.pred_counts[attack])
+    np.testing.assert_array_equal(only_2.pred_counts[attack], alone.pred_counts[attack])
   assert not np.array_equal(trained.pred_counts["ilrg"][rows], untrained.pred_counts["ilrg"])
 
 

@@ -3,8 +3,10 @@ over all updates (one compiled function per attack and shape, cached across call
 metrics."""
 from __future__ import annotations
 
+import collections
 import dataclasses
 import functools
+import hashlib
 import time
 import zlib
 from typing import Optional, Sequence
@@ -100,6 +102,39 @@ def run_attacks(grads: LastLayerGrads, num_samples: int, names: Sequence[str], *
   return preds
 
 
+#: LLG* estimates already computed in this process, by content (see `_memo_star`); a few entries of C + 1 floats
+#: per model.
+_STAR_MEMO: "collections.OrderedDict[str, object]" = collections.OrderedDict()
+_STAR_MEMO_SIZE = 64
+
+
+def _memo_star(compute, variables, method: str, key: jax.Array, model, input_shape, num_samples: int):
+  """compute() (LLG* estimates of `variables`), or the same estimates computed earlier in this process.
+
+  The estimate is a deterministic function of the model, its variables, the input shape, N, the method and the
+  key, so the groups of a study that attack the same models with the same N (every sampling, the LDP sweep and
+  the multi-step settings with that N) share one estimate: C x N dummy windows per model (per trained fold) are
+  pushed through the model once instead of once per group. The key is a digest of all of those, the variables'
+  bytes included; values are returned exactly as computed (bitwise the same records)."""
+  h = hashlib.sha256(repr((model, tuple(input_shape), num_samples, method)).encode())
+  h.update(np.asarray(jax.random.key_data(key)).tobytes())
+  for path, leaf in jax.tree_util.tree_flatten_with_path(variables)[0]:
+    a = np.asarray(leaf)
+    h.update(f"{jax.tree_util.keystr(path)}{a.dtype}{a.shape}".encode())
+    h.update(np.ascontiguousarray(a).tobytes())
+  digest = h.hexdigest()
+  if digest in _STAR_MEMO:
+    _STAR_MEMO.move_to_end(digest)
+    return _STAR_MEMO[digest]
+  value = jax.tree.map(np.asarray, jax.device_get(compute()))
+  for leaf in jax.tree.leaves(value):
+    leaf.flags.writeable = False                      # shared between runs: nobody may change it in place
+  _STAR_MEMO[digest] = value
+  while len(_STAR_MEMO) > _STAR_MEMO_SIZE:
+    _STAR_MEMO.popitem(last=False)
+  return value
+
+
 def attack_inputs(prep: Prepared, cfg: LeakageConfig):
   """What the attacks need besides the updates, per update: (keys [K], {LLG* method: LLGStarParams [K, ...]},
   head LastLayerParams [K, ...]): the attacked model of each update (shared, or the client's trained fold)."""
@@ -114,11 +149,18 @@ def attack_inputs(prep: Prepared, cfg: LeakageConfig):
   if prep.fold_of_batch is None:              # one global model: broadcast its head and estimates to K updates
     per_batch = lambda tree: jax.tree.map(lambda a: jnp.broadcast_to(a, (k,) + jnp.shape(a)), tree)
     head = per_batch(models.head_params(prep.variables["params"]))
-    star_params = {m: per_batch(estimate(prep.variables, m)) for m in methods}
-  else:                                       # one model per fold: estimate per fold, gather per update
-    per_batch = lambda tree: jax.tree.map(lambda a: a[jnp.asarray(prep.fold_of_batch)], tree)
-    head = per_batch(models.head_params(prep.variables["params"]))
-    star_params = {m: per_batch(jax.lax.map(lambda v, m=m: estimate(v, m), prep.variables)) for m in methods}
+    star_params = {m: per_batch(_memo_star(lambda v=prep.variables, m=m: estimate(v, m), prep.variables, m, star_key,
+                                           model, clients.windows.shape[1:], cfg.num_samples)) for m in methods}
+  else:                                       # one model per fold: estimate per attacked fold, gather per update
+    head = jax.tree.map(lambda a: a[jnp.asarray(prep.fold_of_batch)], models.head_params(prep.variables["params"]))
+    # Only the folds this run attacks: C x N dummy windows through each model is a forward pass of more windows
+    # than some groups' own updates, and a run restricted to a few clients should not pay for every fold.
+    used = np.unique(prep.fold_of_batch)
+    fold_vars = jax.tree.map(lambda a: a[jnp.asarray(used)], prep.variables)
+    position = jnp.asarray(np.searchsorted(used, prep.fold_of_batch))
+    star_params = {m: jax.tree.map(lambda a: jnp.asarray(a)[position], _memo_star(
+        lambda m=m: jax.lax.map(lambda v: estimate(v, m), fold_vars), fold_vars, m, star_key, model,
+        clients.windows.shape[1:], cfg.num_samples)) for m in methods}
   attack_keys = batch_keys(jax.random.fold_in(key, ATTACK), prep.subject_of_batch, prep.batch_index)
   return attack_keys, star_params, head
 

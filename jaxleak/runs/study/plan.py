@@ -250,11 +250,13 @@ def task_row(task: Task) -> dict[str, Any]:
 
 def estimate_cost(plan: Plan) -> dict[str, float]:
   """Estimated work per group, in window (or example) passes through the model, a forward pass counting 1 and a
-  backward pass 2; HAR datasets are loaded (once each) to count every client's updates. For --dry_run."""
+  backward pass 2; HAR datasets are loaded (once each) to count every client's updates; LLG*'s dummy passes count
+  once per attacked model (each trained fold) and N, in the first group that needs them. For --dry_run and the FLOP floor of benchmarks/study.py."""
   from jaxleak import data as D
+  from jaxleak import attacks as A
   from jaxleak.runs.study.engine import eavesdrop_config
   datasets: dict = {}
-  out = {}
+  out, star_seen = {}, set()
   for g in plan.groups:
     c = g.tasks[0].config
     if g.kind == "har":
@@ -262,8 +264,9 @@ def estimate_cost(plan: Plan) -> dict[str, float]:
       if key not in datasets:
         ds = D.load(c["dataset"], data_dir=c["data_dir"], scale=c["synthetic_scale"], seed=c["seed"])
         clients = D.make_clients(ds)
-        datasets[key] = [clients.client_size(k) for k in range(clients.num_clients)]
-      sizes = datasets[key][:c["num_clients"]] if c["num_clients"] else datasets[key]
+        datasets[key] = ([clients.client_size(k) for k in range(clients.num_clients)], ds.num_classes)
+      sizes, num_classes = datasets[key]
+      sizes = sizes[:c["num_clients"]] if c["num_clients"] else sizes
       n = c["num_samples"]
       updates = sum(s // n for s in sizes)
       if c["multi_step"] is not None:
@@ -274,6 +277,14 @@ def estimate_cost(plan: Plan) -> dict[str, float]:
       else:
         full = any(t.config["tau"] > 0 and t.config["clip_scope"] == "all" for t in g.tasks)
         out[g.key] = updates * n * (3.0 if full else 1.0)
+      # LLG*'s estimates are shared by the groups that attack the same models with the same N (scoring's
+      # in-process memo), so they count once, in the first such group.
+      models_key = (key, c["model"], c.get("head_bias", True), c.get("dropout"), c["checkpoint_dir"],
+                    c["num_clients"], n)
+      for method in {A.info(a).star_method for a in c["attacks"]} - {None}:
+        if models_key + (method,) not in star_seen:
+          star_seen.add(models_key + (method,))
+          out[g.key] += llg_star_passes([method], num_classes, n) * (len(sizes) if c["checkpoint_dir"] else 1)
     else:
       cfg = eavesdrop_config(c)
       per_client = sum(cfg.main_labels) / 2 * cfg.samples_per_label + cfg.other_samples * 10
@@ -282,6 +293,13 @@ def estimate_cost(plan: Plan) -> dict[str, float]:
                 else cfg.rounds * c["replicates"])
       out[g.key] = rounds * (cfg.num_selected + 10) * cfg.local.epochs * per_client * 3.0
   return out
+
+
+def llg_star_passes(methods, num_classes: int, num_samples: int) -> int:
+  """Forward window passes of LLG*'s estimation for one attacked model (per trained fold, or once untrained):
+  C batches of N dummies for each estimation method ('wainakh', 'har'), plus C (C - 1) dummies for 'har'."""
+  c = num_classes
+  return sum(c * num_samples + (c * (c - 1) if method == "har" else 0) for method in set(methods))
 
 
 def describe_with_cost(plan: Plan, done: Optional[set] = None) -> str:
