@@ -187,8 +187,8 @@ def checkpoint_config(model: nn.Module, cfg: TrainConfig, clients: WindowedClien
   train = dataclasses.asdict(cfg)
   train.pop("epochs")
   return {"dataset": dataset, "model": repr(model), "train": train, "subjects": list(clients.subject_ids),
-          "held_out_subjects": [clients.subject_ids[h] for h in folds.held_out], "num_windows": int(len(clients.labels)),
-          "data": clients.subject_digests()}
+          "held_out_subjects": [clients.subject_ids[h] for h in folds.held_out],
+          "num_windows": int(len(clients.labels)), "data": clients.subject_digests()}
 
 
 def check_training_data(path: str, stored: dict, clients: WindowedClients) -> bool:

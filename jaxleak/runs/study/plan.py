@@ -251,7 +251,8 @@ def task_row(task: Task) -> dict[str, Any]:
 def estimate_cost(plan: Plan) -> dict[str, float]:
   """Estimated work per group, in window (or example) passes through the model, a forward pass counting 1 and a
   backward pass 2; HAR datasets are loaded (once each) to count every client's updates; LLG*'s dummy passes count
-  once per attacked model (each trained fold) and N, in the first group that needs them. For --dry_run and the FLOP floor of benchmarks/study.py."""
+  once per attacked model (each trained fold) and N, in the first group that needs them. For --dry_run and the
+  FLOP floor of benchmarks/study.py."""
   from jaxleak import data as D
   from jaxleak import attacks as A
   from jaxleak.runs.study.engine import eavesdrop_config
