@@ -258,6 +258,7 @@ def test_per_step_ldp_of_a_multi_step_run_composes_over_its_steps(tmp_path):
 def test_a_damaged_study_record_is_counted_missing_and_said_on_the_page(tmp_path):
   (tmp_path / "records").mkdir()
   (tmp_path / "records" / "abc.json").write_text("{damaged")
+  (tmp_path / "records" / ".tmp-x1y2-def.json").write_text("{half")    # a writer killed mid-write: not a record
   results = R.load(str(tmp_path))
   assert results.kind == "study" and results.missing == 1 and results.empty
   assert "1 task(s) of the study have no record yet" in R.build(results).files["index.html"]

@@ -144,7 +144,8 @@ def test_llg_star_estimates_are_shared_only_between_identical_models_and_setting
     assert len(calls) == before + 1, change
   assert not memo()["x"].flags.writeable
 
-  cfg = LeakageConfig(dataset="synthetic_tiny", model="tinyhar", num_samples=50, attacks=("llg_star", "llg_star_har"))
+  cfg = LeakageConfig(dataset="synthetic_tiny", model="tinyhar", num_samples=50, attacks=("llg_star", "llg_star_har"),
+                      num_clients=1)
   scoring._STAR_MEMO.clear()
   run_leakage(cfg)
   served = run_leakage(dataclasses.replace(cfg, sampling="sequential"))    # same model, N, key: a hit

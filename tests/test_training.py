@@ -102,7 +102,8 @@ def test_trained_models_are_refused_on_other_windows_or_labels(tmp_path):
                 dataset_name=ds.name)
   cfg = LeakageConfig(dataset="synthetic_tiny", model="tinyhar", num_samples=50, clients=(1, 2), attacks=("ebi",),
                       checkpoint_dir=ckpt)
-  run_leakage(cfg, dataset=ds)                                               # the data it was trained on
+  stored = storage.read_checkpoint_header(T.checkpoint_path(ckpt))["config"]
+  assert T.check_training_data(ckpt, stored, D.make_clients(ds)) is True     # the data it was trained on
   for other in (D.make_synthetic("tiny", scale=1.0), D.make_synthetic("tiny", scale=0.5, seed=7)):
     with pytest.raises(ValueError, match=r"trained on other data than this run's: 2 of 2 subjects differ.*"
                                          r"--synthetic_scale"):

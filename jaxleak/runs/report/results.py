@@ -134,7 +134,9 @@ def _load_study(root: str) -> Results:
   store = Store(root, read_only=True)
   out = Results(origin=root, kind="study", har=[], eavesdrop=[], whole=[], configs={})
   folder = os.path.join(root, "records")
-  stored = sorted(f[:-5] for f in os.listdir(folder) if f.endswith(".json")) if os.path.isdir(folder) else []
+  # (A writer killed mid-write leaves a hidden '.tmp-...-<key>.json' beside the records: not a record.)
+  stored = (sorted(f[:-5] for f in os.listdir(folder) if f.endswith(".json") and not f.startswith("."))
+            if os.path.isdir(folder) else [])
   keys = stored
   if os.path.isfile(os.path.join(root, "study.json")):
     study_json = store.read_study()
