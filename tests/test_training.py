@@ -115,6 +115,16 @@ def test_trained_models_are_refused_on_other_windows_or_labels(tmp_path):
     run_leakage(cfg, dataset=dataclasses.replace(ds, subjects={**ds.subjects, 2: [relabelled]}))
   # A checkpoint written before the digests were recorded is used unchecked (the leakage run logs a note).
   assert T.check_training_data("old.ckpt", {"dataset": "synthetic_tiny"}, D.make_clients(ds)) is False
+  path = T.checkpoint_path(ckpt)
+  header = storage.read_checkpoint_header(path)
+  state, _ = storage.Checkpointer(path, stored).restore(
+      T.init_state(model, T.make_optimizer(CFG), jax.random.key(0), 50, ds.num_channels, 2))
+  old = str(tmp_path / "old" / "folds.ckpt")
+  storage.Checkpointer(old, {k: v for k, v in stored.items() if k != "data"}).save(state, header["meta"])
+  notes = []
+  T.load_fold_models(old, model, 50, ds.num_channels, dataset=ds.name,
+                     clients=D.make_clients(D.make_synthetic("tiny", scale=1.0)), progress=notes.append)
+  assert len(notes) == 1 and "predates the record of the data" in notes[0]
 
 
 def test_class_weights_and_macro_f1_by_hand():

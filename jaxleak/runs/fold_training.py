@@ -298,11 +298,13 @@ def fold_variables(state: FoldState, f: int) -> dict:
 
 
 def load_fold_models(path: str, model: nn.Module, window: int, channels: int, *, dataset: str = "",
-                     clients: Optional[WindowedClients] = None) -> tuple[dict, list[int]]:
+                     clients: Optional[WindowedClients] = None, progress: Optional[Callable[[str], None]] = None
+                     ) -> tuple[dict, list[int]]:
   """Stacked Flax variables of every trained fold (leading fold axis) and each fold's held-out subject id.
 
   Refuses (naming the difference and the fix) a checkpoint trained on another dataset or model, or (given the
-  run's `clients`) on other windows or labels of these subjects (`check_training_data`)."""
+  run's `clients`) on other windows or labels of these subjects (`check_training_data`; a checkpoint too old to
+  say what it was trained on is used unchecked, with a note to `progress`)."""
   try:
     header = storage.read_checkpoint_header(path)
   except FileNotFoundError:
@@ -314,8 +316,9 @@ def load_fold_models(path: str, model: nn.Module, window: int, channels: int, *,
       raise ValueError(f"{path} holds models trained with {field} {stored.get(field)!r}, but this run uses {want!r}; "
                        "train them with experiments/train_models.py for this dataset and model, or point "
                        "--checkpoint_dir at the matching checkpoint.")
-  if clients is not None:
-    check_training_data(path, stored, clients)
+  if clients is not None and not check_training_data(path, stored, clients) and progress:
+    progress(f"note: {path} predates the record of the data it was trained on; not checked against this run's "
+             "windows (retrain to have it checked)")
   meta = header.get("meta", {})
   cfg = TrainConfig(**meta["config"])
   held = [int(s) for s in meta["held_out_subjects"]]

@@ -11,7 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxleak import data as D
-from jaxleak import models, storage
+from jaxleak import models
 from jaxleak.runs import fold_training
 from jaxleak.runs.leakage.config import LeakageConfig
 
@@ -89,12 +89,9 @@ def prepare(cfg: LeakageConfig, dataset: Optional[D.HarDataset], variables: Opti
   if cfg.checkpoint_dir is not None:
     if variables is not None:
       raise ValueError("give either variables or cfg.checkpoint_dir, not both.")
-    path = fold_training.checkpoint_path(cfg.checkpoint_dir)
-    variables, held = fold_training.load_fold_models(path, model, clients.windows.shape[1], dataset.num_channels,
-                                                     dataset=dataset.name, clients=clients)
-    if "data" not in storage.read_checkpoint_header(path).get("config", {}):
-      log(progress, f"note: {path} predates the record of the data it was trained on; not checked against this "
-                    "run's windows (retrain to have it checked)")
+    variables, held = fold_training.load_fold_models(fold_training.checkpoint_path(cfg.checkpoint_dir), model,
+                                                     clients.windows.shape[1], dataset.num_channels,
+                                                     dataset=dataset.name, clients=clients, progress=progress)
     missing = [s for s in clients.subject_ids if s not in held]
     if missing:
       raise ValueError(f"{cfg.checkpoint_dir} has no trained model holding out subjects {missing}; train them with "
