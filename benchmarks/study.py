@@ -2,11 +2,15 @@
 
   python benchmarks/study.py sweep [--dataset=hapt --model=deepconvlstm]      # 10 vs 1,000 (sigma, tau) settings
   python benchmarks/study.py rss                                            # peak RSS: 2 vs 8 clients, 10 vs 200
+  python benchmarks/study.py sweep_memory [--updates=10000]                 # the sweep's peak RSS as K grows
   python benchmarks/study.py grid --set datasets=synthetic_wear,synthetic_wetlab --set states=untrained
 
 sweep: one group's shared gradient pass once, then the attack sweep over 10 and over 1,000 settings, each timed
 after a warm-up call of the same compiled function (side by side, one process); prints both and the ratio.
 rss: the same study at two sizes in fresh subprocesses (ru_maxrss), to show memory does not grow with them.
+sweep_memory: the attack sweep alone (16 settings, the HAR paper's five attacks, C = 19, D = 128 as WEAR-shaped
+DeepConvLSTM updates, random gradients) over K updates, in fresh subprocesses: peak RSS and time with the updates
+in one call and in calls of `engine.UPDATES_PER_CALL`.
 grid: runs `--preset` (default har_paper, with the --set overrides) into a temporary study folder and prints the wall
 time by group next to its FLOP floor (estimated window passes x forward FLOPs per window / this machine's matmul
 peak, measured in the same run).
@@ -28,6 +32,7 @@ flags.DEFINE_string("model", "deepconvlstm", "model of the sweep group")
 flags.DEFINE_integer("num_clients", None, "clients of the sweep group (default all)")
 flags.DEFINE_multi_string("set", [], "study overrides for `grid` (field=value)")
 flags.DEFINE_string("preset", "har_paper", "the study `grid` runs")
+flags.DEFINE_integer("updates", 10000, "K of `sweep_memory` (its largest size; also K / 10)")
 
 
 def sweep():
@@ -79,6 +84,36 @@ def rss():
                        ("8 clients, 10 settings", ["num_clients=8", "ldp=" + ",".join(f"0.0{i}:0.5" for i in range(10))]),
                        ("2 clients, 200 settings", ["num_clients=2", "ldp=" + many])):
     print(f"{label}: peak RSS {_rss_child(base + extra):.0f} MiB")
+
+
+def _sweep_memory_child(k: int, updates_per_call: int) -> str:
+  code = ("import resource, sys, time, jax, jax.numpy as jnp\n"
+          "from jaxleak import LastLayerGrads, LastLayerParams, attacks as A\n"
+          "from jaxleak.runs.study import engine\n"
+          "k, u = int(sys.argv[1]), int(sys.argv[2]); d, c = 128, 19\n"
+          "r = lambda i, shape: 0.05 * jax.random.normal(jax.random.key(i), shape)\n"
+          "grads = LastLayerGrads(kernel=r(0, (k, d, c)), bias=r(1, (k, c)))\n"
+          "head = LastLayerParams(kernel=r(2, (k, d, c)), bias=r(3, (k, c)))\n"
+          "star = {m: A.LLGStarParams(impact=jnp.full((k,), -0.01), offsets=jnp.zeros((k, c))) "
+          "for m in ('wainakh', 'whole_matrix', 'har')}\n"
+          "keys = jax.random.split(jax.random.key(4), k)\n"
+          "settings = [(0.01 * (i % 4), 0.5 * (i % 3)) for i in range(16)]\n"
+          "t = time.perf_counter()\n"
+          "engine.sweep_settings(grads, jnp.ones(k), keys, keys, star, head, settings, names=A.HAR_PAPER_ATTACKS, "
+          "num_samples=100, scope='all', updates_per_call=u)\n"
+          "print(f'{time.perf_counter() - t:.1f} s, peak RSS '"
+          "f'{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB')\n")
+  out = subprocess.run([sys.executable, "-c", code, str(k), str(updates_per_call)], capture_output=True, text=True)
+  if out.returncode:
+    raise SystemExit(out.stderr[-2000:])
+  return out.stdout.strip().splitlines()[-1]
+
+
+def sweep_memory():
+  from jaxleak.runs.study import engine
+  for k in (FLAGS.updates // 10, FLAGS.updates):
+    for u, label in ((k, "one call"), (engine.UPDATES_PER_CALL, f"calls of <= {engine.UPDATES_PER_CALL}")):
+      print(f"K = {k:6d}, 16 settings, updates in {label:16s}: {_sweep_memory_child(k, u)}", flush=True)
 
 
 def forward_flops_per_window(model_name: str, channels: int, classes: int) -> float:
@@ -140,7 +175,11 @@ def grid():
 
 
 def main(argv):
-  {"sweep": sweep, "rss": rss, "grid": grid}[argv[1] if len(argv) > 1 else "sweep"]()
+  modes = {"sweep": sweep, "rss": rss, "grid": grid, "sweep_memory": sweep_memory}
+  mode = argv[1] if len(argv) > 1 else "sweep"
+  if mode not in modes or len(argv) > 2:
+    raise app.UsageError(f"benchmarks/study.py: unknown mode {' '.join(argv[1:])!r}; give one of {', '.join(modes)}.")
+  modes[mode]()
 
 
 if __name__ == "__main__":

@@ -90,6 +90,21 @@ def test_compilations_do_not_grow_with_the_number_of_settings():
   np.testing.assert_array_equal(out1000["ebi"][:10], out10["ebi"])          # settings repeat with period 35
 
 
+def test_updates_in_several_calls_give_the_same_counts_as_one_call():
+  inputs = _random_inputs(k=7)
+  names = ("ebi", "llg_star", "ilrg", "ilrg_uniform", "llbg")
+  settings = [(0.0, 0.0), (0.05, 0.0), (0.02, 0.3), (0.1, 1.0)]
+  run = lambda u: engine.sweep_settings(*inputs, settings, names=names, num_samples=20, scope="all",
+                                        per_call=3, updates_per_call=u)
+  whole = run(512)                                    # one call of 7 updates
+  for u in (3, 4, 1):                                 # 3 calls of 3 (the last padded), 2 of 4, 7 of 1
+    parts = run(u)
+    for n in names:
+      assert parts[n].shape == (4, 7, 5)
+      np.testing.assert_array_equal(parts[n], whole[n], err_msg=f"{n}, {u} updates per call")
+  assert not all(np.array_equal(whole["ebi"][0], whole["ebi"][i]) for i in range(1, 4))   # noise mattered
+
+
 def test_swept_ldp_equals_the_static_transform():
   from jaxleak.federated import apply_batch_ldp
   from jaxleak.privacy import LdpConfig

@@ -40,6 +40,8 @@ from jaxleak.types import LastLayerGrads
 
 #: Settings per compiled sweep call (the last chunk is padded): memory grows with this, not with the settings.
 SETTINGS_PER_CALL = 16
+#: Updates per compiled sweep call at most: with SETTINGS_PER_CALL, bounds a call's memory whatever K.
+UPDATES_PER_CALL = 512
 
 
 def leakage_config(task_config: dict, sigma: float = 0.0, tau: float = 0.0) -> LeakageConfig:
@@ -111,7 +113,7 @@ def sweep_chunk(grads: LastLayerGrads, norms: jax.Array, noise_keys: jax.Array, 
 
   grads [K, ...], norms f32[K], keys [K]; clip_norms, noise_stds f32[S] (inf / 0 = off); rlu_basis [K, ...] for
   RLU. After the LDP, the compression defence (static CR) as `scoring.compress_uploads`. One compilation per
-  (K, S, attacks, N, scope, CR), whatever the values."""
+  (K, S, attacks, N, scope, CR), whatever the values (`sweep_settings` keeps K and S bounded)."""
   def one_setting(tau, sigma):
     private = jax.vmap(lambda g, nm, k: apply_ldp(g, nm, tau, sigma, k, scope=scope))(grads, norms, noise_keys)
     if compression:
@@ -123,19 +125,32 @@ def sweep_chunk(grads: LastLayerGrads, norms: jax.Array, noise_keys: jax.Array, 
 
 
 def sweep_settings(grads, norms, noise_keys, attack_keys, star_params, head, settings, *, names, num_samples,
-                   scope, per_call: int = SETTINGS_PER_CALL, rlu_basis=None, compression: float = 0.0):
-  """`sweep_chunk` over any number of (sigma, tau) settings in padded chunks of `per_call`: {attack: [S, K, C]}."""
+                   scope, per_call: int = SETTINGS_PER_CALL, updates_per_call: int = UPDATES_PER_CALL,
+                   rlu_basis=None, compression: float = 0.0):
+  """`sweep_chunk` over any number of (sigma, tau) settings and K updates: {attack: i32[S, K, C]}.
+
+  Settings run in padded chunks of `per_call`; updates in calls of at most `updates_per_call` (as many calls as
+  that needs, evened out; the last padded with repeats), so a call's memory (`per_call` x updates x C x D) is
+  bounded whatever K and the number of settings. Every update is attacked on its own, so the split does not
+  change results (tested)."""
   sig = np.asarray([s for s, _ in settings], np.float32)
   tau = np.asarray([t if t > 0 else np.inf for _, t in settings], np.float32)
-  outs = []
-  for start in range(0, len(settings), per_call):
-    idx = np.arange(start, start + per_call) % len(settings)
-    res = sweep_chunk(grads, norms, noise_keys, attack_keys, star_params, head, jnp.asarray(tau[idx]),
-                      jnp.asarray(sig[idx]), rlu_basis, names=tuple(names), num_samples=num_samples, scope=scope,
-                      compression=compression)
-    stop = min(per_call, len(settings) - start)
-    outs.append({k: np.asarray(v)[:stop] for k, v in res.items()})
-  return {k: np.concatenate([o[k] for o in outs]) for k in names}
+  k = int(np.shape(norms)[0])
+  per_update = -(-k // -(-k // updates_per_call))
+  by_updates = []
+  for u0 in range(0, k, per_update):
+    sel = np.arange(u0, u0 + per_update) % k
+    part = jax.tree.map(lambda a: a[sel], (grads, norms, noise_keys, attack_keys, star_params, head, rlu_basis))
+    u_stop = min(per_update, k - u0)
+    chunks = []
+    for start in range(0, len(settings), per_call):
+      idx = np.arange(start, start + per_call) % len(settings)
+      res = sweep_chunk(*part[:6], jnp.asarray(tau[idx]), jnp.asarray(sig[idx]), part[6], names=tuple(names),
+                        num_samples=num_samples, scope=scope, compression=compression)
+      stop = min(per_call, len(settings) - start)
+      chunks.append({n: np.asarray(v)[:stop, :u_stop] for n, v in res.items()})
+    by_updates.append({n: np.concatenate([c[n] for c in chunks]) for n in names})
+  return {n: np.concatenate([b[n] for b in by_updates], axis=1) for n in names}
 
 
 # --- records ----------------------------------------------------------------------------------------------------
