@@ -49,3 +49,28 @@ def test_deepconvlstm_forward_flops_are_its_architecture(channels, classes):
   v = models.init(model, jax.random.key(0), 50, channels)
   count = flops.count_flops(lambda v, x: model.apply(v, x), v, jnp.ones((2, 50, channels)))
   assert count.matmul == 2 * (convs + lstm + head)
+
+
+def test_op_profile_reads_the_compiled_program_and_attributes_its_time(tmp_path):
+  """benchmarks/op_profile.py: HLO instructions parsed with their kind and source op; a real trace attributed."""
+  import os
+  import subprocess
+  import sys
+  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  sys.path.insert(0, os.path.join(root, "benchmarks"))
+  from op_profile import category, hlo_instructions
+  f = jax.jit(lambda a, b: jnp.tanh(a @ b).T)
+  hlo = hlo_instructions(f.lower(jnp.ones((64, 32)), jnp.ones((32, 16))).compile().as_text())
+  dots = [n for n, info in hlo.items() if "dot_general" in info[3] and info[0] in ("dot", "fusion")]
+  assert dots and category(dots[0], hlo[dots[0]]) == "matmul"
+  assert category("while.3", ("while", "", "", "")) == "loop control"
+  assert category("copy.12", ("copy", "", "f32[3]", "")) == "layout (transpose, copy)"
+  out = subprocess.run([sys.executable, os.path.join(root, "benchmarks", "op_profile.py"), "--model=tinyhar",
+                        "--num_batches=1", "--repeats=1", "--top=40"], capture_output=True, text=True, timeout=300,
+                       env={**os.environ, "JAX_PLATFORMS": "cpu"})
+  assert out.returncode == 0, out.stderr[-2000:]
+  lines = out.stdout.splitlines()
+  assert lines[0].startswith("tinyhar fast: 1 batches of 100 windows;")
+  cats = {l.split("  ")[0].strip() for l in lines[2:10]}
+  assert {"element-wise", "not attributed"} <= cats
+  assert any("Conv_" in l or "BatchNorm_" in l for l in lines[10:])      # instructions matched to model ops
