@@ -103,6 +103,8 @@ def test_updates_in_several_calls_give_the_same_counts_as_one_call():
       assert parts[n].shape == (4, 7, 5)
       np.testing.assert_array_equal(parts[n], whole[n], err_msg=f"{n}, {u} updates per call")
   assert not all(np.array_equal(whole["ebi"][0], whole["ebi"][i]) for i in range(1, 4))   # noise mattered
+  with pytest.raises(ValueError, match="updates_per_call"):
+    run(0)
 
 
 def test_swept_ldp_equals_the_static_transform():

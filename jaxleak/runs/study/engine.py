@@ -133,6 +133,8 @@ def sweep_settings(grads, norms, noise_keys, attack_keys, star_params, head, set
   that needs, evened out; the last padded with repeats), so a call's memory (`per_call` x updates x C x D) is
   bounded whatever K and the number of settings. Every update is attacked on its own, so the split does not
   change results (tested)."""
+  if per_call < 1 or updates_per_call < 1:
+    raise ValueError(f"sweep_settings: per_call ({per_call}) and updates_per_call ({updates_per_call}) must be >= 1.")
   sig = np.asarray([s for s, _ in settings], np.float32)
   tau = np.asarray([t if t > 0 else np.inf for _, t in settings], np.float32)
   k = int(np.shape(norms)[0])
