@@ -64,6 +64,18 @@ def test_resume_after_interruption_gives_the_same_final_params(setup, tmp_path):
   _assert_trees_close(resumed.params, unbroken.params)
 
 
+def test_a_long_epoch_reports_its_steps_with_an_eta(setup, monkeypatch):
+  ds, clients, model = setup
+  lines = []
+  monkeypatch.setattr(T, "PROGRESS_EVERY_S", 0.0)               # every step is "long enough" for a line
+  T.train_folds(model, clients, T.Folds((0,)), ds.num_classes, dataclasses.replace(CFG, epochs=1),
+                progress=lines.append, fold_execution="sequential")
+  steps = T.steps_per_epoch(clients, T.Folds((0,)), CFG)
+  inner = [l for l in lines if ": step " in l]
+  assert len(inner) == steps - 1 and inner[0].startswith(f"epoch 1/1: step 1/{steps} (")
+  assert all("ETA" in l for l in inner) and lines[-1].startswith("epoch 1/1: ") and "accuracy" in lines[-1]
+
+
 def test_resume_refuses_a_checkpoint_of_another_config_and_extends_epochs(setup, tmp_path):
   ds, clients, model = setup
   path = str(tmp_path / "folds.ckpt")

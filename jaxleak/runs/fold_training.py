@@ -216,6 +216,9 @@ def check_training_data(path: str, stored: dict, clients: WindowedClients) -> bo
 
 
 FOLD_EXECUTIONS = ("auto", "vmap", "sequential")
+#: Seconds between progress lines inside an epoch (an epoch of DeepConvLSTM on WEAR-sized data takes an hour on
+#: 2 CPU cores); shorter epochs print only their summary line.
+PROGRESS_EVERY_S = 60.0
 
 
 def train_folds(model: nn.Module, clients: WindowedClients, folds: Folds, num_classes: int, cfg: TrainConfig, *,
@@ -264,7 +267,13 @@ def train_folds(model: nn.Module, clients: WindowedClients, folds: Folds, num_cl
     losses, lr = [], jnp.float32(learning_rate(cfg, epoch))
     # Sequential execution keeps one state per fold for the whole epoch and stacks them only at its end.
     per_fold = None if fold_execution == "vmap" else [jax.tree.map(lambda a: a[f], state) for f in range(num_folds)]
+    last_note = t0
     for s in range(steps):
+      if progress and s and time.perf_counter() - last_note >= PROGRESS_EVERY_S:
+        jax.block_until_ready(losses[-1])                       # steps are dispatched ahead: time the finished
+        last_note, spent = time.perf_counter(), time.perf_counter() - t0
+        log(f"epoch {epoch + 1}/{cfg.epochs}: step {s}/{steps} ({s / steps:.0%}), {spent:.0f} s, "
+            f"ETA {spent / s * (steps - s):.0f} s for the epoch")
       step_key = jax.random.fold_in(jax.random.fold_in(key, epoch), s)     # independent of the fold count
       keys = jax.vmap(lambda h: jax.random.fold_in(step_key, h))(subjects)
       x, y = clients.windows[idx[s]], clients.labels[idx[s]]
