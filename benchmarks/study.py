@@ -32,7 +32,7 @@ flags.DEFINE_string("model", "deepconvlstm", "model of the sweep group")
 flags.DEFINE_integer("num_clients", None, "clients of the sweep group (default all)")
 flags.DEFINE_multi_string("set", [], "study overrides for `grid` (field=value)")
 flags.DEFINE_string("preset", "har_paper", "the study `grid` runs")
-flags.DEFINE_integer("updates", 10000, "K of `sweep_memory` (its largest size; also K / 10)")
+flags.DEFINE_integer("updates", 10000, "K of `sweep_memory` (its largest size; also K / 10)", lower_bound=10)
 
 
 def sweep():
