@@ -341,7 +341,25 @@ class Checkpointer:
       except (ValueError, KeyError, TypeError) as e:
         raise StorageError(f"{self.path}: checkpoint does not fit this model ({e}); delete it or use another "
                            "folder.") from None
+      wrong = _shape_mismatches(target, state)
+      if wrong:
+        raise StorageError(f"{self.path}: checkpoint does not fit this model ({'; '.join(wrong[:4])}"
+                           + ("; ..." if len(wrong) > 4 else "") + "); delete it or use another folder.")
     return state, header.get("meta", {})
+
+
+def _shape_mismatches(target, state) -> list[str]:
+  """'path: stored shape, expected shape' for every array leaf of `target` (arrays or jax.ShapeDtypeStruct) whose
+  restored value has another shape (flax's from_state_dict restores whatever was stored)."""
+  import jax
+  import numpy as np
+  out = []
+
+  def check(path, t, s):
+    if hasattr(t, "shape") and tuple(np.shape(s)) != tuple(t.shape):
+      out.append(f"{jax.tree_util.keystr(path)}: stored {tuple(np.shape(s))}, expected {tuple(t.shape)}")
+  jax.tree_util.tree_map_with_path(check, target, state, is_leaf=lambda x: x is None)   # None: restored as stored
+  return out
 
 
 # --- provenance ---------------------------------------------------------------------------------------------------

@@ -55,6 +55,18 @@ def test_checkpoint_round_trip_and_integrity(tmp_path):
     ckpt.restore({"w": np.zeros(3)})
 
 
+def test_a_checkpoint_of_other_shapes_is_refused_naming_the_leaf(tmp_path):
+  import jax
+  path = str(tmp_path / "x.ckpt")
+  ckpt = storage.Checkpointer(path, {"lr": 0.1})
+  ckpt.save({"w": np.zeros((2, 3)), "b": np.zeros(4), "extra": None})
+  with pytest.raises(storage.StorageError, match=r"\['w'\]: stored \(2, 3\), expected \(3, 2\)"):
+    ckpt.restore({"w": np.zeros((3, 2)), "b": np.zeros(4), "extra": None})
+  # Shapes alone are enough (jax.eval_shape targets); a None in the target takes whatever was stored.
+  state, _ = ckpt.restore({"w": jax.ShapeDtypeStruct((2, 3), np.float32), "b": np.zeros(4), "extra": None})
+  assert state["w"].shape == (2, 3) and state["extra"] is None
+
+
 def test_checkpoint_of_another_configuration_names_the_difference(tmp_path):
   path = str(tmp_path / "x.ckpt")
   storage.Checkpointer(path, {"lr": 0.1, "model": {"depth": 2}}).save(None, {})

@@ -331,7 +331,9 @@ def load_fold_models(path: str, model: nn.Module, window: int, channels: int, *,
   meta = header.get("meta", {})
   cfg = TrainConfig(**meta["config"])
   held = [int(s) for s in meta["held_out_subjects"]]
-  target = init_state(model, make_optimizer(cfg), jax.random.key(0), window, channels, len(held))
+  # Shapes only (restoring needs the structure, not values): an eager init of every fold took ~4 s per call.
+  target = jax.eval_shape(lambda: init_state(model, make_optimizer(cfg), jax.random.key(0), window, channels,
+                                             len(held)))
   state, _ = storage.Checkpointer(path, stored, what="fold training").restore(target)
   variables = {"params": state.params, **({"batch_stats": state.batch_stats} if state.batch_stats else {})}
   return variables, held
