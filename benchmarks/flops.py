@@ -58,7 +58,9 @@ def paths(model, v, x, y, keys, per_example_batches):
   fast = jax.jit(lambda v, x, y, kk: last_layer_grads(model, v, x, y, kk, method="fast", chunk_size=8))
   norms = jax.jit(lambda v, x, y, kk: head_grads_and_model_norms(model, v, x, y, kk))
   pe = LdpConfig(clip_norm=1.0, noise_std=0.0, clip_scope="all", clip_granularity="per_example")
-  per_example = jax.jit(lambda v, x, y, kk: last_layer_grads(model, v, x, y, kk, chunk_size=1, ldp=pe))
+  # One plain vmap over the batches, as the pipeline computes them (one update a call is the same rate): a lax.map
+  # around a full backward pass (chunk_size < K) runs 5-14x slower on XLA:CPU (BUILD_NOTES.md).
+  per_example = jax.jit(lambda v, x, y, kk: last_layer_grads(model, v, x, y, kk, chunk_size=x.shape[0], ldp=pe))
   local = LocalSteps(steps=5, batch_size=20, lr=1e-4)
   multi = jax.jit(lambda v, x, y, kk: client_updates(model, v, x, y, kk, local=local))
   stacked = jax.tree.map(lambda a: jnp.broadcast_to(a, (k,) + a.shape), v)        # one model per batch
