@@ -17,6 +17,7 @@ def _batches(k, n, ch, c, seed=0):
           jax.random.split(jax.random.key(seed + 1), k))
 
 
+@pytest.mark.filterwarnings("ignore::jaxleak.federated.single_step.PerformanceWarning")   # small, chunked on purpose
 @pytest.mark.parametrize("name", ["deepconvlstm", "tinyhar"])
 def test_fast_path_equals_autodiff(name):
   model = models.build(name, 9)
@@ -86,3 +87,19 @@ def test_bad_shapes_are_rejected():
   x, y, keys = _batches(2, 4, 2, 5)
   with pytest.raises(ValueError, match="windows \\[K, N, T, ch\\]"):
     last_layer_grads(model, v, x[0], y, keys)
+
+
+def test_a_full_backward_inside_a_lax_map_warns_on_cpu_and_nothing_else_does():
+  import warnings
+  from jaxleak.federated import PerformanceWarning
+  model = models.build("tinyhar", 4)
+  v = models.init(model, jax.random.key(0), 50, 2)
+  x, y, keys = _batches(3, 7, 2, 4)            # shapes no other test uses: traced (and warned) here
+  shapes = lambda method, chunk: jax.eval_shape(
+      lambda v, x, y, k: last_layer_grads(model, v, x, y, k, method=method, chunk_size=chunk), v, x, y, keys)
+  with pytest.warns(PerformanceWarning, match="chunk_size >= the number of batches"):
+    shapes("autodiff", 1)
+  with warnings.catch_warnings():
+    warnings.simplefilter("error", PerformanceWarning)
+    shapes("autodiff", 3)                      # one vmap
+    shapes("fast", 1)                          # forward only: a lax.map costs nothing there

@@ -14,12 +14,12 @@ from jaxleak.federated.rounds import (EXECUTIONS, LocalEpochs, client_execution,
                                       per_label_updates_replicated, run_fedavg_round, run_per_label_updates,
                                       select_participants)
 from jaxleak.federated.rlu import simulate_rlu_basis
-from jaxleak.federated.single_step import (METHODS, apply_batch_ldp, batch_grad_fn, head_grads_and_model_norms,
-                                           last_layer_grads, minmax_scale)
+from jaxleak.federated.single_step import (METHODS, PerformanceWarning, apply_batch_ldp, batch_grad_fn,
+                                           head_grads_and_model_norms, last_layer_grads, minmax_scale)
 from jaxleak.privacy import LdpConfig
 
 __all__ = ["EQUIVALENTS", "EXECUTIONS", "client_execution", "client_upload", "run_fedavg_round",
-           "run_per_label_updates", "LdpConfig", "LocalEpochs", "LocalSteps", "METHODS", "apply_batch_ldp", "apply_train",
+           "run_per_label_updates", "LdpConfig", "LocalEpochs", "LocalSteps", "METHODS", "PerformanceWarning", "apply_batch_ldp", "apply_train",
            "batch_grad_fn", "class_weighted_ce", "client_update_fn", "client_updates", "compress_update",
            "fedavg_round", "fedavg_round_replicated", "head_grads_and_model_norms", "last_layer_grads",
            "local_train_fn", "masked_mean_ce", "mean_ce", "minmax_scale", "per_label_updates",

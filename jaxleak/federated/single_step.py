@@ -11,6 +11,7 @@ Two paths that agree to float tolerance (tested):
 from __future__ import annotations
 
 import functools
+import warnings
 from typing import Callable, Optional
 
 import jax
@@ -24,6 +25,10 @@ from jaxleak.privacy import LdpConfig
 from jaxleak.types import LastLayerGrads, LastLayerParams
 
 METHODS = ("fast", "autodiff")
+
+
+class PerformanceWarning(UserWarning):
+  """A call that is correct but will run far slower than an equivalent one (the message says which)."""
 
 
 def minmax_scale(x: jax.Array) -> jax.Array:
@@ -151,8 +156,9 @@ def last_layer_grads(model: nn.Module, variables: dict, windows: jax.Array, labe
     method: 'fast' or 'autodiff' (see module docstring).
     minmax: per-batch min-max scaling (on for single step, as the reference).
     chunk_size: batches vmapped together; memory grows with chunk_size, not K (jax.lax.map). With
-      chunk_size >= K it is one plain vmap: use that for full-model gradients (LDP with clip scope 'all'), which
-      run ~16x slower inside a lax.map scan on XLA:CPU (BUILD_NOTES.md).
+      chunk_size >= K it is one plain vmap: use that for full-model gradients (LDP with clip scope 'all',
+      method 'autodiff'), which run 5-14x slower inside a lax.map on XLA:CPU (BUILD_NOTES.md; a
+      PerformanceWarning says so when it happens).
     ldp: optional LdpConfig applied by every client before sending.
     batched_variables: variables carry a leading K axis (one global model per batch, e.g. trained LOSO folds).
 
@@ -165,6 +171,13 @@ def last_layer_grads(model: nn.Module, variables: dict, windows: jax.Array, labe
   f = batch_grad_fn(model, method=method, minmax=minmax, ldp=ldp)
   if chunk_size >= windows.shape[0]:
     return jax.vmap(f, in_axes=(0 if batched_variables else None, 0, 0, 0))(variables, windows, labels, keys)
+  full_backward = (ldp.needs_full_gradient if ldp is not None and not ldp.is_identity else method == "autodiff")
+  if full_backward and jax.default_backend() == "cpu":
+    warnings.warn(
+        f"last_layer_grads: a full backward pass (method {method!r}, ldp {ldp}) over {windows.shape[0]} batches in "
+        f"chunks of {chunk_size} runs inside a lax.map, which XLA:CPU executes 5-14x slower than the same work as "
+        "one vmap per call; pass chunk_size >= the number of batches and split the batches over several calls "
+        "(as jaxleak.runs.leakage.updates.in_calls does).", PerformanceWarning, stacklevel=2)
   if batched_variables:
     return jax.lax.map(lambda a: f(*a), (variables, windows, labels, keys), batch_size=chunk_size)
   return jax.lax.map(lambda a: f(variables, *a), (windows, labels, keys), batch_size=chunk_size)
