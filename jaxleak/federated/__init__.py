@@ -19,7 +19,8 @@ from jaxleak.federated.single_step import (METHODS, PerformanceWarning, apply_ba
 from jaxleak.privacy import LdpConfig
 
 __all__ = ["EQUIVALENTS", "EXECUTIONS", "client_execution", "client_upload", "run_fedavg_round",
-           "run_per_label_updates", "LdpConfig", "LocalEpochs", "LocalSteps", "METHODS", "PerformanceWarning", "apply_batch_ldp", "apply_train",
+           "run_per_label_updates", "LdpConfig", "LocalEpochs", "LocalSteps", "METHODS", "PerformanceWarning",
+           "apply_batch_ldp", "apply_train",
            "batch_grad_fn", "class_weighted_ce", "client_update_fn", "client_updates", "compress_update",
            "fedavg_round", "fedavg_round_replicated", "head_grads_and_model_norms", "last_layer_grads",
            "local_train_fn", "masked_mean_ce", "mean_ce", "minmax_scale", "per_label_updates",
