@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
-# The GPU figures of BUILD_NOTES.md in one prepared run (issue "Speed"): main job, whole HAR grid, Eavesdrop at
-# 1,000 participants. For the device machine (its image has jax[cuda], flax, optax, chex, absl-py, scikit-learn;
-# nothing can be installed there), run from the repository root:
+# The GPU figures of BUILD_NOTES.md in one prepared run (issues "Speed" and "Study engine"): main job, FLOPs,
+# the LDP sweep's 10 vs 1,000 settings, whole HAR grid, Eavesdrop at 1,000 participants. For the device machine
+# (its image has jax[cuda], flax, optax, chex, absl-py, scikit-learn; nothing can be installed there), run from the
+# repository root:
 #
-#   bash benchmarks/gpu.sh "$OUT"          # logs to $OUT/gpu.log; about 6-8 minutes
+#   bash benchmarks/gpu.sh "$OUT"          # logs to $OUT/gpu.log; about 7-9 minutes
 #
 # HAPT's data package is not on that image: the main job runs where it can be imported, and is skipped otherwise
 # (carry its wheel to run it). Each step has its own time limit so one slow step cannot take the others down.
@@ -30,6 +31,8 @@ else
   echo "=== main job skipped: the HAPT data package is not installed here" | tee -a "$log"
 fi
 step 120 "gradient stage FLOPs and fraction of peak" $py benchmarks/flops.py --num_batches=64
+step 180 "LDP sweep: 10 against 1,000 (sigma, tau) settings after the shared gradient pass" \
+  $py benchmarks/study.py sweep --dataset=synthetic_wetlab --model=deepconvlstm
 step 300 "whole HAR grid (untrained, synthetic WEAR + Wetlab at full size)" \
   $py benchmarks/study.py grid --set datasets=synthetic_wear,synthetic_wetlab --set states=untrained
 step 180 "Eavesdrop rounds, 1,000 participants" $py benchmarks/eavesdrop.py --participants=1000 --rounds=5

@@ -50,20 +50,30 @@ def sweep():
   shared = time.perf_counter() - t0
   rng = np.random.default_rng(0)
 
-  def timed(n):
+  def timed(n, per_call=None):
     settings = [(float(s), float(t)) for s, t in zip(rng.choice([0.0, 0.01, 0.1], n), rng.uniform(0, 2, n))]
     t = time.perf_counter()
     out = engine.sweep_settings(grads, jnp.asarray(norms), noise_keys, keys, star, head, settings,
-                                names=cfg.attacks, num_samples=cfg.num_samples, scope="all")
+                                names=cfg.attacks, num_samples=cfg.num_samples, scope="all", per_call=per_call)
     return time.perf_counter() - t, out
 
-  timed(engine.SETTINGS_PER_CALL)                                   # compile once, outside the timings
+  k = len(prep.indices)
+  grad_floats = int(np.prod(grads.kernel.shape[1:])) + int(np.prod(grads.bias.shape[1:]))
+  per_update = -(-k // -(-k // engine.UPDATES_PER_CALL))
+  sizes = {n: engine.settings_per_call(n, per_update, grad_floats, platform=jax.default_backend(),
+                                       bytes_limit=engine._device_bytes_limit()) for n in (10, 1000)}
+  for n in sorted(set(sizes.values())):                            # compile each call size outside the timings
+    timed(n)
   t10, _ = timed(10)
   t1000, _ = timed(1000)
-  k = len(prep.indices)
   print(f"{FLAGS.dataset} {FLAGS.model}: {k} updates; shared gradient pass (+ data, compile) {shared:.1f} s")
-  print(f"sweep of 10 settings: {t10:.2f} s; of 1,000: {t1000:.2f} s; ratio {t1000 / t10:.1f}x "
-        f"({t1000 / 1000 * 1e3:.1f} ms per setting = {t1000 / 1000 / k * 1e6:.1f} us per update x 5 attacks)")
+  print(f"sweep of 10 settings: {t10:.2f} s ({sizes[10]} settings a call); of 1,000: {t1000:.2f} s ({sizes[1000]} "
+        f"a call); ratio {t1000 / t10:.1f}x ({t1000 / 1000 * 1e3:.1f} ms per setting = "
+        f"{t1000 / 1000 / k * 1e6:.1f} us per update x 5 attacks)")
+  if sizes[1000] != engine.SETTINGS_PER_CALL:                     # accelerators: against the CPU's fixed calls
+    timed(1000, engine.SETTINGS_PER_CALL)
+    t16, _ = timed(1000, engine.SETTINGS_PER_CALL)
+    print(f"the same 1,000 settings in calls of {engine.SETTINGS_PER_CALL}: {t16:.2f} s ({t16 / t10:.1f}x of 10)")
   print(f"compilations of the sweep function: {engine.sweep_chunk._cache_size()}")
 
 

@@ -90,6 +90,36 @@ def test_compilations_do_not_grow_with_the_number_of_settings():
   np.testing.assert_array_equal(out1000["ebi"][:10], out10["ebi"])          # settings repeat with period 35
 
 
+def test_settings_per_call_is_16_on_cpu_and_as_few_calls_as_memory_allows_on_accelerators():
+  spc = engine.settings_per_call
+  grad_floats = 19 * 129                                          # C = 19, D = 128 (+ bias)
+  for n in (1, 10, 1000, 100_000):
+    assert spc(n, 440, grad_floats, platform="cpu", bytes_limit=10**12) == engine.SETTINGS_PER_CALL == 16
+  h200 = 104 * 2**30                                              # what JAX's allocator reports on a 139 GiB GPU
+  assert spc(10, 440, grad_floats, platform="gpu", bytes_limit=h200) == 16                # padded to the floor
+  assert spc(17, 440, grad_floats, platform="gpu", bytes_limit=h200) == 32                # next power of two
+  assert spc(1000, 440, grad_floats, platform="gpu", bytes_limit=h200) == 1024            # one call
+  # a quarter of 104 GiB at 16 bytes per float: 26 GiB / (440 x 2451 x 16 B) = 1,635 settings -> 1,024
+  assert spc(5000, 440, grad_floats, platform="gpu", bytes_limit=h200) == 1024
+  assert spc(5000, 440, grad_floats, platform="gpu", bytes_limit=h200 * 8) == engine.MAX_SETTINGS_PER_CALL
+  assert spc(1000, 440, grad_floats, platform="gpu", bytes_limit=16 * 2**30) == 128        # a 16 GiB card
+  assert spc(1000, 440, grad_floats, platform="tpu", bytes_limit=None) == 16               # 1 GiB assumed
+  assert spc(1000, 512, 10**7, platform="gpu", bytes_limit=2**30) == 16                    # never below 16
+
+
+def test_settings_in_larger_calls_give_the_same_counts():
+  inputs = _random_inputs(k=5)
+  names = ("ebi", "llg_star", "ilrg", "llbg")
+  settings = [(0.02 * (i % 6), 0.2 * (i % 4)) for i in range(40)]
+  run = lambda p: engine.sweep_settings(*inputs, settings, names=names, num_samples=20, scope="all", per_call=p)
+  base = run(16)                                      # what XLA:CPU runs: 3 calls, the last padded
+  for p in (64, 7):                                   # one call (padded to 64); 6 calls of 7
+    other = run(p)
+    for n in names:
+      np.testing.assert_array_equal(other[n], base[n], err_msg=f"{n}, {p} settings per call")
+  assert run(None)["ebi"].shape == (40, 5, 5)
+
+
 def test_updates_in_several_calls_give_the_same_counts_as_one_call():
   inputs = _random_inputs(k=7)
   names = ("ebi", "llg_star", "ilrg", "ilrg_uniform", "llbg")

@@ -38,10 +38,17 @@ from jaxleak.runs.study.plan import Group, Plan, Task, describe
 from jaxleak.runs.study.store import Store
 from jaxleak.types import LastLayerGrads
 
-#: Settings per compiled sweep call (the last chunk is padded): memory grows with this, not with the settings.
+#: Settings per compiled sweep call on XLA:CPU (the last chunk is padded): memory grows with this, not with the
+#: number of settings. CPU sweeps are compute-bound, so larger calls buy nothing there.
 SETTINGS_PER_CALL = 16
-#: Updates per compiled sweep call at most: with SETTINGS_PER_CALL, bounds a call's memory whatever K.
+#: Updates per compiled sweep call at most: with the settings per call, bounds a call's memory whatever K.
 UPDATES_PER_CALL = 512
+#: Accelerators: the most settings one call may hold (a power of two), whatever the memory.
+MAX_SETTINGS_PER_CALL = 4096
+#: Bytes of a sweep call per (setting, update) and head-gradient float: XLA:CPU's temporaries measured 2.27x the
+#: noisy head gradients (`compile().memory_analysis()`, five attacks, C = 13 / 19, D = 128 / 512); 4 leaves margin
+#: for other compilers.
+_BYTES_PER_GRAD_FLOAT = 4 * 4
 
 
 def leakage_config(task_config: dict, sigma: float = 0.0, tau: float = 0.0) -> LeakageConfig:
@@ -124,20 +131,53 @@ def sweep_chunk(grads: LastLayerGrads, norms: jax.Array, noise_keys: jax.Array, 
   return jax.vmap(one_setting)(clip_norms, noise_stds)
 
 
+def settings_per_call(num_settings: int, updates_per_call: int, grad_floats: int, *, platform: str,
+                      bytes_limit: Optional[int] = None) -> int:
+  """How many (sigma, tau) settings one compiled sweep call holds (the last call is padded to it).
+
+  XLA:CPU: `SETTINGS_PER_CALL` (16), whatever the sweep: there the sweep is compute-bound. Accelerators run a
+  small call in about the time of a large one, so there a sweep should be as few calls as memory allows: the
+  smallest power of two >= `num_settings` (at least 16), capped by a quarter of the device's `bytes_limit` at
+  `_BYTES_PER_GRAD_FLOAT` per head-gradient float (`grad_floats` = C x (D + 1)) and update, and by
+  `MAX_SETTINGS_PER_CALL`. Powers of two keep the compilations few (at most 9 sizes per group shape) while 10 and
+  1,000 settings compile once each. Without a `bytes_limit` (a backend that reports none) 1 GiB is assumed."""
+  if platform == "cpu":
+    return SETTINGS_PER_CALL
+  budget = (bytes_limit if bytes_limit else 1 << 30) // 4
+  fits = budget // max(1, updates_per_call * grad_floats * _BYTES_PER_GRAD_FLOAT)
+  cap = 1 << max(0, int(fits).bit_length() - 1)                  # largest power of two <= fits
+  cap = max(SETTINGS_PER_CALL, min(cap, MAX_SETTINGS_PER_CALL))
+  want = 1 << max(0, int(max(num_settings, 1) - 1).bit_length())  # smallest power of two >= num_settings
+  return max(SETTINGS_PER_CALL, min(want, cap))
+
+
+def _device_bytes_limit() -> Optional[int]:
+  try:
+    return int((jax.devices()[0].memory_stats() or {}).get("bytes_limit", 0)) or None
+  except Exception:                                             # backends without memory_stats
+    return None
+
+
 def sweep_settings(grads, norms, noise_keys, attack_keys, star_params, head, settings, *, names, num_samples,
-                   scope, per_call: int = SETTINGS_PER_CALL, updates_per_call: int = UPDATES_PER_CALL,
+                   scope, per_call: Optional[int] = None, updates_per_call: int = UPDATES_PER_CALL,
                    rlu_basis=None, compression: float = 0.0):
   """`sweep_chunk` over any number of (sigma, tau) settings and K updates: {attack: i32[S, K, C]}.
 
-  Settings run in padded chunks of `per_call`; updates in calls of at most `updates_per_call` (as many calls as
+  Settings run in padded chunks of `per_call` (default: `settings_per_call` for this backend: 16 on XLA:CPU, as
+  few calls as memory allows on accelerators); updates in calls of at most `updates_per_call` (as many calls as
   that needs, evened out; the last padded with repeats), so a call's memory (`per_call` x updates x C x D) is
-  bounded whatever K and the number of settings. Every update is attacked on its own, so the split does not
-  change results (tested)."""
+  bounded whatever K and the number of settings. Every update and setting is attacked on its own (the noise key
+  is the update's, not the setting's position), so neither split changes results (tested)."""
+  k = int(np.shape(norms)[0])
+  if per_call is None:
+    per_update = -(-k // -(-k // max(1, updates_per_call)))
+    per_call = settings_per_call(len(settings), per_update, int(np.prod(grads.kernel.shape[1:])) + int(
+        np.prod(grads.bias.shape[1:]) if grads.bias is not None else 0), platform=jax.default_backend(),
+        bytes_limit=_device_bytes_limit())
   if per_call < 1 or updates_per_call < 1:
     raise ValueError(f"sweep_settings: per_call ({per_call}) and updates_per_call ({updates_per_call}) must be >= 1.")
   sig = np.asarray([s for s, _ in settings], np.float32)
   tau = np.asarray([t if t > 0 else np.inf for _, t in settings], np.float32)
-  k = int(np.shape(norms)[0])
   per_update = -(-k // -(-k // updates_per_call))
   by_updates = []
   for u0 in range(0, k, per_update):
