@@ -4,35 +4,50 @@
 # (its image has jax[cuda], flax, optax, chex, absl-py, scikit-learn; nothing can be installed there), run from the
 # repository root:
 #
-#   bash benchmarks/gpu.sh "$OUT"          # logs to $OUT/gpu.log; about 7-9 minutes
+#   bash benchmarks/gpu.sh "$OUT"                 # every step; logs to $OUT/gpu.log; about 7-9 minutes
+#   bash benchmarks/gpu.sh "$OUT" grid eavesdrop  # only these steps (devices main flops sweep grid eavesdrop)
+#
+# The steps' own limits add up to more than one device command may run (600 s): if a run is cut short, run the
+# steps it did not reach by name in a second command.
 #
 # HAPT's data package is not on that image: the main job runs where it can be imported, and is skipped otherwise
 # (carry its wheel to run it). Each step has its own time limit so one slow step cannot take the others down.
 set -uo pipefail
 out="${1:-/tmp}"
+shift || true
+all="devices main flops sweep grid eavesdrop"
+only="${*:-$all}"
+for s in $only; do
+  case " $all " in *" $s "*) ;; *) echo "gpu.sh: unknown step '$s'; steps: $all" >&2; exit 2;; esac
+done
 mkdir -p "$out"
 log="$out/gpu.log"
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
 export JAXLEAK_COMPILATION_CACHE="$out/jax-cache"
 py=python3
 
-step() {                     # step <seconds> <title> <command...>
-  local limit=$1 title=$2; shift 2
+wanted() { case " $only " in *" $1 "*) return 0;; esac; return 1; }
+
+step() {                     # step <name> <seconds> <title> <command...>
+  local name=$1 limit=$2 title=$3; shift 3
+  wanted "$name" || return 0
   echo "=== $title" | tee -a "$log"
   local t0=$(date +%s.%N)
   timeout "$limit" "$@" 2>&1 | grep -v "^[IW][0-9]\{4\} " | tee -a "$log"
   echo "=== $title: exit ${PIPESTATUS[0]}, $(echo "$(date +%s.%N) - $t0" | bc) s" | tee -a "$log"
 }
 
-step 60 "devices" $py -c "import jax; print(jax.__version__, jax.devices())"
-if $py -c "from jaxleak.data import hapt; hapt.hapt_path()" 2>/dev/null; then
-  step 240 "main job: first run and later run" $py benchmarks/main_job.py
+step devices 60 "devices" $py -c "import jax; print(jax.__version__, jax.devices())"
+if ! wanted main; then
+  :
+elif $py -c "from jaxleak.data import hapt; hapt.hapt_path()" 2>/dev/null; then
+  step main 240 "main job: first run and later run" $py benchmarks/main_job.py
 else
   echo "=== main job skipped: the HAPT data package is not installed here" | tee -a "$log"
 fi
-step 120 "gradient stage FLOPs and fraction of peak" $py benchmarks/flops.py --num_batches=64
-step 180 "LDP sweep: 10 against 1,000 (sigma, tau) settings after the shared gradient pass" \
+step flops 120 "gradient stage FLOPs and fraction of peak" $py benchmarks/flops.py --num_batches=64
+step sweep 180 "LDP sweep: 10 against 1,000 (sigma, tau) settings after the shared gradient pass" \
   $py benchmarks/study.py sweep --dataset=synthetic_wetlab --model=deepconvlstm
-step 300 "whole HAR grid (untrained, synthetic WEAR + Wetlab at full size)" \
+step grid 300 "whole HAR grid (untrained, synthetic WEAR + Wetlab at full size)" \
   $py benchmarks/study.py grid --set datasets=synthetic_wear,synthetic_wetlab --set states=untrained
-step 180 "Eavesdrop rounds, 1,000 participants" $py benchmarks/eavesdrop.py --participants=1000 --rounds=5
+step eavesdrop 180 "Eavesdrop rounds, 1,000 participants" $py benchmarks/eavesdrop.py --participants=1000 --rounds=5
