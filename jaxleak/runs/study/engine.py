@@ -135,12 +135,13 @@ def settings_per_call(num_settings: int, updates_per_call: int, grad_floats: int
                       bytes_limit: Optional[int] = None) -> int:
   """How many (sigma, tau) settings one compiled sweep call holds (the last call is padded to it).
 
-  XLA:CPU: `SETTINGS_PER_CALL` (16), whatever the sweep: there the sweep is compute-bound. Accelerators run a
-  small call in about the time of a large one, so there a sweep should be as few calls as memory allows: the
-  smallest power of two >= `num_settings` (at least 16), capped by a quarter of the device's `bytes_limit` at
-  `_BYTES_PER_GRAD_FLOAT` per head-gradient float (`grad_floats` = C x (D + 1)) and update, and by
-  `MAX_SETTINGS_PER_CALL`. Powers of two keep the compilations few (at most 9 sizes per group shape) while 10 and
-  1,000 settings compile once each. Without a `bytes_limit` (a backend that reports none) 1 GiB is assumed."""
+  XLA:CPU: `SETTINGS_PER_CALL` (16), whatever the sweep: there the sweep is compute-bound (measured). On
+  accelerators a call's time is expected (not yet measured) to be mostly kernel launches, so a sweep is as few
+  calls as memory allows: the smallest power of two >= `num_settings` (at least 16), capped by a quarter of the
+  device's `bytes_limit` at `_BYTES_PER_GRAD_FLOAT` per head-gradient float (`grad_floats` = C x (D + 1)) and
+  update, and by `MAX_SETTINGS_PER_CALL`. Powers of two keep the compilations few (at most 9 sizes per group
+  shape) while 10 and 1,000 settings compile once each. Without a `bytes_limit` (a backend that reports none)
+  1 GiB is assumed."""
   if platform == "cpu":
     return SETTINGS_PER_CALL
   budget = (bytes_limit if bytes_limit else 1 << 30) // 4
