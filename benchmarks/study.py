@@ -58,10 +58,8 @@ def sweep():
     return time.perf_counter() - t, out
 
   k = len(prep.indices)
-  grad_floats = int(np.prod(grads.kernel.shape[1:])) + int(np.prod(grads.bias.shape[1:]))
   per_update = -(-k // -(-k // engine.UPDATES_PER_CALL))
-  sizes = {n: engine.settings_per_call(n, per_update, grad_floats, platform=jax.default_backend(),
-                                       bytes_limit=engine._device_bytes_limit()) for n in (10, 1000)}
+  sizes = {n: engine.default_settings_per_call(grads, n, per_update) for n in (10, 1000)}
   for n in sorted(set(sizes.values())):                            # compile each call size outside the timings
     timed(n)
   t10, _ = timed(10)

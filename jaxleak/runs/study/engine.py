@@ -159,6 +159,14 @@ def _device_bytes_limit() -> Optional[int]:
     return None
 
 
+def default_settings_per_call(grads: LastLayerGrads, num_settings: int, updates_per_call: int) -> int:
+  """`settings_per_call` for these head gradients ([K, D, C] kernel, [K, C] bias) on the default backend."""
+  grad_floats = int(np.prod(grads.kernel.shape[1:])) + (int(np.prod(grads.bias.shape[1:]))
+                                                        if grads.bias is not None else 0)
+  return settings_per_call(num_settings, updates_per_call, grad_floats, platform=jax.default_backend(),
+                           bytes_limit=_device_bytes_limit())
+
+
 def sweep_settings(grads, norms, noise_keys, attack_keys, star_params, head, settings, *, names, num_samples,
                    scope, per_call: Optional[int] = None, updates_per_call: int = UPDATES_PER_CALL,
                    rlu_basis=None, compression: float = 0.0):
@@ -169,17 +177,14 @@ def sweep_settings(grads, norms, noise_keys, attack_keys, star_params, head, set
   that needs, evened out; the last padded with repeats), so a call's memory (`per_call` x updates x C x D) is
   bounded whatever K and the number of settings. Every update and setting is attacked on its own (the noise key
   is the update's, not the setting's position), so neither split changes results (tested)."""
-  k = int(np.shape(norms)[0])
-  if per_call is None:
-    per_update = -(-k // -(-k // max(1, updates_per_call)))
-    per_call = settings_per_call(len(settings), per_update, int(np.prod(grads.kernel.shape[1:])) + int(
-        np.prod(grads.bias.shape[1:]) if grads.bias is not None else 0), platform=jax.default_backend(),
-        bytes_limit=_device_bytes_limit())
-  if per_call < 1 or updates_per_call < 1:
+  if (per_call is not None and per_call < 1) or updates_per_call < 1:
     raise ValueError(f"sweep_settings: per_call ({per_call}) and updates_per_call ({updates_per_call}) must be >= 1.")
+  k = int(np.shape(norms)[0])
+  per_update = -(-k // -(-k // updates_per_call))
+  if per_call is None:
+    per_call = default_settings_per_call(grads, len(settings), per_update)
   sig = np.asarray([s for s, _ in settings], np.float32)
   tau = np.asarray([t if t > 0 else np.inf for _, t in settings], np.float32)
-  per_update = -(-k // -(-k // updates_per_call))
   by_updates = []
   for u0 in range(0, k, per_update):
     sel = np.arange(u0, u0 + per_update) % k
