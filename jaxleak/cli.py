@@ -68,12 +68,26 @@ flags.DEFINE_string("compilation_cache", None,
                     "compiling them again.")
 
 
+def adopt_flags(fv: flags.FlagValues, into: flags.FlagValues, program: str) -> None:
+  """Adds `fv`'s flags to `into` (absl's global FLAGS when run as a program) as flags of `program`.
+
+  absl's --help lists the flags registered for the main module (sys.argv[0]); flags appended from their own
+  FlagValues are registered for no module, so without this --help showed none of a command's own flags.
+  """
+  into.append_flag_values(fv)
+  own = [into[name] for name in fv]
+  if "compilation_cache" in into:
+    own.append(into["compilation_cache"])
+  for flag in {id(f): f for f in own}.values():
+    into.register_flag_by_module(program, flag)
+
+
 def run(main: Callable[[list[str]], object], fv: flags.FlagValues) -> None:
   """Runs `main` as a program: parses the command line into `fv` (plus absl's own flags: --help, --flagfile,
   logging, and --compilation_cache), switches on the persistent compilation cache (see
   `jaxleak.compile_cache`), calls main(argv) and exits with its status (2 and one line on stderr for a user
   error). `call` (in-process) leaves JAX's process-wide configuration alone."""
-  flags.FLAGS.append_flag_values(fv)
+  adopt_flags(fv, flags.FLAGS, sys.argv[0])
 
   def with_cache(argv):
     # JAX logs at INFO that it found no TPU on every CPU/GPU machine; that line is noise, not progress.

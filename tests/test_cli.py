@@ -90,3 +90,22 @@ def test_unwritable_output_dir_is_refused_before_the_run(tmp_path, capsys):
     ro = tmp_path / "ro"
     ro.mkdir(mode=0o500)
     assert cli.call(SS.main, SS.FLAGS, [*TINY, f"--output_dir={ro}/x"]) == 2
+
+
+@pytest.mark.parametrize("name,own", [("experiments.single_step_leakage", "--dataset"),
+                                      ("experiments.multi_step_leakage", "--local_steps"),
+                                      ("experiments.eavesdrop", "--experiment"),
+                                      ("experiments.train_models", "--epochs"),
+                                      ("jaxleak.study", "--study_dir"), ("jaxleak.report", "--delta")])
+def test_help_lists_the_commands_own_flags(name, own):
+  """`--help` shows absl's key flags of the main module; a command's flags live in their own FlagValues, so
+  `cli.run` must register them for the program, or --help lists none of them (it did)."""
+  from absl import flags
+  into = flags.FlagValues()
+  flags.DEFINE_string("compilation_cache", None, "the cache", flag_values=into)
+  import importlib
+  cli.adopt_flags(importlib.import_module(name).FLAGS, into, "prog.py")
+  short = into.module_help("prog.py")
+  assert own in short, short
+  assert "--compilation_cache" in short
+  assert into.get_help().index("prog.py:") < into.get_help().index("--" + own.lstrip("-")), "not listed first"
