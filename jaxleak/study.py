@@ -57,7 +57,8 @@ def main(argv):
     plan = S.make_plan(study, check_inputs=not FLAGS.dry_run)
     shard = plan.shard(FLAGS.task_index, FLAGS.num_tasks)
     if FLAGS.dry_run:
-      from jaxleak.runs.study.plan import describe_with_cost
+      from jaxleak.runs.study.plan import check_client_sizes, describe_with_cost
+      check_client_sizes(plan)                     # an impossible N is refused by a dry run too
       print(describe_with_cost(shard, store.done_keys(t.key for t in shard.tasks) if _exists(FLAGS.study_dir) else set()))
       return
     cli.writable(FLAGS.study_dir, "study_dir")

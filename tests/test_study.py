@@ -263,6 +263,23 @@ def test_bad_study_commands_are_refused_before_any_work(args, message, tmp_path,
   assert not (tmp_path / "s" / "records").exists()
 
 
+@pytest.mark.parametrize("args,message", [
+    (["run", "har_sampling", "--set=num_samples=301"], "num_samples 301 is larger than the data of clients"),
+    (["run", "har_multistep", "--set=multi_step=400:20:5"], "lower multi_step's N"),
+    (["run", "har_sampling", "--set=num_samples=301", "--dry_run"], "(subject, windows) [(0, 300), (1, 300)"),
+])
+def test_n_larger_than_a_clients_data_is_refused_before_anything_is_written(args, message, tmp_path, capsys):
+  """synthetic_tiny's clients hold 300 windows each: N = 301 is impossible, N = 300 is not."""
+  tiny = ["--set=datasets=synthetic_tiny", "--set=states=untrained", "--set=models=tinyhar"]
+  rc = cli.call(study_cli.main, study_cli.FLAGS, [*args, *tiny, f"--study_dir={tmp_path / 's'}"])
+  err = capsys.readouterr().err
+  assert rc == 2 and message in err and "num_clients" in err, err
+  assert not (tmp_path / "s").exists()
+  ok = [a.replace("301", "300").replace("400:20:5", "300:20:5") for a in args]
+  rc = cli.call(study_cli.main, study_cli.FLAGS, [*ok, *tiny, f"--study_dir={tmp_path / 's'}", "--dry_run"])
+  assert rc == 0, capsys.readouterr().err
+
+
 def test_a_study_refuses_trained_models_of_other_data_before_any_work(tmp_path, capsys):
   from jaxleak import data as D, models
   from jaxleak.runs import fold_training as FT

@@ -7,7 +7,8 @@ from jaxleak.data.hapt import load_hapt
 from jaxleak.data.label_pools import (Allocation, LabelPool, allocate_dirichlet, allocate_label_totals,
                                       allocate_main_labels, pad_allocation,
                                       aux_per_label, quantity_groups, split_pool)
-from jaxleak.data.samplers import STRATEGIES, sample_client, sample_clients, sample_queries
+from jaxleak.data.samplers import (STRATEGIES, check_client_sizes, sample_client, sample_clients,
+                                   sample_queries)
 from jaxleak.data.synthetic import PRESETS as SYNTHETIC_PRESETS, make_synthetic
 from jaxleak.data.tal import DataFormatError, load_tal
 from jaxleak.data.windows import make_clients, repartition_dirichlet, window_recording, window_starts
@@ -48,6 +49,6 @@ def load_pool(name: str, *, data_dir: str | None = None, scale: float = 1.0, see
 
 __all__ = ["Allocation", "DATASETS", "DataFormatError", "HarDataset", "LabelPool", "POOL_DATASETS", "Recording",
            "STRATEGIES", "SYNTHETIC_PRESETS", "WindowedClients", "allocate_dirichlet", "allocate_label_totals",
-           "allocate_main_labels", "aux_per_label", "load", "load_digits", "load_hapt", "load_mnist", "load_pool",
+           "allocate_main_labels", "aux_per_label", "check_client_sizes", "load", "load_digits", "load_hapt", "load_mnist", "load_pool",
            "load_tal", "make_clients", "make_synthetic", "pad_allocation", "quantity_groups", "repartition_dirichlet",
            "sample_client", "sample_clients", "sample_queries", "split_pool", "window_recording", "window_starts"]

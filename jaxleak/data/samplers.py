@@ -64,6 +64,16 @@ def sample_client(strategy: str, key, labels: np.ndarray, num_samples: int) -> n
   return _SAMPLERS[strategy](key, labels, num_samples)
 
 
+def check_client_sizes(clients: WindowedClients, num_samples: int,
+                       fix: str = "lower --num_samples or leave those clients out with --clients") -> None:
+  """Raises ValueError naming every client with fewer windows than num_samples (and `fix`)."""
+  small = [(clients.subject_ids[k], clients.client_size(k)) for k in range(clients.num_clients)
+           if clients.client_size(k) < num_samples]
+  if small:
+    raise ValueError(f"num_samples {num_samples} is larger than the data of clients (subject, windows) {small}; "
+                     f"{fix}.")
+
+
 def sample_clients(strategy: str, key, clients: WindowedClients, num_samples: int, *, queries: bool = False):
   """Batches of all clients.
 
@@ -74,11 +84,7 @@ def sample_clients(strategy: str, key, clients: WindowedClients, num_samples: in
   Raises:
     ValueError naming every client with fewer windows than num_samples.
   """
-  small = [(clients.subject_ids[k], clients.client_size(k)) for k in range(clients.num_clients)
-           if clients.client_size(k) < num_samples]
-  if small:
-    raise ValueError(f"num_samples {num_samples} is larger than the data of clients (subject, windows) {small}; "
-                     "lower --num_samples or leave those clients out with --clients.")
+  check_client_sizes(clients, num_samples)
   idx, owner = [], []
   for k in range(clients.num_clients):
     sampler = sample_queries if queries else sample_client

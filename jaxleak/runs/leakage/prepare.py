@@ -37,6 +37,15 @@ def select_clients(dataset: D.HarDataset, cfg: LeakageConfig) -> tuple[int, ...]
   return tuple(ids)
 
 
+def attacked_clients(dataset: D.HarDataset, cfg: LeakageConfig) -> D.WindowedClients:
+  """The clients a run attacks: the selected subjects, or (cfg.dirichlet_alpha) their windows re-dealt non-IID."""
+  clients = D.make_clients(dataset, select_clients(dataset, cfg))
+  if cfg.dirichlet_alpha is not None:        # non-IID clients instead of subjects (the selected subjects' windows)
+    clients = D.repartition_dirichlet(clients, cfg.dirichlet_clients or clients.num_clients, cfg.dirichlet_alpha,
+                                      seed=cfg.seed)
+  return clients
+
+
 def batch_keys(key: jax.Array, subject_of_batch: np.ndarray, batch_index: np.ndarray) -> jax.Array:
   """One key per update: fold_in(fold_in(key, subject id), index of the update within the subject)."""
   fold = lambda s, b: jax.random.fold_in(jax.random.fold_in(key, s), b)
@@ -71,10 +80,7 @@ def prepare(cfg: LeakageConfig, dataset: Optional[D.HarDataset], variables: Opti
   cfg.validate()
   t0 = time.perf_counter()
   dataset = dataset or D.load(cfg.dataset, data_dir=cfg.data_dir, scale=cfg.synthetic_scale, seed=cfg.seed)
-  clients = D.make_clients(dataset, select_clients(dataset, cfg))
-  if cfg.dirichlet_alpha is not None:        # non-IID clients instead of subjects (the selected subjects' windows)
-    clients = D.repartition_dirichlet(clients, cfg.dirichlet_clients or clients.num_clients, cfg.dirichlet_alpha,
-                                      seed=cfg.seed)
+  clients = attacked_clients(dataset, cfg)
   key = jax.random.key(cfg.seed)
   indices, batch_client = D.sample_clients(cfg.sampling, jax.random.fold_in(key, SAMPLER), clients,
                                            cfg.num_samples, queries=cfg.local is not None)

@@ -156,6 +156,7 @@ def make_plan(study: Study, *, check_inputs: bool = True) -> Plan:
     raise ValueError(f"study {study.name!r} has no tasks.")
   plan = Plan(study, tuple(Group(k, kinds[k], tuple(groups[k])) for k in sorted(groups)))
   if check_inputs:
+    check_client_sizes(plan)
     _check_checkpoints(plan)
   return plan
 
@@ -183,6 +184,32 @@ def _check_checkpoints(plan: Plan) -> None:
         f"experiments/train_models.py --dataset={ds} --model={m}{same_data} --checkpoint_dir={d} (or --set "
         "states=untrained).")
   _check_checkpoint_data(plan)
+
+
+def check_client_sizes(plan: Plan) -> None:
+  """Every HAR group's N (num_samples, or multi_step's N) fits every client it attacks, checked before any work
+  (each dataset loaded once); otherwise a ValueError naming the group, the clients and the fields to change."""
+  from jaxleak import data as D
+  from jaxleak.runs.leakage.prepare import attacked_clients
+  from jaxleak.runs.study.engine import leakage_config
+  datasets, seen = {}, set()
+  for g in plan.groups:
+    if g.kind != "har":
+      continue
+    cfg = leakage_config(g.tasks[0].config)
+    data_key = (cfg.dataset, cfg.data_dir, cfg.synthetic_scale, cfg.seed)
+    clients_key = data_key + (cfg.num_clients, cfg.dirichlet_alpha, cfg.num_samples)
+    if clients_key in seen:
+      continue
+    seen.add(clients_key)
+    if data_key not in datasets:
+      datasets[data_key] = D.load(cfg.dataset, data_dir=cfg.data_dir, scale=cfg.synthetic_scale, seed=cfg.seed)
+    where = "multi_step's N" if cfg.local is not None else "num_samples"
+    try:
+      D.check_client_sizes(attacked_clients(datasets[data_key], cfg), cfg.num_samples,
+                           fix=f"lower {where} (--set), or attack fewer clients (--set num_clients=...)")
+    except ValueError as e:
+      raise ValueError(f"{cfg.dataset} {cfg.model} {cfg.sampling}: {e}") from None
 
 
 def _check_checkpoint_data(plan: Plan) -> None:
