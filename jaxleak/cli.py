@@ -187,8 +187,9 @@ def finite(fv: flags.FlagValues, name: str, lo: float = -math.inf, hi: float = m
   """The float flag is finite and within [lo, hi] (open ends as asked)."""
   v = fv[name].value
   ok = v is not None and math.isfinite(v) and (v > lo if lo_open else v >= lo) and (v < hi if hi_open else v <= hi)
-  lo_s = ("(" if lo_open else "[") + (f"{lo:g}" if math.isfinite(lo) else "-inf")
-  hi_s = (f"{hi:g}" if math.isfinite(hi) else "inf") + (")" if hi_open else "]")
+  # An infinite end is always open: "finite number in (0, inf)", never "(0, inf]".
+  lo_s = ("(" if lo_open or not math.isfinite(lo) else "[") + (f"{lo:g}" if math.isfinite(lo) else "-inf")
+  hi_s = (f"{hi:g}" if math.isfinite(hi) else "inf") + (")" if hi_open or not math.isfinite(hi) else "]")
   check(fv, name, ok, f"a finite number in {lo_s}, {hi_s}")
 
 

@@ -18,6 +18,7 @@ BAD = [
     # (entry point, arguments, what the one-line message must contain)
     (SS, ["--clients=abc"], "--clients=abc: 'abc' is not an integer"),
     (SS, ["--clients=1,1"], "[1] listed more than once"),
+    (MS, ["--local_lr=nan"], "--local_lr=nan: must be a finite number in (0, inf)."),   # not "(0, inf]"
     (SS, ["--clients="], "--clients is empty"),
     (SS, ["--attacks=ebi,ebi"], "listed more than once"),
     (SS, ["--attacks=ebi,bogus"], "unknown ['bogus']"),
