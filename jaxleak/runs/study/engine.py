@@ -34,7 +34,7 @@ from jaxleak.runs.leakage.config import LeakageConfig
 from jaxleak.runs.leakage.prepare import prepare
 from jaxleak.runs.leakage.scoring import attack_inputs, attack_updates, rlu_bases, score, true_counts
 from jaxleak.runs.leakage.updates import compute_heads_and_norms, compute_updates
-from jaxleak.runs.study.plan import Group, Plan, Task, describe
+from jaxleak.runs.study.plan import Group, Plan, Task, counted, describe
 from jaxleak.runs.study.store import Store
 from jaxleak.types import LastLayerGrads
 
@@ -314,8 +314,8 @@ def run_plan(plan: Plan, store: Store, *, progress: Optional[Callable[[str], Non
     done = {t.key for t, d in zip(plan.tasks, multihost_utils.broadcast_one_to_all(mask)) if d}
   pending = [g for g in plan.groups if any(t.key not in done for t in g.tasks)]
   skipped = len(plan.groups) - len(pending)
-  log(f"study {plan.study.name}: {len(plan.groups)} groups, {len(plan.tasks)} tasks; {skipped} groups already "
-      f"done, {len(pending)} to run -> {store.root}")
+  log(f"study {plan.study.name}: {counted(len(plan.groups), 'group')}, {counted(len(plan.tasks), 'task')}; "
+      f"{skipped} already done, {len(pending)} to run -> {store.root}")
   per_group, written = [], 0
   for i, group in enumerate(pending):
     todo = [t for t in group.tasks if t.key not in done]
@@ -330,7 +330,7 @@ def run_plan(plan: Plan, store: Store, *, progress: Optional[Callable[[str], Non
         f"{dt:.1f} s; ETA {eta:.0f} s")
   store.write_index(plan, store.done_keys(t.key for t in plan.tasks))
   wall = time.perf_counter() - t_start
-  log(f"done: {written} records in {wall:.1f} s; results in {store.root}/records (collect: python -m jaxleak.study "
+  log(f"done: {counted(written, 'record')} in {wall:.1f} s; results in {store.root}/records (collect: python -m jaxleak.study "
       f"collect --study_dir={store.root})")
   return RunSummary(len(pending), skipped, written, wall, per_group)
 

@@ -130,6 +130,11 @@ def _eavesdrop_tasks(part: EavesdropGrid) -> list[tuple[dict, dict]]:
   return out
 
 
+def counted(n: int, noun: str) -> str:
+  """'1 group', '3 groups' (progress lines a person reads)."""
+  return f"{n:,} {noun}{'' if n == 1 else 's'}"
+
+
 def make_plan(study: Study, *, check_inputs: bool = True) -> Plan:
   """Expands `study` into groups of tasks; validates every part and (check_inputs) that trained-model
   checkpoints exist, before any work."""
@@ -249,7 +254,7 @@ def _check_checkpoint_data(plan: Plan) -> None:
 def describe(plan: Plan, done: Optional[set] = None) -> str:
   """The plan as text: one line per group (tasks, done) and totals."""
   done = done or set()
-  lines = [f"study {plan.study.name}: {len(plan.tasks)} tasks in {len(plan.groups)} groups"]
+  lines = [f"study {plan.study.name}: {counted(len(plan.tasks), 'task')} in {counted(len(plan.groups), 'group')}"]
   for i, g in enumerate(plan.groups):
     n_done = sum(t.key in done for t in g.tasks)
     lines.append(f"  [{i + 1:>3}/{len(plan.groups)}] {g.label}: {n_done}/{len(g.tasks)} done")
