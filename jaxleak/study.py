@@ -58,8 +58,10 @@ def main(argv):
     shard = plan.shard(FLAGS.task_index, FLAGS.num_tasks)
     if FLAGS.dry_run:
       from jaxleak.runs.study.plan import check_client_sizes, describe_with_cost
-      check_client_sizes(plan)                     # an impossible N is refused by a dry run too
-      print(describe_with_cost(shard, store.done_keys(t.key for t in shard.tasks) if _exists(FLAGS.study_dir) else set()))
+      loaded: dict = {}                            # datasets read once, for both
+      check_client_sizes(plan, loaded)             # an impossible N is refused by a dry run too
+      done = store.done_keys(t.key for t in shard.tasks) if _exists(FLAGS.study_dir) else set()
+      print(describe_with_cost(shard, done, loaded))
       return
     cli.writable(FLAGS.study_dir, "study_dir")
     writer = cli.init_distributed(FLAGS)

@@ -11,6 +11,8 @@ on HAPT. Same key, same batches, as before.
 """
 from __future__ import annotations
 
+from typing import Optional, Sequence
+
 import jax
 import numpy as np
 
@@ -65,10 +67,12 @@ def sample_client(strategy: str, key, labels: np.ndarray, num_samples: int) -> n
 
 
 def check_client_sizes(clients: WindowedClients, num_samples: int,
-                       fix: str = "lower --num_samples or leave those clients out with --clients") -> None:
-  """Raises ValueError naming every client with fewer windows than num_samples (and `fix`)."""
-  small = [(clients.subject_ids[k], clients.client_size(k)) for k in range(clients.num_clients)
-           if clients.client_size(k) < num_samples]
+                       fix: str = "lower --num_samples or leave those clients out with --clients",
+                       subjects: Optional[Sequence[int]] = None) -> None:
+  """Raises ValueError naming every client (of `subjects`, default all) with fewer windows than num_samples."""
+  position = {s: k for k, s in enumerate(clients.subject_ids)}
+  sizes = [(s, clients.client_size(position[s])) for s in (clients.subject_ids if subjects is None else subjects)]
+  small = [(s, n) for s, n in sizes if n < num_samples]
   if small:
     raise ValueError(f"num_samples {num_samples} is larger than the data of clients (subject, windows) {small}; "
                      f"{fix}.")

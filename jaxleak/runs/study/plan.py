@@ -161,9 +161,27 @@ def make_plan(study: Study, *, check_inputs: bool = True) -> Plan:
     raise ValueError(f"study {study.name!r} has no tasks.")
   plan = Plan(study, tuple(Group(k, kinds[k], tuple(groups[k])) for k in sorted(groups)))
   if check_inputs:
-    check_client_sizes(plan)
-    _check_checkpoints(plan)
+    loaded: dict = {}                                          # each dataset read once for both checks
+    check_client_sizes(plan, loaded)
+    _check_checkpoints(plan, loaded)
   return plan
+
+
+def _load(loaded: dict, dataset: str, data_dir, scale: float, seed: int):
+  """D.load, memoised in `loaded` (a dict the caller owns, so the datasets are freed with it)."""
+  from jaxleak import data as D
+  key = (dataset, data_dir, scale, seed)
+  if key not in loaded:
+    loaded[key] = D.load(dataset, data_dir=data_dir, scale=scale, seed=seed)
+  return loaded[key]
+
+
+def _all_clients(loaded: dict, *data_key):
+  """D.make_clients of every subject of the dataset, memoised in `loaded` beside it."""
+  from jaxleak import data as D
+  if ("clients",) + data_key not in loaded:
+    loaded[("clients",) + data_key] = D.make_clients(_load(loaded, *data_key))
+  return loaded[("clients",) + data_key]
 
 
 def _validate_eavesdrop(pairs) -> None:
@@ -174,7 +192,7 @@ def _validate_eavesdrop(pairs) -> None:
       whole_determination_config(cfg)
 
 
-def _check_checkpoints(plan: Plan) -> None:
+def _check_checkpoints(plan: Plan, loaded: dict) -> None:
   from jaxleak.runs import fold_training
   missing = sorted({(t.config["checkpoint_dir"], t.config["dataset"], t.config["model"],
                      t.config["synthetic_scale"], t.config["seed"], t.config["data_dir"] or "") for t in plan.tasks
@@ -188,39 +206,42 @@ def _check_checkpoints(plan: Plan) -> None:
         f"{len(missing)} trained-model checkpoint(s) missing, e.g. {d}; train them first: python "
         f"experiments/train_models.py --dataset={ds} --model={m}{same_data} --checkpoint_dir={d} (or --set "
         "states=untrained).")
-  _check_checkpoint_data(plan)
+  _check_checkpoint_data(plan, loaded)
 
 
-def check_client_sizes(plan: Plan) -> None:
+def check_client_sizes(plan: Plan, loaded: Optional[dict] = None) -> None:
   """Every HAR group's N (num_samples, or multi_step's N) fits every client it attacks, checked before any work
-  (each dataset loaded once); otherwise a ValueError naming the group, the clients and the fields to change."""
+  (each dataset loaded once, kept in `loaded`); otherwise a ValueError naming the group, the clients and the fields
+  to change."""
   from jaxleak import data as D
-  from jaxleak.runs.leakage.prepare import attacked_clients
+  from jaxleak.runs.leakage.prepare import attacked_clients, select_clients
   from jaxleak.runs.study.engine import leakage_config
-  datasets, seen = {}, set()
+  loaded = {} if loaded is None else loaded
+  clients, seen = {}, set()
   for g in plan.groups:
     if g.kind != "har":
       continue
     cfg = leakage_config(g.tasks[0].config)
     data_key = (cfg.dataset, cfg.data_dir, cfg.synthetic_scale, cfg.seed)
-    clients_key = data_key + (cfg.num_clients, cfg.dirichlet_alpha, cfg.num_samples)
-    if clients_key in seen:
+    clients_key = data_key + (cfg.clients, cfg.num_clients, cfg.dirichlet_alpha, cfg.dirichlet_clients)
+    if clients_key + (cfg.num_samples,) in seen:
       continue
-    seen.add(clients_key)
-    if data_key not in datasets:
-      datasets[data_key] = D.load(cfg.dataset, data_dir=cfg.data_dir, scale=cfg.synthetic_scale, seed=cfg.seed)
+    seen.add(clients_key + (cfg.num_samples,))
+    if clients_key not in clients:                         # Dirichlet clients re-deal windows: make them
+      clients[clients_key] = ((attacked_clients(_load(loaded, *data_key), cfg), None) if cfg.dirichlet_alpha
+                              else (_all_clients(loaded, *data_key), select_clients(_load(loaded, *data_key), cfg)))
     where = "multi_step's N" if cfg.local is not None else "num_samples"
     try:
-      D.check_client_sizes(attacked_clients(datasets[data_key], cfg), cfg.num_samples,
-                           fix=f"lower {where} (--set), or attack fewer clients (--set num_clients=...)")
+      D.check_client_sizes(*clients[clients_key][:1], cfg.num_samples,
+                           fix=f"lower {where} (--set), or attack fewer clients (--set num_clients=...)",
+                           subjects=clients[clients_key][1])
     except ValueError as e:
       raise ValueError(f"{cfg.dataset} {cfg.model} {cfg.sampling}: {e}") from None
 
 
-def _check_checkpoint_data(plan: Plan) -> None:
+def _check_checkpoint_data(plan: Plan, loaded: dict) -> None:
   """Every trained-model checkpoint a study reads was trained on the windows and labels its tasks attack
   (`fold_training.check_training_data`), checked before any work; each dataset is loaded once."""
-  from jaxleak import data as D
   from jaxleak import models, storage
   from jaxleak.runs import fold_training
   seen, datasets = set(), {}
@@ -234,8 +255,7 @@ def _check_checkpoint_data(plan: Plan) -> None:
       continue
     seen.add((c["checkpoint_dir"],) + data_key + model_key)
     if data_key not in datasets:
-      datasets[data_key] = D.make_clients(D.load(c["dataset"], data_dir=c["data_dir"], scale=c["synthetic_scale"],
-                                                 seed=c["seed"]))
+      datasets[data_key] = _all_clients(loaded, *data_key)
     path = fold_training.checkpoint_path(c["checkpoint_dir"])
     stored = storage.read_checkpoint_header(path).get("config", {})
     if stored.get("dataset") and stored["dataset"] != c["dataset"]:
@@ -280,12 +300,11 @@ def task_row(task: Task) -> dict[str, Any]:
   return row
 
 
-def estimate_cost(plan: Plan) -> dict[str, float]:
+def estimate_cost(plan: Plan, loaded: Optional[dict] = None) -> dict[str, float]:
   """Estimated work per group, in window (or example) passes through the model, a forward pass counting 1 and a
   backward pass 2; HAR datasets are loaded (once each) to count every client's updates; LLG*'s dummy passes count
   once per attacked model (each trained fold) and N, in the first group that needs them. For --dry_run and the
   FLOP floor of benchmarks/study.py."""
-  from jaxleak import data as D
   from jaxleak import attacks as A
   from jaxleak.runs.study.engine import eavesdrop_config
   datasets: dict = {}
@@ -295,8 +314,8 @@ def estimate_cost(plan: Plan) -> dict[str, float]:
     if g.kind == "har":
       key = (c["dataset"], c["data_dir"], c["synthetic_scale"], c["seed"])
       if key not in datasets:
-        ds = D.load(c["dataset"], data_dir=c["data_dir"], scale=c["synthetic_scale"], seed=c["seed"])
-        clients = D.make_clients(ds)
+        loaded = {} if loaded is None else loaded
+        ds, clients = _load(loaded, *key), _all_clients(loaded, *key)
         datasets[key] = ([clients.client_size(k) for k in range(clients.num_clients)], ds.num_classes)
       sizes, num_classes = datasets[key]
       sizes = sizes[:c["num_clients"]] if c["num_clients"] else sizes
@@ -335,8 +354,8 @@ def llg_star_passes(methods, num_classes: int, num_samples: int) -> int:
   return sum(c * num_samples + (c * (c - 1) if method == "har" else 0) for method in set(methods))
 
 
-def describe_with_cost(plan: Plan, done: Optional[set] = None) -> str:
-  cost = estimate_cost(plan)
+def describe_with_cost(plan: Plan, done: Optional[set] = None, loaded: Optional[dict] = None) -> str:
+  cost = estimate_cost(plan, loaded)
   lines = describe(plan, done).split("\n")
   out = [lines[0]] + [f"{line}  ~{cost[g.key]:.3g} window passes" for line, g in zip(lines[1:], plan.groups)]
   out.append(f"estimated total: {sum(cost.values()):.3g} window passes (a forward pass of one window = 1)")
