@@ -227,14 +227,16 @@ def check_client_sizes(plan: Plan, loaded: Optional[dict] = None) -> None:
     if clients_key + (cfg.num_samples,) in seen:
       continue
     seen.add(clients_key + (cfg.num_samples,))
-    if clients_key not in clients:                         # Dirichlet clients re-deal windows: make them
-      clients[clients_key] = ((attacked_clients(_load(loaded, *data_key), cfg), None) if cfg.dirichlet_alpha
-                              else (_all_clients(loaded, *data_key), select_clients(_load(loaded, *data_key), cfg)))
+    if clients_key not in clients:
+      if cfg.dirichlet_alpha is not None:                  # Dirichlet clients re-deal the windows: deal them
+        clients[clients_key] = (attacked_clients(_load(loaded, *data_key), cfg), None)
+      else:                                                # subjects: the memoised clients, these subjects
+        clients[clients_key] = (_all_clients(loaded, *data_key), select_clients(_load(loaded, *data_key), cfg))
+    attacked, subjects = clients[clients_key]
     where = "multi_step's N" if cfg.local is not None else "num_samples"
     try:
-      D.check_client_sizes(*clients[clients_key][:1], cfg.num_samples,
-                           fix=f"lower {where} (--set), or attack fewer clients (--set num_clients=...)",
-                           subjects=clients[clients_key][1])
+      D.check_client_sizes(attacked, cfg.num_samples, subjects=subjects,
+                           fix=f"lower {where} (--set), or attack fewer clients (--set num_clients=...)")
     except ValueError as e:
       raise ValueError(f"{cfg.dataset} {cfg.model} {cfg.sampling}: {e}") from None
 
@@ -307,6 +309,7 @@ def estimate_cost(plan: Plan, loaded: Optional[dict] = None) -> dict[str, float]
   FLOP floor of benchmarks/study.py."""
   from jaxleak import attacks as A
   from jaxleak.runs.study.engine import eavesdrop_config
+  loaded = {} if loaded is None else loaded
   datasets: dict = {}
   out, star_seen = {}, set()
   for g in plan.groups:
@@ -314,7 +317,6 @@ def estimate_cost(plan: Plan, loaded: Optional[dict] = None) -> dict[str, float]
     if g.kind == "har":
       key = (c["dataset"], c["data_dir"], c["synthetic_scale"], c["seed"])
       if key not in datasets:
-        loaded = {} if loaded is None else loaded
         ds, clients = _load(loaded, *key), _all_clients(loaded, *key)
         datasets[key] = ([clients.client_size(k) for k in range(clients.num_clients)], ds.num_classes)
       sizes, num_classes = datasets[key]
