@@ -140,6 +140,9 @@ def gaussian_noise(stddev: Optional[float] = None, *, key: jax.Array, noise_mult
     stddev = noise_multiplier * clip_norm
   if not _dynamic(stddev) and not (math.isfinite(stddev) and stddev >= 0):
     raise ValueError(f"noise std must be a finite number >= 0, got {stddev}.")
+  if key is None:
+    raise ValueError("gaussian_noise needs a PRNG key for its noise; pass key=jax.random.key(seed) (a fresh one per "
+                     "client and round, e.g. jax.random.fold_in(key, client_id)).")
 
   def init(params):
     del params

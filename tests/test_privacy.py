@@ -113,6 +113,8 @@ def test_bad_arguments():
     P.clip(0.0)
   with pytest.raises(ValueError, match="exactly one"):
     P.gaussian_noise(key=KEY)
+  with pytest.raises(ValueError, match="needs a PRNG key"):
+    P.ldp(1.0, 0.1, key=None)
   with pytest.raises(ValueError, match=r"\[0, 1\)"):
     P.top_k_compress(1.0)
 
