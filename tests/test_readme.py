@@ -6,6 +6,7 @@ import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BLOCKS = re.findall(r"```python\n(.*?)```", open(os.path.join(ROOT, "README.md")).read(), re.S)
+PRINTED_ARRAY = re.compile(r"^print\(.*\)\s+#\s+(\[[-\d\s.,]*\])\s*$")    # print(...)   # [8 2 0 0]
 
 
 @pytest.mark.parametrize("index", range(len(BLOCKS)))
@@ -13,8 +14,13 @@ def test_readme_python_block_runs(index, tmp_path, monkeypatch, capsys):
   monkeypatch.chdir(tmp_path)
   exec(compile(BLOCKS[index].replace("/tmp/jaxleak_demo", str(tmp_path / "demo")), f"README block {index}", "exec"),
        {})
-  capsys.readouterr()
+  printed = " ".join(capsys.readouterr().out.split())
+  for line in BLOCKS[index].splitlines():
+    claimed = PRINTED_ARRAY.match(line.strip())
+    if claimed:                            # an output the README shows beside its print: it must be what prints
+      assert " ".join(claimed.group(1).split()) in printed, (line, printed[:500])
 
 
 def test_readme_has_examples():
   assert len(BLOCKS) >= 4
+  assert sum(bool(PRINTED_ARRAY.match(line.strip())) for b in BLOCKS for line in b.splitlines()) >= 3

@@ -25,10 +25,13 @@ from jaxleak.types import LastLayerParams
 _REGISTRY: dict[str, ModelSpec] = {}
 
 
-def register(name: str, cls: type, *, uses: tuple[str, ...] = USES, summary: str = "") -> ModelSpec:
-  """Registers a HeadModel class under `name` for the uses it supports (see interface.USES)."""
-  if name in _REGISTRY:
-    raise ValueError(f"model {name!r} is already registered")
+def register(name: str, cls: type, *, uses: tuple[str, ...] = USES, summary: str = "",
+             replace: bool = False) -> ModelSpec:
+  """Registers a HeadModel class under `name` for the uses it supports (see interface.USES). `replace=True`
+  lets a name registered before take the new class (e.g. a notebook cell run again)."""
+  if name in _REGISTRY and not replace:
+    raise ValueError(f"model {name!r} is already registered; choose another name, or pass replace=True to "
+                     "register it again (e.g. a notebook cell run twice).")
   unknown = set(uses) - set(USES)
   if unknown:
     raise ValueError(f"model {name!r}: unknown uses {sorted(unknown)}; valid: {', '.join(USES)}.")

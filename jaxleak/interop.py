@@ -1,0 +1,136 @@
+"""Updates from other frameworks (PyTorch, Flower, Keras, NumPy) as the `LastLayerGrads` the attacks read.
+
+Two things differ between frameworks and jaxleak: the head's layout (PyTorch's `nn.Linear.weight` is [C, D],
+Flax's and Keras' kernel [D, C]) and what is sent (a gradient, or new weights from which the server forms the
+update). `head_gradient` converts a gradient; `head_update` converts a client's weights before and after local
+training into the gradient-equivalent the attacks assume (see `jaxleak.federated.multi_step`).
+
+Arrays may be NumPy arrays, anything `np.asarray` takes, or PyTorch tensors (detached and moved to the CPU here;
+torch itself is never imported). Everything is checked before conversion: a wrong layout, mismatched shapes or
+non-finite values raise ValueError naming the argument and the fix.
+
+  >>> import numpy as np
+  >>> w = np.zeros((3, 5), np.float32)                         # a PyTorch head: 3 classes, 5 features
+  >>> g = head_gradient(w, np.array([0.1, -0.3, 0.2]))
+  >>> g.kernel.shape, g.num_classes
+  ((5, 3), 3)
+"""
+from __future__ import annotations
+
+import math
+from typing import Any, Optional
+
+import jax.numpy as jnp
+import numpy as np
+
+from jaxleak.types import LastLayerGrads
+
+LAYOUTS = ("torch", "flax", "keras")
+EQUIVALENTS = ("mean", "sum")
+
+
+def _array(x: Any, what: str) -> np.ndarray:
+  if hasattr(x, "detach"):                       # a torch tensor: no grad, on the CPU, then NumPy
+    x = x.detach().cpu().numpy()
+  try:
+    a = np.asarray(x)
+  except Exception as e:                         # e.g. a ragged list
+    raise ValueError(f"{what}: cannot be read as an array ({e}).") from None
+  if not (np.issubdtype(a.dtype, np.floating) or np.issubdtype(a.dtype, np.integer)):
+    raise ValueError(f"{what}: needs real numbers, got dtype {a.dtype}.")
+  if not np.all(np.isfinite(a)):
+    raise ValueError(f"{what}: contains NaN or Inf; an attack on it would be meaningless. Check the update "
+                     "(loss overflow, an exploding model) before attacking it.")
+  return a.astype(np.float64)          # converted to float32 at the end, after any difference
+
+
+def _head(weight: Any, bias: Any, layout: str, what: str) -> tuple[np.ndarray, Optional[np.ndarray]]:
+  """(kernel f64[D, C], bias f64[C] or None) from a head in `layout`."""
+  if layout not in LAYOUTS:
+    raise ValueError(f"layout: unknown {layout!r}; valid: {', '.join(LAYOUTS)} (torch: weight [C, D] as "
+                     "nn.Linear; flax/keras: kernel [D, C]).")
+  w = _array(weight, f"{what} weight")
+  if w.ndim != 2:
+    raise ValueError(f"{what} weight: must be 2-D (one head, [C, D] for torch, [D, C] for flax/keras), got shape "
+                     f"{w.shape}.")
+  kernel = w.T if layout == "torch" else w
+  if bias is None:
+    return kernel, None
+  b = _array(bias, f"{what} bias")
+  c = kernel.shape[1]
+  if b.shape != (c,):
+    hint = ""
+    if b.shape == (kernel.shape[0],):
+      other = "flax" if layout == "torch" else "torch"
+      hint = f" The weight looks like the {other} layout: pass layout={other!r}."
+    raise ValueError(f"{what} bias: shape {b.shape} does not match the weight's {c} classes (layout={layout!r}: "
+                     f"weight {w.shape} -> kernel [D, C] = {kernel.shape}).{hint}")
+  return kernel, b
+
+
+def head_gradient(weight: Any, bias: Any = None, *, layout: str = "torch") -> LastLayerGrads:
+  """A classifier head's gradient of the mean loss over the update's N samples, as `LastLayerGrads`.
+
+  Args:
+    weight: the head weight's gradient: [C, D] for layout 'torch' (`model.fc.weight.grad`), [D, C] for 'flax' or
+      'keras'.
+    bias: the bias's gradient [C], or None for a head without bias (then only the weight-based attacks apply).
+    layout: 'torch' (default), 'flax' or 'keras'.
+
+  The attacks assume the gradient of the *mean* loss (PyTorch's default `reduction='mean'`). A summed loss
+  (`reduction='sum'`) gives N times that: divide it by N first.
+  """
+  kernel, b = _head(weight, bias, layout, "head gradient")
+  return LastLayerGrads(kernel=jnp.asarray(kernel, jnp.float32),
+                        bias=None if b is None else jnp.asarray(b, jnp.float32))
+
+
+def head_update(before: tuple, after: tuple, *, lr: float, local_steps: int = 1, equivalent: str = "mean",
+                layout: str = "torch") -> LastLayerGrads:
+  """The gradient-equivalent of a client's update of the head, from its weights before and after local training.
+
+  A client running `local_steps` = S steps of plain SGD (no momentum, no weight decay) at learning rate `lr` sends
+  theta_S = theta_0 - lr * sum_s g_s. This returns (theta_0 - theta_S) / (lr * S), the average of the S
+  mini-batch-mean gradients ('mean', the scale of one gradient over the N samples, what the attacks assume), or
+  (theta_0 - theta_S) / lr ('sum', what the HAR paper's code hands its attacks). With Adam, momentum or weight
+  decay the update is not a sum of gradients and the attacks' assumptions do not hold.
+
+  Args:
+    before: (weight, bias) of the global head the client started from (bias None for a bias-free head); in
+      Flower, the head's entries of the parameters the server sent.
+    after: (weight, bias) of the head the client sent back (Flower: of `parameters_to_ndarrays(fit_res.parameters)`).
+    lr: the clients' learning rate, > 0.
+    local_steps: S, the number of SGD steps (FedAvg: epochs x ceil(samples / batch size)).
+    equivalent: 'mean' (default) or 'sum'.
+    layout: 'torch' (default: weight [C, D]), 'flax' or 'keras' ([D, C]).
+
+  Pass the attacks N = all the samples behind the update (not the local batch size B).
+
+  >>> import numpy as np
+  >>> w0, b0 = np.zeros((2, 4)), np.zeros(2)
+  >>> g = head_update((w0, b0), (w0 - 0.1 * 3 * np.ones((2, 4)), b0 - 0.1 * 3 * np.array([0.5, -0.5])),
+  ...                 lr=0.1, local_steps=3)
+  >>> np.asarray(g.bias).round(6).tolist()
+  [0.5, -0.5]
+  """
+  if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not (math.isfinite(lr) and lr > 0):
+    raise ValueError(f"lr must be a finite number > 0 (the clients' SGD learning rate), got {lr!r}.")
+  if isinstance(local_steps, bool) or not isinstance(local_steps, int) or local_steps <= 0:
+    raise ValueError(f"local_steps must be a positive integer (the client's SGD steps), got {local_steps!r}.")
+  if equivalent not in EQUIVALENTS:
+    raise ValueError(f"equivalent: unknown {equivalent!r}; valid: {', '.join(EQUIVALENTS)}.")
+  for name, pair in (("before", before), ("after", after)):
+    if not isinstance(pair, (tuple, list)) or len(pair) != 2:
+      raise ValueError(f"{name}: must be a pair (weight, bias), bias None for a head without bias; got "
+                       f"{type(pair).__name__}.")
+  k0, b0 = _head(before[0], before[1], layout, "before")
+  k1, b1 = _head(after[0], after[1], layout, "after")
+  if k0.shape != k1.shape or (b0 is None) != (b1 is None):
+    raise ValueError(f"before and after are different heads: kernel {k0.shape} vs {k1.shape}, bias "
+                     f"{'absent' if b0 is None else 'present'} vs {'absent' if b1 is None else 'present'}.")
+  # The difference in float64: weights given in float64 keep their digits; float32 ones lose none here.
+  scale = 1.0 / (lr * (local_steps if equivalent == "mean" else 1))
+  kernel = (k0 - k1) * scale
+  bias = None if b0 is None else (b0 - b1) * scale
+  return LastLayerGrads(kernel=jnp.asarray(kernel, jnp.float32),
+                        bias=None if bias is None else jnp.asarray(bias, jnp.float32))

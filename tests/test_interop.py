@@ -1,0 +1,119 @@
+"""Updates from PyTorch (and NumPy / Flower-style weights) as LastLayerGrads: checked against the closed-form head
+gradient and against the gradients torch itself computed during local training."""
+import numpy as np
+import pytest
+
+import jax
+import jax.numpy as jnp
+
+import jaxleak.attacks as A
+from jaxleak import LastLayerParams, interop, models
+from jaxleak.head import head_grad
+
+torch = pytest.importorskip("torch")
+
+
+def _labels(rng, counts):
+  return rng.permutation(np.repeat(np.arange(len(counts)), counts))
+
+
+def test_torch_head_gradient_equals_the_closed_form():
+  rng = np.random.default_rng(0)
+  n, d, c = 30, 7, 4
+  features = rng.normal(size=(n, d)).astype(np.float32)
+  labels = rng.integers(0, c, n)
+  head = torch.nn.Linear(d, c)
+  loss = torch.nn.functional.cross_entropy(head(torch.from_numpy(features)), torch.from_numpy(labels))
+  loss.backward()
+  got = interop.head_gradient(head.weight.grad, head.bias.grad)            # torch tensors, [C, D] layout
+  params = LastLayerParams(kernel=jnp.asarray(head.weight.detach().numpy().T),
+                           bias=jnp.asarray(head.bias.detach().numpy()))
+  want = head_grad(jnp.asarray(features), jnp.asarray(labels), params)
+  np.testing.assert_allclose(got.kernel, want.kernel, rtol=1e-5, atol=1e-7)
+  np.testing.assert_allclose(got.bias, want.bias, rtol=1e-5, atol=1e-7)
+  same = interop.head_gradient(np.asarray(want.kernel), np.asarray(want.bias), layout="flax")
+  np.testing.assert_array_equal(same.kernel, want.kernel)
+
+
+def test_one_sgd_step_of_an_untrained_torch_head_gives_the_exact_counts():
+  # A zero head predicts uniformly, so the bias gradient is 1/C - n_c/N: uniform iLRG reads the counts off exactly.
+  rng = np.random.default_rng(1)
+  counts = np.array([12, 0, 5, 23])
+  n, d, c, lr = int(counts.sum()), 16, 4, 0.05
+  head = torch.nn.Linear(d, c)
+  torch.nn.init.zeros_(head.weight)
+  torch.nn.init.zeros_(head.bias)
+  before = (head.weight.detach().clone(), head.bias.detach().clone())
+  x = torch.from_numpy(rng.normal(size=(n, d)).astype(np.float32))
+  y = torch.from_numpy(_labels(rng, counts))
+  opt = torch.optim.SGD(head.parameters(), lr=lr)
+  torch.nn.functional.cross_entropy(head(x), y).backward()
+  opt.step()
+  update = interop.head_update(before, (head.weight, head.bias), lr=lr)
+  np.testing.assert_allclose(update.bias, 1 / c - counts / n, atol=1e-6)
+  np.testing.assert_array_equal(A.ilrg_uniform(update, n, key=jax.random.key(0)), counts)
+
+
+@pytest.mark.parametrize("equivalent", ["mean", "sum"])
+def test_multi_step_update_of_a_torch_model_is_the_sum_or_mean_of_its_gradients(equivalent):
+  rng = np.random.default_rng(2)
+  n, b, steps, lr = 60, 20, 3, 0.1
+  torch.manual_seed(0)
+  model = torch.nn.Sequential(torch.nn.Linear(9, 12), torch.nn.ReLU(), torch.nn.Linear(12, 5))
+  head = model[2]
+  before = (head.weight.detach().clone(), head.bias.detach().clone())
+  x = torch.from_numpy(rng.normal(size=(n, 9)).astype(np.float32))
+  y = torch.from_numpy(rng.integers(0, 5, n))
+  opt = torch.optim.SGD(model.parameters(), lr=lr)
+  grads_w, grads_b = [], []
+  for s in range(steps):
+    opt.zero_grad()
+    torch.nn.functional.cross_entropy(model(x[s * b:(s + 1) * b]), y[s * b:(s + 1) * b]).backward()
+    grads_w.append(head.weight.grad.numpy().copy())
+    grads_b.append(head.bias.grad.numpy().copy())
+    opt.step()
+  got = interop.head_update(before, (head.weight, head.bias), lr=lr, local_steps=steps, equivalent=equivalent)
+  scale = 1.0 / steps if equivalent == "mean" else 1.0
+  # float32 weights: their difference carries round-off of the weights' size, not of the steps'.
+  np.testing.assert_allclose(got.kernel, (np.sum(grads_w, 0) * scale).T, rtol=1e-4, atol=1e-6)
+  np.testing.assert_allclose(got.bias, np.sum(grads_b, 0) * scale, rtol=1e-4, atol=1e-6)
+
+
+def test_bias_free_heads_and_numpy_inputs():
+  g = interop.head_gradient(np.ones((3, 8)), None)
+  assert g.bias is None and g.kernel.shape == (8, 3) and g.kernel.dtype == jnp.float32
+  u = interop.head_update((np.ones((8, 3)), None), (np.zeros((8, 3)), None), lr=0.5, layout="keras")
+  np.testing.assert_array_equal(u.kernel, np.full((8, 3), 2.0, np.float32))
+
+
+@pytest.mark.parametrize("call, match", [
+    (lambda: interop.head_gradient(np.ones((3, 8)), np.ones(8)), "looks like the flax layout"),
+    (lambda: interop.head_gradient(np.ones((8, 3)), np.ones(8), layout="flax"), "looks like the torch layout"),
+    (lambda: interop.head_gradient(np.ones((3, 8)), np.ones(5)), r"shape \(5,\) does not match"),
+    (lambda: interop.head_gradient(np.ones((2, 3, 8))), "must be 2-D"),
+    (lambda: interop.head_gradient(np.array([[1.0, np.nan]])), "NaN or Inf"),
+    (lambda: interop.head_gradient(np.array([["a", "b"]])), "real numbers"),
+    (lambda: interop.head_gradient(np.ones((3, 8)), layout="jax"), "layout: unknown 'jax'"),
+    (lambda: interop.head_update((np.ones((3, 8)), None), (np.ones((3, 8)), None), lr=0.0), "lr must be"),
+    (lambda: interop.head_update((np.ones((3, 8)), None), (np.ones((3, 8)), None), lr=0.1, local_steps=0),
+     "local_steps must be"),
+    (lambda: interop.head_update((np.ones((3, 8)), None), (np.ones((3, 8)), None), lr=0.1, equivalent="avg"),
+     "equivalent: unknown"),
+    (lambda: interop.head_update((np.ones((3, 8)), None), (np.ones((4, 8)), None), lr=0.1), "different heads"),
+    (lambda: interop.head_update((np.ones((3, 8)), np.ones(3)), (np.ones((3, 8)), None), lr=0.1),
+     "different heads"),
+    (lambda: interop.head_update(np.ones((3, 8)), (np.ones((3, 8)), None), lr=0.1), "must be a pair"),
+])
+def test_bad_inputs_are_refused_naming_the_fix(call, match):
+  with pytest.raises(ValueError, match=match):
+    call()
+
+
+def test_register_refuses_a_taken_name_unless_replace():
+  spec = models.spec("mlp")
+  with pytest.raises(ValueError, match="replace=True"):
+    models.register("mlp", spec.cls)
+  try:
+    assert models.register("mlp", spec.cls, uses=spec.uses, summary=spec.summary, replace=True) == spec
+  finally:
+    models.register("mlp", spec.cls, uses=spec.uses, summary=spec.summary, replace=True)
