@@ -24,3 +24,17 @@ def test_readme_python_block_runs(index, tmp_path, monkeypatch, capsys):
 def test_readme_has_examples():
   assert len(BLOCKS) >= 4
   assert sum(bool(PRINTED_ARRAY.match(line.strip())) for b in BLOCKS for line in b.splitlines()) >= 3
+
+
+def test_main_job_prints_the_readme_table(tmp_path, monkeypatch, capsys):
+  """The README's first command, in-process (defaults, real HAPT): the table the README shows is what it prints."""
+  from experiments import single_step_leakage as ss
+  from jaxleak import cli
+  monkeypatch.chdir(tmp_path)                                       # results/single_step/ lands here
+  readme = open(os.path.join(ROOT, "README.md")).read()
+  shown = re.search(r"```text\n(hapt \| deepconvlstm .*?)```", readme, re.S).group(1)
+  assert cli.call(ss.main, ss.FLAGS, []) == 0
+  printed = capsys.readouterr().out
+  want = [line.rstrip() for line in shown.strip().splitlines()]
+  assert [line.rstrip() for line in printed.strip().splitlines()][:len(want)] == want
+  assert os.path.exists(tmp_path / "results" / "single_step" / "summary.csv")
