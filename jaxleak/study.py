@@ -57,11 +57,15 @@ def main(argv):
     plan = S.make_plan(study, check_inputs=not FLAGS.dry_run)
     shard = plan.shard(FLAGS.task_index, FLAGS.num_tasks)
     if FLAGS.dry_run:
-      from jaxleak.runs.study.plan import check_client_sizes, describe_with_cost
-      loaded: dict = {}                            # datasets read once, for both
+      from jaxleak.runs.study.plan import check_checkpoints, check_client_sizes, describe_with_cost
+      loaded: dict = {}                            # datasets read once, for all three
       check_client_sizes(plan, loaded)             # an impossible N is refused by a dry run too
       done = store.done_keys(t.key for t in shard.tasks) if _exists(FLAGS.study_dir) else set()
       print(describe_with_cost(shard, done, loaded))
+      try:                                         # the plan is still shown; what a run would refuse, said after it
+        check_checkpoints(plan, loaded)
+      except (FileNotFoundError, ValueError) as e:
+        print(f"note: a run would stop here: {e}")
       return
     cli.writable(FLAGS.study_dir, "study_dir")
     writer = cli.init_distributed(FLAGS)

@@ -322,9 +322,13 @@ def test_cost_estimate_counts_llg_star_dummies_per_attacked_model():
 
 def test_dry_run_prints_the_plan_and_writes_nothing(tmp_path, capsys):
   rc = cli.call(study_cli.main, study_cli.FLAGS, ["run", "har_ldp", "--dry_run", "--set=datasets=synthetic_tiny",
-                                                  "--set=models=tinyhar", f"--study_dir={tmp_path / 's'}"])
+                                                  "--set=models=tinyhar", f"--study_dir={tmp_path / 's'}",
+                                                  "--set=checkpoint_dir=/nonexistent/{dataset}_{model}"])
   out = capsys.readouterr().out
   assert rc == 0 and "54 tasks in 6 groups" in out and "window passes" in out     # 2 states x 3 samplings x 9
+  # The trained half has no checkpoints: the plan is shown, then what a run would refuse, with the command to fix it.
+  assert out.rstrip().splitlines()[-1].startswith("note: a run would stop here: 1 trained-model checkpoint(s) "
+                                                  "missing, e.g. /nonexistent/synthetic_tiny_tinyhar; train them")
   assert not (tmp_path / "s").exists()
 
 

@@ -163,7 +163,7 @@ def make_plan(study: Study, *, check_inputs: bool = True) -> Plan:
   if check_inputs:
     loaded: dict = {}                                          # each dataset read once for both checks
     check_client_sizes(plan, loaded)
-    _check_checkpoints(plan, loaded)
+    check_checkpoints(plan, loaded)
   return plan
 
 
@@ -192,7 +192,9 @@ def _validate_eavesdrop(pairs) -> None:
       whole_determination_config(cfg)
 
 
-def _check_checkpoints(plan: Plan, loaded: dict) -> None:
+def check_checkpoints(plan: Plan, loaded: dict) -> None:
+  """Raises FileNotFoundError naming the training command for a missing trained-model checkpoint, ValueError for
+  one trained on other data or another model (`loaded`: the datasets memo of `check_client_sizes`)."""
   from jaxleak.runs import fold_training
   missing = sorted({(t.config["checkpoint_dir"], t.config["dataset"], t.config["model"],
                      t.config["synthetic_scale"], t.config["seed"], t.config["data_dir"] or "") for t in plan.tasks
