@@ -330,7 +330,7 @@ class Checkpointer:
     if header.get("fingerprint") != self.fingerprint:
       diff = config_differences(header.get("config", {}), self.config)
       raise CheckpointMismatch(
-          f"{self.path} holds a {header.get('what', 'run')} with another configuration ("
+          f"{self.path} is a checkpoint of {header.get('what', 'a run')} with another configuration ("
           + ("; ".join(diff[:8]) + ("; ..." if len(diff) > 8 else "") if diff else "fingerprints differ")
           + "); rerun with the same settings to resume, or use another folder (or delete it) to start over.")
     state = None
