@@ -31,7 +31,10 @@ EQUIVALENTS = ("mean", "sum")
 
 def _array(x: Any, what: str) -> np.ndarray:
   if hasattr(x, "detach"):                       # a torch tensor: no grad, on the CPU, then NumPy
-    x = x.detach().cpu().numpy()
+    x = x.detach().cpu()
+    if str(x.dtype) == "torch.bfloat16":         # NumPy has no bfloat16; float32 holds it exactly
+      x = x.float()
+    x = x.numpy()
   try:
     a = np.asarray(x)
   except Exception as e:                         # e.g. a ragged list

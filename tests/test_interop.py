@@ -79,6 +79,13 @@ def test_multi_step_update_of_a_torch_model_is_the_sum_or_mean_of_its_gradients(
   np.testing.assert_allclose(got.bias, np.sum(grads_b, 0) * scale, rtol=1e-4, atol=1e-6)
 
 
+def test_half_precision_torch_tensors():
+  w = torch.tensor([[0.5, -0.25], [1.0, 2.0], [0.125, 0.0]])            # [C = 3, D = 2]
+  for dtype in (torch.bfloat16, torch.float16, torch.float64):
+    g = interop.head_gradient(w.to(dtype), torch.zeros(3, dtype=dtype))
+    np.testing.assert_array_equal(g.kernel, w.numpy().T)                 # these values are exact in every dtype
+
+
 def test_bias_free_heads_and_numpy_inputs():
   g = interop.head_gradient(np.ones((3, 8)), None)
   assert g.bias is None and g.kernel.shape == (8, 3) and g.kernel.dtype == jnp.float32
