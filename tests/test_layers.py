@@ -25,7 +25,7 @@ ALLOWED = {
     "attacks": {"types", "head"},
     "models": {"types"},
     "data": set(),
-    "federated": {"types", "head", "privacy", "attacks"},   # attacks: RLU's basis type only
+    "federated": {"types", "head", "privacy", "models", "attacks"},   # attacks: RLU's basis type only
     "storage": set(),
     "runs": LEAVES | {"attacks", "models", "data", "federated", "storage"},
     "cli": LEAVES | {"attacks", "models", "data", "federated", "storage", "runs", "compile_cache"},
