@@ -3,7 +3,9 @@
 Two things differ between frameworks and jaxleak: the head's layout (PyTorch's `nn.Linear.weight` is [C, D],
 Flax's and Keras' kernel [D, C]) and what is sent (a gradient, or new weights from which the server forms the
 update). `head_gradient` converts a gradient; `head_update` converts a client's weights before and after local
-training into the gradient-equivalent the attacks assume (see `jaxleak.federated.multi_step`).
+training into the gradient-equivalent the attacks assume (see `jaxleak.federated.multi_step`); `head_delta` gives
+the Eavesdrop attacks' input, the head kernel's change G_{t+1} - G_t between two global models (or between a
+model and the attacker's own per-label training of it).
 
 Arrays may be NumPy arrays, anything `np.asarray` takes, or PyTorch tensors (detached and moved to the CPU here;
 torch itself is never imported). Everything is checked before conversion: a wrong layout, mismatched shapes or
@@ -20,6 +22,7 @@ from __future__ import annotations
 import math
 from typing import Any, Optional
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 
@@ -137,3 +140,19 @@ def head_update(before: tuple, after: tuple, *, lr: float, local_steps: int = 1,
   bias = None if b0 is None else (b0 - b1) * scale
   return LastLayerGrads(kernel=jnp.asarray(kernel, jnp.float32),
                         bias=None if bias is None else jnp.asarray(bias, jnp.float32))
+
+
+def head_delta(before_weight: Any, after_weight: Any, *, layout: str = "torch") -> jax.Array:
+  """after - before of a head's weight, as f32[D, C] (Flax layout): the Eavesdrop attacks' `global_update` from two
+  successive global models, or one row of their per-label updates U[j] from the attacker's training on label j
+  (stack C of them: U f32[C, D, C]). See `jaxleak.attacks.eavesdrop`.
+
+  >>> import numpy as np
+  >>> head_delta(np.zeros((2, 3)), np.ones((2, 3))).shape           # torch [C = 2, D = 3] -> [D, C]
+  (3, 2)
+  """
+  k0, _ = _head(before_weight, None, layout, "before")
+  k1, _ = _head(after_weight, None, layout, "after")
+  if k0.shape != k1.shape:
+    raise ValueError(f"before and after are different heads: kernel {k0.shape} vs {k1.shape}.")
+  return jnp.asarray(k1 - k0, jnp.float32)

@@ -124,3 +124,16 @@ def test_register_refuses_a_taken_name_unless_replace():
     assert models.register("mlp", spec.cls, uses=spec.uses, summary=spec.summary, replace=True) == spec
   finally:
     models.register("mlp", spec.cls, uses=spec.uses, summary=spec.summary, replace=True)
+
+
+def test_head_delta_of_torch_layout_weights_is_the_eavesdrop_global_update():
+  from jaxleak.runs import eavesdrop as EV
+  fed = EV.setup(EV.EavesdropConfig(dataset="digits", rounds=1, num_participants=8, fraction=0.25,
+                                    samples_per_label=8, other_samples=2))
+  new_vars, update, _, _ = EV.play_round(fed, fed.variables, t=0)
+  before = np.array(fed.variables["params"]["head"]["kernel"]).T              # as a torch federation holds it
+  after = np.array(new_vars["params"]["head"]["kernel"]).T
+  np.testing.assert_allclose(interop.head_delta(torch.from_numpy(before), torch.from_numpy(after)), update,
+                             rtol=1e-6, atol=1e-7)
+  with pytest.raises(ValueError, match="different heads"):
+    interop.head_delta(before, after[:, :-1])
