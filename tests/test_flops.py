@@ -68,6 +68,10 @@ def test_op_profile_reads_the_compiled_program_and_attributes_its_time(tmp_path)
   out = subprocess.run([sys.executable, os.path.join(root, "benchmarks", "op_profile.py"), "--model=tinyhar",
                         "--num_batches=1", "--repeats=1", "--top=40"], capture_output=True, text=True, timeout=300,
                        env={**os.environ, "JAX_PLATFORMS": "cpu"})
+  if out.returncode and "holds no XLA instruction events" in out.stderr and jax.__version_info__ < (0, 10):
+    # jaxlib 0.7's profiler trace has no per-instruction events (checked 2026-12-04 at the lower bounds); the tool
+    # says so and exits 1. Where it was made (jaxlib 0.10.2, CI's) it must work.
+    pytest.skip(f"op_profile needs per-instruction trace events, which jaxlib {jax.__version__} does not emit")
   assert out.returncode == 0, out.stderr[-2000:]
   lines = out.stdout.splitlines()
   assert lines[0].startswith("tinyhar fast: 1 batches of 100 windows;")
