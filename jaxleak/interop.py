@@ -51,27 +51,36 @@ def _array(x: Any, what: str) -> np.ndarray:
 
 
 def _head(weight: Any, bias: Any, layout: str, what: str) -> tuple[np.ndarray, Optional[np.ndarray]]:
-  """(kernel f64[D, C], bias f64[C] or None) from a head in `layout`."""
+  """(kernel f64[..., D, C], bias f64[..., C] or None) from a head in `layout`; leading axes are batch axes."""
   if layout not in LAYOUTS:
     raise ValueError(f"layout: unknown {layout!r}; valid: {', '.join(LAYOUTS)} (torch: weight [C, D] as "
                      "nn.Linear; flax/keras: kernel [D, C]).")
   w = _array(weight, f"{what} weight")
-  if w.ndim != 2:
-    raise ValueError(f"{what} weight: must be 2-D (one head, [C, D] for torch, [D, C] for flax/keras), got shape "
-                     f"{w.shape}.")
-  kernel = w.T if layout == "torch" else w
+  if w.ndim < 2:
+    raise ValueError(f"{what} weight: must be [C, D] for torch, [D, C] for flax/keras (with any leading batch "
+                     f"axes, e.g. one per client), got shape {w.shape}.")
+  kernel = np.swapaxes(w, -1, -2) if layout == "torch" else w
   if bias is None:
     return kernel, None
   b = _array(bias, f"{what} bias")
-  c = kernel.shape[1]
-  if b.shape != (c,):
+  want = kernel.shape[:-2] + kernel.shape[-1:]
+  if b.shape != want:
     hint = ""
-    if b.shape == (kernel.shape[0],):
+    if b.shape == kernel.shape[:-1]:
       other = "flax" if layout == "torch" else "torch"
       hint = f" The weight looks like the {other} layout: pass layout={other!r}."
-    raise ValueError(f"{what} bias: shape {b.shape} does not match the weight's {c} classes (layout={layout!r}: "
-                     f"weight {w.shape} -> kernel [D, C] = {kernel.shape}).{hint}")
+    raise ValueError(f"{what} bias: shape {b.shape} does not match the weight's {kernel.shape[-1]} classes "
+                     f"(layout={layout!r}: weight {w.shape} -> kernel [..., D, C] = {kernel.shape}, so bias "
+                     f"{want}).{hint}")
   return kernel, b
+
+
+def _broadcastable(k0: np.ndarray, k1: np.ndarray) -> None:
+  try:
+    np.broadcast_shapes(k0.shape, k1.shape)
+  except ValueError:
+    raise ValueError(f"before {k0.shape[:-2]} and after {k1.shape[:-2]} have batch axes that do not match; give "
+                     "one head for before (it broadcasts) or as many as after.") from None
 
 
 def head_gradient(weight: Any, bias: Any = None, *, layout: str = "torch") -> LastLayerGrads:
@@ -79,8 +88,9 @@ def head_gradient(weight: Any, bias: Any = None, *, layout: str = "torch") -> La
 
   Args:
     weight: the head weight's gradient: [C, D] for layout 'torch' (`model.fc.weight.grad`), [D, C] for 'flax' or
-      'keras'.
-    bias: the bias's gradient [C], or None for a head without bias (then only the weight-based attacks apply).
+      'keras'; leading axes are batch axes (e.g. [K, C, D] for K clients, then vmap the attack over them).
+    bias: the bias's gradient [C] (or [K, C]), or None for a head without bias (then only the weight-based attacks
+      apply).
     layout: 'torch' (default), 'flax' or 'keras'.
 
   The attacks assume the gradient of the *mean* loss (PyTorch's default `reduction='mean'`). A summed loss
@@ -103,7 +113,8 @@ def head_update(before: tuple, after: tuple, *, lr: float, local_steps: int = 1,
 
   Args:
     before: (weight, bias) of the global head the client started from (bias None for a bias-free head); in
-      Flower, the head's entries of the parameters the server sent.
+      Flower, the head's entries of the parameters the server sent. Leading batch axes as in `head_gradient`
+      (before may be one head and after K clients' heads: it broadcasts).
     after: (weight, bias) of the head the client sent back (Flower: of `parameters_to_ndarrays(fit_res.parameters)`).
     lr: the clients' learning rate, > 0.
     local_steps: S, the number of SGD steps (FedAvg: epochs x ceil(samples / batch size)).
@@ -131,9 +142,10 @@ def head_update(before: tuple, after: tuple, *, lr: float, local_steps: int = 1,
                        f"{type(pair).__name__}.")
   k0, b0 = _head(before[0], before[1], layout, "before")
   k1, b1 = _head(after[0], after[1], layout, "after")
-  if k0.shape != k1.shape or (b0 is None) != (b1 is None):
+  if k0.shape[-2:] != k1.shape[-2:] or (b0 is None) != (b1 is None):
     raise ValueError(f"before and after are different heads: kernel {k0.shape} vs {k1.shape}, bias "
                      f"{'absent' if b0 is None else 'present'} vs {'absent' if b1 is None else 'present'}.")
+  _broadcastable(k0, k1)
   # The difference in float64: weights given in float64 keep their digits; float32 ones lose none here.
   scale = 1.0 / (lr * (local_steps if equivalent == "mean" else 1))
   kernel = (k0 - k1) * scale
@@ -153,6 +165,7 @@ def head_delta(before_weight: Any, after_weight: Any, *, layout: str = "torch") 
   """
   k0, _ = _head(before_weight, None, layout, "before")
   k1, _ = _head(after_weight, None, layout, "after")
-  if k0.shape != k1.shape:
+  if k0.shape[-2:] != k1.shape[-2:]:
     raise ValueError(f"before and after are different heads: kernel {k0.shape} vs {k1.shape}.")
+  _broadcastable(k0, k1)
   return jnp.asarray(k1 - k0, jnp.float32)

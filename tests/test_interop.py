@@ -86,6 +86,27 @@ def test_half_precision_torch_tensors():
     np.testing.assert_array_equal(g.kernel, w.numpy().T)                 # these values are exact in every dtype
 
 
+def test_batch_axes_convert_each_client_and_vmap_through_the_attacks():
+  rng = np.random.default_rng(3)
+  k, c, d, lr = 5, 4, 6, 0.1
+  w0, b0 = rng.normal(size=(c, d)), rng.normal(size=c)               # one global head (torch layout)
+  w1, b1 = w0 - lr * rng.normal(size=(k, c, d)), b0 - lr * rng.normal(size=(k, c))   # K clients' heads
+  stacked = interop.head_update((w0, b0), (w1, b1), lr=lr)
+  assert stacked.kernel.shape == (k, d, c) and stacked.bias.shape == (k, c)
+  for i in range(k):
+    one = interop.head_update((w0, b0), (w1[i], b1[i]), lr=lr)
+    np.testing.assert_array_equal(stacked.kernel[i], one.kernel)
+    np.testing.assert_array_equal(stacked.bias[i], one.bias)
+  counts = jax.vmap(lambda g: A.llbg(g, 20))(stacked)
+  np.testing.assert_array_equal(counts[2], A.llbg(interop.head_update((w0, b0), (w1[2], b1[2]), lr=lr), 20))
+  g = interop.head_gradient(np.stack([w0, 2 * w0]), np.stack([b0, 2 * b0]))
+  np.testing.assert_allclose(g.kernel[1], 2 * w0.T, rtol=1e-6)
+  with pytest.raises(ValueError, match="batch axes that do not match"):
+    interop.head_update((np.stack([w0] * 3), np.stack([b0] * 3)), (w1, b1), lr=lr)
+  with pytest.raises(ValueError, match=r"so bias \(5, 4\)"):
+    interop.head_gradient(w1, b0)
+
+
 def test_bias_free_heads_and_numpy_inputs():
   g = interop.head_gradient(np.ones((3, 8)), None)
   assert g.bias is None and g.kernel.shape == (8, 3) and g.kernel.dtype == jnp.float32
@@ -97,7 +118,7 @@ def test_bias_free_heads_and_numpy_inputs():
     (lambda: interop.head_gradient(np.ones((3, 8)), np.ones(8)), "looks like the flax layout"),
     (lambda: interop.head_gradient(np.ones((8, 3)), np.ones(8), layout="flax"), "looks like the torch layout"),
     (lambda: interop.head_gradient(np.ones((3, 8)), np.ones(5)), r"shape \(5,\) does not match"),
-    (lambda: interop.head_gradient(np.ones((2, 3, 8))), "must be 2-D"),
+    (lambda: interop.head_gradient(np.ones(8)), r"must be \[C, D\] for torch"),
     (lambda: interop.head_gradient(np.array([[1.0, np.nan]])), "NaN or Inf"),
     (lambda: interop.head_gradient(np.array([["a", "b"]])), "real numbers"),
     (lambda: interop.head_gradient(np.ones((3, 8)), layout="jax"), "layout: unknown 'jax'"),
