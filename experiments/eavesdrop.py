@@ -37,7 +37,7 @@ flags.DEFINE_enum("experiment", "rounds", EXPERIMENTS, "rounds: Tables III-IV; c
                   "dropout defence; sweep: Figs. 6-9 (--sweep); whole: Table V.", **_d)
 flags.DEFINE_enum("dataset", "mnist", list(D.POOL_DATASETS), "mnist (5,000 real 28x28 MNIST digits, extra mnist; "
                   "the default), digits (sklearn 8x8, extra digits) or HAR.", **_d)
-flags.DEFINE_string("data_dir", None, "For wear/wetlab: the folder with raw/ and annotations/.", **_d)
+flags.DEFINE_string("data_dir", None, "For wear/wetlab/tal: the folder with raw/ and annotations/.", **_d)
 flags.DEFINE_float("synthetic_scale", 1.0, "Length multiplier for synthetic HAR datasets (> 0).", **_d)
 flags.DEFINE_enum("model", None, list(models.names()), "Model (default: mlp for digits and mnist, deepconvlstm for HAR).",
                   **_d)

@@ -218,7 +218,8 @@ progress = logging.info
 def define_har_data_flags(fv: flags.FlagValues) -> None:
   """--dataset, --data_dir, --synthetic_scale, --model, --head_bias: a HAR dataset and the model trained on it."""
   d = dict(flag_values=fv)
-  flags.DEFINE_enum("dataset", "hapt", list(D.DATASETS), "Dataset; wear/wetlab need --data_dir.", **d)
+  flags.DEFINE_enum("dataset", "hapt", list(D.DATASETS),
+                    "Dataset; wear/wetlab/tal need --data_dir (tal: your own data in their layout).", **d)
   flags.DEFINE_string("data_dir", None, "Folder with raw/inertial/sbj_*.csv and annotations/loso_sbj_*.json.", **d)
   flags.DEFINE_float("synthetic_scale", 1.0, "Length multiplier for synthetic datasets (> 0).", **d)
   flags.DEFINE_enum("model", "deepconvlstm", list(models.names()), "Model architecture.", **d)

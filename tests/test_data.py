@@ -331,3 +331,24 @@ def test_leakage_run_on_dirichlet_clients_and_refusals():
     LeakageConfig(dirichlet_alpha=0.5, checkpoint_dir="x").validate()
   with pytest.raises(ValueError, match="needs dirichlet_alpha"):
     LeakageConfig(dirichlet_clients=4).validate()
+
+
+def test_your_own_data_in_the_tal_layout_runs_under_its_own_name(tmp_path, capsys):
+  """--dataset=tal: any folder in the WEAR/Wetlab layout, named 'tal:<folder>' so that nothing (reports' paper
+  columns) takes it for the papers' WEAR or Wetlab, even in a folder called wear."""
+  from experiments import single_step_leakage as ss
+  from jaxleak import cli
+  from jaxleak.runs.report import paper
+  root = write_tal_fixture(tmp_path / "wear", rows_per_subject=(700, 650, 720))
+  ds = D.load("tal", data_dir=str(root))
+  assert ds.name == "tal:wear" and ds.class_names == ("null", "cutting", "peeling", "stirring")
+  assert paper.thesis_dataset(ds.name) is None and paper.thesis_dataset("wear") == "wear"
+  rc = cli.call(ss.main, ss.FLAGS, ["--dataset=tal", f"--data_dir={root}", "--model=tinyhar", "--num_samples=20",
+                                    "--attacks=ebi,llbg", f"--output_dir={tmp_path / 'out'}"])
+  out = capsys.readouterr()
+  assert rc == 0, out.err
+  assert out.out.startswith("tal:wear | tinyhar | shuffle | N=20 | 3 clients")
+  assert json.load(open(tmp_path / "out" / "manifest.json"))["dataset"] == "tal:wear"
+  rc = cli.call(ss.main, ss.FLAGS, ["--dataset=tal", f"--output_dir={tmp_path / 'out2'}"])
+  err = capsys.readouterr().err
+  assert rc == 2 and "needs --data_dir" in err and "jaxleak.data.tal" in err and len(err.strip().splitlines()) == 1

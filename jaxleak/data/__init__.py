@@ -1,5 +1,7 @@
 """Data: HAR datasets (HAPT, WEAR/Wetlab files, synthetic), windows, clients and samplers; labelled pools and
 the Eavesdrop allocations (digits, or HAR windows)."""
+import os
+
 from jaxleak.data.dataset import HarDataset, Recording, WindowedClients
 from jaxleak.data.digits import load_digits
 from jaxleak.data.mnist import load_mnist
@@ -13,18 +15,28 @@ from jaxleak.data.synthetic import PRESETS as SYNTHETIC_PRESETS, make_synthetic
 from jaxleak.data.tal import DataFormatError, load_tal
 from jaxleak.data.windows import make_clients, repartition_dirichlet, window_recording, window_starts
 
-DATASETS = ("hapt", "wear", "wetlab") + tuple(f"synthetic_{p}" for p in SYNTHETIC_PRESETS)
+DATASETS = ("hapt", "wear", "wetlab", "tal") + tuple(f"synthetic_{p}" for p in SYNTHETIC_PRESETS)
+FILE_DATASETS = ("wear", "wetlab", "tal")          # read from --data_dir in the TAL layout (see jaxleak.data.tal)
 
 
 def load(name: str, *, data_dir: str | None = None, scale: float = 1.0, seed: int = 0) -> HarDataset:
-  """Loads a dataset by name: 'hapt', 'wear'/'wetlab' (needs data_dir), or 'synthetic_{wear,wetlab,tiny}'."""
+  """Loads a dataset by name: 'hapt'; 'wear'/'wetlab' (the papers' data) or 'tal' (any data in their layout, named
+  'tal:<folder>'), each from data_dir; or 'synthetic_{wear,wetlab,tiny}'.
+
+  'tal' is for your own recordings: lay them out as WEAR/Wetlab are (jaxleak.data.tal). Under 'wear' or 'wetlab'
+  they would be reported beside the paper's numbers for those datasets.
+  """
   if name == "hapt":
     return load_hapt()
-  if name in ("wear", "wetlab"):
+  if name in FILE_DATASETS:
     if not data_dir:
-      raise ValueError(f"dataset {name!r} needs --data_dir pointing at its raw/ and annotations/ folders "
-                       "(the files are not downloadable here); try --dataset=synthetic_" + name + " instead.")
-    return load_tal(data_dir, name)
+      instead = ("lay your recordings out as jaxleak.data.tal describes" if name == "tal"
+                 else "try --dataset=synthetic_" + name + " instead")
+      raise ValueError(f"dataset {name!r} needs --data_dir (in a study: --set data_dir=...) pointing at the folder "
+                       f"holding raw/ and annotations/ (the files are not downloadable here); {instead}.")
+    # Your own data is named after its folder, marked as such so that no report takes it for the papers' data.
+    own = "tal:" + os.path.basename(os.path.normpath(data_dir))
+    return load_tal(data_dir, own if name == "tal" else name)
   if name.startswith("synthetic_"):
     return make_synthetic(name[len("synthetic_"):], scale=scale, seed=seed)
   raise ValueError(f"unknown dataset {name!r}; valid: {', '.join(DATASETS)}.")
@@ -47,7 +59,7 @@ def load_pool(name: str, *, data_dir: str | None = None, scale: float = 1.0, see
   return LabelPool(x=windows.windows, y=windows.labels, num_classes=windows.num_classes, name=name)
 
 
-__all__ = ["Allocation", "DATASETS", "DataFormatError", "HarDataset", "LabelPool", "POOL_DATASETS", "Recording",
+__all__ = ["Allocation", "DATASETS", "DataFormatError", "FILE_DATASETS", "HarDataset", "LabelPool", "POOL_DATASETS", "Recording",
            "STRATEGIES", "SYNTHETIC_PRESETS", "WindowedClients", "allocate_dirichlet", "allocate_label_totals",
            "allocate_main_labels", "aux_per_label", "check_client_sizes", "load", "load_digits", "load_hapt",
            "load_mnist", "load_pool", "load_tal", "make_clients", "make_synthetic", "pad_allocation",
