@@ -48,6 +48,7 @@ def test_a_carried_hapt_folder_goes_on_the_path_alone(tmp_path):
   (tmp_path / "repo" / "benchmarks" / "gpu.sh").write_text(script)
   proc = subprocess.run(["bash", "benchmarks/gpu.sh", str(tmp_path / "out"), "devices"], cwd=tmp_path / "repo",
                         env=env, capture_output=True, text=True, timeout=120)
+  assert proc.returncode == 0, proc.stderr
   log = (tmp_path / "out" / "gpu.log").read_text()
   assert "=== devices: exit 0," in log, log
   path = [line for line in log.splitlines() if line.startswith("path:")][0].split()[1].split(":")
