@@ -34,9 +34,9 @@ def load(name: str, *, data_dir: str | None = None, scale: float = 1.0, seed: in
                  else "try --dataset=synthetic_" + name + " instead")
       raise ValueError(f"dataset {name!r} needs --data_dir (in a study: --set data_dir=...) pointing at the folder "
                        f"holding raw/ and annotations/ (the files are not downloadable here); {instead}.")
-    # Your own data is named after its folder, marked as such so that no report takes it for the papers' data.
-    own = "tal:" + os.path.basename(os.path.normpath(data_dir))
-    return load_tal(data_dir, own if name == "tal" else name)
+    if name == "tal":        # your own data: named after its folder, marked so no report takes it for the papers'
+      name = "tal:" + os.path.basename(os.path.normpath(data_dir))
+    return load_tal(data_dir, name)
   if name.startswith("synthetic_"):
     return make_synthetic(name[len("synthetic_"):], scale=scale, seed=seed)
   raise ValueError(f"unknown dataset {name!r}; valid: {', '.join(DATASETS)}.")
@@ -59,9 +59,9 @@ def load_pool(name: str, *, data_dir: str | None = None, scale: float = 1.0, see
   return LabelPool(x=windows.windows, y=windows.labels, num_classes=windows.num_classes, name=name)
 
 
-__all__ = ["Allocation", "DATASETS", "DataFormatError", "FILE_DATASETS", "HarDataset", "LabelPool", "POOL_DATASETS", "Recording",
-           "STRATEGIES", "SYNTHETIC_PRESETS", "WindowedClients", "allocate_dirichlet", "allocate_label_totals",
-           "allocate_main_labels", "aux_per_label", "check_client_sizes", "load", "load_digits", "load_hapt",
-           "load_mnist", "load_pool", "load_tal", "make_clients", "make_synthetic", "pad_allocation",
-           "quantity_groups", "repartition_dirichlet", "sample_client", "sample_clients", "sample_queries",
-           "split_pool", "window_recording", "window_starts"]
+__all__ = ["Allocation", "DATASETS", "DataFormatError", "FILE_DATASETS", "HarDataset", "LabelPool", "POOL_DATASETS",
+           "Recording", "STRATEGIES", "SYNTHETIC_PRESETS", "WindowedClients", "allocate_dirichlet",
+           "allocate_label_totals", "allocate_main_labels", "aux_per_label", "check_client_sizes", "load",
+           "load_digits", "load_hapt", "load_mnist", "load_pool", "load_tal", "make_clients", "make_synthetic",
+           "pad_allocation", "quantity_groups", "repartition_dirichlet", "sample_client", "sample_clients",
+           "sample_queries", "split_pool", "window_recording", "window_starts"]

@@ -139,7 +139,8 @@ def load_tal(data_dir: str, name: str | None = None) -> HarDataset:
   """Loads a WEAR/Wetlab-style directory (see module docstring) as a HarDataset."""
   if not os.path.isdir(data_dir):
     raise FileNotFoundError(f"data directory {data_dir!r} does not exist. Point --data_dir at the folder "
-                            "holding raw/inertial/ and annotations/ (WEAR/Wetlab from the authors' share).")
+                            "holding raw/inertial/ and annotations/ (WEAR/Wetlab from the authors' share, or your own "
+                            "recordings in that layout with --dataset=tal).")
   csvs = sorted(glob.glob(os.path.join(data_dir, "raw", "inertial", "sbj_*.csv")))
   anns = sorted(glob.glob(os.path.join(data_dir, "annotations", "loso_sbj_*.json")))
   stray = [p for p in csvs if not _SUBJECT_CSV.search(p)] + [p for p in anns if not _ANNOTATION.search(p)]
