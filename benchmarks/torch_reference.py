@@ -3,8 +3,10 @@
 What `benchmarks/reference_way.py` times against jaxleak: eager PyTorch, one batch at a time (spec 3.2):
 per-batch global min-max scaling; for EVERY attack a fresh train-mode forward and backward of the whole model;
 the attacks as the reference computes them (Python loops over classes and labels, spec 2.1-2.6, 2.10); LLG*
-with its 2C dummy passes per batch (spec 2.2). Not reproduced: the one iteration of breaching's data
-reconstruction the reference runs beside every attack (spec 2.10; it would only make the reference slower).
+with its 2C dummy passes per batch (spec 2.2); optionally (`reconstruction=True`) the one iteration of breaching's
+optimisation-based data reconstruction that the reference runs after every attack and then discards (spec 2.10,
+`reconstruction_step`). Not reproduced: the reference's data loading (every attack re-reads and re-windows the
+subjects' CSV files) and its per-batch CSV writes and Python-loop metrics.
 
 The model is DeepConvLSTM in the reference's NCHW layout (input (B, 1, 50, ch), Conv2d kernels (9, 1)), and
 `load_flax_params` copies a jaxleak DeepConvLSTM's parameters into it, so both compute the same function
@@ -13,6 +15,8 @@ The model is DeepConvLSTM in the reference's NCHW layout (input (B, 1, 50, ch), 
 Requires the optional extra `torch` (pip install -e ".[torch]", CPU wheel torch==2.13.0).
 """
 from __future__ import annotations
+
+import copy
 
 import numpy as np
 
@@ -76,13 +80,54 @@ def minmax(x: torch.Tensor) -> torch.Tensor:
   return (x - x.min()) / (x.max() - x.min())
 
 
-def full_gradient(model: DeepConvLSTM, x: torch.Tensor, y: torch.Tensor):
-  """Train-mode forward + backward of the whole model; returns (G_W [C, D], g_b [C]) (spec 3.2 steps 3-4)."""
+def full_gradients(model: DeepConvLSTM, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, ...]:
+  """Train-mode forward + backward of the whole model: the gradient of every parameter, in `parameters()` order,
+  the head's weight [C, D] and bias [C] last (spec 3.2 steps 3-4)."""
   model.train()
   model.zero_grad(set_to_none=True)
   loss = nn.functional.cross_entropy(model(x), y)
-  grads = torch.autograd.grad(loss, list(model.parameters()))
+  return torch.autograd.grad(loss, list(model.parameters()))
+
+
+def full_gradient(model: DeepConvLSTM, x: torch.Tensor, y: torch.Tensor):
+  """`full_gradients`' last layer: (G_W [C, D], g_b [C])."""
+  grads = full_gradients(model, x, y)
   return grads[-2], grads[-1]
+
+
+def reconstruction_step(model: DeepConvLSTM, grads, counts: np.ndarray, input_shape: tuple[int, int]):
+  """What the reference's attack wrapper runs after every label attack and discards (spec 2.10): one iteration
+  of breaching's optimisation-based reconstruction with its default settings.
+
+  The server's copy of the model (a deep copy, eval mode: the payload carries the model's buffers), a
+  random-normal candidate x [N, 1, T, ch] labelled with the attack's counts i64[C], one Adam step (step size 1.0)
+  on the Euclidean gradient-matching objective 0.5 sum_p ||dL(x)/dp - grads_p||^2, which differentiates through
+  the model's gradient (a second-order backward pass), then the trial scored by the same objective once more,
+  and the candidate min-max scaled as the reference's driver does. Returns (candidate before the step,
+  candidate after it, scaled result), all [N, 1, T, ch], for the tests; the benchmark throws them away.
+  """
+  rec = copy.deepcopy(model).eval()
+  params = list(rec.parameters())
+  labels = torch.from_numpy(np.repeat(np.arange(len(counts)), counts))
+  candidate = torch.randn((int(counts.sum()), 1) + tuple(input_shape), requires_grad=True)
+  start = candidate.detach().clone()
+  optimizer = torch.optim.Adam([candidate], lr=1.0)
+
+  def objective():
+    loss = nn.functional.cross_entropy(rec(candidate), labels)
+    rec_grads = torch.autograd.grad(loss, params, create_graph=True)
+    return 0.5 * sum(((a - b) ** 2).sum() for a, b in zip(rec_grads, grads))
+
+  def closure():
+    optimizer.zero_grad()
+    value = objective()
+    value.backward(inputs=[candidate])
+    return value
+
+  optimizer.step(closure)
+  objective()                                               # the trial's score (one trial: its value is unused)
+  out = candidate.detach()
+  return start, out, (out - out.min()) / (out.max() - out.min())
 
 
 def llg_star_estimates(model: DeepConvLSTM, n: int, input_shape: tuple[int, int], num_classes: int):
@@ -193,14 +238,18 @@ def attack(name: str, gw: torch.Tensor, gb: torch.Tensor, n: int, model=None, in
   return {"llg": llg, "ebi": ebi, "llbg": llbg, "ilrg": ilrg}[name](gw, gb, n)
 
 
-def reference_batch(model: DeepConvLSTM, windows: np.ndarray, labels: np.ndarray) -> dict[str, np.ndarray]:
+def reference_batch(model: DeepConvLSTM, windows: np.ndarray, labels: np.ndarray,
+                    reconstruction: bool = False) -> dict[str, np.ndarray]:
   """The reference's work for one batch (windows f32[N, T, ch], labels [N]): every attack with its own fresh
-  full-model gradient. Returns attack -> counts."""
+  full-model gradient, and with `reconstruction` the discarded reconstruction step after each attack.
+  Returns attack -> counts."""
   n, t, ch = windows.shape
   x = minmax(torch.from_numpy(np.array(windows, np.float32)).unsqueeze(1))      # a writable copy
   y = torch.from_numpy(np.array(labels, np.int64))
   out = {}
   for name in ATTACKS:
-    gw, gb = full_gradient(model, x, y)
-    out[name] = attack(name, gw, gb, n, model, (t, ch))
+    grads = full_gradients(model, x, y)
+    out[name] = attack(name, grads[-2], grads[-1], n, model, (t, ch))
+    if reconstruction:
+      reconstruction_step(model, grads, out[name], (t, ch))
   return out

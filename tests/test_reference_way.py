@@ -89,3 +89,57 @@ def test_one_reference_batch_returns_n_labels_per_attack(twins):
   x = np.asarray(jax.random.normal(jax.random.key(2), (20, 50, 6)))
   out = R.reference_batch(torch_model, x, np.arange(20) % 13)
   assert set(out) == set(R.ATTACKS) and all(c.sum() == 20 for c in out.values())
+
+
+def test_the_reconstruction_step_is_one_adam_step_down_the_gradient_matching_objective():
+  """Adam's first step moves each coordinate by -lr g / (|g| + eps) (lr 1.0, eps 1e-8). g, the gradient of
+  0.5 sum_p ||dL(x)/dp - t_p||^2 in the candidate x, comes here from central differences on a float64 copy using
+  first-order autograd only, so the step's second-order backward is checked, not reused. Random targets t keep
+  |g| above eps (steps of 0.99-1.0) except where g is near 0, where float32 cannot resolve it."""
+  import copy
+
+  torch.manual_seed(0)
+  model = R.DeepConvLSTM(2, 3, filters=4, hidden=8)
+  grads = [torch.randn_like(p) for p in model.parameters()]
+  start, after, scaled = R.reconstruction_step(model, grads, np.array([1, 1, 1]), (34, 2))
+  assert model.training                                     # the user's model is left in train mode
+
+  model64 = copy.deepcopy(model).double().eval()
+  targets = [g.double() for g in grads]
+
+  def objective(x):
+    loss = torch.nn.functional.cross_entropy(model64(x), torch.tensor([0, 1, 2]))
+    rec = torch.autograd.grad(loss, list(model64.parameters()))
+    return 0.5 * float(sum(((a - b) ** 2).sum() for a, b in zip(rec, targets)))
+
+  x0 = start.double().reshape(-1)
+  h = 1e-5
+  fd = np.empty(x0.numel())
+  for i in range(x0.numel()):
+    e = torch.zeros_like(x0)
+    e[i] = h
+    fd[i] = (objective((x0 + e).reshape(start.shape)) - objective((x0 - e).reshape(start.shape))) / (2 * h)
+  step = (after - start).numpy().reshape(-1)
+  clear = np.abs(fd) > 1e-3 * np.abs(fd).max()
+  assert clear.mean() > 0.5
+  np.testing.assert_array_equal(np.sign(step[clear]), -np.sign(fd[clear]))
+  np.testing.assert_allclose(step[clear], -fd[clear] / (np.abs(fd[clear]) + 1e-8), atol=1e-4)
+  assert np.median(np.abs(step)) > 0.99
+  assert float(scaled.min()) == 0.0 and float(scaled.max()) == 1.0
+
+
+def test_a_reference_batch_with_the_reconstruction_step_gives_the_same_counts(twins):
+  """The step draws random numbers, so without dropout (whose masks would then differ) the deterministic attacks
+  must count exactly as without the step."""
+  import copy
+
+  torch_model = copy.deepcopy(twins[2])
+  torch_model.dropout.p = 0.0
+  x = np.asarray(jax.random.normal(jax.random.key(3), (20, 50, 6)))
+  y = np.arange(20) % 13
+  torch.manual_seed(5)
+  plain = R.reference_batch(torch_model, x, y)
+  torch.manual_seed(5)
+  with_step = R.reference_batch(torch_model, x, y, reconstruction=True)
+  for name in ("llg", "ebi", "llbg"):                       # deterministic: no random labels, no dummy batches
+    np.testing.assert_array_equal(plain[name], with_step[name])
