@@ -1,7 +1,8 @@
 """Run a paper's whole experiment grid as one resumable, shardable command.
 
   python -m jaxleak.study list                                            # the presets
-  python -m jaxleak.study run har_sampling --study_dir=studies/sampling --dry_run     # the plan, no work
+  python -m jaxleak.study run har_sampling --dry_run                      # the plan, no work
+  python -m jaxleak.study run har_sampling --study_dir=studies/sampling --dry_run     # ... and what is done
   python -m jaxleak.study run har_sampling --study_dir=studies/sampling \\
       --set datasets=synthetic_wear,synthetic_wetlab --set states=untrained            # any sub-grid
   python -m jaxleak.study run har_ldp --study_dir=studies/ldp --task_index=3 --num_tasks=8   # shard 3 of 8
@@ -18,7 +19,8 @@ from jaxleak import cli
 
 FLAGS = flags.FlagValues()
 _d = dict(flag_values=FLAGS)
-flags.DEFINE_string("study_dir", None, "The study's folder (records, index, tables).", **_d)
+flags.DEFINE_string("study_dir", None, "The study's folder (records, index, tables); a --dry_run without it "
+                    "shows the plan as if nothing were done yet.", **_d)
 flags.DEFINE_multi_string("set", [], "field=value overriding a field of the study, e.g. --set models=tinyhar "
                           "--set ldp=0:0,0.1:1.0 --set multi_step=100:20:5 (repeatable).", **_d)
 flags.DEFINE_bool("dry_run", False, "Print the plan (groups, tasks, what is done) and exit.", **_d)
@@ -45,9 +47,8 @@ def main(argv):
     for name, st in sorted(S.PRESETS.items()):
       print(f"{name:24s} {st.summary}")
     return
-  if not FLAGS.study_dir:
+  if not FLAGS.study_dir and not (command == "run" and FLAGS.dry_run):
     raise cli.FlagError("--study_dir is required: the folder that holds the study's records.")
-  store = S.Store(FLAGS.study_dir)
   if command == "run":
     if len(rest) != 1:
       raise cli.FlagError(f"run takes one study name; presets: {', '.join(sorted(S.PRESETS))}.")
@@ -60,7 +61,8 @@ def main(argv):
       from jaxleak.runs.study.plan import check_checkpoints, check_client_sizes, describe_with_cost
       loaded: dict = {}                            # datasets read once, for all three
       check_client_sizes(plan, loaded)             # an impossible N is refused by a dry run too
-      done = store.done_keys(t.key for t in shard.tasks) if _exists(FLAGS.study_dir) else set()
+      done = (S.Store(FLAGS.study_dir).done_keys(t.key for t in shard.tasks)
+              if FLAGS.study_dir and _exists(FLAGS.study_dir) else set())
       print(describe_with_cost(shard, done, loaded))
       try:                                         # the plan is still shown; what a run would refuse, said after it
         check_checkpoints(plan, loaded)
@@ -80,6 +82,7 @@ def main(argv):
     return
   if rest:
     raise cli.FlagError(f"{command} takes no arguments besides --study_dir.")
+  store = S.Store(FLAGS.study_dir)
   plan = S.make_plan(spec.from_json(store.read_study()), check_inputs=False)
   if command == "status":
     print(S.status(plan, store))

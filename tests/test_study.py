@@ -332,6 +332,18 @@ def test_dry_run_prints_the_plan_and_writes_nothing(tmp_path, capsys):
   assert not (tmp_path / "s").exists()
 
 
+def test_a_dry_run_needs_no_study_dir_and_the_rest_do(tmp_path, capsys, monkeypatch):
+  monkeypatch.chdir(tmp_path)
+  rc = cli.call(study_cli.main, study_cli.FLAGS, ["run", "har_sampling", "--dry_run", "--set=datasets=synthetic_tiny",
+                                                  "--set=models=tinyhar", "--set=states=untrained"])
+  out = capsys.readouterr().out
+  assert rc == 0 and "3 tasks in 3 groups" in out and "0/1 done" in out, out
+  assert list(tmp_path.iterdir()) == []
+  for args in (["run", "har_sampling"], ["status"], ["collect"]):
+    rc = cli.call(study_cli.main, study_cli.FLAGS, args)
+    assert rc == 2 and "--study_dir is required" in capsys.readouterr().err
+
+
 def test_whole_determination_is_a_study_task_recorded_as_a_direct_run(tmp_path):
   from jaxleak.runs import eavesdrop as EV
   from jaxleak.runs.study import spec
