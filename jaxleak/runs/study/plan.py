@@ -70,8 +70,8 @@ class Plan:
     return tuple(t for g in self.groups for t in g.tasks)
 
   def shard(self, task_index: int, num_tasks: int) -> "Plan":
-    """The groups of shard `task_index` of `num_tasks` (round-robin over groups sorted by key: deterministic,
-    and every group in exactly one shard)."""
+    """The groups of shard `task_index` of `num_tasks` (round-robin over the plan's groups, which are sorted by
+    label, then key: deterministic, and every group in exactly one shard)."""
     if num_tasks <= 0 or not 0 <= task_index < num_tasks:
       raise ValueError(f"task_index must be in [0, num_tasks={num_tasks}), got {task_index}.")
     return dataclasses.replace(self, groups=self.groups[task_index::num_tasks])
@@ -159,7 +159,10 @@ def make_plan(study: Study, *, check_inputs: bool = True) -> Plan:
       kinds[gkey] = kind
   if not groups:
     raise ValueError(f"study {study.name!r} has no tasks.")
-  plan = Plan(study, tuple(Group(k, kinds[k], tuple(groups[k])) for k in sorted(groups)))
+  # Ordered by what a person reads (dataset, model, state, sampling, ...), the key breaking ties: the dry run and
+  # the progress lines list related groups together, and shards get a deterministic round-robin deal of them.
+  plan = Plan(study, tuple(sorted((Group(k, kinds[k], tuple(groups[k])) for k in groups),
+                                  key=lambda g: (g.label, g.key))))
   if check_inputs:
     loaded: dict = {}                                          # each dataset read once for both checks
     check_client_sizes(plan, loaded)
