@@ -14,7 +14,10 @@ PRINTED_ARRAY = re.compile(r"^print\(.*\)\s+#\s+(\[[-\d\s.,]*\])\s*$")    # prin
 
 @pytest.mark.parametrize("index", range(len(BLOCKS)))
 def test_readme_python_block_runs(index, tmp_path, monkeypatch, capsys):
+  from jaxleak import models
   monkeypatch.chdir(tmp_path)
+  # A block may register a model (the README's own-model example); other test files must not see it.
+  monkeypatch.setattr(models, "_REGISTRY", dict(models._REGISTRY))
   exec(compile(BLOCKS[index].replace("/tmp/jaxleak_demo", str(tmp_path / "demo")), f"README block {index}", "exec"),
        {})
   printed = " ".join(capsys.readouterr().out.split())
