@@ -42,7 +42,8 @@ import torch                                                      # noqa: E402
 FLAGS = flags.FLAGS
 flags.DEFINE_string("dataset", "hapt", "hapt, synthetic_wear or synthetic_wetlab")
 flags.DEFINE_float("synthetic_scale", 1.0, "size of the synthetic datasets (1.0 = the real dataset's size)")
-flags.DEFINE_integer("reference_batches", 8, "batches timed the reference way (spread over the job's batches)")
+flags.DEFINE_integer("reference_batches", 8, "batches timed the reference way (spread over the job's batches)",
+                     lower_bound=1)
 flags.DEFINE_bool("reconstruction_step", True, "also time the reference with its discarded reconstruction step")
 
 
