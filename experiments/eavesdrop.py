@@ -94,7 +94,7 @@ def validate_flags() -> None:
                "wd_trials", "wd_total", "wd_max_rounds", "wd_window", "samples_per_participant", "min_owned"):
     cli.positive_int(FLAGS, name)
   cli.check(FLAGS, "other_samples", FLAGS.other_samples >= 0, "an integer >= 0")
-  cli.finite(FLAGS, "synthetic_scale", 0.0, lo_open=True)
+  cli.check_data_flags(FLAGS)
   cli.finite(FLAGS, "fraction", 0.0, 1.0, lo_open=True)
   cli.finite(FLAGS, "local_lr", 0.0, lo_open=True)
   cli.finite(FLAGS, "dirichlet_alpha", 0.0, lo_open=True)

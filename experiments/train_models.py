@@ -37,7 +37,7 @@ flags.DEFINE_enum("fold_execution", "auto", list(T.FOLD_EXECUTIONS),
 def main(argv):
   cli.no_positional(argv)
   models.require(FLAGS.model, "fold_training")
-  cli.finite(FLAGS, "synthetic_scale", 0.0, lo_open=True)
+  cli.check_data_flags(FLAGS)
   cli.positive_int(FLAGS, "epochs")
   cli.positive_int(FLAGS, "batch_size")
   cli.finite(FLAGS, "lr", 0.0, lo_open=True)

@@ -226,6 +226,20 @@ def define_har_data_flags(fv: flags.FlagValues) -> None:
   flags.DEFINE_bool("head_bias", True, "Build the classifier head with a bias (the paper's models have one).", **d)
 
 
+def check_data_flags(fv: flags.FlagValues) -> None:
+  """--synthetic_scale in (0, inf); --data_dir and --synthetic_scale refused where --dataset does not read them
+  (silently ignoring them would label a run with a setting it never had)."""
+  finite(fv, "synthetic_scale", 0.0, lo_open=True)
+  dataset = fv.dataset
+  if fv.data_dir and dataset not in D.FILE_DATASETS:
+    raise FlagError(f"--data_dir is read only with --dataset={', '.join(D.FILE_DATASETS)}; --dataset={dataset} "
+                    f"does not use it: drop --data_dir.")
+  synthetic = [d for d in D.DATASETS if d.startswith("synthetic_")]
+  if fv.synthetic_scale != 1.0 and dataset not in synthetic:
+    raise FlagError(f"--synthetic_scale={fv.synthetic_scale:g} applies to {', '.join(synthetic)} only; "
+                    f"--dataset={dataset} is used whole: drop --synthetic_scale.")
+
+
 def define_leakage_flags(fv: flags.FlagValues, *, multi_step: bool) -> None:
   """Flags shared by experiments/single_step_leakage.py and multi_step_leakage.py, defined into `fv`."""
   d = dict(flag_values=fv)
@@ -310,7 +324,7 @@ def default_checkpoint_dir(dataset: str, model: str) -> str:
 def leakage_config(fv: flags.FlagValues, **overrides):
   """The LeakageConfig the leakage flags describe (validated: a bad value raises, naming the flag)."""
   from jaxleak.runs.leakage import LeakageConfig
-  finite(fv, "synthetic_scale", 0.0, lo_open=True)
+  check_data_flags(fv)
   positive_int(fv, "num_samples")
   if fv.chunk_size is not None:
     positive_int(fv, "chunk_size")

@@ -206,8 +206,17 @@ def check_writable_folder(path: str, what: str = "output folder") -> None:
     probe_parent = os.path.dirname(probe_parent)
   if not os.path.isdir(probe_parent):
     raise StorageError(f"{what} {path}: {probe_parent} is a file, not a folder; choose another path.")
-  if not os.access(probe_parent, os.W_OK | os.X_OK):
-    raise StorageError(f"{what} {path}: {probe_parent} is not writable; choose a folder you can write to.")
+  # os.access alone passes for root everywhere, also where nothing can be created (/proc, read-only mounts):
+  # an unnamed temporary file is the real test, and leaves nothing behind.
+  try:
+    if not os.access(probe_parent, os.W_OK | os.X_OK):
+      raise PermissionError(13, "permission denied")
+    with tempfile.TemporaryFile(dir=probe_parent):
+      pass
+  except OSError as e:
+    reason = e.strerror or type(e).__name__
+    raise StorageError(f"{what} {path}: no file can be created in {probe_parent} ({reason.lower()}); choose a "
+                       f"folder you can write to.") from None
 
 
 # --- fingerprints and checkpoints ---------------------------------------------------------------------------------

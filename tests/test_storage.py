@@ -1,5 +1,6 @@
 """jaxleak.storage: atomic files and folders, self-verifying checkpoints, refusal of other configurations,
 and survival of kill -9 at random moments."""
+import errno
 import os
 import signal
 import subprocess
@@ -93,6 +94,20 @@ def test_unwritable_output_is_refused_before_work(tmp_path):
   with pytest.raises(storage.StorageError, match="is a file"):
     storage.check_writable_folder(str(blocker / "sub"))
   storage.check_writable_folder(str(tmp_path / "new" / "deeper"))           # creatable: fine
+
+
+def test_a_folder_that_takes_no_files_is_refused_even_for_root(tmp_path, monkeypatch):
+  # os.access says yes to root everywhere; the check creates a file to know.
+  if os.path.isdir("/proc/self"):
+    with pytest.raises(storage.StorageError, match=r"--output_dir /proc/jaxleak_x: no file can be created in /proc"):
+      storage.check_writable_folder("/proc/jaxleak_x", "--output_dir")
+
+  def read_only(*args, **kwargs):
+    raise OSError(errno.EROFS, "Read-only file system")
+  monkeypatch.setattr(storage.tempfile, "TemporaryFile", read_only)
+  with pytest.raises(storage.StorageError, match=r"in .* \(read-only file system\); choose a folder"):
+    storage.check_writable_folder(str(tmp_path / "out"))
+  assert os.listdir(tmp_path) == []                                          # nothing made while checking
 
 
 _WRITER = """
