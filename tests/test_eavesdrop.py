@@ -1,5 +1,6 @@
 """Eavesdrop (Wang et al.): allocations, vmapped FedAvg rounds, the three attacks, metrics, resume and the CLI."""
 import dataclasses
+import re
 
 import jax
 import jax.numpy as jnp
@@ -197,6 +198,25 @@ def test_allocate_dirichlet_concentration_owners_and_errors():
     D.allocate_dirichlet(pool, 5, alpha=0.0)
   with pytest.raises(ValueError, match="partition"):
     EV.EavesdropConfig(partition="iid")
+
+
+@pytest.mark.parametrize("field,value,message", [
+    ("dataset", "nope", "dataset: unknown 'nope'; valid: digits, mnist, hapt"),
+    ("model", "nope", "unknown model 'nope'"),
+    ("main_labels", (5, 3), "main_labels must be two integers 1 <= lo <= hi"),
+    ("samples_per_label", 0, "samples_per_label must be positive"),
+    ("other_samples", -1, "other_samples >= 0"),
+    ("aux_fraction", 1.0, "aux_fraction must be in (0, 1)"),
+    ("aux_samples_per_label", -1, "aux_samples_per_label must be >= 0"),
+    ("dropout", 1.0, "dropout must be in [0, 1)"),
+    ("sniff_margin", float("nan"), "sniff_margin must be a finite number >= 0"),
+    ("ratio_threshold", 0.0, "ratio_threshold must be a finite number > 0"),
+    ("abort_std", float("inf"), "abort_std must be a finite number > 0"),
+])
+def test_a_config_refuses_each_impossible_field_by_name(field, value, message):
+  with pytest.raises(ValueError, match=re.escape(message)):
+    EV.EavesdropConfig(**{field: value})
+  EV.EavesdropConfig(aux_samples_per_label=0, dropout=0.0, sniff_margin=0.0, other_samples=0)   # edges allowed
 
 
 def test_dirichlet_federation_gives_the_attacker_the_mean_owned_labels():

@@ -253,6 +253,12 @@ def test_a_damaged_record_is_recomputed_not_trusted(ldp_study):
     (["run", "har_ldp", "--task_index=3", "--num_tasks=2"], "--task_index=3"),
     (["run", "har_dirichlet", "--set=dirichlet_alphas=0.1,-1"], "dirichlet_alphas"),
     (["run", "har_dirichlet", "--set=states=trained"], "states=untrained"),
+    (["run", "eavesdrop_tables", "--set=model=nope"], "unknown model 'nope'"),
+    (["run", "eavesdrop_tables", "--set=abort_std=0"], "abort_std must be a finite number > 0"),
+    (["run", "eavesdrop_tables", "--set=dataset=digits", "--set=main_labels=1,20"], "hi < num_classes = 10"),
+    (["run", "eavesdrop_tables", "--set=dataset=wear"], "needs --data_dir"),
+    (["run", "eavesdrop_whole_determination", "--set=dataset=digits", "--set=samples_per_label=0"],
+     "samples_per_label must be positive"),
     (["status"], "holds no study"),
     (["frobnicate"], "give a command"),
 ])
@@ -260,7 +266,7 @@ def test_bad_study_commands_are_refused_before_any_work(args, message, tmp_path,
   rc = cli.call(study_cli.main, study_cli.FLAGS, [*args, f"--study_dir={tmp_path / 's'}"])
   err = capsys.readouterr().err
   assert rc == 2 and message in err, err
-  assert not (tmp_path / "s" / "records").exists()
+  assert not (tmp_path / "s").exists()                       # not even study.json
 
 
 @pytest.mark.parametrize("args,message", [

@@ -5,6 +5,8 @@ from __future__ import annotations
 import dataclasses
 import math
 
+from jaxleak import data as D
+from jaxleak import models
 from jaxleak.federated.rounds import LocalEpochs
 from jaxleak.privacy import LdpConfig
 
@@ -57,6 +59,9 @@ class EavesdropConfig:
   seed: int = 0
 
   def __post_init__(self):
+    if self.dataset not in D.POOL_DATASETS:
+      raise ValueError(f"dataset: unknown {self.dataset!r}; valid: {', '.join(D.POOL_DATASETS)}.")
+    models.require(self.model, "eavesdrop")
     if self.rounds <= 0 or self.num_participants <= 0:
       raise ValueError(f"rounds and num_participants must be positive, got {self.rounds}, {self.num_participants}.")
     if not 0.0 < self.fraction <= 1.0:
@@ -73,6 +78,25 @@ class EavesdropConfig:
                                                and self.min_owned > 0):
       raise ValueError(f"dirichlet partition needs dirichlet_alpha, samples_per_participant and min_owned > 0, got "
                        f"{self.dirichlet_alpha}, {self.samples_per_participant}, {self.min_owned}.")
+    lo, hi = self.main_labels
+    if not 1 <= lo <= hi:
+      raise ValueError(f"main_labels must be two integers 1 <= lo <= hi (labels a participant mainly holds), got "
+                       f"{self.main_labels}.")
+    if self.samples_per_label <= 0 or self.other_samples < 0:
+      raise ValueError(f"samples_per_label must be positive and other_samples >= 0, got {self.samples_per_label}, "
+                       f"{self.other_samples}.")
+    if not 0.0 < self.aux_fraction < 1.0:
+      raise ValueError(f"aux_fraction must be in (0, 1), got {self.aux_fraction}.")
+    if self.aux_samples_per_label is not None and self.aux_samples_per_label < 0:
+      raise ValueError(f"aux_samples_per_label must be >= 0 (0 or None: samples_per_label), got "
+                       f"{self.aux_samples_per_label}.")
+    if self.dropout is not None and not 0.0 <= self.dropout < 1.0:
+      raise ValueError(f"dropout must be in [0, 1) (None: the model's default), got {self.dropout}.")
+    for name, ok, allowed in (("sniff_margin", self.sniff_margin >= 0, ">= 0"),
+                              ("ratio_threshold", self.ratio_threshold > 0, "> 0"),
+                              ("abort_std", self.abort_std > 0, "> 0")):
+      if not (ok and math.isfinite(getattr(self, name))):
+        raise ValueError(f"{name} must be a finite number {allowed}, got {getattr(self, name)}.")
     if self.dataset in ("digits", "mnist") and self.model in ("deepconvlstm", "tinyhar"):
       raise ValueError(f"model {self.model!r} reads HAR windows [T, channels]; for the image dataset "
                        f"{self.dataset!r} use mlp or cnn.")

@@ -45,24 +45,42 @@ def setup(config: EavesdropConfig, allocation: D.Allocation | None = None,
           pools: tuple[D.LabelPool, D.LabelPool] | None = None) -> Federation:
   """Data, allocation (sec. IV-B unless given), auxiliary data and the initial global model."""
   train, aux = pools or load_pools(config)
-  if allocation is None and config.partition == "dirichlet":
-    allocation = D.allocate_dirichlet(train, config.num_participants, alpha=config.dirichlet_alpha,
-                                      samples_per_participant=config.samples_per_participant,
-                                      min_owned=config.min_owned, seed=config.seed)
-  elif allocation is None:
-    allocation = D.allocate_main_labels(train, config.num_participants, main_labels=config.main_labels,
-                                        samples_per_label=config.samples_per_label,
-                                        other_samples=config.other_samples, seed=config.seed)
+  allocation = allocate(config, train) if allocation is None else allocation
   if allocation.num_participants != config.num_participants:
     raise ValueError(f"allocation has {allocation.num_participants} participants, config {config.num_participants}.")
-  n_aux = config.aux_samples_per_label or config.samples_per_label
-  aux_index = D.aux_per_label(aux, n_aux, seed=config.seed + 1)
+  aux_index = _aux_index(config, aux)
   model = models.build(config.model, train.num_classes, **_model_kwargs(config))
   variables = models.init_for_shape(model, jax.random.key(config.seed), train.example_shape)
   return Federation(config=config, model=model, variables=variables, pool_x=jnp.asarray(train.x),
                     pool_y=jnp.asarray(train.y), allocation=allocation, aux_x=jnp.asarray(aux.x[aux_index]),
                     aux_y=jnp.asarray(aux.y[aux_index]), test_x=jnp.asarray(aux.x), test_y=jnp.asarray(aux.y),
                     num_classes=train.num_classes, labels_per_client=labels_per_client(config, allocation))
+
+
+def allocate(config: EavesdropConfig, train: D.LabelPool) -> D.Allocation:
+  """The participants' data: sec. IV-B's main labels, or Dirichlet(alpha) label proportions (config.partition)."""
+  if config.partition == "dirichlet":
+    return D.allocate_dirichlet(train, config.num_participants, alpha=config.dirichlet_alpha,
+                                samples_per_participant=config.samples_per_participant,
+                                min_owned=config.min_owned, seed=config.seed)
+  return D.allocate_main_labels(train, config.num_participants, main_labels=config.main_labels,
+                                samples_per_label=config.samples_per_label, other_samples=config.other_samples,
+                                seed=config.seed)
+
+
+def _aux_index(config: EavesdropConfig, aux: D.LabelPool) -> np.ndarray:
+  return D.aux_per_label(aux, config.aux_samples_per_label or config.samples_per_label, seed=config.seed + 1)
+
+
+def check_data(config: EavesdropConfig, pools: tuple[D.LabelPool, D.LabelPool],
+               allocation_drawn_later: bool = False) -> None:
+  """Raises the ValueError `setup` would raise about the data (labels against `main_labels`, the allocation, the
+  attacker's auxiliary examples), without building a model: for checks before any work. With
+  `allocation_drawn_later` (Whole Determination draws its own) only the auxiliary data is checked."""
+  train, aux = pools
+  if not allocation_drawn_later:
+    allocate(config, train)
+  _aux_index(config, aux)
 
 
 def labels_per_client(config: EavesdropConfig, allocation: D.Allocation) -> float:

@@ -164,8 +164,9 @@ def make_plan(study: Study, *, check_inputs: bool = True) -> Plan:
   plan = Plan(study, tuple(sorted((Group(k, kinds[k], tuple(groups[k])) for k in groups),
                                   key=lambda g: (g.label, g.key))))
   if check_inputs:
-    loaded: dict = {}                                          # each dataset read once for both checks
+    loaded: dict = {}                                          # each dataset read once for all checks
     check_client_sizes(plan, loaded)
+    check_eavesdrop_data(plan, loaded)
     check_checkpoints(plan, loaded)
   return plan
 
@@ -244,6 +245,26 @@ def check_client_sizes(plan: Plan, loaded: Optional[dict] = None) -> None:
                            fix=f"lower {where} (--set), or attack fewer clients (--set num_clients=...)")
     except ValueError as e:
       raise ValueError(f"{cfg.dataset} {cfg.model} {cfg.sampling}: {e}") from None
+
+
+def check_eavesdrop_data(plan: Plan, loaded: Optional[dict] = None) -> None:
+  """Every Eavesdrop and Whole Determination group's data can be set up (the dataset loads, its labels fit
+  main_labels, the participants' and the attacker's examples can be drawn), checked before any work (each pool
+  loaded once, kept in `loaded`); otherwise a ValueError naming the group."""
+  from jaxleak.runs.eavesdrop import federation
+  from jaxleak.runs.study.engine import eavesdrop_config
+  loaded = {} if loaded is None else loaded
+  for g in plan.groups:
+    if g.kind == "har":
+      continue
+    cfg = eavesdrop_config(g.tasks[0].config)
+    key = ("pools", cfg.dataset, cfg.data_dir, cfg.synthetic_scale, cfg.seed, cfg.aux_fraction)
+    try:
+      if key not in loaded:
+        loaded[key] = federation.load_pools(cfg)
+      federation.check_data(cfg, loaded[key], allocation_drawn_later=g.kind == "whole_determination")
+    except ValueError as e:
+      raise ValueError(f"{g.label}: {e}") from None
 
 
 def _check_checkpoint_data(plan: Plan, loaded: dict) -> None:
