@@ -126,3 +126,17 @@ def test_metrics_stay_in_range_for_any_valid_counts(seed, k, c):
   for metric in (M.lnacc, M.leacc, M.symmetric_existence_accuracy):
     v = np.asarray(metric(true, pred))
     assert np.all((v >= 0) & (v <= 1)), (metric.__name__, v)
+
+
+def test_a_run_whose_updates_are_not_finite_is_refused_naming_the_subjects():
+  # A model with a NaN weight (what a diverged training leaves) gives NaN updates; attacks would return no counts
+  # and every metric NaN. The run stops instead, before any attack.
+  from jaxleak import models
+  from jaxleak.runs.leakage import LeakageConfig, run_leakage
+  cfg = LeakageConfig(dataset="synthetic_tiny", model="tinyhar", num_samples=100, clients=(1, 2), attacks=("ebi",))
+  variables = models.init(models.build("tinyhar", 5), jax.random.key(0), 50, 3)        # synthetic_tiny: C = 5
+  head = variables["params"]["head"]
+  variables["params"]["head"] = {**head, "kernel": head["kernel"].at[0, 0].set(jnp.nan)}
+  with pytest.raises(ValueError, match=r"6 of 6 updates are not finite \(NaN or inf\), of subjects \[1, 2\]; the "
+                                       r"model overflowed"):
+    run_leakage(cfg, variables=variables)

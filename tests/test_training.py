@@ -91,6 +91,24 @@ def test_resume_refuses_a_checkpoint_of_another_config_and_extends_epochs(setup,
     T.train_folds(model, clients, T.Folds((0,)), ds.num_classes, one, checkpoint_path=path)
 
 
+def test_diverged_training_stops_and_its_models_are_refused(setup, tmp_path, monkeypatch):
+  ds, clients, model = setup
+  path = str(tmp_path / "folds.ckpt")
+  wild = dataclasses.replace(CFG, epochs=1, lr=1e15)
+  with pytest.raises(ValueError, match=r"training diverged in epoch 1: the weights of the folds holding out "
+                                       r"subjects \[0\] are not finite"):
+    T.train_folds(model, clients, T.Folds((0,)), ds.num_classes, wild, checkpoint_path=path)
+  assert not os.path.exists(path)                                           # nothing saved
+  with monkeypatch.context() as m:                                          # as an unchecked trainer would save it
+    m.setattr(T, "nonfinite_folds", lambda params, num_folds: [])
+    T.train_folds(model, clients, T.Folds((0,)), ds.num_classes, wild, checkpoint_path=path)
+  with pytest.raises(ValueError, match=r"the models holding out subjects \[0\] have non-finite weights"):
+    T.load_fold_models(path, model, 50, ds.num_channels)
+  with pytest.raises(ValueError, match=r"batch_size 100000 is larger than the training windows of the folds "
+                                       r"holding out subjects \(subject: windows\) \{0: "):
+    T.train_folds(model, clients, T.Folds((0,)), ds.num_classes, dataclasses.replace(CFG, batch_size=100000))
+
+
 def test_trained_models_of_another_dataset_or_model_are_refused(setup, tmp_path):
   ds, clients, model = setup
   path = T.checkpoint_path(str(tmp_path))

@@ -232,6 +232,12 @@ def train_folds(model: nn.Module, clients: WindowedClients, folds: Folds, num_cl
   configuration is refused with the differing fields named; one with more epochs than cfg.epochs too.
   """
   log = progress or (lambda m: None)
+  short = {clients.subject_ids[h]: len(folds.train_pool(clients, f)) for f, h in enumerate(folds.held_out)
+           if len(folds.train_pool(clients, f)) < cfg.batch_size}
+  if short:
+    raise ValueError(f"batch_size {cfg.batch_size} is larger than the training windows of the folds holding out "
+                     f"subjects (subject: windows) {short}; lower batch_size (batches are drop-last, so those folds "
+                     f"would never take a step).")
   steps = steps_per_epoch(clients, folds, cfg)
   tx = make_optimizer(cfg)
   key = jax.random.key(cfg.seed)
@@ -288,6 +294,12 @@ def train_folds(model: nn.Module, clients: WindowedClients, folds: Folds, num_cl
       losses.append(loss)
     if per_fold is not None:
       state = jax.tree.map(lambda *xs: jnp.stack(xs), *per_fold)
+    diverged = nonfinite_folds(state.params, num_folds)
+    if diverged:
+      kept = f"; {checkpoint_path} keeps epoch {epoch}" if ckpt and epoch else ""
+      raise ValueError(f"training diverged in epoch {epoch + 1}: the weights of the folds holding out subjects "
+                       f"{[clients.subject_ids[folds.held_out[f]] for f in diverged]} are not finite (NaN or inf); "
+                       f"lower the learning rate (--lr; it was {cfg.lr:g}) and train again{kept}.")
     ev = evaluate(model, state, clients, folds, num_classes)
     rec = {"epoch": epoch + 1, "seconds": time.perf_counter() - t0,
            "loss": np.nanmean(np.stack([np.asarray(l) for l in losses]), axis=0).tolist(), **ev}
@@ -335,8 +347,21 @@ def load_fold_models(path: str, model: nn.Module, window: int, channels: int, *,
   target = jax.eval_shape(lambda: init_state(model, make_optimizer(cfg), jax.random.key(0), window, channels,
                                              len(held)))
   state, _ = storage.Checkpointer(path, stored, what="fold training").restore(target)
+  diverged = nonfinite_folds(state.params, len(held))
+  if diverged:
+    raise ValueError(f"{path}: the models holding out subjects {[held[f] for f in diverged]} have non-finite weights "
+                     f"(NaN or inf: their training diverged); train them again with a lower --lr (it was "
+                     f"{cfg.lr:g}).")
   variables = {"params": state.params, **({"batch_stats": state.batch_stats} if state.batch_stats else {})}
   return variables, held
+
+
+def nonfinite_folds(params, num_folds: int) -> list[int]:
+  """Indices of the folds (leading axis of every leaf of `params`) with a NaN or inf weight."""
+  finite = np.ones(num_folds, bool)
+  for leaf in jax.tree.leaves(params):
+    finite &= np.isfinite(np.asarray(leaf)).reshape(num_folds, -1).all(axis=1)
+  return np.flatnonzero(~finite).tolist()
 
 
 def checkpoint_path(checkpoint_dir: str) -> str:

@@ -107,6 +107,21 @@ def in_calls(prep: Prepared, per_call: int, fn, progress: Optional[Callable[[str
   return jax.tree.map(lambda a: a[inverse], stacked)
 
 
+def require_finite(prep: Prepared, cfg: LeakageConfig, grads: LastLayerGrads) -> LastLayerGrads:
+  """`grads` if every update is finite; else a ValueError naming how many updates and which subjects are not (an
+  attack on a NaN update returns no counts, so every metric of the run would be NaN)."""
+  finite = np.ones(len(prep.indices), bool)
+  for leaf in jax.tree.leaves(grads):
+    finite &= np.isfinite(np.asarray(leaf)).reshape(len(finite), -1).all(axis=1)
+  if finite.all():
+    return grads
+  subjects = sorted({int(s) for s in prep.subject_of_batch[~finite]})
+  cause = (f"the clients' local training diverged: lower the local learning rate (local_lr, it is {cfg.local.lr:g})" if cfg.local is not None
+           else "the model overflowed on these windows: check the data's values and scale")
+  raise ValueError(f"{int((~finite).sum())} of {len(finite)} updates are not finite (NaN or inf), of subjects "
+                   f"{subjects}; {cause}.")
+
+
 def compute_updates(prep: Prepared, cfg: LeakageConfig, ldp: LdpConfig,
                     progress: Optional[Callable[[str], None]], execution: str = "auto") -> LastLayerGrads:
   """The head gradients (single step, after `ldp`) or gradient-equivalents (multi step) of every update.
@@ -121,7 +136,7 @@ def compute_updates(prep: Prepared, cfg: LeakageConfig, ldp: LdpConfig,
     fn = lambda v, x, y, k, b: client_updates(prep.model, v, x, y, k, local=cfg.local, minmax=cfg.minmax,
                                               batched_variables=b)
     per_call = cfg.vmap_chunk(True) * (1 if prep.mesh is None else prep.mesh.devices.size)
-    return in_calls(prep, per_call, fn, progress, "local training", execution)
+    return require_finite(prep, cfg, in_calls(prep, per_call, fn, progress, "local training", execution))
   if ldp.per_example and ldp.needs_full_gradient:
     per_call, chunk = 1, 1                                        # [N, all params] per update: one a call
   elif ldp.needs_full_gradient:
@@ -134,7 +149,7 @@ def compute_updates(prep: Prepared, cfg: LeakageConfig, ldp: LdpConfig,
     per_call = chunk = chunk * prep.mesh.devices.size
   fn = lambda v, x, y, k, b: last_layer_grads(prep.model, v, x, y, k, method=cfg.grad_method, minmax=cfg.minmax,
                                               chunk_size=chunk, ldp=ldp, batched_variables=b)
-  return in_calls(prep, per_call, fn, progress, execution=execution)
+  return require_finite(prep, cfg, in_calls(prep, per_call, fn, progress, execution=execution))
 
 
 def compute_heads_and_norms(prep: Prepared, cfg: LeakageConfig, progress: Optional[Callable[[str], None]],
@@ -144,4 +159,5 @@ def compute_heads_and_norms(prep: Prepared, cfg: LeakageConfig, progress: Option
   execution = "vmap" if execution == "auto" else execution
   fn = lambda v, x, y, k, b: head_grads_and_model_norms(prep.model, v, x, y, k, minmax=cfg.minmax,
                                                         batched_variables=b)
-  return in_calls(prep, cfg.vmap_chunk(True), fn, progress, "gradients + model norms", execution)
+  grads, norms = in_calls(prep, cfg.vmap_chunk(True), fn, progress, "gradients + model norms", execution)
+  return require_finite(prep, cfg, grads), norms
