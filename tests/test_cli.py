@@ -40,7 +40,7 @@ BAD = [
     (SS, ["--dataset=wear"], "needs --data_dir"),
     (SS, ["--data_dir=/tmp"], "--data_dir is read only with --dataset=wear, wetlab, tal; --dataset=hapt"),
     (SS, ["--dataset=synthetic_tiny", "--data_dir=/tmp"], "--dataset=synthetic_tiny does not use it"),
-    (SS, ["--synthetic_scale=0.5"], "--synthetic_scale=0.5 applies to synthetic_wear, synthetic_wetlab, synthetic_tiny"),
+    (SS, ["--synthetic_scale=0.5"], "--synthetic_scale=0.5 applies to synthetic_wear, synthetic_wetlab, synthetic_"),
     (MS, ["--dataset=wear", "--data_dir=/tmp", "--synthetic_scale=2"], "--dataset=wear is used whole"),
     (TM, ["--synthetic_scale=0.5"], "--synthetic_scale=0.5 applies to"),
     (EX, ["--dataset=mnist", "--synthetic_scale=0.5"], "--dataset=mnist is used whole"),

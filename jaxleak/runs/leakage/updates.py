@@ -116,8 +116,10 @@ def require_finite(prep: Prepared, cfg: LeakageConfig, grads: LastLayerGrads) ->
   if finite.all():
     return grads
   subjects = sorted({int(s) for s in prep.subject_of_batch[~finite]})
-  cause = (f"the clients' local training diverged: lower the local learning rate (local_lr, it is {cfg.local.lr:g})" if cfg.local is not None
-           else "the model overflowed on these windows: check the data's values and scale")
+  if cfg.local is not None:
+    cause = f"the clients' local training diverged: lower the local learning rate (local_lr, it is {cfg.local.lr:g})"
+  else:
+    cause = "the model overflowed on these windows: check the data's values and scale"
   raise ValueError(f"{int((~finite).sum())} of {len(finite)} updates are not finite (NaN or inf), of subjects "
                    f"{subjects}; {cause}.")
 
