@@ -286,7 +286,7 @@ def test_n_larger_than_a_clients_data_is_refused_before_anything_is_written(args
   assert rc == 0, capsys.readouterr().err
 
 
-def test_a_study_refuses_trained_models_of_other_data_before_any_work(tmp_path, capsys):
+def test_a_study_refuses_trained_models_of_other_data_before_any_work(tmp_path, capsys, monkeypatch):
   from jaxleak import data as D, models
   from jaxleak.runs import fold_training as FT
   ds = D.load("synthetic_tiny", scale=0.5, seed=1)                        # the study's default seed is 1
@@ -295,6 +295,9 @@ def test_a_study_refuses_trained_models_of_other_data_before_any_work(tmp_path, 
                  checkpoint_path=FT.checkpoint_path(str(tmp_path / "ck_synthetic_tiny")), dataset_name=ds.name)
   fields = {"datasets": "synthetic_tiny", "models": "tinyhar", "states": "trained",
             "checkpoint_dir": str(tmp_path / "ck_{dataset}")}
+  with pytest.raises(ValueError, match=r"has no trained model holding out subjects \[1, 2, 3\]; train every fold"):
+    S.make_plan(S.override(S.preset("har_sampling"), {**fields, "synthetic_scale": "0.5"}))
+  fields["num_clients"] = "1"                                               # subject 0: the one fold trained
   S.make_plan(S.override(S.preset("har_sampling"), {**fields, "synthetic_scale": "0.5"}))     # the data it saw
   base = ["run", "har_sampling", *[f"--set={k}={v}" for k, v in fields.items()], f"--study_dir={tmp_path / 's'}"]
   for wrong in (["--set=synthetic_scale=1.0"], ["--set=synthetic_scale=0.5", "--set=seeds=2"]):
@@ -305,6 +308,15 @@ def test_a_study_refuses_trained_models_of_other_data_before_any_work(tmp_path, 
                                                          "--set=attacks=llg"])
   err = capsys.readouterr().err
   assert rc == 2 and "holds models of another architecture or head than the study's tinyhar (head_bias=False" in err
+  assert not (tmp_path / "s").exists()
+  with monkeypatch.context() as m:                                          # weights of a diverged training
+    m.setattr(FT, "nonfinite_folds", lambda params, num_folds: [])
+    FT.train_folds(model, D.make_clients(ds), FT.Folds((0,)), ds.num_classes, FT.TrainConfig(epochs=1, lr=1e15),
+                   checkpoint_path=FT.checkpoint_path(str(tmp_path / "nan_synthetic_tiny")), dataset_name=ds.name)
+  nan = [a.replace(f"{tmp_path / 'ck_'}", f"{tmp_path / 'nan_'}") for a in base]
+  rc = cli.call(study_cli.main, study_cli.FLAGS, nan + ["--set=synthetic_scale=0.5"])
+  err = capsys.readouterr().err
+  assert rc == 2 and "the models holding out subjects [0] have non-finite weights" in err, err
   assert not (tmp_path / "s").exists()
 
 

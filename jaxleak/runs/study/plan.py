@@ -269,16 +269,19 @@ def check_eavesdrop_data(plan: Plan, loaded: Optional[dict] = None) -> None:
 
 def _check_checkpoint_data(plan: Plan, loaded: dict) -> None:
   """Every trained-model checkpoint a study reads was trained on the windows and labels its tasks attack
-  (`fold_training.check_training_data`), checked before any work; each dataset is loaded once."""
+  (`fold_training.check_training_data`), holds finite weights and a fold for every attacked subject; checked
+  before any work, each dataset loaded once."""
   from jaxleak import models, storage
   from jaxleak.runs import fold_training
+  from jaxleak.runs.leakage.prepare import select_clients
+  from jaxleak.runs.study.engine import leakage_config
   seen, datasets = set(), {}
   for t in plan.tasks:
     c = t.config
     if t.kind != "har" or not c["checkpoint_dir"]:
       continue
     data_key = (c["dataset"], c["data_dir"], c["synthetic_scale"], c["seed"])
-    model_key = (c["model"], c.get("head_bias", True), c.get("dropout"))
+    model_key = (c["model"], c.get("head_bias", True), c.get("dropout"), c.get("num_clients"))
     if (c["checkpoint_dir"],) + data_key + model_key in seen:
       continue
     seen.add((c["checkpoint_dir"],) + data_key + model_key)
@@ -297,6 +300,13 @@ def _check_checkpoint_data(plan: Plan, loaded: dict) -> None:
                        f"{stored['model']!r}; train it with experiments/train_models.py for this model, or fix the "
                        "part's checkpoint_dir.")
     fold_training.check_training_data(path, stored, datasets[data_key])
+    # The weights themselves: the file verifies, they are finite, and there is a fold for every attacked subject.
+    clients = datasets[data_key]
+    _, held = fold_training.load_fold_models(path, model, clients.windows.shape[1], clients.windows.shape[2])
+    missing = [s for s in select_clients(_load(loaded, *data_key), leakage_config(c)) if s not in held]
+    if missing:
+      raise ValueError(f"{path} has no trained model holding out subjects {missing}; train every fold with "
+                       f"experiments/train_models.py, or attack fewer clients (--set num_clients=...).")
 
 
 def describe(plan: Plan, done: Optional[set] = None) -> str:
