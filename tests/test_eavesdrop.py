@@ -204,6 +204,7 @@ def test_allocate_dirichlet_concentration_owners_and_errors():
     ("dataset", "nope", "dataset: unknown 'nope'; valid: digits, mnist, hapt"),
     ("model", "nope", "unknown model 'nope'"),
     ("main_labels", (5, 3), "main_labels must be two integers 1 <= lo <= hi"),
+    ("main_labels", (3, 4, 5), "main_labels must be two integers 1 <= lo <= hi"),
     ("samples_per_label", 0, "samples_per_label must be positive"),
     ("other_samples", -1, "other_samples >= 0"),
     ("aux_fraction", 1.0, "aux_fraction must be in (0, 1)"),

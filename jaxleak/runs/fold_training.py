@@ -232,8 +232,8 @@ def train_folds(model: nn.Module, clients: WindowedClients, folds: Folds, num_cl
   configuration is refused with the differing fields named; one with more epochs than cfg.epochs too.
   """
   log = progress or (lambda m: None)
-  short = {clients.subject_ids[h]: len(folds.train_pool(clients, f)) for f, h in enumerate(folds.held_out)
-           if len(folds.train_pool(clients, f)) < cfg.batch_size}
+  sizes = {clients.subject_ids[h]: len(folds.train_pool(clients, f)) for f, h in enumerate(folds.held_out)}
+  short = {s: n for s, n in sizes.items() if n < cfg.batch_size}
   if short:
     raise ValueError(f"batch_size {cfg.batch_size} is larger than the training windows of the folds holding out "
                      f"subjects (subject: windows) {short}; lower batch_size (batches are drop-last, so those folds "

@@ -78,8 +78,7 @@ class EavesdropConfig:
                                                and self.min_owned > 0):
       raise ValueError(f"dirichlet partition needs dirichlet_alpha, samples_per_participant and min_owned > 0, got "
                        f"{self.dirichlet_alpha}, {self.samples_per_participant}, {self.min_owned}.")
-    lo, hi = self.main_labels
-    if not 1 <= lo <= hi:
+    if len(self.main_labels) != 2 or not 1 <= self.main_labels[0] <= self.main_labels[1]:
       raise ValueError(f"main_labels must be two integers 1 <= lo <= hi (labels a participant mainly holds), got "
                        f"{self.main_labels}.")
     if self.samples_per_label <= 0 or self.other_samples < 0:
