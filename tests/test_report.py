@@ -255,13 +255,17 @@ def test_per_step_ldp_of_a_multi_step_run_composes_over_its_steps(tmp_path):
   assert row[4] == accounting.gaussian_epsilon(0.2, 1.0).value
 
 
-def test_a_damaged_study_record_is_counted_missing_and_said_on_the_page(tmp_path):
+def test_a_damaged_study_record_is_left_out_and_named_on_the_page(tmp_path):
   (tmp_path / "records").mkdir()
   (tmp_path / "records" / "abc.json").write_text("{damaged")
+  (tmp_path / "records" / "f00d.json").write_text('{"x": 1}')            # valid JSON, not a jaxleak record
   (tmp_path / "records" / ".tmp-x1y2-def.json").write_text("{half")    # a writer killed mid-write: not a record
   results = R.load(str(tmp_path))
-  assert results.kind == "study" and results.missing == 1 and results.empty
-  assert "1 task(s) of the study have no record yet" in R.build(results).files["index.html"]
+  assert results.kind == "study" and results.missing == 0 and results.empty
+  assert results.damaged == [str(tmp_path / "records" / "abc.json"), str(tmp_path / "records" / "f00d.json")]
+  page = R.build(results).files["index.html"]
+  assert "2 record file(s) failed verification (damaged, or not written by jaxleak) and are left out" in page
+  assert "no record yet" not in page                                    # nothing planned is missing
 
 
 def test_an_eavesdrop_record_without_the_count_columns_reads_them_as_nan(tmp_path):

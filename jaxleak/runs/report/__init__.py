@@ -82,6 +82,11 @@ def build(results: Results, *, delta: float = 1e-5, rounds: int = 1,
   if results.missing:
     warnings.append(f"{results.missing} task(s) of the study have no record yet: the report shows the finished "
                     "ones. Run the study again to finish it, then rebuild the report.")
+  if results.damaged:
+    shown = ", ".join(results.damaged[:3]) + (f" and {len(results.damaged) - 3} more" if len(results.damaged) > 3
+                                              else "")
+    warnings.append(f"{len(results.damaged)} record file(s) failed verification (damaged, or not written by "
+                    f"jaxleak) and are left out: {shown}. Running the study again recomputes its own tasks.")
   if acct.missing_extra:
     warnings.append(acct.missing_extra)
   for t in tables:
@@ -91,7 +96,7 @@ def build(results: Results, *, delta: float = 1e-5, rounds: int = 1,
   files["report.json"] = storage.json_text({
       "source": os.path.abspath(results.origin), "kind": results.kind, "delta": delta, "rounds": rounds,
       "figures": [dataclasses.asdict(f) for f in figs], "tables": [t.name for t in tables], "warnings": warnings,
-      "missing_tasks": results.missing})
+      "missing_tasks": results.missing, "damaged_records": results.damaged})
   return Report(files, figs, tables, warnings)
 
 

@@ -82,6 +82,7 @@ class Results:
   whole: list
   configs: dict                  # source -> the configuration that produced it (shown in the report)
   missing: int = 0               # study tasks without a record yet
+  damaged: list = dataclasses.field(default_factory=list)   # record files that failed verification (paths)
 
   @property
   def empty(self) -> bool:
@@ -109,6 +110,7 @@ def load(path: str) -> Results:
         getattr(out, name).extend(getattr(sub, name))
       out.configs.update(sub.configs)
       out.missing += sub.missing
+      out.damaged += sub.damaged
       dirs[:] = []
     elif "manifest.json" in files:
       _load_run(root, "." if rel == "." else rel, out)
@@ -126,8 +128,9 @@ def _is_study(folder: str) -> bool:
 
 
 def _load_study(root: str) -> Results:
-  """A study's verified records (in the plan's order when study.json is there; a damaged record is skipped and
-  counted as missing: the study recomputes it when run again)."""
+  """A study's verified records (in the plan's order when study.json is there). A planned task without a record
+  counts as missing; a record file that fails verification (damaged, or not written by jaxleak) is skipped and
+  listed in `damaged` (the study recomputes a planned one when run again)."""
   from jaxleak.runs.study import Store, make_plan
   from jaxleak.runs.study.plan import Task, task_row
   from jaxleak.runs.study.spec import from_json
@@ -149,8 +152,11 @@ def _load_study(root: str) -> Results:
   for key in keys:
     try:
       rec = store.read(key)
-    except (FileNotFoundError, storage.StorageError):
-      out.missing += 1                            # a planned task not run yet, or a damaged record
+    except FileNotFoundError:
+      out.missing += 1                            # a planned task not run yet
+      continue
+    except storage.StorageError:
+      out.damaged.append(os.path.join(folder, key + ".json"))
       continue
     task = Task(key, rec["kind"], rec["config"], rec.get("group", ""))
     res, row, c = rec["results"], task_row(task), task.config
