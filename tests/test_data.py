@@ -352,3 +352,26 @@ def test_your_own_data_in_the_tal_layout_runs_under_its_own_name(tmp_path, capsy
   rc = cli.call(ss.main, ss.FLAGS, ["--dataset=tal", f"--output_dir={tmp_path / 'out2'}"])
   err = capsys.readouterr().err
   assert rc == 2 and "needs --data_dir" in err and "jaxleak.data.tal" in err and len(err.strip().splitlines()) == 1
+
+
+def _recording(labels=(0, 1, 2, 3), channels=3, signals=None, label_dtype=np.int32):
+  y = np.repeat(np.asarray(labels), 25).astype(label_dtype)
+  x = np.zeros((len(y), channels), np.float32) if signals is None else signals
+  return D.Recording(x, y)
+
+
+@pytest.mark.parametrize("make,message", [
+    (lambda: {1: [_recording()], 2: [_recording(), _recording((0, 7, -1))]},
+     "subject 2, recording 1: labels [-1, 7] outside [0, 4): labels index class_names"),
+    (lambda: {1: [_recording(channels=2)]}, "subject 1, recording 0: 2 signal channels, but 3 channel_names"),
+    (lambda: {1: [_recording(label_dtype=np.float32)]}, "labels must be integer class indices"),
+    (lambda: {1: [_recording(signals=np.full((100, 3), np.inf, np.float32))]},
+     "signals hold NaN or inf in 100 of 100 rows (the first: row 0)"),
+    (lambda: {1: [_recording(signals=np.full((100, 3), "a"))]}, "signals must be real numbers"),
+    (lambda: {}, "needs class names, channel names and at least one subject"),
+])
+def test_a_dataset_refuses_labels_channels_or_signals_it_cannot_mean(make, message):
+  with pytest.raises(ValueError, match=re.escape(message)):
+    D.HarDataset(name="mine", class_names=("null", "a", "b", "c"), channel_names=("x", "y", "z"), subjects=make())
+  D.HarDataset(name="mine", class_names=("null", "a", "b", "c"), channel_names=("x", "y", "z"),
+               subjects={1: [_recording()]})                              # the same, well formed

@@ -18,6 +18,16 @@ class Recording:
     if self.signals.ndim != 2 or self.labels.shape != (self.signals.shape[0],):
       raise ValueError(f"a recording needs signals [L, ch] and labels [L]; got {self.signals.shape} and "
                        f"{self.labels.shape}.")
+    if not (np.issubdtype(self.signals.dtype, np.floating) or np.issubdtype(self.signals.dtype, np.integer)):
+      raise ValueError(f"a recording's signals must be real numbers, got dtype {self.signals.dtype}.")
+    if not np.issubdtype(self.labels.dtype, np.integer):
+      raise ValueError(f"a recording's labels must be integer class indices (0 = NULL), got dtype "
+                       f"{self.labels.dtype}.")
+    bad = ~np.isfinite(self.signals).all(axis=1)
+    if bad.any():
+      raise ValueError(f"a recording's signals hold NaN or inf in {int(bad.sum())} of {len(bad)} rows (the first: "
+                       f"row {int(np.argmax(bad))}); fill or drop them first (the WEAR/Wetlab reader fills NaN "
+                       f"with 0, as the reference does).")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -33,6 +43,21 @@ class HarDataset:
   subjects: Mapping[int, Sequence[Recording]]
   sampling_rate: int = 50
   loso_validation: Mapping[int, int] | None = None
+
+  def __post_init__(self):
+    if not self.class_names or not self.channel_names or not self.subjects:
+      raise ValueError(f"dataset {self.name!r} needs class names, channel names and at least one subject.")
+    c, ch = len(self.class_names), len(self.channel_names)
+    for s, recordings in self.subjects.items():
+      for i, r in enumerate(recordings):
+        where = f"dataset {self.name!r}, subject {s}, recording {i}"
+        if r.signals.shape[1] != ch:
+          raise ValueError(f"{where}: {r.signals.shape[1]} signal channels, but {ch} channel_names "
+                           f"{tuple(self.channel_names)}.")
+        if r.labels.size and (r.labels.min() < 0 or r.labels.max() >= c):
+          out = np.unique(r.labels[(r.labels < 0) | (r.labels >= c)])
+          raise ValueError(f"{where}: labels {out[:5].tolist()} outside [0, {c}): labels index class_names "
+                           f"{tuple(self.class_names)} (0 = NULL).")
 
   @property
   def num_classes(self) -> int:
