@@ -375,3 +375,10 @@ def test_a_dataset_refuses_labels_channels_or_signals_it_cannot_mean(make, messa
     D.HarDataset(name="mine", class_names=("null", "a", "b", "c"), channel_names=("x", "y", "z"), subjects=make())
   D.HarDataset(name="mine", class_names=("null", "a", "b", "c"), channel_names=("x", "y", "z"),
                subjects={1: [_recording()]})                              # the same, well formed
+
+
+@pytest.mark.parametrize("window,stride", [(0, 25), (50, 0), (-50, 25), (50, 2.5)])
+def test_windows_and_strides_must_be_positive_integers(window, stride):
+  with pytest.raises(ValueError, match="must be a positive integer"):
+    D.window_starts(300, window, stride)
+  np.testing.assert_array_equal(D.window_starts(300, 50, 60), [0, 60, 120, 180, 240])   # gaps are allowed

@@ -18,6 +18,9 @@ def window_starts(length: int, window: int = WINDOW, stride: int = STRIDE) -> np
   start < length - window, dropping the last window when (length - window) is a multiple of the stride; see
   BUILD_NOTES.md.
   """
+  for name, value in (("window", window), ("stride", stride)):
+    if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value <= 0:
+      raise ValueError(f"{name} must be a positive integer (samples), got {value!r}.")
   if length < window:
     return np.zeros((0,), np.int64)
   return np.arange(0, length - window + 1, stride, dtype=np.int64)
