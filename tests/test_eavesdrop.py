@@ -213,6 +213,8 @@ def test_allocate_dirichlet_concentration_owners_and_errors():
     ("sniff_margin", float("nan"), "sniff_margin must be a finite number >= 0"),
     ("ratio_threshold", 0.0, "ratio_threshold must be a finite number > 0"),
     ("abort_std", float("inf"), "abort_std must be a finite number > 0"),
+    ("data_dir", "/x", "data_dir is read only with dataset wear, wetlab, tal; 'mnist' does not use it"),
+    ("synthetic_scale", 0.5, "synthetic_scale applies to synthetic datasets only; 'mnist' is used whole"),
 ])
 def test_a_config_refuses_each_impossible_field_by_name(field, value, message):
   with pytest.raises(ValueError, match=re.escape(message)):

@@ -62,6 +62,12 @@ class EavesdropConfig:
     if self.dataset not in D.POOL_DATASETS:
       raise ValueError(f"dataset: unknown {self.dataset!r}; valid: {', '.join(D.POOL_DATASETS)}.")
     models.require(self.model, "eavesdrop")
+    if self.data_dir and self.dataset not in D.FILE_DATASETS:
+      raise ValueError(f"data_dir is read only with dataset {', '.join(D.FILE_DATASETS)}; {self.dataset!r} does not "
+                       "use it: drop it.")
+    if self.synthetic_scale != 1.0 and not self.dataset.startswith("synthetic_"):
+      raise ValueError(f"synthetic_scale applies to synthetic datasets only; {self.dataset!r} is used whole: drop "
+                       "it.")
     if self.rounds <= 0 or self.num_participants <= 0:
       raise ValueError(f"rounds and num_participants must be positive, got {self.rounds}, {self.num_participants}.")
     if not 0.0 < self.fraction <= 1.0:

@@ -33,6 +33,13 @@ PAPER_MULTI_STEP = ((100, 20, 5), (100, 50, 2), (500, 100, 5))
 STATES = ("untrained", "trained")
 
 
+def _check_read_by(field: str, given, datasets, readers) -> None:
+  """Refuses a data field that none of the grid's datasets reads (it would be ignored, yet change every key)."""
+  if given and not set(datasets) & set(readers):
+    raise ValueError(f"{field} is read only by {', '.join(readers)}; none of datasets {list(datasets)} reads it: "
+                     f"drop it.")
+
+
 def check_choices(what: str, values, valid) -> None:
   """ValueError naming `what` unless `values` is a non-empty list of distinct names from `valid`."""
   if not values:
@@ -101,6 +108,9 @@ class HarGrid:
       raise ValueError(f"local_lr must be a finite number > 0, got {self.local_lr}.")
     if not (math.isfinite(self.synthetic_scale) and self.synthetic_scale > 0):
       raise ValueError(f"synthetic_scale must be a finite number > 0, got {self.synthetic_scale}.")
+    _check_read_by("data_dir", self.data_dir, self.datasets, D.FILE_DATASETS)
+    _check_read_by("synthetic_scale", self.synthetic_scale != 1.0, self.datasets,
+                   [d for d in D.DATASETS if d.startswith("synthetic_")])
     if not (math.isfinite(self.compression) and 0.0 <= self.compression < 1.0):
       raise ValueError(f"compression must be in [0, 1), got {self.compression}.")
     if self.dropout is not None and not (math.isfinite(self.dropout) and 0.0 <= self.dropout < 1.0):
