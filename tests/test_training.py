@@ -115,8 +115,10 @@ def test_trained_models_of_another_dataset_or_model_are_refused(setup, tmp_path)
   T.train_folds(model, clients, T.Folds((0,)), ds.num_classes, dataclasses.replace(CFG, epochs=1),
                 checkpoint_path=path, dataset_name="synthetic_tiny")
   other = models.build("deepconvlstm", ds.num_classes)
-  with pytest.raises(ValueError, match="trained with model"):
+  with pytest.raises(ValueError, match="trained with model") as e:
     T.load_fold_models(path, other, 50, ds.num_channels, dataset="synthetic_tiny")
+  assert "\n" not in str(e.value) and "model TinyHAR(num_classes=5, filters=8, kernel_size=9" in str(e.value)
+  assert "this run uses DeepConvLSTM(num_classes=5, conv_filters=64" in str(e.value)
   with pytest.raises(ValueError, match="trained with dataset 'synthetic_tiny'"):
     T.load_fold_models(path, model, 50, ds.num_channels, dataset="hapt")
 

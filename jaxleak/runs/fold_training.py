@@ -334,7 +334,8 @@ def load_fold_models(path: str, model: nn.Module, window: int, channels: int, *,
   stored = header.get("config", {})
   for field, want in (("dataset", dataset), ("model", repr(model))):
     if want and stored.get(field) and stored.get(field) != want:
-      raise ValueError(f"{path} holds models trained with {field} {stored.get(field)!r}, but this run uses {want!r}; "
+      raise ValueError(f"{path} holds models trained with {field} {one_line(stored.get(field))}, but this run uses "
+                       f"{one_line(want)}; "
                        "train them with experiments/train_models.py for this dataset and model, or point "
                        "--checkpoint_dir at the matching checkpoint.")
   if clients is not None and not check_training_data(path, stored, clients) and progress:
@@ -354,6 +355,14 @@ def load_fold_models(path: str, model: nn.Module, window: int, channels: int, *,
                      f"{cfg.lr:g}).")
   variables = {"params": state.params, **({"batch_stats": state.batch_stats} if state.batch_stats else {})}
   return variables, held
+
+
+def one_line(text: str) -> str:
+  """A Flax module's multi-line repr (as checkpoints record it) on one line: 'TinyHAR(num_classes=5, ...)'."""
+  lines = [ln.strip() for ln in str(text).splitlines() if ln.strip() and not ln.strip().startswith("#")]
+  if len(lines) < 2:
+    return repr(text)
+  return lines[0] + ", ".join(ln.replace(" = ", "=") for ln in lines[1:-1]) + lines[-1]
 
 
 def nonfinite_folds(params, num_folds: int) -> list[int]:
