@@ -101,6 +101,8 @@ class HarGrid:
       raise ValueError(f"clip_scope: unknown {self.clip_scope!r}; valid: all, last_layer.")
     if self.multi_step and self.ldp != ((0.0, 0.0),):
       raise ValueError("multi_step and ldp in one grid: the paper runs multi-step without LDP; make them two parts.")
+    if len(set(self.multi_step)) != len(self.multi_step):
+      raise ValueError("multi_step: an (N, B, S) triple is listed twice.")
     for n, b, s in self.multi_step:
       if min(n, b, s) <= 0 or b > n:
         raise ValueError(f"multi_step: (N={n}, B={b}, S={s}) needs positive values and B <= N.")
@@ -249,6 +251,8 @@ def _parse(value: Any, like: Any, field: str):
   if isinstance(like, str):
     return text
   if isinstance(like, bool):
+    if text.lower() not in ("1", "true", "yes", "0", "false", "no"):
+      raise ValueError(f"{field}: {text!r} is not true or false.")
     return text.lower() in ("1", "true", "yes")
   return type(like)(text)
 
@@ -274,19 +278,22 @@ def override(study: Study, values: dict[str, Any]) -> Study:
       base = dict(part.base)
       axes = dict(part.axes)
       for k, v in values.items():
-        if k == "replicates":
-          part = dataclasses.replace(part, replicates=int(v))
-        elif k in axes:
-          axes[k] = _parse(v, axes[k], k)
-        elif k in _EAVESDROP_FIELDS:
-          base[k] = _parse(v, _EAVESDROP_FIELDS[k], k) if isinstance(v, str) else v
-        elif k in WD_FIELDS and isinstance(part, WholeDeterminationGrid):
-          try:
+        try:
+          if k == "replicates":
+            replicates = int(v)
+            if replicates < 1:
+              raise ValueError("must be a positive integer (federations per setting).")
+            part = dataclasses.replace(part, replicates=replicates)
+          elif k in axes:
+            axes[k] = _parse(v, axes[k], k)
+          elif k in _EAVESDROP_FIELDS:
+            base[k] = _parse(v, _EAVESDROP_FIELDS[k], k) if isinstance(v, str) else v
+          elif k in WD_FIELDS and isinstance(part, WholeDeterminationGrid):
             base[k] = _parse(v, WD_FIELDS[k], k) if isinstance(v, str) else v
-          except ValueError as e:
-            raise ValueError(f"--set {k}={v}: {e}") from None
-        else:
-          continue
+          else:
+            continue
+        except ValueError as e:
+          raise ValueError(f"--set {k}={v}: {e}") from None
         known.add(k)
       parts.append(dataclasses.replace(part, base=tuple(sorted(base.items())), axes=tuple(axes.items())))
   unknown = sorted(set(values) - known)
