@@ -265,8 +265,6 @@ def test_a_damaged_record_is_recomputed_not_trusted(ldp_study):
     (["run", "eavesdrop_tables", "--set=abort_std=0"], "abort_std must be a finite number > 0"),
     (["run", "eavesdrop_tables", "--set=dataset=digits", "--set=main_labels=1,20"], "hi < num_classes = 10"),
     (["run", "eavesdrop_tables", "--set=dataset=wear"], "needs --data_dir"),
-    (["run", "eavesdrop_tables", "--set=dataset=digits", "--set=local_batch_size=500"],
-     "local_batch_size 500 is larger than any participant's data (at most 328 examples)"),
     (["run", "eavesdrop_whole_determination", "--set=dataset=digits", "--set=samples_per_label=0"],
      "samples_per_label must be positive"),
     (["status"], "holds no study"),

@@ -48,7 +48,6 @@ def setup(config: EavesdropConfig, allocation: D.Allocation | None = None,
   allocation = allocate(config, train) if allocation is None else allocation
   if allocation.num_participants != config.num_participants:
     raise ValueError(f"allocation has {allocation.num_participants} participants, config {config.num_participants}.")
-  _check_batch_size(config, allocation)
   aux_index = _aux_index(config, aux)
   model = models.build(config.model, train.num_classes, **_model_kwargs(config))
   variables = models.init_for_shape(model, jax.random.key(config.seed), train.example_shape)
@@ -69,14 +68,6 @@ def allocate(config: EavesdropConfig, train: D.LabelPool) -> D.Allocation:
                                 seed=config.seed)
 
 
-def _check_batch_size(config: EavesdropConfig, allocation: D.Allocation) -> None:
-  most = int(allocation.mask.sum(1).max())
-  if config.local.batch_size > most:
-    raise ValueError(f"local_batch_size {config.local.batch_size} is larger than any participant's data (at most "
-                     f"{most} examples): every local epoch would be one step padded to {config.local.batch_size}; "
-                     f"use at most {most} (the same single step per epoch).")
-
-
 def _aux_index(config: EavesdropConfig, aux: D.LabelPool) -> np.ndarray:
   return D.aux_per_label(aux, config.aux_samples_per_label or config.samples_per_label, seed=config.seed + 1)
 
@@ -88,7 +79,7 @@ def check_data(config: EavesdropConfig, pools: tuple[D.LabelPool, D.LabelPool],
   `allocation_drawn_later` (Whole Determination draws its own) only the auxiliary data is checked."""
   train, aux = pools
   if not allocation_drawn_later:
-    _check_batch_size(config, allocate(config, train))
+    allocate(config, train)
   _aux_index(config, aux)
 
 
