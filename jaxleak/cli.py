@@ -234,9 +234,8 @@ def check_data_flags(fv: flags.FlagValues) -> None:
   if fv.data_dir and dataset not in D.FILE_DATASETS:
     raise FlagError(f"--data_dir is read only with --dataset={', '.join(D.FILE_DATASETS)}; --dataset={dataset} "
                     f"does not use it: drop --data_dir.")
-  synthetic = [d for d in D.DATASETS if d.startswith("synthetic_")]
-  if fv.synthetic_scale != 1.0 and dataset not in synthetic:
-    raise FlagError(f"--synthetic_scale={fv.synthetic_scale:g} applies to {', '.join(synthetic)} only; "
+  if fv.synthetic_scale != 1.0 and dataset not in D.SYNTHETIC_DATASETS:
+    raise FlagError(f"--synthetic_scale={fv.synthetic_scale:g} applies to {', '.join(D.SYNTHETIC_DATASETS)} only; "
                     f"--dataset={dataset} is used whole: drop --synthetic_scale.")
 
 

@@ -15,7 +15,8 @@ from jaxleak.data.synthetic import PRESETS as SYNTHETIC_PRESETS, make_synthetic
 from jaxleak.data.tal import DataFormatError, load_tal
 from jaxleak.data.windows import make_clients, repartition_dirichlet, window_recording, window_starts
 
-DATASETS = ("hapt", "wear", "wetlab", "tal") + tuple(f"synthetic_{p}" for p in SYNTHETIC_PRESETS)
+SYNTHETIC_DATASETS = tuple(f"synthetic_{p}" for p in SYNTHETIC_PRESETS)   # the ones --synthetic_scale applies to
+DATASETS = ("hapt", "wear", "wetlab", "tal") + SYNTHETIC_DATASETS
 FILE_DATASETS = ("wear", "wetlab", "tal")          # read from --data_dir in the TAL layout (see jaxleak.data.tal)
 
 
@@ -60,7 +61,7 @@ def load_pool(name: str, *, data_dir: str | None = None, scale: float = 1.0, see
 
 
 __all__ = ["Allocation", "DATASETS", "DataFormatError", "FILE_DATASETS", "HarDataset", "LabelPool", "POOL_DATASETS",
-           "Recording", "STRATEGIES", "SYNTHETIC_PRESETS", "WindowedClients", "allocate_dirichlet",
+           "Recording", "STRATEGIES", "SYNTHETIC_DATASETS", "SYNTHETIC_PRESETS", "WindowedClients", "allocate_dirichlet",
            "allocate_label_totals", "allocate_main_labels", "aux_per_label", "check_client_sizes", "load",
            "load_digits", "load_hapt", "load_mnist", "load_pool", "load_tal", "make_clients", "make_synthetic",
            "pad_allocation", "quantity_groups", "repartition_dirichlet", "sample_client", "sample_clients",

@@ -65,7 +65,7 @@ class EavesdropConfig:
     if self.data_dir and self.dataset not in D.FILE_DATASETS:
       raise ValueError(f"data_dir is read only with dataset {', '.join(D.FILE_DATASETS)}; {self.dataset!r} does not "
                        "use it: drop it.")
-    if self.synthetic_scale != 1.0 and not self.dataset.startswith("synthetic_"):
+    if self.synthetic_scale != 1.0 and self.dataset not in D.SYNTHETIC_DATASETS:
       raise ValueError(f"synthetic_scale applies to synthetic datasets only; {self.dataset!r} is used whole: drop "
                        "it.")
     if self.rounds <= 0 or self.num_participants <= 0:

@@ -111,8 +111,7 @@ class HarGrid:
     if not (math.isfinite(self.synthetic_scale) and self.synthetic_scale > 0):
       raise ValueError(f"synthetic_scale must be a finite number > 0, got {self.synthetic_scale}.")
     _check_read_by("data_dir", self.data_dir, self.datasets, D.FILE_DATASETS)
-    _check_read_by("synthetic_scale", self.synthetic_scale != 1.0, self.datasets,
-                   [d for d in D.DATASETS if d.startswith("synthetic_")])
+    _check_read_by("synthetic_scale", self.synthetic_scale != 1.0, self.datasets, D.SYNTHETIC_DATASETS)
     if not (math.isfinite(self.compression) and 0.0 <= self.compression < 1.0):
       raise ValueError(f"compression must be in [0, 1), got {self.compression}.")
     if self.dropout is not None and not (math.isfinite(self.dropout) and 0.0 <= self.dropout < 1.0):
