@@ -11,6 +11,7 @@ from experiments import eavesdrop as EX
 from jaxleak import cli
 from jaxleak import data as D
 from jaxleak.runs import eavesdrop as EV
+from jaxleak.runs.eavesdrop.whole_determination import draw_trials
 from jaxleak import metrics, models
 from jaxleak.attacks import eavesdrop as E
 from jaxleak.federated.rounds import (LocalEpochs, compress_update, fedavg_round, local_train_fn, per_label_updates,
@@ -91,6 +92,8 @@ def test_attack_input_errors():
     E.class_sniffing(jnp.zeros((16, 6)), u[:, :, :5], 10, 4)
   with pytest.raises(ValueError, match="NaN"):
     E.cluster_labels(np.array([[0.0], [np.nan], [1.0]]))
+  with pytest.raises(ValueError, match="unknown linkage 'wards'; valid: ward, single"):
+    E.cluster_labels(np.array([[0.0], [0.5], [1.0]]), method="wards")
 
 
 # --- Whole Determination --------------------------------------------------------------------------------------------
@@ -483,6 +486,27 @@ def test_whole_determination_end_to_end_separates_frequent_labels(tmp_path):
   np.testing.assert_array_equal(again.predicted_known_k, trial.predicted_known_k)
   with pytest.raises(ValueError, match="another configuration"):
     EV.run_whole_determination(cfg, dataclasses.replace(wd, window=4), checkpoint_path=path)
+
+
+@pytest.mark.parametrize("field,value,message", [
+    ("trials", 0, "trials must be a positive integer"), ("window", 2.5, "window must be a positive integer"),
+    ("factors", (1.0,), "at least two group sizes"), ("factors", (1.0, float("nan")), "finite"),
+    ("stages", (0.5, 0.5), "increasing"), ("stages", (), "increasing"), ("num_clusters", True, "positive integer"),
+    ("method", "wrd", "unknown linkage 'wrd'")])
+def test_whole_determination_config_refuses_nonsense(field, value, message):
+  with pytest.raises(ValueError, match=re.escape(message)):
+    EV.WholeDeterminationConfig(**{field: value})
+
+
+def test_whole_determination_trials_are_checked_against_the_labels_before_training():
+  cfg = EV.EavesdropConfig(dataset="digits")
+  train, _ = EV.load_pools(cfg)
+  allocations, groups = draw_trials(cfg, EV.WholeDeterminationConfig(trials=2), train)
+  assert len(allocations) == 2 and all(np.bincount(g).tolist() in ([4, 3, 3], [3, 4, 3], [3, 3, 4]) for g in groups)
+  with pytest.raises(ValueError, match=re.escape("splits 10 labels: factors (11 groups)")):
+    draw_trials(cfg, EV.WholeDeterminationConfig(factors=(1.0,) * 11), train)
+  with pytest.raises(ValueError, match=re.escape("num_clusters (11) must not exceed")):
+    draw_trials(cfg, EV.WholeDeterminationConfig(num_clusters=11), train)
 
 
 def test_cli_rounds_writes_tables(tmp_path, capsys):

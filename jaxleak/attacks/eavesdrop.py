@@ -130,6 +130,10 @@ def ratio_vectors(label_updates_over_rounds: jax.Array) -> jax.Array:
   return jax.vmap(log_ratio)(label_updates_over_rounds).T
 
 
+#: scipy's hierarchical linkage methods (all with Euclidean distances here).
+LINKAGE_METHODS = ("ward", "single", "complete", "average", "weighted", "centroid", "median")
+
+
 def cluster_labels(vectors, num_clusters: int | None = None, *, method: str = "ward",
                    max_clusters: int | None = None) -> np.ndarray:
   """Hierarchical clustering (Euclidean distance; Ward linkage by default, any scipy method) of the rows of
@@ -138,6 +142,8 @@ def cluster_labels(vectors, num_clusters: int | None = None, *, method: str = "w
   """
   from scipy.cluster import hierarchy
 
+  if method not in LINKAGE_METHODS:
+    raise ValueError(f"method: unknown linkage {method!r}; valid: {', '.join(LINKAGE_METHODS)}.")
   v = np.asarray(vectors, np.float64)
   c = v.shape[0]
   if v.ndim != 2 or c < 2:

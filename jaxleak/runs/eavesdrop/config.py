@@ -7,6 +7,7 @@ import math
 
 from jaxleak import data as D
 from jaxleak import models
+from jaxleak.attacks.eavesdrop import LINKAGE_METHODS
 from jaxleak.federated.rounds import LocalEpochs
 from jaxleak.privacy import LdpConfig
 
@@ -137,6 +138,43 @@ class WholeDeterminationConfig:
   window: int = 5                               # rounds of ratios per label vector, from the stage's round on
   num_clusters: int | None = None               # None: chosen by the largest merge-height jump
   method: str = "ward"                          # scipy linkage method (Euclidean distance)
+
+  def __post_init__(self):
+    for name in ("trials", "total_per_label", "max_rounds", "window"):
+      value = getattr(self, name)
+      if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}.")
+    factors, stages = _floats(self.factors, "factors"), _floats(self.stages, "stages")
+    if len(factors) < 2 or not all(0 < f <= 1 for f in factors):
+      raise ValueError(f"factors must be at least two group sizes in (0, 1] relative to Q (the paper: 1, 1/4, 1/5), "
+                       f"got {self.factors}.")
+    if not stages or not all(0 < s <= 1 for s in stages) or any(b <= a for a, b in zip(stages, stages[1:])):
+      raise ValueError(f"stages must be increasing test accuracies in (0, 1] (the paper: 0.5, 0.85), got "
+                       f"{self.stages}.")
+    if self.num_clusters is not None and (isinstance(self.num_clusters, bool) or not isinstance(self.num_clusters, int)
+                                          or self.num_clusters < 1):
+      raise ValueError(f"num_clusters must be a positive integer, or None to choose it from the merge heights; got "
+                       f"{self.num_clusters!r}.")
+    if self.method not in LINKAGE_METHODS:
+      raise ValueError(f"method: unknown linkage {self.method!r}; valid: {', '.join(LINKAGE_METHODS)}.")
+    object.__setattr__(self, "factors", factors)
+    object.__setattr__(self, "stages", stages)
+
+  def check_classes(self, num_classes: int) -> None:
+    """Raises the ValueError a dataset of `num_classes` labels meets: more groups or clusters than labels."""
+    if len(self.factors) > num_classes or (self.num_clusters or 0) > num_classes:
+      raise ValueError(f"Whole Determination splits {num_classes} labels: factors ({len(self.factors)} groups) and "
+                       f"num_clusters ({self.num_clusters}) must not exceed that.")
+
+
+def _floats(values, name: str) -> tuple[float, ...]:
+  try:
+    out = tuple(float(v) for v in values)
+  except (TypeError, ValueError):
+    raise ValueError(f"{name} must be a sequence of numbers, got {values!r}.") from None
+  if not all(math.isfinite(v) for v in out):
+    raise ValueError(f"{name} must be finite numbers, got {values!r}.")
+  return out
 
 
 WD_STAGE_NAMES = {0.5: "middle", 0.85: "late"}

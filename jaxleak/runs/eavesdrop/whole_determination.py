@@ -40,12 +40,7 @@ def run_whole_determination(config: EavesdropConfig, wd: WholeDeterminationConfi
   train, aux = load_pools(config)
   c = train.num_classes
   factors = np.asarray(wd.factors, np.float64)
-  allocations, group_list = [], []
-  for trial in range(wd.trials):
-    groups = D.quantity_groups(c, config.seed + trial, tuple(wd.factors))
-    totals = np.maximum(1, np.round(wd.total_per_label * factors[groups])).astype(np.int64)
-    allocations.append(D.allocate_label_totals(train, config.num_participants, totals, seed=config.seed + trial))
-    group_list.append(groups)
+  allocations, group_list = draw_trials(config, wd, train)
   width = max(a.width for a in allocations)
   ckpt = storage.Checkpointer(checkpoint_path, {"eavesdrop": dataclasses.asdict(config),
                                                 "whole_determination": dataclasses.asdict(wd)},
@@ -91,6 +86,22 @@ def run_whole_determination(config: EavesdropConfig, wd: WholeDeterminationConfi
     if ckpt:
       _save_wd_checkpoint(ckpt, out)
   return out
+
+
+def draw_trials(config: EavesdropConfig, wd: WholeDeterminationConfig, train: D.LabelPool
+                ) -> tuple[list[D.Allocation], list[np.ndarray]]:
+  """Each trial's allocation and true label groups (i32[C]), a function of (config.seed + trial) only; raises the
+  ValueError the data meets (more groups or clusters than labels, a label missing from the pool) before any
+  training, so studies check it while planning."""
+  wd.check_classes(train.num_classes)
+  factors = np.asarray(wd.factors, np.float64)
+  allocations, group_list = [], []
+  for trial in range(wd.trials):
+    groups = D.quantity_groups(train.num_classes, config.seed + trial, wd.factors)
+    totals = np.maximum(1, np.round(wd.total_per_label * factors[groups])).astype(np.int64)
+    allocations.append(D.allocate_label_totals(train, config.num_participants, totals, seed=config.seed + trial))
+    group_list.append(groups)
+  return allocations, group_list
 
 
 def _save_wd_checkpoint(ckpt: storage.Checkpointer, trials: list[WholeDeterminationTrial]) -> None:

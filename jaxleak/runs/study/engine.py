@@ -89,11 +89,8 @@ def whole_determination_config(c: dict):
     wd = WholeDeterminationConfig(**kw)
   except TypeError as e:
     raise ValueError(f"Whole Determination fields: {e}") from None
-  if wd.trials <= 0 or wd.total_per_label <= 0 or wd.window <= 0 or wd.max_rounds <= 0:
-    raise ValueError(f"wd_trials, wd_total_per_label, wd_window and wd_max_rounds must be positive; got {wd}.")
-  if not wd.factors or min(wd.factors) <= 0 or not wd.stages or not all(0 < s <= 1 for s in wd.stages):
-    raise ValueError(f"wd_factors must be positive and wd_stages accuracies in (0, 1]; got {wd.factors}, "
-                     f"{wd.stages}.")
+  except ValueError as e:                                  # its messages start with the field's name
+    raise ValueError(f"wd_{e}") from None
   return wd
 
 

@@ -249,10 +249,12 @@ def check_client_sizes(plan: Plan, loaded: Optional[dict] = None) -> None:
 
 def check_eavesdrop_data(plan: Plan, loaded: Optional[dict] = None) -> None:
   """Every Eavesdrop and Whole Determination group's data can be set up (the dataset loads, its labels fit
-  main_labels, the participants' and the attacker's examples can be drawn), checked before any work (each pool
-  loaded once, kept in `loaded`); otherwise a ValueError naming the group."""
+  main_labels, the participants' and the attacker's examples can be drawn, every Whole Determination trial's
+  allocation too), checked before any work (each pool loaded once, kept in `loaded`); otherwise a ValueError naming
+  the group."""
   from jaxleak.runs.eavesdrop import federation
-  from jaxleak.runs.study.engine import eavesdrop_config
+  from jaxleak.runs.eavesdrop.whole_determination import draw_trials
+  from jaxleak.runs.study.engine import eavesdrop_config, whole_determination_config
   loaded = {} if loaded is None else loaded
   for g in plan.groups:
     if g.kind == "har":
@@ -263,6 +265,8 @@ def check_eavesdrop_data(plan: Plan, loaded: Optional[dict] = None) -> None:
       if key not in loaded:
         loaded[key] = federation.load_pools(cfg)
       federation.check_data(cfg, loaded[key], allocation_drawn_later=g.kind == "whole_determination")
+      if g.kind == "whole_determination":
+        draw_trials(cfg, whole_determination_config(g.tasks[0].config), loaded[key][0])
     except ValueError as e:
       raise ValueError(f"{g.label}: {e}") from None
 
