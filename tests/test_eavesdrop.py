@@ -218,6 +218,10 @@ def test_allocate_dirichlet_concentration_owners_and_errors():
     ("abort_std", float("inf"), "abort_std must be a finite number > 0"),
     ("data_dir", "/x", "data_dir is read only with dataset wear, wetlab, tal; 'mnist' does not use it"),
     ("synthetic_scale", 0.5, "synthetic_scale applies to synthetic datasets only; 'mnist' is used whole"),
+    ("rounds", 2.5, "rounds must be a positive integer, got 2.5"),
+    ("seed", -1, "seed must be an integer >= 0, got -1"),
+    ("attacker_participates", "no", "attacker_participates must be True or False, got 'no'"),
+    ("local", (3, 64, 0.01), "local must be a jaxleak.federated.LocalEpochs"),
 ])
 def test_a_config_refuses_each_impossible_field_by_name(field, value, message):
   with pytest.raises(ValueError, match=re.escape(message)):

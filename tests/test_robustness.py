@@ -2,6 +2,7 @@
 
 Property tests over random shapes, scales and positions of non-finite values (hypothesis)."""
 import math
+import re
 
 import hypothesis.strategies as st
 import jax
@@ -140,3 +141,29 @@ def test_a_run_whose_updates_are_not_finite_is_refused_naming_the_subjects():
   with pytest.raises(ValueError, match=r"6 of 6 updates are not finite \(NaN or inf\), of subjects \[1, 2\]; the "
                                        r"model overflowed"):
     run_leakage(cfg, variables=variables)
+
+
+@pytest.mark.parametrize("field,value,message", [
+    ("seed", -1, "seed must be an integer >= 0, got -1"), ("seed", 1.5, "seed must be an integer >= 0, got 1.5"),
+    ("attacks", "ebi", "attacks must be a tuple of attack names"), ("minmax", "no", "minmax must be True or False"),
+    ("head_bias", 1, "head_bias must be True or False"), ("num_samples", 100.0, "num_samples must be a positive integer"),
+    ("ldp", {"noise_std": 1.0}, "ldp must be a jaxleak.privacy.LdpConfig"),
+    ("local", (20, 5), "local must be None (single step) or a jaxleak.federated.LocalSteps"),
+    ("data_dir", "/tmp", "data_dir is read only with dataset wear, wetlab, tal; 'hapt' does not use it"),
+    ("synthetic_scale", 0.5, "synthetic_scale applies to synthetic datasets only; 'hapt' is used whole")])
+def test_a_leakage_config_refuses_each_mistyped_field_by_name(field, value, message):
+  # Before 2026-12-04 these ran (a string 'no' read as True, data_dir ignored) or failed deep inside with a
+  # message that did not name the field (NumPy's SeedSequence, an AttributeError on the dict).
+  from jaxleak.runs.leakage import LeakageConfig
+  with pytest.raises(ValueError, match=re.escape(message)):
+    LeakageConfig(**{field: value}).validate()
+  LeakageConfig(seed=np.int64(3), attacks=["ebi", "llg"]).validate()              # NumPy ints and lists are fine
+
+
+@pytest.mark.parametrize("field,value,message", [
+    ("epochs", 2.5, "epochs must be a positive integer"), ("seed", -2, "seed must be an integer >= 0"),
+    ("class_weighted", "yes", "class_weighted must be True or False")])
+def test_a_train_config_refuses_each_mistyped_field_by_name(field, value, message):
+  from jaxleak.runs.fold_training import TrainConfig
+  with pytest.raises(ValueError, match=re.escape(message)):
+    TrainConfig(**{field: value})

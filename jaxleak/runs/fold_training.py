@@ -31,6 +31,7 @@ import optax
 from flax import linen as nn
 
 from jaxleak import storage
+from jaxleak.runs import fields
 from jaxleak.data.dataset import WindowedClients
 from jaxleak.federated.apply import class_weighted_ce, train_loss
 
@@ -47,9 +48,10 @@ class TrainConfig:
   seed: int = 1
 
   def __post_init__(self):
-    if self.epochs <= 0 or self.batch_size <= 0 or self.lr_step_epochs <= 0:
-      raise ValueError(f"epochs, batch_size and lr_step_epochs must be positive, got {self.epochs}, "
-                       f"{self.batch_size}, {self.lr_step_epochs}.")
+    for name in ("epochs", "batch_size", "lr_step_epochs"):
+      fields.integer(name, getattr(self, name))
+    fields.integer("seed", self.seed, minimum=0)
+    fields.boolean("class_weighted", self.class_weighted)
     for name in ("lr", "lr_decay"):
       value = getattr(self, name)
       if not (math.isfinite(value) and value > 0):

@@ -10,6 +10,7 @@ from jaxleak import models
 from jaxleak.attacks.eavesdrop import LINKAGE_METHODS
 from jaxleak.federated.rounds import LocalEpochs
 from jaxleak.privacy import LdpConfig
+from jaxleak.runs import fields
 
 # The paper's MNIST settings (sec. IV-A3, IV-B): 100 participants, 10 % selected, L_bs 64, L_lr 0.01, L_ep 3.
 PAPER_LOCAL = LocalEpochs(epochs=3, batch_size=64, lr=0.01)
@@ -63,14 +64,13 @@ class EavesdropConfig:
     if self.dataset not in D.POOL_DATASETS:
       raise ValueError(f"dataset: unknown {self.dataset!r}; valid: {', '.join(D.POOL_DATASETS)}.")
     models.require(self.model, "eavesdrop")
-    if self.data_dir and self.dataset not in D.FILE_DATASETS:
-      raise ValueError(f"data_dir is read only with dataset {', '.join(D.FILE_DATASETS)}; {self.dataset!r} does not "
-                       "use it: drop it.")
-    if self.synthetic_scale != 1.0 and self.dataset not in D.SYNTHETIC_DATASETS:
-      raise ValueError(f"synthetic_scale applies to synthetic datasets only; {self.dataset!r} is used whole: drop "
-                       "it.")
-    if self.rounds <= 0 or self.num_participants <= 0:
-      raise ValueError(f"rounds and num_participants must be positive, got {self.rounds}, {self.num_participants}.")
+    fields.data_source(self.dataset, self.data_dir, self.synthetic_scale)
+    for name in ("rounds", "num_participants", "samples_per_participant", "min_owned"):
+      fields.integer(name, getattr(self, name))
+    fields.integer("seed", self.seed, minimum=0)
+    fields.boolean("attacker_participates", self.attacker_participates)
+    if not isinstance(self.local, LocalEpochs):
+      raise ValueError(f"local must be a jaxleak.federated.LocalEpochs(epochs, batch_size, lr), got {self.local!r}.")
     if not 0.0 < self.fraction <= 1.0:
       raise ValueError(f"fraction P must be in (0, 1], got {self.fraction}.")
     if not 0.0 <= self.compression < 1.0:
@@ -141,9 +141,7 @@ class WholeDeterminationConfig:
 
   def __post_init__(self):
     for name in ("trials", "total_per_label", "max_rounds", "window"):
-      value = getattr(self, name)
-      if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}.")
+      fields.integer(name, getattr(self, name))
     factors, stages = _floats(self.factors, "factors"), _floats(self.stages, "stages")
     if len(factors) < 2 or not all(0 < f <= 1 for f in factors):
       raise ValueError(f"factors must be at least two group sizes in (0, 1] relative to Q (the paper: 1, 1/4, 1/5), "
@@ -151,10 +149,8 @@ class WholeDeterminationConfig:
     if not stages or not all(0 < s <= 1 for s in stages) or any(b <= a for a, b in zip(stages, stages[1:])):
       raise ValueError(f"stages must be increasing test accuracies in (0, 1] (the paper: 0.5, 0.85), got "
                        f"{self.stages}.")
-    if self.num_clusters is not None and (isinstance(self.num_clusters, bool) or not isinstance(self.num_clusters, int)
-                                          or self.num_clusters < 1):
-      raise ValueError(f"num_clusters must be a positive integer, or None to choose it from the merge heights; got "
-                       f"{self.num_clusters!r}.")
+    if self.num_clusters is not None:
+      fields.integer("num_clusters", self.num_clusters)            # None: chosen from the merge heights
     if self.method not in LINKAGE_METHODS:
       raise ValueError(f"method: unknown linkage {self.method!r}; valid: {', '.join(LINKAGE_METHODS)}.")
     object.__setattr__(self, "factors", factors)

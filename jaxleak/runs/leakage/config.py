@@ -14,6 +14,7 @@ from jaxleak import models
 from jaxleak.federated import LocalSteps
 from jaxleak.federated.single_step import METHODS
 from jaxleak.privacy import LdpConfig
+from jaxleak.runs import fields
 
 
 @dataclasses.dataclass(frozen=True)
@@ -64,6 +65,8 @@ class LeakageConfig:
     """Raises ValueError naming the field, the value and what is allowed. Cheap: no data is read."""
     if not self.attacks:
       raise ValueError("attacks: none given; choose from " + ", ".join(A.names()) + ".")
+    if isinstance(self.attacks, str) or not all(isinstance(a, str) for a in self.attacks):
+      raise ValueError(f"attacks must be a tuple of attack names, e.g. ('llg', 'ebi'), got {self.attacks!r}.")
     for name in self.attacks:
       A.info(name)                                   # raises with the valid names
     if len(set(self.attacks)) != len(self.attacks):
@@ -74,13 +77,18 @@ class LeakageConfig:
     if self.grad_method not in METHODS:
       raise ValueError(f"grad_method: unknown {self.grad_method!r}; valid: {', '.join(METHODS)}.")
     for name in ("num_samples", "chunk_size", "batches_per_call", "rlu_aux_per_class", "rlu_simulations"):
-      value = getattr(self, name)
-      if name == "chunk_size" and value is None:
-        continue
-      if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}.")
+      if not (name == "chunk_size" and self.chunk_size is None):
+        fields.integer(name, getattr(self, name))
+    fields.integer("seed", self.seed, minimum=0)
+    for name in ("head_bias", "minmax", "shard"):
+      fields.boolean(name, getattr(self, name))
     if not (math.isfinite(self.synthetic_scale) and self.synthetic_scale > 0):
       raise ValueError(f"synthetic_scale must be a finite number > 0, got {self.synthetic_scale}.")
+    fields.data_source(self.dataset, self.data_dir, self.synthetic_scale)
+    if not isinstance(self.ldp, LdpConfig):
+      raise ValueError(f"ldp must be a jaxleak.privacy.LdpConfig(clip_norm=..., noise_std=...), got {self.ldp!r}.")
+    if self.local is not None and not isinstance(self.local, LocalSteps):
+      raise ValueError(f"local must be None (single step) or a jaxleak.federated.LocalSteps, got {self.local!r}.")
     if self.clients is not None:
       if not self.clients:
         raise ValueError("clients: an empty list; leave it unset to attack every subject.")

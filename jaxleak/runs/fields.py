@@ -1,0 +1,31 @@
+"""Field checks shared by the runs' configs (`LeakageConfig`, `TrainConfig`, `EavesdropConfig`,
+`WholeDeterminationConfig`): each raises a ValueError that starts with the field's name, says what it got and what
+is allowed, so the study engine can prefix it (`wd_...`) and the drivers show it as one line."""
+from __future__ import annotations
+
+import numbers
+
+from jaxleak import data as D
+
+
+def integer(name: str, value, minimum: int = 1) -> None:
+  """`value` is an integer (Python or NumPy; not a bool) >= `minimum`."""
+  if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
+    allowed = "a positive integer" if minimum == 1 else f"an integer >= {minimum}"
+    raise ValueError(f"{name} must be {allowed}, got {value!r}.")
+
+
+def boolean(name: str, value) -> None:
+  """`value` is True or False (a string such as 'no' would read as True)."""
+  if not isinstance(value, bool):
+    raise ValueError(f"{name} must be True or False, got {value!r}.")
+
+
+def data_source(dataset: str, data_dir, synthetic_scale: float) -> None:
+  """`data_dir` and `synthetic_scale` only where `dataset` reads them: ignoring them would label a run with a
+  setting it never had."""
+  if data_dir and dataset not in D.FILE_DATASETS:
+    raise ValueError(f"data_dir is read only with dataset {', '.join(D.FILE_DATASETS)}; {dataset!r} does not use it: "
+                     "drop it.")
+  if synthetic_scale != 1.0 and dataset not in D.SYNTHETIC_DATASETS:
+    raise ValueError(f"synthetic_scale applies to synthetic datasets only; {dataset!r} is used whole: drop it.")
