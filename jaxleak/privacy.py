@@ -25,6 +25,7 @@ Options that differ between the references are explicit:
 from __future__ import annotations
 
 import math
+import numbers
 import dataclasses
 from typing import NamedTuple, Optional
 
@@ -229,6 +230,10 @@ class LdpConfig:
   clip_granularity: str = "batch"
 
   def __post_init__(self):
+    for name in ("clip_norm", "noise_std"):
+      value = getattr(self, name)
+      if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise ValueError(f"{name} must be a number, got {value!r}.")
     clip(self.clip_norm, granularity=self.clip_granularity, scope=self.clip_scope)   # validates
     if not (math.isfinite(self.noise_std) and self.noise_std >= 0):
       raise ValueError(f"noise std must be a finite number >= 0, got {self.noise_std}.")

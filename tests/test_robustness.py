@@ -14,6 +14,7 @@ from hypothesis import given, settings
 import jaxleak.attacks as A
 from jaxleak import LastLayerGrads, LastLayerParams
 from jaxleak import metrics as M
+from jaxleak import federated as F
 from jaxleak import privacy as P
 
 KEY = jax.random.key(0)
@@ -167,3 +168,17 @@ def test_a_train_config_refuses_each_mistyped_field_by_name(field, value, messag
   from jaxleak.runs.fold_training import TrainConfig
   with pytest.raises(ValueError, match=re.escape(message)):
     TrainConfig(**{field: value})
+
+
+@pytest.mark.parametrize("make,message", [
+    (lambda: P.LdpConfig(noise_std="0.1"), "noise_std must be a number, got '0.1'"),
+    (lambda: P.LdpConfig(clip_norm=True), "clip_norm must be a number, got True"),
+    (lambda: F.LocalSteps(steps=2.5), "must be positive integers"),
+    (lambda: F.LocalSteps(via_parameter_delta="no"),
+     "via_parameter_delta must be True or False"),
+    (lambda: F.LocalEpochs(1.5, 16, 0.1), "must be positive integers")])
+def test_federated_settings_refuse_mistyped_values(make, message):
+  # LocalSteps(steps=2.5) and LocalEpochs(epochs=1.5) were accepted, to fail when traced with a TypeError that
+  # named neither; a string noise std raised "must be real number, not str".
+  with pytest.raises(ValueError, match=re.escape(message)):
+    make()

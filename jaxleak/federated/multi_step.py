@@ -20,6 +20,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
+import numbers
 
 import jax
 import jax.numpy as jnp
@@ -34,6 +35,10 @@ from jaxleak.types import LastLayerGrads
 EQUIVALENTS = ("mean", "sum")
 
 
+def _is_int(v) -> bool:
+  return isinstance(v, numbers.Integral) and not isinstance(v, bool)
+
+
 @dataclasses.dataclass(frozen=True)
 class LocalSteps:
   """A client's local training in the HAR paper's multi-step setting: S plain-SGD steps of B of its N samples
@@ -46,8 +51,14 @@ class LocalSteps:
   ldp: LdpConfig = LdpConfig()
 
   def __post_init__(self):
-    if self.steps <= 0 or self.batch_size <= 0 or not (self.lr > 0 and math.isfinite(self.lr)):
-      raise ValueError(f"local steps, batch size and learning rate must be positive, got {self}.")
+    if (not all(_is_int(v) and v > 0 for v in (self.steps, self.batch_size))
+        or not (isinstance(self.lr, numbers.Real) and self.lr > 0 and math.isfinite(self.lr))):
+      raise ValueError(f"local steps and batch size must be positive integers, the learning rate a finite number > 0; "
+                       f"got {self}.")
+    if not isinstance(self.via_parameter_delta, bool):
+      raise ValueError(f"via_parameter_delta must be True or False, got {self.via_parameter_delta!r}.")
+    if not isinstance(self.ldp, LdpConfig):
+      raise ValueError(f"ldp must be a jaxleak.privacy.LdpConfig, got {self.ldp!r}.")
     if self.equivalent not in EQUIVALENTS:
       raise ValueError(f"unknown gradient equivalent {self.equivalent!r}; valid: {', '.join(EQUIVALENTS)}.")
     if self.ldp.per_example:

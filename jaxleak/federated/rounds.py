@@ -17,6 +17,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
+import numbers
 
 import jax
 import jax.numpy as jnp
@@ -36,8 +37,11 @@ class LocalEpochs:
   lr: float = 0.01
 
   def __post_init__(self):
-    if self.epochs <= 0 or self.batch_size <= 0 or not (self.lr > 0 and math.isfinite(self.lr)):
-      raise ValueError(f"local epochs, batch size and learning rate must be positive, got {self}.")
+    if (not all(isinstance(v, numbers.Integral) and not isinstance(v, bool) and v > 0
+                for v in (self.epochs, self.batch_size))
+        or not (isinstance(self.lr, numbers.Real) and self.lr > 0 and math.isfinite(self.lr))):
+      raise ValueError(f"local epochs and batch size must be positive integers, the learning rate a finite number > 0; "
+                       f"got {self}.")
 
 
 def local_train_fn(model: nn.Module, local: LocalEpochs):
