@@ -74,8 +74,7 @@ def main(argv):
     cli.writable(FLAGS.study_dir, "study_dir")
     writer = cli.init_distributed(FLAGS)
     store = S.Store(FLAGS.study_dir, read_only=not writer)
-    if writer:
-      store.write_study(spec.to_json(study))
+    S.adopt_folder(plan, store, write=writer, progress=print)
     if FLAGS.executor == "ray":
       from jaxleak.runs.study import executors
       executors.run_with_ray(shard, store, address=FLAGS.ray_address, progress=cli.progress)

@@ -366,6 +366,37 @@ def test_a_dry_run_needs_no_study_dir_and_the_rest_do(tmp_path, capsys, monkeypa
     assert rc == 2 and "--study_dir is required" in capsys.readouterr().err
 
 
+def test_one_folder_holds_one_study(tmp_path, capsys):
+  # Before 2026-12-04 a run with other settings replaced study.json silently, and status and collect lost sight of
+  # the stored study's tasks (shards launched with different --set values into one folder ended that way).
+  def plan(**values):
+    return S.make_plan(S.override(S.preset("har_sampling"), {**TINY, **values}), check_inputs=False)
+  store, notes = S.Store(str(tmp_path / "s")), []
+  S.adopt_folder(plan(samplings="shuffle,sequential"), store, progress=notes.append)
+  stored = store.read_study()
+  for other, diff in ((plan(samplings="shuffle", num_clients="3"), "num_clients: 2 vs 3"),
+                      (S.make_plan(S.override(S.preset("har_ldp"), TINY), check_inputs=False),
+                       "study: har_sampling vs har_ldp")):
+    with pytest.raises(ValueError, match=re.escape(f"holds another study ({diff}")):
+      S.adopt_folder(other, store, progress=notes.append)
+    assert store.read_study() == stored
+  # A sub-grid (a shard run with narrower --set) keeps the folder's study; a larger grid replaces it.
+  S.adopt_folder(plan(samplings="sequential"), store, progress=notes.append)
+  assert store.read_study() == stored and "every task of this run is part of the study already" in notes[-1]
+  S.adopt_folder(plan(samplings="shuffle,sequential,balanced"), store, progress=notes.append)
+  assert store.read_study()["parts"][0]["samplings"] == ["shuffle", "sequential", "balanced"]
+  # A study.json this version cannot read is replaced, and said.
+  with open(os.path.join(store.root, "study.json"), "w") as f:
+    f.write('{"name": "x", "parts": [{"type": "har", "no_such_field": 1}]}')
+  S.adopt_folder(plan(), store, progress=notes.append)
+  assert store.read_study()["name"] == "har_sampling" and "cannot read" in notes[-1]
+  # The command refuses before any work, in one line.
+  rc = cli.call(study_cli.main, study_cli.FLAGS, ["run", "har_sampling", f"--study_dir={store.root}",
+                                                  *[f"--set={k}={v}" for k, v in {**TINY, "num_clients": "3"}.items()]])
+  assert rc == 2 and "holds another study (num_clients: 2 vs 3" in capsys.readouterr().err
+  assert not os.path.exists(os.path.join(store.root, "records"))
+
+
 def test_whole_determination_is_a_study_task_recorded_as_a_direct_run(tmp_path):
   from jaxleak.runs import eavesdrop as EV
   from jaxleak.runs.study import spec

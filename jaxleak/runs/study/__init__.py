@@ -6,11 +6,11 @@
   store    the study folder: records, timings, index, checkpoints
   collect  one tidy table from the records
 """
-from jaxleak.runs.study.engine import SETTINGS_PER_CALL, RunSummary, run_plan, status, sweep_chunk
+from jaxleak.runs.study.engine import SETTINGS_PER_CALL, RunSummary, adopt_folder, run_plan, status, sweep_chunk
 from jaxleak.runs.study.plan import Group, Plan, Task, describe, make_plan
 from jaxleak.runs.study.spec import PRESETS, EavesdropGrid, HarGrid, Study, WholeDeterminationGrid, override, preset
 from jaxleak.runs.study.store import Store
 
 __all__ = ["EavesdropGrid", "Group", "HarGrid", "PRESETS", "Plan", "RunSummary", "SETTINGS_PER_CALL", "Store", "Study",
-           "Task", "WholeDeterminationGrid", "describe", "make_plan", "override", "preset", "run_plan", "status",
+           "Task", "adopt_folder", "WholeDeterminationGrid", "describe", "make_plan", "override", "preset", "run_plan", "status",
            "sweep_chunk"]

@@ -332,6 +332,43 @@ def run_plan(plan: Plan, store: Store, *, progress: Optional[Callable[[str], Non
   return RunSummary(len(pending), skipped, written, wall, per_group)
 
 
+def adopt_folder(plan: Plan, store: Store, *, write: bool = True,
+                 progress: Optional[Callable[[str], None]] = print) -> None:
+  """Makes the plan's study the folder's `study.json` (the one study `status` and `collect` read there) unless
+  that would hide another study's tasks:
+
+  * no study there, the same one, one whose tasks this plan includes (a grid grown), or one this jaxleak cannot
+    read: written (with `write`; processes of a distributed run other than the writer only check);
+  * one that includes every task of this plan (a sub-grid of it run with narrower --set): kept, and said;
+  * any other: ValueError naming the fields that differ and the fix, before any work. Records are keyed by task,
+    so nothing stored is lost either way.
+  """
+  from jaxleak.runs.study import spec
+  from jaxleak.runs.study.plan import make_plan
+  log = progress or (lambda m: None)
+  new = spec.to_json(plan.study)
+  try:
+    stored = store.read_study()
+    stored_keys = {t.key for t in make_plan(spec.from_json(stored), check_inputs=False).tasks}
+  except FileNotFoundError:
+    stored = None
+  except (ValueError, KeyError, TypeError) as e:                # an older version's study, or a damaged file
+    log(f"note: {store.root}/study.json held a study this jaxleak cannot read ({e}); replaced by this one.")
+    stored = None
+  keys = {t.key for t in plan.tasks}
+  if stored is not None and not keys >= stored_keys:
+    if keys <= stored_keys:
+      log(f"note: every task of this run is part of the study already in {store.root} ({stored['name']}); "
+          "status and collect keep reading that one.")
+      return
+    diff = "; ".join(spec.differences(stored, new)) or "the same fields, other tasks"
+    raise ValueError(f"{store.root} holds another study ({diff}; stored vs this run), and one folder holds one study "
+                     "(status and collect read it): run this one with another --study_dir, or the stored one with "
+                     "its own settings.")
+  if write:
+    store.write_study(new)
+
+
 def status(plan: Plan, store: Store) -> str:
   done = store.done_keys(t.key for t in plan.tasks)
   return describe(plan, done) + f"\n{len(done)}/{len(plan.tasks)} tasks done"

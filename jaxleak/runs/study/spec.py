@@ -19,6 +19,7 @@ tables and figure sweeps; `override` changes any field of every part that has it
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 from typing import Any, Optional, Union
 
@@ -337,6 +338,27 @@ def to_json(study: Study) -> dict:
                     "base": [list(kv) for kv in p.base],
                     "axes": [[k, list(v)] for k, v in p.axes], "replicates": p.replicates})
   return {"name": study.name, "summary": study.summary, "parts": parts}
+
+
+def differences(stored: dict, new: dict) -> list[str]:
+  """What differs between two studies' JSON forms (`to_json`), one 'field: stored vs new' item each."""
+  stored, new = json.loads(json.dumps(stored)), json.loads(json.dumps(new))     # tuples -> lists, as stored
+  if stored.get("name") != new["name"]:
+    return [f"study: {stored.get('name')} vs {new['name']}"]
+  a, b = stored.get("parts", []), new["parts"]
+  if len(a) != len(b):
+    return [f"parts: {len(a)} vs {len(b)}"]
+  out = []
+  for i, (pa, pb) in enumerate(zip(a, b)):
+    where = f"part {i + 1} " if len(b) > 1 else ""
+    out += [f"{where}{k}: {_short(pa.get(k))} vs {_short(pb.get(k))}" for k in sorted(set(pa) | set(pb))
+            if pa.get(k) != pb.get(k)]
+  return out
+
+
+def _short(v) -> str:
+  text = json.dumps(v)
+  return text if len(text) <= 60 else text[:57] + "..."
 
 
 def _tuples(v):

@@ -1,7 +1,7 @@
 """A study's results store: one folder per study, one self-verifying record per task, keyed by the task's
 configuration fingerprint (writes go through jaxleak.storage).
 
-  <study_dir>/study.json          the study config last run here (status/collect read it)
+  <study_dir>/study.json          the folder's study (status/collect read it; engine.adopt_folder)
   <study_dir>/records/<key>.json  one record per task: config, seed, results, versions, code revision, checksum
   <study_dir>/timings/<key>.json  wall times of the task's group (kept apart so records are bitwise reproducible)
   <study_dir>/index.json          key -> group, kind, settings (derived; rebuilt from the records)
