@@ -193,6 +193,12 @@ def main(argv):
   cli.no_positional(argv)
   cfg = base_config()
   cli.output_folder(FLAGS)
+  grid, title = _grid(cfg) if FLAGS.experiment not in ("whole", "rounds") else ([], "")
+  for name in [FLAGS.experiment] + [f"{FLAGS.experiment}_{n}_{v:g}" for n, v, _ in grid]:
+    try:                                          # each run's folder is written whole: refuse before any work
+      storage.check_replaceable_folder(os.path.join(FLAGS.output_dir, name), "--output_dir")
+    except storage.StorageError as e:
+      raise cli.FlagError(str(e)) from None
   t0 = time.perf_counter()
   if FLAGS.experiment == "whole":
     factors = cli.float_list(FLAGS, "wd_factors")
@@ -209,7 +215,6 @@ def main(argv):
     s = run_one(cfg, "rounds")
     print(EV.per_label_table(s, cfg))
   else:
-    grid, title = _grid(cfg)
     pools = EV.load_pools(cfg)
     points = [(n, v, run_one(c, f"{FLAGS.experiment}_{n}_{v:g}", pools)) for n, v, c in grid]
     print(EV.sweep_table(points, title + f" | {cfg.dataset} | {cfg.model} | {cfg.rounds} rounds | rates in %"))

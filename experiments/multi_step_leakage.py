@@ -40,7 +40,7 @@ def main(argv):
                      equivalent=FLAGS.equivalent, via_parameter_delta=FLAGS.via_parameter_delta,
                      ldp=L.ldp_setting(FLAGS.noise, FLAGS.clip, scope=FLAGS.clip_scope))
   cfg = cli.leakage_config(FLAGS, local=local)
-  output_dir = cli.output_folder(FLAGS)
+  output_dir = cli.output_folder(FLAGS, replaced=True)
   t0 = time.perf_counter()
   runs = {"": L.run_leakage(cfg, progress=cli.progress)}
   if writer:                                         # with --distributed, process 0 writes

@@ -32,7 +32,7 @@ def main(argv):
   cli.no_positional(argv)
   writer = cli.init_distributed(FLAGS)
   cfg = cli.leakage_config(FLAGS, grad_method=FLAGS.grad_method)
-  output_dir = cli.output_folder(FLAGS)
+  output_dir = cli.output_folder(FLAGS, replaced=True)
   if FLAGS.ldp_grid:
     settings = L.paper_ldp_settings(FLAGS.clip_scope, FLAGS.clip_granularity)
   else:

@@ -193,12 +193,19 @@ def finite(fv: flags.FlagValues, name: str, lo: float = -math.inf, hi: float = m
   check(fv, name, ok, f"a finite number in {lo_s}, {hi_s}")
 
 
-def output_folder(fv: flags.FlagValues, name: str = "output_dir") -> str:
-  """The output folder flag, checked writable before any work."""
+def output_folder(fv: flags.FlagValues, name: str = "output_dir", *, replaced: bool = False) -> str:
+  """The output folder flag, checked writable before any work; with `replaced` (the run writes the folder whole)
+  also that replacing it deletes nothing jaxleak did not write (`storage.check_replaceable_folder`)."""
   path = fv[name].value
   if not path:
     raise FlagError(f"--{name} is empty; give a folder to write results to.")
-  return writable(path, name)
+  writable(path, name)
+  if replaced:
+    try:
+      storage.check_replaceable_folder(path, f"--{name}")
+    except storage.StorageError as e:
+      raise FlagError(str(e)) from None
+  return path
 
 
 def writable(path: str, flag: str) -> str:

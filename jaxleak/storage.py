@@ -6,7 +6,9 @@ never a mix or a half-written file:
 * single files (`write_text`, `write_bytes`, `write_json`, `write_csv`): a temp file in the same folder, fsynced,
   then `os.replace`;
 * folders (`commit_folder`): every file written into a hidden sibling folder, which then replaces the target in
-  two renames; `recover_folder` (called by every commit) finishes or undoes an interrupted swap;
+  two renames; `recover_folder` (called by every commit) finishes or undoes an interrupted swap. A folder is
+  replaced only when that deletes nothing jaxleak did not write there (`check_replaceable_folder`: each committed
+  folder lists its files in `FOLDER_MARKER`), so `--output_dir=.` cannot delete a project;
 * checkpoints (`Checkpointer`): ONE self-verifying file: a magic line, a JSON header (format, fingerprint and the
   configuration it was computed from, caller metadata, the payload's length and SHA-256) and a msgpack payload
   (flax.serialization; never pickle). Loading verifies length and checksum, then the fingerprint: a checkpoint
@@ -29,6 +31,7 @@ import csv
 import glob
 import hashlib
 import io
+import itertools
 import json
 import math
 import os
@@ -159,8 +162,57 @@ def recover_folder(path: str) -> None:
     shutil.rmtree(leftover, ignore_errors=True)
 
 
+#: Written into every folder `commit_folder` writes: the files it holds (JSON), so that a later commit replaces the
+#: folder only when that deletes nothing else.
+FOLDER_MARKER = ".jaxleak-folder.json"
+
+
+def _marker_files(folder: str) -> Optional[set]:
+  """The files `FOLDER_MARKER` in `folder` lists, or None (no marker, or not a readable one)."""
+  try:
+    with open(os.path.join(folder, FOLDER_MARKER), encoding="utf-8") as f:
+      return {str(x) for x in json.load(f)["files"]}
+  except (OSError, ValueError, KeyError, TypeError):
+    return None
+
+
+def _unlisted_files(path: str) -> Iterable[str]:
+  """Files (and links) under `path` that no `FOLDER_MARKER` of their folder or of a folder above lists, as paths
+  relative to `path`; lazily, so a large folder is not walked to its end. (A report written inside a run's folder
+  is listed by its own marker.)"""
+  allowed = set()
+  for root, _, files in os.walk(path):
+    rel = os.path.relpath(root, path)
+    prefix = "" if rel == "." else rel.replace(os.sep, "/") + "/"
+    if FOLDER_MARKER in files:
+      allowed |= {prefix + f for f in (_marker_files(root) or ())}
+    for f in sorted(files):
+      if f != FOLDER_MARKER and prefix + f not in allowed:
+        yield prefix + f
+
+
+def check_replaceable_folder(path: str, what: str = "output folder") -> None:
+  """Raises StorageError (naming the path, a few of the files and the fix) unless `commit_folder` may replace the
+  folder at `path` without deleting anything jaxleak did not write there: it is missing or empty, or every file in
+  it is listed by a `FOLDER_MARKER` (a folder jaxleak committed, and folders it committed inside). Cheap; for
+  checks before any work."""
+  if not os.path.isdir(path):
+    return
+  extra = list(itertools.islice(_unlisted_files(path), 4))
+  if not extra:
+    return
+  shown = ", ".join(extra[:3]) + (", ..." if len(extra) > 3 else "")
+  if _marker_files(path) is None:
+    raise StorageError(f"{what} {path} already exists and is not a folder jaxleak wrote whole (it holds {shown}); "
+                       f"writing there would replace it and delete them. Choose a new or empty folder (a result "
+                       f"folder of a jaxleak older than 2026-12-04 has no {FOLDER_MARKER}: delete it first).")
+  raise StorageError(f"{what} {path} holds files jaxleak did not write there ({shown}); writing there would replace "
+                     "the folder whole and delete them. Move them out, or choose another folder.")
+
+
 def commit_folder(path: str, files: Mapping[str, str | bytes]) -> None:
-  """Writes a folder whole or not at all, replacing any folder at `path`.
+  """Writes a folder whole or not at all, replacing the folder at `path` if `check_replaceable_folder` allows it
+  (else StorageError, nothing changed). The folder gets `FOLDER_MARKER` listing its files.
 
   Args:
     path: the folder to (re)place.
@@ -168,13 +220,15 @@ def commit_folder(path: str, files: Mapping[str, str | bytes]) -> None:
   """
   path = os.path.abspath(path)
   for rel in files:
-    if os.path.isabs(rel) or ".." in rel.split("/"):
-      raise ValueError(f"commit_folder: {rel!r} is not a relative path inside the folder.")
+    if os.path.isabs(rel) or ".." in rel.split("/") or rel == FOLDER_MARKER:
+      raise ValueError(f"commit_folder: {rel!r} is not a relative path inside the folder (or is the marker).")
   parent, name = os.path.split(path)
   os.makedirs(parent, exist_ok=True)
   if os.path.exists(path) and not os.path.isdir(path):
     raise StorageError(f"{path} exists and is not a folder; choose another output folder.")
   recover_folder(path)
+  check_replaceable_folder(path, "folder")
+  files = {**files, FOLDER_MARKER: json_text({"written_by": "jaxleak", "files": sorted(files)})}
   tmp = os.path.join(parent, f".{name}.tmp-{uuid.uuid4().hex[:12]}")
   os.makedirs(tmp)
   try:

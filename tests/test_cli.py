@@ -100,6 +100,19 @@ def test_unwritable_output_dir_is_refused_before_the_run(tmp_path, capsys):
     assert cli.call(SS.main, SS.FLAGS, [*TINY, f"--output_dir={ro}/x"]) == 2
 
 
+def test_an_output_dir_holding_other_files_is_refused_before_the_run(tmp_path, capsys):
+  # Before 2026-12-04 the run replaced the folder whole: --output_dir=. deleted the project it was run in.
+  (tmp_path / "thesis.tex").write_text("precious")
+  for module in (SS, MS):
+    rc = cli.call(module.main, module.FLAGS, [*TINY, f"--output_dir={tmp_path}"])
+    assert rc == 2 and "is not a folder jaxleak wrote whole (it holds thesis.tex)" in capsys.readouterr().err
+  (tmp_path / "rounds").mkdir()
+  (tmp_path / "rounds" / "mine.csv").write_text("1")
+  rc = cli.call(EX.main, EX.FLAGS, ["--dataset=digits", f"--output_dir={tmp_path}"])
+  assert rc == 2 and "(it holds mine.csv)" in capsys.readouterr().err
+  assert sorted(os.listdir(tmp_path)) == ["rounds", "thesis.tex"]
+
+
 @pytest.mark.parametrize("name,own", [("experiments.single_step_leakage", "--dataset"),
                                       ("experiments.multi_step_leakage", "--local_steps"),
                                       ("experiments.eavesdrop", "--experiment"),

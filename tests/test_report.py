@@ -292,3 +292,20 @@ def test_an_eavesdrop_record_without_the_count_columns_reads_them_as_nan(tmp_pat
                        cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))), check=True).stdout
   rows = {line.split()[0].rsplit("/", 1)[1]: line.split()[1:6] for line in out.splitlines() if str(tmp_path) in line}
   assert rows["old"] == rows["new"] == ["2", "66.7", "100.0", "66.7", "0.0"]
+
+
+def test_a_report_never_replaces_the_results_it_reads(tmp_path, capsys):
+  # Before 2026-12-04 --output_dir=<study> replaced the study folder with the report, and --output_dir=<study>/records
+  # the records folder: every record was deleted.
+  from jaxleak import storage
+  storage.commit_folder(str(tmp_path / "run"), {"manifest.json": _MANIFEST})          # as a run writes it
+  for out, message in ((tmp_path, "holds the results it reports"), (tmp_path.parent, "holds the results it reports"),
+                       (tmp_path / "run", "holds results")):
+    rc = cli.call(report_cli.main, report_cli.FLAGS, [str(tmp_path), f"--output_dir={out}"])
+    assert rc == 2 and message in capsys.readouterr().err
+  (tmp_path / "mine").mkdir()
+  (tmp_path / "mine" / "notes.txt").write_text("x")
+  rc = cli.call(report_cli.main, report_cli.FLAGS, [str(tmp_path / "run"), f"--output_dir={tmp_path / 'mine'}"])
+  assert rc == 2 and "(it holds notes.txt)" in capsys.readouterr().err
+  assert sorted(os.listdir(tmp_path)) == ["mine", "run"]
+  assert sorted(os.listdir(tmp_path / "run")) == [storage.FOLDER_MARKER, "manifest.json"]

@@ -17,10 +17,40 @@ def test_commit_folder_replaces_whole_and_leaves_no_temp(tmp_path):
   out = tmp_path / "run"
   storage.commit_folder(str(out), {"a.csv": "1\n", "sub/b.json": "{}\n"})
   storage.commit_folder(str(out), {"a.csv": "2\n"})
-  assert sorted(os.listdir(out)) == ["a.csv"] and (out / "a.csv").read_text() == "2\n"
+  assert sorted(os.listdir(out)) == [storage.FOLDER_MARKER, "a.csv"] and (out / "a.csv").read_text() == "2\n"
   assert os.listdir(tmp_path) == ["run"]
   with pytest.raises(ValueError, match="not a relative path"):
     storage.commit_folder(str(out), {"../escape": "x"})
+
+
+def test_commit_folder_never_deletes_what_jaxleak_did_not_write(tmp_path):
+  # Before 2026-12-04 any folder was replaced whole: `--output_dir=.` deleted the project it was run in, and a
+  # report pointed at a study's records/ folder deleted the records.
+  project = tmp_path / "project"
+  (project / "src").mkdir(parents=True)
+  (project / "src" / "thesis.tex").write_text("precious")
+  with pytest.raises(storage.StorageError, match=r"is not a folder jaxleak wrote whole \(it holds src/thesis.tex\)"):
+    storage.commit_folder(str(project), {"a.csv": "1\n"})
+  assert (project / "src" / "thesis.tex").read_text() == "precious" and not (project / "a.csv").exists()
+  assert sorted(os.listdir(tmp_path)) == ["project"]
+  # A folder jaxleak wrote is replaced, whatever files the new version has; a file added to it since is kept safe.
+  out = tmp_path / "run"
+  storage.commit_folder(str(out), {"a.csv": "1\n", "figures/f.png": b"png"})
+  storage.commit_folder(str(out), {"b.csv": "2\n"})
+  (out / "notes.txt").write_text("mine")
+  with pytest.raises(storage.StorageError, match=r"holds files jaxleak did not write there \(notes.txt\)"):
+    storage.commit_folder(str(out), {"b.csv": "3\n"})
+  assert (out / "b.csv").read_text() == "2\n" and (out / "notes.txt").read_text() == "mine"
+  # A folder jaxleak committed inside it (a report inside a run's folder) is jaxleak's too.
+  storage.commit_folder(str(out / "report"), {"index.html": "<html>"})
+  (out / "notes.txt").unlink()
+  storage.commit_folder(str(out), {"b.csv": "4\n"})
+  assert sorted(os.listdir(out)) == [storage.FOLDER_MARKER, "b.csv"]
+  # Empty folders (and folders of empty folders) hold nothing to lose.
+  (tmp_path / "empty" / "sub").mkdir(parents=True)
+  storage.commit_folder(str(tmp_path / "empty"), {"a.csv": "1\n"})
+  with pytest.raises(ValueError, match="marker"):
+    storage.commit_folder(str(tmp_path / "x"), {storage.FOLDER_MARKER: "{}"})
 
 
 def test_interrupted_swap_is_undone(tmp_path):
@@ -136,7 +166,7 @@ def test_kill_9_never_leaves_a_mixed_folder_or_a_broken_checkpoint(tmp_path):
     proc.wait()
     storage.recover_folder(path)
     if os.path.exists(path):
-      files = sorted(os.listdir(path))
+      files = sorted(f for f in os.listdir(path) if f != storage.FOLDER_MARKER)
       assert files == [f"f{i}.txt" for i in range(8)], files
       contents = {open(os.path.join(path, f)).read() for f in files}
       assert len(contents) == 1, f"trial {trial}: a folder mixing versions"

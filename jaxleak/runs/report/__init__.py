@@ -170,13 +170,28 @@ def eavesdrop_figures(results: Results, add, log) -> None:
     log(f"report: {len(results.eavesdrop)} Eavesdrop and {len(results.whole)} Whole Determination result(s)")
 
 
+def _check_report_folder(source: str, out: str) -> None:
+  """The report folder is replaced whole: it must be writable, hold nothing jaxleak did not write, and neither be
+  nor hold results (the ones reported, or any others). Raises StorageError naming the fix, before any work."""
+  src, dst = os.path.realpath(source), os.path.realpath(out)
+  if os.path.commonpath([src, dst]) == dst:
+    raise storage.StorageError(f"report folder {out} holds the results it reports ({source}) and is replaced whole: "
+                               "choose a folder outside them (default: <results>/report).")
+  storage.check_writable_folder(out, "report folder")
+  storage.check_replaceable_folder(out, "report folder")
+  for root, dirs, files in os.walk(out):           # a folder jaxleak wrote whole, so a small one
+    if "manifest.json" in files or "study.json" in files or "records" in dirs:
+      raise storage.StorageError(f"report folder {out} holds results ({root}) and is replaced whole: choose "
+                                 "another folder (default: <results>/report).")
+
+
 def write_report(source: str, output_dir: Optional[str] = None, *, delta: float = 1e-5, rounds: int = 1,
                  progress: Optional[Callable[[str], None]] = None) -> tuple[str, Report]:
   """Loads `source`, builds the report and commits it whole to `output_dir` (default <source>/report).
   Returns (the folder, the report)."""
   out = output_dir or os.path.join(source, "report")
+  _check_report_folder(source, out)
   results = load(source)
-  storage.check_writable_folder(out, "report folder")
   report = build(results, delta=delta, rounds=rounds, progress=progress)
   storage.commit_folder(out, report.files)
   return out, report
