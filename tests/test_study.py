@@ -395,6 +395,13 @@ def test_one_folder_holds_one_study(tmp_path, capsys):
                                                   *[f"--set={k}={v}" for k, v in {**TINY, "num_clients": "3"}.items()]])
   assert rc == 2 and "holds another study (num_clients: 2 vs 3" in capsys.readouterr().err
   assert not os.path.exists(os.path.join(store.root, "records"))
+  # A folder without a study holding other files (--study_dir=. in a project): refused, its index.json untouched.
+  project = tmp_path / "project"
+  project.mkdir()
+  (project / "index.json").write_text("{}")
+  with pytest.raises(ValueError, match=re.escape("holds no study but other files (index.json)")):
+    S.adopt_folder(plan(), S.Store(str(project)), progress=notes.append)
+  assert os.listdir(project) == ["index.json"]
 
 
 def test_whole_determination_is_a_study_task_recorded_as_a_direct_run(tmp_path):

@@ -342,6 +342,8 @@ def adopt_folder(plan: Plan, store: Store, *, write: bool = True,
   * one that includes every task of this plan (a sub-grid of it run with narrower --set): kept, and said;
   * any other: ValueError naming the fields that differ and the fix, before any work. Records are keyed by task,
     so nothing stored is lost either way.
+  A folder without a study that holds files a study does not write (`--study_dir=.` in a project, whose
+  index.json the study would overwrite) is refused too.
   """
   from jaxleak.runs.study import spec
   from jaxleak.runs.study.plan import make_plan
@@ -352,6 +354,7 @@ def adopt_folder(plan: Plan, store: Store, *, write: bool = True,
     stored_keys = {t.key for t in make_plan(spec.from_json(stored), check_inputs=False).tasks}
   except FileNotFoundError:
     stored = None
+    store.check_no_foreign_files()
   except (ValueError, KeyError, TypeError) as e:                # an older version's study, or a damaged file
     log(f"note: {store.root}/study.json held a study this jaxleak cannot read ({e}); replaced by this one.")
     stored = None

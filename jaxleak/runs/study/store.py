@@ -20,6 +20,10 @@ from typing import Optional
 from jaxleak import storage
 
 
+#: What a study writes at the top of its folder (the report and collect add report/ and tables/).
+STUDY_ENTRIES = ("study.json", "index.json", "records", "timings", "checkpoints", "tables", "report")
+
+
 class Store:
   """The study folder. read_only: a store that reads but never writes (the processes other than 0 of a
   jax.distributed run compute every group with process 0, which alone writes)."""
@@ -76,6 +80,18 @@ class Store:
                               "jaxleak.study run <preset> --study_dir=...")
     with open(path, encoding="utf-8") as f:
       return json.load(f)
+
+  def check_no_foreign_files(self) -> None:
+    """Raises ValueError when the folder holds entries a study does not write (a study run there would overwrite
+    a file such as index.json, and mix its files with others); hidden files (temp files) are not counted."""
+    if not os.path.isdir(self.root):
+      return
+    known = STUDY_ENTRIES if os.path.isdir(os.path.join(self.root, "records")) else ()   # else not a study at all
+    foreign = sorted(e for e in os.listdir(self.root) if e not in known and not e.startswith("."))
+    if foreign:
+      shown = ", ".join(foreign[:3]) + (", ..." if len(foreign) > 3 else "")
+      raise ValueError(f"{self.root} holds no study but other files ({shown}); a study writes study.json, "
+                       "index.json, records/ and more there: choose a new or empty --study_dir.")
 
   def write_index(self, plan, done: set) -> None:
     if self.read_only:
