@@ -257,6 +257,8 @@ def test_a_damaged_record_is_recomputed_not_trusted(ldp_study):
     (["run", "har_multistep", "--set=multi_step=100:20:5,100:20:5"], "an (N, B, S) triple is listed twice"),
     (["run", "har_sampling", "--set=head_bias=nope"], "--set head_bias=nope: head_bias: 'nope' is not true or false"),
     (["run", "eavesdrop_tables", "--set=replicates=0"], "--set replicates=0: must be a positive integer"),
+    (["run", "har_sampling", "--set=seeds=-1"], "seeds: [-1]; give distinct integers >= 0"),   # was NumPy's words
+    (["run", "eavesdrop_tables", "--set=seed=-1"], "seed must be an integer >= 0, got -1"),
     (["run", "eavesdrop_tables", "--set=num_participants=1.5"], "--set num_participants=1.5: invalid literal"),
     (["run", "har_sampling", "--set=datasets=synthetic_tiny", "--set=data_dir=/x"],
      "data_dir is read only by wear, wetlab, tal; none of datasets ['synthetic_tiny'] reads it"),

@@ -87,8 +87,8 @@ class HarGrid:
       check_choices(field, values, valid)
     for m in self.models:
       models.require(m, "leakage")
-    if not self.seeds or len(set(self.seeds)) != len(self.seeds):
-      raise ValueError(f"seeds: {list(self.seeds)}; give distinct integers.")
+    if not self.seeds or len(set(self.seeds)) != len(self.seeds) or min(self.seeds) < 0:
+      raise ValueError(f"seeds: {list(self.seeds)}; give distinct integers >= 0.")
     if self.num_samples <= 0:
       raise ValueError(f"num_samples must be positive, got {self.num_samples}.")
     if not self.ldp:
