@@ -376,9 +376,9 @@ def test_one_folder_holds_one_study(tmp_path, capsys):
   store, notes = S.Store(str(tmp_path / "s")), []
   S.adopt_folder(plan(samplings="shuffle,sequential"), store, progress=notes.append)
   stored = store.read_study()
-  for other, diff in ((plan(samplings="shuffle", num_clients="3"), "num_clients: 2 vs 3"),
+  for other, diff in ((plan(samplings="shuffle", num_clients="3"), "num_clients: stored 2, now 3"),
                       (S.make_plan(S.override(S.preset("har_ldp"), TINY), check_inputs=False),
-                       "study: har_sampling vs har_ldp")):
+                       "study: stored 'har_sampling', now 'har_ldp'")):
     with pytest.raises(ValueError, match=re.escape(f"holds another study ({diff}")):
       S.adopt_folder(other, store, progress=notes.append)
     assert store.read_study() == stored
@@ -395,7 +395,7 @@ def test_one_folder_holds_one_study(tmp_path, capsys):
   # The command refuses before any work, in one line.
   rc = cli.call(study_cli.main, study_cli.FLAGS, ["run", "har_sampling", f"--study_dir={store.root}",
                                                   *[f"--set={k}={v}" for k, v in {**TINY, "num_clients": "3"}.items()]])
-  assert rc == 2 and "holds another study (num_clients: 2 vs 3" in capsys.readouterr().err
+  assert rc == 2 and "holds another study (num_clients: stored 2, now 3" in capsys.readouterr().err
   assert not os.path.exists(os.path.join(store.root, "records"))
   # A folder without a study holding other files (--study_dir=. in a project): refused, its index.json untouched.
   project = tmp_path / "project"

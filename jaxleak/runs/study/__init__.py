@@ -12,5 +12,5 @@ from jaxleak.runs.study.spec import PRESETS, EavesdropGrid, HarGrid, Study, Whol
 from jaxleak.runs.study.store import Store
 
 __all__ = ["EavesdropGrid", "Group", "HarGrid", "PRESETS", "Plan", "RunSummary", "SETTINGS_PER_CALL", "Store", "Study",
-           "Task", "adopt_folder", "WholeDeterminationGrid", "describe", "make_plan", "override", "preset", "run_plan", "status",
-           "sweep_chunk"]
+           "Task", "WholeDeterminationGrid", "adopt_folder", "describe", "make_plan", "override", "preset", "run_plan",
+           "status", "sweep_chunk"]

@@ -365,7 +365,7 @@ def adopt_folder(plan: Plan, store: Store, *, write: bool = True,
           "status and collect keep reading that one.")
       return
     diff = "; ".join(spec.differences(stored, new)) or "the same fields, other tasks"
-    raise ValueError(f"{store.root} holds another study ({diff}; stored vs this run), and one folder holds one study "
+    raise ValueError(f"{store.root} holds another study ({diff}), and one folder holds one study "
                      "(status and collect read it): run this one with another --study_dir, or the stored one with "
                      "its own settings.")
   if write:

@@ -19,13 +19,12 @@ tables and figure sweeps; `override` changes any field of every part that has it
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 from typing import Any, Optional, Union
 
 from jaxleak import attacks as A
 from jaxleak import data as D
-from jaxleak import models
+from jaxleak import models, storage
 from jaxleak.runs.eavesdrop.config import DIRICHLET_ALPHAS, PAPER_COMPRESSION, PAPER_SWEEPS
 from jaxleak.runs.leakage.config import PAPER_LDP_GRID
 
@@ -341,24 +340,15 @@ def to_json(study: Study) -> dict:
 
 
 def differences(stored: dict, new: dict) -> list[str]:
-  """What differs between two studies' JSON forms (`to_json`), one 'field: stored vs new' item each."""
-  stored, new = json.loads(json.dumps(stored)), json.loads(json.dumps(new))     # tuples -> lists, as stored
-  if stored.get("name") != new["name"]:
-    return [f"study: {stored.get('name')} vs {new['name']}"]
-  a, b = stored.get("parts", []), new["parts"]
-  if len(a) != len(b):
-    return [f"parts: {len(a)} vs {len(b)}"]
-  out = []
-  for i, (pa, pb) in enumerate(zip(a, b)):
-    where = f"part {i + 1} " if len(b) > 1 else ""
-    out += [f"{where}{k}: {_short(pa.get(k))} vs {_short(pb.get(k))}" for k in sorted(set(pa) | set(pb))
-            if pa.get(k) != pb.get(k)]
-  return out
-
-
-def _short(v) -> str:
-  text = json.dumps(v)
-  return text if len(text) <= 60 else text[:57] + "..."
+  """What differs between two studies' JSON forms (`to_json`), as 'field: stored X, now Y' items."""
+  def fields(d: dict) -> dict:
+    parts = d.get("parts", [])
+    out = {"study": d.get("name"), "parts": len(parts)}
+    for i, p in enumerate(parts):
+      out.update({(f"part {i + 1} {k}" if len(parts) > 1 else k): v for k, v in p.items()})
+    return out
+  diff = storage.config_differences(fields(stored), fields(new))
+  return sorted(diff, key=lambda d: not d.startswith("study:"))          # the study's name first
 
 
 def _tuples(v):
