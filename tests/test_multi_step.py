@@ -61,6 +61,21 @@ def test_local_steps_equal_plain_sgd_on_the_whole_model(name, delta):
   assert not np.allclose(ours.bias, one_step.bias, atol=1e-3)          # the steps moved the model
 
 
+@pytest.mark.parametrize("name", ["tinyhar", "deepconvlstm"])
+def test_many_local_steps_run_in_blocks_from_the_host_and_equal_plain_sgd(name, monkeypatch):
+  # Beyond UNROLLED_STEPS the steps run as host-driven calls of a block of steps (S = 200 unrolled compiled for
+  # more than 5 minutes). Made small here: blocks of 2 beyond 2 steps, so S = 5 is blocks of 2, 2 and 1 steps.
+  from jaxleak.federated import multi_step
+  monkeypatch.setattr(multi_step, "UNROLLED_STEPS", 2)
+  monkeypatch.setattr(multi_step, "STEPS_PER_BLOCK", 2)
+  model, v, x, y, keys = _setup(name)
+  local = LocalSteps(steps=5, batch_size=15, lr=0.29)          # an lr of its own: a fresh trace, not a cached one
+  ours = client_updates(model, v, x, y, keys, local=local)
+  ref = jax.jit(jax.vmap(lambda x, y, k: _plain_local_sgd(model, v, x, y, k, local)))(x, y, keys)
+  np.testing.assert_allclose(ours.kernel, ref["kernel"], atol=2e-5, rtol=1e-4)
+  np.testing.assert_allclose(ours.bias, ref["bias"], atol=2e-5, rtol=1e-4)
+
+
 def test_sum_equivalent_is_s_times_the_mean_and_differs_from_one_step():
   model, v, x, y, keys = _setup("mlp")          # model-agnostic machinery: the fast model
   mean = client_updates(model, v, x, y, keys, local=LocalSteps(steps=4, batch_size=10, lr=0.5))

@@ -65,41 +65,103 @@ class LocalSteps:
       raise ValueError("per-example clipping inside local steps is not implemented; use clip_granularity='batch'.")
 
 
+#: Up to this many local steps are unrolled in one compiled program (fast on XLA:CPU, where a loop around a full
+#: backward pass runs several times slower); beyond it `client_updates` runs the steps from the host in calls of
+#: STEPS_PER_BLOCK unrolled steps, so that compiling does not grow with S (S = 200 unrolled compiled for more than
+#: 5 minutes). BUILD_NOTES.md, "Multi-step updates".
+UNROLLED_STEPS = 16
+STEPS_PER_BLOCK = 8
+
+
+def _step(model: nn.Module, local: LocalSteps, minmax: bool, carry, x, y, key, s):
+  """Local step s (a Python int, or a traced int32) of one update: SGD on windows [sB, (s+1)B) mod N.
+  carry = (params, model state, the head gradients summed so far)."""
+  params, state, total = carry
+  idx = (s * local.batch_size + jnp.arange(local.batch_size)) % y.shape[0]
+  xs, ys = x[idx], y[idx]
+  xs = minmax_scale(xs) if minmax else xs
+  step_key = jax.random.fold_in(key, s)
+  grads, state = jax.grad(train_loss(model, state, xs, ys, step_key), has_aux=True)(params)
+  if not local.ldp.is_identity:
+    grads = privacy.privatize(grads, local.ldp.transform(jax.random.fold_in(step_key, 1)))
+  total = jax.tree.map(jnp.add, total, _head(grads))
+  params = jax.tree.map(lambda p, g: p - local.lr * g, params, grads)
+  return params, state, total
+
+
+def _start(variables: dict):
+  params, state = split_variables(variables)
+  return params, state, jax.tree.map(jnp.zeros_like, _head(params))
+
+
+def _finish(local: LocalSteps, head0, carry) -> LastLayerGrads:
+  """The gradient-equivalent the server reads, from the initial head params and the final carry."""
+  params, _, total = carry
+  if local.via_parameter_delta:
+    delta = jax.tree.map(jnp.subtract, _head(params), head0)
+    total = jax.tree.map(lambda d: -d / local.lr, delta)
+  scale = 1.0 / local.steps if local.equivalent == "mean" else 1.0
+  return LastLayerGrads(kernel=total.kernel * scale, bias=None if total.bias is None else total.bias * scale)
+
+
 def client_update_fn(model: nn.Module, local: LocalSteps, *, minmax: bool = False):
   """Returns f(variables, x f32[N, T, ch], y i32[N], key) -> LastLayerGrads (the gradient-equivalent's head).
 
-  The S steps are unrolled at trace time (S is small and static): a lax.scan around a full backward pass runs
-  much slower on XLA:CPU (BUILD_NOTES.md).
+  The S steps are unrolled at trace time: a loop around a full backward pass runs much slower on XLA:CPU
+  (BUILD_NOTES.md), but compiling grows with S; `client_updates` runs S > UNROLLED_STEPS in host-driven blocks.
   """
   def f(variables, x, y, key):
-    n = y.shape[0]
-    params0 = variables["params"]
-    params, state = split_variables(variables)
-    total = jax.tree.map(jnp.zeros_like, _head(params0))
+    carry = _start(variables)
     for s in range(local.steps):
-      idx = (s * local.batch_size + jnp.arange(local.batch_size)) % n
-      xs, ys = x[idx], y[idx]
-      xs = minmax_scale(xs) if minmax else xs
-      step_key = jax.random.fold_in(key, s)
-      grads, state = jax.grad(train_loss(model, state, xs, ys, step_key), has_aux=True)(params)
-      if not local.ldp.is_identity:
-        grads = privacy.privatize(grads, local.ldp.transform(jax.random.fold_in(step_key, 1)))
-      total = jax.tree.map(jnp.add, total, _head(grads))
-      params = jax.tree.map(lambda p, g: p - local.lr * g, params, grads)
-    if local.via_parameter_delta:
-      delta = jax.tree.map(jnp.subtract, _head(params), _head(params0))
-      total = jax.tree.map(lambda d: -d / local.lr, delta)
-    scale = 1.0 / local.steps if local.equivalent == "mean" else 1.0
-    return LastLayerGrads(kernel=total.kernel * scale, bias=None if total.bias is None else total.bias * scale)
+      carry = _step(model, local, minmax, carry, x, y, key, s)
+    return _finish(local, _head(variables["params"]), carry)
 
   return f
 
 
 @functools.partial(jax.jit, static_argnames=("model", "local", "minmax", "batched_variables"))
-def client_updates(model: nn.Module, variables: dict, windows: jax.Array, labels: jax.Array, keys: jax.Array, *,
-                   local: LocalSteps, minmax: bool = False, batched_variables: bool = False) -> LastLayerGrads:
-  """Gradient-equivalents of K queries (windows f32[K, N, T, ch], labels i32[K, N], K keys), one plain vmap."""
-  if windows.ndim != 4 or labels.shape != windows.shape[:2]:
-    raise ValueError(f"expected windows [K, N, T, ch] and labels [K, N]; got {windows.shape}, {labels.shape}.")
+def _unrolled_updates(model, variables, windows, labels, keys, *, local, minmax, batched_variables):
   f = client_update_fn(model, local, minmax=minmax)
   return jax.vmap(f, in_axes=(0 if batched_variables else None, 0, 0, 0))(variables, windows, labels, keys)
+
+
+@functools.partial(jax.jit, static_argnames=("batched_variables",))
+def _start_updates(variables, keys, *, batched_variables):
+  """(initial head params, carry), each with a leading axis K (the variables repeated when shared)."""
+  if not batched_variables:
+    variables = jax.tree.map(lambda a: jnp.broadcast_to(a, (keys.shape[0],) + a.shape), variables)
+  return jax.vmap(lambda v: (_head(v["params"]), _start(v)))(variables)
+
+
+@functools.partial(jax.jit, static_argnames=("model", "local", "minmax", "num_steps"), donate_argnums=(1,))
+def _block_of_steps(model, carry, windows, labels, keys, first, *, local, minmax, num_steps):
+  """Steps first .. first + num_steps - 1 (`first` traced: one compilation for every full block) of K updates."""
+  def one(carry, x, y, key):
+    for u in range(num_steps):
+      carry = _step(model, local, minmax, carry, x, y, key, first + u)
+    return carry
+  return jax.vmap(one)(carry, windows, labels, keys)
+
+
+@functools.partial(jax.jit, static_argnames=("local",))
+def _finish_updates(head0, carry, *, local):
+  return jax.vmap(lambda h, c: _finish(local, h, c))(head0, carry)
+
+
+def client_updates(model: nn.Module, variables: dict, windows: jax.Array, labels: jax.Array, keys: jax.Array, *,
+                   local: LocalSteps, minmax: bool = False, batched_variables: bool = False) -> LastLayerGrads:
+  """Gradient-equivalents of K queries (windows f32[K, N, T, ch], labels i32[K, N], K keys), one plain vmap.
+
+  Up to `UNROLLED_STEPS` local steps run as one compiled program; more run as calls of `STEPS_PER_BLOCK` steps
+  from the host (the same arithmetic; compiling stays bounded, and XLA:CPU runs host-driven blocks about as fast
+  as unrolled steps, where a lax.scan of them ran 3-8x slower)."""
+  if windows.ndim != 4 or labels.shape != windows.shape[:2]:
+    raise ValueError(f"expected windows [K, N, T, ch] and labels [K, N]; got {windows.shape}, {labels.shape}.")
+  if local.steps <= UNROLLED_STEPS:
+    return _unrolled_updates(model, variables, windows, labels, keys, local=local, minmax=minmax,
+                             batched_variables=batched_variables)
+  head0, carry = _start_updates(variables, keys, batched_variables=batched_variables)
+  for first in range(0, local.steps, STEPS_PER_BLOCK):
+    carry = _block_of_steps(model, carry, windows, labels, keys, jnp.int32(first), local=local, minmax=minmax,
+                            num_steps=min(STEPS_PER_BLOCK, local.steps - first))
+  return _finish_updates(head0, carry, local=local)
