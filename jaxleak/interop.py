@@ -60,6 +60,10 @@ def _head(weight: Any, bias: Any, layout: str, what: str) -> tuple[np.ndarray, O
     raise ValueError(f"{what} weight: must be [C, D] for torch, [D, C] for flax/keras (with any leading batch "
                      f"axes, e.g. one per client), got shape {w.shape}.")
   kernel = np.swapaxes(w, -1, -2) if layout == "torch" else w
+  if kernel.shape[-1] < 2 or kernel.shape[-2] < 1:
+    raise ValueError(f"{what} weight: {kernel.shape[-1]} classes by {kernel.shape[-2]} features (shape {w.shape}, "
+                     f"layout {layout!r}); a head needs at least 2 classes and 1 feature. Check the layout "
+                     "(torch: weight [C, D]) or that the right tensor was passed.")
   if bias is None:
     return kernel, None
   b = _array(bias, f"{what} bias")

@@ -75,6 +75,14 @@ def _dynamic(x) -> bool:
   return isinstance(x, (jax.Array, np.ndarray))
 
 
+def _check_number(name: str, value) -> None:
+  """A static hyper-parameter must be a real number (arrays are dynamic and pass through)."""
+  if value is None or _dynamic(value):
+    return
+  if isinstance(value, bool) or not isinstance(value, numbers.Real):
+    raise TypeError(f"{name} must be a number, got {value!r} ({type(value).__name__}).")
+
+
 def clip_factor(norm: jax.Array, max_norm) -> jax.Array:
   """The factor clipping applies for a given norm: max_norm / (norm + 1e-6) where norm > max_norm, else 1.
   max_norm may be an array (inf = no clipping gives the factor 1 exactly)."""
@@ -99,6 +107,7 @@ def clip(max_norm: float, *, granularity: str = "batch", scope: str = "all",
     raise ValueError(f"unknown clip granularity {granularity!r}; valid: {', '.join(GRANULARITIES)}.")
   if scope not in SCOPES:
     raise ValueError(f"unknown clip scope {scope!r}; valid: {', '.join(SCOPES)}.")
+  _check_number("clip norm", max_norm)
   static = not _dynamic(max_norm)
   if static and not max_norm > 0:
     raise ValueError(f"clip norm must be positive (math.inf for no clipping), got {max_norm}.")
@@ -135,6 +144,8 @@ def gaussian_noise(stddev: Optional[float] = None, *, key: jax.Array, noise_mult
   """
   if (stddev is None) == (noise_multiplier is None):
     raise ValueError("give exactly one of stddev or noise_multiplier (with clip_norm).")
+  for name, value in (("stddev", stddev), ("noise_multiplier", noise_multiplier), ("clip_norm", clip_norm)):
+    _check_number(name, value)
   if stddev is None:
     if clip_norm is None or (not _dynamic(clip_norm) and not math.isfinite(clip_norm)):
       raise ValueError("noise_multiplier needs a finite clip_norm (std = noise_multiplier * clip_norm).")

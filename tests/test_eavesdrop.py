@@ -96,6 +96,37 @@ def test_attack_input_errors():
     E.cluster_labels(np.array([[0.0], [0.5], [1.0]]), method="wards")
 
 
+
+@pytest.mark.parametrize("call, error, match", [
+    (lambda g, u: E.class_sniffing(g, u, 0, 4.0), ValueError, r"num_selected must be a finite number > 0"),
+    (lambda g, u: E.quantity_inference(g, u, -3, 4.0), ValueError, r"num_selected .* got -3"),
+    (lambda g, u: E.quantity_inference(g, u, float("nan"), 4.0), ValueError, r"num_selected .* got nan"),
+    (lambda g, u: E.class_sniffing(g, u, 10, 0.0), ValueError, r"labels_per_client .* in \(0, C = 6\]"),
+    (lambda g, u: E.quantity_inference(g, u, 10, 7), ValueError, r"labels_per_client .* in \(0, C = 6\].* got 7"),
+    (lambda g, u: E.class_sniffing_thresholds(u, 10, -1.0), ValueError, r"labels_per_client"),
+    (lambda g, u: E.class_sniffing(g, u, "10", 4.0), TypeError, r"num_selected must be a number"),
+    (lambda g, u: E.class_sniffing(g, u, 10, 4.0, margin=-0.5), ValueError, r"margin must be a finite number >= 0"),
+    (lambda g, u: E.quantity_inference(g, u, 10, 4.0, ratio_threshold=0.0), ValueError, r"ratio_threshold .*> 0"),
+    (lambda g, u: E.quantity_inference(g, u, 10, 4.0, abort_std=float("inf")), ValueError, r"abort_std"),
+    (lambda g, u: E.class_sniffing(g.at[2, 1].set(jnp.nan), u, 10, 4.0), ValueError, r"global_update contains NaN"),
+    (lambda g, u: E.quantity_inference(g, u.at[0, 0, 0].set(jnp.inf), 10, 4.0), ValueError, r"label_updates .*NaN"),
+    (lambda g, u: E.class_sniffing(g[:, :1], u[:1, :, :1], 10, 1.0), ValueError, r"at least 2 labels"),
+])
+def test_eavesdrop_attacks_refuse_nonsense_eagerly(call, error, match):
+  """Before: K = 0 gave every label absent, K < 0 or N_L > C plausible scores, a NaN update 'absent' (score NaN)."""
+  u = planted_updates(0)
+  g, _ = linear_global_update(u, jnp.array([0, 1, 3, 10, 5, 2], jnp.float32), 4.0)
+  with pytest.raises(error, match=match):
+    call(g, u)
+
+
+def test_eavesdrop_attacks_under_jit_take_traced_settings():
+  """The checks skip traced values: K and N_L may be vmapped (as the rounds pipeline does)."""
+  u = planted_updates(0)
+  g, _ = linear_global_update(u, jnp.array([0, 1, 3, 10, 5, 2], jnp.float32), 4.0)
+  f = jax.jit(jax.vmap(lambda nl: E.class_sniffing(g, u, 10.0, nl).score))
+  assert f(jnp.array([4.0, 4.0])).shape == (2, 6)
+
 # --- Whole Determination --------------------------------------------------------------------------------------------
 
 def planted_ratio_updates(groups, factors, rounds, seed):

@@ -119,6 +119,9 @@ def test_bias_free_heads_and_numpy_inputs():
     (lambda: interop.head_gradient(np.ones((8, 3)), np.ones(8), layout="flax"), "looks like the torch layout"),
     (lambda: interop.head_gradient(np.ones((3, 8)), np.ones(5)), r"shape \(5,\) does not match"),
     (lambda: interop.head_gradient(np.ones(8)), r"must be \[C, D\] for torch"),
+    (lambda: interop.head_gradient(np.ones((1, 8))), r"1 classes by 8 features .*at least 2 classes"),
+    (lambda: interop.head_gradient(np.zeros((0, 8)), np.zeros(0)), r"0 classes by 8 features"),   # was accepted
+    (lambda: interop.head_gradient(np.ones((8, 0)), layout="flax"), r"0 classes by 8 features"),
     (lambda: interop.head_gradient(np.array([[1.0, np.nan]])), "NaN or Inf"),
     (lambda: interop.head_gradient(np.array([["a", "b"]])), "real numbers"),
     (lambda: interop.head_gradient(np.ones((3, 8)), layout="jax"), "layout: unknown 'jax'"),

@@ -117,6 +117,12 @@ def test_bad_arguments():
     P.ldp(1.0, 0.1, key=None)
   with pytest.raises(ValueError, match=r"\[0, 1\)"):
     P.top_k_compress(1.0)
+  with pytest.raises(TypeError, match="clip norm must be a number, got '1' "):      # was: '>' not supported
+    P.clip("1")
+  with pytest.raises(TypeError, match="stddev must be a number"):
+    P.ldp(1.0, "0.1", key=KEY)
+  with pytest.raises(TypeError, match="noise_multiplier must be a number"):
+    P.gaussian_noise(noise_multiplier=[1.0], clip_norm=1.0, key=KEY)
 
 
 def test_pure_clipping_leaves_ebi_llbg_llg_unchanged_but_breaks_ilrg_uniform():

@@ -82,6 +82,14 @@ def test_num_samples_beyond_exact_float32_counting_is_refused():
       A.ebi(g, n)
 
 
+def test_run_refuses_a_context_that_is_not_an_attack_context():
+  """Before: a dict was ignored by attacks that take no context (and an AttributeError for those that do)."""
+  g = _grads(0, 3, 4, 0.1)
+  for name in ("ebi", "ilrg_uniform"):
+    with pytest.raises(TypeError, match="context must be an AttackContext .*got dict.*fields: key, star_params"):
+      A.run(name, g, 10, {"key": KEY})
+
+
 def test_top_k_compress_keeps_non_finite_entries_visible():
   x = jnp.array([1.0, jnp.nan, -3.0, 0.1, jnp.inf])
   out = P.privatize(x, P.top_k_compress(0.4))

@@ -22,13 +22,40 @@ import jax.numpy as jnp
 import numpy as np
 
 
-def _check(global_update, label_updates):
-  if label_updates.ndim != 3 or label_updates.shape[0] != label_updates.shape[2]:
+def _is_concrete(x) -> bool:
+  return not isinstance(x, jax.core.Tracer)
+
+
+def _check(global_update, label_updates, num_selected=None, labels_per_client=None, **thresholds):
+  """Shapes always; values (finite updates, K > 0, 0 < N_L <= C, the thresholds) when they are concrete. Under
+  jit they cannot be inspected: a NaN update then gives NaN scores/estimates (Class Sniffing's `present` is
+  False where its score is NaN)."""
+  if np.ndim(label_updates) != 3 or np.shape(label_updates)[0] != np.shape(label_updates)[2]:
     raise ValueError(f"label_updates must be [C, D, C] (trained label, feature, output neuron); got "
-                     f"{label_updates.shape}.")
-  if global_update is not None and global_update.shape != label_updates.shape[1:]:
-    raise ValueError(f"global_update must be the head-kernel update [D, C] = {label_updates.shape[1:]}; got "
-                     f"{global_update.shape}.")
+                     f"{np.shape(label_updates)}.")
+  c = np.shape(label_updates)[0]
+  if c < 2:
+    raise ValueError(f"label_updates: need at least 2 labels (W_n averages the other labels' updates); got C={c}.")
+  if global_update is not None and np.shape(global_update) != np.shape(label_updates)[1:]:
+    raise ValueError(f"global_update must be the head-kernel update [D, C] = {np.shape(label_updates)[1:]}; got "
+                     f"{np.shape(global_update)}.")
+  for name, arr in (("global_update", global_update), ("label_updates", label_updates)):
+    if arr is not None and _is_concrete(arr) and not bool(np.all(np.isfinite(np.asarray(arr)))):
+      raise ValueError(f"{name} contains NaN or Inf; an attack on it is meaningless. Check the updates "
+                       "(a diverged model, or a learning rate too large for the auxiliary training).")
+  rules = {"num_selected": (num_selected, lambda v: v > 0, "> 0 (K = N_p * P, the clients selected per round)"),
+           "labels_per_client": (labels_per_client, lambda v: 0 < v <= c,
+                                 f"in (0, C = {c}] (N_L, the mean number of labels a client owns)")}
+  for name, (value, zero_allowed) in thresholds.items():      # margin >= 0; ratio_threshold, abort_std > 0
+    rules[name] = (value, (lambda v: v >= 0) if zero_allowed else (lambda v: v > 0), ">= 0" if zero_allowed else "> 0")
+  for name, (value, ok, allowed) in rules.items():
+    if value is None or not _is_concrete(value):
+      continue
+    if isinstance(value, (bool, np.bool_, str, bytes)) or np.ndim(value) != 0:
+      raise TypeError(f"{name} must be a number {allowed}; got {value!r}.")
+    v = float(value)
+    if not (np.isfinite(v) and ok(v)):
+      raise ValueError(f"{name} must be a finite number {allowed}; got {value!r}.")
 
 
 def positive_negative(label_updates: jax.Array) -> tuple[jax.Array, jax.Array]:
@@ -44,6 +71,7 @@ def positive_negative(label_updates: jax.Array) -> tuple[jax.Array, jax.Array]:
 def class_sniffing_thresholds(label_updates: jax.Array, num_selected, labels_per_client) -> jax.Array:
   """Algorithm 1: Th_low^i = N_p * P * N_L * mean_{j != i}(U[j, :, i]), f32[C, D], the summed update of label
   i's input weights when no selected client trains label i (the 'worst case')."""
+  _check(None, label_updates, num_selected, labels_per_client)
   _, w_n = positive_negative(label_updates)
   return num_selected * labels_per_client * w_n
 
@@ -63,7 +91,7 @@ def class_sniffing(global_update: jax.Array, label_updates: jax.Array, num_selec
   K * global_update[:, i] - Th_low^i ~ s * (W_p - W_n) by least squares over the D weights and call the label
   present when s > `margin` (half a client by default).
   """
-  _check(global_update, label_updates)
+  _check(global_update, label_updates, num_selected, labels_per_client, margin=(margin, True))
   w_p, w_n = positive_negative(label_updates)
   excess = num_selected * global_update.T - num_selected * labels_per_client * w_n     # [C, D]
   direction = w_p - w_n
@@ -87,7 +115,7 @@ def per_weight_estimates(global_update: jax.Array, label_updates: jax.Array, num
   x[i, d] = K * (G[d, i] - N_L * w_n) / (w_p - w_n)  (Eq. 5); kept = R_np = |w_n| / |w_p| <= Th_R (lines 12-19)
   and 0 <= x <= K (lines 20-27).
   """
-  _check(global_update, label_updates)
+  _check(global_update, label_updates, num_selected, labels_per_client, ratio_threshold=(ratio_threshold, False))
   w_p, w_n = positive_negative(label_updates)
   ratio_ok = jnp.abs(w_n) <= ratio_threshold * jnp.abs(w_p)          # R_np <= Th_R without dividing by 0
   denom = w_p - w_n
@@ -104,6 +132,7 @@ def quantity_inference(global_update: jax.Array, label_updates: jax.Array, num_s
   X_* is the mean of the kept per-weight estimates. The paper aborts 'when the standard deviation of the x's is
   large' without a number; here the attack aborts when std > `abort_std` * K (or no weight is kept).
   """
+  _check(global_update, label_updates, abort_std=(abort_std, False))
   x, kept = per_weight_estimates(global_update, label_updates, num_selected, labels_per_client,
                                  ratio_threshold=ratio_threshold)
   n = jnp.sum(kept, axis=1)
@@ -137,8 +166,8 @@ LINKAGE_METHODS = ("ward", "single", "complete", "average", "weighted", "centroi
 def cluster_labels(vectors, num_clusters: int | None = None, *, method: str = "ward",
                    max_clusters: int | None = None) -> np.ndarray:
   """Hierarchical clustering (Euclidean distance; Ward linkage by default, any scipy method) of the rows of
-  `vectors` [C, F] -> i32[C] cluster ids, numbered in order of first appearance. With num_clusters=None the number is chosen where the merge height jumps most
-  (largest ratio between consecutive merge heights, 2..max_clusters clusters; default C - 1). Host-side (scipy).
+  `vectors` [C, F] -> i32[C] cluster ids, numbered in order of first appearance. With num_clusters=None the
+  number is chosen where the merge height jumps most (largest ratio between consecutive merge heights, 2..max_clusters clusters; default C - 1). Host-side (scipy).
   """
   from scipy.cluster import hierarchy
 

@@ -133,6 +133,9 @@ def get(name: str) -> Callable[..., jax.Array]:
 def run(name: str, grads: LastLayerGrads, num_samples: int, context: Optional[AttackContext] = None) -> jax.Array:
   """Calls attack `name` with the context fields it takes (those set); raises naming a missing required one."""
   attack = info(name)
+  if context is not None and not isinstance(context, AttackContext):
+    raise TypeError(f"context must be an AttackContext (or None), got {type(context).__name__}; build one with "
+                    f"AttackContext(key=..., head=..., ...), fields: {', '.join(f.name for f in dataclasses.fields(AttackContext))}.")
   context = context or AttackContext()
   kwargs = {}
   for field in attack.takes:
