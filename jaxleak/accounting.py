@@ -10,7 +10,10 @@ user-chosen delta by two accountants of `dp_accounting` (the optional extra `acc
   * "rdp": Renyi DP over dp_accounting's default orders (a looser upper bound).
 
 No clipping (tau = 0 or inf) means unbounded sensitivity and no noise (sigma = 0) means a deterministic release:
-epsilon is infinite in both cases, and `Epsilon.reason` says why in words.
+epsilon is infinite in both cases, and `Epsilon.reason` says why in words. Noise so small against the clip norm
+that epsilon leaves float range (z below about 1e-154) is infinite too. Beyond epsilon ~ 5e5 (z below about
+1e-3 for one release) dp_accounting's PLD overflows: "pld" then reports the RDP upper bound, with
+`method="rdp"` and a `reason` saying so.
 
 >>> e = gaussian_epsilon(noise_std=0.1, clip_norm=0.1, delta=1e-5)     # one release, z = 1
 >>> round(e.value, 1), e.reason
@@ -22,6 +25,7 @@ from __future__ import annotations
 
 import functools
 import math
+import warnings
 from typing import NamedTuple
 
 METHODS = ("pld", "rdp")
@@ -29,8 +33,8 @@ DEFAULT_DELTA = 1e-5
 
 
 class Epsilon(NamedTuple):
-  """epsilon of one LDP setting: `value` (inf when unbounded), the accountant, delta, number of releases, and
-  `reason` ('' when finite, else why it is infinite, in words)."""
+  """epsilon of one LDP setting: `value` (inf when unbounded), the accountant used, delta, number of releases,
+  and `reason`: why it is infinite, in words; '' when finite, unless PLD fell back to RDP (then it says so)."""
   value: float
   method: str
   delta: float
@@ -53,8 +57,10 @@ def _clipped(clip_norm: float) -> bool:
 
 def _check(noise_std, clip_norm, releases, delta, method) -> None:
   for name, v in (("noise_std", noise_std), ("clip_norm", clip_norm)):
-    if not isinstance(v, (int, float)) or math.isnan(v) or v < 0:
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or math.isnan(v) or v < 0:
       raise ValueError(f"{name}={v!r}: must be a number >= 0 (0 or inf clip_norm = no clipping).")
+  if math.isinf(noise_std):
+    raise ValueError(f"noise_std={noise_std!r}: must be finite (noise of infinite std releases nothing).")
   if not isinstance(releases, int) or isinstance(releases, bool) or releases < 1:
     raise ValueError(f"releases={releases!r}: must be a positive integer (the updates composed).")
   if not isinstance(delta, (int, float)) or not 0 < delta < 1:
@@ -73,24 +79,45 @@ def gaussian_epsilon(noise_std: float, clip_norm: float, *, releases: int = 1, d
     return Epsilon(math.inf, method, delta, releases, "no clipping: unbounded sensitivity")
   if noise_std == 0:
     return Epsilon(math.inf, method, delta, releases, "no noise: a deterministic release")
-  return Epsilon(_epsilon(float(noise_std) / float(clip_norm), releases, float(delta), method), method, delta,
-                 releases, "")
+  z = float(noise_std) / float(clip_norm)
+  if z > MAX_NOISE_MULTIPLIER:
+    raise ValueError(f"noise_std / clip_norm = {z:.3g}: beyond {MAX_NOISE_MULTIPLIER:g} the accountants overflow "
+                     "(and epsilon is 0 to any printed digit); check the units of noise_std and clip_norm.")
+  value, used, reason = _epsilon(z, releases, float(delta), method)
+  return Epsilon(value, used, delta, releases, reason)
+
+
+#: The largest noise multiplier sigma / tau accepted (dp_accounting squares it).
+MAX_NOISE_MULTIPLIER = 1e100
+#: Above this RDP epsilon, PLD is not computed: its grid interval (1e-3 of epsilon) overflows exp() in
+#: dp_accounting near 700, and a finer grid would take millions of points.
+PLD_MAX_EPSILON = 5e5
 
 
 @functools.lru_cache(maxsize=4096)
-def _epsilon(z: float, releases: int, delta: float, method: str) -> float:
+def _epsilon(z: float, releases: int, delta: float, method: str) -> tuple[float, str, str]:
+  """(epsilon, accountant used, reason) for noise multiplier z."""
   dpa = _dp_accounting()
   event = dpa.SelfComposedDpEvent(dpa.GaussianDpEvent(z), releases)
   rdp = dpa.rdp.RdpAccountant()
-  rdp.compose(event)
-  eps_rdp = float(rdp.get_epsilon(delta))
+  try:
+    with warnings.catch_warnings():                 # numpy's overflow warnings for z ~ 1e-154: handled below
+      warnings.simplefilter("ignore", RuntimeWarning)
+      rdp.compose(event)
+      eps_rdp = float(rdp.get_epsilon(delta))
+  except (OverflowError, ZeroDivisionError):
+    eps_rdp = math.inf
+  if math.isinf(eps_rdp):
+    return math.inf, method, f"noise negligible: noise multiplier z = {z:.3g}, epsilon beyond float range"
   if method == "rdp":
-    return eps_rdp
+    return eps_rdp, "rdp", ""
+  if eps_rdp > PLD_MAX_EPSILON:
+    return eps_rdp, "rdp", f"RDP upper bound: PLD overflows beyond epsilon {PLD_MAX_EPSILON:g}"
   # The PLD grid is sized to the loss: a fixed 1e-4 interval takes minutes for z << 1 (epsilon in the
   # thousands); 1e-3 of the RDP bound keeps it milliseconds with a relative discretisation error ~1e-3.
   pld = dpa.pld.PLDAccountant(value_discretization_interval=max(1e-4, 1e-3 * eps_rdp))
   pld.compose(event)
-  return float(pld.get_epsilon(delta))
+  return float(pld.get_epsilon(delta)), "pld", ""
 
 
 def describe(eps: Epsilon, digits: int = 3) -> str:

@@ -77,6 +77,47 @@ def test_bad_arguments_are_named(kwargs, message):
     accounting.gaussian_epsilon(**kwargs)
 
 
+def exact_epsilon_log(mu: float, delta: float) -> float:
+  """exact_epsilon in log space, for mu in the hundreds (exp(eps) overflows there)."""
+  def above(eps):                  # log delta(eps) > log delta, with delta(eps) = e^a (1 - e^(b - a))
+    a, b = log_ndtr(mu / 2 - eps / mu), eps + log_ndtr(-mu / 2 - eps / mu)
+    return b < a and a + math.log1p(-math.exp(b - a)) > math.log(delta)
+  lo, hi = 0.0, mu * mu
+  for _ in range(200):
+    mid = (lo + hi) / 2
+    lo, hi = (mid, hi) if above(mid) else (lo, mid)
+  return hi
+
+
+@pytest.mark.parametrize("sigma", [1e-3, 1e-4, 1e-12])
+def test_tiny_noise_falls_back_to_the_rdp_bound_and_says_so(sigma):
+  """Before: OverflowError 'math range error' from dp_accounting's PLD (z = 1e-4: epsilon ~ 5e7), which ended
+  `study collect` and the report of a sweep that reached such a setting."""
+  e = accounting.gaussian_epsilon(sigma, 1.0)
+  rdp = accounting.gaussian_epsilon(sigma, 1.0, method="rdp")
+  assert e.method == "rdp" and "RDP upper bound: PLD overflows" in e.reason and e.value == rdp.value
+  if sigma >= 1e-4:                   # an upper bound, close to the exact value (1/(2 z^2) dominates both)
+    exact = exact_epsilon_log(1.0 / sigma, 1e-5)
+    assert exact <= e.value <= exact * 1.1, (exact, e.value)
+
+
+def test_noise_beyond_float_range_is_infinite_and_absurd_multipliers_are_refused():
+  e = accounting.gaussian_epsilon(1e-160, 1.0)
+  assert math.isinf(e.value) and e.reason.startswith("noise negligible: noise multiplier z = 1e-160")
+  with pytest.raises(ValueError, match=r"noise_std / clip_norm = 1e\+300: beyond 1e\+100"):
+    accounting.gaussian_epsilon(1e300, 1.0)
+  for bad in (True, math.inf):
+    with pytest.raises(ValueError, match="noise_std="):
+      accounting.gaussian_epsilon(bad, 1.0)
+
+
+def test_the_report_shows_a_fallback_epsilon_as_rdp():
+  from jaxleak.runs.report.tables import Accountant
+  b = Accountant().budget(1e-4, 1.0)
+  assert b.text().endswith(" (RDP)") and b.composed_pld.method == "rdp"
+  assert Accountant().budget(0.5, 1.0).text() == f"{accounting.gaussian_epsilon(0.5, 1.0).value:.3g}"
+
+
 def test_a_missing_extra_names_it(monkeypatch):
   monkeypatch.setitem(sys.modules, "dp_accounting", None)
   accounting._epsilon.cache_clear()

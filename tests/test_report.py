@@ -124,8 +124,8 @@ def test_every_ldp_setting_has_its_epsilon(everything):
   rows = {(float(r["sigma"]), r["tau"]): r for r in _csv(rep.files["tables/ldp_epsilon.csv"])}
   assert set(rows) == {(0.1, ""), (0.0, "0.5"), (0.1, "0.5"), (0.1, "1.0")}
   assert float(rows[(0.1, "0.5")]["epsilon (composed, PLD)"]) == accounting.gaussian_epsilon(0.1, 0.5).value
-  assert rows[(0.1, "")]["why infinite"] == "no clipping: unbounded sensitivity"
-  assert rows[(0.0, "0.5")]["why infinite"] == "no noise: a deterministic release"
+  assert rows[(0.1, "")]["note"] == "no clipping: unbounded sensitivity"
+  assert rows[(0.0, "0.5")]["note"] == "no noise: a deterministic release"
   summary = _csv(rep.files["tables/har_summary.csv"])
   assert {r["epsilon"] for r in summary if r["sigma"] == "0.1" and r["tau"] == "1.0"} == {
       f"{accounting.gaussian_epsilon(0.1, 1.0).value:.3g}"}

@@ -472,4 +472,4 @@ def test_report_of_a_study_holds_its_records_numbers(ldp_study, tmp_path):
       np.testing.assert_array_equal(np.sum(r["confusion"], axis=1), np.sum(r["class_total"], axis=0))
   eps = {(r["sigma"], r["tau"]): r for r in csv.DictReader(open(os.path.join(out, "tables", "ldp_epsilon.csv")))}
   assert float(eps[("0.1", "0.5")]["epsilon (composed, PLD)"]) == accounting.gaussian_epsilon(0.1, 0.5).value
-  assert eps[("0.0", "1.0")]["why infinite"] == "no noise: a deterministic release"
+  assert eps[("0.0", "1.0")]["note"] == "no noise: a deterministic release"

@@ -86,7 +86,7 @@ class Budget:
     e = self.composed_pld
     if math.isinf(e.value):
       return "inf (no clip)" if e.reason.startswith("no clipping") else "inf (no noise)"
-    return f"{e.value:.3g}"
+    return f"{e.value:.3g}" + (" (RDP)" if e.method == "rdp" else "")
 
 
 class Accountant:
@@ -132,7 +132,7 @@ def ldp_table(results: Results, acct: Accountant) -> Optional[Table]:
   return Table("ldp_epsilon", f"LDP settings and their privacy budget (Gaussian mechanism, sensitivity = clip norm "
                f"tau, delta = {acct.delta:g}; composed over {acct.rounds} round(s) x the setting's releases)",
                ["sigma", "tau", "clip scope", "releases", "epsilon (1 release, PLD)", "epsilon (composed, PLD)",
-                "epsilon (composed, RDP)", "why infinite"], rows,
+                "epsilon (composed, RDP)", "note"], rows,
                note="tau empty = no clipping. Infinite epsilon: no clipping leaves the sensitivity unbounded; no noise "
                     "is a deterministic release.")
 
