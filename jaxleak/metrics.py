@@ -14,6 +14,7 @@ classes absent from all of a client's batches are excluded.
 """
 from __future__ import annotations
 
+import numbers
 from typing import NamedTuple
 
 import jax
@@ -163,7 +164,18 @@ def mean_std_over_clients(values: jax.Array) -> tuple[jax.Array, jax.Array]:
 
 
 def counts_from_labels(labels: jax.Array, num_classes: int, mask: jax.Array | None = None) -> jax.Array:
-  """Label vector i32[..., N] -> counts i32[..., C] (masked entries excluded)."""
+  """Label vector i32[..., N] -> counts i32[..., C] (masked entries excluded). Labels outside [0, C) would count
+  nowhere: refused when the arrays are concrete (under jit they cannot be inspected)."""
+  if isinstance(num_classes, bool) or not isinstance(num_classes, numbers.Integral) or num_classes < 1:
+    raise ValueError(f"num_classes must be a positive integer, got {num_classes!r}.")
+  if _concrete(labels) and (mask is None or _concrete(mask)):
+    lab = np.asarray(labels)
+    if not np.issubdtype(lab.dtype, np.integer):
+      raise ValueError(f"labels must be integers (class ids), got dtype {lab.dtype}.")
+    used = lab if mask is None else lab[np.broadcast_to(np.asarray(mask, bool), lab.shape)]
+    if used.size and (used.min() < 0 or used.max() >= num_classes):
+      raise ValueError(f"labels must be in [0, num_classes={num_classes}); got values from {used.min()} to "
+                       f"{used.max()} (mask out padding with mask=...).")
   onehot = jax.nn.one_hot(labels, num_classes, dtype=jnp.int32)
   if mask is not None:
     onehot = onehot * mask[..., None].astype(jnp.int32)
@@ -180,6 +192,8 @@ def sniffing_correct(present_pred: jax.Array, owner_counts: jax.Array) -> jax.Ar
 
 def quantity_success(estimate: jax.Array, owner_counts: jax.Array, alpha) -> jax.Array:
   """bool[...]: |estimate - true number of owners| <= alpha (sec. IV-C1; alpha = 1, or 5 % of N_p * P)."""
+  if _concrete(alpha) and not (np.ndim(alpha) == 0 and np.isfinite(alpha) and alpha >= 0):
+    raise ValueError(f"alpha must be a finite number >= 0 (the tolerance in clients), got {alpha!r}.")
   return jnp.abs(jnp.asarray(estimate) - jnp.asarray(owner_counts)) <= alpha
 
 

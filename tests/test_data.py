@@ -213,6 +213,33 @@ def test_sample_clients_offsets_and_errors():
     D.sample_client("random", jax.random.key(0), LAB, 10)
 
 
+@pytest.mark.parametrize("call, error, message", [
+    (lambda: D.sample_client("shuffle", jax.random.key(0), LAB, 2.5), TypeError,      # was: slice indices must be
+     "num_samples must be an integer"),
+    (lambda: D.sample_client("balanced", jax.random.key(0), LAB, True), TypeError, "num_samples must be an integer"),
+    (lambda: D.sample_client("shuffle", 0, LAB, 10), TypeError, r"key must be one JAX PRNG key, e.g. jax.random.key"),
+    (lambda: D.sample_client("shuffle", jax.random.key(0), LAB[:254].reshape(2, -1), 10), ValueError, r"shape \[n\]"),
+    (lambda: D.sample_queries("shuffle", jax.random.key(0), LAB, 0), ValueError,      # was: ZeroDivisionError
+     "num_points must be positive"),
+    (lambda: D.make_synthetic("tiny", scale=float("nan")), ValueError, "scale must be a finite number > 0, got nan"),
+    (lambda: D.make_synthetic("tiny", seed=-1), ValueError, "seed must be an integer >= 0, got -1"),
+    (lambda: D.make_clients(D.make_synthetic("tiny"), [1, 1]), ValueError,        # was: subject 1 twice, silently
+     r"subject ids \[1\] are given more than once"),
+    (lambda: D.make_clients(D.make_synthetic("tiny"), []), ValueError, "subject_ids is empty"),
+    (lambda: D.repartition_dirichlet(D.make_clients(D.make_synthetic("tiny")), 3, 1.0, -1), ValueError,
+     "seed must be an integer >= 0, got -1"),
+])
+def test_samplers_and_synthetic_data_refuse_bad_arguments_by_name(call, error, message):
+  with pytest.raises(error, match=message):
+    call()
+
+
+def test_a_client_without_windows_gets_no_batches_from_every_sampler():
+  """Before: the balanced sampler divided by the number of classes (ZeroDivisionError)."""
+  for strategy in D.STRATEGIES:
+    assert D.sample_client(strategy, jax.random.key(0), np.zeros(0, np.int32), 5).shape == (0, 5)
+
+
 def test_client_batches_do_not_depend_on_other_clients():
   clients_all = D.make_clients(D.make_synthetic("tiny"))
   clients_one = D.make_clients(D.make_synthetic("tiny"), [2])

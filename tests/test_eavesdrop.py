@@ -232,6 +232,11 @@ def test_allocate_dirichlet_concentration_owners_and_errors():
     D.allocate_dirichlet(pool, 5, alpha=0.0)
   with pytest.raises(ValueError, match="partition"):
     EV.EavesdropConfig(partition="iid")
+  # Before: accepted, and no participant owned any label (every attack scored against all-absent truth).
+  with pytest.raises(ValueError, match="min_owned=16 is more than a participant's 8 samples"):
+    D.allocate_dirichlet(pool, 5, alpha=1.0, samples_per_participant=8, min_owned=16)
+  with pytest.raises(ValueError, match="min_owned=32 is more than a participant's samples_per_participant=16"):
+    EV.EavesdropConfig(partition="dirichlet", dirichlet_alpha=1.0, samples_per_participant=16, min_owned=32)
 
 
 @pytest.mark.parametrize("field,value,message", [

@@ -89,3 +89,14 @@ def test_sorted_pairing_confusion_equals_pairing_the_written_out_lists(tp):
 def test_sorted_pairing_confusion_is_zero_for_an_invalid_prediction():
   got = M.sorted_pairing_confusion(jnp.array([[2, 1], [1, 2]]), jnp.array([[-1, -1], [3, 0]]))
   assert got.tolist() == [[[0, 0], [0, 0]], [[1, 0], [2, 0]]]
+
+
+def test_counts_from_labels_refuses_labels_it_would_drop():
+  """Before: labels outside [0, C) were silently not counted ([0, 5, 7] with C = 3 gave [1, 0, 0])."""
+  with pytest.raises(ValueError, match=r"labels must be in \[0, num_classes=3\); got values from 0 to 7"):
+    M.counts_from_labels(jnp.array([0, 5, 7]), 3)
+  with pytest.raises(ValueError, match="from -1 to 0"):
+    M.counts_from_labels(jnp.array([0, -1]), 3)
+  np.testing.assert_array_equal(M.counts_from_labels(jnp.array([0, 2, -1]), 3, mask=jnp.array([1, 1, 0])), [1, 0, 1])
+  with pytest.raises(ValueError, match="alpha must be a finite number >= 0"):
+    M.quantity_success(jnp.array([1.0]), jnp.array([1]), -1.0)

@@ -27,6 +27,18 @@ def test_unknown_model_lists_valid_names():
     models.build("resnet", 9)
 
 
+@pytest.mark.parametrize("call, message", [
+    (lambda: models.build("tinyhar", 1), "num_classes must be an integer >= 2"),          # was: built, C = 1
+    (lambda: models.build("deepconvlstm", 2.5), r"num_classes must be an integer >= 2 .*got 2.5"),
+    (lambda: models.build("tinyhar", 5, filter=8), r"tinyhar: unknown setting\(s\) filter; it takes: filters, "),
+    (lambda: models.init(models.build("deepconvlstm", 5), jax.random.key(0), 50, 0),    # was: ZeroDivisionError
+     r"example_shape must be positive integers.*got \(50, 0\)"),
+])
+def test_build_and_init_refuse_impossible_settings_by_name(call, message):
+  with pytest.raises(ValueError, match=message):
+    call()
+
+
 def test_time_only_conv_equals_the_2d_kernel_9x1_conv():
   x = jax.random.normal(jax.random.key(0), (3, 50, 4))
   conv1d = nn.Conv(5, (9,), padding="VALID")

@@ -138,7 +138,11 @@ def allocate_dirichlet(pool: LabelPool, num_participants: int, *, alpha: float, 
   """
   c = pool.num_classes
   if num_participants <= 0 or samples_per_participant <= 0 or min_owned <= 0:
-    raise ValueError("num_participants, samples_per_participant and min_owned must be positive.")
+    raise ValueError(f"num_participants, samples_per_participant and min_owned must be positive; got "
+                     f"{num_participants}, {samples_per_participant} and {min_owned}.")
+  if min_owned > samples_per_participant:
+    raise ValueError(f"min_owned={min_owned} is more than a participant's {samples_per_participant} samples: no "
+                     "participant could own a label; lower min_owned or raise samples_per_participant.")
   if not (np.isfinite(alpha) and alpha > 0):
     raise ValueError(f"dirichlet alpha must be a finite number > 0, got {alpha}.")
   pool.require_all_classes("the participants' pool")

@@ -11,6 +11,7 @@ on HAPT. Same key, same batches, as before.
 """
 from __future__ import annotations
 
+import numbers
 from typing import Optional, Sequence
 
 import jax
@@ -19,6 +20,22 @@ import numpy as np
 from jaxleak.data.dataset import WindowedClients
 
 STRATEGIES = ("shuffle", "sequential", "balanced")
+
+
+def _check_args(strategy: str, key, labels, num_samples, name: str = "num_samples") -> None:
+  if strategy not in _SAMPLERS:
+    raise ValueError(f"unknown sampling strategy {strategy!r}; valid: {', '.join(STRATEGIES)}.")
+  if isinstance(num_samples, bool) or not isinstance(num_samples, numbers.Integral):
+    raise TypeError(f"{name} must be an integer (windows per batch), got {num_samples!r}.")
+  if num_samples <= 0:
+    raise ValueError(f"{name} must be positive, got {num_samples}.")
+  typed = isinstance(key, jax.Array) and jax.dtypes.issubdtype(key.dtype, jax.dtypes.prng_key)
+  raw = isinstance(key, (jax.Array, np.ndarray)) and key.dtype == np.uint32 and key.shape == (2,)
+  if not (typed or raw):
+    raise TypeError(f"key must be one JAX PRNG key, e.g. jax.random.key(0); got {type(key).__name__} "
+                    f"{getattr(key, 'shape', '')}.")
+  if np.ndim(labels) != 1:
+    raise ValueError(f"labels must be the client's window labels, shape [n]; got shape {np.shape(labels)}.")
 
 
 def _rng(key) -> np.random.Generator:
@@ -46,6 +63,8 @@ def balanced(key, labels: np.ndarray, num_samples: int) -> np.ndarray:
   (with replacement iff the class has fewer than q windows), shuffled, then blocks of N. Absent classes are never
   sampled; windows may repeat within and across batches."""
   labels = np.asarray(labels)
+  if labels.size == 0:
+    return _to_batches(np.zeros(0, np.int32), num_samples)
   classes = list(dict.fromkeys(labels.tolist()))            # first-appearance order
   q = len(labels) // len(classes)
   rng = _rng(key)
@@ -58,11 +77,9 @@ _SAMPLERS = {"shuffle": shuffle, "sequential": sequential, "balanced": balanced}
 
 
 def sample_client(strategy: str, key, labels: np.ndarray, num_samples: int) -> np.ndarray:
-  """Batches of one client: i32[num_batches, num_samples] of indices into its windows."""
-  if strategy not in _SAMPLERS:
-    raise ValueError(f"unknown sampling strategy {strategy!r}; valid: {', '.join(STRATEGIES)}.")
-  if num_samples <= 0:
-    raise ValueError(f"num_samples must be positive, got {num_samples}.")
+  """Batches of one client: i32[num_batches, num_samples] of indices into its windows (num_batches may be 0:
+  fewer windows than num_samples give no batch)."""
+  _check_args(strategy, key, labels, num_samples)
   return _SAMPLERS[strategy](key, labels, num_samples)
 
 
@@ -104,8 +121,7 @@ def sample_queries(strategy: str, key, labels: np.ndarray, num_points: int) -> n
   (distinct within a query for shuffle; from a fresh balanced pool for balanced), so windows may recur across
   queries, as in the reference.
   """
-  if strategy not in _SAMPLERS:
-    raise ValueError(f"unknown sampling strategy {strategy!r}; valid: {', '.join(STRATEGIES)}.")
+  _check_args(strategy, key, labels, num_points, "num_points")
   n = len(labels)
   num_queries = n // num_points
   if strategy == "sequential":

@@ -8,6 +8,8 @@ model can learn the classes. Deterministic for a given seed.
 from __future__ import annotations
 
 import dataclasses
+import math
+import numbers
 
 import numpy as np
 
@@ -49,8 +51,10 @@ def make_synthetic(preset: str | SyntheticPreset = "wetlab", *, scale: float = 1
     name, p = f"synthetic_{preset}", PRESETS[preset]
   else:
     name, p = "synthetic", preset
-  if scale <= 0:
-    raise ValueError(f"scale must be positive, got {scale}.")
+  if isinstance(scale, bool) or not isinstance(scale, numbers.Real) or not (math.isfinite(scale) and scale > 0):
+    raise ValueError(f"scale must be a finite number > 0, got {scale!r}.")
+  if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or seed < 0:
+    raise ValueError(f"seed must be an integer >= 0, got {seed!r}.")
   rng = np.random.default_rng(seed)
   c, ch, fs = p.num_classes, p.num_channels, sampling_rate
   freq = rng.uniform(0.3, 4.0, (c, ch))

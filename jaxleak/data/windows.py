@@ -37,6 +37,11 @@ def make_clients(dataset: HarDataset, subject_ids: Sequence[int] | None = None, 
                  stride: int = STRIDE) -> WindowedClients:
   """One client per subject: the windows of all its recordings, in temporal order."""
   ids = tuple(dataset.subject_ids if subject_ids is None else subject_ids)
+  if not ids:
+    raise ValueError(f"subject_ids is empty; give at least one of {list(dataset.subject_ids)} (None = all).")
+  repeated = sorted({s for s in ids if ids.count(s) > 1})
+  if repeated:
+    raise ValueError(f"subject ids {repeated} are given more than once; each subject is one client.")
   unknown = [s for s in ids if s not in dataset.subjects]
   if unknown:
     raise ValueError(f"unknown subject ids {unknown}; {dataset.name} has {list(dataset.subject_ids)}.")
@@ -60,6 +65,8 @@ def repartition_dirichlet(clients: WindowedClients, num_clients: int, alpha: flo
     raise ValueError(f"dirichlet_clients must be a positive integer, got {num_clients!r}.")
   if not (np.isfinite(alpha) and alpha > 0):
     raise ValueError(f"dirichlet_alpha must be a finite number > 0, got {alpha}.")
+  if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+    raise ValueError(f"seed must be an integer >= 0, got {seed!r}.")
   rng = np.random.default_rng(seed)
   owner = np.empty(len(clients.labels), np.int64)
   for c in range(clients.num_classes):

@@ -10,7 +10,9 @@ Dense named "head", `train` and `return_features` arguments.
 """
 from __future__ import annotations
 
+import dataclasses
 import functools
+import numbers
 
 import jax
 import jax.numpy as jnp
@@ -72,7 +74,15 @@ def require(name: str, use: str) -> ModelSpec:
 
 def build(name: str, num_classes: int, **kwargs) -> nn.Module:
   """A model by registry name; kwargs go to the module (e.g. head_bias=False, dropout=0.0)."""
-  return spec(name).cls(num_classes=num_classes, **kwargs)
+  cls = spec(name).cls
+  if isinstance(num_classes, bool) or not isinstance(num_classes, numbers.Integral) or num_classes < 2:
+    raise ValueError(f"num_classes must be an integer >= 2 (the head's outputs), got {num_classes!r}.")
+  if dataclasses.is_dataclass(cls):
+    fields = [f.name for f in dataclasses.fields(cls) if f.init and f.name not in ("parent", "name", "num_classes")]
+    unknown = sorted(set(kwargs) - set(fields))
+    if unknown:
+      raise ValueError(f"{name}: unknown setting(s) {', '.join(unknown)}; it takes: {', '.join(fields)}.")
+  return cls(num_classes=int(num_classes), **kwargs)
 
 
 def init(model: nn.Module, key: jax.Array, window: int, channels: int) -> dict:
@@ -84,6 +94,10 @@ def init_for_shape(model: nn.Module, key: jax.Array, example_shape: tuple[int, .
   """Initial variables for inputs f32[B, *example_shape] (one example's shape, e.g. (8, 8) for digits).
   Jitted (eager Flax init of TinyHAR takes ~2.5x longer than compiling it), and compiled once per (model, shape)
   in a process: a study's groups share it (TinyHAR's init compiles in ~1.5 s)."""
+  shape = tuple(example_shape) if isinstance(example_shape, (tuple, list)) else None
+  if not shape or any(isinstance(d, bool) or not isinstance(d, numbers.Integral) or d < 1 for d in shape):
+    raise ValueError(f"example_shape must be positive integers, one example's shape (e.g. (window, channels) = "
+                     f"(50, 6)); got {example_shape!r}.")
   return dict(_init(model, key, tuple(int(d) for d in example_shape)))
 
 

@@ -85,6 +85,9 @@ class EavesdropConfig:
                                                and self.min_owned > 0):
       raise ValueError(f"dirichlet partition needs dirichlet_alpha, samples_per_participant and min_owned > 0, got "
                        f"{self.dirichlet_alpha}, {self.samples_per_participant}, {self.min_owned}.")
+    if self.partition == "dirichlet" and self.min_owned > self.samples_per_participant:
+      raise ValueError(f"min_owned={self.min_owned} is more than a participant's samples_per_participant="
+                       f"{self.samples_per_participant}: no participant could own a label; lower min_owned.")
     if len(self.main_labels) != 2 or not 1 <= self.main_labels[0] <= self.main_labels[1]:
       raise ValueError(f"main_labels must be two integers 1 <= lo <= hi (labels a participant mainly holds), got "
                        f"{self.main_labels}.")
