@@ -89,6 +89,32 @@ def test_bad_shapes_are_rejected():
     last_layer_grads(model, v, x[0], y, keys)
 
 
+def test_labels_chunks_and_variables_that_cannot_mean_a_batch_are_refused_by_name():
+  """Before: labels 7 or -1 for a 5-class model one-hot to zeros and gave gradients of no real batch, float labels
+  and chunk_size=0 were accepted, and variables of another model or channel count ended in Flax's scope errors."""
+  from jaxleak.federated import LocalSteps, client_updates, head_grads_and_model_norms
+  model = models.build("tinyhar", 5)
+  v = models.init(model, jax.random.key(0), 50, 2)
+  x, y, keys = _batches(2, 4, 2, 5)
+  for bad, match in ((y.at[0, 1].set(7), r"labels must be in \[0, 5\) .*from 0 to 7"),
+                     (y.at[1, 0].set(-1), "labels must be .*from -1 to"),
+                     (y.astype(jnp.float32), "labels must be integer class ids")):
+    with pytest.raises(ValueError, match="last_layer_grads: " + match):
+      last_layer_grads(model, v, x, bad, keys)
+    with pytest.raises(ValueError, match="head_grads_and_model_norms: " + match):
+      head_grads_and_model_norms(model, v, x, bad, keys)
+    with pytest.raises(ValueError, match="client_updates: " + match):
+      client_updates(model, v, x, bad, keys, local=LocalSteps(steps=2, batch_size=2, lr=0.1))
+  with pytest.raises(ValueError, match="chunk_size must be a positive integer"):
+    last_layer_grads(model, v, x, y, keys, chunk_size=0)
+  for variables, shape in ((models.init(model, jax.random.key(0), 50, 3), r"\(50, 2\)"),
+                           (models.init(models.build("deepconvlstm", 5), jax.random.key(0), 50, 2), r"\(50, 2\)")):
+    with pytest.raises(ValueError, match=f"the variables do not fit TinyHAR on windows of shape {shape}.*models.init"):
+      last_layer_grads(model, variables, x, y, keys)
+  under_jit = jax.jit(lambda labels: last_layer_grads(model, v, x, labels, keys).bias)(y)   # traced: no value check
+  np.testing.assert_allclose(under_jit, last_layer_grads(model, v, x, y, keys).bias, atol=1e-6)
+
+
 def test_a_full_backward_inside_a_lax_map_warns_on_cpu_and_nothing_else_does():
   import warnings
   from jaxleak.federated import PerformanceWarning

@@ -6,11 +6,14 @@ statistics and returning updated running statistics. Non-param collections ('bat
 """
 from __future__ import annotations
 
+import contextlib
 from typing import Callable, Optional
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
+from flax import errors as flax_errors
 from flax import linen as nn
 
 
@@ -63,3 +66,38 @@ def train_loss(model: nn.Module, state: dict, x: jax.Array, y: jax.Array, key: j
     return reduce(logits, y), new_state
 
   return loss
+
+
+def check_batches(model: nn.Module, windows, labels, keys=None, *, what: str) -> None:
+  """K batches for an update function: windows [K, N, ...], labels integer [K, N] in [0, model.num_classes), and
+  (if given) K keys. Label values are checked when concrete (under jit they cannot be inspected); an out-of-range
+  label would one-hot to zeros and give a gradient of no real batch."""
+  k = np.shape(windows)[:1]
+  if (np.ndim(windows) < 3 or np.shape(labels) != np.shape(windows)[:2]
+      or (keys is not None and np.shape(keys)[:1] != k)):
+    raise ValueError(f"{what}: expected windows [K, N, T, ch], labels [K, N]" + (" and K keys" if keys is not None
+                     else "") + f"; got {np.shape(windows)}, {np.shape(labels)}"
+                     + (f", {np.shape(keys)}" if keys is not None else "") + ".")
+  if not jnp.issubdtype(jnp.result_type(labels), jnp.integer):
+    raise ValueError(f"{what}: labels must be integer class ids, got dtype {jnp.result_type(labels)}.")
+  num_classes = getattr(model, "num_classes", None)
+  if num_classes is not None and not isinstance(labels, jax.core.Tracer) and np.size(labels):
+    lab = np.asarray(labels)
+    if lab.min() < 0 or lab.max() >= num_classes:
+      raise ValueError(f"{what}: labels must be in [0, {num_classes}) for a model of {num_classes} classes; got "
+                       f"values from {lab.min()} to {lab.max()}.")
+
+
+@contextlib.contextmanager
+def explain_variable_mismatch(model: nn.Module, windows, what: str):
+  """Turns Flax's scope errors (variables made for another model or input shape) into one ValueError that says
+  so; raised while tracing, before any work."""
+  try:
+    yield
+  except (flax_errors.ScopeParamShapeError, flax_errors.ScopeCollectionNotFound,
+          flax_errors.ScopeParamNotFoundError) as e:
+    detail = str(e).split(" (https://")[0]
+    raise ValueError(f"{what}: the variables do not fit {type(model).__name__} on windows of shape "
+                     f"{tuple(np.shape(windows)[2:])} ({detail}). Were they made for another model, number of "
+                     "classes or channels? Make them with jaxleak.models.init(model, key, window, channels) for "
+                     "these windows.") from None

@@ -27,7 +27,7 @@ import jax.numpy as jnp
 from flax import linen as nn
 
 from jaxleak import privacy
-from jaxleak.federated.apply import split_variables, train_loss
+from jaxleak.federated.apply import check_batches, explain_variable_mismatch, split_variables, train_loss
 from jaxleak.federated.single_step import _head, minmax_scale
 from jaxleak.privacy import LdpConfig
 from jaxleak.types import LastLayerGrads
@@ -155,8 +155,13 @@ def client_updates(model: nn.Module, variables: dict, windows: jax.Array, labels
   Up to `UNROLLED_STEPS` local steps run as one compiled program; more run as calls of `STEPS_PER_BLOCK` steps
   from the host (the same arithmetic; compiling stays bounded, and XLA:CPU runs host-driven blocks about as fast
   as unrolled steps, where a lax.scan of them ran 3-8x slower)."""
-  if windows.ndim != 4 or labels.shape != windows.shape[:2]:
-    raise ValueError(f"expected windows [K, N, T, ch] and labels [K, N]; got {windows.shape}, {labels.shape}.")
+  check_batches(model, windows, labels, keys, what="client_updates")
+  with explain_variable_mismatch(model, windows, "client_updates"):
+    return _client_updates(model, variables, windows, labels, keys, local=local, minmax=minmax,
+                           batched_variables=batched_variables)
+
+
+def _client_updates(model, variables, windows, labels, keys, *, local, minmax, batched_variables):
   if local.steps <= UNROLLED_STEPS:
     return _unrolled_updates(model, variables, windows, labels, keys, local=local, minmax=minmax,
                              batched_variables=batched_variables)

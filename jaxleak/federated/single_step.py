@@ -11,6 +11,7 @@ Two paths that agree to float tolerance (tested):
 from __future__ import annotations
 
 import functools
+import numbers
 import warnings
 from typing import Callable, Optional
 
@@ -19,7 +20,8 @@ import jax.numpy as jnp
 from flax import linen as nn
 
 from jaxleak import privacy
-from jaxleak.federated.apply import apply_train, split_variables, train_loss
+from jaxleak.federated.apply import (apply_train, check_batches, explain_variable_mismatch, split_variables,
+                                     train_loss)
 from jaxleak.head import head_grad
 from jaxleak.privacy import LdpConfig
 from jaxleak.types import LastLayerGrads, LastLayerParams
@@ -68,7 +70,6 @@ def apply_batch_ldp(grads: LastLayerGrads, model_norm: jax.Array, ldp: LdpConfig
   return privacy.privatize(clipped, privacy.gaussian_noise(ldp.noise_std, key=noise_key))
 
 
-@functools.partial(jax.jit, static_argnames=("model", "minmax", "batched_variables"))
 def head_grads_and_model_norms(model: nn.Module, variables: dict, windows: jax.Array, labels: jax.Array,
                                keys: jax.Array, *, minmax: bool = True, batched_variables: bool = False):
   """(LastLayerGrads [K, ...], whole-model gradient norms f32[K]) of K batches, one plain vmap (full backward).
@@ -76,6 +77,14 @@ def head_grads_and_model_norms(model: nn.Module, variables: dict, windows: jax.A
   With these, every batch-granularity LDP setting is `apply_batch_ldp` away: an LDP sweep pays the full
   backward pass once, not once per setting.
   """
+  check_batches(model, windows, labels, keys, what="head_grads_and_model_norms")
+  with explain_variable_mismatch(model, windows, "head_grads_and_model_norms"):
+    return _head_grads_and_model_norms(model, variables, windows, labels, keys, minmax=minmax,
+                                       batched_variables=batched_variables)
+
+
+@functools.partial(jax.jit, static_argnames=("model", "minmax", "batched_variables"))
+def _head_grads_and_model_norms(model, variables, windows, labels, keys, *, minmax, batched_variables):
   def one(v, x, y, key):
     return _head_grad_and_model_norm(model, v, minmax_scale(x) if minmax else x, y, key)
   return jax.vmap(one, in_axes=(0 if batched_variables else None, 0, 0, 0))(variables, windows, labels, keys)
@@ -143,11 +152,11 @@ def batch_grad_fn(model: nn.Module, *, method: str = "fast", minmax: bool = True
   return fast if method == "fast" else autodiff
 
 
-@functools.partial(jax.jit, static_argnames=("model", "method", "minmax", "chunk_size", "ldp", "batched_variables"))
 def last_layer_grads(model: nn.Module, variables: dict, windows: jax.Array, labels: jax.Array, keys: jax.Array,
                      *, method: str = "fast", minmax: bool = True, chunk_size: int = 16,
                      ldp: Optional[LdpConfig] = None, batched_variables: bool = False) -> LastLayerGrads:
-  """Last-layer gradients of K batches in one compiled call.
+  """Last-layer gradients of K batches in one compiled call (the checks run first, outside it: label values
+  are checked only when this is called outside jit).
 
   Args:
     model: a Flax module whose head is a Dense named "head" (jaxleak.models).
@@ -165,9 +174,18 @@ def last_layer_grads(model: nn.Module, variables: dict, windows: jax.Array, labe
   Returns:
     LastLayerGrads with kernel f32[K, D, C] and bias f32[K, C] (None without head bias).
   """
-  if windows.ndim != 4 or labels.shape != windows.shape[:2] or keys.shape[:1] != windows.shape[:1]:
-    raise ValueError(f"expected windows [K, N, T, ch], labels [K, N] and K keys; got {windows.shape}, "
-                     f"{labels.shape}, {keys.shape}.")
+  check_batches(model, windows, labels, keys, what="last_layer_grads")
+  if isinstance(chunk_size, bool) or not isinstance(chunk_size, numbers.Integral) or chunk_size < 1:
+    raise ValueError(f"last_layer_grads: chunk_size must be a positive integer (batches vmapped together), got "
+                     f"{chunk_size!r}.")
+  with explain_variable_mismatch(model, windows, "last_layer_grads"):
+    return _last_layer_grads(model, variables, windows, labels, keys, method=method, minmax=minmax,
+                             chunk_size=chunk_size, ldp=ldp, batched_variables=batched_variables)
+
+
+@functools.partial(jax.jit, static_argnames=("model", "method", "minmax", "chunk_size", "ldp", "batched_variables"))
+def _last_layer_grads(model, variables, windows, labels, keys, *, method, minmax, chunk_size, ldp,
+                      batched_variables):
   f = batch_grad_fn(model, method=method, minmax=minmax, ldp=ldp)
   if chunk_size >= windows.shape[0]:
     return jax.vmap(f, in_axes=(0 if batched_variables else None, 0, 0, 0))(variables, windows, labels, keys)
@@ -177,7 +195,7 @@ def last_layer_grads(model: nn.Module, variables: dict, windows: jax.Array, labe
         f"last_layer_grads: a full backward pass (method {method!r}, ldp {ldp}) over {windows.shape[0]} batches in "
         f"chunks of {chunk_size} runs inside a lax.map, which XLA:CPU executes 5-14x slower than the same work as "
         "one vmap per call; pass chunk_size >= the number of batches and split the batches over several calls "
-        "(as jaxleak.runs.leakage.updates.in_calls does).", PerformanceWarning, stacklevel=2)
+        "(as jaxleak.runs.leakage.updates.in_calls does).", PerformanceWarning, stacklevel=3)
   if batched_variables:
     return jax.lax.map(lambda a: f(*a), (variables, windows, labels, keys), batch_size=chunk_size)
   return jax.lax.map(lambda a: f(variables, *a), (windows, labels, keys), batch_size=chunk_size)
