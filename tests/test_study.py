@@ -259,6 +259,10 @@ def test_a_damaged_record_is_recomputed_not_trusted(ldp_study):
     (["run", "eavesdrop_tables", "--set=replicates=0"], "--set replicates=0: must be a positive integer"),
     (["run", "har_sampling", "--set=seeds=-1"], "seeds: [-1]; give distinct integers >= 0"),   # was NumPy's words
     (["run", "eavesdrop_tables", "--set=seed=-1"], "seed must be an integer >= 0, got -1"),
+    # Before: seed 2**32 ran, with the keys (and results) of seed 0 under another name.
+    (["run", "har_sampling", "--set=seeds=4294967296"], "seeds must be at most 4,294,967,295"),
+    (["run", "eavesdrop_whole_determination", "--set=dataset=digits", "--set=seed=4294967290"],
+     "seed must be at most 4,294,967,276 so that its 20 consecutive seeds"),
     (["run", "eavesdrop_tables", "--set=num_participants=1.5"], "--set num_participants=1.5: invalid literal"),
     (["run", "har_sampling", "--set=datasets=synthetic_tiny", "--set=data_dir=/x"],
      "data_dir is read only by wear, wetlab, tal; none of datasets ['synthetic_tiny'] reads it"),

@@ -15,6 +15,20 @@ def integer(name: str, value, minimum: int = 1) -> None:
     raise ValueError(f"{name} must be {allowed}, got {value!r}.")
 
 
+#: The largest seed: JAX's PRNG keys take 32 bits of it, so seed 2**32 would give the same key as seed 0 (and the
+#: same results under another name).
+MAX_SEED = 2 ** 32 - 1
+
+
+def seed(name: str, value, span: int = 1) -> None:
+  """`value` is a seed in [0, MAX_SEED], and so are the `span` consecutive seeds from it (replicates, trials)."""
+  integer(name, value, minimum=0)
+  if value + span - 1 > MAX_SEED:
+    what = "" if span == 1 else f" so that its {span} consecutive seeds (one per replicate/trial) are"
+    raise ValueError(f"{name} must be at most {MAX_SEED - span + 1:,}{what} below 2**32, got {value!r}: JAX keys "
+                     "take 32 bits of a seed, so a larger one would repeat the results of a smaller one.")
+
+
 def boolean(name: str, value) -> None:
   """`value` is True or False (a string such as 'no' would read as True)."""
   if not isinstance(value, bool):

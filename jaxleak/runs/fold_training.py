@@ -50,7 +50,7 @@ class TrainConfig:
   def __post_init__(self):
     for name in ("epochs", "batch_size", "lr_step_epochs"):
       fields.integer(name, getattr(self, name))
-    fields.integer("seed", self.seed, minimum=0)
+    fields.seed("seed", self.seed)
     fields.boolean("class_weighted", self.class_weighted)
     for name in ("lr", "lr_decay"):
       value = getattr(self, name)

@@ -67,7 +67,7 @@ class EavesdropConfig:
     fields.data_source(self.dataset, self.data_dir, self.synthetic_scale)
     for name in ("rounds", "num_participants", "samples_per_participant", "min_owned"):
       fields.integer(name, getattr(self, name))
-    fields.integer("seed", self.seed, minimum=0)
+    fields.seed("seed", self.seed)
     fields.boolean("attacker_participates", self.attacker_participates)
     if not isinstance(self.local, LocalEpochs):
       raise ValueError(f"local must be a jaxleak.federated.LocalEpochs(epochs, batch_size, lr), got {self.local!r}.")

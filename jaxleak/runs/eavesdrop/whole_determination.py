@@ -12,6 +12,7 @@ from jaxleak import data as D
 from jaxleak import metrics, storage
 from jaxleak.attacks import eavesdrop as E
 from jaxleak.federated.rounds import run_per_label_updates
+from jaxleak.runs import fields
 from jaxleak.runs.eavesdrop.config import EavesdropConfig, WholeDeterminationConfig
 from jaxleak.runs.eavesdrop.federation import accuracy, load_pools, play_training_round, setup
 
@@ -94,6 +95,7 @@ def draw_trials(config: EavesdropConfig, wd: WholeDeterminationConfig, train: D.
   ValueError the data meets (more groups or clusters than labels, a label missing from the pool) before any
   training, so studies check it while planning."""
   wd.check_classes(train.num_classes)
+  fields.seed("seed", config.seed, span=wd.trials)
   factors = np.asarray(wd.factors, np.float64)
   allocations, group_list = [], []
   for trial in range(wd.trials):

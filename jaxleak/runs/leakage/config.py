@@ -79,7 +79,7 @@ class LeakageConfig:
     for name in ("num_samples", "chunk_size", "batches_per_call", "rlu_aux_per_class", "rlu_simulations"):
       if not (name == "chunk_size" and self.chunk_size is None):
         fields.integer(name, getattr(self, name))
-    fields.integer("seed", self.seed, minimum=0)
+    fields.seed("seed", self.seed)
     for name in ("head_bias", "minmax", "shard"):
       fields.boolean(name, getattr(self, name))
     if not (math.isfinite(self.synthetic_scale) and self.synthetic_scale > 0):

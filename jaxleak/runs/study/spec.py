@@ -25,6 +25,7 @@ from typing import Any, Optional, Union
 from jaxleak import attacks as A
 from jaxleak import data as D
 from jaxleak import models, storage
+from jaxleak.runs import fields
 from jaxleak.runs.eavesdrop.config import DIRICHLET_ALPHAS, PAPER_COMPRESSION, PAPER_SWEEPS
 from jaxleak.runs.leakage.config import PAPER_LDP_GRID
 
@@ -88,6 +89,8 @@ class HarGrid:
       models.require(m, "leakage")
     if not self.seeds or len(set(self.seeds)) != len(self.seeds) or min(self.seeds) < 0:
       raise ValueError(f"seeds: {list(self.seeds)}; give distinct integers >= 0.")
+    for s in self.seeds:
+      fields.seed("seeds", s)
     if self.num_samples <= 0:
       raise ValueError(f"num_samples must be positive, got {self.num_samples}.")
     if not self.ldp:
