@@ -127,6 +127,43 @@ def test_eavesdrop_attacks_under_jit_take_traced_settings():
   f = jax.jit(jax.vmap(lambda nl: E.class_sniffing(g, u, 10.0, nl).score))
   assert f(jnp.array([4.0, 4.0])).shape == (2, 6)
 
+
+def test_rounds_refuse_indices_labels_and_aux_rows_that_would_train_on_something_else():
+  """Before: an index past the pool was clamped by the gather, labels past C one-hot to zeros, and aux_y rows of
+  another label gave 'per-label' updates of the wrong label; all ran and produced updates."""
+  from jaxleak.federated import (client_upload, fedavg_round_replicated, per_label_updates_replicated,
+                                 run_fedavg_round, run_per_label_updates, simulate_rlu_basis)
+  model = models.build("mlp", 10)
+  v = models.init_for_shape(model, jax.random.key(0), (8, 8))
+  pool_x = jax.random.normal(jax.random.key(1), (100, 8, 8))
+  pool_y = jnp.arange(100) % 10
+  index, mask = jnp.arange(40).reshape(4, 10), jnp.ones((4, 10), bool)
+  keys, local = jax.random.split(jax.random.key(2), 4), LocalEpochs(1, 5, 0.1)
+  past = "index must point into the pool of 100 examples where mask is set; got values from 95 to 134"
+  for run in (fedavg_round, run_fedavg_round):
+    with pytest.raises(ValueError, match=past):
+      run(model, v, pool_x, pool_y, index + 95, mask, keys, local=local)
+    with pytest.raises(ValueError, match=r"pool_y must be in \[0, 10\) .*from 10 to 19"):
+      run(model, v, pool_x, pool_y + 10, index, mask, keys, local=local)
+  run_fedavg_round(model, v, pool_x, pool_y, index + 95, mask.at[:, :].set(index + 95 < 100), keys, local=local)
+  with pytest.raises(ValueError, match="client_upload: index must point"):
+    client_upload(model, v, pool_x, pool_y, index[0] + 95, mask[0], keys[0], local=local)
+  vr = jax.tree.map(lambda a: jnp.stack([a, a]), v)
+  with pytest.raises(ValueError, match="fedavg_round_replicated: index must point"):
+    fedavg_round_replicated(model, vr, pool_x, pool_y, jnp.stack([index, index + 95]), jnp.stack([mask, mask]),
+                            jnp.stack([keys, keys]), local=local)
+  aux_x = pool_x[:50].reshape(10, 5, 8, 8)
+  aux_y = jnp.repeat(jnp.arange(10), 5).reshape(10, 5)
+  with pytest.raises(ValueError, match=r"row j of aux_y must hold label j only .*rows \[3\] do not"):
+    per_label_updates(model, v, aux_x, aux_y.at[3, 2].set(4), jax.random.key(0), local=local)
+  with pytest.raises(ValueError, match="aux_y has 9 label rows, the model 10 classes"):
+    run_per_label_updates(model, v, aux_x[:9], aux_y[:9], jax.random.key(0), local=local)
+  with pytest.raises(ValueError, match="per_label_updates_replicated: row j"):
+    per_label_updates_replicated(model, vr, jnp.stack([aux_x, aux_x]), jnp.stack([aux_y, aux_y[::-1]]),
+                                 jnp.stack([keys[0], keys[1]]), local=local)
+  with pytest.raises(ValueError, match="num_simulations must be a positive integer, got 0"):
+    simulate_rlu_basis(model, v, aux_x, jax.random.key(0), num_simulations=0)
+
 # --- Whole Determination --------------------------------------------------------------------------------------------
 
 def planted_ratio_updates(groups, factors, rounds, seed):

@@ -58,6 +58,14 @@ def simulate_rlu_basis(model: nn.Module, variables: dict, aux_x: jax.Array, key:
     minmax_batch: when the clients min-max scale each batch (the HAR pipeline), its size (N for single step,
       B for multi-step): the auxiliary inputs are scaled in random groups of that size. None: no scaling.
   """
+  if isinstance(num_simulations, bool) or not isinstance(num_simulations, int) or num_simulations < 1:
+    raise ValueError(f"simulate_rlu_basis: num_simulations must be a positive integer, got {num_simulations!r}.")
+  if minmax_batch is not None and (isinstance(minmax_batch, bool) or not isinstance(minmax_batch, int)
+                                   or minmax_batch < 1):
+    raise ValueError(f"simulate_rlu_basis: minmax_batch must be None or a positive integer, got {minmax_batch!r}.")
+  if aux_x.ndim < 3 or aux_x.shape[0] != getattr(model, "num_classes", aux_x.shape[0]):
+    raise ValueError(f"simulate_rlu_basis: aux_x must be [C, n, ...] with one row per class of the model "
+                     f"(C = {getattr(model, 'num_classes', '?')}); got {aux_x.shape}.")
   c, n = aux_x.shape[:2]
   steps = 1 if local is None else local.steps
   aux_y = jnp.broadcast_to(jnp.arange(c)[:, None], (c, n)).reshape(-1)

@@ -28,6 +28,48 @@ from jaxleak import privacy
 from jaxleak.federated.apply import masked_mean_ce, split_variables, train_loss
 
 
+def _concrete(x) -> bool:
+  return not isinstance(x, jax.core.Tracer)
+
+
+def check_pool(model: nn.Module, pool_x, pool_y, index, mask, what: str) -> None:
+  """Example pool and participants' rows: pool_y integer [P] in [0, model.num_classes), index integer in
+  [0, P) where mask is set. Values are checked when concrete (under jit they cannot be inspected): an index past
+  the pool would be clamped by the gather, a label past C one-hot to zeros, both silently training on something
+  else."""
+  p = np.shape(pool_x)[0] if np.ndim(pool_x) else 0
+  if np.shape(pool_y) != (p,):
+    raise ValueError(f"{what}: pool_y must be [P] = [{p}] labels, one per pool example; got {np.shape(pool_y)}.")
+  for name, arr in (("pool_y", pool_y), ("index", index)):
+    if not jnp.issubdtype(jnp.result_type(arr), jnp.integer):
+      raise ValueError(f"{what}: {name} must hold integers, got dtype {jnp.result_type(arr)}.")
+  c = getattr(model, "num_classes", None)
+  if c is not None and _concrete(pool_y) and p:
+    y = np.asarray(pool_y)
+    if y.min() < 0 or y.max() >= c:
+      raise ValueError(f"{what}: pool_y must be in [0, {c}) for a model of {c} classes; got values from {y.min()} "
+                       f"to {y.max()}.")
+  if _concrete(index) and _concrete(mask) and np.size(index):
+    used = np.asarray(index)[np.broadcast_to(np.asarray(mask, bool), np.shape(index))]
+    if used.size and (used.min() < 0 or used.max() >= p):
+      raise ValueError(f"{what}: index must point into the pool of {p} examples where mask is set; got values "
+                       f"from {used.min()} to {used.max()}.")
+
+
+def check_label_rows(aux_y, what: str) -> None:
+  """aux_y [..., C, n]: row j holds label j only (the attacker trains on each label alone); checked when
+  concrete."""
+  if not jnp.issubdtype(jnp.result_type(aux_y), jnp.integer):
+    raise ValueError(f"{what}: aux_y must hold integer labels, got dtype {jnp.result_type(aux_y)}.")
+  if _concrete(aux_y) and np.size(aux_y):
+    y = np.asarray(aux_y)
+    want = np.arange(y.shape[-2])[:, None]
+    wrong = np.argwhere(np.any(y != want, axis=-1))
+    if wrong.size:
+      raise ValueError(f"{what}: row j of aux_y must hold label j only (each label's auxiliary examples); rows "
+                       f"{sorted(set(int(r[-1]) for r in wrong))[:5]} do not.")
+
+
 @dataclasses.dataclass(frozen=True)
 class LocalEpochs:
   """A participant's local training in the Eavesdrop setting: L_ep epochs of plain SGD over all its examples
@@ -131,7 +173,6 @@ def _label_updates(model, local, variables, aux_x, aux_y, key):
   return trained["params"]["head"]["kernel"] - variables["params"]["head"]["kernel"][None]
 
 
-@functools.partial(jax.jit, static_argnames=("model", "local", "compression_ratio", "ldp"))
 def fedavg_round(model: nn.Module, variables: dict, pool_x: jax.Array, pool_y: jax.Array, index: jax.Array,
                  mask: jax.Array, keys: jax.Array, *, local: LocalEpochs, compression_ratio: float = 0.0,
                  ldp: privacy.LdpConfig = privacy.LdpConfig()):
@@ -141,18 +182,38 @@ def fedavg_round(model: nn.Module, variables: dict, pool_x: jax.Array, pool_y: j
   update): the only things secure aggregation reveals. The individual updates exist only inside this compiled
   function.
   """
-  if index.ndim != 2 or mask.shape != index.shape or keys.shape[0] != index.shape[0]:
-    raise ValueError(f"expected index and mask [K, M] and K keys; got {index.shape}, {mask.shape}, {keys.shape}.")
-  return _round(model, local, compression_ratio, variables, pool_x, pool_y, index, mask, keys, ldp)
+  _check_round(model, pool_x, pool_y, index, mask, keys, "fedavg_round")
+  return _fedavg_round(model, variables, pool_x, pool_y, index, mask, keys, local=local,
+                       compression_ratio=compression_ratio, ldp=ldp)
+
+
+def _check_round(model, pool_x, pool_y, index, mask, keys, what):
+  if np.ndim(index) != 2 or np.shape(mask) != np.shape(index) or np.shape(keys)[:1] != np.shape(index)[:1]:
+    raise ValueError(f"{what}: expected index and mask [K, M] and K keys; got {np.shape(index)}, {np.shape(mask)}, "
+                     f"{np.shape(keys)}.")
+  check_pool(model, pool_x, pool_y, index, mask, what)
 
 
 @functools.partial(jax.jit, static_argnames=("model", "local", "compression_ratio", "ldp"))
+def _fedavg_round(model, variables, pool_x, pool_y, index, mask, keys, *, local, compression_ratio, ldp):
+  return _round(model, local, compression_ratio, variables, pool_x, pool_y, index, mask, keys, ldp)
+
+
 def client_upload(model: nn.Module, variables: dict, pool_x: jax.Array, pool_y: jax.Array, index: jax.Array,
                   mask: jax.Array, key: jax.Array, *, local: LocalEpochs, compression_ratio: float = 0.0,
                   ldp: privacy.LdpConfig = privacy.LdpConfig()) -> dict:
   """One participant's upload (index i32[M], mask bool[M] into the pool, its key): its update of every variable
   after local training, LDP and compression, exactly as inside `fedavg_round` (equal up to float round-off of the
   vmapped computation)."""
+  if np.ndim(index) != 1 or np.shape(mask) != np.shape(index):
+    raise ValueError(f"client_upload: expected index and mask [M]; got {np.shape(index)}, {np.shape(mask)}.")
+  check_pool(model, pool_x, pool_y, index, mask, "client_upload")
+  return _client_upload(model, variables, pool_x, pool_y, index, mask, key, local=local,
+                        compression_ratio=compression_ratio, ldp=ldp)
+
+
+@functools.partial(jax.jit, static_argnames=("model", "local", "compression_ratio", "ldp"))
+def _client_upload(model, variables, pool_x, pool_y, index, mask, key, *, local, compression_ratio, ldp):
   trained = local_train_fn(model, local)(variables, pool_x[index], pool_y[index], mask, key)
   update = privatize_upload(jax.tree.map(lambda new, old: new - old, trained, variables), ldp, key)
   return compress_update(update, compression_ratio)
@@ -198,11 +259,10 @@ def run_fedavg_round(model: nn.Module, variables: dict, pool_x: jax.Array, pool_
   if client_execution(variables, execution) == "vmap":
     return fedavg_round(model, variables, pool_x, pool_y, index, mask, keys, local=local,
                         compression_ratio=compression_ratio, ldp=ldp)
-  if index.ndim != 2 or mask.shape != index.shape or keys.shape[0] != index.shape[0]:
-    raise ValueError(f"expected index and mask [K, M] and K keys; got {index.shape}, {mask.shape}, {keys.shape}.")
+  _check_round(model, pool_x, pool_y, index, mask, keys, "run_fedavg_round")
   total = None
   for i in range(index.shape[0]):      # one compiled program, K calls (see client_execution for why not vmap)
-    upload = client_upload(model, variables, pool_x, pool_y, index[i], mask[i], keys[i], local=local,
+    upload = _client_upload(model, variables, pool_x, pool_y, index[i], mask[i], keys[i], local=local,
                            compression_ratio=compression_ratio, ldp=ldp)
     total = upload if total is None else _tree_add(total, upload)
   mean_update = _tree_scale(total, 1.0 / index.shape[0])
@@ -218,37 +278,61 @@ def remove_own_update(mean_update: jax.Array, own_update: jax.Array, num_selecte
   return (num_selected * mean_update - own_update) / others, others
 
 
-@functools.partial(jax.jit, static_argnames=("model", "local", "compression_ratio", "ldp"))
 def fedavg_round_replicated(model: nn.Module, variables: dict, pool_x: jax.Array, pool_y: jax.Array,
                             index: jax.Array, mask: jax.Array, keys: jax.Array, *, local: LocalEpochs,
                             compression_ratio: float = 0.0, ldp: privacy.LdpConfig = privacy.LdpConfig()):
   """R independent federations' rounds at once (a vmap of `fedavg_round`): variables with a leading axis R,
   index and mask [R, K, M], keys [R, K]; the example pool is shared. Returns batched (G_{t+1}, mean update)."""
-  if index.ndim != 3 or mask.shape != index.shape or keys.shape != index.shape[:2]:
-    raise ValueError(f"expected index and mask [R, K, M] and keys [R, K]; got {index.shape}, {mask.shape}, "
-                     f"{keys.shape}.")
+  if np.ndim(index) != 3 or np.shape(mask) != np.shape(index) or np.shape(keys) != np.shape(index)[:2]:
+    raise ValueError(f"fedavg_round_replicated: expected index and mask [R, K, M] and keys [R, K]; got "
+                     f"{np.shape(index)}, {np.shape(mask)}, {np.shape(keys)}.")
+  check_pool(model, pool_x, pool_y, index, mask, "fedavg_round_replicated")
+  return _fedavg_round_replicated(model, variables, pool_x, pool_y, index, mask, keys, local=local,
+                                  compression_ratio=compression_ratio, ldp=ldp)
+
+
+@functools.partial(jax.jit, static_argnames=("model", "local", "compression_ratio", "ldp"))
+def _fedavg_round_replicated(model, variables, pool_x, pool_y, index, mask, keys, *, local, compression_ratio, ldp):
   f = functools.partial(_round, model, local, compression_ratio, ldp=ldp)
   return jax.vmap(f, in_axes=(0, None, None, 0, 0, 0))(variables, pool_x, pool_y, index, mask, keys)
 
 
-@functools.partial(jax.jit, static_argnames=("model", "local"))
 def per_label_updates(model: nn.Module, variables: dict, aux_x: jax.Array, aux_y: jax.Array, key: jax.Array, *,
                       local: LocalEpochs) -> jax.Array:
   """The attacker's procedure (Algorithms 1-2, lines 4-8): from G_t, train on each label's auxiliary examples
   alone (aux_x [C, n, ...], aux_y [C, n]), vmapped over labels. Returns the head-kernel updates
   U f32[C, D, C]: U[j, :, i] is how training on label j moved output neuron i's input weights W_in^{Li}."""
-  if aux_x.shape[:2] != aux_y.shape:
-    raise ValueError(f"expected aux_x [C, n, ...] and aux_y [C, n]; got {aux_x.shape}, {aux_y.shape}.")
-  return _label_updates(model, local, variables, aux_x, aux_y, key)
+  _check_aux(model, aux_x, aux_y, "per_label_updates")
+  return _per_label_updates(model, variables, aux_x, aux_y, key, local=local)
+
+
+def _check_aux(model, aux_x, aux_y, what, replicated=False):
+  lead = 3 if replicated else 2
+  if np.shape(aux_x)[:lead] != np.shape(aux_y) or np.ndim(aux_y) != lead:
+    raise ValueError(f"{what}: expected aux_x [{'R, ' if replicated else ''}C, n, ...] and aux_y "
+                     f"[{'R, ' if replicated else ''}C, n]; got {np.shape(aux_x)}, {np.shape(aux_y)}.")
+  c = getattr(model, "num_classes", None)
+  if c is not None and np.shape(aux_y)[-2] != c:
+    raise ValueError(f"{what}: aux_y has {np.shape(aux_y)[-2]} label rows, the model {c} classes; give one row of "
+                     "auxiliary examples per label.")
+  check_label_rows(aux_y, what)
 
 
 @functools.partial(jax.jit, static_argnames=("model", "local"))
+def _per_label_updates(model, variables, aux_x, aux_y, key, *, local):
+  return _label_updates(model, local, variables, aux_x, aux_y, key)
+
+
 def per_label_updates_replicated(model: nn.Module, variables: dict, aux_x: jax.Array, aux_y: jax.Array,
                                  keys: jax.Array, *, local: LocalEpochs) -> jax.Array:
   """`per_label_updates` for R federations at once: batched variables, aux_x [R, C, n, ...], aux_y [R, C, n],
   keys [R] -> U f32[R, C, D, C]."""
-  if aux_x.shape[:3] != aux_y.shape or aux_y.ndim != 3:
-    raise ValueError(f"expected aux_x [R, C, n, ...] and aux_y [R, C, n]; got {aux_x.shape}, {aux_y.shape}.")
+  _check_aux(model, aux_x, aux_y, "per_label_updates_replicated", replicated=True)
+  return _per_label_updates_replicated(model, variables, aux_x, aux_y, keys, local=local)
+
+
+@functools.partial(jax.jit, static_argnames=("model", "local"))
+def _per_label_updates_replicated(model, variables, aux_x, aux_y, keys, *, local):
   f = functools.partial(_label_updates, model, local)
   return jax.vmap(f)(variables, aux_x, aux_y, keys)
 
@@ -265,8 +349,7 @@ def run_per_label_updates(model: nn.Module, variables: dict, aux_x: jax.Array, a
   up to float round-off); 'auto': see `client_execution`. Returns U f32[C, D, C]."""
   if client_execution(variables, execution) == "vmap":
     return per_label_updates(model, variables, aux_x, aux_y, key, local=local)
-  if aux_x.shape[:2] != aux_y.shape:
-    raise ValueError(f"expected aux_x [C, n, ...] and aux_y [C, n]; got {aux_x.shape}, {aux_y.shape}.")
+  _check_aux(model, aux_x, aux_y, "run_per_label_updates")
   keys = jax.random.split(key, aux_y.shape[0])
   return jnp.stack([_label_update(model, local, variables, aux_x[j], aux_y[j], keys[j])
                     for j in range(aux_y.shape[0])])
