@@ -120,6 +120,8 @@ def test_inputs_are_checked_with_the_fix_named():
   head = LastLayerParams(kernel=jnp.zeros((4, 3)), bias=None)
   with pytest.raises(ValueError, match="every class"):
     A.rlu_basis_from_features(jnp.zeros((2, 5, 4)), head)
+  with pytest.raises(ValueError, match=r"features must be \[C, n, D\] with D = 4, .*got \(3, 5, 9\)"):   # was:
+    A.rlu_basis_from_features(jnp.zeros((3, 5, 9)), head)                     # dot_general's contracting words
 
 
 def test_auxiliary_windows_leave_out_the_held_out_subject_and_flag_missing_classes():

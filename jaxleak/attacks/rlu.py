@@ -52,6 +52,10 @@ def rlu_basis_from_features(features: jax.Array, head: LastLayerParams,
   through the model as the clients' updates are (train mode, if that is how updates are computed), and the
   head's params at that model. `mask` bool[C, n] excludes padded examples."""
   c = features.shape[0]
+  if features.ndim != 3 or features.shape[-1] != head.kernel.shape[0]:
+    raise ValueError(f"rlu: features must be [C, n, D] with D = {head.kernel.shape[0]}, the head's input width "
+                     f"(kernel {head.kernel.shape}); got {features.shape}. Take them at the head's input "
+                     "(return_features=True) of the same model.")
   if head.kernel.shape[-1] != c:
     raise ValueError(f"rlu: features hold {c} labels but the head has {head.kernel.shape[-1]} classes; give "
                      "auxiliary examples of every class, [C, n, D].")
