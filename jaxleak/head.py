@@ -31,8 +31,17 @@ def head_grad(features: jax.Array, labels: jax.Array, head: LastLayerParams,
     labels: i32[n] class ids in [0, C).
     head: the head's params (kernel f32[D, C], bias f32[C] or None).
     mask: optional bool/f32[n]; samples with mask 0 are excluded and the mean is over the rest.
+  Shapes are always checked; label values when concrete (under jit they cannot be inspected).
   """
   c = head.kernel.shape[-1]
+  n = features.shape[0] if features.ndim == 2 else None
+  if (features.ndim != 2 or features.shape[1] != head.kernel.shape[0] or labels.shape != (n,)
+      or (mask is not None and mask.shape != (n,))):
+    raise ValueError(f"head_grad: expected features [n, D = {head.kernel.shape[0]}], labels [n] and mask [n] for a "
+                     f"head kernel {head.kernel.shape}; got {features.shape}, {labels.shape}"
+                     f"{'' if mask is None else ', ' + str(mask.shape)}.")
+  if not isinstance(labels, jax.core.Tracer) and labels.size and (labels.min() < 0 or labels.max() >= c):
+    raise ValueError(f"head_grad: labels must be in [0, {c}); got values from {labels.min()} to {labels.max()}.")
   probs = jax.nn.softmax(head_logits(features, head).astype(jnp.float32), axis=-1)
   delta = probs - jax.nn.one_hot(labels, c, dtype=probs.dtype)          # [n, C]
   if mask is None:

@@ -164,6 +164,19 @@ def test_rounds_refuse_indices_labels_and_aux_rows_that_would_train_on_something
   with pytest.raises(ValueError, match="num_simulations must be a positive integer, got 0"):
     simulate_rlu_basis(model, v, aux_x, jax.random.key(0), num_simulations=0)
 
+
+def test_the_run_functions_refuse_objects_of_the_wrong_kind_by_name():
+  """Before: AttributeErrors ('int' object has no attribute 'num_classes') and an IndexError for no replicates."""
+  cfg = EV.EavesdropConfig(dataset="digits", rounds=1, num_participants=10)
+  for call, error, match in (
+      (lambda: EV.setup(cfg, pools=(1, 2)), TypeError, r"pools must be a pair \(train, aux\) of .*LabelPool"),
+      (lambda: EV.setup(cfg, allocation="x"), TypeError, "allocation must be a jaxleak.data.Allocation"),
+      (lambda: EV.setup({"dataset": "digits"}), TypeError, "config must be a jaxleak.runs.eavesdrop.EavesdropConfig"),
+      (lambda: EV.run_rounds(cfg), TypeError, r"fed must be a Federation from jaxleak.runs.eavesdrop.setup\(config\)"),
+      (lambda: EV.run_rounds_replicated([]), ValueError, "feds must be a non-empty list of Federations")):
+    with pytest.raises(error, match=match):
+      call()
+
 # --- Whole Determination --------------------------------------------------------------------------------------------
 
 def planted_ratio_updates(groups, factors, rounds, seed):

@@ -75,6 +75,17 @@ def test_head_grad_closed_form_equals_jax_grad_and_respects_mask():
   np.testing.assert_allclose(masked.bias, ref6.bias, atol=1e-6)
 
 
+def test_head_grad_refuses_shapes_and_labels_that_do_not_fit_the_head():
+  """Before: labels past C gave a gradient (one-hot zeros); a feature width or label count off by one ended in
+  dot_general's or broadcasting's words."""
+  hp = LastLayerParams(kernel=jnp.ones((8, 4)), bias=jnp.zeros(4))
+  with pytest.raises(ValueError, match=r"head_grad: labels must be in \[0, 4\); got values from 9 to 9"):
+    head_grad(jnp.ones((10, 8)), jnp.full(10, 9), hp)
+  for features, labels in ((jnp.ones((10, 9)), jnp.zeros(10, int)), (jnp.ones((10, 8)), jnp.zeros(9, int))):
+    with pytest.raises(ValueError, match=r"head_grad: expected features \[n, D = 8\], labels \[n\]"):
+      head_grad(features, labels, hp)
+
+
 def test_minmax_scale_maps_batch_to_unit_range():
   x = jnp.array([[-2.0, 0.0], [6.0, 2.0]])
   np.testing.assert_allclose(minmax_scale(x), [[0.0, 0.25], [1.0, 0.5]])

@@ -170,6 +170,20 @@ def test_a_leakage_config_refuses_each_mistyped_field_by_name(field, value, mess
   LeakageConfig(seed=np.int64(3), attacks=["ebi", "llg"]).validate()              # NumPy ints and lists are fine
 
 
+def test_run_leakage_refuses_a_dataset_of_another_name_and_objects_that_are_not_configs():
+  """Before: cfg.dataset='synthetic_tiny' with a synthetic_wetlab dataset ran, the results labelled synthetic_tiny;
+  a dict as cfg ended in an AttributeError."""
+  from jaxleak import data as D
+  from jaxleak.runs.leakage import LeakageConfig, run_leakage
+  cfg = LeakageConfig(dataset="synthetic_tiny", model="tinyhar", num_samples=50, attacks=("ebi",))
+  with pytest.raises(ValueError, match="the dataset given is 'synthetic_wetlab' but cfg.dataset is 'synthetic_tiny'"):
+    run_leakage(cfg, dataset=D.make_synthetic("wetlab", scale=0.05))
+  with pytest.raises(TypeError, match="cfg must be a jaxleak.runs.leakage.LeakageConfig, got dict"):
+    run_leakage({"dataset": "hapt"})
+  with pytest.raises(TypeError, match="dataset must be a jaxleak.data.HarDataset"):
+    run_leakage(cfg, dataset="synthetic_tiny")
+
+
 @pytest.mark.parametrize("field,value,message", [
     ("epochs", 2.5, "epochs must be a positive integer"), ("seed", -2, "seed must be an integer >= 0"),
     ("class_weighted", "yes", "class_weighted must be True or False")])

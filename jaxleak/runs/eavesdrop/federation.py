@@ -44,6 +44,14 @@ def load_pools(config: EavesdropConfig) -> tuple[D.LabelPool, D.LabelPool]:
 def setup(config: EavesdropConfig, allocation: D.Allocation | None = None,
           pools: tuple[D.LabelPool, D.LabelPool] | None = None) -> Federation:
   """Data, allocation (sec. IV-B unless given), auxiliary data and the initial global model."""
+  if not isinstance(config, EavesdropConfig):
+    raise TypeError(f"config must be a jaxleak.runs.eavesdrop.EavesdropConfig, got {type(config).__name__}.")
+  if pools is not None and not (isinstance(pools, tuple) and len(pools) == 2
+                                and all(isinstance(p, D.LabelPool) for p in pools)):
+    raise TypeError("pools must be a pair (train, aux) of jaxleak.data.LabelPool, e.g. load_pools(config); got "
+                    f"{type(pools).__name__}.")
+  if allocation is not None and not isinstance(allocation, D.Allocation):
+    raise TypeError(f"allocation must be a jaxleak.data.Allocation (or None), got {type(allocation).__name__}.")
   train, aux = pools or load_pools(config)
   allocation = allocate(config, train) if allocation is None else allocation
   if allocation.num_participants != config.num_participants:

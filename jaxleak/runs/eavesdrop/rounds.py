@@ -71,6 +71,8 @@ def run_rounds(fed: Federation, *, checkpoint_path: str | None = None,
   With `checkpoint_path`, the state (global variables and the per-round records) is written atomically every
   round and a rerun resumes after the last completed round.
   """
+  if not isinstance(fed, Federation):
+    raise TypeError(f"fed must be a Federation from jaxleak.runs.eavesdrop.setup(config), got {type(fed).__name__}.")
   cfg = fed.config
   k, nl = float(cfg.num_selected), float(fed.labels_per_client)
 
@@ -163,6 +165,8 @@ def run_rounds_replicated(feds: list[Federation], *, checkpoint_path: str | None
   """`run_rounds` for R federations at once: each round is one vmapped computation over replicates x selected
   clients, then the attacker's per-label training and both attacks, vmapped over replicates. Replicate r gives
   the same records as `run_rounds` on feds[r] alone (tested). Checkpoints and resumes like `run_rounds`."""
+  if not feds or not all(isinstance(f, Federation) for f in feds):
+    raise ValueError("feds must be a non-empty list of Federations, e.g. setup_replicates(config, R).")
   cfg = feds[0].config
   r_count = len(feds)
   if cfg.attacker_participates:

@@ -77,7 +77,15 @@ class Prepared:
 def prepare(cfg: LeakageConfig, dataset: Optional[D.HarDataset], variables: Optional[dict],
             progress: Optional[Callable[[str], None]]) -> Prepared:
   """Validates cfg, loads data (unless given), samples every client's updates and builds the global model(s)."""
+  if not isinstance(cfg, LeakageConfig):
+    raise TypeError(f"cfg must be a jaxleak.runs.leakage.LeakageConfig, got {type(cfg).__name__}.")
   cfg.validate()
+  if dataset is not None and not isinstance(dataset, D.HarDataset):
+    raise TypeError(f"dataset must be a jaxleak.data.HarDataset (or None to load cfg.dataset), got "
+                    f"{type(dataset).__name__}.")
+  if dataset is not None and dataset.name != cfg.dataset:
+    raise ValueError(f"the dataset given is {dataset.name!r} but cfg.dataset is {cfg.dataset!r}: the results would "
+                     f"carry the wrong name; set LeakageConfig(dataset={dataset.name!r}, ...).")
   t0 = time.perf_counter()
   dataset = dataset or D.load(cfg.dataset, data_dir=cfg.data_dir, scale=cfg.synthetic_scale, seed=cfg.seed)
   clients = attacked_clients(dataset, cfg)
