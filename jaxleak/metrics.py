@@ -21,14 +21,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-
-def _concrete(x) -> bool:
-  return not isinstance(x, jax.core.Tracer)
+from jaxleak.types import is_concrete
 
 
 def _check_values(x, what: str, allow_invalid_rows: bool) -> None:
   """Finite, integral, non-negative counts (checked when concrete; under jit they cannot be inspected)."""
-  if not _concrete(x):
+  if not is_concrete(x):
     return
   a = np.asarray(x)
   if not np.all(np.isfinite(a)):
@@ -135,7 +133,7 @@ def client_metrics(true_counts: jax.Array, pred_counts: jax.Array, client_ids: j
     raise ValueError(f"client_metrics expects counts of shape [K, C], got {np.shape(true_counts)}.")
   if np.shape(client_ids) != np.shape(true_counts)[:1]:
     raise ValueError(f"client_ids must have shape [K]={np.shape(true_counts)[:1]}, got {np.shape(client_ids)}.")
-  if _concrete(client_ids) and np.size(client_ids):
+  if is_concrete(client_ids) and np.size(client_ids):
     ids_np = np.asarray(client_ids)
     if not np.issubdtype(ids_np.dtype, np.integer) or ids_np.min() < 0 or ids_np.max() >= num_clients:
       raise ValueError(f"client_ids must be in [0, num_clients={num_clients}) integers; got values from "
@@ -168,7 +166,7 @@ def counts_from_labels(labels: jax.Array, num_classes: int, mask: jax.Array | No
   nowhere: refused when the arrays are concrete (under jit they cannot be inspected)."""
   if isinstance(num_classes, bool) or not isinstance(num_classes, numbers.Integral) or num_classes < 1:
     raise ValueError(f"num_classes must be a positive integer, got {num_classes!r}.")
-  if _concrete(labels) and (mask is None or _concrete(mask)):
+  if is_concrete(labels) and (mask is None or is_concrete(mask)):
     lab = np.asarray(labels)
     if not np.issubdtype(lab.dtype, np.integer):
       raise ValueError(f"labels must be integers (class ids), got dtype {lab.dtype}.")
@@ -192,7 +190,7 @@ def sniffing_correct(present_pred: jax.Array, owner_counts: jax.Array) -> jax.Ar
 
 def quantity_success(estimate: jax.Array, owner_counts: jax.Array, alpha) -> jax.Array:
   """bool[...]: |estimate - true number of owners| <= alpha (sec. IV-C1; alpha = 1, or 5 % of N_p * P)."""
-  if _concrete(alpha) and not (np.ndim(alpha) == 0 and np.isfinite(alpha) and alpha >= 0):
+  if is_concrete(alpha) and not (np.ndim(alpha) == 0 and np.isfinite(alpha) and alpha >= 0):
     raise ValueError(f"alpha must be a finite number >= 0 (the tolerance in clients), got {alpha!r}.")
   return jnp.abs(jnp.asarray(estimate) - jnp.asarray(owner_counts)) <= alpha
 

@@ -1,4 +1,4 @@
-"""The one data type shared by every part of jaxleak.
+"""The one data type shared by every part of jaxleak (and `is_concrete`, the test every input check uses).
 
 `LastLayerGrads` is what an update function produces and what an attack consumes. `LastLayerParams` has the
 same structure and holds the classifier head's parameters (needed by LLG* and full iLRG).
@@ -29,3 +29,8 @@ class LastLayerParams(NamedTuple):
   """The classifier head's parameters: kernel f32[D, C], bias f32[C] or None."""
   kernel: jax.Array
   bias: Optional[jax.Array]
+
+
+def is_concrete(x) -> bool:
+  """True unless `x` is traced (inside jit/vmap/grad): only concrete values can be inspected by an input check."""
+  return not isinstance(x, jax.core.Tracer)

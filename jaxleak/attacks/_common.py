@@ -17,16 +17,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxleak.types import LastLayerGrads
+from jaxleak.types import LastLayerGrads, is_concrete
 
 INVALID_COUNT = -1
 #: The largest N an attack accepts: the greedy stage and the count estimates run in float32, which represents every
 #: integer up to 2**24 exactly (beyond it, N and the counts are rounded), and the random padding draws N labels.
 MAX_NUM_SAMPLES = 2 ** 24
-
-
-def _is_concrete(x) -> bool:
-  return not isinstance(x, jax.core.Tracer)
 
 
 def check_num_samples(num_samples, attack: str) -> int:
@@ -45,7 +41,7 @@ def check_num_samples(num_samples, attack: str) -> int:
 
 def _leaves_finite(tree) -> bool:
   """True unless a concrete leaf of `tree` holds NaN/Inf (traced leaves are checked by guard_nonfinite)."""
-  return all(bool(np.all(np.isfinite(np.asarray(x)))) for x in jax.tree.leaves(tree) if _is_concrete(x))
+  return all(bool(np.all(np.isfinite(np.asarray(x)))) for x in jax.tree.leaves(tree) if is_concrete(x))
 
 
 def validate(grads, num_samples, attack: str, *, needs_bias: bool = False,
@@ -79,7 +75,7 @@ def validate(grads, num_samples, attack: str, *, needs_bias: bool = False,
   if c < 2:
     raise ValueError(f"{attack}: need at least 2 classes, got C={c}.")
   for name, leaf in (("kernel", kernel), ("bias", bias)):
-    if leaf is not None and _is_concrete(leaf) and not bool(np.all(np.isfinite(np.asarray(leaf)))):
+    if leaf is not None and is_concrete(leaf) and not bool(np.all(np.isfinite(np.asarray(leaf)))):
       raise ValueError(f"{attack}: grads.{name} contains NaN or Inf; a label attack on it is meaningless. "
                        "Check the update (loss overflow, an exploding model, or noise added twice).")
   for name, tree in (extra or {}).items():

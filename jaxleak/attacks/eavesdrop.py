@@ -21,9 +21,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-
-def _is_concrete(x) -> bool:
-  return not isinstance(x, jax.core.Tracer)
+from jaxleak.types import is_concrete
 
 
 def _check(global_update, label_updates, num_selected=None, labels_per_client=None, **thresholds):
@@ -40,7 +38,7 @@ def _check(global_update, label_updates, num_selected=None, labels_per_client=No
     raise ValueError(f"global_update must be the head-kernel update [D, C] = {np.shape(label_updates)[1:]}; got "
                      f"{np.shape(global_update)}.")
   for name, arr in (("global_update", global_update), ("label_updates", label_updates)):
-    if arr is not None and _is_concrete(arr) and not bool(np.all(np.isfinite(np.asarray(arr)))):
+    if arr is not None and is_concrete(arr) and not bool(np.all(np.isfinite(np.asarray(arr)))):
       raise ValueError(f"{name} contains NaN or Inf; an attack on it is meaningless. Check the updates "
                        "(a diverged model, or a learning rate too large for the auxiliary training).")
   rules = {"num_selected": (num_selected, lambda v: v > 0, "> 0 (K = N_p * P, the clients selected per round)"),
@@ -49,7 +47,7 @@ def _check(global_update, label_updates, num_selected=None, labels_per_client=No
   for name, (value, zero_allowed) in thresholds.items():      # margin >= 0; ratio_threshold, abort_std > 0
     rules[name] = (value, (lambda v: v >= 0) if zero_allowed else (lambda v: v > 0), ">= 0" if zero_allowed else "> 0")
   for name, (value, ok, allowed) in rules.items():
-    if value is None or not _is_concrete(value):
+    if value is None or not is_concrete(value):
       continue
     if isinstance(value, (bool, np.bool_, str, bytes)) or np.ndim(value) != 0:
       raise TypeError(f"{name} must be a number {allowed}; got {value!r}.")

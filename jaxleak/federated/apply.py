@@ -16,6 +16,8 @@ import optax
 from flax import errors as flax_errors
 from flax import linen as nn
 
+from jaxleak.types import is_concrete
+
 
 def split_variables(variables: dict) -> tuple[dict, dict]:
   """{'params': ..., others} -> (params, state) where state holds the non-param collections ({} if none)."""
@@ -81,7 +83,7 @@ def check_batches(model: nn.Module, windows, labels, keys=None, *, what: str) ->
   if not jnp.issubdtype(jnp.result_type(labels), jnp.integer):
     raise ValueError(f"{what}: labels must be integer class ids, got dtype {jnp.result_type(labels)}.")
   num_classes = getattr(model, "num_classes", None)
-  if num_classes is not None and not isinstance(labels, jax.core.Tracer) and np.size(labels):
+  if num_classes is not None and is_concrete(labels) and np.size(labels):
     lab = np.asarray(labels)
     if lab.min() < 0 or lab.max() >= num_classes:
       raise ValueError(f"{what}: labels must be in [0, {num_classes}) for a model of {num_classes} classes; got "

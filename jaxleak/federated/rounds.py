@@ -26,10 +26,7 @@ from flax import linen as nn
 
 from jaxleak import privacy
 from jaxleak.federated.apply import masked_mean_ce, split_variables, train_loss
-
-
-def _concrete(x) -> bool:
-  return not isinstance(x, jax.core.Tracer)
+from jaxleak.types import is_concrete
 
 
 def check_pool(model: nn.Module, pool_x, pool_y, index, mask, what: str) -> None:
@@ -44,12 +41,12 @@ def check_pool(model: nn.Module, pool_x, pool_y, index, mask, what: str) -> None
     if not jnp.issubdtype(jnp.result_type(arr), jnp.integer):
       raise ValueError(f"{what}: {name} must hold integers, got dtype {jnp.result_type(arr)}.")
   c = getattr(model, "num_classes", None)
-  if c is not None and _concrete(pool_y) and p:
+  if c is not None and is_concrete(pool_y) and p:
     y = np.asarray(pool_y)
     if y.min() < 0 or y.max() >= c:
       raise ValueError(f"{what}: pool_y must be in [0, {c}) for a model of {c} classes; got values from {y.min()} "
                        f"to {y.max()}.")
-  if _concrete(index) and _concrete(mask) and np.size(index):
+  if is_concrete(index) and is_concrete(mask) and np.size(index):
     used = np.asarray(index)[np.broadcast_to(np.asarray(mask, bool), np.shape(index))]
     if used.size and (used.min() < 0 or used.max() >= p):
       raise ValueError(f"{what}: index must point into the pool of {p} examples where mask is set; got values "
@@ -61,7 +58,7 @@ def check_label_rows(aux_y, what: str) -> None:
   concrete."""
   if not jnp.issubdtype(jnp.result_type(aux_y), jnp.integer):
     raise ValueError(f"{what}: aux_y must hold integer labels, got dtype {jnp.result_type(aux_y)}.")
-  if _concrete(aux_y) and np.size(aux_y):
+  if is_concrete(aux_y) and np.size(aux_y):
     y = np.asarray(aux_y)
     want = np.arange(y.shape[-2])[:, None]
     wrong = np.argwhere(np.any(y != want, axis=-1))
