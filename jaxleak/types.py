@@ -1,4 +1,4 @@
-"""The one data type shared by every part of jaxleak (and `is_concrete`, the test every input check uses).
+"""The one data type shared by every part of jaxleak (and `is_concrete` and `check_prng_key`, which the input checks share).
 
 `LastLayerGrads` is what an update function produces and what an attack consumes. `LastLayerParams` has the
 same structure and holds the classifier head's parameters (needed by LLG* and full iLRG).
@@ -8,6 +8,7 @@ from __future__ import annotations
 from typing import NamedTuple, Optional
 
 import jax
+import jax.numpy
 
 
 class LastLayerGrads(NamedTuple):
@@ -34,3 +35,14 @@ class LastLayerParams(NamedTuple):
 def is_concrete(x) -> bool:
   """True unless `x` is traced (inside jit/vmap/grad): only concrete values can be inspected by an input check."""
   return not isinstance(x, jax.core.Tracer)
+
+
+def check_prng_key(key, who: str) -> None:
+  """Raises TypeError unless `key` is one JAX PRNG key (a typed key, or the raw uint32[2] of jax.random.PRNGKey),
+  concrete or traced."""
+  dtype = getattr(key, "dtype", None)
+  typed = dtype is not None and jax.dtypes.issubdtype(dtype, jax.dtypes.prng_key) and jax.numpy.ndim(key) == 0
+  raw = dtype == jax.numpy.uint32 and jax.numpy.shape(key) == (2,)
+  if not (typed or raw):
+    raise TypeError(f"{who}: key must be one JAX PRNG key, e.g. jax.random.key(0); got {type(key).__name__}"
+                    f"{'' if dtype is None else f' of dtype {dtype} and shape {jax.numpy.shape(key)}'}.")

@@ -282,3 +282,23 @@ def test_registry_unknown_name_lists_valid_ones():
 def test_run_reports_missing_requirements():
   with pytest.raises(ValueError, match="estimate_llg_star_params"):
     A.run("llg_star", _random_grads(0, 5), 10)
+
+
+def test_llg_star_estimation_refuses_bad_arguments_before_any_work():
+  """Before: an unknown method was named only after both dummy passes ran; a None or int key, a (kernel, bias)
+  tuple and input_shape=50 ended in JAX's or Python's words ('unexpected PRNG key type', 'no attribute kernel')."""
+  head = LastLayerParams(kernel=jnp.ones((6, 3)), bias=jnp.zeros(3))
+  passes = []
+  feats = lambda x: passes.append(1) or x.reshape(x.shape[0], -1)[:, :6]
+  for kwargs, error, match in (
+      (dict(method="bogus"), ValueError, "unknown LLG\\* estimation method 'bogus'"),
+      (dict(dummy="gauss"), ValueError, "unknown dummy distribution 'gauss'"),
+      (dict(key=None), TypeError, "key must be one JAX PRNG key, e.g. jax.random.key\\(0\\); got NoneType"),
+      (dict(key=jax.random.split(KEY)), TypeError, "key must be one JAX PRNG key.*shape \\(2,\\)"),
+      (dict(head=(head.kernel, head.bias)), TypeError, "head must be a jaxleak.LastLayerParams"),
+      (dict(input_shape=6), ValueError, "input_shape must be one input's shape")):
+    args = dict(head=head, input_shape=(3, 2), key=KEY) | kwargs
+    with pytest.raises(error, match=match):
+      A.estimate_llg_star_params(feats, args.pop("head"), args.pop("input_shape"), 10, args.pop("key"), **args)
+  assert not passes                                 # refused before a dummy batch went through the model
+  A.estimate_llg_star_params(feats, head, [3, 2], 10, jax.random.PRNGKey(0))    # lists and raw keys are fine

@@ -16,7 +16,7 @@ ROOT = "jaxleak"                        # the package's __init__: re-exports typ
 ALLOWED = {
     "types": set(),
     "head": {"types"},
-    "metrics": set(),
+    "metrics": {"types"},
     "privacy": {"types"},
     "flops": set(),
     "interop": {"types"},
@@ -24,7 +24,7 @@ ALLOWED = {
     "compile_cache": set(),
     "attacks": {"types", "head"},
     "models": {"types"},
-    "data": set(),
+    "data": {"types"},                  # types: is_concrete / check_prng_key only
     "federated": {"types", "head", "privacy", "models", "attacks"},   # attacks: RLU's basis type only
     "storage": set(),
     "runs": LEAVES | {"attacks", "models", "data", "federated", "storage"},

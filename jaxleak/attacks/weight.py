@@ -6,6 +6,7 @@ count.
 """
 from __future__ import annotations
 
+import numbers
 from typing import Callable, NamedTuple, Sequence
 
 import jax
@@ -14,7 +15,7 @@ import jax.numpy as jnp
 from jaxleak.attacks import _common
 from jaxleak.attacks.registry import register
 from jaxleak.head import head_grad
-from jaxleak.types import LastLayerGrads, LastLayerParams
+from jaxleak.types import LastLayerGrads, LastLayerParams, check_prng_key
 
 
 def _row_sums(grads: LastLayerGrads) -> jax.Array:
@@ -106,8 +107,20 @@ def estimate_llg_star_params(penultimate_fn: Callable[[jax.Array], jax.Array], h
       inputs).
   """
   n = _common.check_num_samples(num_samples, "estimate_llg_star_params")
+  if method not in ("wainakh", "har"):
+    raise ValueError(f"unknown LLG* estimation method {method!r}; use 'wainakh' or 'har'.")
+  if dummy not in ("normal", "uniform"):
+    raise ValueError(f"unknown dummy distribution {dummy!r}; use 'normal' or 'uniform'.")
+  if not isinstance(head, LastLayerParams):
+    raise TypeError(f"estimate_llg_star_params: head must be a jaxleak.LastLayerParams (e.g. "
+                    f"jaxleak.models.head_params(params)), got {type(head).__name__}.")
+  if (not isinstance(input_shape, (tuple, list)) or not input_shape
+      or any(isinstance(d, bool) or not isinstance(d, numbers.Integral) or d < 1 for d in input_shape)):
+    raise ValueError(f"estimate_llg_star_params: input_shape must be one input's shape, positive integers such as "
+                     f"(50, 6); got {input_shape!r}.")
+  check_prng_key(key, "estimate_llg_star_params")
   c = head.kernel.shape[-1]
-  input_shape = tuple(input_shape)
+  input_shape = tuple(int(d) for d in input_shape)
   k_imp, k_off = jax.random.split(key)
   classes = jnp.arange(c)
 

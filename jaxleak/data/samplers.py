@@ -18,6 +18,7 @@ import jax
 import numpy as np
 
 from jaxleak.data.dataset import WindowedClients
+from jaxleak.types import check_prng_key
 
 STRATEGIES = ("shuffle", "sequential", "balanced")
 
@@ -29,11 +30,7 @@ def _check_args(strategy: str, key, labels, num_samples, name: str = "num_sample
     raise TypeError(f"{name} must be an integer (windows per batch), got {num_samples!r}.")
   if num_samples <= 0:
     raise ValueError(f"{name} must be positive, got {num_samples}.")
-  typed = isinstance(key, jax.Array) and jax.dtypes.issubdtype(key.dtype, jax.dtypes.prng_key)
-  raw = isinstance(key, (jax.Array, np.ndarray)) and key.dtype == np.uint32 and key.shape == (2,)
-  if not (typed or raw):
-    raise TypeError(f"key must be one JAX PRNG key, e.g. jax.random.key(0); got {type(key).__name__} "
-                    f"{getattr(key, 'shape', '')}.")
+  check_prng_key(key, "sample_client")
   if np.ndim(labels) != 1:
     raise ValueError(f"labels must be the client's window labels, shape [n]; got shape {np.shape(labels)}.")
 
