@@ -1,4 +1,5 @@
-"""The one data type shared by every part of jaxleak (and `is_concrete` and `check_prng_key`, which the input checks share).
+"""The one data type shared by every part of jaxleak, and the two tests every input check shares (`is_concrete`,
+`check_prng_key`).
 
 `LastLayerGrads` is what an update function produces and what an attack consumes. `LastLayerParams` has the
 same structure and holds the classifier head's parameters (needed by LLG* and full iLRG).

@@ -199,10 +199,20 @@ def test_relabelling_classes_permutes_the_output(seed, c, n, name):
   permuted = LastLayerGrads(kernel=g.kernel[:, perm], bias=g.bias[perm])
   head = random_head(jax.random.key(seed), g.kernel.shape[0], c, 0.1, 0.1)
   head_p = LastLayerParams(kernel=head.kernel[:, perm], bias=head.bias[perm])
-  if name == "ilrg":  # its correction step breaks exact residual ties by index: not equivariant by design
-    x = np.asarray(A.ilrg_solution(g, n, head=head))
-    resid = np.sort(x - np.round(x))
-    assume(np.all(np.diff(resid) > 1e-4))
+  if name == "ilrg":
+    # iLRG rounds a real solution x and corrects it one unit at a time by comparing residuals x_i - count_i; ties
+    # are broken by index, so equivariance holds only where no comparison is (nearly) tied. Random heads can also
+    # make its least squares ill-conditioned, so that float32 round-off in another class order moves x itself (by
+    # up to 5 of 80 for ~0.3 % of seeds at C = 15). Both found by hypothesis. The property is about the counting
+    # on x, so it needs the two real solutions to agree much more closely than any comparison is tied: every
+    # x_i - x_j and x_i - 1/2 at least `margin` from an integer. With N < 4C the correction also meets ties among
+    # clipped classes (a search over 10,001 seeds still found 2-16 mismatches at N = 15, none at N >= 4C).
+    assume(n >= 4 * c)
+    x = np.asarray(A.ilrg_solution(g, n, head=head), np.float64)
+    x_p = np.asarray(A.ilrg_solution(permuted, n, head=head_p), np.float64)
+    margin = max(1e-4, 4 * float(np.max(np.abs(x[perm] - x_p))))
+    gaps = np.concatenate([(x[:, None] - x[None, :])[np.triu_indices(c, 1)], x - 0.5])
+    assume(np.min(np.abs(gaps - np.round(gaps))) > margin)
   out, out_p = np.asarray(_call(name, g, n, head)), np.asarray(_call(name, permuted, n, head_p))
   np.testing.assert_array_equal(out[perm], out_p)
 

@@ -154,7 +154,7 @@ def test_a_run_whose_updates_are_not_finite_is_refused_naming_the_subjects():
 
 @pytest.mark.parametrize("field,value,message", [
     ("seed", -1, "seed must be an integer >= 0, got -1"), ("seed", 1.5, "seed must be an integer >= 0, got 1.5"),
-    ("seed", 2 ** 32, "seed must be at most 4,294,967,295 below 2**32, got 4294967296: JAX keys take 32 bits"),
+    ("seed", 2 ** 32, "seed must be at most 4,294,967,295 below 2**32, got 4294967296: JAX keys take 32"),
     ("attacks", "ebi", "attacks must be a tuple of attack names"), ("minmax", "no", "minmax must be True or False"),
     ("head_bias", 1, "head_bias must be True or False"), ("num_samples", 100.0, "num_samples must be a positive integer"),
     ("ldp", {"noise_std": 1.0}, "ldp must be a jaxleak.privacy.LdpConfig"),

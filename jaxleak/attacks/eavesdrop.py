@@ -165,7 +165,8 @@ def cluster_labels(vectors, num_clusters: int | None = None, *, method: str = "w
                    max_clusters: int | None = None) -> np.ndarray:
   """Hierarchical clustering (Euclidean distance; Ward linkage by default, any scipy method) of the rows of
   `vectors` [C, F] -> i32[C] cluster ids, numbered in order of first appearance. With num_clusters=None the
-  number is chosen where the merge height jumps most (largest ratio between consecutive merge heights, 2..max_clusters clusters; default C - 1). Host-side (scipy).
+  number is chosen where the merge height jumps most (largest ratio between consecutive merge heights,
+  2..max_clusters clusters; default C - 1). Host-side (scipy).
   """
   from scipy.cluster import hierarchy
 

@@ -134,8 +134,9 @@ def run(name: str, grads: LastLayerGrads, num_samples: int, context: Optional[At
   """Calls attack `name` with the context fields it takes (those set); raises naming a missing required one."""
   attack = info(name)
   if context is not None and not isinstance(context, AttackContext):
+    fields = ", ".join(f.name for f in dataclasses.fields(AttackContext))
     raise TypeError(f"context must be an AttackContext (or None), got {type(context).__name__}; build one with "
-                    f"AttackContext(key=..., head=..., ...), fields: {', '.join(f.name for f in dataclasses.fields(AttackContext))}.")
+                    f"AttackContext(key=..., head=..., ...), fields: {fields}.")
   context = context or AttackContext()
   kwargs = {}
   for field in attack.takes:
