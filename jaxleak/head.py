@@ -13,7 +13,7 @@ from typing import Optional
 import jax
 import jax.numpy as jnp
 
-from jaxleak.types import LastLayerGrads, LastLayerParams, is_concrete
+from jaxleak.types import LastLayerGrads, LastLayerParams, values_outside
 
 
 def head_logits(features: jax.Array, head: LastLayerParams) -> jax.Array:
@@ -40,8 +40,9 @@ def head_grad(features: jax.Array, labels: jax.Array, head: LastLayerParams,
     raise ValueError(f"head_grad: expected features [n, D = {head.kernel.shape[0]}], labels [n] and mask [n] for a "
                      f"head kernel {head.kernel.shape}; got {features.shape}, {labels.shape}"
                      f"{'' if mask is None else ', ' + str(mask.shape)}.")
-  if is_concrete(labels) and labels.size and (labels.min() < 0 or labels.max() >= c):
-    raise ValueError(f"head_grad: labels must be in [0, {c}); got values from {labels.min()} to {labels.max()}.")
+  outside = values_outside(labels, c)
+  if outside:
+    raise ValueError(f"head_grad: labels must be in [0, {c}); got values from {outside[0]} to {outside[1]}.")
   probs = jax.nn.softmax(head_logits(features, head).astype(jnp.float32), axis=-1)
   delta = probs - jax.nn.one_hot(labels, c, dtype=probs.dtype)          # [n, C]
   if mask is None:

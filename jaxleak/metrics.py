@@ -21,7 +21,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxleak.types import is_concrete
+from jaxleak.types import is_concrete, values_outside
 
 
 def _check_values(x, what: str, allow_invalid_rows: bool) -> None:
@@ -166,14 +166,12 @@ def counts_from_labels(labels: jax.Array, num_classes: int, mask: jax.Array | No
   nowhere: refused when the arrays are concrete (under jit they cannot be inspected)."""
   if isinstance(num_classes, bool) or not isinstance(num_classes, numbers.Integral) or num_classes < 1:
     raise ValueError(f"num_classes must be a positive integer, got {num_classes!r}.")
-  if is_concrete(labels) and (mask is None or is_concrete(mask)):
-    lab = np.asarray(labels)
-    if not np.issubdtype(lab.dtype, np.integer):
-      raise ValueError(f"labels must be integers (class ids), got dtype {lab.dtype}.")
-    used = lab if mask is None else lab[np.broadcast_to(np.asarray(mask, bool), lab.shape)]
-    if used.size and (used.min() < 0 or used.max() >= num_classes):
-      raise ValueError(f"labels must be in [0, num_classes={num_classes}); got values from {used.min()} to "
-                       f"{used.max()} (mask out padding with mask=...).")
+  if not jnp.issubdtype(jnp.result_type(labels), jnp.integer):
+    raise ValueError(f"labels must be integers (class ids), got dtype {jnp.result_type(labels)}.")
+  outside = values_outside(labels, num_classes, mask)
+  if outside:
+    raise ValueError(f"labels must be in [0, num_classes={num_classes}); got values from {outside[0]} to "
+                     f"{outside[1]} (mask out padding with mask=...).")
   onehot = jax.nn.one_hot(labels, num_classes, dtype=jnp.int32)
   if mask is not None:
     onehot = onehot * mask[..., None].astype(jnp.int32)

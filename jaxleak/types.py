@@ -1,5 +1,5 @@
-"""The one data type shared by every part of jaxleak, and the two tests every input check shares (`is_concrete`,
-`check_prng_key`).
+"""The one data type shared by every part of jaxleak, and the tests every input check shares (`is_concrete`,
+`check_prng_key`, `values_outside`).
 
 `LastLayerGrads` is what an update function produces and what an attack consumes. `LastLayerParams` has the
 same structure and holds the classifier head's parameters (needed by LLG* and full iLRG).
@@ -10,6 +10,7 @@ from typing import NamedTuple, Optional
 
 import jax
 import jax.numpy
+import numpy as np
 
 
 class LastLayerGrads(NamedTuple):
@@ -47,3 +48,16 @@ def check_prng_key(key, who: str) -> None:
   if not (typed or raw):
     raise TypeError(f"{who}: key must be one JAX PRNG key, e.g. jax.random.key(0); got {type(key).__name__}"
                     f"{'' if dtype is None else f' of dtype {dtype} and shape {jax.numpy.shape(key)}'}.")
+
+
+def values_outside(values, stop: int, mask=None) -> "tuple[int, int] | None":
+  """(min, max) of the concrete integer `values` (where `mask` is set) when any lies outside [0, stop), else None;
+  None too when traced (inside jit they cannot be inspected). The caller names the values in its error."""
+  if not (is_concrete(values) and (mask is None or is_concrete(mask))):
+    return None
+  v = np.asarray(values)
+  if mask is not None:
+    v = v[np.broadcast_to(np.asarray(mask, bool), v.shape)]
+  if v.size and (v.min() < 0 or v.max() >= stop):
+    return int(v.min()), int(v.max())
+  return None

@@ -151,7 +151,6 @@ def require_key(key, attack: str):
   return key
 
 
-
 def two_stage(values: jax.Array, present: jax.Array, impact: jax.Array, num_samples: int, *,
               stage1_counts: jax.Array, decrement_index: Optional[int] = None) -> jax.Array:
   """Stage 1 (raise every `present` class by |impact|) and then the greedy stage 2."""

@@ -16,7 +16,7 @@ import optax
 from flax import errors as flax_errors
 from flax import linen as nn
 
-from jaxleak.types import is_concrete
+from jaxleak.types import values_outside
 
 
 def split_variables(variables: dict) -> tuple[dict, dict]:
@@ -83,11 +83,10 @@ def check_batches(model: nn.Module, windows, labels, keys=None, *, what: str) ->
   if not jnp.issubdtype(jnp.result_type(labels), jnp.integer):
     raise ValueError(f"{what}: labels must be integer class ids, got dtype {jnp.result_type(labels)}.")
   num_classes = getattr(model, "num_classes", None)
-  if num_classes is not None and is_concrete(labels) and np.size(labels):
-    lab = np.asarray(labels)
-    if lab.min() < 0 or lab.max() >= num_classes:
-      raise ValueError(f"{what}: labels must be in [0, {num_classes}) for a model of {num_classes} classes; got "
-                       f"values from {lab.min()} to {lab.max()}.")
+  outside = None if num_classes is None else values_outside(labels, num_classes)
+  if outside:
+    raise ValueError(f"{what}: labels must be in [0, {num_classes}) for a model of {num_classes} classes; got "
+                     f"values from {outside[0]} to {outside[1]}.")
 
 
 @contextlib.contextmanager

@@ -26,7 +26,7 @@ from flax import linen as nn
 
 from jaxleak import privacy
 from jaxleak.federated.apply import masked_mean_ce, split_variables, train_loss
-from jaxleak.types import is_concrete
+from jaxleak.types import is_concrete, values_outside
 
 
 def check_pool(model: nn.Module, pool_x, pool_y, index, mask, what: str) -> None:
@@ -41,16 +41,14 @@ def check_pool(model: nn.Module, pool_x, pool_y, index, mask, what: str) -> None
     if not jnp.issubdtype(jnp.result_type(arr), jnp.integer):
       raise ValueError(f"{what}: {name} must hold integers, got dtype {jnp.result_type(arr)}.")
   c = getattr(model, "num_classes", None)
-  if c is not None and is_concrete(pool_y) and p:
-    y = np.asarray(pool_y)
-    if y.min() < 0 or y.max() >= c:
-      raise ValueError(f"{what}: pool_y must be in [0, {c}) for a model of {c} classes; got values from {y.min()} "
-                       f"to {y.max()}.")
-  if is_concrete(index) and is_concrete(mask) and np.size(index):
-    used = np.asarray(index)[np.broadcast_to(np.asarray(mask, bool), np.shape(index))]
-    if used.size and (used.min() < 0 or used.max() >= p):
-      raise ValueError(f"{what}: index must point into the pool of {p} examples where mask is set; got values "
-                       f"from {used.min()} to {used.max()}.")
+  outside = None if c is None else values_outside(pool_y, c)
+  if outside:
+    raise ValueError(f"{what}: pool_y must be in [0, {c}) for a model of {c} classes; got values from {outside[0]} "
+                     f"to {outside[1]}.")
+  outside = values_outside(index, p, mask)
+  if outside:
+    raise ValueError(f"{what}: index must point into the pool of {p} examples where mask is set; got values "
+                     f"from {outside[0]} to {outside[1]}.")
 
 
 def check_label_rows(aux_y, what: str) -> None:
