@@ -82,11 +82,16 @@ def check_batches(model: nn.Module, windows, labels, keys=None, *, what: str) ->
                      + (f", {np.shape(keys)}" if keys is not None else "") + ".")
   if not jnp.issubdtype(jnp.result_type(labels), jnp.integer):
     raise ValueError(f"{what}: labels must be integer class ids, got dtype {jnp.result_type(labels)}.")
-  num_classes = getattr(model, "num_classes", None)
-  outside = None if num_classes is None else values_outside(labels, num_classes)
+  check_class_ids(model, labels, "labels", what)
+
+
+def check_class_ids(model: nn.Module, values, name: str, what: str) -> None:
+  """Concrete class ids `values` lie in [0, model.num_classes) (a label past C would one-hot to zeros)."""
+  c = getattr(model, "num_classes", None)
+  outside = None if c is None else values_outside(values, c)
   if outside:
-    raise ValueError(f"{what}: labels must be in [0, {num_classes}) for a model of {num_classes} classes; got "
-                     f"values from {outside[0]} to {outside[1]}.")
+    raise ValueError(f"{what}: {name} must be in [0, {c}) for a model of {c} classes; got values from {outside[0]} "
+                     f"to {outside[1]}.")
 
 
 @contextlib.contextmanager

@@ -25,7 +25,7 @@ import numpy as np
 from flax import linen as nn
 
 from jaxleak import privacy
-from jaxleak.federated.apply import masked_mean_ce, split_variables, train_loss
+from jaxleak.federated.apply import check_class_ids, masked_mean_ce, split_variables, train_loss
 from jaxleak.types import is_concrete, values_outside
 
 
@@ -40,11 +40,7 @@ def check_pool(model: nn.Module, pool_x, pool_y, index, mask, what: str) -> None
   for name, arr in (("pool_y", pool_y), ("index", index)):
     if not jnp.issubdtype(jnp.result_type(arr), jnp.integer):
       raise ValueError(f"{what}: {name} must hold integers, got dtype {jnp.result_type(arr)}.")
-  c = getattr(model, "num_classes", None)
-  outside = None if c is None else values_outside(pool_y, c)
-  if outside:
-    raise ValueError(f"{what}: pool_y must be in [0, {c}) for a model of {c} classes; got values from {outside[0]} "
-                     f"to {outside[1]}.")
+  check_class_ids(model, pool_y, "pool_y", what)
   outside = values_outside(index, p, mask)
   if outside:
     raise ValueError(f"{what}: index must point into the pool of {p} examples where mask is set; got values "
