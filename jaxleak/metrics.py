@@ -1,8 +1,9 @@
 """Leakage metrics from true and predicted label counts, vectorised over any leading batch axes.
 
-Inputs are count vectors i32[..., C] (true counts sum to N per row). A predicted row of INVALID_COUNT (-1, an
+Inputs are count vectors i32[..., C] (true counts sum to N > 0 per row). A predicted row of INVALID_COUNT (-1, an
 attack's sentinel for a non-finite update) scores NaN in every per-batch metric. Anything else impossible (negative,
-fractional or non-finite counts, client ids out of range) is refused with a ValueError when the arrays are concrete.
+fractional or non-finite counts, a true row of no samples, client ids out of range) is refused with a ValueError
+when the arrays are concrete; under jit a true row of no samples scores NaN in lnacc and leacc.
 
 Per batch (spec 6):
   lnacc:  sum_c min(true_c, pred_c) / N                         (label number accuracy)
@@ -49,6 +50,11 @@ def _check_counts(true_counts, pred_counts):
     raise ValueError("counts must have a class axis: shape [..., C].")
   _check_values(true_counts, "true", allow_invalid_rows=False)
   _check_values(pred_counts, "predicted", allow_invalid_rows=True)
+  if is_concrete(true_counts) and np.size(true_counts):
+    empty = np.flatnonzero(np.sum(np.asarray(true_counts), axis=-1).reshape(-1) == 0)
+    if empty.size:
+      raise ValueError(f"true counts: {empty.size} row(s) sum to 0 (the first at flat row {empty[0]}): a batch of no "
+                       "samples has no labels to score; drop those rows (or mask them out) before scoring.")
 
 
 def _valid(pred):
@@ -61,15 +67,16 @@ def lnacc(true_counts: jax.Array, pred_counts: jax.Array) -> jax.Array:
   t, p = jnp.asarray(true_counts), jnp.asarray(pred_counts)
   n = jnp.sum(t, axis=-1)
   acc = jnp.sum(jnp.minimum(t, p), axis=-1) / jnp.maximum(n, 1)
-  return jnp.where(_valid(p), acc, jnp.nan)
+  return jnp.where(_valid(p) & (n > 0), acc, jnp.nan)
 
 
 def leacc(true_counts: jax.Array, pred_counts: jax.Array) -> jax.Array:
   """Label existence recall per row (the HAR code's LeAcc): f32[...]."""
   _check_counts(true_counts, pred_counts)
   t, p = jnp.asarray(true_counts) > 0, jnp.asarray(pred_counts) > 0
-  acc = jnp.sum(t & p, axis=-1) / jnp.maximum(jnp.sum(t, axis=-1), 1)
-  return jnp.where(_valid(jnp.asarray(pred_counts)), acc, jnp.nan)
+  present = jnp.sum(t, axis=-1)
+  acc = jnp.sum(t & p, axis=-1) / jnp.maximum(present, 1)
+  return jnp.where(_valid(jnp.asarray(pred_counts)) & (present > 0), acc, jnp.nan)
 
 
 def symmetric_existence_accuracy(true_counts: jax.Array, pred_counts: jax.Array) -> jax.Array:

@@ -312,3 +312,15 @@ def test_llg_star_estimation_refuses_bad_arguments_before_any_work():
       A.estimate_llg_star_params(feats, args.pop("head"), args.pop("input_shape"), 10, args.pop("key"), **args)
   assert not passes                                 # refused before a dummy batch went through the model
   A.estimate_llg_star_params(feats, head, [3, 2], 10, jax.random.PRNGKey(0))    # lists and raw keys are fine
+
+
+@pytest.mark.parametrize("method", ["wainakh", "har"])
+def test_llg_star_estimation_refuses_non_finite_estimates(method):
+  """Before: a model giving NaN features returned NaN impact and offsets without a word (refused only later, by
+  the attack that used them)."""
+  head = LastLayerParams(kernel=jnp.ones((6, 3)), bias=jnp.zeros(3))
+  nan_feats = lambda x: jnp.full((x.shape[0], 6), jnp.nan)
+  with pytest.raises(ValueError, match="estimates are not finite"):
+    A.estimate_llg_star_params(nan_feats, head, (3, 2), 10, KEY, method=method)
+  jitted = jax.jit(lambda k: A.estimate_llg_star_params(nan_feats, head, (3, 2), 10, k, method=method))
+  assert np.isnan(jitted(KEY).impact)                # traced: not checkable, the attack refuses it later

@@ -1,4 +1,5 @@
 """Metrics on hand-computed cases."""
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -100,3 +101,16 @@ def test_counts_from_labels_refuses_labels_it_would_drop():
   np.testing.assert_array_equal(M.counts_from_labels(jnp.array([0, 2, -1]), 3, mask=jnp.array([1, 1, 0])), [1, 0, 1])
   with pytest.raises(ValueError, match="alpha must be a finite number >= 0"):
     M.quantity_success(jnp.array([1.0]), jnp.array([1]), -1.0)
+
+
+def test_a_true_row_of_no_samples_is_refused_eagerly_and_nan_under_jit():
+  """Before: a batch of no samples scored LnAcc 0 and LeAcc 0, plausible numbers for an undefined metric."""
+  t, p = jnp.array([[2, 1], [0, 0]]), jnp.array([[2, 1], [1, 0]])
+  for metric in (M.lnacc, M.leacc, M.symmetric_existence_accuracy):
+    with pytest.raises(ValueError, match=r"1 row\(s\) sum to 0 \(the first at flat row 1\)"):
+      metric(t, p)
+  with pytest.raises(ValueError, match="sum to 0"):
+    M.client_metrics(t, p, jnp.array([0, 0]), 1)
+  for metric in (M.lnacc, M.leacc):
+    out = np.asarray(jax.jit(metric)(t, p))
+    assert out[0] == 1.0 and np.isnan(out[1])

@@ -15,7 +15,7 @@ import jax.numpy as jnp
 from jaxleak.attacks import _common
 from jaxleak.attacks.registry import register
 from jaxleak.head import head_grad
-from jaxleak.types import LastLayerGrads, LastLayerParams, check_prng_key
+from jaxleak.types import LastLayerGrads, LastLayerParams, check_prng_key, is_concrete
 
 
 def _row_sums(grads: LastLayerGrads) -> jax.Array:
@@ -136,16 +136,19 @@ def estimate_llg_star_params(penultimate_fn: Callable[[jax.Array], jax.Array], h
     own = jnp.diagonal(rho)
     offsets = (jnp.sum(rho, axis=0) - own) / (c - 1)
     impact = jnp.mean(own - offsets) / n
-    return LLGStarParams(impact=impact, offsets=offsets)
-  if method == "har":
+  else:                                                              # "har"
     impact = jnp.mean(jnp.sum(g_imp, axis=(1, 2))) * (1.0 + 1.0 / c) / n
     # Row k: the C-1 classes other than k in ascending order.
     others = jnp.stack([jnp.concatenate([classes[:k], classes[k + 1:]]) for k in range(c)])
     x_off = _dummy_inputs(k_off, (c, c - 1) + input_shape, dummy)
     g_off = jax.vmap(class_grad)(x_off, others)
     offsets = jnp.sum(g_off, axis=(1, 2)) / (c - 1)
-    return LLGStarParams(impact=impact, offsets=offsets)
-  raise ValueError(f"unknown LLG* estimation method {method!r}; use 'wainakh' or 'har'.")
+  params = LLGStarParams(impact=impact, offsets=offsets)
+  if is_concrete(impact) and not all(bool(jnp.all(jnp.isfinite(x))) for x in params):
+    raise ValueError("estimate_llg_star_params: the estimates are not finite (NaN or Inf): penultimate_fn or the "
+                     "head gave non-finite values on the dummy inputs. Check the model's parameters (and, for "
+                     "dummy='normal', that the model accepts unscaled inputs).")
+  return params
 
 
 def _check_star_params(params, c, attack):
