@@ -12,8 +12,9 @@ user-chosen delta by two accountants of `dp_accounting` (the optional extra `acc
 No clipping (tau = 0 or inf) means unbounded sensitivity and no noise (sigma = 0) means a deterministic release:
 epsilon is infinite in both cases, and `Epsilon.reason` says why in words. Noise so small against the clip norm
 that epsilon leaves float range (z below about 1e-154) is infinite too. Beyond epsilon ~ 5e5 (z below about
-1e-3 for one release) dp_accounting's PLD overflows: "pld" then reports the RDP upper bound, with
-`method="rdp"` and a `reason` saying so.
+1e-3 for one release) dp_accounting's PLD overflows, and below delta ~ 1e-15 (its truncated tail mass) it gives
+no finite epsilon: "pld" then reports the RDP upper bound, with `method="rdp"` and a `reason` saying so.
+Arguments are Python or NumPy numbers (or concrete 0-d arrays); anything else is refused naming it.
 
 >>> e = gaussian_epsilon(noise_std=0.1, clip_norm=0.1, delta=1e-5)     # one release, z = 1
 >>> round(e.value, 1), e.reason
@@ -25,6 +26,7 @@ from __future__ import annotations
 
 import functools
 import math
+import numbers
 import warnings
 from typing import NamedTuple
 
@@ -55,18 +57,37 @@ def _clipped(clip_norm: float) -> bool:
   return 0 < clip_norm < math.inf
 
 
-def _check(noise_std, clip_norm, releases, delta, method) -> None:
+def _number(v, kind=numbers.Real):
+  """v as a Python number when it is one (Python or NumPy scalar, or a concrete 0-d array), else None."""
+  if not isinstance(v, numbers.Number) and getattr(v, "shape", None) == ():
+    try:
+      v = v.item()                                 # a 0-d NumPy or concrete JAX array (a tracer has no value)
+    except Exception:
+      return None
+  if isinstance(v, bool) or not isinstance(v, kind):
+    return None
+  return int(v) if kind is numbers.Integral else float(v)
+
+
+def _check(noise_std, clip_norm, releases, delta, method) -> tuple[float, float, int, float]:
+  """The arguments as Python numbers, or ValueError naming the first that is not what it must be."""
+  out = []
   for name, v in (("noise_std", noise_std), ("clip_norm", clip_norm)):
-    if isinstance(v, bool) or not isinstance(v, (int, float)) or math.isnan(v) or v < 0:
+    x = _number(v)
+    if x is None or math.isnan(x) or x < 0:
       raise ValueError(f"{name}={v!r}: must be a number >= 0 (0 or inf clip_norm = no clipping).")
-  if math.isinf(noise_std):
+    out.append(x)
+  if math.isinf(out[0]):
     raise ValueError(f"noise_std={noise_std!r}: must be finite (noise of infinite std releases nothing).")
-  if not isinstance(releases, int) or isinstance(releases, bool) or releases < 1:
+  k = _number(releases, numbers.Integral)
+  if k is None or k < 1:
     raise ValueError(f"releases={releases!r}: must be a positive integer (the updates composed).")
-  if not isinstance(delta, (int, float)) or not 0 < delta < 1:
+  d = _number(delta)
+  if d is None or not 0 < d < 1:
     raise ValueError(f"delta={delta!r}: must be in (0, 1), e.g. 1e-5.")
   if method not in METHODS:
     raise ValueError(f"method={method!r}: must be one of {', '.join(METHODS)}.")
+  return out[0], out[1], k, d
 
 
 def gaussian_epsilon(noise_std: float, clip_norm: float, *, releases: int = 1, delta: float = DEFAULT_DELTA,
@@ -74,7 +95,7 @@ def gaussian_epsilon(noise_std: float, clip_norm: float, *, releases: int = 1, d
   """epsilon at `delta` of `releases` Gaussian releases with noise std `noise_std` and L2 sensitivity
   `clip_norm` (both in the gradient's units). Raises ValueError naming a bad argument, ImportError naming the
   extra when dp-accounting is missing (only for settings with a finite epsilon)."""
-  _check(noise_std, clip_norm, releases, delta, method)
+  noise_std, clip_norm, releases, delta = _check(noise_std, clip_norm, releases, delta, method)
   if not _clipped(clip_norm):
     return Epsilon(math.inf, method, delta, releases, "no clipping: unbounded sensitivity")
   if noise_std == 0:
@@ -117,7 +138,10 @@ def _epsilon(z: float, releases: int, delta: float, method: str) -> tuple[float,
   # thousands); 1e-3 of the RDP bound keeps it milliseconds with a relative discretisation error ~1e-3.
   pld = dpa.pld.PLDAccountant(value_discretization_interval=max(1e-4, 1e-3 * eps_rdp))
   pld.compose(event)
-  return float(pld.get_epsilon(delta)), "pld", ""
+  eps_pld = float(pld.get_epsilon(delta))
+  if not math.isfinite(eps_pld):                  # delta below the PLD's truncated tail mass (~1e-15): inf
+    return eps_rdp, "rdp", f"RDP upper bound: PLD gives no finite epsilon at delta {delta:.3g}"
+  return eps_pld, "pld", ""
 
 
 def describe(eps: Epsilon, digits: int = 3) -> str:

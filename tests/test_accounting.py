@@ -82,7 +82,9 @@ def exact_epsilon_log(mu: float, delta: float) -> float:
   def above(eps):                  # log delta(eps) > log delta, with delta(eps) = e^a (1 - e^(b - a))
     a, b = log_ndtr(mu / 2 - eps / mu), eps + log_ndtr(-mu / 2 - eps / mu)
     return b < a and a + math.log1p(-math.exp(b - a)) > math.log(delta)
-  lo, hi = 0.0, mu * mu
+  lo, hi = 0.0, max(mu * mu, 1.0)
+  while above(hi):
+    hi *= 2
   for _ in range(200):
     mid = (lo + hi) / 2
     lo, hi = (mid, hi) if above(mid) else (lo, mid)
@@ -99,6 +101,29 @@ def test_tiny_noise_falls_back_to_the_rdp_bound_and_says_so(sigma):
   if sigma >= 1e-4:                   # an upper bound, close to the exact value (1/(2 z^2) dominates both)
     exact = exact_epsilon_log(1.0 / sigma, 1e-5)
     assert exact <= e.value <= exact * 1.1, (exact, e.value)
+
+
+@pytest.mark.parametrize("delta", [1e-20, 1e-100])
+def test_a_delta_below_the_pld_tail_falls_back_to_the_rdp_bound_and_says_so(delta):
+  """Before: epsilon inf with no reason (PLD truncates its tails near 1e-15), as if z = 1 gave no privacy."""
+  e = accounting.gaussian_epsilon(1.0, 1.0, delta=delta)
+  assert e.method == "rdp" and e.reason.startswith("RDP upper bound: PLD gives no finite epsilon at delta")
+  assert e.value == accounting.gaussian_epsilon(1.0, 1.0, delta=delta, method="rdp").value
+  exact = exact_epsilon_log(1.0, delta)
+  assert exact <= e.value <= exact * 1.05, (exact, e.value)
+
+
+def test_numpy_and_jax_scalars_are_numbers():
+  """Before: np.float32(1.0) or a 0-d jax array was refused as 'must be a number'."""
+  import jax.numpy as jnp
+  want = accounting.gaussian_epsilon(1.0, 0.5, releases=3, delta=1e-6)
+  for args in ((np.float32(1.0), np.float64(0.5), np.int64(3), 1e-6), (jnp.float32(1.0), np.array(0.5), 3,
+                                                                       np.float64(1e-6))):
+    got = accounting.gaussian_epsilon(args[0], args[1], releases=args[2], delta=args[3])
+    assert got == want and type(got.value) is float and type(got.releases) is int
+  for bad in (dict(noise_std=np.array([1.0])), dict(releases=2.0), dict(releases=np.float32(2.0))):
+    with pytest.raises(ValueError, match=f"{next(iter(bad))}="):
+      accounting.gaussian_epsilon(**(dict(noise_std=1.0, clip_norm=1.0) | bad))
 
 
 def test_noise_beyond_float_range_is_infinite_and_absurd_multipliers_are_refused():
