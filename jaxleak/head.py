@@ -33,13 +33,18 @@ def head_grad(features: jax.Array, labels: jax.Array, head: LastLayerParams,
     mask: optional bool/f32[n]; samples with mask 0 are excluded and the mean is over the rest.
   Shapes are always checked; label values when concrete (under jit they cannot be inspected).
   """
+  features, labels = jnp.asarray(features), jnp.asarray(labels)
+  mask = None if mask is None else jnp.asarray(mask)
   c = head.kernel.shape[-1]
   n = features.shape[0] if features.ndim == 2 else None
   if (features.ndim != 2 or features.shape[1] != head.kernel.shape[0] or labels.shape != (n,)
-      or (mask is not None and mask.shape != (n,))):
+      or (mask is not None and mask.shape != (n,)) or (head.bias is not None and jnp.shape(head.bias) != (c,))):
     raise ValueError(f"head_grad: expected features [n, D = {head.kernel.shape[0]}], labels [n] and mask [n] for a "
-                     f"head kernel {head.kernel.shape}; got {features.shape}, {labels.shape}"
-                     f"{'' if mask is None else ', ' + str(mask.shape)}.")
+                     f"head kernel {head.kernel.shape} and bias [{c}]; got {features.shape}, {labels.shape}"
+                     f"{'' if mask is None else ', ' + str(mask.shape)}"
+                     f"{'' if head.bias is None else ', bias ' + str(jnp.shape(head.bias))}.")
+  if n == 0:
+    raise ValueError("head_grad: no samples (features [0, D]); the mean loss of an empty batch has no gradient.")
   outside = values_outside(labels, c)
   if outside:
     raise ValueError(f"head_grad: labels must be in [0, {c}); got values from {outside[0]} to {outside[1]}.")

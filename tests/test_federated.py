@@ -84,6 +84,14 @@ def test_head_grad_refuses_shapes_and_labels_that_do_not_fit_the_head():
   for features, labels in ((jnp.ones((10, 9)), jnp.zeros(10, int)), (jnp.ones((10, 8)), jnp.zeros(9, int))):
     with pytest.raises(ValueError, match=r"head_grad: expected features \[n, D = 8\], labels \[n\]"):
       head_grad(features, labels, hp)
+  # Found 2026-12-04 (thirteenth session): a bias of another length ended in broadcasting's words, an empty batch
+  # in a ZeroDivisionError, a list of labels in "'list' object has no attribute 'shape'".
+  with pytest.raises(ValueError, match=r"and bias \[4\]; got \(10, 8\), \(10,\), bias \(5,\)"):
+    head_grad(jnp.ones((10, 8)), jnp.zeros(10, int), LastLayerParams(kernel=jnp.ones((8, 4)), bias=jnp.zeros(5)))
+  with pytest.raises(ValueError, match=r"head_grad: no samples \(features \[0, D\]\)"):
+    head_grad(jnp.ones((0, 8)), jnp.zeros(0, int), hp)
+  np.testing.assert_array_equal(head_grad(np.ones((2, 8)), [0, 3], hp).bias,
+                                head_grad(jnp.ones((2, 8)), jnp.array([0, 3]), hp).bias)
 
 
 def test_minmax_scale_maps_batch_to_unit_range():
