@@ -42,6 +42,8 @@ import tempfile
 import uuid
 from typing import Any, Iterable, Mapping, Optional, Sequence
 
+import numpy as np
+
 _MAGIC = b"JAXLEAK-CHECKPOINT v1\n"
 _MAX_HEADER_BYTES = 16 * 2 ** 20            # a header is JSON metadata; anything larger is not ours
 
@@ -275,17 +277,24 @@ def check_writable_folder(path: str, what: str = "output folder") -> None:
 
 # --- fingerprints and checkpoints ---------------------------------------------------------------------------------
 
-def _canonical(obj):
-  """A JSON-able, order-independent form of a configuration (floats kept exactly; NaN/inf as strings)."""
+def _canonical(obj, path: str = "config"):
+  """A JSON-able, order-independent form of a configuration (floats kept exactly; NaN/inf as strings).
+
+  Configurations hold JSON values (mappings, lists/tuples, str, bool, int, float, None) and NumPy scalars (taken
+  as the Python value). Anything else raises TypeError: its text could be unstable between processes (a set's
+  order, an object's address) or lossy (an array's summary), and a fingerprint must not be."""
   if isinstance(obj, Mapping):
-    return {str(k): _canonical(v) for k, v in sorted(obj.items(), key=lambda kv: str(kv[0]))}
+    return {str(k): _canonical(v, f"{path}.{k}") for k, v in sorted(obj.items(), key=lambda kv: str(kv[0]))}
   if isinstance(obj, (list, tuple)):
-    return [_canonical(v) for v in obj]
+    return [_canonical(v, f"{path}[{i}]") for i, v in enumerate(obj)]
+  if isinstance(obj, np.generic) and isinstance(obj.item(), (bool, int, float, str)):
+    obj = obj.item()
   if isinstance(obj, float):
     return repr(obj) if not math.isfinite(obj) else obj
   if obj is None or isinstance(obj, (bool, int, str)):
     return obj
-  return repr(obj)
+  raise TypeError(f"{path}: a configuration holds JSON values (dicts, lists, str, bool, int, float, None); got "
+                  f"{type(obj).__name__} {obj!r:.60}. Convert it (e.g. a set to a sorted list) before fingerprinting.")
 
 
 def fingerprint(config: Mapping[str, Any]) -> str:
@@ -415,7 +424,6 @@ def _shape_mismatches(target, state) -> list[str]:
   """'path: stored shape, expected shape' for every array leaf of `target` (arrays or jax.ShapeDtypeStruct) whose
   restored value has another shape (flax's from_state_dict restores whatever was stored)."""
   import jax
-  import numpy as np
   out = []
 
   def check(path, t, s):
@@ -431,12 +439,11 @@ def provenance() -> dict:
   """Versions, devices and the code revision, for manifests and records."""
   import flax
   import jax
-  import numpy
   import optax
 
   import jaxleak
   env = {"python": platform.python_version(), "jax": jax.__version__, "flax": flax.__version__,
-         "optax": optax.__version__, "numpy": numpy.__version__, "jaxleak": jaxleak.__version__,
+         "optax": optax.__version__, "numpy": np.__version__, "jaxleak": jaxleak.__version__,
          "platform": platform.platform(), "devices": [str(d) for d in jax.devices()]}
   try:
     here = os.path.dirname(os.path.abspath(__file__))

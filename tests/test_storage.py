@@ -116,6 +116,16 @@ def test_fingerprint_is_canonical():
   assert storage.fingerprint({"a": 1, "b": [1, 2]}) == storage.fingerprint({"b": (1, 2), "a": 1})
   assert storage.fingerprint({"a": 1}) != storage.fingerprint({"a": 2})
   assert storage.fingerprint({"x": float("inf")}) == storage.fingerprint({"x": float("inf")})
+  assert storage.fingerprint({"a": np.int64(1), "b": [np.float32(0.5)]}) == storage.fingerprint({"a": 1, "b": [0.5]})
+
+
+@pytest.mark.parametrize("value,where", [({"b", "a"}, "config.x"), (object(), "config.x"),
+                                         ([1, np.zeros(3)], r"config.x\[1\]"), ({"y": {1j}}, "config.x.y")])
+def test_fingerprint_refuses_values_whose_text_is_unstable_or_lossy(value, where):
+  """Before: anything not JSON was fingerprinted by its repr: a set of strings in another order in another
+  process, an object by its address (a new key every run: nothing would ever resume), an array by a summary."""
+  with pytest.raises(TypeError, match=f"{where}: a configuration holds JSON values"):
+    storage.fingerprint({"x": value})
 
 
 def test_unwritable_output_is_refused_before_work(tmp_path):
