@@ -24,12 +24,15 @@ flags.DEFINE_enum("grad_method", "fast", ["fast", "autodiff"], "Closed-form head
 flags.DEFINE_enum("clip_granularity", "batch", ["batch", "per_example"],
                   "Clip the batch gradient (the HAR code) or every example's gradient (DP-SGD).", flag_values=FLAGS)
 flags.DEFINE_bool("ldp_grid", False, "Run no LDP plus the paper's nine (noise, clip) settings in one go (shares "
-                  "the gradient pass); results go to --output_dir/<setting>/. Ignores --noise/--clip.",
+                  "the gradient pass); results go to --output_dir/<setting>/. Not with --noise/--clip.",
                   flag_values=FLAGS)
 
 
 def main(argv):
   cli.no_positional(argv)
+  if FLAGS.ldp_grid and (FLAGS["noise"].present or FLAGS["clip"].present):
+    raise cli.FlagError("--ldp_grid runs no LDP plus the paper's nine (noise, clip) settings, so --noise/--clip "
+                        "would be ignored: drop them, or drop --ldp_grid to run that one setting.")
   writer = cli.init_distributed(FLAGS)
   cfg = cli.leakage_config(FLAGS, grad_method=FLAGS.grad_method)
   output_dir = cli.output_folder(FLAGS, replaced=True)

@@ -28,6 +28,8 @@ BAD = [
     (SS, ["--chunk_size=-1"], "--chunk_size=-1"),
     (SS, ["--num_clients=0"], "--num_clients=0"),
     (SS, ["--clip=nan"], "--clip=nan: must be a finite number"),
+    (SS, ["--ldp_grid", "--noise=0.1"], "--ldp_grid runs no LDP plus the paper's nine (noise, clip) settings, so"),
+    (SS, ["--ldp_grid", "--clip=0"], "would be ignored: drop them, or drop --ldp_grid"),
     (SS, ["--noise=-0.1"], "--noise=-0.1"),
     (SS, ["--noise=inf"], "--noise=inf"),
     (SS, ["--synthetic_scale=0"], "--synthetic_scale=0.0"),
