@@ -399,6 +399,23 @@ def test_full_batch_local_step_is_one_sgd_step_and_ignores_padding():
   chex_close(got_p, expected)
 
 
+def test_a_batch_size_above_the_data_is_one_full_batch_step_even_with_batchnorm():
+  """Before: the step was padded to the batch size, so BatchNorm's statistics averaged batch_size - M copies of
+  one example (a different step), and --local_batch_size=100000 took 82 s for one digits round (4.7 s now)."""
+  model = models.build("tinyhar", 3, dropout=0.0)
+  variables = models.init(model, jax.random.key(0), 50, 2)
+  x = jax.random.normal(jax.random.key(1), (12, 50, 2)); y = jnp.arange(12) % 3
+  params, state = {"params": variables["params"]}, {k: v for k, v in variables.items() if k != "params"}
+
+  def loss(p):
+    logits, _ = model.apply({**state, "params": p}, x, train=True, mutable=["batch_stats"])
+    return jnp.mean(-jnp.take_along_axis(jax.nn.log_softmax(logits), y[:, None], 1))
+  expected = jax.tree.map(lambda p, g: p - 0.1 * g, params["params"], jax.jit(jax.grad(loss))(params["params"]))
+  for batch_size in (12, 1000):
+    train = jax.jit(local_train_fn(model, LocalEpochs(epochs=1, batch_size=batch_size, lr=0.1)))
+    chex_close(train(variables, x, y, jnp.ones(12, bool), jax.random.key(3))["params"], expected, atol=1e-5)
+
+
 def chex_close(a, b, atol=1e-6):
   for u, v in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
     np.testing.assert_allclose(u, v, atol=atol, rtol=1e-5)

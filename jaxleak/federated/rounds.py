@@ -85,8 +85,11 @@ def local_train_fn(model: nn.Module, local: LocalEpochs):
   """
   def train(variables, x, y, mask, key):
     m = y.shape[0]
-    steps = math.ceil(m / local.batch_size)
-    pad = steps * local.batch_size - m
+    # A batch size above the M example slots is one full-data step per epoch (as a PyTorch DataLoader gives);
+    # capping it at M keeps that step from computing (and BatchNorm from averaging) batch_size - M padded copies.
+    bs = min(local.batch_size, m)
+    steps = math.ceil(m / bs)
+    pad = steps * bs - m
     params, state = split_variables(variables)
 
     def epoch_order(k):
@@ -99,8 +102,8 @@ def local_train_fn(model: nn.Module, local: LocalEpochs):
       p, st = carry
       idx_epoch, s = inputs
       order = orders[idx_epoch]
-      idx = jax.lax.dynamic_slice_in_dim(order, s * local.batch_size, local.batch_size)
-      valid = mask[idx] & (s * local.batch_size + jnp.arange(local.batch_size) < m)
+      idx = jax.lax.dynamic_slice_in_dim(order, s * bs, bs)
+      valid = mask[idx] & (s * bs + jnp.arange(bs) < m)
       vb = valid.astype(jnp.float32)
       k = jax.random.fold_in(drop_key, idx_epoch * steps + s)
       loss = train_loss(model, st, x[idx], y[idx], k, reduce=lambda logits, labels: masked_mean_ce(logits, labels, vb))
