@@ -88,8 +88,46 @@ flags.DEFINE_integer("replicates", 1, "Independent federations per setting (seed
 flags.DEFINE_string("output_dir", "results/eavesdrop", "Where to write results.", **_d)
 
 
+#: Flags that only some experiments or partitions read: flag -> (who reads it, whether this command line does).
+_WD = lambda: FLAGS.experiment == "whole"
+_PARTITIONED = lambda part: lambda: FLAGS.partition == part and FLAGS.experiment != "whole"
+READ_ONLY_WITH = {
+    "compression_rates": ("--experiment=compression", lambda: FLAGS.experiment == "compression"),
+    "sweep": ("--experiment=sweep", lambda: FLAGS.experiment == "sweep"),
+    "sweep_values": ("--experiment=sweep", lambda: FLAGS.experiment == "sweep"),
+    **{f"wd_{n}": ("--experiment=whole", _WD) for n in ("trials", "total", "factors", "max_rounds", "window",
+                                                        "stages")},
+    "rounds": ("the experiments that play a fixed number of rounds (not whole: --wd_max_rounds)",
+               lambda: not _WD()),
+    "partition": ("the experiments other than whole (its groups set the allocation)", lambda: not _WD()),
+    **{n: ("--partition=dirichlet (not with --experiment=whole)", _PARTITIONED("dirichlet"))
+       for n in ("dirichlet_alpha", "samples_per_participant", "min_owned")},
+    **{n: ("--partition=main_labels (not with --experiment=whole)", _PARTITIONED("main_labels"))
+       for n in ("main_labels", "other_samples")},
+    "compression": ("the experiments other than compression (--compression_rates sets it there)",
+                    lambda: FLAGS.experiment != "compression"),
+    "dropout": ("the experiments other than dropout (it runs 0 and 0.5)", lambda: FLAGS.experiment != "dropout"),
+}
+#: --sweep=<kind> sets this flag at every point of the sweep.
+SWEPT_FLAG = {"batch_size": "local_batch_size", "epochs": "local_epochs", "fraction": "fraction",
+              "num_participants": "num_participants"}
+
+
+def refuse_unread_flags() -> None:
+  """A flag given on the command line that this experiment would not read is refused, naming who reads it:
+  otherwise the run would go ahead without the setting the user asked for."""
+  for name, (reader, read) in READ_ONLY_WITH.items():
+    if FLAGS[name].present and not read():
+      raise cli.FlagError(f"--{name} is read only with {reader}; this command line would ignore it. Drop it, or "
+                          "choose the experiment or partition that uses it.")
+  if FLAGS.experiment == "sweep" and FLAGS[SWEPT_FLAG[FLAGS.sweep]].present:
+    raise cli.FlagError(f"--{SWEPT_FLAG[FLAGS.sweep]} is what --sweep={FLAGS.sweep} varies (--sweep_values); "
+                        "drop it, or sweep another parameter.")
+
+
 def validate_flags() -> None:
-  """Every numeric flag in its range, before any data is read."""
+  """Every numeric flag in its range, and no flag this experiment would ignore, before any data is read."""
+  refuse_unread_flags()
   for name in ("num_participants", "rounds", "local_epochs", "local_batch_size", "samples_per_label", "replicates",
                "wd_trials", "wd_total", "wd_max_rounds", "wd_window", "samples_per_participant", "min_owned"):
     cli.positive_int(FLAGS, name)

@@ -317,13 +317,24 @@ def test_a_config_refuses_each_impossible_field_by_name(field, value, message):
 
 def test_dirichlet_federation_gives_the_attacker_the_mean_owned_labels():
   cfg = dataclasses.replace(SMALL, partition="dirichlet", dirichlet_alpha=0.3, samples_per_participant=48,
-                            min_owned=8, rounds=1)
+                            min_owned=8, rounds=1, other_samples=EV.EavesdropConfig.other_samples)
   fed = EV.setup(cfg)
   assert fed.labels_per_client == pytest.approx(fed.allocation.owners.sum(1).mean())
   assert fed.allocation.mask.sum(1).max() == 48
   res = EV.run_rounds(fed)
   selected, _ = EV.round_randomness(cfg.seed, 0, 12, cfg.fraction)
   np.testing.assert_array_equal(res.owners[0], fed.allocation.owners[selected].sum(0))
+
+
+def test_a_setting_the_partition_does_not_read_is_refused():
+  """Before: EavesdropConfig(dirichlet_alpha=0.3) (partition main_labels) ran the main-label partition, and a
+  study's `--set dirichlet_alpha=0.3` planned it as a task of its own key, labelled Dir(0.3) in the tables."""
+  with pytest.raises(ValueError, match=r"dirichlet_alpha=0.3: not read with partition='main_labels'.*set "
+                                       r"partition='dirichlet'"):
+    dataclasses.replace(SMALL, dirichlet_alpha=0.3)
+  with pytest.raises(ValueError, match=r"other_samples=2: not read with partition='dirichlet'"):
+    dataclasses.replace(SMALL, partition="dirichlet")
+  assert EV.EavesdropConfig(main_labels=[3, 5], partition="main_labels").main_labels == [3, 5]   # the default
 
 
 def test_allocate_label_totals_groups_and_aux():

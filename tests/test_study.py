@@ -269,6 +269,8 @@ def test_a_damaged_record_is_recomputed_not_trusted(ldp_study):
     (["run", "har_sampling", "--set=datasets=hapt", "--set=synthetic_scale=0.5"],
      "synthetic_scale is read only by synthetic_wear"),
     (["run", "eavesdrop_tables", "--set=abort_std=0"], "abort_std must be a finite number > 0"),
+    (["run", "eavesdrop_tables", "--set=dirichlet_alpha=0.3"], "dirichlet_alpha=0.3: not read with partition="),
+    (["run", "eavesdrop_dirichlet", "--set=partition=main_labels"], "dirichlet_alpha=0.1: not read with partition="),
     (["run", "eavesdrop_tables", "--set=dataset=digits", "--set=main_labels=1,20"], "hi < num_classes = 10"),
     (["run", "eavesdrop_tables", "--set=dataset=wear"], "needs --data_dir"),
     (["run", "eavesdrop_whole_determination", "--set=dataset=digits", "--set=samples_per_label=0"],

@@ -29,6 +29,19 @@ DIRICHLET_ALPHAS = (0.1, 0.3, 1.0, 10.0)
 PAPER_COMPRESSION = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5)
 
 
+#: The fields each partition does not read (a value other than the default there is refused).
+_UNREAD_BY_PARTITION = {"main_labels": ("dirichlet_alpha", "samples_per_participant", "min_owned"),
+                        "dirichlet": ("main_labels", "other_samples")}
+
+
+def _normal(value):
+  return tuple(value) if isinstance(value, list) else value
+
+
+def _field_defaults() -> dict:
+  return {f.name: f.default for f in dataclasses.fields(EavesdropConfig)}
+
+
 @dataclasses.dataclass(frozen=True)
 class EavesdropConfig:
   """One federation and attacker. Defaults: the paper's MNIST setting, on the 5,000 real MNIST digits of the
@@ -81,6 +94,12 @@ class EavesdropConfig:
         raise ValueError(f"{name} must be a finite number >= 0 (0 = off), got {value}.")
     if self.partition not in PARTITIONS:
       raise ValueError(f"partition: unknown {self.partition!r}; valid: {', '.join(PARTITIONS)}.")
+    unread = [n for n in _UNREAD_BY_PARTITION[self.partition]
+              if _normal(getattr(self, n)) != _normal(_field_defaults()[n])]
+    if unread:
+      raise ValueError(f"{', '.join(f'{n}={getattr(self, n)!r}' for n in unread)}: not read with partition="
+                       f"{self.partition!r} (the other partition's setting); leave it at its default, or set "
+                       f"partition={PARTITIONS[1 - PARTITIONS.index(self.partition)]!r}.")
     if self.partition == "dirichlet" and not (self.dirichlet_alpha > 0 and self.samples_per_participant > 0
                                                and self.min_owned > 0):
       raise ValueError(f"dirichlet partition needs dirichlet_alpha, samples_per_participant and min_owned > 0, got "
