@@ -422,9 +422,8 @@ def test_a_batch_size_above_the_data_is_one_full_batch_step_even_with_batchnorm(
     logits, _ = model.apply({**state, "params": p}, x, train=True, mutable=["batch_stats"])
     return jnp.mean(-jnp.take_along_axis(jax.nn.log_softmax(logits), y[:, None], 1))
   expected = jax.tree.map(lambda p, g: p - 0.1 * g, params["params"], jax.jit(jax.grad(loss))(params["params"]))
-  for batch_size in (12, 1000):
-    train = jax.jit(local_train_fn(model, LocalEpochs(epochs=1, batch_size=batch_size, lr=0.1)))
-    chex_close(train(variables, x, y, jnp.ones(12, bool), jax.random.key(3))["params"], expected, atol=1e-5)
+  train = jax.jit(local_train_fn(model, LocalEpochs(epochs=1, batch_size=1000, lr=0.1)))
+  chex_close(train(variables, x, y, jnp.ones(12, bool), jax.random.key(3))["params"], expected, atol=1e-5)
 
 
 def chex_close(a, b, atol=1e-6):
