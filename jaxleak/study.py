@@ -52,6 +52,8 @@ def main(argv):
   if command == "run":
     if len(rest) != 1:
       raise cli.FlagError(f"run takes one study name; presets: {', '.join(sorted(S.PRESETS))}.")
+    if FLAGS.ray_address is not None and FLAGS.executor != "ray":
+      raise cli.FlagError("--ray_address is only used with --executor=ray.")
     cli.positive_int(FLAGS, "num_tasks")
     cli.check(FLAGS, "task_index", 0 <= FLAGS.task_index < FLAGS.num_tasks, f"in [0, {FLAGS.num_tasks})")
     study = S.override(S.preset(rest[0]), _overrides(FLAGS.set))
@@ -72,11 +74,14 @@ def main(argv):
         print(f"note: a run would stop here: {e}")
       return
     cli.writable(FLAGS.study_dir, "study_dir")
+    if FLAGS.executor == "ray":                    # before study.json is written: a wrong address is one line
+      from jaxleak.runs.study import executors
+      executors.require_ray()
+      executors.check_address(FLAGS.ray_address)
     writer = cli.init_distributed(FLAGS)
     store = S.Store(FLAGS.study_dir, read_only=not writer)
     S.adopt_folder(plan, store, write=writer, progress=print)
     if FLAGS.executor == "ray":
-      from jaxleak.runs.study import executors
       executors.run_with_ray(shard, store, address=FLAGS.ray_address, progress=cli.progress)
     else:
       S.run_plan(shard, store, progress=print)

@@ -6,18 +6,38 @@ and the rest still finish; rerunning the command resumes as with the local execu
 """
 from __future__ import annotations
 
+import socket
 from typing import Callable, Optional
 
 from jaxleak.runs.study.plan import Plan
 from jaxleak.runs.study.store import Store
 
 
-def _require_ray():
+def require_ray():
   try:
     import ray
   except ImportError:
     raise ImportError("--executor=ray needs Ray: pip install 'jaxleak[ray]' (or pip install ray).") from None
   return ray
+
+
+def check_address(address: Optional[str], timeout_s: float = 5.0) -> None:
+  """Raises ValueError unless something answers at a Ray cluster address 'host:port' or 'ray://host:port' (a TCP
+  connection within `timeout_s`). None and 'auto' (Ray finds the cluster itself) are not checked. Without this,
+  ray.init waits about a minute on a wrong address and then fails in Ray's words."""
+  if address is None or address == "auto":
+    return
+  hostport = address.split("://", 1)[1] if "://" in address else address
+  host, _, port = hostport.rpartition(":")
+  if not host or not port.isdigit():
+    raise ValueError(f"--ray_address {address!r}: expected host:port (e.g. 10.0.0.1:6379, the head node's "
+                     "`ray start --head` address), ray://host:10001 or auto.")
+  try:
+    socket.create_connection((host.strip("[]"), int(port)), timeout=timeout_s).close()
+  except OSError as e:
+    reason = e.strerror or type(e).__name__
+    raise ValueError(f"--ray_address {address}: nothing answers at {host}:{port} ({reason.lower()}); start the "
+                     "cluster there (ray start --head) or check the address. Nothing was run.") from None
 
 
 def _run_group(study_json: dict, group_key: str, root: str) -> int:
@@ -33,7 +53,8 @@ def _run_group(study_json: dict, group_key: str, root: str) -> int:
 def run_with_ray(plan: Plan, store: Store, *, address: Optional[str] = None, num_cpus: Optional[int] = None,
                  progress: Optional[Callable[[str], None]] = print) -> int:
   """Runs every pending group of `plan` as one Ray task (num_cpus=1 each); returns the records written."""
-  ray = _require_ray()
+  ray = require_ray()
+  check_address(address)
   from jaxleak.runs.study import spec
   log = progress or (lambda m: None)
   done = store.done_keys(t.key for t in plan.tasks)
