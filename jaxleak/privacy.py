@@ -34,7 +34,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from jaxleak.types import LastLayerGrads
+from jaxleak.types import LastLayerGrads, check_prng_key
 
 GRANULARITIES = ("batch", "per_example")
 SCOPES = ("all", "last_layer")
@@ -155,6 +155,7 @@ def gaussian_noise(stddev: Optional[float] = None, *, key: jax.Array, noise_mult
   if key is None:
     raise ValueError("gaussian_noise needs a PRNG key for its noise; pass key=jax.random.key(seed) (a fresh one per "
                      "client and round, e.g. jax.random.fold_in(key, client_id)).")
+  check_prng_key(key, "gaussian_noise")
 
   def init(params):
     del params
@@ -178,6 +179,9 @@ def top_k_compress(compression_ratio: float) -> optax.GradientTransformation:
   compression sweep. Ties at the threshold are kept; NaN and Inf entries are always kept (they rank as the largest),
   so a broken update stays visibly broken.
   """
+  if isinstance(compression_ratio, bool) or not isinstance(compression_ratio, numbers.Real):
+    raise TypeError(f"compression_ratio must be a number in [0, 1) (static: it sets how many entries are kept), "
+                    f"got {compression_ratio!r} ({type(compression_ratio).__name__}).")
   if not 0.0 <= compression_ratio < 1.0:
     raise ValueError(f"compression_ratio must be in [0, 1), got {compression_ratio}.")
 

@@ -123,6 +123,13 @@ def test_bad_arguments():
     P.ldp(1.0, "0.1", key=KEY)
   with pytest.raises(TypeError, match="noise_multiplier must be a number"):
     P.gaussian_noise(noise_multiplier=[1.0], clip_norm=1.0, key=KEY)
+  # Found 2026-12-04 (thirteenth session): a string ratio ended in '<=' not supported; an int key was accepted and
+  # failed at the first update in JAX's words ('invalid PRNG key data').
+  with pytest.raises(TypeError, match="compression_ratio must be a number in \\[0, 1\\)"):
+    P.top_k_compress("0.5")
+  with pytest.raises(TypeError, match="gaussian_noise: key must be one JAX PRNG key"):
+    P.gaussian_noise(0.1, key=0)
+  P.gaussian_noise(0.1, key=jax.random.PRNGKey(0))                  # a raw uint32[2] key is a key
 
 
 def test_pure_clipping_leaves_ebi_llbg_llg_unchanged_but_breaks_ilrg_uniform():
