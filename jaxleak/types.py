@@ -1,11 +1,12 @@
 """The one data type shared by every part of jaxleak, and the tests every input check shares (`is_concrete`,
-`check_prng_key`, `values_outside`).
+`check_prng_key`, `values_outside`, `seeded_rng`).
 
 `LastLayerGrads` is what an update function produces and what an attack consumes. `LastLayerParams` has the
 same structure and holds the classifier head's parameters (needed by LLG* and full iLRG).
 """
 from __future__ import annotations
 
+import numbers
 from typing import NamedTuple, Optional
 
 import jax
@@ -61,3 +62,11 @@ def values_outside(values, stop: int, mask=None) -> "tuple[int, int] | None":
   if v.size and (v.min() < 0 or v.max() >= stop):
     return int(v.min()), int(v.max())
   return None
+
+
+def seeded_rng(seed) -> np.random.Generator:
+  """NumPy's generator for a host-side seed, refusing anything but an integer >= 0 (NumPy's own words for -1 or
+  1.5 do not name the argument)."""
+  if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or seed < 0:
+    raise ValueError(f"seed must be an integer >= 0, got {seed!r}.")
+  return np.random.default_rng(seed)

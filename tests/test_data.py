@@ -213,6 +213,9 @@ def test_sample_clients_offsets_and_errors():
     D.sample_client("random", jax.random.key(0), LAB, 10)
 
 
+_POOL = D.LabelPool(x=np.zeros((20, 2), np.float32), y=np.arange(20) % 4, num_classes=4, name="toy")
+
+
 @pytest.mark.parametrize("call, error, message", [
     (lambda: D.sample_client("shuffle", jax.random.key(0), LAB, 2.5), TypeError,      # was: slice indices must be
      "num_samples must be an integer"),
@@ -228,6 +231,13 @@ def test_sample_clients_offsets_and_errors():
     (lambda: D.make_clients(D.make_synthetic("tiny"), []), ValueError, "subject_ids is empty"),
     (lambda: D.repartition_dirichlet(D.make_clients(D.make_synthetic("tiny")), 3, 1.0, -1), ValueError,
      "seed must be an integer >= 0, got -1"),
+    # Found 2026-12-04 (thirteenth session): no factors gave every label group 0 (a modulo by zero), a negative
+    # factor passed; 0 auxiliary examples gave an empty array; seed -1 ended in NumPy's words.
+    (lambda: D.quantity_groups(10, 0, ()), ValueError, r"factors must be one or more finite group sizes > 0"),
+    (lambda: D.quantity_groups(10, 0, (1.0, -0.5)), ValueError, r"got \(1.0, -0.5\)"),
+    (lambda: D.aux_per_label(_POOL, 0), ValueError, "samples_per_label must be a positive integer"),
+    (lambda: D.aux_per_label(_POOL, 3, seed=-1), ValueError, "seed must be an integer >= 0, got -1"),
+    (lambda: D.split_pool(_POOL, 0.5, seed=1.5), ValueError, "seed must be an integer >= 0, got 1.5"),
 ])
 def test_samplers_and_synthetic_data_refuse_bad_arguments_by_name(call, error, message):
   with pytest.raises(error, match=message):

@@ -7,8 +7,12 @@ participants share one compiled local-training function.
 from __future__ import annotations
 
 import dataclasses
+import math
+import numbers
 
 import numpy as np
+
+from jaxleak.types import seeded_rng
 
 
 @dataclasses.dataclass(frozen=True)
@@ -49,7 +53,7 @@ def split_pool(pool: LabelPool, aux_fraction: float, seed: int) -> tuple[LabelPo
   """Stratified split into (participants' pool, attacker's auxiliary/test pool); disjoint examples."""
   if not 0.0 < aux_fraction < 1.0:
     raise ValueError(f"aux_fraction must be in (0, 1), got {aux_fraction}.")
-  rng = np.random.default_rng(seed)
+  rng = seeded_rng(seed)
   train, aux = [], []
   for c in range(pool.num_classes):
     idx = rng.permutation(pool.indices_of(c))
@@ -113,7 +117,7 @@ def allocate_main_labels(pool: LabelPool, num_participants: int, *, main_labels:
   if not 1 <= lo <= hi < c:
     raise ValueError(f"main_labels range ({lo}, {hi}) must satisfy 1 <= lo <= hi < num_classes = {c}.")
   pool.require_all_classes("the participants' pool")
-  rng = np.random.default_rng(seed)
+  rng = seeded_rng(seed)
   by_class = [pool.indices_of(k) for k in range(c)]
   owners = np.zeros((num_participants, c), bool)
   rows = []
@@ -146,7 +150,7 @@ def allocate_dirichlet(pool: LabelPool, num_participants: int, *, alpha: float, 
   if not (np.isfinite(alpha) and alpha > 0):
     raise ValueError(f"dirichlet alpha must be a finite number > 0, got {alpha}.")
   pool.require_all_classes("the participants' pool")
-  rng = np.random.default_rng(seed)
+  rng = seeded_rng(seed)
   by_class = [pool.indices_of(k) for k in range(c)]
   rows = []
   for _ in range(num_participants):
@@ -165,7 +169,7 @@ def allocate_label_totals(pool: LabelPool, num_participants: int, label_totals: 
   if label_totals.shape != (pool.num_classes,) or (label_totals < 0).any():
     raise ValueError(f"label_totals must be {pool.num_classes} non-negative counts, got {label_totals}.")
   pool.require_all_classes("the participants' pool")
-  rng = np.random.default_rng(seed)
+  rng = seeded_rng(seed)
   rows = [[] for _ in range(num_participants)]
   for k, total in enumerate(label_totals):
     examples = _draw(rng, pool.indices_of(k), int(total))
@@ -180,17 +184,22 @@ def allocate_label_totals(pool: LabelPool, num_participants: int, label_totals: 
 def quantity_groups(num_classes: int, seed: int, factors: tuple[float, ...] = (1.0, 1 / 4, 1 / 5)) -> np.ndarray:
   """Random split of the labels into len(factors) groups of near-equal size (sec. IV-D1: Q, Q/4, Q/5).
   Returns i32[C], the group of each label."""
+  if not factors or not all(isinstance(f, numbers.Real) and math.isfinite(f) and f > 0 for f in factors):
+    raise ValueError(f"factors must be one or more finite group sizes > 0 relative to Q, got {tuple(factors)}.")
   if num_classes < len(factors):
     raise ValueError(f"{num_classes} classes cannot form {len(factors)} non-empty groups.")
-  rng = np.random.default_rng(seed)
+  rng = seeded_rng(seed)
   groups = np.arange(num_classes) % len(factors)
   return rng.permutation(groups).astype(np.int32)
 
 
 def aux_per_label(pool: LabelPool, samples_per_label: int, *, seed: int = 0) -> np.ndarray:
   """The attacker's auxiliary data: i32[C, n] pool indices, row c holding n examples of label c."""
+  if isinstance(samples_per_label, bool) or not isinstance(samples_per_label, numbers.Integral) or samples_per_label < 1:
+    raise ValueError(f"samples_per_label must be a positive integer (the attacker's examples of each label), got "
+                     f"{samples_per_label!r}.")
   pool.require_all_classes("the attacker's auxiliary pool")
-  rng = np.random.default_rng(seed)
+  rng = seeded_rng(seed)
   return np.stack([_draw(rng, pool.indices_of(c), samples_per_label) for c in range(pool.num_classes)]
                   ).astype(np.int32)
 

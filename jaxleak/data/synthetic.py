@@ -14,6 +14,7 @@ import numbers
 import numpy as np
 
 from jaxleak.data.dataset import HarDataset, Recording
+from jaxleak.types import seeded_rng
 
 
 @dataclasses.dataclass(frozen=True)
@@ -53,9 +54,7 @@ def make_synthetic(preset: str | SyntheticPreset = "wetlab", *, scale: float = 1
     name, p = "synthetic", preset
   if isinstance(scale, bool) or not isinstance(scale, numbers.Real) or not (math.isfinite(scale) and scale > 0):
     raise ValueError(f"scale must be a finite number > 0, got {scale!r}.")
-  if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or seed < 0:
-    raise ValueError(f"seed must be an integer >= 0, got {seed!r}.")
-  rng = np.random.default_rng(seed)
+  rng = seeded_rng(seed)
   c, ch, fs = p.num_classes, p.num_channels, sampling_rate
   freq = rng.uniform(0.3, 4.0, (c, ch))
   amp = rng.uniform(0.2, 1.5, (c, ch))

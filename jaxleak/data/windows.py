@@ -6,6 +6,7 @@ from typing import Sequence
 import numpy as np
 
 from jaxleak.data.dataset import HarDataset, Recording, WindowedClients
+from jaxleak.types import seeded_rng
 
 WINDOW = 50
 STRIDE = 25
@@ -65,9 +66,7 @@ def repartition_dirichlet(clients: WindowedClients, num_clients: int, alpha: flo
     raise ValueError(f"dirichlet_clients must be a positive integer, got {num_clients!r}.")
   if not (np.isfinite(alpha) and alpha > 0):
     raise ValueError(f"dirichlet_alpha must be a finite number > 0, got {alpha}.")
-  if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
-    raise ValueError(f"seed must be an integer >= 0, got {seed!r}.")
-  rng = np.random.default_rng(seed)
+  rng = seeded_rng(seed)
   owner = np.empty(len(clients.labels), np.int64)
   for c in range(clients.num_classes):
     idx = rng.permutation(np.flatnonzero(clients.labels == c))
