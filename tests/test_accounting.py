@@ -141,6 +141,7 @@ def test_the_report_shows_a_fallback_epsilon_as_rdp():
   b = Accountant().budget(1e-4, 1.0)
   assert b.text().endswith(" (RDP)") and b.composed_pld.method == "rdp"
   assert Accountant().budget(0.5, 1.0).text() == f"{accounting.gaussian_epsilon(0.5, 1.0).value:.3g}"
+  assert Accountant(delta=1e-20).budget(1.0, 1.0).text().endswith(" (RDP)")     # a delta below PLD's tail
 
 
 def test_a_missing_extra_names_it(monkeypatch):
