@@ -20,6 +20,12 @@ def test_head_without_bias():
   v = models.init(models.build("deepconvlstm", 9, head_bias=False), jax.random.key(0), 50, 3)
   head = models.head_params(v["params"])
   assert head.bias is None and head.kernel.shape == (128, 9)
+  # Found 2026-12-04 (thirteenth session): the whole variables (a common slip) or a tree without a head gave
+  # KeyError: 'head'.
+  with pytest.raises(ValueError, match=r"top level: \['params'\]\); pass variables\['params'\], not the whole"):
+    models.head_params(v)
+  with pytest.raises(ValueError, match="must be a Dense named 'head'"):
+    models.head_params({"dense": {"kernel": 1}})
 
 
 def test_unknown_model_lists_valid_names():

@@ -108,7 +108,12 @@ def _init(model: nn.Module, key: jax.Array, example_shape: tuple[int, ...]) -> d
 
 def head_params(params: dict) -> LastLayerParams:
   """The classifier head's LastLayerParams from a params tree (kernel [D, C], bias [C] or None)."""
-  head = params["head"]
+  head = params.get("head") if hasattr(params, "get") else None
+  if not (hasattr(head, "get") and "kernel" in head):
+    hint = ("; pass variables['params'], not the whole variables" if hasattr(params, "get") and "params" in params
+            else "; a model's classifier must be a Dense named 'head' (jaxleak/models/interface.py)")
+    keys = sorted(map(str, params)) if hasattr(params, "keys") else type(params).__name__
+    raise ValueError(f"head_params: no classifier head with a kernel in these params (top level: {keys}){hint}.")
   return LastLayerParams(kernel=head["kernel"], bias=head.get("bias"))
 
 
