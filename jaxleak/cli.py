@@ -328,6 +328,17 @@ def default_checkpoint_dir(dataset: str, model: str) -> str:
   return os.path.join("checkpoints", f"{dataset}_{model}")
 
 
+def _refuse_clip_options_without_clip(fv: flags.FlagValues) -> None:
+  """--clip_scope/--clip_granularity say how --clip clips; without clipping (--clip=0, and no --ldp_grid, whose
+  settings clip) nothing reads them, and a run would look like one with that clipping."""
+  if fv.clip > 0 or ("ldp_grid" in fv and fv.ldp_grid):
+    return
+  for name in ("clip_scope", "clip_granularity"):
+    if name in fv and fv[name].present:
+      raise FlagError(f"--{name}={fv[name].value}: says how --clip clips, but there is no clipping (--clip=0, the "
+                      f"default): give --clip=<tau> > 0 as well, or drop --{name}.")
+
+
 def leakage_config(fv: flags.FlagValues, **overrides):
   """The LeakageConfig the leakage flags describe (validated: a bad value raises, naming the flag)."""
   from jaxleak.runs.leakage import LeakageConfig
@@ -347,6 +358,7 @@ def leakage_config(fv: flags.FlagValues, **overrides):
   if fv.dirichlet_clients is not None:
     positive_int(fv, "dirichlet_clients")
     check(fv, "dirichlet_clients", fv.dirichlet_alpha is not None, "given with --dirichlet_alpha")
+  _refuse_clip_options_without_clip(fv)
   cfg = LeakageConfig(
       checkpoint_dir=_checkpoint_dir(fv), dataset=fv.dataset, data_dir=fv.data_dir,
       synthetic_scale=fv.synthetic_scale, model=fv.model, head_bias=fv.head_bias, sampling=fv.sampling,

@@ -30,6 +30,10 @@ BAD = [
     (SS, ["--clip=nan"], "--clip=nan: must be a finite number"),
     (SS, ["--ldp_grid", "--noise=0.1"], "--ldp_grid runs no LDP plus the paper's nine (noise, clip) settings, so"),
     (SS, ["--ldp_grid", "--clip=0"], "would be ignored: drop them, or drop --ldp_grid"),
+    # Found 2026-12-04 (fourteenth session): without clipping these were ignored, and the run looked clipped.
+    (SS, ["--noise=0.1", "--clip_scope=last_layer"], "--clip_scope=last_layer: says how --clip clips, but there"),
+    (SS, ["--clip=0", "--clip_granularity=per_example"], "give --clip=<tau> > 0 as well, or drop --clip_granularity"),
+    (MS, ["--clip_scope=last_layer"], "--clip_scope=last_layer: says how --clip clips"),
     (SS, ["--noise=-0.1"], "--noise=-0.1"),
     (SS, ["--noise=inf"], "--noise=inf"),
     (SS, ["--synthetic_scale=0"], "--synthetic_scale=0.0"),

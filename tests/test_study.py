@@ -43,6 +43,34 @@ def test_a_changed_setting_is_a_new_task():
   assert not {t.key for t in a.tasks} & {t.key for t in b.tasks}
 
 
+def test_fields_read_by_some_tasks_go_to_the_parts_that_read_them():
+  # har_paper: sampling (ldp (0, 0)), LDP (nine pairs), multi-step (three triples); before, `--set ldp=...` or
+  # `--set multi_step=...` reached every part and was refused as "multi_step and ldp in one grid".
+  untrained = {**TINY, "states": "untrained"}
+  study = S.override(S.preset("har_paper"), {**untrained, "ldp": "0:0,0.1:1", "multi_step": "20:10:2",
+                                             "local_lr": "0.01", "num_samples": "50"})
+  sampling, ldp, multi = study.parts
+  assert sampling.ldp == ldp.ldp == ((0.0, 0.0), (0.1, 1.0)) and multi.ldp == ((0.0, 0.0),)
+  assert multi.multi_step == ((20, 10, 2),) and sampling.multi_step == ldp.multi_step == ()
+  assert multi.local_lr == 0.01 and sampling.local_lr == ldp.local_lr == 1e-4
+  assert sampling.num_samples == ldp.num_samples == 50 and multi.num_samples == 100
+  plan = S.make_plan(study, check_inputs=False)
+  assert {(t.config["sigma"], t.config["tau"], t.config["num_samples"], t.config["local_lr"]) for t in plan.tasks} \
+      == {(0.0, 0.0, 50, None), (0.1, 1.0, 50, None), (0.0, 0.0, 20, 0.01)}
+  # har_defences: the scope goes to the one part that clips; the others keep the default (and validate)
+  defences = S.override(S.preset("har_defences"), {**untrained, "clip_scope": "last_layer"})
+  assert [p.clip_scope for p in defences.parts] == ["all", "all", "last_layer", "all", "all"]
+  # a study with no multi-step part is converted, and then reads local_lr
+  converted = S.override(S.preset("har_sampling"), {**untrained, "multi_step": "20:10:2", "local_lr": "0.01"})
+  assert converted.parts[0].multi_step == ((20, 10, 2),) and converted.parts[0].local_lr == 0.01
+  # a grid built in Python is held to the same: a value no task reads is refused
+  for field, value in (("local_lr", 0.01), ("clip_scope", "last_layer"), ("checkpoint_dir", "x")):
+    with pytest.raises(ValueError, match=f"{field}={value} is read only by"):
+      S.HarGrid(states=("untrained",), **{field: value}).validate()
+  with pytest.raises(ValueError, match="num_samples=50 is read only by single-step tasks"):
+    S.HarGrid(num_samples=50, multi_step=((100, 20, 5),)).validate()
+
+
 def test_dirichlet_axis_adds_tasks_and_leaves_other_keys_alone():
   plain = S.make_plan(S.override(S.preset("har_sampling"), TINY), check_inputs=False)
   for field in ("dirichlet_alpha", "head_bias", "compression", "dropout"):   # keys of existing studies do not move
@@ -282,6 +310,16 @@ def test_a_damaged_record_is_recomputed_not_trusted(ldp_study):
       "--ray_address=127.0.0.1:1"], "--ray_address 127.0.0.1:1: nothing answers at 127.0.0.1:1"),
     (["run", "har_sampling", "--set=datasets=synthetic_tiny", "--set=states=untrained", "--executor=ray",
       "--ray_address=headnode"], "expected host:port"),
+    # Found 2026-12-04 (fourteenth session): values no task reads ran as if applied (the first four), and
+    # `--set ldp=...` on har_paper reached its multi-step part too, refused as "multi_step and ldp in one grid".
+    (["run", "har_sampling", "--set=local_lr=0.01"], "--set local_lr=0.01: read only by multi-step tasks"),
+    (["run", "har_sampling", "--set=equivalent=sum"], "--set equivalent=sum: read only by multi-step tasks"),
+    (["run", "har_multistep", "--set=num_samples=50"], "--set num_samples=50: read only by single-step tasks"),
+    (["run", "har_ldp", "--set=ldp=0:0,0.1:0", "--set=clip_scope=last_layer"],
+     "--set clip_scope=last_layer: read only by single-step tasks with an ldp pair that clips (tau > 0)"),
+    (["run", "har_sampling", "--set=states=untrained", "--set=checkpoint_dir=x"],
+     "--set checkpoint_dir=x: read only by tasks of states=trained"),
+    (["run", "har_multistep", "--set=equivalent=bogus"], "equivalent: unknown 'bogus'; valid: mean, sum"),
     (["status"], "holds no study"),
     (["frobnicate"], "give a command"),
 ])

@@ -25,6 +25,7 @@ from typing import Any, Optional, Union
 from jaxleak import attacks as A
 from jaxleak import data as D
 from jaxleak import models, storage
+from jaxleak.federated import EQUIVALENTS
 from jaxleak.runs import fields
 from jaxleak.runs.eavesdrop.config import DIRICHLET_ALPHAS, PAPER_COMPRESSION, PAPER_SWEEPS
 from jaxleak.runs.leakage.config import PAPER_LDP_GRID
@@ -102,6 +103,9 @@ class HarGrid:
       raise ValueError("ldp: a (sigma, tau) pair is listed twice.")
     if self.clip_scope not in ("all", "last_layer"):
       raise ValueError(f"clip_scope: unknown {self.clip_scope!r}; valid: all, last_layer.")
+    if self.equivalent not in EQUIVALENTS:
+      raise ValueError(f"equivalent: unknown {self.equivalent!r}; valid: {', '.join(EQUIVALENTS)}.")
+    self._check_unread()
     if self.multi_step and self.ldp != ((0.0, 0.0),):
       raise ValueError("multi_step and ldp in one grid: the paper runs multi-step without LDP; make them two parts.")
     if len(set(self.multi_step)) != len(self.multi_step):
@@ -135,6 +139,37 @@ class HarGrid:
     if self.dirichlet_alphas and "trained" in self.states:
       raise ValueError("dirichlet_alphas with states=trained: trained models are per held-out subject (LOSO); "
                        "re-partitioned clients need --set states=untrained.")
+
+
+  def reads(self, field: str) -> bool:
+    """Whether any task of this grid reads `field` (see `HAR_FIELD_READERS`)."""
+    if field in ("ldp", "num_samples"):
+      return not self.multi_step
+    if field in ("local_lr", "equivalent"):
+      return bool(self.multi_step)
+    if field == "clip_scope":
+      return not self.multi_step and any(tau > 0 for _, tau in self.ldp)
+    if field == "checkpoint_dir":
+      return "trained" in self.states
+    return True
+
+  def _check_unread(self) -> None:
+    """Refuses a non-default value no task of this grid reads (it would be ignored, and look applied)."""
+    for name, reader in HAR_FIELD_READERS.items():
+      if getattr(self, name) != HarGrid.__dataclass_fields__[name].default and not self.reads(name):
+        raise ValueError(f"{name}={getattr(self, name)} is read only by {reader}, and this grid has none: drop "
+                         f"{name}, or add what reads it.")
+
+
+#: The HarGrid fields read by some tasks only, and by which (every other field is read by every task).
+HAR_FIELD_READERS = {
+    "ldp": "single-step tasks (multi-step tasks run without LDP)",
+    "num_samples": "single-step tasks (multi-step tasks take N from multi_step)",
+    "local_lr": "multi-step tasks (multi_step=N:B:S,...)",
+    "equivalent": "multi-step tasks (multi_step=N:B:S,...)",
+    "clip_scope": "single-step tasks with an ldp pair that clips (tau > 0)",
+    "checkpoint_dir": "tasks of states=trained",
+}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -259,23 +294,40 @@ def _parse(value: Any, like: Any, field: str):
   return type(like)(text)
 
 
+def _parse_field(field: str, value: Any, like: Any):
+  try:
+    return _parse(value, like, field)
+  except ValueError as e:
+    raise ValueError(f"--set {field}={value}: {e}") from None
+
+
 def override(study: Study, values: dict[str, Any]) -> Study:
   """The study with `values` replacing fields of every part that has them (others are left alone). A field no
-  part has is refused, naming the fields there are."""
+  part has is refused, naming the fields there are. HAR fields read by some tasks only (`HAR_FIELD_READERS`) go to the
+  parts that read them, and are refused where none does; `multi_step` goes to the multi-step parts, or to every
+  HAR part where the study has none."""
   known = set()
   parts = []
+  # So that `--set ldp=...` on har_paper changes its LDP grid without making its multi-step part an impossible one.
+  # In stages: multi_step, then the fields that decide who reads the rest (ldp, states), then the rest.
+  har_multi = any(p.multi_step for p in study.parts if isinstance(p, HarGrid))
+  stages = (("multi_step",), ("ldp", "states"), None)
   for part in study.parts:
     if isinstance(part, HarGrid):
-      fields = {f.name: f for f in dataclasses.fields(HarGrid)}
-      known |= set(fields)
-      changes = {}
-      for k, v in values.items():
-        if k in fields:
-          try:
-            changes[k] = _parse(v, getattr(part, k), k)
-          except ValueError as e:
-            raise ValueError(f"--set {k}={v}: {e}") from None
-      parts.append(dataclasses.replace(part, **changes))
+      fields = {f.name for f in dataclasses.fields(HarGrid)}
+      known |= fields
+      staged = {k for stage in stages if stage for k in stage}
+      for stage in stages:
+        names = [k for k in values if k in fields and (k in stage if stage else k not in staged)]
+        changes = {}
+        for k in names:
+          if k == "multi_step" and not (part.multi_step or not har_multi):
+            continue
+          if k != "multi_step" and not part.reads(k):
+            continue
+          changes[k] = _parse_field(k, values[k], getattr(part, k))
+        part = dataclasses.replace(part, **changes)
+      parts.append(part)
     else:
       base = dict(part.base)
       axes = dict(part.axes)
@@ -298,6 +350,11 @@ def override(study: Study, values: dict[str, Any]) -> Study:
           raise ValueError(f"--set {k}={v}: {e}") from None
         known.add(k)
       parts.append(dataclasses.replace(part, base=tuple(sorted(base.items())), axes=tuple(axes.items())))
+  har = [p for p in parts if isinstance(p, HarGrid)]
+  for k in sorted(set(values) & set(HAR_FIELD_READERS)):
+    if har and not any(p.reads(k) for p in har):
+      raise ValueError(f"--set {k}={values[k]}: read only by {HAR_FIELD_READERS[k]}, and {study.name} has none "
+                       "with these settings: drop it, or set what reads it as well.")
   unknown = sorted(set(values) - known)
   if unknown:
     allowed = sorted(known | ({f.name for f in dataclasses.fields(HarGrid)} if any(
