@@ -100,6 +100,9 @@ READ_ONLY_WITH = {
     "rounds": ("the experiments that play a fixed number of rounds (not whole: --wd_max_rounds)",
                lambda: not _WD()),
     "partition": ("the experiments other than whole (its groups set the allocation)", lambda: not _WD()),
+    **{n: ("the experiments other than whole (it reads the per-label ratios, not Class Sniffing or Quantity "
+           "Inference; --wd_trials are its replicates)", lambda: not _WD())
+       for n in ("sniff_margin", "ratio_threshold", "abort_std", "attacker_participates", "replicates")},
     **{n: ("--partition=dirichlet (not with --experiment=whole)", _PARTITIONED("dirichlet"))
        for n in ("dirichlet_alpha", "samples_per_participant", "min_owned")},
     **{n: ("--partition=main_labels (not with --experiment=whole)", _PARTITIONED("main_labels"))

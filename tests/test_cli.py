@@ -80,6 +80,10 @@ BAD = [
     (EX, ["--dirichlet_alpha=0.1"], "--dirichlet_alpha is read only with --partition=dirichlet"),
     (EX, ["--partition=dirichlet", "--main_labels=1,2"], "--main_labels is read only with --partition=main_labels"),
     (EX, ["--experiment=whole", "--rounds=5"], "--rounds is read only with the experiments that play a fixed"),
+    # Found 2026-12-04 (fourteenth session): Whole Determination ran and ignored these.
+    (EX, ["--experiment=whole", "--sniff_margin=0.3"], "--sniff_margin is read only with the experiments other than"),
+    (EX, ["--experiment=whole", "--attacker_participates"], "--attacker_participates is read only with the"),
+    (EX, ["--experiment=whole", "--replicates=2"], "--wd_trials are its replicates"),
     (EX, ["--experiment=compression", "--compression=0.5"], "--compression is read only with the experiments other"),
     (EX, ["--experiment=dropout", "--dropout=0.1"], "--dropout is read only with the experiments other than dropout"),
     (EX, ["--experiment=sweep", "--local_epochs=2", "--sweep=epochs"], "--local_epochs is what --sweep=epochs varies"),

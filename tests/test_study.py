@@ -71,6 +71,21 @@ def test_fields_read_by_some_tasks_go_to_the_parts_that_read_them():
     S.HarGrid(num_samples=50, multi_step=((100, 20, 5),)).validate()
 
 
+def test_eavesdrop_fields_whole_determination_does_not_read_go_to_the_other_parts():
+  study = S.override(S.preset("eavesdrop_paper"), {"rounds": "5", "sniff_margin": "0.3", "replicates": "2"})
+  for part in study.parts:
+    base = dict(part.base)
+    if isinstance(part, S.WholeDeterminationGrid):
+      assert "rounds" not in base and "sniff_margin" not in base and part.replicates == 1
+    else:
+      assert base["rounds"] == 5 and base["sniff_margin"] == 0.3 and part.replicates == 2
+  S.make_plan(study, check_inputs=False)
+  # a grid built in Python is refused when planned
+  wd = S.WholeDeterminationGrid(base=(("rounds", 5),), axes=(("model", ("mlp",)),))
+  with pytest.raises(ValueError, match="rounds=5: not read by Whole Determination"):
+    S.make_plan(S.Study("wd", (wd,)), check_inputs=False)
+
+
 def test_dirichlet_axis_adds_tasks_and_leaves_other_keys_alone():
   plain = S.make_plan(S.override(S.preset("har_sampling"), TINY), check_inputs=False)
   for field in ("dirichlet_alpha", "head_bias", "compression", "dropout"):   # keys of existing studies do not move
@@ -320,6 +335,14 @@ def test_a_damaged_record_is_recomputed_not_trusted(ldp_study):
     (["run", "har_sampling", "--set=states=untrained", "--set=checkpoint_dir=x"],
      "--set checkpoint_dir=x: read only by tasks of states=trained"),
     (["run", "har_multistep", "--set=equivalent=bogus"], "equivalent: unknown 'bogus'; valid: mean, sum"),
+    # Found 2026-12-04 (fourteenth session): Whole Determination ignored these; attacker_participates with
+    # replicates failed when its group started, after study.json was written.
+    (["run", "eavesdrop_whole_determination", "--set=sniff_margin=0.3"],
+     "--set sniff_margin=0.3: not read by Whole Determination"),
+    (["run", "eavesdrop_whole_determination", "--set=replicates=3"], "wd_trials are its replicates"),
+    (["run", "eavesdrop_whole_determination", "--set=partition=dirichlet"], "--set partition=dirichlet: not read"),
+    (["run", "eavesdrop_tables", "--set=dataset=digits", "--set=attacker_participates=true", "--set=replicates=2"],
+     "attacker_participates with replicates=2: not implemented for replicated runs yet"),
     (["status"], "holds no study"),
     (["frobnicate"], "give a command"),
 ])
@@ -396,6 +419,21 @@ def test_cost_estimate_counts_llg_star_dummies_per_attacked_model():
   assert sum(both.values()) == untrained_cost + sum(shuffle.values()) - 5 * 100
 
 
+def test_cost_estimate_of_eavesdrop_follows_the_allocation_each_kind_draws():
+  from jaxleak.runs.study import spec
+  from jaxleak.runs.study.plan import estimate_cost
+  cost = lambda name, **v: sum(estimate_cost(S.make_plan(S.override(S.preset(name), {"dataset": "digits", **v}),
+                                                         check_inputs=False)).values())
+  # Found 2026-12-04 (fourteenth session): every kind was costed as the main-label allocation, so Whole
+  # Determination's estimate moved with main_labels (which it does not read) and not with its own label totals.
+  wd = cost("eavesdrop_whole_determination", wd_trials="1")
+  assert cost("eavesdrop_whole_determination", wd_trials="1", wd_total_per_label="5000") == pytest.approx(
+      wd * 5000 / spec.WD_FIELDS["wd_total_per_label"])
+  dirichlet = cost("eavesdrop_dirichlet", dirichlet_alpha="1")
+  assert cost("eavesdrop_dirichlet", dirichlet_alpha="1", samples_per_participant="512") == pytest.approx(
+      2 * dirichlet)
+
+
 def test_dry_run_prints_the_plan_and_writes_nothing(tmp_path, capsys):
   rc = cli.call(study_cli.main, study_cli.FLAGS, ["run", "har_ldp", "--dry_run", "--set=datasets=synthetic_tiny",
                                                   "--set=models=tinyhar", f"--study_dir={tmp_path / 's'}",
@@ -461,7 +499,6 @@ def test_whole_determination_is_a_study_task_recorded_as_a_direct_run(tmp_path):
   from jaxleak.runs import eavesdrop as EV
   from jaxleak.runs.study import spec
   values = {"dataset": "digits", "num_participants": "12", "fraction": "0.25", "samples_per_label": "16",
-            "other_samples": "2",
             "local_lr": "0.05", "wd_trials": "1", "wd_total_per_label": "120", "wd_stages": "0.3",
             "wd_window": "2", "wd_max_rounds": "30"}
   st = S.override(S.preset("eavesdrop_whole_determination"), values)

@@ -33,6 +33,13 @@ PAPER_COMPRESSION = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5)
 _UNREAD_BY_PARTITION = {"main_labels": ("dirichlet_alpha", "samples_per_participant", "min_owned"),
                         "dirichlet": ("main_labels", "other_samples")}
 
+#: The fields Whole Determination does not read: its trials draw their own allocations (label groups), play at most
+#: wd.max_rounds rounds, and read the per-label ratios, not Class Sniffing or Quantity Inference (nor the attacker
+#: as a participant). Plus the study field `replicates` (its trials are its replicates).
+NOT_READ_BY_WHOLE_DETERMINATION = ("rounds", "partition", "main_labels", "other_samples", "dirichlet_alpha",
+                                   "samples_per_participant", "min_owned", "sniff_margin", "ratio_threshold",
+                                   "abort_std", "attacker_participates")
+
 
 def _normal(value):
   return tuple(value) if isinstance(value, list) else value

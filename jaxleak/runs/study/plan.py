@@ -189,11 +189,23 @@ def _all_clients(loaded: dict, *data_key):
 
 
 def _validate_eavesdrop(pairs) -> None:
+  from jaxleak.runs.eavesdrop.config import NOT_READ_BY_WHOLE_DETERMINATION
   from jaxleak.runs.study.engine import eavesdrop_config, whole_determination_config
+  from jaxleak.runs.study.spec import _EAVESDROP_FIELDS
   for _, cfg in pairs:
     eavesdrop_config(cfg)                                      # raises naming the field
     if "wd_trials" in cfg:
       whole_determination_config(cfg)
+      defaults = {**_EAVESDROP_FIELDS, "replicates": 1}
+      unread = [k for k in NOT_READ_BY_WHOLE_DETERMINATION + ("replicates",)
+                if cfg[k] != (list(defaults[k]) if isinstance(defaults[k], tuple) else defaults[k])]
+      if unread:
+        raise ValueError(f"{', '.join(f'{k}={cfg[k]}' for k in unread)}: not read by Whole Determination (its "
+                         "trials draw their own label groups, play at most wd_max_rounds rounds and read the "
+                         "per-label ratios; wd_trials are its replicates): drop it.")
+    elif cfg["attacker_participates"] and cfg["replicates"] > 1:
+      raise ValueError(f"attacker_participates with replicates={cfg['replicates']}: not implemented for replicated "
+                       "runs yet; set replicates=1, or attacker_participates=false.")
 
 
 def check_checkpoints(plan: Plan, loaded: dict) -> None:
@@ -381,7 +393,14 @@ def estimate_cost(plan: Plan, loaded: Optional[dict] = None) -> dict[str, float]
           out[g.key] += llg_star_passes([method], num_classes, n) * (len(sizes) if c["checkpoint_dir"] else 1)
     else:
       cfg = eavesdrop_config(c)
-      per_client = sum(cfg.main_labels) / 2 * cfg.samples_per_label + cfg.other_samples * 10
+      # examples a participant holds (ten labels assumed, as MNIST and digits)
+      if g.kind == "whole_determination":
+        mean_factor = sum(c["wd_factors"]) / len(c["wd_factors"])
+        per_client = c["wd_total_per_label"] * mean_factor * 10 / cfg.num_participants
+      elif cfg.partition == "dirichlet":
+        per_client = cfg.samples_per_participant
+      else:
+        per_client = sum(cfg.main_labels) / 2 * cfg.samples_per_label + cfg.other_samples * 10
       # Whole Determination: at most wd_max_rounds + wd_window rounds per trial (it stops at the last stage).
       rounds = (c["wd_trials"] * (c["wd_max_rounds"] + c["wd_window"]) if g.kind == "whole_determination"
                 else cfg.rounds * c["replicates"])

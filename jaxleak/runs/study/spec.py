@@ -27,7 +27,8 @@ from jaxleak import data as D
 from jaxleak import models, storage
 from jaxleak.federated import EQUIVALENTS
 from jaxleak.runs import fields
-from jaxleak.runs.eavesdrop.config import DIRICHLET_ALPHAS, PAPER_COMPRESSION, PAPER_SWEEPS
+from jaxleak.runs.eavesdrop.config import (DIRICHLET_ALPHAS, NOT_READ_BY_WHOLE_DETERMINATION, PAPER_COMPRESSION,
+                                           PAPER_SWEEPS)
 from jaxleak.runs.leakage.config import PAPER_LDP_GRID
 
 #: The HAR paper's multi-step settings (N, B, S) (spec 3.4).
@@ -306,7 +307,7 @@ def override(study: Study, values: dict[str, Any]) -> Study:
   part has is refused, naming the fields there are. HAR fields read by some tasks only (`HAR_FIELD_READERS`) go to the
   parts that read them, and are refused where none does; `multi_step` goes to the multi-step parts, or to every
   HAR part where the study has none."""
-  known = set()
+  known, wd_unread = set(), set()
   parts = []
   # So that `--set ldp=...` on har_paper changes its LDP grid without making its multi-step part an impossible one.
   # In stages: multi_step, then the fields that decide who reads the rest (ldp, states), then the rest.
@@ -332,6 +333,9 @@ def override(study: Study, values: dict[str, Any]) -> Study:
       base = dict(part.base)
       axes = dict(part.axes)
       for k, v in values.items():
+        if isinstance(part, WholeDeterminationGrid) and k in _NOT_READ_BY_WD and k not in axes:
+          wd_unread.add(k)                                     # eavesdrop_paper: goes to its other parts only
+          continue
         try:
           if k == "replicates":
             replicates = int(v)
@@ -350,6 +354,10 @@ def override(study: Study, values: dict[str, Any]) -> Study:
           raise ValueError(f"--set {k}={v}: {e}") from None
         known.add(k)
       parts.append(dataclasses.replace(part, base=tuple(sorted(base.items())), axes=tuple(axes.items())))
+  for k in sorted(wd_unread - known):
+    raise ValueError(f"--set {k}={values[k]}: not read by Whole Determination (its trials draw their own label "
+                     "groups, play at most wd_max_rounds rounds and read the per-label ratios; wd_trials are its "
+                     f"replicates), and {study.name} has no other part: drop it.")
   har = [p for p in parts if isinstance(p, HarGrid)]
   for k in sorted(set(values) & set(HAR_FIELD_READERS)):
     if har and not any(p.reads(k) for p in har):
@@ -384,6 +392,7 @@ def _wd_fields() -> dict[str, Any]:
 
 #: The Whole Determination fields of a WholeDeterminationGrid task ("wd_" + WholeDeterminationConfig's fields).
 WD_FIELDS = _wd_fields()
+_NOT_READ_BY_WD = frozenset(NOT_READ_BY_WHOLE_DETERMINATION) | {"replicates"}
 
 
 def to_json(study: Study) -> dict:
