@@ -230,7 +230,10 @@ def commit_folder(path: str, files: Mapping[str, str | bytes]) -> None:
     raise StorageError(f"{path} exists and is not a folder; choose another output folder.")
   recover_folder(path)
   check_replaceable_folder(path, "folder")
-  files = {**files, FOLDER_MARKER: json_text({"written_by": "jaxleak", "files": sorted(files)})}
+  encoded = {rel: content.encode("utf-8") if isinstance(content, str) else content for rel, content in files.items()}
+  marker = {"written_by": "jaxleak", "files": sorted(files),
+            "sha256": {rel: hashlib.sha256(encoded[rel]).hexdigest() for rel in sorted(files)}}
+  files = {**encoded, FOLDER_MARKER: json_text(marker).encode("utf-8")}
   tmp = os.path.join(parent, f".{name}.tmp-{uuid.uuid4().hex[:12]}")
   os.makedirs(tmp)
   try:
@@ -238,7 +241,7 @@ def commit_folder(path: str, files: Mapping[str, str | bytes]) -> None:
       target = os.path.join(tmp, rel)
       os.makedirs(os.path.dirname(target), exist_ok=True)
       with open(target, "wb") as f:
-        f.write(content.encode("utf-8") if isinstance(content, str) else content)
+        f.write(content)
         f.flush()
         os.fsync(f.fileno())
     if os.path.exists(path):
@@ -253,6 +256,36 @@ def commit_folder(path: str, files: Mapping[str, str | bytes]) -> None:
     recover_folder(path)
     raise
   _fsync_dir(parent)
+
+
+def verify_folder(path: str) -> bool:
+  """Checks the files of a folder `commit_folder` wrote against the checksums in its `FOLDER_MARKER`: raises
+  StorageError naming the first file that is missing or changed since, and the fix. Returns False, checking
+  nothing, for a folder with no checksums (written by hand, or by a jaxleak older than 2026-12-04's fourteenth
+  session), True when every listed file matches."""
+  try:
+    with open(os.path.join(path, FOLDER_MARKER), encoding="utf-8") as f:
+      sums = json.load(f).get("sha256")
+  except FileNotFoundError:
+    return False
+  except (OSError, ValueError, AttributeError) as e:
+    raise StorageError(f"{path}/{FOLDER_MARKER}: not a readable folder marker ({e}); rerun the command that wrote "
+                       "the folder.") from None
+  if sums is None:
+    return False
+  if not isinstance(sums, dict):
+    raise StorageError(f"{path}/{FOLDER_MARKER}: malformed checksums; rerun the command that wrote the folder.")
+  for rel, expected in sorted(sums.items()):
+    try:
+      with open(os.path.join(path, rel), "rb") as f:
+        actual = hashlib.sha256(f.read()).hexdigest()
+    except OSError as e:
+      raise StorageError(f"{path}/{rel}: listed in {FOLDER_MARKER} but cannot be read ({e.strerror or e}): "
+                         "deleted or damaged. Rerun the command that wrote the folder.") from None
+    if actual != expected:
+      raise StorageError(f"{path}/{rel} has changed since jaxleak wrote it (its checksum differs from the one in "
+                         f"{FOLDER_MARKER}): damaged or edited. Rerun the command that wrote the folder.")
+  return True
 
 
 def check_writable_folder(path: str, what: str = "output folder") -> None:

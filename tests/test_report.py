@@ -207,6 +207,8 @@ _MANIFEST = ('{"experiment": "single_step_leakage", "config": {"dataset": "x", "
 
 @pytest.mark.parametrize("setup,message", [
     (lambda p: None, "holds no results"),
+    # Found 2026-12-04 (fourteenth session): "report folder .../summary.csv/report: ... is a file, not a folder".
+    (lambda p: (p / "summary.csv").write_text("x") and p / "summary.csv", "summary.csv is a file; give the folder that holds it"),
     (_run_folder({"manifest.json": "{not json"}), "not a readable JSON"),
     (_run_folder({"manifest.json": '{"experiment": "bogus"}'}), "unknown experiment 'bogus'"),
     (_run_folder({"manifest.json": _MANIFEST}), "clients.csv: no such clients table"),
@@ -215,8 +217,8 @@ _MANIFEST = ('{"experiment": "single_step_leakage", "config": {"dataset": "x", "
                   "symmetric_existence\n1,ebi,x,1,1,1\n"}), "'x' is not a number"),
 ])
 def test_unreportable_folders_are_refused_in_one_line(setup, message, tmp_path, capsys):
-  setup(tmp_path)
-  rc = cli.call(report_cli.main, report_cli.FLAGS, [str(tmp_path)])
+  source = setup(tmp_path) or tmp_path
+  rc = cli.call(report_cli.main, report_cli.FLAGS, [str(source)])
   err = capsys.readouterr().err
   assert rc == 2 and message in err and "Traceback" not in err, err
   assert not (tmp_path / "report").exists()
@@ -253,6 +255,19 @@ def test_per_step_ldp_of_a_multi_step_run_composes_over_its_steps(tmp_path):
   (row,) = T.ldp_table(results, T.Accountant(rounds=3)).rows
   assert row[3] == 15 and row[5] == accounting.gaussian_epsilon(0.2, 1.0, releases=15).value
   assert row[4] == accounting.gaussian_epsilon(0.2, 1.0).value
+
+
+def test_a_run_folder_edited_since_it_was_written_is_refused(tmp_path, capsys):
+  from jaxleak.runs import leakage as L
+  run = L.run_leakage(L.LeakageConfig(dataset="synthetic_tiny", model="tinyhar", num_clients=1, attacks=("ebi",)))
+  L.write_runs({"": run}, str(tmp_path / "run"), 1.0, {})
+  assert cli.call(report_cli.main, report_cli.FLAGS, [str(tmp_path / "run")]) == 0
+  clients = tmp_path / "run" / "clients.csv"
+  clients.write_text(clients.read_text().replace(",0.", ",0.9", 1))      # a number changed by hand
+  rc = cli.call(report_cli.main, report_cli.FLAGS, [str(tmp_path / "run"), f"--output_dir={tmp_path / 'r'}"])
+  err = capsys.readouterr().err
+  assert rc == 2 and "run/clients.csv has changed since jaxleak wrote it" in err, err
+  assert not (tmp_path / "r").exists()
 
 
 def test_a_damaged_study_record_is_left_out_and_named_on_the_page(tmp_path):

@@ -53,6 +53,33 @@ def test_commit_folder_never_deletes_what_jaxleak_did_not_write(tmp_path):
     storage.commit_folder(str(tmp_path / "x"), {storage.FOLDER_MARKER: "{}"})
 
 
+def test_a_committed_folder_verifies_its_files(tmp_path):
+  # Found 2026-12-04 (fourteenth session): a run's folder had no checksums, so an edited or damaged result file was
+  # reported as if the run had written it, and a deleted batches.csv gave a report with one figure fewer.
+  out = tmp_path / "run"
+  storage.commit_folder(str(out), {"a.csv": "1\n", "sub/b.bin": b"\x00\x01"})
+  assert storage.verify_folder(str(out)) is True
+  (out / "report").mkdir()                                   # a folder committed inside it is not its business
+  (out / "report" / "x").write_text("y")
+  assert storage.verify_folder(str(out)) is True
+  data = bytearray((out / "sub" / "b.bin").read_bytes())
+  data[1] ^= 0x10                                            # one flipped bit
+  (out / "sub" / "b.bin").write_bytes(bytes(data))
+  with pytest.raises(storage.StorageError, match=r"run/sub/b.bin has changed since jaxleak wrote it"):
+    storage.verify_folder(str(out))
+  (out / "sub" / "b.bin").unlink()
+  with pytest.raises(storage.StorageError, match=r"run/sub/b.bin: listed in .jaxleak-folder.json but cannot be read"):
+    storage.verify_folder(str(out))
+  # A folder with no checksums (by hand, or an older jaxleak's marker) is not verified, and says so.
+  (tmp_path / "hand").mkdir()
+  assert storage.verify_folder(str(tmp_path / "hand")) is False
+  (tmp_path / "hand" / storage.FOLDER_MARKER).write_text('{"written_by": "jaxleak", "files": []}')
+  assert storage.verify_folder(str(tmp_path / "hand")) is False
+  (tmp_path / "hand" / storage.FOLDER_MARKER).write_text('{"sha256": 7}')
+  with pytest.raises(storage.StorageError, match="malformed checksums"):
+    storage.verify_folder(str(tmp_path / "hand"))
+
+
 def test_interrupted_swap_is_undone(tmp_path):
   out = tmp_path / "run"
   storage.commit_folder(str(out), {"a.csv": "old\n"})

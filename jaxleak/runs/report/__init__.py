@@ -189,6 +189,9 @@ def write_report(source: str, output_dir: Optional[str] = None, *, delta: float 
                  progress: Optional[Callable[[str], None]] = None) -> tuple[str, Report]:
   """Loads `source`, builds the report and commits it whole to `output_dir` (default <source>/report).
   Returns (the folder, the report)."""
+  if os.path.isfile(source):                         # before the report folder below it is checked
+    raise ValueError(f"{source} is a file; give the folder that holds it ({os.path.dirname(source) or '.'}: a study "
+                     "or a run's results folder).")
   out = output_dir or os.path.join(source, "report")
   _check_report_folder(source, out)
   results = load(source)

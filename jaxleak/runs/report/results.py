@@ -190,6 +190,7 @@ def _inf_to_zero(tau) -> float:
 
 
 def _load_run(folder: str, name: str, out: Results) -> None:
+  storage.verify_folder(folder)                      # raises naming a file changed since the run wrote it
   manifest = storage.read_json(os.path.join(folder, "manifest.json"), "run manifest")
   experiment = manifest.get("experiment") if isinstance(manifest, dict) else None
   readers = {"single_step_leakage": _har_run, "multi_step_leakage": _har_run, "eavesdrop_rounds": _eavesdrop_run,
