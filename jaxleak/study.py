@@ -34,6 +34,10 @@ cli.define_distributed_flags(FLAGS)
 
 COMMANDS = ("run", "status", "collect", "list")
 
+#: Flags only `run` reads (`status` and `collect` read the stored study, whole).
+RUN_ONLY_FLAGS = ("set", "dry_run", "task_index", "num_tasks", "executor", "ray_address", "distributed",
+                  "coordinator_address", "num_processes", "process_id")
+
 
 def main(argv):
   from jaxleak.runs import study as S
@@ -43,6 +47,14 @@ def main(argv):
     raise cli.FlagError(f"give a command: {', '.join(COMMANDS)} (e.g. python -m jaxleak.study run har_sampling "
                         "--study_dir=studies/sampling).")
   command, rest = args[0], args[1:]
+  if command != "run":
+    given = [f"--{n}" for n in RUN_ONLY_FLAGS + (("study_dir",) if command == "list" else ()) if FLAGS[n].present]
+    if given:                                      # they would be ignored, and look applied
+      raise cli.FlagError(f"{', '.join(given)}: " + (
+          "list takes none (it lists the presets): drop them." if command == "list" else
+          f"read only by `run`; {command} reads the study stored in --study_dir (every shard's records): drop them."))
+    if rest and command == "list":
+      raise cli.FlagError("list takes no arguments.")
   if command == "list":
     for name, st in sorted(S.PRESETS.items()):
       print(f"{name:24s} {st.summary}")

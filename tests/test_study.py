@@ -343,6 +343,12 @@ def test_a_damaged_record_is_recomputed_not_trusted(ldp_study):
     (["run", "eavesdrop_whole_determination", "--set=partition=dirichlet"], "--set partition=dirichlet: not read"),
     (["run", "eavesdrop_tables", "--set=dataset=digits", "--set=attacker_participates=true", "--set=replicates=2"],
      "attacker_participates with replicates=2: not implemented for replicated runs yet"),
+    # Found 2026-12-04 (fourteenth session): status and collect took run's flags and ignored them (a shard's
+    # --task_index, a --set that did not change what they read), list its arguments.
+    (["status", "--task_index=1", "--num_tasks=2"], "--task_index, --num_tasks: read only by `run`; status reads"),
+    (["collect", "--set=models=tinyhar"], "--set: read only by `run`; collect reads the study stored"),
+    (["collect", "--dry_run"], "--dry_run: read only by `run`"),
+    (["list"], "--study_dir: list takes none (it lists the presets)"),
     (["status"], "holds no study"),
     (["frobnicate"], "give a command"),
 ])
