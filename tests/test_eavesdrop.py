@@ -111,6 +111,19 @@ def test_attack_input_errors():
     (lambda g, u: E.class_sniffing(g.at[2, 1].set(jnp.nan), u, 10, 4.0), ValueError, r"global_update contains NaN"),
     (lambda g, u: E.quantity_inference(g, u.at[0, 0, 0].set(jnp.inf), 10, 4.0), ValueError, r"label_updates .*NaN"),
     (lambda g, u: E.class_sniffing(g[:, :1], u[:1, :, :1], 10, 1.0), ValueError, r"at least 2 labels"),
+    # Found 2026-12-04 (fourteenth session): integer updates were attacked (truncated), lists ended in
+    # AttributeError, cluster counts of 2.5 or True were taken, max_clusters < 2 and C = 2 with num_clusters=None
+    # ended in "attempt to get argmax of an empty sequence", group ids outside 0..G-1 were read as groups.
+    (lambda g, u: E.class_sniffing((g * 1e3).astype(jnp.int32), u, 10, 4.0), TypeError,
+     r"global_update has dtype int32; model updates are real-valued"),
+    (lambda g, u: E.quantity_inference(g, u.astype(jnp.int32), 10, 4.0), TypeError, r"label_updates has dtype int32"),
+    (lambda g, u: E.cluster_labels(np.eye(4), 2.5), TypeError, r"num_clusters must be an integer \(or None\), got 2.5"),
+    (lambda g, u: E.cluster_labels(np.eye(4), True), TypeError, r"num_clusters must be an integer"),
+    (lambda g, u: E.cluster_labels(np.eye(4), max_clusters=1), ValueError, r"max_clusters must be at least 2"),
+    (lambda g, u: E.cluster_labels(np.eye(2)), ValueError, r"with C = 2 labels .* there is no choice: give"),
+    (lambda g, u: E.group_separation(np.eye(4), [0, 0, 2, 2]), ValueError, r"group ids 0..G-1, each used"),
+    (lambda g, u: E.group_separation(np.eye(4), [0.0, 0.5, 1.0, 1.0]), ValueError, r"group ids 0..G-1"),
+    (lambda g, u: E.canonical_partition([[1, 2], [3, 4]]), ValueError, r"one cluster id per label, \[C\]"),
 ])
 def test_eavesdrop_attacks_refuse_nonsense_eagerly(call, error, match):
   """Before: K = 0 gave every label absent, K < 0 or N_L > C plausible scores, a NaN update 'absent' (score NaN)."""
@@ -118,6 +131,15 @@ def test_eavesdrop_attacks_refuse_nonsense_eagerly(call, error, match):
   g, _ = linear_global_update(u, jnp.array([0, 1, 3, 10, 5, 2], jnp.float32), 4.0)
   with pytest.raises(error, match=match):
     call(g, u)
+
+
+def test_eavesdrop_attacks_take_nested_lists_as_arrays():
+  u = planted_updates(0)
+  g, _ = linear_global_update(u, jnp.array([0, 1, 3, 10, 5, 2], jnp.float32), 4.0)
+  for f in (lambda a, b: E.quantity_inference(a, b, 10, 4.0).estimate,
+            lambda a, b: E.class_sniffing(a, b, 10, 4.0).score):
+    np.testing.assert_array_equal(f(np.asarray(g).tolist(), np.asarray(u).tolist()), f(g, u))
+  np.testing.assert_array_equal(E.ratio_vectors(np.asarray(u)[None].tolist()), E.ratio_vectors(u[None]))
 
 
 def test_eavesdrop_attacks_under_jit_take_traced_settings():

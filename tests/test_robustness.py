@@ -85,6 +85,19 @@ def test_num_samples_beyond_exact_float32_counting_is_refused():
       A.ebi(g, n)
 
 
+def test_integer_gradients_are_refused_by_every_attack():
+  """Found 2026-12-04 (fourteenth session): an int32 gradient (a cast gone wrong) was attacked, e.g. llg read the
+  truncated zeros and answered [10, 0, 0, 0, 0]."""
+  g = _grads(0, 3, 4, 0.1)
+  for bad in (LastLayerGrads(kernel=(g.kernel * 100).astype(jnp.int32), bias=g.bias),
+              LastLayerGrads(kernel=g.kernel, bias=(g.bias * 100).astype(jnp.int32))):
+    for name in A.names():
+      with pytest.raises(TypeError, match=r"has dtype int32; a gradient is real-valued"):
+        A.run(name, bad, 10, _context(3, 4))
+  for dt in (jnp.bfloat16, jnp.float16):                  # low-precision floats are gradients
+    assert int(A.ebi(jax.tree.map(lambda x: x.astype(dt), g), 10).sum()) == 10
+
+
 def test_run_refuses_a_context_that_is_not_an_attack_context():
   """Before: a dict was ignored by attacks that take no context (and an AttributeError for those that do)."""
   g = _grads(0, 3, 4, 0.1)

@@ -53,6 +53,10 @@ def validate(grads, num_samples, attack: str, *, needs_bias: bool = False,
     raise TypeError(f"{attack}: grads must be a jaxleak.LastLayerGrads(kernel, bias), got "
                     f"{type(grads).__name__}. Build one with LastLayerGrads(kernel=..., bias=...).")
   kernel, bias = grads.kernel, grads.bias
+  for name, leaf in (("kernel", kernel), ("bias", bias)):
+    if leaf is not None and not hasattr(leaf, "shape"):
+      raise TypeError(f"{attack}: grads.{name} must be an array (JAX or NumPy), got {type(leaf).__name__}; wrap it "
+                      "in jnp.asarray(..., jnp.float32).")
   if needs_kernel and kernel is None:
     raise ValueError(f"{attack}: needs the head's weight gradient (grads.kernel), which is None.")
   if kernel is not None and np.ndim(kernel) != 2:
@@ -71,6 +75,10 @@ def validate(grads, num_samples, attack: str, *, needs_bias: bool = False,
           f"{attack}: kernel {np.shape(kernel)} and bias {np.shape(bias)} disagree on the number of classes; "
           "kernel must be [D, C] (Flax layout: features by classes) and bias [C]. A PyTorch weight [C, D] "
           "must be transposed.")
+  for name, leaf in (("kernel", kernel), ("bias", bias)):
+    if leaf is not None and not jnp.issubdtype(leaf.dtype, jnp.floating):
+      raise TypeError(f"{attack}: grads.{name} has dtype {leaf.dtype}; a gradient is real-valued: pass "
+                      "floating-point arrays (e.g. .astype(jnp.float32)), and check where integers came from.")
   c = (np.shape(bias)[0] if bias is not None else np.shape(kernel)[-1])
   if c < 2:
     raise ValueError(f"{attack}: need at least 2 classes, got C={c}.")

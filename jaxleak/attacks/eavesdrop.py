@@ -38,6 +38,10 @@ def _check(global_update, label_updates, num_selected=None, labels_per_client=No
     raise ValueError(f"global_update must be the head-kernel update [D, C] = {np.shape(label_updates)[1:]}; got "
                      f"{np.shape(global_update)}.")
   for name, arr in (("global_update", global_update), ("label_updates", label_updates)):
+    dtype = None if arr is None else getattr(arr, "dtype", None) or np.asarray(arr).dtype
+    if arr is not None and not jnp.issubdtype(dtype, jnp.floating):
+      raise TypeError(f"{name} has dtype {dtype}; model updates are real-valued: pass floating-point "
+                      "arrays (e.g. .astype(jnp.float32)), and check where integers came from.")
     if arr is not None and is_concrete(arr) and not bool(np.all(np.isfinite(np.asarray(arr)))):
       raise ValueError(f"{name} contains NaN or Inf; an attack on it is meaningless. Check the updates "
                        "(a diverged model, or a learning rate too large for the auxiliary training).")
@@ -59,6 +63,7 @@ def _check(global_update, label_updates, num_selected=None, labels_per_client=No
 def positive_negative(label_updates: jax.Array) -> tuple[jax.Array, jax.Array]:
   """(W_p, W_n), each f32[C, D]: row i is W_p / W_n of label i's input weights (see module docstring)."""
   _check(None, label_updates)
+  label_updates = jnp.asarray(label_updates)
   c = label_updates.shape[0]
   diag = jnp.arange(c)
   w_p = label_updates[diag, :, diag]                                  # [C, D]
@@ -90,6 +95,7 @@ def class_sniffing(global_update: jax.Array, label_updates: jax.Array, num_selec
   present when s > `margin` (half a client by default).
   """
   _check(global_update, label_updates, num_selected, labels_per_client, margin=(margin, True))
+  global_update = jnp.asarray(global_update)
   w_p, w_n = positive_negative(label_updates)
   excess = num_selected * global_update.T - num_selected * labels_per_client * w_n     # [C, D]
   direction = w_p - w_n
@@ -114,6 +120,7 @@ def per_weight_estimates(global_update: jax.Array, label_updates: jax.Array, num
   and 0 <= x <= K (lines 20-27).
   """
   _check(global_update, label_updates, num_selected, labels_per_client, ratio_threshold=(ratio_threshold, False))
+  global_update = jnp.asarray(global_update)
   w_p, w_n = positive_negative(label_updates)
   ratio_ok = jnp.abs(w_n) <= ratio_threshold * jnp.abs(w_p)          # R_np <= Th_R without dividing by 0
   denom = w_p - w_n
@@ -152,6 +159,7 @@ def log_ratio(label_updates: jax.Array, eps: float = 1e-30) -> jax.Array:
 def ratio_vectors(label_updates_over_rounds: jax.Array) -> jax.Array:
   """V_pn, f32[C, R]: row i = label i's log R_pn in each of R consecutive rounds (U stacked as [R, C, D, C]);
   the paper tracks this ratio over rounds (Figs. 4-5) and clusters one vector per label."""
+  label_updates_over_rounds = jnp.asarray(label_updates_over_rounds)
   if label_updates_over_rounds.ndim != 4:
     raise ValueError(f"expected per-round label updates [R, C, D, C]; got {label_updates_over_rounds.shape}.")
   return jax.vmap(log_ratio)(label_updates_over_rounds).T
@@ -173,9 +181,19 @@ def cluster_labels(vectors, num_clusters: int | None = None, *, method: str = "w
   if method not in LINKAGE_METHODS:
     raise ValueError(f"method: unknown linkage {method!r}; valid: {', '.join(LINKAGE_METHODS)}.")
   v = np.asarray(vectors, np.float64)
-  c = v.shape[0]
+  c = v.shape[0] if v.ndim else 0
   if v.ndim != 2 or c < 2:
     raise ValueError(f"need vectors [C >= 2, F]; got {v.shape}.")
+  for name, value in (("num_clusters", num_clusters), ("max_clusters", max_clusters)):
+    if value is not None and (isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer))):
+      raise TypeError(f"{name} must be an integer (or None), got {value!r}.")
+  if max_clusters is not None and max_clusters < 2:
+    raise ValueError(f"max_clusters must be at least 2 (num_clusters=None chooses 2..max_clusters), got "
+                     f"{max_clusters}.")
+  if num_clusters is None and not 2 <= min(max_clusters or c - 1, c - 1):
+    raise ValueError(f"num_clusters=None chooses between 2 and max_clusters (default C - 1) clusters; with C = {c} "
+                     f"labels and max_clusters={max_clusters} there is no choice: give num_clusters, or "
+                     "max_clusters >= 2 with C >= 3 labels.")
   if not np.all(np.isfinite(v)):
     raise ValueError("ratio vectors contain NaN/inf (an update of exactly zero?); cannot cluster.")
   tree = hierarchy.linkage(v, method=method, metric="euclidean")
@@ -194,6 +212,8 @@ def cluster_labels(vectors, num_clusters: int | None = None, *, method: str = "w
 def canonical_partition(assignment) -> np.ndarray:
   """Relabels a cluster assignment so ids count 0, 1, ... in order of first appearance."""
   assignment = np.asarray(assignment)
+  if assignment.ndim != 1:
+    raise ValueError(f"an assignment is one cluster id per label, [C]; got shape {assignment.shape}.")
   ids: dict = {}
   return np.array([ids.setdefault(a, len(ids)) for a in assignment.tolist()], np.int32)
 
@@ -209,8 +229,11 @@ def group_separation(vectors, groups) -> np.ndarray:
   g = np.asarray(groups)
   if v.ndim != 2 or g.shape != (v.shape[0],):
     raise ValueError(f"expected vectors [C, W] and groups [C]; got {v.shape} and {g.shape}.")
-  m = v.mean(axis=1)
   ids = np.unique(g)
+  if not np.issubdtype(g.dtype, np.integer) or ids.tolist() != list(range(len(ids))):
+    raise ValueError(f"groups must be integer group ids 0..G-1, each used (row/column g of the result is group g); "
+                     f"got the ids {ids.tolist()}.")
+  m = v.mean(axis=1)
   if len(ids) >= len(m):
     raise ValueError("group_separation needs at least one group with two labels (a within-group spread).")
   means = np.array([m[g == k].mean() for k in ids])
