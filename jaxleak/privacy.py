@@ -57,6 +57,25 @@ def _scope_mask(tree, scope: str, head_key: str):
   return mask
 
 
+def _float_leaves(tree, what: str, example_axis: bool = False) -> list:
+  """The leaves of an update tree as arrays; refuses integer or boolean ones (noise cast to an integer is
+  truncated, mostly to 0: the update would go out with no noise), and with `example_axis` (per-example clipping)
+  leaves without one shared leading example axis."""
+  leaves = [jnp.asarray(x) for x in jax.tree.leaves(tree)]
+  for path, x in zip(jax.tree_util.tree_flatten_with_path(tree)[0], leaves):
+    if not jnp.issubdtype(x.dtype, jnp.floating):
+      raise TypeError(f"{what}: the update leaf {jax.tree_util.keystr(path[0]) or '(root)'} has dtype {x.dtype}; "
+                      "updates are real-valued (noise or clipping cast to integers is lost): pass floating-point "
+                      "arrays.")
+  if example_axis:
+    sizes = {x.shape[0] if x.ndim else None for x in leaves}
+    if None in sizes or len(sizes) > 1:
+      raise ValueError(f"{what}: every leaf needs one leading example axis of the same size (per-example "
+                       f"gradients [n, ...]); got leading sizes {sorted(map(str, sizes))}. For a batch gradient "
+                       "use granularity='batch'.")
+  return leaves
+
+
 def _norm(tree, mask, example_axis: bool):
   scoped = [x for x, m in zip(jax.tree.leaves(tree), jax.tree.leaves(mask)) if m]
   if not example_axis:
@@ -115,6 +134,7 @@ def clip(max_norm: float, *, granularity: str = "batch", scope: str = "all",
 
   def update(updates, state, params=None):
     del params
+    updates = jax.tree.unflatten(jax.tree.structure(updates), _float_leaves(updates, "clip", per_example))
     mask = _scope_mask(updates, scope, head_key)
     no_clip = static and math.isinf(max_norm)
     factor = None if no_clip else clip_factor(_norm(updates, mask, per_example), max_norm)
@@ -163,7 +183,7 @@ def gaussian_noise(stddev: Optional[float] = None, *, key: jax.Array, noise_mult
 
   def update(updates, state, params=None):
     del params
-    leaves, treedef = jax.tree.flatten(updates)
+    leaves, treedef = _float_leaves(updates, "gaussian_noise"), jax.tree.structure(updates)
     next_key, *keys = jax.random.split(state.key, len(leaves) + 1)
     noisy = [x + (stddev * jax.random.normal(k, x.shape, jnp.float32)).astype(x.dtype)
              for x, k in zip(leaves, keys)]

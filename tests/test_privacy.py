@@ -132,6 +132,26 @@ def test_bad_arguments():
   P.gaussian_noise(0.1, key=jax.random.PRNGKey(0))                  # a raw uint32[2] key is a key
 
 
+def test_updates_that_cannot_carry_the_transform_are_refused():
+  """Found 2026-12-04 (fourteenth session): noise of std 0.4 on an int32 update was cast back to int32 (truncated
+  to 0: the update went out unchanged, with no privacy), clipping an int32 update zeroed it, and per-example
+  clipping took a leaf with no example axis or leaves with different leading sizes (their norms broadcast)."""
+  ints = {"w": jnp.array([3, 4], jnp.int32)}
+  noise = P.gaussian_noise(0.4, key=KEY)
+  with pytest.raises(TypeError, match=r"gaussian_noise: the update leaf \['w'\] has dtype int32"):
+    noise.update(ints, noise.init(ints))
+  for t in (P.clip(1.0), P.ldp(1.0, 0.1, key=KEY)):
+    with pytest.raises(TypeError, match=r"clip: the update leaf \['w'\] has dtype int32"):
+      t.update(ints, t.init(ints))
+  per_example = P.clip(1.0, granularity="per_example")
+  for bad in ({"w": jnp.ones(())}, {"a": jnp.ones((5, 3)), "b": jnp.ones((1, 3))}):
+    with pytest.raises(ValueError, match="every leaf needs one leading example axis of the same size"):
+      per_example.update(bad, None)
+  # Python floats are leaves too (a list in a tree is a container of them)
+  out, _ = noise.update({"w": [1.0, 2.0]}, noise.init(None))
+  assert np.asarray(out["w"]).shape == (2,) and not np.array_equal(np.asarray(out["w"]), [1.0, 2.0])
+
+
 def test_pure_clipping_leaves_ebi_llbg_llg_unchanged_but_breaks_ilrg_uniform():
   counts = np.array([40, 3, 0, 0, 1, 6, 0, 0, 0])
   k1, k2 = jax.random.split(jax.random.key(1))
