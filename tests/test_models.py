@@ -39,9 +39,17 @@ def test_unknown_model_lists_valid_names():
     (lambda: models.build("tinyhar", 5, filter=8), r"tinyhar: unknown setting\(s\) filter; it takes: filters, "),
     (lambda: models.init(models.build("deepconvlstm", 5), jax.random.key(0), 50, 0),    # was: ZeroDivisionError
      r"example_shape must be positive integers.*got \(50, 0\)"),
+    # Found 2026-12-04 (fourteenth session): each of these was built (dropout 1.5 keeps a negative fraction in
+    # training; head_bias='no' is true) or failed in Flax's words (an int key).
+    (lambda: models.build("tinyhar", 5, dropout=1.5), r"tinyhar: dropout must be a rate in \[0, 1\), got 1.5"),
+    (lambda: models.build("mlp", 10, dropout=-0.1), r"mlp: dropout must be a rate in \[0, 1\)"),
+    (lambda: models.build("deepconvlstm", 5, head_bias="no"), r"head_bias must be True or False, got 'no'"),
+    (lambda: models.build("deepconvlstm", 5, lstm_units=0), r"lstm_units must be a positive integer, got 0"),
+    (lambda: models.build("cnn", 10, features=(10, 2.5)), r"features must be a non-empty tuple of positive integ"),
+    (lambda: models.init(models.build("tinyhar", 5), 0, 50, 3), r"init_for_shape: key must be one JAX PRNG key"),
 ])
 def test_build_and_init_refuse_impossible_settings_by_name(call, message):
-  with pytest.raises(ValueError, match=message):
+  with pytest.raises((ValueError, TypeError), match=message):
     call()
 
 

@@ -22,7 +22,7 @@ from jaxleak.models.deepconvlstm import DeepConvLSTM
 from jaxleak.models.interface import USES, ModelSpec, check_head_model
 from jaxleak.models.mnist import MLP, SmallCNN
 from jaxleak.models.tinyhar import TinyHAR
-from jaxleak.types import LastLayerParams
+from jaxleak.types import LastLayerParams, check_prng_key
 
 _REGISTRY: dict[str, ModelSpec] = {}
 
@@ -82,7 +82,30 @@ def build(name: str, num_classes: int, **kwargs) -> nn.Module:
     unknown = sorted(set(kwargs) - set(fields))
     if unknown:
       raise ValueError(f"{name}: unknown setting(s) {', '.join(unknown)}; it takes: {', '.join(fields)}.")
+    defaults = {f.name: f.default for f in dataclasses.fields(cls)}
+    for k, v in kwargs.items():
+      _check_setting(name, k, v, defaults[k])
+    kwargs = {k: tuple(v) if isinstance(v, list) else v for k, v in kwargs.items()}   # modules are hashed (jit)
   return cls(num_classes=int(num_classes), **kwargs)
+
+
+def _check_setting(model: str, field: str, value, default) -> None:
+  """A model setting of the kind its default is (dropout a rate in [0, 1), flags booleans, sizes positive
+  integers): Flax would take anything, e.g. dropout 1.5 or head_bias='no' (true)."""
+  integer = lambda v: isinstance(v, numbers.Integral) and not isinstance(v, bool) and v > 0
+  if field == "dropout":
+    ok, want = (isinstance(value, numbers.Real) and not isinstance(value, bool) and 0 <= value < 1), "a rate in [0, 1)"
+  elif isinstance(default, bool):
+    ok, want = isinstance(value, bool), "True or False"
+  elif isinstance(default, numbers.Integral):
+    ok, want = integer(value), "a positive integer"
+  elif isinstance(default, tuple):
+    ok, want = isinstance(value, (tuple, list)) and len(value) > 0 and all(map(integer, value)), \
+        "a non-empty tuple of positive integers"
+  else:
+    return
+  if not ok:
+    raise ValueError(f"{model}: {field} must be {want}, got {value!r}.")
 
 
 def init(model: nn.Module, key: jax.Array, window: int, channels: int) -> dict:
@@ -98,6 +121,7 @@ def init_for_shape(model: nn.Module, key: jax.Array, example_shape: tuple[int, .
   if not shape or any(isinstance(d, bool) or not isinstance(d, numbers.Integral) or d < 1 for d in shape):
     raise ValueError(f"example_shape must be positive integers, one example's shape (e.g. (window, channels) = "
                      f"(50, 6)); got {example_shape!r}.")
+  check_prng_key(key, "init_for_shape")
   return dict(_init(model, key, tuple(int(d) for d in example_shape)))
 
 
