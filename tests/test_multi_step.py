@@ -141,6 +141,11 @@ def test_bad_local_settings():
     LocalSteps(equivalent="median")
   with pytest.raises(ValueError, match="per local step"):
     LeakageConfig(local=LocalSteps(), ldp=ldp_setting(0.1, 0.0)).validate()
+  # Found 2026-12-04 (fourteenth session): the library took B > N (the runs refused it) and stepped on batches
+  # that wrapped around, each window counted twice.
+  model, v, x, y, keys = _setup(k=1, n=10)
+  with pytest.raises(ValueError, match="local batch size B=20 is larger than the update's N=10 windows"):
+    client_updates(model, v, x, y, keys, local=LocalSteps(steps=1, batch_size=20, lr=0.1))
 
 
 def test_multi_step_cli(tmp_path, capsys):

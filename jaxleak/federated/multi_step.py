@@ -77,6 +77,9 @@ def _step(model: nn.Module, local: LocalSteps, minmax: bool, carry, x, y, key, s
   """Local step s (a Python int, or a traced int32) of one update: SGD on windows [sB, (s+1)B) mod N.
   carry = (params, model state, the head gradients summed so far)."""
   params, state, total = carry
+  if local.batch_size > y.shape[0]:      # the batch would wrap around and repeat windows (trace time: shapes)
+    raise ValueError(f"local batch size B={local.batch_size} is larger than the update's N={y.shape[0]} windows; "
+                     "choose B <= N.")
   idx = (s * local.batch_size + jnp.arange(local.batch_size)) % y.shape[0]
   xs, ys = x[idx], y[idx]
   xs = minmax_scale(xs) if minmax else xs
