@@ -349,6 +349,12 @@ def test_a_damaged_record_is_recomputed_not_trusted(ldp_study):
     (["collect", "--set=models=tinyhar"], "--set: read only by `run`; collect reads the study stored"),
     (["collect", "--dry_run"], "--dry_run: read only by `run`"),
     (["list"], "--study_dir: list takes none (it lists the presets)"),
+    # Found 2026-12-04 (fourteenth session): optional fields were typed by guessing from the text (Python's words
+    # for 'abc' or 2.5), and an Eavesdrop axis value could be listed twice.
+    (["run", "har_sampling", "--set=num_clients=abc"], "--set num_clients=abc: invalid literal for int()"),
+    (["run", "har_sampling", "--set=num_clients=2.5"], "--set num_clients=2.5: invalid literal for int()"),
+    (["run", "har_sampling", "--set=dropout=abc"], "--set dropout=abc: could not convert string to float"),
+    (["run", "eavesdrop_tables", "--set=model=mlp,cnn,mlp"], "model: a value is listed more than once"),
     (["status"], "holds no study"),
     (["frobnicate"], "give a command"),
 ])

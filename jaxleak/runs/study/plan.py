@@ -146,6 +146,9 @@ def make_plan(study: Study, *, check_inputs: bool = True) -> Plan:
       part.validate()
       pairs, kind = _har_tasks(part), "har"
     else:
+      for name, values in part.axes:
+        if len({repr(v) for v in values}) != len(values):
+          raise ValueError(f"{name}: a value is listed more than once in {list(values)}; list each once.")
       pairs = _eavesdrop_tasks(part)
       kind = "whole_determination" if isinstance(part, WholeDeterminationGrid) else "eavesdrop"
       _validate_eavesdrop(pairs)

@@ -122,6 +122,13 @@ class HarGrid:
     _check_read_by("synthetic_scale", self.synthetic_scale != 1.0, self.datasets, D.SYNTHETIC_DATASETS)
     if not (math.isfinite(self.compression) and 0.0 <= self.compression < 1.0):
       raise ValueError(f"compression must be in [0, 1), got {self.compression}.")
+    if self.num_clients is not None and (isinstance(self.num_clients, bool) or not isinstance(self.num_clients, int)
+                                         or self.num_clients <= 0):
+      raise ValueError(f"num_clients must be a positive integer (or None: every client), got {self.num_clients!r}.")
+    if self.dropout is not None and (isinstance(self.dropout, bool) or not isinstance(self.dropout, (int, float))):
+      raise ValueError(f"dropout must be a number in [0, 1) (or None: the models' default), got {self.dropout!r}.")
+    if self.data_dir is not None and not isinstance(self.data_dir, str):
+      raise ValueError(f"data_dir must be a folder path (a template with {{dataset}}), got {self.data_dir!r}.")
     if self.dropout is not None and not (math.isfinite(self.dropout) and 0.0 <= self.dropout < 1.0):
       raise ValueError(f"dropout must be in [0, 1) (none: the models' default), got {self.dropout}.")
     if not self.head_bias:
@@ -295,6 +302,10 @@ def _parse(value: Any, like: Any, field: str):
   return type(like)(text)
 
 
+#: The optional HarGrid fields (default None) and a value of their type, to parse `--set` text as that type.
+_HAR_OPTIONAL_LIKE = {"num_clients": 0, "dropout": 0.0, "data_dir": ""}
+
+
 def _parse_field(field: str, value: Any, like: Any):
   try:
     return _parse(value, like, field)
@@ -326,7 +337,13 @@ def override(study: Study, values: dict[str, Any]) -> Study:
             continue
           if k != "multi_step" and not part.reads(k):
             continue
-          changes[k] = _parse_field(k, values[k], getattr(part, k))
+          like = getattr(part, k)
+          if like is None and k in _HAR_OPTIONAL_LIKE:          # typed as the field, not guessed from the text
+            if isinstance(values[k], str) and values[k].strip().lower() == "none":
+              changes[k] = None
+              continue
+            like = _HAR_OPTIONAL_LIKE[k]
+          changes[k] = _parse_field(k, values[k], like)
         part = dataclasses.replace(part, **changes)
       parts.append(part)
     else:
