@@ -11,6 +11,7 @@
 
 A killed run continues where it stopped when the same command is run again (finished tasks are records; they are
 verified and skipped). Shards write into the same study folder (or folders that `collect` reads one by one).
+`status` and `collect` read the study stored in --study_dir (every shard's records) and take no other flag.
 """
 
 from absl import flags

@@ -148,7 +148,6 @@ class HarGrid:
       raise ValueError("dirichlet_alphas with states=trained: trained models are per held-out subject (LOSO); "
                        "re-partitioned clients need --set states=untrained.")
 
-
   def reads(self, field: str) -> bool:
     """Whether any task of this grid reads `field` (see `HAR_FIELD_READERS`)."""
     if field in ("ldp", "num_samples"):
