@@ -356,6 +356,9 @@ def test_dirichlet_repartition_deals_every_window_once_and_concentrates_labels()
     D.repartition_dirichlet(clients, 3, 0.0, seed=0)
   with pytest.raises(ValueError, match="dirichlet_clients"):
     D.repartition_dirichlet(clients, 0, 1.0, seed=0)
+  # Found 2026-12-04 (fourteenth session): a string alpha ended in NumPy's "ufunc 'isfinite' not supported".
+  with pytest.raises(ValueError, match="dirichlet_alpha must be a finite number > 0, got '1'"):
+    D.repartition_dirichlet(clients, 3, "1", seed=0)
 
 
 def test_leakage_run_on_dirichlet_clients_and_refusals():

@@ -373,6 +373,10 @@ def test_allocate_label_totals_groups_and_aux():
   empty = D.LabelPool(x=pool.x[:60], y=pool.y[:60], num_classes=5, name="toy")
   with pytest.raises(ValueError, match=r"no examples of classes \[2, 3, 4\]"):
     D.aux_per_label(empty, 4)
+  # Found 2026-12-04 (fourteenth session): fractional totals were truncated (2.5 examples -> 2) without a word.
+  np.testing.assert_array_equal(D.allocate_label_totals(pool, 7, totals.astype(float), seed=1).index, a.index)
+  with pytest.raises(ValueError, match=r"label_totals must be whole counts of examples per label"):
+    D.allocate_label_totals(pool, 7, totals + 0.5, seed=1)
 
 
 def test_digits_pool():

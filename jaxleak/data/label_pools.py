@@ -147,8 +147,8 @@ def allocate_dirichlet(pool: LabelPool, num_participants: int, *, alpha: float, 
   if min_owned > samples_per_participant:
     raise ValueError(f"min_owned={min_owned} is more than a participant's {samples_per_participant} samples: no "
                      "participant could own a label; lower min_owned or raise samples_per_participant.")
-  if not (np.isfinite(alpha) and alpha > 0):
-    raise ValueError(f"dirichlet alpha must be a finite number > 0, got {alpha}.")
+  if isinstance(alpha, bool) or not isinstance(alpha, numbers.Real) or not (np.isfinite(alpha) and alpha > 0):
+    raise ValueError(f"dirichlet alpha must be a finite number > 0, got {alpha!r}.")
   pool.require_all_classes("the participants' pool")
   rng = seeded_rng(seed)
   by_class = [pool.indices_of(k) for k in range(c)]
@@ -165,7 +165,12 @@ def allocate_label_totals(pool: LabelPool, num_participants: int, label_totals: 
                           seed: int = 0) -> Allocation:
   """Whole Determination's allocation (sec. IV-D1): label c has label_totals[c] examples in the federation,
   each given to a participant chosen uniformly at random. `owners` marks labels a participant holds at all."""
-  label_totals = np.asarray(label_totals, np.int64)
+  given = np.asarray(label_totals)
+  if given.dtype.kind not in "iuf" or (given.dtype.kind == "f" and not np.all(np.isfinite(given)
+                                                                           & (given == np.round(given)))):
+    raise ValueError(f"label_totals must be whole counts of examples per label, got {given.tolist()} "
+                     f"({given.dtype}); round them first.")
+  label_totals = given.astype(np.int64)
   if label_totals.shape != (pool.num_classes,) or (label_totals < 0).any():
     raise ValueError(f"label_totals must be {pool.num_classes} non-negative counts, got {label_totals}.")
   pool.require_all_classes("the participants' pool")

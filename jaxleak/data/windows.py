@@ -1,6 +1,7 @@
 """Sliding windows (never across recordings) and clients per subject."""
 from __future__ import annotations
 
+import numbers
 from typing import Sequence
 
 import numpy as np
@@ -64,8 +65,8 @@ def repartition_dirichlet(clients: WindowedClients, num_clients: int, alpha: flo
   left without windows are dropped. New client ids are 0..k-1 (`subject_ids`), no longer subjects."""
   if isinstance(num_clients, bool) or not isinstance(num_clients, (int, np.integer)) or num_clients <= 0:
     raise ValueError(f"dirichlet_clients must be a positive integer, got {num_clients!r}.")
-  if not (np.isfinite(alpha) and alpha > 0):
-    raise ValueError(f"dirichlet_alpha must be a finite number > 0, got {alpha}.")
+  if isinstance(alpha, bool) or not isinstance(alpha, numbers.Real) or not (np.isfinite(alpha) and alpha > 0):
+    raise ValueError(f"dirichlet_alpha must be a finite number > 0, got {alpha!r}.")
   rng = seeded_rng(seed)
   owner = np.empty(len(clients.labels), np.int64)
   for c in range(clients.num_classes):
