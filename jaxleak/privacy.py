@@ -57,14 +57,15 @@ def _scope_mask(tree, scope: str, head_key: str):
   return mask
 
 
-def _float_leaves(tree, what: str, example_axis: bool = False) -> list:
-  """The leaves of an update tree as arrays; refuses integer or boolean ones (noise cast to an integer is
+def _float_leaves(tree, what: str, example_axis: bool = False):
+  """(leaves as arrays, treedef) of an update tree; refuses integer or boolean leaves (noise cast to an integer is
   truncated, mostly to 0: the update would go out with no noise), and with `example_axis` (per-example clipping)
   leaves without one shared leading example axis."""
-  leaves = [jnp.asarray(x) for x in jax.tree.leaves(tree)]
-  for path, x in zip(jax.tree_util.tree_flatten_with_path(tree)[0], leaves):
+  flat, treedef = jax.tree_util.tree_flatten_with_path(tree)
+  leaves = [jnp.asarray(x) for _, x in flat]
+  for (path, _), x in zip(flat, leaves):
     if not jnp.issubdtype(x.dtype, jnp.floating):
-      raise TypeError(f"{what}: the update leaf {jax.tree_util.keystr(path[0]) or '(root)'} has dtype {x.dtype}; "
+      raise TypeError(f"{what}: the update leaf {jax.tree_util.keystr(path) or '(root)'} has dtype {x.dtype}; "
                       "updates are real-valued (noise or clipping cast to integers is lost): pass floating-point "
                       "arrays.")
   if example_axis:
@@ -73,7 +74,7 @@ def _float_leaves(tree, what: str, example_axis: bool = False) -> list:
       raise ValueError(f"{what}: every leaf needs one leading example axis of the same size (per-example "
                        f"gradients [n, ...]); got leading sizes {sorted(map(str, sizes))}. For a batch gradient "
                        "use granularity='batch'.")
-  return leaves
+  return leaves, treedef
 
 
 def _norm(tree, mask, example_axis: bool):
@@ -134,7 +135,8 @@ def clip(max_norm: float, *, granularity: str = "batch", scope: str = "all",
 
   def update(updates, state, params=None):
     del params
-    updates = jax.tree.unflatten(jax.tree.structure(updates), _float_leaves(updates, "clip", per_example))
+    leaves, treedef = _float_leaves(updates, "clip", per_example)
+    updates = jax.tree.unflatten(treedef, leaves)
     mask = _scope_mask(updates, scope, head_key)
     no_clip = static and math.isinf(max_norm)
     factor = None if no_clip else clip_factor(_norm(updates, mask, per_example), max_norm)
@@ -183,7 +185,7 @@ def gaussian_noise(stddev: Optional[float] = None, *, key: jax.Array, noise_mult
 
   def update(updates, state, params=None):
     del params
-    leaves, treedef = _float_leaves(updates, "gaussian_noise"), jax.tree.structure(updates)
+    leaves, treedef = _float_leaves(updates, "gaussian_noise")
     next_key, *keys = jax.random.split(state.key, len(leaves) + 1)
     noisy = [x + (stddev * jax.random.normal(k, x.shape, jnp.float32)).astype(x.dtype)
              for x, k in zip(leaves, keys)]

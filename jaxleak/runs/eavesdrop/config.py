@@ -39,6 +39,9 @@ _UNREAD_BY_PARTITION = {"main_labels": ("dirichlet_alpha", "samples_per_particip
 NOT_READ_BY_WHOLE_DETERMINATION = ("rounds", "partition", "main_labels", "other_samples", "dirichlet_alpha",
                                    "samples_per_participant", "min_owned", "sniff_margin", "ratio_threshold",
                                    "abort_std", "attacker_participates")
+#: Why, in the words of the refusals.
+WHOLE_DETERMINATION_READS = ("its trials draw their own label groups, play at most wd_max_rounds rounds and read the "
+                             "per-label ratios; wd_trials are its replicates")
 
 
 def _normal(value):

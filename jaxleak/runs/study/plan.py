@@ -192,7 +192,7 @@ def _all_clients(loaded: dict, *data_key):
 
 
 def _validate_eavesdrop(pairs) -> None:
-  from jaxleak.runs.eavesdrop.config import NOT_READ_BY_WHOLE_DETERMINATION
+  from jaxleak.runs.eavesdrop.config import NOT_READ_BY_WHOLE_DETERMINATION, WHOLE_DETERMINATION_READS
   from jaxleak.runs.study.engine import eavesdrop_config, whole_determination_config
   from jaxleak.runs.study.spec import _EAVESDROP_FIELDS
   for _, cfg in pairs:
@@ -203,9 +203,8 @@ def _validate_eavesdrop(pairs) -> None:
       unread = [k for k in NOT_READ_BY_WHOLE_DETERMINATION + ("replicates",)
                 if cfg[k] != (list(defaults[k]) if isinstance(defaults[k], tuple) else defaults[k])]
       if unread:
-        raise ValueError(f"{', '.join(f'{k}={cfg[k]}' for k in unread)}: not read by Whole Determination (its "
-                         "trials draw their own label groups, play at most wd_max_rounds rounds and read the "
-                         "per-label ratios; wd_trials are its replicates): drop it.")
+        raise ValueError(f"{', '.join(f'{k}={cfg[k]}' for k in unread)}: not read by Whole Determination "
+                         f"({WHOLE_DETERMINATION_READS}): drop it.")
     elif cfg["attacker_participates"] and cfg["replicates"] > 1:
       raise ValueError(f"attacker_participates with replicates={cfg['replicates']}: not implemented for replicated "
                        "runs yet; set replicates=1, or attacker_participates=false.")

@@ -28,7 +28,7 @@ from jaxleak import models, storage
 from jaxleak.federated import EQUIVALENTS
 from jaxleak.runs import fields
 from jaxleak.runs.eavesdrop.config import (DIRICHLET_ALPHAS, NOT_READ_BY_WHOLE_DETERMINATION, PAPER_COMPRESSION,
-                                           PAPER_SWEEPS)
+                                           PAPER_SWEEPS, WHOLE_DETERMINATION_READS)
 from jaxleak.runs.leakage.config import PAPER_LDP_GRID
 
 #: The HAR paper's multi-step settings (N, B, S) (spec 3.4).
@@ -371,9 +371,8 @@ def override(study: Study, values: dict[str, Any]) -> Study:
         known.add(k)
       parts.append(dataclasses.replace(part, base=tuple(sorted(base.items())), axes=tuple(axes.items())))
   for k in sorted(wd_unread - known):
-    raise ValueError(f"--set {k}={values[k]}: not read by Whole Determination (its trials draw their own label "
-                     "groups, play at most wd_max_rounds rounds and read the per-label ratios; wd_trials are its "
-                     f"replicates), and {study.name} has no other part: drop it.")
+    raise ValueError(f"--set {k}={values[k]}: not read by Whole Determination ({WHOLE_DETERMINATION_READS}), and "
+                     f"{study.name} has no other part: drop it.")
   har = [p for p in parts if isinstance(p, HarGrid)]
   for k in sorted(set(values) & set(HAR_FIELD_READERS)):
     if har and not any(p.reads(k) for p in har):
