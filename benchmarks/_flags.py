@@ -1,7 +1,9 @@
 """Flag checks shared by the benchmark scripts: a bad value is a one-line usage error, not a traceback."""
+import sys
+
 from absl import app, flags
 
-from jaxleak import cli
+from jaxleak import cli, compile_cache
 
 
 def numbers(name: str, kind=int, *, positive: bool = True, fv: flags.FlagValues = flags.FLAGS):
@@ -13,3 +15,15 @@ def numbers(name: str, kind=int, *, positive: bool = True, fv: flags.FlagValues 
   if values is not None and positive and min(values) <= 0:
     raise app.UsageError(f"--{name}: give positive numbers; got {','.join(fv[name].value)}.")
   return values
+
+
+def run(main) -> None:
+  """app.run(main) for a benchmark: a value that a config refuses (say --dataset=foo) is one line on stderr and exit
+  status 2, as in the experiments (`jaxleak.cli.execute`). Unlike `cli.run`, the persistent compilation cache is
+  switched on only by an explicit --compilation_cache=<folder> (not by default or $JAXLEAK_COMPILATION_CACHE): some
+  benchmarks time compilation, and the subprocesses of others read the variable themselves."""
+  def with_named_cache(argv):
+    if flags.FLAGS.compilation_cache:
+      compile_cache.configure(compile_cache.resolve(flags.FLAGS.compilation_cache), explicit=True)
+    return main(argv)
+  app.run(lambda argv: sys.exit(cli.execute(with_named_cache, flags.FLAGS, argv)))

@@ -11,17 +11,18 @@ import time
 import jax
 import jax.numpy as jnp
 import numpy as np
-from absl import app, flags
+from absl import flags
 
 import jaxleak.attacks as A
 from jaxleak import LastLayerGrads, LastLayerParams
+import _flags
 
 FLAGS = flags.FLAGS
-flags.DEFINE_integer("num_grads", 10_000, "gradients per vmapped call")
-flags.DEFINE_integer("num_classes", 19, "C")
-flags.DEFINE_integer("num_samples", 100, "N")
-flags.DEFINE_integer("feature_dim", 128, "D")
-flags.DEFINE_integer("baseline_grads", 300, "gradients timed for the Python-loop baseline")
+flags.DEFINE_integer("num_grads", 10_000, "gradients per vmapped call", lower_bound=1)
+flags.DEFINE_integer("num_classes", 19, "C", lower_bound=2)
+flags.DEFINE_integer("num_samples", 100, "N", lower_bound=1)
+flags.DEFINE_integer("feature_dim", 128, "D", lower_bound=1)
+flags.DEFINE_integer("baseline_grads", 300, "gradients timed for the Python-loop baseline", lower_bound=1)
 
 
 def numpy_ebi(b, n):
@@ -70,4 +71,4 @@ def main(_):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  _flags.run(main)

@@ -14,7 +14,7 @@ import time
 
 import jax
 import _flags
-from absl import app, flags
+from absl import flags
 
 from jaxleak.federated import LocalSteps
 from jaxleak.runs.leakage import LeakageConfig
@@ -48,4 +48,4 @@ def main(_):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  _flags.run(main)

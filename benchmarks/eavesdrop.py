@@ -13,7 +13,7 @@ import time
 import jax
 import jax.numpy as jnp
 import _flags
-from absl import app, flags
+from absl import flags
 
 from jaxleak.runs import eavesdrop as EV
 from jaxleak.federated.rounds import local_train_fn
@@ -22,8 +22,9 @@ FLAGS = flags.FLAGS
 flags.DEFINE_string("dataset", "mnist", "mnist (optional extra `mnist`) or digits (scikit-learn's 8x8)")
 flags.DEFINE_string("model", "mlp", "mlp or cnn")
 flags.DEFINE_list("participants", ["100", "1000"], "N_p values (P = 0.1)")
-flags.DEFINE_integer("rounds", 5, "timed rounds (after one compiling round)")
-flags.DEFINE_integer("replicates", 4, "R federations (N_p = 100) run vmapped together vs one after another")
+flags.DEFINE_integer("rounds", 5, "timed rounds (after one compiling round)", lower_bound=1)
+flags.DEFINE_integer("replicates", 4, "R federations (N_p = 100) run vmapped together vs one after another",
+                     lower_bound=1)
 
 
 def time_rounds(fed, rounds):
@@ -94,4 +95,4 @@ def time_replicates(r_count, rounds):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  _flags.run(main)

@@ -23,12 +23,13 @@ from absl import app, flags
 from jaxleak import flops, models
 from jaxleak.federated import LocalSteps, client_updates, head_grads_and_model_norms, last_layer_grads
 from jaxleak.privacy import LdpConfig
+import _flags
 
 FLAGS = flags.FLAGS
-flags.DEFINE_integer("num_batches", 16, "batches of 100 windows per timed call")
-flags.DEFINE_integer("per_example_batches", 2, "batches for the (slow) per-example path")
-flags.DEFINE_integer("channels", 6, "sensor channels (HAPT: 6; WEAR: 12)")
-flags.DEFINE_integer("classes", 13, "classes (HAPT: 13; WEAR: 19)")
+flags.DEFINE_integer("num_batches", 16, "batches of 100 windows per timed call", lower_bound=1)
+flags.DEFINE_integer("per_example_batches", 2, "batches for the (slow) per-example path", lower_bound=1)
+flags.DEFINE_integer("channels", 6, "sensor channels (HAPT: 6; WEAR: 12)", lower_bound=1)
+flags.DEFINE_integer("classes", 13, "classes (HAPT: 13; WEAR: 19)", lower_bound=2)
 flags.DEFINE_list("models", ["deepconvlstm", "tinyhar"], "models to measure")
 
 
@@ -105,4 +106,4 @@ def main(_):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  _flags.run(main)

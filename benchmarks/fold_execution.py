@@ -15,22 +15,23 @@ import time
 
 import jax
 import numpy as np
-from absl import app, flags
+from absl import flags
 
 from jaxleak.federated import LocalSteps
 from jaxleak.runs import leakage as L
 from jaxleak.runs.leakage.prepare import prepare
 from jaxleak.runs.leakage.updates import compute_updates
+import _flags
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("dataset", "hapt", "HAR dataset.")
 flags.DEFINE_string("model", "deepconvlstm", "HAR model.")
-flags.DEFINE_integer("num_clients", 6, "Clients (one fold each).")
-flags.DEFINE_integer("num_samples", 100, "Windows per update.")
+flags.DEFINE_integer("num_clients", 6, "Clients (one fold each).", lower_bound=1)
+flags.DEFINE_integer("num_samples", 100, "Windows per update.", lower_bound=1)
 flags.DEFINE_bool("multi_step", False, "Local training (N = num_samples, B = 20, S = 5) instead of one step.")
 flags.DEFINE_float("ldp_clip", 0.0, "Single step: whole-model batch clipping at this norm with noise 0.1 (the full "
                    "backward pass); 0 = no LDP.")
-flags.DEFINE_integer("repeats", 2, "Timed runs per way (after one compiling run).")
+flags.DEFINE_integer("repeats", 2, "Timed runs per way (after one compiling run).", lower_bound=1)
 
 
 def main(_):
@@ -63,4 +64,4 @@ def main(_):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  _flags.run(main)

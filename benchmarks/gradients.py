@@ -14,17 +14,18 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-from absl import app, flags
+from absl import flags
 
 from jaxleak import models
 from jaxleak.federated import batch_grad_fn, last_layer_grads, minmax_scale
+import _flags
 
 FLAGS = flags.FLAGS
-flags.DEFINE_integer("num_batches", 16, "batches per timed call")
-flags.DEFINE_integer("batch_size", 100, "N")
-flags.DEFINE_integer("channels", 6, "sensor channels (HAPT: 6)")
-flags.DEFINE_integer("classes", 13, "classes (HAPT: 13)")
-flags.DEFINE_integer("chunk_size", 8, "batches vmapped together")
+flags.DEFINE_integer("num_batches", 16, "batches per timed call", lower_bound=1)
+flags.DEFINE_integer("batch_size", 100, "N", lower_bound=1)
+flags.DEFINE_integer("channels", 6, "sensor channels (HAPT: 6)", lower_bound=1)
+flags.DEFINE_integer("classes", 13, "classes (HAPT: 13)", lower_bound=2)
+flags.DEFINE_integer("chunk_size", 8, "batches vmapped together", lower_bound=1)
 
 
 def _time(f, repeats=3):
@@ -72,4 +73,4 @@ def main(_):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  _flags.run(main)

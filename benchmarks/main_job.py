@@ -15,10 +15,11 @@ import tempfile
 import time
 from typing import Sequence
 
-from absl import app, flags
+from absl import flags
+import _flags
 
 FLAGS = flags.FLAGS
-flags.DEFINE_integer("repeats", 1, "first/later pairs to run")
+flags.DEFINE_integer("repeats", 1, "first/later pairs to run", lower_bound=1)
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
@@ -45,4 +46,4 @@ def main(_):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  _flags.run(main)

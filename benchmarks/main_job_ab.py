@@ -15,11 +15,12 @@ import sys
 import tempfile
 import time
 
-from absl import app, flags
+from absl import flags
+import _flags
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("other", None, "the other checkout's root")
-flags.DEFINE_integer("repeats", 2, "runs per tree")
+flags.DEFINE_integer("repeats", 2, "runs per tree", lower_bound=1)
 flags.mark_flag_as_required("other")
 HERE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -49,4 +50,4 @@ def main(_):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  _flags.run(main)

@@ -31,6 +31,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from flops import paths                                      # noqa: E402  benchmarks/flops.py, and its flags:
                                                               # --num_batches, --channels, --classes
 from jaxleak import models                                   # noqa: E402
+import _flags
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("model", "deepconvlstm", "model to profile")
@@ -136,4 +137,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  _flags.run(main)

@@ -12,12 +12,13 @@ import os
 import sys
 
 import numpy as np
-from absl import app, flags
+from absl import flags
 
 from jaxleak import storage
 from jaxleak.runs.eavesdrop.report import summarize_rounds
 from jaxleak.runs.eavesdrop.rounds import ROUND_COLUMNS, RoundsResult
 from jaxleak.runs.tables import format_table
+import _flags
 
 FLAGS = flags.FLAGS
 flags.DEFINE_bool("by_owners", False, "Also print the mean error of X_* per true number of owners.")
@@ -78,4 +79,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  _flags.run(main)

@@ -27,7 +27,7 @@ import time
 import jax
 import jax.numpy as jnp
 import numpy as np
-from absl import app, flags
+from absl import flags
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from benchmarks import torch_reference as R                       # noqa: E402 (needs the repository root)
@@ -38,6 +38,7 @@ from jaxleak import models                                        # noqa: E402
 from jaxleak.types import LastLayerGrads                          # noqa: E402
 
 import torch                                                      # noqa: E402
+import _flags
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("dataset", "hapt", "hapt, synthetic_wear or synthetic_wetlab")
@@ -126,4 +127,4 @@ def main(_):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  _flags.run(main)

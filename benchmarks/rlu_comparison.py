@@ -10,7 +10,7 @@ Prints one markdown table: ClassAcc / LnAcc (%, mean over clients) per attack an
 import dataclasses
 
 import _flags
-from absl import app, flags
+from absl import flags
 
 from jaxleak.federated import LocalSteps
 from jaxleak.runs.leakage import LeakageConfig, run_leakage
@@ -45,4 +45,4 @@ def main(_):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  _flags.run(main)

@@ -13,15 +13,16 @@ import time
 
 import jax
 import jax.numpy as jnp
-from absl import app, flags
+from absl import flags
 
 from jaxleak.federated import rounds as R
 from jaxleak.runs import eavesdrop as E
+import _flags
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("dataset", "mnist", "mnist or digits")
 flags.DEFINE_string("model", "cnn", "cnn or mlp")
-flags.DEFINE_integer("repeats", 3, "timed rounds per way")
+flags.DEFINE_integer("repeats", 3, "timed rounds per way", lower_bound=1)
 
 
 @functools.partial(jax.jit, static_argnames=("model", "local"))
@@ -57,4 +58,4 @@ def main(_):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  _flags.run(main)

@@ -25,11 +25,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from absl import app, flags
+import _flags
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("dataset", "hapt", "dataset of the sweep group")
 flags.DEFINE_string("model", "deepconvlstm", "model of the sweep group")
-flags.DEFINE_integer("num_clients", None, "clients of the sweep group (default all)")
+flags.DEFINE_integer("num_clients", None, "clients of the sweep group (default all)", lower_bound=1)
 flags.DEFINE_multi_string("set", [], "study overrides for `grid` (field=value)")
 flags.DEFINE_string("preset", "har_paper", "the study `grid` runs")
 flags.DEFINE_integer("updates", 10000, "K of `sweep_memory` (its largest size; also K / 10)", lower_bound=10)
@@ -196,4 +197,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  _flags.run(main)

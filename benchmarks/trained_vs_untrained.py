@@ -8,7 +8,7 @@ Attacks only the clients that have a trained fold in --checkpoint_dir (or --clie
 ClassAcc and LnAcc (mean over clients) per attack and setting.
 """
 import _flags
-from absl import app, flags
+from absl import flags
 
 from jaxleak import storage
 from jaxleak.privacy import LdpConfig
@@ -47,4 +47,4 @@ def main(_):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  _flags.run(main)

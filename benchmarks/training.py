@@ -10,16 +10,17 @@ import time
 
 import jax
 import jax.numpy as jnp
-from absl import app, flags
+from absl import flags
 
 from jaxleak import data as D
 from jaxleak import models
 from jaxleak.runs import fold_training as T
+import _flags
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("model", "tinyhar", "model")
-flags.DEFINE_integer("folds", 8, "folds trained at once")
-flags.DEFINE_integer("steps", 10, "timed steps")
+flags.DEFINE_integer("folds", 8, "folds trained at once", lower_bound=1)
+flags.DEFINE_integer("steps", 10, "timed steps", lower_bound=1)
 
 
 def main(_):
@@ -66,4 +67,4 @@ def main(_):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  _flags.run(main)

@@ -14,7 +14,7 @@ how often the clustering with the true number of groups is exact.
 """
 import numpy as np
 import _flags
-from absl import app, flags
+from absl import flags
 
 from jaxleak.attacks import eavesdrop as E
 from jaxleak.runs import eavesdrop as EV
@@ -23,9 +23,10 @@ FLAGS = flags.FLAGS
 flags.DEFINE_string("dataset", "mnist", "mnist or digits")
 flags.DEFINE_string("model", "mlp", "mlp or cnn")
 flags.DEFINE_list("ks", ["1.25", "2", "4", "16"], "count ratios k of the two-group rows (Q vs Q/k); empty: none")
-flags.DEFINE_integer("trials", 2, "trainings per row")
+flags.DEFINE_integer("trials", 2, "trainings per row", lower_bound=1)
 flags.DEFINE_float("stage", 0.5, "test accuracy at which the ratios are taken")
-flags.DEFINE_integer("window", 5, "rounds of ratios per label (the paper's vector length is not given; ours: 5)")
+flags.DEFINE_integer("window", 5, "rounds of ratios per label (the paper's vector length is not given; ours: 5)",
+                     lower_bound=1)
 
 
 def _row(name, factors, cfg):
@@ -60,4 +61,4 @@ def main(_):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  _flags.run(main)

@@ -50,7 +50,9 @@ def _flagify(msg: str, fv: flags.FlagValues) -> str:
   return msg
 
 
-def _execute(main: Callable[[list[str]], object], fv: flags.FlagValues, argv: list[str]) -> int:
+def execute(main: Callable[[list[str]], object], fv: flags.FlagValues, argv: list[str]) -> int:
+  """Calls main(argv) with parsed flags `fv`: 0 when it returns, 2 after one line on stderr for a user error
+  (`FlagError` or one of `USER_ERRORS`, a config's refusal); anything else propagates with its traceback."""
   try:
     main(argv)
   except FlagError as e:
@@ -99,7 +101,7 @@ def run(main: Callable[[list[str]], object], fv: flags.FlagValues) -> None:
 
   def wrapped(argv):
     fv.mark_as_parsed()
-    sys.exit(_execute(with_cache, fv, argv))
+    sys.exit(execute(with_cache, fv, argv))
 
   app.run(wrapped)
 
@@ -115,7 +117,7 @@ def call(main: Callable[[list[str]], object], fv: flags.FlagValues, args: Sequen
   except flags.Error as e:
     print(f"error: {e}", file=sys.stderr)
     return 2
-  return _execute(main, fv, argv)
+  return execute(main, fv, argv)
 
 
 def no_positional(argv: Sequence[str]) -> None:

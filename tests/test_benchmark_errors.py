@@ -1,0 +1,46 @@
+"""The benchmark scripts refuse nonsense the way the experiments do: a value a config refuses is one line and exit
+status 2, a count below its bound is absl's flag error, never a traceback from deep inside."""
+import ast
+import os
+import pathlib
+import subprocess
+import sys
+
+import pytest
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+BENCHMARKS = sorted(p for p in ROOT.glob("benchmarks/*.py") if not p.name.startswith("_"))
+
+
+def _bench(*args):
+  env = dict(os.environ, JAX_PLATFORMS="cpu")
+  return subprocess.run([sys.executable, *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+
+
+@pytest.mark.parametrize("args, expected", [
+    (["benchmarks/eavesdrop.py", "--dataset=foo"], "error: --dataset: unknown 'foo'; valid: digits, mnist"),
+    (["benchmarks/study.py", "grid", "--set", "foo=1"], "error: unknown study field(s) ['foo'] for har_paper"),
+])
+def test_a_refused_config_value_is_one_line(args, expected):
+  proc = _bench(*args)
+  assert proc.returncode == 2, proc.stderr[-2000:]
+  assert expected in proc.stderr and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+
+
+def test_a_count_below_its_bound_is_a_flag_error():
+  # --num_batches=0 used to reach an empty gather: "IndexError: index is out of bounds for axis 0 with size 0".
+  proc = _bench("benchmarks/flops.py", "--num_batches=0")
+  assert proc.returncode == 1
+  assert "--num_batches=0: 0 is not a positive integer" in proc.stderr and "Traceback" not in proc.stderr
+
+
+@pytest.mark.parametrize("path", BENCHMARKS, ids=lambda p: p.name)
+def test_every_benchmark_runs_through_the_shared_runner(path):
+  """`_flags.run`, not `app.run`: otherwise a config's refusal is a traceback again (torch_reference.py is a
+  module the reference-way benchmark imports, not a program)."""
+  tree = ast.parse(path.read_text())
+  calls = {ast.unparse(n.func) for n in ast.walk(tree) if isinstance(n, ast.Call)}
+  if path.name == "torch_reference.py":
+    assert "app.run" not in calls and "_flags.run" not in calls
+    return
+  assert "_flags.run" in calls and "app.run" not in calls, path.name
