@@ -37,12 +37,21 @@ def _array(x: Any, what: str) -> np.ndarray:
     x = x.detach().cpu()
     if str(x.dtype) == "torch.bfloat16":         # NumPy has no bfloat16; float32 holds it exactly
       x = x.float()
+    if getattr(x, "is_quantized", False):
+      raise TypeError(f"{what}: a quantized torch tensor ({x.dtype}); its integers mean nothing without its scale. "
+                      "Pass tensor.dequantize().")
     x = x.numpy()
   try:
     a = np.asarray(x)
   except Exception as e:                         # e.g. a ragged list
     raise ValueError(f"{what}: cannot be read as an array ({e}).") from None
-  if not (np.issubdtype(a.dtype, np.floating) or np.issubdtype(a.dtype, np.integer)):
+  if np.issubdtype(a.dtype, np.integer):
+    # Weights and gradients are real-valued: integers are a cast gone wrong (truncated) or a quantized tensor,
+    # whose values mean nothing without its scale; read as floats, either gives a plausible-looking wrong answer.
+    raise TypeError(f"{what}: has dtype {a.dtype}; weights and gradients are real-valued. Pass floating-point "
+                    "arrays (a quantized tensor dequantized first, e.g. torch's .dequantize()), and check where "
+                    "integers came from.")
+  if not np.issubdtype(a.dtype, np.floating):
     raise ValueError(f"{what}: needs real numbers, got dtype {a.dtype}.")
   if not np.all(np.isfinite(a)):
     raise ValueError(f"{what}: contains NaN or Inf; an attack on it would be meaningless. Check the update "

@@ -140,6 +140,24 @@ def test_bad_inputs_are_refused_naming_the_fix(call, match):
     call()
 
 
+@pytest.mark.filterwarnings("ignore:torch.quantize_per_tensor:UserWarning")     # deprecated by torch, still there
+def test_integer_and_quantized_weights_are_refused():
+  # Integer weights were read as floats: a cast gone wrong (truncated values) or a quantized tensor without its
+  # scale gave a plausible-looking gradient. A quantized torch tensor ended in torch's own "unsupported ScalarType".
+  w = np.array([[0.6, -1.7], [2.2, 0.4], [0.1, 0.9]])                   # [C = 3, D = 2]
+  for bad in (w.astype(np.int32), w.astype(np.uint8), w.astype(np.int64).tolist(), torch.tensor(w).to(torch.int8)):
+    with pytest.raises(TypeError, match="real-valued.*floating-point"):
+      interop.head_gradient(bad)
+  with pytest.raises(TypeError, match="before weight: has dtype int64"):
+    interop.head_delta(w.astype(np.int64), w)
+  with pytest.raises(TypeError, match=r"bias: has dtype int32"):
+    interop.head_update((w, np.zeros(3)), (w, np.zeros(3, np.int32)), lr=0.1)
+  q = torch.quantize_per_tensor(torch.tensor(w, dtype=torch.float32), 0.1, 0, torch.qint8)
+  with pytest.raises(TypeError, match=r"quantized torch tensor.*dequantize\(\)"):
+    interop.head_gradient(q)
+  np.testing.assert_allclose(interop.head_gradient(q.dequantize()).kernel, np.round(w / 0.1).T * 0.1, rtol=1e-6)
+
+
 def test_register_refuses_a_taken_name_unless_replace():
   spec = models.spec("mlp")
   with pytest.raises(ValueError, match="replace=True"):
