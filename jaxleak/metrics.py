@@ -175,6 +175,9 @@ def counts_from_labels(labels: jax.Array, num_classes: int, mask: jax.Array | No
     raise ValueError(f"num_classes must be a positive integer, got {num_classes!r}.")
   if not jnp.issubdtype(jnp.result_type(labels), jnp.integer):
     raise ValueError(f"labels must be integers (class ids), got dtype {jnp.result_type(labels)}.")
+  if mask is not None and np.shape(mask) != np.shape(labels):
+    raise ValueError(f"mask must have the labels' shape {np.shape(labels)} (one flag per label), got "
+                     f"{np.shape(mask)}.")
   outside = values_outside(labels, num_classes, mask)
   if outside:
     raise ValueError(f"labels must be in [0, num_classes={num_classes}); got values from {outside[0]} to "
@@ -190,6 +193,12 @@ def counts_from_labels(labels: jax.Array, num_classes: int, mask: jax.Array | No
 def sniffing_correct(present_pred: jax.Array, owner_counts: jax.Array) -> jax.Array:
   """bool[..., C]: Class Sniffing's call equals the truth (label owned by >= 1 selected client). The paper's
   success rate T_s / (T_s + T_f) is the mean of this over rounds, per label."""
+  if np.shape(present_pred) != np.shape(owner_counts):
+    raise ValueError(f"present_pred {np.shape(present_pred)} and owner_counts {np.shape(owner_counts)} must have "
+                     "the same shape [..., C] (one call and one count per label).")
+  if not jnp.issubdtype(jnp.result_type(present_pred), jnp.bool_):
+    raise TypeError(f"present_pred must be Class Sniffing's bool calls, got dtype {jnp.result_type(present_pred)} "
+                    "(a score? threshold it first).")
   return jnp.asarray(present_pred) == (jnp.asarray(owner_counts) > 0)
 
 
@@ -207,6 +216,10 @@ def client_count(estimate: jax.Array, num_selected) -> jax.Array:
   number i^ of clients". Scored with `quantity_success`, the count succeeds when |X_* - i| < alpha + 1/2
   (ties aside), the real number when |X_* - i| <= alpha: both readings are reported (BUILD_NOTES.md).
   """
+  if is_concrete(num_selected) and not (np.ndim(num_selected) == 0 and np.isfinite(num_selected)
+                                        and num_selected >= 1):
+    raise ValueError(f"num_selected must be a number >= 1 (K, the clients selected in the round), got "
+                     f"{num_selected!r}.")
   return jnp.clip(jnp.round(jnp.asarray(estimate)), 0, num_selected).astype(jnp.int32)
 
 
@@ -214,6 +227,9 @@ def same_partition(pred, true) -> bool:
   """Whole Determination success (sec. IV-D2): the clusters equal the true groups exactly (same number of
   clusters, same labels in each), whatever the cluster ids."""
   pred, true = np.asarray(pred), np.asarray(true)
+  if pred.ndim != 1 or true.ndim != 1:
+    raise ValueError(f"partitions must be 1-D, one cluster id per label (as `cluster_labels` returns); got shapes "
+                     f"{pred.shape} and {true.shape}.")
   if pred.shape != true.shape:
     raise ValueError(f"partitions of different sizes: {pred.shape} vs {true.shape}.")
   return bool(np.array_equal(pred[:, None] == pred[None, :], true[:, None] == true[None, :]))

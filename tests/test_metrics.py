@@ -114,3 +114,24 @@ def test_a_true_row_of_no_samples_is_refused_eagerly_and_nan_under_jit():
   for metric in (M.lnacc, M.leacc):
     out = np.asarray(jax.jit(metric)(t, p))
     assert out[0] == 1.0 and np.isnan(out[1])
+
+
+def test_eavesdrop_scores_refuse_inputs_that_broadcast_or_mean_nothing():
+  # Each used to end in another library's words or give a number: a mask of another shape (jax's broadcast
+  # error), calls and counts of different lengths (jax's "incompatible shapes"), scores given as calls (compared
+  # to bools as numbers), K = 0 (every count clipped to 0), a 2-D or 0-D partition (NumPy's words).
+  with pytest.raises(ValueError, match=r"mask must have the labels' shape \(2,\)"):
+    M.counts_from_labels(jnp.array([0, 1]), 3, jnp.array([1, 1, 1]))
+  with pytest.raises(ValueError, match="same shape"):
+    M.sniffing_correct(jnp.array([True, False]), jnp.array([1, 0, 2]))
+  with pytest.raises(TypeError, match="bool calls"):
+    M.sniffing_correct(jnp.array([0.7, 0.1, 0.9]), jnp.array([1, 0, 2]))
+  np.testing.assert_array_equal(M.sniffing_correct(jnp.array([True, True, False]), jnp.array([1, 0, 0])),
+                                [True, False, True])
+  for k in (0, -3, float("nan")):
+    with pytest.raises(ValueError, match="num_selected must be a number >= 1"):
+      M.client_count(jnp.array([1.4, 2.6]), k)
+  np.testing.assert_array_equal(M.client_count(jnp.array([-0.4, 1.4, 2.6, 9.0]), 3), [0, 1, 3, 3])
+  with pytest.raises(ValueError, match="partitions must be 1-D"):
+    M.same_partition([[0, 1], [1, 0]], [[0, 1], [1, 0]])
+  assert M.same_partition([0, 0, 1], [1, 1, 0]) and not M.same_partition([0, 0, 1], [0, 1, 1])
