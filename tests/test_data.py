@@ -417,6 +417,47 @@ def test_a_dataset_refuses_labels_channels_or_signals_it_cannot_mean(make, messa
                subjects={1: [_recording()]})                              # the same, well formed
 
 
+@pytest.mark.parametrize("changes,message", [
+    # Each was accepted: string or negative subject ids ended deep in the run ("invalid literal for int()",
+    # "-1 out of bounds for uint32"), a float id was truncated into the sampling key (1.5 and 1 share one); a
+    # string of class names gave one class per letter; a hold-out subject that does not exist held out nobody.
+    (dict(subjects={"s1": [0]}), "subject id 's1' must be an integer in [0, 2**32)"),
+    (dict(subjects={-1: [0]}), "subject id -1 must be an integer"),
+    (dict(subjects={1.5: [0]}), "subject id 1.5 must be an integer"),
+    (dict(subjects={True: [0]}), "subject id True must be an integer"),
+    (dict(subjects={2 ** 32: [0]}), "must be an integer in [0, 2**32)"),
+    (dict(subjects=[0]), "subjects must map subject id -> list of recordings"),
+    (dict(subjects={1: 0}), "subject 1: give a list of Recording objects"),         # a bare Recording
+    (dict(class_names="nabc"), "class_names must be a tuple of strings"),
+    (dict(class_names=("null", "a", "a")), "class_names ['a'] appear more than once"),
+    (dict(channel_names=("x", "x", "z")), "channel_names ['x'] appear more than once"),
+    (dict(class_names=("null",)), "1 class; label attacks need at least 2"),
+    (dict(sampling_rate=0), "sampling_rate must be a positive integer"),
+    (dict(sampling_rate=50.5), "sampling_rate must be a positive integer"),
+    (dict(name=""), "needs a name"),
+    (dict(loso_validation={0: 7}), "loso_validation holds out subjects [7] that are not among its subjects (1,)"),
+    (dict(subjects={1: [0], 2: [0]}, loso_validation={0: 1, 1: 1}), "holds out subjects [1] in more than one split"),
+])
+def test_a_dataset_refuses_ids_and_names_it_cannot_use(changes, message):
+  fields = dict(name="mine", class_names=("null", "a", "b", "c"), channel_names=("x", "y", "z"),
+                subjects={1: [0]})
+  fields.update(changes)
+  if isinstance(fields["subjects"], dict):                 # 0 stands for a well-formed recording, [0] for a list
+    fields["subjects"] = {s: ([_recording()] if r == [0] else _recording()) for s, r in fields["subjects"].items()}
+  if fields.get("class_names") == ("null",):
+    fields["subjects"] = {1: [_recording((0, 0, 0))]}
+  with pytest.raises(ValueError, match=re.escape(message)):
+    D.HarDataset(**fields)
+
+
+def test_a_dataset_takes_lists_where_it_means_arrays_and_tuples():
+  ds = D.HarDataset(name="mine", class_names=["null", "a"], channel_names=["x"],
+                    subjects={np.int64(3): [D.Recording([[0.5], [1.5]], [0, 1])]}, loso_validation={0: 3})
+  assert ds.class_names == ("null", "a") and ds.channel_names == ("x",) and ds.loso_splits() == [(3, ())]
+  rec = ds.subjects[3][0]
+  assert rec.signals.shape == (2, 1) and rec.labels.dtype.kind == "i"
+
+
 @pytest.mark.parametrize("window,stride", [(0, 25), (50, 0), (-50, 25), (50, 2.5)])
 def test_windows_and_strides_must_be_positive_integers(window, stride):
   with pytest.raises(ValueError, match="must be a positive integer"):

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import numbers
 from typing import Mapping, Sequence
 
 import numpy as np
@@ -15,6 +16,9 @@ class Recording:
   labels: np.ndarray
 
   def __post_init__(self):
+    for field in ("signals", "labels"):                    # lists are arrays too
+      if not isinstance(getattr(self, field), np.ndarray):
+        object.__setattr__(self, field, np.asarray(getattr(self, field)))
     if self.signals.ndim != 2 or self.labels.shape != (self.signals.shape[0],):
       raise ValueError(f"a recording needs signals [L, ch] and labels [L]; got {self.signals.shape} and "
                        f"{self.labels.shape}.")
@@ -45,10 +49,38 @@ class HarDataset:
   loso_validation: Mapping[int, int] | None = None
 
   def __post_init__(self):
+    if not isinstance(self.name, str) or not self.name:
+      raise ValueError(f"a dataset needs a name (a non-empty string), got {self.name!r}.")
+    if not isinstance(self.subjects, Mapping):
+      raise ValueError(f"dataset {self.name!r}: subjects must map subject id -> list of recordings, e.g. "
+                       f"{{1: [Recording(signals, labels)]}}; got {type(self.subjects).__name__}.")
     if not self.class_names or not self.channel_names or not self.subjects:
       raise ValueError(f"dataset {self.name!r} needs class names, channel names and at least one subject.")
+    for field in ("class_names", "channel_names"):
+      names = getattr(self, field)
+      if isinstance(names, str) or not all(isinstance(n, str) for n in names):
+        raise ValueError(f"dataset {self.name!r}: {field} must be a tuple of strings, one per "
+                         f"{'class' if field == 'class_names' else 'channel'}; got {names!r}.")
+      twice = sorted({n for n in names if list(names).count(n) > 1})
+      if twice:
+        raise ValueError(f"dataset {self.name!r}: {field} {twice} appear more than once; each must be unique.")
+      object.__setattr__(self, field, tuple(names))
+    if len(self.class_names) < 2:
+      raise ValueError(f"dataset {self.name!r}: {len(self.class_names)} class; label attacks need at least 2 "
+                       "(class 0 is NULL).")
+    if isinstance(self.sampling_rate, bool) or not isinstance(self.sampling_rate, numbers.Integral) or \
+        self.sampling_rate < 1:
+      raise ValueError(f"dataset {self.name!r}: sampling_rate must be a positive integer (Hz), got "
+                       f"{self.sampling_rate!r}.")
     c, ch = len(self.class_names), len(self.channel_names)
     for s, recordings in self.subjects.items():
+      # Subject ids seed each client's sampling (jax.random.fold_in takes a uint32) and name its rows in results.
+      if isinstance(s, bool) or not isinstance(s, numbers.Integral) or not 0 <= s < 2 ** 32:
+        raise ValueError(f"dataset {self.name!r}: subject id {s!r} must be an integer in [0, 2**32) (it seeds the "
+                         "subject's sampling and names its rows in results); number the subjects 0, 1, ...")
+      if isinstance(recordings, Recording) or not all(isinstance(r, Recording) for r in recordings):
+        raise ValueError(f"dataset {self.name!r}, subject {s}: give a list of Recording objects, e.g. "
+                         f"subjects={{{s}: [Recording(signals, labels)]}}; got {type(recordings).__name__}.")
       for i, r in enumerate(recordings):
         where = f"dataset {self.name!r}, subject {s}, recording {i}"
         if r.signals.shape[1] != ch:
@@ -58,6 +90,17 @@ class HarDataset:
           out = np.unique(r.labels[(r.labels < 0) | (r.labels >= c)])
           raise ValueError(f"{where}: labels {out[:5].tolist()} outside [0, {c}): labels index class_names "
                            f"{tuple(self.class_names)} (0 = NULL).")
+
+    if self.loso_validation is not None:
+      held = list(dict(self.loso_validation).values())
+      unknown = sorted({v for v in held if v not in self.subjects}, key=str)
+      if unknown:
+        raise ValueError(f"dataset {self.name!r}: loso_validation holds out subjects {unknown} that are not among "
+                         f"its subjects {self.subject_ids}.")
+      twice = sorted({v for v in held if held.count(v) > 1})
+      if twice:
+        raise ValueError(f"dataset {self.name!r}: loso_validation holds out subjects {twice} in more than one "
+                         "split; each split holds out its own subject.")
 
   @property
   def num_classes(self) -> int:
