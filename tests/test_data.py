@@ -216,6 +216,27 @@ def test_sample_clients_offsets_and_errors():
 _POOL = D.LabelPool(x=np.zeros((20, 2), np.float32), y=np.arange(20) % 4, num_classes=4, name="toy")
 
 
+@pytest.mark.parametrize("x, y, c, message", [
+    # Each was accepted (or failed in NumPy's words at the first count): fractional or bool labels, NaN examples,
+    # one class, a float num_classes, examples that are not numbers or not one array per example.
+    (np.zeros((4, 2)), np.array([0.5, 1.0, 2.0, 3.0]), 4, "labels y must be integer class ids, got dtype float64"),
+    (np.zeros((4, 2)), np.array([True, False, True, False]), 4, "labels y must be integer class ids"),
+    (np.full((4, 2), np.nan), np.arange(4), 4, "examples x hold NaN or inf"),
+    (np.zeros((4, 2)), np.zeros(4, int), 1, "num_classes, an integer >= 2; got 1"),
+    (np.zeros((4, 2)), np.arange(4), 4.0, "num_classes, an integer >= 2; got 4.0"),
+    (np.full((4, 2), "a"), np.arange(4), 4, "examples x must be real numbers"),
+    (np.zeros(4), np.arange(4), 4, "one array per example"),
+])
+def test_a_label_pool_refuses_what_it_cannot_mean(x, y, c, message):
+  with pytest.raises(ValueError, match=re.escape(message)):
+    D.LabelPool(x=x, y=y, num_classes=c, name="toy")
+
+
+def test_a_label_pool_takes_lists_as_arrays():
+  pool = D.LabelPool(x=[[0.0, 1.0], [2.0, 3.0]], y=[1, 0], num_classes=2)
+  assert pool.example_shape == (2,) and pool.class_counts().tolist() == [1, 1]
+
+
 @pytest.mark.parametrize("call, error, message", [
     (lambda: D.sample_client("shuffle", jax.random.key(0), LAB, 2.5), TypeError,      # was: slice indices must be
      "num_samples must be an integer"),

@@ -379,6 +379,18 @@ def test_allocate_label_totals_groups_and_aux():
     D.allocate_label_totals(pool, 7, totals + 0.5, seed=1)
 
 
+def test_setup_refuses_pools_of_two_datasets():
+  # A participants' pool of 10 classes with an attacker's pool of 5 was accepted: labels 5..9 had no auxiliary data.
+  rng = np.random.default_rng(0)
+  train = D.LabelPool(rng.random((400, 8, 8), np.float32), np.arange(400) % 10, 10, "a")
+  aux = D.LabelPool(rng.random((100, 8, 8), np.float32), np.arange(100) % 5, 5, "b")
+  cfg = EV.EavesdropConfig(dataset="digits", model="mlp", num_participants=10, rounds=1)
+  with pytest.raises(ValueError, match=r"participants' pool has 10 classes .* the attacker's 5"):
+    EV.setup(cfg, pools=(train, aux))
+  with pytest.raises(ValueError, match=r"examples \(8, 8\), the attacker's 10 of \(4, 16\)"):
+    EV.setup(cfg, pools=(train, D.LabelPool(rng.random((100, 4, 16), np.float32), np.arange(100) % 10, 10, "c")))
+
+
 def test_digits_pool():
   pool = D.load_pool("digits")
   assert pool.x.shape == (1797, 8, 8) and pool.num_classes == 10 and 0.0 <= pool.x.min() <= pool.x.max() <= 1.0

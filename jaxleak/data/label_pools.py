@@ -24,8 +24,22 @@ class LabelPool:
   name: str = ""
 
   def __post_init__(self):
-    if self.x.shape[:1] != self.y.shape or self.y.ndim != 1:
-      raise ValueError(f"a pool needs x [n, ...] and y [n]; got {self.x.shape} and {self.y.shape}.")
+    for field in ("x", "y"):                                # lists are arrays too
+      if not isinstance(getattr(self, field), np.ndarray):
+        object.__setattr__(self, field, np.asarray(getattr(self, field)))
+    if isinstance(self.num_classes, bool) or not isinstance(self.num_classes, numbers.Integral) or \
+        self.num_classes < 2:
+      raise ValueError(f"a pool needs num_classes, an integer >= 2; got {self.num_classes!r}.")
+    if self.x.ndim < 2 or self.x.shape[:1] != self.y.shape or self.y.ndim != 1:
+      raise ValueError(f"a pool needs x [n, ...] (one array per example) and y [n]; got {self.x.shape} and "
+                       f"{self.y.shape}.")
+    if not np.issubdtype(self.y.dtype, np.integer):
+      raise ValueError(f"a pool's labels y must be integer class ids, got dtype {self.y.dtype}.")
+    if not (np.issubdtype(self.x.dtype, np.floating) or np.issubdtype(self.x.dtype, np.integer)):
+      raise ValueError(f"a pool's examples x must be real numbers, got dtype {self.x.dtype}.")
+    if not np.all(np.isfinite(self.x)):
+      raise ValueError(f"a pool's examples x hold NaN or inf ({self.name or 'unnamed pool'}); fill or drop them "
+                       "first.")
     if self.y.size and (self.y.min() < 0 or self.y.max() >= self.num_classes):
       raise ValueError(f"labels must lie in [0, {self.num_classes}); got [{self.y.min()}, {self.y.max()}].")
 

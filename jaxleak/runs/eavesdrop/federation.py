@@ -53,6 +53,10 @@ def setup(config: EavesdropConfig, allocation: D.Allocation | None = None,
   if allocation is not None and not isinstance(allocation, D.Allocation):
     raise TypeError(f"allocation must be a jaxleak.data.Allocation (or None), got {type(allocation).__name__}.")
   train, aux = pools or load_pools(config)
+  if (train.num_classes, train.example_shape) != (aux.num_classes, aux.example_shape):
+    raise ValueError(f"pools: the participants' pool has {train.num_classes} classes of examples "
+                     f"{train.example_shape}, the attacker's {aux.num_classes} of {aux.example_shape}; both halves "
+                     "of one dataset must agree (split one pool with jaxleak.data.split_pool).")
   allocation = allocate(config, train) if allocation is None else allocation
   if allocation.num_participants != config.num_participants:
     raise ValueError(f"allocation has {allocation.num_participants} participants, config {config.num_participants}.")
