@@ -134,6 +134,37 @@ def test_labels_chunks_and_variables_that_cannot_mean_a_batch_are_refused_by_nam
   np.testing.assert_allclose(under_jit, last_layer_grads(model, v, x, y, keys).bias, atol=1e-6)
 
 
+def test_switches_options_and_batched_variables_are_checked_by_name():
+  """Before: minmax="no" was truthy (scaling applied), an ldp dict ended in jit's "Non-hashable static arguments",
+  batched_variables=True with one shared model in vmap's "rank should be at least 1", a local dict in
+  client_updates in an AttributeError."""
+  from jaxleak.federated import LocalSteps, client_updates, head_grads_and_model_norms
+  model = models.build("tinyhar", 5)
+  v = models.init(model, jax.random.key(0), 50, 2)
+  x, y, keys = _batches(2, 4, 2, 5)
+  local = LocalSteps(steps=2, batch_size=2, lr=0.1)
+  calls = {"last_layer_grads": lambda **kw: last_layer_grads(model, v, x, y, keys, **kw),
+           "head_grads_and_model_norms": lambda **kw: head_grads_and_model_norms(model, v, x, y, keys, **kw),
+           "client_updates": lambda **kw: client_updates(model, v, x, y, keys, local=local, **kw)}
+  for what, call in calls.items():
+    with pytest.raises(TypeError, match=f"{what}: minmax must be True or False, got 'no'"):
+      call(minmax="no")
+    with pytest.raises(TypeError, match=f"{what}: batched_variables must be True or False"):
+      call(batched_variables=1)
+    with pytest.raises(ValueError, match=f"{what}: batched_variables=True needs one model per batch, a leading axis "
+                                         "of 2 on every variable"):
+      call(batched_variables=True)
+  with pytest.raises(TypeError, match="ldp must be a jaxleak.privacy.LdpConfig"):
+    last_layer_grads(model, v, x, y, keys, ldp={"clip_norm": 1.0})
+  with pytest.raises(TypeError, match="local must be a jaxleak.federated.LocalSteps, got dict"):
+    client_updates(model, v, x, y, keys, local={"steps": 2})
+  stacked = jax.tree.map(lambda a: jnp.stack([a, a]), v)                  # the same model twice: same gradients
+  np.testing.assert_allclose(last_layer_grads(model, stacked, x, y, keys, batched_variables=True).kernel,
+                             last_layer_grads(model, v, x, y, keys).kernel, atol=1e-6)
+  np.testing.assert_allclose(last_layer_grads(model, v, x, y, keys, minmax=np.bool_(False)).kernel,
+                             last_layer_grads(model, v, x, y, keys, minmax=False).kernel)
+
+
 def test_a_full_backward_inside_a_lax_map_warns_on_cpu_and_nothing_else_does():
   import warnings
   from jaxleak.federated import PerformanceWarning

@@ -85,6 +85,20 @@ def check_batches(model: nn.Module, windows, labels, keys=None, *, what: str) ->
   check_class_ids(model, labels, "labels", what)
 
 
+def check_options(what: str, variables, num_batches: int, *, minmax, batched_variables) -> None:
+  """The switches of an update function are bools (a string such as "no" would read as on), and variables given as
+  batched carry a leading axis of one model per batch on every leaf."""
+  for name, value in (("minmax", minmax), ("batched_variables", batched_variables)):
+    if not isinstance(value, (bool, np.bool_)):
+      raise TypeError(f"{what}: {name} must be True or False, got {value!r}.")
+  if batched_variables:
+    leading = {np.shape(leaf)[:1] for leaf in jax.tree.leaves(variables)}
+    if leading != {(num_batches,)}:
+      raise ValueError(f"{what}: batched_variables=True needs one model per batch, a leading axis of {num_batches} "
+                       f"on every variable; got leading sizes {sorted(leading)}. Stack the models (jax.tree.map("
+                       "lambda *a: jnp.stack(a), *models)) or pass batched_variables=False for one shared model.")
+
+
 def check_class_ids(model: nn.Module, values, name: str, what: str) -> None:
   """Concrete class ids `values` lie in [0, model.num_classes) (a label past C would one-hot to zeros)."""
   c = getattr(model, "num_classes", None)

@@ -24,10 +24,12 @@ import numbers
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import linen as nn
 
 from jaxleak import privacy
-from jaxleak.federated.apply import check_batches, explain_variable_mismatch, split_variables, train_loss
+from jaxleak.federated.apply import (check_batches, check_options, explain_variable_mismatch, split_variables,
+                                     train_loss)
 from jaxleak.federated.single_step import _head, minmax_scale
 from jaxleak.privacy import LdpConfig
 from jaxleak.types import LastLayerGrads
@@ -159,6 +161,10 @@ def client_updates(model: nn.Module, variables: dict, windows: jax.Array, labels
   from the host (the same arithmetic; compiling stays bounded, and XLA:CPU runs host-driven blocks about as fast
   as unrolled steps, where a lax.scan of them ran 3-8x slower)."""
   check_batches(model, windows, labels, keys, what="client_updates")
+  check_options("client_updates", variables, np.shape(windows)[0], minmax=minmax,
+                batched_variables=batched_variables)
+  if not isinstance(local, LocalSteps):
+    raise TypeError(f"client_updates: local must be a jaxleak.federated.LocalSteps, got {type(local).__name__}.")
   with explain_variable_mismatch(model, windows, "client_updates"):
     return _client_updates(model, variables, windows, labels, keys, local=local, minmax=minmax,
                            batched_variables=batched_variables)

@@ -17,11 +17,12 @@ from typing import Callable, Optional
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import linen as nn
 
 from jaxleak import privacy
-from jaxleak.federated.apply import (apply_train, check_batches, explain_variable_mismatch, split_variables,
-                                     train_loss)
+from jaxleak.federated.apply import (apply_train, check_batches, check_options, explain_variable_mismatch,
+                                     split_variables, train_loss)
 from jaxleak.head import head_grad
 from jaxleak.privacy import LdpConfig
 from jaxleak.types import LastLayerGrads, LastLayerParams
@@ -78,6 +79,8 @@ def head_grads_and_model_norms(model: nn.Module, variables: dict, windows: jax.A
   backward pass once, not once per setting.
   """
   check_batches(model, windows, labels, keys, what="head_grads_and_model_norms")
+  check_options("head_grads_and_model_norms", variables, np.shape(windows)[0], minmax=minmax,
+                batched_variables=batched_variables)
   with explain_variable_mismatch(model, windows, "head_grads_and_model_norms"):
     return _head_grads_and_model_norms(model, variables, windows, labels, keys, minmax=minmax,
                                        batched_variables=batched_variables)
@@ -175,6 +178,11 @@ def last_layer_grads(model: nn.Module, variables: dict, windows: jax.Array, labe
     LastLayerGrads with kernel f32[K, D, C] and bias f32[K, C] (None without head bias).
   """
   check_batches(model, windows, labels, keys, what="last_layer_grads")
+  check_options("last_layer_grads", variables, np.shape(windows)[0], minmax=minmax,
+                batched_variables=batched_variables)
+  if ldp is not None and not isinstance(ldp, LdpConfig):
+    raise TypeError(f"last_layer_grads: ldp must be a jaxleak.privacy.LdpConfig (or None), got "
+                    f"{type(ldp).__name__}.")
   if isinstance(chunk_size, bool) or not isinstance(chunk_size, numbers.Integral) or chunk_size < 1:
     raise ValueError(f"last_layer_grads: chunk_size must be a positive integer (batches vmapped together), got "
                      f"{chunk_size!r}.")
