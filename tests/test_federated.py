@@ -165,6 +165,29 @@ def test_switches_options_and_batched_variables_are_checked_by_name():
                              last_layer_grads(model, v, x, y, keys, minmax=False).kernel)
 
 
+def test_losses_and_selection_refuse_inputs_that_broadcast_or_cannot_mean_a_round():
+  # Before: labels of another length ended in "Incompatible shapes for broadcasting"; N_p = 0 or 10.5 and an int
+  # seed for rng in NumPy's words ("a must be a positive integer", "'int' object has no attribute 'choice'").
+  from jaxleak.federated import class_weighted_ce, masked_mean_ce, mean_ce, select_participants
+  logits, labels = jnp.zeros((4, 3)), jnp.array([0, 1, 2, 0])
+  with pytest.raises(ValueError, match=r"mean_ce: logits must be \[n, C\] and labels \[n\]; got \(4, 3\) and \(5,\)"):
+    mean_ce(logits, jnp.zeros(5, jnp.int32))
+  with pytest.raises(ValueError, match=r"masked_mean_ce: mask must be \[n\]"):
+    masked_mean_ce(logits, labels, jnp.ones(3))
+  with pytest.raises(ValueError, match=r"class_weights must be \[C\] = \(3,\)"):
+    class_weighted_ce(logits, labels, jnp.ones(4))
+  np.testing.assert_allclose(mean_ce(logits, labels), np.log(3.0), rtol=1e-6)      # uniform logits: log C
+  np.testing.assert_allclose(class_weighted_ce(logits, labels, jnp.array([1.0, 2.0, 3.0])), np.log(3.0), rtol=1e-6)
+  rng = np.random.default_rng(0)
+  for n in (0, 10.5, True):
+    with pytest.raises(ValueError, match="num_participants must be a positive integer"):
+      select_participants(n, 0.5, rng)
+  with pytest.raises(TypeError, match="rng must be a numpy.random.Generator"):
+    select_participants(10, 0.5, 3)
+  chosen = select_participants(10, 0.3, rng)
+  assert len(chosen) == 3 and len(set(chosen.tolist())) == 3 and list(chosen) == sorted(chosen)
+
+
 def test_a_full_backward_inside_a_lax_map_warns_on_cpu_and_nothing_else_does():
   import warnings
   from jaxleak.federated import PerformanceWarning

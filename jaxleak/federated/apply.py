@@ -35,19 +35,35 @@ def apply_train(model: nn.Module, variables: dict, x: jax.Array, key: jax.Array,
   return out, {**state, **updated}
 
 
+def _check_ce(logits, labels, what: str, **per_example) -> None:
+  """Static shapes of a loss: labels [n] for logits [n, C] (and each of `per_example` [n] too)."""
+  n = np.shape(logits)[:-1]
+  if np.ndim(logits) < 2 or np.shape(labels) != n:
+    raise ValueError(f"{what}: logits must be [n, C] and labels [n]; got {np.shape(logits)} and {np.shape(labels)}.")
+  for name, value in per_example.items():
+    if np.shape(value) != n:
+      raise ValueError(f"{what}: {name} must be [n] = {n}, one per example; got {np.shape(value)}.")
+
+
 def mean_ce(logits: jax.Array, labels: jax.Array) -> jax.Array:
   """Mean softmax cross-entropy over the batch: logits f32[n, C], labels i32[n] -> f32[]."""
+  _check_ce(logits, labels, "mean_ce")
   return jnp.mean(optax.softmax_cross_entropy_with_integer_labels(logits, labels))
 
 
 def masked_mean_ce(logits: jax.Array, labels: jax.Array, mask: jax.Array) -> jax.Array:
   """Mean CE over the examples with mask 1 (f32[n]); 0 when none is valid."""
+  _check_ce(logits, labels, "masked_mean_ce", mask=mask)
   ce = optax.softmax_cross_entropy_with_integer_labels(logits, labels)
   return jnp.sum(ce * mask) / jnp.maximum(jnp.sum(mask), 1.0)
 
 
 def class_weighted_ce(logits: jax.Array, labels: jax.Array, class_weights: jax.Array) -> jax.Array:
   """PyTorch CrossEntropyLoss(weight=w): sum_n w[y_n] CE_n / sum_n w[y_n] (class_weights f32[C])."""
+  _check_ce(logits, labels, "class_weighted_ce")
+  if np.shape(class_weights) != np.shape(logits)[-1:]:
+    raise ValueError(f"class_weighted_ce: class_weights must be [C] = {np.shape(logits)[-1:]}, one per class; got "
+                     f"{np.shape(class_weights)}.")
   ce = optax.softmax_cross_entropy_with_integer_labels(logits, labels)
   w = class_weights[labels]
   return jnp.sum(w * ce) / jnp.maximum(jnp.sum(w), 1e-12)

@@ -351,7 +351,12 @@ def run_per_label_updates(model: nn.Module, variables: dict, aux_x: jax.Array, a
 
 def select_participants(num_participants: int, fraction: float, rng: np.random.Generator) -> np.ndarray:
   """K = max(1, round(fraction * N_p)) distinct participants, sorted (the paper's selection process)."""
+  if isinstance(num_participants, bool) or not isinstance(num_participants, numbers.Integral) or \
+      num_participants < 1:
+    raise ValueError(f"num_participants must be a positive integer (N_p), got {num_participants!r}.")
   if not 0.0 < fraction <= 1.0:
     raise ValueError(f"selection fraction P must be in (0, 1], got {fraction}.")
+  if not isinstance(rng, np.random.Generator):
+    raise TypeError(f"rng must be a numpy.random.Generator (np.random.default_rng(seed)), got {type(rng).__name__}.")
   k = max(1, int(round(fraction * num_participants)))
   return np.sort(rng.choice(num_participants, size=k, replace=False))
