@@ -73,6 +73,8 @@ def _fsync_dir(folder: str) -> None:
 
 def write_bytes(path: str, data: bytes) -> None:
   """Writes `data` to `path` atomically (temp file in the same folder, fsync, os.replace)."""
+  if os.path.isdir(path):
+    raise IsADirectoryError(f"{path} is a folder; give a file path there (nothing was written).")
   folder = os.path.dirname(os.path.abspath(path))
   os.makedirs(folder, exist_ok=True)
   fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix="-" + os.path.basename(path))
@@ -100,10 +102,17 @@ def json_text(obj) -> str:
 
 
 def csv_text(header: Sequence[str], rows: Iterable[Sequence]) -> str:
+  """A CSV table; every row has one value per header column (a short or long row is a ValueError, not a file whose
+  columns shift)."""
   buf = io.StringIO()
   w = csv.writer(buf)
   w.writerow(header)
-  w.writerows(rows)
+  for i, row in enumerate(rows):
+    row = list(row)
+    if len(row) != len(header):
+      raise ValueError(f"CSV row {i} has {len(row)} values for {len(header)} columns {list(header)}; nothing was "
+                       "written.")
+    w.writerow(row)
   return buf.getvalue()
 
 

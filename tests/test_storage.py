@@ -189,6 +189,23 @@ while True:
 """
 
 
+def test_a_ragged_csv_or_a_folder_as_a_file_path_writes_nothing(tmp_path):
+  # Before: a row of too few or too many values was written (the columns of that row shifted), and a path that is
+  # a folder failed in os.replace naming a temporary file.
+  from jaxleak import storage
+  target = tmp_path / "t.csv"
+  for rows in ([[1]], [[1, 2], [1, 2, 3]]):
+    with pytest.raises(ValueError, match=r"CSV row \d+ has \d values for 2 columns \['a', 'b'\]"):
+      storage.write_csv(str(target), ["a", "b"], rows)
+    assert not target.exists()
+  storage.write_csv(str(target), ["a", "b"], iter([(1, 2), [3, "x\ny"]]))              # any iterable of rows
+  assert storage.read_csv(str(target)) == [{"a": "1", "b": "2"}, {"a": "3", "b": "x\ny"}]
+  (tmp_path / "sub").mkdir()
+  with pytest.raises(IsADirectoryError, match="sub is a folder; give a file path"):
+    storage.write_text(str(tmp_path / "sub"), "x")
+  assert sorted(p.name for p in tmp_path.iterdir()) == ["sub", "t.csv"]            # no temporary file left
+
+
 def test_kill_9_never_leaves_a_mixed_folder_or_a_broken_checkpoint(tmp_path):
   """A writer commits folders and checkpoints in a loop; kill -9 at random moments; every time, the folder holds
   one version entirely and the checkpoint verifies."""
