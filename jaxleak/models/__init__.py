@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import numbers
+import re
 
 import jax
 import jax.numpy as jnp
@@ -31,6 +32,14 @@ def register(name: str, cls: type, *, uses: tuple[str, ...] = USES, summary: str
              replace: bool = False) -> ModelSpec:
   """Registers a HeadModel class under `name` for the uses it supports (see interface.USES). `replace=True`
   lets a name registered before take the new class (e.g. a notebook cell run again)."""
+  if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9_.-]+", name):
+    raise ValueError(f"model name {name!r}: give a non-empty name of letters, digits, '_', '-' or '.' (it is a "
+                     "--model value and part of result keys).")
+  if not (isinstance(cls, type) and issubclass(cls, nn.Module)):
+    raise TypeError(f"model {name!r}: cls must be a Flax linen Module class (the class, not an instance), got "
+                    f"{cls!r}.")
+  if isinstance(uses, str):
+    uses = (uses,)
   if name in _REGISTRY and not replace:
     raise ValueError(f"model {name!r} is already registered; choose another name, or pass replace=True to "
                      "register it again (e.g. a notebook cell run twice).")

@@ -46,7 +46,15 @@ class ModelSpec:
 def check_head_model(model: nn.Module, example_shape: Sequence[int], batch: int = 3) -> None:
   """Raises AssertionError naming the broken clause of the HeadModel contract (see the module docstring)."""
   x = jax.random.normal(jax.random.key(0), (batch, *example_shape))
-  variables = jax.jit(lambda k: model.init({"params": k}, x, train=False))(jax.random.key(1))
+  for field in ("num_classes", "head_bias"):
+    assert hasattr(model, field), f"the model has no field {field!r} (a HeadModel is built as cls(num_classes=C, " \
+                                  "head_bias=...))"
+  try:
+    variables = jax.jit(lambda k: model.init({"params": k}, x, train=False))(jax.random.key(1))
+  except TypeError as e:
+    if "unexpected keyword argument" not in str(e):
+      raise
+    raise AssertionError(f"__call__ must take the keyword arguments train= and return_features= ({e})") from None
   assert set(variables) <= {"params", "batch_stats"}, f"unexpected collections {set(variables)}"
   head = variables["params"].get("head")
   assert head is not None, "no top-level Dense named 'head' in params"
@@ -67,7 +75,9 @@ def check_head_model(model: nn.Module, example_shape: Sequence[int], batch: int 
   chex.assert_shape(logits, (batch, c))
   assert isinstance(out, tuple) and len(out) == 2, "return_features=True must return (logits, features)"
   logits2, feats = out
-  chex.assert_shape(feats, (batch, kernel.shape[0]))
+  assert np.shape(feats) == (batch, kernel.shape[0]), (
+      f"return_features=True gave features of shape {np.shape(feats)}; they must be the head's input "
+      f"[B, D] = {(batch, kernel.shape[0])}")
   chex.assert_trees_all_close(logits2, logits, rtol=1e-6, atol=1e-6)
   recomputed = feats @ kernel + (head["bias"] if "bias" in head else 0.0)
   np.testing.assert_allclose(np.asarray(recomputed), np.asarray(logits), rtol=1e-4, atol=1e-5,
