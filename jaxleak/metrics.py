@@ -15,14 +15,13 @@ classes absent from all of a client's batches are excluded.
 """
 from __future__ import annotations
 
-import numbers
 from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxleak.types import is_concrete, values_outside
+from jaxleak.types import is_concrete, is_int, values_outside
 
 
 def _check_values(x, what: str, allow_invalid_rows: bool) -> None:
@@ -171,7 +170,7 @@ def mean_std_over_clients(values: jax.Array) -> tuple[jax.Array, jax.Array]:
 def counts_from_labels(labels: jax.Array, num_classes: int, mask: jax.Array | None = None) -> jax.Array:
   """Label vector i32[..., N] -> counts i32[..., C] (masked entries excluded). Labels outside [0, C) would count
   nowhere: refused when the arrays are concrete (under jit they cannot be inspected)."""
-  if isinstance(num_classes, bool) or not isinstance(num_classes, numbers.Integral) or num_classes < 1:
+  if not is_int(num_classes) or num_classes < 1:
     raise ValueError(f"num_classes must be a positive integer, got {num_classes!r}.")
   if not jnp.issubdtype(jnp.result_type(labels), jnp.integer):
     raise ValueError(f"labels must be integers (class ids), got dtype {jnp.result_type(labels)}.")

@@ -35,6 +35,11 @@ class LastLayerParams(NamedTuple):
   bias: Optional[jax.Array]
 
 
+def is_int(value) -> bool:
+  """An integer, Python's or NumPy's, and not a bool (True would pass as 1)."""
+  return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
 def is_concrete(x) -> bool:
   """True unless `x` is traced (inside jit/vmap/grad): only concrete values can be inspected by an input check."""
   return not isinstance(x, jax.core.Tracer)
@@ -67,6 +72,6 @@ def values_outside(values, stop: int, mask=None) -> "tuple[int, int] | None":
 def seeded_rng(seed) -> np.random.Generator:
   """NumPy's generator for a host-side seed, refusing anything but an integer >= 0 (NumPy's own words for -1 or
   1.5 do not name the argument)."""
-  if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or seed < 0:
+  if not is_int(seed) or seed < 0:
     raise ValueError(f"seed must be an integer >= 0, got {seed!r}.")
   return np.random.default_rng(seed)

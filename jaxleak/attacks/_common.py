@@ -10,14 +10,13 @@ cannot be inspected before tracing, so an attack whose input has any NaN/Inf ret
 """
 from __future__ import annotations
 
-import numbers
 from typing import Optional
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxleak.types import LastLayerGrads, is_concrete
+from jaxleak.types import LastLayerGrads, is_concrete, is_int
 
 INVALID_COUNT = -1
 #: The largest N an attack accepts: the greedy stage and the count estimates run in float32, which represents every
@@ -26,7 +25,7 @@ MAX_NUM_SAMPLES = 2 ** 24
 
 
 def check_num_samples(num_samples, attack: str) -> int:
-  if isinstance(num_samples, bool) or not isinstance(num_samples, numbers.Integral):
+  if not is_int(num_samples):
     raise TypeError(
         f"{attack}: num_samples must be a Python int (it is static: it sets the loop length), got "
         f"{type(num_samples).__name__}. Pass e.g. num_samples=100; to vary N, call the attack once per N.")

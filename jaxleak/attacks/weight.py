@@ -6,7 +6,6 @@ count.
 """
 from __future__ import annotations
 
-import numbers
 from typing import Callable, NamedTuple, Sequence
 
 import jax
@@ -15,7 +14,7 @@ import jax.numpy as jnp
 from jaxleak.attacks import _common
 from jaxleak.attacks.registry import register
 from jaxleak.head import head_grad
-from jaxleak.types import LastLayerGrads, LastLayerParams, check_prng_key, is_concrete
+from jaxleak.types import LastLayerGrads, LastLayerParams, check_prng_key, is_concrete, is_int
 
 
 def _row_sums(grads: LastLayerGrads) -> jax.Array:
@@ -115,7 +114,7 @@ def estimate_llg_star_params(penultimate_fn: Callable[[jax.Array], jax.Array], h
     raise TypeError(f"estimate_llg_star_params: head must be a jaxleak.LastLayerParams (e.g. "
                     f"jaxleak.models.head_params(params)), got {type(head).__name__}.")
   if (not isinstance(input_shape, (tuple, list)) or not input_shape
-      or any(isinstance(d, bool) or not isinstance(d, numbers.Integral) or d < 1 for d in input_shape)):
+      or any(not is_int(d) or d < 1 for d in input_shape)):
     raise ValueError(f"estimate_llg_star_params: input_shape must be one input's shape, positive integers such as "
                      f"(50, 6); got {input_shape!r}.")
   check_prng_key(key, "estimate_llg_star_params")

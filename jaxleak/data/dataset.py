@@ -3,10 +3,11 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import numbers
 from typing import Mapping, Sequence
 
 import numpy as np
+
+from jaxleak.types import is_int
 
 
 @dataclasses.dataclass(frozen=True)
@@ -68,14 +69,13 @@ class HarDataset:
     if len(self.class_names) < 2:
       raise ValueError(f"dataset {self.name!r}: {len(self.class_names)} class; label attacks need at least 2 "
                        "(class 0 is NULL).")
-    if isinstance(self.sampling_rate, bool) or not isinstance(self.sampling_rate, numbers.Integral) or \
-        self.sampling_rate < 1:
+    if not is_int(self.sampling_rate) or self.sampling_rate < 1:
       raise ValueError(f"dataset {self.name!r}: sampling_rate must be a positive integer (Hz), got "
                        f"{self.sampling_rate!r}.")
     c, ch = len(self.class_names), len(self.channel_names)
     for s, recordings in self.subjects.items():
       # Subject ids seed each client's sampling (jax.random.fold_in takes a uint32) and name its rows in results.
-      if isinstance(s, bool) or not isinstance(s, numbers.Integral) or not 0 <= s < 2 ** 32:
+      if not is_int(s) or not 0 <= s < 2 ** 32:
         raise ValueError(f"dataset {self.name!r}: subject id {s!r} must be an integer in [0, 2**32) (it seeds the "
                          "subject's sampling and names its rows in results); number the subjects 0, 1, ...")
       if isinstance(recordings, Recording) or not all(isinstance(r, Recording) for r in recordings):

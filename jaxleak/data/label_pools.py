@@ -12,7 +12,7 @@ import numbers
 
 import numpy as np
 
-from jaxleak.types import seeded_rng
+from jaxleak.types import is_int, seeded_rng
 
 
 @dataclasses.dataclass(frozen=True)
@@ -27,8 +27,7 @@ class LabelPool:
     for field in ("x", "y"):                                # lists are arrays too
       if not isinstance(getattr(self, field), np.ndarray):
         object.__setattr__(self, field, np.asarray(getattr(self, field)))
-    if isinstance(self.num_classes, bool) or not isinstance(self.num_classes, numbers.Integral) or \
-        self.num_classes < 2:
+    if not is_int(self.num_classes) or self.num_classes < 2:
       raise ValueError(f"a pool needs num_classes, an integer >= 2; got {self.num_classes!r}.")
     if self.x.ndim < 2 or self.x.shape[:1] != self.y.shape or self.y.ndim != 1:
       raise ValueError(f"a pool needs x [n, ...] (one array per example) and y [n]; got {self.x.shape} and "
@@ -214,7 +213,7 @@ def quantity_groups(num_classes: int, seed: int, factors: tuple[float, ...] = (1
 
 def aux_per_label(pool: LabelPool, samples_per_label: int, *, seed: int = 0) -> np.ndarray:
   """The attacker's auxiliary data: i32[C, n] pool indices, row c holding n examples of label c."""
-  if isinstance(samples_per_label, bool) or not isinstance(samples_per_label, numbers.Integral) or samples_per_label < 1:
+  if not is_int(samples_per_label) or samples_per_label < 1:
     raise ValueError(f"samples_per_label must be a positive integer (the attacker's examples of each label), got "
                      f"{samples_per_label!r}.")
   pool.require_all_classes("the attacker's auxiliary pool")

@@ -11,14 +11,13 @@ on HAPT. Same key, same batches, as before.
 """
 from __future__ import annotations
 
-import numbers
 from typing import Optional, Sequence
 
 import jax
 import numpy as np
 
 from jaxleak.data.dataset import WindowedClients
-from jaxleak.types import check_prng_key
+from jaxleak.types import check_prng_key, is_int
 
 STRATEGIES = ("shuffle", "sequential", "balanced")
 
@@ -26,7 +25,7 @@ STRATEGIES = ("shuffle", "sequential", "balanced")
 def _check_args(strategy: str, key, labels, num_samples, name: str = "num_samples") -> None:
   if strategy not in _SAMPLERS:
     raise ValueError(f"unknown sampling strategy {strategy!r}; valid: {', '.join(STRATEGIES)}.")
-  if isinstance(num_samples, bool) or not isinstance(num_samples, numbers.Integral):
+  if not is_int(num_samples):
     raise TypeError(f"{name} must be an integer (windows per batch), got {num_samples!r}.")
   if num_samples <= 0:
     raise ValueError(f"{name} must be positive, got {num_samples}.")

@@ -32,13 +32,9 @@ from jaxleak.federated.apply import (check_batches, check_options, explain_varia
                                      train_loss)
 from jaxleak.federated.single_step import _head, minmax_scale
 from jaxleak.privacy import LdpConfig
-from jaxleak.types import LastLayerGrads
+from jaxleak.types import LastLayerGrads, is_int
 
 EQUIVALENTS = ("mean", "sum")
-
-
-def _is_int(v) -> bool:
-  return isinstance(v, numbers.Integral) and not isinstance(v, bool)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -53,7 +49,7 @@ class LocalSteps:
   ldp: LdpConfig = LdpConfig()
 
   def __post_init__(self):
-    if (not all(_is_int(v) and v > 0 for v in (self.steps, self.batch_size))
+    if (not all(is_int(v) and v > 0 for v in (self.steps, self.batch_size))
         or not (isinstance(self.lr, numbers.Real) and self.lr > 0 and math.isfinite(self.lr))):
       raise ValueError(f"local steps and batch size must be positive integers, the learning rate a finite number > 0; "
                        f"got {self}.")

@@ -26,7 +26,7 @@ from flax import linen as nn
 
 from jaxleak import privacy
 from jaxleak.federated.apply import check_class_ids, masked_mean_ce, split_variables, train_loss
-from jaxleak.types import is_concrete, values_outside
+from jaxleak.types import is_concrete, is_int, values_outside
 
 
 def check_pool(model: nn.Module, pool_x, pool_y, index, mask, what: str) -> None:
@@ -351,8 +351,7 @@ def run_per_label_updates(model: nn.Module, variables: dict, aux_x: jax.Array, a
 
 def select_participants(num_participants: int, fraction: float, rng: np.random.Generator) -> np.ndarray:
   """K = max(1, round(fraction * N_p)) distinct participants, sorted (the paper's selection process)."""
-  if isinstance(num_participants, bool) or not isinstance(num_participants, numbers.Integral) or \
-      num_participants < 1:
+  if not is_int(num_participants) or num_participants < 1:
     raise ValueError(f"num_participants must be a positive integer (N_p), got {num_participants!r}.")
   if not 0.0 < fraction <= 1.0:
     raise ValueError(f"selection fraction P must be in (0, 1], got {fraction}.")

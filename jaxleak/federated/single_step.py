@@ -11,7 +11,6 @@ Two paths that agree to float tolerance (tested):
 from __future__ import annotations
 
 import functools
-import numbers
 import warnings
 from typing import Callable, Optional
 
@@ -25,7 +24,7 @@ from jaxleak.federated.apply import (apply_train, check_batches, check_options, 
                                      split_variables, train_loss)
 from jaxleak.head import head_grad
 from jaxleak.privacy import LdpConfig
-from jaxleak.types import LastLayerGrads, LastLayerParams
+from jaxleak.types import LastLayerGrads, LastLayerParams, is_int
 
 METHODS = ("fast", "autodiff")
 
@@ -183,7 +182,7 @@ def last_layer_grads(model: nn.Module, variables: dict, windows: jax.Array, labe
   if ldp is not None and not isinstance(ldp, LdpConfig):
     raise TypeError(f"last_layer_grads: ldp must be a jaxleak.privacy.LdpConfig (or None), got "
                     f"{type(ldp).__name__}.")
-  if isinstance(chunk_size, bool) or not isinstance(chunk_size, numbers.Integral) or chunk_size < 1:
+  if not is_int(chunk_size) or chunk_size < 1:
     raise ValueError(f"last_layer_grads: chunk_size must be a positive integer (batches vmapped together), got "
                      f"{chunk_size!r}.")
   with explain_variable_mismatch(model, windows, "last_layer_grads"):

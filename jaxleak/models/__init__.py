@@ -23,7 +23,7 @@ from jaxleak.models.deepconvlstm import DeepConvLSTM
 from jaxleak.models.interface import USES, ModelSpec, check_head_model
 from jaxleak.models.mnist import MLP, SmallCNN
 from jaxleak.models.tinyhar import TinyHAR
-from jaxleak.types import LastLayerParams, check_prng_key
+from jaxleak.types import LastLayerParams, check_prng_key, is_int
 
 _REGISTRY: dict[str, ModelSpec] = {}
 
@@ -84,7 +84,7 @@ def require(name: str, use: str) -> ModelSpec:
 def build(name: str, num_classes: int, **kwargs) -> nn.Module:
   """A model by registry name; kwargs go to the module (e.g. head_bias=False, dropout=0.0)."""
   cls = spec(name).cls
-  if isinstance(num_classes, bool) or not isinstance(num_classes, numbers.Integral) or num_classes < 2:
+  if not is_int(num_classes) or num_classes < 2:
     raise ValueError(f"num_classes must be an integer >= 2 (the head's outputs), got {num_classes!r}.")
   if dataclasses.is_dataclass(cls):
     fields = [f.name for f in dataclasses.fields(cls) if f.init and f.name not in ("parent", "name", "num_classes")]
@@ -127,7 +127,7 @@ def init_for_shape(model: nn.Module, key: jax.Array, example_shape: tuple[int, .
   Jitted (eager Flax init of TinyHAR takes ~2.5x longer than compiling it), and compiled once per (model, shape)
   in a process: a study's groups share it (TinyHAR's init compiles in ~1.5 s)."""
   shape = tuple(example_shape) if isinstance(example_shape, (tuple, list)) else None
-  if not shape or any(isinstance(d, bool) or not isinstance(d, numbers.Integral) or d < 1 for d in shape):
+  if not shape or any(not is_int(d) or d < 1 for d in shape):
     raise ValueError(f"example_shape must be positive integers, one example's shape (e.g. (window, channels) = "
                      f"(50, 6)); got {example_shape!r}.")
   check_prng_key(key, "init_for_shape")

@@ -3,14 +3,13 @@
 is allowed, so the study engine can prefix it (`wd_...`) and the drivers show it as one line."""
 from __future__ import annotations
 
-import numbers
-
 from jaxleak import data as D
+from jaxleak.types import is_int
 
 
 def integer(name: str, value, minimum: int = 1) -> None:
   """`value` is an integer (Python or NumPy; not a bool) >= `minimum`."""
-  if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
+  if not is_int(value) or value < minimum:
     allowed = "a positive integer" if minimum == 1 else f"an integer >= {minimum}"
     raise ValueError(f"{name} must be {allowed}, got {value!r}.")
 
