@@ -27,7 +27,10 @@ One resume scheme for every long run (fold training, Eavesdrop rounds, Whole Det
 """
 from __future__ import annotations
 
+import contextlib
 import csv
+import errno
+import fcntl
 import glob
 import hashlib
 import io
@@ -221,6 +224,11 @@ def check_replaceable_folder(path: str, what: str = "output folder") -> None:
                      "the folder whole and delete them. Move them out, or choose another folder.")
 
 
+def _inside(rel: str) -> bool:
+  """True when `rel` is a relative path that stays inside its folder."""
+  return bool(rel) and not os.path.isabs(rel) and ".." not in rel.replace(os.sep, "/").split("/")
+
+
 def commit_folder(path: str, files: Mapping[str, str | bytes]) -> None:
   """Writes a folder whole or not at all, replacing the folder at `path` if `check_replaceable_folder` allows it
   (else StorageError, nothing changed). The folder gets `FOLDER_MARKER` listing its files.
@@ -231,7 +239,7 @@ def commit_folder(path: str, files: Mapping[str, str | bytes]) -> None:
   """
   path = os.path.abspath(path)
   for rel in files:
-    if os.path.isabs(rel) or ".." in rel.split("/") or rel == FOLDER_MARKER:
+    if not _inside(rel) or rel == FOLDER_MARKER:
       raise ValueError(f"commit_folder: {rel!r} is not a relative path inside the folder (or is the marker).")
   parent, name = os.path.split(path)
   os.makedirs(parent, exist_ok=True)
@@ -282,8 +290,9 @@ def verify_folder(path: str) -> bool:
                        "the folder.") from None
   if sums is None:
     return False
-  if not isinstance(sums, dict):
-    raise StorageError(f"{path}/{FOLDER_MARKER}: malformed checksums; rerun the command that wrote the folder.")
+  if not isinstance(sums, dict) or not all(isinstance(r, str) and _inside(r) for r in sums):
+    raise StorageError(f"{path}/{FOLDER_MARKER}: malformed checksums (or a listed path outside the folder); rerun "
+                       "the command that wrote the folder.")
   for rel, expected in sorted(sums.items()):
     try:
       with open(os.path.join(path, rel), "rb") as f:
@@ -295,6 +304,52 @@ def verify_folder(path: str) -> bool:
       raise StorageError(f"{path}/{rel} has changed since jaxleak wrote it (its checksum differs from the one in "
                          f"{FOLDER_MARKER}): damaged or edited. Rerun the command that wrote the folder.")
   return True
+
+
+# --- claims -------------------------------------------------------------------------------------------------------
+
+class Busy(RuntimeError):
+  """Another process holds the claim (see `claim`)."""
+
+
+@contextlib.contextmanager
+def claim(path: str):
+  """Holds an exclusive advisory lock on the (empty) file `path` for the `with` block, so that processes sharing a
+  folder do not do the same work twice. Raises Busy at once when another process holds it; the kernel releases it
+  when its holder ends, kill -9 included, so a claim is never left stale. Yields True, or False on a file system
+  without locks (some network mounts), where nothing is excluded and the caller's work is merely not shared.
+
+  The file is left in place (removing it would let two processes lock two different files of one name)."""
+  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+  fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+  try:
+    try:
+      fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+      held = True
+    except OSError as e:
+      if e.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+        raise Busy(f"{path} is held by another process") from None
+      if e.errno not in (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL):
+        raise
+      held = False
+    yield held
+  finally:
+    os.close(fd)                                     # closing the descriptor releases the lock
+
+
+def is_claimed(path: str) -> bool:
+  """True when another process holds the claim on `path` now (a snapshot; for progress reports)."""
+  try:
+    fd = os.open(path, os.O_RDONLY)
+  except OSError:                                    # no claim file (never claimed), or not ours to read
+    return False
+  try:
+    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    return False
+  except OSError as e:
+    return e.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES)
+  finally:
+    os.close(fd)
 
 
 def check_writable_folder(path: str, what: str = "output folder") -> None:

@@ -1,6 +1,7 @@
 """jaxleak.storage: atomic files and folders, self-verifying checkpoints, refusal of other configurations,
 and survival of kill -9 at random moments."""
 import errno
+import json
 import os
 import signal
 import subprocess
@@ -227,3 +228,33 @@ def test_kill_9_never_leaves_a_mixed_folder_or_a_broken_checkpoint(tmp_path):
     restored = storage.Checkpointer(path + ".ckpt", {"k": 1}).restore({"n": 0})
     if restored is not None:
       assert int(restored[0]["n"]) == restored[1]["n"]
+
+
+def test_a_claim_excludes_other_processes_and_dies_with_its_holder(tmp_path):
+  path = str(tmp_path / "claims" / "g.lock")
+  holder = subprocess.Popen([sys.executable, "-c", "import sys; from jaxleak import storage\n"
+                             f"with storage.claim({path!r}):\n  print('held', flush=True); sys.stdin.read()"],
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+  try:
+    assert holder.stdout.readline().strip() == "held"
+    assert storage.is_claimed(path)
+    with pytest.raises(storage.Busy, match="held by another process"):
+      with storage.claim(path):
+        pass
+  finally:
+    holder.send_signal(signal.SIGKILL)
+    holder.wait()
+  assert not storage.is_claimed(path)                 # the kernel released it with its holder
+  with storage.claim(path) as held:
+    assert held and os.path.exists(path)
+  assert not storage.is_claimed(str(tmp_path / "never"))
+
+
+def test_verify_folder_refuses_a_marker_listing_paths_outside_its_folder(tmp_path):
+  storage.commit_folder(str(tmp_path / "out"), {"a.txt": "x"})
+  marker = tmp_path / "out" / storage.FOLDER_MARKER
+  body = json.loads(marker.read_text())
+  body["sha256"]["../../etc/passwd"] = "0" * 64
+  marker.write_text(json.dumps(body))
+  with pytest.raises(storage.StorageError, match="outside the folder"):
+    storage.verify_folder(str(tmp_path / "out"))

@@ -573,3 +573,48 @@ def test_report_of_a_study_holds_its_records_numbers(ldp_study, tmp_path):
   eps = {(r["sigma"], r["tau"]): r for r in csv.DictReader(open(os.path.join(out, "tables", "ldp_epsilon.csv")))}
   assert float(eps[("0.1", "0.5")]["epsilon (composed, PLD)"]) == accounting.gaussian_epsilon(0.1, 0.5).value
   assert eps[("0.0", "1.0")]["note"] == "no noise: a deterministic release"
+
+
+def _two_group_study():
+  return S.override(S.preset("har_sampling"), {**TINY, "attacks": "ebi", "samplings": "sequential",
+                                               "multi_step": "20:10:2,30:10:3"})
+
+
+def test_a_group_another_process_runs_is_skipped_and_shown_running(tmp_path):
+  import fcntl
+  plan = S.make_plan(_two_group_study())
+  assert len(plan.groups) == 2
+  store = S.Store(str(tmp_path))
+  busy = plan.groups[0]
+  path = store.claim_path(busy.key)
+  os.makedirs(os.path.dirname(path))
+  with open(path, "w") as held:          # another open file description: flock conflicts as across processes
+    fcntl.flock(held, fcntl.LOCK_EX)
+    lines = []
+    summary = S.run_plan(plan, store, progress=lines.append)
+    assert summary.groups_busy == [busy.label]
+    assert not any(store.has(t.key) for t in busy.tasks)
+    assert all(store.has(t.key) for t in plan.groups[1].tasks)
+    assert any("being run by another process; skipped" in line for line in lines)
+    assert "1 group still running in another process" in lines[-1] and "their records appear" in lines[-1]
+    status = S.status(plan, store).split("\n")
+    assert status[1].endswith("0/1 done (running now)") and status[2].endswith("1/1 done")
+  assert "running now" not in S.status(plan, store)              # released: nobody runs it
+  summary = S.run_plan(plan, store, progress=None)
+  assert summary.groups_busy == [] and summary.tasks_written == 1 and store.has(busy.tasks[0].key)
+
+
+def test_a_group_finished_elsewhere_while_waiting_is_not_computed_again(tmp_path):
+  import shutil
+  plan = S.make_plan(_two_group_study())
+  other = S.Store(str(tmp_path / "other"))
+  S.run_plan(plan, other, progress=None)
+  store, second = S.Store(str(tmp_path / "shared")), plan.groups[1]
+  src = os.path.join(other.root, "records", second.tasks[0].key + ".json")
+
+  def progress(line):                    # while the first group runs, "another process" stores the second
+    if "group 1/2" in line:
+      shutil.copy(src, os.path.join(store.root, "records"))
+  summary = S.run_plan(plan, store, progress=progress)
+  assert summary.tasks_written == 1 and summary.groups_busy == []
+  assert open(os.path.join(store.root, "records", os.path.basename(src)), "rb").read() == open(src, "rb").read()

@@ -15,6 +15,7 @@ sigma and tau are traced arguments: the number of compilations does not depend o
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import math
@@ -27,6 +28,7 @@ import numpy as np
 
 from jaxleak import metrics as M
 from jaxleak import privacy
+from jaxleak import storage
 from jaxleak.federated import LocalSteps
 from jaxleak.federated.rounds import compress_update
 from jaxleak.privacy import LdpConfig
@@ -298,6 +300,7 @@ class RunSummary:
   tasks_written: int
   wall_s: float
   per_group_s: list
+  groups_busy: list = dataclasses.field(default_factory=list)   # labels of groups another process was running
 
 
 def run_plan(plan: Plan, store: Store, *, progress: Optional[Callable[[str], None]] = print) -> RunSummary:
@@ -313,23 +316,39 @@ def run_plan(plan: Plan, store: Store, *, progress: Optional[Callable[[str], Non
   skipped = len(plan.groups) - len(pending)
   log(f"study {plan.study.name}: {counted(len(plan.groups), 'group')}, {counted(len(plan.tasks), 'task')}; "
       f"{skipped} already done, {len(pending)} to run -> {store.root}")
-  per_group, written = [], 0
+  # Processes sharing the folder (the same command run twice, Ray tasks, overlapping shards) claim a group before
+  # running it, and skip one another's; a jax.distributed run's processes must all run every group, so never do.
+  shared = jax.process_count() == 1 and not store.read_only
+  per_group, written, busy = [], 0, []
   for i, group in enumerate(pending):
-    todo = [t for t in group.tasks if t.key not in done]
     t0 = time.perf_counter()
-    {"har": _run_har_group, "eavesdrop": _run_eavesdrop_group,
-     "whole_determination": _run_whole_determination_group}[group.kind](group, todo, store, log)
+    try:
+      with storage.claim(store.claim_path(group.key)) if shared else contextlib.nullcontext():
+        if shared:                       # another process may have finished it since the folder was read
+          done |= store.done_keys(t.key for t in group.tasks if t.key not in done)
+        todo = [t for t in group.tasks if t.key not in done]
+        if todo:
+          {"har": _run_har_group, "eavesdrop": _run_eavesdrop_group,
+           "whole_determination": _run_whole_determination_group}[group.kind](group, todo, store, log)
+    except storage.Busy:
+      busy.append(group.label)
+      log(f"  group {i + 1}/{len(pending)} [{group.label}]: being run by another process; skipped")
+      continue
     written += len(todo)
     dt = time.perf_counter() - t0
     per_group.append((group.label, dt))
     eta = (time.perf_counter() - t_start) / (i + 1) * (len(pending) - i - 1)
-    log(f"  group {i + 1}/{len(pending)} [{group.label}]: {len(group.tasks)}/{len(group.tasks)} tasks in "
-        f"{dt:.1f} s; ETA {eta:.0f} s")
+    how = f"{len(group.tasks)}/{len(group.tasks)} tasks in {dt:.1f} s" if todo else "finished by another process"
+    log(f"  group {i + 1}/{len(pending)} [{group.label}]: {how}; ETA {eta:.0f} s")
   store.write_index(plan, store.done_keys(t.key for t in plan.tasks))
   wall = time.perf_counter() - t_start
-  log(f"done: {counted(written, 'record')} in {wall:.1f} s; results in {store.root}/records (collect: python -m jaxleak.study "
-      f"collect --study_dir={store.root})")
-  return RunSummary(len(pending), skipped, written, wall, per_group)
+  log(f"done: {counted(written, 'record')} in {wall:.1f} s; results in {store.root}/records (collect: python -m "
+      f"jaxleak.study collect --study_dir={store.root})")
+  if busy:
+    more = ", ..." if len(busy) > 1 else ""
+    log(f"{counted(len(busy), 'group')} still running in another process ({busy[0]}{more}); their records appear "
+        "when it finishes (status shows them).")
+  return RunSummary(len(pending), skipped, written, wall, per_group, busy)
 
 
 def adopt_folder(plan: Plan, store: Store, *, write: bool = True,
@@ -374,4 +393,5 @@ def adopt_folder(plan: Plan, store: Store, *, write: bool = True,
 
 def status(plan: Plan, store: Store) -> str:
   done = store.done_keys(t.key for t in plan.tasks)
-  return describe(plan, done) + f"\n{len(done)}/{len(plan.tasks)} tasks done"
+  running = {g.key for g in plan.groups if storage.is_claimed(store.claim_path(g.key))}
+  return describe(plan, done, running) + f"\n{len(done)}/{len(plan.tasks)} tasks done"
