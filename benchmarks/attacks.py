@@ -52,7 +52,8 @@ def main(_):
   print(f"{'attack':14s} {'compile_s':>10s} {'grads_per_s':>12s}")
   rates = {}
   for name in A.names():
-    f = jax.jit(jax.vmap(lambda g, kk, name=name: A.run(name, g, n, A.AttackContext(key=kk, star_params=star, head=head))))
+    f = jax.jit(jax.vmap(lambda g, kk, name=name: A.run(name, g, n, A.AttackContext(key=kk, star_params=star,
+                                                                                     head=head))))
     t0 = time.perf_counter(); f.lower(grads, keys).compile(); tc = time.perf_counter() - t0
     f(grads, keys).block_until_ready()
     times = []

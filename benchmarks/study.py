@@ -89,8 +89,9 @@ def _rss_child(args):
 def rss():
   base = ["datasets=synthetic_wear", "models=tinyhar", "states=untrained", "samplings=shuffle", "synthetic_scale=0.2"]
   many = ",".join(f"0.0{i % 10}:{0.1 + i / 100:.2f}" for i in range(200))
-  for label, extra in (("2 clients, 10 settings", ["num_clients=2", "ldp=" + ",".join(f"0.0{i}:0.5" for i in range(10))]),
-                       ("8 clients, 10 settings", ["num_clients=8", "ldp=" + ",".join(f"0.0{i}:0.5" for i in range(10))]),
+  ten = "ldp=" + ",".join(f"0.0{i}:0.5" for i in range(10))
+  for label, extra in (("2 clients, 10 settings", ["num_clients=2", ten]),
+                       ("8 clients, 10 settings", ["num_clients=8", ten]),
                        ("2 clients, 200 settings", ["num_clients=2", "ldp=" + many])):
     print(f"{label}: peak RSS {_rss_child(base + extra):.0f} MiB")
 

@@ -39,8 +39,8 @@ flags.DEFINE_enum("dataset", "mnist", list(D.POOL_DATASETS), "mnist (5,000 real 
                   "the default), digits (sklearn 8x8, extra digits) or HAR.", **_d)
 flags.DEFINE_string("data_dir", None, "For wear/wetlab/tal: the folder with raw/ and annotations/.", **_d)
 flags.DEFINE_float("synthetic_scale", 1.0, "Length multiplier for synthetic HAR datasets (> 0).", **_d)
-flags.DEFINE_enum("model", None, list(models.names()), "Model (default: mlp for digits and mnist, deepconvlstm for HAR).",
-                  **_d)
+flags.DEFINE_enum("model", None, list(models.names()),
+                  "Model (default: mlp for digits and mnist, deepconvlstm for HAR).", **_d)
 flags.DEFINE_float("dropout", None, "Dropout rate of the model in [0, 1) (default: the model's own, 0.5; 0 removes "
                    "it).", **_d)
 flags.DEFINE_integer("num_participants", 100, "N_p.", **_d)

@@ -208,7 +208,8 @@ _MANIFEST = ('{"experiment": "single_step_leakage", "config": {"dataset": "x", "
 @pytest.mark.parametrize("setup,message", [
     (lambda p: None, "holds no results"),
     # Found 2026-12-04 (fourteenth session): "report folder .../summary.csv/report: ... is a file, not a folder".
-    (lambda p: (p / "summary.csv").write_text("x") and p / "summary.csv", "summary.csv is a file; give the folder that holds it"),
+    (lambda p: (p / "summary.csv").write_text("x") and p / "summary.csv",
+     "summary.csv is a file; give the folder that holds it"),
     (_run_folder({"manifest.json": "{not json"}), "not a readable JSON"),
     (_run_folder({"manifest.json": '{"experiment": "bogus"}'}), "unknown experiment 'bogus'"),
     (_run_folder({"manifest.json": _MANIFEST}), "clients.csv: no such clients table"),

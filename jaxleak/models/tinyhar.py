@@ -46,7 +46,7 @@ class TinyHAR(nn.Module):
       h = temporal_conv(self.filters, self.kernel_size, stride)(pad_full_window(h, self.kernel_size))
       # Statistics over (B, ch, T) per filter, exactly as BatchNorm2d over [B, F, T, ch].
       h = nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5)(nn.relu(h))
-    h = ChannelSelfAttention()(batch_to_channels(h, x.shape[0]))      # [B, T', ch, F]                                     # [B, T', ch, F]
+    h = ChannelSelfAttention()(batch_to_channels(h, x.shape[0]))      # [B, T', ch, F]
     h = nn.Dropout(self.dropout, deterministic=not train)(h)
     b, t, ch, f = h.shape
     h = nn.relu(nn.Dense(2 * self.filters, kernel_init=xavier_normal, bias_init=nn.initializers.zeros,

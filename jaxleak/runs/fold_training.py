@@ -10,10 +10,11 @@ equals the same fold trained alone (tested).
 
 `fold_execution`: 'vmap' runs every fold in one vmapped step; 'sequential' runs the same single-fold step once per
 fold (one compilation). Same results (tested). On XLA:CPU, vmap over folds turns each convolution into a grouped
-convolution and measured 3x (TinyHAR) / 1.2x (DeepConvLSTM) slower than sequential (BUILD_NOTES.md), so 'auto'
-picks 'sequential' on CPU and 'vmap' on accelerators. Each fold's shuffles depend only on (seed, fold's held-out subject,
-epoch). A checkpoint (jaxleak.storage: one self-verifying file, flax msgpack, never pickle) is written atomically
-after every epoch; a killed run resumes, and a run asked for more epochs than are stored continues from there.
+convolution and measured 3x (TinyHAR) / 1.2x (DeepConvLSTM) slower than sequential (BUILD_NOTES.md), so
+'auto' picks 'sequential' on CPU and 'vmap' on accelerators. Each fold's shuffles depend only on (seed, fold's
+held-out subject, epoch). A checkpoint (jaxleak.storage: one self-verifying file, flax msgpack, never pickle) is
+written atomically after every epoch; a killed run resumes, and a run asked for more epochs than are stored
+continues from there.
 """
 from __future__ import annotations
 

@@ -6,5 +6,5 @@ from jaxleak.runs.leakage.run import run_ldp_sweep, run_leakage
 from jaxleak.runs.leakage.scoring import LeakageResult, run_attacks
 
 __all__ = ["PAPER_LDP_GRID", "LeakageConfig", "LeakageResult", "batch_keys", "ldp_setting", "leakage_table",
-           "paper_ldp_settings", "result_files", "run_attacks", "run_ldp_sweep", "run_leakage", "select_clients", "write_runs",
-           "write_leakage"]
+           "paper_ldp_settings", "result_files", "run_attacks", "run_ldp_sweep", "run_leakage", "select_clients",
+           "write_runs", "write_leakage"]

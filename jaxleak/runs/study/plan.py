@@ -315,8 +315,8 @@ def _check_checkpoint_data(plan: Plan, loaded: dict) -> None:
     if stored.get("model") and stored["model"] != repr(model):
       raise ValueError(f"{path} holds models of another architecture or head than the study's {c['model']} "
                        f"(head_bias={c.get('head_bias', True)}, dropout={c.get('dropout')}): trained "
-                       f"{fold_training.one_line(stored['model'])}; train it with experiments/train_models.py for this model, or fix the "
-                       "part's checkpoint_dir.")
+                       f"{fold_training.one_line(stored['model'])}; train it with experiments/train_models.py for "
+                       "this model, or fix the part's checkpoint_dir.")
     fold_training.check_training_data(path, stored, datasets[data_key])
     # The weights themselves: the file verifies, they are finite, and there is a fold for every attacked subject.
     clients = datasets[data_key]
