@@ -29,8 +29,12 @@ flags.DEFINE_integer("window", 5, "rounds of ratios per label (the paper's vecto
                      lower_bound=1)
 
 
-def _row(name, factors, cfg):
-  wd = EV.WholeDeterminationConfig(trials=FLAGS.trials, factors=factors, stages=(FLAGS.stage,), window=FLAGS.window)
+def _wd(factors):
+  return EV.WholeDeterminationConfig(trials=FLAGS.trials, factors=factors, stages=(FLAGS.stage,), window=FLAGS.window)
+
+
+def _row(name, wd, cfg):
+  factors = wd.factors
   trials = [t for t in EV.run_whole_determination(cfg, wd) if t.round >= 0]
   pairs = [(a, a + 1) for a in range(len(factors) - 1)]           # adjacent groups: Q vs Q/4, Q/4 vs Q/5
   cells = []
@@ -51,13 +55,13 @@ def _row(name, factors, cfg):
 def main(_):
   ks = _flags.numbers("ks", float) if FLAGS.ks else ()
   cfg = EV.EavesdropConfig(dataset=FLAGS.dataset, model=FLAGS.model)
+  rows = [(f"Q, Q/{k:g}", _wd((1.0, 1.0 / k))) for k in ks] + [("Q, Q/4, Q/5 (paper)", _wd(EV.PAPER_WD_FACTORS))]
   print(f"{cfg.dataset}, {cfg.model}, stage = test accuracy {FLAGS.stage}; d = gap of group means / within spread")
   print("| groups | reached | adjacent groups: gap of mean log ratio, d (per training) | within-group spread | "
         "noise of a label's mean | exact, k known |")
   print("|---|---|---|---|---|---|")
-  for k in ks:
-    _row(f"Q, Q/{k:g}", (1.0, 1.0 / k), cfg)
-  _row("Q, Q/4, Q/5 (paper)", EV.PAPER_WD_FACTORS, cfg)
+  for name, wd in rows:                          # every row's settings checked above, before any output or work
+    _row(name, wd, cfg)
 
 
 if __name__ == "__main__":

@@ -27,6 +27,13 @@ def test_a_refused_config_value_is_one_line(args, expected):
   assert expected in proc.stderr and "Traceback" not in proc.stderr, proc.stderr[-2000:]
 
 
+def test_a_refused_row_setting_comes_before_the_table_header():
+  # Found 2026-12-04 (sixteenth session): --stage=5 printed the table's title and header, then the refusal.
+  proc = _bench("benchmarks/wd_separation.py", "--stage=5", "--dataset=digits")
+  assert proc.returncode == 2 and "stages must be increasing test accuracies" in proc.stderr, proc.stderr[-2000:]
+  assert proc.stdout == ""
+
+
 def test_a_count_below_its_bound_is_a_flag_error():
   # --num_batches=0 used to reach an empty gather: "IndexError: index is out of bounds for axis 0 with size 0".
   proc = _bench("benchmarks/flops.py", "--num_batches=0")
