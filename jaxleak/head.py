@@ -12,8 +12,9 @@ from typing import Optional
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
-from jaxleak.types import LastLayerGrads, LastLayerParams, values_outside
+from jaxleak.types import LastLayerGrads, LastLayerParams, is_concrete, values_outside
 
 
 def head_logits(features: jax.Array, head: LastLayerParams) -> jax.Array:
@@ -30,8 +31,9 @@ def head_grad(features: jax.Array, labels: jax.Array, head: LastLayerParams,
     features: f32[n, D] penultimate activations.
     labels: i32[n] class ids in [0, C).
     head: the head's params (kernel f32[D, C], bias f32[C] or None).
-    mask: optional bool/f32[n]; samples with mask 0 are excluded and the mean is over the rest.
-  Shapes are always checked; label values when concrete (under jit they cannot be inspected).
+    mask: optional bool/f32[n]; samples with mask 0 are excluded and the mean is over the rest. A mask of all
+      zeros selects no sample: refused when concrete; traced (a padded client under vmap), the gradient is zero.
+  Shapes are always checked; label values and the mask when concrete (under jit they cannot be inspected).
   """
   features, labels = jnp.asarray(features), jnp.asarray(labels)
   mask = None if mask is None else jnp.asarray(mask)
@@ -45,6 +47,9 @@ def head_grad(features: jax.Array, labels: jax.Array, head: LastLayerParams,
                      f"{'' if head.bias is None else ', bias ' + str(jnp.shape(head.bias))}.")
   if n == 0:
     raise ValueError("head_grad: no samples (features [0, D]); the mean loss of an empty batch has no gradient.")
+  if mask is not None and is_concrete(mask) and not np.any(np.asarray(mask)):
+    raise ValueError("head_grad: the mask selects no sample (all zeros); the mean loss of no samples has no "
+                     "gradient. Pass at least one nonzero mask entry, or leave this batch out.")
   outside = values_outside(labels, c)
   if outside:
     raise ValueError(f"head_grad: labels must be in [0, {c}); got values from {outside[0]} to {outside[1]}.")

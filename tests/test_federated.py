@@ -92,6 +92,12 @@ def test_head_grad_refuses_shapes_and_labels_that_do_not_fit_the_head():
     head_grad(jnp.ones((0, 8)), jnp.zeros(0, int), hp)
   np.testing.assert_array_equal(head_grad(np.ones((2, 8)), [0, 3], hp).bias,
                                 head_grad(jnp.ones((2, 8)), jnp.array([0, 3]), hp).bias)
+  # Found 2026-12-04 (sixteenth session): a mask selecting no sample gave an all-zero gradient, which attacks read
+  # as a batch; traced (a padded client under vmap) it still does, which is what padding needs.
+  with pytest.raises(ValueError, match="the mask selects no sample"):
+    head_grad(jnp.ones((3, 8)), jnp.zeros(3, int), hp, jnp.zeros(3, bool))
+  padded = jax.vmap(lambda m: head_grad(jnp.ones((3, 8)), jnp.zeros(3, int), hp, m))(jnp.array([[1, 1, 0], [0, 0, 0]]))
+  assert np.all(padded.kernel[1] == 0) and np.any(padded.kernel[0] != 0)
 
 
 def test_minmax_scale_maps_batch_to_unit_range():
