@@ -294,6 +294,8 @@ def define_distributed_flags(fv: flags.FlagValues) -> None:
   flags.DEFINE_string("coordinator_address", None, "host:port of process 0 (with --distributed).", **d)
   flags.DEFINE_integer("num_processes", None, "Number of processes (with --distributed).", **d)
   flags.DEFINE_integer("process_id", None, "This process's index (with --distributed).", **d)
+  flags.DEFINE_integer("distributed_timeout", 300, "Seconds a process waits for the others and the coordinator "
+                       "(with --distributed).", lower_bound=1, **d)
 
 
 def init_distributed(fv: flags.FlagValues) -> bool:
@@ -303,6 +305,8 @@ def init_distributed(fv: flags.FlagValues) -> bool:
     for name in ("coordinator_address", "num_processes", "process_id"):
       if fv[name].value is not None:
         raise FlagError(f"--{name} is only used with --distributed.")
+    if fv["distributed_timeout"].present:
+      raise FlagError("--distributed_timeout is only used with --distributed.")
     return True
   import jax
   if fv.num_processes is not None:
@@ -310,10 +314,40 @@ def init_distributed(fv: flags.FlagValues) -> bool:
   if fv.process_id is not None:
     check(fv, "process_id", fv.num_processes is None or 0 <= fv.process_id < fv.num_processes,
           f"in [0, --num_processes={fv.num_processes})")
+  if fv.coordinator_address is not None:
+    host, port = _host_port(fv.coordinator_address)
+    if fv.process_id:            # process 0 starts the coordinator; the others first wait until it answers
+      _wait_for_coordinator(host, port, fv.distributed_timeout)
   jax.distributed.initialize(coordinator_address=fv.coordinator_address, num_processes=fv.num_processes,
-                             process_id=fv.process_id)
+                             process_id=fv.process_id, initialization_timeout=fv.distributed_timeout)
   progress(f"process {jax.process_index()} of {jax.process_count()}; {jax.device_count()} devices in all")
   return jax.process_index() == 0
+
+
+def _host_port(address: str) -> tuple[str, int]:
+  host, _, port = address.rpartition(":")
+  if not host or not port.isdigit() or not 0 < int(port) < 65536:
+    raise FlagError(f"--coordinator_address={address}: must be host:port (e.g. 10.0.0.1:1234 or localhost:1234), "
+                    "the address where process 0 listens.")
+  return host.strip("[]"), int(port)
+
+
+def _wait_for_coordinator(host: str, port: int, timeout_s: float) -> None:
+  """Returns once something accepts TCP connections at host:port; FlagError after `timeout_s`. (Without this, a
+  wrong address makes jax.distributed abort the process after its timeout, in a C++ stack trace.)"""
+  import socket
+  import time
+  deadline = time.monotonic() + timeout_s
+  while True:
+    try:
+      socket.create_connection((host, port), timeout=min(5.0, timeout_s)).close()
+      return
+    except OSError as e:
+      if time.monotonic() >= deadline:
+        raise FlagError(f"--coordinator_address={host}:{port}: nothing answered there within "
+                        f"--distributed_timeout={timeout_s:g} s ({(e.strerror or type(e).__name__).lower()}); start "
+                        "process 0 (it listens there) or fix the address. Nothing was run.") from None
+      time.sleep(min(1.0, max(0.0, deadline - time.monotonic())))
 
 
 def _checkpoint_dir(fv: flags.FlagValues) -> Optional[str]:

@@ -37,7 +37,7 @@ COMMANDS = ("run", "status", "collect", "list")
 
 #: Flags only `run` reads (`status` and `collect` read the stored study, whole).
 RUN_ONLY_FLAGS = ("set", "dry_run", "task_index", "num_tasks", "executor", "ray_address", "distributed",
-                  "coordinator_address", "num_processes", "process_id")
+                  "coordinator_address", "num_processes", "process_id", "distributed_timeout")
 
 
 def main(argv):

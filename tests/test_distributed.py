@@ -37,3 +37,20 @@ def test_two_processes_equal_one(tmp_path, capsys):
   assert "process 1 of 2" in outs[1][1]
   for name in ("batches.csv", "clients.csv", "summary.csv"):
     assert (tmp_path / "two" / name).read_bytes() == (tmp_path / "one" / name).read_bytes(), name
+
+
+def test_a_wrong_coordinator_is_one_line_not_an_abort(tmp_path, capsys):
+  """Found 2026-12-04 (sixteenth session): process 1 with a coordinator nobody listens at was aborted by
+  jax.distributed after 300 s in a C++ stack trace ("Terminating process ... DEADLINE_EXCEEDED"), and a malformed
+  address ended in "IndexError: list index out of range"."""
+  base = ["--dataset=synthetic_tiny", "--model=tinyhar", f"--output_dir={tmp_path}", "--distributed",
+          "--num_processes=2", "--process_id=1"]
+  assert cli.call(SS.main, SS.FLAGS, [*base, "--coordinator_address=nohostport"]) == 2
+  assert "--coordinator_address=nohostport: must be host:port" in capsys.readouterr().err
+  port = _free_port()
+  assert cli.call(SS.main, SS.FLAGS, [*base, f"--coordinator_address=localhost:{port}",
+                                      "--distributed_timeout=2"]) == 2
+  err = capsys.readouterr().err
+  assert f"--coordinator_address=localhost:{port}: nothing answered there within --distributed_timeout=2 s" in err
+  assert cli.call(SS.main, SS.FLAGS, ["--dataset=synthetic_tiny", "--distributed_timeout=5"]) == 2
+  assert "--distributed_timeout is only used with --distributed" in capsys.readouterr().err
