@@ -26,14 +26,18 @@ ENV_VAR = "JAXLEAK_COMPILATION_CACHE"
 OFF = ("off", "none", "false", "0", "no")
 
 
-def default_folder(environ: Mapping[str, str] = os.environ) -> str:
-  """`$XDG_CACHE_HOME/jaxleak/jax`, else `~/.cache/jaxleak/jax`."""
+def default_folder(environ: Optional[Mapping[str, str]] = None) -> str:
+  """`$XDG_CACHE_HOME/jaxleak/jax`, else `~/.cache/jaxleak/jax` (`environ`: default os.environ; None as the default
+  so that a signature shown by help() or a docs build never prints the environment, credentials included)."""
+  environ = os.environ if environ is None else environ
   base = environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
   return os.path.join(base, "jaxleak", "jax")
 
 
-def resolve(flag_value: Optional[str], environ: Mapping[str, str] = os.environ) -> Optional[str]:
-  """The cache folder to use (absolute), or None for no cache: the flag, else the environment, else the default."""
+def resolve(flag_value: Optional[str], environ: Optional[Mapping[str, str]] = None) -> Optional[str]:
+  """The cache folder to use (absolute), or None for no cache: the flag, else the environment (default os.environ),
+  else the default."""
+  environ = os.environ if environ is None else environ
   value = flag_value if flag_value not in (None, "") else environ.get(ENV_VAR, "")
   if value == "":
     return default_folder(environ)
