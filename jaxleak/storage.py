@@ -268,9 +268,14 @@ def commit_folder(path: str, files: Mapping[str, str | bytes]) -> None:
       shutil.rmtree(old, ignore_errors=True)
     else:
       os.rename(tmp, path)
-  except BaseException:
+  except BaseException as e:
     shutil.rmtree(tmp, ignore_errors=True)
     recover_folder(path)
+    if isinstance(e, OSError) and e.errno in (errno.ENOTEMPTY, errno.EEXIST, errno.ENOENT) and os.path.isdir(path):
+      # Another process committed this folder between our check and our rename (two runs, one output folder).
+      raise StorageError(f"{path} was written by another process at the same moment (two runs with one output "
+                         "folder?): it holds one version whole (the other run's, or the one before), not this "
+                         "run's. Rerun this one with its own output folder, or after the other has finished.") from None
     raise
   _fsync_dir(parent)
 

@@ -258,3 +258,23 @@ def test_verify_folder_refuses_a_marker_listing_paths_outside_its_folder(tmp_pat
   marker.write_text(json.dumps(body))
   with pytest.raises(storage.StorageError, match="outside the folder"):
     storage.verify_folder(str(tmp_path / "out"))
+
+
+def test_a_folder_committed_by_another_process_meanwhile_is_one_line_and_stays_whole(tmp_path, monkeypatch):
+  """Found 2026-12-04 (sixteenth session): two runs with one output folder: the one whose final rename lost the
+  race ended in "OSError: [Errno 39] Directory not empty"."""
+  target = str(tmp_path / "out")
+  storage.commit_folder(target, {"a.txt": "first"})
+  real_rename = os.rename
+
+  def racing_rename(src, dst):
+    if dst == target and ".tmp-" in os.path.basename(src):   # the other process's commit lands first
+      os.makedirs(target)
+      open(os.path.join(target, "a.txt"), "w").write("other")
+    return real_rename(src, dst)
+  monkeypatch.setattr(os, "rename", racing_rename)
+  with pytest.raises(storage.StorageError, match="written by another process at the same moment"):
+    storage.commit_folder(target, {"a.txt": "mine"})
+  monkeypatch.undo()
+  assert open(os.path.join(target, "a.txt")).read() == "other"
+  assert sorted(os.listdir(tmp_path)) == ["out"]                    # no temp or old folder left beside it
