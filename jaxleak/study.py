@@ -67,6 +67,10 @@ def main(argv):
       raise cli.FlagError(f"run takes one study name; presets: {', '.join(sorted(S.PRESETS))}.")
     if FLAGS.ray_address is not None and FLAGS.executor != "ray":
       raise cli.FlagError("--ray_address is only used with --executor=ray.")
+    if FLAGS.distributed and FLAGS.executor == "ray":
+      raise cli.FlagError("--distributed and --executor=ray: choose one. Ray runs whole groups on its workers, which "
+                          "are not JAX processes of the distributed run; --distributed has every process compute a "
+                          "share of each group's updates.")
     cli.positive_int(FLAGS, "num_tasks")
     cli.check(FLAGS, "task_index", 0 <= FLAGS.task_index < FLAGS.num_tasks, f"in [0, {FLAGS.num_tasks})")
     study = S.override(S.preset(rest[0]), _overrides(FLAGS.set))

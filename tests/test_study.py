@@ -319,6 +319,8 @@ def test_a_damaged_record_is_recomputed_not_trusted(ldp_study):
     (["run", "eavesdrop_whole_determination", "--set=dataset=digits", "--set=samples_per_label=0"],
      "samples_per_label must be positive"),
     (["run", "har_sampling", "--ray_address=10.0.0.1:6379"], "--ray_address is only used with --executor=ray"),
+    # Found 2026-12-04 (sixteenth session): accepted; every JAX process of the run submitted every group to Ray.
+    (["run", "har_sampling", "--distributed", "--executor=ray"], "--distributed and --executor=ray: choose one"),
     # Found 2026-12-04 (thirteenth session): ray.init waited ~a minute on a wrong address, then failed in Ray's
     # words, after study.json had been written.
     (["run", "har_sampling", "--set=datasets=synthetic_tiny", "--set=states=untrained", "--executor=ray",
