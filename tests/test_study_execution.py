@@ -8,6 +8,7 @@ import time
 
 import pytest
 
+from jaxleak import storage
 from jaxleak.runs import study as S
 
 TINY = {"datasets": "synthetic_tiny", "models": "tinyhar", "states": "untrained", "num_clients": "2"}
@@ -60,6 +61,12 @@ def test_ray_executor_writes_the_same_records_as_the_local_one(tmp_path):
   ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
   try:
     assert executors.run_with_ray(plan, remote, progress=None) == 2
+    # A group this process runs (holds its claim) is skipped by the Ray worker, and the driver says so.
+    held, lines = S.Store(str(tmp_path / "held")), []
+    with storage.claim(held.claim_path(plan.groups[0].key)):
+      assert executors.run_with_ray(plan, held, progress=lines.append) == 0
+    assert any("being run by another process; skipped" in line for line in lines), lines
+    assert not os.path.isdir(os.path.join(held.root, "records"))
   finally:
     ray.shutdown()
   for task in plan.tasks:

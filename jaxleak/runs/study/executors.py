@@ -40,14 +40,15 @@ def check_address(address: Optional[str], timeout_s: float = 5.0) -> None:
                      "cluster there (ray start --head) or check the address. Nothing was run.") from None
 
 
-def _run_group(study_json: dict, group_key: str, root: str) -> int:
-  """One group, run in a Ray worker: the plan is rebuilt from the study config, so only names travel."""
+def _run_group(study_json: dict, group_key: str, root: str) -> tuple[int, bool]:
+  """One group, run in a Ray worker: the plan is rebuilt from the study config, so only names travel. Returns
+  (records written, whether another process was running the group, so that this one skipped it)."""
   from jaxleak.runs.study import engine, spec
   from jaxleak.runs.study.plan import make_plan
   plan = make_plan(spec.from_json(study_json), check_inputs=False)
   groups = tuple(g for g in plan.groups if g.key == group_key)
   summary = engine.run_plan(Plan(plan.study, groups), Store(root), progress=None)
-  return summary.tasks_written
+  return summary.tasks_written, bool(summary.groups_busy)
 
 
 def run_with_ray(plan: Plan, store: Store, *, address: Optional[str] = None, num_cpus: Optional[int] = None,
@@ -73,8 +74,10 @@ def run_with_ray(plan: Plan, store: Store, *, address: Optional[str] = None, num
       ready, remaining = ray.wait(remaining, num_returns=1)
       group = refs[ready[0]]
       try:
-        written += ray.get(ready[0])
-        log(f"  group done [{group.label}]; {len(refs) - len(remaining)}/{len(refs)}")
+        n, busy = ray.get(ready[0])
+        written += n
+        what = "being run by another process; skipped" if busy else "done"
+        log(f"  group {what} [{group.label}]; {len(refs) - len(remaining)}/{len(refs)}")
       except Exception as e:                                        # a worker failed: report, keep the others
         failed.append((group.label, e))
     if failed:
