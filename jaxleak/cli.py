@@ -15,6 +15,7 @@ line on stderr, `error: <what is wrong and what is allowed>`, and a non-zero exi
 """
 from __future__ import annotations
 
+import errno
 import logging as std_logging
 import math
 import os
@@ -318,8 +319,21 @@ def init_distributed(fv: flags.FlagValues) -> bool:
     host, port = _host_port(fv.coordinator_address)
     if fv.process_id:            # process 0 starts the coordinator; the others first wait until it answers
       _wait_for_coordinator(host, port, fv.distributed_timeout)
-  jax.distributed.initialize(coordinator_address=fv.coordinator_address, num_processes=fv.num_processes,
-                             process_id=fv.process_id, initialization_timeout=fv.distributed_timeout)
+    elif fv.process_id == 0:
+      _check_port_free(port)
+  # A process that never joins cannot be caught here: jax.distributed aborts the process after the timeout, in its
+  # own words. This line, just before, says what that abort means.
+  progress(f"jax.distributed: joining {fv.num_processes or 'the detected'} processes"
+           f"{' at ' + fv.coordinator_address if fv.coordinator_address else ''}; waiting up to "
+           f"--distributed_timeout={fv.distributed_timeout} s for all (if one never joins, jax.distributed ends "
+           "this process with DEADLINE_EXCEEDED)")
+  try:
+    jax.distributed.initialize(coordinator_address=fv.coordinator_address, num_processes=fv.num_processes,
+                               process_id=fv.process_id, initialization_timeout=fv.distributed_timeout)
+  except (RuntimeError, ValueError) as e:          # jax's JaxRuntimeError is a RuntimeError
+    first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+    raise FlagError(f"--distributed: jax.distributed could not start ({first}); check --coordinator_address, "
+                    "--num_processes and --process_id (or the cluster's detected settings).") from None
   progress(f"process {jax.process_index()} of {jax.process_count()}; {jax.device_count()} devices in all")
   return jax.process_index() == 0
 
@@ -330,6 +344,22 @@ def _host_port(address: str) -> tuple[str, int]:
     raise FlagError(f"--coordinator_address={address}: must be host:port (e.g. 10.0.0.1:1234 or localhost:1234), "
                     "the address where process 0 listens.")
   return host.strip("[]"), int(port)
+
+
+def _check_port_free(port: int) -> None:
+  """FlagError when something already listens on `port` here (process 0's coordinator would fail to start, with
+  "Failed to start RPC server" and a traceback)."""
+  import socket
+  for family, address in ((socket.AF_INET6, ("::", port)), (socket.AF_INET, ("0.0.0.0", port))):
+    try:
+      with socket.socket(family, socket.SOCK_STREAM) as s:
+        s.bind(address)
+      return
+    except OSError as e:
+      if e.errno == errno.EADDRINUSE:
+        raise FlagError(f"--coordinator_address: port {port} is in use on this machine (process 0 starts the "
+                        "coordinator there); choose a free port for every process.") from None
+      # no IPv6 here: try IPv4
 
 
 def _wait_for_coordinator(host: str, port: int, timeout_s: float) -> None:

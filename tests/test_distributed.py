@@ -54,3 +54,16 @@ def test_a_wrong_coordinator_is_one_line_not_an_abort(tmp_path, capsys):
   assert f"--coordinator_address=localhost:{port}: nothing answered there within --distributed_timeout=2 s" in err
   assert cli.call(SS.main, SS.FLAGS, ["--dataset=synthetic_tiny", "--distributed_timeout=5"]) == 2
   assert "--distributed_timeout is only used with --distributed" in capsys.readouterr().err
+
+
+def test_a_coordinator_port_in_use_is_one_line(tmp_path, capsys):
+  """Found 2026-12-04 (sixteenth session): process 0 on a port something else listens on ended in "JaxRuntimeError:
+  UNKNOWN: Failed to start RPC server" and a traceback."""
+  with socket.socket() as busy:
+    busy.bind(("", 0))
+    busy.listen()
+    port = busy.getsockname()[1]
+    assert cli.call(SS.main, SS.FLAGS, ["--dataset=synthetic_tiny", f"--output_dir={tmp_path}", "--distributed",
+                                        f"--coordinator_address=localhost:{port}", "--num_processes=2",
+                                        "--process_id=0"]) == 2
+  assert f"--coordinator_address: port {port} is in use on this machine" in capsys.readouterr().err
