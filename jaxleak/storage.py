@@ -324,7 +324,16 @@ def claim(path: str):
   when its holder ends, kill -9 included, so a claim is never left stale. Yields True, or False on a file system
   without locks (some network mounts), where nothing is excluded and the caller's work is merely not shared.
 
-  The file is left in place (removing it would let two processes lock two different files of one name)."""
+  The file is left in place (removing it would let two processes lock two different files of one name).
+
+  >>> import tempfile, os
+  >>> path = os.path.join(tempfile.mkdtemp(), "group.lock")
+  >>> with claim(path) as held:
+  ...   print(held, is_claimed(path))
+  True True
+  >>> is_claimed(path)
+  False
+  """
   os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
   fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
   try:
