@@ -259,6 +259,16 @@ def test_a_label_pool_takes_lists_as_arrays():
     (lambda: D.aux_per_label(_POOL, 0), ValueError, "samples_per_label must be a positive integer"),
     (lambda: D.aux_per_label(_POOL, 3, seed=-1), ValueError, "seed must be an integer >= 0, got -1"),
     (lambda: D.split_pool(_POOL, 0.5, seed=1.5), ValueError, "seed must be an integer >= 0, got 1.5"),
+    # Found 2026-12-04 (sixteenth session): sampling_rate=0 made every segment 0 samples long and the generator
+    # never returned; float or negative labels were sampled as classes of their own by the balanced sampler.
+    (lambda: D.make_synthetic("tiny", sampling_rate=0), ValueError, "sampling_rate must be a positive integer"),
+    (lambda: D.make_synthetic(3), TypeError, "preset must be a preset name"),
+    (lambda: D.make_synthetic(D.SyntheticPreset(4, 3, 1, 300)), ValueError, "num_classes must be an integer >= 2"),
+    (lambda: D.make_synthetic(D.SyntheticPreset(4, 3, 5, 300, null_fraction=2.0)), ValueError,
+     r"null_fraction must be a finite number in \[0, 1\]"),
+    (lambda: D.sample_client("balanced", jax.random.key(0), LAB + 0.5, 10), ValueError,
+     "labels must be class ids, integers >= 0; got dtype float64"),
+    (lambda: D.sample_client("balanced", jax.random.key(0), LAB - 3, 10), ValueError, "values from -3"),
 ])
 def test_samplers_and_synthetic_data_refuse_bad_arguments_by_name(call, error, message):
   with pytest.raises(error, match=message):

@@ -11,7 +11,7 @@ from jaxleak.data.label_pools import (Allocation, LabelPool, allocate_dirichlet,
                                       aux_per_label, quantity_groups, split_pool)
 from jaxleak.data.samplers import (STRATEGIES, check_client_sizes, sample_client, sample_clients,
                                    sample_queries)
-from jaxleak.data.synthetic import PRESETS as SYNTHETIC_PRESETS, make_synthetic
+from jaxleak.data.synthetic import PRESETS as SYNTHETIC_PRESETS, SyntheticPreset, make_synthetic
 from jaxleak.data.tal import DataFormatError, load_tal
 from jaxleak.data.windows import make_clients, repartition_dirichlet, window_recording, window_starts
 
@@ -61,8 +61,8 @@ def load_pool(name: str, *, data_dir: str | None = None, scale: float = 1.0, see
 
 
 __all__ = ["Allocation", "DATASETS", "DataFormatError", "FILE_DATASETS", "HarDataset", "LabelPool", "POOL_DATASETS",
-           "Recording", "STRATEGIES", "SYNTHETIC_DATASETS", "SYNTHETIC_PRESETS", "WindowedClients",
-           "allocate_dirichlet", "allocate_label_totals", "allocate_main_labels", "aux_per_label", "check_client_sizes",
-           "load", "load_digits", "load_hapt", "load_mnist", "load_pool", "load_tal", "make_clients", "make_synthetic",
-           "pad_allocation", "quantity_groups", "repartition_dirichlet", "sample_client", "sample_clients",
-           "sample_queries", "split_pool", "window_recording", "window_starts"]
+           "Recording", "STRATEGIES", "SYNTHETIC_DATASETS", "SYNTHETIC_PRESETS", "SyntheticPreset",
+           "WindowedClients", "allocate_dirichlet", "allocate_label_totals", "allocate_main_labels", "aux_per_label",
+           "check_client_sizes", "load", "load_digits", "load_hapt", "load_mnist", "load_pool", "load_tal",
+           "make_clients", "make_synthetic", "pad_allocation", "quantity_groups", "repartition_dirichlet",
+           "sample_client", "sample_clients", "sample_queries", "split_pool", "window_recording", "window_starts"]

@@ -32,6 +32,11 @@ def _check_args(strategy: str, key, labels, num_samples, name: str = "num_sample
   check_prng_key(key, "sample_client")
   if np.ndim(labels) != 1:
     raise ValueError(f"labels must be the client's window labels, shape [n]; got shape {np.shape(labels)}.")
+  values = np.asarray(labels)
+  if values.size and (not np.issubdtype(values.dtype, np.integer) or values.min() < 0):
+    # The balanced sampler groups windows by label value: 0.5 or -3 would be sampled as classes of their own.
+    raise ValueError(f"labels must be class ids, integers >= 0; got dtype {values.dtype}"
+                     f"{'' if not np.issubdtype(values.dtype, np.number) else f', values from {values.min()}'}.")
 
 
 def _rng(key) -> np.random.Generator:

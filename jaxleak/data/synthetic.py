@@ -14,7 +14,7 @@ import numbers
 import numpy as np
 
 from jaxleak.data.dataset import HarDataset, Recording
-from jaxleak.types import seeded_rng
+from jaxleak.types import is_int, seeded_rng
 
 
 @dataclasses.dataclass(frozen=True)
@@ -25,6 +25,17 @@ class SyntheticPreset:
   windows_per_subject: int    # approximate, at window 50 / stride 25
   null_fraction: float = 0.35
   mean_segment_s: float = 40.0
+
+  def __post_init__(self):
+    for name, least in (("num_subjects", 1), ("num_channels", 1), ("num_classes", 2), ("windows_per_subject", 1)):
+      value = getattr(self, name)
+      if not is_int(value) or value < least:
+        raise ValueError(f"SyntheticPreset.{name} must be an integer >= {least}, got {value!r}.")
+    for name, ok, allowed in (("null_fraction", lambda v: 0.0 <= v <= 1.0, "in [0, 1]"),
+                              ("mean_segment_s", lambda v: v > 0, "> 0 (seconds)")):
+      value = getattr(self, name)
+      if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value) or not ok(value):
+        raise ValueError(f"SyntheticPreset.{name} must be a finite number {allowed}, got {value!r}.")
 
 
 PRESETS = {
@@ -45,15 +56,22 @@ def make_synthetic(preset: str | SyntheticPreset = "wetlab", *, scale: float = 1
     preset: preset name or a SyntheticPreset.
     scale: multiplies the recording length of every subject (e.g. 0.1 for quick runs).
     seed: generator seed.
+    sampling_rate: samples per second (Hz) of the recordings, a positive integer.
   """
   if isinstance(preset, str):
     if preset not in PRESETS:
       raise ValueError(f"unknown synthetic preset {preset!r}; valid: {sorted(PRESETS)}.")
     name, p = f"synthetic_{preset}", PRESETS[preset]
-  else:
+  elif isinstance(preset, SyntheticPreset):
     name, p = "synthetic", preset
+  else:
+    raise TypeError(f"preset must be a preset name ({', '.join(sorted(PRESETS))}) or a SyntheticPreset, got "
+                    f"{type(preset).__name__}.")
   if isinstance(scale, bool) or not isinstance(scale, numbers.Real) or not (math.isfinite(scale) and scale > 0):
     raise ValueError(f"scale must be a finite number > 0, got {scale!r}.")
+  if not is_int(sampling_rate) or sampling_rate < 1:
+    # 0 made every segment 0 samples long: the generator never reached the end of a recording (a hang).
+    raise ValueError(f"sampling_rate must be a positive integer (Hz), got {sampling_rate!r}.")
   rng = seeded_rng(seed)
   c, ch, fs = p.num_classes, p.num_channels, sampling_rate
   freq = rng.uniform(0.3, 4.0, (c, ch))
