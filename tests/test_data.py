@@ -494,3 +494,15 @@ def test_windows_and_strides_must_be_positive_integers(window, stride):
   with pytest.raises(ValueError, match="must be a positive integer"):
     D.window_starts(300, window, stride)
   np.testing.assert_array_equal(D.window_starts(300, 50, 60), [0, 60, 120, 180, 240])   # gaps are allowed
+
+
+def test_a_synthetic_dataset_larger_than_memory_is_refused_before_allocating(monkeypatch):
+  """Found 2026-12-04 (sixteenth session): --synthetic_scale=1e6 allocated until the kernel killed the process."""
+  from jaxleak.data import synthetic
+  with pytest.raises(ValueError, match=r"scale=1e\+06 makes recordings of 150,000,000,025 samples per subject"):
+    D.make_synthetic("wear", scale=1e6)
+  monkeypatch.setattr(synthetic, "_physical_memory_bytes", lambda: 2 ** 28)       # a 256 MiB machine
+  with pytest.raises(ValueError, match=r"about 0.44 GiB of memory with their windows, more than this machine's "
+                     r"0.25 GiB. Use a scale of at most about 0.565"):
+    D.make_synthetic("wear", scale=1.0)
+  assert D.make_synthetic("tiny").name == "synthetic_tiny"

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import numbers
+import os
 
 import numpy as np
 
@@ -72,6 +73,8 @@ def make_synthetic(preset: str | SyntheticPreset = "wetlab", *, scale: float = 1
   if not is_int(sampling_rate) or sampling_rate < 1:
     # 0 made every segment 0 samples long: the generator never reached the end of a recording (a hang).
     raise ValueError(f"sampling_rate must be a positive integer (Hz), got {sampling_rate!r}.")
+  length = max(int(p.windows_per_subject * 25 * scale) + 25, 60)
+  _check_fits_in_memory(p, length, scale)
   rng = seeded_rng(seed)
   c, ch, fs = p.num_classes, p.num_channels, sampling_rate
   freq = rng.uniform(0.3, 4.0, (c, ch))
@@ -79,7 +82,6 @@ def make_synthetic(preset: str | SyntheticPreset = "wetlab", *, scale: float = 1
   offset = rng.normal(0.0, 0.7, (c, ch))
   amp[0], offset[0] = 0.1, 0.0                               # NULL: near-rest signal
   activity_p = rng.dirichlet(np.full(c - 1, 1.5))            # imbalanced activity frequencies
-  length = max(int(p.windows_per_subject * 25 * scale) + 25, 60)
   subjects = {}
   for s in range(p.num_subjects):
     labels = np.zeros(length, np.int32)
@@ -98,3 +100,26 @@ def make_synthetic(preset: str | SyntheticPreset = "wetlab", *, scale: float = 1
   class_names = ("NULL",) + tuple(f"activity_{k}" for k in range(1, c))
   return HarDataset(name=name, class_names=class_names, channel_names=tuple(f"ch{j}" for j in range(ch)),
                     subjects=subjects, sampling_rate=fs)
+
+
+def _physical_memory_bytes() -> int | None:
+  try:
+    return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+  except (AttributeError, ValueError, OSError):       # not a POSIX system that reports it
+    return None
+
+
+def _check_fits_in_memory(p: SyntheticPreset, length: int, scale: float) -> None:
+  """Refuses, before allocating, a dataset whose recordings (f32) and their windows (about as much again, twice)
+  alone would exceed this machine's physical memory: at `--synthetic_scale=1e6` the process was killed by the
+  kernel's out-of-memory killer, or the machine swapped, instead of a message."""
+  total = _physical_memory_bytes()
+  if total is None:
+    return
+  need = 3 * 4 * p.num_subjects * length * p.num_channels + 6 * 8 * length * p.num_channels   # data + temporaries
+  if need > total:
+    fits = scale * total / need
+    gib = lambda b: f"{b / 2**30:,.0f}" if b >= 10 * 2**30 else f"{b / 2**30:.2g}"
+    raise ValueError(f"scale={scale:g} makes recordings of {length:,} samples per subject: about {gib(need)} GiB of "
+                     f"memory with their windows, more than this machine's {gib(total)} GiB. Use a scale of at most "
+                     f"about {fits:.3g}.")
