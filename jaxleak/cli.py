@@ -62,6 +62,15 @@ def execute(main: Callable[[list[str]], object], fv: flags.FlagValues, argv: lis
   except USER_ERRORS as e:
     print(f"error: {_flagify(_message(e), fv)}", file=sys.stderr)
     return 2
+  except (MemoryError, RuntimeError) as e:
+    # NumPy's MemoryError, or XLA's RESOURCE_EXHAUSTED (a JaxRuntimeError): sizes too large for this machine, e.g.
+    # --replicates=100000 or --local_epochs=100000000 (found 2026-12-04, sixteenth session: tracebacks).
+    if not (isinstance(e, MemoryError) or "RESOURCE_EXHAUSTED" in str(e)):
+      raise
+    print(f"error: out of memory ({_message(e).removeprefix('RESOURCE_EXHAUSTED: ')}): the sizes asked for need "
+          "more memory than this machine has; lower them (participants, replicates, epochs, examples, clients or "
+          "settings), or run on a larger machine. Anything already stored is kept.", file=sys.stderr)
+    return 2
   return 0
 
 

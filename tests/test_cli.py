@@ -151,3 +151,23 @@ def test_help_lists_the_commands_own_flags(name, own):
   assert own in short, short
   assert "--compilation_cache" in short
   assert into.get_help().index("prog.py:") < into.get_help().index("--" + own.lstrip("-")), "not listed first"
+
+
+def test_sizes_too_large_for_memory_are_one_line(tmp_path, capsys):
+  """Found 2026-12-04 (sixteenth session): --local_epochs=100000000 ended in "JaxRuntimeError: RESOURCE_EXHAUSTED:
+  Out of memory allocating 6788803487152 bytes." and a traceback; NumPy's MemoryError likewise."""
+  assert cli.call(EX.main, EX.FLAGS, ["--dataset=digits", "--rounds=1", f"--output_dir={tmp_path}",
+                                      "--local_epochs=100000000"]) == 2
+  err = capsys.readouterr().err
+  assert err.startswith("error: out of memory (Out of memory allocating") and "lower them" in err
+  fv = cli.flags.FlagValues()
+
+  def numpy_runs_out(argv):
+    raise MemoryError("Unable to allocate 3.73 GiB for an array with shape (500000008,) and data type int64")
+  assert cli.execute(numpy_runs_out, fv, []) == 2
+  assert "error: out of memory (Unable to allocate 3.73 GiB" in capsys.readouterr().err
+
+  def a_bug(argv):
+    raise RuntimeError("something else")
+  with pytest.raises(RuntimeError, match="something else"):             # not every RuntimeError is the user's
+    cli.execute(a_bug, fv, [])
