@@ -103,10 +103,20 @@ def make_synthetic(preset: str | SyntheticPreset = "wetlab", *, scale: float = 1
 
 
 def _physical_memory_bytes() -> int | None:
+  """This machine's memory, or the container's limit where that is lower (cgroup v2 or v1); None if unknown."""
   try:
-    return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    total = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
   except (AttributeError, ValueError, OSError):       # not a POSIX system that reports it
     return None
+  for limit_file in ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes"):
+    try:
+      with open(limit_file, encoding="ascii") as f:
+        limit = f.read().strip()
+    except OSError:
+      continue
+    if limit.isdigit():                                 # "max" (v2) or a huge number (v1): no limit
+      total = min(total, int(limit))
+  return total
 
 
 def _check_fits_in_memory(p: SyntheticPreset, length: int, scale: float) -> None:
