@@ -318,10 +318,11 @@ class Busy(RuntimeError):
 
 
 @contextlib.contextmanager
-def claim(path: str):
+def claim(path: str, *, wait: bool = False):
   """Holds an exclusive advisory lock on the (empty) file `path` for the `with` block, so that processes sharing a
-  folder do not do the same work twice. Raises Busy at once when another process holds it; the kernel releases it
-  when its holder ends, kill -9 included, so a claim is never left stale. Yields True, or False on a file system
+  folder do not do the same work twice. Raises Busy at once when another process holds it (with `wait`: waits
+  until it is released instead); the kernel releases it when its holder ends, kill -9 included, so a claim is
+  never left stale. Yields True, or False on a file system
   without locks (some network mounts), where nothing is excluded and the caller's work is merely not shared.
 
   The file is left in place (removing it would let two processes lock two different files of one name).
@@ -338,7 +339,7 @@ def claim(path: str):
   fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
   try:
     try:
-      fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+      fcntl.flock(fd, fcntl.LOCK_EX if wait else fcntl.LOCK_EX | fcntl.LOCK_NB)
       held = True
     except OSError as e:
       if e.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):

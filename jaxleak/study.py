@@ -28,6 +28,8 @@ flags.DEFINE_bool("dry_run", False, "Print the plan (groups, tasks, what is done
 flags.DEFINE_integer("task_index", 0, "This shard's index in [0, --num_tasks) (e.g. $SLURM_ARRAY_TASK_ID).", **_d)
 flags.DEFINE_integer("num_tasks", 1, "Number of shards the study's groups are dealt to.", **_d)
 flags.DEFINE_enum("executor", "local", ["local", "ray"], "Run groups here, or one Ray task per group.", **_d)
+flags.DEFINE_bool("wait", False, "After the groups nobody else holds, wait for those other processes sharing the "
+                  "folder are running, and run what they leave undone; return when every task is stored.", **_d)
 flags.DEFINE_string("ray_address", None, "Ray cluster address for --executor=ray (default: start a local one).",
                     **_d)
 
@@ -36,7 +38,7 @@ cli.define_distributed_flags(FLAGS)
 COMMANDS = ("run", "status", "collect", "list")
 
 #: Flags only `run` reads (`status` and `collect` read the stored study, whole).
-RUN_ONLY_FLAGS = ("set", "dry_run", "task_index", "num_tasks", "executor", "ray_address", "distributed",
+RUN_ONLY_FLAGS = ("set", "dry_run", "task_index", "num_tasks", "executor", "ray_address", "wait", "distributed",
                   "coordinator_address", "num_processes", "process_id", "distributed_timeout")
 
 
@@ -67,6 +69,10 @@ def main(argv):
       raise cli.FlagError(f"run takes one study name; presets: {', '.join(sorted(S.PRESETS))}.")
     if FLAGS.ray_address is not None and FLAGS.executor != "ray":
       raise cli.FlagError("--ray_address is only used with --executor=ray.")
+    if FLAGS.wait and (FLAGS.executor == "ray" or FLAGS.distributed):
+      other = "--executor=ray" if FLAGS.executor == "ray" else "--distributed"
+      raise cli.FlagError(f"--wait is for the local executor of one process (groups shared with other commands "
+                          f"through the folder); drop it or {other}.")
     if FLAGS.distributed and FLAGS.executor == "ray":
       raise cli.FlagError("--distributed and --executor=ray: choose one. Ray runs whole groups on its workers, which "
                           "are not JAX processes of the distributed run; --distributed has every process compute a "
@@ -101,7 +107,7 @@ def main(argv):
     if FLAGS.executor == "ray":
       executors.run_with_ray(shard, store, address=FLAGS.ray_address, progress=cli.progress)
     else:
-      S.run_plan(shard, store, progress=print)
+      S.run_plan(shard, store, progress=print, wait=FLAGS.wait)
     return
   if rest:
     raise cli.FlagError(f"{command} takes no arguments besides --study_dir.")

@@ -620,3 +620,36 @@ def test_a_group_finished_elsewhere_while_waiting_is_not_computed_again(tmp_path
   summary = S.run_plan(plan, store, progress=progress)
   assert summary.tasks_written == 1 and summary.groups_busy == []
   assert open(os.path.join(store.root, "records", os.path.basename(src)), "rb").read() == open(src, "rb").read()
+
+
+def test_wait_runs_what_a_held_group_leaves_undone_once_it_is_released(tmp_path):
+  import fcntl
+  import threading
+  plan = S.make_plan(_two_group_study())
+  store, held = S.Store(str(tmp_path)), plan.groups[0]
+  path = store.claim_path(held.key)
+  os.makedirs(os.path.dirname(path))
+  holder = open(path, "w")
+  fcntl.flock(holder, fcntl.LOCK_EX)     # "another process" holds the first group, then dies without its record
+  lines = []
+
+  def progress(line):
+    lines.append(line)
+    if "waiting for the process running it" in line:
+      threading.Timer(0.5, holder.close).start()        # released a moment after this process starts waiting
+  summary = S.run_plan(plan, store, progress=progress, wait=True)
+  assert summary.groups_busy == [] and summary.tasks_written == 2
+  assert all(store.has(t.key) for t in plan.tasks)
+  order = [line for line in lines if line.startswith("  group")]
+  assert "back to it later" in order[0] and "[" + plan.groups[1].label + "]: 1/1 tasks" in order[1]
+  assert "waiting for the process running it" in order[2] and "1/1 tasks" in order[3]
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--executor=ray"], "--wait is for the local executor of one process"),
+    (["--distributed"], "drop it or --distributed"),
+])
+def test_wait_is_refused_where_groups_are_not_shared_through_the_folder(args, message, tmp_path, capsys):
+  assert cli.call(study_cli.main, study_cli.FLAGS, ["run", "har_sampling", f"--study_dir={tmp_path}", "--wait",
+                                                    *args]) == 2
+  assert message in capsys.readouterr().err

@@ -303,8 +303,13 @@ class RunSummary:
   groups_busy: list = dataclasses.field(default_factory=list)   # labels of groups another process was running
 
 
-def run_plan(plan: Plan, store: Store, *, progress: Optional[Callable[[str], None]] = print) -> RunSummary:
-  """Runs every group of `plan` whose tasks are not all stored; one line of progress per group with an ETA."""
+def run_plan(plan: Plan, store: Store, *, progress: Optional[Callable[[str], None]] = print,
+             wait: bool = False) -> RunSummary:
+  """Runs every group of `plan` whose tasks are not all stored; one line of progress per group with an ETA.
+
+  A group another process is running (sharing the folder) is skipped; with `wait`, this process then waits for
+  each such group to be released and runs whatever of it is still missing (its holder may have been killed), so
+  that it returns only when every task of the plan is stored."""
   log = progress or (lambda m: None)
   t_start = time.perf_counter()
   done = store.done_keys(t.key for t in plan.tasks)
@@ -320,10 +325,15 @@ def run_plan(plan: Plan, store: Store, *, progress: Optional[Callable[[str], Non
   # running it, and skip one another's; a jax.distributed run's processes must all run every group, so never do.
   shared = jax.process_count() == 1 and not store.read_only
   per_group, written, busy = [], 0, []
-  for i, group in enumerate(pending):
+  # First every group nobody holds, then (with `wait`) the held ones, each as soon as its holder lets go.
+  queue = [(i, g, False) for i, g in enumerate(pending)]
+  while queue:
+    i, group, blocking = queue.pop(0)
+    if blocking:
+      log(f"  group {i + 1}/{len(pending)} [{group.label}]: waiting for the process running it")
     t0 = time.perf_counter()
     try:
-      with storage.claim(store.claim_path(group.key)) if shared else contextlib.nullcontext():
+      with storage.claim(store.claim_path(group.key), wait=blocking) if shared else contextlib.nullcontext():
         if shared:                       # another process may have finished it since the folder was read
           done |= store.done_keys(t.key for t in group.tasks if t.key not in done)
         todo = [t for t in group.tasks if t.key not in done]
@@ -331,13 +341,18 @@ def run_plan(plan: Plan, store: Store, *, progress: Optional[Callable[[str], Non
           {"har": _run_har_group, "eavesdrop": _run_eavesdrop_group,
            "whole_determination": _run_whole_determination_group}[group.kind](group, todo, store, log)
     except storage.Busy:
-      busy.append(group.label)
-      log(f"  group {i + 1}/{len(pending)} [{group.label}]: being run by another process; skipped")
+      if wait:
+        queue.append((i, group, True))
+      else:
+        busy.append(group.label)
+      log(f"  group {i + 1}/{len(pending)} [{group.label}]: being run by another process; "
+          + ("back to it later" if wait else "skipped"))
       continue
     written += len(todo)
     dt = time.perf_counter() - t0
     per_group.append((group.label, dt))
-    eta = (time.perf_counter() - t_start) / (i + 1) * (len(pending) - i - 1)
+    left = len(queue)
+    eta = (time.perf_counter() - t_start) / max(1, len(pending) - left) * left
     how = f"{len(group.tasks)}/{len(group.tasks)} tasks in {dt:.1f} s" if todo else "finished by another process"
     log(f"  group {i + 1}/{len(pending)} [{group.label}]: {how}; ETA {eta:.0f} s")
   store.write_index(plan, store.done_keys(t.key for t in plan.tasks))
