@@ -44,7 +44,7 @@ RUN_ONLY_FLAGS = ("set", "dry_run", "task_index", "num_tasks", "executor", "ray_
 
 def main(argv):
   from jaxleak.runs import study as S
-  from jaxleak.runs.study import collect, spec
+  from jaxleak.runs.study import collect
   args = argv[1:]
   if not args or args[0] not in COMMANDS:
     raise cli.FlagError(f"give a command: {', '.join(COMMANDS)} (e.g. python -m jaxleak.study run har_sampling "
@@ -112,7 +112,7 @@ def main(argv):
   if rest:
     raise cli.FlagError(f"{command} takes no arguments besides --study_dir.")
   store = S.Store(FLAGS.study_dir)
-  plan = S.make_plan(spec.from_json(store.read_study()), check_inputs=False)
+  plan = store.read_plan()
   if command == "status":
     print(S.status(plan, store))
   else:

@@ -653,3 +653,29 @@ def test_wait_is_refused_where_groups_are_not_shared_through_the_folder(args, me
   assert cli.call(study_cli.main, study_cli.FLAGS, ["run", "har_sampling", f"--study_dir={tmp_path}", "--wait",
                                                     *args]) == 2
   assert message in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("text, message", [
+    ("{oops", "damaged (not JSON"), ("[]", "damaged (a JSON list, not a study)"), ("", "damaged (not JSON"),
+    ('{"name": "x"}', "does not describe a study this jaxleak can read (missing field 'parts')"),
+    ('{"name": "x", "parts": [{"type": "har", "models": 5}]}', "does not describe a study this jaxleak can read"),
+])
+def test_a_damaged_study_json_is_named_with_its_fix_and_a_run_replaces_it(ldp_study, tmp_path, capsys, text,
+                                                                          message):
+  """Found 2026-12-04 (sixteenth session): status and collect said "error: parts" or "list indices must be integers
+  or slices, not str", naming neither the file nor the fix."""
+  import shutil
+  from jaxleak import report
+  plan, store = ldp_study
+  root = tmp_path / "copy"
+  shutil.copytree(store.root, root)
+  (root / "study.json").write_text(text)
+  for command in ("status", "collect"):
+    assert cli.call(study_cli.main, study_cli.FLAGS, [command, f"--study_dir={root}"]) == 2
+    err = capsys.readouterr().err
+    assert f"{root}/study.json" in err and message in err and "rerun the `python -m jaxleak.study run" in err, err
+  assert cli.call(report.main, report.FLAGS, [str(root), f"--output_dir={tmp_path / 'report'}"]) == 2
+  assert message in capsys.readouterr().err
+  notes = []
+  S.adopt_folder(plan, S.Store(str(root)), progress=notes.append)       # what the rerun does first
+  assert "cannot read" in notes[-1] and S.Store(str(root)).read_plan().tasks == plan.tasks

@@ -79,8 +79,27 @@ class Store:
     if not os.path.isfile(path):
       raise FileNotFoundError(f"{self.root} holds no study (no study.json); run one there first: python -m "
                               "jaxleak.study run <preset> --study_dir=...")
-    with open(path, encoding="utf-8") as f:
-      return json.load(f)
+    try:
+      with open(path, encoding="utf-8") as f:
+        body = json.load(f)
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+      raise storage.StorageError(f"{path}: damaged (not JSON: {e}); {_REWRITE}") from None
+    if not isinstance(body, dict):
+      raise storage.StorageError(f"{path}: damaged (a JSON {type(body).__name__}, not a study); {_REWRITE}")
+    return body
+
+  def read_plan(self):
+    """The plan of the folder's study (`read_study`), unchecked against the data; StorageError naming the file and
+    the fix when study.json does not describe a study this jaxleak can read."""
+    from jaxleak.runs.study import spec
+    from jaxleak.runs.study.plan import make_plan
+    study_json = self.read_study()
+    try:
+      return make_plan(spec.from_json(study_json), check_inputs=False)
+    except (KeyError, TypeError, ValueError, AttributeError) as e:
+      what = f"missing field {e}" if isinstance(e, KeyError) else str(e)
+      raise storage.StorageError(f"{os.path.join(self.root, 'study.json')} does not describe a study this jaxleak "
+                                 f"can read ({what}); {_REWRITE}") from None
 
   def check_no_foreign_files(self) -> None:
     """Raises ValueError when the folder holds entries a study does not write (a study run there would overwrite
@@ -106,6 +125,10 @@ class Store:
 
   def claim_path(self, group_key: str) -> str:
     return os.path.join(self.root, ".claims", group_key + ".lock")
+
+
+_REWRITE = ("rerun the `python -m jaxleak.study run ...` command that made the folder: it writes study.json again "
+            "and reuses every stored record.")
 
 
 def _checksum(body: dict) -> str:
