@@ -35,8 +35,8 @@ def _check_args(strategy: str, key, labels, num_samples, name: str = "num_sample
   values = np.asarray(labels)
   if values.size and (not np.issubdtype(values.dtype, np.integer) or values.min() < 0):
     # The balanced sampler groups windows by label value: 0.5 or -3 would be sampled as classes of their own.
-    raise ValueError(f"labels must be class ids, integers >= 0; got dtype {values.dtype}"
-                     f"{'' if not np.issubdtype(values.dtype, np.number) else f', values from {values.min()}'}.")
+    lowest = f", values from {values.min()}" if np.issubdtype(values.dtype, np.number) else ""
+    raise ValueError(f"labels must be class ids, integers >= 0; got dtype {values.dtype}{lowest}.")
 
 
 def _rng(key) -> np.random.Generator:

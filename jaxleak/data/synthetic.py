@@ -120,9 +120,9 @@ def _physical_memory_bytes() -> int | None:
 
 
 def _check_fits_in_memory(p: SyntheticPreset, length: int, scale: float) -> None:
-  """Refuses, before allocating, a dataset whose recordings (f32) and their windows (about as much again, twice)
-  alone would exceed this machine's physical memory: at `--synthetic_scale=1e6` the process was killed by the
-  kernel's out-of-memory killer, or the machine swapped, instead of a message."""
+  """Refuses, before allocating, a dataset whose recordings (f32), their windows (twice the samples: stride = half
+  a window) and the generator's float64 temporaries for one subject would exceed this machine's memory: at
+  `--synthetic_scale=1e6` the process was killed by the kernel's out-of-memory killer instead of a message."""
   total = _physical_memory_bytes()
   if total is None:
     return
