@@ -28,8 +28,9 @@ flags.DEFINE_bool("dry_run", False, "Print the plan (groups, tasks, what is done
 flags.DEFINE_integer("task_index", 0, "This shard's index in [0, --num_tasks) (e.g. $SLURM_ARRAY_TASK_ID).", **_d)
 flags.DEFINE_integer("num_tasks", 1, "Number of shards the study's groups are dealt to.", **_d)
 flags.DEFINE_enum("executor", "local", ["local", "ray"], "Run groups here, or one Ray task per group.", **_d)
-flags.DEFINE_bool("wait", False, "After the groups nobody else holds, wait for those other processes sharing the "
-                  "folder are running, and run what they leave undone; return when every task is stored.", **_d)
+flags.DEFINE_bool("wait", False, "After the groups nobody else holds, wait for the ones other processes sharing "
+                  "the folder are running, and run what they leave undone: return only when every task is stored.",
+                  **_d)
 flags.DEFINE_string("ray_address", None, "Ray cluster address for --executor=ray (default: start a local one).",
                     **_d)
 
@@ -71,7 +72,7 @@ def main(argv):
       raise cli.FlagError("--ray_address is only used with --executor=ray.")
     if FLAGS.wait and (FLAGS.executor == "ray" or FLAGS.distributed):
       other = "--executor=ray" if FLAGS.executor == "ray" else "--distributed"
-      raise cli.FlagError(f"--wait is for the local executor of one process (groups shared with other commands "
+      raise cli.FlagError("--wait is for the local executor of one process (groups shared with other commands "
                           f"through the folder); drop it or {other}.")
     if FLAGS.distributed and FLAGS.executor == "ray":
       raise cli.FlagError("--distributed and --executor=ray: choose one. Ray runs whole groups on its workers, which "
