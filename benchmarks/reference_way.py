@@ -49,7 +49,7 @@ flags.DEFINE_bool("reconstruction_step", True, "also time the reference with its
 
 
 def run_jaxleak(cache: str) -> float:
-  return run_main_job(cache, [f"--dataset={FLAGS.dataset}", f"--synthetic_scale={FLAGS.synthetic_scale}"])
+  return run_main_job(cache, [f"--dataset={FLAGS.dataset}", f"--synthetic_scale={FLAGS.synthetic_scale}"])[0]
 
 
 def twin_counts(name, gw, gb, n, star=None):
