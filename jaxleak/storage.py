@@ -314,7 +314,11 @@ def verify_folder(path: str) -> bool:
 # --- claims -------------------------------------------------------------------------------------------------------
 
 class Busy(RuntimeError):
-  """Another process holds the claim (see `claim`)."""
+  """Another process holds the claim (see `claim`); `holder` says which ('<host> pid <pid>')."""
+
+  def __init__(self, path: str, holder: str):
+    super().__init__(f"{path} is held by another process ({holder})")
+    self.holder = holder
 
 
 @contextlib.contextmanager
@@ -343,28 +347,46 @@ def claim(path: str, *, wait: bool = False):
       held = True
     except OSError as e:
       if e.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
-        raise Busy(f"{path} is held by another process") from None
+        raise Busy(path, _read_holder(fd) or "holder unknown") from None
       if e.errno not in (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL):
         raise
       held = False
+    if held:                                         # who holds it, for `claim_holder` (status lines); not data
+      os.ftruncate(fd, 0)
+      os.pwrite(fd, f"{platform.node() or 'this machine'} pid {os.getpid()}\n".encode("utf-8"), 0)
     yield held
   finally:
     os.close(fd)                                     # closing the descriptor releases the lock
 
 
-def is_claimed(path: str) -> bool:
-  """True when another process holds the claim on `path` now (a snapshot; for progress reports)."""
+def _read_holder(fd: int) -> str:
+  try:
+    return os.pread(fd, 256, 0).decode("utf-8", "replace").strip()
+  except OSError:
+    return ""
+
+
+def claim_holder(path: str) -> Optional[str]:
+  """Who holds the claim on `path` now ('<host> pid <pid>', or 'holder unknown'), None when nobody does (a
+  snapshot; for progress reports)."""
   try:
     fd = os.open(path, os.O_RDONLY)
   except OSError:                                    # no claim file (never claimed), or not ours to read
-    return False
+    return None
   try:
     fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    return False
+    return None
   except OSError as e:
-    return e.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES)
+    if e.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+      return None
+    return _read_holder(fd) or "holder unknown"
   finally:
     os.close(fd)
+
+
+def is_claimed(path: str) -> bool:
+  """True when another process holds the claim on `path` now (a snapshot; for progress reports)."""
+  return claim_holder(path) is not None
 
 
 def check_writable_folder(path: str, what: str = "output folder") -> None:

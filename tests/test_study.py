@@ -597,10 +597,10 @@ def test_a_group_another_process_runs_is_skipped_and_shown_running(tmp_path):
     assert summary.groups_busy == [busy.label]
     assert not any(store.has(t.key) for t in busy.tasks)
     assert all(store.has(t.key) for t in plan.groups[1].tasks)
-    assert any("being run by another process; skipped" in line for line in lines)
+    assert any("being run by another process (holder unknown); skipped" in line for line in lines)
     assert "1 group still running in another process" in lines[-1] and "their records appear" in lines[-1]
     status = S.status(plan, store).split("\n")
-    assert status[1].endswith("0/1 done (running now)") and status[2].endswith("1/1 done")
+    assert status[1].endswith("0/1 done (running now: holder unknown)") and status[2].endswith("1/1 done")
   assert "running now" not in S.status(plan, store)              # released: nobody runs it
   summary = S.run_plan(plan, store, progress=None)
   assert summary.groups_busy == [] and summary.tasks_written == 1 and store.has(busy.tasks[0].key)

@@ -340,12 +340,12 @@ def run_plan(plan: Plan, store: Store, *, progress: Optional[Callable[[str], Non
         if todo:
           {"har": _run_har_group, "eavesdrop": _run_eavesdrop_group,
            "whole_determination": _run_whole_determination_group}[group.kind](group, todo, store, log)
-    except storage.Busy:
+    except storage.Busy as e:
       if wait:
         queue.append((i, group, True))
       else:
         busy.append(group.label)
-      log(f"  group {i + 1}/{len(pending)} [{group.label}]: being run by another process; "
+      log(f"  group {i + 1}/{len(pending)} [{group.label}]: being run by another process ({e.holder}); "
           + ("back to it later" if wait else "skipped"))
       continue
     written += len(todo)
@@ -408,5 +408,6 @@ def adopt_folder(plan: Plan, store: Store, *, write: bool = True,
 
 def status(plan: Plan, store: Store) -> str:
   done = store.done_keys(t.key for t in plan.tasks)
-  running = {g.key for g in plan.groups if storage.is_claimed(store.claim_path(g.key))}
+  holders = {g.key: storage.claim_holder(store.claim_path(g.key)) for g in plan.groups}
+  running = {key: holder for key, holder in holders.items() if holder is not None}
   return describe(plan, done, running) + f"\n{len(done)}/{len(plan.tasks)} tasks done"

@@ -327,13 +327,14 @@ def _check_checkpoint_data(plan: Plan, loaded: dict) -> None:
                        f"experiments/train_models.py, or attack fewer clients (--set num_clients=...).")
 
 
-def describe(plan: Plan, done: Optional[set] = None, running: Optional[set] = None) -> str:
-  """The plan as text: one line per group (tasks, done; 'running' for the group keys in `running`) and totals."""
-  done, running = done or set(), running or set()
+def describe(plan: Plan, done: Optional[set] = None, running: Optional[dict] = None) -> str:
+  """The plan as text: one line per group (tasks, done; 'running now' and who runs it for the group keys in
+  `running`, a dict key -> holder) and totals."""
+  done, running = done or set(), running or {}
   lines = [f"study {plan.study.name}: {counted(len(plan.tasks), 'task')} in {counted(len(plan.groups), 'group')}"]
   for i, g in enumerate(plan.groups):
     n_done = sum(t.key in done for t in g.tasks)
-    now = " (running now)" if g.key in running else ""
+    now = f" (running now: {running[g.key]})" if g.key in running else ""
     lines.append(f"  [{i + 1:>3}/{len(plan.groups)}] {g.label}: {n_done}/{len(g.tasks)} done{now}")
   return "\n".join(lines)
 
