@@ -679,3 +679,17 @@ def test_a_damaged_study_json_is_named_with_its_fix_and_a_run_replaces_it(ldp_st
   notes = []
   S.adopt_folder(plan, S.Store(str(root)), progress=notes.append)       # what the rerun does first
   assert "cannot read" in notes[-1] and S.Store(str(root)).read_plan().tasks == plan.tasks
+
+
+def test_a_file_system_without_locks_runs_every_group_and_says_it_cannot_share(tmp_path, monkeypatch):
+  import errno
+  from jaxleak import storage
+
+  def no_locks(fd, operation):
+    raise OSError(errno.ENOLCK, "No locks available")
+  monkeypatch.setattr(storage.fcntl, "flock", no_locks)
+  plan, lines = S.make_plan(_two_group_study()), []
+  summary = S.run_plan(plan, S.Store(str(tmp_path)), progress=lines.append)
+  assert summary.tasks_written == 2 and summary.groups_busy == []
+  notes = [line for line in lines if "has no locks" in line]
+  assert len(notes) == 1 and "would compute them again" in notes[0]

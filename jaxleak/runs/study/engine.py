@@ -324,7 +324,7 @@ def run_plan(plan: Plan, store: Store, *, progress: Optional[Callable[[str], Non
   # Processes sharing the folder (the same command run twice, Ray tasks, overlapping shards) claim a group before
   # running it, and skip one another's; a jax.distributed run's processes must all run every group, so never do.
   shared = jax.process_count() == 1 and not store.read_only
-  per_group, written, busy = [], 0, []
+  per_group, written, busy, unlocked = [], 0, [], False
   # First every group nobody holds, then (with `wait`) the held ones, each as soon as its holder lets go.
   queue = [(i, g, False) for i, g in enumerate(pending)]
   while queue:
@@ -333,7 +333,11 @@ def run_plan(plan: Plan, store: Store, *, progress: Optional[Callable[[str], Non
       log(f"  group {i + 1}/{len(pending)} [{group.label}]: waiting for the process running it")
     t0 = time.perf_counter()
     try:
-      with storage.claim(store.claim_path(group.key), wait=blocking) if shared else contextlib.nullcontext():
+      with storage.claim(store.claim_path(group.key), wait=blocking) if shared else contextlib.nullcontext() as held:
+        if shared and held is False and not unlocked:
+          unlocked = True
+          log(f"note: the file system of {store.root} has no locks, so this run cannot see the groups other "
+              "processes run there; a second command on this folder would compute them again.")
         if shared:                       # another process may have finished it since the folder was read
           done |= store.done_keys(t.key for t in group.tasks if t.key not in done)
         todo = [t for t in group.tasks if t.key not in done]
