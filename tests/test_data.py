@@ -269,6 +269,8 @@ def test_a_label_pool_takes_lists_as_arrays():
     (lambda: D.sample_client("balanced", jax.random.key(0), LAB + 0.5, 10), ValueError,
      "labels must be class ids, integers >= 0; got dtype float64"),
     (lambda: D.sample_client("balanced", jax.random.key(0), LAB - 3, 10), ValueError, "values from -3"),
+    (lambda: D.window_starts(-5), ValueError, "length must be an integer >= 0"),     # was: no windows, silently
+    (lambda: D.window_starts(100.5), ValueError, "length must be an integer >= 0"),
 ])
 def test_samplers_and_synthetic_data_refuse_bad_arguments_by_name(call, error, message):
   with pytest.raises(error, match=message):

@@ -23,6 +23,8 @@ def window_starts(length: int, window: int = WINDOW, stride: int = STRIDE) -> np
   for name, value in (("window", window), ("stride", stride)):
     if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value <= 0:
       raise ValueError(f"{name} must be a positive integer (samples), got {value!r}.")
+  if not isinstance(length, (int, np.integer)) or isinstance(length, bool) or length < 0:
+    raise ValueError(f"length must be an integer >= 0 (samples in the recording), got {length!r}.")
   if length < window:
     return np.zeros((0,), np.int64)
   return np.arange(0, length - window + 1, stride, dtype=np.int64)

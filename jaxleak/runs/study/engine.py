@@ -355,8 +355,8 @@ def run_plan(plan: Plan, store: Store, *, progress: Optional[Callable[[str], Non
     written += len(todo)
     dt = time.perf_counter() - t0
     per_group.append((group.label, dt))
-    left = len(queue)
-    eta = (time.perf_counter() - t_start) / max(1, len(pending) - left) * left
+    left = len(queue)                    # groups skipped as held elsewhere took no time: averaged over those run
+    eta = (time.perf_counter() - t_start) / len(per_group) * left
     how = f"{len(group.tasks)}/{len(group.tasks)} tasks in {dt:.1f} s" if todo else "finished by another process"
     log(f"  group {i + 1}/{len(pending)} [{group.label}]: {how}; ETA {eta:.0f} s")
   store.write_index(plan, store.done_keys(t.key for t in plan.tasks))
