@@ -321,15 +321,20 @@ class Busy(RuntimeError):
     self.holder = holder
 
 
+#: What a non-blocking flock answers when another open file holds the lock.
+_HELD_ELSEWHERE = (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES)
+
+
 @contextlib.contextmanager
 def claim(path: str, *, wait: bool = False):
-  """Holds an exclusive advisory lock on the (empty) file `path` for the `with` block, so that processes sharing a
-  folder do not do the same work twice. Raises Busy at once when another process holds it (with `wait`: waits
-  until it is released instead); the kernel releases it when its holder ends, kill -9 included, so a claim is
-  never left stale. Yields True, or False on a file system
-  without locks (some network mounts), where nothing is excluded and the caller's work is merely not shared.
+  """Holds an exclusive advisory lock on the file `path` for the `with` block, so that processes sharing a folder
+  do not do the same work twice. Raises Busy at once when another process holds it (with `wait`: waits until it
+  is released instead); the kernel releases it when its holder ends, kill -9 included, so a claim is never left
+  stale. Yields True, or False on a file system without locks (some network mounts), where nothing is excluded
+  and the caller's work is merely not shared.
 
-  The file is left in place (removing it would let two processes lock two different files of one name).
+  While held, the file names its holder ('<host> pid <pid>', for `claim_holder`). It is left in place afterwards
+  (removing it would let two processes lock two different files of one name).
 
   >>> import tempfile, os
   >>> path = os.path.join(tempfile.mkdtemp(), "group.lock")
@@ -346,7 +351,7 @@ def claim(path: str, *, wait: bool = False):
       fcntl.flock(fd, fcntl.LOCK_EX if wait else fcntl.LOCK_EX | fcntl.LOCK_NB)
       held = True
     except OSError as e:
-      if e.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+      if e.errno in _HELD_ELSEWHERE:
         raise Busy(path, _read_holder(fd) or "holder unknown") from None
       if e.errno not in (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL):
         raise
@@ -377,7 +382,7 @@ def claim_holder(path: str) -> Optional[str]:
     fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     return None
   except OSError as e:
-    if e.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+    if e.errno not in _HELD_ELSEWHERE:
       return None
     return _read_holder(fd) or "holder unknown"
   finally:

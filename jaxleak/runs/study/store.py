@@ -6,7 +6,7 @@ configuration fingerprint (writes go through jaxleak.storage).
   <study_dir>/timings/<key>.json  wall times of the task's group (kept apart so records are bitwise reproducible)
   <study_dir>/index.json          key -> group, kind, settings (derived; rebuilt from the records)
   <study_dir>/checkpoints/        in-task checkpoints of long tasks (Eavesdrop rounds)
-  <study_dir>/.claims/<group>     empty lock files: the group a process is running now (storage.claim)
+  <study_dir>/.claims/<group>     lock files: the group a process is running now, and who (storage.claim)
 
 A record is written atomically and only after its task finished; a killed run leaves whole records or none, and
 rerunning the same command skips the tasks whose records verify.
