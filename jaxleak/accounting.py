@@ -146,6 +146,10 @@ def _epsilon(z: float, releases: int, delta: float, method: str) -> tuple[float,
 
 def describe(eps: Epsilon, digits: int = 3) -> str:
   """'4.38' or 'inf (no clipping: unbounded sensitivity)'."""
+  if not isinstance(eps, Epsilon):
+    raise TypeError(f"describe: eps must be an Epsilon (from gaussian_epsilon), got {type(eps).__name__}.")
+  if isinstance(digits, bool) or not isinstance(digits, int) or digits < 1:
+    raise ValueError(f"describe: digits must be a positive integer (significant digits), got {digits!r}.")
   if math.isinf(eps.value):
     return f"inf ({eps.reason})" if eps.reason else "inf"
   return f"{eps.value:.{digits}g}"

@@ -34,7 +34,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from jaxleak.types import LastLayerGrads, check_prng_key
+from jaxleak.types import LastLayerGrads, check_prng_key, is_concrete
 
 GRANULARITIES = ("batch", "per_example")
 SCOPES = ("all", "last_layer")
@@ -229,6 +229,25 @@ def ldp(clip_norm: float = math.inf, noise_std: float = 0.0, *, key: jax.Array, 
                      gaussian_noise(noise_std, key=key))
 
 
+def _check_sweep_values(clip_norm, noise_std) -> None:
+  """Refuses concrete (not traced) clip norms <= 0 or NaN and noise stds < 0 or non-finite, entry by entry: unlike
+  `clip` and `gaussian_noise`, `ldp_injectable` takes arrays, which the transforms themselves never inspect (a
+  negative clip norm would flip the update's sign)."""
+  for name, value, bad, allowed in (
+      ("clip_norm", clip_norm, lambda v: ~(v > 0), "> 0 (inf for no clipping)"),
+      ("noise_std", noise_std, lambda v: ~(np.isfinite(v) & (v >= 0)), "finite and >= 0 (0 for no noise)")):
+    if not is_concrete(value):
+      continue
+    kind = np.asarray(value).dtype.kind if not isinstance(value, str) else "U"
+    if kind not in "fiu":
+      raise TypeError(f"ldp_injectable: {name} must be a number or an array of numbers, got {value!r} "
+                      f"({type(value).__name__}).")
+    v = np.asarray(value, np.float64)
+    if np.any(bad(v)):
+      raise ValueError(f"ldp_injectable: every {name} must be {allowed}; got {v[bad(v)].ravel()[:3].tolist()} "
+                       f"among {v.size} value(s).")
+
+
 def ldp_injectable(clip_norm, noise_std, *, key: jax.Array, granularity: str = "batch", scope: str = "all",
                    head_key: str = "head") -> optax.GradientTransformationExtraArgs:
   """`ldp` with clip_norm and noise_std as *dynamic* hyper-parameters (optax.inject_hyperparams): they live in the
@@ -243,6 +262,12 @@ def ldp_injectable(clip_norm, noise_std, *, key: jax.Array, granularity: str = "
   >>> bool(jnp.allclose(out[0], 0.5)), bool(jnp.all(out[1:] == g))
   (True, True)
   """
+  if granularity not in GRANULARITIES:
+    raise ValueError(f"unknown clip granularity {granularity!r}; valid: {', '.join(GRANULARITIES)}.")
+  if scope not in SCOPES:
+    raise ValueError(f"unknown clip scope {scope!r}; valid: {', '.join(SCOPES)}.")
+  check_prng_key(key, "ldp_injectable")
+  _check_sweep_values(clip_norm, noise_std)
   factory = optax.inject_hyperparams(ldp)
   return factory(clip_norm=jnp.asarray(clip_norm, jnp.float32), noise_std=jnp.asarray(noise_std, jnp.float32),
                  key=key, granularity=granularity, scope=scope, head_key=head_key)

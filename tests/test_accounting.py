@@ -77,6 +77,17 @@ def test_bad_arguments_are_named(kwargs, message):
     accounting.gaussian_epsilon(**kwargs)
 
 
+def test_describe_refuses_what_it_cannot_print():
+  """Found 2026-12-05 (seventeenth session): digits=-1 ended in "Format specifier missing precision", a float in
+  "'float' object has no attribute 'value'"."""
+  e = accounting.gaussian_epsilon(1.0, 1.0)
+  assert accounting.describe(e, 2) == f"{e.value:.2g}"
+  with pytest.raises(ValueError, match="digits must be a positive integer"):
+    accounting.describe(e, -1)
+  with pytest.raises(TypeError, match="eps must be an Epsilon"):
+    accounting.describe(3.0)
+
+
 def exact_epsilon_log(mu: float, delta: float) -> float:
   """exact_epsilon in log space, for mu in the hundreds (exp(eps) overflows there)."""
   def above(eps):                  # log delta(eps) > log delta, with delta(eps) = e^a (1 - e^(b - a))

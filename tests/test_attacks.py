@@ -281,6 +281,27 @@ def test_nan_gradient_raises_eagerly_and_gives_invalid_counts_under_jit():
 def test_attacks_needing_randomness_demand_a_key():
   with pytest.raises(ValueError, match="PRNG key"):
     A.ilrg_uniform(_random_grads(0, 5), 10)
+  # Found 2026-12-05 (seventeenth session): an int key ended in JAX's "invalid PRNG key data".
+  for attack in (A.ilrg_uniform, A.random_guess, A.idlg, A.analytic):
+    with pytest.raises(TypeError, match="key must be one JAX PRNG key, e.g. jax.random.key"):
+      attack(_random_grads(0, 5), 10, key=0)
+  jax.vmap(lambda k: A.ilrg_uniform(_random_grads(0, 5), 10, key=k))(jax.random.split(KEY, 3))   # traced keys pass
+
+
+def test_attack_helpers_refuse_what_is_not_their_input():
+  """Found 2026-12-05 (seventeenth session): class_embeddings of a 1-D kernel returned a [C, 1] array, of a kernel
+  and bias of different class counts JAX's broadcasting words; average_bases of a list an IndexError."""
+  with pytest.raises(ValueError, match=r"class_embeddings: grads.kernel must have shape \[D, C\]"):
+    A.class_embeddings(LastLayerGrads(kernel=jnp.ones(4), bias=jnp.ones(4)))
+  with pytest.raises(ValueError, match="disagree on the number of classes"):
+    A.class_embeddings(LastLayerGrads(kernel=jnp.ones((8, 4)), bias=jnp.ones(5)))
+  with pytest.raises(TypeError, match="average_bases: bases must be an RLUBasis"):
+    A.average_bases([1, 2])
+  one = A.RLUBasis(kernel=jnp.ones((3, 4, 3)), bias=jnp.ones((3, 3)))
+  with pytest.raises(ValueError, match="a single basis has nothing to average"):
+    A.average_bases(one)
+  two = jax.tree.map(lambda a: jnp.stack([a, 3 * a]), one)
+  np.testing.assert_array_equal(A.average_bases(two).kernel, 2 * one.kernel)
 
 
 def test_registry_unknown_name_lists_valid_ones():

@@ -124,6 +124,10 @@ def test_attack_input_errors():
     (lambda g, u: E.group_separation(np.eye(4), [0, 0, 2, 2]), ValueError, r"group ids 0..G-1, each used"),
     (lambda g, u: E.group_separation(np.eye(4), [0.0, 0.5, 1.0, 1.0]), ValueError, r"group ids 0..G-1"),
     (lambda g, u: E.canonical_partition([[1, 2], [3, 4]]), ValueError, r"one cluster id per label, \[C\]"),
+    # Found 2026-12-05 (seventeenth session): NaN ratio vectors gave a NaN separation, eps <= 0 NaN log ratios.
+    (lambda g, u: E.group_separation(np.full((4, 3), np.nan), [0, 0, 1, 1]), ValueError, r"contain NaN/inf"),
+    (lambda g, u: E.log_ratio(u, eps=-1.0), ValueError, r"log_ratio: eps must be a small finite number > 0"),
+    (lambda g, u: E.log_ratio(u, eps=0), ValueError, r"log_ratio: eps must be"),
 ])
 def test_eavesdrop_attacks_refuse_nonsense_eagerly(call, error, match):
   """Before: K = 0 gave every label absent, K < 0 or N_L > C plausible scores, a NaN update 'absent' (score NaN)."""

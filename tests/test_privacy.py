@@ -132,6 +132,28 @@ def test_bad_arguments():
   P.gaussian_noise(0.1, key=jax.random.PRNGKey(0))                  # a raw uint32[2] key is a key
 
 
+def test_ldp_injectable_refuses_concrete_nonsense_and_passes_traced_values():
+  """Found 2026-12-05 (seventeenth session): ldp_injectable took a negative or NaN clip norm (clipping then flips
+  the update's sign: factor -1 / norm), a NaN or negative noise std, an int key and an unknown granularity, all
+  without a word until (or, for the values, even after) the first update."""
+  g = jnp.full((4,), 3.0)
+  for clip_norm, noise in ((-1.0, 0.0), (float("nan"), 0.0), (jnp.array([1.0, 0.0]), 0.0)):
+    with pytest.raises(ValueError, match="every clip_norm must be > 0"):
+      P.ldp_injectable(clip_norm, noise, key=KEY)
+  for noise in (-0.1, float("nan"), np.array([0.1, np.inf])):
+    with pytest.raises(ValueError, match="every noise_std must be finite and >= 0"):
+      P.ldp_injectable(1.0, noise, key=KEY)
+  with pytest.raises(TypeError, match="clip_norm must be a number or an array of numbers"):
+    P.ldp_injectable("1", 0.0, key=KEY)
+  with pytest.raises(TypeError, match="ldp_injectable: key must be one JAX PRNG key"):
+    P.ldp_injectable(1.0, 0.1, key=0)
+  with pytest.raises(ValueError, match="unknown clip granularity 'x'"):
+    P.ldp_injectable(1.0, 0.1, key=KEY, granularity="x")
+  np.testing.assert_allclose(P.privatize(g, P.ldp_injectable(1.0, 0.0, key=KEY)), 0.5, rtol=1e-6)
+  swept = jax.vmap(lambda t: P.privatize(g, P.ldp_injectable(t, 0.0, key=KEY)))(jnp.array([1.0, jnp.inf]))
+  np.testing.assert_allclose(swept, [[0.5] * 4, [3.0] * 4], rtol=1e-6)          # traced values are not inspected
+
+
 def test_updates_that_cannot_carry_the_transform_are_refused():
   """Found 2026-12-04 (fourteenth session): noise of std 0.4 on an int32 update was cast back to int32 (truncated
   to 0: the update went out unchanged, with no privacy), clipping an int32 update zeroed it, and per-example

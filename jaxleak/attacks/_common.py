@@ -16,7 +16,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxleak.types import LastLayerGrads, is_concrete, is_int
+from jaxleak.types import LastLayerGrads, check_prng_key, is_concrete, is_int
 
 INVALID_COUNT = -1
 #: The largest N an attack accepts: the greedy stage and the count estimates run in float32, which represents every
@@ -48,6 +48,13 @@ def validate(grads, num_samples, attack: str, *, needs_bias: bool = False,
   """Checks shapes (always) and finiteness (when the arrays are concrete) of the gradient and of any `extra`
   inputs ({name: pytree}, e.g. the head's params). Returns num_samples as int."""
   n = check_num_samples(num_samples, attack)
+  check_grads(grads, attack, needs_bias=needs_bias, needs_kernel=needs_kernel, extra=extra)
+  return n
+
+
+def check_grads(grads, attack: str, *, needs_bias: bool = False, needs_kernel: bool = True,
+                extra: Optional[dict] = None) -> None:
+  """`validate` without N: the gradient's type, shapes and dtypes (always), and finiteness when concrete."""
   if not isinstance(grads, LastLayerGrads):
     raise TypeError(f"{attack}: grads must be a jaxleak.LastLayerGrads(kernel, bias), got "
                     f"{type(grads).__name__}. Build one with LastLayerGrads(kernel=..., bias=...).")
@@ -88,7 +95,6 @@ def validate(grads, num_samples, attack: str, *, needs_bias: bool = False,
   for name, tree in (extra or {}).items():
     if not _leaves_finite(tree):
       raise ValueError(f"{attack}: {name} contains NaN or Inf; estimate it again at finite model parameters.")
-  return n
 
 
 def all_finite(*trees) -> jax.Array:
@@ -155,6 +161,7 @@ def require_key(key, attack: str):
   if key is None:
     raise ValueError(f"{attack}: needs a PRNG key for its random labels; pass key=jax.random.key(seed) "
                      "(fold in the batch id so results do not depend on chunking).")
+  check_prng_key(key, attack)
   return key
 
 

@@ -117,6 +117,7 @@ def ilrg_uniform(grads: LastLayerGrads, num_samples: int, *, key: Optional[jax.A
 
 def class_embeddings(grads: LastLayerGrads) -> jax.Array:
   """iLRG step 1: class embeddings e_c = dL/dW[:, c] / dL/db[c] (f32[C, D]); 0 where dL/db[c] == 0."""
+  _common.check_grads(grads, "class_embeddings", needs_bias=True)
   kernel = grads.kernel.astype(jnp.float32)
   b = _bias(grads)
   safe = jnp.where(b == 0, 1.0, b)

@@ -15,6 +15,8 @@ host (scipy), its ratio vectors are jnp.
 """
 from __future__ import annotations
 
+import math
+import numbers
 from typing import NamedTuple
 
 import jax
@@ -151,7 +153,10 @@ def quantity_inference(global_update: jax.Array, label_updates: jax.Array, num_s
 def log_ratio(label_updates: jax.Array, eps: float = 1e-30) -> jax.Array:
   """Whole Determination's log R_pn per label, f32[C]: log(||W_p|| / ||W_n||) (L2 norms over the D input
   weights, W_n the mean update from the other labels). Rarely trained labels have the larger ratio (Eq. 13:
-  the model predicts them with small probability, so other labels' samples barely push their weights)."""
+  the model predicts them with small probability, so other labels' samples barely push their weights).
+  `eps` (> 0, added to both norms) keeps an all-zero update finite."""
+  if isinstance(eps, bool) or not isinstance(eps, numbers.Real) or not (math.isfinite(eps) and eps > 0):
+    raise ValueError(f"log_ratio: eps must be a small finite number > 0 (added to both norms), got {eps!r}.")
   w_p, w_n = positive_negative(label_updates)
   return jnp.log(jnp.linalg.norm(w_p, axis=1) + eps) - jnp.log(jnp.linalg.norm(w_n, axis=1) + eps)
 
@@ -233,6 +238,9 @@ def group_separation(vectors, groups) -> np.ndarray:
   if not np.issubdtype(g.dtype, np.integer) or ids.tolist() != list(range(len(ids))):
     raise ValueError(f"groups must be integer group ids 0..G-1, each used (row/column g of the result is group g); "
                      f"got the ids {ids.tolist()}.")
+  if not np.all(np.isfinite(v)):
+    raise ValueError("group_separation: the ratio vectors contain NaN/inf (an update of exactly zero?); "
+                     "there is no spread to measure.")
   m = v.mean(axis=1)
   if len(ids) >= len(m):
     raise ValueError("group_separation needs at least one group with two labels (a within-group spread).")

@@ -76,6 +76,12 @@ def rlu_basis_from_features(features: jax.Array, head: LastLayerParams,
 
 def average_bases(bases: RLUBasis) -> RLUBasis:
   """The mean over a leading axis (simulated steps or Monte Carlo draws)."""
+  if not isinstance(bases, RLUBasis):
+    raise TypeError(f"average_bases: bases must be an RLUBasis with a leading axis of draws (e.g. jax.vmap of "
+                    f"rlu_basis_from_features), got {type(bases).__name__}.")
+  if jnp.ndim(bases.kernel) < 4:
+    raise ValueError(f"average_bases: bases.kernel must be [draws, C, D, C] (one basis per draw), got shape "
+                     f"{jnp.shape(bases.kernel)}: a single basis has nothing to average.")
   return jax.tree.map(lambda a: jnp.mean(a, axis=0), bases)
 
 
