@@ -381,6 +381,20 @@ def test_allocate_label_totals_groups_and_aux():
   np.testing.assert_array_equal(D.allocate_label_totals(pool, 7, totals.astype(float), seed=1).index, a.index)
   with pytest.raises(ValueError, match=r"label_totals must be whole counts of examples per label"):
     D.allocate_label_totals(pool, 7, totals + 0.5, seed=1)
+  # Found 2026-12-05 (seventeenth session): 0 participants ended in NumPy's "high <= 0", 2.5 in "'float' object
+  # cannot be interpreted as an integer"; pad_allocation of a string in an AttributeError.
+  with pytest.raises(ValueError, match="allocate_label_totals: num_participants must be positive, got 0"):
+    D.allocate_label_totals(pool, 0, totals)
+  for call in (lambda: D.allocate_label_totals(pool, 2.5, totals), lambda: D.allocate_main_labels(pool, 2.5),
+               lambda: D.allocate_dirichlet(pool, True, alpha=1.0)):
+    with pytest.raises(TypeError, match="num_participants must be an integer"):
+      call()
+  with pytest.raises(TypeError, match="samples_per_label must be an integer, got '64'"):
+    D.allocate_main_labels(pool, 5, samples_per_label="64")
+  with pytest.raises(TypeError, match="pad_allocation: allocation must be an Allocation"):
+    D.pad_allocation("x", 10)
+  with pytest.raises(TypeError, match="pad_allocation: width must be an integer, got 60.0"):
+    D.pad_allocation(a, 60.0)
 
 
 def test_setup_refuses_pools_of_two_datasets():

@@ -184,6 +184,16 @@ def test_losses_and_selection_refuse_inputs_that_broadcast_or_cannot_mean_a_roun
     class_weighted_ce(logits, labels, jnp.ones(4))
   np.testing.assert_allclose(mean_ce(logits, labels), np.log(3.0), rtol=1e-6)      # uniform logits: log C
   np.testing.assert_allclose(class_weighted_ce(logits, labels, jnp.array([1.0, 2.0, 3.0])), np.log(3.0), rtol=1e-6)
+  # Found 2026-12-05 (seventeenth session): a label past C gave a NaN (masked) or a wrong loss, negative class
+  # weights a loss of -4e12.
+  with pytest.raises(ValueError, match=r"masked_mean_ce: labels must be class ids in \[0, C = 3\), got .* 0 to 5"):
+    masked_mean_ce(logits, jnp.array([0, 1, 5, 0]), jnp.ones(4))
+  np.testing.assert_allclose(masked_mean_ce(logits, jnp.array([0, 1, 5, 0]), jnp.array([1, 1, 0, 1])), np.log(3.0),
+                             rtol=1e-6)                                  # a masked slot (padding) may hold anything
+  with pytest.raises(ValueError, match=r"mean_ce: labels must be class ids"):
+    mean_ce(logits, jnp.array([0, 1, -1, 0]))
+  with pytest.raises(ValueError, match=r"class_weights must be finite and >= 0"):
+    class_weighted_ce(logits, labels, -jnp.ones(3))
   rng = np.random.default_rng(0)
   for n in (0, 10.5, True):
     with pytest.raises(ValueError, match="num_participants must be a positive integer"):
@@ -192,6 +202,20 @@ def test_losses_and_selection_refuse_inputs_that_broadcast_or_cannot_mean_a_roun
     select_participants(10, 0.5, 3)
   chosen = select_participants(10, 0.3, rng)
   assert len(chosen) == 3 and len(set(chosen.tolist())) == 3 and list(chosen) == sorted(chosen)
+
+
+def test_update_function_factories_refuse_what_is_not_their_settings():
+  """Found 2026-12-05 (seventeenth session): local_train_fn and client_update_fn took a tuple or dict for `local`
+  and failed when traced ("'tuple' object has no attribute 'batch_size'"), client_execution of a string in
+  "string indices must be integers"."""
+  from jaxleak.federated import client_execution, client_update_fn, local_train_fn
+  model = models.build("tinyhar", 5)
+  with pytest.raises(TypeError, match="local_train_fn: local must be a jaxleak.federated.LocalEpochs"):
+    local_train_fn(model, (1, 32, 0.1))
+  with pytest.raises(TypeError, match="client_update_fn: local must be a jaxleak.federated.LocalSteps, got dict"):
+    client_update_fn(model, {"steps": 2})
+  with pytest.raises(TypeError, match="client_execution: variables must be the model's variables"):
+    client_execution("x")
 
 
 def test_a_full_backward_inside_a_lax_map_warns_on_cpu_and_nothing_else_does():

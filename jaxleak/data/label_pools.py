@@ -75,6 +75,13 @@ def split_pool(pool: LabelPool, aux_fraction: float, seed: int) -> tuple[LabelPo
   return pool.subset(np.sort(np.concatenate(train))), pool.subset(np.sort(np.concatenate(aux)))
 
 
+def _require_counts(who: str, **values) -> None:
+  """Refuses a size that is not an integer (2.5 participants, True, '64'), naming it; the value checks follow."""
+  for name, value in values.items():
+    if not is_int(value):
+      raise TypeError(f"{who}: {name} must be an integer, got {value!r} ({type(value).__name__}).")
+
+
 def _draw(rng: np.random.Generator, candidates: np.ndarray, k: int) -> np.ndarray:
   """k distinct candidates when there are enough, else with replacement (small stand-in datasets)."""
   return rng.choice(candidates, size=k, replace=candidates.size < k)
@@ -123,6 +130,8 @@ def allocate_main_labels(pool: LabelPool, num_participants: int, *, main_labels:
   `samples_per_label`); different participants may share examples (the digits stand-in is too small for
   disjoint shards: 100 participants x 4 labels x 64 examples).
   """
+  _require_counts("allocate_main_labels", num_participants=num_participants, samples_per_label=samples_per_label,
+                  other_samples=other_samples)
   lo, hi = main_labels
   c = pool.num_classes
   if num_participants <= 0 or samples_per_label <= 0 or other_samples < 0:
@@ -153,6 +162,8 @@ def allocate_dirichlet(pool: LabelPool, num_participants: int, *, alpha: float, 
   large alpha: close to IID. A participant *owns* a label (the attacks' ground truth) when it holds at least
   `min_owned` examples of it; `counts` has every example.
   """
+  _require_counts("allocate_dirichlet", num_participants=num_participants,
+                  samples_per_participant=samples_per_participant, min_owned=min_owned)
   c = pool.num_classes
   if num_participants <= 0 or samples_per_participant <= 0 or min_owned <= 0:
     raise ValueError(f"num_participants, samples_per_participant and min_owned must be positive; got "
@@ -183,6 +194,9 @@ def allocate_label_totals(pool: LabelPool, num_participants: int, label_totals: 
                                                                            & (given == np.round(given)))):
     raise ValueError(f"label_totals must be whole counts of examples per label, got {given.tolist()} "
                      f"({given.dtype}); round them first.")
+  _require_counts("allocate_label_totals", num_participants=num_participants)
+  if num_participants <= 0:
+    raise ValueError(f"allocate_label_totals: num_participants must be positive, got {num_participants}.")
   label_totals = given.astype(np.int64)
   if label_totals.shape != (pool.num_classes,) or (label_totals < 0).any():
     raise ValueError(f"label_totals must be {pool.num_classes} non-negative counts, got {label_totals}.")
@@ -225,6 +239,10 @@ def aux_per_label(pool: LabelPool, samples_per_label: int, *, seed: int = 0) -> 
 def pad_allocation(allocation: Allocation, width: int) -> Allocation:
   """The same allocation padded to `width` >= its width (so runs with different allocations share one
   compiled round function)."""
+  if not isinstance(allocation, Allocation):
+    raise TypeError(f"pad_allocation: allocation must be an Allocation (from allocate_main_labels and the like), "
+                    f"got {type(allocation).__name__}.")
+  _require_counts("pad_allocation", width=width)
   extra = width - allocation.width
   if extra < 0:
     raise ValueError(f"cannot pad an allocation of width {allocation.width} to {width}.")

@@ -16,7 +16,7 @@ import optax
 from flax import errors as flax_errors
 from flax import linen as nn
 
-from jaxleak.types import values_outside
+from jaxleak.types import is_concrete, values_outside
 
 
 def split_variables(variables: dict) -> tuple[dict, dict]:
@@ -43,6 +43,12 @@ def _check_ce(logits, labels, what: str, **per_example) -> None:
   for name, value in per_example.items():
     if np.shape(value) != n:
       raise ValueError(f"{what}: {name} must be [n] = {n}, one per example; got {np.shape(value)}.")
+  if not jnp.issubdtype(jnp.result_type(labels), jnp.integer):
+    raise ValueError(f"{what}: labels must be integer class ids, got dtype {jnp.result_type(labels)}.")
+  outside = values_outside(labels, np.shape(logits)[-1], per_example.get("mask"))   # masked slots: padding
+  if outside is not None:
+    raise ValueError(f"{what}: labels must be class ids in [0, C = {np.shape(logits)[-1]}), got values from "
+                     f"{outside[0]} to {outside[1]} (an id outside would be scored as no class: a NaN or wrong loss).")
 
 
 def mean_ce(logits: jax.Array, labels: jax.Array) -> jax.Array:
@@ -55,6 +61,7 @@ def masked_mean_ce(logits: jax.Array, labels: jax.Array, mask: jax.Array) -> jax
   """Mean CE over the examples with mask 1 (f32[n]); 0 when none is valid."""
   _check_ce(logits, labels, "masked_mean_ce", mask=mask)
   ce = optax.softmax_cross_entropy_with_integer_labels(logits, labels)
+  ce = jnp.where(mask != 0, ce, 0.0)            # a masked slot's label may be anything (its CE NaN): it adds 0
   return jnp.sum(ce * mask) / jnp.maximum(jnp.sum(mask), 1.0)
 
 
@@ -64,6 +71,9 @@ def class_weighted_ce(logits: jax.Array, labels: jax.Array, class_weights: jax.A
   if np.shape(class_weights) != np.shape(logits)[-1:]:
     raise ValueError(f"class_weighted_ce: class_weights must be [C] = {np.shape(logits)[-1:]}, one per class; got "
                      f"{np.shape(class_weights)}.")
+  if is_concrete(class_weights) and not np.all(np.isfinite(w := np.asarray(class_weights)) & (w >= 0)):
+    raise ValueError(f"class_weighted_ce: class_weights must be finite and >= 0 (PyTorch's weight=), got "
+                     f"{w.tolist()}.")
   ce = optax.softmax_cross_entropy_with_integer_labels(logits, labels)
   w = class_weights[labels]
   return jnp.sum(w * ce) / jnp.maximum(jnp.sum(w), 1e-12)

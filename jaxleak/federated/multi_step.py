@@ -111,6 +111,8 @@ def client_update_fn(model: nn.Module, local: LocalSteps, *, minmax: bool = Fals
   The S steps are unrolled at trace time: a loop around a full backward pass runs much slower on XLA:CPU
   (BUILD_NOTES.md), but compiling grows with S; `client_updates` runs S > UNROLLED_STEPS in host-driven blocks.
   """
+  if not isinstance(local, LocalSteps):
+    raise TypeError(f"client_update_fn: local must be a jaxleak.federated.LocalSteps, got {type(local).__name__}.")
   def f(variables, x, y, key):
     carry = _start(variables)
     for s in range(local.steps):

@@ -83,6 +83,9 @@ def local_train_fn(model: nn.Module, local: LocalEpochs):
   Non-param collections (BatchNorm statistics) are carried through the steps; padded examples take part in
   batch statistics of partial batches (the loss ignores them). Steps run in a lax.scan (unrolled when short).
   """
+  if not isinstance(local, LocalEpochs):
+    raise TypeError(f"local_train_fn: local must be a jaxleak.federated.LocalEpochs(epochs, batch_size, lr), got "
+                    f"{type(local).__name__}.")
   def train(variables, x, y, mask, key):
     m = y.shape[0]
     # A batch size above the M example slots is one full-data step per epoch (as a PyTorch DataLoader gives);
@@ -236,6 +239,9 @@ def client_execution(variables: dict, execution: str = "auto") -> str:
     raise ValueError(f"execution: unknown {execution!r}; valid: {', '.join(EXECUTIONS)}.")
   if execution != "auto":
     return execution
+  if not hasattr(variables, "get") or variables.get("params") is None:
+    raise TypeError(f"client_execution: variables must be the model's variables ({{'params': ...}}), got "
+                    f"{type(variables).__name__}.")
   conv = any(jnp.ndim(leaf) >= 3 for leaf in jax.tree.leaves(variables["params"]))
   return "sequential" if conv and jax.default_backend() == "cpu" else "vmap"
 
