@@ -99,9 +99,21 @@ def write_text(path: str, text: str) -> None:
   write_bytes(path, text.encode("utf-8"))
 
 
+def _json_value(o):
+  """NumPy (and JAX) numbers and arrays as the JSON numbers and lists they hold (before: strings, "1.5" and
+  "[0 1 2]", which read back as text); anything else that JSON lacks as its str()."""
+  if isinstance(o, (np.generic, np.ndarray)) or type(o).__module__.startswith(("jax", "jaxlib")):
+    try:
+      return np.asarray(o).tolist()
+    except Exception:                        # a traced or otherwise opaque array: its str() as before
+      pass
+  return str(o)
+
+
 def json_text(obj) -> str:
-  """Canonical JSON as jaxleak writes it (indented, sorted keys, non-JSON values as strings)."""
-  return json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n"
+  """Canonical JSON as jaxleak writes it (indented, sorted keys; NumPy/JAX numbers and arrays as numbers and lists,
+  other non-JSON values as strings)."""
+  return json.dumps(obj, indent=2, sort_keys=True, default=_json_value) + "\n"
 
 
 def csv_text(header: Sequence[str], rows: Iterable[Sequence]) -> str:

@@ -281,3 +281,14 @@ def test_a_folder_committed_by_another_process_meanwhile_is_one_line_and_stays_w
   monkeypatch.undo()
   assert open(os.path.join(target, "a.txt")).read() == "other"
   assert sorted(os.listdir(tmp_path)) == ["out"]                    # no temp or old folder left beside it
+
+
+def test_numpy_and_jax_values_are_written_as_json_numbers_and_lists(tmp_path):
+  """Found 2026-12-05 (seventeenth session): a NumPy or JAX value in a written mapping was stored as its str(),
+  so np.float32(1.5) read back as the text "1.5" and np.arange(3) as "[0 1 2]"."""
+  import jax.numpy as jnp
+  path = str(tmp_path / "values.json")
+  storage.write_json(path, {"f": np.float32(1.5), "i": np.int64(3), "b": np.bool_(True), "a": np.arange(3),
+                            "j": jnp.array([0.5, 2.0]), "js": jnp.int32(7), "other": {1, 2}})
+  assert storage.read_json(path) == {"f": 1.5, "i": 3, "b": True, "a": [0, 1, 2], "j": [0.5, 2.0], "js": 7,
+                                     "other": "{1, 2}"}
