@@ -105,8 +105,9 @@ def run(main: Callable[[list[str]], object], fv: flags.FlagValues) -> None:
     # JAX logs at INFO that it found no TPU on every CPU/GPU machine; that line is noise, not progress.
     std_logging.getLogger("jax._src.xla_bridge").setLevel(std_logging.WARNING)
     given = flags.FLAGS.compilation_cache
-    compile_cache.configure(compile_cache.resolve(given), explicit=bool(given) or
-                            bool(os.environ.get(compile_cache.ENV_VAR)))
+    from_env = not given and bool(os.environ.get(compile_cache.ENV_VAR))
+    compile_cache.configure(compile_cache.resolve(given), explicit=bool(given) or from_env,
+                            named_by=f"${compile_cache.ENV_VAR}" if from_env else "--compilation_cache")
     return main(argv)
 
   def wrapped(argv):

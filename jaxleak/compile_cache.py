@@ -46,12 +46,14 @@ def resolve(flag_value: Optional[str], environ: Optional[Mapping[str, str]] = No
   return os.path.abspath(os.path.expanduser(value))
 
 
-def configure(folder: Optional[str], *, explicit: bool = False) -> Optional[str]:
+def configure(folder: Optional[str], *, explicit: bool = False, named_by: str = "--compilation_cache"
+              ) -> Optional[str]:
   """Points JAX's persistent compilation cache at `folder` (None: leave it off). Returns the folder in use.
 
   Every compiled program is cached, however quick to compile (the main job's attack and gradient programs take
   0.2-3 s each). A folder that cannot be created is an error when the user named it (`explicit`), and otherwise
-  only switches the cache off: a read-only home must not stop an experiment.
+  only switches the cache off: a read-only home must not stop an experiment. `named_by` is where the user named it
+  (the flag, or the environment variable), for the error.
   """
   if folder is None:
     return None
@@ -61,7 +63,7 @@ def configure(folder: Optional[str], *, explicit: bool = False) -> Optional[str]
       raise PermissionError(f"{folder} is not writable")
   except OSError as e:
     if explicit:
-      raise PermissionError(f"--compilation_cache={folder}: cannot write there ({e.strerror or e}); give a "
+      raise PermissionError(f"{named_by}={folder}: cannot write there ({e.strerror or e}); give a "
                             f"writable folder, or 'off'.") from None
     return None
   import jax

@@ -31,6 +31,19 @@ def test_a_named_folder_that_cannot_be_written_is_refused_in_one_line(tmp_path):
     compile_cache.configure(str(blocker / "cache"), explicit=True)
   assert compile_cache.configure(str(blocker / "cache"), explicit=False) is None     # the default: just off
   assert compile_cache.configure(None) is None
+  with pytest.raises(PermissionError, match=r"^\$JAXLEAK_COMPILATION_CACHE=.*give a writable folder"):
+    compile_cache.configure(str(blocker / "cache"), explicit=True, named_by="$JAXLEAK_COMPILATION_CACHE")
+
+
+def test_a_command_names_the_environment_variable_when_that_named_the_folder(tmp_path):
+  """Found 2026-12-05 (seventeenth session): the error said --compilation_cache=... for a folder the user named
+  in $JAXLEAK_COMPILATION_CACHE and never on the command line."""
+  blocker = tmp_path / "file"
+  blocker.write_text("")
+  proc = _run([f"--output_dir={tmp_path / 'out'}"], {"JAXLEAK_COMPILATION_CACHE": str(blocker / "cache")})
+  assert proc.returncode == 2 and proc.stderr.startswith(f"error: $JAXLEAK_COMPILATION_CACHE={blocker}/cache: "), \
+      proc.stderr[-2000:]
+  assert not (tmp_path / "out").exists()
 
 
 def _run(args, env_extra):
