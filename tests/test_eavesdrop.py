@@ -637,6 +637,8 @@ def test_round_ownership_is_recorded_from_the_selection():
     np.testing.assert_array_equal(res.owners[t], fed.allocation.owners[selected].sum(0))
   s = EV.summarize_rounds(res, SMALL)
   assert 0.0 <= s["overall"]["sniff"] <= 1.0 and s["alpha_pct"] == pytest.approx(0.05 * 3)
+  # alpha = 5 % of the K clients selected (found 2026-12-05: 5 % of N_p P, 0.006 here, while K = max(1, 0) = 1).
+  assert EV.summarize_rounds(res, dataclasses.replace(SMALL, fraction=0.01))["alpha_pct"] == pytest.approx(0.05)
 
 
 def test_diverged_training_is_reported():

@@ -21,14 +21,15 @@ def summarize_rounds(res: RoundsResult, cfg: EavesdropConfig) -> dict:
   """Per-label and overall success rates (fractions):
   sniff: Class Sniffing correct calls over all rounds; sniff_absent: the same over rounds where the label was
   absent (the paper's setting makes absence rare, so 'always present' scores the prevalence); prevalence.
-  qi_alpha1 / qi_alpha_pct: Quantity Inference's X_* (a real number) within alpha = 1 and alpha = 5 % of N_p * P,
+  qi_alpha1 / qi_alpha_pct: Quantity Inference's X_* (a real number) within alpha = 1 and alpha = 5 % of K (the
+  clients selected, the paper's N_p * P, at least 1),
   over the rounds where the label was owned and the attack did not abort; qi_count_alpha1 / qi_count_exact: X_*
   rounded to a whole number of clients (`metrics.client_count`), within 1 / equal, over the same rounds; qi_abort:
   abort rate over those rounds; qi_abs_error: mean |X_* - owners|.
   """
   owned = res.owners > 0
   correct = np.asarray(metrics.sniffing_correct(res.sniff_present, res.owners))
-  alpha_pct = 0.05 * cfg.num_participants * cfg.fraction
+  alpha_pct = 0.05 * cfg.num_selected              # = 5 % N_p P whenever N_p P is a whole number, as in the paper
   attempted = owned & ~res.qi_aborted
   ok1 = np.asarray(metrics.quantity_success(res.qi_estimate, res.owners, 1.0)) & attempted
   okp = np.asarray(metrics.quantity_success(res.qi_estimate, res.owners, alpha_pct)) & attempted
@@ -145,7 +146,7 @@ def per_label_table(s: dict, cfg: EavesdropConfig) -> str:
   names = [("sniff", "Class Sniffing (Table III)"), ("sniff_absent", "  ... on rounds the label was absent"),
            ("prevalence", "  label present (prevalence)"), ("qi_alpha1", "Quantity Inference a=1 (Table IV)"),
            ("qi_count_alpha1", "  ... X_* rounded to a count, a=1"), ("qi_count_exact", "  ... count exact"),
-           ("qi_alpha_pct", f"  ... a=5% N_p P = {s['alpha_pct']:g}"), ("qi_abort", "  aborted")]
+           ("qi_alpha_pct", f"  ... a=5% K = {s['alpha_pct']:g}"), ("qi_abort", "  aborted")]
   rows = [{"metric": label, **{str(i): _f(s["per_label"][k][i]) for i in range(c)}, "all": _f(s["overall"][k])}
           for k, label in names]
   title = (f"{cfg.dataset} | {cfg.model} | N_p={cfg.num_participants} P={cfg.fraction} | L_bs={cfg.local.batch_size}"
