@@ -268,8 +268,8 @@ def define_leakage_flags(fv: flags.FlagValues, *, multi_step: bool) -> None:
                        "N, windows per client update (the reference's --batch_size / --num_data_points).", **d)
   flags.DEFINE_list("attacks", list(A.HAR_PAPER_ATTACKS), f"Attacks, from: {', '.join(A.names())}.", **d)
   flags.DEFINE_list("clients", None, "Subject ids to attack (default: all).", **d)
-  flags.DEFINE_integer("num_clients", None, "Attack only the first k subjects (all of them if there are k or fewer).",
-                       **d)
+  flags.DEFINE_integer("num_clients", None, "Attack only the first k subjects (of --clients when given; all of them "
+                       "if there are k or fewer).", **d)
   flags.DEFINE_integer("seed", 1, "Run seed (model init, sampling, dropout, attack randomness).", **d)
   flags.DEFINE_float("dropout", None, "The model's dropout rate in [0, 1) (default: the model's own, 0.5).", **d)
   flags.DEFINE_float("compression", 0.0, "Defence: each client uploads only the largest (1 - CR) fraction of every "
