@@ -55,6 +55,7 @@ BAD = [
     (MS, ["--local_lr=nan"], "--local_lr=nan"),
     (MS, ["--local_lr=-1"], "--local_lr=-1.0"),
     (MS, ["--num_samples=100", "--local_batch_size=200"], "local batch size B=200 is larger than the update's N=100"),
+    (MS, ["--num_samples=50", "--local_batch_size=7", "--local_steps=3"], "use 21 windows, and the other 29"),
     (TM, ["--epochs=0"], "--epochs=0"),
     (TM, ["--epochs=-1"], "--epochs=-1"),
     (TM, ["--lr=nan"], "--lr=nan"),

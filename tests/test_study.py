@@ -298,6 +298,8 @@ def test_a_damaged_record_is_recomputed_not_trusted(ldp_study):
     (["run", "har_dirichlet", "--set=states=trained"], "states=untrained"),
     (["run", "eavesdrop_tables", "--set=model=nope"], "unknown model 'nope'"),
     (["run", "har_multistep", "--set=multi_step=100:20:5,100:20:5"], "an (N, B, S) triple is listed twice"),
+    # Found 2026-12-05 (seventeenth session): B x S < N ran, scoring the attacks against windows never trained on.
+    (["run", "har_multistep", "--set=multi_step=100:20:4"], "the other 20 of the update's N would never be trained"),
     (["run", "har_sampling", "--set=head_bias=nope"], "--set head_bias=nope: head_bias: 'nope' is not true or false"),
     (["run", "eavesdrop_tables", "--set=replicates=0"], "--set replicates=0: must be a positive integer"),
     (["run", "har_sampling", "--set=seeds=-1"], "seeds: [-1]; give distinct integers >= 0"),   # was NumPy's words
@@ -369,7 +371,7 @@ def test_bad_study_commands_are_refused_before_any_work(args, message, tmp_path,
 
 @pytest.mark.parametrize("args,message", [
     (["run", "har_sampling", "--set=num_samples=301"], "num_samples 301 is larger than the data of clients"),
-    (["run", "har_multistep", "--set=multi_step=400:20:5"], "lower multi_step's N"),
+    (["run", "har_multistep", "--set=multi_step=400:80:5"], "lower multi_step's N"),
     (["run", "har_sampling", "--set=num_samples=301", "--dry_run"], "(subject, windows) [(0, 300), (1, 300)"),
 ])
 def test_n_larger_than_a_clients_data_is_refused_before_anything_is_written(args, message, tmp_path, capsys):
@@ -378,7 +380,7 @@ def test_n_larger_than_a_clients_data_is_refused_before_anything_is_written(args
   rc = cli.call(study_cli.main, study_cli.FLAGS, [*args, *tiny, f"--study_dir={tmp_path / 's'}"])
   err = capsys.readouterr().err
   assert rc == 2 and message in err and "num_clients" in err, err
-  ok = [a.replace("301", "300").replace("400:20:5", "300:20:5") for a in args]
+  ok = [a.replace("301", "300").replace("400:80:5", "300:60:5") for a in args]
   rc = cli.call(study_cli.main, study_cli.FLAGS, [*ok, *tiny, f"--study_dir={tmp_path / 's'}", "--dry_run"])
   assert rc == 0, capsys.readouterr().err
 

@@ -17,6 +17,15 @@ from jaxleak.privacy import LdpConfig
 from jaxleak.runs import fields
 
 
+def check_every_window_trained(n: int, b: int, s: int) -> None:
+  """Refuses a multi-step (N, B, S) whose S steps of B windows do not reach all N windows of the update (B S < N):
+  the rest would never be trained on, yet count in the labels the attacks are scored against."""
+  if b * s < n:
+    raise ValueError(f"multi-step N={n}, B={b}, S={s}: the S steps of B windows use {b * s} windows, and the other "
+                     f"{n - b * s} of the update's N would never be trained on, yet count in the labels the attacks "
+                     "are scored against; choose B x S >= N (the paper's settings have B x S = N).")
+
+
 @dataclasses.dataclass(frozen=True)
 class LeakageConfig:
   """One leakage run: every client's updates of `num_samples` windows, attacked by every attack in `attacks`.
@@ -120,6 +129,7 @@ class LeakageConfig:
       if self.local.batch_size > self.num_samples:
         raise ValueError(f"local batch size B={self.local.batch_size} is larger than the update's N="
                          f"{self.num_samples} windows; choose B <= N.")
+      check_every_window_trained(self.num_samples, self.local.batch_size, self.local.steps)
 
   @property
   def multi_step(self) -> bool:

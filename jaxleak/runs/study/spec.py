@@ -29,7 +29,7 @@ from jaxleak.federated import EQUIVALENTS
 from jaxleak.runs import fields
 from jaxleak.runs.eavesdrop.config import (DIRICHLET_ALPHAS, NOT_READ_BY_WHOLE_DETERMINATION, PAPER_COMPRESSION,
                                            PAPER_SWEEPS, WHOLE_DETERMINATION_READS)
-from jaxleak.runs.leakage.config import PAPER_LDP_GRID
+from jaxleak.runs.leakage.config import PAPER_LDP_GRID, check_every_window_trained
 
 #: The HAR paper's multi-step settings (N, B, S) (spec 3.4).
 PAPER_MULTI_STEP = ((100, 20, 5), (100, 50, 2), (500, 100, 5))
@@ -114,6 +114,7 @@ class HarGrid:
     for n, b, s in self.multi_step:
       if min(n, b, s) <= 0 or b > n:
         raise ValueError(f"multi_step: (N={n}, B={b}, S={s}) needs positive values and B <= N.")
+      check_every_window_trained(n, b, s)
     if not (math.isfinite(self.local_lr) and self.local_lr > 0):
       raise ValueError(f"local_lr must be a finite number > 0, got {self.local_lr}.")
     if not (math.isfinite(self.synthetic_scale) and self.synthetic_scale > 0):
