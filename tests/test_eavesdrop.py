@@ -341,6 +341,14 @@ def test_a_config_refuses_each_impossible_field_by_name(field, value, message):
   EV.EavesdropConfig(aux_samples_per_label=0, dropout=0.0, sniff_margin=0.0, other_samples=0)   # edges allowed
 
 
+def test_an_attacker_alone_in_its_federation_is_refused():
+  """Found 2026-12-05 (seventeenth session): with one participant, the attacker, its own update removed left
+  nothing, and Class Sniffing scored 90 % for calling every label absent."""
+  with pytest.raises(ValueError, match="the attacker would be the whole federation"):
+    EV.EavesdropConfig(attacker_participates=True, num_participants=1, fraction=1.0)
+  EV.EavesdropConfig(attacker_participates=True, num_participants=2, fraction=1.0)
+
+
 def test_dirichlet_federation_gives_the_attacker_the_mean_owned_labels():
   cfg = dataclasses.replace(SMALL, partition="dirichlet", dirichlet_alpha=0.3, samples_per_participant=48,
                             min_owned=8, rounds=1, other_samples=EV.EavesdropConfig.other_samples)

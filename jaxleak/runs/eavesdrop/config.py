@@ -96,6 +96,9 @@ class EavesdropConfig:
       raise ValueError(f"local must be a jaxleak.federated.LocalEpochs(epochs, batch_size, lr), got {self.local!r}.")
     if not 0.0 < self.fraction <= 1.0:
       raise ValueError(f"fraction P must be in (0, 1], got {self.fraction}.")
+    if self.attacker_participates and self.num_participants < 2:
+      raise ValueError(f"attacker_participates with num_participants={self.num_participants}: the attacker would be "
+                       "the whole federation, with nobody else's labels to infer; use num_participants >= 2.")
     if not 0.0 <= self.compression < 1.0:
       raise ValueError(f"compression must be in [0, 1), got {self.compression}.")
     for name in ("ldp_noise", "ldp_clip"):
