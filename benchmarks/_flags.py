@@ -26,4 +26,4 @@ def run(main) -> None:
     if flags.FLAGS.compilation_cache:
       compile_cache.configure(compile_cache.resolve(flags.FLAGS.compilation_cache), explicit=True)
     return main(argv)
-  app.run(lambda argv: sys.exit(cli.execute(with_named_cache, flags.FLAGS, argv)))
+  app.run(lambda argv: sys.exit(cli.execute(with_named_cache, flags.FLAGS, argv)), flags_parser=cli.parse_or_exit)

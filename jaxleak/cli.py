@@ -114,7 +114,18 @@ def run(main: Callable[[list[str]], object], fv: flags.FlagValues) -> None:
     fv.mark_as_parsed()
     sys.exit(execute(with_cache, fv, argv))
 
-  app.run(wrapped)
+  app.run(wrapped, flags_parser=parse_or_exit)
+
+
+def parse_or_exit(argv: Sequence[str]) -> list[str]:
+  """absl's flag parsing for app.run, with a bad flag (unknown, or a value of the wrong type or not among an enum's)
+  reported as every other user error is: one line on stderr and exit status 2 (absl's own parser prints two lines,
+  "FATAL Flags parsing error", and exits with 1)."""
+  try:
+    return flags.FLAGS(list(argv))
+  except flags.Error as e:
+    print(f"error: {' '.join(str(e).split())} (--helpshort lists the flags)", file=sys.stderr)
+    sys.exit(2)
 
 
 def call(main: Callable[[list[str]], object], fv: flags.FlagValues, args: Sequence[str],

@@ -37,8 +37,8 @@ def test_a_refused_row_setting_comes_before_the_table_header():
 def test_a_count_below_its_bound_is_a_flag_error():
   # --num_batches=0 used to reach an empty gather: "IndexError: index is out of bounds for axis 0 with size 0".
   proc = _bench("benchmarks/flops.py", "--num_batches=0")
-  assert proc.returncode == 1
-  assert "--num_batches=0: 0 is not a positive integer" in proc.stderr and "Traceback" not in proc.stderr
+  assert proc.returncode == 2 and proc.stderr.count("\n") == 1, proc.stderr      # one line, as every user error
+  assert "error: flag --num_batches=0: 0 is not a positive integer" in proc.stderr and "Traceback" not in proc.stderr
 
 
 @pytest.mark.parametrize("path", BENCHMARKS, ids=lambda p: p.name)

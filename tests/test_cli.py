@@ -154,6 +154,25 @@ def test_help_lists_the_commands_own_flags(name, own):
   assert into.get_help().index("prog.py:") < into.get_help().index("--" + own.lstrip("-")), "not listed first"
 
 
+@pytest.mark.parametrize("args, expected", [
+    (["experiments/single_step_leakage.py", "--sampling=bogus"],
+     "error: flag --sampling=bogus: value should be one of <shuffle|sequential|balanced>"),
+    (["-m", "jaxleak.study", "run", "--num_tasks=x"], "error: flag --num_tasks=x: invalid literal for int()"),
+    (["experiments/eavesdrop.py", "--aux_fractionn=0.5"], "error: Unknown command line flag 'aux_fractionn'"),
+])
+def test_a_flag_absl_cannot_parse_is_one_line_and_exit_status_2_as_every_bad_flag(args, expected):
+  """Found 2026-12-05 (seventeenth session): as programs, a value of the wrong type or outside an enum, or an
+  unknown flag, was absl's two lines ("FATAL Flags parsing error: ...", "Pass --helpshort ...") and exit status
+  1, while the README promises one line and status 2 for every bad flag (in-process `cli.call` gave that)."""
+  import subprocess
+  import sys
+  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  proc = subprocess.run([sys.executable, *args], cwd=root, capture_output=True, text=True, timeout=120,
+                        env=dict(os.environ, PYTHONPATH=root, JAX_PLATFORMS="cpu"))
+  assert proc.returncode == 2 and proc.stderr.startswith(expected) and proc.stderr.count("\n") == 1, proc.stderr
+  assert "(--helpshort lists the flags)" in proc.stderr
+
+
 def test_sizes_too_large_for_memory_are_one_line(tmp_path, capsys):
   """Found 2026-12-04 (sixteenth session): --local_epochs=100000000 ended in "JaxRuntimeError: RESOURCE_EXHAUSTED:
   Out of memory allocating 6788803487152 bytes." and a traceback; NumPy's MemoryError likewise."""
