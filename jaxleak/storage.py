@@ -376,6 +376,22 @@ def claim(path: str, *, wait: bool = False):
     os.close(fd)                                     # closing the descriptor releases the lock
 
 
+@contextlib.contextmanager
+def exclusive_run(checkpoint_path: str, what: str = "run"):
+  """Claims the resumable run behind `checkpoint_path` for the `with` block (a lock under `.claims/` beside it):
+  two processes running it at once would each save their own progress over the other's. A second one is refused
+  at once (StorageError naming the holder); the claim ends with its holder, kill -9 included."""
+  folder, name = os.path.split(os.path.abspath(checkpoint_path))
+  with contextlib.ExitStack() as stack:
+    try:
+      held = stack.enter_context(claim(os.path.join(folder, ".claims", name + ".lock")))
+    except Busy as e:
+      raise StorageError(f"{checkpoint_path}: another process ({e.holder}) is running this {what} now; let it "
+                         "finish (running the command again afterwards resumes from its checkpoint), or give this "
+                         "one another output or checkpoint folder.") from None
+    yield held
+
+
 def _read_holder(fd: int) -> str:
   try:
     return os.pread(fd, 256, 0).decode("utf-8", "replace").strip()

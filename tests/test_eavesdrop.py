@@ -12,7 +12,7 @@ from jaxleak import cli
 from jaxleak import data as D
 from jaxleak.runs import eavesdrop as EV
 from jaxleak.runs.eavesdrop.whole_determination import draw_trials
-from jaxleak import metrics, models
+from jaxleak import metrics, models, storage
 from jaxleak.attacks import eavesdrop as E
 from jaxleak.federated.rounds import (LocalEpochs, compress_update, fedavg_round, local_train_fn, per_label_updates,
                                       select_participants)
@@ -634,6 +634,10 @@ def test_run_rounds_resume_equals_unbroken_run(tmp_path):
   chex_close(resumed.variables, full.variables)
   with pytest.raises(ValueError, match="another configuration"):
     EV.run_rounds(EV.setup(dataclasses.replace(SMALL, fraction=0.5)), checkpoint_path=path)
+  # Found 2026-12-05 (seventeenth session): a second run playing into the same checkpoint was not refused.
+  with storage.exclusive_run(path, "Eavesdrop run"):
+    with pytest.raises(storage.StorageError, match="is running this Eavesdrop run now"):
+      EV.run_rounds(fed, checkpoint_path=path)
 
 
 def test_round_ownership_is_recorded_from_the_selection():

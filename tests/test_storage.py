@@ -292,3 +292,15 @@ def test_numpy_and_jax_values_are_written_as_json_numbers_and_lists(tmp_path):
                             "j": jnp.array([0.5, 2.0]), "js": jnp.int32(7), "other": {1, 2}})
   assert storage.read_json(path) == {"f": 1.5, "i": 3, "b": True, "a": [0, 1, 2], "j": [0.5, 2.0], "js": 7,
                                      "other": "{1, 2}"}
+
+
+def test_exclusive_run_refuses_a_second_holder_and_ends_with_its_holder(tmp_path):
+  path = str(tmp_path / "run.ckpt")
+  with storage.exclusive_run(path, "demo run") as held:
+    assert held
+    with pytest.raises(storage.StorageError, match=r"ckpt: another process \(.+ pid \d+\) is running this demo run"):
+      with storage.exclusive_run(path, "demo run"):
+        pass
+  with storage.exclusive_run(path, "demo run"):                  # released: the next one goes ahead
+    pass
+  assert os.listdir(tmp_path) == [".claims"]                       # beside the checkpoint, out of its way

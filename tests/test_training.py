@@ -53,6 +53,19 @@ def test_checkpoint_round_trip(setup, tmp_path):
   assert os.listdir(tmp_path) == ["folds.ckpt"]
 
 
+def test_a_checkpoint_another_process_trains_into_is_refused(setup, tmp_path):
+  """Found 2026-12-05 (seventeenth session): two trainings into one checkpoint each saved their own epochs over the
+  other's (a later epoch could be replaced by an earlier one). The claim is an flock: another open file
+  description, so another holder in this process conflicts too."""
+  ds, clients, model = setup
+  folds = T.Folds((0, 3))
+  path = str(tmp_path / "folds.ckpt")
+  with storage.exclusive_run(path, "fold training"):
+    with pytest.raises(storage.StorageError, match=r"another process \(.* pid \d+\) is running this fold training"):
+      T.train_folds(model, clients, folds, ds.num_classes, CFG, checkpoint_path=path)
+  assert not os.path.exists(path)
+
+
 def test_resume_after_interruption_gives_the_same_final_params(setup, tmp_path):
   ds, clients, model = setup
   folds = T.Folds((0, 3))

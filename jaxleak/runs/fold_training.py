@@ -18,6 +18,7 @@ continues from there.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import math
@@ -232,8 +233,17 @@ def train_folds(model: nn.Module, clients: WindowedClients, folds: Folds, num_cl
 
   Returns the stacked final state and one record per epoch run in this call (loss, held-out accuracy and macro F1
   per fold, seconds). `stop_after_epochs` ends the call early (to test resumption). A checkpoint of another
-  configuration is refused with the differing fields named; one with more epochs than cfg.epochs too.
+  configuration is refused with the differing fields named; one with more epochs than cfg.epochs too; a
+  checkpoint another process is training into now as well (`storage.exclusive_run`).
   """
+  with storage.exclusive_run(checkpoint_path, "fold training") if checkpoint_path else contextlib.nullcontext():
+    return _train_folds(model, clients, folds, num_classes, cfg, checkpoint_path=checkpoint_path, progress=progress,
+                        stop_after_epochs=stop_after_epochs, fold_execution=fold_execution,
+                        dataset_name=dataset_name)
+
+
+def _train_folds(model, clients, folds, num_classes, cfg, *, checkpoint_path, progress, stop_after_epochs,
+                 fold_execution, dataset_name):
   log = progress or (lambda m: None)
   sizes = {clients.subject_ids[h]: len(folds.train_pool(clients, f)) for f, h in enumerate(folds.held_out)}
   short = {s: n for s, n in sizes.items() if n < cfg.batch_size}

@@ -3,6 +3,7 @@ label in every round, for one federation or R replicates in one vmapped computat
 every round (jaxleak.storage); a rerun resumes after the last completed round with identical results."""
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import time
 from typing import Callable, NamedTuple
@@ -120,7 +121,12 @@ def _check_finite(t, cfg, update, label_updates):
 def _play(step, variables, cfg, checkpoint_path, replicates, progress):
   """The round loop shared by single and replicated runs: resume, step(variables, t) -> (next, record of numpy
   arrays), checkpoint, progress, timing (rounds after the first, which compiles). Returns (variables, records,
-  seconds per round)."""
+  seconds per round). A checkpoint another process is playing into now is refused (`storage.exclusive_run`)."""
+  with storage.exclusive_run(checkpoint_path, "Eavesdrop run") if checkpoint_path else contextlib.nullcontext():
+    return _play_claimed(step, variables, cfg, checkpoint_path, replicates, progress)
+
+
+def _play_claimed(step, variables, cfg, checkpoint_path, replicates, progress):
   records, start = [], 0
   ckpt = storage.Checkpointer(checkpoint_path, checkpoint_config(cfg, replicates),
                               what="Eavesdrop rounds") if checkpoint_path else None

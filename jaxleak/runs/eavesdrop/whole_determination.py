@@ -2,6 +2,7 @@
 global model first reaches each accuracy stage, with log-ratio vectors over a window of rounds."""
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 from typing import Callable, NamedTuple
 
@@ -37,7 +38,14 @@ def run_whole_determination(config: EavesdropConfig, wd: WholeDeterminationConfi
   """Trains `wd.trials` federations (seed = config.seed + trial), each with its own random label groups, and
   launches Whole Determination when the global model's accuracy on the held-out pool first reaches each stage.
   All trials share one compiled round (allocations are padded to a common width). With `checkpoint_path`,
-  finished trials are saved (a jaxleak.storage checkpoint) after each trial and skipped when the run is repeated."""
+  finished trials are saved (a jaxleak.storage checkpoint) after each trial and skipped when the run is repeated
+  (and a checkpoint another process is running into now is refused, `storage.exclusive_run`)."""
+  with storage.exclusive_run(checkpoint_path, "Whole Determination run") if checkpoint_path else \
+      contextlib.nullcontext():
+    return _run_whole_determination(config, wd, progress, checkpoint_path)
+
+
+def _run_whole_determination(config, wd, progress, checkpoint_path):
   train, aux = load_pools(config)
   c = train.num_classes
   factors = np.asarray(wd.factors, np.float64)
