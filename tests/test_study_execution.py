@@ -73,3 +73,14 @@ def test_ray_executor_writes_the_same_records_as_the_local_one(tmp_path):
     a = open(os.path.join(local.root, "records", task.key + ".json"), "rb").read()
     b = open(os.path.join(remote.root, "records", task.key + ".json"), "rb").read()
     assert a == b
+
+
+def test_only_the_writing_process_checkpoints_a_groups_run(tmp_path):
+  """The other processes of a jax.distributed study (a read-only store) compute Eavesdrop and Whole Determination
+  runs without checkpointing: they would write the writer's files, and be refused the claim on its checkpoint
+  that every resumable run now takes (found 2026-12-05, seventeenth session, with that claim)."""
+  import types
+  from jaxleak.runs.study import engine
+  task = types.SimpleNamespace(key="abc")
+  assert engine._checkpoint(S.Store(str(tmp_path), read_only=True), task) is None
+  assert engine._checkpoint(S.Store(str(tmp_path)), task) == str(tmp_path / "checkpoints" / "abc.ckpt")

@@ -256,13 +256,20 @@ def _run_har_group(group: Group, todo: list[Task], store: Store, log) -> None:
                                                 "settings_in_group": len(todo)})
 
 
+def _checkpoint(store: Store, task: Task) -> Optional[str]:
+  """Where a task's resumable run checkpoints: in the study folder, by the process that writes it. The other
+  processes of a jax.distributed run (a read-only store) compute the same run without checkpointing: they would
+  write the writer's files and be refused its checkpoint's claim (`storage.exclusive_run`)."""
+  return None if store.read_only else store.checkpoint_path(task.key)
+
+
 def _run_whole_determination_group(group: Group, todo: list[Task], store: Store, log) -> None:
   from jaxleak.runs import eavesdrop as EV
   task = todo[0]
   cfg = eavesdrop_config(task.config)
   wd = whole_determination_config(task.config)
   t0 = time.perf_counter()
-  trials = EV.run_whole_determination(cfg, wd, progress=log, checkpoint_path=store.checkpoint_path(task.key))
+  trials = EV.run_whole_determination(cfg, wd, progress=log, checkpoint_path=_checkpoint(store, task))
   summary = EV.summarize_whole_determination(trials)
   results = {"stages": [{k: (float(v) if isinstance(v, (float, np.floating)) else v) for k, v in r.items()}
                         for r in summary],
@@ -281,7 +288,7 @@ def _run_eavesdrop_group(group: Group, todo: list[Task], store: Store, log) -> N
   cfg = eavesdrop_config({k: v for k, v in task.config.items() if k != "replicates"})
   t0 = time.perf_counter()
   reps = task.config["replicates"]
-  ckpt = store.checkpoint_path(task.key)
+  ckpt = _checkpoint(store, task)
   if reps == 1:
     res = EV.run_rounds(EV.setup(cfg), checkpoint_path=ckpt)
   else:
