@@ -191,3 +191,21 @@ def test_sizes_too_large_for_memory_are_one_line(tmp_path, capsys):
     raise RuntimeError("something else")
   with pytest.raises(RuntimeError, match="something else"):             # not every RuntimeError is the user's
     cli.execute(a_bug, fv, [])
+
+
+def test_python_dash_m_jaxleak_lists_the_commands_that_exist(capsys):
+  """`python -m jaxleak` (which a user tries first) lists the commands instead of "No module named
+  jaxleak.__main__"; every program it names exists."""
+  import importlib
+  import re
+  from jaxleak import __main__ as entry
+  assert entry.main(["jaxleak"]) == 0
+  listed = re.findall(r"python (experiments/\w+\.py|-m jaxleak\.\w+)", capsys.readouterr().out)
+  assert len(listed) == 6
+  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  for program in listed:
+    if program.startswith("-m "):
+      importlib.import_module(program[3:])
+    else:
+      assert os.path.isfile(os.path.join(root, program)), program
+  assert entry.main(["jaxleak", "run"]) == 2 and "takes no arguments" in capsys.readouterr().err
