@@ -31,6 +31,7 @@ ALLOWED = {
     "cli": LEAVES | {"attacks", "models", "data", "federated", "storage", "runs", "compile_cache"},
     "report": {"cli", "runs"},           # python -m jaxleak.report
     "study": {"cli", "runs"},            # python -m jaxleak.study
+    "__main__": set(),                   # python -m jaxleak: lists the commands, imports nothing
 }
 
 
