@@ -187,11 +187,17 @@ def gaussian_noise(stddev: Optional[float] = None, *, key: jax.Array, noise_mult
     del params
     leaves, treedef = _float_leaves(updates, "gaussian_noise")
     next_key, *keys = jax.random.split(state.key, len(leaves) + 1)
-    noisy = [x + (stddev * jax.random.normal(k, x.shape, jnp.float32)).astype(x.dtype)
-             for x, k in zip(leaves, keys)]
+    # The sum is formed at float32 (or the leaf's wider precision) and rounded once to the leaf's dtype: a bfloat16
+    # update no longer gets its noise rounded to bfloat16 first (float32 and float64 leaves: the same as before).
+    noisy = [_add_noise(x, stddev * jax.random.normal(k, x.shape, jnp.float32)) for x, k in zip(leaves, keys)]
     return jax.tree.unflatten(treedef, noisy), NoiseState(key=next_key)
 
   return optax.GradientTransformation(init, update)
+
+
+def _add_noise(x: jax.Array, noise: jax.Array) -> jax.Array:
+  wide = jnp.promote_types(x.dtype, jnp.float32)
+  return (x.astype(wide) + noise.astype(wide)).astype(x.dtype)
 
 
 def top_k_compress(compression_ratio: float) -> optax.GradientTransformation:

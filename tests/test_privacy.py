@@ -83,6 +83,21 @@ def test_noise_mean_and_std_and_determinism():
   np.testing.assert_allclose(mult["w"], out["w"], rtol=1e-6)
 
 
+def test_noise_on_a_low_precision_update_is_rounded_once():
+  """Noise is drawn in float32 and added at float32 before the one rounding to the leaf's dtype. Before
+  (2026-12-05), a bfloat16 leaf got its noise rounded to bfloat16 first, then the sum rounded again; float32 leaves
+  are unchanged (the same values as x + noise)."""
+  x = jnp.linspace(-3.0, 3.0, 4096, dtype=jnp.float32)
+  noise_f32 = P.privatize({"w": jnp.zeros_like(x)}, P.gaussian_noise(0.01, key=KEY))["w"]
+  got = P.privatize({"w": x.astype(jnp.bfloat16)}, P.gaussian_noise(0.01, key=KEY))["w"]
+  assert got.dtype == jnp.bfloat16
+  want = (x.astype(jnp.bfloat16).astype(jnp.float32) + noise_f32).astype(jnp.bfloat16)
+  np.testing.assert_array_equal(np.asarray(got, np.float32), np.asarray(want, np.float32))
+  twice = x.astype(jnp.bfloat16) + noise_f32.astype(jnp.bfloat16)              # the old double rounding
+  assert not np.array_equal(np.asarray(got, np.float32), np.asarray(twice, np.float32))
+  np.testing.assert_array_equal(P.privatize({"w": x}, P.gaussian_noise(0.01, key=KEY))["w"], x + noise_f32)
+
+
 def test_noise_state_advances_the_key():
   tx = P.gaussian_noise(1.0, key=KEY)
   z = {"w": jnp.zeros(10)}
