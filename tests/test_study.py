@@ -308,7 +308,8 @@ def test_a_damaged_record_is_recomputed_not_trusted(ldp_study):
     (["run", "har_sampling", "--set=seeds=4294967296"], "seeds must be at most 4,294,967,295"),
     (["run", "eavesdrop_whole_determination", "--set=dataset=digits", "--set=seed=4294967290"],
      "seed must be at most 4,294,967,276 so that its 20 consecutive seeds"),
-    (["run", "eavesdrop_tables", "--set=num_participants=1.5"], "--set num_participants=1.5: invalid literal"),
+    (["run", "eavesdrop_tables", "--set=num_participants=1.5"],
+     "--set num_participants=1.5: num_participants: '1.5' is not an integer."),
     (["run", "har_sampling", "--set=datasets=synthetic_tiny", "--set=data_dir=/x"],
      "data_dir is read only by wear, wetlab, tal; none of datasets ['synthetic_tiny'] reads it"),
     (["run", "har_sampling", "--set=datasets=hapt", "--set=synthetic_scale=0.5"],
@@ -355,9 +356,12 @@ def test_a_damaged_record_is_recomputed_not_trusted(ldp_study):
     (["list"], "--study_dir: list takes none (it lists the presets)"),
     # Found 2026-12-04 (fourteenth session): optional fields were typed by guessing from the text (Python's words
     # for 'abc' or 2.5), and an Eavesdrop axis value could be listed twice.
-    (["run", "har_sampling", "--set=num_clients=abc"], "--set num_clients=abc: invalid literal for int()"),
-    (["run", "har_sampling", "--set=num_clients=2.5"], "--set num_clients=2.5: invalid literal for int()"),
-    (["run", "har_sampling", "--set=dropout=abc"], "--set dropout=abc: could not convert string to float"),
+    (["run", "har_sampling", "--set=num_clients=abc"], "--set num_clients=abc: num_clients: 'abc' is not an integer."),
+    (["run", "har_sampling", "--set=num_clients=2.5"], "--set num_clients=2.5: num_clients: '2.5' is not an integer."),
+    (["run", "har_sampling", "--set=dropout=abc"], "--set dropout=abc: dropout: 'abc' is not a number."),
+    # Found 2026-12-05 (seventeenth session): "invalid literal for int() with base 10: '1,2'" for a list given to a
+    # field this study does not vary.
+    (["run", "eavesdrop_tables", "--set=num_participants=100,200"], "'100,200' is not an integer (one value: this"),
     (["run", "eavesdrop_tables", "--set=model=mlp,cnn,mlp"], "model: a value is listed more than once"),
     (["status"], "holds no study"),
     (["frobnicate"], "give a command"),

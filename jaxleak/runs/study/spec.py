@@ -283,7 +283,7 @@ def _parse(value: Any, like: Any, field: str):
       return tuple(items)
     elem = like[0] if like else ""
     cast = type(elem) if isinstance(elem, (int, float)) and not isinstance(elem, bool) else str
-    return tuple(cast(x.strip()) for x in text.split(",") if x.strip())
+    return tuple(_cast(cast, x.strip(), field, listed=True) for x in text.split(",") if x.strip())
   if like is None:                                       # an optional field: none, a number, or a string
     if text.lower() == "none":
       return None
@@ -299,7 +299,18 @@ def _parse(value: Any, like: Any, field: str):
     if text.lower() not in ("1", "true", "yes", "0", "false", "no"):
       raise ValueError(f"{field}: {text!r} is not true or false.")
     return text.lower() in ("1", "true", "yes")
-  return type(like)(text)
+  return _cast(type(like), text, field, listed=False)
+
+
+def _cast(kind: type, text: str, field: str, *, listed: bool):
+  """int(text) or float(text), refused in words: the field, what it takes, and (for one value given as a list) that
+  this study does not vary it."""
+  try:
+    return kind(text)
+  except ValueError:
+    what = {int: "an integer", float: "a number"}.get(kind, kind.__name__)
+    hint = "" if listed or "," not in text else " (one value: this study does not vary it)"
+    raise ValueError(f"{field}: {text!r} is not {what}{hint}.") from None
 
 
 #: The optional HarGrid fields (default None) and a value of their type, to parse `--set` text as that type.
