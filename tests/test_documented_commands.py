@@ -23,7 +23,7 @@ ROOT = pathlib.Path(__file__).resolve().parent.parent
 DOCS = ("README.md", "BUILD_NOTES.md")
 PROGRAMS = sorted([*ROOT.glob("experiments/*.py"), *ROOT.glob("benchmarks/*.py"), ROOT / "jaxleak" / "study.py",
                    ROOT / "jaxleak" / "report.py"])
-CMD = re.compile(r"\bpython3? +(-m +jaxleak\.\w+|(?:experiments|benchmarks)/\w+\.py)(.*)$")
+CMD = re.compile(r"\bpython3? +(-m +jaxleak(?:\.\w+)?|(?:experiments|benchmarks)/\w+\.py)(.*)$")
 #: absl's own flags, which every program takes (--help and friends end the program before anything runs).
 PLACEHOLDER = "\x00"
 #: Values that stand for "a value of your choice" in prose: --model=M, --path=P, --dataset=..., --other=<a folder>.
@@ -106,6 +106,8 @@ def program_flags(program: str) -> flags.FlagValues:
   """The flags `program` defines, in a FlagValues of their own (plus --compilation_cache, which every program
   takes)."""
   fv = flags.FlagValues()
+  if program == "-m jaxleak":                         # jaxleak/__main__.py lists the commands; it has no flags
+    return fv
   if program.startswith("-m "):
     module = importlib.import_module(program[3:])
     fv.append_flag_values(module.FLAGS)
@@ -181,6 +183,9 @@ def _check_positionals(program: str, args: list, sets: list) -> None:
       from jaxleak import study as cmd
       from jaxleak.runs import study as S
       S.override(S.preset("har_paper"), cmd._overrides(sets))
+  elif program == "-m jaxleak":
+    from jaxleak import __main__ as entry
+    assert entry.main(["jaxleak", *args]) == 0, f"python -m jaxleak takes no arguments, got {args}"
   elif program not in ("-m jaxleak.report", "benchmarks/qi_readings.py"):   # these take folders
     assert not args, f"{program} takes no positional arguments, got {args}"
 
