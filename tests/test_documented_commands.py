@@ -1,10 +1,10 @@
-"""Every command the README and BUILD_NOTES.md show still parses: its program exists, each flag is one the program
-defines (with a value of the flag's type, an enum value it allows), and a study's preset and `--set` fields are
-ones the study engine knows. Nothing is run; this catches the way documentation rots (a flag renamed or removed, a
-preset renamed) without the minutes the commands take.
+"""Every command the README, BUILD_NOTES.md and the programs' docstrings show still parses: its program exists,
+each flag is one the program defines (with a value of the flag's type, an enum value it allows), and a study's
+preset and `--set` fields are ones the study engine knows. Nothing is run; this catches the way documentation rots
+(a flag renamed or removed, a preset renamed) without the minutes the commands take.
 
-Fenced shell blocks are commands to paste: they are checked whole (positional arguments included). Inline code in
-prose is often a fragment (`python -m jaxleak.study run ...`): only its flags are checked there.
+Fenced shell blocks and docstrings are commands to paste: they are checked whole (positional arguments included).
+Inline code in prose is often a fragment (`python -m jaxleak.study run ...`): only its flags are checked there.
 """
 import ast
 import contextlib
@@ -24,10 +24,10 @@ DOCS = ("README.md", "BUILD_NOTES.md")
 PROGRAMS = sorted([*ROOT.glob("experiments/*.py"), *ROOT.glob("benchmarks/*.py"), ROOT / "jaxleak" / "study.py",
                    ROOT / "jaxleak" / "report.py"])
 CMD = re.compile(r"\bpython3? +(-m +jaxleak(?:\.\w+)?|(?:experiments|benchmarks)/\w+\.py)(.*)$")
-#: absl's own flags, which every program takes (--help and friends end the program before anything runs).
 PLACEHOLDER = "\x00"
 #: Values that stand for "a value of your choice" in prose: --model=M, --path=P, --dataset=..., --other=<a folder>.
 PLACEHOLDER_VALUE = re.compile(r"^(?:[A-Z]|\.\.\.|\x00.*)$")
+#: absl's own flags, which every program takes (--help and friends end the program before anything runs).
 ABSL_FLAGS = {"help", "helpshort", "helpfull", "helpxml", "flagfile", "undefok", "logtostderr", "alsologtostderr",
               "verbosity", "v", "log_dir", "only_check_args", "compilation_cache"}
 
