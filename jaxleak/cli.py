@@ -320,22 +320,32 @@ def define_distributed_flags(fv: flags.FlagValues) -> None:
                        "(with --distributed).", lower_bound=1, **d)
 
 
-def init_distributed(fv: flags.FlagValues) -> bool:
-  """Starts jax.distributed when --distributed is set (before any JAX computation); True for the process that
-  writes results (process 0, or the only one)."""
+def check_distributed_flags(fv: flags.FlagValues) -> None:
+  """Refuses (FlagError) distributed flags given without --distributed, and values no process could start with;
+  no side effects, so a --dry_run refuses what a run would."""
   if not fv.distributed:
     for name in ("coordinator_address", "num_processes", "process_id"):
       if fv[name].value is not None:
         raise FlagError(f"--{name} is only used with --distributed.")
     if fv["distributed_timeout"].present:
       raise FlagError("--distributed_timeout is only used with --distributed.")
-    return True
-  import jax
+    return
   if fv.num_processes is not None:
     positive_int(fv, "num_processes")
   if fv.process_id is not None:
     check(fv, "process_id", fv.num_processes is None or 0 <= fv.process_id < fv.num_processes,
           f"in [0, --num_processes={fv.num_processes})")
+  if fv.coordinator_address is not None:
+    _host_port(fv.coordinator_address)
+
+
+def init_distributed(fv: flags.FlagValues) -> bool:
+  """Starts jax.distributed when --distributed is set (before any JAX computation); True for the process that
+  writes results (process 0, or the only one)."""
+  check_distributed_flags(fv)
+  if not fv.distributed:
+    return True
+  import jax
   if fv.coordinator_address is not None:
     host, port = _host_port(fv.coordinator_address)
     if fv.process_id:            # process 0 starts the coordinator; the others first wait until it answers

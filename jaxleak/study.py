@@ -78,6 +78,7 @@ def main(argv):
       raise cli.FlagError("--distributed and --executor=ray: choose one. Ray runs whole groups on its workers, which "
                           "are not JAX processes of the distributed run; --distributed has every process compute a "
                           "share of each group's updates.")
+    cli.check_distributed_flags(FLAGS)
     cli.positive_int(FLAGS, "num_tasks")
     cli.check(FLAGS, "task_index", 0 <= FLAGS.task_index < FLAGS.num_tasks, f"in [0, {FLAGS.num_tasks})")
     study = S.override(S.preset(rest[0]), _overrides(FLAGS.set))

@@ -365,6 +365,11 @@ def test_a_damaged_record_is_recomputed_not_trusted(ldp_study):
     (["run", "eavesdrop_tables", "--set=model=mlp,cnn,mlp"], "model: a value is listed more than once"),
     (["status"], "holds no study"),
     (["frobnicate"], "give a command"),
+    # Found 2026-12-05 (eighteenth session): a --dry_run took distributed flags a run refuses.
+    (["run", "har_sampling", "--dry_run", "--process_id=1"], "--process_id is only used with --distributed"),
+    (["run", "har_sampling", "--dry_run", "--distributed", "--num_processes=2", "--process_id=2"],
+     "--process_id=2: must be in [0, --num_processes=2)"),
+    (["run", "har_sampling", "--dry_run", "--distributed", "--coordinator_address=x"], "must be host:port"),
 ])
 def test_bad_study_commands_are_refused_before_any_work(args, message, tmp_path, capsys):
   rc = cli.call(study_cli.main, study_cli.FLAGS, [*args, f"--study_dir={tmp_path / 's'}"])
