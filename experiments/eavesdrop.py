@@ -27,6 +27,7 @@ from jaxleak import data as D
 from jaxleak import models, storage
 from jaxleak.federated import LocalEpochs
 from jaxleak.runs import eavesdrop as EV
+from jaxleak.runs import fields
 
 FLAGS = flags.FlagValues()
 _d = dict(flag_values=FLAGS)
@@ -145,6 +146,7 @@ def validate_flags() -> None:
   cli.finite(FLAGS, "abort_std", 0.0, lo_open=True)
   cli.finite(FLAGS, "ratio_threshold", 0.0, lo_open=True)
   cli.finite(FLAGS, "sniff_margin", 0.0)
+  fields.seed("--seed", FLAGS.seed, span=FLAGS.replicates)  # replicate r plays seed + r: all below 2**32
   cli.check(FLAGS, "attacker_participates", not (FLAGS.attacker_participates and FLAGS.replicates > 1),
             "false with --replicates > 1 (not implemented for replicated runs yet; run one seed at a time)")
   if FLAGS.dropout is not None:

@@ -68,6 +68,7 @@ BAD = [
     (EX, ["--fraction=1.5"], "--fraction=1.5"),
     (EX, ["--compression=1"], "--compression=1.0"),
     (EX, ["--rounds=0"], "--rounds=0"),
+    (EX, ["--replicates=1099511627776"], "1,099,511,627,776 consecutive seeds (one per replicate/trial) from --seed=0"),
     (EX, ["--local_lr=nan"], "--local_lr=nan"),
     (EX, ["--main_labels=5,3"], "--main_labels"),
     (EX, ["--main_labels=a,b"], "'a' is not an integer"),

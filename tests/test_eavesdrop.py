@@ -203,6 +203,19 @@ def test_the_run_functions_refuse_objects_of_the_wrong_kind_by_name():
     with pytest.raises(error, match=match):
       call()
 
+
+def test_replicates_whose_seeds_pass_2_to_the_32_are_refused_before_any_set_up(monkeypatch):
+  """Found 2026-12-05 (eighteenth session): `--replicates=1099511627776` set up federations one by one without end,
+  and a replicate past seed 2**32 - 1 was refused only when its turn came, naming a seed the user never gave."""
+  monkeypatch.setattr(EV.federation, "load_pools", lambda cfg: pytest.fail("set-up began"))
+  cfg = EV.EavesdropConfig(dataset="digits", rounds=1, num_participants=10, seed=2 ** 32 - 2)
+  with pytest.raises(ValueError, match="so that its 3 consecutive seeds .* are below 2"):
+    EV.setup_replicates(cfg, 3)
+  with pytest.raises(ValueError, match="1,099,511,627,776 consecutive seeds .* at most 2"):
+    EV.setup_replicates(dataclasses.replace(cfg, seed=0), 2 ** 40)
+  with pytest.raises(ValueError, match="num_replicates must be a positive integer, got 2.5"):
+    EV.setup_replicates(cfg, 2.5)
+
 # --- Whole Determination --------------------------------------------------------------------------------------------
 
 def planted_ratio_updates(groups, factors, rounds, seed):
@@ -488,6 +501,18 @@ def test_a_batch_size_above_the_data_is_one_full_batch_step_even_with_batchnorm(
   expected = jax.tree.map(lambda p, g: p - 0.1 * g, params["params"], jax.jit(jax.grad(loss))(params["params"]))
   train = jax.jit(local_train_fn(model, LocalEpochs(epochs=1, batch_size=1000, lr=0.1)))
   chex_close(train(variables, x, y, jnp.ones(12, bool), jax.random.key(3))["params"], expected, atol=1e-5)
+
+
+def test_local_steps_past_int32_are_refused_before_training():
+  """Found 2026-12-05 (eighteenth session): `--local_epochs=1099511627776` ended in JAX's "encountered while parsing
+  an argument to a jitted computation" traceback; step counts past 2**31 - 1 would wrap the int32 step index."""
+  with pytest.raises(ValueError, match="local epochs 1,099,511,627,776: at most 2,147,483,647 local steps"):
+    LocalEpochs(epochs=2 ** 40)
+  model, variables = _mlp_setup()
+  x = jnp.zeros((12, 4)); y = jnp.arange(12) % 5
+  train = local_train_fn(model, LocalEpochs(epochs=2 ** 30, batch_size=4))     # 3 batches: 3 x 2**30 steps
+  with pytest.raises(ValueError, match="1,073,741,824 epochs x 3 batches: at most 2,147,483,647"):
+    jax.eval_shape(train, variables, x, y, jnp.ones(12, bool), jax.random.key(0))
 
 
 def chex_close(a, b, atol=1e-6):

@@ -158,3 +158,11 @@ def test_multi_step_cli(tmp_path, capsys):
   assert manifest["experiment"] == "multi_step_leakage"
   assert manifest["config"]["local"]["steps"] == 2 and manifest["config"]["minmax"] is False
   assert "multi-step B=50 S=2" in proc.out
+
+
+def test_local_steps_whose_window_indices_pass_int32_are_refused():
+  """Found 2026-12-05 (eighteenth session): `--local_steps=1099511627776` ran without end (host-driven blocks whose
+  int32 step index would overflow); S x B past 2**31 - 1 would wrap step s's window indices sB + i."""
+  LocalSteps(steps=2 ** 31 // 100, batch_size=100)                     # 2,147,483,600 <= 2**31 - 1
+  with pytest.raises(ValueError, match="local steps x batch size = 21,474,837 x 100: at most 2,147,483,647"):
+    LocalSteps(steps=2 ** 31 // 100 + 1, batch_size=100)

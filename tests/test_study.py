@@ -370,6 +370,9 @@ def test_a_damaged_record_is_recomputed_not_trusted(ldp_study):
     (["run", "har_sampling", "--dry_run", "--distributed", "--num_processes=2", "--process_id=2"],
      "--process_id=2: must be in [0, --num_processes=2)"),
     (["run", "har_sampling", "--dry_run", "--distributed", "--coordinator_address=x"], "must be host:port"),
+    # ... and replicates whose seeds pass 2**32 (replicate r plays seed + r).
+    (["run", "eavesdrop_tables", "--set=dataset=digits", "--set=replicates=3", "--set=seed=4294967294"],
+     "seed must be at most 4,294,967,293 so that its 3 consecutive seeds"),
 ])
 def test_bad_study_commands_are_refused_before_any_work(args, message, tmp_path, capsys):
   rc = cli.call(study_cli.main, study_cli.FLAGS, [*args, f"--study_dir={tmp_path / 's'}"])

@@ -37,6 +37,10 @@ from jaxleak.types import LastLayerGrads, is_int
 EQUIVALENTS = ("mean", "sum")
 
 
+#: Step s's window indices sB + i are computed in int32 inside the compiled program: S x B must stay below this.
+MAX_WINDOW_INDEX = 2 ** 31 - 1
+
+
 @dataclasses.dataclass(frozen=True)
 class LocalSteps:
   """A client's local training in the HAR paper's multi-step setting: S plain-SGD steps of B of its N samples
@@ -53,6 +57,10 @@ class LocalSteps:
         or not (isinstance(self.lr, numbers.Real) and self.lr > 0 and math.isfinite(self.lr))):
       raise ValueError(f"local steps and batch size must be positive integers, the learning rate a finite number > 0; "
                        f"got {self}.")
+    if self.steps * self.batch_size > MAX_WINDOW_INDEX:
+      raise ValueError(f"local steps x batch size = {self.steps:,} x {self.batch_size:,}: at most "
+                       f"{MAX_WINDOW_INDEX:,} (step s trains on windows [sB, (s+1)B) mod N, indices in int32); "
+                       "lower the local steps.")
     if not isinstance(self.via_parameter_delta, bool):
       raise ValueError(f"via_parameter_delta must be True or False, got {self.via_parameter_delta!r}.")
     if not isinstance(self.ldp, LdpConfig):

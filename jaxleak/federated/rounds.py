@@ -61,6 +61,10 @@ def check_label_rows(aux_y, what: str) -> None:
                        f"{sorted(set(int(r[-1]) for r in wrong))[:5]} do not.")
 
 
+#: A participant's local steps (epochs x batches) are counted in int32 inside the compiled program.
+MAX_LOCAL_STEPS = 2 ** 31 - 1
+
+
 @dataclasses.dataclass(frozen=True)
 class LocalEpochs:
   """A participant's local training in the Eavesdrop setting: L_ep epochs of plain SGD over all its examples
@@ -75,6 +79,9 @@ class LocalEpochs:
         or not (isinstance(self.lr, numbers.Real) and self.lr > 0 and math.isfinite(self.lr))):
       raise ValueError(f"local epochs and batch size must be positive integers, the learning rate a finite number > 0; "
                        f"got {self}.")
+    if self.epochs > MAX_LOCAL_STEPS:
+      raise ValueError(f"local epochs {self.epochs:,}: at most {MAX_LOCAL_STEPS:,} local steps in all (their indices "
+                       "are int32).")
 
 
 def local_train_fn(model: nn.Module, local: LocalEpochs):
@@ -93,6 +100,9 @@ def local_train_fn(model: nn.Module, local: LocalEpochs):
     bs = min(local.batch_size, m)
     steps = math.ceil(m / bs)
     pad = steps * bs - m
+    if local.epochs * steps > MAX_LOCAL_STEPS:
+      raise ValueError(f"local training of {local.epochs:,} epochs x {steps} batches: at most {MAX_LOCAL_STEPS:,} "
+                       "local steps in all (their indices are int32); lower the epochs.")
     params, state = split_variables(variables)
 
     def epoch_order(k):

@@ -22,6 +22,9 @@ MAX_SEED = 2 ** 32 - 1
 def seed(name: str, value, span: int = 1) -> None:
   """`value` is a seed in [0, MAX_SEED], and so are the `span` consecutive seeds from it (replicates, trials)."""
   integer(name, value, minimum=0)
+  if span > MAX_SEED + 1:
+    raise ValueError(f"{span:,} consecutive seeds (one per replicate/trial) from {name}={value!r}: at most 2**32 "
+                     "exist (JAX keys take 32 bits of a seed, so more would repeat earlier ones' results).")
   if value + span - 1 > MAX_SEED:
     what = "" if span == 1 else f" so that its {span} consecutive seeds (one per replicate/trial) are"
     raise ValueError(f"{name} must be at most {MAX_SEED - span + 1:,}{what} below 2**32, got {value!r}: JAX keys "

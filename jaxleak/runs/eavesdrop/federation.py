@@ -13,6 +13,7 @@ import numpy as np
 from jaxleak import data as D
 from jaxleak import models
 from jaxleak.federated.rounds import run_fedavg_round, run_per_label_updates, select_participants
+from jaxleak.runs import fields
 from jaxleak.runs.eavesdrop.config import EavesdropConfig
 
 
@@ -161,8 +162,8 @@ def setup_replicates(config: EavesdropConfig, num_replicates: int) -> list[Feder
   sharing one example pool (split with config.seed) and one padded width, for `run_rounds_replicated`. Because of
   the shared split and the padding (which changes the shuffles' PRNG draws), replicate r is not bitwise the run
   `setup(config with seed + r)` alone; `run_rounds` on feds[r] is (tested)."""
-  if num_replicates <= 0:
-    raise ValueError(f"num_replicates must be positive, got {num_replicates}.")
+  fields.integer("num_replicates", num_replicates)
+  fields.seed("seed", config.seed, span=num_replicates)        # before any of the R set-ups
   pools = load_pools(config)
   feds = [setup(dataclasses.replace(config, seed=config.seed + r), pools=pools) for r in range(num_replicates)]
   width = max(f.allocation.width for f in feds)

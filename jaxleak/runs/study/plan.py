@@ -13,6 +13,7 @@ import os
 from typing import Any, Optional
 
 from jaxleak import storage
+from jaxleak.runs import fields
 from jaxleak.runs.study.spec import _EAVESDROP_FIELDS, EavesdropGrid, HarGrid, Study, WholeDeterminationGrid
 
 RECORD_VERSION = 1
@@ -205,7 +206,9 @@ def _validate_eavesdrop(pairs) -> None:
       if unread:
         raise ValueError(f"{', '.join(f'{k}={cfg[k]}' for k in unread)}: not read by Whole Determination "
                          f"({WHOLE_DETERMINATION_READS}): drop it.")
-    elif cfg["attacker_participates"] and cfg["replicates"] > 1:
+      continue
+    fields.seed("seed", cfg["seed"], span=cfg["replicates"])   # replicate r plays seed + r
+    if cfg["attacker_participates"] and cfg["replicates"] > 1:
       raise ValueError(f"attacker_participates with replicates={cfg['replicates']}: not implemented for replicated "
                        "runs yet; set replicates=1, or attacker_participates=false.")
 
