@@ -373,6 +373,15 @@ def test_a_damaged_record_is_recomputed_not_trusted(ldp_study):
     # ... and replicates whose seeds pass 2**32 (replicate r plays seed + r).
     (["run", "eavesdrop_tables", "--set=dataset=digits", "--set=replicates=3", "--set=seed=4294967294"],
      "seed must be at most 4,294,967,293 so that its 3 consecutive seeds"),
+    # Found 2026-12-05 (nineteenth session, a --set fuzzer): an empty item was dropped, so `multi_step=,` turned
+    # har_multistep into single-step tasks; a stray ':' gave Python's "invalid literal for int() with base 10: ''".
+    (["run", "har_multistep", "--dry_run", "--set=multi_step=,"], "--set multi_step=,: ',' has an empty item"),
+    (["run", "har_ldp", "--dry_run", "--set=seeds=1,,2"], "'1,,2' has an empty item"),
+    (["run", "har_sampling", "--dry_run", "--set=datasets=synthetic_wear,"], "'synthetic_wear,' has an empty item"),
+    (["run", "har_multistep", "--dry_run", "--set=multi_step=100:20:5:"], "'100:20:5:' is not N:B:S integers"),
+    (["run", "har_multistep", "--dry_run", "--set=multi_step=100:x:5"], "multi_step item '100:x:5': 'x' is not an"),
+    (["run", "har_ldp", "--dry_run", "--set=ldp=0:0,0.1:y"], "ldp item '0.1:y': 'y' is not a number."),
+    (["run", "har_dirichlet", "--dry_run", "--set=dirichlet_alphas=0.1,x"], "dirichlet_alphas: 'x' is not a number."),
 ])
 def test_bad_study_commands_are_refused_before_any_work(args, message, tmp_path, capsys):
   rc = cli.call(study_cli.main, study_cli.FLAGS, [*args, f"--study_dir={tmp_path / 's'}"])

@@ -272,18 +272,21 @@ def _parse(value: Any, like: Any, field: str):
     return tuple(value) if isinstance(like, tuple) else value
   text = value.strip()
   if isinstance(like, tuple):
+    items = _list_items(text, field)
     if field == "dirichlet_alphas":
-      return tuple(float(x) for x in text.split(",") if x.strip())
+      return tuple(_cast(float, x, field, listed=True) for x in items)
     if field in ("ldp", "multi_step"):                   # pairs/triples: 0:0.1,0.1:0.5  or  100:20:5,500:100:5
-      cast = float if field == "ldp" else int
-      items = [tuple(cast(x) for x in item.split(":")) for item in text.split(",") if item]
-      width = 2 if field == "ldp" else 3
-      if any(len(i) != width for i in items):
-        raise ValueError(f"{field}: give comma-separated {'sigma:tau' if width == 2 else 'N:B:S'} items.")
-      return tuple(items)
+      cast, width, form = (float, 2, "sigma:tau numbers") if field == "ldp" else (int, 3, "N:B:S integers")
+      parts = [item.split(":") for item in items]
+      bad = [item for item, p in zip(items, parts) if len(p) != width]
+      if bad:
+        raise ValueError(f"{field}: {bad[0]!r} is not {form}; give comma-separated items like "
+                         f"{'0.01:0.5,0.1:1' if width == 2 else '100:20:5,500:100:5'}.")
+      return tuple(tuple(_cast(cast, x.strip(), f"{field} item {item!r}", listed=True) for x in p)
+                   for item, p in zip(items, parts))
     elem = like[0] if like else ""
     cast = type(elem) if isinstance(elem, (int, float)) and not isinstance(elem, bool) else str
-    return tuple(_cast(cast, x.strip(), field, listed=True) for x in text.split(",") if x.strip())
+    return tuple(_cast(cast, x, field, listed=True) for x in items)
   if like is None:                                       # an optional field: none, a number, or a string
     if text.lower() == "none":
       return None
@@ -300,6 +303,18 @@ def _parse(value: Any, like: Any, field: str):
       raise ValueError(f"{field}: {text!r} is not true or false.")
     return text.lower() in ("1", "true", "yes")
   return _cast(type(like), text, field, listed=False)
+
+
+def _list_items(text: str, field: str) -> list[str]:
+  """The comma-separated items of `text`, stripped; "" is no item. An empty item ("a,,b", "a,", ",") is refused: it is
+  a slip, and reading it as nothing could silently change the grid (`multi_step=,` would mean single-step)."""
+  if not text:
+    return []
+  items = [x.strip() for x in text.split(",")]
+  if not all(items):
+    raise ValueError(f"{text!r} has an empty item; give comma-separated values without empty ones "
+                     "(an empty value, nothing after '=', is the empty list).")
+  return items
 
 
 def _cast(kind: type, text: str, field: str, *, listed: bool):
