@@ -34,7 +34,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from jaxleak.types import LastLayerGrads, check_prng_key, is_concrete
+from jaxleak.types import FLOAT32_MAX, LastLayerGrads, check_prng_key, is_concrete
 
 GRANULARITIES = ("batch", "per_example")
 SCOPES = ("all", "last_layer")
@@ -101,6 +101,9 @@ def _check_number(name: str, value) -> None:
     return
   if isinstance(value, bool) or not isinstance(value, numbers.Real):
     raise TypeError(f"{name} must be a number, got {value!r} ({type(value).__name__}).")
+  if math.isfinite(value) and value > FLOAT32_MAX:
+    raise ValueError(f"{name} = {value:g} is beyond float32 (at most {FLOAT32_MAX:.4g}), which it is computed in: "
+                     f"it would become inf there{'; give inf for no clipping' if 'clip' in name else ''}.")
 
 
 def clip_factor(norm: jax.Array, max_norm) -> jax.Array:
@@ -241,7 +244,8 @@ def _check_sweep_values(clip_norm, noise_std) -> None:
   negative clip norm would flip the update's sign)."""
   for name, value, bad, allowed in (
       ("clip_norm", clip_norm, lambda v: ~(v > 0), "> 0 (inf for no clipping)"),
-      ("noise_std", noise_std, lambda v: ~(np.isfinite(v) & (v >= 0)), "finite and >= 0 (0 for no noise)")):
+      ("noise_std", noise_std, lambda v: ~((v <= FLOAT32_MAX) & (v >= 0)),
+       f"finite in float32 (<= {FLOAT32_MAX:.4g}) and >= 0 (0 for no noise)")):
     if not is_concrete(value):
       continue
     kind = np.asarray(value).dtype.kind if not isinstance(value, str) else "U"
@@ -303,6 +307,7 @@ class LdpConfig:
       if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise ValueError(f"{name} must be a number, got {value!r}.")
     clip(self.clip_norm, granularity=self.clip_granularity, scope=self.clip_scope)   # validates
+    _check_number("noise std", self.noise_std)
     if not (math.isfinite(self.noise_std) and self.noise_std >= 0):
       raise ValueError(f"noise std must be a finite number >= 0, got {self.noise_std}.")
 

@@ -35,6 +35,11 @@ class LastLayerParams(NamedTuple):
   bias: Optional[jax.Array]
 
 
+#: The largest finite float32. Hyper-parameters enter float32 computations: a finite value above this becomes inf there
+#: (a noise std of 1e300 would be infinite noise, a learning rate of 1e300 an infinite step), so it is refused.
+FLOAT32_MAX = float(np.finfo(np.float32).max)
+
+
 def is_int(value) -> bool:
   """An integer, Python's or NumPy's, and not a bool (True would pass as 1)."""
   return isinstance(value, numbers.Integral) and not isinstance(value, bool)

@@ -95,6 +95,14 @@ BAD = [
     (EX, ["--experiment=sweep", "--sweep=fraction", "--sweep_values=0.5,2"], "in (0, 1]"),
     (EX, ["--experiment=whole", "--wd_factors=1"], "--wd_factors"),
     (EX, ["--dataset=mnist", "--model=tinyhar"], "reads HAR windows [T, channels]; for the image dataset 'mnist'"),
+    # Found 2026-12-05 (nineteenth session, a flag fuzzer): finite in Python, inf in float32 (no clipping, infinite
+    # noise, an infinite step found only after local training diverged).
+    (SS, ["--clip=1e300"], "--clip must be a number in [0, 3.403e+38] (0 = off; it is computed in float32"),
+    (SS, ["--noise=1e300"], "--noise must be a number in [0, 3.403e+38]"),
+    (MS, ["--local_lr=1e300"], "the learning rate a number in (0, 3.403e+38] (float32)"),
+    (EX, ["--local_lr=1e300"], "the learning rate a number in (0, 3.403e+38] (float32)"),
+    (EX, ["--ldp_noise=1e300"], "--ldp_noise must be a number in [0, 3.403e+38]"),
+    (EX, ["--ldp_clip=1e39"], "--ldp_clip must be a number in [0, 3.403e+38]"),
 ]
 
 

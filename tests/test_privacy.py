@@ -9,6 +9,8 @@ import pytest
 
 import jaxleak.attacks as A
 from jaxleak import LastLayerGrads, privacy as P
+from jaxleak.federated import LocalSteps
+from jaxleak.federated.rounds import LocalEpochs
 from tests.helpers import labels_from_counts, mean_ce_head_grads, random_head
 
 KEY = jax.random.key(0)
@@ -147,6 +149,24 @@ def test_bad_arguments():
   P.gaussian_noise(0.1, key=jax.random.PRNGKey(0))                  # a raw uint32[2] key is a key
 
 
+def test_values_float32_cannot_hold_are_refused_not_made_inf():
+  """Found 2026-12-05 (nineteenth session, a flag fuzzer): a clip norm, noise std or learning rate of 1e300 passed
+  every check (finite in Python) and became inf in float32: no clipping, infinite noise or an infinite step, the
+  last ending in a 'not finite' error after local training. The largest float32 itself is still a value."""
+  big, top = 1e300, float(np.finfo(np.float32).max)
+  for make in (lambda: P.clip(big), lambda: P.gaussian_noise(big, key=KEY), lambda: P.LdpConfig(clip_norm=big),
+               lambda: P.LdpConfig(noise_std=big),
+               lambda: P.gaussian_noise(noise_multiplier=big, clip_norm=1.0, key=KEY)):
+    with pytest.raises(ValueError, match=r"is beyond float32 \(at most 3.403e\+38\)"):
+      make()
+  for make in (lambda: LocalEpochs(lr=big), lambda: LocalSteps(steps=1, batch_size=1, lr=big)):
+    with pytest.raises(ValueError, match=r"the learning rate a number in \(0, 3.403e\+38\] \(float32\)"):
+      make()
+  P.LdpConfig(clip_norm=top, noise_std=top), P.clip(math.inf), LocalEpochs(lr=top), LocalSteps(1, 1, lr=top)
+  with pytest.raises(ValueError, match="clip norm must be positive|positive"):
+    P.clip(-big)                                                    # negative: the sign is the problem, not the size
+
+
 def test_ldp_injectable_refuses_concrete_nonsense_and_passes_traced_values():
   """Found 2026-12-05 (seventeenth session): ldp_injectable took a negative or NaN clip norm (clipping then flips
   the update's sign: factor -1 / norm), a NaN or negative noise std, an int key and an unknown granularity, all
@@ -155,8 +175,8 @@ def test_ldp_injectable_refuses_concrete_nonsense_and_passes_traced_values():
   for clip_norm, noise in ((-1.0, 0.0), (float("nan"), 0.0), (jnp.array([1.0, 0.0]), 0.0)):
     with pytest.raises(ValueError, match="every clip_norm must be > 0"):
       P.ldp_injectable(clip_norm, noise, key=KEY)
-  for noise in (-0.1, float("nan"), np.array([0.1, np.inf])):
-    with pytest.raises(ValueError, match="every noise_std must be finite and >= 0"):
+  for noise in (-0.1, float("nan"), np.array([0.1, np.inf]), 1e300):
+    with pytest.raises(ValueError, match=r"every noise_std must be finite in float32 \(<= 3.403e\+38\) and >= 0"):
       P.ldp_injectable(1.0, noise, key=KEY)
   with pytest.raises(TypeError, match="clip_norm must be a number or an array of numbers"):
     P.ldp_injectable("1", 0.0, key=KEY)

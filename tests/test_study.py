@@ -283,7 +283,10 @@ def test_a_damaged_record_is_recomputed_not_trusted(ldp_study):
 @pytest.mark.parametrize("args,message", [
     (["run", "nope"], "unknown study 'nope'"),
     (["run", "har_ldp", "--set=modelz=x"], "unknown study field(s) ['modelz']"),
-    (["run", "har_ldp", "--set=ldp=0:-1"], "is not a pair of finite numbers"),
+    (["run", "har_ldp", "--set=ldp=0:-1"], "is not a pair of numbers in [0, 3.403e+38]"),
+    (["run", "har_ldp", "--set=ldp=0:0,1e300:1"], "(1e+300, 1.0) is not a pair of numbers in [0, 3.403e+38]"),
+    (["run", "har_multistep", "--set=local_lr=1e39"], "local_lr must be a number in (0, 3.403e+38] (float32)"),
+    (["run", "eavesdrop_tables", "--set=local_lr=1e39"], "the learning rate a number in (0, 3.403e+38] (float32)"),
     (["run", "har_multistep", "--set=multi_step=100:200:5"], "B <= N"),
     (["run", "har_ldp", "--set=datasets=mnist"], "datasets: unknown ['mnist']"),
     (["run", "har_sampling", "--set=states=trained", "--set=datasets=synthetic_tiny",

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import math
 import numbers
 
 import jax
@@ -32,7 +31,7 @@ from jaxleak.federated.apply import (check_batches, check_options, explain_varia
                                      train_loss)
 from jaxleak.federated.single_step import _head, minmax_scale
 from jaxleak.privacy import LdpConfig
-from jaxleak.types import LastLayerGrads, is_int
+from jaxleak.types import FLOAT32_MAX, LastLayerGrads, is_int
 
 EQUIVALENTS = ("mean", "sum")
 
@@ -54,9 +53,9 @@ class LocalSteps:
 
   def __post_init__(self):
     if (not all(is_int(v) and v > 0 for v in (self.steps, self.batch_size))
-        or not (isinstance(self.lr, numbers.Real) and self.lr > 0 and math.isfinite(self.lr))):
-      raise ValueError(f"local steps and batch size must be positive integers, the learning rate a finite number > 0; "
-                       f"got {self}.")
+        or not (isinstance(self.lr, numbers.Real) and 0 < self.lr <= FLOAT32_MAX)):
+      raise ValueError(f"local steps and batch size must be positive integers, the learning rate a number in "
+                       f"(0, {FLOAT32_MAX:.4g}] (float32); got {self}.")
     if self.steps * self.batch_size > MAX_WINDOW_INDEX:
       raise ValueError(f"local steps x batch size = {self.steps:,} x {self.batch_size:,}: at most "
                        f"{MAX_WINDOW_INDEX:,} (step s trains on windows [sB, (s+1)B) mod N, indices in int32); "

@@ -26,7 +26,7 @@ from flax import linen as nn
 
 from jaxleak import privacy
 from jaxleak.federated.apply import check_class_ids, masked_mean_ce, split_variables, train_loss
-from jaxleak.types import is_concrete, is_int, values_outside
+from jaxleak.types import FLOAT32_MAX, is_concrete, is_int, values_outside
 
 
 def check_pool(model: nn.Module, pool_x, pool_y, index, mask, what: str) -> None:
@@ -76,9 +76,9 @@ class LocalEpochs:
   def __post_init__(self):
     if (not all(isinstance(v, numbers.Integral) and not isinstance(v, bool) and v > 0
                 for v in (self.epochs, self.batch_size))
-        or not (isinstance(self.lr, numbers.Real) and self.lr > 0 and math.isfinite(self.lr))):
-      raise ValueError(f"local epochs and batch size must be positive integers, the learning rate a finite number > 0; "
-                       f"got {self}.")
+        or not (isinstance(self.lr, numbers.Real) and 0 < self.lr <= FLOAT32_MAX)):
+      raise ValueError(f"local epochs and batch size must be positive integers, the learning rate a number in "
+                       f"(0, {FLOAT32_MAX:.4g}] (float32); got {self}.")
     if self.epochs > MAX_LOCAL_STEPS:
       raise ValueError(f"local epochs {self.epochs:,}: at most {MAX_LOCAL_STEPS:,} local steps in all (their indices "
                        "are int32).")

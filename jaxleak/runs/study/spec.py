@@ -30,6 +30,7 @@ from jaxleak.runs import fields
 from jaxleak.runs.eavesdrop.config import (DIRICHLET_ALPHAS, NOT_READ_BY_WHOLE_DETERMINATION, PAPER_COMPRESSION,
                                            PAPER_SWEEPS, WHOLE_DETERMINATION_READS)
 from jaxleak.runs.leakage.config import PAPER_LDP_GRID, check_every_window_trained
+from jaxleak.types import FLOAT32_MAX
 
 #: The HAR paper's multi-step settings (N, B, S) (spec 3.4).
 PAPER_MULTI_STEP = ((100, 20, 5), (100, 50, 2), (500, 100, 5))
@@ -98,8 +99,9 @@ class HarGrid:
     if not self.ldp:
       raise ValueError("ldp: empty; give (sigma, tau) pairs, (0, 0) for no LDP.")
     for sigma, tau in self.ldp:
-      if not (math.isfinite(sigma) and sigma >= 0 and math.isfinite(tau) and tau >= 0):
-        raise ValueError(f"ldp: ({sigma}, {tau}) is not a pair of finite numbers >= 0 (sigma, tau; 0 = off).")
+      if not (0 <= sigma <= FLOAT32_MAX and 0 <= tau <= FLOAT32_MAX):
+        raise ValueError(f"ldp: ({sigma}, {tau}) is not a pair of numbers in [0, {FLOAT32_MAX:.4g}] (sigma, tau; "
+                         "0 = off; computed in float32, which holds no more).")
     if len(set(self.ldp)) != len(self.ldp):
       raise ValueError("ldp: a (sigma, tau) pair is listed twice.")
     if self.clip_scope not in ("all", "last_layer"):
@@ -115,8 +117,8 @@ class HarGrid:
       if min(n, b, s) <= 0 or b > n:
         raise ValueError(f"multi_step: (N={n}, B={b}, S={s}) needs positive values and B <= N.")
       check_every_window_trained(n, b, s)
-    if not (math.isfinite(self.local_lr) and self.local_lr > 0):
-      raise ValueError(f"local_lr must be a finite number > 0, got {self.local_lr}.")
+    if not 0 < self.local_lr <= FLOAT32_MAX:
+      raise ValueError(f"local_lr must be a number in (0, {FLOAT32_MAX:.4g}] (float32), got {self.local_lr}.")
     if not (math.isfinite(self.synthetic_scale) and self.synthetic_scale > 0):
       raise ValueError(f"synthetic_scale must be a finite number > 0, got {self.synthetic_scale}.")
     _check_read_by("data_dir", self.data_dir, self.datasets, D.FILE_DATASETS)
