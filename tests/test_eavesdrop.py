@@ -384,6 +384,28 @@ def test_a_setting_the_partition_does_not_read_is_refused():
   assert EV.EavesdropConfig(main_labels=[3, 5], partition="main_labels").main_labels == [3, 5]   # the default
 
 
+@pytest.mark.parametrize("num_participants, seed", [(7, 1), (1, 0), (400, 3)])     # 400: more than examples
+def test_allocate_label_totals_gives_each_example_to_its_drawn_owner(num_participants, seed):
+  """Against the definition, participant by participant: label c's examples (draw order) go to owners drawn
+  uniformly; a row holds its examples label by label, then padding. (Found 2026-12-05, nineteenth session: this
+  looped over participants in Python, so `--set num_participants=1099511627776` hung a Whole Determination dry
+  run instead of failing at its first array; the loop-free rewrite must give the same allocation, which this pins.)"""
+  from jaxleak.data import label_pools
+  from jaxleak.types import seeded_rng
+  pool, totals = toy_pool(), np.array([100, 25, 20, 100, 0])
+  a = D.allocate_label_totals(pool, num_participants, totals, seed=seed)
+  rng = seeded_rng(seed)
+  draws = [(label_pools._draw(rng, pool.indices_of(k), int(t)), rng.integers(0, num_participants, int(t)))
+           for k, t in enumerate(totals)]
+  for p in range(num_participants):
+    row = np.concatenate([ex[owner == p] for ex, owner in draws])
+    np.testing.assert_array_equal(a.index[p][a.mask[p]], row)
+    assert a.mask[p, :row.size].all() and not a.mask[p, row.size:].any() and (a.index[p, row.size:] == 0).all()
+    np.testing.assert_array_equal(a.counts[p], np.bincount(pool.y[row], minlength=5))
+  np.testing.assert_array_equal(a.owners, a.counts > 0)
+  assert a.index.shape[1] == max(1, a.counts.sum(1).max()) and a.index.dtype == np.int32
+
+
 def test_allocate_label_totals_groups_and_aux():
   pool = toy_pool()
   totals = np.array([100, 25, 20, 100, 25])

@@ -202,15 +202,23 @@ def allocate_label_totals(pool: LabelPool, num_participants: int, label_totals: 
     raise ValueError(f"label_totals must be {pool.num_classes} non-negative counts, got {label_totals}.")
   pool.require_all_classes("the participants' pool")
   rng = seeded_rng(seed)
-  rows = [[] for _ in range(num_participants)]
-  for k, total in enumerate(label_totals):
-    examples = _draw(rng, pool.indices_of(k), int(total))
-    owner = rng.integers(0, num_participants, size=int(total))
-    for p in range(num_participants):
-      rows[p].append(examples[owner == p])
-  rows = [np.concatenate(r).astype(np.int32) for r in rows]
-  counts = np.stack([np.bincount(pool.y[r], minlength=pool.num_classes) for r in rows])
-  return _pack(rows, pool, counts > 0)
+  examples, owner = [], []
+  for k, total in enumerate(label_totals):                      # C draws, in label order (the RNG stream)
+    examples.append(_draw(rng, pool.indices_of(k), int(total)))
+    owner.append(rng.integers(0, num_participants, size=int(total)))
+  examples, owner = np.concatenate(examples).astype(np.int32), np.concatenate(owner)
+  # A participant's row: its examples label by label, in draw order within a label (a stable sort by owner), then
+  # padding. Built without a loop over participants, so a federation too large to hold fails at its first array.
+  order = np.argsort(owner, kind="stable")
+  owner, examples = owner[order], examples[order]
+  held = np.bincount(owner, minlength=num_participants)
+  slot = np.arange(owner.size) - (np.cumsum(held) - held)[owner]
+  index = np.zeros((num_participants, max(1, int(held.max(initial=0)))), np.int32)
+  mask = np.zeros(index.shape, bool)
+  index[owner, slot], mask[owner, slot] = examples, True
+  counts = np.zeros((num_participants, pool.num_classes), np.int32)
+  np.add.at(counts, (owner, pool.y[examples]), 1)
+  return Allocation(index=index, mask=mask, owners=counts > 0, counts=counts)
 
 
 def quantity_groups(num_classes: int, seed: int, factors: tuple[float, ...] = (1.0, 1 / 4, 1 / 5)) -> np.ndarray:
