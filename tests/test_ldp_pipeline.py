@@ -74,7 +74,7 @@ def test_paper_grid_names_and_identity():
   assert len(settings) == 10 and settings["none"].is_identity
   assert settings["ldp_0.1_0.0"].clip_norm == math.inf and settings["ldp_0.0_1.5"].clip_norm == 1.5
   assert len(PAPER_LDP_GRID) == 9
-  with pytest.raises(ValueError, match=">= 0"):
+  with pytest.raises(ValueError, match=r"noise must be a number in \[0, 3.403e\+38\] \(0 = off"):
     ldp_setting(-0.1, 0.0)
   with pytest.raises(ValueError, match="clip scope"):
     LdpConfig(clip_norm=1.0, clip_scope="head")
