@@ -3,8 +3,10 @@
 is allowed, so the study engine can prefix it (`wd_...`) and the drivers show it as one line."""
 from __future__ import annotations
 
+import math
+
 from jaxleak import data as D
-from jaxleak.types import is_int
+from jaxleak.types import FLOAT32_MAX, is_int
 
 
 def integer(name: str, value, minimum: int = 1) -> None:
@@ -29,6 +31,14 @@ def seed(name: str, value, span: int = 1) -> None:
     what = "" if span == 1 else f" so that its {span} consecutive seeds (one per replicate/trial) are"
     raise ValueError(f"{name} must be at most {MAX_SEED - span + 1:,}{what} below 2**32, got {value!r}: JAX keys "
                      "take 32 bits of a seed, so a larger one would repeat the results of a smaller one.")
+
+
+def off_or_float32(name: str, value) -> None:
+  """`value` is a number in [0, FLOAT32_MAX], 0 meaning off: it is computed in float32, where a larger finite value
+  would become inf (1e300 as a noise std would be infinite noise)."""
+  if not (math.isfinite(value) and 0 <= value <= FLOAT32_MAX):
+    raise ValueError(f"{name} must be a number in [0, {FLOAT32_MAX:.4g}] (0 = off; it is computed in float32, "
+                     f"which holds no more), got {value}.")
 
 
 def boolean(name: str, value) -> None:

@@ -11,7 +11,6 @@ from jaxleak.attacks.eavesdrop import LINKAGE_METHODS
 from jaxleak.federated.rounds import LocalEpochs
 from jaxleak.privacy import LdpConfig
 from jaxleak.runs import fields
-from jaxleak.types import FLOAT32_MAX
 
 # The paper's MNIST settings (sec. IV-A3, IV-B): 100 participants, 10 % selected, L_bs 64, L_lr 0.01, L_ep 3.
 PAPER_LOCAL = LocalEpochs(epochs=3, batch_size=64, lr=0.01)
@@ -103,10 +102,7 @@ class EavesdropConfig:
     if not 0.0 <= self.compression < 1.0:
       raise ValueError(f"compression must be in [0, 1), got {self.compression}.")
     for name in ("ldp_noise", "ldp_clip"):
-      value = getattr(self, name)
-      if not (math.isfinite(value) and 0 <= value <= FLOAT32_MAX):
-        raise ValueError(f"{name} must be a number in [0, {FLOAT32_MAX:.4g}] (0 = off; it is computed in float32, "
-                         f"which holds no more), got {value}.")
+      fields.off_or_float32(name, getattr(self, name))
     if self.partition not in PARTITIONS:
       raise ValueError(f"partition: unknown {self.partition!r}; valid: {', '.join(PARTITIONS)}.")
     unread = [n for n in _UNREAD_BY_PARTITION[self.partition]

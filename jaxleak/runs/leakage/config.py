@@ -15,7 +15,6 @@ from jaxleak.federated import LocalSteps
 from jaxleak.federated.single_step import METHODS
 from jaxleak.privacy import LdpConfig
 from jaxleak.runs import fields
-from jaxleak.types import FLOAT32_MAX
 
 
 def check_every_window_trained(n: int, b: int, s: int) -> None:
@@ -149,9 +148,7 @@ def ldp_setting(noise: float, clip: float, *, scope: str = "all", granularity: s
   inf
   """
   for name, value in (("clip", clip), ("noise", noise)):
-    if not (math.isfinite(value) and 0 <= value <= FLOAT32_MAX):
-      raise ValueError(f"{name} must be a number in [0, {FLOAT32_MAX:.4g}] (0 = off; it is computed in float32, "
-                       f"which holds no more), got {value}.")
+    fields.off_or_float32(name, value)
   return LdpConfig(clip_norm=clip if clip > 0 else math.inf, noise_std=noise, clip_scope=scope,
                    clip_granularity=granularity)
 

@@ -274,7 +274,7 @@ def _parse(value: Any, like: Any, field: str):
     return tuple(value) if isinstance(like, tuple) else value
   text = value.strip()
   if isinstance(like, tuple):
-    items = _list_items(text, field)
+    items = _list_items(text)
     if field == "dirichlet_alphas":
       return tuple(_cast(float, x, field, listed=True) for x in items)
     if field in ("ldp", "multi_step"):                   # pairs/triples: 0:0.1,0.1:0.5  or  100:20:5,500:100:5
@@ -307,7 +307,7 @@ def _parse(value: Any, like: Any, field: str):
   return _cast(type(like), text, field, listed=False)
 
 
-def _list_items(text: str, field: str) -> list[str]:
+def _list_items(text: str) -> list[str]:
   """The comma-separated items of `text`, stripped; "" is no item. An empty item ("a,,b", "a,", ",") is refused: it is
   a slip, and reading it as nothing could silently change the grid (`multi_step=,` would mean single-step)."""
   if not text:
