@@ -2,7 +2,11 @@ import os
 
 # Tests run on CPU with 4 fake devices so sharded code paths are exercised without accelerators.
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
-os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=4")
+# XLA:CPU's backend at -O0 (LLVM's optimisation of XLA's generated loops; XLA's own HLO passes and the Eigen/oneDNN
+# matmul and convolution kernels are unchanged): the suite is mostly compilation of small programs, which this makes
+# ~3x faster. JAXLEAK_TESTS_FULL_OPT=1 runs it as users run (BUILD_NOTES "Test suite": the same results either way).
+_OPT = "" if os.environ.get("JAXLEAK_TESTS_FULL_OPT") == "1" else " --xla_backend_optimization_level=0"
+os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=4" + _OPT)
 # Commands the tests start as subprocesses keep their compilation cache out of the user's home.
 import tempfile  # noqa: E402
 
@@ -18,13 +22,13 @@ if os.environ.get("CI"):
 
 # The longest test files start first, so that the two workers of `-n 2 --dist loadfile` finish together. xdist's
 # default orders files by their number of tests, which started the longest files (few, slow tests) last and left
-# one worker idle for up to two minutes at the end. Seconds from `.ci/run` with `--durations=0` (2026-12-04);
+# one worker idle for up to two minutes at the end. Seconds from `.ci/run` with `--durations=0` (2026-12-05, at -O0);
 # files not listed follow in their usual order. A stale figure only costs balance, never correctness.
-_SLOW_FILES = {"test_eavesdrop.py": 203, "test_training.py": 154, "test_study.py": 141, "test_multi_step.py": 134,
-               "test_attacks.py": 121, "test_readme.py": 89, "test_models.py": 78, "test_sharding.py": 76,
-               "test_rlu.py": 72, "test_single_step.py": 66, "test_robustness.py": 63, "test_federated.py": 62,
-               "test_study_execution.py": 58, "test_conformance.py": 53, "test_reference_way.py": 49,
-               "test_ldp_pipeline.py": 46, "test_privacy.py": 30, "test_data.py": 26}
+_SLOW_FILES = {"test_attacks.py": 128, "test_eavesdrop.py": 123, "test_multi_step.py": 114, "test_study.py": 110,
+               "test_training.py": 86, "test_readme.py": 81, "test_study_execution.py": 66, "test_rlu.py": 56,
+               "test_federated.py": 48, "test_reference_way.py": 45, "test_sharding.py": 42, "test_models.py": 39,
+               "test_single_step.py": 37, "test_robustness.py": 36, "test_ldp_pipeline.py": 35,
+               "test_privacy.py": 29, "test_conformance.py": 24, "test_distributed.py": 22}
 
 
 def pytest_configure(config):
