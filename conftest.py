@@ -5,6 +5,9 @@ os.environ.setdefault("JAX_PLATFORMS", "cpu")
 # XLA:CPU's backend at -O0 (LLVM's optimisation of XLA's generated loops; XLA's own HLO passes and the Eigen/oneDNN
 # matmul and convolution kernels are unchanged): the suite is mostly compilation of small programs, which this makes
 # ~3x faster. JAXLEAK_TESTS_FULL_OPT=1 runs it as users run (BUILD_NOTES "Test suite": the same results either way).
+if os.environ.get("JAXLEAK_TESTS_FULL_OPT", "") not in ("", "0", "1"):
+  raise SystemExit(f"JAXLEAK_TESTS_FULL_OPT={os.environ['JAXLEAK_TESTS_FULL_OPT']!r}: use 1 (XLA's full optimisation) "
+                   "or 0 / unset (-O0, the default for tests).")
 _OPT = "" if os.environ.get("JAXLEAK_TESTS_FULL_OPT") == "1" else " --xla_backend_optimization_level=0"
 os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=4" + _OPT)
 # Commands the tests start as subprocesses keep their compilation cache out of the user's home.
