@@ -5,10 +5,11 @@ os.environ.setdefault("JAX_PLATFORMS", "cpu")
 # XLA:CPU's backend at -O0 (LLVM's optimisation of XLA's generated loops; XLA's own HLO passes and the Eigen/oneDNN
 # matmul and convolution kernels are unchanged): the suite is mostly compilation of small programs, which this makes
 # ~3x faster. JAXLEAK_TESTS_FULL_OPT=1 runs it as users run (BUILD_NOTES "Test suite": the same results either way).
-if os.environ.get("JAXLEAK_TESTS_FULL_OPT", "") not in ("", "0", "1"):
-  raise SystemExit(f"JAXLEAK_TESTS_FULL_OPT={os.environ['JAXLEAK_TESTS_FULL_OPT']!r}: use 1 (XLA's full optimisation) "
-                   "or 0 / unset (-O0, the default for tests).")
-_OPT = "" if os.environ.get("JAXLEAK_TESTS_FULL_OPT") == "1" else " --xla_backend_optimization_level=0"
+_FULL_OPT = os.environ.get("JAXLEAK_TESTS_FULL_OPT", "")
+if _FULL_OPT not in ("", "0", "1"):
+  raise SystemExit(f"JAXLEAK_TESTS_FULL_OPT={_FULL_OPT!r}: use 1 (XLA's full optimisation) or 0 / unset (-O0, the "
+                   "default for tests).")
+_OPT = "" if _FULL_OPT == "1" else " --xla_backend_optimization_level=0"
 os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=4" + _OPT)
 # Commands the tests start as subprocesses keep their compilation cache out of the user's home.
 import tempfile  # noqa: E402
@@ -25,8 +26,8 @@ if os.environ.get("CI"):
 
 # The longest test files start first, so that the two workers of `-n 2 --dist loadfile` finish together. xdist's
 # default orders files by their number of tests, which started the longest files (few, slow tests) last and left
-# one worker idle for up to two minutes at the end. Seconds from `.ci/run` with `--durations=0` (2026-12-05, at -O0);
-# files not listed follow in their usual order. A stale figure only costs balance, never correctness.
+# one worker idle for up to two minutes at the end. Seconds from the suite's command with `--durations=0`
+# (2026-12-05, at -O0); files not listed follow in their usual order. A stale figure only costs balance, never correctness.
 _SLOW_FILES = {"test_attacks.py": 128, "test_eavesdrop.py": 123, "test_multi_step.py": 114, "test_study.py": 110,
                "test_training.py": 86, "test_readme.py": 81, "test_study_execution.py": 66, "test_rlu.py": 56,
                "test_federated.py": 48, "test_reference_way.py": 45, "test_sharding.py": 42, "test_models.py": 39,
