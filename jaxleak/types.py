@@ -45,6 +45,17 @@ def is_int(value) -> bool:
   return isinstance(value, numbers.Integral) and not isinstance(value, bool)
 
 
+def check_local_training(config, counts: tuple[str, ...]) -> None:
+  """Raises ValueError naming `config` unless its fields `counts` are positive integers and its `lr` a number in
+  (0, FLOAT32_MAX] (local SGD runs in float32)."""
+  lr = config.lr
+  if (not all(is_int(v) and v > 0 for v in (getattr(config, c) for c in counts))
+      or not (isinstance(lr, numbers.Real) and not isinstance(lr, bool) and 0 < lr <= FLOAT32_MAX)):
+    names = " and ".join(c.replace("_", " ") for c in counts)
+    raise ValueError(f"local {names} must be positive integers, the learning rate a number in "
+                     f"(0, {FLOAT32_MAX:.4g}] (float32); got {config}.")
+
+
 def is_concrete(x) -> bool:
   """True unless `x` is traced (inside jit/vmap/grad): only concrete values can be inspected by an input check."""
   return not isinstance(x, jax.core.Tracer)

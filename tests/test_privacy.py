@@ -167,6 +167,17 @@ def test_values_float32_cannot_hold_are_refused_not_made_inf():
     P.clip(-big)                                                    # negative: the sign is the problem, not the size
 
 
+def test_both_local_trainings_refuse_the_same_hyper_parameters_in_the_same_words():
+  """LocalEpochs (Eavesdrop) and LocalSteps (HAR multi-step) share one check: counts positive ints (not bools), the
+  learning rate a positive float32 number (not nan, not a bool)."""
+  for make, counts in ((LocalEpochs, "local epochs and batch size"), (LocalSteps, "local steps and batch size")):
+    for args in ((0, 1, 0.1), (1, 0, 0.1), (True, 1, 0.1), (1.5, 1, 0.1), (1, 1, 0.0), (1, 1, -0.1),
+                 (1, 1, math.nan), (1, 1, True), (1, 1, "0.1")):
+      with pytest.raises(ValueError, match=f"{counts} must be positive integers, the learning rate a number in"):
+        make(*args)
+    assert make(2, 3, 0.5).lr == 0.5 and make(np.int64(2), 3, np.float32(0.5)).batch_size == 3
+
+
 def test_ldp_injectable_refuses_concrete_nonsense_and_passes_traced_values():
   """Found 2026-12-05 (seventeenth session): ldp_injectable took a negative or NaN clip norm (clipping then flips
   the update's sign: factor -1 / norm), a NaN or negative noise std, an int key and an unknown granularity, all

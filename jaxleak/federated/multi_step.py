@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import numbers
 
 import jax
 import jax.numpy as jnp
@@ -31,7 +30,7 @@ from jaxleak.federated.apply import (check_batches, check_options, explain_varia
                                      train_loss)
 from jaxleak.federated.single_step import _head, minmax_scale
 from jaxleak.privacy import LdpConfig
-from jaxleak.types import FLOAT32_MAX, LastLayerGrads, is_int
+from jaxleak.types import LastLayerGrads, check_local_training
 
 EQUIVALENTS = ("mean", "sum")
 
@@ -52,10 +51,7 @@ class LocalSteps:
   ldp: LdpConfig = LdpConfig()
 
   def __post_init__(self):
-    if (not all(is_int(v) and v > 0 for v in (self.steps, self.batch_size))
-        or not (isinstance(self.lr, numbers.Real) and 0 < self.lr <= FLOAT32_MAX)):
-      raise ValueError(f"local steps and batch size must be positive integers, the learning rate a number in "
-                       f"(0, {FLOAT32_MAX:.4g}] (float32); got {self}.")
+    check_local_training(self, ("steps", "batch_size"))
     if self.steps * self.batch_size > MAX_WINDOW_INDEX:
       raise ValueError(f"local steps x batch size = {self.steps:,} x {self.batch_size:,}: at most "
                        f"{MAX_WINDOW_INDEX:,} (step s trains on windows [sB, (s+1)B) mod N, indices in int32); "

@@ -17,7 +17,6 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
-import numbers
 
 import jax
 import jax.numpy as jnp
@@ -26,7 +25,7 @@ from flax import linen as nn
 
 from jaxleak import privacy
 from jaxleak.federated.apply import check_class_ids, masked_mean_ce, split_variables, train_loss
-from jaxleak.types import FLOAT32_MAX, is_concrete, is_int, values_outside
+from jaxleak.types import check_local_training, is_concrete, is_int, values_outside
 
 
 def check_pool(model: nn.Module, pool_x, pool_y, index, mask, what: str) -> None:
@@ -74,11 +73,7 @@ class LocalEpochs:
   lr: float = 0.01
 
   def __post_init__(self):
-    if (not all(isinstance(v, numbers.Integral) and not isinstance(v, bool) and v > 0
-                for v in (self.epochs, self.batch_size))
-        or not (isinstance(self.lr, numbers.Real) and 0 < self.lr <= FLOAT32_MAX)):
-      raise ValueError(f"local epochs and batch size must be positive integers, the learning rate a number in "
-                       f"(0, {FLOAT32_MAX:.4g}] (float32); got {self}.")
+    check_local_training(self, ("epochs", "batch_size"))
     if self.epochs > MAX_LOCAL_STEPS:
       raise ValueError(f"local epochs {self.epochs:,}: at most {MAX_LOCAL_STEPS:,} local steps in all (their indices "
                        "are int32).")

@@ -142,7 +142,7 @@ def _load_study(root: str) -> Results:
   keys = stored
   if os.path.isfile(os.path.join(root, "study.json")):
     out.configs[root] = store.read_study()
-    plan_keys = [t.key for t in store.read_plan().tasks]
+    plan_keys = [t.key for t in store.read_plan(out.configs[root]).tasks]
     keys = plan_keys + sorted(set(stored) - set(plan_keys))          # records of earlier configs come last
   for key in keys:
     try:

@@ -88,12 +88,14 @@ class Store:
       raise storage.StorageError(f"{path}: damaged (a JSON {type(body).__name__}, not a study); {_REWRITE}")
     return body
 
-  def read_plan(self):
-    """The plan of the folder's study (`read_study`), unchecked against the data; StorageError naming the file and
-    the fix when study.json does not describe a study this jaxleak can read."""
+  def read_plan(self, study_json: dict | None = None):
+    """The plan of the folder's study (`study_json` as `read_study` returned it, else read now), unchecked against
+    the data; StorageError naming the file and the fix when study.json does not describe a study this jaxleak can
+    read. (Pass what `read_study` gave to describe one reading of the file, even while a run rewrites it.)"""
     from jaxleak.runs.study import spec
     from jaxleak.runs.study.plan import make_plan
-    study_json = self.read_study()
+    if study_json is None:
+      study_json = self.read_study()
     try:
       return make_plan(spec.from_json(study_json), check_inputs=False)
     except (KeyError, TypeError, ValueError, AttributeError) as e:
