@@ -76,6 +76,39 @@ def test_many_local_steps_run_in_blocks_from_the_host_and_equal_plain_sgd(name, 
   np.testing.assert_allclose(ours.bias, ref["bias"], atol=2e-5, rtol=1e-4)
 
 
+def test_host_driven_blocks_report_their_steps_and_reporting_changes_no_bit(monkeypatch):
+  # A call of S in the hundreds runs for minutes: between its blocks it says how far it is (at most every
+  # PROGRESS_EVERY_S seconds; 0 here, so after every block but the last). Made small: blocks of 2 beyond 2 steps.
+  from jaxleak.federated import multi_step
+  monkeypatch.setattr(multi_step, "UNROLLED_STEPS", 2)
+  monkeypatch.setattr(multi_step, "STEPS_PER_BLOCK", 2)
+  monkeypatch.setattr(multi_step, "PROGRESS_EVERY_S", 0.0)
+  model, v, x, y, keys = _setup("mlp")
+  local = LocalSteps(steps=5, batch_size=15, lr=0.31)
+  lines = []
+  told = client_updates(model, v, x, y, keys, local=local, progress=lines.append)
+  assert [line.split(" (")[0] for line in lines] == [
+      f"local training: step {s}/5 of this call's {keys.shape[0]} updates" for s in (2, 4)]
+  silent = client_updates(model, v, x, y, keys, local=local)
+  np.testing.assert_array_equal(told.kernel, silent.kernel)
+  np.testing.assert_array_equal(told.bias, silent.bias)
+  lines.clear()
+  client_updates(model, v, x, y, keys, local=LocalSteps(steps=2, batch_size=15, lr=0.31), progress=lines.append)
+  assert lines == []                                  # unrolled in one program: nothing between steps to report
+
+
+def test_a_multi_step_run_passes_its_progress_into_the_blocks(monkeypatch):
+  from jaxleak.federated import multi_step
+  monkeypatch.setattr(multi_step, "UNROLLED_STEPS", 2)
+  monkeypatch.setattr(multi_step, "STEPS_PER_BLOCK", 2)
+  monkeypatch.setattr(multi_step, "PROGRESS_EVERY_S", 0.0)
+  cfg = LeakageConfig(dataset="synthetic_tiny", model="tinyhar", num_samples=20, num_clients=1, attacks=("ebi",),
+                      local=LocalSteps(steps=3, batch_size=10))
+  lines = []
+  run_leakage(cfg, progress=lines.append)
+  assert any(line.startswith("local training: step 2/3 of this call's") for line in lines), lines
+
+
 def test_sum_equivalent_is_s_times_the_mean_and_differs_from_one_step():
   model, v, x, y, keys = _setup("mlp")          # model-agnostic machinery: the fast model
   mean = client_updates(model, v, x, y, keys, local=LocalSteps(steps=4, batch_size=10, lr=0.5))

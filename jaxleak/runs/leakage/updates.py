@@ -136,7 +136,7 @@ def compute_updates(prep: Prepared, cfg: LeakageConfig, ldp: LdpConfig,
     execution = "vmap"
   if cfg.local is not None:
     fn = lambda v, x, y, k, b: client_updates(prep.model, v, x, y, k, local=cfg.local, minmax=cfg.minmax,
-                                              batched_variables=b)
+                                              batched_variables=b, progress=progress)
     per_call = cfg.vmap_chunk(True) * (1 if prep.mesh is None else prep.mesh.devices.size)
     return require_finite(prep, cfg, in_calls(prep, per_call, fn, progress, "local training", execution))
   if ldp.per_example and ldp.needs_full_gradient:
