@@ -89,9 +89,9 @@ class Store:
     return body
 
   def read_plan(self, study_json: dict | None = None):
-    """The plan of the folder's study (`study_json` as `read_study` returned it, else read now), unchecked against
-    the data; StorageError naming the file and the fix when study.json does not describe a study this jaxleak can
-    read. (Pass what `read_study` gave to describe one reading of the file, even while a run rewrites it.)"""
+    """The plan of the folder's study, unchecked against the data: of `study_json` when given (what `read_study`
+    returned, so that both describe one reading of the file), else of study.json read now. StorageError naming the
+    file and the fix when it does not describe a study this jaxleak can read."""
     from jaxleak.runs.study import spec
     from jaxleak.runs.study.plan import make_plan
     if study_json is None:
