@@ -12,6 +12,20 @@ The model behind all three attacks is linear superposition (Eq. 4): K clients ow
 them are label i, so  K * global_update[:, i] ~ x * W_p + (K * N_L - x) * W_n.
 Class Sniffing and Quantity Inference are vmappable and jittable; Whole Determination's clustering runs on the
 host (scipy), its ratio vectors are jnp.
+
+Example, where Eq. 4 holds exactly: C = 4 labels, D = 2 weights per output neuron, training label j moves neuron
+i's weights by 1 when j = i and by -0.2 otherwise (W_p = 1, W_n = -0.2); K = 10 selected clients own N_L = 2
+labels each, x = [10, 6, 4, 0] slots of each label, so G[:, i] = (1.2 x_i - 4) / 10. Eq. 5 inverts this:
+x_i = K (G[:, i] - N_L W_n) / (W_p - W_n), and Class Sniffing's score is the same number fitted over the D weights.
+
+>>> import jax.numpy as jnp
+>>> U = jnp.where(jnp.eye(4, dtype=bool)[:, None, :], 1.0, -0.2) * jnp.ones((4, 2, 4))    # [C, D, C]
+>>> G = jnp.tile((1.2 * jnp.array([10.0, 6.0, 4.0, 0.0]) - 4) / 10, (2, 1))              # [D, C]
+>>> class_sniffing(G, U, num_selected=10, labels_per_client=2).present.tolist()
+[True, True, True, False]
+>>> q = quantity_inference(G, U, num_selected=10, labels_per_client=2)
+>>> jnp.round(q.estimate).astype(int).tolist(), bool(jnp.max(jnp.abs(q.estimate - jnp.round(q.estimate))) < 1e-5)
+([10, 6, 4, 0], True)
 """
 from __future__ import annotations
 
