@@ -4,17 +4,20 @@ Signal: the head's bias gradient g_b[c] = (1/N) sum_n (softmax(z_n)[c] - 1[y_n =
 near-uniform softmax, g_b[c] ~= 1/C - n_c/N: classes present with frequency above 1/C are negative.
 
 Example, worked by hand: a uniform softmax, C = 4, N = 8 samples with counts n = [4, 3, 1, 0], so
-g_b = 1/4 - n/8 = [-0.25, -0.125, 0.125, 0.25]. iLRG's uniform closed form 2 - 8 (g_b - mean(g_b)) is exact.
-EBI and LLBG see the two negative entries only: stage 1 gives classes 0 and 1 one label each, stage 2 the other
-six (raising the argmin by |m| = 0.375 / 8 for EBI, 1.25 times that for LLBG) four to class 0 and two to class 1;
-class 2, rarer than 1/C, is missed. LLBG with Gat and Sharif's impact -1/N (= -1/8, this gradient's exact step
-per label) finds all three:
+g_b = 1/4 - n/8 = [-0.25, -0.125, 0.125, 0.25]. iLRG's uniform closed form 2 - 8 (g_b - mean(g_b)) is exact, and
+so is full iLRG through a head whose softmax is uniform (all zeros). EBI and LLBG see the two negative entries
+only: stage 1 gives classes 0 and 1 one label each, stage 2 the other six (raising the argmin by
+|m| = 0.375 / 8 for EBI, 1.25 times that for LLBG) four to class 0 and two to class 1; class 2, rarer than 1/C,
+is missed. LLBG with Gat and Sharif's impact -1/B (B = N = 8: this gradient's exact step per label) finds all
+three:
 
 >>> import jax, jax.numpy as jnp
 >>> b = 1 / 4 - jnp.array([4, 3, 1, 0]) / 8
->>> g = LastLayerGrads(kernel=jnp.zeros((16, 4)), bias=b)           # these attacks read the bias only
+>>> g = LastLayerGrads(kernel=jnp.zeros((16, 4)), bias=b)     # a zero kernel: zero class embeddings
 >>> ilrg_uniform(g, 8, key=jax.random.key(0)).tolist(), llbg_original(g, 8).tolist()
 ([4, 3, 1, 0], [4, 3, 1, 0])
+>>> ilrg(g, 8, head=LastLayerParams(kernel=jnp.zeros((16, 4)), bias=jnp.zeros(4))).tolist()
+[4, 3, 1, 0]
 >>> ebi(g, 8).tolist(), llbg(g, 8).tolist()
 ([5, 3, 0, 0], [5, 3, 0, 0])
 """
