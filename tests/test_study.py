@@ -719,3 +719,33 @@ def test_a_file_system_without_locks_runs_every_group_and_says_it_cannot_share(t
   assert summary.tasks_written == 2 and summary.groups_busy == []
   notes = [line for line in lines if "has no locks" in line]
   assert len(notes) == 1 and "would compute them again" in notes[0]
+
+
+def test_the_accelerator_choices_run_here_and_give_the_cpus_records(tmp_path, monkeypatch):
+  """What jaxleak chooses differently on a GPU or TPU (8 updates vmapped per call where XLA:CPU takes 1 for a full
+  backward pass; LDP settings per sweep call a power of two, here 32 for 21, where XLA:CPU takes 16) runs on this
+  CPU with the backend's name patched, and gives every record's per-client metrics of the CPU's own choices: the
+  device run (benchmarks/gpu.sh, minutes that are scarce) then meets no path that never ran."""
+  tiny = dict(datasets=("synthetic_tiny",), models=("tinyhar",), states=("untrained",), samplings=("sequential",),
+              num_clients=2)
+  ldp = ((0.0, 0.0),) + tuple((s, t) for s in (0.0, 0.01, 0.1, 1.0) for t in (0.1, 0.5, 1.0, 2.0, 5.0))
+  plan = S.make_plan(S.Study("choices", (S.HarGrid(**tiny, ldp=ldp, attacks=("ebi", "llbg", "ilrg")),
+                                         S.HarGrid(**tiny, multi_step=((20, 10, 2),), attacks=("ebi", "ilrg")))))
+  chunks, per_call = [], []
+  vmap_chunk, settings_per_call = L.LeakageConfig.vmap_chunk, engine.settings_per_call
+  monkeypatch.setattr(L.LeakageConfig, "vmap_chunk", lambda self, full: chunks.append(vmap_chunk(self, full))
+                      or chunks[-1])
+  monkeypatch.setattr(engine, "settings_per_call", lambda *a, **k: per_call.append(settings_per_call(*a, **k))
+                      or per_call[-1])
+  S.run_plan(plan, S.Store(str(tmp_path / "cpu")), progress=None)
+  assert set(chunks) == {1} and set(per_call) == {16}            # both groups take a full backward pass
+  chunks.clear(), per_call.clear()
+  monkeypatch.setattr(jax, "default_backend", lambda: "gpu")
+  S.run_plan(plan, S.Store(str(tmp_path / "gpu")), progress=None)
+  assert set(chunks) == {8} and set(per_call) == {32}
+  cpu, gpu = S.Store(str(tmp_path / "cpu")), S.Store(str(tmp_path / "gpu"))
+  for task in plan.tasks:
+    ours, theirs = cpu.read(task.key)["results"]["attacks"], gpu.read(task.key)["results"]["attacks"]
+    assert ours.keys() == theirs.keys() == set(task.config["attacks"])
+    for attack in ours:
+      assert ours[attack]["clients"] == theirs[attack]["clients"], (task.config.get("sigma"), task.config.get("tau"))
