@@ -749,3 +749,19 @@ def test_the_accelerator_choices_run_here_and_give_the_cpus_records(tmp_path, mo
     assert ours.keys() == theirs.keys() == set(task.config["attacks"])
     for attack in ours:
       assert ours[attack]["clients"] == theirs[attack]["clients"], (task.config.get("sigma"), task.config.get("tau"))
+
+
+def test_a_long_har_group_reports_its_gradient_pass_in_indented_lines(tmp_path, monkeypatch):
+  """Between a group's own lines the gradient pass reports (at most every GROUP_PROGRESS_EVERY_S: 0 here; a
+  group shorter than that adds no line), indented under its group."""
+  monkeypatch.setattr(engine, "GROUP_PROGRESS_EVERY_S", 0.0)
+  plan = S.make_plan(S.override(S.preset("har_sampling"), {**TINY, "attacks": "ebi", "samplings": "sequential"}))
+  lines = []
+  S.run_plan(plan, S.Store(str(tmp_path)), progress=lines.append)
+  group = next(i for i, line in enumerate(lines) if line.startswith("  group 1/1 ["))
+  inner = [line for line in lines[:group] if line.startswith("    ")]
+  assert inner and all(re.match(r"    gradients: \d+/\d+ updates \(", line) for line in inner), lines
+  monkeypatch.setattr(engine, "GROUP_PROGRESS_EVERY_S", 3600.0)
+  lines.clear()
+  S.run_plan(plan, S.Store(str(tmp_path / "again")), progress=lines.append)
+  assert not [line for line in lines if line.startswith("    ")], lines

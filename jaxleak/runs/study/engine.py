@@ -47,6 +47,9 @@ SETTINGS_PER_CALL = 16
 UPDATES_PER_CALL = 512
 #: Accelerators: the most settings one call may hold (a power of two), whatever the memory.
 MAX_SETTINGS_PER_CALL = 4096
+#: Inside a HAR group (its gradient pass), a progress line at most this often (seconds): a long group is not
+#: silent between its own lines, a short one adds none.
+GROUP_PROGRESS_EVERY_S = 30.0
 #: Bytes of a sweep call per (setting, update) and head-gradient float: XLA:CPU's temporaries measured 2.27x the
 #: noisy head gradients (`compile().memory_analysis()`, five attacks, C = 13 / 19, D = 128 / 512); 4 leaves margin
 #: for other compilers.
@@ -222,13 +225,27 @@ def leakage_results(result) -> dict:
   return out
 
 
+def _every(log: Callable[[str], None], seconds: float) -> Callable[[str], None]:
+  """`log` for the lines inside a group: indented under its group line, and at most one every `seconds` (the
+  first once `seconds` have passed since this was made)."""
+  last = [time.perf_counter()]
+
+  def inner(msg: str) -> None:
+    now = time.perf_counter()
+    if now - last[0] >= seconds:
+      last[0] = now
+      log(f"    {msg}")
+  return inner
+
+
 def _run_har_group(group: Group, todo: list[Task], store: Store, log) -> None:
   first = todo[0].config
   base = leakage_config(first)
   t0 = time.perf_counter()
+  inner = _every(log, GROUP_PROGRESS_EVERY_S)
   prep = prepare(base, None, None, None)
   if first["multi_step"] is not None:
-    grads = compute_updates(prep, base, LdpConfig(), None)
+    grads = compute_updates(prep, base, LdpConfig(), inner)
     from jaxleak.runs.leakage.scoring import attack_and_score
     result = attack_and_score(prep, base, grads, {})
     store.write(todo[0], leakage_results(result), {"group_s": time.perf_counter() - t0})
@@ -237,9 +254,9 @@ def _run_har_group(group: Group, todo: list[Task], store: Store, log) -> None:
   scopes = {t.config["clip_scope"] for t in todo} - {None}
   scope = scopes.pop() if scopes else "all"
   if any(tau > 0 for _, tau in settings) and scope == "all":
-    grads, norms = compute_heads_and_norms(prep, base, None)
+    grads, norms = compute_heads_and_norms(prep, base, inner)
   else:
-    grads, norms = compute_updates(prep, base, LdpConfig(), None), np.full(len(prep.indices), np.nan, np.float32)
+    grads, norms = compute_updates(prep, base, LdpConfig(), inner), np.full(len(prep.indices), np.nan, np.float32)
   t_pass = time.perf_counter() - t0
   noise_keys = jax.vmap(lambda k: jax.random.fold_in(k, 1))(prep.dropout_keys)
   keys, star_params, head = attack_inputs(prep, base)
