@@ -721,6 +721,14 @@ def test_a_file_system_without_locks_runs_every_group_and_says_it_cannot_share(t
   assert len(notes) == 1 and "would compute them again" in notes[0]
 
 
+def _recording(fn, returned: list):
+  """`fn`, appending each value it returns to `returned`."""
+  def wrapped(*args, **kwargs):
+    returned.append(fn(*args, **kwargs))
+    return returned[-1]
+  return wrapped
+
+
 def test_the_accelerator_choices_run_here_and_give_the_cpus_records(tmp_path, monkeypatch):
   """What jaxleak chooses differently on a GPU or TPU (8 updates vmapped per call where XLA:CPU takes 1 for a full
   backward pass; LDP settings per sweep call a power of two, here 32 for 21, where XLA:CPU takes 16) runs on this
@@ -732,11 +740,8 @@ def test_the_accelerator_choices_run_here_and_give_the_cpus_records(tmp_path, mo
   plan = S.make_plan(S.Study("choices", (S.HarGrid(**tiny, ldp=ldp, attacks=("ebi", "llbg", "ilrg")),
                                          S.HarGrid(**tiny, multi_step=((20, 10, 2),), attacks=("ebi", "ilrg")))))
   chunks, per_call = [], []
-  vmap_chunk, settings_per_call = L.LeakageConfig.vmap_chunk, engine.settings_per_call
-  monkeypatch.setattr(L.LeakageConfig, "vmap_chunk", lambda self, full: chunks.append(vmap_chunk(self, full))
-                      or chunks[-1])
-  monkeypatch.setattr(engine, "settings_per_call", lambda *a, **k: per_call.append(settings_per_call(*a, **k))
-                      or per_call[-1])
+  monkeypatch.setattr(L.LeakageConfig, "vmap_chunk", _recording(L.LeakageConfig.vmap_chunk, chunks))
+  monkeypatch.setattr(engine, "settings_per_call", _recording(engine.settings_per_call, per_call))
   S.run_plan(plan, S.Store(str(tmp_path / "cpu")), progress=None)
   assert set(chunks) == {1} and set(per_call) == {16}            # both groups take a full backward pass
   chunks.clear(), per_call.clear()
