@@ -742,6 +742,7 @@ def test_the_accelerator_choices_run_here_and_give_the_cpus_records(tmp_path, mo
   chunks, per_call = [], []
   monkeypatch.setattr(L.LeakageConfig, "vmap_chunk", _recording(L.LeakageConfig.vmap_chunk, chunks))
   monkeypatch.setattr(engine, "settings_per_call", _recording(engine.settings_per_call, per_call))
+  monkeypatch.setattr(jax, "default_backend", lambda: "cpu")     # the CPU's choices, on whatever runs the suite
   S.run_plan(plan, S.Store(str(tmp_path / "cpu")), progress=None)
   assert set(chunks) == {1} and set(per_call) == {16}            # both groups take a full backward pass
   chunks.clear(), per_call.clear()
