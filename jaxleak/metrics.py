@@ -1,9 +1,10 @@
 """Leakage metrics from true and predicted label counts, vectorised over any leading batch axes.
 
-Inputs are count vectors i32[..., C] (true counts sum to N > 0 per row). A predicted row of INVALID_COUNT (-1, an
-attack's sentinel for a non-finite update) scores NaN in every per-batch metric. Anything else impossible (negative,
-fractional or non-finite counts, a true row of no samples, client ids out of range) is refused with a ValueError
-when the arrays are concrete; under jit a true row of no samples scores NaN in lnacc and leacc.
+Inputs are count vectors i32[..., C] (true counts sum to N > 0 per row, and a prediction row to the same N, as
+every attack's counts do). A predicted row of INVALID_COUNT (-1, an attack's sentinel for a non-finite update)
+scores NaN in every per-batch metric. Anything else impossible (negative, fractional or non-finite counts, a true
+row of no samples, a prediction of another total, client ids out of range) is refused with a ValueError when the
+arrays are concrete; under jit a true row of no samples scores NaN in lnacc and leacc.
 
 Per batch (spec 6):
   lnacc:  sum_c min(true_c, pred_c) / N                         (label number accuracy)
@@ -54,6 +55,15 @@ def _check_counts(true_counts, pred_counts):
     if empty.size:
       raise ValueError(f"true counts: {empty.size} row(s) sum to 0 (the first at flat row {empty[0]}): a batch of no "
                        "samples has no labels to score; drop those rows (or mask them out) before scoring.")
+  if is_concrete(true_counts) and is_concrete(pred_counts) and np.size(true_counts):
+    t = np.asarray(true_counts).reshape(-1, np.shape(true_counts)[-1])
+    p = np.asarray(pred_counts).reshape(t.shape)
+    off = np.flatnonzero((t.sum(-1) != p.sum(-1)) & ~np.all(p == -1, axis=-1))
+    if off.size:
+      r = off[0]
+      raise ValueError(f"predicted counts: {off.size} row(s) sum to another total than the true counts (the first, "
+                       f"flat row {r}: {p[r].sum():g} predicted for {t[r].sum():g} samples). An attack's counts sum "
+                       "to the N it was given: pass each batch's own N, and the rows in the same order.")
 
 
 def _valid(pred):

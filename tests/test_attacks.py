@@ -278,6 +278,23 @@ def test_nan_gradient_raises_eagerly_and_gives_invalid_counts_under_jit():
   np.testing.assert_array_equal(out, [A.INVALID_COUNT] * 5)
 
 
+def test_an_update_without_signal_or_without_features_is_refused_eagerly():
+  """Found 2026-12-05 (twenty-second session): an all-zero gradient (a client that sent back the weights it got)
+  gave LLG and EBI [10, 0, 0, 0], and a kernel of D = 0 rows the same: plausible counts read from nothing."""
+  zero = LastLayerGrads(kernel=jnp.zeros((8, 4)), bias=jnp.zeros(4))
+  for name in ("llg", "llg_har", "ebi", "llbg", "llbg_original", "idlg", "analytic"):
+    with pytest.raises(ValueError, match="all zero: an update without signal"):
+      A.run(name, zero, 10, A.AttackContext(key=KEY))
+  with pytest.raises(ValueError, match=r"grads.kernel and grads.bias are all zero"):
+    A.ilrg(zero, 10, head=LastLayerParams(kernel=jnp.ones((8, 4)), bias=jnp.zeros(4)))
+  assert int(A.random_guess(zero, 10, key=KEY).sum()) == 10          # a baseline that reads no gradient still runs
+  # One read array with signal is enough: a dead penultimate layer zeroes the kernel, not the bias.
+  assert int(A.ebi(LastLayerGrads(kernel=jnp.zeros((8, 4)), bias=jnp.array([-.5, .5, 0., 0.])), 10).sum()) == 10
+  with pytest.raises(ValueError, match=r"no feature rows \(D = 0\)"):
+    A.llg(LastLayerGrads(kernel=jnp.zeros((0, 4)), bias=jnp.ones(4)), 10)
+  np.testing.assert_array_equal(jax.jit(lambda g: A.llg(g, 10))(zero).sum(), 10)    # traced: not inspected
+
+
 def test_attacks_needing_randomness_demand_a_key():
   with pytest.raises(ValueError, match="PRNG key"):
     A.ilrg_uniform(_random_grads(0, 5), 10)

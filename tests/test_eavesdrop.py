@@ -128,6 +128,12 @@ def test_attack_input_errors():
     (lambda g, u: E.group_separation(np.full((4, 3), np.nan), [0, 0, 1, 1]), ValueError, r"contain NaN/inf"),
     (lambda g, u: E.log_ratio(u, eps=-1.0), ValueError, r"log_ratio: eps must be a small finite number > 0"),
     (lambda g, u: E.log_ratio(u, eps=0), ValueError, r"log_ratio: eps must be"),
+    # Found 2026-12-05 (twenty-second session): G_{t+1} - G_t of one model twice had Class Sniffing call every label
+    # present and Quantity Inference estimate K N_L / C for each; label updates with W_p == W_n estimated 0 each.
+    (lambda g, u: E.class_sniffing(g * 0, u, 10, 4.0), ValueError, r"global_update is all zero: the two global"),
+    (lambda g, u: E.quantity_inference(g * 0, u, 10, 4.0), ValueError, r"global_update is all zero"),
+    (lambda g, u: E.quantity_inference(g, u * 0, 10, 4.0), ValueError, r"label_updates do not tell the labels apart"),
+    (lambda g, u: E.class_sniffing(g, jnp.ones_like(u), 10, 4.0), ValueError, r"W_p == W_n for every label"),
 ])
 def test_eavesdrop_attacks_refuse_nonsense_eagerly(call, error, match):
   """Before: K = 0 gave every label absent, K < 0 or N_L > C plausible scores, a NaN update 'absent' (score NaN)."""

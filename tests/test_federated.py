@@ -132,6 +132,10 @@ def test_labels_chunks_and_variables_that_cannot_mean_a_batch_are_refused_by_nam
       client_updates(model, v, x, bad, keys, local=LocalSteps(steps=2, batch_size=2, lr=0.1))
   with pytest.raises(ValueError, match="chunk_size must be a positive integer"):
     last_layer_grads(model, v, x, y, keys, chunk_size=0)
+  # Found 2026-12-05 (twenty-second session): N = 0 ended in NumPy's "zero-size array to reduction operation min".
+  for call in (last_layer_grads, head_grads_and_model_norms):
+    with pytest.raises(ValueError, match=r"batches of no windows \(N = 0, windows \(2, 0, 50, 2\)\)"):
+      call(model, v, x[:, :0], y[:, :0], keys)
   for variables, shape in ((models.init(model, jax.random.key(0), 50, 3), r"\(50, 2\)"),
                            (models.init(models.build("deepconvlstm", 5), jax.random.key(0), 50, 2), r"\(50, 2\)")):
     with pytest.raises(ValueError, match=f"the variables do not fit TinyHAR on windows of shape {shape}.*models.init"):

@@ -63,6 +63,20 @@ def test_shape_mismatch_is_rejected():
     M.lnacc(TRUE, PRED[:, :3])
 
 
+def test_a_prediction_of_another_total_is_refused_eagerly():
+  """Found 2026-12-05 (twenty-second session): predicted [3, 2, 3] for true [1, 2, 3] scored LnAcc 1.0 (min() caps
+  an overcount), a perfect score for counts no attack returns for N = 6."""
+  with pytest.raises(ValueError, match=r"flat row 1: 12 predicted for 10 samples"):
+    M.lnacc(TRUE, PRED + np.array([[0, 0, 0, 0], [1, 1, 0, 0], [0, 0, 0, 0]]))
+  for metric in (M.leacc, M.symmetric_existence_accuracy, M.sorted_pairing_confusion):
+    with pytest.raises(ValueError, match="sum to another total"):
+      metric(np.array([1, 2, 3]), np.array([3, 2, 3]))
+  with pytest.raises(ValueError, match="sum to another total"):
+    M.client_metrics(TRUE, PRED * 2, np.array([0, 0, 1]), 2)            # the counts of 2N
+  pred = PRED.copy(); pred[1] = -1                                      # an invalid row keeps its NaN, no error
+  assert np.isnan(M.lnacc(TRUE, pred)[1])
+
+
 def _confusion_by_listing(t, p):
   """The HAR code's way: write both label lists out sorted and count position pairs."""
   out = np.zeros((len(t), len(t)), np.int64)

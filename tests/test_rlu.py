@@ -108,7 +108,7 @@ def test_scaling_like_batches_scales_each_group_to_unit_range():
 
 
 def test_inputs_are_checked_with_the_fix_named():
-  g = LastLayerGrads(kernel=jnp.zeros((4, 3)), bias=jnp.zeros(3))
+  g = LastLayerGrads(kernel=jnp.ones((4, 3)), bias=jnp.ones(3))
   with pytest.raises(ValueError, match="simulate_rlu_basis"):
     A.run("rlu", g, 10)
   with pytest.raises(TypeError, match="RLUBasis"):

@@ -7,6 +7,9 @@ trip count of the greedy loop, so one compilation serves every gradient of a vma
 Non-finite gradients: called eagerly (concrete arrays) an attack raises `ValueError`. Under `jax.jit` values
 cannot be inspected before tracing, so an attack whose input has any NaN/Inf returns counts filled with
 `INVALID_COUNT` (-1); `jaxleak.metrics` scores such a row as NaN, so it can never pass as a result.
+An all-zero gradient (every array the attack reads is zero: a client that did not train, or before == after) is
+refused eagerly too: it carries no label information, and any counts would be an arbitrary split. Under `jax.jit`
+it is not inspected (it cannot arise from a finite loss with a softmax head, short of a perfect fit).
 """
 from __future__ import annotations
 
@@ -69,6 +72,9 @@ def check_grads(grads, attack: str, *, needs_bias: bool = False, needs_kernel: b
     raise ValueError(
         f"{attack}: grads.kernel must have shape [D, C] for one gradient, got {np.shape(kernel)}. "
         "For a batch of gradients use jax.vmap(lambda g: attack(g, N))(grads).")
+  if kernel is not None and np.shape(kernel)[0] == 0:
+    raise ValueError(f"{attack}: grads.kernel has shape {np.shape(kernel)}: no feature rows (D = 0). The head's "
+                     "weight gradient is [D, C] with D the penultimate layer's width.")
   if needs_bias and bias is None:
     raise ValueError(
         f"{attack}: this is a bias-gradient attack but grads.bias is None (a head without bias). "
@@ -92,6 +98,12 @@ def check_grads(grads, attack: str, *, needs_bias: bool = False, needs_kernel: b
     if leaf is not None and is_concrete(leaf) and not bool(np.all(np.isfinite(np.asarray(leaf)))):
       raise ValueError(f"{attack}: grads.{name} contains NaN or Inf; a label attack on it is meaningless. "
                        "Check the update (loss overflow, an exploding model, or noise added twice).")
+  read = [leaf for leaf, used in ((kernel, needs_kernel), (bias, needs_bias)) if used and leaf is not None]
+  if read and all(is_concrete(leaf) and not np.any(np.asarray(leaf)) for leaf in read):
+    names = " and ".join(f"grads.{n}" for n, used in (("kernel", needs_kernel), ("bias", needs_bias)) if used)
+    raise ValueError(f"{attack}: {names} {'is' if len(read) == 1 else 'are'} all zero: an update without signal "
+                     "says nothing about its labels, and any counts would be an arbitrary split. Check that the "
+                     "client trained (lr > 0, weights after != before) and that the gradient is of the loss.")
   for name, tree in (extra or {}).items():
     if not _leaves_finite(tree):
       raise ValueError(f"{attack}: {name} contains NaN or Inf; estimate it again at finite model parameters.")

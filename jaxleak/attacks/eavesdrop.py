@@ -76,6 +76,24 @@ def _check(global_update, label_updates, num_selected=None, labels_per_client=No
       raise ValueError(f"{name} must be a finite number {allowed}; got {value!r}.")
 
 
+def _check_signal(global_update, label_updates) -> None:
+  """Eagerly (concrete arrays): refuses an all-zero aggregated update (the same model downloaded twice: Class
+  Sniffing would call every label present, Quantity Inference give each K N_L / C) and label updates that cannot
+  tell labels apart (W_p == W_n for every label: every estimate would be 0)."""
+  if is_concrete(global_update) and not np.any(np.asarray(global_update)):
+    raise ValueError("global_update is all zero: the two global models are the same, so this round says nothing "
+                     "about its labels. Pass G_{t+1} - G_t of two consecutive rounds.")
+  if is_concrete(label_updates):
+    u = np.asarray(label_updates)
+    c = u.shape[0]
+    w_p = u[np.arange(c), :, np.arange(c)]
+    w_n = (u.sum(0).T - w_p) / (c - 1)
+    if not np.any(w_p != w_n):
+      raise ValueError("label_updates do not tell the labels apart: training label i moves label i's weights "
+                       "exactly as the other labels do (W_p == W_n for every label), so every estimate would be 0. "
+                       "Check the auxiliary training (lr > 0, each label's own examples).")
+
+
 def positive_negative(label_updates: jax.Array) -> tuple[jax.Array, jax.Array]:
   """(W_p, W_n), each f32[C, D]: row i is W_p / W_n of label i's input weights (see module docstring)."""
   _check(None, label_updates)
@@ -111,6 +129,7 @@ def class_sniffing(global_update: jax.Array, label_updates: jax.Array, num_selec
   present when s > `margin` (half a client by default).
   """
   _check(global_update, label_updates, num_selected, labels_per_client, margin=(margin, True))
+  _check_signal(global_update, label_updates)
   global_update = jnp.asarray(global_update)
   w_p, w_n = positive_negative(label_updates)
   excess = num_selected * global_update.T - num_selected * labels_per_client * w_n     # [C, D]
@@ -136,6 +155,7 @@ def per_weight_estimates(global_update: jax.Array, label_updates: jax.Array, num
   and 0 <= x <= K (lines 20-27).
   """
   _check(global_update, label_updates, num_selected, labels_per_client, ratio_threshold=(ratio_threshold, False))
+  _check_signal(global_update, label_updates)
   global_update = jnp.asarray(global_update)
   w_p, w_n = positive_negative(label_updates)
   ratio_ok = jnp.abs(w_n) <= ratio_threshold * jnp.abs(w_p)          # R_np <= Th_R without dividing by 0

@@ -106,6 +106,9 @@ def check_batches(model: nn.Module, windows, labels, keys=None, *, what: str) ->
     raise ValueError(f"{what}: expected windows [K, N, T, ch], labels [K, N]" + (" and K keys" if keys is not None
                      else "") + f"; got {np.shape(windows)}, {np.shape(labels)}"
                      + (f", {np.shape(keys)}" if keys is not None else "") + ".")
+  if np.shape(windows)[1] == 0:
+    raise ValueError(f"{what}: batches of no windows (N = 0, windows {np.shape(windows)}): the mean loss of no "
+                     "samples has no gradient; give each update at least one window.")
   if not jnp.issubdtype(jnp.result_type(labels), jnp.integer):
     raise ValueError(f"{what}: labels must be integer class ids, got dtype {jnp.result_type(labels)}.")
   check_class_ids(model, labels, "labels", what)
