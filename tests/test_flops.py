@@ -57,8 +57,14 @@ def test_op_profile_reads_the_compiled_program_and_attributes_its_time(tmp_path)
   import subprocess
   import sys
   root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-  sys.path.insert(0, os.path.join(root, "benchmarks"))
-  from op_profile import category, hlo_instructions
+  bench = os.path.join(root, "benchmarks")
+  sys.path.insert(0, bench)
+  try:
+    from op_profile import category, hlo_instructions
+  finally:                  # benchmarks/ modules (op_profile, flops, _flags) must not outlive this test: another
+    sys.path.remove(bench)  # test checks that importing the scripts leaves nothing behind
+    for name in [k for k, m in list(sys.modules.items()) if str(getattr(m, "__file__", "") or "").startswith(bench)]:
+      sys.modules.pop(name)
   f = jax.jit(lambda a, b: jnp.tanh(a @ b).T)
   hlo = hlo_instructions(f.lower(jnp.ones((64, 32)), jnp.ones((32, 16))).compile().as_text())
   dots = [n for n, info in hlo.items() if "dot_general" in info[3] and info[0] in ("dot", "fusion")]
