@@ -21,6 +21,7 @@ import jax.numpy as jnp
 from absl import app, flags
 
 from jaxleak import flops, models
+from jaxleak.flops import matmul_peak
 from jaxleak.federated import LocalSteps, client_updates, head_grads_and_model_norms, last_layer_grads
 from jaxleak.privacy import LdpConfig
 import _flags
@@ -41,16 +42,6 @@ def best_time(f, *args, repeats: int = 3) -> float:
     jax.block_until_ready(f(*args))
     ts.append(time.perf_counter() - t0)
   return min(ts)
-
-
-def matmul_peak() -> float:
-  """Best f32 GFLOP/s of a square matmul (jit, warm) on the default device."""
-  mm = jax.jit(jnp.matmul)
-  rates = []
-  for n in (1024, 2048):
-    a = jax.random.normal(jax.random.key(n), (n, n))
-    rates.append(2 * n ** 3 / best_time(mm, a, a, repeats=5) / 1e9)
-  return max(rates)
 
 
 def paths(model, v, x, y, keys, per_example_batches):

@@ -12,10 +12,9 @@ sweep_memory: the attack sweep alone (16 settings, the HAR paper's five attacks,
 DeepConvLSTM updates, random gradients) over K updates, in fresh subprocesses: peak RSS and time with the updates
 in one call and in calls of `engine.UPDATES_PER_CALL`.
 grid: runs `--preset` (default har_paper, with the --set overrides) into a temporary study folder and prints the wall
-time by group next to its FLOP floor (estimated window passes x forward FLOPs per window / this machine's matmul
-peak, measured in the same run).
+time by group next to its FLOP floor (`plan.estimate_flops`: estimated window passes x forward FLOPs per window,
+over this machine's matmul peak, measured in the same run; `study run --dry_run` prints the same floor).
 """
-import os
 import subprocess
 import sys
 import tempfile
@@ -126,42 +125,14 @@ def sweep_memory():
       print(f"K = {k:6d}, 16 settings, updates in {label:16s}: {_sweep_memory_child(k, u)}", flush=True)
 
 
-def forward_flops_per_window(model_name: str, channels: int, classes: int) -> float:
-  """FLOPs of one window's forward pass (jaxpr count, loop trip counts included)."""
-  from jaxleak import flops, models
-  model = models.build(model_name, classes)
-  v = models.init(model, jax.random.key(0), 50, channels)
-  return flops.count_flops(lambda v, x: model.apply(v, x), v, jnp.ones((2, 50, channels))).total / 2
-
-
-def flop_floor(plan) -> dict:
-  """group key -> FLOPs: the plan's estimated window passes (forward 1, backward 2) x forward FLOPs per window."""
-  from jaxleak import data as D
-  from jaxleak.runs.study.plan import estimate_cost
-  passes = estimate_cost(plan)
-  shapes, per_window, out = {}, {}, {}
-  for g in plan.groups:
-    c = g.tasks[0].config
-    if g.kind != "har":
-      continue
-    if c["dataset"] not in shapes:
-      ds = D.load(c["dataset"], data_dir=c["data_dir"], scale=c["synthetic_scale"], seed=c["seed"])
-      shapes[c["dataset"]] = (ds.num_channels, ds.num_classes)
-    key = (c["model"],) + shapes[c["dataset"]]
-    if key not in per_window:
-      per_window[key] = forward_flops_per_window(*key)
-    out[g.key] = passes[g.key] * per_window[key]
-  return out
-
-
 def grid():
-  sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-  from flops import matmul_peak                              # benchmarks/flops.py
+  from jaxleak.flops import matmul_peak
   from jaxleak.runs import study as S
+  from jaxleak.runs.study.plan import estimate_flops
   values = dict(item.split("=", 1) for item in FLAGS.set)
   plan = S.make_plan(S.override(S.preset(FLAGS.preset), values))
   before = matmul_peak() * 1e9
-  floor = flop_floor(plan)
+  floor = estimate_flops(plan)
   with tempfile.TemporaryDirectory() as d:
     summary = S.run_plan(plan, S.Store(d), progress=print)
   # The peak drifts between sittings (169-207 GFLOP/s on this 2-core CPU) and within one: measured before and after

@@ -20,9 +20,11 @@ loops the two agree on matmul and convolution FLOPs; XLA counts element-wise wor
 from __future__ import annotations
 
 import math
+import time
 from typing import Any, Callable, NamedTuple
 
 import jax
+import jax.numpy as jnp
 from jax.extend import core as jex_core
 
 MATMUL_PRIMITIVES = ("dot_general", "conv_general_dilated")
@@ -116,3 +118,18 @@ def xla_flops(f: Callable[..., Any], *args) -> float:
   if isinstance(cost, (list, tuple)):
     cost = cost[0]
   return float(cost.get("flops", float("nan")))
+
+
+def matmul_peak(sizes: tuple[int, ...] = (1024, 2048), repeats: int = 5) -> float:
+  """This machine's f32 matmul rate in GFLOP/s on the default device: the best of `repeats` warm, jitted square
+  matmuls of each size (about a second on a 2-core CPU; the peak drifts by ~10 % between readings there)."""
+  mm = jax.jit(jnp.matmul)
+  best = 0.0
+  for n in sizes:
+    a = jax.random.normal(jax.random.key(n), (n, n))
+    jax.block_until_ready(mm(a, a))
+    for _ in range(repeats):
+      t0 = time.perf_counter()
+      jax.block_until_ready(mm(a, a))
+      best = max(best, 2 * n ** 3 / (time.perf_counter() - t0) / 1e9)
+  return best

@@ -86,13 +86,13 @@ def main(argv):
     shard = plan.shard(FLAGS.task_index, FLAGS.num_tasks)
     if FLAGS.dry_run:
       from jaxleak.runs.study.plan import (check_checkpoints, check_client_sizes, check_eavesdrop_data,
-                                           describe_with_cost)
+                                           describe_dry_run)
       loaded: dict = {}                            # datasets read once, for all checks and the costs
       check_client_sizes(plan, loaded)             # an impossible N is refused by a dry run too
       check_eavesdrop_data(plan, loaded)
       done = (S.Store(FLAGS.study_dir).done_keys(t.key for t in shard.tasks)
               if FLAGS.study_dir and _exists(FLAGS.study_dir) else set())
-      print(describe_with_cost(shard, done, loaded))
+      print(describe_dry_run(shard, done, loaded))
       try:                                         # the plan is still shown; what a run would refuse, said after it
         check_checkpoints(plan, loaded)
       except (FileNotFoundError, ValueError) as e:

@@ -474,12 +474,45 @@ def test_cost_estimate_of_eavesdrop_follows_the_allocation_each_kind_draws():
       2 * dirichlet)
 
 
+def test_a_dry_run_prices_each_group_by_its_models_flops():
+  """Window passes alone priced a TinyHAR window like a DeepConvLSTM one (~40x dearer). Now each group's FLOPs are
+  its passes x one example's forward FLOPs: matmuls as the architectures are written (test_flops.py) plus
+  element-wise work."""
+  from jaxleak import data as D
+  from jaxleak.runs.study.plan import describe_with_cost, estimate_cost, estimate_flops
+  plan = S.make_plan(S.override(S.preset("har_sampling"), dict(TINY, models="deepconvlstm,tinyhar",
+                                                                samplings="shuffle")))
+  passes, work = estimate_cost(plan), estimate_flops(plan)
+  per_pass = {g.tasks[0].config["model"]: work[g.key] / passes[g.key] for g in plan.groups}
+  ds = D.load("synthetic_tiny")
+  ch, c = ds.num_channels, ds.num_classes
+  convs = sum(2 * ch * t * 64 * cin * 9 for t, cin in ((42, 1), (34, 64), (26, 64), (18, 64)))
+  lstm = 2 * 18 * 4 * 128 * (64 * ch + 128) + 2 * 18 * 4 * 128 * (128 + 128)
+  matmul = convs + lstm + 2 * 128 * c
+  assert matmul < per_pass["deepconvlstm"] < 1.05 * matmul
+  assert per_pass["tinyhar"] < per_pass["deepconvlstm"] / 10
+  # Eavesdrop: the digits MLP, 64 -> 256 -> 64 -> 10, per example.
+  eav = S.make_plan(S.override(S.preset("eavesdrop_tables"), {"dataset": "digits", "model": "mlp"}),
+                    check_inputs=False)
+  (g,) = eav.groups
+  mlp = 2 * (64 * 256 + 256 * 64 + 64 * 10)
+  assert mlp < estimate_flops(eav)[g.key] / estimate_cost(eav)[g.key] < 1.05 * mlp
+  # The text: every group's TFLOP, the total, what is left once a group is done, the floor at a given peak.
+  total = sum(work.values())
+  out = describe_with_cost(plan, done={t.key for t in plan.groups[0].tasks}, peak_gflops=total / 1e9 / 90)
+  assert f"{work[plan.groups[1].key] / 1e12:.3g} TFLOP" in out.splitlines()[2]
+  assert f"{total / 1e12:.3g} TFLOP" in out and f"still to run: {work[plan.groups[1].key] / 1e12:.3g} TFLOP" in out
+  floor_s = work[plan.groups[1].key] / (total / 90)
+  assert f"FLOP floor: {floor_s:.0f} s at this machine's f32 matmul peak" in out and "not a forecast" in out
+
+
 def test_dry_run_prints_the_plan_and_writes_nothing(tmp_path, capsys):
   rc = cli.call(study_cli.main, study_cli.FLAGS, ["run", "har_ldp", "--dry_run", "--set=datasets=synthetic_tiny",
                                                   "--set=models=tinyhar", f"--study_dir={tmp_path / 's'}",
                                                   "--set=checkpoint_dir=/nonexistent/{dataset}_{model}"])
   out = capsys.readouterr().out
   assert rc == 0 and "54 tasks in 6 groups" in out and "window passes" in out     # 2 states x 3 samplings x 9
+  assert "TFLOP" in out and "FLOP floor: " in out and "GFLOP/s, measured now" in out
   # The trained half has no checkpoints: the plan is shown, then what a run would refuse, with the command to fix it.
   assert out.rstrip().splitlines()[-1].startswith("note: a run would stop here: 1 trained-model checkpoint(s) "
                                                   "missing, e.g. /nonexistent/synthetic_tiny_tinyhar; train them")

@@ -422,9 +422,88 @@ def llg_star_passes(methods, num_classes: int, num_samples: int) -> int:
   return sum(c * num_samples + (c * (c - 1) if method == "har" else 0) for method in set(methods))
 
 
-def describe_with_cost(plan: Plan, done: Optional[set] = None, loaded: Optional[dict] = None) -> str:
+def forward_flops_per_example(model_name: str, num_classes: int, example_shape: tuple[int, ...]) -> float:
+  """FLOPs of one example's forward pass through the registered model (`jaxleak.flops.count_flops` on its jaxpr,
+  loop trip counts included, every operation counted; nothing is computed or compiled)."""
+  import jax
+  import jax.numpy as jnp
+
+  from jaxleak import flops, models
+  model = models.build(model_name, num_classes)
+  x = jax.ShapeDtypeStruct((2, *example_shape), jnp.float32)
+  v = jax.eval_shape(lambda: model.init({"params": jax.random.key(0)}, jnp.zeros(x.shape, x.dtype), train=False))
+  return flops.count_flops(lambda v, x: model.apply(v, x), v, x).total / 2
+
+
+def estimate_flops(plan: Plan, loaded: Optional[dict] = None,
+                   passes: Optional[dict[str, float]] = None) -> dict[str, float]:
+  """group key -> FLOPs: `estimate_cost`'s passes x one example's forward FLOPs for the group's model and example
+  shape (a backward pass counting two forwards). The work a study cannot do with less; with this machine's matmul
+  peak, its FLOP floor in seconds (--dry_run, benchmarks/study.py)."""
+  from jaxleak.runs.eavesdrop import federation
+  from jaxleak.runs.study.engine import eavesdrop_config
+  loaded = {} if loaded is None else loaded
+  passes = estimate_cost(plan, loaded) if passes is None else passes
+  per_example, out = {}, {}
+  for g in plan.groups:
+    c = g.tasks[0].config
+    if g.kind == "har":
+      clients = _all_clients(loaded, c["dataset"], c["data_dir"], c["synthetic_scale"], c["seed"])
+      shape = tuple(clients.windows.shape[1:])
+      classes = _load(loaded, c["dataset"], c["data_dir"], c["synthetic_scale"], c["seed"]).num_classes
+    else:
+      cfg = eavesdrop_config(c)
+      key = ("pools", cfg.dataset, cfg.data_dir, cfg.synthetic_scale, cfg.seed, cfg.aux_fraction)
+      if key not in loaded:
+        loaded[key] = federation.load_pools(cfg)
+      shape, classes = tuple(loaded[key][0].example_shape), loaded[key][0].num_classes
+    model_key = (c["model"], classes, shape)
+    if model_key not in per_example:
+      per_example[model_key] = forward_flops_per_example(*model_key)
+    out[g.key] = passes[g.key] * per_example[model_key]
+  return out
+
+
+#: What whole studies took against their FLOP floor here (BUILD_NOTES.md, "Speed"): a 2-core CPU.
+MEASURED_FLOOR_RATIOS = "on a 2-core CPU, whole HAR grids took 2.0-3.2x their floor, TinyHAR-only groups up to ~20x"
+
+
+def describe_with_cost(plan: Plan, done: Optional[set] = None, loaded: Optional[dict] = None,
+                       peak_gflops: Optional[float] = None) -> str:
+  """`describe` with each group's estimated work (window passes, TFLOP) and the totals; with `peak_gflops`
+  (this machine's matmul rate) also the FLOP floor in time. Groups whose tasks are all done count as remaining 0."""
+  loaded = {} if loaded is None else loaded
   cost = estimate_cost(plan, loaded)
+  work = estimate_flops(plan, loaded, cost)
   lines = describe(plan, done).split("\n")
-  out = [lines[0]] + [f"{line}  ~{cost[g.key]:.3g} window passes" for line, g in zip(lines[1:], plan.groups)]
-  out.append(f"estimated total: {sum(cost.values()):.3g} window passes (a forward pass of one window = 1)")
+  out = [lines[0]] + [f"{line}  ~{cost[g.key]:.3g} {'window' if g.kind == 'har' else 'example'} passes, "
+                      f"{work[g.key] / 1e12:.3g} TFLOP" for line, g in zip(lines[1:], plan.groups)]
+  total = sum(work.values())
+  kinds = {g.kind == "har" for g in plan.groups}
+  unit = {frozenset({True}): "window", frozenset({False}): "example"}.get(frozenset(kinds), "window or example")
+  out.append(f"estimated total: {sum(cost.values()):.3g} passes (a forward pass of one {unit} = 1), "
+             f"{total / 1e12:.3g} TFLOP")
+  done = done or set()
+  remaining = sum(work[g.key] for g in plan.groups if not all(t.key in done for t in g.tasks))
+  if remaining < total:
+    out.append(f"still to run: {remaining / 1e12:.3g} TFLOP (groups with every task done count 0)")
+  if peak_gflops:
+    floor = remaining / (peak_gflops * 1e9)
+    out.append(f"FLOP floor: {_duration(floor)} at this machine's f32 matmul peak ({peak_gflops:,.0f} GFLOP/s, "
+               "measured now); a floor, not a forecast" + (f": {MEASURED_FLOOR_RATIOS} (BUILD_NOTES.md)"
+                                                           if True in kinds else ""))
   return "\n".join(out)
+
+
+def describe_dry_run(plan: Plan, done: Optional[set] = None, loaded: Optional[dict] = None) -> str:
+  """`describe_with_cost` with the FLOP floor at this machine's f32 matmul peak, measured now (about a second)."""
+  from jaxleak.flops import matmul_peak
+  return describe_with_cost(plan, done, loaded, peak_gflops=matmul_peak())
+
+
+def _duration(seconds: float) -> str:
+  if seconds < 120:
+    return f"{seconds:.0f} s"
+  if seconds < 7200:
+    return f"{seconds / 60:.0f} min"
+  return f"{seconds / 3600:.1f} h"
