@@ -475,7 +475,7 @@ def test_cost_estimate_of_eavesdrop_follows_the_allocation_each_kind_draws():
 
 
 def test_a_dry_run_prices_each_group_by_its_models_flops():
-  """Window passes alone priced a TinyHAR window like a DeepConvLSTM one (~40x dearer). Now each group's FLOPs are
+  """Window passes alone priced a TinyHAR window like a DeepConvLSTM one (35-40x dearer). Now each group's FLOPs are
   its passes x one example's forward FLOPs: matmuls as the architectures are written (test_flops.py) plus
   element-wise work."""
   from jaxleak import data as D
