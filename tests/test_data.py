@@ -250,6 +250,9 @@ def test_a_label_pool_takes_lists_as_arrays():
     (lambda: D.make_clients(D.make_synthetic("tiny"), [1, 1]), ValueError,        # was: subject 1 twice, silently
      r"subject ids \[1\] are given more than once"),
     (lambda: D.make_clients(D.make_synthetic("tiny"), []), ValueError, "subject_ids is empty"),
+    # Found 2026-12-05 (twenty-second session): a window longer than every recording gave clients of no windows.
+    (lambda: D.make_clients(D.make_synthetic("tiny"), window=10 ** 7), ValueError,
+     r"make_clients: no windows: every recording .* shorter than window=10000000 samples \(the longest has 7,5"),
     (lambda: D.repartition_dirichlet(D.make_clients(D.make_synthetic("tiny")), 3, 1.0, -1), ValueError,
      "seed must be an integer >= 0, got -1"),
     # Found 2026-12-04 (thirteenth session): no factors gave every label group 0 (a modulo by zero), a negative

@@ -55,6 +55,10 @@ def make_clients(dataset: HarDataset, subject_ids: Sequence[int] | None = None, 
     x = np.concatenate([p[0] for p in parts]) if parts else np.zeros((0, window, dataset.num_channels), np.float32)
     y = np.concatenate([p[1] for p in parts]) if parts else np.zeros((0,), np.int32)
     xs.append(x); ys.append(y); sizes.append(len(y))
+  if not sum(sizes):
+    longest = max((len(r.labels) for s in ids for r in dataset.subjects[s]), default=0)
+    raise ValueError(f"make_clients: no windows: every recording of the chosen subjects of {dataset.name} is shorter "
+                     f"than window={window} samples (the longest has {longest:,}); lower the window.")
   offsets = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
   return WindowedClients(windows=np.concatenate(xs), labels=np.concatenate(ys), offsets=offsets,
                          subject_ids=ids, num_classes=dataset.num_classes)
