@@ -84,11 +84,8 @@ def _check_signal(global_update, label_updates) -> None:
     raise ValueError("global_update is all zero: the two global models are the same, so this round says nothing "
                      "about its labels. Pass G_{t+1} - G_t of two consecutive rounds.")
   if is_concrete(label_updates):
-    u = np.asarray(label_updates)
-    c = u.shape[0]
-    w_p = u[np.arange(c), :, np.arange(c)]
-    w_n = (u.sum(0).T - w_p) / (c - 1)
-    if not np.any(w_p != w_n):
+    w_p, w_n = positive_negative(label_updates)
+    if not np.any(np.asarray(w_p) != np.asarray(w_n)):
       raise ValueError("label_updates do not tell the labels apart: training label i moves label i's weights "
                        "exactly as the other labels do (W_p == W_n for every label), so every estimate would be 0. "
                        "Check the auxiliary training (lr > 0, each label's own examples).")

@@ -192,6 +192,15 @@ def _all_clients(loaded: dict, *data_key):
   return loaded[("clients",) + data_key]
 
 
+def _pools(loaded: dict, cfg):
+  """federation.load_pools(cfg) (the participants' and the attacker's pools), memoised in `loaded`."""
+  from jaxleak.runs.eavesdrop import federation
+  key = ("pools", cfg.dataset, cfg.data_dir, cfg.synthetic_scale, cfg.seed, cfg.aux_fraction)
+  if key not in loaded:
+    loaded[key] = federation.load_pools(cfg)
+  return loaded[key]
+
+
 def _validate_eavesdrop(pairs) -> None:
   from jaxleak.runs.eavesdrop.config import NOT_READ_BY_WHOLE_DETERMINATION, WHOLE_DETERMINATION_READS
   from jaxleak.runs.study.engine import eavesdrop_config, whole_determination_config
@@ -277,13 +286,11 @@ def check_eavesdrop_data(plan: Plan, loaded: Optional[dict] = None) -> None:
     if g.kind == "har":
       continue
     cfg = eavesdrop_config(g.tasks[0].config)
-    key = ("pools", cfg.dataset, cfg.data_dir, cfg.synthetic_scale, cfg.seed, cfg.aux_fraction)
     try:
-      if key not in loaded:
-        loaded[key] = federation.load_pools(cfg)
-      federation.check_data(cfg, loaded[key], allocation_drawn_later=g.kind == "whole_determination")
+      pools = _pools(loaded, cfg)
+      federation.check_data(cfg, pools, allocation_drawn_later=g.kind == "whole_determination")
       if g.kind == "whole_determination":
-        draw_trials(cfg, whole_determination_config(g.tasks[0].config), loaded[key][0])
+        draw_trials(cfg, whole_determination_config(g.tasks[0].config), pools[0])
     except ValueError as e:
       raise ValueError(f"{g.label}: {e}") from None
 
@@ -440,7 +447,6 @@ def estimate_flops(plan: Plan, loaded: Optional[dict] = None,
   """group key -> FLOPs: `estimate_cost`'s passes x one example's forward FLOPs for the group's model and example
   shape (a backward pass counting two forwards). The work a study cannot do with less; with this machine's matmul
   peak, its FLOP floor in seconds (--dry_run, benchmarks/study.py)."""
-  from jaxleak.runs.eavesdrop import federation
   from jaxleak.runs.study.engine import eavesdrop_config
   loaded = {} if loaded is None else loaded
   passes = estimate_cost(plan, loaded) if passes is None else passes
@@ -452,11 +458,8 @@ def estimate_flops(plan: Plan, loaded: Optional[dict] = None,
       shape = tuple(clients.windows.shape[1:])
       classes = _load(loaded, c["dataset"], c["data_dir"], c["synthetic_scale"], c["seed"]).num_classes
     else:
-      cfg = eavesdrop_config(c)
-      key = ("pools", cfg.dataset, cfg.data_dir, cfg.synthetic_scale, cfg.seed, cfg.aux_fraction)
-      if key not in loaded:
-        loaded[key] = federation.load_pools(cfg)
-      shape, classes = tuple(loaded[key][0].example_shape), loaded[key][0].num_classes
+      train, _ = _pools(loaded, eavesdrop_config(c))
+      shape, classes = tuple(train.example_shape), train.num_classes
     model_key = (c["model"], classes, shape)
     if model_key not in per_example:
       per_example[model_key] = forward_flops_per_example(*model_key)
@@ -479,8 +482,8 @@ def describe_with_cost(plan: Plan, done: Optional[set] = None, loaded: Optional[
   out = [lines[0]] + [f"{line}  ~{cost[g.key]:.3g} {'window' if g.kind == 'har' else 'example'} passes, "
                       f"{work[g.key] / 1e12:.3g} TFLOP" for line, g in zip(lines[1:], plan.groups)]
   total = sum(work.values())
-  kinds = {g.kind == "har" for g in plan.groups}
-  unit = {frozenset({True}): "window", frozenset({False}): "example"}.get(frozenset(kinds), "window or example")
+  har = {g.kind == "har" for g in plan.groups}
+  unit = "window" if har == {True} else "example" if har == {False} else "window or example"
   out.append(f"estimated total: {sum(cost.values()):.3g} passes (a forward pass of one {unit} = 1), "
              f"{total / 1e12:.3g} TFLOP")
   done = done or set()
@@ -491,7 +494,7 @@ def describe_with_cost(plan: Plan, done: Optional[set] = None, loaded: Optional[
     floor = remaining / (peak_gflops * 1e9)
     out.append(f"FLOP floor: {_duration(floor)} at this machine's f32 matmul peak ({peak_gflops:,.0f} GFLOP/s, "
                "measured now); a floor, not a forecast" + (f": {MEASURED_FLOOR_RATIOS} (BUILD_NOTES.md)"
-                                                           if True in kinds else ""))
+                                                           if True in har else ""))
   return "\n".join(out)
 
 
