@@ -504,6 +504,7 @@ def test_a_dry_run_prices_each_group_by_its_models_flops():
   assert f"{total / 1e12:.3g} TFLOP" in out and f"still to run: {work[plan.groups[1].key] / 1e12:.3g} TFLOP" in out
   floor_s = work[plan.groups[1].key] / (total / 90)
   assert f"FLOP floor: {floor_s:.0f} s at this machine's f32 matmul peak" in out and "not a forecast" in out
+  assert "FLOP floor: 0.9 s at" in describe_with_cost(plan, peak_gflops=total / 1e9 / 0.9)   # not "1 s" or "0 s"
 
 
 def test_dry_run_prints_the_plan_and_writes_nothing(tmp_path, capsys):

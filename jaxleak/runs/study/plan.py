@@ -505,6 +505,8 @@ def describe_dry_run(plan: Plan, done: Optional[set] = None, loaded: Optional[di
 
 
 def _duration(seconds: float) -> str:
+  if seconds < 10:
+    return f"{seconds:.2g} s"
   if seconds < 120:
     return f"{seconds:.0f} s"
   if seconds < 7200:
