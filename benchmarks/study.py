@@ -12,7 +12,7 @@ sweep_memory: the attack sweep alone (16 settings, the HAR paper's five attacks,
 DeepConvLSTM updates, random gradients) over K updates, in fresh subprocesses: peak RSS and time with the updates
 in one call and in calls of `engine.UPDATES_PER_CALL`.
 grid: runs `--preset` (default har_paper, with the --set overrides) into a temporary study folder and prints the wall
-time by group next to its FLOP floor (`plan.estimate_flops`: estimated window passes x forward FLOPs per window,
+time by group next to its FLOP floor (`cost.estimate_flops`: estimated window passes x forward FLOPs per window,
 over this machine's matmul peak, measured in the same run; `study run --dry_run` prints the same floor).
 """
 import subprocess
@@ -128,7 +128,7 @@ def sweep_memory():
 def grid():
   from jaxleak.flops import matmul_peak
   from jaxleak.runs import study as S
-  from jaxleak.runs.study.plan import estimate_flops
+  from jaxleak.runs.study.cost import estimate_flops
   values = dict(item.split("=", 1) for item in FLAGS.set)
   plan = S.make_plan(S.override(S.preset(FLAGS.preset), values))
   before = matmul_peak() * 1e9

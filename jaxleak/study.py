@@ -85,8 +85,8 @@ def main(argv):
     plan = S.make_plan(study, check_inputs=not FLAGS.dry_run)
     shard = plan.shard(FLAGS.task_index, FLAGS.num_tasks)
     if FLAGS.dry_run:
-      from jaxleak.runs.study.plan import (check_checkpoints, check_client_sizes, check_eavesdrop_data,
-                                           describe_dry_run)
+      from jaxleak.runs.study.cost import describe_dry_run
+      from jaxleak.runs.study.plan import check_checkpoints, check_client_sizes, check_eavesdrop_data
       loaded: dict = {}                            # datasets read once, for all checks and the costs
       check_client_sizes(plan, loaded)             # an impossible N is refused by a dry run too
       check_eavesdrop_data(plan, loaded)

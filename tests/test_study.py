@@ -442,7 +442,7 @@ def test_a_study_refuses_trained_models_of_other_data_before_any_work(tmp_path, 
 
 
 def test_cost_estimate_counts_llg_star_dummies_per_attacked_model():
-  from jaxleak.runs.study.plan import estimate_cost, llg_star_passes
+  from jaxleak.runs.study.cost import estimate_cost, llg_star_passes
   assert llg_star_passes(["wainakh"], 19, 100) == 19 * 100                        # C batches of N dummies
   assert llg_star_passes(["har"], 4, 10) == 4 * 10 + 4 * 3                         # + C (C - 1) for the offsets
   assert llg_star_passes(["wainakh", "har"], 4, 10) == 40 + 52
@@ -461,7 +461,7 @@ def test_cost_estimate_counts_llg_star_dummies_per_attacked_model():
 
 def test_cost_estimate_of_eavesdrop_follows_the_allocation_each_kind_draws():
   from jaxleak.runs.study import spec
-  from jaxleak.runs.study.plan import estimate_cost
+  from jaxleak.runs.study.cost import estimate_cost
   cost = lambda name, **v: sum(estimate_cost(S.make_plan(S.override(S.preset(name), {"dataset": "digits", **v}),
                                                          check_inputs=False)).values())
   # Found 2026-12-04 (fourteenth session): every kind was costed as the main-label allocation, so Whole
@@ -479,7 +479,7 @@ def test_a_dry_run_prices_each_group_by_its_models_flops():
   its passes x one example's forward FLOPs: matmuls as the architectures are written (test_flops.py) plus
   element-wise work."""
   from jaxleak import data as D
-  from jaxleak.runs.study.plan import describe_with_cost, estimate_cost, estimate_flops
+  from jaxleak.runs.study.cost import describe_with_cost, estimate_cost, estimate_flops
   plan = S.make_plan(S.override(S.preset("har_sampling"), dict(TINY, models="deepconvlstm,tinyhar",
                                                                 samplings="shuffle")))
   passes, work = estimate_cost(plan), estimate_flops(plan)

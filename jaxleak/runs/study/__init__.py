@@ -2,6 +2,7 @@
 
   spec     the study config (parts: HarGrid, EavesdropGrid, WholeDeterminationGrid), presets and field overrides
   plan     tasks keyed by their configuration fingerprint, grouped by the gradient pass they share; shards
+  cost     what each group costs before it runs: passes, FLOPs, the FLOP floor (--dry_run)
   engine   runs groups (LDP settings vmapped in one compilation), writes records
   store    the study folder: records, timings, index, checkpoints
   collect  one tidy table from the records

@@ -1,0 +1,153 @@
+"""What a study's groups cost before they run: window (or example) passes through the model, FLOPs, and the FLOP
+floor at this machine's matmul peak (`python -m jaxleak.study run ... --dry_run`, `benchmarks/study.py grid`)."""
+from __future__ import annotations
+
+from typing import Optional
+
+from jaxleak.runs.study.plan import Plan, describe, loaded_clients, loaded_dataset, loaded_pools
+
+
+def estimate_cost(plan: Plan, loaded: Optional[dict] = None) -> dict[str, float]:
+  """Estimated work per group, in window (or example) passes through the model, a forward pass counting 1 and a
+  backward pass 2; HAR datasets are loaded (once each) to count every client's updates; LLG*'s dummy passes count
+  once per attacked model (each trained fold) and N, in the first group that needs them. For --dry_run and the
+  FLOP floor of benchmarks/study.py."""
+  from jaxleak import attacks as A
+  from jaxleak.runs.study.engine import eavesdrop_config
+  loaded = {} if loaded is None else loaded
+  datasets: dict = {}
+  out, star_seen = {}, set()
+  for g in plan.groups:
+    c = g.tasks[0].config
+    if g.kind == "har":
+      key = (c["dataset"], c["data_dir"], c["synthetic_scale"], c["seed"])
+      if key not in datasets:
+        ds, clients = loaded_dataset(loaded, *key), loaded_clients(loaded, *key)
+        datasets[key] = ([clients.client_size(k) for k in range(clients.num_clients)], ds.num_classes)
+      sizes, num_classes = datasets[key]
+      sizes = sizes[:c["num_clients"]] if c["num_clients"] else sizes
+      n = c["num_samples"]
+      updates = sum(s // n for s in sizes)
+      if c["multi_step"] is not None:
+        _, b, s = c["multi_step"]
+        # The last local step's body gradient never reaches the head delta; XLA prunes that backward (a
+        # forward-only last step written out measured the same), so the last step counts as a forward pass.
+        out[g.key] = updates * b * (3.0 * (s - 1) + 1.0)
+      else:
+        full = any(t.config["tau"] > 0 and t.config["clip_scope"] == "all" for t in g.tasks)
+        out[g.key] = updates * n * (3.0 if full else 1.0)
+      # LLG*'s estimates are shared by the groups that attack the same models with the same N (scoring's
+      # in-process memo), so they count once, in the first such group.
+      models_key = (key, c["model"], c.get("head_bias", True), c.get("dropout"), c["checkpoint_dir"],
+                    c["num_clients"], n)
+      for method in {A.info(a).star_method for a in c["attacks"]} - {None}:
+        if models_key + (method,) not in star_seen:
+          star_seen.add(models_key + (method,))
+          out[g.key] += llg_star_passes([method], num_classes, n) * (len(sizes) if c["checkpoint_dir"] else 1)
+    else:
+      cfg = eavesdrop_config(c)
+      # examples a participant holds (ten labels assumed, as MNIST and digits)
+      if g.kind == "whole_determination":
+        mean_factor = sum(c["wd_factors"]) / len(c["wd_factors"])
+        per_client = c["wd_total_per_label"] * mean_factor * 10 / cfg.num_participants
+      elif cfg.partition == "dirichlet":
+        per_client = cfg.samples_per_participant
+      else:
+        per_client = sum(cfg.main_labels) / 2 * cfg.samples_per_label + cfg.other_samples * 10
+      # Whole Determination: at most wd_max_rounds + wd_window rounds per trial (it stops at the last stage).
+      rounds = (c["wd_trials"] * (c["wd_max_rounds"] + c["wd_window"]) if g.kind == "whole_determination"
+                else cfg.rounds * c["replicates"])
+      out[g.key] = rounds * (cfg.num_selected + 10) * cfg.local.epochs * per_client * 3.0
+  return out
+
+
+def llg_star_passes(methods, num_classes: int, num_samples: int) -> int:
+  """Forward window passes of LLG*'s estimation for one attacked model (per trained fold, or once untrained):
+  C batches of N dummies for each estimation method ('wainakh', 'har'), plus C (C - 1) dummies for 'har'."""
+  c = num_classes
+  return sum(c * num_samples + (c * (c - 1) if method == "har" else 0) for method in set(methods))
+
+
+def forward_flops_per_example(model_name: str, num_classes: int, example_shape: tuple[int, ...]) -> float:
+  """FLOPs of one example's forward pass through the registered model (`jaxleak.flops.count_flops` on its jaxpr,
+  loop trip counts included, every operation counted; nothing is computed or compiled)."""
+  import jax
+  import jax.numpy as jnp
+
+  from jaxleak import flops, models
+  model = models.build(model_name, num_classes)
+  x = jax.ShapeDtypeStruct((2, *example_shape), jnp.float32)
+  v = jax.eval_shape(lambda: model.init({"params": jax.random.key(0)}, jnp.zeros(x.shape, x.dtype), train=False))
+  return flops.count_flops(lambda v, x: model.apply(v, x), v, x).total / 2
+
+
+def estimate_flops(plan: Plan, loaded: Optional[dict] = None,
+                   passes: Optional[dict[str, float]] = None) -> dict[str, float]:
+  """group key -> FLOPs: `estimate_cost`'s passes x one example's forward FLOPs for the group's model and example
+  shape (a backward pass counting two forwards). The work a study cannot do with less; with this machine's matmul
+  peak, its FLOP floor in seconds (--dry_run, benchmarks/study.py)."""
+  from jaxleak.runs.study.engine import eavesdrop_config
+  loaded = {} if loaded is None else loaded
+  passes = estimate_cost(plan, loaded) if passes is None else passes
+  per_example, out = {}, {}
+  for g in plan.groups:
+    c = g.tasks[0].config
+    if g.kind == "har":
+      clients = loaded_clients(loaded, c["dataset"], c["data_dir"], c["synthetic_scale"], c["seed"])
+      shape = tuple(clients.windows.shape[1:])
+      classes = loaded_dataset(loaded, c["dataset"], c["data_dir"], c["synthetic_scale"], c["seed"]).num_classes
+    else:
+      train, _ = loaded_pools(loaded, eavesdrop_config(c))
+      shape, classes = tuple(train.example_shape), train.num_classes
+    model_key = (c["model"], classes, shape)
+    if model_key not in per_example:
+      per_example[model_key] = forward_flops_per_example(*model_key)
+    out[g.key] = passes[g.key] * per_example[model_key]
+  return out
+
+
+#: What whole studies took against their FLOP floor here (BUILD_NOTES.md, "Speed"): a 2-core CPU.
+MEASURED_FLOOR_RATIOS = "on a 2-core CPU, whole HAR grids took 2.0-3.2x their floor, TinyHAR-only groups up to ~20x"
+
+
+def describe_with_cost(plan: Plan, done: Optional[set] = None, loaded: Optional[dict] = None,
+                       peak_gflops: Optional[float] = None) -> str:
+  """`describe` with each group's estimated work (window passes, TFLOP) and the totals; with `peak_gflops`
+  (this machine's matmul rate) also the FLOP floor in time. Groups whose tasks are all done count as remaining 0."""
+  loaded = {} if loaded is None else loaded
+  cost = estimate_cost(plan, loaded)
+  work = estimate_flops(plan, loaded, cost)
+  lines = describe(plan, done).split("\n")
+  out = [lines[0]] + [f"{line}  ~{cost[g.key]:.3g} {'window' if g.kind == 'har' else 'example'} passes, "
+                      f"{work[g.key] / 1e12:.3g} TFLOP" for line, g in zip(lines[1:], plan.groups)]
+  total = sum(work.values())
+  har = {g.kind == "har" for g in plan.groups}
+  unit = "window" if har == {True} else "example" if har == {False} else "window or example"
+  out.append(f"estimated total: {sum(cost.values()):.3g} passes (a forward pass of one {unit} = 1), "
+             f"{total / 1e12:.3g} TFLOP")
+  done = done or set()
+  remaining = sum(work[g.key] for g in plan.groups if not all(t.key in done for t in g.tasks))
+  if remaining < total:
+    out.append(f"still to run: {remaining / 1e12:.3g} TFLOP (groups with every task done count 0)")
+  if peak_gflops:
+    floor = remaining / (peak_gflops * 1e9)
+    out.append(f"FLOP floor: {_duration(floor)} at this machine's f32 matmul peak ({peak_gflops:,.0f} GFLOP/s, "
+               "measured now); a floor, not a forecast" + (f": {MEASURED_FLOOR_RATIOS} (BUILD_NOTES.md)"
+                                                           if True in har else ""))
+  return "\n".join(out)
+
+
+def describe_dry_run(plan: Plan, done: Optional[set] = None, loaded: Optional[dict] = None) -> str:
+  """`describe_with_cost` with the FLOP floor at this machine's f32 matmul peak, measured now (about a second)."""
+  from jaxleak.flops import matmul_peak
+  return describe_with_cost(plan, done, loaded, peak_gflops=matmul_peak())
+
+
+def _duration(seconds: float) -> str:
+  if seconds < 10:
+    return f"{seconds:.2g} s"
+  if seconds < 120:
+    return f"{seconds:.0f} s"
+  if seconds < 7200:
+    return f"{seconds / 60:.0f} min"
+  return f"{seconds / 3600:.1f} h"
