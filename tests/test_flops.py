@@ -5,6 +5,7 @@ import jax.numpy as jnp
 import pytest
 
 from jaxleak import flops, models
+from tests.helpers import deepconvlstm_forward_flops
 
 
 def test_a_matmul_and_a_convolution_count_as_written():
@@ -40,15 +41,11 @@ def test_without_loops_our_count_is_xlas():
 
 @pytest.mark.parametrize("channels,classes", [(6, 13), (12, 19)])
 def test_deepconvlstm_forward_flops_are_its_architecture(channels, classes):
-  """Spec 7.1: four (9, 1) convs of 64 filters over time (50 -> 42 -> 34 -> 26 -> 18) per sensor channel, two
-  LSTM(128) layers over 18 steps (input 64 * channels, then 128), a Dense(128 -> C) head."""
-  convs = sum(2 * channels * t * 64 * cin * 9 for t, cin in ((42, 1), (34, 64), (26, 64), (18, 64)))
-  lstm = 2 * 18 * 4 * 128 * (64 * channels + 128) + 2 * 18 * 4 * 128 * (128 + 128)
-  head = 2 * 128 * classes
+  """Spec 7.1, written out in tests.helpers.deepconvlstm_forward_flops (per window; counted here on 2 windows)."""
   model = models.build("deepconvlstm", classes)
   v = models.init(model, jax.random.key(0), 50, channels)
   count = flops.count_flops(lambda v, x: model.apply(v, x), v, jnp.ones((2, 50, channels)))
-  assert count.matmul == 2 * (convs + lstm + head)
+  assert count.matmul == 2 * deepconvlstm_forward_flops(channels, classes)
 
 
 def test_op_profile_reads_the_compiled_program_and_attributes_its_time(tmp_path):

@@ -16,6 +16,7 @@ from jaxleak.runs import leakage as L
 from jaxleak.runs import study as S
 from jaxleak.runs.report import tables as T
 from jaxleak.runs.study import collect, engine
+from tests.helpers import deepconvlstm_forward_flops
 
 TINY = {"datasets": "synthetic_tiny", "models": "tinyhar", "states": "untrained", "num_clients": "2"}
 
@@ -485,10 +486,7 @@ def test_a_dry_run_prices_each_group_by_its_models_flops():
   passes, work = estimate_cost(plan), estimate_flops(plan)
   per_pass = {g.tasks[0].config["model"]: work[g.key] / passes[g.key] for g in plan.groups}
   ds = D.load("synthetic_tiny")
-  ch, c = ds.num_channels, ds.num_classes
-  convs = sum(2 * ch * t * 64 * cin * 9 for t, cin in ((42, 1), (34, 64), (26, 64), (18, 64)))
-  lstm = 2 * 18 * 4 * 128 * (64 * ch + 128) + 2 * 18 * 4 * 128 * (128 + 128)
-  matmul = convs + lstm + 2 * 128 * c
+  matmul = deepconvlstm_forward_flops(ds.num_channels, ds.num_classes)
   assert matmul < per_pass["deepconvlstm"] < 1.05 * matmul
   assert per_pass["tinyhar"] < per_pass["deepconvlstm"] / 10
   # Eavesdrop: the digits MLP, 64 -> 256 -> 64 -> 10, per example.
