@@ -241,6 +241,102 @@ def test_vmapped_call_compiles_once():
   assert f._cache_size() == 1
 
 
+# --- one N per update: a traced num_samples ----------------------------------------------------------------------
+def _per_update_context(name, c, d, n, key):
+  """The context of one update of N = n (traced): LLG*'s estimates depend on N, so they travel with the update."""
+  star = A.LLGStarParams(impact=-0.5 / n.astype(jnp.float32), offsets=jnp.full((c,), 0.01))
+  head = LastLayerParams(kernel=0.01 * jnp.ones((d, c)), bias=jnp.zeros(c))
+  return A.AttackContext(key=key, star_params=star, head=head, rlu_basis=_random_basis(d, c), max_samples=64)
+
+
+@pytest.mark.parametrize("name", A.names())
+def test_traced_n_per_update_equals_the_static_call_for_each_n(name):
+  """Clients of different sizes in one vmapped call give, update by update, the counts of a call with that N as a
+  Python int (same key), summing to that N."""
+  k, c, d = 12, 7, 12
+  ns = np.array([1, 2, 3, 5, 8, 13, 21, 34, 55, 64, 40, 7])
+  batch = jax.tree.map(lambda *xs: jnp.stack(xs), *[_random_grads(s, c, d) for s in range(k)])
+  keys = jax.random.split(KEY, k)
+  f = lambda g, n, key: A.run(name, g, n, _per_update_context(name, c, d, n, key))
+  traced = np.asarray(jax.jit(jax.vmap(f))(batch, jnp.asarray(ns, jnp.int32), keys))
+  for i, n in enumerate(ns):
+    ctx = _per_update_context(name, c, d, jnp.int32(n), keys[i])
+    static = A.run(name, jax.tree.map(lambda x: x[i], batch), int(n), ctx)
+    np.testing.assert_array_equal(traced[i], static, err_msg=f"update {i}, N = {n}")
+  np.testing.assert_array_equal(traced.sum(axis=1), ns)
+
+
+def test_traced_n_recovers_each_clients_exact_counts():
+  """A uniform model's bias gradient is 1/C - n_c/N exactly (spec 2.11): with one N per client, EBI-free iLRG
+  (uniform) recovers every client's counts, and full iLRG through a uniform head does too."""
+  counts = np.array([[5, 3, 2, 0], [1, 0, 0, 0], [0, 7, 7, 1], [30, 1, 0, 9]])
+  ns = counts.sum(axis=1)
+  bias = jnp.asarray(1 / 4 - counts / ns[:, None], jnp.float32)
+  grads = LastLayerGrads(kernel=jnp.zeros((4, 8, 4)), bias=bias)
+  keys = jax.random.split(KEY, 4)
+  uniform = jax.vmap(lambda g, n, key: A.ilrg_uniform(g, n, key=key, max_samples=40))
+  np.testing.assert_array_equal(jax.jit(uniform)(grads, jnp.asarray(ns), keys), counts)
+  head = LastLayerParams(kernel=jnp.zeros((8, 4)), bias=jnp.zeros(4))
+  full = jax.vmap(lambda g, n: A.ilrg(g, n, head=head))
+  np.testing.assert_array_equal(jax.jit(full)(grads, jnp.asarray(ns)), counts)
+
+
+def test_traced_n_compiles_once_for_any_mix_of_sizes():
+  f = jax.jit(jax.vmap(lambda g, n: A.llg(g, n)))
+  batch = jax.tree.map(lambda *xs: jnp.stack(xs), *[_random_grads(s, 5) for s in range(6)])
+  for ns in ([1, 2, 3, 4, 5, 6], [100, 7, 7, 7, 900, 2], [50] * 6):
+    assert np.asarray(f(batch, jnp.asarray(ns))).sum(axis=1).tolist() == ns
+  assert f._cache_size() == 1
+
+
+@pytest.mark.parametrize("name", ["llg", "ebi", "ilrg_uniform", "random"])
+def test_traced_n_out_of_range_gives_invalid_counts_under_jit(name):
+  """N <= 0, or above max_samples (the padding's draw), cannot be refused under jit: that update's counts are
+  INVALID_COUNT (scored NaN by jaxleak.metrics), the others are untouched."""
+  batch = jax.tree.map(lambda *xs: jnp.stack(xs), *[_random_grads(s, 5) for s in range(4)])
+  keys = jax.random.split(KEY, 4)
+  f = jax.jit(jax.vmap(lambda g, n, key: A.run(name, g, n, A.AttackContext(key=key, max_samples=64))))
+  out = np.asarray(f(batch, jnp.asarray([10, 0, -3, 65]), keys))
+  assert out[0].sum() == 10 and out[0].min() >= 0
+  assert (out[1:3] == A.INVALID_COUNT).all(), out
+  if "max_samples" in A.info(name).takes:              # it draws 64 labels: N = 65 cannot be padded
+    assert (out[3] == A.INVALID_COUNT).all(), out
+  else:                                                # the bound is only the padding's: N = 65 is fine
+    assert out[3].sum() == 65 and out[3].min() >= 0
+  assert (np.asarray(f(batch, jnp.asarray([64, 1, 2, 3]), keys)) >= 0).all()
+
+
+@pytest.mark.parametrize("name", ["random", "idlg", "analytic", "ilrg_uniform"])
+def test_random_padding_with_a_traced_n_needs_max_samples(name):
+  f = jax.jit(lambda g, n: A.run(name, g, n, A.AttackContext(key=KEY)))
+  with pytest.raises(ValueError, match="max_samples"):
+    f(_random_grads(0, 5), 10)
+
+
+def test_max_samples_is_checked():
+  with pytest.raises(ValueError, match="larger than max_samples=8"):
+    A.ilrg_uniform(_random_grads(0, 5), 10, key=KEY, max_samples=8)
+  for bad in (0, -1, 2.5, 2 ** 25):
+    with pytest.raises(ValueError, match="max_samples must be"):
+      A.random_guess(_random_grads(0, 5), 10, key=KEY, max_samples=bad)
+  # a static N does not draw max_samples labels: the bound changes nothing
+  np.testing.assert_array_equal(A.ilrg_uniform(WORKED, 10, key=KEY, max_samples=50), [5, 3, 2, 0])
+
+
+def test_concrete_zero_dim_integer_arrays_are_static_n():
+  np.testing.assert_array_equal(A.ebi(WORKED, np.array(10)), [8, 2, 0, 0])
+  np.testing.assert_array_equal(A.ebi(WORKED, jnp.array(10)), [8, 2, 0, 0])
+  with pytest.raises(ValueError, match="positive"):
+    A.ebi(WORKED, jnp.array(0))
+
+
+def test_llg_star_estimation_needs_a_static_n():
+  head = LastLayerParams(kernel=jnp.zeros((3, 4)), bias=jnp.zeros(4))
+  feats = lambda x: jnp.ones((x.shape[0], 3))
+  with pytest.raises(TypeError, match="once per N"):
+    jax.jit(lambda n: A.estimate_llg_star_params(feats, head, (2,), n, KEY))(10)
+
+
 # --- bad input ---------------------------------------------------------------------------------------------------
 def test_mismatched_kernel_and_bias_is_rejected_with_a_hint():
   with pytest.raises(ValueError, match="disagree on the number of classes"):
@@ -253,9 +349,13 @@ def test_nonpositive_num_samples_is_rejected(n):
     A.llg(_random_grads(0, 4), n)
 
 
-def test_traced_num_samples_is_rejected():
-  with pytest.raises(TypeError, match="Python int"):
-    jax.jit(lambda g, n: A.ebi(g, n))(_random_grads(0, 4), 10)
+def test_traced_num_samples_must_be_an_integer_scalar():
+  with pytest.raises(TypeError, match="integer scalar"):
+    jax.jit(lambda g, n: A.ebi(g, n))(_random_grads(0, 4), 10.0)
+  with pytest.raises(TypeError, match="integer scalar"):
+    jax.jit(lambda g, n: A.ebi(g, n))(_random_grads(0, 4), jnp.array([10, 10]))
+  with pytest.raises(TypeError, match="must be an int"):
+    A.ebi(_random_grads(0, 4), 10.0)
 
 
 def test_batched_grads_without_vmap_is_rejected():

@@ -13,6 +13,8 @@ predicted label counts summing exactly to `num_samples`. One call handles one gr
   >>> many = jax.tree.map(lambda x: jnp.stack([x] * 3), grads)           # a leading axis K = 3
   >>> jax.jit(jax.vmap(lambda g: A.ebi(g, 10)))(many).shape
   (3, 4)
+  >>> jax.jit(jax.vmap(A.ebi))(many, jnp.array([10, 20, 40])).sum(axis=1).tolist()   # one N per update
+  [10, 20, 40]
 
 By name, with one calling convention for all (`run` passes each attack the context fields it takes):
 

@@ -1,8 +1,13 @@
 """Building blocks shared by the label-count attacks.
 
 Every attack works on ONE gradient (kernel f32[D, C], bias f32[C]) and returns counts i32[C] summing to
-`num_samples`; batching is done by the caller with `jax.vmap`. `num_samples` is a static Python int: it fixes the
-trip count of the greedy loop, so one compilation serves every gradient of a vmapped call.
+`num_samples`; batching is done by the caller with `jax.vmap`. `num_samples` is usually a static Python int: it
+fixes the trip count of the greedy loop, so one compilation serves every gradient of a vmapped call. It may also
+be a traced integer scalar (one N per update, vmapped with the gradients: clients of different sizes in one
+compilation); then the greedy loop runs while labels are missing, and the attacks that pad with random labels
+draw `max_samples` (a static bound on N) and keep the first ones. The counts equal the static path's for the
+same N and key (JAX's default partitionable threefry draws the same leading labels for any draw length). Under
+`jax.jit` a traced N outside [1, max_samples] gives counts of `INVALID_COUNT`, as a NaN gradient does.
 
 Non-finite gradients: called eagerly (concrete arrays) an attack raises `ValueError`. Under `jax.jit` values
 cannot be inspected before tracing, so an attack whose input has any NaN/Inf returns counts filled with
@@ -27,18 +32,73 @@ INVALID_COUNT = -1
 MAX_NUM_SAMPLES = 2 ** 24
 
 
-def check_num_samples(num_samples, attack: str) -> int:
+def check_num_samples(num_samples, attack: str, *, traced_ok: bool = True, max_samples=None):
+  """N as a Python int (concrete 0-d integer arrays are read as one), checked eagerly; or, when `traced_ok`, a
+  traced integer scalar, returned as int32 with any value outside [1, bound] replaced by 1 (so the loops stay
+  short; `guard_nonfinite(..., num_samples=...)` then marks the counts invalid). bound: `max_samples` if given,
+  else MAX_NUM_SAMPLES."""
+  bound = check_max_samples(max_samples, attack)
+  if isinstance(num_samples, jax.core.Tracer):
+    if not traced_ok:
+      raise TypeError(f"{attack}: num_samples must be a Python int here (it sets an array shape), got a traced "
+                      "value; call it once per N.")
+    if num_samples.shape != () or not jnp.issubdtype(num_samples.dtype, jnp.integer):
+      raise TypeError(f"{attack}: a traced num_samples must be an integer scalar (one N per update; vmap it with "
+                      f"the gradients), got {num_samples.dtype}{list(num_samples.shape)}.")
+    n = num_samples.astype(jnp.int32)
+    return jnp.where(num_samples_ok(n, bound), n, 1)
+  if isinstance(num_samples, (np.ndarray, jax.Array)) and np.ndim(num_samples) == 0 \
+     and jnp.issubdtype(num_samples.dtype, jnp.integer):
+    num_samples = int(num_samples)
   if not is_int(num_samples):
     raise TypeError(
-        f"{attack}: num_samples must be a Python int (it is static: it sets the loop length), got "
-        f"{type(num_samples).__name__}. Pass e.g. num_samples=100; to vary N, call the attack once per N.")
+        f"{attack}: num_samples must be an int (a Python int, or under jax.vmap a traced integer scalar), got "
+        f"{type(num_samples).__name__}. Pass e.g. num_samples=100.")
   if num_samples <= 0:
     raise ValueError(f"{attack}: num_samples must be positive (the number of samples in the update), got "
                      f"{num_samples}.")
   if num_samples > MAX_NUM_SAMPLES:
     raise ValueError(f"{attack}: num_samples={num_samples:,} is too large; it must be at most {MAX_NUM_SAMPLES:,} "
                      "(2**24, the largest N whose counts float32 arithmetic represents exactly).")
+  if max_samples is not None and num_samples > bound:
+    raise ValueError(f"{attack}: num_samples={num_samples:,} is larger than max_samples={bound:,}; raise "
+                     "max_samples to the largest N of your updates.")
   return int(num_samples)
+
+
+def check_max_samples(max_samples, attack: str) -> int:
+  """The static bound on a traced N: `max_samples` (a positive int up to MAX_NUM_SAMPLES), or MAX_NUM_SAMPLES."""
+  if max_samples is None:
+    return MAX_NUM_SAMPLES
+  if not is_int(max_samples) or not 0 < max_samples <= MAX_NUM_SAMPLES:
+    raise ValueError(f"{attack}: max_samples must be a Python int in [1, {MAX_NUM_SAMPLES:,}] (a static bound on "
+                     f"a traced num_samples), got {max_samples!r}.")
+  return int(max_samples)
+
+
+def is_traced_n(num_samples) -> bool:
+  """True for a traced N (an int32 array from check_num_samples); False for a static Python int."""
+  return not isinstance(num_samples, int)
+
+
+def num_samples_ok(num_samples, bound: int = MAX_NUM_SAMPLES):
+  """bool[]: a traced N lies in [1, bound]; True (Python) for a static N, which was checked eagerly."""
+  if not is_traced_n(num_samples):
+    return True
+  return (num_samples >= 1) & (num_samples <= bound)
+
+
+def require_max_samples(num_samples, max_samples, attack: str) -> None:
+  """Attacks that pad with random labels draw `max_samples` of them for a traced N: refuse a traced N without it."""
+  if isinstance(num_samples, jax.core.Tracer) and max_samples is None:
+    raise ValueError(f"{attack}: num_samples is traced (one N per update), and this attack pads with random labels, "
+                     "an array whose length must be static: pass max_samples=<the largest N of your updates> "
+                     "(with attacks.run: AttackContext(max_samples=...)).")
+
+
+def as_float(num_samples):
+  """N as a float for arithmetic: a Python float for a static N, float32[] for a traced one."""
+  return float(num_samples) if not is_traced_n(num_samples) else num_samples.astype(jnp.float32)
 
 
 def _leaves_finite(tree) -> bool:
@@ -47,10 +107,10 @@ def _leaves_finite(tree) -> bool:
 
 
 def validate(grads, num_samples, attack: str, *, needs_bias: bool = False,
-             needs_kernel: bool = True, extra: Optional[dict] = None) -> int:
+             needs_kernel: bool = True, extra: Optional[dict] = None, max_samples=None):
   """Checks shapes (always) and finiteness (when the arrays are concrete) of the gradient and of any `extra`
-  inputs ({name: pytree}, e.g. the head's params). Returns num_samples as int."""
-  n = check_num_samples(num_samples, attack)
+  inputs ({name: pytree}, e.g. the head's params). Returns num_samples as `check_num_samples` does."""
+  n = check_num_samples(num_samples, attack, max_samples=max_samples)
   check_grads(grads, attack, needs_bias=needs_bias, needs_kernel=needs_kernel, extra=extra)
   return n
 
@@ -115,10 +175,15 @@ def all_finite(*trees) -> jax.Array:
   return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in leaves]))
 
 
-def guard_nonfinite(counts: jax.Array, grads: LastLayerGrads, *extra) -> jax.Array:
+def guard_nonfinite(counts: jax.Array, grads: LastLayerGrads, *extra, num_samples=None,
+                    max_samples=None) -> jax.Array:
   """Replaces counts by INVALID_COUNT when the gradient or any `extra` input (head params, LLG* estimates) has
-  non-finite entries (the jit path; eager calls raise in `validate` first)."""
-  return jnp.where(all_finite(grads, *extra), counts, INVALID_COUNT).astype(jnp.int32)
+  non-finite entries, or a traced `num_samples` (as the caller passed it) lies outside [1, max_samples] (the jit
+  path; eager calls raise in `validate` first)."""
+  ok = all_finite(grads, *extra)
+  if isinstance(num_samples, jax.core.Tracer):
+    ok = ok & num_samples_ok(num_samples, check_max_samples(max_samples, "guard_nonfinite"))
+  return jnp.where(ok, counts, INVALID_COUNT).astype(jnp.int32)
 
 
 def keep_first(counts: jax.Array, num_samples: int) -> jax.Array:
@@ -138,7 +203,7 @@ def greedy_fill(values: jax.Array, counts: jax.Array, decrement: jax.Array, num_
     values: f32[C], the (already stage-1 adjusted) gradient signal.
     counts: i32[C], labels chosen so far (sum <= num_samples).
     decrement: scalar, the estimated impact m of one instance (negative); each pick does values[i] -= m.
-    num_samples: N (static).
+    num_samples: N (a static int: a loop of N steps; or traced: a loop while labels are missing).
     decrement_index: None to raise the selected class (the methods' papers); an int to always raise that fixed
       class instead (the HAR/breaching stale-index behaviour, spec 2.1).
 
@@ -156,15 +221,23 @@ def greedy_fill(values: jax.Array, counts: jax.Array, decrement: jax.Array, num_
     v = v.at[target].add(jnp.where(active, -decrement, jnp.zeros_like(decrement)))
     return v, c
 
-  _, counts = jax.lax.fori_loop(0, num_samples, body, (values, counts))
+  if not is_traced_n(num_samples):
+    _, counts = jax.lax.fori_loop(0, num_samples, body, (values, counts))
+    return counts
+  _, _, counts = jax.lax.while_loop(lambda carry: carry[0] < remaining,
+                                    lambda carry: (carry[0] + 1, *body(carry[0], carry[1:])),
+                                    (jnp.zeros((), remaining.dtype), values, counts))
   return counts
 
 
-def random_fill(counts: jax.Array, num_samples: int, num_classes: int, key: jax.Array) -> jax.Array:
-  """Pads a label list with uniformly random labels until it has N labels (spec 2.10)."""
+def random_fill(counts: jax.Array, num_samples: int, num_classes: int, key: jax.Array,
+                max_samples: Optional[int] = None) -> jax.Array:
+  """Pads a label list with uniformly random labels until it has N labels (spec 2.10). A traced N draws
+  `max_samples` labels (static) and uses the first N - sum(counts), the labels a draw of N would give."""
   deficit = num_samples - jnp.sum(counts)
-  labels = jax.random.randint(key, (num_samples,), 0, num_classes)
-  labels = jnp.where(jnp.arange(num_samples) < deficit, labels, num_classes)  # num_classes = "unused"
+  draws = num_samples if not is_traced_n(num_samples) else check_max_samples(max_samples, "random_fill")
+  labels = jax.random.randint(key, (draws,), 0, num_classes)
+  labels = jnp.where(jnp.arange(draws) < deficit, labels, num_classes)  # num_classes = "unused"
   extra = jnp.zeros((num_classes + 1,), counts.dtype).at[labels].add(1)[:num_classes]
   return counts + extra
 

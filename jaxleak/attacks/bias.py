@@ -54,7 +54,7 @@ def ebi(grads: LastLayerGrads, num_samples: int) -> jax.Array:
   stage1 = (present & (rank < n)).astype(jnp.int32)
   impact = jnp.sum(jnp.where(present, b, 0.0)) / n
   counts = _common.two_stage(b, present, impact, n, stage1_counts=stage1)
-  return _common.guard_nonfinite(counts, grads)
+  return _common.guard_nonfinite(counts, grads, num_samples=num_samples)
 
 
 @register("llbg", signal="bias", summary="LLBG as the HAR paper ran it (llbgAVG: LLG-style impact)")
@@ -73,7 +73,7 @@ def llbg(grads: LastLayerGrads, num_samples: int) -> jax.Array:
   stage1 = _common.keep_first(present.astype(jnp.int32), n)
   impact = jnp.sum(jnp.where(present, b, 0.0)) * (1.0 + 1.0 / c) / n
   counts = _common.two_stage(b, present, impact, n, stage1_counts=stage1)
-  return _common.guard_nonfinite(counts, grads)
+  return _common.guard_nonfinite(counts, grads, num_samples=num_samples)
 
 
 @register("llbg_original", signal="bias",
@@ -88,14 +88,14 @@ def llbg_original(grads: LastLayerGrads, num_samples: int, *, confidence: float 
 
   Args:
     confidence: the assumed average confidence gamma of the correct class (0 for untrained models).
-    local_batch_size: B, samples per local step (None = num_samples).
+    local_batch_size: B, samples per local step (None = num_samples; a static int).
     local_steps: S, local steps behind the update (1 for FedSGD).
   """
   n = _common.validate(grads, num_samples, "llbg_original", needs_bias=True, needs_kernel=False)
   if not 0.0 <= confidence < 1.0:
     raise ValueError(f"llbg_original: confidence must be in [0, 1), got {confidence}.")
-  bsz = n if local_batch_size is None else _common.check_num_samples(local_batch_size,
-                                                                      "llbg_original (local_batch_size)")
+  bsz = n if local_batch_size is None else _common.check_num_samples(
+      local_batch_size, "llbg_original (local_batch_size)", traced_ok=False)
   if isinstance(local_steps, bool) or not isinstance(local_steps, int) or local_steps <= 0:
     raise ValueError(f"llbg_original: local_steps must be a positive int, got {local_steps!r}.")
   b = _bias(grads)
@@ -105,12 +105,13 @@ def llbg_original(grads: LastLayerGrads, num_samples: int, *, confidence: float 
   stage1 = _common.keep_first(present.astype(jnp.int32), n)
   values = jnp.where(present, b - impact, b) - local_steps / c
   counts = _common.greedy_fill(values, stage1, impact, n)
-  return _common.guard_nonfinite(counts, grads)
+  return _common.guard_nonfinite(counts, grads, num_samples=num_samples)
 
 
 @register("ilrg_uniform", signal="bias", requires=("key",),
           summary="iLRG with uniform probabilities, as the HAR code runs it")
-def ilrg_uniform(grads: LastLayerGrads, num_samples: int, *, key: Optional[jax.Array] = None) -> jax.Array:
+def ilrg_uniform(grads: LastLayerGrads, num_samples: int, *, key: Optional[jax.Array] = None,
+                 max_samples: Optional[int] = None) -> jax.Array:
   """iLRG with uniform class probabilities, as the HAR code runs it (`iLRG`, spec 2.6).
 
   Solves the iLRG system with every class-probability vector set to 1/C. Its least-squares solution has the
@@ -119,9 +120,11 @@ def ilrg_uniform(grads: LastLayerGrads, num_samples: int, *, key: Optional[jax.A
   and any shortfall padded with uniformly random labels drawn with `key` (the reference's padding).
 
   Exact for models whose average softmax output is uniform; biased for trained models; not invariant to
-  rescaling the gradient (clipping breaks it).
+  rescaling the gradient (clipping breaks it). A traced `num_samples` needs `max_samples` (the padding's draw).
   """
-  n = _common.validate(grads, num_samples, "ilrg_uniform", needs_bias=True, needs_kernel=False)
+  n = _common.validate(grads, num_samples, "ilrg_uniform", needs_bias=True, needs_kernel=False,
+                       max_samples=max_samples)
+  _common.require_max_samples(num_samples, max_samples, "ilrg_uniform")
   key = _common.require_key(key, "ilrg_uniform")
   b = _bias(grads)
   c = b.shape[0]
@@ -129,8 +132,8 @@ def ilrg_uniform(grads: LastLayerGrads, num_samples: int, *, key: Optional[jax.A
   r = jnp.round(jnp.maximum(x, 0.0))
   r = jnp.where(r > n, 0.0, r).astype(jnp.int32)
   counts = _common.keep_first(r, n)
-  counts = _common.random_fill(counts, n, c, key)
-  return _common.guard_nonfinite(counts, grads)
+  counts = _common.random_fill(counts, n, c, key, max_samples)
+  return _common.guard_nonfinite(counts, grads, num_samples=num_samples, max_samples=max_samples)
 
 
 def class_embeddings(grads: LastLayerGrads) -> jax.Array:
@@ -157,7 +160,7 @@ def ilrg_solution(grads: LastLayerGrads, num_samples: int, *, head: LastLayerPar
     logits = logits + head.bias.astype(jnp.float32)
   probs = jax.nn.softmax(logits, axis=-1)                                  # probs[j, i] = p_j[i]
   a = jnp.concatenate([jnp.ones((1, c), jnp.float32), probs.T - jnp.eye(c, dtype=jnp.float32)], axis=0)
-  v = jnp.concatenate([jnp.array([float(n)], jnp.float32), n * b])
+  v = jnp.concatenate([jnp.reshape(_common.as_float(n), (1,)).astype(jnp.float32), n * b])
   return jnp.linalg.pinv(a) @ v
 
 
@@ -179,7 +182,7 @@ def ilrg(grads: LastLayerGrads, num_samples: int, *, head: LastLayerParams) -> j
   """
   n = _common.check_num_samples(num_samples, "ilrg")
   x = ilrg_solution(grads, num_samples, head=head)
-  x = jnp.clip(jnp.nan_to_num(x, nan=0.0), 0.0, float(n))
+  x = jnp.clip(jnp.nan_to_num(x, nan=0.0), 0.0, _common.as_float(n))
   r = jnp.round(x).astype(jnp.int32)
 
   def not_done(r):
@@ -194,4 +197,4 @@ def ilrg(grads: LastLayerGrads, num_samples: int, *, head: LastLayerParams) -> j
     return r.at[i].add(jnp.where(up, 1, -1))
 
   counts = jax.lax.while_loop(not_done, fix_one, r)
-  return _common.guard_nonfinite(counts, grads, head)
+  return _common.guard_nonfinite(counts, grads, head, num_samples=num_samples)

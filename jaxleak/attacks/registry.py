@@ -4,8 +4,8 @@
   def ebi(grads, num_samples): ...
 
 An attack's keyword-only parameters that are fields of `AttackContext` (key, star_params, head, local_batch_size,
-local_steps, confidence, rlu_basis) are what it takes from the context; `run` passes exactly those, so every attack is
-called with one signature:
+local_steps, confidence, rlu_basis, max_samples) are what it takes from the context; `run` passes exactly those, so
+every attack is called with one signature:
 
   >>> import jax.numpy as jnp
   >>> from jaxleak import LastLayerGrads
@@ -38,6 +38,8 @@ class AttackContext:
     local_steps: S, local steps behind the update (1 for FedSGD).
     confidence: assumed mean confidence of the correct class (LLBG's gamma; 0 for untrained models).
     rlu_basis: RLUBasis, the expected per-label head gradients at the attacked model (RLU).
+    max_samples: a static bound on a traced N (one N per update under vmap), for the attacks that pad with random
+      labels (they draw that many); unused with a static N.
   """
   key: Optional[jax.Array] = None
   star_params: Any = None
@@ -46,6 +48,7 @@ class AttackContext:
   local_steps: Optional[int] = None
   confidence: Optional[float] = None
   rlu_basis: Any = None
+  max_samples: Optional[int] = None
 
 
 CONTEXT_FIELDS = tuple(f.name for f in dataclasses.fields(AttackContext))

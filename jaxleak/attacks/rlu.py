@@ -118,7 +118,7 @@ def rlu_solution(grads: LastLayerGrads, num_samples: int, *, rlu_basis: RLUBasis
   # a label whose basis is all zero (no auxiliary example of it) stays out of the constraint: its count is 0
   inv = jnp.where(scale > 0, 1.0 / safe, 0.0)
   kkt = jnp.block([[an.T @ an, inv[:, None]], [inv[None, :], jnp.zeros((1, 1), jnp.float32)]])
-  rhs = jnp.concatenate([an.T @ (n * y), jnp.array([float(n)], jnp.float32)])
+  rhs = jnp.concatenate([an.T @ (n * y), jnp.reshape(_common.as_float(n), (1,)).astype(jnp.float32)])
   z = jnp.linalg.lstsq(kkt, rhs)[0][:c]
   return jnp.where(scale > 0, z / safe, 0.0)
 
@@ -169,4 +169,4 @@ def rlu(grads: LastLayerGrads, num_samples: int, *, rlu_basis: RLUBasis) -> jax.
   """
   n = _common.check_num_samples(num_samples, "rlu")
   counts = counts_from_solution(rlu_solution(grads, n, rlu_basis=rlu_basis), n)
-  return _common.guard_nonfinite(counts, grads, rlu_basis)
+  return _common.guard_nonfinite(counts, grads, rlu_basis, num_samples=num_samples)

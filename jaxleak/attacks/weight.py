@@ -39,7 +39,8 @@ def llg(grads: LastLayerGrads, num_samples: int, *, stale_index: bool = False) -
 
   Args:
     grads: one LastLayerGrads (kernel f32[D, C]; bias unused).
-    num_samples: N, the number of samples behind the gradient (static int).
+    num_samples: N, the number of samples behind the gradient (a static int, or a traced integer scalar under
+      vmap: one N per update).
     stale_index: reproduce the HAR/breaching code (spec 2.1): stage 2 raises class C-1 instead of the
       selected class, so all remaining slots go to one class. Registered as `llg_har`.
 
@@ -59,7 +60,7 @@ def llg(grads: LastLayerGrads, num_samples: int, *, stale_index: bool = False) -
   g = _row_sums(grads)
   c = g.shape[0]
   impact = jnp.sum(jnp.where(g < 0, g, 0.0)) * (1.0 + 1.0 / c) / n
-  return _common.guard_nonfinite(_llg_counts(g, impact, n, stale_index), grads)
+  return _common.guard_nonfinite(_llg_counts(g, impact, n, stale_index), grads, num_samples=num_samples)
 
 
 @register("llg_har", signal="weight", summary="LLG as the HAR code runs it (stale-index stage 2)")
@@ -105,7 +106,7 @@ def estimate_llg_star_params(penultimate_fn: Callable[[jax.Array], jax.Array], h
     dummy: 'normal' (standard normal, as both references) or 'uniform' ([0, 1), the range of min-max scaled
       inputs).
   """
-  n = _common.check_num_samples(num_samples, "estimate_llg_star_params")
+  n = _common.check_num_samples(num_samples, "estimate_llg_star_params", traced_ok=False)
   if method not in ("wainakh", "har"):
     raise ValueError(f"unknown LLG* estimation method {method!r}; use 'wainakh' or 'har'.")
   if dummy not in ("normal", "uniform"):
@@ -178,7 +179,8 @@ def llg_star(grads: LastLayerGrads, num_samples: int, *, star_params: LLGStarPar
   flip = star_params.impact > 0
   g = jnp.where(flip, -g, g)
   impact = jnp.where(flip, -star_params.impact, star_params.impact)
-  return _common.guard_nonfinite(_llg_counts(g, impact, n, stale_index=False), grads, star_params)
+  return _common.guard_nonfinite(_llg_counts(g, impact, n, stale_index=False), grads, star_params,
+                                 num_samples=num_samples)
 
 
 @register("llg_star_har", signal="weight", requires=("star_params",), star_method="har",
@@ -195,4 +197,4 @@ def llg_star_har(grads: LastLayerGrads, num_samples: int, *, star_params: LLGSta
   stage1 = _common.keep_first(present.astype(jnp.int32), n)
   g = jnp.where(present, g - m, g) - star_params.offsets
   counts = _common.greedy_fill(g, stage1, m, n, decrement_index=c - 1)
-  return _common.guard_nonfinite(counts, grads, star_params)
+  return _common.guard_nonfinite(counts, grads, star_params, num_samples=num_samples)
