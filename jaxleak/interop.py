@@ -129,12 +129,14 @@ def head_update(before: tuple, after: tuple, *, lr: float, local_steps: int = 1,
       Flower, the head's entries of the parameters the server sent. Leading batch axes as in `head_gradient`
       (before may be one head and after K clients' heads: it broadcasts).
     after: (weight, bias) of the head the client sent back (Flower: of `parameters_to_ndarrays(fit_res.parameters)`).
-    lr: the clients' learning rate, > 0.
-    local_steps: S, the number of SGD steps (FedAvg: epochs x ceil(samples / batch size)).
+    lr: the clients' learning rate, > 0: one number, or one per client (an array of the update's batch shape).
+    local_steps: S, the number of SGD steps (FedAvg: epochs x ceil(samples / batch size)): one int, or one per
+      client (an integer array of the update's batch shape, e.g. [K]: clients of different sizes run different S).
     equivalent: 'mean' (default) or 'sum'.
     layout: 'torch' (default: weight [C, D]), 'flax' or 'keras' ([D, C]).
 
-  Pass the attacks N = all the samples behind the update (not the local batch size B).
+  Pass the attacks N = all the samples behind the update (not the local batch size B); for clients of different
+  sizes, one N per client: `jax.vmap(attack)(update, sizes)`.
 
   >>> import numpy as np
   >>> w0, b0 = np.zeros((2, 4)), np.zeros(2)
@@ -143,10 +145,6 @@ def head_update(before: tuple, after: tuple, *, lr: float, local_steps: int = 1,
   >>> np.asarray(g.bias).round(6).tolist()
   [0.5, -0.5]
   """
-  if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not (math.isfinite(lr) and lr > 0):
-    raise ValueError(f"lr must be a finite number > 0 (the clients' SGD learning rate), got {lr!r}.")
-  if isinstance(local_steps, bool) or not isinstance(local_steps, int) or local_steps <= 0:
-    raise ValueError(f"local_steps must be a positive integer (the client's SGD steps), got {local_steps!r}.")
   if equivalent not in EQUIVALENTS:
     raise ValueError(f"equivalent: unknown {equivalent!r}; valid: {', '.join(EQUIVALENTS)}.")
   for name, pair in (("before", before), ("after", after)):
@@ -159,12 +157,44 @@ def head_update(before: tuple, after: tuple, *, lr: float, local_steps: int = 1,
     raise ValueError(f"before and after are different heads: kernel {k0.shape} vs {k1.shape}, bias "
                      f"{'absent' if b0 is None else 'present'} vs {'absent' if b1 is None else 'present'}.")
   _broadcastable(k0, k1)
+  batch = np.broadcast_shapes(k0.shape[:-2], k1.shape[:-2])
+  lr = _per_client(lr, "lr", batch, integer=False)
+  local_steps = _per_client(local_steps, "local_steps", batch, integer=True)
   # The difference in float64: weights given in float64 keep their digits; float32 ones lose none here.
   scale = 1.0 / (lr * (local_steps if equivalent == "mean" else 1))
-  kernel = (k0 - k1) * scale
-  bias = None if b0 is None else (b0 - b1) * scale
+  kernel = (k0 - k1) * np.expand_dims(scale, (-2, -1))
+  bias = None if b0 is None else (b0 - b1) * np.expand_dims(scale, -1)
   return LastLayerGrads(kernel=jnp.asarray(kernel, jnp.float32),
                         bias=None if bias is None else jnp.asarray(bias, jnp.float32))
+
+
+def _per_client(value, name: str, batch: tuple, *, integer: bool) -> np.ndarray:
+  """`lr` or `local_steps` as float64 of shape () or `batch` (one per client), checked: finite and > 0; integers
+  for local_steps."""
+  what = ("a positive integer (the client's SGD steps)" if integer else
+          "a finite number > 0 (the clients' SGD learning rate)")
+  if isinstance(value, (bool, np.bool_)) or (hasattr(value, "dtype") and value.dtype == bool):
+    raise ValueError(f"{name} must be {what}, got {value!r}.")
+  if np.ndim(value) == 0:
+    ok = isinstance(value, (int, np.integer)) if integer else isinstance(value, (int, float, np.integer, np.floating))
+    ok = ok or (hasattr(value, "dtype") and np.issubdtype(value.dtype, np.integer if integer else np.number))
+    if not ok or not (math.isfinite(float(value)) and float(value) > 0):
+      raise ValueError(f"{name} must be {what}, got {value!r}.")
+    return np.float64(value)
+  array = np.asarray(value)
+  if np.shape(array) != batch:
+    raise ValueError(f"{name} has shape {np.shape(array)}: give one value, or one per client with the update's "
+                     f"batch shape {batch}.")
+  if not np.issubdtype(array.dtype, np.integer if integer else np.number) or np.issubdtype(array.dtype,
+                                                                                            np.complexfloating):
+    raise ValueError(f"{name} must be {'integers' if integer else 'real numbers'} (one per client), got dtype "
+                     f"{array.dtype}.")
+  array = array.astype(np.float64)
+  if not (np.all(np.isfinite(array)) and np.all(array > 0)):
+    bad = int(np.flatnonzero(~(np.isfinite(array) & (array > 0)).reshape(-1))[0])
+    raise ValueError(f"{name}: every client's value must be {what.split(' (')[0]}; entry {bad} is "
+                     f"{array.reshape(-1)[bad]!r}.")
+  return array
 
 
 def head_delta(before_weight: Any, after_weight: Any, *, layout: str = "torch") -> jax.Array:

@@ -107,6 +107,63 @@ def test_batch_axes_convert_each_client_and_vmap_through_the_attacks():
     interop.head_gradient(w1, b0)
 
 
+def _fedavg_clients(rng, c, d, lr, sizes, steps):
+  """K clients start from one zero head (uniform softmax) and each runs S_k SGD steps over disjoint mini-batches of
+  its N_k samples (N_k / S_k each) of a linear head on fixed features. Returns before, after [K], the true counts."""
+  w0, b0 = np.zeros((c, d)), np.zeros(c)
+  after_w, after_b, counts = [], [], []
+  for n, s in zip(sizes, steps):
+    y = rng.integers(0, c, n)
+    h = rng.normal(size=(n, d)) * 0.3
+    w, b = w0.copy(), b0.copy()
+    for part in np.split(np.arange(n), s):
+      z = h[part] @ w.T + b
+      p = np.exp(z - z.max(1, keepdims=True)); p /= p.sum(1, keepdims=True)
+      delta = (p - np.eye(c)[y[part]]) / len(part)
+      w, b = w - lr * delta.T @ h[part], b - lr * delta.sum(0)
+    after_w.append(w); after_b.append(b); counts.append(np.bincount(y, minlength=c))
+  return (w0, b0), (np.stack(after_w), np.stack(after_b)), np.stack(counts)
+
+
+def test_clients_of_different_sizes_and_steps_in_one_vmapped_attack():
+  """Flower-style: K clients of different N_k ran different S_k; head_update takes one S (and lr) per client,
+  equal to K single calls, and one vmapped iLRG call with one N per client recovers every client's counts (a near
+  uniform head: the mean update is 1/C - n_c/N up to the small drift of the S steps)."""
+  rng = np.random.default_rng(7)
+  c, d, lr = 5, 6, 1e-3
+  sizes, steps = np.array([10, 24, 60, 7, 33]), np.array([2, 3, 5, 1, 3])
+  before, after, counts = _fedavg_clients(rng, c, d, lr, sizes, steps)
+  stacked = interop.head_update(before, after, lr=lr, local_steps=steps)
+  for i in range(len(sizes)):
+    one = interop.head_update(before, (after[0][i], after[1][i]), lr=lr, local_steps=int(steps[i]))
+    np.testing.assert_array_equal(stacked.kernel[i], one.kernel)
+    np.testing.assert_array_equal(stacked.bias[i], one.bias)
+  per_lr = interop.head_update(before, after, lr=np.full(len(sizes), lr), local_steps=steps)
+  np.testing.assert_array_equal(per_lr.bias, stacked.bias)
+  keys = jax.random.split(jax.random.key(0), len(sizes))
+  attack = jax.jit(jax.vmap(lambda g, n, key: A.ilrg_uniform(g, n, key=key, max_samples=64)))
+  np.testing.assert_array_equal(attack(stacked, jnp.asarray(sizes), keys), counts)
+  # one S for all (the mistake this replaces) gets the clients that ran other S wrong
+  wrong = interop.head_update(before, after, lr=lr, local_steps=3)
+  assert not np.array_equal(np.asarray(attack(wrong, jnp.asarray(sizes), keys)), counts)
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    ({"local_steps": np.array([1, 2])}, r"local_steps has shape \(2,\): give one value, or one per client"),
+    ({"local_steps": np.array([1, 2, 0])}, "local_steps: every client's value must be a positive integer; entry 2"),
+    ({"local_steps": np.array([1.0, 2.0, 3.0])}, "local_steps must be integers"),
+    ({"local_steps": np.array([True, True, True])}, "local_steps must be a positive integer"),
+    ({"lr": np.array([0.1, np.nan, 0.1])}, "lr: every client's value must be a finite number > 0; entry 1"),
+    ({"lr": np.array([0.1, 0.1])}, r"lr has shape \(2,\)"),
+    ({"lr": np.float32(-1)}, "lr must be a finite number > 0"),
+])
+def test_per_client_lr_and_steps_are_checked(kwargs, match):
+  w0, w1 = np.zeros((4, 6)), np.ones((3, 4, 6))
+  kwargs = {"lr": 0.1, **kwargs}
+  with pytest.raises(ValueError, match=match):
+    interop.head_update((w0, None), (w1, None), **kwargs)
+
+
 def test_bias_free_heads_and_numpy_inputs():
   g = interop.head_gradient(np.ones((3, 8)), None)
   assert g.bias is None and g.kernel.shape == (8, 3) and g.kernel.dtype == jnp.float32
