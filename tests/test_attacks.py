@@ -330,6 +330,40 @@ def test_concrete_zero_dim_integer_arrays_are_static_n():
     A.ebi(WORKED, jnp.array(0))
 
 
+@pytest.mark.parametrize("method", ["wainakh", "har"])
+def test_llg_star_estimates_rescaled_to_each_clients_n(method):
+  """Estimated once at N0 = 64 and rescaled per update, LLG*'s estimates equal fresh ones at each N on a model whose
+  dummies do not matter (features h = 1, W = 0: impact -D/N and offsets D/C exactly; 'har': both ~0). With C = 4
+  and N powers of two every number here is exact in float32, so LLG* with the rescaled estimates recovers the exact
+  counts of clients of different sizes in one vmapped call, and equals the static call update by update."""
+  d, c = 8, 4
+  head = LastLayerParams(kernel=jnp.zeros((d, c)), bias=jnp.zeros(c))
+  feats = lambda x: jnp.ones((x.shape[0], d))
+  base = A.estimate_llg_star_params(feats, head, (5, 2), 64, KEY, method=method)
+  counts = np.array([[5, 0, 2, 1], [1, 0, 0, 15], [0, 12, 20, 0], [40, 8, 8, 8]])
+  ns = counts.sum(axis=1)
+  for n in ns:
+    fresh = A.estimate_llg_star_params(feats, head, (5, 2), int(n), KEY, method=method)
+    rescaled = A.rescale_llg_star_params(base, 64, int(n))
+    np.testing.assert_allclose(rescaled.impact, fresh.impact, rtol=1e-6, atol=1e-12)
+    np.testing.assert_allclose(rescaled.offsets, fresh.offsets, rtol=1e-6, atol=1e-9)
+  assert A.rescale_llg_star_params(base, 64, 64).impact == base.impact
+  grads = [mean_ce_head_grads(jnp.ones((int(n), d)), jnp.asarray(labels_from_counts(k)), head.kernel, head.bias)
+           for k, n in zip(counts, ns)]
+  batch = jax.tree.map(lambda *xs: jnp.stack(xs), *grads)
+  name = {"wainakh": "llg_star", "har": "llg_star_har"}[method]
+  attack = lambda g, n: A.get(name)(g, n, star_params=A.rescale_llg_star_params(base, 64, n))
+  traced = np.asarray(jax.jit(jax.vmap(attack))(batch, jnp.asarray(ns)))
+  for i, n in enumerate(ns):
+    np.testing.assert_array_equal(traced[i], attack(grads[i], int(n)))
+  if method == "wainakh":
+    np.testing.assert_array_equal(traced, counts)
+  with pytest.raises(TypeError, match="LLGStarParams"):
+    A.rescale_llg_star_params((base.impact, base.offsets), 64, 10)
+  with pytest.raises(ValueError, match="positive"):
+    A.rescale_llg_star_params(base, 0, 10)
+
+
 def test_llg_star_estimation_needs_a_static_n():
   head = LastLayerParams(kernel=jnp.zeros((3, 4)), bias=jnp.zeros(4))
   feats = lambda x: jnp.ones((x.shape[0], 3))

@@ -151,6 +151,29 @@ def estimate_llg_star_params(penultimate_fn: Callable[[jax.Array], jax.Array], h
   return params
 
 
+def rescale_llg_star_params(params: LLGStarParams, from_num_samples: int, to_num_samples) -> LLGStarParams:
+  """LLG*'s estimates made at N0 = `from_num_samples`, for updates of N = `to_num_samples` samples.
+
+  Both estimators ('wainakh' and 'har') divide a mean over dummy inputs by N to get one instance's impact, and
+  their offsets do not depend on N; so estimates made at N0 serve any N as impact * N0 / N with the same offsets
+  (the same estimator, averaged over N0 dummies per class instead of N). `to_num_samples` may be traced (one N per
+  update, under vmap): estimate once, at the largest N, and rescale per update. Equal to a fresh estimate at N
+  where the dummies do not matter (tested on a model of constant features).
+
+  >>> import jax.numpy as jnp
+  >>> p = LLGStarParams(impact=jnp.float32(-0.5), offsets=jnp.ones(3))
+  >>> rescale_llg_star_params(p, 100, 50).impact.item(), rescale_llg_star_params(p, 100, 50).offsets.tolist()
+  (-1.0, [1.0, 1.0, 1.0])
+  """
+  if not isinstance(params, LLGStarParams):
+    raise TypeError(f"rescale_llg_star_params: params must be an LLGStarParams from estimate_llg_star_params(), got "
+                    f"{type(params).__name__}.")
+  n0 = _common.check_num_samples(from_num_samples, "rescale_llg_star_params (from_num_samples)", traced_ok=False)
+  n = _common.check_num_samples(to_num_samples, "rescale_llg_star_params (to_num_samples)")
+  ratio = _common.as_float(n0) / _common.as_float(n)         # exactly 1.0 when N = N0: the estimate unchanged
+  return LLGStarParams(impact=params.impact * ratio, offsets=params.offsets)
+
+
 def _check_star_params(params, c, attack):
   if not isinstance(params, LLGStarParams):
     raise TypeError(f"{attack}: star_params must be an LLGStarParams from estimate_llg_star_params(), got "
@@ -168,7 +191,7 @@ def llg_star(grads: LastLayerGrads, num_samples: int, *, star_params: LLGStarPar
 
   g = r - offsets; stage 1 takes classes with g < 0 and raises them by |impact|; stage 2 greedy as in LLG.
   `star_params` comes from `estimate_llg_star_params(..., method='wainakh')`; estimate once per global model
-  and reuse it for every gradient computed at that model.
+  and reuse it for every gradient computed at that model (for updates of other N: `rescale_llg_star_params`).
   """
   n = _common.validate(grads, num_samples, "llg_star", extra={"star_params": star_params})
   _check_star_params(star_params, grads.kernel.shape[-1], "llg_star")
