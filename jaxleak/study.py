@@ -60,8 +60,9 @@ def main(argv):
     if rest and command == "list":
       raise cli.FlagError("list takes no arguments.")
   if command == "list":
+    width = max(map(len, S.PRESETS))
     for name, st in sorted(S.PRESETS.items()):
-      print(f"{name:24s} {st.summary}")
+      print(f"{name:{width}s}  {st.summary}")
     return
   if not FLAGS.study_dir and not (command == "run" and FLAGS.dry_run):
     raise cli.FlagError("--study_dir is required: the folder that holds the study's records.")

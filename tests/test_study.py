@@ -803,3 +803,12 @@ def test_a_long_har_group_reports_its_gradient_pass_in_indented_lines(tmp_path, 
   lines.clear()
   S.run_plan(plan, S.Store(str(tmp_path / "again")), progress=lines.append)
   assert not [line for line in lines if line.startswith("    ")], lines
+
+
+def test_list_prints_every_preset_with_its_summary_in_one_column(capsys):
+  # Found 2026-12-05 (twenty-third session): names longer than 24 characters pushed their summary out of line.
+  assert cli.call(study_cli.main, study_cli.FLAGS, ["list"]) == 0
+  lines = capsys.readouterr().out.splitlines()
+  assert [line.split()[0] for line in lines] == sorted(S.PRESETS)
+  starts = {line.index(S.PRESETS[line.split()[0]].summary) for line in lines}
+  assert len(starts) == 1, lines
