@@ -364,6 +364,35 @@ def test_llg_star_estimates_rescaled_to_each_clients_n(method):
     A.rescale_llg_star_params(base, 0, 10)
 
 
+def test_llbg_original_takes_one_b_and_s_per_update():
+  """FedAvg clients of other sizes run other B (a client smaller than the batch size uses all it has) and S: both
+  may be traced, equal to the static call update by update; a traced B or S below 1 gives invalid rows."""
+  k = 6
+  batch = jax.tree.map(lambda *xs: jnp.stack(xs), *[_random_grads(s, 5) for s in range(k)])
+  ns, bs, ss = np.array([10, 40, 7, 100, 64, 33]), np.array([10, 20, 7, 20, 16, 20]), np.array([1, 2, 1, 5, 4, 2])
+  f = jax.jit(jax.vmap(lambda g, n, b, s: A.llbg_original(g, n, local_batch_size=b, local_steps=s)))
+  traced = np.asarray(f(batch, jnp.asarray(ns), jnp.asarray(bs), jnp.asarray(ss)))
+  for i in range(k):
+    one = A.llbg_original(jax.tree.map(lambda x: x[i], batch), int(ns[i]), local_batch_size=int(bs[i]),
+                          local_steps=int(ss[i]))
+    np.testing.assert_array_equal(traced[i], one)
+  bad = np.asarray(f(batch, jnp.asarray(ns), jnp.asarray([10, 0, 7, 20, 16, 20]), jnp.asarray([1, 2, -1, 5, 4, 2])))
+  assert (bad[1:3] == A.INVALID_COUNT).all() and (bad[[0, 3, 4, 5]] == traced[[0, 3, 4, 5]]).all()
+
+
+@pytest.mark.parametrize("kwargs, error, match", [
+    ({"local_steps": 0}, ValueError, "llbg_original: local_steps must be positive, got 0"),
+    ({"local_steps": 2.0}, TypeError, "llbg_original: local_steps must be an int"),
+    ({"local_batch_size": -4}, ValueError, "llbg_original: local_batch_size must be positive"),
+    ({"local_batch_size": True}, TypeError, "local_batch_size must be an int"),
+    ({"confidence": 1.0}, ValueError, r"confidence must be a number in \[0, 1\)"),
+    ({"confidence": "0.5"}, ValueError, "confidence must be a number"),
+])
+def test_llbg_original_refuses_impossible_b_s_and_confidence(kwargs, error, match):
+  with pytest.raises(error, match=match):
+    A.llbg_original(_random_grads(0, 5), 10, **kwargs)
+
+
 def test_llg_star_estimation_needs_a_static_n():
   head = LastLayerParams(kernel=jnp.zeros((3, 4)), bias=jnp.zeros(4))
   feats = lambda x: jnp.ones((x.shape[0], 3))

@@ -32,18 +32,19 @@ INVALID_COUNT = -1
 MAX_NUM_SAMPLES = 2 ** 24
 
 
-def check_num_samples(num_samples, attack: str, *, traced_ok: bool = True, max_samples=None):
+def check_num_samples(num_samples, attack: str, *, traced_ok: bool = True, max_samples=None,
+                      name: str = "num_samples"):
   """N as a Python int (concrete 0-d integer arrays are read as one), checked eagerly; or, when `traced_ok`, a
   traced integer scalar, returned as int32 with any value outside [1, bound] replaced by 1 (so the loops stay
   short; `guard_nonfinite(..., num_samples=...)` then marks the counts invalid). bound: `max_samples` if given,
-  else MAX_NUM_SAMPLES."""
+  else MAX_NUM_SAMPLES. `name` is the argument's name in messages (other counts, e.g. local_batch_size, too)."""
   bound = check_max_samples(max_samples, attack)
   if isinstance(num_samples, jax.core.Tracer):
     if not traced_ok:
-      raise TypeError(f"{attack}: num_samples must be a Python int here (it sets an array shape), got a traced "
+      raise TypeError(f"{attack}: {name} must be a Python int here (it sets an array shape), got a traced "
                       "value; call it once per N.")
     if num_samples.shape != () or not jnp.issubdtype(num_samples.dtype, jnp.integer):
-      raise TypeError(f"{attack}: a traced num_samples must be an integer scalar (one N per update; vmap it with "
+      raise TypeError(f"{attack}: a traced {name} must be an integer scalar (one N per update; vmap it with "
                       f"the gradients), got {num_samples.dtype}{list(num_samples.shape)}.")
     n = num_samples.astype(jnp.int32)
     return jnp.where(num_samples_ok(n, bound), n, 1)
@@ -52,16 +53,16 @@ def check_num_samples(num_samples, attack: str, *, traced_ok: bool = True, max_s
     num_samples = int(num_samples)
   if not is_int(num_samples):
     raise TypeError(
-        f"{attack}: num_samples must be an int (a Python int, or under jax.vmap a traced integer scalar), got "
-        f"{type(num_samples).__name__}. Pass e.g. num_samples=100.")
+        f"{attack}: {name} must be an int (a Python int, or under jax.vmap a traced integer scalar), got "
+        f"{type(num_samples).__name__}. Pass e.g. {name}=100.")
   if num_samples <= 0:
-    raise ValueError(f"{attack}: num_samples must be positive (the number of samples in the update), got "
-                     f"{num_samples}.")
+    what = " (the number of samples in the update)" if name == "num_samples" else ""
+    raise ValueError(f"{attack}: {name} must be positive{what}, got {num_samples}.")
   if num_samples > MAX_NUM_SAMPLES:
-    raise ValueError(f"{attack}: num_samples={num_samples:,} is too large; it must be at most {MAX_NUM_SAMPLES:,} "
+    raise ValueError(f"{attack}: {name}={num_samples:,} is too large; it must be at most {MAX_NUM_SAMPLES:,} "
                      "(2**24, the largest N whose counts float32 arithmetic represents exactly).")
   if max_samples is not None and num_samples > bound:
-    raise ValueError(f"{attack}: num_samples={num_samples:,} is larger than max_samples={bound:,}; raise "
+    raise ValueError(f"{attack}: {name}={num_samples:,} is larger than max_samples={bound:,}; raise "
                      "max_samples to the largest N of your updates.")
   return int(num_samples)
 

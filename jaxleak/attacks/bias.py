@@ -23,6 +23,7 @@ three:
 """
 from __future__ import annotations
 
+import numbers
 from typing import Optional
 
 import jax
@@ -88,23 +89,26 @@ def llbg_original(grads: LastLayerGrads, num_samples: int, *, confidence: float 
 
   Args:
     confidence: the assumed average confidence gamma of the correct class (0 for untrained models).
-    local_batch_size: B, samples per local step (None = num_samples; a static int).
+    local_batch_size: B, samples per local step (None = num_samples).
     local_steps: S, local steps behind the update (1 for FedSGD).
+  Like N, B and S may be traced integer scalars (one per update under vmap: clients of other sizes run other B
+  and S); under jit a traced B or S below 1 gives INVALID_COUNT rows.
   """
   n = _common.validate(grads, num_samples, "llbg_original", needs_bias=True, needs_kernel=False)
-  if not 0.0 <= confidence < 1.0:
-    raise ValueError(f"llbg_original: confidence must be in [0, 1), got {confidence}.")
-  bsz = n if local_batch_size is None else _common.check_num_samples(
-      local_batch_size, "llbg_original (local_batch_size)", traced_ok=False)
-  if isinstance(local_steps, bool) or not isinstance(local_steps, int) or local_steps <= 0:
-    raise ValueError(f"llbg_original: local_steps must be a positive int, got {local_steps!r}.")
+  if isinstance(confidence, bool) or not isinstance(confidence, numbers.Real) or not 0.0 <= confidence < 1.0:
+    raise ValueError(f"llbg_original: confidence must be a number in [0, 1), got {confidence!r}.")
+  bsz = n if local_batch_size is None else _common.check_num_samples(local_batch_size, "llbg_original",
+                                                                      name="local_batch_size")
+  steps = _common.check_num_samples(local_steps, "llbg_original", name="local_steps")
   b = _bias(grads)
   c = b.shape[0]
   present = b < 0
   impact = jnp.asarray(-(1.0 - confidence) / bsz, jnp.float32)
   stage1 = _common.keep_first(present.astype(jnp.int32), n)
-  values = jnp.where(present, b - impact, b) - local_steps / c
+  values = jnp.where(present, b - impact, b) - steps / c
   counts = _common.greedy_fill(values, stage1, impact, n)
+  counts = jnp.where(_common.num_samples_ok(local_batch_size if local_batch_size is not None else 1)
+                     & _common.num_samples_ok(local_steps), counts, _common.INVALID_COUNT)
   return _common.guard_nonfinite(counts, grads, num_samples=num_samples)
 
 
