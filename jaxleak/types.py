@@ -7,7 +7,7 @@ same structure and holds the classifier head's parameters (needed by LLG* and fu
 from __future__ import annotations
 
 import numbers
-from typing import NamedTuple, Optional
+from typing import NamedTuple, Optional, Union
 
 import jax
 import jax.numpy
@@ -33,6 +33,11 @@ class LastLayerParams(NamedTuple):
   """The classifier head's parameters: kernel f32[D, C], bias f32[C] or None."""
   kernel: jax.Array
   bias: Optional[jax.Array]
+
+
+#: N, the samples behind one update, as the attacks take it: a static Python int, or a traced integer scalar (one N
+#: per update under vmap).
+NumSamples = Union[int, jax.Array]
 
 
 #: The largest finite float32. Hyper-parameters enter float32 computations: a finite value above this becomes inf there

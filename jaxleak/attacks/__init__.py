@@ -1,7 +1,8 @@
 """Label-count attacks on last-layer gradients: pure functions that run under jax.jit and jax.vmap.
 
-Every attack has the signature `attack(grads: LastLayerGrads, num_samples: int, *, ...) -> i32[C]` and returns
-predicted label counts summing exactly to `num_samples`. One call handles one gradient; vmap for many:
+Every attack has the signature `attack(grads: LastLayerGrads, num_samples: NumSamples, *, ...) -> i32[C]` and
+returns predicted label counts summing exactly to `num_samples` (a Python int, or under vmap one traced N per
+update). One call handles one gradient; vmap for many:
 
   >>> import jax, jax.numpy as jnp
   >>> import jaxleak.attacks as A

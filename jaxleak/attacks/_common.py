@@ -24,7 +24,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxleak.types import LastLayerGrads, check_prng_key, is_concrete, is_int
+from jaxleak.types import LastLayerGrads, NumSamples, check_prng_key, is_concrete, is_int
 
 INVALID_COUNT = -1
 #: The largest N an attack accepts: the greedy stage and the count estimates run in float32, which represents every
@@ -187,7 +187,7 @@ def guard_nonfinite(counts: jax.Array, grads: LastLayerGrads, *extra, num_sample
   return jnp.where(ok, counts, INVALID_COUNT).astype(jnp.int32)
 
 
-def keep_first(counts: jax.Array, num_samples: int) -> jax.Array:
+def keep_first(counts: jax.Array, num_samples: NumSamples) -> jax.Array:
   """Keeps the first `num_samples` labels of a label list given as counts in index order.
 
   This is the "more than N labels: keep the first N" rule applied to a stage-1 list appended in class-index order.
@@ -196,7 +196,7 @@ def keep_first(counts: jax.Array, num_samples: int) -> jax.Array:
   return jnp.clip(num_samples - before, 0, counts).astype(counts.dtype)
 
 
-def greedy_fill(values: jax.Array, counts: jax.Array, decrement: jax.Array, num_samples: int,
+def greedy_fill(values: jax.Array, counts: jax.Array, decrement: jax.Array, num_samples: NumSamples,
                 decrement_index: Optional[int] = None) -> jax.Array:
   """Stage 2 of the two-stage attacks: until there are N labels, pick argmin(values) and raise it.
 
@@ -231,7 +231,7 @@ def greedy_fill(values: jax.Array, counts: jax.Array, decrement: jax.Array, num_
   return counts
 
 
-def random_fill(counts: jax.Array, num_samples: int, num_classes: int, key: jax.Array,
+def random_fill(counts: jax.Array, num_samples: NumSamples, num_classes: int, key: jax.Array,
                 max_samples: Optional[int] = None) -> jax.Array:
   """Pads a label list with uniformly random labels until it has N labels (spec 2.10). A traced N draws
   `max_samples` labels (static) and uses the first N - sum(counts), the labels a draw of N would give."""
@@ -251,7 +251,7 @@ def require_key(key, attack: str):
   return key
 
 
-def two_stage(values: jax.Array, present: jax.Array, impact: jax.Array, num_samples: int, *,
+def two_stage(values: jax.Array, present: jax.Array, impact: jax.Array, num_samples: NumSamples, *,
               stage1_counts: jax.Array, decrement_index: Optional[int] = None) -> jax.Array:
   """Stage 1 (raise every `present` class by |impact|) and then the greedy stage 2."""
   values = jnp.where(present, values - impact, values)

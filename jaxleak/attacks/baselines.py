@@ -8,11 +8,11 @@ import jax.numpy as jnp
 
 from jaxleak.attacks import _common
 from jaxleak.attacks.registry import register
-from jaxleak.types import LastLayerGrads
+from jaxleak.types import LastLayerGrads, NumSamples
 
 
 @register("random", signal="none", requires=("key",), summary="uniformly random labels")
-def random_guess(grads: LastLayerGrads, num_samples: int, *, key: Optional[jax.Array] = None,
+def random_guess(grads: LastLayerGrads, num_samples: NumSamples, *, key: Optional[jax.Array] = None,
                  max_samples: Optional[int] = None) -> jax.Array:
   """N i.i.d. uniform labels in [0, C); the gradient is used only for C. Registered as `random`. A traced
   `num_samples` needs `max_samples` (the draw's static length)."""
@@ -26,7 +26,7 @@ def random_guess(grads: LastLayerGrads, num_samples: int, *, key: Optional[jax.A
 
 
 @register("idlg", signal="weight", requires=("key",), summary="one label from iDLG, the rest random")
-def idlg(grads: LastLayerGrads, num_samples: int, *, key: Optional[jax.Array] = None,
+def idlg(grads: LastLayerGrads, num_samples: NumSamples, *, key: Optional[jax.Array] = None,
          max_samples: Optional[int] = None) -> jax.Array:
   """iDLG extended to batches (breaching `iDLG`): one label, argmin of the weight row sums; N-1 random labels."""
   n = _common.validate(grads, num_samples, "idlg", max_samples=max_samples)
@@ -41,7 +41,7 @@ def idlg(grads: LastLayerGrads, num_samples: int, *, key: Optional[jax.Array] = 
 
 @register("analytic", signal="bias", requires=("key",),
           summary="classes with negative bias once, rest random")
-def analytic(grads: LastLayerGrads, num_samples: int, *, key: Optional[jax.Array] = None,
+def analytic(grads: LastLayerGrads, num_samples: NumSamples, *, key: Optional[jax.Array] = None,
              max_samples: Optional[int] = None) -> jax.Array:
   """breaching `analytic`: every class with a negative bias gradient once (index order, first N); rest random."""
   n = _common.validate(grads, num_samples, "analytic", needs_bias=True, needs_kernel=False, max_samples=max_samples)

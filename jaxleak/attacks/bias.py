@@ -31,7 +31,7 @@ import jax.numpy as jnp
 
 from jaxleak.attacks import _common
 from jaxleak.attacks.registry import register
-from jaxleak.types import LastLayerGrads, LastLayerParams
+from jaxleak.types import LastLayerGrads, LastLayerParams, NumSamples
 
 
 def _bias(grads):
@@ -39,7 +39,7 @@ def _bias(grads):
 
 
 @register("ebi", signal="bias", summary="EBI: empirical bias impact sum(neg)/N")
-def ebi(grads: LastLayerGrads, num_samples: int) -> jax.Array:
+def ebi(grads: LastLayerGrads, num_samples: NumSamples) -> jax.Array:
   """EBI, empirical bias impact (the LLBG paper's baseline; breaching's `bias-corrected` with a cap; spec 2.3).
 
   V = {c : g_b[c] < 0}. Stage 1 takes the min(N, |V|) most negative classes. Impact m = sum_{c in V} g_b[c] / N;
@@ -59,7 +59,7 @@ def ebi(grads: LastLayerGrads, num_samples: int) -> jax.Array:
 
 
 @register("llbg", signal="bias", summary="LLBG as the HAR paper ran it (llbgAVG: LLG-style impact)")
-def llbg(grads: LastLayerGrads, num_samples: int) -> jax.Array:
+def llbg(grads: LastLayerGrads, num_samples: NumSamples) -> jax.Array:
   """LLBG as the HAR paper ran it (`llbgAVG`, spec 2.4): the default `llbg`.
 
   V = {c : g_b[c] < 0} taken in index order (the first N if more); impact m = sum_{c in V} g_b[c] * (1 + 1/C) / N
@@ -79,7 +79,7 @@ def llbg(grads: LastLayerGrads, num_samples: int) -> jax.Array:
 
 @register("llbg_original", signal="bias",
           summary="LLBG with Gat & Sharif's impact -(1-conf)/B and offset S/C")
-def llbg_original(grads: LastLayerGrads, num_samples: int, *, confidence: float = 0.0,
+def llbg_original(grads: LastLayerGrads, num_samples: NumSamples, *, confidence: float = 0.0,
                   local_batch_size: Optional[int] = None, local_steps: int = 1) -> jax.Array:
   """LLBG with Gat and Sharif's own impact (spec 2.5, the HAR code's `llbgSGD`).
 
@@ -114,7 +114,7 @@ def llbg_original(grads: LastLayerGrads, num_samples: int, *, confidence: float 
 
 @register("ilrg_uniform", signal="bias", requires=("key",),
           summary="iLRG with uniform probabilities, as the HAR code runs it")
-def ilrg_uniform(grads: LastLayerGrads, num_samples: int, *, key: Optional[jax.Array] = None,
+def ilrg_uniform(grads: LastLayerGrads, num_samples: NumSamples, *, key: Optional[jax.Array] = None,
                  max_samples: Optional[int] = None) -> jax.Array:
   """iLRG with uniform class probabilities, as the HAR code runs it (`iLRG`, spec 2.6).
 
@@ -149,7 +149,7 @@ def class_embeddings(grads: LastLayerGrads) -> jax.Array:
   return jnp.where((b == 0)[:, None], 0.0, (kernel / safe[None, :]).T)
 
 
-def ilrg_solution(grads: LastLayerGrads, num_samples: int, *, head: LastLayerParams) -> jax.Array:
+def ilrg_solution(grads: LastLayerGrads, num_samples: NumSamples, *, head: LastLayerParams) -> jax.Array:
   """iLRG steps 1-3: the real-valued least-squares count estimate f32[C] (before clipping and rounding)."""
   if not isinstance(head, LastLayerParams):
     raise TypeError(f"ilrg: head must be a jaxleak.LastLayerParams, got {type(head).__name__}.")
@@ -170,7 +170,7 @@ def ilrg_solution(grads: LastLayerGrads, num_samples: int, *, head: LastLayerPar
 
 @register("ilrg", signal="bias", requires=("head",),
           summary="iLRG (Ma et al.): embeddings, head probabilities, pinv")
-def ilrg(grads: LastLayerGrads, num_samples: int, *, head: LastLayerParams) -> jax.Array:
+def ilrg(grads: LastLayerGrads, num_samples: NumSamples, *, head: LastLayerParams) -> jax.Array:
   """iLRG (Ma et al., ICLR 2023): label counts from a linear system built with the head's parameters.
 
   1. class embeddings e_c = dL/dW[:, c] / dL/db[c] (`class_embeddings`);

@@ -23,7 +23,7 @@ from typing import Any, Callable, Optional
 
 import jax
 
-from jaxleak.types import LastLayerGrads, LastLayerParams
+from jaxleak.types import LastLayerGrads, LastLayerParams, NumSamples
 
 
 @dataclasses.dataclass(frozen=True)
@@ -133,7 +133,8 @@ def get(name: str) -> Callable[..., jax.Array]:
   return info(name).fn
 
 
-def run(name: str, grads: LastLayerGrads, num_samples: int, context: Optional[AttackContext] = None) -> jax.Array:
+def run(name: str, grads: LastLayerGrads, num_samples: NumSamples,
+        context: Optional[AttackContext] = None) -> jax.Array:
   """Calls attack `name` with the context fields it takes (those set); raises naming a missing required one."""
   attack = info(name)
   if context is not None and not isinstance(context, AttackContext):

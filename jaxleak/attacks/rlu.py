@@ -32,7 +32,7 @@ import jax.numpy as jnp
 from jaxleak.attacks import _common
 from jaxleak.attacks.registry import register
 from jaxleak.head import head_logits
-from jaxleak.types import LastLayerGrads, LastLayerParams
+from jaxleak.types import LastLayerGrads, LastLayerParams, NumSamples
 
 
 class RLUBasis(NamedTuple):
@@ -102,7 +102,7 @@ def _design(grads: LastLayerGrads, basis: RLUBasis):
   return a, y
 
 
-def rlu_solution(grads: LastLayerGrads, num_samples: int, *, rlu_basis: RLUBasis) -> jax.Array:
+def rlu_solution(grads: LastLayerGrads, num_samples: NumSamples, *, rlu_basis: RLUBasis) -> jax.Array:
   """The real-valued weighted least-squares estimate f32[C] of N g = sum_j n_j Mbar[j] subject to sum_j n_j = N,
   before clipping and rounding."""
   n = _common.validate(grads, num_samples, "rlu", extra={"rlu_basis": rlu_basis})
@@ -123,7 +123,7 @@ def rlu_solution(grads: LastLayerGrads, num_samples: int, *, rlu_basis: RLUBasis
   return jnp.where(scale > 0, z / safe, 0.0)
 
 
-def counts_from_solution(x: jax.Array, num_samples: int) -> jax.Array:
+def counts_from_solution(x: jax.Array, num_samples: NumSamples) -> jax.Array:
   """Real-valued estimates f32[C] -> i32[C] summing to N: negatives (and NaN) to 0, rescaled to sum N, floored,
   the remainder given one by one to the largest fractional parts (ties: lower class index). All-zero estimates
   give N/C each (the same rule on a flat vector)."""
@@ -155,7 +155,7 @@ def _check_basis(basis, grads: LastLayerGrads):
 
 @register("rlu", signal="weight", requires=("rlu_basis",),
           summary="RLU (Chen & Vikalo 2024): least squares over the head update, basis from auxiliary data")
-def rlu(grads: LastLayerGrads, num_samples: int, *, rlu_basis: RLUBasis) -> jax.Array:
+def rlu(grads: LastLayerGrads, num_samples: NumSamples, *, rlu_basis: RLUBasis) -> jax.Array:
   """RLU: counts i32[C] summing to N from the head's gradient(-equivalent) and the expected per-label head
   gradients `rlu_basis` (estimate once per attacked model; see the module docstring).
 

@@ -14,7 +14,8 @@ import jax.numpy as jnp
 from jaxleak.attacks import _common
 from jaxleak.attacks.registry import register
 from jaxleak.head import head_grad
-from jaxleak.types import LastLayerGrads, LastLayerParams, check_prng_key, is_concrete, is_int
+from jaxleak.types import (LastLayerGrads, LastLayerParams, NumSamples, check_prng_key, is_concrete,
+                           is_int)
 
 
 def _row_sums(grads: LastLayerGrads) -> jax.Array:
@@ -30,7 +31,7 @@ def _llg_counts(g, impact, num_samples, stale_index):
 
 
 @register("llg", signal="weight", summary="LLG (Wainakh et al.), stage 2 raises the selected class")
-def llg(grads: LastLayerGrads, num_samples: int, *, stale_index: bool = False) -> jax.Array:
+def llg(grads: LastLayerGrads, num_samples: NumSamples, *, stale_index: bool = False) -> jax.Array:
   """LLG: label counts from the weight-gradient row sums.
 
   impact m = (sum of the negative row sums) * (1 + 1/C) / N. Stage 1 takes every class with a negative row sum
@@ -64,7 +65,7 @@ def llg(grads: LastLayerGrads, num_samples: int, *, stale_index: bool = False) -
 
 
 @register("llg_har", signal="weight", summary="LLG as the HAR code runs it (stale-index stage 2)")
-def llg_har(grads: LastLayerGrads, num_samples: int) -> jax.Array:
+def llg_har(grads: LastLayerGrads, num_samples: NumSamples) -> jax.Array:
   """LLG as the HAR reference code runs it (`wainakh-simple`, stale-index stage 2; spec 2.1)."""
   return llg(grads, num_samples, stale_index=True)
 
@@ -151,7 +152,7 @@ def estimate_llg_star_params(penultimate_fn: Callable[[jax.Array], jax.Array], h
   return params
 
 
-def rescale_llg_star_params(params: LLGStarParams, from_num_samples: int, to_num_samples) -> LLGStarParams:
+def rescale_llg_star_params(params: LLGStarParams, from_num_samples: NumSamples, to_num_samples) -> LLGStarParams:
   """LLG*'s estimates made at N0 = `from_num_samples`, for updates of N = `to_num_samples` samples.
 
   Both estimators ('wainakh' and 'har') divide a mean over dummy inputs by N to get one instance's impact, and
@@ -186,7 +187,7 @@ def _check_star_params(params, c, attack):
 
 @register("llg_star", signal="weight", requires=("star_params",), star_method="wainakh",
           summary="LLG* (Wainakh et al.): impact and offsets from dummy batches through the model")
-def llg_star(grads: LastLayerGrads, num_samples: int, *, star_params: LLGStarParams) -> jax.Array:
+def llg_star(grads: LastLayerGrads, num_samples: NumSamples, *, star_params: LLGStarParams) -> jax.Array:
   """LLG* (Wainakh et al.): LLG on offset-corrected row sums with a model-estimated impact.
 
   g = r - offsets; stage 1 takes classes with g < 0 and raises them by |impact|; stage 2 greedy as in LLG.
@@ -208,7 +209,7 @@ def llg_star(grads: LastLayerGrads, num_samples: int, *, star_params: LLGStarPar
 
 @register("llg_star_har", signal="weight", requires=("star_params",), star_method="har",
           summary="LLG* as the HAR code runs it (whole-matrix sums, stale index)")
-def llg_star_har(grads: LastLayerGrads, num_samples: int, *, star_params: LLGStarParams) -> jax.Array:
+def llg_star_har(grads: LastLayerGrads, num_samples: NumSamples, *, star_params: LLGStarParams) -> jax.Array:
   """LLG* exactly as the HAR code runs it (spec 2.2): stage 1 on the raw row sums, then subtract offsets,
   then the stale-index stage 2. Use `estimate_llg_star_params(..., method='har')`."""
   n = _common.validate(grads, num_samples, "llg_star_har", extra={"star_params": star_params})
