@@ -173,13 +173,14 @@ def _per_client(value, name: str, batch: tuple, *, integer: bool) -> np.ndarray:
   for local_steps."""
   what = ("a positive integer (the client's SGD steps)" if integer else
           "a finite number > 0 (the clients' SGD learning rate)")
+  shown = value.item() if np.ndim(value) == 0 and hasattr(value, "item") else value      # 0.1, not np.float32(0.1)
   if isinstance(value, (bool, np.bool_)) or (hasattr(value, "dtype") and value.dtype == bool):
-    raise ValueError(f"{name} must be {what}, got {value!r}.")
+    raise ValueError(f"{name} must be {what}, got {shown!r}.")
   if np.ndim(value) == 0:
     ok = isinstance(value, (int, np.integer)) if integer else isinstance(value, (int, float, np.integer, np.floating))
     ok = ok or (hasattr(value, "dtype") and np.issubdtype(value.dtype, np.integer if integer else np.number))
     if not ok or not (math.isfinite(float(value)) and float(value) > 0):
-      raise ValueError(f"{name} must be {what}, got {value!r}.")
+      raise ValueError(f"{name} must be {what}, got {shown!r}.")
     return np.float64(value)
   array = np.asarray(value)
   if np.shape(array) != batch:
@@ -189,12 +190,12 @@ def _per_client(value, name: str, batch: tuple, *, integer: bool) -> np.ndarray:
                                                                                             np.complexfloating):
     raise ValueError(f"{name} must be {'integers' if integer else 'real numbers'} (one per client), got dtype "
                      f"{array.dtype}.")
-  array = array.astype(np.float64)
-  if not (np.all(np.isfinite(array)) and np.all(array > 0)):
-    bad = int(np.flatnonzero(~(np.isfinite(array) & (array > 0)).reshape(-1))[0])
+  as_float = array.astype(np.float64)
+  if not (np.all(np.isfinite(as_float)) and np.all(as_float > 0)):
+    bad = int(np.flatnonzero(~(np.isfinite(as_float) & (as_float > 0)).reshape(-1))[0])
     raise ValueError(f"{name}: every client's value must be {what.split(' (')[0]}; entry {bad} is "
-                     f"{array.reshape(-1)[bad]!r}.")
-  return array
+                     f"{array.reshape(-1)[bad].item()!r}.")
+  return as_float
 
 
 def head_delta(before_weight: Any, after_weight: Any, *, layout: str = "torch") -> jax.Array:

@@ -150,12 +150,13 @@ def test_clients_of_different_sizes_and_steps_in_one_vmapped_attack():
 
 @pytest.mark.parametrize("kwargs, match", [
     ({"local_steps": np.array([1, 2])}, r"local_steps has shape \(2,\): give one value, or one per client"),
-    ({"local_steps": np.array([1, 2, 0])}, "local_steps: every client's value must be a positive integer; entry 2"),
+    ({"local_steps": np.array([1, 2, 0])}, "local_steps: every client's value must be a positive integer; entry 2 "
+                                           "is 0.$"),
     ({"local_steps": np.array([1.0, 2.0, 3.0])}, "local_steps must be integers"),
     ({"local_steps": np.array([True, True, True])}, "local_steps must be a positive integer"),
-    ({"lr": np.array([0.1, np.nan, 0.1])}, "lr: every client's value must be a finite number > 0; entry 1"),
+    ({"lr": np.array([0.1, np.nan, 0.1])}, "lr: every client's value must be a finite number > 0; entry 1 is nan"),
     ({"lr": np.array([0.1, 0.1])}, r"lr has shape \(2,\)"),
-    ({"lr": np.float32(-1)}, "lr must be a finite number > 0"),
+    ({"lr": np.float32(-1)}, r"lr must be a finite number > 0 \(the clients' SGD learning rate\), got -1.0.$"),
 ])
 def test_per_client_lr_and_steps_are_checked(kwargs, match):
   w0, w1 = np.zeros((4, 6)), np.ones((3, 4, 6))
