@@ -266,6 +266,26 @@ def test_traced_n_per_update_equals_the_static_call_for_each_n(name):
   np.testing.assert_array_equal(traced.sum(axis=1), ns)
 
 
+@settings(max_examples=20, deadline=None)
+@given(seed=st.integers(0, 10_000), c=st.sampled_from([2, 5, 19]),
+       ns=st.lists(st.integers(-2, 70), min_size=1, max_size=6),
+       name=st.sampled_from(["llg", "llg_har", "ebi", "llbg", "llbg_original", "ilrg_uniform", "random", "idlg",
+                             "analytic"]))
+def test_traced_n_rows_are_valid_exactly_when_n_is(seed, c, ns, name):
+  """Any mix of N under jit, nonsense included: a row is INVALID_COUNT exactly when its N is outside [1, 64]
+  (padding attacks: max_samples = 64) or [1, 2**24]; every other row is non-negative and sums to its N."""
+  batch = jax.tree.map(lambda *xs: jnp.stack(xs), *[_random_grads(seed + i, c) for i in range(len(ns))])
+  keys = jax.random.split(jax.random.key(seed), len(ns))
+  f = jax.jit(jax.vmap(lambda g, n, k: A.run(name, g, n, A.AttackContext(key=k, max_samples=64))))
+  out = np.asarray(f(batch, jnp.asarray(ns, jnp.int32), keys))
+  bound = 64 if "max_samples" in A.info(name).takes else 2 ** 24
+  for row, n in zip(out, ns):
+    if 1 <= n <= bound:
+      assert row.min() >= 0 and row.sum() == n, (row, n)
+    else:
+      assert (row == A.INVALID_COUNT).all(), (row, n)
+
+
 def test_traced_n_recovers_each_clients_exact_counts():
   """A uniform model's bias gradient is 1/C - n_c/N exactly (spec 2.11): with one N per client, EBI-free iLRG
   (uniform) recovers every client's counts, and full iLRG through a uniform head does too."""
