@@ -114,8 +114,8 @@ def head_gradient(weight: Any, bias: Any = None, *, layout: str = "torch") -> La
                         bias=None if b is None else jnp.asarray(b, jnp.float32))
 
 
-def head_update(before: tuple, after: tuple, *, lr: float, local_steps: int = 1, equivalent: str = "mean",
-                layout: str = "torch") -> LastLayerGrads:
+def head_update(before: tuple, after: tuple, *, lr: float | np.ndarray, local_steps: int | np.ndarray = 1,
+                equivalent: str = "mean", layout: str = "torch") -> LastLayerGrads:
   """The gradient-equivalent of a client's update of the head, from its weights before and after local training.
 
   A client running `local_steps` = S steps of plain SGD (no momentum, no weight decay) at learning rate `lr` sends
