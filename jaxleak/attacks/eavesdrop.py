@@ -83,10 +83,10 @@ def _check_signal(global_update, label_updates) -> None:
   if is_concrete(global_update) and not np.any(np.asarray(global_update)):
     raise ValueError("global_update is all zero: the two global models are the same, so this round says nothing "
                      "about its labels. Pass G_{t+1} - G_t of two consecutive rounds.")
-  if is_concrete(label_updates):                   # NumPy, not positive_negative: under jit jnp makes tracers
-    u = np.asarray(label_updates)
-    w_p = u[np.arange(u.shape[0]), :, np.arange(u.shape[0])]
-    if not np.any(w_p != (u.sum(0).T - w_p) / (u.shape[0] - 1)):
+  if is_concrete(label_updates):
+    with jax.ensure_compile_time_eval():           # concrete even inside jit (jnp would otherwise stage tracers)
+      w_p, w_n = positive_negative(label_updates)
+    if not np.any(np.asarray(w_p) != np.asarray(w_n)):
       raise ValueError("label_updates do not tell the labels apart: training label i moves label i's weights "
                        "exactly as the other labels do (W_p == W_n for every label), so every estimate would be 0. "
                        "Check the auxiliary training (lr > 0, each label's own examples).")
