@@ -20,7 +20,7 @@ def estimate_cost(plan: Plan, loaded: Optional[dict] = None) -> dict[str, float]
   for g in plan.groups:
     c = g.tasks[0].config
     if g.kind == "har":
-      key = (c["dataset"], c["data_dir"], c["synthetic_scale"], c["seed"])
+      key = _data_key(c)
       if key not in datasets:
         ds, clients = loaded_dataset(loaded, *key), loaded_clients(loaded, *key)
         datasets[key] = ([clients.client_size(k) for k in range(clients.num_clients)], ds.num_classes)
@@ -61,6 +61,11 @@ def estimate_cost(plan: Plan, loaded: Optional[dict] = None) -> dict[str, float]
   return out
 
 
+def _data_key(config: dict) -> tuple:
+  """What a HAR group's windows depend on: (dataset, data_dir, synthetic_scale, seed), `loaded_*`'s arguments."""
+  return config["dataset"], config["data_dir"], config["synthetic_scale"], config["seed"]
+
+
 def llg_star_passes(methods, num_classes: int, num_samples: int) -> int:
   """Forward window passes of LLG*'s estimation for one attacked model (per trained fold, or once untrained):
   C batches of N dummies for each estimation method ('wainakh', 'har'), plus C (C - 1) dummies for 'har'."""
@@ -93,9 +98,8 @@ def estimate_flops(plan: Plan, loaded: Optional[dict] = None,
   for g in plan.groups:
     c = g.tasks[0].config
     if g.kind == "har":
-      clients = loaded_clients(loaded, c["dataset"], c["data_dir"], c["synthetic_scale"], c["seed"])
-      shape = tuple(clients.windows.shape[1:])
-      classes = loaded_dataset(loaded, c["dataset"], c["data_dir"], c["synthetic_scale"], c["seed"]).num_classes
+      shape = tuple(loaded_clients(loaded, *_data_key(c)).windows.shape[1:])
+      classes = loaded_dataset(loaded, *_data_key(c)).num_classes
     else:
       train, _ = loaded_pools(loaded, eavesdrop_config(c))
       shape, classes = tuple(train.example_shape), train.num_classes
