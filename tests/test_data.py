@@ -1,4 +1,5 @@
-"""Data: HAPT (safe unpickling, window count), WEAR/Wetlab layout on fixtures, synthetic, windows, samplers."""
+"""Data: HAPT and the watch set (safe unpickling, window count), WEAR/Wetlab layout on fixtures, synthetic, windows,
+samplers."""
 import gzip
 import io
 import json
@@ -11,7 +12,7 @@ import numpy as np
 import pytest
 
 from jaxleak import data as D
-from jaxleak.data import hapt, tal
+from jaxleak.data import hapt, tal, watch
 
 
 # --- HAPT ------------------------------------------------------------------------------------------------------
@@ -66,6 +67,96 @@ def test_safe_unpickler_refuses_reconstructing_other_classes(tmp_path):
     pickle.dump(Sneaky(), f, protocol=2)
   with pytest.raises(pickle.UnpicklingError, match="refusing"):
     hapt.load_raw(str(path))
+
+
+# --- the seglearn watch set -----------------------------------------------------------------------------------------
+def test_watch_is_ten_subjects_each_doing_every_exercise_twice():
+  ds = D.load("watch")
+  assert ds.name == "watch" and ds.subject_ids == tuple(range(1, 11)) and ds.num_channels == 6
+  assert ds.class_names == ("PEN", "ABD", "FEL", "IR", "ER", "TRAP", "ROW")
+  for s, recordings in ds.subjects.items():                         # one exercise per recording, each twice
+    firsts = sorted(int(r.labels[0]) for r in recordings)
+    assert firsts == sorted(list(range(7)) * 2), s
+    assert all((r.labels == r.labels[0]).all() and r.signals.dtype == np.float32 for r in recordings)
+  assert sum(r.signals.shape[0] for rs in ds.subjects.values() for r in rs) == 244_102
+  clients = D.make_clients(ds)
+  assert clients.windows.shape == (9_556, 50, 6)
+  raw = watch.load_raw(watch.watch_path())                          # the same numbers as the file, in its order
+  first_of_7 = next(i for i, s in enumerate(raw["subject"]) if s == 7)
+  np.testing.assert_array_equal(ds.subjects[7][0].signals, np.asarray(raw["X"][first_of_7], np.float32))
+
+
+def _npy(tmp_path, obj, name="watch.npy"):
+  path = str(tmp_path / name)
+  np.save(path, obj, allow_pickle=True)
+  return path
+
+
+def test_watch_unpickler_refuses_code_and_other_globals(tmp_path):
+  with pytest.raises(watch.WatchFileError, match="refusing global .*system.*seglearn watch file"):
+    watch.load_raw(_npy(tmp_path, np.array({"X": [_Evil()]}, dtype=object)))
+  assert not os.path.exists("/tmp/jaxleak_pwned")
+  with pytest.raises(watch.WatchFileError, match="refusing global collections.OrderedDict"):
+    import collections
+    watch.load_raw(_npy(tmp_path, np.array(collections.OrderedDict(a=1), dtype=object)))
+
+
+def _small_watch(**changes):
+  rng = np.random.default_rng(0)
+  raw = {"X": [rng.normal(size=(120, 6)) for _ in range(4)], "y": np.array([0, 1, 1, 0]),
+         "subject": np.array([3, 3, 5, 5]), "side": np.array([1.0, 0.0, 1.0, 0.0]),
+         "X_labels": ["ax", "ay", "az", "wx", "wy", "wz"], "y_labels": ["PEN", "ABD"]}
+  raw.update(changes)
+  return {k: v for k, v in raw.items() if v is not None}
+
+
+def test_watch_loader_reads_a_file_of_that_form(tmp_path):
+  ds = watch.load_watch(_npy(tmp_path, np.array(_small_watch(), dtype=object)))
+  assert ds.subject_ids == (3, 5) and ds.class_names == ("PEN", "ABD")
+  assert [int(r.labels[0]) for r in ds.subjects[3]] == [0, 1] and ds.subjects[5][0].signals.shape == (120, 6)
+
+
+@pytest.mark.parametrize("changes, message", [
+    (dict(X=None), r"no 'X' entry \(it has \['X_labels'"),
+    (dict(y=np.array([0, 1, 2, 0])), r"recording 2 has label 2, outside the 2 exercises"),
+    (dict(y=np.array([0, 1])), r"got 4 recordings, labels \(2,\)"),
+    (dict(X=[np.zeros((120, 5))] * 4), r"recording 0 has shape \(120, 5\)"),
+    (dict(X=[np.zeros((120, 6), np.int64)] * 4), r"dtype int64, not float"),
+    (dict(y=np.array([0.0, 1, 1, 0])), r"integer labels and subjects"),
+    (dict(X=[np.full((120, 6), np.nan)] * 4), r"NaN or inf"),
+])
+def test_watch_loader_names_what_is_wrong_with_a_file(tmp_path, changes, message):
+  with pytest.raises(ValueError, match=message):
+    watch.load_watch(_npy(tmp_path, np.array(_small_watch(**changes), dtype=object)))
+
+
+def test_watch_loader_refuses_other_files_before_unpickling(tmp_path, monkeypatch):
+  with pytest.raises(watch.WatchFileError, match=r"array of shape \(3,\) and dtype float64, not the pickled dict"):
+    watch.load_raw(_npy(tmp_path, np.zeros(3)))
+  (tmp_path / "text.npy").write_text("hello")
+  with pytest.raises(watch.WatchFileError, match="not a NumPy .npy file"):
+    watch.load_raw(str(tmp_path / "text.npy"))
+  whole = open(watch.watch_path(), "rb").read()
+  (tmp_path / "cut.npy").write_bytes(whole[:100_000])
+  with pytest.raises(watch.WatchFileError, match="not a watch file this loader accepts"):
+    watch.load_raw(str(tmp_path / "cut.npy"))
+  with pytest.raises(watch.WatchFileError, match="missing or not a regular file"):
+    watch.load_raw(str(tmp_path))
+  monkeypatch.setattr(watch, "MAX_FILE_BYTES", 1_000)
+  with pytest.raises(watch.WatchFileError, match="more than the 1,000 the watch file may have"):
+    watch.load_raw(watch.watch_path())
+
+
+def test_watch_without_its_extra_names_the_extra(monkeypatch, capsys):
+  import importlib.util
+  from experiments import single_step_leakage as SS
+  from jaxleak import cli
+  monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
+  with pytest.raises(ImportError, match=r"pip install 'jaxleak\[watch\]'"):
+    D.load("watch")
+  assert cli.call(SS.main, SS.FLAGS, ["--dataset=watch", "--output_dir=/nonexistent/never"]) == 2
+  err = capsys.readouterr().err
+  assert "pip install 'jaxleak[watch]'" in err and "Traceback" not in err
 
 
 # --- WEAR / Wetlab layout ----------------------------------------------------------------------------------------

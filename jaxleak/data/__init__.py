@@ -13,22 +13,26 @@ from jaxleak.data.samplers import (STRATEGIES, check_client_sizes, sample_client
                                    sample_queries)
 from jaxleak.data.synthetic import PRESETS as SYNTHETIC_PRESETS, SyntheticPreset, make_synthetic
 from jaxleak.data.tal import DataFormatError, load_tal
+from jaxleak.data.watch import load_watch
 from jaxleak.data.windows import make_clients, repartition_dirichlet, window_recording, window_starts
 
 SYNTHETIC_DATASETS = tuple(f"synthetic_{p}" for p in SYNTHETIC_PRESETS)   # the ones --synthetic_scale applies to
-DATASETS = ("hapt", "wear", "wetlab", "tal") + SYNTHETIC_DATASETS
+DATASETS = ("hapt", "watch", "wear", "wetlab", "tal") + SYNTHETIC_DATASETS
 FILE_DATASETS = ("wear", "wetlab", "tal")          # read from --data_dir in the TAL layout (see jaxleak.data.tal)
 
 
 def load(name: str, *, data_dir: str | None = None, scale: float = 1.0, seed: int = 0) -> HarDataset:
-  """Loads a dataset by name: 'hapt'; 'wear'/'wetlab' (the papers' data) or 'tal' (any data in their layout, named
-  'tal:<folder>'), each from data_dir; or 'synthetic_{wear,wetlab,tiny}'.
+  """Loads a dataset by name: 'hapt'; 'watch' (seglearn's balanced smartwatch set, extra `watch`); 'wear'/'wetlab'
+  (the papers' data) or 'tal' (any data in their layout, named 'tal:<folder>'), each from data_dir; or
+  'synthetic_{wear,wetlab,tiny}'.
 
   'tal' is for your own recordings: lay them out as WEAR/Wetlab are (jaxleak.data.tal). Under 'wear' or 'wetlab'
   they would be reported beside the paper's numbers for those datasets.
   """
   if name == "hapt":
     return load_hapt()
+  if name == "watch":
+    return load_watch()
   if name in FILE_DATASETS:
     if not data_dir:
       instead = ("lay your recordings out as jaxleak.data.tal describes" if name == "tal"
@@ -64,5 +68,6 @@ __all__ = ["Allocation", "DATASETS", "DataFormatError", "FILE_DATASETS", "HarDat
            "Recording", "STRATEGIES", "SYNTHETIC_DATASETS", "SYNTHETIC_PRESETS", "SyntheticPreset",
            "WindowedClients", "allocate_dirichlet", "allocate_label_totals", "allocate_main_labels", "aux_per_label",
            "check_client_sizes", "load", "load_digits", "load_hapt", "load_mnist", "load_pool", "load_tal",
+           "load_watch",
            "make_clients", "make_synthetic", "pad_allocation", "quantity_groups", "repartition_dirichlet",
            "sample_client", "sample_clients", "sample_queries", "split_pool", "window_recording", "window_starts"]

