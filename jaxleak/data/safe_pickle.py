@@ -6,6 +6,7 @@ The plain unpickler runs whatever a file names; these only resolve globals on an
 from __future__ import annotations
 
 import _codecs
+import os
 import pickle
 from typing import Any, Mapping
 
@@ -47,3 +48,15 @@ class AllowListUnpickler(pickle.Unpickler):
     except KeyError:
       raise pickle.UnpicklingError(f"refusing global {module}.{name}: not on the allow-list for {self.what}. "
                                    f"{self.refusal}".rstrip()) from None
+
+
+def check_file_size(path: str, max_bytes: int, error: type[Exception], what: str, fix: str) -> None:
+  """Raises `error` unless `path` is a regular file of at most `max_bytes` (checked before anything reads it).
+
+  `what` names the file in the message ("the HAPT file"), `fix` says what to do ("reinstall it with ...").
+  """
+  if not os.path.isfile(path):
+    raise error(f"{path}: missing or not a regular file, expected {what}; {fix}.")
+  size = os.path.getsize(path)
+  if size > max_bytes:
+    raise error(f"{path}: {size:,} bytes on disk, more than the {max_bytes:,} {what} may have; {fix}.")

@@ -19,7 +19,7 @@ import pickle
 import numpy as np
 
 from jaxleak.data.dataset import HarDataset, Recording
-from jaxleak.data.safe_pickle import AllowListUnpickler
+from jaxleak.data.safe_pickle import AllowListUnpickler, check_file_size
 
 PACKAGE = "seglearn"
 PIP_NAME = "seglearn==1.2.5"
@@ -49,12 +49,7 @@ def watch_path() -> str:
 
 def load_raw(path: str) -> dict:
   """The file's dict through the restricted unpickler, after checking its size and its .npy header."""
-  if not os.path.isfile(path):
-    raise WatchFileError(f"{path}: missing or not a regular file; {_REINSTALL}.")
-  size = os.path.getsize(path)
-  if size > MAX_FILE_BYTES:
-    raise WatchFileError(f"{path}: {size:,} bytes, more than the {MAX_FILE_BYTES:,} the watch file may have; "
-                         f"{_REINSTALL}.")
+  check_file_size(path, MAX_FILE_BYTES, WatchFileError, "the seglearn watch file", _REINSTALL)
   with open(path, "rb") as f:
     try:
       version = np.lib.format.read_magic(f)
