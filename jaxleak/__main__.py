@@ -9,6 +9,7 @@ USAGE = """jaxleak: label leakage in federated learning, in JAX. The commands:
   python experiments/eavesdrop.py             # Eavesdrop: Class Sniffing, Quantity Inference, Whole Determination
   python -m jaxleak.study list                # the papers' whole grids as resumable, shardable studies
   python -m jaxleak.report <folder>           # the papers' figures and tables from studies and runs
+  python -m jaxleak.data                      # the datasets, and which of them this machine has
 
 Each takes --helpshort. The experiments/ scripts live in the repository (README.md), beside the package."""
 

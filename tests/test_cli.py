@@ -210,7 +210,7 @@ def test_python_dash_m_jaxleak_lists_the_commands_that_exist(capsys):
   from jaxleak import __main__ as entry
   assert entry.main(["jaxleak"]) == 0
   listed = re.findall(r"python (experiments/\w+\.py|-m jaxleak\.\w+)", capsys.readouterr().out)
-  assert len(listed) == 6
+  assert len(listed) == 7
   root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
   for program in listed:
     if program.startswith("-m "):

@@ -159,6 +159,20 @@ def test_watch_without_its_extra_names_the_extra(monkeypatch, capsys):
   assert "pip install 'jaxleak[watch]'" in err and "Traceback" not in err
 
 
+def test_every_dataset_name_is_described_and_says_what_it_needs(monkeypatch, capsys):
+  from jaxleak.data import __main__ as entry, catalogue
+  assert list(catalogue.CATALOGUE) == list(D.POOL_DATASETS[2:]) + ["digits", "mnist"]
+  assert catalogue.availability("synthetic_tiny") == "ready" and catalogue.availability("wear") == "needs --data_dir"
+  with pytest.raises(ValueError, match="unknown dataset 'nope'; valid: hapt, watch"):
+    catalogue.availability("nope")
+  import importlib.util
+  monkeypatch.setattr(importlib.util, "find_spec", lambda name: None if name == "seglearn" else object())
+  assert entry.main(["jaxleak.data"]) == 0
+  line = next(line for line in capsys.readouterr().out.splitlines() if line.split()[:1] == ["watch"])
+  assert "pip install 'jaxleak[watch]'" in line and "7 exercises" in line
+  assert entry.main(["jaxleak.data", "x"]) == 2 and "takes no arguments" in capsys.readouterr().err
+
+
 # --- WEAR / Wetlab layout ----------------------------------------------------------------------------------------
 LABELS = {"cutting": 0, "peeling": 1, "stirring": 2}
 

@@ -106,7 +106,7 @@ def program_flags(program: str) -> flags.FlagValues:
   """The flags `program` defines, in a FlagValues of their own (plus --compilation_cache, which every program
   takes)."""
   fv = flags.FlagValues()
-  if program == "-m jaxleak":                         # jaxleak/__main__.py lists the commands; it has no flags
+  if program in ("-m jaxleak", "-m jaxleak.data"):    # they list the commands or datasets; they have no flags
     return fv
   if program.startswith("-m "):
     module = importlib.import_module(program[3:])
@@ -183,9 +183,9 @@ def _check_positionals(program: str, args: list, sets: list) -> None:
       from jaxleak import study as cmd
       from jaxleak.runs import study as S
       S.override(S.preset("har_paper"), cmd._overrides(sets))
-  elif program == "-m jaxleak":
-    from jaxleak import __main__ as entry
-    assert entry.main(["jaxleak", *args]) == 0, f"python -m jaxleak takes no arguments, got {args}"
+  elif program in ("-m jaxleak", "-m jaxleak.data"):
+    entry = importlib.import_module(program[3:] + ".__main__")
+    assert entry.main([program[3:], *args]) == 0, f"python {program} takes no arguments, got {args}"
   elif program not in ("-m jaxleak.report", "benchmarks/qi_readings.py"):   # these take folders
     assert not args, f"{program} takes no positional arguments, got {args}"
 
