@@ -3,6 +3,8 @@
 For logits z_n = h_n @ W + b and loss L = (1/N) sum_n CE(z_n, y_n):
   dL/db = (1/N) sum_n (softmax(z_n) - onehot(y_n))            f32[C]
   dL/dW = (1/N) sum_n h_n^T (softmax(z_n) - onehot(y_n))       f32[D, C]
+With class weights w (PyTorch's CrossEntropyLoss(weight=w)), L = sum_n w[y_n] CE_n / sum_n w[y_n], and 1/N becomes
+w[y_n] / sum_m w[y_m].
 Shared by the update functions (fast path) and by attacks that probe the model (LLG*): both need exactly this,
 and it is the only model knowledge they share.
 """
@@ -24,8 +26,8 @@ def head_logits(features: jax.Array, head: LastLayerParams) -> jax.Array:
 
 
 def head_grad(features: jax.Array, labels: jax.Array, head: LastLayerParams,
-              mask: Optional[jax.Array] = None) -> LastLayerGrads:
-  """Gradient of the mean CE over the (masked) samples.
+              mask: Optional[jax.Array] = None, class_weights: Optional[jax.Array] = None) -> LastLayerGrads:
+  """Gradient of the mean CE over the (masked) samples, or of the class-weighted mean with `class_weights`.
 
   Args:
     features: f32[n, D] penultimate activations.
@@ -33,6 +35,9 @@ def head_grad(features: jax.Array, labels: jax.Array, head: LastLayerParams,
     head: the head's params (kernel f32[D, C], bias f32[C] or None).
     mask: optional bool/f32[n]; samples with mask 0 are excluded and the mean is over the rest. A mask of all
       zeros selects no sample: refused when concrete; traced (a padded client under vmap), the gradient is zero.
+    class_weights: optional f32[C] >= 0, the loss weight of each class (PyTorch's CrossEntropyLoss(weight=));
+      the loss is sum_n w[y_n] CE_n / sum_n w[y_n] over the (masked) samples. Samples of weight 0 drop out as
+      masked ones do; if every sample has weight 0 the gradient is zero (refused when concrete).
   Shapes are always checked; label values and the mask when concrete (under jit they cannot be inspected).
   """
   features, labels = jnp.asarray(features), jnp.asarray(labels)
@@ -55,7 +60,15 @@ def head_grad(features: jax.Array, labels: jax.Array, head: LastLayerParams,
     raise ValueError(f"head_grad: labels must be in [0, {c}); got values from {outside[0]} to {outside[1]}.")
   probs = jax.nn.softmax(head_logits(features, head).astype(jnp.float32), axis=-1)
   delta = probs - jax.nn.one_hot(labels, c, dtype=probs.dtype)          # [n, C]
-  if mask is None:
+  if class_weights is not None:
+    class_weights = check_class_weights(class_weights, c, "head_grad")
+    per_sample = class_weights.astype(probs.dtype)[labels] * (1.0 if mask is None else mask.astype(probs.dtype))
+    if is_concrete(per_sample) and not np.any(np.asarray(per_sample)):
+      raise ValueError("head_grad: every (selected) sample has class weight 0, so the weighted loss has no "
+                       "gradient; give the batch's classes a positive weight.")
+    total = jnp.sum(per_sample)
+    weights = per_sample / jnp.where(total > 0, total, 1.0)
+  elif mask is None:
     weights = jnp.full(labels.shape, 1.0 / labels.shape[0], probs.dtype)
   else:
     mask = mask.astype(probs.dtype)
@@ -64,3 +77,16 @@ def head_grad(features: jax.Array, labels: jax.Array, head: LastLayerParams,
   kernel = features.astype(jnp.float32).T @ delta
   bias = None if head.bias is None else jnp.sum(delta, axis=0)
   return LastLayerGrads(kernel=kernel, bias=bias)
+
+
+def check_class_weights(class_weights, num_classes: int, what: str) -> jax.Array:
+  """class_weights as an array f32[C]; a wrong shape is refused, and (when concrete) a negative or non-finite
+  weight (PyTorch's CrossEntropyLoss(weight=) takes finite weights >= 0)."""
+  if np.shape(class_weights) != (num_classes,):
+    raise ValueError(f"{what}: class_weights must be [C] = ({num_classes},), one weight per class; got "
+                     f"{np.shape(class_weights)}.")
+  if is_concrete(class_weights):
+    w = np.asarray(class_weights)
+    if not np.issubdtype(w.dtype, np.number) or not np.all(np.isfinite(w) & (w >= 0)):
+      raise ValueError(f"{what}: class_weights must be finite numbers >= 0, got {w.tolist()}.")
+  return jnp.asarray(class_weights)

@@ -196,7 +196,7 @@ def test_losses_and_selection_refuse_inputs_that_broadcast_or_cannot_mean_a_roun
                              rtol=1e-6)                                  # a masked slot (padding) may hold anything
   with pytest.raises(ValueError, match=r"mean_ce: labels must be class ids"):
     mean_ce(logits, jnp.array([0, 1, -1, 0]))
-  with pytest.raises(ValueError, match=r"class_weights must be finite and >= 0"):
+  with pytest.raises(ValueError, match=r"class_weights must be finite numbers >= 0"):
     class_weighted_ce(logits, labels, -jnp.ones(3))
   rng = np.random.default_rng(0)
   for n in (0, 10.5, True):
@@ -236,3 +236,87 @@ def test_a_full_backward_inside_a_lax_map_warns_on_cpu_and_nothing_else_does():
     warnings.simplefilter("error", PerformanceWarning)
     shapes("autodiff", 3)                      # one vmap
     shapes("fast", 1)                          # forward only: a lax.map costs nothing there
+
+
+# --- a client whose loss weights classes (beyond the papers) -------------------------------------------------------
+
+def _weighted_ce_head_grads(features, labels, kernel, bias, w):
+  """jax.grad of sum_n w[y_n] CE_n / sum_n w[y_n], written out (PyTorch's CrossEntropyLoss(weight=w))."""
+  def loss(params):
+    k, b = params
+    logp = jax.nn.log_softmax(features @ k + b)
+    ce = -jnp.take_along_axis(logp, labels[:, None], axis=1)[:, 0]
+    return jnp.sum(w[labels] * ce) / jnp.sum(w[labels])
+  gk, gb = jax.grad(loss)((kernel, bias))
+  return gk, gb
+
+
+def test_head_grad_with_class_weights_is_the_gradient_of_the_weighted_loss():
+  kf, kw, kl = jax.random.split(jax.random.key(4), 3)
+  feats = jax.random.normal(kf, (12, 6))
+  head = LastLayerParams(kernel=jax.random.normal(kw, (6, 4)), bias=jnp.arange(4.0) * 0.1)
+  labels = jax.random.randint(kl, (12,), 0, 4)
+  w = jnp.array([0.5, 3.0, 0.0, 1.5])
+  ours = head_grad(feats, labels, head, class_weights=w)
+  gk, gb = _weighted_ce_head_grads(feats, labels, head.kernel, head.bias, w)
+  np.testing.assert_allclose(ours.kernel, gk, atol=1e-6)
+  np.testing.assert_allclose(ours.bias, gb, atol=1e-6)
+  assert not np.allclose(ours.bias, head_grad(feats, labels, head).bias, atol=1e-3)    # the weights matter
+  for scale in (1.0, 7.0):                   # equal weights, whatever their scale, are the plain mean
+    np.testing.assert_allclose(head_grad(feats, labels, head, class_weights=jnp.full(4, scale)).bias,
+                               head_grad(feats, labels, head).bias, atol=1e-6)
+  mask = jnp.arange(12) < 7                  # a mask and weights: the weighted mean over the selected samples
+  gk7, gb7 = _weighted_ce_head_grads(feats[:7], labels[:7], head.kernel, head.bias, w)
+  np.testing.assert_allclose(head_grad(feats, labels, head, mask, class_weights=w).bias, gb7, atol=1e-6)
+  with pytest.raises(ValueError, match=r"head_grad: class_weights must be \[C\] = \(4,\)"):
+    head_grad(feats, labels, head, class_weights=jnp.ones(3))
+  with pytest.raises(ValueError, match=r"class_weights must be finite numbers >= 0, got \[1.0, -1.0, 1.0, 1.0\]"):
+    head_grad(feats, labels, head, class_weights=jnp.array([1.0, -1.0, 1.0, 1.0]))
+  with pytest.raises(ValueError, match="every \\(selected\\) sample has class weight 0"):
+    head_grad(feats, jnp.full(12, 2), head, class_weights=w)
+
+
+@pytest.mark.filterwarnings("ignore::jaxleak.federated.single_step.PerformanceWarning")   # small, chunked on purpose
+@pytest.mark.parametrize("name", ["deepconvlstm", "tinyhar"])
+def test_class_weighted_client_updates_fast_equals_autodiff_and_each_batch_its_own_weights(name):
+  from jaxleak.federated import head_grads_and_model_norms
+  model = models.build(name, 5)
+  v = models.init(model, jax.random.key(0), 50, 3)
+  x, y, keys = _batches(4, 20, 3, 5)
+  w = jnp.array([[1.0, 1, 1, 1, 1], [0.2, 4.0, 1, 1, 2.0], [1.0, 0, 3, 0.5, 1], [2.0, 2, 2, 2, 2]])
+  fast = last_layer_grads(model, v, x, y, keys, class_weights=w, chunk_size=2)
+  auto = last_layer_grads(model, v, x, y, keys, class_weights=w, method="autodiff", chunk_size=4)
+  shared, _ = head_grads_and_model_norms(model, v, x, y, keys, class_weights=w)
+  plain = last_layer_grads(model, v, x, y, keys)
+  for other in (auto, shared):
+    np.testing.assert_allclose(fast.kernel, other.kernel, atol=1e-6)
+    np.testing.assert_allclose(fast.bias, other.bias, atol=1e-6)
+  for i in (0, 3):                                          # equal weights in a row: that batch's plain mean
+    np.testing.assert_allclose(fast.bias[i], plain.bias[i], atol=1e-6)
+  assert not np.allclose(fast.bias[1], plain.bias[1], atol=1e-4)
+  one = jax.jit(batch_grad_fn(model))(v, x[1], y[1], keys[1], w[1])      # a batch alone gets its row's weights
+  np.testing.assert_allclose(one.bias, fast.bias[1], atol=1e-6)
+
+
+def test_class_weighted_updates_under_ldp_and_what_is_refused():
+  from jaxleak.federated import apply_batch_ldp, head_grads_and_model_norms
+  from jaxleak.privacy import LdpConfig
+  model = models.build("tinyhar", 5)
+  v = models.init(model, jax.random.key(0), 50, 3)
+  x, y, keys = _batches(3, 16, 3, 5)
+  w = jnp.array([[0.2, 4.0, 1, 1, 2.0]] * 3)
+  g, norms = head_grads_and_model_norms(model, v, x, y, keys, class_weights=w)
+  for scope in ("all", "last_layer"):                       # the client clips and noises its weighted update
+    ldp = LdpConfig(clip_norm=0.05, noise_std=0.01, clip_scope=scope)
+    ours = last_layer_grads(model, v, x, y, keys, ldp=ldp, class_weights=w, chunk_size=3)
+    noise_keys = jax.vmap(lambda k: jax.random.fold_in(k, 1))(keys)
+    ref = jax.vmap(apply_batch_ldp, in_axes=(0, 0, None, 0))(g, norms, ldp, noise_keys)
+    np.testing.assert_allclose(ours.bias, ref.bias, atol=1e-6)
+  with pytest.raises(ValueError, match="class weights with per-example clipping"):
+    last_layer_grads(model, v, x, y, keys, ldp=LdpConfig(clip_norm=1.0, clip_granularity="per_example"),
+                     class_weights=w)
+  with pytest.raises(ValueError, match=r"class_weights must be \[K, C\] = \(3, 5\), one row of class weights per "
+                                       r"batch; got \(5,\)"):
+    last_layer_grads(model, v, x, y, keys, class_weights=w[0])
+  with pytest.raises(ValueError, match=r"batch 2's: class_weights must be finite numbers >= 0, got \[1.0, nan"):
+    last_layer_grads(model, v, x, y, keys, class_weights=w.at[2, 1].set(jnp.nan).at[2, 0].set(1.0))

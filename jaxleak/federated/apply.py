@@ -16,7 +16,8 @@ import optax
 from flax import errors as flax_errors
 from flax import linen as nn
 
-from jaxleak.types import is_concrete, values_outside
+from jaxleak.head import check_class_weights
+from jaxleak.types import values_outside
 
 
 def split_variables(variables: dict) -> tuple[dict, dict]:
@@ -68,12 +69,7 @@ def masked_mean_ce(logits: jax.Array, labels: jax.Array, mask: jax.Array) -> jax
 def class_weighted_ce(logits: jax.Array, labels: jax.Array, class_weights: jax.Array) -> jax.Array:
   """PyTorch CrossEntropyLoss(weight=w): sum_n w[y_n] CE_n / sum_n w[y_n] (class_weights f32[C])."""
   _check_ce(logits, labels, "class_weighted_ce")
-  if np.shape(class_weights) != np.shape(logits)[-1:]:
-    raise ValueError(f"class_weighted_ce: class_weights must be [C] = {np.shape(logits)[-1:]}, one per class; got "
-                     f"{np.shape(class_weights)}.")
-  if is_concrete(class_weights) and not np.all(np.isfinite(w := np.asarray(class_weights)) & (w >= 0)):
-    raise ValueError(f"class_weighted_ce: class_weights must be finite and >= 0 (PyTorch's weight=), got "
-                     f"{w.tolist()}.")
+  class_weights = check_class_weights(class_weights, np.shape(logits)[-1], "class_weighted_ce")
   ce = optax.softmax_cross_entropy_with_integer_labels(logits, labels)
   w = class_weights[labels]
   return jnp.sum(w * ce) / jnp.maximum(jnp.sum(w), 1e-12)

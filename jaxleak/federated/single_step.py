@@ -2,7 +2,9 @@
 
 Every batch is an independent update at the same global variables (spec 3.2): optional per-batch min-max scaling,
 the model in train mode (dropout active, BatchNorm on batch statistics, whose updates are discarded), mean
-cross-entropy, gradient w.r.t. the classifier head.
+cross-entropy, gradient w.r.t. the classifier head. Optionally each client weights its loss by class
+(`class_weights`, PyTorch's CrossEntropyLoss(weight=)), e.g. from its own label counts: beyond the papers, whose
+clients use the plain mean.
 
 Two paths that agree to float tolerance (tested):
   'fast'      forward pass only; dL/dW, dL/db in closed form from the head's input features (jaxleak.head).
@@ -20,11 +22,11 @@ import numpy as np
 from flax import linen as nn
 
 from jaxleak import privacy
-from jaxleak.federated.apply import (apply_train, check_batches, check_options, explain_variable_mismatch,
-                                     split_variables, train_loss)
-from jaxleak.head import head_grad
+from jaxleak.federated.apply import (apply_train, check_batches, check_options, class_weighted_ce,
+                                     explain_variable_mismatch, split_variables, train_loss)
+from jaxleak.head import check_class_weights, head_grad
 from jaxleak.privacy import LdpConfig
-from jaxleak.types import LastLayerGrads, LastLayerParams, is_int
+from jaxleak.types import LastLayerGrads, LastLayerParams, is_concrete, is_int
 
 METHODS = ("fast", "autodiff")
 
@@ -44,14 +46,16 @@ def _head(params) -> LastLayerParams:
   return LastLayerParams(kernel=head["kernel"], bias=head.get("bias"))
 
 
-def _full_grad(model, variables, x, y, key):
-  """jax.grad of the train-mode mean CE w.r.t. every parameter (the new BatchNorm statistics are discarded)."""
+def _full_grad(model, variables, x, y, key, class_weights=None):
+  """jax.grad of the train-mode mean CE (or class-weighted mean) w.r.t. every parameter (the new BatchNorm
+  statistics are discarded)."""
   params, state = split_variables(variables)
-  return jax.grad(train_loss(model, state, x, y, key), has_aux=True)(params)[0]
+  reduce = None if class_weights is None else functools.partial(class_weighted_ce, class_weights=class_weights)
+  return jax.grad(train_loss(model, state, x, y, key, reduce), has_aux=True)(params)[0]
 
 
-def _head_grad_and_model_norm(model, variables, x, y, key):
-  tree = _full_grad(model, variables, x, y, key)
+def _head_grad_and_model_norm(model, variables, x, y, key, class_weights=None):
+  tree = _full_grad(model, variables, x, y, key, class_weights)
   return LastLayerGrads(kernel=tree["head"]["kernel"], bias=tree["head"].get("bias")), privacy.global_norm(tree)
 
 
@@ -71,25 +75,46 @@ def apply_batch_ldp(grads: LastLayerGrads, model_norm: jax.Array, ldp: LdpConfig
 
 
 def head_grads_and_model_norms(model: nn.Module, variables: dict, windows: jax.Array, labels: jax.Array,
-                               keys: jax.Array, *, minmax: bool = True, batched_variables: bool = False):
+                               keys: jax.Array, *, minmax: bool = True, batched_variables: bool = False,
+                               class_weights: Optional[jax.Array] = None):
   """(LastLayerGrads [K, ...], whole-model gradient norms f32[K]) of K batches, one plain vmap (full backward).
 
   With these, every batch-granularity LDP setting is `apply_batch_ldp` away: an LDP sweep pays the full
-  backward pass once, not once per setting.
+  backward pass once, not once per setting. `class_weights`: as in `last_layer_grads`.
   """
   check_batches(model, windows, labels, keys, what="head_grads_and_model_norms")
   check_options("head_grads_and_model_norms", variables, np.shape(windows)[0], minmax=minmax,
                 batched_variables=batched_variables)
+  class_weights = _check_per_batch_class_weights(class_weights, model, windows, "head_grads_and_model_norms")
   with explain_variable_mismatch(model, windows, "head_grads_and_model_norms"):
-    return _head_grads_and_model_norms(model, variables, windows, labels, keys, minmax=minmax,
+    return _head_grads_and_model_norms(model, variables, windows, labels, keys, class_weights, minmax=minmax,
                                        batched_variables=batched_variables)
 
 
 @functools.partial(jax.jit, static_argnames=("model", "minmax", "batched_variables"))
-def _head_grads_and_model_norms(model, variables, windows, labels, keys, *, minmax, batched_variables):
-  def one(v, x, y, key):
-    return _head_grad_and_model_norm(model, v, minmax_scale(x) if minmax else x, y, key)
-  return jax.vmap(one, in_axes=(0 if batched_variables else None, 0, 0, 0))(variables, windows, labels, keys)
+def _head_grads_and_model_norms(model, variables, windows, labels, keys, class_weights, *, minmax,
+                                batched_variables):
+  def one(v, x, y, key, w):
+    return _head_grad_and_model_norm(model, v, minmax_scale(x) if minmax else x, y, key, w)
+  return jax.vmap(one, in_axes=(0 if batched_variables else None, 0, 0, 0, 0))(variables, windows, labels, keys,
+                                                                             class_weights)
+
+
+def _check_per_batch_class_weights(class_weights, model, windows, what: str):
+  """None, or class weights f32[K, C] (one row per batch), checked row by row."""
+  if class_weights is None:
+    return None
+  k, c = np.shape(windows)[0], model.num_classes
+  if np.shape(class_weights) != (k, c):
+    raise ValueError(f"{what}: class_weights must be [K, C] = ({k}, {c}), one row of class weights per batch; "
+                     f"got {np.shape(class_weights)}.")
+  if is_concrete(class_weights):
+    w = np.asarray(class_weights)
+    bad = ~(np.isfinite(w) & (w >= 0)).all(axis=1) if np.issubdtype(w.dtype, np.number) else np.ones(k, bool)
+    if bad.any():
+      first = int(np.argmax(bad))
+      check_class_weights(w[first], c, f"{what}: batch {first}'s")      # raises, showing that row
+  return jnp.asarray(class_weights, jnp.float32)
 
 
 def _private_batch_grad_fn(model, minmax, ldp: LdpConfig):
@@ -106,16 +131,18 @@ def _private_batch_grad_fn(model, minmax, ldp: LdpConfig):
     return privacy.ldp(ldp.clip_norm, ldp.noise_std, key=noise_key, granularity=ldp.clip_granularity,
                        scope=ldp.clip_scope)
 
-  def f(variables, x, y, key):
+  def f(variables, x, y, key, class_weights=None):
     x = minmax_scale(x) if minmax else x
     noise_key = jax.random.fold_in(key, 1)
+    if ldp.per_example and class_weights is not None:
+      raise ValueError(_per_example_weights_refusal(ldp))
     if not ldp.needs_full_gradient:
       (_, feats), _ = apply_train(model, variables, x, key, return_features=True)
       head = _head(variables["params"])
       if ldp.per_example:
         tree = jax.vmap(lambda h, l: head_grad(h[None], l[None], head))(feats, y)
       else:
-        tree = head_grad(feats, y, head)
+        tree = head_grad(feats, y, head, class_weights=class_weights)
       return privacy.privatize(tree, transform(noise_key))
     if ldp.per_example:
       one = lambda xn, yn, kn: _full_grad(model, variables, xn[None], yn[None], kn)
@@ -123,15 +150,21 @@ def _private_batch_grad_fn(model, minmax, ldp: LdpConfig):
       clipped = privacy.privatize(tree, privacy.clip(ldp.clip_norm, granularity="per_example"))["head"]
       g = LastLayerGrads(kernel=clipped["kernel"], bias=clipped.get("bias"))
       return privacy.privatize(g, privacy.gaussian_noise(ldp.noise_std, key=noise_key))
-    g, norm = _head_grad_and_model_norm(model, variables, x, y, key)
+    g, norm = _head_grad_and_model_norm(model, variables, x, y, key, class_weights)
     return apply_batch_ldp(g, norm, ldp, noise_key)
 
   return f
 
 
+def _per_example_weights_refusal(ldp: LdpConfig) -> str:
+  return (f"class weights with per-example clipping ({ldp}) are not supported: a clipped example's share of a "
+          "weighted loss is not defined here; use batch granularity (clip_granularity='batch') or the mean loss.")
+
+
 def batch_grad_fn(model: nn.Module, *, method: str = "fast", minmax: bool = True, ldp: Optional[LdpConfig] = None
-                  ) -> Callable[[dict, jax.Array, jax.Array, jax.Array], LastLayerGrads]:
-  """Returns f(variables, x f32[N, T, ch], y i32[N], key) -> LastLayerGrads for ONE batch (vmap it).
+                  ) -> Callable[..., LastLayerGrads]:
+  """Returns f(variables, x f32[N, T, ch], y i32[N], key, class_weights=None) -> LastLayerGrads for ONE batch
+  (vmap it). `class_weights` f32[C]: the client's loss is the class-weighted mean (head.head_grad).
 
   With `ldp` (and not the identity) the result is what a client applying that LDP sends; `method` is then
   chosen by the LDP setting (see _private_batch_grad_fn).
@@ -141,14 +174,14 @@ def batch_grad_fn(model: nn.Module, *, method: str = "fast", minmax: bool = True
   if ldp is not None and not ldp.is_identity:
     return _private_batch_grad_fn(model, minmax, ldp)
 
-  def fast(variables, x, y, key):
+  def fast(variables, x, y, key, class_weights=None):
     x = minmax_scale(x) if minmax else x
     (_, feats), _ = apply_train(model, variables, x, key, return_features=True)
-    return head_grad(feats, y, _head(variables["params"]))
+    return head_grad(feats, y, _head(variables["params"]), class_weights=class_weights)
 
-  def autodiff(variables, x, y, key):
+  def autodiff(variables, x, y, key, class_weights=None):
     x = minmax_scale(x) if minmax else x
-    g = _full_grad(model, variables, x, y, key)["head"]
+    g = _full_grad(model, variables, x, y, key, class_weights)["head"]
     return LastLayerGrads(kernel=g["kernel"], bias=g.get("bias"))
 
   return fast if method == "fast" else autodiff
@@ -156,7 +189,8 @@ def batch_grad_fn(model: nn.Module, *, method: str = "fast", minmax: bool = True
 
 def last_layer_grads(model: nn.Module, variables: dict, windows: jax.Array, labels: jax.Array, keys: jax.Array,
                      *, method: str = "fast", minmax: bool = True, chunk_size: int = 16,
-                     ldp: Optional[LdpConfig] = None, batched_variables: bool = False) -> LastLayerGrads:
+                     ldp: Optional[LdpConfig] = None, batched_variables: bool = False,
+                     class_weights: Optional[jax.Array] = None) -> LastLayerGrads:
   """Last-layer gradients of K batches in one compiled call (the checks run first, outside it: label values
   are checked only when this is called outside jit).
 
@@ -172,6 +206,8 @@ def last_layer_grads(model: nn.Module, variables: dict, windows: jax.Array, labe
       PerformanceWarning says so when it happens).
     ldp: optional LdpConfig applied by every client before sending.
     batched_variables: variables carry a leading K axis (one global model per batch, e.g. trained LOSO folds).
+    class_weights: optional f32[K, C] >= 0, one row per batch: that client's loss is the class-weighted mean
+      (PyTorch's CrossEntropyLoss(weight=)); None: the plain mean, as in the papers. Not with per-example clipping.
 
   Returns:
     LastLayerGrads with kernel f32[K, D, C] and bias f32[K, C] (None without head bias).
@@ -185,17 +221,21 @@ def last_layer_grads(model: nn.Module, variables: dict, windows: jax.Array, labe
   if not is_int(chunk_size) or chunk_size < 1:
     raise ValueError(f"last_layer_grads: chunk_size must be a positive integer (batches vmapped together), got "
                      f"{chunk_size!r}.")
+  class_weights = _check_per_batch_class_weights(class_weights, model, windows, "last_layer_grads")
+  if class_weights is not None and ldp is not None and not ldp.is_identity and ldp.per_example:
+    raise ValueError("last_layer_grads: " + _per_example_weights_refusal(ldp))
   with explain_variable_mismatch(model, windows, "last_layer_grads"):
-    return _last_layer_grads(model, variables, windows, labels, keys, method=method, minmax=minmax,
+    return _last_layer_grads(model, variables, windows, labels, keys, class_weights, method=method, minmax=minmax,
                              chunk_size=chunk_size, ldp=ldp, batched_variables=batched_variables)
 
 
 @functools.partial(jax.jit, static_argnames=("model", "method", "minmax", "chunk_size", "ldp", "batched_variables"))
-def _last_layer_grads(model, variables, windows, labels, keys, *, method, minmax, chunk_size, ldp,
+def _last_layer_grads(model, variables, windows, labels, keys, class_weights, *, method, minmax, chunk_size, ldp,
                       batched_variables):
   f = batch_grad_fn(model, method=method, minmax=minmax, ldp=ldp)
   if chunk_size >= windows.shape[0]:
-    return jax.vmap(f, in_axes=(0 if batched_variables else None, 0, 0, 0))(variables, windows, labels, keys)
+    return jax.vmap(f, in_axes=(0 if batched_variables else None, 0, 0, 0, 0))(variables, windows, labels, keys,
+                                                                             class_weights)
   full_backward = (ldp.needs_full_gradient if ldp is not None and not ldp.is_identity else method == "autodiff")
   if full_backward and jax.default_backend() == "cpu":
     warnings.warn(
@@ -204,5 +244,5 @@ def _last_layer_grads(model, variables, windows, labels, keys, *, method, minmax
         "one vmap per call; pass chunk_size >= the number of batches and split the batches over several calls "
         "(as jaxleak.runs.leakage.updates.in_calls does).", PerformanceWarning, stacklevel=3)
   if batched_variables:
-    return jax.lax.map(lambda a: f(*a), (variables, windows, labels, keys), batch_size=chunk_size)
-  return jax.lax.map(lambda a: f(variables, *a), (windows, labels, keys), batch_size=chunk_size)
+    return jax.lax.map(lambda a: f(*a), (variables, windows, labels, keys, class_weights), batch_size=chunk_size)
+  return jax.lax.map(lambda a: f(variables, *a), (windows, labels, keys, class_weights), batch_size=chunk_size)
