@@ -22,7 +22,8 @@ pytestmark = pytest.mark.skipif(jax.local_device_count() < 2, reason="needs seve
 # Batch-level LDP of the head is element-wise after the (sharded) gradient: {} covers it; per-example clipping
 # changes the sharded computation itself.
 @pytest.mark.parametrize("extra", [{}, {"ldp": L.ldp_setting(0.05, 0.5, scope="last_layer", granularity="per_example")},
-                                   {"local": LocalSteps(steps=2, batch_size=25), "minmax": False}])
+                                   {"local": LocalSteps(steps=2, batch_size=25), "minmax": False},
+                                   {"client_loss": "class_weighted"}])
 def test_sharded_updates_equal_unsharded(extra):
   cfg = L.LeakageConfig(dataset="synthetic_tiny", model="tinyhar", num_samples=50, num_clients=3, **extra)
   assert jax.local_device_count() == 4

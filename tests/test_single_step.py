@@ -156,3 +156,67 @@ def test_llg_star_estimates_are_shared_only_between_identical_models_and_setting
     np.testing.assert_array_equal(served.pred_counts[attack], fresh.pred_counts[attack])
   run_leakage(dataclasses.replace(cfg, seed=2))                            # another init and key
   assert len(scoring._STAR_MEMO) == 4
+
+
+# --- clients whose loss weights classes by their own label counts (beyond the papers) --------------------------
+
+def test_class_weighted_clients_send_the_weighted_gradient_of_their_own_label_counts():
+  from jaxleak.federated import last_layer_grads
+  from jaxleak.runs.leakage.prepare import prepare
+  from jaxleak.runs.leakage.updates import compute_updates
+  cfg = LeakageConfig(dataset="synthetic_tiny", model="tinyhar", num_samples=50, client_loss="class_weighted")
+  prep = prepare(cfg, None, None, None)
+  got = compute_updates(prep, cfg, cfg.ldp, None)
+  clients = prep.clients
+  assert clients.num_clients == 4
+  for i in range(clients.num_clients):                   # n / (k n_c) of the client's windows, 0 if absent
+    counts = np.bincount(clients.client_labels(i), minlength=clients.num_classes)
+    expect = np.where(counts > 0, counts.sum() / (np.count_nonzero(counts) * np.maximum(counts, 1)), 0.0)
+    np.testing.assert_allclose(prep.class_weights[prep.batch_client == i], np.tile(expect, (np.sum(
+        prep.batch_client == i), 1)), rtol=1e-6)
+  assert len({tuple(np.round(w, 4)) for w in prep.class_weights}) == clients.num_clients   # clients differ
+  direct = last_layer_grads(prep.model, prep.variables, clients.windows[prep.indices],
+                            clients.labels[prep.indices], prep.dropout_keys, class_weights=prep.class_weights)
+  np.testing.assert_allclose(got.bias, direct.bias, atol=1e-6)
+  plain = last_layer_grads(prep.model, prep.variables, clients.windows[prep.indices], clients.labels[prep.indices],
+                           prep.dropout_keys)
+  assert not np.allclose(got.bias, plain.bias, atol=1e-4)            # the weights reach the update
+
+
+def test_a_client_holding_every_class_equally_often_sends_the_same_update_either_way():
+  """Balanced clients have all class weights 1: the weighted loss is the mean, so every count is the same."""
+  from jaxleak import data as D
+  rng = np.random.default_rng(0)
+  def recording(c):                                        # one class, 25 windows
+    labels = np.full(650, c, np.int32)
+    return D.Recording((rng.normal(size=(650, 3)) + c).astype(np.float32), labels)
+  ds = D.HarDataset(name="balanced", class_names=("a", "b", "c", "d"), channel_names=("x", "y", "z"),
+                    subjects={s: [recording(c) for c in range(4)] for s in (1, 2)})
+  counts = np.bincount(D.make_clients(ds).client_labels(0))
+  assert len(set(counts.tolist())) == 1, counts              # the premise: equal class counts per client
+  cfg = LeakageConfig(dataset="balanced", model="tinyhar", num_samples=40, attacks=("ebi", "llbg", "ilrg"))
+  mean = run_leakage(cfg, dataset=ds)
+  weighted = run_leakage(dataclasses.replace(cfg, client_loss="class_weighted"), dataset=ds)
+  for name in cfg.attacks:
+    np.testing.assert_array_equal(mean.pred_counts[name], weighted.pred_counts[name])
+
+
+def test_class_weighted_loss_on_the_command_line_and_what_it_refuses(tmp_path, capsys):
+  args = ["--dataset=synthetic_tiny", "--model=tinyhar", "--num_samples=50", "--attacks=ebi", "--num_clients=1"]
+  assert cli.call(SS.main, SS.FLAGS, args + ["--client_loss=class_weighted", f"--output_dir={tmp_path}/w"]) == 0
+  out = capsys.readouterr().out
+  assert "| class-weighted client loss |" in out
+  assert json.loads((tmp_path / "w" / "manifest.json").read_text())["config"]["client_loss"] == "class_weighted"
+  rc = cli.call(SS.main, SS.FLAGS, args + ["--client_loss=class_weighted", "--clip=1", "--clip_granularity="
+                                           "per_example", f"--output_dir={tmp_path}/p"])
+  err = capsys.readouterr().err
+  assert rc == 2 and "with per-example clipping is not supported" in err and "Traceback" not in err
+  rc = cli.call(SS.main, SS.FLAGS, args + ["--client_loss=class_weighted", "--ldp_grid", "--clip_granularity="
+                                           "per_example", f"--output_dir={tmp_path}/g"])
+  assert rc == 2 and "with per-example clipping is not supported" in capsys.readouterr().err
+  assert not (tmp_path / "p").exists() and not (tmp_path / "g").exists()
+  with pytest.raises(ValueError, match="client_loss: unknown 'median'; valid: mean, class_weighted"):
+    LeakageConfig(client_loss="median").validate()
+  from jaxleak.federated import LocalSteps
+  with pytest.raises(ValueError, match="client_loss='class_weighted' is for single-step updates"):
+    LeakageConfig(num_samples=100, client_loss="class_weighted", local=LocalSteps(steps=5, batch_size=20)).validate()

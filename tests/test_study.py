@@ -241,6 +241,44 @@ def test_defences_side_by_side_records_equal_separate_runs_and_fill_one_table(tm
     S.HarGrid(**tiny, attacks=("ebi",), head_bias=False).validate()
 
 
+def test_class_weighted_clients_are_a_setting_of_their_own_in_studies_collect_and_reports(tmp_path):
+  from jaxleak.runs.report import load, tables as RT
+  plain = S.make_plan(S.override(S.preset("har_sampling"), TINY), check_inputs=False)
+  assert all("client_loss" not in t.config for t in plain.tasks)          # keys of existing studies do not move
+  tiny = dict(datasets=("synthetic_tiny",), models=("tinyhar",), states=("untrained",), samplings=("sequential",),
+              num_clients=2, attacks=("ebi", "llg"))
+  st = S.Study("loss", (S.HarGrid(**tiny), S.HarGrid(**tiny, client_loss="class_weighted"),
+                        S.HarGrid(**tiny, ldp=((0.1, 1.0),), client_loss="class_weighted")))
+  plan = S.make_plan(st)
+  assert len(plan.tasks) == 3 and len(plan.groups) == 2
+  assert sorted(g.label.endswith("loss=class_weighted") or "loss=class_weighted (" in g.label
+                for g in plan.groups) == [False, True]
+  S.run_plan(plan, S.Store(str(tmp_path)), progress=None)
+  for task in plan.tasks:                             # each record equals its setting run alone
+    cfg = engine.leakage_config(task.config, task.config["sigma"], task.config["tau"])
+    assert cfg.client_loss == task.config.get("client_loss", "mean")
+    alone = L.run_leakage(cfg)
+    rec = S.Store(str(tmp_path)).read(task.key)
+    assert rec["results"]["attacks"]["ebi"]["clients"]["lnacc"] == [
+        float(v) for v in alone.client_metrics["ebi"].lnacc], task.config
+  text, _ = collect.collect(plan, S.Store(str(tmp_path)))
+  rows = list(csv.DictReader(open(os.path.join(str(tmp_path), "tables", "summary.csv"))))
+  assert sorted({r["client_loss"] for r in rows}) == ["class_weighted", "mean"]
+  results = load(str(tmp_path))
+  assert [r.settings["client_loss"] for r in RT.single_step_plain(results)] == ["mean"]    # the papers' tables
+  summary = RT.har_summary_table(results, RT.Accountant())
+  losses = {row[summary.columns.index("client loss")] for row in summary.rows}
+  assert losses == {"mean", "class_weighted"}
+  table = RT.har_defences_table(results, RT.Accountant())      # weighted clients: rows of their own, not "none"
+  assert table.columns == ["setting", "attack", "none", "LDP sigma=0.1 tau=1"]
+  weighted = [r for r in table.rows if "class-weighted loss" in r[0]]
+  assert len(weighted) == 2 and all(r[2] is not None and r[3] is not None for r in weighted)
+  with pytest.raises(ValueError, match="client_loss=class_weighted is for single-step updates"):
+    S.HarGrid(**tiny, multi_step=((100, 20, 5),), client_loss="class_weighted").validate()
+  with pytest.raises(ValueError, match="client_loss: unknown 'median'; valid: mean, class_weighted"):
+    S.HarGrid(**tiny, client_loss="median").validate()
+
+
 def test_compressed_uploads_keep_the_largest_entries_of_each_leaf():
   from jaxleak.runs.leakage.scoring import compress_uploads
   values = jnp.arange(1.0, 21.0) * jnp.tile(jnp.array([1.0, -1.0]), 10)           # 1, -2, 3, ..., -20

@@ -17,6 +17,12 @@ from jaxleak.privacy import LdpConfig
 from jaxleak.runs import fields
 
 
+#: How a client turns its N windows into one loss. "mean": the papers' mean CE. "class_weighted": PyTorch's
+#: CrossEntropyLoss(weight=w) with w the sklearn 'balanced' weights of the client's own windows (n / (k n_c) for its
+#: k present classes), the weighted loss the HAR paper's discussion warns may leak rare classes more.
+CLIENT_LOSSES = ("mean", "class_weighted")
+
+
 def check_every_window_trained(n: int, b: int, s: int) -> None:
   """Refuses a multi-step (N, B, S) whose S steps of B windows do not reach all N windows of the update (B S < N):
   the rest would never be trained on, yet count in the labels the attacks are scored against."""
@@ -59,6 +65,7 @@ class LeakageConfig:
   dirichlet_clients: Optional[int] = None            # how many (default: as many as the selected subjects)
   rlu_aux_per_class: int = 32                        # RLU: the attacker's auxiliary windows per class
   rlu_simulations: int = 4                           # RLU: Monte Carlo draws of the simulated local training
+  client_loss: str = "mean"                          # or "class_weighted": see CLIENT_LOSSES
 
   def vmap_chunk(self, full_backward: bool) -> int:
     """Updates vmapped together: `chunk_size` when set; otherwise 8, except 1 on XLA:CPU for computations with a
@@ -123,6 +130,15 @@ class LeakageConfig:
                          "subject (LOSO); use the untrained state with a re-partition.")
     if self.dirichlet_clients is not None and (self.dirichlet_alpha is None or self.dirichlet_clients <= 0):
       raise ValueError(f"dirichlet_clients={self.dirichlet_clients}: needs dirichlet_alpha and a positive count.")
+    if self.client_loss not in CLIENT_LOSSES:
+      raise ValueError(f"client_loss: unknown {self.client_loss!r}; valid: {', '.join(CLIENT_LOSSES)}.")
+    if self.client_loss != "mean":
+      if self.local is not None:
+        raise ValueError(f"client_loss={self.client_loss!r} is for single-step updates; multi-step clients use the "
+                         "mean loss (a weighted loss over local SGD steps is not implemented).")
+      if self.ldp.per_example:
+        raise ValueError(f"client_loss={self.client_loss!r} with per-example clipping is not supported (a clipped "
+                         "example's share of a weighted loss is not defined here); clip per batch.")
     if self.local is not None:
       if not self.ldp.is_identity:
         raise ValueError("multi-step runs take their LDP per local step: set it in LocalSteps(ldp=...).")

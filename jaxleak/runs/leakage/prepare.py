@@ -68,6 +68,7 @@ class Prepared:
   timings: dict
   mesh: Optional[jax.sharding.Mesh] = None            # 1-D mesh ('batch',) when sharding over several devices
   fold_subjects: Optional[tuple[int, ...]] = None     # the subject each trained fold (model) holds out
+  class_weights: Optional[np.ndarray] = None          # f32[K, C]: each update's client loss weights (client_loss)
 
   @property
   def subject_of_batch(self) -> np.ndarray:
@@ -123,6 +124,11 @@ def prepare(cfg: LeakageConfig, dataset: Optional[D.HarDataset], variables: Opti
       mesh = jax.sharding.Mesh(np.asarray(jax.local_devices()), ("batch",),
                                axis_types=(jax.sharding.AxisType.Auto,))
     log(progress, f"sharding updates over {jax.local_device_count()} devices")
+  class_weights = None
+  if cfg.client_loss == "class_weighted":            # each client's weights from all of its own windows
+    per_client = np.stack([fold_training.class_weights(np.asarray(clients.client_labels(i)), dataset.num_classes)
+                           for i in range(clients.num_clients)])
+    class_weights = per_client[batch_client]
   return Prepared(dataset, clients, indices, batch_client, batch_index, model, variables, fold_of_batch, key,
                   dropout_keys, {"data_s": time.perf_counter() - t0}, mesh,
-                  None if held is None else tuple(int(s) for s in held))
+                  None if held is None else tuple(int(s) for s in held), class_weights)

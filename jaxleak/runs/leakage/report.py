@@ -70,7 +70,8 @@ def leakage_table(result: LeakageResult) -> str:
     loc = cfg.local
     ldp = (f"multi-step B={loc.batch_size} S={loc.steps} lr={loc.lr} ({loc.equivalent}) | "
            + ("" if loc.ldp.is_identity else f"LDP per step sigma={loc.ldp.noise_std} tau={loc.ldp.clip_norm} | "))
-  title = (f"{result.dataset_name} | {cfg.model} | {cfg.sampling} | N={cfg.num_samples} | {ldp}"
+  loss = "" if cfg.client_loss == "mean" else "class-weighted client loss | "
+  title = (f"{result.dataset_name} | {cfg.model} | {cfg.sampling} | N={cfg.num_samples} | {loss}{ldp}"
            f"{len(result.subject_ids)} clients, {len(result.batch_client)} batches | mean (± std) over clients")
   return format_table(rows, ["attack", "LnAcc", "LeAcc", "ClassAcc"], title)
 

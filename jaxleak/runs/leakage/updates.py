@@ -49,8 +49,8 @@ def _call_plan(prep: Prepared, per_call: int, unit: int, per_fold: bool):
 
 def in_calls(prep: Prepared, per_call: int, fn, progress: Optional[Callable[[str], None]], what: str = "gradients",
              execution: str = "auto"):
-  """Runs fn(variables, windows, labels, keys, batched_variables) over all updates in calls of a fixed size (one
-  compilation).
+  """Runs fn(variables, windows, labels, keys, class_weights, batched_variables) over all updates in calls of a
+  fixed size (one compilation); class_weights is the calls' rows of `prep.class_weights`, or None.
 
   With trained folds, execution 'vmap' gathers the variables per update (leading axis = update,
   batched_variables=True); 'sequential' gives each call the updates of one fold and that fold's variables
@@ -83,8 +83,9 @@ def in_calls(prep: Prepared, per_call: int, fn, progress: Optional[Callable[[str
       variables, batched = jax.tree.map(lambda a, f=fold: a[f], prep.variables), False
     else:
       variables, batched = place(jax.tree.map(lambda a: a[jnp.asarray(prep.fold_of_batch[sel])], prep.variables)), True
+    weights = None if prep.class_weights is None else prep.class_weights[sel]
     res = fn(variables, *place((prep.clients.windows[prep.indices[sel]], prep.clients.labels[prep.indices[sel]],
-                                prep.dropout_keys[sel])), batched)
+                                prep.dropout_keys[sel], weights)), batched)
     out.append(jax.tree.map(np.asarray, res))
     done = min(k, sum(n for _, n, _ in plan[:(i + 1) * n_proc]))
     rate = (i + 1) * per_call * prep.indices.shape[1] / (time.perf_counter() - t0)
@@ -135,8 +136,8 @@ def compute_updates(prep: Prepared, cfg: LeakageConfig, ldp: LdpConfig,
   if execution == "auto" and (cfg.local is not None or ldp.needs_full_gradient):
     execution = "vmap"
   if cfg.local is not None:
-    fn = lambda v, x, y, k, b: client_updates(prep.model, v, x, y, k, local=cfg.local, minmax=cfg.minmax,
-                                              batched_variables=b, progress=progress)
+    fn = lambda v, x, y, k, _, b: client_updates(prep.model, v, x, y, k, local=cfg.local, minmax=cfg.minmax,
+                                                 batched_variables=b, progress=progress)
     per_call = cfg.vmap_chunk(True) * (1 if prep.mesh is None else prep.mesh.devices.size)
     return require_finite(prep, cfg, in_calls(prep, per_call, fn, progress, "local training", execution))
   if ldp.per_example and ldp.needs_full_gradient:
@@ -149,8 +150,8 @@ def compute_updates(prep: Prepared, cfg: LeakageConfig, ldp: LdpConfig,
     per_call = min(per_call, 16)                                  # per-update copies of the params per call
   if prep.mesh is not None:                                       # one vmap per call, partitioned over devices
     per_call = chunk = chunk * prep.mesh.devices.size
-  fn = lambda v, x, y, k, b: last_layer_grads(prep.model, v, x, y, k, method=cfg.grad_method, minmax=cfg.minmax,
-                                              chunk_size=chunk, ldp=ldp, batched_variables=b)
+  fn = lambda v, x, y, k, w, b: last_layer_grads(prep.model, v, x, y, k, method=cfg.grad_method, minmax=cfg.minmax,
+                                                 chunk_size=chunk, ldp=ldp, batched_variables=b, class_weights=w)
   return require_finite(prep, cfg, in_calls(prep, per_call, fn, progress, execution=execution))
 
 
@@ -159,7 +160,7 @@ def compute_heads_and_norms(prep: Prepared, cfg: LeakageConfig, progress: Option
   """(head gradients, whole-model gradient norms f32[K]) of every update: the shared pass of an LDP sweep.
   A full backward pass: 'auto' is 'vmap' (see compute_updates)."""
   execution = "vmap" if execution == "auto" else execution
-  fn = lambda v, x, y, k, b: head_grads_and_model_norms(prep.model, v, x, y, k, minmax=cfg.minmax,
-                                                        batched_variables=b)
+  fn = lambda v, x, y, k, w, b: head_grads_and_model_norms(prep.model, v, x, y, k, minmax=cfg.minmax,
+                                                           batched_variables=b, class_weights=w)
   grads, norms = in_calls(prep, cfg.vmap_chunk(True), fn, progress, "gradients + model norms", execution)
   return require_finite(prep, cfg, grads), norms

@@ -143,6 +143,8 @@ def setting_label(s: dict, *, with_ldp: bool = True, with_defences: bool = True)
   """'synthetic_wear | deepconvlstm | untrained | shuffle | N=100 [| S=5 B=20] [| sigma=0.1 tau=1] [| bias-free
   head] [| top-k CR=0.9]'."""
   parts = [s["dataset"], s["model"], s["state"], s["sampling"], f"N={s['num_samples']}"]
+  if s.get("client_loss", "mean") != "mean":        # the clients' loss: part of the setting, not a defence
+    parts.append(f"{s['client_loss'].replace('_', '-')} loss")
   if s["local_steps"] is not None:
     parts.append(f"S={s['local_steps']} B={s['local_batch_size']}")
   if with_ldp and (s["sigma"] or s["tau"]):
@@ -157,9 +159,10 @@ def setting_label(s: dict, *, with_ldp: bool = True, with_defences: bool = True)
 
 
 def undefended(r: HarResult) -> bool:
-  """No bias-free head, upload compression or changed dropout (LDP is judged separately: `has_ldp`)."""
+  """The papers' clients: no bias-free head, upload compression or changed dropout, and the mean loss (LDP is
+  judged separately: `has_ldp`)."""
   return (r.settings.get("head_bias", True) and not r.settings.get("compression")
-          and r.settings.get("dropout") is None)
+          and r.settings.get("dropout") is None and r.settings.get("client_loss", "mean") == "mean")
 
 
 def har_summary_table(results: Results, acct: Accountant) -> Optional[Table]:
@@ -172,10 +175,11 @@ def har_summary_table(results: Results, acct: Accountant) -> Optional[Table]:
     for name, a in r.attacks.items():
       other = defence_label(s, with_ldp=False)
       rows.append([s["dataset"], s["model"], s["state"], s["sampling"], s["num_samples"], s["local_batch_size"],
-                   s["local_steps"], s["sigma"], s["tau"], eps, other, attack_name(name), len(a["subjects"])]
+                   s["local_steps"], s["sigma"], s["tau"], eps, other, s.get("client_loss", "mean"),
+                   attack_name(name), len(a["subjects"])]
                   + [x for m in ("lnacc", "leacc", "class_acc") for x in a["summary"][m]])
-  cols = ["dataset", "model", "state", "sampling", "N", "B", "S", "sigma", "tau", "epsilon", "defences", "attack",
-          "clients",
+  cols = ["dataset", "model", "state", "sampling", "N", "B", "S", "sigma", "tau", "epsilon", "defences",
+          "client loss", "attack", "clients",
           "LnAcc", "LnAcc std", "LeAcc", "LeAcc std", "ClassAcc", "ClassAcc std"]
   return Table("har_summary", f"HAR leakage: mean and std over clients (epsilon at delta = {acct.delta:g}, PLD, "
                f"composed over {acct.rounds} round(s))", cols, rows,

@@ -70,7 +70,8 @@ def leakage_config(task_config: dict, sigma: float = 0.0, tau: float = 0.0) -> L
                        attacks=tuple(c["attacks"]), num_clients=c["num_clients"], seed=c["seed"],
                        minmax=local is None, ldp=ldp, local=local, checkpoint_dir=c["checkpoint_dir"],
                        dirichlet_alpha=c.get("dirichlet_alpha"), head_bias=c.get("head_bias", True),
-                       compression=c.get("compression", 0.0), dropout=c.get("dropout"))
+                       compression=c.get("compression", 0.0), dropout=c.get("dropout"),
+                       client_loss=c.get("client_loss", "mean"))
 
 
 def eavesdrop_config(c: dict):

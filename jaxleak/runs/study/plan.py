@@ -41,7 +41,8 @@ class Group:
       alpha = "" if c.get("dirichlet_alpha") is None else f" Dir({c['dirichlet_alpha']:g})"
       alpha += ("" if c.get("head_bias", True) else " no-bias") + (
           f" CR={c['compression']:g}" if c.get("compression") else "") + (
-          f" dropout={c['dropout']:g}" if c.get("dropout") is not None else "")
+          f" dropout={c['dropout']:g}" if c.get("dropout") is not None else "") + (
+          f" loss={c['client_loss']}" if c.get("client_loss", "mean") != "mean" else "")
       return (f"{c['dataset']} {c['model']} {c['state']} {c['sampling']} seed={c['seed']} N={c['num_samples']}"
               + alpha + local + (f" ({len(self.tasks)} LDP settings)" if len(self.tasks) > 1 else ""))
     shown = ("dataset", "model", "num_participants", "fraction", "local_epochs", "local_batch_size", "compression",
@@ -94,6 +95,8 @@ def _har_tasks(part: HarGrid) -> list[tuple[dict, dict]]:
       extra["compression"] = float(part.compression)
     if part.dropout is not None:
       extra["dropout"] = float(part.dropout)
+    if part.client_loss != "mean":
+      extra["client_loss"] = part.client_loss
     common = dict(dataset=dataset, model=model, state=state, sampling=sampling, seed=seed, **extra,
                   attacks=list(part.attacks), synthetic_scale=part.synthetic_scale,
                   data_dir=part.data_dir.format(dataset=dataset) if part.data_dir else None,
@@ -358,7 +361,8 @@ def task_row(task: Task) -> dict[str, Any]:
     return {"dataset": c["dataset"], "model": c["model"], "state": c["state"], "sampling": c["sampling"],
             "seed": c["seed"], "num_samples": n, "local_batch_size": b, "local_steps": s, "sigma": c["sigma"],
             "tau": c["tau"], "dirichlet_alpha": c.get("dirichlet_alpha"), "head_bias": c.get("head_bias", True),
-            "compression": c.get("compression", 0.0), "dropout": c.get("dropout")}
+            "compression": c.get("compression", 0.0), "dropout": c.get("dropout"),
+            "client_loss": c.get("client_loss", "mean")}
   row = {k: c[k] for k in ("dataset", "model", "num_participants", "fraction", "local_epochs", "local_batch_size",
                            "local_lr", "compression", "dropout", "rounds", "seed", "replicates")
          + (("wd_trials", "wd_total_per_label", "wd_factors", "wd_stages", "wd_window") if "wd_trials" in c else ())}

@@ -29,7 +29,7 @@ from jaxleak.federated import EQUIVALENTS
 from jaxleak.runs import fields
 from jaxleak.runs.eavesdrop.config import (DIRICHLET_ALPHAS, NOT_READ_BY_WHOLE_DETERMINATION, PAPER_COMPRESSION,
                                            PAPER_SWEEPS, WHOLE_DETERMINATION_READS)
-from jaxleak.runs.leakage.config import PAPER_LDP_GRID, check_every_window_trained
+from jaxleak.runs.leakage.config import CLIENT_LOSSES, PAPER_LDP_GRID, check_every_window_trained
 from jaxleak.types import FLOAT32_MAX
 
 #: The HAR paper's multi-step settings (N, B, S) (spec 3.4).
@@ -82,6 +82,7 @@ class HarGrid:
   head_bias: bool = True                             # defence: False = a bias-free head (the HAR paper's advice)
   compression: float = 0.0                           # defence: top-CR upload compression of the head gradient
   dropout: Optional[float] = None                    # the models' dropout rate (None: their default, 0.5)
+  client_loss: str = "mean"                          # or "class_weighted" (single step; LeakageConfig.client_loss)
 
   def validate(self) -> None:
     for field, values, valid in (("datasets", self.datasets, D.DATASETS), ("models", self.models, models.names()),
@@ -106,6 +107,11 @@ class HarGrid:
       raise ValueError("ldp: a (sigma, tau) pair is listed twice.")
     if self.clip_scope not in ("all", "last_layer"):
       raise ValueError(f"clip_scope: unknown {self.clip_scope!r}; valid: all, last_layer.")
+    if self.client_loss not in CLIENT_LOSSES:
+      raise ValueError(f"client_loss: unknown {self.client_loss!r}; valid: {', '.join(CLIENT_LOSSES)}.")
+    if self.client_loss != "mean" and self.multi_step:
+      raise ValueError(f"client_loss={self.client_loss} is for single-step updates; multi-step clients use the mean "
+                       "loss (make the multi-step grid a part of its own).")
     if self.equivalent not in EQUIVALENTS:
       raise ValueError(f"equivalent: unknown {self.equivalent!r}; valid: {', '.join(EQUIVALENTS)}.")
     self._check_unread()
