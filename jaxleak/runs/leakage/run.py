@@ -57,7 +57,7 @@ def run_ldp_sweep(cfg: LeakageConfig, settings: dict[str, LdpConfig], *,
   """
   if cfg.local is not None:
     raise ValueError("run_ldp_sweep is for single-step runs; multi-step LDP is per local step (LocalSteps.ldp).")
-  for name, ldp in settings.items():                # each setting as a run of its own would be checked
+  for ldp in settings.values():                      # each setting as a run of its own would be checked
     dataclasses.replace(cfg, ldp=ldp).validate()
   prep = prepare(cfg, dataset, variables, progress)
   shared = [s for s in settings.values() if not s.per_example]

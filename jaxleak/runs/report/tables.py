@@ -140,8 +140,8 @@ def ldp_table(results: Results, acct: Accountant) -> Optional[Table]:
 # --- HAR ----------------------------------------------------------------------------------------------------------
 
 def setting_label(s: dict, *, with_ldp: bool = True, with_defences: bool = True) -> str:
-  """'synthetic_wear | deepconvlstm | untrained | shuffle | N=100 [| S=5 B=20] [| sigma=0.1 tau=1] [| bias-free
-  head] [| top-k CR=0.9]'."""
+  """'synthetic_wear | deepconvlstm | untrained | shuffle | N=100 [| class-weighted loss] [| S=5 B=20]
+  [| sigma=0.1 tau=1] [| bias-free head] [| top-k CR=0.9]'."""
   parts = [s["dataset"], s["model"], s["state"], s["sampling"], f"N={s['num_samples']}"]
   if s.get("client_loss", "mean") != "mean":        # the clients' loss: part of the setting, not a defence
     parts.append(f"{s['client_loss'].replace('_', '-')} loss")

@@ -109,9 +109,6 @@ class HarGrid:
       raise ValueError(f"clip_scope: unknown {self.clip_scope!r}; valid: all, last_layer.")
     if self.client_loss not in CLIENT_LOSSES:
       raise ValueError(f"client_loss: unknown {self.client_loss!r}; valid: {', '.join(CLIENT_LOSSES)}.")
-    if self.client_loss != "mean" and self.multi_step:
-      raise ValueError(f"client_loss={self.client_loss} is for single-step updates; multi-step clients use the mean "
-                       "loss (make the multi-step grid a part of its own).")
     if self.equivalent not in EQUIVALENTS:
       raise ValueError(f"equivalent: unknown {self.equivalent!r}; valid: {', '.join(EQUIVALENTS)}.")
     self._check_unread()
@@ -159,7 +156,7 @@ class HarGrid:
 
   def reads(self, field: str) -> bool:
     """Whether any task of this grid reads `field` (see `HAR_FIELD_READERS`)."""
-    if field in ("ldp", "num_samples"):
+    if field in ("ldp", "num_samples", "client_loss"):
       return not self.multi_step
     if field in ("local_lr", "equivalent"):
       return bool(self.multi_step)
@@ -185,6 +182,7 @@ HAR_FIELD_READERS = {
     "equivalent": "multi-step tasks (multi_step=N:B:S,...)",
     "clip_scope": "single-step tasks with an ldp pair that clips (tau > 0)",
     "checkpoint_dir": "tasks of states=trained",
+    "client_loss": "single-step tasks (multi-step clients use the mean loss)",
 }
 
 
