@@ -1,6 +1,6 @@
 """What each dataset name stands for, and whether it can be used on this machine now (nothing is loaded).
 
-`python -m jaxleak` prints `describe()`: one line per name, saying "ready", "needs --data_dir" or the pip command
+`python -m jaxleak.data` prints `describe()`: one line per name, saying "ready", "needs --data_dir" or the pip command
 that installs it.
 """
 from __future__ import annotations
