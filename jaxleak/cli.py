@@ -290,10 +290,10 @@ def define_leakage_flags(fv: flags.FlagValues, *, multi_step: bool) -> None:
                      **d)
   flags.DEFINE_integer("dirichlet_clients", None, "With --dirichlet_alpha: the number of clients (default: as many "
                        "as subjects).", **d)
-  if not multi_step:
-    flags.DEFINE_enum("client_loss", "mean", ["mean", "class_weighted"],
-                      "The clients' loss: the papers' mean CE, or class-weighted by each client's own label counts "
-                      "(sklearn 'balanced', PyTorch's CrossEntropyLoss(weight=)); beyond the papers.", **d)
+  flags.DEFINE_enum("client_loss", "mean", ["mean", "class_weighted"],
+                    "The clients' loss" + (" in every local step" if multi_step else "") + ": the papers' mean CE, or "
+                    "class-weighted by each client's own label counts (sklearn 'balanced', PyTorch's "
+                    "CrossEntropyLoss(weight=)); beyond the papers.", **d)
   flags.DEFINE_bool("minmax", not multi_step, "Per-update min-max input scaling.", **d)
   flags.DEFINE_integer("chunk_size", None, "Updates vmapped together (memory vs speed; default 8, on CPU 1 where "
                        "a full backward pass is computed: local training, whole-model clipping).", **d)
@@ -466,6 +466,6 @@ def leakage_config(fv: flags.FlagValues, **overrides):
       num_samples=fv.num_samples, attacks=name_list(fv, "attacks", A.names()), clients=int_list(fv, "clients"),
       num_clients=fv.num_clients, seed=fv.seed, minmax=fv.minmax, chunk_size=fv.chunk_size,
       dirichlet_alpha=fv.dirichlet_alpha, dirichlet_clients=fv.dirichlet_clients, dropout=fv.dropout,
-      compression=fv.compression, **({"client_loss": fv.client_loss} if "client_loss" in fv else {}), **overrides)
+      compression=fv.compression, client_loss=fv.client_loss, **overrides)
   cfg.validate()
   return cfg

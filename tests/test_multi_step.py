@@ -3,6 +3,7 @@ import dataclasses
 import json
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -33,15 +34,22 @@ def test_one_local_step_equals_the_single_step_gradient(name):
   np.testing.assert_allclose(ms.bias, ss.bias, atol=1e-6)
 
 
-def _plain_local_sgd(model, variables, x, y, key, local):
+def _plain_local_sgd(model, variables, x, y, key, local, class_weights=None):
   """Independent reference: S SGD steps, each jax.grad of the whole model (as the HAR code's optimiser.step());
-  returns (theta_0 - theta_S) / (lr S) of the head, read off the parameters."""
+  returns (theta_0 - theta_S) / (lr S) of the head, read off the parameters. With class_weights f32[C], each step's
+  loss is sum_n w[y_n] CE_n / sum_n w[y_n], written out here."""
   from jaxleak.federated.apply import train_loss
+
+  def weighted(logits, labels):
+    ce = -jnp.take_along_axis(jax.nn.log_softmax(logits), labels[:, None], axis=1)[:, 0]
+    return jnp.sum(class_weights[labels] * ce) / jnp.sum(class_weights[labels])
   params = variables["params"]
   state = {k: v for k, v in variables.items() if k != "params"}
   for s in range(local.steps):
     idx = (s * local.batch_size + np.arange(local.batch_size)) % len(y)
-    g, state = jax.grad(train_loss(model, state, x[idx], y[idx], jax.random.fold_in(key, s)), has_aux=True)(params)
+    loss = train_loss(model, state, x[idx], y[idx], jax.random.fold_in(key, s),
+                      None if class_weights is None else weighted)
+    g, state = jax.grad(loss, has_aux=True)(params)
     params = jax.tree.map(lambda p, d: p - local.lr * d, params, g)
   head0, head = variables["params"]["head"], params["head"]
   return {k: (head0[k] - head[k]) / (local.lr * local.steps) for k in head}
@@ -59,6 +67,27 @@ def test_local_steps_equal_plain_sgd_on_the_whole_model(name, delta):
   np.testing.assert_allclose(ours.bias, ref["bias"], atol=2e-5, rtol=1e-4)
   one_step = client_updates(model, v, x, y, keys, local=LocalSteps(steps=1, batch_size=15))
   assert not np.allclose(ours.bias, one_step.bias, atol=1e-3)          # the steps moved the model
+
+
+@pytest.mark.parametrize("blocks", [False, True])
+def test_class_weighted_local_steps_equal_plain_sgd_on_the_weighted_loss(blocks, monkeypatch):
+  from jaxleak.federated import multi_step
+  if blocks:                                   # S = 3 as host-driven blocks of 2 and 1 steps
+    monkeypatch.setattr(multi_step, "UNROLLED_STEPS", 2)
+    monkeypatch.setattr(multi_step, "STEPS_PER_BLOCK", 2)
+  model, v, x, y, keys = _setup("tinyhar")
+  w = jnp.array([[0.5, 3.0, 1.0, 1.0, 2.0], [1.0, 1.0, 1.0, 1.0, 1.0], [2.0, 0.2, 1.0, 4.0, 1.0]])
+  local = LocalSteps(steps=3, batch_size=15, lr=0.3 + 0.01 * blocks)
+  ours = client_updates(model, v, x, y, keys, local=local, class_weights=w)
+  for i in range(3):
+    ref = jax.jit(lambda x, y, k, c: _plain_local_sgd(model, v, x, y, k, local, c))(x[i], y[i], keys[i], w[i])
+    np.testing.assert_allclose(ours.bias[i], ref["bias"], atol=2e-5, rtol=1e-4)
+    np.testing.assert_allclose(ours.kernel[i], ref["kernel"], atol=2e-5, rtol=1e-4)
+  plain = client_updates(model, v, x, y, keys, local=local)
+  np.testing.assert_allclose(ours.bias[1], plain.bias[1], atol=1e-6)     # equal weights: the mean loss
+  assert not np.allclose(ours.bias[0], plain.bias[0], atol=1e-4)
+  with pytest.raises(ValueError, match=r"client_updates: class_weights must be \[K, C\] = \(3, 5\)"):
+    client_updates(model, v, x, y, keys, local=local, class_weights=w[0])
 
 
 @pytest.mark.parametrize("name", ["tinyhar", "deepconvlstm"])
@@ -191,6 +220,25 @@ def test_multi_step_cli(tmp_path, capsys):
   assert manifest["experiment"] == "multi_step_leakage"
   assert manifest["config"]["local"]["steps"] == 2 and manifest["config"]["minmax"] is False
   assert "multi-step B=50 S=2" in proc.out
+
+
+def test_multi_step_cli_with_class_weighted_clients_equals_the_library(tmp_path, capsys):
+  args = ["--dataset=synthetic_tiny", "--model=tinyhar", "--num_samples=100", "--local_batch_size=50",
+          "--local_steps=2", "--attacks=ebi", "--num_clients=2", "--client_loss=class_weighted"]
+  rc = cli.call(MS.main, MS.FLAGS, args + [f"--output_dir={tmp_path}"])
+  proc = capsys.readouterr()
+  assert rc == 0, proc.err[-2000:]
+  assert "| class-weighted client loss | multi-step B=50 S=2" in proc.out
+  manifest = json.loads((tmp_path / "manifest.json").read_text())
+  cfg = LeakageConfig(dataset="synthetic_tiny", model="tinyhar", num_samples=100, attacks=("ebi",), num_clients=2,
+                      minmax=False, local=LocalSteps(steps=2, batch_size=50), client_loss="class_weighted")
+  assert manifest["config"]["client_loss"] == "class_weighted"
+  lib = run_leakage(cfg)
+  mean = run_leakage(dataclasses.replace(cfg, client_loss="mean"))
+  clients = (tmp_path / "clients.csv").read_text().splitlines()[1:]
+  assert [float(line.split(",")[3]) for line in clients] == [round(float(v), 4) for v in
+                                                               lib.client_metrics["ebi"].lnacc]
+  assert not np.array_equal(lib.pred_counts["ebi"], mean.pred_counts["ebi"])     # the weights reached the steps
 
 
 def test_local_steps_whose_window_indices_pass_int32_are_refused():

@@ -217,6 +217,3 @@ def test_class_weighted_loss_on_the_command_line_and_what_it_refuses(tmp_path, c
   assert not (tmp_path / "p").exists() and not (tmp_path / "g").exists()
   with pytest.raises(ValueError, match="client_loss: unknown 'median'; valid: mean, class_weighted"):
     LeakageConfig(client_loss="median").validate()
-  from jaxleak.federated import LocalSteps
-  with pytest.raises(ValueError, match="client_loss='class_weighted' is for single-step updates"):
-    LeakageConfig(num_samples=100, client_loss="class_weighted", local=LocalSteps(steps=5, batch_size=20)).validate()

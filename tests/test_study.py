@@ -273,15 +273,13 @@ def test_class_weighted_clients_are_a_setting_of_their_own_in_studies_collect_an
   assert table.columns == ["setting", "attack", "none", "LDP sigma=0.1 tau=1"]
   weighted = [r for r in table.rows if "class-weighted loss" in r[0]]
   assert len(weighted) == 2 and all(r[2] is not None and r[3] is not None for r in weighted)
-  with pytest.raises(ValueError, match=r"client_loss=class_weighted is read only by single-step tasks \(multi-step "
-                                       r"clients use the mean loss\), and this grid has none"):
-    S.HarGrid(**tiny, multi_step=((100, 20, 5),), client_loss="class_weighted").validate()
   with pytest.raises(ValueError, match="client_loss: unknown 'median'; valid: mean, class_weighted"):
     S.HarGrid(**tiny, client_loss="median").validate()
   paper = S.make_plan(S.override(S.preset("har_paper"), {**TINY, "client_loss": "class_weighted"}),
-                      check_inputs=False)                        # the single-step parts take it, multi-step not
-  assert {(t.config["multi_step"] is None, t.config.get("client_loss", "mean")) for t in paper.tasks} == {
-      (True, "class_weighted"), (False, "mean")}
+                      check_inputs=False)                        # every part takes it, multi-step included
+  multi = next(t for t in paper.tasks if t.config["multi_step"] is not None)
+  assert {t.config.get("client_loss") for t in paper.tasks} == {"class_weighted"}
+  assert engine.leakage_config(multi.config).client_loss == "class_weighted"
 
 
 def test_compressed_uploads_keep_the_largest_entries_of_each_leaf():

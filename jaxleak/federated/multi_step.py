@@ -3,7 +3,8 @@
 A query = the N windows of one client update. The client runs S plain-SGD steps (learning rate eta, no momentum)
 from the global params; step s uses windows [s*B, (s+1)*B) mod N (disjoint slices covering the N windows once for
 the paper's (N, B, S) settings); model in train mode; inputs NOT min-max scaled (as the reference); optional LDP
-per local step on the whole-model gradient (clip, then noise, changing the trajectory).
+per local step on the whole-model gradient (clip, then noise, changing the trajectory). Optionally every step's
+loss is class-weighted (`class_weights` f32[C] per update, PyTorch's CrossEntropyLoss(weight=)), beyond the papers.
 
 The server sees theta_S - theta_0 = -eta * sum_s g_s. What the attacks get (`equivalent`):
   'mean' (default)  (theta_0 - theta_S) / (eta * S) = the average of the S mini-batch-mean gradients. It has the
@@ -28,9 +29,9 @@ import numpy as np
 from flax import linen as nn
 
 from jaxleak import privacy
-from jaxleak.federated.apply import (check_batches, check_options, explain_variable_mismatch, split_variables,
-                                     train_loss)
-from jaxleak.federated.single_step import _head, minmax_scale
+from jaxleak.federated.apply import (check_batches, check_options, class_weighted_ce, explain_variable_mismatch,
+                                     split_variables, train_loss)
+from jaxleak.federated.single_step import _check_per_batch_class_weights, _head, minmax_scale
 from jaxleak.privacy import LdpConfig
 from jaxleak.types import LastLayerGrads, check_local_training
 
@@ -78,9 +79,9 @@ STEPS_PER_BLOCK = 8
 PROGRESS_EVERY_S = 30.0
 
 
-def _step(model: nn.Module, local: LocalSteps, minmax: bool, carry, x, y, key, s):
-  """Local step s (a Python int, or a traced int32) of one update: SGD on windows [sB, (s+1)B) mod N.
-  carry = (params, model state, the head gradients summed so far)."""
+def _step(model: nn.Module, local: LocalSteps, minmax: bool, carry, x, y, key, s, class_weights=None):
+  """Local step s (a Python int, or a traced int32) of one update: SGD on windows [sB, (s+1)B) mod N, of the mean
+  CE or (class_weights f32[C]) the class-weighted mean. carry = (params, model state, the head gradients summed)."""
   params, state, total = carry
   if local.batch_size > y.shape[0]:      # the batch would wrap around and repeat windows (trace time: shapes)
     raise ValueError(f"local batch size B={local.batch_size} is larger than the update's N={y.shape[0]} windows; "
@@ -89,7 +90,8 @@ def _step(model: nn.Module, local: LocalSteps, minmax: bool, carry, x, y, key, s
   xs, ys = x[idx], y[idx]
   xs = minmax_scale(xs) if minmax else xs
   step_key = jax.random.fold_in(key, s)
-  grads, state = jax.grad(train_loss(model, state, xs, ys, step_key), has_aux=True)(params)
+  reduce = None if class_weights is None else functools.partial(class_weighted_ce, class_weights=class_weights)
+  grads, state = jax.grad(train_loss(model, state, xs, ys, step_key, reduce), has_aux=True)(params)
   if not local.ldp.is_identity:
     grads = privacy.privatize(grads, local.ldp.transform(jax.random.fold_in(step_key, 1)))
   total = jax.tree.map(jnp.add, total, _head(grads))
@@ -113,26 +115,28 @@ def _finish(local: LocalSteps, head0, carry) -> LastLayerGrads:
 
 
 def client_update_fn(model: nn.Module, local: LocalSteps, *, minmax: bool = False):
-  """Returns f(variables, x f32[N, T, ch], y i32[N], key) -> LastLayerGrads (the gradient-equivalent's head).
+  """Returns f(variables, x f32[N, T, ch], y i32[N], key, class_weights=None) -> LastLayerGrads (the
+  gradient-equivalent's head; class_weights f32[C]: every step's loss is the class-weighted mean).
 
   The S steps are unrolled at trace time: a loop around a full backward pass runs much slower on XLA:CPU
   (BUILD_NOTES.md), but compiling grows with S; `client_updates` runs S > UNROLLED_STEPS in host-driven blocks.
   """
   if not isinstance(local, LocalSteps):
     raise TypeError(f"client_update_fn: local must be a jaxleak.federated.LocalSteps, got {type(local).__name__}.")
-  def f(variables, x, y, key):
+  def f(variables, x, y, key, class_weights=None):
     carry = _start(variables)
     for s in range(local.steps):
-      carry = _step(model, local, minmax, carry, x, y, key, s)
+      carry = _step(model, local, minmax, carry, x, y, key, s, class_weights)
     return _finish(local, _head(variables["params"]), carry)
 
   return f
 
 
 @functools.partial(jax.jit, static_argnames=("model", "local", "minmax", "batched_variables"))
-def _unrolled_updates(model, variables, windows, labels, keys, *, local, minmax, batched_variables):
+def _unrolled_updates(model, variables, windows, labels, keys, class_weights, *, local, minmax, batched_variables):
   f = client_update_fn(model, local, minmax=minmax)
-  return jax.vmap(f, in_axes=(0 if batched_variables else None, 0, 0, 0))(variables, windows, labels, keys)
+  return jax.vmap(f, in_axes=(0 if batched_variables else None, 0, 0, 0, 0))(variables, windows, labels, keys,
+                                                                           class_weights)
 
 
 @functools.partial(jax.jit, static_argnames=("batched_variables",))
@@ -144,13 +148,13 @@ def _start_updates(variables, keys, *, batched_variables):
 
 
 @functools.partial(jax.jit, static_argnames=("model", "local", "minmax", "num_steps"), donate_argnums=(1,))
-def _block_of_steps(model, carry, windows, labels, keys, first, *, local, minmax, num_steps):
+def _block_of_steps(model, carry, windows, labels, keys, class_weights, first, *, local, minmax, num_steps):
   """Steps first .. first + num_steps - 1 (`first` traced: one compilation for every full block) of K updates."""
-  def one(carry, x, y, key):
+  def one(carry, x, y, key, w):
     for u in range(num_steps):
-      carry = _step(model, local, minmax, carry, x, y, key, first + u)
+      carry = _step(model, local, minmax, carry, x, y, key, first + u, w)
     return carry
-  return jax.vmap(one)(carry, windows, labels, keys)
+  return jax.vmap(one)(carry, windows, labels, keys, class_weights)
 
 
 @functools.partial(jax.jit, static_argnames=("local",))
@@ -160,8 +164,10 @@ def _finish_updates(head0, carry, *, local):
 
 def client_updates(model: nn.Module, variables: dict, windows: jax.Array, labels: jax.Array, keys: jax.Array, *,
                    local: LocalSteps, minmax: bool = False, batched_variables: bool = False,
-                   progress: Optional[Callable[[str], None]] = None) -> LastLayerGrads:
+                   progress: Optional[Callable[[str], None]] = None,
+                   class_weights: Optional[jax.Array] = None) -> LastLayerGrads:
   """Gradient-equivalents of K queries (windows f32[K, N, T, ch], labels i32[K, N], K keys), one plain vmap.
+  `class_weights` f32[K, C] (optional): each update's local steps minimise the class-weighted mean CE.
 
   Up to `UNROLLED_STEPS` local steps run as one compiled program; more run as calls of `STEPS_PER_BLOCK` steps
   from the host (the same arithmetic; compiling stays bounded, and XLA:CPU runs host-driven blocks about as fast
@@ -172,21 +178,23 @@ def client_updates(model: nn.Module, variables: dict, windows: jax.Array, labels
                 batched_variables=batched_variables)
   if not isinstance(local, LocalSteps):
     raise TypeError(f"client_updates: local must be a jaxleak.federated.LocalSteps, got {type(local).__name__}.")
+  class_weights = _check_per_batch_class_weights(class_weights, model, windows, "client_updates")
   with explain_variable_mismatch(model, windows, "client_updates"):
-    return _client_updates(model, variables, windows, labels, keys, local=local, minmax=minmax,
+    return _client_updates(model, variables, windows, labels, keys, class_weights, local=local, minmax=minmax,
                            batched_variables=batched_variables, progress=progress)
 
 
-def _client_updates(model, variables, windows, labels, keys, *, local, minmax, batched_variables, progress):
+def _client_updates(model, variables, windows, labels, keys, class_weights, *, local, minmax, batched_variables,
+                    progress):
   if local.steps <= UNROLLED_STEPS:
-    return _unrolled_updates(model, variables, windows, labels, keys, local=local, minmax=minmax,
+    return _unrolled_updates(model, variables, windows, labels, keys, class_weights, local=local, minmax=minmax,
                              batched_variables=batched_variables)
   head0, carry = _start_updates(variables, keys, batched_variables=batched_variables)
   t0 = last = time.perf_counter()
   for first in range(0, local.steps, STEPS_PER_BLOCK):
     done = min(first + STEPS_PER_BLOCK, local.steps)
-    carry = _block_of_steps(model, carry, windows, labels, keys, jnp.int32(first), local=local, minmax=minmax,
-                            num_steps=done - first)
+    carry = _block_of_steps(model, carry, windows, labels, keys, class_weights, jnp.int32(first), local=local,
+                            minmax=minmax, num_steps=done - first)
     if progress is not None and done < local.steps:
       # Dispatch is asynchronous: only a finished block says how far the steps are. Waiting on each block costs
       # the overlap of one dispatch, ~1 ms (1 % of TinyHAR's 0.09 s blocks of 8 updates; BUILD_NOTES.md).

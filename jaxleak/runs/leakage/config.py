@@ -132,13 +132,9 @@ class LeakageConfig:
       raise ValueError(f"dirichlet_clients={self.dirichlet_clients}: needs dirichlet_alpha and a positive count.")
     if self.client_loss not in CLIENT_LOSSES:
       raise ValueError(f"client_loss: unknown {self.client_loss!r}; valid: {', '.join(CLIENT_LOSSES)}.")
-    if self.client_loss != "mean":
-      if self.local is not None:
-        raise ValueError(f"client_loss={self.client_loss!r} is for single-step updates; multi-step clients use the "
-                         "mean loss (a weighted loss over local SGD steps is not implemented).")
-      if self.ldp.per_example:
-        raise ValueError(f"client_loss={self.client_loss!r} with per-example clipping is not supported (a clipped "
-                         "example's share of a weighted loss is not defined here); clip per batch.")
+    if self.client_loss != "mean" and self.ldp.per_example:
+      raise ValueError(f"client_loss={self.client_loss!r} with per-example clipping is not supported (a clipped "
+                       "example's share of a weighted loss is not defined here); clip per batch.")
     if self.local is not None:
       if not self.ldp.is_identity:
         raise ValueError("multi-step runs take their LDP per local step: set it in LocalSteps(ldp=...).")

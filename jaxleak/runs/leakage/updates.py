@@ -136,8 +136,8 @@ def compute_updates(prep: Prepared, cfg: LeakageConfig, ldp: LdpConfig,
   if execution == "auto" and (cfg.local is not None or ldp.needs_full_gradient):
     execution = "vmap"
   if cfg.local is not None:
-    fn = lambda v, x, y, k, _, b: client_updates(prep.model, v, x, y, k, local=cfg.local, minmax=cfg.minmax,
-                                                 batched_variables=b, progress=progress)
+    fn = lambda v, x, y, k, w, b: client_updates(prep.model, v, x, y, k, local=cfg.local, minmax=cfg.minmax,
+                                                 batched_variables=b, progress=progress, class_weights=w)
     per_call = cfg.vmap_chunk(True) * (1 if prep.mesh is None else prep.mesh.devices.size)
     return require_finite(prep, cfg, in_calls(prep, per_call, fn, progress, "local training", execution))
   if ldp.per_example and ldp.needs_full_gradient:

@@ -82,7 +82,7 @@ class HarGrid:
   head_bias: bool = True                             # defence: False = a bias-free head (the HAR paper's advice)
   compression: float = 0.0                           # defence: top-CR upload compression of the head gradient
   dropout: Optional[float] = None                    # the models' dropout rate (None: their default, 0.5)
-  client_loss: str = "mean"                          # or "class_weighted" (single step; LeakageConfig.client_loss)
+  client_loss: str = "mean"                          # or "class_weighted" (LeakageConfig.client_loss)
 
   def validate(self) -> None:
     for field, values, valid in (("datasets", self.datasets, D.DATASETS), ("models", self.models, models.names()),
@@ -156,7 +156,7 @@ class HarGrid:
 
   def reads(self, field: str) -> bool:
     """Whether any task of this grid reads `field` (see `HAR_FIELD_READERS`)."""
-    if field in ("ldp", "num_samples", "client_loss"):
+    if field in ("ldp", "num_samples"):
       return not self.multi_step
     if field in ("local_lr", "equivalent"):
       return bool(self.multi_step)
@@ -182,7 +182,6 @@ HAR_FIELD_READERS = {
     "equivalent": "multi-step tasks (multi_step=N:B:S,...)",
     "clip_scope": "single-step tasks with an ldp pair that clips (tau > 0)",
     "checkpoint_dir": "tasks of states=trained",
-    "client_loss": "single-step tasks (multi-step clients use the mean loss)",
 }
 
 
