@@ -1,17 +1,19 @@
 """Do rare classes leak more when clients weight their loss by class? The HAR paper's open question, measured.
 
-Runs the single-step experiment twice per sampling, with the papers' mean loss and with each client's loss
-weighted by its own label counts (`--client_loss=class_weighted`), on the same updates' windows, and prints per
+Runs the experiment (single step, or multi-step with --local_steps) twice per sampling, with the papers' mean
+loss and with each client's loss weighted by its own label counts (`--client_loss=class_weighted`), on the same updates' windows, and prints per
 attack: LnAcc, ClassAcc, and the existence recall of the rare and of the frequent classes (over all updates that
 hold the class: the share in which the attack finds it). Rare: under --rare_share of the data set's windows.
 
   python benchmarks/weighted_loss.py                                  # HAPT, untrained DeepConvLSTM
   python benchmarks/weighted_loss.py --model=tinyhar --samplings=shuffle --num_clients=5
+  python benchmarks/weighted_loss.py --local_steps=5 --local_batch_size=20    # multi-step (FedAvg), N = 100
 """
 import _flags
 import numpy as np
 from absl import flags
 
+from jaxleak.federated import LocalSteps
 from jaxleak.runs.leakage import LeakageConfig, run_leakage
 
 FLAGS = flags.FLAGS
@@ -19,6 +21,9 @@ flags.DEFINE_string("dataset", "hapt", "HAR dataset.")
 flags.DEFINE_string("model", "deepconvlstm", "Model (untrained).")
 flags.DEFINE_list("samplings", ["shuffle", "sequential"], "Samplings to compare.")
 flags.DEFINE_integer("num_clients", None, "Attack only the first k subjects.", lower_bound=1)
+flags.DEFINE_integer("local_steps", 0, "S local SGD steps per update (0: single step).", lower_bound=0)
+flags.DEFINE_integer("local_batch_size", 20, "B windows per local step (with --local_steps).", lower_bound=1)
+flags.DEFINE_float("local_lr", 1e-4, "Local learning rate (with --local_steps).", lower_bound=0.0)
 flags.DEFINE_float("rare_share", 0.05, "A class is rare below this share of the data set's windows.",
                    lower_bound=0.0, upper_bound=1.0)
 
@@ -31,9 +36,12 @@ def existence_recall(true: np.ndarray, pred: np.ndarray) -> np.ndarray:
 
 def main(_):
   rows = []
+  local = (LocalSteps(steps=FLAGS.local_steps, batch_size=FLAGS.local_batch_size, lr=FLAGS.local_lr)
+           if FLAGS.local_steps else None)
   for sampling in FLAGS.samplings:
     results = {loss: run_leakage(LeakageConfig(dataset=FLAGS.dataset, model=FLAGS.model, sampling=sampling,
-                                               num_clients=FLAGS.num_clients, client_loss=loss))
+                                               num_clients=FLAGS.num_clients, client_loss=loss, local=local,
+                                               minmax=local is None))
                for loss in ("mean", "class_weighted")}
     share = np.sum(results["mean"].true_counts, axis=0) / np.sum(results["mean"].true_counts)
     rare = share < FLAGS.rare_share
@@ -45,8 +53,9 @@ def main(_):
         cells.append((summary["lnacc"][0], summary["class_acc"][0], np.nanmean(recall[rare]),
                       np.nanmean(recall[~rare])))
       rows.append((sampling, attack, cells))
-  print(f"{FLAGS.dataset}, untrained {FLAGS.model}, N = 100; mean loss -> class-weighted loss, in %; rare classes: "
-        f"{int(rare.sum())} of {len(rare)} (under {FLAGS.rare_share:.0%} of the updates' windows)\n")
+  steps = (f", multi-step B = {local.batch_size} S = {local.steps} lr = {local.lr:g}" if local else ", single step")
+  print(f"{FLAGS.dataset}, untrained {FLAGS.model}, N = 100{steps}; mean loss -> class-weighted loss, in %; rare "
+        f"classes: {int(rare.sum())} of {len(rare)} (under {FLAGS.rare_share:.0%} of the updates' windows)\n")
   print("| sampling | attack | LnAcc | ClassAcc | rare-class recall | frequent-class recall |")
   print("|---|---|---|---|---|---|")
   for sampling, attack, (mean, weighted) in rows:
