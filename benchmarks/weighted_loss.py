@@ -1,9 +1,10 @@
 """Do rare classes leak more when clients weight their loss by class? The HAR paper's open question, measured.
 
 Runs the experiment (single step, or multi-step with --local_steps) twice per sampling, with the papers' mean
-loss and with each client's loss weighted by its own label counts (`--client_loss=class_weighted`), on the same updates' windows, and prints per
-attack: LnAcc, ClassAcc, and the existence recall of the rare and of the frequent classes (over all updates that
-hold the class: the share in which the attack finds it). Rare: under --rare_share of the data set's windows.
+loss and with each client's loss weighted by its own label counts (`--client_loss=class_weighted`), on the same
+updates' windows, and prints per attack: LnAcc, ClassAcc, and the existence recall of the rare and of the frequent
+classes (over all updates that hold the class: the share in which the attack finds it). Rare: under --rare_share
+of the data set's windows.
 
   python benchmarks/weighted_loss.py                                  # HAPT, untrained DeepConvLSTM
   python benchmarks/weighted_loss.py --model=tinyhar --samplings=shuffle --num_clients=5
