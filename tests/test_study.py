@@ -275,6 +275,8 @@ def test_class_weighted_clients_are_a_setting_of_their_own_in_studies_collect_an
   assert len(weighted) == 2 and all(r[2] is not None and r[3] is not None for r in weighted)
   with pytest.raises(ValueError, match="client_loss: unknown 'median'; valid: mean, class_weighted"):
     S.HarGrid(**tiny, client_loss="median").validate()
+  both = S.make_plan(S.override(S.preset("har_client_loss"), TINY), check_inputs=False)
+  assert len(both.tasks) == 2 * len(plain.tasks) and {t.key for t in plain.tasks} < {t.key for t in both.tasks}
   paper = S.make_plan(S.override(S.preset("har_paper"), {**TINY, "client_loss": "class_weighted"}),
                       check_inputs=False)                        # every part takes it, multi-step included
   multi = next(t for t in paper.tasks if t.config["multi_step"] is not None)

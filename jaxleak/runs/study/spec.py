@@ -239,6 +239,9 @@ PRESETS: dict[str, Study] = {s.name: s for s in (
     Study("har_defences", _DEFENCES, "HAR beyond the paper: each defence alone (none = the paper's models with "
           "dropout 0.5, bias-free head, LDP sigma=0.1 tau=1, top-10 % compression, dropout 0.8) against LLG, LLG*, "
           "EBI, LLBG, iLRG and RLU (120)"),
+    Study("har_client_loss", (_SAMPLING, HarGrid(client_loss="class_weighted")),
+          "HAR beyond the paper: the 24 sampling settings with the mean loss and with clients that weight their "
+          "loss by their own label counts (48)"),
     Study("eavesdrop_defences", (_ev({"dropout": (0.0, 0.5)}), _ev({"compression": (0.5, 0.9)}, dropout=0.0),
                                  _ev({"ldp_noise": (0.001, 0.01)}, dropout=0.0, ldp_clip=0.1)),
           "Eavesdrop beyond the paper: no defence (dropout 0), dropout 0.5, top-CR compression 0.5 and 0.9, LDP "
