@@ -25,7 +25,7 @@ from absl import flags
 from jaxleak import cli
 from jaxleak import data as D
 from jaxleak import models, storage
-from jaxleak.federated import LocalEpochs
+from jaxleak.federated import CLIENT_LOSSES, LocalEpochs
 from jaxleak.runs import eavesdrop as EV
 from jaxleak.runs import fields
 
@@ -50,6 +50,9 @@ flags.DEFINE_integer("rounds", 100, "Rounds to play (each attacked).", **_d)
 flags.DEFINE_integer("local_epochs", 3, "L_ep.", **_d)
 flags.DEFINE_integer("local_batch_size", 64, "L_bs.", **_d)
 flags.DEFINE_float("local_lr", 0.01, "L_lr (plain SGD, > 0).", **_d)
+flags.DEFINE_enum("client_loss", "mean", list(CLIENT_LOSSES), "The participants' loss in every local step: the "
+                  "paper's mean CE, or class-weighted by each participant's own label counts (sklearn 'balanced', "
+                  "PyTorch's CrossEntropyLoss(weight=)); beyond the paper.", **_d)
 flags.DEFINE_enum("partition", "main_labels", list(EV.PARTITIONS), "main_labels: the paper's sec. IV-B "
                   "(--main_labels, --samples_per_label, --other_samples); dirichlet: label proportions ~ "
                   "Dir(--dirichlet_alpha), --samples_per_participant each.", **_d)
@@ -165,7 +168,8 @@ def base_config() -> EV.EavesdropConfig:
   return EV.EavesdropConfig(
       dataset=FLAGS.dataset, model=model, data_dir=FLAGS.data_dir, synthetic_scale=FLAGS.synthetic_scale,
       num_participants=FLAGS.num_participants, fraction=FLAGS.fraction, rounds=FLAGS.rounds,
-      local=LocalEpochs(FLAGS.local_epochs, FLAGS.local_batch_size, FLAGS.local_lr), main_labels=tuple(lo_hi),
+      local=LocalEpochs(FLAGS.local_epochs, FLAGS.local_batch_size, FLAGS.local_lr, FLAGS.client_loss),
+      main_labels=tuple(lo_hi),
       samples_per_label=FLAGS.samples_per_label, other_samples=FLAGS.other_samples, compression=FLAGS.compression,
       dropout=FLAGS.dropout, sniff_margin=FLAGS.sniff_margin, ratio_threshold=FLAGS.ratio_threshold,
       abort_std=FLAGS.abort_std, partition=FLAGS.partition, dirichlet_alpha=FLAGS.dirichlet_alpha,

@@ -272,6 +272,7 @@ def check_data_flags(fv: flags.FlagValues) -> None:
 
 def define_leakage_flags(fv: flags.FlagValues, *, multi_step: bool) -> None:
   """Flags shared by experiments/single_step_leakage.py and multi_step_leakage.py, defined into `fv`."""
+  from jaxleak.federated.apply import CLIENT_LOSSES
   d = dict(flag_values=fv)
   define_har_data_flags(fv)
   flags.DEFINE_enum("sampling", "shuffle", list(D.STRATEGIES), "How each client's updates are sampled.", **d)
@@ -290,7 +291,7 @@ def define_leakage_flags(fv: flags.FlagValues, *, multi_step: bool) -> None:
                      **d)
   flags.DEFINE_integer("dirichlet_clients", None, "With --dirichlet_alpha: the number of clients (default: as many "
                        "as subjects).", **d)
-  flags.DEFINE_enum("client_loss", "mean", ["mean", "class_weighted"],
+  flags.DEFINE_enum("client_loss", "mean", list(CLIENT_LOSSES),
                     "The clients' loss" + (" in every local step" if multi_step else "") + ": the papers' mean CE, or "
                     "class-weighted by each client's own label counts (sklearn 'balanced', PyTorch's "
                     "CrossEntropyLoss(weight=)); beyond the papers.", **d)

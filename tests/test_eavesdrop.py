@@ -11,6 +11,7 @@ from experiments import eavesdrop as EX
 from jaxleak import cli
 from jaxleak import data as D
 from jaxleak.runs import eavesdrop as EV
+from jaxleak.runs.eavesdrop.rounds import checkpoint_config
 from jaxleak.runs.eavesdrop.whole_determination import draw_trials
 from jaxleak import metrics, models, storage
 from jaxleak.attacks import eavesdrop as E
@@ -609,6 +610,92 @@ def test_per_label_updates_equal_training_each_label_alone():
   # Training on label c alone raises neuron c's input weights and lowers the others' (Fig. 2's observation).
   w_p, w_n = E.positive_negative(u)
   assert float(jnp.mean(w_p)) > 0 > float(jnp.mean(w_n))
+
+
+# --- participants with a class-weighted loss (LocalEpochs.loss) -------------------------------------------------------
+
+def test_balanced_class_weights_are_sklearns_over_the_valid_examples():
+  from sklearn.utils.class_weight import compute_class_weight
+  from jaxleak.federated import balanced_class_weights
+  y = np.array([0, 0, 0, 1, 2, 2, 4, 4, 4, 4, 4, 4], np.int32)
+  mask = np.array([1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0], bool)           # class 4 only in padded slots: absent
+  w = np.asarray(jax.jit(balanced_class_weights, static_argnums=2)(y, mask, 5))
+  np.testing.assert_allclose(w, [6 / 9, 2.0, 1.0, 0.0, 0.0], rtol=1e-6)  # n / (k n_c): n = 6, k = 3
+  np.testing.assert_allclose(w[:3], compute_class_weight("balanced", classes=np.arange(3), y=y[:6]), rtol=1e-6)
+  counts = np.bincount(y[mask], minlength=5)
+  np.testing.assert_allclose((w * counts)[:3], [2.0, 2.0, 2.0], rtol=1e-6)  # every present class weighs n / k
+  np.testing.assert_array_equal(balanced_class_weights(y, np.zeros(12, bool), 5), np.zeros(5))   # none valid: 0s
+
+
+def test_masked_class_weighted_ce_by_hand():
+  from jaxleak.federated import masked_class_weighted_ce, masked_mean_ce
+  logits = jnp.asarray([[2.0, 0.0, -1.0], [0.5, 0.5, 0.0], [-1.0, 3.0, 0.0], [9.0, 9.0, 9.0]])
+  labels = jnp.asarray([0, 2, 1, 7])                         # the last slot is padding: its label is no class
+  mask = jnp.asarray([1.0, 1.0, 1.0, 0.0])
+  w = jnp.asarray([1.0, 4.0, 0.5])
+  lsm = np.log(np.exp(np.asarray(logits[:3])) / np.exp(np.asarray(logits[:3])).sum(1, keepdims=True))
+  ce = -lsm[[0, 1, 2], [0, 2, 1]]
+  expected = (1.0 * ce[0] + 0.5 * ce[1] + 4.0 * ce[2]) / (1.0 + 0.5 + 4.0)
+  np.testing.assert_allclose(masked_class_weighted_ce(logits, labels, mask, w), expected, rtol=1e-6)
+  np.testing.assert_allclose(masked_class_weighted_ce(logits, labels, mask, jnp.full(3, 2.5)),
+                             masked_mean_ce(logits, labels, mask), rtol=1e-6)
+  assert float(masked_class_weighted_ce(logits, labels, jnp.zeros(4), w)) == 0.0
+
+
+def _imbalanced(pool):
+  idx = np.array([0, 1, 2, 3, 4, 5, 30, 31, 32, 60, 90, 91])   # classes 0 x 6, 1 x 3, 2 x 1, 3 x 2
+  return jnp.asarray(pool.x[idx]), jnp.asarray(pool.y[idx])
+
+
+def test_a_class_weighted_full_batch_local_step_is_one_sgd_step_on_the_weighted_loss():
+  model, variables = _mlp_setup()
+  x, y = _imbalanced(toy_pool())
+  counts = np.bincount(np.asarray(y), minlength=5)
+  w = np.where(counts > 0, 12 / (4 * np.maximum(counts, 1)), 0.0)       # sklearn 'balanced', written out
+
+  def step(weights):
+    def loss(p):
+      ce = -jnp.take_along_axis(jax.nn.log_softmax(model.apply({"params": p}, x)), y[:, None], 1)[:, 0]
+      return jnp.sum(weights[y] * ce) / jnp.sum(weights[y])
+    return jax.tree.map(lambda p, g: p - 0.1 * g, variables["params"], jax.jit(jax.grad(loss))(variables["params"]))
+  expected = step(jnp.asarray(w, jnp.float32))
+  train = jax.jit(local_train_fn(model, LocalEpochs(epochs=1, batch_size=32, lr=0.1, loss="class_weighted")))
+  got = train(variables, x, y, jnp.ones(12, bool), jax.random.key(3))["params"]
+  chex_close(got, expected)
+  # Padded junk (its labels a present class and an absent one) changes neither the weights nor the step.
+  xp = jnp.concatenate([x, 100.0 * jnp.ones((6, 4))]); yp = jnp.concatenate([y, jnp.asarray([0, 4] * 3)])
+  chex_close(train(variables, xp, yp, jnp.arange(18) < 12, jax.random.key(3))["params"], expected)
+  # And it is not the mean loss's step (so the weights were used).
+  mean_step = step(jnp.ones(5, jnp.float32))
+  assert max(float(jnp.max(jnp.abs(a - b))) for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(mean_step))) > 1e-3
+
+
+def test_a_class_weighted_loss_is_the_mean_loss_for_equal_counts_and_for_the_attackers_one_label_data():
+  model, variables = _mlp_setup(dropout=0.5)
+  pool = toy_pool()
+  idx = np.array([0, 1, 2, 30, 31, 32, 60, 61, 62])            # 3 classes x 3: every weight 1
+  x, y, mask = jnp.asarray(pool.x[idx]), jnp.asarray(pool.y[idx]), jnp.ones(9, bool)
+  for local in (LocalEpochs(epochs=2, batch_size=4, lr=0.05), LocalEpochs(epochs=1, batch_size=9, lr=0.05)):
+    weighted = dataclasses.replace(local, loss="class_weighted")
+    chex_close(jax.jit(local_train_fn(model, weighted))(variables, x, y, mask, jax.random.key(1)),
+               jax.jit(local_train_fn(model, local))(variables, x, y, mask, jax.random.key(1)))
+  aux = D.aux_per_label(pool, 10, seed=0)
+  ax, ay = jnp.asarray(pool.x[aux]), jnp.asarray(pool.y[aux])
+  local = LocalEpochs(epochs=1, batch_size=5, lr=0.05)
+  np.testing.assert_allclose(
+      per_label_updates(model, variables, ax, ay, jax.random.key(0), local=dataclasses.replace(local,
+                                                                                          loss="class_weighted")),
+      per_label_updates(model, variables, ax, ay, jax.random.key(0), local=local), atol=1e-6)
+
+
+def test_the_local_loss_is_checked_and_left_out_of_records_when_it_is_the_papers():
+  with pytest.raises(ValueError, match="local loss: unknown 'sum'; valid: mean, class_weighted"):
+    LocalEpochs(loss="sum")
+  cfg = EV.EavesdropConfig(dataset="digits")
+  # Checkpoints and manifests written before the field existed keep matching: no "loss" in them for the mean.
+  assert "loss" not in checkpoint_config(cfg)["eavesdrop"]["local"]
+  weighted = dataclasses.replace(cfg, local=dataclasses.replace(cfg.local, loss="class_weighted"))
+  assert checkpoint_config(weighted)["eavesdrop"]["local"]["loss"] == "class_weighted"
 
 
 def test_compress_update_keeps_top_fraction_per_layer():

@@ -6,8 +6,8 @@
   rlu          RLU's per-label basis at a model, over a simulated local training
   rounds       FedAvg rounds with secure aggregation and local epochs (LocalEpochs; the Eavesdrop setting)
 """
-from jaxleak.federated.apply import (apply_train, class_weighted_ce, masked_mean_ce, mean_ce, split_variables,
-                                     train_loss)
+from jaxleak.federated.apply import (CLIENT_LOSSES, apply_train, balanced_class_weights, class_weighted_ce,
+                                     masked_class_weighted_ce, masked_mean_ce, mean_ce, split_variables, train_loss)
 from jaxleak.federated.multi_step import EQUIVALENTS, LocalSteps, client_update_fn, client_updates
 from jaxleak.federated.rounds import (EXECUTIONS, LocalEpochs, client_execution, client_upload, compress_update,
                                       fedavg_round, fedavg_round_replicated, local_train_fn, per_label_updates,
@@ -18,10 +18,10 @@ from jaxleak.federated.single_step import (METHODS, PerformanceWarning, apply_ba
                                            head_grads_and_model_norms, last_layer_grads, minmax_scale)
 from jaxleak.privacy import LdpConfig
 
-__all__ = ["EQUIVALENTS", "EXECUTIONS", "client_execution", "client_upload", "run_fedavg_round",
+__all__ = ["CLIENT_LOSSES", "EQUIVALENTS", "EXECUTIONS", "client_execution", "client_upload", "run_fedavg_round",
            "run_per_label_updates", "LdpConfig", "LocalEpochs", "LocalSteps", "METHODS", "PerformanceWarning",
-           "apply_batch_ldp", "apply_train",
+           "apply_batch_ldp", "apply_train", "balanced_class_weights",
            "batch_grad_fn", "class_weighted_ce", "client_update_fn", "client_updates", "compress_update",
            "fedavg_round", "fedavg_round_replicated", "head_grads_and_model_norms", "last_layer_grads",
-           "local_train_fn", "masked_mean_ce", "mean_ce", "minmax_scale", "per_label_updates",
+           "local_train_fn", "masked_class_weighted_ce", "masked_mean_ce", "mean_ce", "minmax_scale", "per_label_updates",
            "per_label_updates_replicated", "select_participants", "simulate_rlu_basis", "split_variables", "train_loss"]

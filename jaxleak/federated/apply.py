@@ -20,6 +20,12 @@ from jaxleak.head import check_class_weights
 from jaxleak.types import values_outside
 
 
+#: How a client turns its examples into one loss. "mean": the papers' mean CE. "class_weighted": PyTorch's
+#: CrossEntropyLoss(weight=w) with w the sklearn 'balanced' weights of the client's own examples (n / (k n_c) for its
+#: k present classes), the weighted loss the HAR paper's discussion warns may leak rare classes more.
+CLIENT_LOSSES = ("mean", "class_weighted")
+
+
 def split_variables(variables: dict) -> tuple[dict, dict]:
   """{'params': ..., others} -> (params, state) where state holds the non-param collections ({} if none)."""
   return variables["params"], {k: v for k, v in variables.items() if k != "params"}
@@ -73,6 +79,31 @@ def class_weighted_ce(logits: jax.Array, labels: jax.Array, class_weights: jax.A
   ce = optax.softmax_cross_entropy_with_integer_labels(logits, labels)
   w = class_weights[labels]
   return jnp.sum(w * ce) / jnp.maximum(jnp.sum(w), 1e-12)
+
+
+def masked_class_weighted_ce(logits: jax.Array, labels: jax.Array, mask: jax.Array,
+                             class_weights: jax.Array) -> jax.Array:
+  """`class_weighted_ce` over the examples with mask 1 (f32[n]): sum_n m_n w[y_n] CE_n / sum_n m_n w[y_n]; 0 when
+  no example is valid. A masked slot's label may be anything (padding): it adds 0."""
+  _check_ce(logits, labels, "masked_class_weighted_ce", mask=mask)
+  class_weights = check_class_weights(class_weights, np.shape(logits)[-1], "masked_class_weighted_ce")
+  ce = optax.softmax_cross_entropy_with_integer_labels(logits, labels)
+  w = jnp.where(mask != 0, class_weights[jnp.clip(labels, 0, np.shape(logits)[-1] - 1)] * mask, 0.0)
+  return jnp.sum(jnp.where(w != 0, w * ce, 0.0)) / jnp.maximum(jnp.sum(w), 1e-12)
+
+
+def balanced_class_weights(labels: jax.Array, mask: jax.Array, num_classes: int) -> jax.Array:
+  """sklearn's 'balanced' weights of the examples with mask 1, traceable: f32[C] with n / (k n_c) for each of the k
+  classes present among the n valid examples (n_c of class c), 0 for absent classes; all 0 when none is valid.
+
+  Under PyTorch's CrossEntropyLoss(weight=w) every present class then carries the same total weight n / k.
+  labels i32[M], mask bool or f32[M].
+  """
+  m = jnp.asarray(mask).astype(jnp.float32)
+  counts = jnp.sum(jax.nn.one_hot(labels, num_classes, dtype=jnp.float32) * m[:, None], axis=0)
+  present = counts > 0
+  k = jnp.sum(present.astype(jnp.float32))
+  return jnp.where(present, jnp.sum(m) / jnp.maximum(k * counts, 1.0), 0.0)
 
 
 def train_loss(model: nn.Module, state: dict, x: jax.Array, y: jax.Array, key: jax.Array,

@@ -8,9 +8,9 @@ participant and the attacker's per-label training share one compiled function pe
 
 Local training is PyTorch-DataLoader-like: each epoch visits the participant's valid examples in a fresh random
 order in batches of `batch_size`, the last batch may be partial (drop_last=False), the loss is the mean
-cross-entropy over the batch's valid examples. Padding only adds steps with no valid example, which are skipped
-exactly (the update is multiplied by 0), so a participant's result does not depend on the padded width except
-through the PRNG stream (tested: vmapped round == participants trained one by one).
+cross-entropy over the batch's valid examples (or their class-weighted mean: `LocalEpochs.loss`). Padding only
+adds steps with no valid example, which are skipped exactly (the update is multiplied by 0), so a participant's
+result does not depend on the padded width except through the PRNG stream (tested: vmapped round == participants trained one by one).
 """
 from __future__ import annotations
 
@@ -24,7 +24,8 @@ import numpy as np
 from flax import linen as nn
 
 from jaxleak import privacy
-from jaxleak.federated.apply import check_class_ids, masked_mean_ce, split_variables, train_loss
+from jaxleak.federated.apply import (CLIENT_LOSSES, balanced_class_weights, check_class_ids,
+                                     masked_class_weighted_ce, masked_mean_ce, split_variables, train_loss)
 from jaxleak.types import check_local_training, is_concrete, is_int, values_outside
 
 
@@ -67,13 +68,18 @@ MAX_LOCAL_STEPS = 2 ** 31 - 1
 @dataclasses.dataclass(frozen=True)
 class LocalEpochs:
   """A participant's local training in the Eavesdrop setting: L_ep epochs of plain SGD over all its examples
-  with batch L_bs and learning rate L_lr (the paper's defaults: 3, 64, 0.01)."""
+  with batch L_bs and learning rate L_lr (the paper's defaults: 3, 64, 0.01), and the loss of each batch: the
+  paper's mean CE, or ("class_weighted") PyTorch's CrossEntropyLoss(weight=w) with w the sklearn 'balanced'
+  weights of all the participant's own examples (`balanced_class_weights`; the same w in every step)."""
   epochs: int = 3
   batch_size: int = 64
   lr: float = 0.01
+  loss: str = "mean"
 
   def __post_init__(self):
     check_local_training(self, ("epochs", "batch_size"))
+    if self.loss not in CLIENT_LOSSES:
+      raise ValueError(f"local loss: unknown {self.loss!r}; valid: {', '.join(CLIENT_LOSSES)}.")
     if self.epochs > MAX_LOCAL_STEPS:
       raise ValueError(f"local epochs {self.epochs:,}: at most {MAX_LOCAL_STEPS:,} local steps in all (their indices "
                        "are int32).")
@@ -114,13 +120,18 @@ def local_train_fn(model: nn.Module, local: LocalEpochs):
       valid = mask[idx] & (s * bs + jnp.arange(bs) < m)
       vb = valid.astype(jnp.float32)
       k = jax.random.fold_in(drop_key, idx_epoch * steps + s)
-      loss = train_loss(model, st, x[idx], y[idx], k, reduce=lambda logits, labels: masked_mean_ce(logits, labels, vb))
+      if weights is None:
+        reduce = lambda logits, labels: masked_mean_ce(logits, labels, vb)
+      else:
+        reduce = lambda logits, labels: masked_class_weighted_ce(logits, labels, vb, weights)
+      loss = train_loss(model, st, x[idx], y[idx], k, reduce=reduce)
       grads, new_st = jax.grad(loss, has_aux=True)(p)
       live = jnp.any(valid)
       p = jax.tree.map(lambda a, g: a - jnp.where(live, local.lr, 0.0) * g, p, grads)
       st = jax.tree.map(lambda old, new: jnp.where(live, new, old), st, new_st)
       return (p, st), None
 
+    weights = None if local.loss == "mean" else balanced_class_weights(y, mask, model.num_classes)
     order_key, drop_key = jax.random.split(key)
     orders = jax.vmap(epoch_order)(jax.random.split(order_key, local.epochs))
     epochs_idx = jnp.repeat(jnp.arange(local.epochs), steps)

@@ -156,6 +156,15 @@ class EavesdropConfig:
     return (self.main_labels[0] + self.main_labels[1]) / 2
 
 
+def config_record(cfg: EavesdropConfig) -> dict:
+  """The config as the JSON that checkpoints are tied to and manifests hold: `dataclasses.asdict`, without the
+  local loss when it is the papers' mean (so records written before `LocalEpochs.loss` existed still match)."""
+  d = dataclasses.asdict(cfg)
+  if d["local"]["loss"] == "mean":
+    del d["local"]["loss"]
+  return d
+
+
 #: Sec. IV-D1: labels split at random into groups allocated Q, Q/4 and Q/5 examples.
 PAPER_WD_FACTORS = (1.0, 1 / 4, 1 / 5)
 

@@ -6,7 +6,7 @@ import dataclasses
 import numpy as np
 
 from jaxleak import metrics, storage
-from jaxleak.runs.eavesdrop.config import WD_STAGE_NAMES, EavesdropConfig, WholeDeterminationConfig
+from jaxleak.runs.eavesdrop.config import WD_STAGE_NAMES, EavesdropConfig, WholeDeterminationConfig, config_record
 from jaxleak.runs.eavesdrop.rounds import ATTACKER_COLUMNS, ROUND_COLUMNS, RoundsResult
 from jaxleak.runs.eavesdrop.whole_determination import WholeDeterminationTrial
 from jaxleak.runs.tables import format_table
@@ -126,7 +126,7 @@ def rounds_files(res: RoundsResult, cfg: EavesdropConfig, extra: dict | None = N
   files = {"rounds.csv": storage.csv_text(columns, round_rows(res)),
            "summary.csv": storage.csv_text(("label",) + keys, rows),
            "manifest.json": storage.json_text({
-               "experiment": "eavesdrop_rounds", "config": dataclasses.asdict(cfg), "alpha_pct": s["alpha_pct"],
+               "experiment": "eavesdrop_rounds", "config": config_record(cfg), "alpha_pct": s["alpha_pct"],
                "seconds_per_round": s["seconds_per_round"], "environment": storage.provenance(),
                **({"attacker": s["attacker"]} if "attacker" in s else {}), **(extra or {})})}
   return files, s
@@ -185,7 +185,7 @@ def write_whole_determination(trials: list[WholeDeterminationTrial], cfg: Eavesd
             int(t.success_known_k), int(t.success_two_level)) for t in trials]),
       "summary.csv": storage.csv_text(tuple(summary[0]), [[str(v) for v in r.values()] for r in summary]),
       "manifest.json": storage.json_text({
-          "experiment": "eavesdrop_whole_determination", "config": dataclasses.asdict(cfg),
+          "experiment": "eavesdrop_whole_determination", "config": config_record(cfg),
           "whole_determination": dataclasses.asdict(wd), "environment": storage.provenance()})})
   return summary
 

@@ -16,7 +16,7 @@ from jaxleak import storage
 from jaxleak.attacks import eavesdrop as E
 from jaxleak.federated.rounds import (client_head_update, fedavg_round_replicated, per_label_updates_replicated,
                                      remove_own_update)
-from jaxleak.runs.eavesdrop.config import EavesdropConfig
+from jaxleak.runs.eavesdrop.config import EavesdropConfig, config_record
 from jaxleak.runs.eavesdrop.federation import Federation, play_round, round_inputs
 
 
@@ -161,7 +161,7 @@ def _play_claimed(step, variables, cfg, checkpoint_path, replicates, progress):
 
 def checkpoint_config(cfg: EavesdropConfig, replicates: int = 0) -> dict:
   """What a rounds checkpoint is tied to: the whole config but the number of rounds (more rounds resume)."""
-  d = dataclasses.asdict(cfg)
+  d = config_record(cfg)
   d.pop("rounds")
   return {"eavesdrop": d, "replicates": replicates}
 

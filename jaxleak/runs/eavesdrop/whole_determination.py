@@ -14,7 +14,7 @@ from jaxleak import metrics, storage
 from jaxleak.attacks import eavesdrop as E
 from jaxleak.federated.rounds import run_per_label_updates
 from jaxleak.runs import fields
-from jaxleak.runs.eavesdrop.config import EavesdropConfig, WholeDeterminationConfig
+from jaxleak.runs.eavesdrop.config import EavesdropConfig, WholeDeterminationConfig, config_record
 from jaxleak.runs.eavesdrop.federation import accuracy, load_pools, play_training_round, setup
 
 
@@ -51,7 +51,7 @@ def _run_whole_determination(config, wd, progress, checkpoint_path):
   factors = np.asarray(wd.factors, np.float64)
   allocations, group_list = draw_trials(config, wd, train)
   width = max(a.width for a in allocations)
-  ckpt = storage.Checkpointer(checkpoint_path, {"eavesdrop": dataclasses.asdict(config),
+  ckpt = storage.Checkpointer(checkpoint_path, {"eavesdrop": config_record(config),
                                                 "whole_determination": dataclasses.asdict(wd)},
                               what="Whole Determination") if checkpoint_path else None
   out = _load_wd_checkpoint(ckpt) if ckpt else []

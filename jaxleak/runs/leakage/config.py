@@ -12,15 +12,10 @@ from jaxleak import attacks as A
 from jaxleak import data as D
 from jaxleak import models
 from jaxleak.federated import LocalSteps
+from jaxleak.federated.apply import CLIENT_LOSSES
 from jaxleak.federated.single_step import METHODS
 from jaxleak.privacy import LdpConfig
 from jaxleak.runs import fields
-
-
-#: How a client turns its N windows into one loss. "mean": the papers' mean CE. "class_weighted": PyTorch's
-#: CrossEntropyLoss(weight=w) with w the sklearn 'balanced' weights of the client's own windows (n / (k n_c) for its
-#: k present classes), the weighted loss the HAR paper's discussion warns may leak rare classes more.
-CLIENT_LOSSES = ("mean", "class_weighted")
 
 
 def check_every_window_trained(n: int, b: int, s: int) -> None:
