@@ -858,6 +858,15 @@ def test_cli_rounds_writes_tables(tmp_path, capsys):
   assert float(ours["Class Sniffing"]) == float(want["sniff"]) and float(ours["QI a=1"]) == float(want["qi_alpha1"])
   assert float(ours["QI count a=1"]) == float(want["qi_count_alpha1"])
   assert "paper: MNIST MLP" in rep["tables/tables_III_IV_per_label.csv"]
+  assert ours["client loss"] == "mean"
+  # Class-weighted participants: their manifest says so, their report too, and the paper's tables leave them out.
+  rc = cli.call(EX.main, EX.FLAGS, ["--dataset=digits", "--num_participants=8", "--fraction=0.25", "--rounds=2",
+                                    "--samples_per_label=8", "--local_epochs=1", "--local_batch_size=8",
+                                    "--client_loss=class_weighted", f"--output_dir={tmp_path / 'weighted'}"])
+  assert rc == 0, capsys.readouterr().err[-2000:]
+  rep = report.build(report.load(str(tmp_path / "weighted"))).files
+  (ours,) = [r for r in csv.DictReader(io.StringIO(rep["tables/eavesdrop_summary.csv"]))]
+  assert ours["client loss"] == "class_weighted" and "tables/tables_III_IV_per_label.csv" not in rep
 
 
 def test_har_model_round_carries_batchnorm_state_and_matches_one_by_one():

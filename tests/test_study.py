@@ -284,6 +284,38 @@ def test_class_weighted_clients_are_a_setting_of_their_own_in_studies_collect_an
   assert engine.leakage_config(multi.config).client_loss == "class_weighted"
 
 
+def test_eavesdrop_participants_class_weighted_loss_is_a_setting_of_its_own_in_studies_collect_and_reports(tmp_path):
+  from jaxleak.runs import eavesdrop as EV
+  from jaxleak.runs.report import load, tables as RT
+  old = S.make_plan(S.override(S.preset("eavesdrop_tables"), {"dataset": "digits"}), check_inputs=False)
+  assert all("client_loss" not in t.config for t in old.tasks)              # keys of existing studies do not move
+  small = {"dataset": "digits", "num_participants": "12", "fraction": "0.25", "rounds": "3"}
+  plan = S.make_plan(S.override(S.preset("eavesdrop_client_loss"), small))
+  assert len(plan.tasks) == 4 and len(plan.groups) == 4
+  assert sorted(t.config.get("client_loss", "mean") for t in plan.tasks) == ["class_weighted"] * 2 + ["mean"] * 2
+  assert sum(g.label.endswith("client_loss=class_weighted") for g in plan.groups) == 2
+  store = S.Store(str(tmp_path))
+  S.run_plan(plan, store, progress=None)
+  weighted = [t for t in plan.tasks if t.config.get("client_loss") == "class_weighted"]
+  for task in weighted:                                    # each record equals its federation run alone
+    cfg = engine.eavesdrop_config({k: v for k, v in task.config.items() if k != "replicates"})
+    assert cfg.local.loss == "class_weighted"
+    s = EV.summarize_rounds(EV.run_rounds(EV.setup(cfg)), cfg)
+    assert store.read(task.key)["results"]["overall"] == {k: float(v) for k, v in s["overall"].items()}
+  collect.collect(plan, store)
+  rows = list(csv.DictReader(open(os.path.join(str(tmp_path), "tables", "eavesdrop.csv"))))
+  assert sorted({r["client_loss"] for r in rows}) == ["class_weighted", "mean"]
+  results = load(str(tmp_path))
+  summary = RT.eavesdrop_summary(results)
+  assert sorted(row[summary.columns.index("client loss")] for row in summary.rows) == (
+      ["class_weighted"] * 2 + ["mean"] * 2)
+  per_label = RT.eavesdrop_per_label(results)                # the paper's Tables III-IV: the mean loss only
+  ours = [r[1] for r in per_label.rows if str(r[1]).startswith("ours")]
+  assert len(ours) == 2 * 3 and len(set(ours)) == 2          # 2 federations x 3 metrics; Dirichlet's named as such
+  with pytest.raises(ValueError, match="client_loss: unknown 'median'; valid: mean, class_weighted"):
+    S.make_plan(S.override(S.preset("eavesdrop_tables"), {**small, "client_loss": "median"}))
+
+
 def test_compressed_uploads_keep_the_largest_entries_of_each_leaf():
   from jaxleak.runs.leakage.scoring import compress_uploads
   values = jnp.arange(1.0, 21.0) * jnp.tile(jnp.array([1.0, -1.0]), 10)           # 1, -2, 3, ..., -20

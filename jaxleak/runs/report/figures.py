@@ -223,6 +223,8 @@ def eavesdrop_curve(field: str, points: Sequence[EavesdropResult]) -> bytes:
   s = pts[0].settings
   fixed = ", ".join(f"{k}={s[k]}" for k in ("num_participants", "fraction", "local_batch_size", "local_epochs",
                                              "compression", "rounds") if k != field)
+  if s.get("client_loss", "mean") != "mean":
+    fixed += f", {s['client_loss'].replace('_', '-')} loss"
   ax.set_title(f"{s['dataset']} | {s['model']} | success against {field}\n{fixed}")
   ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.2), ncols=2, frameon=False)
   return png(fig)

@@ -23,7 +23,7 @@ HAR_SETTINGS = ("dataset", "model", "state", "sampling", "num_samples", "local_b
                 "tau", "clip_scope", "ldp_releases", "seed", "head_bias", "compression", "dropout", "client_loss")
 EAVESDROP_SETTINGS = ("dataset", "model", "num_participants", "fraction", "local_epochs", "local_batch_size",
                       "local_lr", "compression", "dropout", "rounds", "seed", "replicates", "partition",
-                      "dirichlet_alpha", "attacker_participates", "ldp_noise", "ldp_clip")
+                      "dirichlet_alpha", "attacker_participates", "ldp_noise", "ldp_clip", "client_loss")
 
 
 #: The HAR paper's attack order, then the reference variants and baselines.
@@ -269,7 +269,8 @@ def _eavesdrop_settings(cfg: dict) -> dict:
           "partition": cfg.get("partition", "main_labels"),
           "dirichlet_alpha": cfg.get("dirichlet_alpha") if cfg.get("partition") == "dirichlet" else None,
           "attacker_participates": cfg.get("attacker_participates", False),
-          "ldp_noise": cfg.get("ldp_noise", 0.0), "ldp_clip": cfg.get("ldp_clip", 0.0)}
+          "ldp_noise": cfg.get("ldp_noise", 0.0), "ldp_clip": cfg.get("ldp_clip", 0.0),
+          "client_loss": local.get("loss", "mean")}
 
 
 def _eavesdrop_run(folder, name, manifest, out: Results) -> None:

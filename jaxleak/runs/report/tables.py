@@ -288,8 +288,13 @@ def _paper_key(r) -> tuple:
   return ("MNIST", paper.MODEL_NAMES.get(r.settings["model"], r.settings["model"]))
 
 
+def _mean_loss(r) -> bool:
+  """The participants train with the paper's mean loss (the paper's tables and numbers are for it)."""
+  return r.settings.get("client_loss", "mean") == "mean"
+
+
 def _is_base(r: EavesdropResult) -> bool:
-  return not r.settings["compression"]
+  return not r.settings["compression"] and _mean_loss(r)
 
 
 def eavesdrop_per_label(results: Results) -> Optional[Table]:
@@ -302,6 +307,8 @@ def eavesdrop_per_label(results: Results) -> Optional[Table]:
   for r in base:
     label = f"ours: {r.settings['dataset']} {r.settings['model']} N_p={r.settings['num_participants']} " \
             f"P={r.settings['fraction']} L_bs={r.settings['local_batch_size']} L_ep={r.settings['local_epochs']}"
+    if r.settings.get("partition") == "dirichlet":
+      label += f" Dirichlet({r.settings['dirichlet_alpha']:g})"
     for key, what, ref in (("sniff", "Class Sniffing (III)", paper.TABLE_III),
                            ("qi_alpha1", "Quantity Inference a=1 (IV)", paper.TABLE_IV),
                            ("qi_count_alpha1", "Quantity Inference a=1, X_* rounded to a count", None)):
@@ -328,16 +335,16 @@ def eavesdrop_summary(results: Results) -> Optional[Table]:
   keys = ("sniff", "sniff_absent", "prevalence", "qi_alpha1", "qi_count_alpha1", "qi_alpha_pct", "qi_abort")
   rows = [[r.settings[k] for k in ("dataset", "model", "num_participants", "fraction", "local_batch_size",
                                    "local_epochs", "compression", "dropout", "rounds")]
-          + [r.overall[k] for k in keys] for r in results.eavesdrop]
-  cols = ["dataset", "model", "N_p", "P", "L_bs", "L_ep", "CR", "dropout", "rounds", "Class Sniffing",
+          + [r.settings.get("client_loss", "mean")] + [r.overall[k] for k in keys] for r in results.eavesdrop]
+  cols = ["dataset", "model", "N_p", "P", "L_bs", "L_ep", "CR", "dropout", "rounds", "client loss", "Class Sniffing",
           "sniff (label absent)", "label present", "QI a=1", "QI count a=1", "QI a=5%", "QI aborted"]
   return Table("eavesdrop_summary", "Eavesdrop: overall success rates of every federation", cols, rows,
-               percent=tuple(cols[9:]))
+               percent=tuple(cols[10:]))
 
 
 def compression_table(results: Results) -> Optional[Table]:
   """Table VI: Quantity Inference success and aborting rate per compression rate, ours beside the paper's."""
-  groups = _varying(results.eavesdrop, "compression")
+  groups = _varying([r for r in results.eavesdrop if _mean_loss(r)], "compression")
   if not groups:
     return None
   rows = []
@@ -360,9 +367,10 @@ def whole_table(results: Results) -> Optional[Table]:
     return None
   rows = []
   for w in results.whole:
-    ref = paper.TABLE_V.get(_paper_key(w))
+    ref = paper.TABLE_V.get(_paper_key(w)) if _mean_loss(w) else None
+    model = w.settings["model"] + ("" if _mean_loss(w) else f", {w.settings['client_loss'].replace('_', '-')} loss")
     for i, st in enumerate(w.stages):
-      rows.append([w.settings["dataset"], w.settings["model"], st["stage"], f"{st['reached']}/{st['trials']}",
+      rows.append([w.settings["dataset"], model, st["stage"], f"{st['reached']}/{st['trials']}",
                    st["mean_round"], st["success"], st.get("success_known_k"), st.get("success_two_level"),
                    ref[i] / 100 if ref and i < 2 and len(w.stages) == 2 else None])
   return Table("table_V_whole_determination", "Table V: Whole Determination success per stage, ours beside the "
@@ -452,6 +460,8 @@ def eavesdrop_defences_table(results: Results) -> Optional[Table]:
   for fixed, by_defence in groups.items():
     s = dict(fixed)
     label = f"{s['dataset']}, {s['model']}, N_p={s['num_participants']} P={s['fraction']}, {s['rounds']} rounds"
+    if s.get("client_loss", "mean") != "mean":                # the participants' loss: part of the federation
+      label += f", {s['client_loss'].replace('_', '-')} loss"
     for key, name in metrics:
       rows.append([label, name] + [by_defence[d].overall[key] if d in by_defence else None for d in columns])
   return Table("eavesdrop_defences", "Eavesdrop: each defence against each attack, success rates", ["federation",

@@ -23,7 +23,8 @@ HAR_COLUMNS = ("dataset", "model", "state", "sampling", "seed", "num_samples", "
                "sigma", "tau", "dirichlet_alpha", "head_bias", "compression", "dropout", "client_loss")
 EAVESDROP_COLUMNS = ("dataset", "model", "num_participants", "fraction", "local_epochs", "local_batch_size",
                      "local_lr", "compression", "dropout", "rounds", "seed", "replicates", "partition",
-                     "dirichlet_alpha", "attacker_participates", "ldp_noise", "ldp_clip")
+                     "dirichlet_alpha", "attacker_participates", "ldp_noise", "ldp_clip",
+                     "client_loss")
 WD_COLUMNS = ("wd_trials", "wd_total_per_label", "wd_factors", "wd_stages", "wd_window")
 WD_STAGE_COLUMNS = ("stage", "accuracy_threshold", "trials", "reached", "success", "success_known_k",
                     "success_two_level", "mean_round")

@@ -76,15 +76,18 @@ def leakage_config(task_config: dict, sigma: float = 0.0, tau: float = 0.0) -> L
 
 def eavesdrop_config(c: dict):
   """The EavesdropConfig of an Eavesdrop task (raises naming a bad field)."""
-  from jaxleak.federated import LocalEpochs
+  from jaxleak.federated import CLIENT_LOSSES, LocalEpochs
   from jaxleak.runs.eavesdrop.config import EavesdropConfig
   fields = {f.name for f in dataclasses.fields(EavesdropConfig)} - {"local"}
-  unknown = sorted(set(c) - fields - {"local_epochs", "local_batch_size", "local_lr", "replicates"}
-                   - {k for k in c if k.startswith("wd_")})
+  local_fields = ("local_epochs", "local_batch_size", "local_lr", "client_loss")
+  unknown = sorted(set(c) - fields - set(local_fields) - {"replicates"} - {k for k in c if k.startswith("wd_")})
   if unknown:
     raise ValueError(f"unknown Eavesdrop field(s) {unknown}; fields: {', '.join(sorted(fields))}.")
+  loss = c.get("client_loss", "mean")
+  if loss not in CLIENT_LOSSES:
+    raise ValueError(f"client_loss: unknown {loss!r}; valid: {', '.join(CLIENT_LOSSES)}.")
   kw = {k: (tuple(v) if isinstance(v, list) else v) for k, v in c.items() if k in fields}
-  return EavesdropConfig(local=LocalEpochs(c["local_epochs"], c["local_batch_size"], c["local_lr"]), **kw)
+  return EavesdropConfig(local=LocalEpochs(c["local_epochs"], c["local_batch_size"], c["local_lr"], loss), **kw)
 
 
 def whole_determination_config(c: dict):

@@ -129,6 +129,8 @@ def _eavesdrop_tasks(part: EavesdropGrid) -> list[tuple[dict, dict]]:
     cfg.update(base)
     cfg.update(zip(names, values))
     cfg["replicates"] = part.replicates
+    if cfg["client_loss"] == "mean":                           # (keys of studies from before the field unchanged)
+      del cfg["client_loss"]
     cfg = {k: (list(v) if isinstance(v, tuple) else v) for k, v in cfg.items()}
     out.append((cfg, cfg))
   return out
@@ -369,5 +371,5 @@ def task_row(task: Task) -> dict[str, Any]:
   row.update(partition=c.get("partition", "main_labels"),
              dirichlet_alpha=c.get("dirichlet_alpha") if c.get("partition") == "dirichlet" else None,
              attacker_participates=c.get("attacker_participates", False), ldp_noise=c.get("ldp_noise", 0.0),
-             ldp_clip=c.get("ldp_clip", 0.0))
+             ldp_clip=c.get("ldp_clip", 0.0), client_loss=c.get("client_loss", "mean"))
   return row

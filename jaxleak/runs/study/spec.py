@@ -246,6 +246,10 @@ PRESETS: dict[str, Study] = {s.name: s for s in (
                                  _ev({"ldp_noise": (0.001, 0.01)}, dropout=0.0, ldp_clip=0.1)),
           "Eavesdrop beyond the paper: no defence (dropout 0), dropout 0.5, top-CR compression 0.5 and 0.9, LDP "
           "(clip 0.1, noise 0.001 and 0.01; a digits MLP update's norm is ~0.2, a head weight's ~0.003)"),
+    Study("eavesdrop_client_loss", (_ev({"client_loss": CLIENT_LOSSES}),
+                                    _ev({"client_loss": CLIENT_LOSSES}, partition="dirichlet")),
+          "Eavesdrop beyond the paper: participants with the mean loss and with a loss weighted by their own label "
+          "counts, main-label and Dirichlet(0.5) participants (4)"),
     Study("eavesdrop_tables", (_ev({"model": ("mlp", "cnn")}),), "Eavesdrop Tables III-IV: MLP and CNN"),
     Study("eavesdrop_compression", (_ev({"compression": PAPER_COMPRESSION}, model="cnn"),),
           "Eavesdrop Table VI: top-CR compression"),
@@ -427,7 +431,7 @@ def _eavesdrop_fields() -> dict[str, Any]:
   cfg = EavesdropConfig()
   out = {f.name: getattr(cfg, f.name) for f in dataclasses.fields(EavesdropConfig) if f.name != "local"}
   out.update(local_epochs=cfg.local.epochs, local_batch_size=cfg.local.batch_size, local_lr=cfg.local.lr,
-             dropout=0.5, data_dir="", aux_samples_per_label=0)
+             client_loss=cfg.local.loss, dropout=0.5, data_dir="", aux_samples_per_label=0)
   return out
 
 
