@@ -23,5 +23,6 @@ __all__ = ["CLIENT_LOSSES", "EQUIVALENTS", "EXECUTIONS", "client_execution", "cl
            "apply_batch_ldp", "apply_train", "balanced_class_weights",
            "batch_grad_fn", "class_weighted_ce", "client_update_fn", "client_updates", "compress_update",
            "fedavg_round", "fedavg_round_replicated", "head_grads_and_model_norms", "last_layer_grads",
-           "local_train_fn", "masked_class_weighted_ce", "masked_mean_ce", "mean_ce", "minmax_scale", "per_label_updates",
-           "per_label_updates_replicated", "select_participants", "simulate_rlu_basis", "split_variables", "train_loss"]
+           "local_train_fn", "masked_class_weighted_ce", "masked_mean_ce", "mean_ce", "minmax_scale",
+           "per_label_updates", "per_label_updates_replicated", "select_participants", "simulate_rlu_basis",
+           "split_variables", "train_loss"]

@@ -10,7 +10,8 @@ Local training is PyTorch-DataLoader-like: each epoch visits the participant's v
 order in batches of `batch_size`, the last batch may be partial (drop_last=False), the loss is the mean
 cross-entropy over the batch's valid examples (or their class-weighted mean: `LocalEpochs.loss`). Padding only
 adds steps with no valid example, which are skipped exactly (the update is multiplied by 0), so a participant's
-result does not depend on the padded width except through the PRNG stream (tested: vmapped round == participants trained one by one).
+result does not depend on the padded width except through the PRNG stream (tested: vmapped round == participants
+trained one by one).
 """
 from __future__ import annotations
 
