@@ -307,8 +307,9 @@ def test_eavesdrop_participants_class_weighted_loss_is_a_setting_of_its_own_in_s
   assert sorted({r["client_loss"] for r in rows}) == ["class_weighted", "mean"]
   results = load(str(tmp_path))
   summary = RT.eavesdrop_summary(results)
-  assert sorted(row[summary.columns.index("client loss")] for row in summary.rows) == (
-      ["class_weighted"] * 2 + ["mean"] * 2)
+  assert sorted((row[summary.columns.index("participants")], row[summary.columns.index("client loss")])
+                for row in summary.rows) == [(p, loss) for p in ("Dirichlet(0.5)", "main labels")
+                                             for loss in ("class_weighted", "mean")]
   per_label = RT.eavesdrop_per_label(results)                # the paper's Tables III-IV: the mean loss only
   ours = [r[1] for r in per_label.rows if str(r[1]).startswith("ours")]
   assert len(ours) == 2 * 3 and len(set(ours)) == 2          # 2 federations x 3 metrics; Dirichlet's named as such

@@ -308,7 +308,7 @@ def eavesdrop_per_label(results: Results) -> Optional[Table]:
     label = f"ours: {r.settings['dataset']} {r.settings['model']} N_p={r.settings['num_participants']} " \
             f"P={r.settings['fraction']} L_bs={r.settings['local_batch_size']} L_ep={r.settings['local_epochs']}"
     if r.settings.get("partition") == "dirichlet":
-      label += f" Dirichlet({r.settings['dirichlet_alpha']:g})"
+      label += f" {_partition(r.settings)}"
     for key, what, ref in (("sniff", "Class Sniffing (III)", paper.TABLE_III),
                            ("qi_alpha1", "Quantity Inference a=1 (IV)", paper.TABLE_IV),
                            ("qi_count_alpha1", "Quantity Inference a=1, X_* rounded to a count", None)):
@@ -335,11 +335,19 @@ def eavesdrop_summary(results: Results) -> Optional[Table]:
   keys = ("sniff", "sniff_absent", "prevalence", "qi_alpha1", "qi_count_alpha1", "qi_alpha_pct", "qi_abort")
   rows = [[r.settings[k] for k in ("dataset", "model", "num_participants", "fraction", "local_batch_size",
                                    "local_epochs", "compression", "dropout", "rounds")]
-          + [r.settings.get("client_loss", "mean")] + [r.overall[k] for k in keys] for r in results.eavesdrop]
-  cols = ["dataset", "model", "N_p", "P", "L_bs", "L_ep", "CR", "dropout", "rounds", "client loss", "Class Sniffing",
-          "sniff (label absent)", "label present", "QI a=1", "QI count a=1", "QI a=5%", "QI aborted"]
+          + [_partition(r.settings), r.settings.get("client_loss", "mean")] + [r.overall[k] for k in keys]
+          for r in results.eavesdrop]
+  cols = ["dataset", "model", "N_p", "P", "L_bs", "L_ep", "CR", "dropout", "rounds", "participants", "client loss",
+          "Class Sniffing", "sniff (label absent)", "label present", "QI a=1", "QI count a=1", "QI a=5%", "QI aborted"]
   return Table("eavesdrop_summary", "Eavesdrop: overall success rates of every federation", cols, rows,
-               percent=tuple(cols[10:]))
+               percent=tuple(cols[11:]))
+
+
+def _partition(s: dict) -> str:
+  """How the federation's participants got their data, in a few words."""
+  if s.get("partition") == "dirichlet":
+    return f"Dirichlet({s['dirichlet_alpha']:g})"
+  return "main labels"
 
 
 def compression_table(results: Results) -> Optional[Table]:
