@@ -441,6 +441,11 @@ def test_a_damaged_record_is_recomputed_not_trusted(ldp_study):
     (["run", "har_sampling", "--set=dropout=abc"], "--set dropout=abc: dropout: 'abc' is not a number."),
     # Found 2026-12-05 (seventeenth session): "invalid literal for int() with base 10: '1,2'" for a list given to a
     # field this study does not vary.
+    # Found 2026-12-05 (twenty-fifth session): a list for a name field the study does not vary was read as one
+    # unknown name ("client_loss: unknown 'class_weighted,mean'").
+    (["run", "eavesdrop_tables", "--set=client_loss=class_weighted,mean"],
+     "client_loss: 'class_weighted,mean' is not one value (client_loss takes one value here"),
+    (["run", "har_sampling", "--set=client_loss=class_weighted,mean"], "client_loss: 'class_weighted,mean' is not one"),
     (["run", "eavesdrop_tables", "--set=num_participants=100,200"], "'100,200' is not an integer (one value: this"),
     (["run", "eavesdrop_tables", "--set=model=mlp,cnn,mlp"], "model: a value is listed more than once"),
     (["status"], "holds no study"),

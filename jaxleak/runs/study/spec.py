@@ -309,12 +309,19 @@ def _parse(value: Any, like: Any, field: str):
         pass
     return text
   if isinstance(like, str):
+    if "," in text and field not in _PATH_FIELDS:       # a name never holds a comma: a list meant as an axis
+      raise ValueError(f"{field}: {text!r} is not one value ({field} takes one value here: give one, or run the "
+                       "study once per value).")
     return text
   if isinstance(like, bool):
     if text.lower() not in ("1", "true", "yes", "0", "false", "no"):
       raise ValueError(f"{field}: {text!r} is not true or false.")
     return text.lower() in ("1", "true", "yes")
   return _cast(type(like), text, field, listed=False)
+
+
+#: String fields that hold a path (a comma is allowed in them).
+_PATH_FIELDS = ("data_dir", "checkpoint_dir")
 
 
 def _list_items(text: str) -> list[str]:
