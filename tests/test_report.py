@@ -38,16 +38,18 @@ def _har(sigma=0.0, tau=0.0, steps=None, n=100, seed=0, dataset="synthetic_wear"
   return HarResult(f"har-{sigma}-{tau}-{steps}-{n}", settings, ["NULL", "walk", "run"], attacks)
 
 
-def _ev(field=None, value=None, seed=0):
+def _ev(field=None, value=None, seed=0, client_loss="mean"):
   rng = np.random.default_rng(seed)
   settings = dict(dataset="digits", model="cnn", num_participants=100, fraction=0.1, local_epochs=3,
-                  local_batch_size=64, local_lr=0.01, compression=0.0, dropout=None, rounds=10, seed=0, replicates=1)
+                  local_batch_size=64, local_lr=0.01, compression=0.0, dropout=None, rounds=10, seed=0, replicates=1,
+                  client_loss=client_loss)
   if field:
     settings[field] = value
   per_label = {k: rng.uniform(0, 1, 10).tolist() for k in EV_SUMMARY_KEYS}
   if seed == 7:                                          # a record written before the count metric existed
     per_label.update(qi_count_alpha1=[float("nan")] * 10, qi_count_exact=[float("nan")] * 10)
-  return EavesdropResult(f"ev-{field}-{value}", settings, {k: float(np.mean(v)) for k, v in per_label.items()},
+  key = f"ev-{field}-{value}" + ("" if client_loss == "mean" else f"-{client_loss}")
+  return EavesdropResult(key, settings, {k: float(np.mean(v)) for k, v in per_label.items()},
                          per_label, 0.5)
 
 
@@ -69,7 +71,8 @@ def everything():
   har = [_har(), _har(0.1, 0.0, seed=1), _har(0.0, 0.5, seed=2), _har(0.1, 0.5, seed=3), _har(0.1, 1.0, seed=4),
          _har(steps=5, seed=5), _har(steps=2, n=500, seed=6)]
   ev = [_ev(seed=7)] + [_ev("compression", c, seed=8 + i) for i, c in enumerate((0.1, 0.3))] \
-      + [_ev("local_batch_size", b, seed=20 + i) for i, b in enumerate((8, 20))]
+      + [_ev("local_batch_size", b, seed=20 + i) for i, b in enumerate((8, 20))] \
+      + [_ev("local_batch_size", b, seed=30 + i, client_loss="class_weighted") for i, b in enumerate((8, 20))]
   results = Results("/nowhere", "study", har, ev, [_whole()], {"/nowhere": {"name": "hand-made"}})
   return results, R.build(results, delta=1e-5, rounds=1)
 
@@ -81,6 +84,8 @@ def test_every_figure_the_results_support_is_drawn(everything):
   assert kinds.count("fig4-confusion") == 7               # every setting
   assert kinds.count("fig3-multistep") == 1 and kinds.count("ldp-tradeoff") == 1
   assert {"eavesdrop-compression", "eavesdrop-local", "wd-ratios", "wd-dendrogram"} <= set(kinds)
+  local = [f for f in rep.figures if f.path.startswith("figures/eavesdrop-local-batch-size")]
+  assert [("class-weighted" in f.caption, "crosses" in f.caption) for f in local] == [(False, True), (True, False)]
   for f in rep.figures:
     assert rep.files[f.path][:8] == b"\x89PNG\r\n\x1a\n" and len(rep.files[f.path]) > 5000, f.path
 

@@ -151,9 +151,12 @@ def eavesdrop_figures(results: Results, add, log) -> None:
   for field in T.SWEEP_FIELDS:
     for _, pts in T._varying(results.eavesdrop, field):
       s = pts[0].settings
+      weighted = s.get("client_loss", "mean") != "mean"
       add(f"eavesdrop-{field}-{s['dataset']}-{s['model']}", "Eavesdrop",
-          f"Figs. 6-9 style: success rates against {field} ({s['dataset']}, {s['model']}); crosses are the "
-          "paper's values where its text states them.", [p.source for p in pts],
+          f"Figs. 6-9 style: success rates against {field} ({s['dataset']}, {s['model']}); "
+          + ("participants with a class-weighted loss (the paper's values are for the mean loss: none shown)."
+             if weighted else "crosses are the paper's values where its text states them."),
+          [p.source for p in pts],
           lambda f=field, p=pts: F.eavesdrop_curve(f, p))
   for w in results.whole:
     trials = sorted({t["trial"] for t in w.trials if t.get("ratios")})

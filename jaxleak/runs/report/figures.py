@@ -212,7 +212,8 @@ def eavesdrop_curve(field: str, points: Sequence[EavesdropResult]) -> bytes:
       continue                                    # records older than the count metric
     ax.plot(xs, [_pct(r.overall[key]) for r in pts], marker=MARKERS[i], linestyle=DASHES[i], color=COLOURS[i],
             label=label, markersize=4, linewidth=1)
-  ref = paper.FIGURE_POINTS.get(field, {})
+  weighted = pts[0].settings.get("client_loss", "mean") != "mean"
+  ref = {} if weighted else paper.FIGURE_POINTS.get(field, {})      # the paper's points are for the mean loss
   if ref:
     ax.scatter(list(ref), list(ref.values()), marker="x", s=40, color="black", zorder=3,
                label="paper, MNIST CNN (values its text states)")
@@ -223,7 +224,7 @@ def eavesdrop_curve(field: str, points: Sequence[EavesdropResult]) -> bytes:
   s = pts[0].settings
   fixed = ", ".join(f"{k}={s[k]}" for k in ("num_participants", "fraction", "local_batch_size", "local_epochs",
                                              "compression", "rounds") if k != field)
-  if s.get("client_loss", "mean") != "mean":
+  if weighted:
     fixed += f", {s['client_loss'].replace('_', '-')} loss"
   ax.set_title(f"{s['dataset']} | {s['model']} | success against {field}\n{fixed}")
   ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.2), ncols=2, frameon=False)
