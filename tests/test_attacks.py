@@ -545,3 +545,55 @@ def test_llg_star_estimation_refuses_non_finite_estimates(method):
     A.estimate_llg_star_params(nan_feats, head, (3, 2), 10, KEY, method=method)
   jitted = jax.jit(lambda k: A.estimate_llg_star_params(nan_feats, head, (3, 2), 10, k, method=method))
   assert np.isnan(jitted(KEY).impact)                # traced: not checkable, the attack refuses it later
+
+
+# --- counts of clients that weight their loss by class: unweight_counts ----------------------------------------------
+
+def test_unweight_counts_by_hand():
+  assert A.unweight_counts(jnp.array([4, 4, 4]), jnp.array([1.0, 1.5, 3.0]), 12).tolist() == [6, 4, 2]
+  # raw [5, 5/3, 0] -> shares [7.5, 2.5, 0]: one window left over, the tie goes to the lower index.
+  assert A.unweight_counts(jnp.array([5, 5, 0]), jnp.array([1.0, 3.0, 2.0]), 10).tolist() == [8, 2, 0]
+  # A counted class the attacker gives weight 0 drops out; an absent one never gets the remainder.
+  assert A.unweight_counts(jnp.array([3, 3, 0, 4]), jnp.array([1.0, 0.0, 1.0, 1.0]), 10).tolist() == [4, 0, 0, 6]
+  invalid = jnp.full(4, A.INVALID_COUNT)
+  assert A.unweight_counts(invalid, jnp.ones(4), 10).tolist() == invalid.tolist()
+  assert A.unweight_counts(jnp.array([0, 5]), jnp.array([1.0, 0.0]), 5).tolist() == [0, 5]   # nothing left: as is
+
+
+@settings(max_examples=40, deadline=None)
+@given(counts=st.lists(st.integers(0, 40), min_size=2, max_size=12), seed=st.integers(0, 10_000))
+def test_unweight_counts_keeps_n_and_absent_classes_and_equal_weights_change_nothing(counts, seed):
+  counts = np.asarray(counts)
+  assume(counts.sum() > 0)
+  n = int(counts.sum())
+  w = np.random.default_rng(seed).uniform(0.1, 10.0, counts.size).astype(np.float32)
+  out = np.asarray(A.unweight_counts(jnp.asarray(counts), jnp.asarray(w), n))
+  assert out.sum() == n and out.min() >= 0 and np.all(out[counts == 0] == 0)
+  np.testing.assert_array_equal(A.unweight_counts(jnp.asarray(counts), jnp.full(counts.size, 2.5), n), counts)
+
+
+@settings(max_examples=40, deadline=None)
+@given(true=st.lists(st.integers(0, 30), min_size=2, max_size=10))
+def test_unweight_counts_inverts_the_exact_reading_of_a_balanced_weighted_update(true):
+  """Under sklearn 'balanced' weights (w_c = n / (k n_c)) every present class carries n / k of the weighted batch,
+  so the exact reading of the update is N / k windows per present class; dividing by w gives the true counts."""
+  true = np.asarray(true)
+  present = true > 0
+  k, n = int(present.sum()), int(true.sum())
+  assume(k > 0 and n % k == 0)
+  w = np.where(present, n / (k * np.maximum(true, 1)), 0.0).astype(np.float32)
+  read = np.where(present, n // k, 0)
+  np.testing.assert_array_equal(A.unweight_counts(jnp.asarray(read), jnp.asarray(w), n), true)
+
+
+def test_unweight_counts_vmaps_with_one_n_per_update_and_refuses_nonsense():
+  counts = jnp.array([[4, 4, 4], [5, 5, 0], [-1, -1, -1]])
+  w = jnp.array([[1.0, 1.5, 3.0], [1.0, 3.0, 2.0], [1.0, 1.0, 1.0]])
+  got = jax.jit(jax.vmap(A.unweight_counts))(counts, w, jnp.array([12, 10, 7]))
+  assert got.tolist() == [[6, 4, 2], [8, 2, 0], [-1, -1, -1]]
+  with pytest.raises(ValueError, match=r"counts must be \[C\] and class_weights \[C\]"):
+    A.unweight_counts(jnp.array([1, 2]), jnp.ones(3), 3)
+  with pytest.raises(ValueError, match="class_weights must be finite numbers >= 0"):
+    A.unweight_counts(jnp.array([1, 2]), jnp.array([1.0, -1.0]), 3)
+  with pytest.raises(ValueError, match="num_samples must be positive"):
+    A.unweight_counts(jnp.array([1, 2]), jnp.ones(2), 0)

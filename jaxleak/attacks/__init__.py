@@ -36,6 +36,7 @@ from jaxleak.attacks.bias import (class_embeddings, ebi, ilrg, ilrg_solution, il
 from jaxleak.attacks.rlu import RLUBasis, average_bases, rlu, rlu_basis_from_features, rlu_solution  # noqa: E402
 from jaxleak.attacks.weight import (LLGStarParams, estimate_llg_star_params, llg, llg_har, llg_star,  # noqa: E402
                                     llg_star_har, rescale_llg_star_params)
+from jaxleak.attacks.weighted import unweight_counts  # noqa: E402
 from jaxleak.types import LastLayerGrads, LastLayerParams  # noqa: E402
 
 __all__ = [
@@ -44,4 +45,5 @@ __all__ = [
     "estimate_llg_star_params", "get", "idlg", "ilrg", "ilrg_solution", "ilrg_uniform", "info", "llbg",
     "llbg_original", "llg", "llg_har", "llg_star", "llg_star_har", "names", "random_guess", "register",
     "rescale_llg_star_params", "rlu", "RLUBasis", "average_bases", "rlu_basis_from_features", "rlu_solution", "run",
+    "unweight_counts",
 ]
