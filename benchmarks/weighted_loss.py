@@ -9,11 +9,17 @@ of the data set's windows.
   python benchmarks/weighted_loss.py                                  # HAPT, untrained DeepConvLSTM
   python benchmarks/weighted_loss.py --model=tinyhar --samplings=shuffle --num_clients=5
   python benchmarks/weighted_loss.py --local_steps=5 --local_batch_size=20    # multi-step (FedAvg), N = 100
+
+Then the weighted clients' counts again, read by an attacker who assumes the weights: each client's 'balanced'
+weights taken as 1 / the data set's label shares (a public statistic), divided out (`attacks.unweight_counts`).
 """
 import _flags
+import jax
 import numpy as np
 from absl import flags
 
+from jaxleak import metrics as M
+from jaxleak.attacks import unweight_counts
 from jaxleak.federated import LocalSteps
 from jaxleak.runs.leakage import LeakageConfig, run_leakage
 
@@ -35,8 +41,14 @@ def existence_recall(true: np.ndarray, pred: np.ndarray) -> np.ndarray:
   return np.sum(held & (pred > 0), axis=0) / np.where(held.sum(0) > 0, held.sum(0), np.nan)
 
 
+def client_means(r, pred: np.ndarray) -> tuple[float, float]:
+  """LnAcc and ClassAcc of `pred` for the run's updates, as the summary computes them (mean over clients)."""
+  cm = M.client_metrics(r.true_counts, pred, r.batch_client, len(r.subject_ids))
+  return float(np.nanmean(cm.lnacc)), float(np.nanmean(cm.class_acc))
+
+
 def main(_):
-  rows = []
+  rows, undone = [], []
   local = (LocalSteps(steps=FLAGS.local_steps, batch_size=FLAGS.local_batch_size, lr=FLAGS.local_lr)
            if FLAGS.local_steps else None)
   for sampling in FLAGS.samplings:
@@ -54,6 +66,16 @@ def main(_):
         cells.append((summary["lnacc"][0], summary["class_acc"][0], np.nanmean(recall[rare]),
                       np.nanmean(recall[~rare])))
       rows.append((sampling, attack, cells))
+      # An attacker who assumes 'balanced' weights from the data set's label shares (w_c = 1 / share_c) divides
+      # them out of the weighted clients' counts.
+      r = results["class_weighted"]
+      guess = np.where(share > 0, 1.0 / np.where(share > 0, share, 1.0), 0.0).astype(np.float32)
+      pred = np.asarray(jax.jit(jax.vmap(unweight_counts, in_axes=(0, None, 0)))(
+          r.pred_counts[attack], guess, r.true_counts.sum(1).astype(np.int32)))
+      assert np.allclose(client_means(r, r.pred_counts[attack]), cells[1][:2]), "client_means != the summary"
+      ln, ca = client_means(r, pred)
+      recall = existence_recall(r.true_counts, pred)
+      undone.append((sampling, attack, cells[0][:2], cells[1][:2], (ln, ca, np.nanmean(recall[rare]))))
   steps = (f", multi-step B = {local.batch_size} S = {local.steps} lr = {local.lr:g}" if local else ", single step")
   print(f"{FLAGS.dataset}, untrained {FLAGS.model}, N = 100{steps}; mean loss -> class-weighted loss, in %; rare "
         f"classes: {int(rare.sum())} of {len(rare)} (under {FLAGS.rare_share:.0%} of the updates' windows)\n")
@@ -62,6 +84,15 @@ def main(_):
   for sampling, attack, (mean, weighted) in rows:
     print(f"| {sampling} | {attack} | " + " | ".join(f"{100 * a:.1f} -> {100 * b:.1f}" for a, b in zip(mean, weighted))
           + " |")
+  print("\nThe class-weighted clients' counts with the weights divided out (attacks.unweight_counts, weights "
+        "1 / the data set's label shares): LnAcc and ClassAcc, mean loss | weighted | weighted, undone; rare-class "
+        "recall undone\n")
+  print("| sampling | attack | LnAcc | ClassAcc | rare-class recall, undone |")
+  print("|---|---|---|---|---|")
+  for sampling, attack, mean, weighted, fixed in undone:
+    print(f"| {sampling} | {attack} | " + " | ".join(
+        f"{100 * a:.1f} / {100 * b:.1f} / {100 * c:.1f}" for a, b, c in zip(mean, weighted, fixed[:2]))
+          + f" | {100 * fixed[2]:.1f} |")
 
 
 if __name__ == "__main__":
