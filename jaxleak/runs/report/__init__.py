@@ -151,7 +151,7 @@ def eavesdrop_figures(results: Results, add, log) -> None:
   for field in T.SWEEP_FIELDS:
     for _, pts in T._varying(results.eavesdrop, field):
       s = pts[0].settings
-      weighted = s.get("client_loss", "mean") != "mean"
+      weighted = bool(T.loss_label(s))
       add(f"eavesdrop-{field}-{s['dataset']}-{s['model']}", "Eavesdrop",
           f"Figs. 6-9 style: success rates against {field} ({s['dataset']}, {s['model']}); "
           + ("participants with a class-weighted loss (the paper's values are for the mean loss: none shown)."

@@ -14,7 +14,7 @@ import numpy as np
 
 from jaxleak.runs.report import paper
 from jaxleak.runs.report.results import EavesdropResult, HarResult, WholeDetermination
-from jaxleak.runs.report.tables import METRIC_NAMES, Accountant, attack_name, setting_label
+from jaxleak.runs.report.tables import METRIC_NAMES, Accountant, attack_name, loss_label, setting_label
 
 #: Okabe and Ito (2008): distinguishable under the common colour-vision deficiencies.
 COLOURS = ("#0072B2", "#E69F00", "#009E73", "#CC79A7", "#56B4E9", "#D55E00", "#F0E442", "#000000")
@@ -212,7 +212,7 @@ def eavesdrop_curve(field: str, points: Sequence[EavesdropResult]) -> bytes:
       continue                                    # records older than the count metric
     ax.plot(xs, [_pct(r.overall[key]) for r in pts], marker=MARKERS[i], linestyle=DASHES[i], color=COLOURS[i],
             label=label, markersize=4, linewidth=1)
-  weighted = pts[0].settings.get("client_loss", "mean") != "mean"
+  weighted = bool(loss_label(pts[0].settings))
   ref = {} if weighted else paper.FIGURE_POINTS.get(field, {})      # the paper's points are for the mean loss
   if ref:
     ax.scatter(list(ref), list(ref.values()), marker="x", s=40, color="black", zorder=3,
@@ -225,7 +225,7 @@ def eavesdrop_curve(field: str, points: Sequence[EavesdropResult]) -> bytes:
   fixed = ", ".join(f"{k}={s[k]}" for k in ("num_participants", "fraction", "local_batch_size", "local_epochs",
                                              "compression", "rounds") if k != field)
   if weighted:
-    fixed += f", {s['client_loss'].replace('_', '-')} loss"
+    fixed += f", {loss_label(s)}"
   ax.set_title(f"{s['dataset']} | {s['model']} | success against {field}\n{fixed}")
   ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.2), ncols=2, frameon=False)
   return png(fig)

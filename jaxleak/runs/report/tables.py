@@ -143,8 +143,8 @@ def setting_label(s: dict, *, with_ldp: bool = True, with_defences: bool = True)
   """'synthetic_wear | deepconvlstm | untrained | shuffle | N=100 [| class-weighted loss] [| S=5 B=20]
   [| sigma=0.1 tau=1] [| bias-free head] [| top-k CR=0.9]'."""
   parts = [s["dataset"], s["model"], s["state"], s["sampling"], f"N={s['num_samples']}"]
-  if s.get("client_loss", "mean") != "mean":        # the clients' loss: part of the setting, not a defence
-    parts.append(f"{s['client_loss'].replace('_', '-')} loss")
+  if loss_label(s):                                 # the clients' loss: part of the setting, not a defence
+    parts.append(loss_label(s))
   if s["local_steps"] is not None:
     parts.append(f"S={s['local_steps']} B={s['local_batch_size']}")
   if with_ldp and (s["sigma"] or s["tau"]):
@@ -289,8 +289,14 @@ def _paper_key(r) -> tuple:
 
 
 def _mean_loss(r) -> bool:
-  """The participants train with the paper's mean loss (the paper's tables and numbers are for it)."""
+  """The clients train with the papers' mean loss (the papers' tables and numbers are for it)."""
   return r.settings.get("client_loss", "mean") == "mean"
+
+
+def loss_label(s: dict) -> str:
+  """The clients' loss in words for labels ("class-weighted loss"); "" for the papers' mean loss."""
+  loss = s.get("client_loss", "mean")
+  return "" if loss == "mean" else f"{loss.replace('_', '-')} loss"
 
 
 def _is_base(r: EavesdropResult) -> bool:
@@ -376,7 +382,7 @@ def whole_table(results: Results) -> Optional[Table]:
   rows = []
   for w in results.whole:
     ref = paper.TABLE_V.get(_paper_key(w)) if _mean_loss(w) else None
-    model = w.settings["model"] + ("" if _mean_loss(w) else f", {w.settings['client_loss'].replace('_', '-')} loss")
+    model = w.settings["model"] + ("" if _mean_loss(w) else f", {loss_label(w.settings)}")
     for i, st in enumerate(w.stages):
       rows.append([w.settings["dataset"], model, st["stage"], f"{st['reached']}/{st['trials']}",
                    st["mean_round"], st["success"], st.get("success_known_k"), st.get("success_two_level"),
@@ -468,8 +474,8 @@ def eavesdrop_defences_table(results: Results) -> Optional[Table]:
   for fixed, by_defence in groups.items():
     s = dict(fixed)
     label = f"{s['dataset']}, {s['model']}, N_p={s['num_participants']} P={s['fraction']}, {s['rounds']} rounds"
-    if s.get("client_loss", "mean") != "mean":                # the participants' loss: part of the federation
-      label += f", {s['client_loss'].replace('_', '-')} loss"
+    if loss_label(s):                                         # the participants' loss: part of the federation
+      label += f", {loss_label(s)}"
     for key, name in metrics:
       rows.append([label, name] + [by_defence[d].overall[key] if d in by_defence else None for d in columns])
   return Table("eavesdrop_defences", "Eavesdrop: each defence against each attack, success rates", ["federation",
