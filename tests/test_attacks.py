@@ -591,8 +591,10 @@ def test_unweight_counts_vmaps_with_one_n_per_update_and_refuses_nonsense():
   w = jnp.array([[1.0, 1.5, 3.0], [1.0, 3.0, 2.0], [1.0, 1.0, 1.0]])
   got = jax.jit(jax.vmap(A.unweight_counts))(counts, w, jnp.array([12, 10, 7]))
   assert got.tolist() == [[6, 4, 2], [8, 2, 0], [-1, -1, -1]]
-  with pytest.raises(ValueError, match=r"counts must be \[C\] and class_weights \[C\]"):
+  with pytest.raises(ValueError, match=r"class_weights must be \[C\] = \(2,\), one weight per class; got \(3,\)"):
     A.unweight_counts(jnp.array([1, 2]), jnp.ones(3), 3)
+  with pytest.raises(ValueError, match=r"counts must be \[C\], one update's \(vmap for many updates\); got \(1, 2\)"):
+    A.unweight_counts(jnp.array([[1, 2]]), jnp.ones(2), 3)
   with pytest.raises(ValueError, match="class_weights must be finite numbers >= 0"):
     A.unweight_counts(jnp.array([1, 2]), jnp.array([1.0, -1.0]), 3)
   with pytest.raises(ValueError, match="num_samples must be positive"):

@@ -12,7 +12,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxleak.attacks._common import INVALID_COUNT, as_float, check_num_samples
-from jaxleak.types import NumSamples, is_concrete
+from jaxleak.head import check_class_weights
+from jaxleak.types import NumSamples
 
 
 def unweight_counts(counts: jax.Array, class_weights: jax.Array, num_samples: NumSamples) -> jax.Array:
@@ -36,16 +37,11 @@ def unweight_counts(counts: jax.Array, class_weights: jax.Array, num_samples: Nu
   [6, 4, 2]
   """
   num_samples = check_num_samples(num_samples, "unweight_counts")
-  c = np.shape(counts)[-1:] if np.ndim(counts) == 1 else None
-  if c is None or np.shape(class_weights) != c:
-    raise ValueError(f"unweight_counts: counts must be [C] and class_weights [C] (vmap for many updates); got "
-                     f"{np.shape(counts)} and {np.shape(class_weights)}.")
-  if is_concrete(class_weights):
-    w = np.asarray(class_weights)
-    if not np.issubdtype(w.dtype, np.number) or not np.all(np.isfinite(w) & (w >= 0)):
-      raise ValueError(f"unweight_counts: class_weights must be finite numbers >= 0, got {w.tolist()}.")
+  if np.ndim(counts) != 1:
+    raise ValueError(f"unweight_counts: counts must be [C], one update's (vmap for many updates); got "
+                     f"{np.shape(counts)}.")
+  w = check_class_weights(class_weights, np.shape(counts)[0], "unweight_counts").astype(jnp.float32)
   counts = jnp.asarray(counts).astype(jnp.int32)
-  w = jnp.asarray(class_weights, jnp.float32)
   n = as_float(num_samples)
   raw = jnp.where((counts > 0) & (w > 0), counts / jnp.where(w > 0, w, 1.0), 0.0)
   total = jnp.sum(raw)
