@@ -11,7 +11,8 @@ of the data set's windows.
   python benchmarks/weighted_loss.py --local_steps=5 --local_batch_size=20    # multi-step (FedAvg), N = 100
 
 Then the weighted clients' counts again, read by an attacker who assumes the weights: each client's 'balanced'
-weights taken as 1 / the data set's label shares (a public statistic), divided out (`attacks.unweight_counts`).
+weights taken as 1 / the data set's label shares (a public statistic), divided out (`attacks.unweight_counts`);
+and, as a ceiling, with each client's own weights (which would give its label distribution away).
 """
 import _flags
 import jax
@@ -22,6 +23,7 @@ from jaxleak import metrics as M
 from jaxleak.attacks import unweight_counts
 from jaxleak.federated import LocalSteps
 from jaxleak.runs.leakage import LeakageConfig, run_leakage
+from jaxleak.runs.leakage.prepare import prepare
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("dataset", "hapt", "HAR dataset.")
@@ -51,11 +53,13 @@ def main(_):
   rows, undone = [], []
   local = (LocalSteps(steps=FLAGS.local_steps, batch_size=FLAGS.local_batch_size, lr=FLAGS.local_lr)
            if FLAGS.local_steps else None)
+  undo = jax.jit(jax.vmap(unweight_counts))
   for sampling in FLAGS.samplings:
-    results = {loss: run_leakage(LeakageConfig(dataset=FLAGS.dataset, model=FLAGS.model, sampling=sampling,
-                                               num_clients=FLAGS.num_clients, client_loss=loss, local=local,
-                                               minmax=local is None))
+    configs = {loss: LeakageConfig(dataset=FLAGS.dataset, model=FLAGS.model, sampling=sampling,
+                                   num_clients=FLAGS.num_clients, client_loss=loss, local=local, minmax=local is None)
                for loss in ("mean", "class_weighted")}
+    results = {loss: run_leakage(cfg) for loss, cfg in configs.items()}
+    own = prepare(configs["class_weighted"], None, None, None).class_weights      # f32[K, C], each client's own
     share = np.sum(results["mean"].true_counts, axis=0) / np.sum(results["mean"].true_counts)
     rare = share < FLAGS.rare_share
     for attack in results["mean"].config.attacks:
@@ -69,13 +73,15 @@ def main(_):
       # An attacker who assumes 'balanced' weights from the data set's label shares (w_c = 1 / share_c) divides
       # them out of the weighted clients' counts.
       r = results["class_weighted"]
+      n = r.true_counts.sum(1).astype(np.int32)
       guess = np.where(share > 0, 1.0 / np.where(share > 0, share, 1.0), 0.0).astype(np.float32)
-      pred = np.asarray(jax.jit(jax.vmap(unweight_counts, in_axes=(0, None, 0)))(
-          r.pred_counts[attack], guess, r.true_counts.sum(1).astype(np.int32)))
+      pred = np.asarray(undo(r.pred_counts[attack], np.broadcast_to(guess, r.true_counts.shape), n))
       assert np.allclose(client_means(r, r.pred_counts[attack]), cells[1][:2]), "client_means != the summary"
       ln, ca = client_means(r, pred)
       recall = existence_recall(r.true_counts, pred)
-      undone.append((sampling, attack, cells[0][:2], cells[1][:2], (ln, ca, np.nanmean(recall[rare]))))
+      # The ceiling: an attacker who knows each client's own weights (its label distribution, the secret itself).
+      oracle = client_means(r, np.asarray(undo(r.pred_counts[attack], own, n)))
+      undone.append((sampling, attack, cells[0][:2], cells[1][:2], (ln, ca, np.nanmean(recall[rare])), oracle))
   steps = (f", multi-step B = {local.batch_size} S = {local.steps} lr = {local.lr:g}" if local else ", single step")
   print(f"{FLAGS.dataset}, untrained {FLAGS.model}, N = 100{steps}; mean loss -> class-weighted loss, in %; rare "
         f"classes: {int(rare.sum())} of {len(rare)} (under {FLAGS.rare_share:.0%} of the updates' windows)\n")
@@ -87,12 +93,13 @@ def main(_):
   print("\nThe class-weighted clients' counts with the weights divided out (attacks.unweight_counts, weights "
         "1 / the data set's label shares): LnAcc and ClassAcc, mean loss | weighted | weighted, undone; rare-class "
         "recall undone\n")
-  print("| sampling | attack | LnAcc | ClassAcc | rare-class recall, undone |")
-  print("|---|---|---|---|---|")
-  for sampling, attack, mean, weighted, fixed in undone:
+  print("| sampling | attack | LnAcc | ClassAcc | rare-class recall, undone | LnAcc, ClassAcc with each client's own "
+        "weights |")
+  print("|---|---|---|---|---|---|")
+  for sampling, attack, mean, weighted, fixed, oracle in undone:
     print(f"| {sampling} | {attack} | " + " | ".join(
         f"{100 * a:.1f} / {100 * b:.1f} / {100 * c:.1f}" for a, b, c in zip(mean, weighted, fixed[:2]))
-          + f" | {100 * fixed[2]:.1f} |")
+          + f" | {100 * fixed[2]:.1f} | {100 * oracle[0]:.1f}, {100 * oracle[1]:.1f} |")
 
 
 if __name__ == "__main__":
