@@ -295,6 +295,9 @@ def define_leakage_flags(fv: flags.FlagValues, *, multi_step: bool) -> None:
                     "The clients' loss" + (" in every local step" if multi_step else "") + ": the papers' mean CE, or "
                     "class-weighted by each client's own label counts (sklearn 'balanced', PyTorch's "
                     "CrossEntropyLoss(weight=)); beyond the papers.", **d)
+  flags.DEFINE_integer("aggregate_clients", 1, "Secure aggregation (beyond the papers): the server sees only the "
+                       "mean update of K clients a round; the clients are dealt into cohorts of K, each round of a "
+                       "cohort covers K x N windows, scored per cohort (1 = each client's own update).", **d)
   flags.DEFINE_bool("minmax", not multi_step, "Per-update min-max input scaling.", **d)
   flags.DEFINE_integer("chunk_size", None, "Updates vmapped together (memory vs speed; default 8, on CPU 1 where "
                        "a full backward pass is computed: local training, whole-model clipping).", **d)
@@ -457,6 +460,7 @@ def leakage_config(fv: flags.FlagValues, **overrides):
   if fv.dropout is not None:
     finite(fv, "dropout", 0.0, 1.0, hi_open=True)
   finite(fv, "compression", 0.0, 1.0, hi_open=True)
+  positive_int(fv, "aggregate_clients")
   if fv.dirichlet_clients is not None:
     positive_int(fv, "dirichlet_clients")
     check(fv, "dirichlet_clients", fv.dirichlet_alpha is not None, "given with --dirichlet_alpha")
@@ -467,6 +471,6 @@ def leakage_config(fv: flags.FlagValues, **overrides):
       num_samples=fv.num_samples, attacks=name_list(fv, "attacks", A.names()), clients=int_list(fv, "clients"),
       num_clients=fv.num_clients, seed=fv.seed, minmax=fv.minmax, chunk_size=fv.chunk_size,
       dirichlet_alpha=fv.dirichlet_alpha, dirichlet_clients=fv.dirichlet_clients, dropout=fv.dropout,
-      compression=fv.compression, client_loss=fv.client_loss, **overrides)
+      compression=fv.compression, client_loss=fv.client_loss, aggregate_clients=fv.aggregate_clients, **overrides)
   cfg.validate()
   return cfg

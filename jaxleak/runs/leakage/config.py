@@ -61,6 +61,7 @@ class LeakageConfig:
   rlu_aux_per_class: int = 32                        # RLU: the attacker's auxiliary windows per class
   rlu_simulations: int = 4                           # RLU: Monte Carlo draws of the simulated local training
   client_loss: str = "mean"                          # or "class_weighted": see CLIENT_LOSSES
+  aggregate_clients: int = 1                         # K > 1: secure aggregation of K clients a round (aggregation.py)
 
   def vmap_chunk(self, full_backward: bool) -> int:
     """Updates vmapped together: `chunk_size` when set; otherwise 8, except 1 on XLA:CPU for computations with a
@@ -87,7 +88,8 @@ class LeakageConfig:
     models.require(self.model, "leakage")
     if self.grad_method not in METHODS:
       raise ValueError(f"grad_method: unknown {self.grad_method!r}; valid: {', '.join(METHODS)}.")
-    for name in ("num_samples", "chunk_size", "batches_per_call", "rlu_aux_per_class", "rlu_simulations"):
+    for name in ("num_samples", "chunk_size", "batches_per_call", "rlu_aux_per_class", "rlu_simulations",
+                 "aggregate_clients"):
       if not (name == "chunk_size" and self.chunk_size is None):
         fields.integer(name, getattr(self, name))
     fields.seed("seed", self.seed)
@@ -125,6 +127,10 @@ class LeakageConfig:
                          "subject (LOSO); use the untrained state with a re-partition.")
     if self.dirichlet_clients is not None and (self.dirichlet_alpha is None or self.dirichlet_clients <= 0):
       raise ValueError(f"dirichlet_clients={self.dirichlet_clients}: needs dirichlet_alpha and a positive count.")
+    if self.aggregate_clients > 1 and self.checkpoint_dir is not None:
+      raise ValueError(f"aggregate_clients={self.aggregate_clients}: secure aggregation averages updates computed at "
+                       "one global model, but trained models are one per held-out subject (LOSO); aggregate with "
+                       "the untrained model, or use aggregate_clients=1.")
     if self.client_loss not in CLIENT_LOSSES:
       raise ValueError(f"client_loss: unknown {self.client_loss!r}; valid: {', '.join(CLIENT_LOSSES)}.")
     if self.client_loss != "mean" and self.ldp.per_example:

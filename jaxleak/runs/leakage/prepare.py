@@ -13,10 +13,11 @@ import numpy as np
 from jaxleak import data as D
 from jaxleak import models
 from jaxleak.runs import fold_training
+from jaxleak.runs.leakage import aggregation
 from jaxleak.runs.leakage.config import LeakageConfig
 
 # Purposes folded into the run key: results do not depend on chunking or on which other clients are in the run.
-INIT, SAMPLER, DROPOUT, ATTACK, LLG_STAR, RLU = range(6)
+INIT, SAMPLER, DROPOUT, ATTACK, LLG_STAR, RLU, COHORTS = range(7)
 
 
 def log(progress: Optional[Callable[[str], None]], msg: str) -> None:
@@ -69,10 +70,23 @@ class Prepared:
   mesh: Optional[jax.sharding.Mesh] = None            # 1-D mesh ('batch',) when sharding over several devices
   fold_subjects: Optional[tuple[int, ...]] = None     # the subject each trained fold (model) holds out
   class_weights: Optional[np.ndarray] = None          # f32[K, C]: each update's client loss weights (client_loss)
+  # Secure aggregation (cfg.aggregate_clients > 1, runs/leakage/aggregation.py): the subject ids of each cohort's
+  # members; the updates are ordered so that each K consecutive ones form one aggregate, whose cohort and round
+  # are cohort_of[a] and round_of[a].
+  cohorts: Optional[tuple[tuple[int, ...], ...]] = None
+  cohort_of: Optional[np.ndarray] = None
+  round_of: Optional[np.ndarray] = None
+  unit_ids: Optional[tuple[int, ...]] = None          # ids of what batch_client indexes, if not clients' subjects
+
+  @property
+  def scored_ids(self) -> tuple[int, ...]:
+    """The ids of the units batch_client indexes and the metrics are per: the clients' subject ids, or after
+    secure aggregation the cohorts' numbers."""
+    return self.clients.subject_ids if self.unit_ids is None else self.unit_ids
 
   @property
   def subject_of_batch(self) -> np.ndarray:
-    return np.asarray(self.clients.subject_ids)[self.batch_client]
+    return np.asarray(self.scored_ids)[self.batch_client]
 
 
 def prepare(cfg: LeakageConfig, dataset: Optional[D.HarDataset], variables: Optional[dict],
@@ -95,9 +109,23 @@ def prepare(cfg: LeakageConfig, dataset: Optional[D.HarDataset], variables: Opti
                                            cfg.num_samples, queries=cfg.local is not None)
   batch_index = (np.arange(len(batch_client)) -
                  np.searchsorted(batch_client, batch_client, side="left")).astype(np.int32)
-  subject_of_batch = np.asarray(clients.subject_ids)[batch_client]
   log(progress, f"{dataset.name}: {clients.num_clients} clients, {len(clients.labels):,} windows, "
                 f"{len(indices)} updates of N={cfg.num_samples} ({cfg.sampling})")
+  cohorts = cohort_of = round_of = None
+  if cfg.aggregate_clients > 1:                 # keep only the updates that reach an aggregate, in its order
+    dealt = aggregation.deal_cohorts(clients.num_clients, cfg.aggregate_clients, jax.random.fold_in(key, COHORTS))
+    keep, cohort_of, round_of = aggregation.cohort_updates(batch_client, clients.num_clients, dealt)
+    if not len(keep):
+      raise ValueError(f"aggregate_clients={cfg.aggregate_clients}: no cohort has a round in which all its members "
+                       f"have an update of N={cfg.num_samples} windows; lower num_samples or aggregate_clients.")
+    used = len(indices)
+    indices, batch_client, batch_index = indices[keep], batch_client[keep], batch_index[keep]
+    cohorts = tuple(tuple(int(clients.subject_ids[i]) for i in c) for c in dealt)
+    left_out = sorted(set(clients.subject_ids) - {s for c in cohorts for s in c})
+    log(progress, f"secure aggregation: {len(cohorts)} cohorts of {cfg.aggregate_clients} clients, "
+                  f"{len(cohort_of)} aggregates of N={cfg.num_samples * cfg.aggregate_clients} ({len(keep)} of the "
+                  f"{used} updates reach one)" + (f"; subjects {left_out} are in no cohort" if left_out else ""))
+  subject_of_batch = np.asarray(clients.subject_ids)[batch_client]
   model = models.build(cfg.model, dataset.num_classes, head_bias=cfg.head_bias,
                        **({} if cfg.dropout is None else {"dropout": cfg.dropout}))
   fold_of_batch = held = None
@@ -131,4 +159,4 @@ def prepare(cfg: LeakageConfig, dataset: Optional[D.HarDataset], variables: Opti
     class_weights = per_client[batch_client]
   return Prepared(dataset, clients, indices, batch_client, batch_index, model, variables, fold_of_batch, key,
                   dropout_keys, {"data_s": time.perf_counter() - t0}, mesh,
-                  None if held is None else tuple(int(s) for s in held), class_weights)
+                  None if held is None else tuple(int(s) for s in held), class_weights, cohorts, cohort_of, round_of)

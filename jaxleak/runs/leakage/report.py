@@ -4,6 +4,8 @@ One results folder per run, committed whole (jaxleak.storage.commit_folder): a k
 run beside the manifest of another.
   batches.csv    one row per (update, attack): subject, batch, attack, lnacc, leacc, true_<class>..., pred_<class>...
   clients.csv    one row per (subject, attack): num_batches, lnacc, leacc, symmetric_existence, class_acc
+  (with secure aggregation, `subject` is the cohort's number and `batch` the round; manifest.json's `cohorts`
+  lists each cohort's subjects)
   summary.csv    one row per (attack, metric): mean and std over clients
   manifest.json  experiment, config, flags, dataset, subjects, timings, provenance (versions, devices, commit)
 """
@@ -50,6 +52,7 @@ def result_files(result: LeakageResult, flags_dict: dict | None = None) -> dict[
       "experiment": "single_step_leakage" if result.config.local is None else "multi_step_leakage",
       "config": dataclasses.asdict(result.config), "flags": flags_dict or {}, "dataset": result.dataset_name,
       "class_names": list(result.class_names), "subjects": list(result.subject_ids),
+      **({} if result.cohorts is None else {"cohorts": [list(c) for c in result.cohorts]}),
       "num_batches": int(len(result.batch_client)), "timings_s": result.timings, "environment": storage.provenance()})
   return {"batches.csv": batches, "clients.csv": clients, "summary.csv": summary, "manifest.json": manifest}
 
@@ -71,8 +74,13 @@ def leakage_table(result: LeakageResult) -> str:
     ldp = (f"multi-step B={loc.batch_size} S={loc.steps} lr={loc.lr} ({loc.equivalent}) | "
            + ("" if loc.ldp.is_identity else f"LDP per step sigma={loc.ldp.noise_std} tau={loc.ldp.clip_norm} | "))
   loss = "" if cfg.client_loss == "mean" else "class-weighted client loss | "
-  title = (f"{result.dataset_name} | {cfg.model} | {cfg.sampling} | N={cfg.num_samples} | {loss}{ldp}"
-           f"{len(result.subject_ids)} clients, {len(result.batch_client)} batches | mean (± std) over clients")
+  if result.cohorts is None:
+    who = f"{len(result.subject_ids)} clients, {len(result.batch_client)} batches | mean (± std) over clients"
+  else:
+    who = (f"secure aggregation of {cfg.aggregate_clients} clients: {len(result.cohorts)} cohorts, "
+           f"{len(result.batch_client)} aggregates of {cfg.aggregate_clients * cfg.num_samples} | mean (± std) over "
+           "cohorts")
+  title = f"{result.dataset_name} | {cfg.model} | {cfg.sampling} | N={cfg.num_samples} | {loss}{ldp}{who}"
   return format_table(rows, ["attack", "LnAcc", "LeAcc", "ClassAcc"], title)
 
 

@@ -21,6 +21,7 @@ from jaxleak import models
 from jaxleak.runs.leakage.config import LeakageConfig
 from jaxleak.federated.rlu import simulate_rlu_basis
 from jaxleak.federated.rounds import compress_update
+from jaxleak.runs.leakage import aggregation
 from jaxleak.runs.leakage.prepare import ATTACK, LLG_STAR, RLU, Prepared, batch_keys
 from jaxleak.types import LastLayerGrads
 
@@ -38,6 +39,9 @@ class LeakageResult:
   pred_counts: dict                                 # attack -> i32[K, C]
   client_metrics: dict                              # attack -> metrics.ClientMetrics of NumPy arrays
   timings: dict
+  # Secure aggregation (config.aggregate_clients > 1): the members' subject ids of each cohort; subject_ids are
+  # then the cohorts' numbers, batch_client the cohort and batch_index the round of each aggregate.
+  cohorts: Optional[tuple[tuple[int, ...], ...]] = None
 
   def summary_rows(self) -> list[dict]:
     """One row per attack: {'attack', metric: (mean, std) over clients} for LnAcc, LeAcc, ClassAcc, Eq. 4."""
@@ -135,22 +139,24 @@ def _memo_star(compute, variables, method: str, key: jax.Array, model, input_sha
   return value
 
 
-def attack_inputs(prep: Prepared, cfg: LeakageConfig):
+def attack_inputs(prep: Prepared, cfg: LeakageConfig, num_samples: Optional[int] = None):
   """What the attacks need besides the updates, per update: (keys [K], {LLG* method: LLGStarParams [K, ...]},
-  head LastLayerParams [K, ...]): the attacked model of each update (shared, or the client's trained fold)."""
+  head LastLayerParams [K, ...]): the attacked model of each update (shared, or the client's trained fold).
+  num_samples: the N the updates cover (default cfg.num_samples; K N for aggregates of K clients)."""
   model, clients, key = prep.model, prep.clients, prep.key
+  n = cfg.num_samples if num_samples is None else num_samples
   k = len(prep.indices)
   star_key = jax.random.fold_in(key, LLG_STAR)
 
   def estimate(variables, method):
-    return _llg_star_estimator(model, tuple(clients.windows.shape[1:]), cfg.num_samples, method)(variables, star_key)
+    return _llg_star_estimator(model, tuple(clients.windows.shape[1:]), n, method)(variables, star_key)
 
   methods = sorted({A.info(n).star_method for n in cfg.attacks} - {None})
   if prep.fold_of_batch is None:              # one global model: broadcast its head and estimates to K updates
     per_batch = lambda tree: jax.tree.map(lambda a: jnp.broadcast_to(a, (k,) + jnp.shape(a)), tree)
     head = per_batch(models.head_params(prep.variables["params"]))
     star_params = {m: per_batch(_memo_star(lambda v=prep.variables, m=m: estimate(v, m), prep.variables, m, star_key,
-                                           model, clients.windows.shape[1:], cfg.num_samples)) for m in methods}
+                                           model, clients.windows.shape[1:], n)) for m in methods}
   else:                                       # one model per fold: estimate per attacked fold, gather per update
     head = jax.tree.map(lambda a: a[jnp.asarray(prep.fold_of_batch)], models.head_params(prep.variables["params"]))
     # Only the folds this run attacks: C x N dummy windows through each model is a forward pass of more windows
@@ -160,7 +166,7 @@ def attack_inputs(prep: Prepared, cfg: LeakageConfig):
     position = jnp.asarray(np.searchsorted(used, prep.fold_of_batch))
     star_params = {m: jax.tree.map(lambda a: jnp.asarray(a)[position], _memo_star(
         lambda m=m: jax.lax.map(lambda v: estimate(v, m), fold_vars), fold_vars, m, star_key, model,
-        clients.windows.shape[1:], cfg.num_samples)) for m in methods}
+        clients.windows.shape[1:], n)) for m in methods}
   attack_keys = batch_keys(jax.random.fold_in(key, ATTACK), prep.subject_of_batch, prep.batch_index)
   return attack_keys, star_params, head
 
@@ -236,13 +242,13 @@ def true_counts(prep: Prepared) -> np.ndarray:
 
 def score(prep: Prepared, cfg: LeakageConfig, preds: dict, truth: np.ndarray, timings: dict) -> LeakageResult:
   """Per-client metrics of every attack's predictions {name: i32[K, C]} -> a LeakageResult."""
-  clients = prep.clients
-  per_client = {name: jax.tree.map(np.asarray, _client_metrics(truth, p, prep.batch_client, clients.num_clients))
+  ids = prep.scored_ids
+  per_client = {name: jax.tree.map(np.asarray, _client_metrics(truth, p, prep.batch_client, len(ids)))
                 for name, p in preds.items()}
   return LeakageResult(config=cfg, dataset_name=prep.dataset.name, class_names=prep.dataset.class_names,
-                       subject_ids=clients.subject_ids, batch_client=prep.batch_client,
+                       subject_ids=ids, batch_client=prep.batch_client,
                        batch_index=prep.batch_index, true_counts=truth, pred_counts=preds,
-                       client_metrics=per_client, timings=timings)
+                       client_metrics=per_client, timings=timings, cohorts=prep.cohorts)
 
 
 def local_hyperparameters(cfg: LeakageConfig) -> tuple[Optional[int], int]:
@@ -266,13 +272,17 @@ def _compress(grads, ratio):
 
 def attack_and_score(prep: Prepared, cfg: LeakageConfig, grads: LastLayerGrads, timings: dict) -> LeakageResult:
   """Estimates what the attacks need from the attacked model(s), runs every attack and computes the metrics
-  (after the compression defence, when cfg.compression > 0)."""
+  (after the compression defence, when cfg.compression > 0; with cfg.aggregate_clients > 1, on the mean updates of
+  the cohorts' rounds, each covering K N windows: `aggregation.aggregate`)."""
   t0 = time.perf_counter()
   grads = compress_uploads(grads, cfg.compression)
-  keys, star_params, head = attack_inputs(prep, cfg)
-  b, s = local_hyperparameters(cfg)
   basis = rlu_bases(prep, cfg) if "rlu" in cfg.attacks else None
-  preds = run_attacks(grads, cfg.num_samples, cfg.attacks, keys=keys, star_params=star_params, head=head,
+  if prep.cohorts is not None:
+    prep, grads, basis = aggregation.aggregate(prep, grads, basis)
+  n = cfg.num_samples * cfg.aggregate_clients
+  keys, star_params, head = attack_inputs(prep, cfg, n)
+  b, s = local_hyperparameters(cfg)
+  preds = run_attacks(grads, n, cfg.attacks, keys=keys, star_params=star_params, head=head,
                       local_batch_size=b, local_steps=s, rlu_basis=basis)
   result = score(prep, cfg, preds, true_counts(prep), timings)
   result.timings["attacks_s"] = time.perf_counter() - t0

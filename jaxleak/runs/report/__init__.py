@@ -133,7 +133,7 @@ def har_figures(results: Results, acct: T.Accountant, add, log) -> None:
     s = r.settings
     by_setting[(s["dataset"], s["model"], s["state"], s["sampling"], s["num_samples"], s["local_steps"],
                 s["local_batch_size"], s["seed"], s.get("head_bias", True), s.get("compression", 0.0),
-                s.get("dropout"), s.get("client_loss", "mean"))].append(r)
+                s.get("dropout"), s.get("client_loss", "mean"), s.get("aggregate_clients", 1))].append(r)
   for key, rs in by_setting.items():
     ldp = [r for r in rs if r.has_ldp]
     scopes = {r.settings["clip_scope"] for r in ldp}

@@ -145,6 +145,8 @@ def setting_label(s: dict, *, with_ldp: bool = True, with_defences: bool = True)
   parts = [s["dataset"], s["model"], s["state"], s["sampling"], f"N={s['num_samples']}"]
   if loss_label(s):                                 # the clients' loss: part of the setting, not a defence
     parts.append(loss_label(s))
+  if s.get("aggregate_clients", 1) > 1:             # what the server sees: part of the setting
+    parts.append(f"secure aggregation of {s['aggregate_clients']}")
   if s["local_steps"] is not None:
     parts.append(f"S={s['local_steps']} B={s['local_batch_size']}")
   if with_ldp and (s["sigma"] or s["tau"]):
@@ -159,10 +161,11 @@ def setting_label(s: dict, *, with_ldp: bool = True, with_defences: bool = True)
 
 
 def undefended(r: HarResult) -> bool:
-  """The papers' clients: no bias-free head, upload compression or changed dropout, and the mean loss (LDP is
-  judged separately: `has_ldp`)."""
+  """The papers' clients: no bias-free head, upload compression or changed dropout, the mean loss, and each
+  update attacked alone (no secure aggregation); LDP is judged separately: `has_ldp`."""
   return (r.settings.get("head_bias", True) and not r.settings.get("compression")
-          and r.settings.get("dropout") is None and r.settings.get("client_loss", "mean") == "mean")
+          and r.settings.get("dropout") is None and r.settings.get("client_loss", "mean") == "mean"
+          and r.settings.get("aggregate_clients", 1) == 1)
 
 
 def har_summary_table(results: Results, acct: Accountant) -> Optional[Table]:
@@ -176,13 +179,14 @@ def har_summary_table(results: Results, acct: Accountant) -> Optional[Table]:
       other = defence_label(s, with_ldp=False)
       rows.append([s["dataset"], s["model"], s["state"], s["sampling"], s["num_samples"], s["local_batch_size"],
                    s["local_steps"], s["sigma"], s["tau"], eps, other, s.get("client_loss", "mean"),
-                   attack_name(name), len(a["subjects"])]
+                   s.get("aggregate_clients", 1), attack_name(name), len(a["subjects"])]
                   + [x for m in ("lnacc", "leacc", "class_acc") for x in a["summary"][m]])
   cols = ["dataset", "model", "state", "sampling", "N", "B", "S", "sigma", "tau", "epsilon", "defences",
-          "client loss", "attack", "clients",
+          "client loss", "clients a round", "attack", "clients (cohorts)",
           "LnAcc", "LnAcc std", "LeAcc", "LeAcc std", "ClassAcc", "ClassAcc std"]
-  return Table("har_summary", f"HAR leakage: mean and std over clients (epsilon at delta = {acct.delta:g}, PLD, "
-               f"composed over {acct.rounds} round(s))", cols, rows,
+  return Table("har_summary", f"HAR leakage: mean and std over clients, over cohorts where a round aggregates "
+               f"several clients (epsilon at delta = {acct.delta:g}, PLD, composed over {acct.rounds} round(s))",
+               cols, rows,
                percent=("LnAcc", "LnAcc std", "LeAcc", "LeAcc std", "ClassAcc", "ClassAcc std"))
 
 

@@ -20,7 +20,8 @@ from jaxleak.runs.study.store import Store
 
 METRICS = ("lnacc", "leacc", "class_acc", "symmetric_existence")
 HAR_COLUMNS = ("dataset", "model", "state", "sampling", "seed", "num_samples", "local_batch_size", "local_steps",
-               "sigma", "tau", "dirichlet_alpha", "head_bias", "compression", "dropout", "client_loss")
+               "sigma", "tau", "dirichlet_alpha", "head_bias", "compression", "dropout", "client_loss",
+               "aggregate_clients")
 EAVESDROP_COLUMNS = ("dataset", "model", "num_participants", "fraction", "local_epochs", "local_batch_size",
                      "local_lr", "compression", "dropout", "rounds", "seed", "replicates", "partition",
                      "dirichlet_alpha", "attacker_participates", "ldp_noise", "ldp_clip",

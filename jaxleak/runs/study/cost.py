@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Optional
 
+import numpy as np
+
 from jaxleak.runs.study.plan import Plan, describe, loaded_clients, loaded_dataset, loaded_pools
 
 
@@ -28,6 +30,9 @@ def estimate_cost(plan: Plan, loaded: Optional[dict] = None) -> dict[str, float]
       sizes = sizes[:c["num_clients"]] if c["num_clients"] else sizes
       n = c["num_samples"]
       updates = sum(s // n for s in sizes)
+      k = c.get("aggregate_clients", 1)
+      if k > 1:                            # only the updates that reach an aggregate are computed
+        updates = aggregated_updates([s // n for s in sizes], k, c["seed"])
       if c["multi_step"] is not None:
         _, b, s = c["multi_step"]
         # The last local step's body gradient never reaches the head delta; XLA prunes that backward (a
@@ -38,12 +43,14 @@ def estimate_cost(plan: Plan, loaded: Optional[dict] = None) -> dict[str, float]
         out[g.key] = updates * n * (3.0 if full else 1.0)
       # LLG*'s estimates are shared by the groups that attack the same models with the same N (scoring's
       # in-process memo), so they count once, in the first such group.
+      n_attacked = n * c.get("aggregate_clients", 1)        # the N the attacks read (K N for aggregates)
       models_key = (key, c["model"], c.get("head_bias", True), c.get("dropout"), c["checkpoint_dir"],
-                    c["num_clients"], n)
+                    c["num_clients"], n_attacked)
       for method in {A.info(a).star_method for a in c["attacks"]} - {None}:
         if models_key + (method,) not in star_seen:
           star_seen.add(models_key + (method,))
-          out[g.key] += llg_star_passes([method], num_classes, n) * (len(sizes) if c["checkpoint_dir"] else 1)
+          out[g.key] += llg_star_passes([method], num_classes, n_attacked) * (len(sizes) if c["checkpoint_dir"]
+                                                                              else 1)
     else:
       cfg = eavesdrop_config(c)
       # examples a participant holds (ten labels assumed, as MNIST and digits)
@@ -59,6 +66,19 @@ def estimate_cost(plan: Plan, loaded: Optional[dict] = None) -> dict[str, float]
                 else cfg.rounds * c["replicates"])
       out[g.key] = rounds * (cfg.num_selected + 10) * cfg.local.epochs * per_client * 3.0
   return out
+
+
+def aggregated_updates(updates_per_client, clients_per_round: int, seed: int) -> int:
+  """The client updates an aggregated run computes: K x the rounds of each cohort (`runs.leakage.aggregation`),
+  the cohorts dealt as `prepare` deals them."""
+  import jax
+
+  from jaxleak.runs.leakage import aggregation
+  from jaxleak.runs.leakage.prepare import COHORTS
+  counts = np.asarray(updates_per_client)
+  dealt = aggregation.deal_cohorts(len(counts), clients_per_round,
+                                   jax.random.fold_in(jax.random.key(seed), COHORTS))
+  return int(clients_per_round * sum(counts[c].min() for c in dealt))
 
 
 def _data_key(config: dict) -> tuple:

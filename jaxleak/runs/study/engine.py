@@ -32,6 +32,7 @@ from jaxleak import storage
 from jaxleak.federated import LocalSteps
 from jaxleak.federated.rounds import compress_update
 from jaxleak.privacy import LdpConfig
+from jaxleak.runs.leakage import aggregation
 from jaxleak.runs.leakage.config import LeakageConfig
 from jaxleak.runs.leakage.prepare import prepare
 from jaxleak.runs.leakage.scoring import attack_inputs, attack_updates, rlu_bases, score, true_counts
@@ -71,7 +72,7 @@ def leakage_config(task_config: dict, sigma: float = 0.0, tau: float = 0.0) -> L
                        minmax=local is None, ldp=ldp, local=local, checkpoint_dir=c["checkpoint_dir"],
                        dirichlet_alpha=c.get("dirichlet_alpha"), head_bias=c.get("head_bias", True),
                        compression=c.get("compression", 0.0), dropout=c.get("dropout"),
-                       client_loss=c.get("client_loss", "mean"))
+                       client_loss=c.get("client_loss", "mean"), aggregate_clients=c.get("aggregate_clients", 1))
 
 
 def eavesdrop_config(c: dict):
@@ -118,19 +119,25 @@ def apply_ldp(grads: LastLayerGrads, model_norm: jax.Array, clip_norm: jax.Array
   return privacy.privatize(grads, privacy.ldp_injectable(clip_norm, noise_std, key=noise_key, scope="all"))
 
 
-@functools.partial(jax.jit, static_argnames=("names", "num_samples", "scope", "compression"))
+@functools.partial(jax.jit, static_argnames=("names", "num_samples", "scope", "compression", "aggregate"))
 def sweep_chunk(grads: LastLayerGrads, norms: jax.Array, noise_keys: jax.Array, attack_keys: jax.Array,
                 star_params: dict, head, clip_norms: jax.Array, noise_stds: jax.Array, rlu_basis=None, *,
-                names: tuple[str, ...], num_samples: int, scope: str, compression: float = 0.0) -> dict:
-  """Every attack on every update under every (sigma, tau) of a chunk: {attack: i32[S, K, C]}.
+                names: tuple[str, ...], num_samples: int, scope: str, compression: float = 0.0,
+                aggregate: int = 1) -> dict:
+  """Every attack on every update under every (sigma, tau) of a chunk: {attack: i32[S, K / aggregate, C]}.
 
-  grads [K, ...], norms f32[K], keys [K]; clip_norms, noise_stds f32[S] (inf / 0 = off); rlu_basis [K, ...] for
-  RLU. After the LDP, the compression defence (static CR) as `scoring.compress_uploads`. One compilation per
-  (K, S, attacks, N, scope, CR), whatever the values (`sweep_settings` keeps K and S bounded)."""
+  grads [K, ...], norms f32[K], noise keys [K]; clip_norms, noise_stds f32[S] (inf / 0 = off). After the LDP, the
+  compression defence (static CR) as `scoring.compress_uploads`; then, with `aggregate` = k > 1, each k
+  consecutive updates are one securely aggregated round (their mean, `aggregation.mean_over_members`), and
+  attack_keys, star_params, head and rlu_basis (RLU) have one row per aggregate, K / k; num_samples is then the
+  aggregate's k N. One compilation per (K, S, attacks, N, scope, CR, k), whatever the values (`sweep_settings`
+  keeps K and S bounded)."""
   def one_setting(tau, sigma):
     private = jax.vmap(lambda g, nm, k: apply_ldp(g, nm, tau, sigma, k, scope=scope))(grads, norms, noise_keys)
     if compression:
       private = jax.vmap(lambda g: compress_update(g, compression))(private)
+    if aggregate > 1:
+      private = aggregation.mean_over_members(private, aggregate)
     return {name: attack_updates(name, private, num_samples, attack_keys, star_params, head, rlu_basis)
             for name in names}
 
@@ -175,7 +182,7 @@ def default_settings_per_call(grads: LastLayerGrads, num_settings: int, updates_
 
 def sweep_settings(grads, norms, noise_keys, attack_keys, star_params, head, settings, *, names, num_samples,
                    scope, per_call: Optional[int] = None, updates_per_call: int = UPDATES_PER_CALL,
-                   rlu_basis=None, compression: float = 0.0):
+                   rlu_basis=None, compression: float = 0.0, aggregate: int = 1):
   """`sweep_chunk` over any number of (sigma, tau) settings and K updates: {attack: i32[S, K, C]}.
 
   Settings run in padded chunks of `per_call` (default: `settings_per_call` for this backend: 16 on XLA:CPU, as
@@ -186,7 +193,10 @@ def sweep_settings(grads, norms, noise_keys, attack_keys, star_params, head, set
   if (per_call is not None and per_call < 1) or updates_per_call < 1:
     raise ValueError(f"sweep_settings: per_call ({per_call}) and updates_per_call ({updates_per_call}) must be >= 1.")
   k = int(np.shape(norms)[0])
+  if k % aggregate:
+    raise ValueError(f"sweep_settings: {k} updates are not whole aggregates of {aggregate}.")
   per_update = -(-k // -(-k // updates_per_call))
+  per_update = -(-per_update // aggregate) * aggregate      # whole aggregates in every call
   if per_call is None:
     per_call = default_settings_per_call(grads, len(settings), per_update)
   sig = np.asarray([s for s, _ in settings], np.float32)
@@ -194,13 +204,15 @@ def sweep_settings(grads, norms, noise_keys, attack_keys, star_params, head, set
   by_updates = []
   for u0 in range(0, k, per_update):
     sel = np.arange(u0, u0 + per_update) % k
-    part = jax.tree.map(lambda a: a[sel], (grads, norms, noise_keys, attack_keys, star_params, head, rlu_basis))
-    u_stop = min(per_update, k - u0)
+    rows = sel[::aggregate] // aggregate                   # the aggregates of those updates (all of them at 1)
+    part = (*jax.tree.map(lambda a: a[sel], (grads, norms, noise_keys)),
+            *jax.tree.map(lambda a: a[rows], (attack_keys, star_params, head, rlu_basis)))
+    u_stop = min(per_update, k - u0) // aggregate
     chunks = []
     for start in range(0, len(settings), per_call):
       idx = np.arange(start, start + per_call) % len(settings)
       res = sweep_chunk(*part[:6], jnp.asarray(tau[idx]), jnp.asarray(sig[idx]), part[6], names=tuple(names),
-                        num_samples=num_samples, scope=scope, compression=compression)
+                        num_samples=num_samples, scope=scope, compression=compression, aggregate=aggregate)
       stop = min(per_call, len(settings) - start)
       chunks.append({n: np.asarray(v)[:stop, :u_stop] for n, v in res.items()})
     by_updates.append({n: np.concatenate([c[n] for c in chunks]) for n in names})
@@ -215,6 +227,8 @@ def leakage_results(result) -> dict:
   updates (i32[C, C], rows = true class; `metrics.sorted_pairing_confusion`)."""
   out = {"subjects": list(result.subject_ids), "num_updates": int(len(result.batch_client)),
          "class_names": list(result.class_names), "attacks": {}}
+  if result.cohorts is not None:                  # secure aggregation: "subjects" are the cohorts' numbers
+    out["cohorts"] = [list(c) for c in result.cohorts]
   for name in result.config.attacks:
     cm = result.client_metrics[name]
     clients = {m: [float(v) for v in np.asarray(getattr(cm, m))]
@@ -263,16 +277,20 @@ def _run_har_group(group: Group, todo: list[Task], store: Store, log) -> None:
     grads, norms = compute_updates(prep, base, LdpConfig(), inner), np.full(len(prep.indices), np.nan, np.float32)
   t_pass = time.perf_counter() - t0
   noise_keys = jax.vmap(lambda k: jax.random.fold_in(k, 1))(prep.dropout_keys)
-  keys, star_params, head = attack_inputs(prep, base)
+  k = base.aggregate_clients                   # k > 1: the attacks read aggregates of k updates (aggregation.py)
+  view = prep if k == 1 else aggregation.aggregated_view(prep)
+  keys, star_params, head = attack_inputs(view, base, k * base.num_samples)
   basis = rlu_bases(prep, base) if "rlu" in base.attacks else None
+  if basis is not None:
+    basis = jax.tree.map(lambda a: a[::k], basis)            # one global model: the members' rows are equal
   preds = sweep_settings(grads, jnp.asarray(norms), noise_keys, keys, star_params, head, settings,
-                         names=base.attacks, num_samples=base.num_samples, scope=scope, rlu_basis=basis,
-                         compression=base.compression)
-  truth = true_counts(prep)
+                         names=base.attacks, num_samples=k * base.num_samples, scope=scope, rlu_basis=basis,
+                         compression=base.compression, aggregate=k)
+  truth = true_counts(view)
   t_sweep = time.perf_counter() - t0 - t_pass
   for i, task in enumerate(todo):
     cfg = leakage_config(task.config, *settings[i])
-    result = score(prep, cfg, {n: preds[n][i] for n in base.attacks}, truth, {})
+    result = score(view, cfg, {n: preds[n][i] for n in base.attacks}, truth, {})
     store.write(task, leakage_results(result), {"shared_pass_s": t_pass, "sweep_s": t_sweep,
                                                 "settings_in_group": len(todo)})
 

@@ -42,7 +42,8 @@ class Group:
       alpha += ("" if c.get("head_bias", True) else " no-bias") + (
           f" CR={c['compression']:g}" if c.get("compression") else "") + (
           f" dropout={c['dropout']:g}" if c.get("dropout") is not None else "") + (
-          f" loss={c['client_loss']}" if c.get("client_loss", "mean") != "mean" else "")
+          f" loss={c['client_loss']}" if c.get("client_loss", "mean") != "mean" else "") + (
+          f" aggregated K={c['aggregate_clients']}" if c.get("aggregate_clients", 1) > 1 else "")
       return (f"{c['dataset']} {c['model']} {c['state']} {c['sampling']} seed={c['seed']} N={c['num_samples']}"
               + alpha + local + (f" ({len(self.tasks)} LDP settings)" if len(self.tasks) > 1 else ""))
     shown = ("dataset", "model", "num_participants", "fraction", "local_epochs", "local_batch_size", "compression",
@@ -85,10 +86,13 @@ def _key(kind: str, config: dict) -> str:
 
 def _har_tasks(part: HarGrid) -> list[tuple[dict, dict]]:
   out = []
-  for dataset, model, state, sampling, seed, alpha in itertools.product(
-      part.datasets, part.models, part.states, part.samplings, part.seeds, part.dirichlet_alphas or (None,)):
-    # a re-partition is named only when set, so the keys of tasks without one are unchanged
+  for dataset, model, state, sampling, seed, alpha, k in itertools.product(
+      part.datasets, part.models, part.states, part.samplings, part.seeds, part.dirichlet_alphas or (None,),
+      part.aggregate_clients or (1,)):
+    # a re-partition (an aggregation) is named only when set, so the keys of tasks without one are unchanged
     extra = {} if alpha is None else {"dirichlet_alpha": float(alpha)}
+    if k > 1:
+      extra["aggregate_clients"] = int(k)
     if not part.head_bias:
       extra["head_bias"] = False
     if part.compression:
@@ -261,9 +265,9 @@ def check_client_sizes(plan: Plan, loaded: Optional[dict] = None) -> None:
     cfg = leakage_config(g.tasks[0].config)
     data_key = (cfg.dataset, cfg.data_dir, cfg.synthetic_scale, cfg.seed)
     clients_key = data_key + (cfg.clients, cfg.num_clients, cfg.dirichlet_alpha, cfg.dirichlet_clients)
-    if clients_key + (cfg.num_samples,) in seen:
+    if clients_key + (cfg.num_samples, cfg.aggregate_clients) in seen:
       continue
-    seen.add(clients_key + (cfg.num_samples,))
+    seen.add(clients_key + (cfg.num_samples, cfg.aggregate_clients))
     if clients_key not in clients:
       if cfg.dirichlet_alpha is not None:                  # Dirichlet clients re-deal the windows: deal them
         clients[clients_key] = (attacked_clients(loaded_dataset(loaded, *data_key), cfg), None)
@@ -271,6 +275,11 @@ def check_client_sizes(plan: Plan, loaded: Optional[dict] = None) -> None:
         clients[clients_key] = (loaded_clients(loaded, *data_key),
                                 select_clients(loaded_dataset(loaded, *data_key), cfg))
     attacked, subjects = clients[clients_key]
+    count = len(subjects) if subjects is not None else attacked.num_clients
+    if cfg.aggregate_clients > count:
+      raise ValueError(f"{cfg.dataset} {cfg.model} {cfg.sampling}: aggregate_clients={cfg.aggregate_clients} but the "
+                       f"group attacks {count} clients; no round can gather {cfg.aggregate_clients} (--set "
+                       f"aggregate_clients=... at most {count}).")
     where = "multi_step's N" if cfg.local is not None else "num_samples"
     try:
       D.check_client_sizes(attacked, cfg.num_samples, subjects=subjects,
@@ -364,7 +373,7 @@ def task_row(task: Task) -> dict[str, Any]:
             "seed": c["seed"], "num_samples": n, "local_batch_size": b, "local_steps": s, "sigma": c["sigma"],
             "tau": c["tau"], "dirichlet_alpha": c.get("dirichlet_alpha"), "head_bias": c.get("head_bias", True),
             "compression": c.get("compression", 0.0), "dropout": c.get("dropout"),
-            "client_loss": c.get("client_loss", "mean")}
+            "client_loss": c.get("client_loss", "mean"), "aggregate_clients": c.get("aggregate_clients", 1)}
   row = {k: c[k] for k in ("dataset", "model", "num_participants", "fraction", "local_epochs", "local_batch_size",
                            "local_lr", "compression", "dropout", "rounds", "seed", "replicates")
          + (("wd_trials", "wd_total_per_label", "wd_factors", "wd_stages", "wd_window") if "wd_trials" in c else ())}

@@ -35,6 +35,8 @@ from jaxleak.types import FLOAT32_MAX
 #: The HAR paper's multi-step settings (N, B, S) (spec 3.4).
 PAPER_MULTI_STEP = ((100, 20, 5), (100, 50, 2), (500, 100, 5))
 STATES = ("untrained", "trained")
+#: Clients per securely aggregated round in `har_aggregation` (1: each update alone; WEAR has 18 subjects, Wetlab 22).
+AGGREGATE_CLIENTS = (1, 2, 5, 10)
 
 
 def _check_read_by(field: str, given, datasets, readers) -> None:
@@ -83,6 +85,7 @@ class HarGrid:
   compression: float = 0.0                           # defence: top-CR upload compression of the head gradient
   dropout: Optional[float] = None                    # the models' dropout rate (None: their default, 0.5)
   client_loss: str = "mean"                          # or "class_weighted" (LeakageConfig.client_loss)
+  aggregate_clients: tuple[int, ...] = ()            # () = each client's update alone; else K per aggregated round
 
   def validate(self) -> None:
     for field, values, valid in (("datasets", self.datasets, D.DATASETS), ("models", self.models, models.names()),
@@ -153,6 +156,14 @@ class HarGrid:
     if self.dirichlet_alphas and "trained" in self.states:
       raise ValueError("dirichlet_alphas with states=trained: trained models are per held-out subject (LOSO); "
                        "re-partitioned clients need --set states=untrained.")
+    if any(isinstance(k, bool) or not isinstance(k, int) or k <= 0 for k in self.aggregate_clients) or len(
+        set(self.aggregate_clients)) != len(self.aggregate_clients):
+      raise ValueError(f"aggregate_clients: {list(self.aggregate_clients)}; give distinct positive integers (clients "
+                       "per aggregated round; 1 = each update alone).")
+    if any(k > 1 for k in self.aggregate_clients) and "trained" in self.states:
+      raise ValueError("aggregate_clients with states=trained: secure aggregation averages updates computed at one "
+                       "global model, but trained models are one per held-out subject (LOSO); use --set "
+                       "states=untrained.")
 
   def reads(self, field: str) -> bool:
     """Whether any task of this grid reads `field` (see `HAR_FIELD_READERS`)."""
@@ -239,6 +250,9 @@ PRESETS: dict[str, Study] = {s.name: s for s in (
     Study("har_defences", _DEFENCES, "HAR beyond the paper: each defence alone (none = the paper's models with "
           "dropout 0.5, bias-free head, LDP sigma=0.1 tau=1, top-10 % compression, dropout 0.8) against LLG, LLG*, "
           "EBI, LLBG, iLRG and RLU (120)"),
+    Study("har_aggregation", (HarGrid(states=("untrained",), aggregate_clients=AGGREGATE_CLIENTS),),
+          "HAR beyond the paper: clients under secure aggregation, the server seeing only the mean update of K "
+          "clients a round, K in 1 (alone), 2, 5, 10; untrained (48)"),
     Study("har_client_loss", (_SAMPLING, HarGrid(client_loss="class_weighted")),
           "HAR beyond the paper: the 24 sampling settings with the mean loss and with clients that weight their "
           "loss by their own label counts (48)"),
@@ -287,6 +301,8 @@ def _parse(value: Any, like: Any, field: str):
     items = _list_items(text)
     if field == "dirichlet_alphas":
       return tuple(_cast(float, x, field, listed=True) for x in items)
+    if field == "aggregate_clients":
+      return tuple(_cast(int, x, field, listed=True) for x in items)
     if field in ("ldp", "multi_step"):                   # pairs/triples: 0:0.1,0.1:0.5  or  100:20:5,500:100:5
       cast, width, form = (float, 2, "sigma:tau numbers") if field == "ldp" else (int, 3, "N:B:S integers")
       parts = [item.split(":") for item in items]

@@ -1,0 +1,88 @@
+"""HAR clients under secure aggregation (beyond the HAR paper, which names it as future work): each round the
+server sees only the mean of the updates of K clients, never one client's update.
+
+The clients are dealt once into cohorts of K (a seeded permutation; the n mod K clients left over take no part).
+Round r of a cohort is the mean of its members' r-th updates, for as many rounds as its member with the fewest
+updates has (secure aggregation needs every member in every round). With N windows per client update, an
+aggregate is the update of K N windows: for a single step at one global model, the mean of the K mean-loss head
+gradients is the mean-loss head gradient over all K N windows (each client still min-max scales its own N), so
+every attack reads it with num_samples = K N and is scored against the sum of the members' counts. A cohort
+takes a client's place in the metrics: LnAcc and LeAcc per aggregate, ClassAcc per cohort, mean and std over
+cohorts.
+
+The members' updates are the very updates a run without aggregation computes (same keys, same values); only
+the updates that reach an aggregate are computed.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Optional
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+
+def deal_cohorts(num_clients: int, clients_per_round: int, key: jax.Array) -> np.ndarray:
+  """i64[num_clients // K, K]: client indices dealt into cohorts of K by a permutation drawn with `key`; the last
+  num_clients mod K clients of the permutation are in no cohort."""
+  if clients_per_round > num_clients:
+    raise ValueError(f"aggregate_clients={clients_per_round}: the run has only {num_clients} clients, so no round "
+                     f"can gather {clients_per_round}; choose aggregate_clients <= {num_clients} (or attack more "
+                     "clients).")
+  order = np.asarray(jax.random.permutation(key, num_clients))
+  cohorts = num_clients // clients_per_round
+  return order[:cohorts * clients_per_round].reshape(cohorts, clients_per_round).astype(np.int64)
+
+
+def cohort_updates(batch_client: np.ndarray, num_clients: int, cohorts: np.ndarray
+                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+  """Which updates form the aggregates: (update indices i64[A * K], cohort i32[A], round i32[A]).
+
+  batch_client: i32[U], the client of each update, sorted (a client's updates consecutive, in order).
+  Aggregate a is the mean of updates [a K, (a + 1) K) of the result: round r of cohort c holds each member's
+  r-th update, in the cohort's member order, for r below the fewest updates any member has."""
+  counts = np.bincount(batch_client, minlength=num_clients)
+  first = np.concatenate([[0], np.cumsum(counts)[:-1]])
+  picks, cohort_of, round_of = [], [], []
+  for c, members in enumerate(cohorts):            # a few cohorts: host-side planning, no data touched
+    rounds = int(counts[members].min())
+    picks.append((first[members][None, :] + np.arange(rounds)[:, None]).ravel())
+    cohort_of.append(np.full(rounds, c, np.int32))
+    round_of.append(np.arange(rounds, dtype=np.int32))
+  return (np.concatenate(picks).astype(np.int64), np.concatenate(cohort_of), np.concatenate(round_of))
+
+
+def mean_over_members(tree, clients_per_round: int):
+  """Leaves [A K, ...] -> [A, ...] float32: the mean over each aggregate's K consecutive member updates, summed
+  member by member in order, then divided by K (traceable). Written out so that the value is the same bitwise
+  wherever it runs: eagerly in `scoring.attack_and_score`, or inside a study's compiled LDP sweep."""
+  def mean(a):
+    a = jnp.asarray(a, jnp.float32).reshape(-1, clients_per_round, *jnp.shape(a)[1:])
+    total = a[:, 0]
+    for j in range(1, clients_per_round):
+      total = total + a[:, j]
+    return total / jnp.float32(clients_per_round)
+  return jax.tree.map(mean, tree)
+
+
+def aggregated_view(prep):
+  """The Prepared of the aggregates, from a Prepared whose updates are ordered by `cohort_updates` (`prep.cohorts`
+  set): indices i64[A, K N] (the members' windows), batch_client = cohort, batch_index = round, and the cohorts as
+  the units the metrics are per (`scored_ids`)."""
+  k = len(prep.cohorts[0])
+  a = len(prep.indices) // k
+  return dataclasses.replace(
+      prep, indices=prep.indices.reshape(a, k * prep.indices.shape[1]), batch_client=prep.cohort_of,
+      batch_index=prep.round_of, dropout_keys=prep.dropout_keys[::k], class_weights=None,
+      unit_ids=tuple(range(len(prep.cohorts))))
+
+
+def aggregate(prep, grads, rlu_basis: Optional[object] = None):
+  """(`aggregated_view(prep)`, the aggregates' mean updates (NumPy), the RLU basis per aggregate)."""
+  k = len(prep.cohorts[0])
+  basis = None if rlu_basis is None else jax.tree.map(lambda x: x[::k], rlu_basis)   # one global model: equal rows
+  return aggregated_view(prep), jax.tree.map(np.asarray, _mean(grads, k)), basis
+
+
+_mean = jax.jit(mean_over_members, static_argnums=1)

@@ -1,0 +1,210 @@
+"""HAR clients under secure aggregation (`aggregate_clients`): cohorts, rounds, and what the server's mean update is."""
+import dataclasses
+import json
+
+import jax
+import numpy as np
+import pytest
+
+import jaxleak.attacks as A
+from experiments import single_step_leakage as SS
+from jaxleak import LastLayerGrads, LastLayerParams, cli, models
+from jaxleak.runs.leakage import LeakageConfig, run_leakage
+from jaxleak.runs.leakage import aggregation
+from jaxleak.runs.leakage.prepare import prepare
+from jaxleak.runs.leakage.updates import compute_updates
+from tests.helpers import mean_ce_head_grads
+
+TINY = dict(dataset="synthetic_tiny", model="deepconvlstm", num_samples=50, dropout=0.0, minmax=False)
+
+
+def test_cohorts_are_disjoint_full_and_drawn_from_the_key():
+  a = aggregation.deal_cohorts(7, 3, jax.random.key(0))
+  assert a.shape == (2, 3) and len(set(a.ravel())) == 6 and set(a.ravel()) <= set(range(7))
+  np.testing.assert_array_equal(a, aggregation.deal_cohorts(7, 3, jax.random.key(0)))
+  assert any(not np.array_equal(a, aggregation.deal_cohorts(7, 3, jax.random.key(s))) for s in range(1, 6))
+  assert aggregation.deal_cohorts(4, 4, jax.random.key(0)).shape == (1, 4)
+  with pytest.raises(ValueError, match="aggregate_clients=5: the run has only 4 clients"):
+    aggregation.deal_cohorts(4, 5, jax.random.key(0))
+
+
+def test_rounds_take_each_members_next_update_while_every_member_has_one():
+  # clients 0..3 hold 3, 2, 4 and 1 updates (sorted by client, as the samplers return them)
+  batch_client = np.array([0, 0, 0, 1, 1, 2, 2, 2, 2, 3])
+  keep, cohort, rnd = aggregation.cohort_updates(batch_client, 4, np.array([[0, 2], [1, 3]]))
+  np.testing.assert_array_equal(keep, [0, 5, 1, 6, 2, 7, 3, 9])   # cohort 0: min(3, 4) = 3 rounds; cohort 1: 1
+  np.testing.assert_array_equal(cohort, [0, 0, 0, 1])
+  np.testing.assert_array_equal(rnd, [0, 1, 2, 0])
+  means = aggregation.mean_over_members(np.arange(8, dtype=np.float32)[:, None], 2)
+  np.testing.assert_array_equal(means[:, 0], [0.5, 2.5, 4.5, 6.5])
+
+
+def test_an_aggregate_is_the_mean_loss_gradient_over_all_its_members_windows():
+  """Mathematics, not our pipeline: at one global model (no dropout, no min-max) the mean of K mean-CE head
+  gradients of N windows each is the mean-CE head gradient of the K N windows together, computed here by jax.grad
+  on the model's own features."""
+  cfg = LeakageConfig(aggregate_clients=2, **TINY)
+  prep = prepare(cfg, None, None, None)
+  grads = compute_updates(prep, cfg, cfg.ldp, None)
+  agg, mean, _ = aggregation.aggregate(prep, grads)
+  assert agg.indices.shape == (len(prep.indices) // 2, 100)
+  head = models.head_params(prep.variables["params"])
+  for a in (0, len(agg.indices) - 1):
+    x, y = prep.clients.windows[agg.indices[a]], prep.clients.labels[agg.indices[a]]
+    feats = prep.model.apply(prep.variables, x, train=False, return_features=True)[1]
+    want = mean_ce_head_grads(feats, y, head.kernel, head.bias)
+    np.testing.assert_allclose(mean.bias[a], want.bias, atol=1e-6)
+    np.testing.assert_allclose(mean.kernel[a], want.kernel, atol=1e-6)
+
+
+def test_members_send_the_updates_they_send_without_aggregation():
+  cfg = LeakageConfig(aggregate_clients=3, **TINY)
+  prep = prepare(cfg, None, None, None)
+  alone = prepare(dataclasses.replace(cfg, aggregate_clients=1), None, None, None)
+  mine, theirs = compute_updates(prep, cfg, cfg.ldp, None), compute_updates(alone, cfg, cfg.ldp, None)
+  where = {(int(s), int(b)): i for i, (s, b) in enumerate(zip(alone.subject_of_batch, alone.batch_index))}
+  rows = [where[(int(s), int(b))] for s, b in zip(prep.subject_of_batch, prep.batch_index)]
+  assert len(rows) == len(prep.indices) < len(alone.indices)      # 4 clients: one is in no cohort of 3
+  np.testing.assert_array_equal(prep.indices, alone.indices[rows])
+  np.testing.assert_array_equal(mine.bias, theirs.bias[rows])
+  np.testing.assert_array_equal(mine.kernel, theirs.kernel[rows])
+
+
+@pytest.fixture(scope="module")
+def aggregated():
+  return run_leakage(LeakageConfig(aggregate_clients=2, attacks=("ebi", "llbg", "ilrg", "llg", "llg_star"), **TINY))
+
+
+def test_attacks_read_k_n_windows_and_are_scored_per_cohort(aggregated):
+  r = aggregated
+  assert r.cohorts is not None and len(r.cohorts) == 2 and all(len(c) == 2 for c in r.cohorts)
+  assert sorted(s for c in r.cohorts for s in c) == sorted(set(s for c in r.cohorts for s in c))
+  assert r.subject_ids == (0, 1) and set(r.batch_client) == {0, 1}
+  assert np.all(r.true_counts.sum(1) == 100)
+  for pred in r.pred_counts.values():
+    assert np.all(pred.sum(1) == 100) and pred.min() >= 0
+  # 100 windows at a 128-wide untrained head: iLRG's system is still overdetermined, so it stays near exact
+  assert np.nanmean(r.client_metrics["ilrg"].lnacc) > 0.9
+
+
+def test_the_table_and_the_manifest_say_it_is_aggregated(aggregated, tmp_path):
+  from jaxleak.runs.leakage import leakage_table, result_files
+  assert "secure aggregation of 2 clients: 2 cohorts" in leakage_table(aggregated)
+  assert "over cohorts" in leakage_table(aggregated)
+  manifest = json.loads(result_files(aggregated)["manifest.json"])
+  assert manifest["config"]["aggregate_clients"] == 2
+  assert [tuple(c) for c in manifest["cohorts"]] == list(aggregated.cohorts)
+
+
+def test_impossible_aggregation_is_refused_before_any_gradient(tmp_path, capsys):
+  with pytest.raises(ValueError, match="aggregate_clients=5: the run has only 4 clients"):
+    prepare(LeakageConfig(aggregate_clients=5, **TINY), None, None, None)
+  with pytest.raises(ValueError, match="aggregate_clients must be a positive integer"):
+    LeakageConfig(aggregate_clients=0, **TINY).validate()
+  with pytest.raises(ValueError, match="one global model"):
+    LeakageConfig(aggregate_clients=2, checkpoint_dir=str(tmp_path), **TINY).validate()
+  rc = cli.call(SS.main, SS.FLAGS, ["--dataset=synthetic_tiny", "--aggregate_clients=0", f"--output_dir={tmp_path}"])
+  assert rc == 2 and "--aggregate_clients" in capsys.readouterr().err
+  rc = cli.call(SS.main, SS.FLAGS, ["--dataset=synthetic_tiny", "--aggregate_clients=2", "--model_state=trained",
+                                    f"--output_dir={tmp_path}"])
+  assert rc != 0 and "one global model" in capsys.readouterr().err
+
+
+def test_reports_label_aggregated_runs_and_keep_them_out_of_the_papers_settings(aggregated, tmp_path):
+  from jaxleak.runs.leakage import write_leakage
+  from jaxleak.runs.report import results as R
+  from jaxleak.runs.report import tables as T
+  write_leakage(aggregated, str(tmp_path / "agg"))
+  (r,) = R.load(str(tmp_path)).har
+  assert r.settings["aggregate_clients"] == 2
+  assert "secure aggregation of 2" in T.setting_label(r.settings)
+  assert not T.undefended(r)                      # not beside the papers' per-client Table 1 and Fig. 3
+  assert len(r.attacks["ebi"]["subjects"]) == 2   # scored per cohort
+
+
+# --- in studies ---------------------------------------------------------------------------------------------------
+
+def _sweep_inputs(updates=12, k=3, d=8, c=5):
+  key = jax.random.key(0)
+  grads = LastLayerGrads(kernel=0.1 * jax.random.normal(key, (updates, d, c)),
+                         bias=0.1 * jax.random.normal(jax.random.key(1), (updates, c)))
+  a = updates // k
+  head = LastLayerParams(kernel=np.zeros((a, d, c), np.float32), bias=np.zeros((a, c), np.float32))
+  star = {"wainakh": A.LLGStarParams(impact=np.full((a,), -0.01, np.float32), offsets=np.zeros((a, c), np.float32))}
+  return grads, np.ones(updates, np.float32), jax.random.split(key, updates), jax.random.split(key, a), star, head
+
+
+def test_the_swept_aggregates_are_the_mean_of_the_privatised_members_whatever_the_calls():
+  from jaxleak.runs.study import engine
+  grads, norms, noise_keys, attack_keys, star, head = _sweep_inputs()
+  names, settings = ("ebi", "llg_star", "llbg"), [(0.0, 0.0), (0.05, 0.5), (0.1, 0.0)]
+  run = lambda u: engine.sweep_settings(grads, norms, noise_keys, attack_keys, star, head, settings, names=names,
+                                        num_samples=60, scope="all", updates_per_call=u, aggregate=3)
+  whole = run(512)
+  assert whole["ebi"].shape == (3, 4, 5) and np.all(whole["ebi"].sum(-1) == 60)
+  for u in (1, 4, 5):                     # calls rounded up to whole aggregates (3, 6, 6 updates), last padded
+    for n in names:
+      np.testing.assert_array_equal(run(u)[n], whole[n], err_msg=f"{n}, {u} updates per call")
+  # the first setting (no LDP) is the attack on the plain mean of each 3 consecutive updates
+  mean = aggregation.mean_over_members(grads, 3)
+  want = jax.vmap(lambda g: A.ebi(g, 60))(mean)
+  np.testing.assert_array_equal(whole["ebi"][0], want)
+  with pytest.raises(ValueError, match="not whole aggregates of 5"):
+    engine.sweep_settings(grads, norms, noise_keys, attack_keys, star, head, settings, names=names,
+                          num_samples=60, scope="all", aggregate=5)
+
+
+def test_aggregated_study_records_equal_separate_runs_and_other_keys_do_not_move(tmp_path):
+  from jaxleak.runs import study as S
+  from jaxleak.runs.study import engine
+  tiny = {"datasets": "synthetic_tiny", "models": "tinyhar", "states": "untrained", "samplings": "sequential",
+          "attacks": "ebi,ilrg,llg_star,rlu", "ldp": "0:0,0.1:0.5"}
+  plain = S.make_plan(S.override(S.preset("har_sampling"), {k: v for k, v in tiny.items() if k != "ldp"}),
+                      check_inputs=False)
+  st = S.override(S.preset("har_aggregation"), {**tiny, "aggregate_clients": "1,2"})
+  plan = S.make_plan(st)
+  alone_keys = {t.key for t in plan.tasks if "aggregate_clients" not in t.config and t.config["sigma"] == 0}
+  assert alone_keys == {t.key for t in plain.tasks} and len(alone_keys) == 1   # K = 1: har_sampling's own key
+  assert sorted(t.config.get("aggregate_clients", 1) for t in plan.tasks) == [1, 1, 2, 2]
+  assert [t for t in plan.tasks if t.config.get("aggregate_clients") == 2][0].key not in {t.key for t in plain.tasks}
+  S.run_plan(plan, S.Store(str(tmp_path)), progress=None)
+  for task in plan.tasks:
+    c = task.config
+    cfg = engine.leakage_config(c, c["sigma"], c["tau"])
+    assert cfg.aggregate_clients == c.get("aggregate_clients", 1)
+    alone = run_leakage(cfg)
+    rec = S.Store(str(tmp_path)).read(task.key)["results"]
+    assert rec["subjects"] == list(alone.subject_ids)
+    assert rec.get("cohorts") == (None if alone.cohorts is None else [list(x) for x in alone.cohorts])
+    for attack in c["attacks"]:
+      assert rec["attacks"][attack]["clients"]["lnacc"] == [
+          float(v) for v in alone.client_metrics[attack].lnacc], (c["sigma"], c.get("aggregate_clients"), attack)
+
+
+def test_studies_refuse_impossible_aggregation_before_any_work(tmp_path):
+  from jaxleak.runs import study as S
+  tiny = {"datasets": "synthetic_tiny", "models": "tinyhar", "samplings": "shuffle"}
+  with pytest.raises(ValueError, match="aggregate_clients=10 but the group attacks 4 clients"):
+    S.make_plan(S.override(S.preset("har_aggregation"), tiny))
+  with pytest.raises(ValueError, match="give distinct positive integers"):
+    S.make_plan(S.override(S.preset("har_aggregation"), {**tiny, "aggregate_clients": "0,2"}), check_inputs=False)
+  with pytest.raises(ValueError, match="states=trained"):
+    S.make_plan(S.override(S.preset("har_aggregation"), {**tiny, "aggregate_clients": "2",
+                                                         "states": "untrained,trained"}), check_inputs=False)
+  with pytest.raises(ValueError, match="aggregate_clients"):
+    S.make_plan(S.override(S.preset("har_aggregation"), {**tiny, "aggregate_clients": "2,x"}), check_inputs=False)
+
+
+def test_the_dry_run_counts_only_the_updates_that_reach_an_aggregate():
+  from jaxleak.runs import study as S
+  from jaxleak.runs.study import cost, engine
+  st = S.override(S.preset("har_aggregation"), {"datasets": "synthetic_wetlab", "synthetic_scale": "0.1",
+                                                 "models": "tinyhar", "samplings": "shuffle",
+                                                 "aggregate_clients": "1,3", "attacks": "ebi"})
+  plan = S.make_plan(st)
+  est = cost.estimate_cost(plan)
+  computed = {}
+  for g in plan.groups:
+    cfg = engine.leakage_config(g.tasks[0].config)
+    computed[cfg.aggregate_clients] = (est[g.key] / cfg.num_samples, len(prepare(cfg, None, None, None).indices))
+  assert computed[3][0] == computed[3][1] < computed[1][1] == computed[1][0]     # 84 of 88 on this data
