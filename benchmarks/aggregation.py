@@ -1,0 +1,124 @@
+"""How much does secure aggregation hide? The HAR paper's future work ("how multi-client aggregation impacts label
+leakage"), measured: the same clients' updates attacked alone (K = 1) and as the server sees them when each round
+aggregates K clients (`--aggregate_clients=K` of the drivers; jaxleak/runs/leakage/aggregation.py).
+
+Per sampling, every client update is computed once; each K then deals the clients into cohorts of K and attacks
+the mean updates of the cohorts' rounds (K N windows each), exactly as `single_step_leakage.py
+--aggregate_clients=K` would (the members' updates are the same: tests/test_aggregation.py). Prints per K the
+cohorts, the aggregates, and per attack LnAcc and ClassAcc (mean over cohorts; over clients for K = 1).
+
+A second table asks what the server learns about each client: every member of an aggregate is guessed to hold
+1/K of the aggregate's predicted counts (re-rounded to N by largest remainder, `attacks.unweight_counts` with
+equal weights), scored against the member's own update (LnAcc / ClassAcc, mean over clients). Beside it, the
+guess of an attacker who sees no update at all: N split by the run's own label shares (every client alike).
+
+  python benchmarks/aggregation.py                                   # HAPT, untrained DeepConvLSTM, N = 100
+  python benchmarks/aggregation.py --clients_per_round=1,2,5 --samplings=sequential --noise=0.1 --clip=1
+"""
+import dataclasses
+import time
+
+import _flags
+import jax
+import numpy as np
+from absl import flags
+
+from jaxleak import metrics as M
+from jaxleak.attacks import unweight_counts
+
+from jaxleak.runs.leakage import LeakageConfig, ldp_setting
+from jaxleak.runs.leakage.prepare import prepare
+from jaxleak.runs.leakage.scoring import attack_and_score
+from jaxleak.runs.leakage.updates import compute_updates
+from jaxleak.runs.tables import format_table
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string("dataset", "hapt", "HAR dataset.")
+flags.DEFINE_string("model", "deepconvlstm", "Model (untrained: one global model for all clients).")
+flags.DEFINE_list("samplings", ["shuffle", "sequential"], "Samplings to compare.")
+flags.DEFINE_list("clients_per_round", ["1", "2", "5", "10", "30"], "K values: clients per aggregated round.")
+flags.DEFINE_integer("num_samples", 100, "N, windows per client update.", lower_bound=1)
+flags.DEFINE_integer("num_clients", None, "Only the first k subjects.", lower_bound=1)
+flags.DEFINE_float("noise", 0.0, "Each client's LDP noise std sigma (0 = none), added before the aggregation.",
+                   lower_bound=0.0)
+flags.DEFINE_float("clip", 0.0, "Each client's LDP clip norm tau over the whole model (0 = none).", lower_bound=0.0)
+
+
+def member_scores(agg, k: int, pred: np.ndarray) -> tuple[float, float]:
+  """LnAcc and ClassAcc (mean over clients) of guessing each member holds 1/K of its aggregate's predicted counts
+  `pred` i32[A, C]; `agg` is the aggregated run's Prepared (its updates are the members', K per aggregate)."""
+  truth = np.asarray(M.counts_from_labels(agg.clients.labels[agg.indices], agg.dataset.num_classes))
+  n = np.full(len(pred), FLAGS.num_samples, np.int32)
+  split = np.asarray(jax.vmap(unweight_counts)(pred, np.ones(pred.shape, np.float32), n))
+  cm = M.client_metrics(truth, np.repeat(split, k, axis=0), agg.batch_client, agg.clients.num_clients)
+  return float(np.nanmean(cm.lnacc)), float(np.nanmean(cm.class_acc))
+
+
+def share_of_pairs_alike(groups: np.ndarray, labels: np.ndarray) -> float:
+  """Of all pairs of updates in one group (same value in `groups`), the share whose majority labels are equal."""
+  alike = pairs = 0
+  for g in np.unique(groups):
+    counts = np.bincount(labels[groups == g])
+    alike += int(np.sum(counts * (counts - 1) // 2))
+    pairs += int(counts.sum() * (counts.sum() - 1) // 2)
+  return alike / max(pairs, 1)
+
+
+def main(_):
+  ks = _flags.numbers("clients_per_round")
+  ldp = ldp_setting(FLAGS.noise, FLAGS.clip)
+  rows, member_rows, attacks = [], [], None
+  for sampling in FLAGS.samplings:
+    alone = LeakageConfig(dataset=FLAGS.dataset, model=FLAGS.model, sampling=sampling, num_samples=FLAGS.num_samples,
+                          num_clients=FLAGS.num_clients, ldp=ldp)
+    configs = {k: dataclasses.replace(alone, aggregate_clients=k) for k in ks}
+    for cfg in configs.values():                   # every K refused or accepted before the gradient pass
+      cfg.validate()
+    t0 = time.perf_counter()
+    prep = prepare(alone, None, None, None)
+    for cfg in configs.values():
+      if cfg.aggregate_clients > prep.clients.num_clients:
+        raise ValueError(f"--clients_per_round: {cfg.aggregate_clients} is more than the run's "
+                         f"{prep.clients.num_clients} clients.")
+    grads = compute_updates(prep, alone, ldp, None)
+    where = {(int(s), int(b)): i for i, (s, b) in enumerate(zip(prep.subject_of_batch, prep.batch_index))}
+    print(f"{sampling}: {len(prep.indices)} client updates in {time.perf_counter() - t0:.1f} s", flush=True)
+    majority = np.asarray(M.counts_from_labels(prep.clients.labels[prep.indices], prep.dataset.num_classes)).argmax(1)
+    print(f"  two clients' r-th updates share their majority label in "
+          f"{100 * share_of_pairs_alike(prep.batch_index, majority):.1f} % of pairs; any two updates in "
+          f"{100 * share_of_pairs_alike(np.zeros_like(majority), majority):.1f} %", flush=True)
+    for k, cfg in configs.items():
+      agg = prepare(cfg, prep.dataset, None, None)
+      rows_k = np.asarray([where[(int(s), int(b))] for s, b in zip(agg.subject_of_batch, agg.batch_index)])
+      r = attack_and_score(agg, cfg, type(grads)(*(None if a is None else a[rows_k] for a in grads)), {})
+      attacks = r.config.attacks
+      summary = {s["attack"]: s for s in r.summary_rows()}
+      row = {"sampling": sampling, "K": k, "windows": k * FLAGS.num_samples,
+             "cohorts": len(r.cohorts) if r.cohorts else len(r.subject_ids), "updates": len(r.batch_client)}
+      member = dict(row)
+      for a in attacks:
+        row[a] = f"{100 * summary[a]['lnacc'][0]:5.1f} / {100 * summary[a]['class_acc'][0]:5.1f}"
+        ln, ca = member_scores(agg, k, r.pred_counts[a])
+        member[a] = f"{100 * ln:5.1f} / {100 * ca:5.1f}"
+      if k == 1:                                   # each client alone: its own row must be the summary's
+        assert member[attacks[0]] == row[attacks[0]], (member, row)
+      totals = r.true_counts.sum(0)[None].astype(np.int32)
+      ln, ca = member_scores(agg, k, np.repeat(totals, len(r.batch_client), axis=0))
+      member["label shares"] = f"{100 * ln:5.1f} / {100 * ca:5.1f}"
+      rows.append(row)
+      member_rows.append(member)
+  print()
+  print(format_table(rows, ["sampling", "K", "windows", "cohorts", "updates"] + list(attacks),
+                     f"{FLAGS.dataset} | {FLAGS.model} untrained | N={FLAGS.num_samples} per client"
+                     + (f" | LDP sigma={FLAGS.noise:g} tau={FLAGS.clip:g} per client" if not ldp.is_identity else "")
+                     + " | LnAcc / ClassAcc (%), mean over cohorts of K clients (K = 1: over clients)"))
+  print()
+  print(format_table(member_rows, ["sampling", "K", "windows", "cohorts", "updates"] + list(attacks)
+                     + ["label shares"],
+                     "What the server learns about each client: 1/K of its aggregate's counts against the client's "
+                     "own update; LnAcc / ClassAcc (%), mean over clients; 'label shares': N split by the run's "
+                     "label shares, no update seen"))
+
+
+if __name__ == "__main__":
+  _flags.run(main)
