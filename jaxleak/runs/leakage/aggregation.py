@@ -27,7 +27,8 @@ def deal_cohorts(num_clients: int, clients_per_round: int, key: jax.Array) -> np
   """i64[num_clients // K, K]: client indices dealt into cohorts of K by a permutation drawn with `key`; the last
   num_clients mod K clients of the permutation are in no cohort."""
   if clients_per_round > num_clients:
-    raise ValueError(f"aggregate_clients={clients_per_round}: the run has only {num_clients} clients, so no round "
+    raise ValueError(f"aggregate_clients={clients_per_round}: the run has only {num_clients} "
+                     f"client{'s' if num_clients != 1 else ''}, so no round "
                      f"can gather {clients_per_round}; choose aggregate_clients <= {num_clients} (or attack more "
                      "clients).")
   order = np.asarray(jax.random.permutation(key, num_clients))
