@@ -7,9 +7,9 @@ the mean updates of the cohorts' rounds (K N windows each), exactly as `single_s
 --aggregate_clients=K` would (the members' updates are the same: tests/test_aggregation.py). Prints per K the
 cohorts, the aggregates, and per attack LnAcc and ClassAcc (mean over cohorts; over clients for K = 1).
 
-A second table asks what the server learns about each client: every member of an aggregate is guessed to hold
-1/K of the aggregate's predicted counts (re-rounded to N by largest remainder, `attacks.unweight_counts` with
-equal weights), scored against the member's own update (LnAcc / ClassAcc, mean over clients). Beside it, the
+A second table asks what the server learns about each client (the runs' `member_metrics`, the drivers' second
+table): every member of an aggregate is guessed to hold 1/K of the aggregate's predicted counts (re-rounded to N by
+largest remainder), scored against the member's own update (LnAcc / ClassAcc, mean over clients). Beside it, the
 guess of an attacker who sees no update at all: N split by the run's own label shares (every client alike).
 
   python benchmarks/aggregation.py                                   # HAPT, untrained DeepConvLSTM, N = 100
@@ -19,16 +19,13 @@ import dataclasses
 import time
 
 import _flags
-import jax
 import numpy as np
 from absl import flags
 
 from jaxleak import metrics as M
-from jaxleak.attacks import unweight_counts
-
 from jaxleak.runs.leakage import LeakageConfig, ldp_setting
 from jaxleak.runs.leakage.prepare import prepare
-from jaxleak.runs.leakage.scoring import attack_and_score
+from jaxleak.runs.leakage.scoring import attack_and_score, member_metrics
 from jaxleak.runs.leakage.updates import compute_updates
 from jaxleak.runs.tables import format_table
 
@@ -44,14 +41,9 @@ flags.DEFINE_float("noise", 0.0, "Each client's LDP noise std sigma (0 = none), 
 flags.DEFINE_float("clip", 0.0, "Each client's LDP clip norm tau over the whole model (0 = none).", lower_bound=0.0)
 
 
-def member_scores(agg, k: int, pred: np.ndarray) -> tuple[float, float]:
-  """LnAcc and ClassAcc (mean over clients) of guessing each member holds 1/K of its aggregate's predicted counts
-  `pred` i32[A, C]; `agg` is the aggregated run's Prepared (its updates are the members', K per aggregate)."""
-  truth = np.asarray(M.counts_from_labels(agg.clients.labels[agg.indices], agg.dataset.num_classes))
-  n = np.full(len(pred), FLAGS.num_samples, np.int32)
-  split = np.asarray(jax.vmap(unweight_counts)(pred, np.ones(pred.shape, np.float32), n))
-  cm = M.client_metrics(truth, np.repeat(split, k, axis=0), agg.batch_client, agg.clients.num_clients)
-  return float(np.nanmean(cm.lnacc)), float(np.nanmean(cm.class_acc))
+def cell(cm) -> str:
+  """'LnAcc / ClassAcc' in %, each the mean over clients (or cohorts) of a metrics.ClientMetrics."""
+  return f"{100 * np.nanmean(cm.lnacc):5.1f} / {100 * np.nanmean(cm.class_acc):5.1f}"
 
 
 def share_of_pairs_alike(groups: np.ndarray, labels: np.ndarray) -> float:
@@ -92,19 +84,14 @@ def main(_):
       rows_k = np.asarray([where[(int(s), int(b))] for s, b in zip(agg.subject_of_batch, agg.batch_index)])
       r = attack_and_score(agg, cfg, type(grads)(*(None if a is None else a[rows_k] for a in grads)), {})
       attacks = r.config.attacks
-      summary = {s["attack"]: s for s in r.summary_rows()}
       row = {"sampling": sampling, "K": k, "windows": k * FLAGS.num_samples,
              "cohorts": len(r.cohorts) if r.cohorts else len(r.subject_ids), "updates": len(r.batch_client)}
       member = dict(row)
       for a in attacks:
-        row[a] = f"{100 * summary[a]['lnacc'][0]:5.1f} / {100 * summary[a]['class_acc'][0]:5.1f}"
-        ln, ca = member_scores(agg, k, r.pred_counts[a])
-        member[a] = f"{100 * ln:5.1f} / {100 * ca:5.1f}"
-      if k == 1:                                   # each client alone: its own row must be the summary's
-        assert member[attacks[0]] == row[attacks[0]], (member, row)
-      totals = r.true_counts.sum(0)[None].astype(np.int32)
-      ln, ca = member_scores(agg, k, np.repeat(totals, len(r.batch_client), axis=0))
-      member["label shares"] = f"{100 * ln:5.1f} / {100 * ca:5.1f}"
+        row[a] = cell(r.client_metrics[a])
+        member[a] = cell(r.client_metrics[a] if r.member_metrics is None else r.member_metrics[a])
+      shares = np.repeat(r.true_counts.sum(0)[None].astype(np.int32), len(r.batch_client), axis=0)
+      member["label shares"] = cell(member_metrics(agg, cfg, {"shares": shares})["shares"])
       rows.append(row)
       member_rows.append(member)
   print()

@@ -87,11 +87,37 @@ def test_attacks_read_k_n_windows_and_are_scored_per_cohort(aggregated):
   assert np.nanmean(r.client_metrics["ilrg"].lnacc) > 0.9
 
 
+def test_a_member_is_guessed_to_hold_a_kth_of_its_round():
+  split = aggregation.split_among_members(np.array([[4, 2, 0], [1, 1, 1], [-1, -1, -1]]), 2, 3)
+  np.testing.assert_array_equal(split, [[2, 1, 0], [2, 1, 0], [1, 1, 1], [1, 1, 1], [-1, -1, -1], [-1, -1, -1]])
+
+
+def test_what_a_round_tells_of_each_client_is_scored_against_its_own_update(aggregated):
+  """Written out in NumPy: the 1/K split by largest remainder, LnAcc per member update, mean per client."""
+  r = aggregated
+  members = prepare(r.config, None, None, None)
+  truth = np.stack([np.bincount(members.clients.labels[i], minlength=r.true_counts.shape[1]) for i in members.indices])
+  n, k = r.config.num_samples, r.config.aggregate_clients
+  for attack in ("ilrg", "ebi"):
+    share = r.pred_counts[attack] * n / (k * n)
+    guess = np.floor(share).astype(int)
+    for row, rest in zip(guess, share - guess):
+      row[np.argsort(-rest, kind="stable")[:n - row.sum()]] += 1
+    lnacc = np.minimum(truth, np.repeat(guess, k, axis=0)).sum(1) / n
+    want = [lnacc[members.batch_client == c].mean() for c in range(members.clients.num_clients)]
+    np.testing.assert_allclose(r.member_metrics[attack].lnacc, want, rtol=1e-6)
+  assert r.member_ids == members.clients.subject_ids
+
+
 def test_the_table_and_the_manifest_say_it_is_aggregated(aggregated, tmp_path):
   from jaxleak.runs.leakage import leakage_table, result_files
   assert "secure aggregation of 2 clients: 2 cohorts" in leakage_table(aggregated)
   assert "over cohorts" in leakage_table(aggregated)
-  manifest = json.loads(result_files(aggregated)["manifest.json"])
+  assert "what a round tells of each client: 1/2 of its predicted counts" in leakage_table(aggregated)
+  files = result_files(aggregated)
+  assert files["members.csv"].splitlines()[0] == files["clients.csv"].splitlines()[0]
+  assert len(files["members.csv"].splitlines()) == 1 + 4 * len(aggregated.config.attacks)
+  manifest = json.loads(files["manifest.json"])
   assert manifest["config"]["aggregate_clients"] == 2
   assert [tuple(c) for c in manifest["cohorts"]] == list(aggregated.cohorts)
 
@@ -179,6 +205,12 @@ def test_aggregated_study_records_equal_separate_runs_and_other_keys_do_not_move
     for attack in c["attacks"]:
       assert rec["attacks"][attack]["clients"]["lnacc"] == [
           float(v) for v in alone.client_metrics[attack].lnacc], (c["sigma"], c.get("aggregate_clients"), attack)
+      if alone.member_metrics is None:
+        assert "members" not in rec["attacks"][attack] and "member_subjects" not in rec
+      else:
+        assert rec["member_subjects"] == list(alone.member_ids)
+        assert rec["attacks"][attack]["members"]["clients"]["class_acc"] == [
+            float(v) for v in alone.member_metrics[attack].class_acc], (c["sigma"], attack)
 
 
 def test_studies_refuse_impossible_aggregation_before_any_work(tmp_path):

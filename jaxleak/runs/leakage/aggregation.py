@@ -8,7 +8,8 @@ aggregate is the update of K N windows: for a single step at one global model, t
 gradients is the mean-loss head gradient over all K N windows (each client still min-max scales its own N), so
 every attack reads it with num_samples = K N and is scored against the sum of the members' counts. A cohort
 takes a client's place in the metrics: LnAcc and LeAcc per aggregate, ClassAcc per cohort, mean and std over
-cohorts.
+cohorts. What that tells the server of one client is scored too: each member guessed to hold 1/K of its round's
+predicted counts (`split_among_members`), against its own update, per client.
 
 The members' updates are the very updates a run without aggregation computes (same keys, same values); only
 the updates that reach an aggregate are computed.
@@ -21,6 +22,8 @@ from typing import Optional
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+from jaxleak import attacks as A
 
 
 def deal_cohorts(num_clients: int, clients_per_round: int, key: jax.Array) -> np.ndarray:
@@ -87,3 +90,15 @@ def aggregate(prep, grads, rlu_basis: Optional[object] = None):
 
 
 _mean = jax.jit(mean_over_members, static_argnums=1)
+
+
+def split_among_members(pred, clients_per_round: int, num_samples: int) -> np.ndarray:
+  """i32[A K, C]: each of aggregate a's K members guessed to hold 1/K of its predicted counts pred[a] (i32[A, C]),
+  re-rounded to N by largest remainder (`attacks.unweight_counts` with equal weights); an invalid row (an attack
+  that returned no counts) stays invalid. Row a K + j is member j of aggregate a, as `cohort_updates` orders them."""
+  pred = jnp.asarray(pred, jnp.int32)
+  split = _split(pred, jnp.ones(pred.shape, jnp.float32), jnp.full(pred.shape[:1], num_samples, jnp.int32))
+  return np.repeat(np.asarray(split), clients_per_round, axis=0)
+
+
+_split = jax.jit(jax.vmap(A.unweight_counts))

@@ -6,6 +6,8 @@ run beside the manifest of another.
   clients.csv    one row per (subject, attack): num_batches, lnacc, leacc, symmetric_existence, class_acc
   (with secure aggregation, `subject` is the cohort's number and `batch` the round; manifest.json's `cohorts`
   lists each cohort's subjects)
+  members.csv    with secure aggregation only: clients.csv's columns per (subject, attack) for guessing each client
+                 holds 1/K of its round's predicted counts (NaN for a subject in no cohort)
   summary.csv    one row per (attack, metric): mean and std over clients
   manifest.json  experiment, config, flags, dataset, subjects, timings, provenance (versions, devices, commit)
 """
@@ -43,8 +45,8 @@ def result_files(result: LeakageResult, flags_dict: dict | None = None) -> dict[
     for i, s in enumerate(result.subject_ids):
       client_rows.append([s, name, int(cm.num_batches[i])] + [f"{float(getattr(cm, m)[i]):.4f}" for m in
                                                               ("lnacc", "leacc", "symmetric_existence", "class_acc")])
-  clients = storage.csv_text(["subject", "attack", "num_batches", "lnacc", "leacc", "symmetric_existence",
-                              "class_acc"], client_rows)
+  header = ["subject", "attack", "num_batches", "lnacc", "leacc", "symmetric_existence", "class_acc"]
+  clients = storage.csv_text(header, client_rows)
   summary = storage.csv_text(["attack", "metric", "mean", "std"],
                              [[r["attack"], m, f"{r[m][0]:.4f}", f"{r[m][1]:.4f}"] for r in result.summary_rows()
                               for m in METRICS])
@@ -54,7 +56,14 @@ def result_files(result: LeakageResult, flags_dict: dict | None = None) -> dict[
       "class_names": list(result.class_names), "subjects": list(result.subject_ids),
       **({} if result.cohorts is None else {"cohorts": [list(c) for c in result.cohorts]}),
       "num_batches": int(len(result.batch_client)), "timings_s": result.timings, "environment": storage.provenance()})
-  return {"batches.csv": batches, "clients.csv": clients, "summary.csv": summary, "manifest.json": manifest}
+  files = {"batches.csv": batches, "clients.csv": clients, "summary.csv": summary, "manifest.json": manifest}
+  if result.member_metrics is not None:
+    files["members.csv"] = storage.csv_text(header, [
+        [s, name, int(mm.num_batches[i])] + [f"{float(getattr(mm, m)[i]):.4f}" for m in
+                                             ("lnacc", "leacc", "symmetric_existence", "class_acc")]
+        for name in result.config.attacks for mm in [result.member_metrics[name]]
+        for i, s in enumerate(result.member_ids)])
+  return files
 
 
 def write_leakage(result: LeakageResult, output_dir: str, flags_dict: dict | None = None) -> None:
@@ -64,8 +73,9 @@ def write_leakage(result: LeakageResult, output_dir: str, flags_dict: dict | Non
 
 def leakage_table(result: LeakageResult) -> str:
   """The paper-style terminal table: LnAcc, LeAcc, ClassAcc per attack, mean (± std) over clients."""
-  rows = [{"attack": r["attack"], "LnAcc": pct(*r["lnacc"]), "LeAcc": pct(*r["leacc"]),
-           "ClassAcc": pct(*r["class_acc"])} for r in result.summary_rows()]
+  def rows(members=False):
+    return [{"attack": r["attack"], "LnAcc": pct(*r["lnacc"]), "LeAcc": pct(*r["leacc"]),
+             "ClassAcc": pct(*r["class_acc"])} for r in result.summary_rows(members)]
   cfg = result.config
   ldp = "" if cfg.ldp.is_identity else (f"LDP sigma={cfg.ldp.noise_std} tau={cfg.ldp.clip_norm} "
                                         f"({cfg.ldp.clip_scope}, {cfg.ldp.clip_granularity}) | ")
@@ -81,7 +91,14 @@ def leakage_table(result: LeakageResult) -> str:
            f"{len(result.batch_client)} aggregates of {cfg.aggregate_clients * cfg.num_samples} | mean (± std) over "
            "cohorts")
   title = f"{result.dataset_name} | {cfg.model} | {cfg.sampling} | N={cfg.num_samples} | {loss}{ldp}{who}"
-  return format_table(rows, ["attack", "LnAcc", "LeAcc", "ClassAcc"], title)
+  columns = ["attack", "LnAcc", "LeAcc", "ClassAcc"]
+  table = format_table(rows(), columns, title)
+  if result.member_metrics is None:
+    return table
+  k = cfg.aggregate_clients
+  return table + "\n\n" + format_table(rows(members=True), columns, (
+      f"what a round tells of each client: 1/{k} of its predicted counts against the client's own {cfg.num_samples} "
+      f"windows | {sum(len(c) for c in result.cohorts)} clients | mean (± std) over clients"))
 
 
 def write_runs(runs: dict[str, LeakageResult], output_dir: str, total_s: float, flags_dict: dict | None = None

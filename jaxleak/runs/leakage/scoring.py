@@ -40,14 +40,19 @@ class LeakageResult:
   client_metrics: dict                              # attack -> metrics.ClientMetrics of NumPy arrays
   timings: dict
   # Secure aggregation (config.aggregate_clients > 1): the members' subject ids of each cohort; subject_ids are
-  # then the cohorts' numbers, batch_client the cohort and batch_index the round of each aggregate.
+  # then the cohorts' numbers, batch_client the cohort and batch_index the round of each aggregate. What a round
+  # tells of each client: attack -> metrics.ClientMetrics over member_ids (the run's clients; NaN for one in no
+  # cohort) of guessing each member holds 1/K of its round's predicted counts (`aggregation.split_among_members`).
   cohorts: Optional[tuple[tuple[int, ...], ...]] = None
+  member_ids: Optional[tuple[int, ...]] = None
+  member_metrics: Optional[dict] = None
 
-  def summary_rows(self) -> list[dict]:
-    """One row per attack: {'attack', metric: (mean, std) over clients} for LnAcc, LeAcc, ClassAcc, Eq. 4."""
+  def summary_rows(self, members: bool = False) -> list[dict]:
+    """One row per attack: {'attack', metric: (mean, std) over clients} for LnAcc, LeAcc, ClassAcc, Eq. 4 (over
+    cohorts under secure aggregation; `members`: of `member_metrics`, over the clients)."""
     rows = []
     for name in self.config.attacks:
-      cm = self.client_metrics[name]
+      cm = (self.member_metrics if members else self.client_metrics)[name]
       row = {"attack": name}
       for metric in ("lnacc", "leacc", "class_acc", "symmetric_existence"):
         mean, std = M.mean_std_over_clients(getattr(cm, metric))
@@ -270,6 +275,21 @@ def _compress(grads, ratio):
   return jax.vmap(lambda g: compress_update(g, ratio))(grads)
 
 
+def member_metrics(members: Prepared, cfg: LeakageConfig, preds: dict) -> dict:
+  """Under secure aggregation: attack -> ClientMetrics (NumPy) over the clients of `members` (the run's Prepared
+  before aggregation), of guessing each member holds 1/K of its round's predicted counts `preds[attack]` i32[A, C]."""
+  truth = true_counts(members)
+  return {name: jax.tree.map(np.asarray, _client_metrics(
+      truth, aggregation.split_among_members(p, cfg.aggregate_clients, cfg.num_samples), members.batch_client,
+      members.clients.num_clients)) for name, p in preds.items()}
+
+
+def with_members(result: LeakageResult, members: Prepared, cfg: LeakageConfig, preds: dict) -> LeakageResult:
+  """`result` of aggregates with what its rounds tell of each client (`member_metrics`) filled in."""
+  return dataclasses.replace(result, member_ids=members.clients.subject_ids,
+                             member_metrics=member_metrics(members, cfg, preds))
+
+
 def attack_and_score(prep: Prepared, cfg: LeakageConfig, grads: LastLayerGrads, timings: dict) -> LeakageResult:
   """Estimates what the attacks need from the attacked model(s), runs every attack and computes the metrics
   (after the compression defence, when cfg.compression > 0; with cfg.aggregate_clients > 1, on the mean updates of
@@ -277,6 +297,7 @@ def attack_and_score(prep: Prepared, cfg: LeakageConfig, grads: LastLayerGrads, 
   t0 = time.perf_counter()
   grads = compress_uploads(grads, cfg.compression)
   basis = rlu_bases(prep, cfg) if "rlu" in cfg.attacks else None
+  members = prep
   if prep.cohorts is not None:
     prep, grads, basis = aggregation.aggregate(prep, grads, basis)
   n = cfg.num_samples * cfg.aggregate_clients
@@ -285,5 +306,7 @@ def attack_and_score(prep: Prepared, cfg: LeakageConfig, grads: LastLayerGrads, 
   preds = run_attacks(grads, n, cfg.attacks, keys=keys, star_params=star_params, head=head,
                       local_batch_size=b, local_steps=s, rlu_basis=basis)
   result = score(prep, cfg, preds, true_counts(prep), timings)
+  if prep.cohorts is not None:
+    result = with_members(result, members, cfg, preds)
   result.timings["attacks_s"] = time.perf_counter() - t0
   return result

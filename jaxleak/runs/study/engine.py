@@ -35,7 +35,8 @@ from jaxleak.privacy import LdpConfig
 from jaxleak.runs.leakage import aggregation
 from jaxleak.runs.leakage.config import LeakageConfig
 from jaxleak.runs.leakage.prepare import prepare
-from jaxleak.runs.leakage.scoring import attack_inputs, attack_updates, rlu_bases, score, true_counts
+from jaxleak.runs.leakage.scoring import (attack_inputs, attack_updates, rlu_bases, score, true_counts,
+                                          with_members)
 from jaxleak.runs.leakage.updates import compute_heads_and_norms, compute_updates
 from jaxleak.runs.study.plan import Group, Plan, Task, counted, describe
 from jaxleak.runs.study.store import Store
@@ -229,6 +230,7 @@ def leakage_results(result) -> dict:
          "class_names": list(result.class_names), "attacks": {}}
   if result.cohorts is not None:                  # secure aggregation: "subjects" are the cohorts' numbers
     out["cohorts"] = [list(c) for c in result.cohorts]
+    out["member_subjects"] = list(result.member_ids)
   for name in result.config.attacks:
     cm = result.client_metrics[name]
     clients = {m: [float(v) for v in np.asarray(getattr(cm, m))]
@@ -240,6 +242,12 @@ def leakage_results(result) -> dict:
                             "class_total": np.asarray(cm.class_total).tolist(),
                             "confusion": np.asarray(M.sorted_pairing_confusion(
                                 result.true_counts, result.pred_counts[name])).sum(0).tolist()}
+    if result.member_metrics is not None:          # what the rounds tell of each client (of member_subjects)
+      mm = result.member_metrics[name]
+      per = {m: [float(v) for v in np.asarray(getattr(mm, m))] for m in clients}
+      out["attacks"][name]["members"] = {
+          "summary": {m: [float(x) for x in M.mean_std_over_clients(np.asarray(per[m]))] for m in per},
+          "clients": per}
   return out
 
 
@@ -290,7 +298,10 @@ def _run_har_group(group: Group, todo: list[Task], store: Store, log) -> None:
   t_sweep = time.perf_counter() - t0 - t_pass
   for i, task in enumerate(todo):
     cfg = leakage_config(task.config, *settings[i])
-    result = score(view, cfg, {n: preds[n][i] for n in base.attacks}, truth, {})
+    mine = {n: preds[n][i] for n in base.attacks}
+    result = score(view, cfg, mine, truth, {})
+    if k > 1:
+      result = with_members(result, prep, cfg, mine)
     store.write(task, leakage_results(result), {"shared_pass_s": t_pass, "sweep_s": t_sweep,
                                                 "settings_in_group": len(todo)})
 
