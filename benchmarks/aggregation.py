@@ -14,6 +14,7 @@ guess of an attacker who sees no update at all: N split by the run's own label s
 
   python benchmarks/aggregation.py                                   # HAPT, untrained DeepConvLSTM, N = 100
   python benchmarks/aggregation.py --clients_per_round=1,2,5 --samplings=sequential --noise=0.1 --clip=1
+  python benchmarks/aggregation.py --local_steps=5 --local_batch_size=20      # FedAvg rounds: S local steps each
 """
 import dataclasses
 import time
@@ -23,6 +24,7 @@ import numpy as np
 from absl import flags
 
 from jaxleak import metrics as M
+from jaxleak.federated import LocalSteps
 from jaxleak.runs.leakage import LeakageConfig, ldp_setting
 from jaxleak.runs.leakage.prepare import prepare
 from jaxleak.runs.leakage.scoring import attack_and_score, member_metrics
@@ -39,6 +41,9 @@ flags.DEFINE_integer("num_clients", None, "Only the first k subjects.", lower_bo
 flags.DEFINE_float("noise", 0.0, "Each client's LDP noise std sigma (0 = none), added before the aggregation.",
                    lower_bound=0.0)
 flags.DEFINE_float("clip", 0.0, "Each client's LDP clip norm tau over the whole model (0 = none).", lower_bound=0.0)
+flags.DEFINE_integer("local_steps", 0, "S local SGD steps per update (0: single step).", lower_bound=0)
+flags.DEFINE_integer("local_batch_size", 20, "B windows per local step (with --local_steps).", lower_bound=1)
+flags.DEFINE_float("local_lr", 1e-4, "Local learning rate (with --local_steps).", lower_bound=0.0)
 
 
 def cell(cm) -> str:
@@ -59,10 +64,15 @@ def share_of_pairs_alike(groups: np.ndarray, labels: np.ndarray) -> float:
 def main(_):
   ks = _flags.numbers("clients_per_round")
   ldp = ldp_setting(FLAGS.noise, FLAGS.clip)
+  local = None
+  if FLAGS.local_steps:
+    if not ldp.is_identity:
+      raise ValueError("--noise/--clip are the single-step clients' LDP; with --local_steps drop them.")
+    local = LocalSteps(steps=FLAGS.local_steps, batch_size=FLAGS.local_batch_size, lr=FLAGS.local_lr)
   rows, member_rows, attacks = [], [], None
   for sampling in FLAGS.samplings:
     alone = LeakageConfig(dataset=FLAGS.dataset, model=FLAGS.model, sampling=sampling, num_samples=FLAGS.num_samples,
-                          num_clients=FLAGS.num_clients, ldp=ldp)
+                          num_clients=FLAGS.num_clients, ldp=ldp, local=local, minmax=local is None)
     configs = {k: dataclasses.replace(alone, aggregate_clients=k) for k in ks}
     for cfg in configs.values():                   # every K refused or accepted before the gradient pass
       cfg.validate()
@@ -98,6 +108,8 @@ def main(_):
   print(format_table(rows, ["sampling", "K", "windows", "cohorts", "updates"] + list(attacks),
                      f"{FLAGS.dataset} | {FLAGS.model} untrained | N={FLAGS.num_samples} per client"
                      + (f" | LDP sigma={FLAGS.noise:g} tau={FLAGS.clip:g} per client" if not ldp.is_identity else "")
+                     + (f" | FedAvg S={FLAGS.local_steps} B={FLAGS.local_batch_size} lr={FLAGS.local_lr:g}"
+                        if local else "")
                      + " | LnAcc / ClassAcc (%), mean over cohorts of K clients (K = 1: over clients)"))
   print()
   print(format_table(member_rows, ["sampling", "K", "windows", "cohorts", "updates"] + list(attacks)

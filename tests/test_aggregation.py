@@ -240,3 +240,18 @@ def test_the_dry_run_counts_only_the_updates_that_reach_an_aggregate():
     cfg = engine.leakage_config(g.tasks[0].config)
     computed[cfg.aggregate_clients] = (est[g.key] / cfg.num_samples, len(prepare(cfg, None, None, None).indices))
   assert computed[3][0] == computed[3][1] < computed[1][1] == computed[1][0]     # 84 of 88 on this data
+
+
+def test_fedavg_rounds_aggregate_the_members_multi_step_updates():
+  from jaxleak.federated import LocalSteps
+  base = LeakageConfig(dataset="synthetic_tiny", model="tinyhar", num_samples=60, minmax=False, attacks=("ebi", "llbg"),
+                       local=LocalSteps(steps=3, batch_size=20, lr=1e-3))
+  r = run_leakage(dataclasses.replace(base, aggregate_clients=2))
+  assert r.cohorts is not None and np.all(r.true_counts.sum(1) == 120)
+  for pred in r.pred_counts.values():
+    assert np.all(pred.sum(1) == 120)
+  prep = prepare(dataclasses.replace(base, aggregate_clients=2), None, None, None)
+  members = compute_updates(prep, base, base.ldp, None)
+  _, mean, _ = aggregation.aggregate(prep, members)
+  np.testing.assert_allclose(mean.bias, (members.bias[0::2] + members.bias[1::2]) / 2, rtol=1e-6, atol=1e-9)
+  assert set(r.member_metrics) == {"ebi", "llbg"}
