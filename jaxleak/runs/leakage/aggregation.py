@@ -82,11 +82,16 @@ def aggregated_view(prep):
       unit_ids=tuple(range(len(prep.cohorts))))
 
 
+def per_aggregate(tree, clients_per_round: int):
+  """Leaves [A K, ...] -> [A, ...]: each aggregate's first member's row, for what is the same for all members of a
+  round at one global model (the RLU basis)."""
+  return jax.tree.map(lambda x: x[::clients_per_round], tree)
+
+
 def aggregate(prep, grads, rlu_basis: Optional[object] = None):
   """(`aggregated_view(prep)`, the aggregates' mean updates (NumPy), the RLU basis per aggregate)."""
   k = len(prep.cohorts[0])
-  basis = None if rlu_basis is None else jax.tree.map(lambda x: x[::k], rlu_basis)   # one global model: equal rows
-  return aggregated_view(prep), jax.tree.map(np.asarray, _mean(grads, k)), basis
+  return aggregated_view(prep), jax.tree.map(np.asarray, _mean(grads, k)), per_aggregate(rlu_basis, k)
 
 
 _mean = jax.jit(mean_over_members, static_argnums=1)

@@ -288,9 +288,7 @@ def _run_har_group(group: Group, todo: list[Task], store: Store, log) -> None:
   k = base.aggregate_clients                   # k > 1: the attacks read aggregates of k updates (aggregation.py)
   view = prep if k == 1 else aggregation.aggregated_view(prep)
   keys, star_params, head = attack_inputs(view, base, k * base.num_samples)
-  basis = rlu_bases(prep, base) if "rlu" in base.attacks else None
-  if basis is not None:
-    basis = jax.tree.map(lambda a: a[::k], basis)            # one global model: the members' rows are equal
+  basis = aggregation.per_aggregate(rlu_bases(prep, base), k) if "rlu" in base.attacks else None
   preds = sweep_settings(grads, jnp.asarray(norms), noise_keys, keys, star_params, head, settings,
                          names=base.attacks, num_samples=k * base.num_samples, scope=scope, rlu_basis=basis,
                          compression=base.compression, aggregate=k)
