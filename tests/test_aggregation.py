@@ -1,4 +1,5 @@
 """HAR clients under secure aggregation (`aggregate_clients`): cohorts, rounds, and what the server's mean update is."""
+import csv
 import dataclasses
 import json
 
@@ -146,6 +147,11 @@ def test_reports_label_aggregated_runs_and_keep_them_out_of_the_papers_settings(
   assert "secure aggregation of 2" in T.setting_label(r.settings)
   assert not T.undefended(r)                      # not beside the papers' per-client Table 1 and Fig. 3
   assert len(r.attacks["ebi"]["subjects"]) == 2   # scored per cohort
+  assert r.attacks["ilrg"]["per_client"]["lnacc"][0] == pytest.approx(
+      float(np.nanmean(aggregated.member_metrics["ilrg"].lnacc)), abs=1e-4)      # members.csv, 4 decimals
+  table = T.har_summary_table(R.load(str(tmp_path)), T.Accountant())
+  row = next(x for x in table.rows if x[table.columns.index("attack")] == "iLRG")
+  assert row[table.columns.index("per-client LnAcc")] == r.attacks["ilrg"]["per_client"]["lnacc"][0]
 
 
 # --- in studies ---------------------------------------------------------------------------------------------------
@@ -211,6 +217,14 @@ def test_aggregated_study_records_equal_separate_runs_and_other_keys_do_not_move
         assert rec["member_subjects"] == list(alone.member_ids)
         assert rec["attacks"][attack]["members"]["clients"]["class_acc"] == [
             float(v) for v in alone.member_metrics[attack].class_acc], (c["sigma"], attack)
+  from jaxleak.runs.study import collect
+  files, _ = collect.tables(plan, S.Store(str(tmp_path)))
+  assert len(files["members.csv"].splitlines()) == 1 + 2 * 4 * 4   # 2 aggregated tasks x 4 attacks x 4 clients
+  for row in csv.DictReader(files["summary.csv"].splitlines()):
+    task = next(t for t in plan.tasks if t.key == row["task"])
+    rec = S.Store(str(tmp_path)).read(task.key)["results"]["attacks"][row["attack"]]
+    want = (rec.get("members") or rec)["summary"]["lnacc"][0]
+    assert float(row["per_client_lnacc_mean"]) == pytest.approx(want, rel=1e-5)
 
 
 def test_studies_refuse_impossible_aggregation_before_any_work(tmp_path):

@@ -45,7 +45,9 @@ class HarResult:
                                  # releases per update (1, or S for per-step LDP of a multi-step update)
   class_names: list
   attacks: dict                  # name -> {"summary": {metric: (mean, std)}, "clients": {metric: [...]},
-                                 #          "subjects": [...], "confusion": [[int]] or None}
+                                 #          "subjects": [...], "confusion": [[int]] or None,
+                                 #          "per_client": {metric: (mean, std)}: of each client's own update, or
+                                 #          under secure aggregation of 1/K of its round (summary is per cohort)}
 
   @property
   def multi_step(self) -> bool:
@@ -165,7 +167,8 @@ def _load_study(root: str) -> Results:
                       aggregate_clients=int(c.get("aggregate_clients", 1)))
       out.har.append(HarResult(task.key, settings, res.get("class_names") or [], {
           name: {"summary": {m: tuple(a["summary"][m]) for m in METRICS}, "clients": a["clients"],
-                 "subjects": res["subjects"], "confusion": a.get("confusion")}
+                 "subjects": res["subjects"], "confusion": a.get("confusion"),
+                 "per_client": {m: tuple((a.get("members") or a)["summary"][m]) for m in METRICS}}
           for name, a in ((n, res["attacks"][n]) for n in attack_order(res["attacks"]))}))
     elif task.kind == "whole_determination":
       settings = {**{k: row[k] for k in EAVESDROP_SETTINGS}, "wd_factors": c["wd_factors"],
@@ -226,9 +229,15 @@ def _har_run(folder, name, manifest, out: Results) -> None:
     for m in METRICS:
       a["clients"][m].append(_float(row[m], folder))
   attacks = {n: attacks[n] for n in attack_order(attacks)}
+  members_path = os.path.join(folder, "members.csv")          # secure aggregation: what a round tells of a client
+  members = storage.read_csv(members_path, ("subject", "attack") + METRICS, "members table") \
+      if os.path.isfile(members_path) else []
   for attack, a in attacks.items():
     a["summary"] = {m: _mean_std(a["clients"][m]) for m in METRICS}
     a["confusion"] = confusion.get(attack)
+    mine = [row for row in members if row["attack"] == attack]
+    a["per_client"] = ({m: _mean_std([_float(row[m], folder) for row in mine]) for m in METRICS} if mine
+                       else a["summary"])
   out.har.append(HarResult(name, settings, class_names, attacks))
 
 

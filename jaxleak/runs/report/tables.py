@@ -180,14 +180,19 @@ def har_summary_table(results: Results, acct: Accountant) -> Optional[Table]:
       rows.append([s["dataset"], s["model"], s["state"], s["sampling"], s["num_samples"], s["local_batch_size"],
                    s["local_steps"], s["sigma"], s["tau"], eps, other, s.get("client_loss", "mean"),
                    s.get("aggregate_clients", 1), attack_name(name), len(a["subjects"])]
-                  + [x for m in ("lnacc", "leacc", "class_acc") for x in a["summary"][m]])
+                  + [x for m in ("lnacc", "leacc", "class_acc") for x in a["summary"][m]]
+                  + [a.get("per_client", a["summary"])[m][0] for m in ("lnacc", "class_acc")])
   cols = ["dataset", "model", "state", "sampling", "N", "B", "S", "sigma", "tau", "epsilon", "defences",
           "client loss", "clients a round", "attack", "clients (cohorts)",
-          "LnAcc", "LnAcc std", "LeAcc", "LeAcc std", "ClassAcc", "ClassAcc std"]
+          "LnAcc", "LnAcc std", "LeAcc", "LeAcc std", "ClassAcc", "ClassAcc std", "per-client LnAcc",
+          "per-client ClassAcc"]
   return Table("har_summary", f"HAR leakage: mean and std over clients, over cohorts where a round aggregates "
                f"several clients (epsilon at delta = {acct.delta:g}, PLD, composed over {acct.rounds} round(s))",
                cols, rows,
-               percent=("LnAcc", "LnAcc std", "LeAcc", "LeAcc std", "ClassAcc", "ClassAcc std"))
+               percent=("LnAcc", "LnAcc std", "LeAcc", "LeAcc std", "ClassAcc", "ClassAcc std", "per-client LnAcc",
+                        "per-client ClassAcc"),
+               note="per-client: what the server learns of each client, mean over clients: its own update's "
+                    "metrics, or under secure aggregation those of 1/K of its round's predicted counts.")
 
 
 def single_step_plain(results: Results) -> list[HarResult]:

@@ -4,7 +4,10 @@
                  symmetric_existence, num_batches
   summary.csv    HAR: one row per task x attack: mean and std over clients of each metric, and the setting's
                  epsilon (one release, PLD, delta = 1e-5; `jaxleak.accounting`; "n/a" without the extra
-                 `accounting`; `python -m jaxleak.report` gives it at any delta and number of rounds)
+                 `accounting`; `python -m jaxleak.report` gives it at any delta and number of rounds), and
+                 per_client_{lnacc,class_acc}_{mean,std}: what the server learns of each client (under secure
+                 aggregation, aggregate_clients > 1, results.csv's rows are cohorts, these are per client)
+  members.csv    HAR under secure aggregation: one row per task x attack x client: its metrics as 1/K of its round
   eavesdrop.csv  Eavesdrop: one row per task: settings and the overall success rates
   whole_determination.csv  one row per Whole Determination task x stage: settings and success rates
 Written together as one folder commit (<study_dir>/tables/).
@@ -19,6 +22,9 @@ from jaxleak.runs.study.plan import Plan, task_row
 from jaxleak.runs.study.store import Store
 
 METRICS = ("lnacc", "leacc", "class_acc", "symmetric_existence")
+#: summary.csv's per_client_* columns: over each client's own update, or under secure aggregation over what its
+#: round tells of it (1/K of the round's counts; members.csv has them per client).
+MEMBER_METRICS = ("lnacc", "class_acc")
 HAR_COLUMNS = ("dataset", "model", "state", "sampling", "seed", "num_samples", "local_batch_size", "local_steps",
                "sigma", "tau", "dirichlet_alpha", "head_bias", "compression", "dropout", "client_loss",
                "aggregate_clients")
@@ -51,7 +57,7 @@ def _epsilon(sigma: float, tau: float) -> str:
 
 def tables(plan: Plan, store: Store) -> tuple[dict[str, str], int]:
   """({file name: CSV text}, number of tasks missing a record)."""
-  rows, summary, ev_rows, wd_rows, missing = [], [], [], [], 0
+  rows, summary, member_rows, ev_rows, wd_rows, missing = [], [], [], [], [], 0
   ev_keys = None
   for task in plan.tasks:
     try:
@@ -66,8 +72,14 @@ def tables(plan: Plan, store: Store) -> tuple[dict[str, str], int]:
       for attack, r in res["attacks"].items():
         for i, subject in enumerate(res["subjects"]):
           rows.append(base + [attack, subject] + [_fmt(r["clients"][m][i]) for m in METRICS] + [r["num_batches"][i]])
+        # what the server learns of each client: its own update, or under secure aggregation 1/K of its round's
+        members = r.get("members")
+        for i, subject in enumerate(res.get("member_subjects", []) if members else []):
+          member_rows.append(base + [attack, subject] + [_fmt(members["clients"][m][i]) for m in METRICS])
+        per_client = (members or r)["summary"]
         summary.append(base + [attack] + [_fmt(x) for m in METRICS for x in r["summary"][m]]
-                       + [_epsilon(settings["sigma"], settings["tau"])])
+                       + [_epsilon(settings["sigma"], settings["tau"])]
+                       + [_fmt(x) for m in MEMBER_METRICS for x in per_client[m]])
     elif task.kind == "whole_determination":
       base = [task.key] + [_fmt(settings[c]) for c in EAVESDROP_COLUMNS + WD_COLUMNS]
       for st in res["stages"]:
@@ -82,7 +94,11 @@ def tables(plan: Plan, store: Store) -> tuple[dict[str, str], int]:
                                             + ("num_batches",), rows)
     files["summary.csv"] = storage.csv_text(("task",) + HAR_COLUMNS + ("attack",)
                                             + tuple(f"{m}_{s}" for m in METRICS for s in ("mean", "std"))
-                                            + ("epsilon_pld_delta_1e-5",), summary)
+                                            + ("epsilon_pld_delta_1e-5",)
+                                            + tuple(f"per_client_{m}_{s}" for m in MEMBER_METRICS
+                                                    for s in ("mean", "std")), summary)
+  if member_rows:
+    files["members.csv"] = storage.csv_text(("task",) + HAR_COLUMNS + ("attack", "subject") + METRICS, member_rows)
   if ev_rows:
     files["eavesdrop.csv"] = storage.csv_text(("task",) + EAVESDROP_COLUMNS + tuple(ev_keys), ev_rows)
   if wd_rows:
