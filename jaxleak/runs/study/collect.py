@@ -72,7 +72,7 @@ def tables(plan: Plan, store: Store) -> tuple[dict[str, str], int]:
       for attack, r in res["attacks"].items():
         for i, subject in enumerate(res["subjects"]):
           rows.append(base + [attack, subject] + [_fmt(r["clients"][m][i]) for m in METRICS] + [r["num_batches"][i]])
-        # what the server learns of each client: its own update, or under secure aggregation 1/K of its round's
+        # what the server learns of each client: its own update, or under secure aggregation 1/K of its round
         members = r.get("members")
         for i, subject in enumerate(res.get("member_subjects", []) if members else []):
           member_rows.append(base + [attack, subject] + [_fmt(members["clients"][m][i]) for m in METRICS])

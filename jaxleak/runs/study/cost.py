@@ -43,7 +43,7 @@ def estimate_cost(plan: Plan, loaded: Optional[dict] = None) -> dict[str, float]
         out[g.key] = updates * n * (3.0 if full else 1.0)
       # LLG*'s estimates are shared by the groups that attack the same models with the same N (scoring's
       # in-process memo), so they count once, in the first such group.
-      n_attacked = n * c.get("aggregate_clients", 1)        # the N the attacks read (K N for aggregates)
+      n_attacked = n * k                                     # the N the attacks read (K N for aggregates)
       models_key = (key, c["model"], c.get("head_bias", True), c.get("dropout"), c["checkpoint_dir"],
                     c["num_clients"], n_attacked)
       for method in {A.info(a).star_method for a in c["attacks"]} - {None}:
