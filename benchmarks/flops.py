@@ -12,6 +12,9 @@ In one run:
      per_example     per-example whole-model gradients (DP-SGD-style clipping; --per_example_batches batches)
      multi_step      S=5 local SGD steps of B=20 windows on N=100 (the paper's first multi-step setting)
      trained_folds   the fast path with a different model per batch (trained LOSO folds: batched variables)
+4. Per model, the HAR paper's five attacks' own FLOPs on one update of N = 100 (counted on the jaxpr; a `while`
+   loop's body once, so marked as a lower bound), as a share of the update's forward FLOPs: why the study's FLOP
+   floor (`--dry_run`) counts model passes only.
 Absolute rates are this machine's; the fractions are what to compare between machines.
 """
 import time
@@ -20,7 +23,8 @@ import jax
 import jax.numpy as jnp
 from absl import app, flags
 
-from jaxleak import flops, models
+import jaxleak.attacks as A
+from jaxleak import LastLayerGrads, flops, models
 from jaxleak.flops import matmul_peak
 from jaxleak.federated import LocalSteps, client_updates, head_grads_and_model_norms, last_layer_grads
 from jaxleak.privacy import LdpConfig
@@ -94,6 +98,19 @@ def main(_):
       print(f"{name:13s} {path:14s} {count.total / windows / 1e6:12.1f} {'':8s} {windows / t:10,.0f} "
             f"{rate:8.1f} {rate / peak:8.0%}" + ("" if count.exact else "  (lower bound: a while loop)"))
   print("\nMFLOP/window: ours counts loop bodies x trip count; XLA's cost analysis counts a loop body once.")
+  print(f"\n{'model':13s} {'attack':9s} {'kFLOP/update':>13s} {'of its forward':>15s}  (one update of N = 100)")
+  for name in FLAGS.models:
+    model = models.build(name, c)
+    v = models.init(model, jax.random.key(3), 50, ch)
+    forward = flops.count_flops(lambda v, xb: model.apply(v, xb), v, x[0]).total
+    head = models.head_params(v["params"])
+    grads = LastLayerGrads(kernel=jnp.zeros_like(head.kernel), bias=jnp.zeros_like(head.bias))
+    star = A.LLGStarParams(impact=jnp.float32(-0.01), offsets=jnp.zeros(c))
+    ctx = A.AttackContext(key=jax.random.key(4), head=head, star_params=star)
+    for attack in A.HAR_PAPER_ATTACKS:
+      count = flops.count_flops(lambda g: A.run(attack, g, 100, ctx), grads)
+      print(f"{name:13s} {attack:9s} {('>= ' if not count.exact else '') + f'{count.total / 1e3:,.1f}':>13s} "
+            f"{count.total / forward:15.1e}")
 
 
 if __name__ == "__main__":
