@@ -149,6 +149,9 @@ def test_reports_label_aggregated_runs_and_keep_them_out_of_the_papers_settings(
   assert len(r.attacks["ebi"]["subjects"]) == 2   # scored per cohort
   assert r.attacks["ilrg"]["per_client"]["lnacc"][0] == pytest.approx(
       float(np.nanmean(aggregated.member_metrics["ilrg"].lnacc)), abs=1e-4)      # members.csv, 4 decimals
+  pytest.importorskip("matplotlib")
+  from jaxleak.runs.report import figures as F
+  assert F.attack_bars(r)[:4] == b"\x89PNG"        # bars per cohort, diamonds per client
   table = T.har_summary_table(R.load(str(tmp_path)), T.Accountant())
   row = next(x for x in table.rows if x[table.columns.index("attack")] == "iLRG")
   assert row[table.columns.index("per-client LnAcc")] == r.attacks["ilrg"]["per_client"]["lnacc"][0]

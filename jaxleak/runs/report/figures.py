@@ -71,8 +71,18 @@ def attack_bars(r: HarResult) -> bytes:
   ax.set_ylabel("accuracy (%)")
   ax.set_xlabel("attack")
   k = len(next(iter(r.attacks.values()))["subjects"])
-  ax.set_title(f"{setting_label(r.settings)}\nmean over {k} clients, whiskers: std over clients")
-  ax.legend(ncols=3, loc="upper center", bbox_to_anchor=(0.5, -0.2), frameon=False)
+  per_round = r.settings.get("aggregate_clients", 1)
+  if per_round > 1:                     # bars read the rounds; diamonds: what a round tells of each client
+    for i, m in enumerate(metrics):
+      if m in ("lnacc", "class_acc"):
+        ax.scatter(x + (i - 1) * width, [_pct(r.attacks[n]["per_client"][m][0]) for n in names], marker="D",
+                   s=22, color="white", edgecolor="black", linewidth=0.8, zorder=3,
+                   label=f"per client (1/{per_round} of its round)" if m == "lnacc" else None)
+    ax.set_title(f"{setting_label(r.settings)}\nbars: mean over {k} cohorts' rounds, whiskers: std over cohorts; "
+                 "diamonds: mean over clients")
+  else:
+    ax.set_title(f"{setting_label(r.settings)}\nmean over {k} clients, whiskers: std over clients")
+  ax.legend(ncols=4 if per_round > 1 else 3, loc="upper center", bbox_to_anchor=(0.5, -0.2), frameon=False)
   ax.grid(axis="y", linewidth=0.3)
   return png(fig)
 
