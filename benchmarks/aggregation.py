@@ -20,6 +20,7 @@ import dataclasses
 import time
 
 import _flags
+import jax
 import numpy as np
 from absl import flags
 
@@ -92,10 +93,10 @@ def main(_):
     for k, cfg in configs.items():
       agg = prepare(cfg, prep.dataset, None, None)
       rows_k = np.asarray([where[(int(s), int(b))] for s, b in zip(agg.subject_of_batch, agg.batch_index)])
-      r = attack_and_score(agg, cfg, type(grads)(*(None if a is None else a[rows_k] for a in grads)), {})
+      r = attack_and_score(agg, cfg, jax.tree.map(lambda a: a[rows_k], grads), {})
       attacks = r.config.attacks
       row = {"sampling": sampling, "K": k, "windows": k * FLAGS.num_samples,
-             "cohorts": len(r.cohorts) if r.cohorts else len(r.subject_ids), "updates": len(r.batch_client)}
+             "cohorts": len(r.subject_ids), "updates": len(r.batch_client)}          # K = 1: the clients
       member = dict(row)
       for a in attacks:
         row[a] = cell(r.client_metrics[a])
