@@ -189,20 +189,39 @@ def test_the_swept_aggregates_are_the_mean_of_the_privatised_members_whatever_th
                           num_samples=60, scope="all", aggregate=5)
 
 
-def test_aggregated_study_records_equal_separate_runs_and_other_keys_do_not_move(tmp_path):
+@pytest.mark.parametrize("ks", ["1,2", "2,3", "3"])
+def test_aggregated_study_records_equal_separate_runs_and_other_keys_do_not_move(tmp_path, monkeypatch, ks):
+  """The K of one setting are one group with one gradient pass (every update at K = 1; otherwise only those that
+  reach an aggregate of one of its K: at K = 3 one of the 4 clients is in no cohort), and each K's records equal a
+  separate run's."""
   from jaxleak.runs import study as S
   from jaxleak.runs.study import engine
   tiny = {"datasets": "synthetic_tiny", "models": "tinyhar", "states": "untrained", "samplings": "sequential",
           "attacks": "ebi,ilrg,llg_star,rlu", "ldp": "0:0,0.1:0.5"}
   plain = S.make_plan(S.override(S.preset("har_sampling"), {k: v for k, v in tiny.items() if k != "ldp"}),
                       check_inputs=False)
-  st = S.override(S.preset("har_aggregation"), {**tiny, "aggregate_clients": "1,2"})
+  st = S.override(S.preset("har_aggregation"), {**tiny, "aggregate_clients": ks})
   plan = S.make_plan(st)
-  alone_keys = {t.key for t in plan.tasks if "aggregate_clients" not in t.config and t.config["sigma"] == 0}
-  assert alone_keys == {t.key for t in plain.tasks} and len(alone_keys) == 1   # K = 1: har_sampling's own key
-  assert sorted(t.config.get("aggregate_clients", 1) for t in plan.tasks) == [1, 1, 2, 2]
-  assert [t for t in plan.tasks if t.config.get("aggregate_clients") == 2][0].key not in {t.key for t in plain.tasks}
+  want_ks = [int(k) for k in ks.split(",")]
+  assert sorted(t.config.get("aggregate_clients", 1) for t in plan.tasks) == sorted(want_ks * 2)
+  assert len(plan.groups) == 1 and f"aggregated K={ks}" in plan.groups[0].label
+  if ks == "1,2":
+    alone_keys = {t.key for t in plan.tasks if "aggregate_clients" not in t.config and t.config["sigma"] == 0}
+    assert alone_keys == {t.key for t in plain.tasks} and len(alone_keys) == 1   # K = 1: har_sampling's own key
+    assert [t for t in plan.tasks if t.config.get("aggregate_clients") == 2][0].key not in {
+        t.key for t in plain.tasks}
+  passes = []
+  for name in ("compute_updates", "compute_heads_and_norms"):
+    real = getattr(engine, name)
+    monkeypatch.setattr(engine, name, lambda prep, *a, _f=real, **kw: passes.append(len(prep.indices)) or _f(
+        prep, *a, **kw))
   S.run_plan(plan, S.Store(str(tmp_path)), progress=None)
+  cfgs = {k: dataclasses.replace(engine.leakage_config(plan.tasks[0].config), aggregate_clients=k) for k in want_ks}
+  needed = {k: {(int(s), int(b)) for s, b in zip(p.subject_of_batch, p.batch_index)}
+            for k, p in ((k, prepare(c, None, None, None)) for k, c in cfgs.items())}
+  assert passes == [len(set().union(*needed.values()))]            # one pass, of what the K need, nothing more
+  every = len(prepare(dataclasses.replace(cfgs[want_ks[0]], aggregate_clients=1), None, None, None).indices)
+  assert (passes[0] < every) == (ks == "3")                       # K = 3 alone leaves a client out
   for task in plan.tasks:
     c = task.config
     cfg = engine.leakage_config(c, c["sigma"], c["tau"])
@@ -212,17 +231,19 @@ def test_aggregated_study_records_equal_separate_runs_and_other_keys_do_not_move
     assert rec["subjects"] == list(alone.subject_ids)
     assert rec.get("cohorts") == (None if alone.cohorts is None else [list(x) for x in alone.cohorts])
     for attack in c["attacks"]:
-      assert rec["attacks"][attack]["clients"]["lnacc"] == [
-          float(v) for v in alone.client_metrics[attack].lnacc], (c["sigma"], c.get("aggregate_clients"), attack)
+      np.testing.assert_array_equal(rec["attacks"][attack]["clients"]["lnacc"], alone.client_metrics[attack].lnacc,
+                                    err_msg=f"{c['sigma']}, {c.get('aggregate_clients')}, {attack}")
       if alone.member_metrics is None:
         assert "members" not in rec["attacks"][attack] and "member_subjects" not in rec
       else:
         assert rec["member_subjects"] == list(alone.member_ids)
-        assert rec["attacks"][attack]["members"]["clients"]["class_acc"] == [
-            float(v) for v in alone.member_metrics[attack].class_acc], (c["sigma"], attack)
+        np.testing.assert_array_equal(rec["attacks"][attack]["members"]["clients"]["class_acc"],
+                                      alone.member_metrics[attack].class_acc, err_msg=f"{c['sigma']}, {attack}")
   from jaxleak.runs.study import collect
   files, _ = collect.tables(plan, S.Store(str(tmp_path)))
-  assert len(files["members.csv"].splitlines()) == 1 + 2 * 4 * 4   # 2 aggregated tasks x 4 attacks x 4 clients
+  members = sum(len(S.Store(str(tmp_path)).read(t.key)["results"].get("member_subjects", [])) for t in plan.tasks)
+  assert members == 2 * 4 * sum(k > 1 for k in want_ks)   # 2 LDP settings x 4 clients (NaN when in no cohort)
+  assert len(files["members.csv"].splitlines()) == 1 + 4 * members   # x 4 attacks
   for row in csv.DictReader(files["summary.csv"].splitlines()):
     task = next(t for t in plan.tasks if t.key == row["task"])
     rec = S.Store(str(tmp_path)).read(task.key)["results"]["attacks"][row["attack"]]
@@ -244,19 +265,25 @@ def test_studies_refuse_impossible_aggregation_before_any_work(tmp_path):
     S.make_plan(S.override(S.preset("har_aggregation"), {**tiny, "aggregate_clients": "2,x"}), check_inputs=False)
 
 
-def test_the_dry_run_counts_only_the_updates_that_reach_an_aggregate():
+def test_the_dry_run_counts_the_one_pass_of_the_updates_the_aggregates_need():
   from jaxleak.runs import study as S
   from jaxleak.runs.study import cost, engine
-  st = S.override(S.preset("har_aggregation"), {"datasets": "synthetic_wetlab", "synthetic_scale": "0.1",
-                                                 "models": "tinyhar", "samplings": "shuffle",
-                                                 "aggregate_clients": "1,3", "attacks": "ebi"})
-  plan = S.make_plan(st)
-  est = cost.estimate_cost(plan)
-  computed = {}
-  for g in plan.groups:
-    cfg = engine.leakage_config(g.tasks[0].config)
-    computed[cfg.aggregate_clients] = (est[g.key] / cfg.num_samples, len(prepare(cfg, None, None, None).indices))
-  assert computed[3][0] == computed[3][1] < computed[1][1] == computed[1][0]     # 84 of 88 on this data
+  base = {"datasets": "synthetic_wetlab", "synthetic_scale": "0.1", "models": "tinyhar", "samplings": "balanced",
+          "attacks": "ebi"}                          # balanced: clients with unequal updates, so the union is strict
+  counted = {}
+  for ks in ("1,3", "3", "2,3", "3,4"):
+    plan = S.make_plan(S.override(S.preset("har_aggregation"), {**base, "aggregate_clients": ks}))
+    (group,) = plan.groups
+    cfg = engine.leakage_config(group.tasks[0].config)
+    counted[ks] = cost.estimate_cost(plan)[group.key] / cfg.num_samples
+  updates = {}
+  for k in (1, 2, 3, 4):
+    prep = prepare(dataclasses.replace(cfg, aggregate_clients=k), None, None, None)
+    updates[k] = {(int(s), int(b)) for s, b in zip(prep.subject_of_batch, prep.batch_index)}
+  assert counted["1,3"] == len(updates[1])
+  assert counted["3"] == len(updates[3]) < len(updates[1])                      # 69 of 80 on this data
+  assert counted["2,3"] == len(updates[2] | updates[3])
+  assert counted["3,4"] == len(updates[3] | updates[4]) > max(len(updates[3]), len(updates[4]))   # 71 > 69, 64
 
 
 def test_fedavg_rounds_aggregate_the_members_multi_step_updates():
@@ -272,3 +299,24 @@ def test_fedavg_rounds_aggregate_the_members_multi_step_updates():
   _, mean, _ = aggregation.aggregate(prep, members)
   np.testing.assert_allclose(mean.bias, (members.bias[0::2] + members.bias[1::2]) / 2, rtol=1e-6, atol=1e-9)
   assert set(r.member_metrics) == {"ebi", "llbg"}
+
+
+def test_a_multi_step_study_shares_one_pass_among_its_k_and_equals_separate_runs(tmp_path, monkeypatch):
+  from jaxleak.runs import study as S
+  from jaxleak.runs.study import engine
+  st = S.override(S.preset("har_aggregation"), {
+      "datasets": "synthetic_tiny", "models": "tinyhar", "samplings": "shuffle", "attacks": "ebi,llbg",
+      "multi_step": "60:20:3", "aggregate_clients": "1,2"})
+  plan = S.make_plan(st)
+  assert len(plan.groups) == 1 and len(plan.tasks) == 2
+  passes = []
+  real = engine.compute_updates
+  monkeypatch.setattr(engine, "compute_updates", lambda prep, *a: passes.append(len(prep.indices)) or real(prep, *a))
+  S.run_plan(plan, S.Store(str(tmp_path)), progress=None)
+  assert len(passes) == 1
+  for task in plan.tasks:
+    alone = run_leakage(engine.leakage_config(task.config))
+    rec = S.Store(str(tmp_path)).read(task.key)["results"]
+    assert rec.get("cohorts") == (None if alone.cohorts is None else [list(x) for x in alone.cohorts])
+    for attack in ("ebi", "llbg"):
+      np.testing.assert_array_equal(rec["attacks"][attack]["clients"]["lnacc"], alone.client_metrics[attack].lnacc)

@@ -111,20 +111,6 @@ def prepare(cfg: LeakageConfig, dataset: Optional[D.HarDataset], variables: Opti
                  np.searchsorted(batch_client, batch_client, side="left")).astype(np.int32)
   log(progress, f"{dataset.name}: {clients.num_clients} clients, {len(clients.labels):,} windows, "
                 f"{len(indices)} updates of N={cfg.num_samples} ({cfg.sampling})")
-  cohorts = cohort_of = round_of = None
-  if cfg.aggregate_clients > 1:                 # keep only the updates that reach an aggregate, in its order
-    dealt = aggregation.deal_cohorts(clients.num_clients, cfg.aggregate_clients, jax.random.fold_in(key, COHORTS))
-    keep, cohort_of, round_of = aggregation.cohort_updates(batch_client, clients.num_clients, dealt)
-    if not len(keep):
-      raise ValueError(f"aggregate_clients={cfg.aggregate_clients}: no cohort has a round in which all its members "
-                       f"have an update of N={cfg.num_samples} windows; lower num_samples or aggregate_clients.")
-    used = len(indices)
-    indices, batch_client, batch_index = indices[keep], batch_client[keep], batch_index[keep]
-    cohorts = tuple(tuple(int(clients.subject_ids[i]) for i in c) for c in dealt)
-    left_out = sorted(set(clients.subject_ids) - {s for c in cohorts for s in c})
-    log(progress, f"secure aggregation: {len(cohorts)} cohorts of {cfg.aggregate_clients} clients, "
-                  f"{len(cohort_of)} aggregates of N={cfg.num_samples * cfg.aggregate_clients} ({len(keep)} of the "
-                  f"{used} updates reach one)" + (f"; subjects {left_out} are in no cohort" if left_out else ""))
   subject_of_batch = np.asarray(clients.subject_ids)[batch_client]
   model = models.build(cfg.model, dataset.num_classes, head_bias=cfg.head_bias,
                        **({} if cfg.dropout is None else {"dropout": cfg.dropout}))
@@ -157,6 +143,42 @@ def prepare(cfg: LeakageConfig, dataset: Optional[D.HarDataset], variables: Opti
     per_client = np.stack([fold_training.class_weights(np.asarray(clients.client_labels(i)), dataset.num_classes)
                            for i in range(clients.num_clients)])
     class_weights = per_client[batch_client]
-  return Prepared(dataset, clients, indices, batch_client, batch_index, model, variables, fold_of_batch, key,
+  prep = Prepared(dataset, clients, indices, batch_client, batch_index, model, variables, fold_of_batch, key,
                   dropout_keys, {"data_s": time.perf_counter() - t0}, mesh,
-                  None if held is None else tuple(int(s) for s in held), class_weights, cohorts, cohort_of, round_of)
+                  None if held is None else tuple(int(s) for s in held), class_weights)
+  if cfg.aggregate_clients > 1:                 # keep only the updates that reach an aggregate, in its order
+    prep, _ = aggregated(prep, cfg.aggregate_clients, cfg.num_samples, progress)
+  return prep
+
+
+def take_updates(prep: Prepared, rows: np.ndarray) -> Prepared:
+  """prep with only its updates `rows` (i64[U'], in that order), every per-update field indexed alike."""
+  pick = lambda a: None if a is None else a[rows]
+  return dataclasses.replace(prep, indices=prep.indices[rows], batch_client=prep.batch_client[rows],
+                             batch_index=prep.batch_index[rows], fold_of_batch=pick(prep.fold_of_batch),
+                             dropout_keys=prep.dropout_keys[rows], class_weights=pick(prep.class_weights))
+
+
+def aggregated(prep: Prepared, clients_per_round: int, num_samples: int,
+               progress: Optional[Callable[[str], None]] = None) -> tuple[Prepared, np.ndarray]:
+  """Secure aggregation of K = clients_per_round > 1 clients a round (`runs/leakage/aggregation.py`): prep with
+  only the updates that reach an aggregate, ordered so that each K consecutive ones form one (`cohorts`,
+  `cohort_of`, `round_of` set), and their rows in prep (i64[K A]).
+
+  prep's updates must be each client's first ones, consecutive and in order: all that `prepare` samples, or any
+  prefix of each client's that holds its rounds (a study's gradient pass shared by several K); the cohorts (dealt
+  from prep.key) and their rounds are the same either way. Raises ValueError when no cohort has a round."""
+  num_clients = prep.clients.num_clients
+  dealt = aggregation.deal_cohorts(num_clients, clients_per_round, jax.random.fold_in(prep.key, COHORTS))
+  keep, cohort_of, round_of = aggregation.cohort_updates(prep.batch_client, num_clients, dealt)
+  if not len(keep):
+    raise ValueError(f"aggregate_clients={clients_per_round}: no cohort has a round in which all its members "
+                     f"have an update of N={num_samples} windows; lower num_samples or aggregate_clients.")
+  cohorts = tuple(tuple(int(prep.clients.subject_ids[i]) for i in c) for c in dealt)
+  left_out = sorted(set(prep.clients.subject_ids) - {s for c in cohorts for s in c})
+  log(progress, f"secure aggregation: {len(cohorts)} cohorts of {clients_per_round} clients, "
+                f"{len(cohort_of)} aggregates of N={num_samples * clients_per_round} ({len(keep)} of the "
+                f"{len(prep.indices)} updates reach one)" + (f"; subjects {left_out} are in no cohort" if left_out
+                                                             else ""))
+  return dataclasses.replace(take_updates(prep, keep), cohorts=cohorts, cohort_of=cohort_of,
+                             round_of=round_of), keep

@@ -11,28 +11,24 @@ from jaxleak.runs.study.plan import Plan, describe, loaded_clients, loaded_datas
 
 def estimate_cost(plan: Plan, loaded: Optional[dict] = None) -> dict[str, float]:
   """Estimated work per group, in window (or example) passes through the model, a forward pass counting 1 and a
-  backward pass 2; HAR datasets are loaded (once each) to count every client's updates; LLG*'s dummy passes count
+  backward pass 2; HAR datasets are loaded (once each) and sampled as the run samples them to count every
+  client's updates (`updates_per_client`); LLG*'s dummy passes count
   once per attacked model (each trained fold) and N, in the first group that needs them. For --dry_run and the
   FLOP floor of benchmarks/study.py."""
   from jaxleak import attacks as A
   from jaxleak.runs.study.engine import eavesdrop_config
   loaded = {} if loaded is None else loaded
-  datasets: dict = {}
   out, star_seen = {}, set()
   for g in plan.groups:
     c = g.tasks[0].config
     if g.kind == "har":
       key = _data_key(c)
-      if key not in datasets:
-        ds, clients = loaded_dataset(loaded, *key), loaded_clients(loaded, *key)
-        datasets[key] = ([clients.client_size(k) for k in range(clients.num_clients)], ds.num_classes)
-      sizes, num_classes = datasets[key]
-      sizes = sizes[:c["num_clients"]] if c["num_clients"] else sizes
+      counts = updates_per_client(loaded, c)
+      num_classes = loaded_dataset(loaded, *key).num_classes
       n = c["num_samples"]
-      updates = sum(s // n for s in sizes)
-      k = c.get("aggregate_clients", 1)
-      if k > 1:                            # only the updates that reach an aggregate are computed
-        updates = aggregated_updates([s // n for s in sizes], k, c["seed"])
+      ks = sorted({t.config.get("aggregate_clients", 1) for t in g.tasks})
+      # the group's one pass: every update, or (no K = 1) only those that reach an aggregate of one of its K
+      updates = aggregated_updates(counts, ks, c["seed"])
       if c["multi_step"] is not None:
         _, b, s = c["multi_step"]
         # The last local step's body gradient never reaches the head delta; XLA prunes that backward (a
@@ -43,14 +39,15 @@ def estimate_cost(plan: Plan, loaded: Optional[dict] = None) -> dict[str, float]
         out[g.key] = updates * n * (3.0 if full else 1.0)
       # LLG*'s estimates are shared by the groups that attack the same models with the same N (scoring's
       # in-process memo), so they count once, in the first such group.
-      n_attacked = n * k                                     # the N the attacks read (K N for aggregates)
-      models_key = (key, c["model"], c.get("head_bias", True), c.get("dropout"), c["checkpoint_dir"],
-                    c["num_clients"], n_attacked)
-      for method in {A.info(a).star_method for a in c["attacks"]} - {None}:
-        if models_key + (method,) not in star_seen:
-          star_seen.add(models_key + (method,))
-          out[g.key] += llg_star_passes([method], num_classes, n_attacked) * (len(sizes) if c["checkpoint_dir"]
-                                                                              else 1)
+      for k in ks:
+        n_attacked = n * k                                   # the N the attacks read (K N for aggregates)
+        models_key = (key, c["model"], c.get("head_bias", True), c.get("dropout"), c["checkpoint_dir"],
+                      c["num_clients"], n_attacked)
+        for method in {A.info(a).star_method for a in c["attacks"]} - {None}:
+          if models_key + (method,) not in star_seen:
+            star_seen.add(models_key + (method,))
+            out[g.key] += llg_star_passes([method], num_classes, n_attacked) * (len(counts) if c["checkpoint_dir"]
+                                                                                 else 1)
     else:
       cfg = eavesdrop_config(c)
       # examples a participant holds (ten labels assumed, as MNIST and digits)
@@ -68,17 +65,41 @@ def estimate_cost(plan: Plan, loaded: Optional[dict] = None) -> dict[str, float]
   return out
 
 
-def aggregated_updates(updates_per_client, clients_per_round: int, seed: int) -> int:
-  """The client updates an aggregated run computes: K x the rounds of each cohort (`runs.leakage.aggregation`),
-  the cohorts dealt as `prepare` deals them."""
+def aggregated_updates(updates_per_client, clients_per_round, seed: int) -> int:
+  """The client updates one gradient pass computes for the clients-per-round values K in `clients_per_round`
+  (`engine._shared_pass`): all of them when one K is 1, otherwise the union over the K of the updates that reach
+  an aggregate: each client's first R_c(K), R_c(K) the rounds of its cohort, dealt as `prepare` deals them."""
   import jax
 
   from jaxleak.runs.leakage import aggregation
   from jaxleak.runs.leakage.prepare import COHORTS
   counts = np.asarray(updates_per_client)
-  dealt = aggregation.deal_cohorts(len(counts), clients_per_round,
-                                   jax.random.fold_in(jax.random.key(seed), COHORTS))
-  return int(clients_per_round * sum(counts[c].min() for c in dealt))
+  if 1 in clients_per_round:
+    return int(counts.sum())
+  needed = np.zeros(len(counts), np.int64)                     # per client: the most rounds any K needs of it
+  for k in clients_per_round:
+    for members in aggregation.deal_cohorts(len(counts), k, jax.random.fold_in(jax.random.key(seed), COHORTS)):
+      needed[members] = np.maximum(needed[members], counts[members].min())
+  return int(needed.sum())
+
+
+def updates_per_client(loaded: dict, config: dict) -> np.ndarray:
+  """i64[clients]: the updates of each client a HAR task attacks, sampled as `prepare` samples them (its clients,
+  Dirichlet re-deal, sampling, N, multi-step queries; host-side index draws, no model), memoised in `loaded`."""
+  import jax
+
+  from jaxleak import data as D
+  from jaxleak.runs.leakage.prepare import SAMPLER, attacked_clients
+  from jaxleak.runs.study.engine import leakage_config
+  cfg = leakage_config(config)
+  key = ("updates",) + _data_key(config) + (cfg.clients, cfg.num_clients, cfg.dirichlet_alpha, cfg.dirichlet_clients,
+                                            cfg.sampling, cfg.num_samples, cfg.local is not None)
+  if key not in loaded:
+    clients = attacked_clients(loaded_dataset(loaded, *_data_key(config)), cfg)
+    _, owner = D.sample_clients(cfg.sampling, jax.random.fold_in(jax.random.key(cfg.seed), SAMPLER), clients,
+                                cfg.num_samples, queries=cfg.local is not None)
+    loaded[key] = np.bincount(owner, minlength=clients.num_clients).astype(np.int64)
+  return loaded[key]
 
 
 def _data_key(config: dict) -> tuple:

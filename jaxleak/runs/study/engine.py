@@ -34,7 +34,7 @@ from jaxleak.federated.rounds import compress_update
 from jaxleak.privacy import LdpConfig
 from jaxleak.runs.leakage import aggregation
 from jaxleak.runs.leakage.config import LeakageConfig
-from jaxleak.runs.leakage.prepare import prepare
+from jaxleak.runs.leakage.prepare import aggregated, prepare, take_updates
 from jaxleak.runs.leakage.scoring import (attack_inputs, attack_updates, rlu_bases, score, true_counts,
                                           with_members)
 from jaxleak.runs.leakage.updates import compute_heads_and_norms, compute_updates
@@ -264,44 +264,77 @@ def _every(log: Callable[[str], None], seconds: float) -> Callable[[str], None]:
   return inner
 
 
+def _shared_pass(prep, clients_per_round: list[int], num_samples: int):
+  """The updates of a group's one gradient pass, shared by the clients-per-round values K of its tasks: all of
+  prep's (every client's, as `prepare` samples them) when a task has K = 1, otherwise the union of the updates the
+  aggregates of each K need (each client's first ones, in prep's order). Fixed by the group, not by which of its
+  tasks are left to run, so that a resumed group computes the very values of an unbroken one."""
+  if 1 in clients_per_round:
+    return prep
+  rows = np.unique(np.concatenate([aggregated(prep, k, num_samples)[1] for k in clients_per_round]))
+  return take_updates(prep, rows)
+
+
+def _clients_per_round(prep, per_update: tuple, cfg: LeakageConfig, log) -> tuple:
+  """(the Prepared of cfg's tasks, per_update's leaves restricted to their updates): the pass itself at K = 1, the
+  updates that reach an aggregate of K (in its order) otherwise."""
+  if cfg.aggregate_clients == 1:
+    return prep, per_update
+  mine, rows = aggregated(prep, cfg.aggregate_clients, cfg.num_samples, log)
+  return mine, jax.tree.map(lambda a: a[rows], per_update)
+
+
 def _run_har_group(group: Group, todo: list[Task], store: Store, log) -> None:
   first = todo[0].config
   base = leakage_config(first)
+  ks = sorted({t.config.get("aggregate_clients", 1) for t in group.tasks})
   t0 = time.perf_counter()
   inner = _every(log, GROUP_PROGRESS_EVERY_S)
-  prep = prepare(base, None, None, None)
+  whole = dataclasses.replace(base, aggregate_clients=1)       # every client's updates, aggregated per K below
+  prep = _shared_pass(prepare(whole, None, None, None), ks, base.num_samples)
   if first["multi_step"] is not None:
-    grads = compute_updates(prep, base, LdpConfig(), inner)
+    grads = compute_updates(prep, whole, LdpConfig(), inner)
+    t_pass = time.perf_counter() - t0
     from jaxleak.runs.leakage.scoring import attack_and_score
-    result = attack_and_score(prep, base, grads, {})
-    store.write(todo[0], leakage_results(result), {"group_s": time.perf_counter() - t0})
+    for task in todo:                                          # one task per K (multi-step tasks have no LDP)
+      cfg = leakage_config(task.config)
+      mine, (g,) = _clients_per_round(prep, (grads,), cfg, inner)
+      result = attack_and_score(mine, cfg, g, {})
+      store.write(task, leakage_results(result), {"group_s": time.perf_counter() - t0, "shared_pass_s": t_pass})
     return
-  settings = [(t.config["sigma"], t.config["tau"]) for t in todo]
+  settings_all = [(t.config["sigma"], t.config["tau"]) for t in todo]
   scopes = {t.config["clip_scope"] for t in todo} - {None}
   scope = scopes.pop() if scopes else "all"
-  if any(tau > 0 for _, tau in settings) and scope == "all":
-    grads, norms = compute_heads_and_norms(prep, base, inner)
+  if any(tau > 0 for _, tau in settings_all) and scope == "all":
+    grads, norms = compute_heads_and_norms(prep, whole, inner)
   else:
-    grads, norms = compute_updates(prep, base, LdpConfig(), inner), np.full(len(prep.indices), np.nan, np.float32)
+    grads, norms = compute_updates(prep, whole, LdpConfig(), inner), np.full(len(prep.indices), np.nan, np.float32)
   t_pass = time.perf_counter() - t0
-  noise_keys = jax.vmap(lambda k: jax.random.fold_in(k, 1))(prep.dropout_keys)
-  k = base.aggregate_clients                   # k > 1: the attacks read aggregates of k updates (aggregation.py)
-  view = prep if k == 1 else aggregation.aggregated_view(prep)
-  keys, star_params, head = attack_inputs(view, base, k * base.num_samples)
-  basis = aggregation.per_aggregate(rlu_bases(prep, base), k) if "rlu" in base.attacks else None
-  preds = sweep_settings(grads, jnp.asarray(norms), noise_keys, keys, star_params, head, settings,
-                         names=base.attacks, num_samples=k * base.num_samples, scope=scope, rlu_basis=basis,
-                         compression=base.compression, aggregate=k)
-  truth = true_counts(view)
-  t_sweep = time.perf_counter() - t0 - t_pass
-  for i, task in enumerate(todo):
-    cfg = leakage_config(task.config, *settings[i])
-    mine = {n: preds[n][i] for n in base.attacks}
-    result = score(view, cfg, mine, truth, {})
-    if k > 1:
-      result = with_members(result, prep, cfg, mine)
-    store.write(task, leakage_results(result), {"shared_pass_s": t_pass, "sweep_s": t_sweep,
-                                                "settings_in_group": len(todo)})
+  for k in ks:
+    tasks = [t for t in todo if t.config.get("aggregate_clients", 1) == k]
+    if not tasks:
+      continue
+    t_k = time.perf_counter()
+    settings = [(t.config["sigma"], t.config["tau"]) for t in tasks]
+    cfg_k = leakage_config(tasks[0].config)
+    mine, (g, n) = _clients_per_round(prep, (grads, norms), cfg_k, inner)
+    noise_keys = jax.vmap(lambda key: jax.random.fold_in(key, 1))(mine.dropout_keys)
+    view = mine if k == 1 else aggregation.aggregated_view(mine)   # k > 1: attacks read aggregates of k updates
+    keys, star_params, head = attack_inputs(view, cfg_k, k * base.num_samples)
+    basis = aggregation.per_aggregate(rlu_bases(mine, cfg_k), k) if "rlu" in base.attacks else None
+    preds = sweep_settings(g, jnp.asarray(n), noise_keys, keys, star_params, head, settings,
+                           names=base.attacks, num_samples=k * base.num_samples, scope=scope, rlu_basis=basis,
+                           compression=base.compression, aggregate=k)
+    truth = true_counts(view)
+    t_sweep = time.perf_counter() - t_k
+    for i, task in enumerate(tasks):
+      cfg = leakage_config(task.config, *settings[i])
+      mine_preds = {name: preds[name][i] for name in base.attacks}
+      result = score(view, cfg, mine_preds, truth, {})
+      if k > 1:
+        result = with_members(result, mine, cfg, mine_preds)
+      store.write(task, leakage_results(result), {"shared_pass_s": t_pass, "sweep_s": t_sweep,
+                                                  "settings_in_group": len(tasks)})
 
 
 def _checkpoint(store: Store, task: Task) -> Optional[str]:

@@ -3,7 +3,8 @@
 A task is one configuration whose results form one record; its key is the fingerprint of its full configuration
 (so a changed setting is a new task, never a mix). A group is the tasks that share one gradient pass: the same
 dataset, model, state, sampling, seed and local training, differing only in their LDP (sigma, tau), which the
-engine sweeps in one vmapped computation. Each Eavesdrop federation is a group of its own.
+engine sweeps in one vmapped computation, and in how many clients a securely aggregated round gathers (K: each
+K's aggregates are made from the same updates). Each Eavesdrop federation is a group of its own.
 """
 from __future__ import annotations
 
@@ -42,10 +43,13 @@ class Group:
       alpha += ("" if c.get("head_bias", True) else " no-bias") + (
           f" CR={c['compression']:g}" if c.get("compression") else "") + (
           f" dropout={c['dropout']:g}" if c.get("dropout") is not None else "") + (
-          f" loss={c['client_loss']}" if c.get("client_loss", "mean") != "mean" else "") + (
-          f" aggregated K={c['aggregate_clients']}" if c.get("aggregate_clients", 1) > 1 else "")
+          f" loss={c['client_loss']}" if c.get("client_loss", "mean") != "mean" else "")
+      ks = sorted({t.config.get("aggregate_clients", 1) for t in self.tasks})
+      if ks != [1]:
+        alpha += f" aggregated K={','.join(map(str, ks))}"
+      many = f" ({len(self.tasks)} LDP settings)" if len(ks) == 1 else f" ({len(self.tasks)} tasks)"
       return (f"{c['dataset']} {c['model']} {c['state']} {c['sampling']} seed={c['seed']} N={c['num_samples']}"
-              + alpha + local + (f" ({len(self.tasks)} LDP settings)" if len(self.tasks) > 1 else ""))
+              + alpha + local + (many if len(self.tasks) > 1 else ""))
     shown = ("dataset", "model", "num_participants", "fraction", "local_epochs", "local_batch_size", "compression",
              "dropout")
     text = " ".join(f"{k}={c[k]}" for k in shown)
@@ -91,8 +95,8 @@ def _har_tasks(part: HarGrid) -> list[tuple[dict, dict]]:
       part.aggregate_clients or (1,)):
     # a re-partition (an aggregation) is named only when set, so the keys of tasks without one are unchanged
     extra = {} if alpha is None else {"dirichlet_alpha": float(alpha)}
-    if k > 1:
-      extra["aggregate_clients"] = int(k)
+    # Clients per aggregated round: a task's field, not its group's, so the K of one setting share a gradient pass.
+    agg = {"aggregate_clients": int(k)} if k > 1 else {}
     if not part.head_bias:
       extra["head_bias"] = False
     if part.compression:
@@ -111,11 +115,11 @@ def _har_tasks(part: HarGrid) -> list[tuple[dict, dict]]:
       for n, b, s in part.multi_step:
         group = dict(common, num_samples=n, multi_step=[n, b, s], local_lr=part.local_lr,
                      equivalent=part.equivalent)
-        out.append((group, dict(group, sigma=0.0, tau=0.0, clip_scope=None)))
+        out.append((group, dict(group, **agg, sigma=0.0, tau=0.0, clip_scope=None)))
     else:
       group = dict(common, num_samples=part.num_samples, multi_step=None, local_lr=None, equivalent=None)
       for sigma, tau in part.ldp:
-        out.append((group, dict(group, sigma=float(sigma), tau=float(tau),
+        out.append((group, dict(group, **agg, sigma=float(sigma), tau=float(tau),
                                 clip_scope=part.clip_scope if tau > 0 else None)))
   return out
 
@@ -262,7 +266,7 @@ def check_client_sizes(plan: Plan, loaded: Optional[dict] = None) -> None:
   for g in plan.groups:
     if g.kind != "har":
       continue
-    cfg = leakage_config(g.tasks[0].config)
+    cfg = leakage_config(max(g.tasks, key=lambda t: t.config.get("aggregate_clients", 1)).config)  # largest K
     data_key = (cfg.dataset, cfg.data_dir, cfg.synthetic_scale, cfg.seed)
     clients_key = data_key + (cfg.clients, cfg.num_clients, cfg.dirichlet_alpha, cfg.dirichlet_clients)
     if clients_key + (cfg.num_samples, cfg.aggregate_clients) in seen:
