@@ -12,9 +12,8 @@ from jaxleak.runs.study.plan import Plan, describe, loaded_clients, loaded_datas
 def estimate_cost(plan: Plan, loaded: Optional[dict] = None) -> dict[str, float]:
   """Estimated work per group, in window (or example) passes through the model, a forward pass counting 1 and a
   backward pass 2; HAR datasets are loaded (once each) and sampled as the run samples them to count every
-  client's updates (`updates_per_client`); LLG*'s dummy passes count
-  once per attacked model (each trained fold) and N, in the first group that needs them. For --dry_run and the
-  FLOP floor of benchmarks/study.py."""
+  client's updates (`updates_per_client`); LLG*'s dummy passes count once per attacked model (each trained fold)
+  and N, in the first group that needs them. For --dry_run and the FLOP floor of benchmarks/study.py."""
   from jaxleak import attacks as A
   from jaxleak.runs.study.engine import eavesdrop_config
   loaded = {} if loaded is None else loaded
