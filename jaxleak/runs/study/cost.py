@@ -151,7 +151,7 @@ def estimate_flops(plan: Plan, loaded: Optional[dict] = None,
 
 
 #: What whole studies took against their FLOP floor here (BUILD_NOTES.md, "Speed"): a 2-core CPU.
-MEASURED_FLOOR_RATIOS = "on a 2-core CPU, whole HAR grids took 2.0-3.2x their floor, TinyHAR-only groups up to ~20x"
+MEASURED_FLOOR_RATIOS = "on a 2-core CPU, whole HAR grids took 2.0-3.9x their floor, TinyHAR-only groups up to ~35x"
 
 
 def describe_with_cost(plan: Plan, done: Optional[set] = None, loaded: Optional[dict] = None,
