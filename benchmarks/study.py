@@ -13,7 +13,8 @@ DeepConvLSTM updates, random gradients) over K updates, in fresh subprocesses: p
 in one call and in calls of `engine.UPDATES_PER_CALL`.
 grid: runs `--preset` (default har_paper, with the --set overrides) into a temporary study folder and prints the wall
 time by group next to its FLOP floor (`cost.estimate_flops`: estimated window passes x forward FLOPs per window,
-over this machine's matmul peak, measured in the same run; `study run --dry_run` prints the same floor).
+over this machine's matmul peak, measured in the same run; `study run --dry_run` prints the same floor), and how
+many programs XLA compiled during the grid (and in how many seconds) or loaded from the persistent cache.
 """
 import subprocess
 import sys
@@ -39,7 +40,7 @@ def sweep():
   from jaxleak.runs.leakage import LeakageConfig
   from jaxleak.runs.leakage.prepare import prepare
   from jaxleak.runs.leakage.scoring import attack_inputs
-  from jaxleak.runs.leakage.updates import compute_heads_and_norms
+  from jaxleak.runs.leakage.updates import call_size, compute_heads_and_norms
   from jaxleak.runs.study import engine
   cfg = LeakageConfig(dataset=FLAGS.dataset, model=FLAGS.model, num_clients=FLAGS.num_clients)
   t0 = time.perf_counter()
@@ -58,7 +59,7 @@ def sweep():
     return time.perf_counter() - t, out
 
   k = len(prep.indices)
-  per_update = -(-k // -(-k // engine.UPDATES_PER_CALL))
+  per_update = call_size(k, engine.UPDATES_PER_CALL)
   sizes = {n: engine.default_settings_per_call(grads, n, per_update) for n in (10, 1000)}
   for n in sorted(set(sizes.values())):                            # compile each call size outside the timings
     timed(n)
@@ -125,6 +126,24 @@ def sweep_memory():
       print(f"K = {k:6d}, 16 settings, updates in {label:16s}: {_sweep_memory_child(k, u)}", flush=True)
 
 
+def _counting_compilations() -> dict:
+  """{'compiled': XLA compilations, 'compile_s': their seconds, 'cache_hits': programs loaded from the persistent
+  cache instead}, counted from now on in this process (jax.monitoring's events)."""
+  counts = {"compiled": 0, "compile_s": 0.0, "cache_hits": 0}
+
+  def on_duration(event, secs, **_):
+    if event == "/jax/core/compile/backend_compile_duration":
+      counts["compiled"] += 1
+      counts["compile_s"] += secs
+
+  def on_event(event, **_):
+    if event == "/jax/compilation_cache/cache_hits":
+      counts["cache_hits"] += 1
+  jax.monitoring.register_event_duration_secs_listener(on_duration)
+  jax.monitoring.register_event_listener(on_event)
+  return counts
+
+
 def grid():
   from jaxleak.flops import matmul_peak
   from jaxleak.runs import study as S
@@ -133,8 +152,10 @@ def grid():
   plan = S.make_plan(S.override(S.preset(FLAGS.preset), values))
   before = matmul_peak() * 1e9
   floor = estimate_flops(plan)
+  compilations = _counting_compilations()
   with tempfile.TemporaryDirectory() as d:
     summary = S.run_plan(plan, S.Store(d), progress=print)
+  compilations = dict(compilations)
   # The peak drifts between sittings (169-207 GFLOP/s on this 2-core CPU) and within one: measured before and after
   # the grid, the floor uses the higher reading, so a slow moment at the start cannot flatter the ratio.
   after = matmul_peak() * 1e9
@@ -144,6 +165,8 @@ def grid():
         f"FLOP floor {total_floor:.0f} s ({sum(floor.values()) / 1e12:.1f} TFLOP at the matmul peak {peak / 1e9:.0f} "
         f"GFLOP/s, the higher of {before / 1e9:.0f} before and {after / 1e9:.0f} after the grid): wall / floor = "
         f"{summary.wall_s / total_floor:.2f}")
+  print(f"XLA compilations during the grid: {compilations['compiled']} ({compilations['compile_s']:.1f} s); "
+        f"programs loaded from the persistent cache: {compilations['cache_hits']}")
   rows = [(secs, floor.get(g.key, float("nan")) / peak, label)
           for g, (label, secs) in zip(plan.groups, summary.per_group_s)]
   by_kind = {}

@@ -17,6 +17,22 @@ from jaxleak.runs.leakage.prepare import Prepared, log
 from jaxleak.types import LastLayerGrads
 
 
+def call_size(count: int, limit: int, unit: int = 1) -> int:
+  """Items per compiled call when `count` items run in calls of at most `limit`: as many calls as `limit` needs,
+  their size evened out (the least padding) and then rounded up to one of eight sizes per octave (1, ..., 8, 9, 10,
+  ..., 16, 18, ..., 32, 36, ...; never above `limit`) and to a multiple of `unit` (the device count).
+
+  The rounding lets runs whose counts differ a little (a study's samplings, its K of secure aggregation) share one
+  compiled program, for under 12.5 % more padding than exact evening; each new program costs a compilation (on
+  2 CPU cores 0.5-4 s each; on an accelerator, where padded work is close to free, more)."""
+  if count < 1 or limit < 1 or unit < 1:
+    raise ValueError(f"call_size: count ({count}), limit ({limit}) and unit ({unit}) must be >= 1.")
+  evened = -(-count // -(-count // limit))
+  granule = 1 << max(0, evened.bit_length() - 4)
+  size = min(limit, -(-evened // granule) * granule)
+  return -(-size // unit) * unit
+
+
 def fold_call_size(batches_per_fold, limit: int, unit: int = 1) -> int:
   """Updates per call when every call holds one fold's updates: the multiple of `unit` (the device count) times a
   power of two, at most max(limit, unit), that minimises padded updates plus one update's worth per call (a fold's
@@ -60,12 +76,10 @@ def in_calls(prep: Prepared, per_call: int, fn, progress: Optional[Callable[[str
   Returns fn's output pytree with a leading axis K (NumPy), in update order.
   """
   k = len(prep.indices)
-  per_call = -(-k // -(-k // per_call))              # as many calls as before, evened out: the least padding
   place = lambda tree: tree
-  unit = 1
+  unit = 1 if prep.mesh is None else prep.mesh.devices.size
+  per_call = call_size(k, per_call, unit)
   if prep.mesh is not None:                                       # a multiple of the device count, batch-sharded
-    unit = prep.mesh.devices.size
-    per_call = -(-per_call // unit) * unit
     sharding = jax.sharding.NamedSharding(prep.mesh, jax.sharding.PartitionSpec("batch"))
     place = lambda tree: jax.device_put(tree, sharding)
   per_fold = prep.fold_of_batch is not None and client_execution(prep.variables, execution) == "sequential"

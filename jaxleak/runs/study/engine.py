@@ -37,7 +37,7 @@ from jaxleak.runs.leakage.config import LeakageConfig
 from jaxleak.runs.leakage.prepare import aggregated, prepare, take_updates
 from jaxleak.runs.leakage.scoring import (attack_inputs, attack_updates, rlu_bases, score, true_counts,
                                           with_members)
-from jaxleak.runs.leakage.updates import compute_heads_and_norms, compute_updates
+from jaxleak.runs.leakage.updates import call_size, compute_heads_and_norms, compute_updates
 from jaxleak.runs.study.plan import Group, Plan, Task, counted, describe
 from jaxleak.runs.study.store import Store
 from jaxleak.types import LastLayerGrads
@@ -188,7 +188,8 @@ def sweep_settings(grads, norms, noise_keys, attack_keys, star_params, head, set
 
   Settings run in padded chunks of `per_call` (default: `settings_per_call` for this backend: 16 on XLA:CPU, as
   few calls as memory allows on accelerators); updates in calls of at most `updates_per_call` (as many calls as
-  that needs, evened out; the last padded with repeats), so a call's memory (`per_call` x updates x C x D) is
+  that needs, of `updates.call_size`: evened out and rounded so that groups of about the same size share the
+  compiled sweep; the last call padded with repeats), so a call's memory (`per_call` x updates x C x D) is
   bounded whatever K and the number of settings. Every update and setting is attacked on its own (the noise key
   is the update's, not the setting's position), so neither split changes results (tested)."""
   if (per_call is not None and per_call < 1) or updates_per_call < 1:
@@ -196,8 +197,7 @@ def sweep_settings(grads, norms, noise_keys, attack_keys, star_params, head, set
   k = int(np.shape(norms)[0])
   if k % aggregate:
     raise ValueError(f"sweep_settings: {k} updates are not whole aggregates of {aggregate}.")
-  per_update = -(-k // -(-k // updates_per_call))
-  per_update = -(-per_update // aggregate) * aggregate      # whole aggregates in every call
+  per_update = call_size(k // aggregate, max(1, updates_per_call // aggregate)) * aggregate  # whole aggregates
   if per_call is None:
     per_call = default_settings_per_call(grads, len(settings), per_update)
   sig = np.asarray([s for s, _ in settings], np.float32)
