@@ -67,9 +67,10 @@ def execute(main: Callable[[list[str]], object], fv: flags.FlagValues, argv: lis
     # --replicates=100000 or --local_epochs=100000000 (found 2026-12-04, sixteenth session: tracebacks).
     if not (isinstance(e, MemoryError) or "RESOURCE_EXHAUSTED" in str(e)):
       raise
+    chunk = ", or --chunk_size, the updates computed at once" if "chunk_size" in fv else ""
     print(f"error: out of memory ({_message(e).removeprefix('RESOURCE_EXHAUSTED: ')}): the sizes asked for need "
           "more memory than this machine has; lower them (participants, replicates, epochs, examples, clients or "
-          "settings), or run on a larger machine. Anything already stored is kept.", file=sys.stderr)
+          f"settings{chunk}), or run on a larger machine. Anything already stored is kept.", file=sys.stderr)
     return 2
   return 0
 
@@ -299,8 +300,9 @@ def define_leakage_flags(fv: flags.FlagValues, *, multi_step: bool) -> None:
                        "mean update of K clients a round; the clients are dealt into cohorts of K, each round of a "
                        "cohort covers K x N windows, scored per cohort (1 = each client's own update).", **d)
   flags.DEFINE_bool("minmax", not multi_step, "Per-update min-max input scaling.", **d)
-  flags.DEFINE_integer("chunk_size", None, "Updates vmapped together (memory vs speed; default 8, on CPU 1 where "
-                       "a full backward pass is computed: local training, whole-model clipping).", **d)
+  flags.DEFINE_integer("chunk_size", None, "Updates vmapped together (memory vs speed; default on CPU 8, or 1 where "
+                       "a full backward pass is computed: local training, whole-model clipping; on a GPU or TPU about "
+                       "6,400 windows' worth, 8 to 256).", **d)
   flags.DEFINE_float("noise", 0.0, "LDP: Gaussian noise std sigma (0 = none)" +
                      (", per local step." if multi_step else "."), **d)
   flags.DEFINE_float("clip", 0.0, "LDP: clip to L2 norm tau before the noise (0 = no clipping).", **d)

@@ -68,3 +68,20 @@ def test_a_sweep_over_a_few_updates_fewer_reuses_the_compiled_sweep():
   assert engine.sweep_chunk._cache_size() == compiled
   for n in names:
     np.testing.assert_array_equal(fewer[n], whole[n][:, :116])
+
+
+def test_updates_vmapped_together_on_cpu_as_measured_and_on_accelerators_by_windows(monkeypatch):
+  from jaxleak.federated import LocalSteps
+  single = lambda n, **kw: LeakageConfig(num_samples=n, **kw)
+  multi = lambda n, b, s: LeakageConfig(num_samples=n, local=LocalSteps(batch_size=b, steps=s))
+  monkeypatch.setattr(jax, "default_backend", lambda: "cpu")
+  assert [single(100).vmap_chunk(f) for f in (True, False)] == [1, 8]
+  assert multi(100, 20, 5).vmap_chunk(True) == 1 and single(100, chunk_size=5).vmap_chunk(True) == 5
+  for backend in ("gpu", "tpu"):
+    monkeypatch.setattr(jax, "default_backend", lambda: backend)
+    # the largest power of two of updates within 6,400 windows, 8 to 256
+    assert [single(n).vmap_chunk(f) for n in (100, 500, 20, 10, 5000) for f in (True, False)] == [
+        64, 64, 8, 8, 256, 256, 256, 256, 8, 8]
+    assert [multi(*nbs).vmap_chunk(True) for nbs in ((100, 20, 5), (100, 50, 2), (500, 100, 5), (20, 10, 2))] == [
+        64, 64, 8, 256]
+    assert single(100, chunk_size=5).vmap_chunk(True) == 5            # a chunk given is used as given

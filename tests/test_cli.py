@@ -189,12 +189,22 @@ def test_sizes_too_large_for_memory_are_one_line(tmp_path, capsys):
                                       "--local_epochs=100000000"]) == 2
   err = capsys.readouterr().err
   assert err.startswith("error: out of memory (Out of memory allocating") and "lower them" in err
+  assert "--chunk_size" not in err                                 # Eavesdrop has no such flag
   fv = cli.flags.FlagValues()
 
   def numpy_runs_out(argv):
     raise MemoryError("Unable to allocate 3.73 GiB for an array with shape (500000008,) and data type int64")
   assert cli.execute(numpy_runs_out, fv, []) == 2
   assert "error: out of memory (Unable to allocate 3.73 GiB" in capsys.readouterr().err
+
+  har = cli.flags.FlagValues()                                     # a HAR driver's flags: its chunk is a size too
+  cli.flags.DEFINE_integer("chunk_size", None, "updates at once", flag_values=har)
+
+  def the_gpu_runs_out(argv):
+    raise RuntimeError("RESOURCE_EXHAUSTED: Out of memory while trying to allocate 17179869184 bytes.")
+  assert cli.execute(the_gpu_runs_out, har, []) == 2
+  err = capsys.readouterr().err
+  assert err.startswith("error: out of memory (Out of memory while") and "or --chunk_size, the updates" in err
 
   def a_bug(argv):
     raise RuntimeError("something else")

@@ -17,6 +17,11 @@ from jaxleak.federated.single_step import METHODS
 from jaxleak.privacy import LdpConfig
 from jaxleak.runs import fields
 
+#: Accelerators: windows one vmapped call passes through the model (`LeakageConfig.vmap_chunk`). 64 updates of 100
+#: windows: XLA:CPU's memory analysis of a WEAR-shaped DeepConvLSTM's full backward at 64 updates reads 7.3 GB of
+#: temporaries (the norms pass; local training N:B:S = 100:20:5 3.2 GB), within a 16 GB card.
+ACCELERATOR_WINDOWS_PER_VMAP = 6400
+
 
 def check_every_window_trained(n: int, b: int, s: int) -> None:
   """Refuses a multi-step (N, B, S) whose S steps of B windows do not reach all N windows of the update (B S < N):
@@ -64,14 +69,23 @@ class LeakageConfig:
   aggregate_clients: int = 1                         # K > 1: secure aggregation of K clients a round (aggregation.py)
 
   def vmap_chunk(self, full_backward: bool) -> int:
-    """Updates vmapped together: `chunk_size` when set; otherwise 8, except 1 on XLA:CPU for computations with a
+    """Updates vmapped together: `chunk_size` when set. Otherwise, on XLA:CPU, 8, except 1 for computations with a
     full backward pass (local training, whole-model clipping, the norms of an LDP sweep). Measured on 2 CPU cores
     (`benchmarks/chunk_sizes.py`, vmap of 1 vs 8 updates of 100 windows): multi step TinyHAR 1.44x, DeepConvLSTM
     1.11x faster; the norms pass DeepConvLSTM 1.09x (HAPT), TinyHAR 1.87x (WEAR-shaped); the forward-only single
-    step is 1.12x slower with 1, so it keeps 8 (BUILD_NOTES.md, "Chunk sizes")."""
+    step is 1.12x slower with 1, so it keeps 8 (BUILD_NOTES.md, "Chunk sizes").
+
+    On accelerators (not yet measured there): about `ACCELERATOR_WINDOWS_PER_VMAP` windows through the model at
+    once, the largest power of two of updates within it, at least 8 and at most 256 (an update passes N windows
+    in a single step, S B in S local steps): N = 100 or S B = 100 -> 64, S B = 500 -> 8. A GPU runs these small
+    models' kernels far below its capacity, so a call's time is mostly launches, whatever it holds."""
     if self.chunk_size is not None:
       return self.chunk_size
-    return 1 if full_backward and jax.default_backend() == "cpu" else 8
+    if jax.default_backend() == "cpu":
+      return 1 if full_backward else 8
+    windows = self.local.steps * self.local.batch_size if self.local is not None else self.num_samples
+    fits = max(1, ACCELERATOR_WINDOWS_PER_VMAP // max(1, windows))
+    return min(256, max(8, 1 << (fits.bit_length() - 1)))
 
   def validate(self) -> None:
     """Raises ValueError naming the field, the value and what is allowed. Cheap: no data is read."""
