@@ -1,18 +1,14 @@
 """How many updates one compiled call holds (`updates.call_size`): few sizes, little padding, and runs whose update
-counts differ a little reuse one compiled program (the gradient pass and a study's LDP sweep)."""
+counts differ a little reuse one compiled program (the gradient pass here; a study's LDP sweep: test_study.py)."""
 import dataclasses
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxleak import LastLayerGrads, LastLayerParams
-import jaxleak.attacks as A
 from jaxleak.runs.leakage import LeakageConfig
 from jaxleak.runs.leakage.prepare import prepare, take_updates
 from jaxleak.runs.leakage.updates import call_size, compute_updates
-from jaxleak.runs.study import engine
 
 
 @pytest.mark.parametrize("limit,unit", [(1, 1), (8, 1), (50, 1), (64, 1), (512, 1), (64, 4), (8, 3)])
@@ -46,28 +42,6 @@ def test_a_run_with_a_few_updates_fewer_reuses_the_compiled_gradient_pass():
   assert _last_layer_grads._cache_size() == compiled
   for a, b in zip(jax.tree.leaves(fewer), jax.tree.leaves(whole)):
     np.testing.assert_array_equal(a, np.asarray(b)[:116])
-
-
-def _sweep_inputs(k, d=8, c=5):
-  key = jax.random.key(0)
-  grads = LastLayerGrads(kernel=0.1 * jax.random.normal(key, (k, d, c)), bias=0.1 * jax.random.normal(key, (k, c)))
-  keys = jax.random.split(key, k)
-  head = LastLayerParams(kernel=jnp.zeros((k, d, c)), bias=jnp.zeros((k, c)))
-  star = {"wainakh": A.LLGStarParams(impact=jnp.full((k,), -0.01), offsets=jnp.zeros((k, c)))}
-  return grads, jnp.ones(k), keys, keys, star, head
-
-
-def test_a_sweep_over_a_few_updates_fewer_reuses_the_compiled_sweep():
-  names, settings = ("ebi", "llbg"), [(0.0, 0.0), (0.05, 0.5)]
-  run = lambda inputs: engine.sweep_settings(*inputs, settings, names=names, num_samples=20, scope="all",
-                                             updates_per_call=64)
-  inputs = _sweep_inputs(120)
-  whole = run(inputs)
-  compiled = engine.sweep_chunk._cache_size()
-  fewer = run(jax.tree.map(lambda a: a[:116], inputs))       # evened: 2 calls of 58 updates, not 60
-  assert engine.sweep_chunk._cache_size() == compiled
-  for n in names:
-    np.testing.assert_array_equal(fewer[n], whole[n][:, :116])
 
 
 def test_updates_vmapped_together_on_cpu_as_measured_and_on_accelerators_by_windows(monkeypatch):

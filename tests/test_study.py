@@ -134,6 +134,19 @@ def test_compilations_do_not_grow_with_the_number_of_settings():
   np.testing.assert_array_equal(out1000["ebi"][:10], out10["ebi"])          # settings repeat with period 35
 
 
+def test_a_sweep_over_a_few_updates_fewer_reuses_the_compiled_sweep():
+  names, settings = ("ebi", "llbg"), [(0.0, 0.0), (0.05, 0.5)]
+  run = lambda inputs: engine.sweep_settings(*inputs, settings, names=names, num_samples=20, scope="all",
+                                             updates_per_call=64)
+  inputs = _random_inputs(k=120)
+  whole = run(inputs)
+  compiled = engine.sweep_chunk._cache_size()
+  fewer = run(jax.tree.map(lambda a: a[:116], inputs))       # evened: 2 calls of 58 updates, not 60
+  assert engine.sweep_chunk._cache_size() == compiled
+  for n in names:
+    np.testing.assert_array_equal(fewer[n], whole[n][:, :116])
+
+
 def test_settings_per_call_is_16_on_cpu_and_as_few_calls_as_memory_allows_on_accelerators():
   spc = engine.settings_per_call
   grad_floats = 19 * 129                                          # C = 19, D = 128 (+ bias)
