@@ -31,6 +31,10 @@ flags.DEFINE_enum("executor", "local", ["local", "ray"], "Run groups here, or on
 flags.DEFINE_bool("wait", False, "After the groups nobody else holds, wait for the ones other processes sharing "
                   "the folder are running, and run what they leave undone: return only when every task is stored.",
                   **_d)
+flags.DEFINE_integer("chunk_size", None, "HAR updates vmapped together (memory vs speed; default as the drivers': on "
+                     "CPU 8, or 1 for a full backward pass; on a GPU or TPU about 6,400 windows' worth, 8 to 256). "
+                     "Lower it if a group runs out of memory; how records are computed, not part of their keys.",
+                     **_d)
 flags.DEFINE_string("ray_address", None, "Ray cluster address for --executor=ray (default: start a local one).",
                     **_d)
 
@@ -39,8 +43,8 @@ cli.define_distributed_flags(FLAGS)
 COMMANDS = ("run", "status", "collect", "list")
 
 #: Flags only `run` reads (`status` and `collect` read the stored study, whole).
-RUN_ONLY_FLAGS = ("set", "dry_run", "task_index", "num_tasks", "executor", "ray_address", "wait", "distributed",
-                  "coordinator_address", "num_processes", "process_id", "distributed_timeout")
+RUN_ONLY_FLAGS = ("set", "dry_run", "task_index", "num_tasks", "executor", "ray_address", "wait", "chunk_size",
+                  "distributed", "coordinator_address", "num_processes", "process_id", "distributed_timeout")
 
 
 def main(argv):
@@ -81,9 +85,14 @@ def main(argv):
                           "share of each group's updates.")
     cli.check_distributed_flags(FLAGS)
     cli.positive_int(FLAGS, "num_tasks")
+    if FLAGS.chunk_size is not None:
+      cli.positive_int(FLAGS, "chunk_size")
     cli.check(FLAGS, "task_index", 0 <= FLAGS.task_index < FLAGS.num_tasks, f"in [0, {FLAGS.num_tasks})")
     study = S.override(S.preset(rest[0]), _overrides(FLAGS.set))
     plan = S.make_plan(study, check_inputs=not FLAGS.dry_run)
+    if FLAGS.chunk_size is not None and not any(g.kind == "har" for g in plan.groups):
+      raise cli.FlagError(f"--chunk_size: read only by HAR groups, and {rest[0]} has none (Eavesdrop runs vmap "
+                          "their participants whole); drop it.")
     shard = plan.shard(FLAGS.task_index, FLAGS.num_tasks)
     if FLAGS.dry_run:
       from jaxleak.runs.study.cost import describe_dry_run
@@ -108,9 +117,10 @@ def main(argv):
     store = S.Store(FLAGS.study_dir, read_only=not writer)
     S.adopt_folder(plan, store, write=writer, progress=print)
     if FLAGS.executor == "ray":
-      executors.run_with_ray(shard, store, address=FLAGS.ray_address, progress=cli.progress)
+      executors.run_with_ray(shard, store, address=FLAGS.ray_address, progress=cli.progress,
+                             chunk_size=FLAGS.chunk_size)
     else:
-      S.run_plan(shard, store, progress=print, wait=FLAGS.wait)
+      S.run_plan(shard, store, progress=print, wait=FLAGS.wait, chunk_size=FLAGS.chunk_size)
     return
   if rest:
     raise cli.FlagError(f"{command} takes no arguments besides --study_dir.")

@@ -1,6 +1,7 @@
 """The study engine: plans, sweeps in one compilation, records equal to separate runs, Whole Determination tasks,
 shards, collect, bad input."""
 import csv
+import json
 import re
 import os
 
@@ -481,6 +482,9 @@ def test_a_damaged_record_is_recomputed_not_trusted(ldp_study):
     (["run", "har_multistep", "--dry_run", "--set=multi_step=100:x:5"], "multi_step item '100:x:5': 'x' is not an"),
     (["run", "har_ldp", "--dry_run", "--set=ldp=0:0,0.1:y"], "ldp item '0.1:y': 'y' is not a number."),
     (["run", "har_dirichlet", "--dry_run", "--set=dirichlet_alphas=0.1,x"], "dirichlet_alphas: 'x' is not a number."),
+    (["run", "har_sampling", "--chunk_size=0"], "--chunk_size=0: must be a positive integer."),
+    (["run", "eavesdrop_tables", "--chunk_size=4"], "--chunk_size: read only by HAR groups, and eavesdrop_tables"),
+    (["status", "--chunk_size=4"], "--chunk_size: read only by `run`"),
 ])
 def test_bad_study_commands_are_refused_before_any_work(args, message, tmp_path, capsys):
   rc = cli.call(study_cli.main, study_cli.FLAGS, [*args, f"--study_dir={tmp_path / 's'}"])
@@ -854,6 +858,36 @@ def _recording(fn, returned: list):
     returned.append(fn(*args, **kwargs))
     return returned[-1]
   return wrapped
+
+
+def test_a_chunk_size_given_to_a_study_computes_its_har_groups_and_is_in_their_timings(tmp_path, capsys, monkeypatch):
+  """`study run --chunk_size=2`: every HAR group's updates vmapped 2 at a time (a full backward pass takes 1 by
+  default on XLA:CPU, the forward-only pass 8), the records' per-client metrics those of the default, the keys
+  the same (how, not what), and the chunk in each task's timings file."""
+  chunks = []
+  monkeypatch.setattr(L.LeakageConfig, "vmap_chunk", _recording(L.LeakageConfig.vmap_chunk, chunks))
+  tiny = [f"--set={k}={v}" for k, v in TINY.items()] + ["--set=samplings=sequential", "--set=attacks=ebi,llbg",
+                                                         "--set=ldp=0:0,0.1:1.0"]
+  runs = {}
+  for name, extra in (("default", []), ("two", ["--chunk_size=2"])):
+    chunks.clear()
+    root = tmp_path / name
+    assert cli.call(study_cli.main, study_cli.FLAGS, ["run", "har_ldp", *tiny, f"--study_dir={root}", *extra]) == 0
+    runs[name] = (set(chunks), S.Store(str(root)))
+  capsys.readouterr()
+  assert runs["default"][0] == {1} and runs["two"][0] == {2}       # the LDP group's norms: a full backward pass
+  plan = runs["two"][1].read_plan()
+  assert len(plan.tasks) == 2
+  for task in plan.tasks:
+    ours, theirs = (runs[n][1].read(task.key)["results"]["attacks"] for n in ("default", "two"))
+    for attack in ("ebi", "llbg"):
+      assert ours[attack]["clients"] == theirs[attack]["clients"]
+    timings = json.loads((tmp_path / "two" / "timings" / f"{task.key}.json").read_text())
+    assert timings["chunk_size"] == 2
+  from jaxleak.runs.study import executors, spec                    # what a Ray task runs, given the chunk
+  chunks.clear()
+  assert executors._run_group(spec.to_json(plan.study), plan.groups[0].key, str(tmp_path / "ray"), 2) == (2, False)
+  assert set(chunks) == {2}
 
 
 def test_the_accelerator_choices_run_here_and_give_the_cpus_records(tmp_path, monkeypatch):

@@ -284,9 +284,9 @@ def _clients_per_round(prep, per_update: tuple, cfg: LeakageConfig, log) -> tupl
   return mine, jax.tree.map(lambda a: a[rows], per_update)
 
 
-def _run_har_group(group: Group, todo: list[Task], store: Store, log) -> None:
+def _run_har_group(group: Group, todo: list[Task], store: Store, log, chunk_size: Optional[int] = None) -> None:
   first = todo[0].config
-  base = leakage_config(first)
+  base = dataclasses.replace(leakage_config(first), chunk_size=chunk_size)
   ks = sorted({t.config.get("aggregate_clients", 1) for t in group.tasks})
   t0 = time.perf_counter()
   inner = _every(log, GROUP_PROGRESS_EVERY_S)
@@ -300,7 +300,8 @@ def _run_har_group(group: Group, todo: list[Task], store: Store, log) -> None:
       cfg = leakage_config(task.config)
       mine, (g,) = _clients_per_round(prep, (grads,), cfg, inner)
       result = attack_and_score(mine, cfg, g, {})
-      store.write(task, leakage_results(result), {"group_s": time.perf_counter() - t0, "shared_pass_s": t_pass})
+      store.write(task, leakage_results(result), {"group_s": time.perf_counter() - t0, "shared_pass_s": t_pass,
+                                                  "chunk_size": chunk_size})
     return
   settings_all = [(t.config["sigma"], t.config["tau"]) for t in todo]
   scopes = {t.config["clip_scope"] for t in todo} - {None}
@@ -334,7 +335,7 @@ def _run_har_group(group: Group, todo: list[Task], store: Store, log) -> None:
       if k > 1:
         result = with_members(result, mine, cfg, mine_preds)
       store.write(task, leakage_results(result), {"shared_pass_s": t_pass, "sweep_s": t_sweep,
-                                                  "settings_in_group": len(tasks)})
+                                                  "settings_in_group": len(tasks), "chunk_size": chunk_size})
 
 
 def _checkpoint(store: Store, task: Task) -> Optional[str]:
@@ -392,12 +393,18 @@ class RunSummary:
 
 
 def run_plan(plan: Plan, store: Store, *, progress: Optional[Callable[[str], None]] = print,
-             wait: bool = False) -> RunSummary:
+             wait: bool = False, chunk_size: Optional[int] = None) -> RunSummary:
   """Runs every group of `plan` whose tasks are not all stored; one line of progress per group with an ETA.
+
+  chunk_size: HAR updates vmapped together (`LeakageConfig.chunk_size`; None: its default for this backend), to
+  trade memory for speed. How a group is computed, not what: not part of a task's key (it is in the task's timings
+  file); results can differ from another chunk size's at float round-off, as from another backend's.
 
   A group another process is running (sharing the folder) is skipped; with `wait`, this process then waits for
   each such group to be released and runs whatever of it is still missing (its holder may have been killed), so
   that it returns only when every task of the plan is stored."""
+  if chunk_size is not None and (not isinstance(chunk_size, int) or isinstance(chunk_size, bool) or chunk_size < 1):
+    raise ValueError(f"chunk_size must be a positive integer (updates vmapped together) or None, got {chunk_size!r}.")
   log = progress or (lambda m: None)
   t_start = time.perf_counter()
   done = store.done_keys(t.key for t in plan.tasks)
@@ -429,8 +436,10 @@ def run_plan(plan: Plan, store: Store, *, progress: Optional[Callable[[str], Non
         if shared:                       # another process may have finished it since the folder was read
           done |= store.done_keys(t.key for t in group.tasks if t.key not in done)
         todo = [t for t in group.tasks if t.key not in done]
-        if todo:
-          {"har": _run_har_group, "eavesdrop": _run_eavesdrop_group,
+        if todo and group.kind == "har":
+          _run_har_group(group, todo, store, log, chunk_size)
+        elif todo:
+          {"eavesdrop": _run_eavesdrop_group,
            "whole_determination": _run_whole_determination_group}[group.kind](group, todo, store, log)
     except storage.Busy as e:
       if wait:

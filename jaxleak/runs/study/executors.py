@@ -40,20 +40,21 @@ def check_address(address: Optional[str], timeout_s: float = 5.0) -> None:
                      "cluster there (ray start --head) or check the address. Nothing was run.") from None
 
 
-def _run_group(study_json: dict, group_key: str, root: str) -> tuple[int, bool]:
+def _run_group(study_json: dict, group_key: str, root: str, chunk_size: Optional[int] = None) -> tuple[int, bool]:
   """One group, run in a Ray worker: the plan is rebuilt from the study config, so only names travel. Returns
   (records written, whether another process was running the group, so that this one skipped it)."""
   from jaxleak.runs.study import engine, spec
   from jaxleak.runs.study.plan import make_plan
   plan = make_plan(spec.from_json(study_json), check_inputs=False)
   groups = tuple(g for g in plan.groups if g.key == group_key)
-  summary = engine.run_plan(Plan(plan.study, groups), Store(root), progress=None)
+  summary = engine.run_plan(Plan(plan.study, groups), Store(root), progress=None, chunk_size=chunk_size)
   return summary.tasks_written, bool(summary.groups_busy)
 
 
 def run_with_ray(plan: Plan, store: Store, *, address: Optional[str] = None, num_cpus: Optional[int] = None,
-                 progress: Optional[Callable[[str], None]] = print) -> int:
-  """Runs every pending group of `plan` as one Ray task (num_cpus=1 each); returns the records written."""
+                 progress: Optional[Callable[[str], None]] = print, chunk_size: Optional[int] = None) -> int:
+  """Runs every pending group of `plan` as one Ray task (num_cpus=1 each); returns the records written.
+  chunk_size: as `engine.run_plan`'s, in every task."""
   ray = require_ray()
   check_address(address)
   from jaxleak.runs.study import spec
@@ -67,7 +68,7 @@ def run_with_ray(plan: Plan, store: Store, *, address: Optional[str] = None, num
   try:
     remote = ray.remote(num_cpus=1)(_run_group)
     study_json = spec.to_json(plan.study)
-    refs = {remote.remote(study_json, g.key, store.root): g for g in pending}
+    refs = {remote.remote(study_json, g.key, store.root, chunk_size): g for g in pending}
     log(f"ray: {len(pending)} groups submitted ({len(plan.groups) - len(pending)} already done)")
     written, failed, remaining = 0, [], list(refs)
     while remaining:
