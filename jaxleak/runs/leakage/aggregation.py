@@ -13,6 +13,9 @@ predicted counts (`split_among_members`), against its own update, per client.
 
 The members' updates are the very updates a run without aggregation computes (same keys, same values); only
 the updates that reach an aggregate are computed.
+
+`redealt_rounds` deals the cohorts anew every round instead, which lets a server solve for each client over the
+rounds (`attacks.disaggregate_rounds`); `benchmarks/aggregation.py` measures it, the runs deal cohorts once.
 """
 from __future__ import annotations
 
@@ -55,6 +58,40 @@ def cohort_updates(batch_client: np.ndarray, num_clients: int, cohorts: np.ndarr
     cohort_of.append(np.full(rounds, c, np.int32))
     round_of.append(np.arange(rounds, dtype=np.int32))
   return (np.concatenate(picks).astype(np.int64), np.concatenate(cohort_of), np.concatenate(round_of))
+
+
+def redealt_rounds(batch_client: np.ndarray, num_clients: int, clients_per_round: int, seed: int
+                   ) -> tuple[np.ndarray, np.ndarray]:
+  """Cohorts dealt anew every round, as a server that selects the clients of each round would: (update indices
+  i64[A K], participation bool[A, num_clients]).
+
+  At each step the clients with updates left are dealt at random (a NumPy generator seeded with `seed`) into
+  groups of K; each group is one aggregated round and each member gives its next update; the clients left over
+  (fewer than K) wait for the next step. Steps go on while K clients have updates left. Aggregate a is the mean of
+  updates [a K, (a + 1) K) of the result. batch_client: i32[U], sorted (a client's updates consecutive, in order).
+  Beside `deal_cohorts` (cohorts dealt once), this is what lets `attacks.disaggregate_rounds` tell the members of
+  a round apart."""
+  if clients_per_round > num_clients:
+    raise ValueError(f"redealt_rounds: {clients_per_round} clients per round, but only {num_clients} clients.")
+  counts = np.bincount(batch_client, minlength=num_clients)
+  first = np.concatenate([[0], np.cumsum(counts)[:-1]])
+  used = np.zeros(num_clients, np.int64)
+  rng = np.random.default_rng(seed)
+  picks, rounds = [], []
+  while True:
+    ready = np.flatnonzero(used < counts)
+    if len(ready) < clients_per_round:
+      break
+    order = rng.permutation(ready)
+    for members in order[:len(order) // clients_per_round * clients_per_round].reshape(-1, clients_per_round):
+      picks.append(first[members] + used[members])
+      used[members] += 1
+      row = np.zeros(num_clients, bool)
+      row[members] = True
+      rounds.append(row)
+  if not picks:
+    return np.zeros(0, np.int64), np.zeros((0, num_clients), bool)
+  return np.concatenate(picks).astype(np.int64), np.stack(rounds)
 
 
 def mean_over_members(tree, clients_per_round: int):

@@ -1,0 +1,68 @@
+"""Each client's labels from securely aggregated rounds whose cohorts change: least squares over the rounds.
+
+Under secure aggregation the server sees only the mean update of each round's cohort, and a label attack reads that
+mean as the summed label counts of the round's K clients. When the server itself chooses who is in which round (as
+FedAvg's client selection does) and changes the cohorts from round to round, it knows the participation matrix
+M (rounds x clients, 1 where a client took part), and the rounds' counts A (rounds x classes) are, up to the
+attack's error and each update's own sampling, M P, where row i of P is client i's expected counts per update.
+Solving for P in the least-squares sense gives the server every client's label profile although it never saw one
+client's update: the gradient disaggregation of Lam et al. (ICML 2021), here on label counts.
+
+With cohorts dealt once and kept (`jaxleak.runs.leakage.aggregation.deal_cohorts`) the members of a cohort have
+equal columns of M, and the minimum-norm solution gives each of them 1/K of the cohort's mean round: nothing is
+learnt beyond the even split (tested).
+"""
+from __future__ import annotations
+
+import jax.numpy as jnp
+import numpy as np
+
+from jaxleak.attacks._common import INVALID_COUNT, check_num_samples
+
+
+def disaggregate_rounds(round_counts, participation, num_samples: int) -> jnp.ndarray:
+  """Each client's expected label counts per update, from the counts an attack read in aggregated rounds.
+
+  Args:
+    round_counts: i32[R, C], one attack's counts for each aggregated round (a round of K clients' updates of N
+      windows each sums to K N); rows holding `INVALID_COUNT` (the attack returned none) are left out.
+    participation: [R, n] of 0/1 (bool or numbers): which of the n clients took part in each round.
+    num_samples: N, windows per client update (a Python int).
+
+  Returns:
+    i32[n, C]: row i is client i's least-squares profile P_i (minimum-norm solution of M P = A over the valid
+    rounds), negatives set to 0, scaled to sum to N and rounded by largest remainder (ties to the lower class). A
+    client in no valid round, or whose profile has no positive count, gets a row of `INVALID_COUNT`.
+
+  >>> import numpy as np
+  >>> p = np.array([[4, 0], [1, 3], [0, 4]])                  # three clients, N = 4
+  >>> m = np.array([[1, 1, 0], [0, 1, 1], [1, 0, 1]])          # rounds of two, cohorts changing
+  >>> disaggregate_rounds(m @ p, m, 4).tolist()
+  [[4, 0], [1, 3], [0, 4]]
+  """
+  n = check_num_samples(num_samples, "disaggregate_rounds", traced_ok=False)
+  counts = np.asarray(round_counts)
+  part = np.asarray(participation)
+  if counts.ndim != 2 or part.ndim != 2 or counts.shape[0] != part.shape[0]:
+    raise ValueError(f"disaggregate_rounds: round_counts must be [R, C] and participation [R, n] with the same R "
+                     f"(one row per aggregated round); got {counts.shape} and {part.shape}.")
+  if not np.issubdtype(counts.dtype, np.integer):
+    raise ValueError(f"disaggregate_rounds: round_counts must be integer counts (an attack's output), got "
+                     f"{counts.dtype}.")
+  if part.dtype != bool and not np.all((part == 0) | (part == 1)):
+    raise ValueError("disaggregate_rounds: participation must hold 0 or 1 (client i took part in round r), got "
+                     f"values {np.unique(part)[:5].tolist()}.")
+  valid = ~np.any(counts == INVALID_COUNT, axis=1)
+  if np.any(counts[valid] < 0):
+    raise ValueError("disaggregate_rounds: round_counts holds negative counts other than INVALID_COUNT rows.")
+  m = jnp.asarray(part[valid], jnp.float32)
+  a = jnp.asarray(counts[valid], jnp.float32)
+  profile = jnp.maximum(jnp.linalg.pinv(m) @ a, 0.0) if m.shape[0] else jnp.zeros((part.shape[1], counts.shape[1]))
+  total = profile.sum(axis=1, keepdims=True)
+  share = profile / jnp.where(total > 0, total, 1.0) * n
+  floor = jnp.floor(share)
+  remainder = jnp.round(n - floor.sum(axis=1)).astype(jnp.int32)
+  rank = jnp.argsort(jnp.argsort(-(share - floor), axis=1, stable=True), axis=1, stable=True)
+  out = (floor + (rank < remainder[:, None])).astype(jnp.int32)
+  seen = jnp.asarray(part[valid].sum(axis=0) > 0) & (total[:, 0] > 0)
+  return jnp.where(seen[:, None], out, INVALID_COUNT)
