@@ -23,6 +23,8 @@ from jaxleak.attacks._common import INVALID_COUNT, check_num_samples
 def disaggregate_rounds(round_counts, participation, num_samples: int) -> jnp.ndarray:
   """Each client's expected label counts per update, from the counts an attack read in aggregated rounds.
 
+  Host-side (concrete inputs, checked first; not for jit or vmap): it reads a whole federation's rounds once.
+
   Args:
     round_counts: i32[R, C], one attack's counts for each aggregated round (a round of K clients' updates of N
       windows each sums to K N); rows holding `INVALID_COUNT` (the attack returned none) are left out.
