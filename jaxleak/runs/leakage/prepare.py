@@ -49,8 +49,13 @@ def attacked_clients(dataset: D.HarDataset, cfg: LeakageConfig) -> D.WindowedCli
 
 def batch_keys(key: jax.Array, subject_of_batch: np.ndarray, batch_index: np.ndarray) -> jax.Array:
   """One key per update: fold_in(fold_in(key, subject id), index of the update within the subject)."""
-  fold = lambda s, b: jax.random.fold_in(jax.random.fold_in(key, s), b)
-  return jax.vmap(fold)(jnp.asarray(subject_of_batch), jnp.asarray(batch_index))
+  return _batch_keys(key, jnp.asarray(subject_of_batch), jnp.asarray(batch_index))
+
+
+@jax.jit
+def _batch_keys(key, subjects, indices):
+  # One program per number of updates (eagerly, each fold_in of the vmap was a program of its own).
+  return jax.vmap(lambda s, b: jax.random.fold_in(jax.random.fold_in(key, s), b))(subjects, indices)
 
 
 @dataclasses.dataclass

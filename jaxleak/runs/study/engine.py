@@ -240,8 +240,8 @@ def leakage_results(result) -> dict:
                             "num_batches": [int(v) for v in np.asarray(cm.num_batches)],
                             "class_correct": np.asarray(cm.class_correct).tolist(),
                             "class_total": np.asarray(cm.class_total).tolist(),
-                            "confusion": np.asarray(M.sorted_pairing_confusion(
-                                result.true_counts, result.pred_counts[name])).sum(0).tolist()}
+                            "confusion": np.asarray(_confusion(result.true_counts,
+                                                               result.pred_counts[name])).tolist()}
     if result.member_metrics is not None:          # what the rounds tell of each client (of member_subjects)
       mm = result.member_metrics[name]
       per = {m: [float(v) for v in np.asarray(getattr(mm, m))] for m in clients}
@@ -249,6 +249,11 @@ def leakage_results(result) -> dict:
           "summary": {m: [float(x) for x in M.mean_std_over_clients(np.asarray(per[m]))] for m in per},
           "clients": per}
   return out
+
+
+# One program each per shape (eagerly, every jnp operation inside was one).
+_confusion = jax.jit(lambda t, p: M.sorted_pairing_confusion(t, p).sum(0))
+_noise_keys = jax.jit(jax.vmap(lambda key: jax.random.fold_in(key, 1)))
 
 
 def _every(log: Callable[[str], None], seconds: float) -> Callable[[str], None]:
@@ -319,7 +324,7 @@ def _run_har_group(group: Group, todo: list[Task], store: Store, log, chunk_size
     settings = [(t.config["sigma"], t.config["tau"]) for t in tasks]
     cfg_k = leakage_config(tasks[0].config)
     mine, (g, n) = _clients_per_round(prep, (grads, norms), cfg_k, inner)
-    noise_keys = jax.vmap(lambda key: jax.random.fold_in(key, 1))(mine.dropout_keys)
+    noise_keys = _noise_keys(mine.dropout_keys)
     view = mine if k == 1 else aggregation.aggregated_view(mine)   # k > 1: attacks read aggregates of k updates
     keys, star_params, head = attack_inputs(view, cfg_k, k * base.num_samples)
     basis = aggregation.per_aggregate(rlu_bases(mine, cfg_k), k) if "rlu" in base.attacks else None
