@@ -38,7 +38,7 @@ flags.DEFINE_integer("updates", 10000, "K of `sweep_memory` (its largest size; a
 
 def sweep():
   from jaxleak.runs.leakage import LeakageConfig
-  from jaxleak.runs.leakage.prepare import prepare
+  from jaxleak.runs.leakage.prepare import noise_keys as prepare_noise_keys, prepare
   from jaxleak.runs.leakage.scoring import attack_inputs
   from jaxleak.runs.leakage.updates import call_size, compute_heads_and_norms
   from jaxleak.runs.study import engine
@@ -47,7 +47,7 @@ def sweep():
   prep = prepare(cfg, None, None, None)
   grads, norms = compute_heads_and_norms(prep, cfg, None)
   keys, star, head = attack_inputs(prep, cfg)
-  noise_keys = jax.vmap(lambda k: jax.random.fold_in(k, 1))(prep.dropout_keys)
+  noise_keys = prepare_noise_keys(prep.dropout_keys)
   shared = time.perf_counter() - t0
   rng = np.random.default_rng(0)
 

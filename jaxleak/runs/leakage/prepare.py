@@ -52,6 +52,14 @@ def batch_keys(key: jax.Array, subject_of_batch: np.ndarray, batch_index: np.nda
   return _batch_keys(key, jnp.asarray(subject_of_batch), jnp.asarray(batch_index))
 
 
+def noise_keys(dropout_keys: jax.Array) -> jax.Array:
+  """The LDP noise key of every update: fold_in(its dropout key, 1), as `federated.apply_batch_ldp` derives it."""
+  return _noise_keys(dropout_keys)
+
+
+_noise_keys = jax.jit(jax.vmap(lambda key: jax.random.fold_in(key, 1)))
+
+
 @jax.jit
 def _batch_keys(key, subjects, indices):
   # One program per number of updates (eagerly, each fold_in of the vmap was a program of its own).

@@ -23,7 +23,7 @@ from jaxleak import data as D
 from jaxleak.federated import apply_batch_ldp
 from jaxleak.privacy import LdpConfig
 from jaxleak.runs.leakage.config import LeakageConfig
-from jaxleak.runs.leakage.prepare import log, prepare
+from jaxleak.runs.leakage.prepare import log, noise_keys, prepare
 from jaxleak.runs.leakage.scoring import LeakageResult, attack_and_score
 from jaxleak.runs.leakage.updates import compute_heads_and_norms, compute_updates
 
@@ -69,7 +69,7 @@ def run_ldp_sweep(cfg: LeakageConfig, settings: dict[str, LdpConfig], *,
     else:
       base = (compute_updates(prep, cfg, LdpConfig(), progress), np.full(len(prep.indices), np.nan, np.float32))
     base_s = time.perf_counter() - t0
-    noise_keys = jax.vmap(lambda k: jax.random.fold_in(k, 1))(prep.dropout_keys)
+    noises = noise_keys(prep.dropout_keys)
     apply = jax.jit(jax.vmap(apply_batch_ldp, in_axes=(0, 0, None, 0)), static_argnums=2)
   results = {}
   for name, ldp in settings.items():
@@ -78,7 +78,7 @@ def run_ldp_sweep(cfg: LeakageConfig, settings: dict[str, LdpConfig], *,
       grads = compute_updates(prep, cfg, ldp, progress)
       timings = {**prep.timings, "gradients_s": time.perf_counter() - t0}
     else:
-      grads = jax.tree.map(np.asarray, apply(base[0], jnp.asarray(base[1]), ldp, noise_keys))
+      grads = jax.tree.map(np.asarray, apply(base[0], jnp.asarray(base[1]), ldp, noises))
       timings = {**prep.timings, "shared_gradients_s": base_s, "ldp_s": time.perf_counter() - t0}
     results[name] = attack_and_score(prep, dataclasses.replace(cfg, ldp=ldp), grads, timings)
     log(progress, f"LDP setting {name}: done")

@@ -35,6 +35,7 @@ from jaxleak.privacy import LdpConfig
 from jaxleak.runs.leakage import aggregation
 from jaxleak.runs.leakage.config import LeakageConfig
 from jaxleak.runs.leakage.prepare import aggregated, prepare, take_updates
+from jaxleak.runs.leakage.prepare import noise_keys as prepare_noise_keys
 from jaxleak.runs.leakage.scoring import (attack_inputs, attack_updates, rlu_bases, score, true_counts,
                                           with_members)
 from jaxleak.runs.leakage.updates import call_size, compute_heads_and_norms, compute_updates
@@ -251,9 +252,8 @@ def leakage_results(result) -> dict:
   return out
 
 
-# One program each per shape (eagerly, every jnp operation inside was one).
+# One program per shape (eagerly, every jnp operation inside was one).
 _confusion = jax.jit(lambda t, p: M.sorted_pairing_confusion(t, p).sum(0))
-_noise_keys = jax.jit(jax.vmap(lambda key: jax.random.fold_in(key, 1)))
 
 
 def _every(log: Callable[[str], None], seconds: float) -> Callable[[str], None]:
@@ -324,7 +324,7 @@ def _run_har_group(group: Group, todo: list[Task], store: Store, log, chunk_size
     settings = [(t.config["sigma"], t.config["tau"]) for t in tasks]
     cfg_k = leakage_config(tasks[0].config)
     mine, (g, n) = _clients_per_round(prep, (grads, norms), cfg_k, inner)
-    noise_keys = _noise_keys(mine.dropout_keys)
+    noise_keys = prepare_noise_keys(mine.dropout_keys)
     view = mine if k == 1 else aggregation.aggregated_view(mine)   # k > 1: attacks read aggregates of k updates
     keys, star_params, head = attack_inputs(view, cfg_k, k * base.num_samples)
     basis = aggregation.per_aggregate(rlu_bases(mine, cfg_k), k) if "rlu" in base.attacks else None
