@@ -67,6 +67,7 @@ def test_rounds_without_counts_are_left_out_and_clients_never_seen_are_invalid()
     (np.zeros((3, 2)), np.zeros((3, 3), int), "integer counts"),
     (np.zeros((3, 2), int), np.full((3, 3), 2), "must hold 0 or 1"),
     (np.full((3, 2), -3), np.zeros((3, 3), int), "negative counts"),
+    (np.ones((2, 2), int), np.array([[1, 0, 1], [0, 0, 0]]), r"rounds \[1\] have no participant"),
 ])
 def test_what_is_not_rounds_and_participation_is_refused(counts, part, message):
   with pytest.raises(ValueError, match=message):

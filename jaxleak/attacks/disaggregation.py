@@ -57,6 +57,10 @@ def disaggregate_rounds(round_counts, participation, num_samples: int) -> jnp.nd
   valid = ~np.any(counts == INVALID_COUNT, axis=1)
   if np.any(counts[valid] < 0):
     raise ValueError("disaggregate_rounds: round_counts holds negative counts other than INVALID_COUNT rows.")
+  empty = np.flatnonzero(np.asarray(part, bool).sum(axis=1) == 0)
+  if empty.size:
+    raise ValueError(f"disaggregate_rounds: rounds {empty[:5].tolist()} have no participant; every round of "
+                     "participation needs the clients whose mean the counts were read from.")
   m = jnp.asarray(part[valid], jnp.float32)
   a = jnp.asarray(counts[valid], jnp.float32)
   profile = jnp.maximum(jnp.linalg.pinv(m) @ a, 0.0) if m.shape[0] else jnp.zeros((part.shape[1], counts.shape[1]))
