@@ -38,7 +38,7 @@ def test_a_run_with_a_few_updates_fewer_reuses_the_compiled_gradient_pass():
   assert len(prep.indices) == 120                            # 2 calls of 60
   whole = compute_updates(prep, cfg, cfg.ldp, None)
   compiled = _last_layer_grads._cache_size()
-  fewer = compute_updates(take_updates(prep, np.arange(116)), cfg, cfg.ldp, None)   # evened: 2 calls of 58
+  fewer = compute_updates(take_updates(prep, np.arange(116)), cfg, cfg.ldp, None)   # 2 calls: 58 evened, 60 rounded
   assert _last_layer_grads._cache_size() == compiled
   for a, b in zip(jax.tree.leaves(fewer), jax.tree.leaves(whole)):
     np.testing.assert_array_equal(a, np.asarray(b)[:116])

@@ -142,7 +142,7 @@ def test_a_sweep_over_a_few_updates_fewer_reuses_the_compiled_sweep():
   inputs = _random_inputs(k=120)
   whole = run(inputs)
   compiled = engine.sweep_chunk._cache_size()
-  fewer = run(jax.tree.map(lambda a: a[:116], inputs))       # evened: 2 calls of 58 updates, not 60
+  fewer = run(jax.tree.map(lambda a: a[:116], inputs))       # 2 calls: 58 evened, 60 rounded as 120's
   assert engine.sweep_chunk._cache_size() == compiled
   for n in names:
     np.testing.assert_array_equal(fewer[n], whole[n][:, :116])
