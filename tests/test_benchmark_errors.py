@@ -23,11 +23,16 @@ def _bench(*args):
     (["benchmarks/study.py", "grid", "--set", "foo=1"], "error: unknown study field(s) ['foo'] for har_paper"),
     (["benchmarks/attacks.py", "--mixed_attacks=llg,nope"], "error: --mixed_attacks: 'nope' is not an attack"),
     (["benchmarks/attacks.py", "--mixed_attacks=ilrg"], "error: --mixed_attacks: 'ilrg' needs model estimates"),
+    # Found 2026-12-06 (twenty-eighth session): a benchmark's app.UsageError (a bad list flag, an unknown mode)
+    # printed the module's whole docstring before its line, with exit status 1.
+    (["benchmarks/aggregation.py", "--clients_per_round=2,x"], "error: --clients_per_round=2,x: 'x' is not an"),
+    (["benchmarks/study.py", "gird"], "error: benchmarks/study.py: unknown mode 'gird'"),
 ])
 def test_a_refused_config_value_is_one_line(args, expected):
   proc = _bench(*args)
   assert proc.returncode == 2, proc.stderr[-2000:]
   assert expected in proc.stderr and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+  assert "python benchmarks/" not in proc.stdout, proc.stdout[:2000]          # not the module's usage text
 
 
 def test_a_refused_row_setting_comes_before_the_table_header():
