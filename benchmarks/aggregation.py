@@ -105,7 +105,10 @@ def redealt(prep, cfg, grads, k: int, attacks, truth: np.ndarray) -> dict:
   preds = run_attacks(means, k * num_samples, attacks, keys=keys, star_params=star, head=head, local_batch_size=b,
                       local_steps=s)
   owner = prep.batch_client[rows]
-  total = lambda per_update: np.stack([per_update[owner == i].sum(0) for i in range(n)])   # [n, C] per client
+  def total(per_update):                                  # i64[n, C]: each client's updates summed
+    out = np.zeros((n, per_update.shape[1]), np.int64)
+    np.add.at(out, owner, per_update)
+    return out
   mine = _to_n(total(truth[rows]), num_samples)
   score = lambda guess: cell(jax.tree.map(np.asarray, M.client_metrics(mine, guess, np.arange(n), n)))
   out = {"rounds": a, "rank": int(np.linalg.matrix_rank(part.astype(np.float64))),
