@@ -19,9 +19,10 @@ def numbers(name: str, kind=int, *, positive: bool = True, fv: flags.FlagValues 
 
 def run(main) -> None:
   """app.run(main) for a benchmark: a value that a config refuses (say --dataset=foo) is one line on stderr and exit
-  status 2, as in the experiments (`jaxleak.cli.execute`); so is a benchmark's own app.UsageError. Unlike `cli.run`, the persistent compilation cache is
-  switched on only by an explicit --compilation_cache=<folder> (not by default or $JAXLEAK_COMPILATION_CACHE): some
-  benchmarks time compilation, and the subprocesses of others read the variable themselves."""
+  status 2, as in the experiments (`jaxleak.cli.execute`); so is a benchmark's own app.UsageError. Unlike
+  `cli.run`, the persistent compilation cache is switched on only by an explicit --compilation_cache=<folder> (not
+  by default or $JAXLEAK_COMPILATION_CACHE): some benchmarks time compilation, and the subprocesses of others read
+  the variable themselves."""
   def with_named_cache(argv):
     if flags.FLAGS.compilation_cache:
       compile_cache.configure(compile_cache.resolve(flags.FLAGS.compilation_cache), explicit=True)
