@@ -42,7 +42,8 @@ def test_fixed_cohorts_give_each_member_its_cohorts_mean_round_split_evenly():
   for r in range(4):
     for j, members in enumerate(cohorts):
       part[r * len(cohorts) + j, members] = 1
-  rounds = part @ _profiles(rng, n, c, num_samples) + rng.integers(0, 3, (len(part), c))   # noisy reads
+  exact = part @ _profiles(rng, n, c, num_samples)
+  rounds = np.stack([rng.multinomial(row.sum(), row / row.sum()) for row in exact])   # noisy reads, sums kept
   got = np.asarray(A.disaggregate_rounds(rounds, part, num_samples))
   for members in cohorts:
     mean = rounds[part[:, members[0]] == 1].mean(0) / k
@@ -68,6 +69,8 @@ def test_rounds_without_counts_are_left_out_and_clients_never_seen_are_invalid()
     (np.zeros((3, 2), int), np.full((3, 3), 2), "must hold 0 or 1"),
     (np.full((3, 2), -3), np.zeros((3, 3), int), "negative counts"),
     (np.ones((2, 2), int), np.array([[1, 0, 1], [0, 0, 0]]), r"rounds \[1\] have no participant"),
+    (np.array([[1, 3], [3, 4]]), np.eye(2, dtype=int), r"round 1's counts sum to 7, but .* 1 client\(s\) with N = 4"),
+    (np.array([[4, 4], [2, 2]]), np.array([[1, 1], [1, 1]]), r"round 1's counts sum to 4, but .* sum to 8"),
 ])
 def test_what_is_not_rounds_and_participation_is_refused(counts, part, message):
   with pytest.raises(ValueError, match=message):

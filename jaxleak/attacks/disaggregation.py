@@ -27,7 +27,8 @@ def disaggregate_rounds(round_counts, participation, num_samples: int) -> jnp.nd
 
   Args:
     round_counts: i32[R, C], one attack's counts for each aggregated round (a round of K clients' updates of N
-      windows each sums to K N); rows holding `INVALID_COUNT` (the attack returned none) are left out.
+      windows each must sum to K N, as attack outputs do); rows holding `INVALID_COUNT` (the attack returned
+      none) are left out.
     participation: [R, n] of 0/1 (bool or numbers): which of the n clients took part in each round.
     num_samples: N, windows per client update (a Python int).
 
@@ -61,6 +62,14 @@ def disaggregate_rounds(round_counts, participation, num_samples: int) -> jnp.nd
   if empty.size:
     raise ValueError(f"disaggregate_rounds: rounds {empty[:5].tolist()} have no participant; every round of "
                      "participation needs the clients whose mean the counts were read from.")
+  sums, expected = counts.sum(axis=1), np.asarray(part, bool).sum(axis=1) * n
+  wrong = np.flatnonzero(valid & (sums != expected))
+  if wrong.size:
+    r = int(wrong[0])
+    raise ValueError(f"disaggregate_rounds: round {r}'s counts sum to {int(sums[r]):,}, but an attack's counts of a "
+                     f"round of {int(expected[r] // n)} client(s) with N = {n:,} windows each sum to "
+                     f"{int(expected[r]):,} ({wrong.size} such round(s)). Pass num_samples = N per client update, "
+                     "and participation rows naming the clients whose mean each round's counts were read from.")
   m = jnp.asarray(part[valid], jnp.float32)
   a = jnp.asarray(counts[valid], jnp.float32)
   profile = jnp.maximum(jnp.linalg.pinv(m) @ a, 0.0) if m.shape[0] else jnp.zeros((part.shape[1], counts.shape[1]))
