@@ -274,6 +274,7 @@ def check_data_flags(fv: flags.FlagValues) -> None:
 def define_leakage_flags(fv: flags.FlagValues, *, multi_step: bool) -> None:
   """Flags shared by experiments/single_step_leakage.py and multi_step_leakage.py, defined into `fv`."""
   from jaxleak.federated.apply import CLIENT_LOSSES
+  from jaxleak.runs.leakage.config import COHORT_DEALINGS
   d = dict(flag_values=fv)
   define_har_data_flags(fv)
   flags.DEFINE_enum("sampling", "shuffle", list(D.STRATEGIES), "How each client's updates are sampled.", **d)
@@ -299,6 +300,10 @@ def define_leakage_flags(fv: flags.FlagValues, *, multi_step: bool) -> None:
   flags.DEFINE_integer("aggregate_clients", 1, "Secure aggregation (beyond the papers): the server sees only the "
                        "mean update of K clients a round; the clients are dealt into cohorts of K, each round of a "
                        "cohort covers K x N windows, scored per cohort (1 = each client's own update).", **d)
+  flags.DEFINE_enum("cohort_dealing", "once", list(COHORT_DEALINGS),
+                    "With --aggregate_clients > 1: deal the clients into cohorts once, kept for every round, or anew "
+                    "for every round (as a server that selects each round's clients), which lets the server solve "
+                    "each client's label distribution from all rounds (scored in a third table, profiles.csv).", **d)
   flags.DEFINE_bool("minmax", not multi_step, "Per-update min-max input scaling.", **d)
   flags.DEFINE_integer("chunk_size", None, "Updates vmapped together (memory vs speed; default on CPU 8, or 1 where "
                        "a full backward pass is computed: local training, whole-model clipping; on a GPU or TPU about "
@@ -473,6 +478,7 @@ def leakage_config(fv: flags.FlagValues, **overrides):
       num_samples=fv.num_samples, attacks=name_list(fv, "attacks", A.names()), clients=int_list(fv, "clients"),
       num_clients=fv.num_clients, seed=fv.seed, minmax=fv.minmax, chunk_size=fv.chunk_size,
       dirichlet_alpha=fv.dirichlet_alpha, dirichlet_clients=fv.dirichlet_clients, dropout=fv.dropout,
-      compression=fv.compression, client_loss=fv.client_loss, aggregate_clients=fv.aggregate_clients, **overrides)
+      compression=fv.compression, client_loss=fv.client_loss, aggregate_clients=fv.aggregate_clients,
+      cohort_dealing=fv.cohort_dealing, **overrides)
   cfg.validate()
   return cfg

@@ -157,6 +157,111 @@ def test_reports_label_aggregated_runs_and_keep_them_out_of_the_papers_settings(
   assert row[table.columns.index("per-client LnAcc")] == r.attacks["ilrg"]["per_client"]["lnacc"][0]
 
 
+# --- clients dealt anew every round ------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def redealt():
+  return run_leakage(LeakageConfig(aggregate_clients=2, cohort_dealing="every_round", attacks=("ebi", "ilrg"),
+                                   **{**TINY, "num_samples": 20}))
+
+
+def test_every_round_deals_k_distinct_clients_each_giving_its_next_update(redealt):
+  r = redealt
+  members = prepare(r.config, None, None, None)
+  alone = prepare(dataclasses.replace(r.config, aggregate_clients=1, cohort_dealing="once"), None, None, None)
+  k, a = 2, len(r.batch_client)
+  assert len(r.cohorts) == a == len(members.indices) // k and r.participation.shape == (a, 4)
+  ids = np.asarray(members.clients.subject_ids)
+  for row, part in zip(r.cohorts, r.participation):
+    assert len(set(row)) == k and sorted(row) == sorted(ids[part].tolist())
+  where = {(int(s), int(b)): i for i, (s, b) in enumerate(zip(alone.subject_of_batch, alone.batch_index))}
+  rows = [where[(int(s), int(b))] for s, b in zip(members.subject_of_batch, members.batch_index)]
+  assert len(set(rows)) == len(rows)                                 # every update at most once
+  for s in set(ids.tolist()):                                        # each client's updates in its own order
+    mine = members.batch_index[members.subject_of_batch == s]
+    np.testing.assert_array_equal(mine, np.arange(len(mine)))
+  assert r.subject_ids == tuple(range(a)) and np.all(r.true_counts.sum(1) == 40)   # each round its own unit
+  again = prepare(r.config, None, None, None)
+  np.testing.assert_array_equal(again.indices, members.indices)      # drawn from the run's key
+  other = prepare(dataclasses.replace(r.config, seed=2), None, None, None)
+  assert other.cohorts != members.cohorts
+
+
+def test_each_clients_solved_distribution_is_scored_against_its_own(redealt):
+  """Written out in NumPy: each client's own counts over its updates in rounds, scaled to N; the least-squares
+  (minimum-norm) profiles of the rounds' predicted counts, negatives to 0, scaled to N; LnAcc per client."""
+  r, n = redealt, redealt.config.num_samples
+  members = prepare(r.config, None, None, None)
+  c = r.true_counts.shape[1]
+
+  def to_n(rows):
+    out = []
+    for row in np.asarray(rows, np.float64):
+      share = row / row.sum() * n if row.sum() > 0 else row
+      guess = np.floor(share).astype(int)
+      guess[np.argsort(-(share - guess), kind="stable")[:n - guess.sum()]] += 1
+      out.append(guess)
+    return np.array(out)
+
+  truth = np.stack([np.bincount(members.clients.labels[i], minlength=c) for i in members.indices])
+  own = to_n(np.stack([truth[members.batch_client == i].sum(0) for i in range(4)]))
+  part = r.participation.astype(np.float64)
+  for attack in ("ilrg", "ebi"):
+    solved = to_n(np.maximum(np.linalg.pinv(part) @ r.pred_counts[attack], 0.0))
+    np.testing.assert_allclose(r.profile_metrics[attack].lnacc, np.minimum(own, solved).sum(1) / n, atol=1e-6)
+  assert np.mean(r.profile_metrics["ilrg"].lnacc) > 0.8
+
+
+def test_a_perfect_reading_of_rounds_of_one_profile_each_gives_every_client_back():
+  """Algebra: when each client's updates hold one label mix and the rounds' counts are exact, least squares over
+  re-dealt rounds recovers each client's mix exactly (LnAcc 1), which 1/K of each round does not."""
+  from jaxleak.runs.leakage import scoring
+  cfg = LeakageConfig(aggregate_clients=2, cohort_dealing="every_round", **{**TINY, "num_samples": 20})
+  members = prepare(cfg, None, None, None)
+  labels = np.zeros_like(members.clients.labels)                    # client i: its windows relabelled to one mix
+  for i in range(members.clients.num_clients):
+    lo, hi = members.clients.offsets[i], members.clients.offsets[i + 1]
+    labels[lo:hi] = i % members.dataset.num_classes
+  for rows in members.indices:                                      # every update then holds one label
+    assert len(set(labels[rows].tolist())) == 1
+  members = dataclasses.replace(members, clients=dataclasses.replace(members.clients, labels=labels))
+  truth = scoring.true_counts(members)
+  rounds = truth.reshape(-1, 2, truth.shape[1]).sum(1)
+  profile = scoring.profile_metrics(members, cfg, {"exact": rounds}, members.participation)["exact"]
+  split = scoring.member_metrics(members, cfg, {"exact": rounds})["exact"]
+  np.testing.assert_array_equal(profile.lnacc, 1.0)
+  assert np.nanmean(split.lnacc) < 0.9
+
+
+def test_the_table_files_and_report_say_the_clients_are_dealt_every_round(redealt, tmp_path):
+  from jaxleak.runs.leakage import leakage_table, result_files, write_leakage
+  from jaxleak.runs.report import results as R
+  from jaxleak.runs.report import tables as T
+  table = leakage_table(redealt)
+  assert "dealt anew every round" in table and "over rounds" in table and "| 4 clients |" in table
+  assert "what all rounds tell of each client" in table
+  files = result_files(redealt)
+  assert files["profiles.csv"].splitlines()[0] == files["clients.csv"].splitlines()[0]
+  assert len(files["profiles.csv"].splitlines()) == 1 + 4 * 2
+  assert json.loads(files["manifest.json"])["config"]["cohort_dealing"] == "every_round"
+  write_leakage(redealt, str(tmp_path / "agg"))
+  (r,) = R.load(str(tmp_path)).har
+  assert "secure aggregation of 2, dealt every round" in T.setting_label(r.settings)
+
+
+def test_dealing_every_round_is_refused_without_aggregation(tmp_path, capsys):
+  with pytest.raises(ValueError, match="cohort_dealing: unknown 'daily'; valid: once, every_round"):
+    LeakageConfig(aggregate_clients=2, cohort_dealing="daily", **TINY).validate()
+  with pytest.raises(ValueError, match="aggregate_clients=1 aggregates nothing; set aggregate_clients >= 2"):
+    LeakageConfig(cohort_dealing="every_round", **TINY).validate()
+  rc = cli.call(SS.main, SS.FLAGS, ["--dataset=synthetic_tiny", "--cohort_dealing=every_round",
+                                    f"--output_dir={tmp_path}"])
+  assert rc == 2 and "aggregate_clients >= 2" in capsys.readouterr().err
+  rc = cli.call(SS.main, SS.FLAGS, ["--dataset=synthetic_tiny", "--cohort_dealing=weekly", f"--output_dir={tmp_path}"])
+  assert rc == 2 and "--cohort_dealing" in capsys.readouterr().err
+  assert not any(tmp_path.iterdir())
+
+
 # --- in studies ---------------------------------------------------------------------------------------------------
 
 def _sweep_inputs(updates=12, k=3, d=8, c=5):

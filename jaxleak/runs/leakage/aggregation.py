@@ -14,8 +14,9 @@ predicted counts (`split_among_members`), against its own update, per client.
 The members' updates are the very updates a run without aggregation computes (same keys, same values); only
 the updates that reach an aggregate are computed.
 
-`redealt_rounds` deals the cohorts anew every round instead, which lets a server solve for each client over the
-rounds (`attacks.disaggregate_rounds`); `benchmarks/aggregation.py` measures it, the runs deal cohorts once.
+`redealt_rounds` deals the clients anew for every round instead (the runs' `cohort_dealing='every_round'`), which
+lets a server solve for each client over the rounds (`attacks.disaggregate_rounds`); each aggregate is then its own
+unit of the metrics, and each client's solved label distribution is scored against its own (`client_profiles`).
 """
 from __future__ import annotations
 
@@ -60,17 +61,17 @@ def cohort_updates(batch_client: np.ndarray, num_clients: int, cohorts: np.ndarr
   return (np.concatenate(picks).astype(np.int64), np.concatenate(cohort_of), np.concatenate(round_of))
 
 
-def redealt_rounds(batch_client: np.ndarray, num_clients: int, clients_per_round: int, seed: int
+def redealt_rounds(batch_client: np.ndarray, num_clients: int, clients_per_round: int, seed
                    ) -> tuple[np.ndarray, np.ndarray]:
   """Cohorts dealt anew every round, as a server that selects the clients of each round would: (update indices
   i64[A K], participation bool[A, num_clients]).
 
-  At each step the clients with updates left are dealt at random (a NumPy generator seeded with `seed`) into
-  groups of K; each group is one aggregated round and each member gives its next update; the clients left over
-  (fewer than K) wait for the next step. Steps go on while K clients have updates left. Aggregate a is the mean of
-  updates [a K, (a + 1) K) of the result. batch_client: i32[U], sorted (a client's updates consecutive, in order).
-  Beside `deal_cohorts` (cohorts dealt once), this is what lets `attacks.disaggregate_rounds` tell the members of
-  a round apart."""
+  At each step the clients with updates left are dealt at random (a NumPy generator seeded with `seed`, an int or
+  a sequence of ints) into groups of K; each group is one aggregated round and each member gives its next update;
+  the clients left over (fewer than K) wait for the next step. Steps go on while K clients have updates left.
+  Aggregate a is the mean of updates [a K, (a + 1) K) of the result. batch_client: i32[U], sorted (a client's
+  updates consecutive, in order). Beside `deal_cohorts` (cohorts dealt once), this is what lets
+  `attacks.disaggregate_rounds` tell the members of a round apart."""
   if clients_per_round > num_clients:
     raise ValueError(f"redealt_rounds: {clients_per_round} clients per round, but only {num_clients} clients.")
   counts = np.bincount(batch_client, minlength=num_clients)
@@ -144,3 +145,16 @@ def split_among_members(pred, clients_per_round: int, num_samples: int) -> np.nd
 
 
 _split = jax.jit(jax.vmap(A.unweight_counts))
+
+
+def client_profiles(true_counts, batch_client: np.ndarray, num_clients: int, num_samples: int) -> np.ndarray:
+  """i32[num_clients, C]: each client's label distribution over its updates (true_counts i32[U, C], the client of
+  each update batch_client i32[U]): their counts summed and scaled to sum to N by largest remainder (as
+  `split_among_members` rounds); a client without updates gets a row of zeros."""
+  counts = np.asarray(true_counts, np.int64)
+  total = np.zeros((num_clients, counts.shape[1]), np.int64)
+  np.add.at(total, np.asarray(batch_client), counts)
+  total = np.minimum(total, np.iinfo(np.int32).max).astype(np.int32)
+  return np.asarray(_split(jnp.asarray(total), jnp.ones(total.shape, jnp.float32),
+                           jnp.full(total.shape[:1], num_samples, jnp.int32)))
+

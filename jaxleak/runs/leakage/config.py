@@ -22,6 +22,11 @@ from jaxleak.runs import fields
 #: temporaries (the norms pass; local training N:B:S = 100:20:5 3.2 GB), within a 16 GB card.
 ACCELERATOR_WINDOWS_PER_VMAP = 6400
 
+#: How secure aggregation (aggregate_clients = K > 1) deals the clients into rounds: 'once' into cohorts of K kept
+#: for every round (`aggregation.deal_cohorts`), or 'every_round' anew for each round, as a server that selects each
+#: round's clients does (`aggregation.redealt_rounds`), which lets it solve for each client over the rounds.
+COHORT_DEALINGS = ("once", "every_round")
+
 
 def check_every_window_trained(n: int, b: int, s: int) -> None:
   """Refuses a multi-step (N, B, S) whose S steps of B windows do not reach all N windows of the update (B S < N):
@@ -67,6 +72,7 @@ class LeakageConfig:
   rlu_simulations: int = 4                           # RLU: Monte Carlo draws of the simulated local training
   client_loss: str = "mean"                          # or "class_weighted": see CLIENT_LOSSES
   aggregate_clients: int = 1                         # K > 1: secure aggregation of K clients a round (aggregation.py)
+  cohort_dealing: str = "once"                       # with K > 1: see COHORT_DEALINGS
 
   def vmap_chunk(self, full_backward: bool) -> int:
     """Updates vmapped together: `chunk_size` when set. Otherwise, on XLA:CPU, 8, except 1 for computations with a
@@ -145,6 +151,11 @@ class LeakageConfig:
       raise ValueError(f"aggregate_clients={self.aggregate_clients}: secure aggregation averages updates computed at "
                        "one global model, but trained models are one per held-out subject (LOSO); aggregate with "
                        "the untrained model, or use aggregate_clients=1.")
+    if self.cohort_dealing not in COHORT_DEALINGS:
+      raise ValueError(f"cohort_dealing: unknown {self.cohort_dealing!r}; valid: {', '.join(COHORT_DEALINGS)}.")
+    if self.cohort_dealing != "once" and self.aggregate_clients < 2:
+      raise ValueError(f"cohort_dealing={self.cohort_dealing!r} deals the clients of securely aggregated rounds, but "
+                       f"aggregate_clients={self.aggregate_clients} aggregates nothing; set aggregate_clients >= 2.")
     if self.client_loss not in CLIENT_LOSSES:
       raise ValueError(f"client_loss: unknown {self.client_loss!r}; valid: {', '.join(CLIENT_LOSSES)}.")
     if self.client_loss != "mean" and self.ldp.per_example:

@@ -86,9 +86,12 @@ class Prepared:
   # Secure aggregation (cfg.aggregate_clients > 1, runs/leakage/aggregation.py): the subject ids of each cohort's
   # members; the updates are ordered so that each K consecutive ones form one aggregate, whose cohort and round
   # are cohort_of[a] and round_of[a].
+  # Dealt every round (cfg.cohort_dealing 'every_round'): cohorts holds each aggregate's members (an aggregate is
+  # its own unit, cohort_of = arange(A), round_of = 0), and participation bool[A, clients] who took part in which.
   cohorts: Optional[tuple[tuple[int, ...], ...]] = None
   cohort_of: Optional[np.ndarray] = None
   round_of: Optional[np.ndarray] = None
+  participation: Optional[np.ndarray] = None
   unit_ids: Optional[tuple[int, ...]] = None          # ids of what batch_client indexes, if not clients' subjects
 
   @property
@@ -160,7 +163,7 @@ def prepare(cfg: LeakageConfig, dataset: Optional[D.HarDataset], variables: Opti
                   dropout_keys, {"data_s": time.perf_counter() - t0}, mesh,
                   None if held is None else tuple(int(s) for s in held), class_weights)
   if cfg.aggregate_clients > 1:                 # keep only the updates that reach an aggregate, in its order
-    prep, _ = aggregated(prep, cfg.aggregate_clients, cfg.num_samples, progress)
+    prep, _ = aggregated(prep, cfg.aggregate_clients, cfg.num_samples, progress, dealing=cfg.cohort_dealing)
   return prep
 
 
@@ -173,15 +176,17 @@ def take_updates(prep: Prepared, rows: np.ndarray) -> Prepared:
 
 
 def aggregated(prep: Prepared, clients_per_round: int, num_samples: int,
-               progress: Optional[Callable[[str], None]] = None) -> tuple[Prepared, np.ndarray]:
+               progress: Optional[Callable[[str], None]] = None, dealing: str = "once") -> tuple[Prepared, np.ndarray]:
   """Secure aggregation of K = clients_per_round > 1 clients a round (`runs/leakage/aggregation.py`): prep with
   only the updates that reach an aggregate, ordered so that each K consecutive ones form one (`cohorts`,
-  `cohort_of`, `round_of` set), and their rows in prep (i64[K A]).
+  `cohort_of`, `round_of` set; with dealing 'every_round' also `participation`), and their rows in prep (i64[K A]).
 
   prep's updates must be each client's first ones, consecutive and in order: all that `prepare` samples, or any
   prefix of each client's that holds its rounds (a study's gradient pass shared by several K); the cohorts (dealt
   from prep.key) and their rounds are the same either way. Raises ValueError when no cohort has a round."""
   num_clients = prep.clients.num_clients
+  if dealing == "every_round":
+    return _dealt_every_round(prep, clients_per_round, num_samples, progress)
   dealt = aggregation.deal_cohorts(num_clients, clients_per_round, jax.random.fold_in(prep.key, COHORTS))
   keep, cohort_of, round_of = aggregation.cohort_updates(prep.batch_client, num_clients, dealt)
   if not len(keep):
@@ -195,3 +200,24 @@ def aggregated(prep: Prepared, clients_per_round: int, num_samples: int,
                                                              else ""))
   return dataclasses.replace(take_updates(prep, keep), cohorts=cohorts, cohort_of=cohort_of,
                              round_of=round_of), keep
+
+
+def _dealt_every_round(prep: Prepared, clients_per_round: int, num_samples: int,
+                       progress: Optional[Callable[[str], None]]) -> tuple[Prepared, np.ndarray]:
+  """`aggregated` with the clients dealt anew for every round (`aggregation.redealt_rounds`, seeded from prep.key):
+  each aggregate is its own unit of the metrics."""
+  seed = np.asarray(jax.random.key_data(jax.random.fold_in(prep.key, COHORTS))).ravel()
+  keep, participation = aggregation.redealt_rounds(prep.batch_client, prep.clients.num_clients, clients_per_round,
+                                                   seed)
+  if not len(keep):
+    raise ValueError(f"aggregate_clients={clients_per_round}: no round can gather {clients_per_round} clients with "
+                     f"an update of N={num_samples} windows; lower num_samples or aggregate_clients.")
+  ids = np.asarray(prep.clients.subject_ids)
+  cohorts = tuple(tuple(int(s) for s in row) for row in ids[prep.batch_client[keep]].reshape(-1, clients_per_round))
+  a = len(cohorts)
+  seen = int(participation.any(axis=0).sum())
+  log(progress, f"secure aggregation, clients dealt anew every round: {a} rounds of {clients_per_round} clients "
+                f"(N={num_samples * clients_per_round} each; {len(keep)} of the {len(prep.indices)} updates reach "
+                f"one; {seen} of {prep.clients.num_clients} clients take part)")
+  return dataclasses.replace(take_updates(prep, keep), cohorts=cohorts, cohort_of=np.arange(a, dtype=np.int32),
+                             round_of=np.zeros(a, np.int32), participation=participation), keep

@@ -8,6 +8,9 @@ run beside the manifest of another.
   lists each cohort's subjects)
   members.csv    with secure aggregation only: clients.csv's columns per (subject, attack) for guessing each client
                  holds 1/K of its round's predicted counts (NaN for a subject in no cohort)
+  profiles.csv   with clients dealt anew every round only: the same columns per (subject, attack) for its label
+                 distribution solved from all rounds (num_batches 1; NaN for a subject in no round); each aggregate
+                 is then its own unit in clients.csv, and manifest.json's `cohorts` lists every round's members
   summary.csv    one row per (attack, metric): mean and std over clients
   manifest.json  experiment, config, flags, dataset, subjects, timings, provenance (versions, devices, commit)
 """
@@ -57,12 +60,12 @@ def result_files(result: LeakageResult, flags_dict: dict | None = None) -> dict[
       **({} if result.cohorts is None else {"cohorts": [list(c) for c in result.cohorts]}),
       "num_batches": int(len(result.batch_client)), "timings_s": result.timings, "environment": storage.provenance()})
   files = {"batches.csv": batches, "clients.csv": clients, "summary.csv": summary, "manifest.json": manifest}
-  if result.member_metrics is not None:
-    files["members.csv"] = storage.csv_text(header, [
-        [s, name, int(mm.num_batches[i])] + [f"{float(getattr(mm, m)[i]):.4f}" for m in
-                                             ("lnacc", "leacc", "symmetric_existence", "class_acc")]
-        for name in result.config.attacks for mm in [result.member_metrics[name]]
-        for i, s in enumerate(result.member_ids)])
+  for file, per_client in (("members.csv", result.member_metrics), ("profiles.csv", result.profile_metrics)):
+    if per_client is not None:
+      files[file] = storage.csv_text(header, [
+          [s, name, int(mm.num_batches[i])] + [f"{float(getattr(mm, m)[i]):.4f}" for m in
+                                               ("lnacc", "leacc", "symmetric_existence", "class_acc")]
+          for name in result.config.attacks for mm in [per_client[name]] for i, s in enumerate(result.member_ids)])
   return files
 
 
@@ -73,9 +76,9 @@ def write_leakage(result: LeakageResult, output_dir: str, flags_dict: dict | Non
 
 def leakage_table(result: LeakageResult) -> str:
   """The paper-style terminal table: LnAcc, LeAcc, ClassAcc per attack, mean (± std) over clients."""
-  def rows(members=False):
+  def rows(members=False, profiles=False):
     return [{"attack": r["attack"], "LnAcc": pct(*r["lnacc"]), "LeAcc": pct(*r["leacc"]),
-             "ClassAcc": pct(*r["class_acc"])} for r in result.summary_rows(members)]
+             "ClassAcc": pct(*r["class_acc"])} for r in result.summary_rows(members, profiles)]
   cfg = result.config
   ldp = "" if cfg.ldp.is_identity else (f"LDP sigma={cfg.ldp.noise_std} tau={cfg.ldp.clip_norm} "
                                         f"({cfg.ldp.clip_scope}, {cfg.ldp.clip_granularity}) | ")
@@ -86,6 +89,9 @@ def leakage_table(result: LeakageResult) -> str:
   loss = "" if cfg.client_loss == "mean" else "class-weighted client loss | "
   if result.cohorts is None:
     who = f"{len(result.subject_ids)} clients, {len(result.batch_client)} batches | mean (± std) over clients"
+  elif result.participation is not None:
+    who = (f"secure aggregation of {cfg.aggregate_clients} clients dealt anew every round: "
+           f"{len(result.batch_client)} rounds of {cfg.aggregate_clients * cfg.num_samples} | mean (± std) over rounds")
   else:
     who = (f"secure aggregation of {cfg.aggregate_clients} clients: {len(result.cohorts)} cohorts, "
            f"{len(result.batch_client)} aggregates of {cfg.aggregate_clients * cfg.num_samples} | mean (± std) over "
@@ -96,9 +102,16 @@ def leakage_table(result: LeakageResult) -> str:
   if result.member_metrics is None:
     return table
   k = cfg.aggregate_clients
-  return table + "\n\n" + format_table(rows(members=True), columns, (
+  clients = (sum(len(c) for c in result.cohorts) if result.participation is None
+             else int(np.asarray(result.participation).any(axis=0).sum()))
+  table += "\n\n" + format_table(rows(members=True), columns, (
       f"what a round tells of each client: 1/{k} of its predicted counts against the client's own {cfg.num_samples} "
-      f"windows | {sum(len(c) for c in result.cohorts)} clients | mean (± std) over clients"))
+      f"windows | {clients} clients | mean (± std) over clients"))
+  if result.profile_metrics is None:
+    return table
+  return table + "\n\n" + format_table(rows(profiles=True), columns, (
+      f"what all rounds tell of each client: its label distribution solved from every round (least squares), "
+      f"against its own, scaled to N={cfg.num_samples} | {clients} clients | mean (± std) over clients"))
 
 
 def write_runs(runs: dict[str, LeakageResult], output_dir: str, total_s: float, flags_dict: dict | None = None

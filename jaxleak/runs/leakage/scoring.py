@@ -43,16 +43,23 @@ class LeakageResult:
   # then the cohorts' numbers, batch_client the cohort and batch_index the round of each aggregate. What a round
   # tells of each client: attack -> metrics.ClientMetrics over member_ids (the run's clients; NaN for one in no
   # cohort) of guessing each member holds 1/K of its round's predicted counts (`aggregation.split_among_members`).
+  # Clients dealt anew every round (config.cohort_dealing 'every_round'): cohorts holds each aggregate's members
+  # (an aggregate is its own unit), participation bool[A, clients] who took part in which, and profile_metrics:
+  # attack -> ClientMetrics over member_ids (one row per client; NaN for one in no round) of each client's label
+  # distribution solved from all rounds (`attacks.disaggregate_rounds`) against its own (`client_profiles`).
   cohorts: Optional[tuple[tuple[int, ...], ...]] = None
   member_ids: Optional[tuple[int, ...]] = None
   member_metrics: Optional[dict] = None
+  participation: Optional[np.ndarray] = None
+  profile_metrics: Optional[dict] = None
 
-  def summary_rows(self, members: bool = False) -> list[dict]:
+  def summary_rows(self, members: bool = False, profiles: bool = False) -> list[dict]:
     """One row per attack: {'attack', metric: (mean, std) over clients} for LnAcc, LeAcc, ClassAcc, Eq. 4 (over
-    cohorts under secure aggregation; `members`: of `member_metrics`, over the clients)."""
+    cohorts under secure aggregation; `members`: of `member_metrics`, `profiles`: of `profile_metrics`, both over
+    the clients)."""
     rows = []
     for name in self.config.attacks:
-      cm = (self.member_metrics if members else self.client_metrics)[name]
+      cm = (self.profile_metrics if profiles else self.member_metrics if members else self.client_metrics)[name]
       row = {"attack": name}
       for metric in ("lnacc", "leacc", "class_acc", "symmetric_existence"):
         mean, std = M.mean_std_over_clients(getattr(cm, metric))
@@ -284,10 +291,28 @@ def member_metrics(members: Prepared, cfg: LeakageConfig, preds: dict) -> dict:
       members.clients.num_clients)) for name, p in preds.items()}
 
 
-def with_members(result: LeakageResult, members: Prepared, cfg: LeakageConfig, preds: dict) -> LeakageResult:
-  """`result` of aggregates with what its rounds tell of each client (`member_metrics`) filled in."""
-  return dataclasses.replace(result, member_ids=members.clients.subject_ids,
-                             member_metrics=member_metrics(members, cfg, preds))
+def profile_metrics(members: Prepared, cfg: LeakageConfig, preds: dict, participation: np.ndarray) -> dict:
+  """Clients dealt anew every round: attack -> ClientMetrics (NumPy) over the clients of `members` (the run's
+  Prepared before aggregation, ordered as the rounds take its updates), one row per client, of its label
+  distribution solved from every round's predicted counts `preds[attack]` i32[A, C] and who took part
+  (`participation` bool[A, clients]; `attacks.disaggregate_rounds`), against its own distribution over the updates
+  it gave to rounds (`aggregation.client_profiles`). A client in no round is NaN."""
+  n = members.clients.num_clients
+  own = aggregation.client_profiles(true_counts(members), members.batch_client, n, cfg.num_samples)
+  seen = np.flatnonzero(np.asarray(participation).any(axis=0))
+  return {name: jax.tree.map(np.asarray, _client_metrics(
+      own[seen], np.asarray(A.disaggregate_rounds(p, participation, cfg.num_samples))[seen], seen, n))
+      for name, p in preds.items()}
+
+
+def with_members(result: LeakageResult, members: Prepared, cfg: LeakageConfig, preds: dict,
+                 participation: Optional[np.ndarray] = None) -> LeakageResult:
+  """`result` of aggregates with what its rounds tell of each client (`member_metrics`) filled in; with the
+  rounds' `participation` (clients dealt every round) also each client's solved distribution (`profile_metrics`)."""
+  return dataclasses.replace(
+      result, member_ids=members.clients.subject_ids, member_metrics=member_metrics(members, cfg, preds),
+      participation=participation,
+      profile_metrics=None if participation is None else profile_metrics(members, cfg, preds, participation))
 
 
 def attack_and_score(prep: Prepared, cfg: LeakageConfig, grads: LastLayerGrads, timings: dict) -> LeakageResult:
@@ -307,6 +332,6 @@ def attack_and_score(prep: Prepared, cfg: LeakageConfig, grads: LastLayerGrads, 
                       local_batch_size=b, local_steps=s, rlu_basis=basis)
   result = score(prep, cfg, preds, true_counts(prep), timings)
   if prep.cohorts is not None:
-    result = with_members(result, members, cfg, preds)
+    result = with_members(result, members, cfg, preds, prep.participation)
   result.timings["attacks_s"] = time.perf_counter() - t0
   return result

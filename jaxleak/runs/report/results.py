@@ -21,7 +21,7 @@ from jaxleak.runs.eavesdrop.report import SUMMARY_KEYS as EV_SUMMARY_KEYS
 METRICS = ("lnacc", "leacc", "class_acc", "symmetric_existence")
 HAR_SETTINGS = ("dataset", "model", "state", "sampling", "num_samples", "local_batch_size", "local_steps", "sigma",
                 "tau", "clip_scope", "ldp_releases", "seed", "head_bias", "compression", "dropout", "client_loss",
-                "aggregate_clients")
+                "aggregate_clients", "cohort_dealing")
 EAVESDROP_SETTINGS = ("dataset", "model", "num_participants", "fraction", "local_epochs", "local_batch_size",
                       "local_lr", "compression", "dropout", "rounds", "seed", "replicates", "partition",
                       "dirichlet_alpha", "attacker_participates", "ldp_noise", "ldp_clip", "client_loss")
@@ -164,7 +164,8 @@ def _load_study(root: str) -> Results:
       settings.update(clip_scope=c.get("clip_scope") or "all", ldp_releases=1, head_bias=c.get("head_bias", True),
                       compression=float(c.get("compression", 0.0)), dropout=c.get("dropout"),
                       client_loss=c.get("client_loss", "mean"),
-                      aggregate_clients=int(c.get("aggregate_clients", 1)))
+                      aggregate_clients=int(c.get("aggregate_clients", 1)),
+                      cohort_dealing=c.get("cohort_dealing", "once"))
       out.har.append(HarResult(task.key, settings, res.get("class_names") or [], {
           name: {"summary": {m: tuple(a["summary"][m]) for m in METRICS}, "clients": a["clients"],
                  "subjects": res["subjects"], "confusion": a.get("confusion"),
@@ -217,7 +218,8 @@ def _har_run(folder, name, manifest, out: Results) -> None:
               "ldp_releases": local["steps"] if per_step else 1, "seed": cfg.get("seed"),
               "head_bias": cfg.get("head_bias", True), "compression": float(cfg.get("compression", 0.0)),
               "dropout": cfg.get("dropout"), "client_loss": cfg.get("client_loss", "mean"),
-              "aggregate_clients": int(cfg.get("aggregate_clients", 1))}
+              "aggregate_clients": int(cfg.get("aggregate_clients", 1)),
+              "cohort_dealing": cfg.get("cohort_dealing", "once")}
   clients = storage.read_csv(os.path.join(folder, "clients.csv"), ("subject", "attack") + METRICS, "clients table")
   batches_path = os.path.join(folder, "batches.csv")
   class_names = list(manifest.get("class_names") or [])

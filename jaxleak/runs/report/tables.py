@@ -146,7 +146,8 @@ def setting_label(s: dict, *, with_ldp: bool = True, with_defences: bool = True)
   if loss_label(s):                                 # the clients' loss: part of the setting, not a defence
     parts.append(loss_label(s))
   if s.get("aggregate_clients", 1) > 1:             # what the server sees: part of the setting
-    parts.append(f"secure aggregation of {s['aggregate_clients']}")
+    parts.append(f"secure aggregation of {s['aggregate_clients']}"
+                 + (", dealt every round" if s.get("cohort_dealing", "once") == "every_round" else ""))
   if s["local_steps"] is not None:
     parts.append(f"S={s['local_steps']} B={s['local_batch_size']}")
   if with_ldp and (s["sigma"] or s["tau"]):
