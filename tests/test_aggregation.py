@@ -356,6 +356,80 @@ def test_aggregated_study_records_equal_separate_runs_and_other_keys_do_not_move
     assert float(row["per_client_lnacc_mean"]) == pytest.approx(want, rel=1e-5)
 
 
+def task_row_dealing(task) -> str:
+  from jaxleak.runs.study.plan import task_row
+  return task_row(task)["cohort_dealing"]
+
+
+def test_a_study_dealt_every_round_equals_separate_runs_from_one_pass_of_every_update(tmp_path, monkeypatch):
+  """cohort_dealing=every_round in a study: the K > 1 tasks (and their group) say so, K = 1 keeps its key; one pass
+  of every update (the rounds depend on all of them); each record equals a separate run's, profiles included."""
+  from jaxleak.runs import study as S
+  from jaxleak.runs.study import collect, cost, engine
+  tiny = {"datasets": "synthetic_tiny", "models": "tinyhar", "states": "untrained", "samplings": "sequential",
+          "attacks": "ebi,ilrg", "ldp": "0:0,0.1:0.5", "num_samples": "20",
+          "dirichlet_alphas": "1"}                         # clients of 11, 12, 17 and 17 updates
+  once = S.make_plan(S.override(S.preset("har_aggregation"), {**tiny, "aggregate_clients": "1,2,3"}))
+  with_one = S.make_plan(S.override(S.preset("har_aggregation"), {**tiny, "aggregate_clients": "1,2,3",
+                                                                   "cohort_dealing": "every_round"}))
+  assert len(with_one.groups) == 1 and "aggregated K=1,2,3 dealt every round" in with_one.groups[0].label
+  assert with_one.groups[0].key not in {g.key for g in once.groups}
+  ones = {t.key for t in with_one.tasks if "aggregate_clients" not in t.config}
+  assert len(ones) == 2 and ones == {t.key for t in once.tasks if "aggregate_clients" not in t.config}
+  assert all(t.config["cohort_dealing"] == "every_round" for t in with_one.tasks if t.key not in ones)
+  # Run without K = 1, whose pass alone would be every update: the dealing itself must make it so.
+  plan = S.make_plan(S.override(S.preset("har_aggregation"), {**tiny, "aggregate_clients": "2,3",
+                                                               "cohort_dealing": "every_round"}))
+  assert {t.key for t in plan.tasks} < {t.key for t in with_one.tasks}
+  passes = []
+  for name in ("compute_updates", "compute_heads_and_norms"):
+    real = getattr(engine, name)
+    monkeypatch.setattr(engine, name, lambda prep, *a, _f=real, **kw: passes.append(len(prep.indices)) or _f(
+        prep, *a, **kw))
+  S.run_plan(plan, S.Store(str(tmp_path)), progress=None)
+  every = prepare(engine.leakage_config(next(t for t in with_one.tasks if t.key in ones).config), None, None, None)
+  assert passes == [len(every.indices)]
+  # the dry run counts that pass: every update's 20 windows, a full backward (tau > 0 clips the whole model)
+  assert cost.estimate_cost(plan)[plan.groups[0].key] == len(every.indices) * 20 * 3.0
+  for task in plan.tasks:
+    c = task.config
+    cfg = engine.leakage_config(c, c["sigma"], c["tau"])
+    assert cfg.cohort_dealing == "every_round"
+    alone = run_leakage(cfg)
+    rec = S.Store(str(tmp_path)).read(task.key)["results"]
+    assert rec["cohorts"] == [list(x) for x in alone.cohorts]
+    for attack in ("ebi", "ilrg"):
+      got = rec["attacks"][attack]
+      np.testing.assert_array_equal(got["clients"]["lnacc"], alone.client_metrics[attack].lnacc)
+      np.testing.assert_array_equal(got["members"]["clients"]["lnacc"], alone.member_metrics[attack].lnacc)
+      np.testing.assert_array_equal(got["profiles"]["clients"]["lnacc"], alone.profile_metrics[attack].lnacc)
+  files, _ = collect.tables(plan, S.Store(str(tmp_path)))
+  profiles = list(csv.DictReader(files["profiles.csv"].splitlines()))
+  assert len(profiles) == 2 * 2 * 4 * 2 and {r["cohort_dealing"] for r in profiles} == {"every_round"}   # K x LDP x
+  summary = S.make_plan(S.override(S.preset("har_sampling"), {k: v for k, v in tiny.items() if k != "ldp"}))
+  assert task_row_dealing(summary.tasks[0]) == "once"                                           # clients x attacks
+
+
+@pytest.mark.parametrize("sets,message", [
+    ({"cohort_dealing": "every_round"}, "cohort_dealing=every_round: read only by securely aggregated tasks"),
+    ({"cohort_dealing": "hourly", "aggregate_clients": "2", "states": "untrained"},
+     "cohort_dealing: unknown 'hourly'; valid: once, every_round"),
+])
+def test_studies_refuse_a_dealing_nothing_reads_or_an_unknown_one(sets, message):
+  from jaxleak.runs import study as S
+  with pytest.raises(ValueError, match=message):
+    S.make_plan(S.override(S.preset("har_sampling"), {"datasets": "synthetic_tiny", **sets}), check_inputs=False)
+
+
+def test_a_dealing_set_with_the_aggregation_that_reads_it_is_applied():
+  # (the dealing was once dropped in silence: whether a part reads it depends on aggregate_clients set beside it)
+  from jaxleak.runs import study as S
+  plan = S.make_plan(S.override(S.preset("har_sampling"), {
+      "datasets": "synthetic_tiny", "states": "untrained", "aggregate_clients": "1,2",
+      "cohort_dealing": "every_round"}), check_inputs=False)
+  assert {t.config.get("cohort_dealing") for t in plan.tasks} == {None, "every_round"}
+
+
 def test_studies_refuse_impossible_aggregation_before_any_work(tmp_path):
   from jaxleak.runs import study as S
   tiny = {"datasets": "synthetic_tiny", "models": "tinyhar", "samplings": "shuffle"}

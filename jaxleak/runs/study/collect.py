@@ -8,6 +8,8 @@
                  per_client_{lnacc,class_acc}_{mean,std}: what the server learns of each client (under secure
                  aggregation, aggregate_clients > 1, results.csv's rows are cohorts, these are per client)
   members.csv    HAR under secure aggregation: one row per task x attack x client: its metrics as 1/K of its round
+  profiles.csv   HAR with the clients dealt anew every round (cohort_dealing): one row per task x attack x client:
+                 its label distribution solved from all rounds against its own (results.csv's rows are then rounds)
   eavesdrop.csv  Eavesdrop: one row per task: settings and the overall success rates
   whole_determination.csv  one row per Whole Determination task x stage: settings and success rates
 Written together as one folder commit (<study_dir>/tables/).
@@ -27,7 +29,7 @@ METRICS = ("lnacc", "leacc", "class_acc", "symmetric_existence")
 MEMBER_METRICS = ("lnacc", "class_acc")
 HAR_COLUMNS = ("dataset", "model", "state", "sampling", "seed", "num_samples", "local_batch_size", "local_steps",
                "sigma", "tau", "dirichlet_alpha", "head_bias", "compression", "dropout", "client_loss",
-               "aggregate_clients")
+               "aggregate_clients", "cohort_dealing")
 EAVESDROP_COLUMNS = ("dataset", "model", "num_participants", "fraction", "local_epochs", "local_batch_size",
                      "local_lr", "compression", "dropout", "rounds", "seed", "replicates", "partition",
                      "dirichlet_alpha", "attacker_participates", "ldp_noise", "ldp_clip",
@@ -57,7 +59,7 @@ def _epsilon(sigma: float, tau: float) -> str:
 
 def tables(plan: Plan, store: Store) -> tuple[dict[str, str], int]:
   """({file name: CSV text}, number of tasks missing a record)."""
-  rows, summary, member_rows, ev_rows, wd_rows, missing = [], [], [], [], [], 0
+  rows, summary, member_rows, profile_rows, ev_rows, wd_rows, missing = [], [], [], [], [], [], 0
   ev_keys = None
   for task in plan.tasks:
     try:
@@ -74,8 +76,9 @@ def tables(plan: Plan, store: Store) -> tuple[dict[str, str], int]:
           rows.append(base + [attack, subject] + [_fmt(r["clients"][m][i]) for m in METRICS] + [r["num_batches"][i]])
         # what the server learns of each client: its own update, or under secure aggregation 1/K of its round
         members = r.get("members")
-        for i, subject in enumerate(res.get("member_subjects", []) if members else []):
-          member_rows.append(base + [attack, subject] + [_fmt(members["clients"][m][i]) for m in METRICS])
+        for out, per in ((member_rows, members), (profile_rows, r.get("profiles"))):
+          for i, subject in enumerate(res.get("member_subjects", []) if per else []):
+            out.append(base + [attack, subject] + [_fmt(per["clients"][m][i]) for m in METRICS])
         per_client = (members or r)["summary"]
         summary.append(base + [attack] + [_fmt(x) for m in METRICS for x in r["summary"][m]]
                        + [_epsilon(settings["sigma"], settings["tau"])]
@@ -97,8 +100,9 @@ def tables(plan: Plan, store: Store) -> tuple[dict[str, str], int]:
                                             + ("epsilon_pld_delta_1e-5",)
                                             + tuple(f"per_client_{m}_{s}" for m in MEMBER_METRICS
                                                     for s in ("mean", "std")), summary)
-  if member_rows:
-    files["members.csv"] = storage.csv_text(("task",) + HAR_COLUMNS + ("attack", "subject") + METRICS, member_rows)
+  for name, per_client in (("members.csv", member_rows), ("profiles.csv", profile_rows)):
+    if per_client:
+      files[name] = storage.csv_text(("task",) + HAR_COLUMNS + ("attack", "subject") + METRICS, per_client)
   if ev_rows:
     files["eavesdrop.csv"] = storage.csv_text(("task",) + EAVESDROP_COLUMNS + tuple(ev_keys), ev_rows)
   if wd_rows:

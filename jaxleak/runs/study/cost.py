@@ -6,7 +6,7 @@ from typing import Optional
 
 import numpy as np
 
-from jaxleak.runs.study.plan import Plan, describe, loaded_clients, loaded_dataset, loaded_pools
+from jaxleak.runs.study.plan import Plan, dealing, describe, loaded_clients, loaded_dataset, loaded_pools
 
 
 def estimate_cost(plan: Plan, loaded: Optional[dict] = None) -> dict[str, float]:
@@ -27,7 +27,8 @@ def estimate_cost(plan: Plan, loaded: Optional[dict] = None) -> dict[str, float]
       n = c["num_samples"]
       ks = sorted({t.config.get("aggregate_clients", 1) for t in g.tasks})
       # the group's one pass: every update, or (no K = 1) only those that reach an aggregate of one of its K
-      updates = aggregated_updates(counts, ks, c["seed"])
+      updates = (int(np.sum(counts)) if dealing(g.tasks) != "once"    # dealt every round: every update
+                 else aggregated_updates(counts, ks, c["seed"]))
       if c["multi_step"] is not None:
         _, b, s = c["multi_step"]
         # The last local step's body gradient never reaches the head delta; XLA prunes that backward (a

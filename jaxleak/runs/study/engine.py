@@ -39,7 +39,7 @@ from jaxleak.runs.leakage.prepare import noise_keys as prepare_noise_keys
 from jaxleak.runs.leakage.scoring import (attack_inputs, attack_updates, rlu_bases, score, true_counts,
                                           with_members)
 from jaxleak.runs.leakage.updates import call_size, compute_heads_and_norms, compute_updates
-from jaxleak.runs.study.plan import Group, Plan, Task, counted, describe
+from jaxleak.runs.study.plan import Group, Plan, Task, counted, dealing, describe
 from jaxleak.runs.study.store import Store
 from jaxleak.types import LastLayerGrads
 
@@ -74,7 +74,8 @@ def leakage_config(task_config: dict, sigma: float = 0.0, tau: float = 0.0) -> L
                        minmax=local is None, ldp=ldp, local=local, checkpoint_dir=c["checkpoint_dir"],
                        dirichlet_alpha=c.get("dirichlet_alpha"), head_bias=c.get("head_bias", True),
                        compression=c.get("compression", 0.0), dropout=c.get("dropout"),
-                       client_loss=c.get("client_loss", "mean"), aggregate_clients=c.get("aggregate_clients", 1))
+                       client_loss=c.get("client_loss", "mean"), aggregate_clients=c.get("aggregate_clients", 1),
+                       cohort_dealing=c.get("cohort_dealing", "once"))
 
 
 def eavesdrop_config(c: dict):
@@ -230,7 +231,7 @@ def leakage_results(result) -> dict:
   out = {"subjects": list(result.subject_ids), "num_updates": int(len(result.batch_client)),
          "class_names": list(result.class_names), "attacks": {}}
   if result.cohorts is not None:                  # secure aggregation: "subjects" are the cohorts' numbers
-    out["cohorts"] = [list(c) for c in result.cohorts]
+    out["cohorts"] = [list(c) for c in result.cohorts]      # (dealt every round: each round's members)
     out["member_subjects"] = list(result.member_ids)
   for name in result.config.attacks:
     cm = result.client_metrics[name]
@@ -243,12 +244,12 @@ def leakage_results(result) -> dict:
                             "class_total": np.asarray(cm.class_total).tolist(),
                             "confusion": np.asarray(_confusion(result.true_counts,
                                                                result.pred_counts[name])).tolist()}
-    if result.member_metrics is not None:          # what the rounds tell of each client (of member_subjects)
-      mm = result.member_metrics[name]
-      per = {m: [float(v) for v in np.asarray(getattr(mm, m))] for m in clients}
-      out["attacks"][name]["members"] = {
-          "summary": {m: [float(x) for x in M.mean_std_over_clients(np.asarray(per[m]))] for m in per},
-          "clients": per}
+    for field, per_client in (("members", result.member_metrics), ("profiles", result.profile_metrics)):
+      if per_client is not None:                   # what the rounds tell of each client (of member_subjects)
+        per = {m: [float(v) for v in np.asarray(getattr(per_client[name], m))] for m in clients}
+        out["attacks"][name][field] = {
+            "summary": {m: [float(x) for x in M.mean_std_over_clients(np.asarray(per[m]))] for m in per},
+            "clients": per}
   return out
 
 
@@ -269,12 +270,13 @@ def _every(log: Callable[[str], None], seconds: float) -> Callable[[str], None]:
   return inner
 
 
-def _shared_pass(prep, clients_per_round: list[int], num_samples: int):
+def _shared_pass(prep, clients_per_round: list[int], num_samples: int, dealing: str = "once"):
   """The updates of a group's one gradient pass, shared by the clients-per-round values K of its tasks: all of
-  prep's (every client's, as `prepare` samples them) when a task has K = 1, otherwise the union of the updates the
-  aggregates of each K need (each client's first ones, in prep's order). Fixed by the group, not by which of its
-  tasks are left to run, so that a resumed group computes the very values of an unbroken one."""
-  if 1 in clients_per_round:
+  prep's (every client's, as `prepare` samples them) when a task has K = 1 or the clients are dealt every round
+  (whose rounds depend on every update), otherwise the union of the updates the aggregates of each K need (each
+  client's first ones, in prep's order). Fixed by the group, not by which of its tasks are left to run, so that a
+  resumed group computes the very values of an unbroken one."""
+  if 1 in clients_per_round or dealing != "once":
     return prep
   rows = np.unique(np.concatenate([aggregated(prep, k, num_samples)[1] for k in clients_per_round]))
   return take_updates(prep, rows)
@@ -285,7 +287,7 @@ def _clients_per_round(prep, per_update: tuple, cfg: LeakageConfig, log) -> tupl
   updates that reach an aggregate of K (in its order) otherwise."""
   if cfg.aggregate_clients == 1:
     return prep, per_update
-  mine, rows = aggregated(prep, cfg.aggregate_clients, cfg.num_samples, log)
+  mine, rows = aggregated(prep, cfg.aggregate_clients, cfg.num_samples, log, dealing=cfg.cohort_dealing)
   return mine, jax.tree.map(lambda a: a[rows], per_update)
 
 
@@ -295,8 +297,9 @@ def _run_har_group(group: Group, todo: list[Task], store: Store, log, chunk_size
   ks = sorted({t.config.get("aggregate_clients", 1) for t in group.tasks})
   t0 = time.perf_counter()
   inner = _every(log, GROUP_PROGRESS_EVERY_S)
-  whole = dataclasses.replace(base, aggregate_clients=1)       # every client's updates, aggregated per K below
-  prep = _shared_pass(prepare(whole, None, None, None), ks, base.num_samples)
+  # every client's updates, aggregated (and dealt) per K below
+  whole = dataclasses.replace(base, aggregate_clients=1, cohort_dealing="once")
+  prep = _shared_pass(prepare(whole, None, None, None), ks, base.num_samples, dealing(group.tasks))
   if first["multi_step"] is not None:
     grads = compute_updates(prep, whole, LdpConfig(), inner)
     t_pass = time.perf_counter() - t0
@@ -338,7 +341,7 @@ def _run_har_group(group: Group, todo: list[Task], store: Store, log, chunk_size
       mine_preds = {name: preds[name][i] for name in base.attacks}
       result = score(view, cfg, mine_preds, truth, {})
       if k > 1:
-        result = with_members(result, mine, cfg, mine_preds)
+        result = with_members(result, mine, cfg, mine_preds, mine.participation)
       store.write(task, leakage_results(result), {"shared_pass_s": t_pass, "sweep_s": t_sweep,
                                                   "settings_in_group": len(tasks), "chunk_size": chunk_size})
 

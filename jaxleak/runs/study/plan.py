@@ -46,7 +46,8 @@ class Group:
           f" loss={c['client_loss']}" if c.get("client_loss", "mean") != "mean" else "")
       ks = sorted({t.config.get("aggregate_clients", 1) for t in self.tasks})
       if ks != [1]:
-        alpha += f" aggregated K={','.join(map(str, ks))}"
+        alpha += f" aggregated K={','.join(map(str, ks))}" + (
+            " dealt every round" if dealing(self.tasks) != "once" else "")
       many = f" ({len(self.tasks)} LDP settings)" if len(ks) == 1 else f" ({len(self.tasks)} tasks)"
       return (f"{c['dataset']} {c['model']} {c['state']} {c['sampling']} seed={c['seed']} N={c['num_samples']}"
               + alpha + local + (many if len(self.tasks) > 1 else ""))
@@ -56,6 +57,11 @@ class Group:
     text += "".join(f" {k}={v}" for k, v in c.items()
                     if k in _EAVESDROP_FIELDS and k not in shown and not _is_default(v, _EAVESDROP_FIELDS[k]))
     return text if self.kind == "eavesdrop" else f"Whole Determination {c['wd_trials']} trials: {text}"
+
+
+def dealing(tasks) -> str:
+  """How a HAR group's securely aggregated tasks deal the clients into rounds (its K = 1 tasks do not say)."""
+  return next((t.config["cohort_dealing"] for t in tasks if "cohort_dealing" in t.config), "once")
 
 
 def _is_default(value, default) -> bool:
@@ -97,6 +103,12 @@ def _har_tasks(part: HarGrid) -> list[tuple[dict, dict]]:
     extra = {} if alpha is None else {"dirichlet_alpha": float(alpha)}
     # Clients per aggregated round: a task's field, not its group's, so the K of one setting share a gradient pass.
     agg = {"aggregate_clients": int(k)} if k > 1 else {}
+    # Named only when set (other keys unchanged), by the K > 1 tasks and by the group: dealt every round, the
+    # aggregates depend on every update of every client (`prepare.aggregated`), so they share no pass with cohorts
+    # dealt once. A K = 1 task deals nothing: its key (and record) is a K = 1 task's of any grid.
+    dealt = {"cohort_dealing": part.cohort_dealing} if part.cohort_dealing != "once" else {}
+    if k > 1:
+      agg.update(dealt)
     if not part.head_bias:
       extra["head_bias"] = False
     if part.compression:
@@ -115,12 +127,12 @@ def _har_tasks(part: HarGrid) -> list[tuple[dict, dict]]:
       for n, b, s in part.multi_step:
         group = dict(common, num_samples=n, multi_step=[n, b, s], local_lr=part.local_lr,
                      equivalent=part.equivalent)
-        out.append((group, dict(group, **agg, sigma=0.0, tau=0.0, clip_scope=None)))
+        out.append((dict(group, **dealt), dict(group, **agg, sigma=0.0, tau=0.0, clip_scope=None)))
     else:
       group = dict(common, num_samples=part.num_samples, multi_step=None, local_lr=None, equivalent=None)
       for sigma, tau in part.ldp:
-        out.append((group, dict(group, **agg, sigma=float(sigma), tau=float(tau),
-                                clip_scope=part.clip_scope if tau > 0 else None)))
+        out.append((dict(group, **dealt), dict(group, **agg, sigma=float(sigma), tau=float(tau),
+                                               clip_scope=part.clip_scope if tau > 0 else None)))
   return out
 
 
@@ -377,7 +389,8 @@ def task_row(task: Task) -> dict[str, Any]:
             "seed": c["seed"], "num_samples": n, "local_batch_size": b, "local_steps": s, "sigma": c["sigma"],
             "tau": c["tau"], "dirichlet_alpha": c.get("dirichlet_alpha"), "head_bias": c.get("head_bias", True),
             "compression": c.get("compression", 0.0), "dropout": c.get("dropout"),
-            "client_loss": c.get("client_loss", "mean"), "aggregate_clients": c.get("aggregate_clients", 1)}
+            "client_loss": c.get("client_loss", "mean"), "aggregate_clients": c.get("aggregate_clients", 1),
+            "cohort_dealing": c.get("cohort_dealing", "once")}
   row = {k: c[k] for k in ("dataset", "model", "num_participants", "fraction", "local_epochs", "local_batch_size",
                            "local_lr", "compression", "dropout", "rounds", "seed", "replicates")
          + (("wd_trials", "wd_total_per_label", "wd_factors", "wd_stages", "wd_window") if "wd_trials" in c else ())}

@@ -29,7 +29,8 @@ from jaxleak.federated import EQUIVALENTS
 from jaxleak.runs import fields
 from jaxleak.runs.eavesdrop.config import (DIRICHLET_ALPHAS, NOT_READ_BY_WHOLE_DETERMINATION, PAPER_COMPRESSION,
                                            PAPER_SWEEPS, WHOLE_DETERMINATION_READS)
-from jaxleak.runs.leakage.config import CLIENT_LOSSES, PAPER_LDP_GRID, check_every_window_trained
+from jaxleak.runs.leakage.config import (CLIENT_LOSSES, COHORT_DEALINGS, PAPER_LDP_GRID,
+                                         check_every_window_trained)
 from jaxleak.types import FLOAT32_MAX
 
 #: The HAR paper's multi-step settings (N, B, S) (spec 3.4).
@@ -86,6 +87,7 @@ class HarGrid:
   dropout: Optional[float] = None                    # the models' dropout rate (None: their default, 0.5)
   client_loss: str = "mean"                          # or "class_weighted" (LeakageConfig.client_loss)
   aggregate_clients: tuple[int, ...] = ()            # () = each client's update alone; else K per aggregated round
+  cohort_dealing: str = "once"                       # or "every_round" (LeakageConfig.cohort_dealing), for K > 1
 
   def validate(self) -> None:
     for field, values, valid in (("datasets", self.datasets, D.DATASETS), ("models", self.models, models.names()),
@@ -112,6 +114,8 @@ class HarGrid:
       raise ValueError(f"clip_scope: unknown {self.clip_scope!r}; valid: all, last_layer.")
     if self.client_loss not in CLIENT_LOSSES:
       raise ValueError(f"client_loss: unknown {self.client_loss!r}; valid: {', '.join(CLIENT_LOSSES)}.")
+    if self.cohort_dealing not in COHORT_DEALINGS:
+      raise ValueError(f"cohort_dealing: unknown {self.cohort_dealing!r}; valid: {', '.join(COHORT_DEALINGS)}.")
     if self.equivalent not in EQUIVALENTS:
       raise ValueError(f"equivalent: unknown {self.equivalent!r}; valid: {', '.join(EQUIVALENTS)}.")
     self._check_unread()
@@ -175,6 +179,8 @@ class HarGrid:
       return not self.multi_step and any(tau > 0 for _, tau in self.ldp)
     if field == "checkpoint_dir":
       return "trained" in self.states
+    if field == "cohort_dealing":
+      return any(k > 1 for k in self.aggregate_clients)
     return True
 
   def _check_unread(self) -> None:
@@ -193,6 +199,7 @@ HAR_FIELD_READERS = {
     "equivalent": "multi-step tasks (multi_step=N:B:S,...)",
     "clip_scope": "single-step tasks with an ldp pair that clips (tau > 0)",
     "checkpoint_dir": "tasks of states=trained",
+    "cohort_dealing": "securely aggregated tasks (aggregate_clients with a K > 1)",
 }
 
 
@@ -382,9 +389,10 @@ def override(study: Study, values: dict[str, Any]) -> Study:
   known, wd_unread = set(), set()
   parts = []
   # So that `--set ldp=...` on har_paper changes its LDP grid without making its multi-step part an impossible one.
-  # In stages: multi_step, then the fields that decide who reads the rest (ldp, states), then the rest.
+  # In stages: multi_step, then the fields that decide who reads the rest (ldp, states, aggregate_clients), then
+  # the rest.
   har_multi = any(p.multi_step for p in study.parts if isinstance(p, HarGrid))
-  stages = (("multi_step",), ("ldp", "states"), None)
+  stages = (("multi_step",), ("ldp", "states", "aggregate_clients"), None)
   for part in study.parts:
     if isinstance(part, HarGrid):
       fields = {f.name for f in dataclasses.fields(HarGrid)}
