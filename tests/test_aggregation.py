@@ -247,6 +247,12 @@ def test_the_table_files_and_report_say_the_clients_are_dealt_every_round(redeal
   write_leakage(redealt, str(tmp_path / "agg"))
   (r,) = R.load(str(tmp_path)).har
   assert "secure aggregation of 2, dealt every round" in T.setting_label(r.settings)
+  solved = float(np.nanmean(redealt.profile_metrics["ilrg"].lnacc))
+  assert r.attacks["ilrg"]["profiles"]["lnacc"][0] == pytest.approx(solved, abs=1e-4)        # profiles.csv
+  table = T.har_summary_table(R.load(str(tmp_path)), T.Accountant())
+  row = dict(zip(table.columns, next(x for x in table.rows if x[table.columns.index("attack")] == "iLRG")))
+  assert row["solved per-client LnAcc"] == r.attacks["ilrg"]["profiles"]["lnacc"][0]
+  assert row["clients a round"] == "2, dealt every round" and "solved per-client (clients dealt anew" in table.note
 
 
 def test_dealing_every_round_is_refused_without_aggregation(tmp_path, capsys):
@@ -406,6 +412,11 @@ def test_a_study_dealt_every_round_equals_separate_runs_from_one_pass_of_every_u
   files, _ = collect.tables(plan, S.Store(str(tmp_path)))
   profiles = list(csv.DictReader(files["profiles.csv"].splitlines()))
   assert len(profiles) == 2 * 2 * 4 * 2 and {r["cohort_dealing"] for r in profiles} == {"every_round"}   # K x LDP x
+  from jaxleak.runs.report import results as R
+  for r in R.load(str(tmp_path)).har:                                 # the report reads the records' profiles
+    rec = S.Store(str(tmp_path)).read(r.source)["results"]["attacks"]["ilrg"]
+    assert r.settings["cohort_dealing"] == "every_round"
+    assert r.attacks["ilrg"]["profiles"]["lnacc"] == tuple(rec["profiles"]["summary"]["lnacc"])
   summary = S.make_plan(S.override(S.preset("har_sampling"), {k: v for k, v in tiny.items() if k != "ldp"}))
   assert task_row_dealing(summary.tasks[0]) == "once"                                           # clients x attacks
 

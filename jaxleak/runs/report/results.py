@@ -47,7 +47,9 @@ class HarResult:
   attacks: dict                  # name -> {"summary": {metric: (mean, std)}, "clients": {metric: [...]},
                                  #          "subjects": [...], "confusion": [[int]] or None,
                                  #          "per_client": {metric: (mean, std)}: of each client's own update, or
-                                 #          under secure aggregation of 1/K of its round (summary is per cohort)}
+                                 #          under secure aggregation of 1/K of its round (summary is per cohort),
+                                 #          "profiles": {metric: (mean, std)} or None: with clients dealt every
+                                 #          round, of each client's distribution solved from all rounds}
 
   @property
   def multi_step(self) -> bool:
@@ -169,7 +171,8 @@ def _load_study(root: str) -> Results:
       out.har.append(HarResult(task.key, settings, res.get("class_names") or [], {
           name: {"summary": {m: tuple(a["summary"][m]) for m in METRICS}, "clients": a["clients"],
                  "subjects": res["subjects"], "confusion": a.get("confusion"),
-                 "per_client": {m: tuple((a.get("members") or a)["summary"][m]) for m in METRICS}}
+                 "per_client": {m: tuple((a.get("members") or a)["summary"][m]) for m in METRICS},
+                 "profiles": {m: tuple(a["profiles"]["summary"][m]) for m in METRICS} if "profiles" in a else None}
           for name, a in ((n, res["attacks"][n]) for n in attack_order(res["attacks"]))}))
     elif task.kind == "whole_determination":
       settings = {**{k: row[k] for k in EAVESDROP_SETTINGS}, "wd_factors": c["wd_factors"],
@@ -231,15 +234,18 @@ def _har_run(folder, name, manifest, out: Results) -> None:
     for m in METRICS:
       a["clients"][m].append(_float(row[m], folder))
   attacks = {n: attacks[n] for n in attack_order(attacks)}
-  members_path = os.path.join(folder, "members.csv")          # secure aggregation: what a round tells of a client
-  members = storage.read_csv(members_path, ("subject", "attack") + METRICS, "members table") \
-      if os.path.isfile(members_path) else []
+  # secure aggregation: what a round tells of a client (members), and what all rounds do when dealt every round
+  per_client = {}
+  for file, what in (("members.csv", "members table"), ("profiles.csv", "profiles table")):
+    path = os.path.join(folder, file)
+    per_client[file] = storage.read_csv(path, ("subject", "attack") + METRICS, what) if os.path.isfile(path) else []
   for attack, a in attacks.items():
     a["summary"] = {m: _mean_std(a["clients"][m]) for m in METRICS}
     a["confusion"] = confusion.get(attack)
-    mine = [row for row in members if row["attack"] == attack]
+    mine, solved = ([row for row in per_client[f] if row["attack"] == attack] for f in ("members.csv", "profiles.csv"))
     a["per_client"] = ({m: _mean_std([_float(row[m], folder) for row in mine]) for m in METRICS} if mine
                        else a["summary"])
+    a["profiles"] = {m: _mean_std([_float(row[m], folder) for row in solved]) for m in METRICS} if solved else None
   out.har.append(HarResult(name, settings, class_names, attacks))
 
 

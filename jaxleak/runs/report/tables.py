@@ -173,27 +173,35 @@ def har_summary_table(results: Results, acct: Accountant) -> Optional[Table]:
   if not results.har:
     return None
   rows = []
+  # clients dealt anew every round: two more columns, each client's distribution solved from all rounds
+  solved = any(a.get("profiles") for r in results.har for a in r.attacks.values())
   for r in results.har:
     s = r.settings
     eps = acct.budget(s["sigma"], s["tau"], s["ldp_releases"]).text() if r.has_ldp else ""
+    k = s.get("aggregate_clients", 1)
+    every_round = s.get("cohort_dealing", "once") == "every_round"
     for name, a in r.attacks.items():
       other = defence_label(s, with_ldp=False)
       rows.append([s["dataset"], s["model"], s["state"], s["sampling"], s["num_samples"], s["local_batch_size"],
                    s["local_steps"], s["sigma"], s["tau"], eps, other, s.get("client_loss", "mean"),
-                   s.get("aggregate_clients", 1), attack_name(name), len(a["subjects"])]
+                   f"{k}, dealt every round" if every_round else k, attack_name(name), len(a["subjects"])]
                   + [x for m in ("lnacc", "leacc", "class_acc") for x in a["summary"][m]]
-                  + [a.get("per_client", a["summary"])[m][0] for m in ("lnacc", "class_acc")])
+                  + [a.get("per_client", a["summary"])[m][0] for m in ("lnacc", "class_acc")]
+                  + ([(a.get("profiles") or {}).get(m, (None,))[0] for m in ("lnacc", "class_acc")] if solved
+                     else []))
   cols = ["dataset", "model", "state", "sampling", "N", "B", "S", "sigma", "tau", "epsilon", "defences",
           "client loss", "clients a round", "attack", "clients (cohorts)",
           "LnAcc", "LnAcc std", "LeAcc", "LeAcc std", "ClassAcc", "ClassAcc std", "per-client LnAcc",
-          "per-client ClassAcc"]
+          "per-client ClassAcc"] + (["solved per-client LnAcc", "solved per-client ClassAcc"] if solved else [])
   return Table("har_summary", f"HAR leakage: mean and std over clients, over cohorts where a round aggregates "
                f"several clients (epsilon at delta = {acct.delta:g}, PLD, composed over {acct.rounds} round(s))",
                cols, rows,
                percent=("LnAcc", "LnAcc std", "LeAcc", "LeAcc std", "ClassAcc", "ClassAcc std", "per-client LnAcc",
-                        "per-client ClassAcc"),
+                        "per-client ClassAcc", "solved per-client LnAcc", "solved per-client ClassAcc"),
                note="per-client: what the server learns of each client, mean over clients: its own update's "
-                    "metrics, or under secure aggregation those of 1/K of its round's predicted counts.")
+                    "metrics, or under secure aggregation those of 1/K of its round's predicted counts"
+                    + ("; solved per-client (clients dealt anew every round): each client's label distribution "
+                       "solved from all rounds, against its own." if solved else "."))
 
 
 def single_step_plain(results: Results) -> list[HarResult]:
