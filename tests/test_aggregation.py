@@ -300,6 +300,16 @@ def test_the_swept_aggregates_are_the_mean_of_the_privatised_members_whatever_th
                           num_samples=60, scope="all", aggregate=5)
 
 
+def _count_passes(monkeypatch, engine) -> list:
+  """The number of updates of every gradient pass the study engine makes from now on (appended as they run)."""
+  passes = []
+  for name in ("compute_updates", "compute_heads_and_norms"):
+    real = getattr(engine, name)
+    monkeypatch.setattr(engine, name, lambda prep, *a, _f=real, **kw: passes.append(len(prep.indices)) or _f(
+        prep, *a, **kw))
+  return passes
+
+
 @pytest.mark.parametrize("ks", ["1,2", "2,3", "3"])
 def test_aggregated_study_records_equal_separate_runs_and_other_keys_do_not_move(tmp_path, monkeypatch, ks):
   """The K of one setting are one group with one gradient pass (every update at K = 1; otherwise only those that
@@ -321,11 +331,7 @@ def test_aggregated_study_records_equal_separate_runs_and_other_keys_do_not_move
     assert alone_keys == {t.key for t in plain.tasks} and len(alone_keys) == 1   # K = 1: har_sampling's own key
     assert [t for t in plan.tasks if t.config.get("aggregate_clients") == 2][0].key not in {
         t.key for t in plain.tasks}
-  passes = []
-  for name in ("compute_updates", "compute_heads_and_norms"):
-    real = getattr(engine, name)
-    monkeypatch.setattr(engine, name, lambda prep, *a, _f=real, **kw: passes.append(len(prep.indices)) or _f(
-        prep, *a, **kw))
+  passes = _count_passes(monkeypatch, engine)
   S.run_plan(plan, S.Store(str(tmp_path)), progress=None)
   cfgs = {k: dataclasses.replace(engine.leakage_config(plan.tasks[0].config), aggregate_clients=k) for k in want_ks}
   needed = {k: {(int(s), int(b)) for s, b in zip(p.subject_of_batch, p.batch_index)}
@@ -387,11 +393,7 @@ def test_a_study_dealt_every_round_equals_separate_runs_from_one_pass_of_every_u
   plan = S.make_plan(S.override(S.preset("har_aggregation"), {**tiny, "aggregate_clients": "2,3",
                                                                "cohort_dealing": "every_round"}))
   assert {t.key for t in plan.tasks} < {t.key for t in with_one.tasks}
-  passes = []
-  for name in ("compute_updates", "compute_heads_and_norms"):
-    real = getattr(engine, name)
-    monkeypatch.setattr(engine, name, lambda prep, *a, _f=real, **kw: passes.append(len(prep.indices)) or _f(
-        prep, *a, **kw))
+  passes = _count_passes(monkeypatch, engine)
   S.run_plan(plan, S.Store(str(tmp_path)), progress=None)
   every = prepare(engine.leakage_config(next(t for t in with_one.tasks if t.key in ones).config), None, None, None)
   assert passes == [len(every.indices)]
