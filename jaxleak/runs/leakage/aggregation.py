@@ -157,4 +157,3 @@ def client_profiles(true_counts, batch_client: np.ndarray, num_clients: int, num
   total = np.minimum(total, np.iinfo(np.int32).max).astype(np.int32)
   return np.asarray(_split(jnp.asarray(total), jnp.ones(total.shape, jnp.float32),
                            jnp.full(total.shape[:1], num_samples, jnp.int32)))
-
