@@ -84,15 +84,15 @@ def redealt_rounds(batch_client: np.ndarray, num_clients: int, clients_per_round
     if len(ready) < clients_per_round:
       break
     order = rng.permutation(ready)
-    for members in order[:len(order) // clients_per_round * clients_per_round].reshape(-1, clients_per_round):
-      picks.append(first[members] + used[members])
-      used[members] += 1
-      row = np.zeros(num_clients, bool)
-      row[members] = True
-      rounds.append(row)
+    members = order[:len(order) // clients_per_round * clients_per_round].reshape(-1, clients_per_round)
+    picks.append((first[members] + used[members]).ravel())   # this step's rounds: distinct clients, so one
+    used[members] += 1                                       # increment each is every member's next update
+    row = np.zeros((len(members), num_clients), bool)
+    row[np.arange(len(members))[:, None], members] = True
+    rounds.append(row)
   if not picks:
     return np.zeros(0, np.int64), np.zeros((0, num_clients), bool)
-  return np.concatenate(picks).astype(np.int64), np.stack(rounds)
+  return np.concatenate(picks).astype(np.int64), np.concatenate(rounds)
 
 
 def mean_over_members(tree, clients_per_round: int):
