@@ -260,6 +260,8 @@ def test_dealing_every_round_is_refused_without_aggregation(tmp_path, capsys):
     LeakageConfig(aggregate_clients=2, cohort_dealing="daily", **TINY).validate()
   with pytest.raises(ValueError, match="aggregate_clients=1 aggregates nothing; set aggregate_clients >= 2"):
     LeakageConfig(cohort_dealing="every_round", **TINY).validate()
+  with pytest.raises(ValueError, match="aggregate_clients=5: the run has only 4 clients, so no round can gather 5"):
+    prepare(LeakageConfig(aggregate_clients=5, cohort_dealing="every_round", **TINY), None, None, None)
   rc = cli.call(SS.main, SS.FLAGS, ["--dataset=synthetic_tiny", "--cohort_dealing=every_round",
                                     f"--output_dir={tmp_path}"])
   assert rc == 2 and "aggregate_clients >= 2" in capsys.readouterr().err

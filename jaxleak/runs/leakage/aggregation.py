@@ -30,14 +30,19 @@ import numpy as np
 from jaxleak import attacks as A
 
 
-def deal_cohorts(num_clients: int, clients_per_round: int, key: jax.Array) -> np.ndarray:
-  """i64[num_clients // K, K]: client indices dealt into cohorts of K by a permutation drawn with `key`; the last
-  num_clients mod K clients of the permutation are in no cohort."""
+def check_clients_per_round(num_clients: int, clients_per_round: int) -> None:
+  """Refuses K = clients_per_round above the run's clients: no round could gather K."""
   if clients_per_round > num_clients:
     raise ValueError(f"aggregate_clients={clients_per_round}: the run has only {num_clients} "
                      f"client{'s' if num_clients != 1 else ''}, so no round "
                      f"can gather {clients_per_round}; choose aggregate_clients <= {num_clients} (or attack more "
                      "clients).")
+
+
+def deal_cohorts(num_clients: int, clients_per_round: int, key: jax.Array) -> np.ndarray:
+  """i64[num_clients // K, K]: client indices dealt into cohorts of K by a permutation drawn with `key`; the last
+  num_clients mod K clients of the permutation are in no cohort."""
+  check_clients_per_round(num_clients, clients_per_round)
   order = np.asarray(jax.random.permutation(key, num_clients))
   cohorts = num_clients // clients_per_round
   return order[:cohorts * clients_per_round].reshape(cohorts, clients_per_round).astype(np.int64)
@@ -72,8 +77,7 @@ def redealt_rounds(batch_client: np.ndarray, num_clients: int, clients_per_round
   Aggregate a is the mean of updates [a K, (a + 1) K) of the result. batch_client: i32[U], sorted (a client's
   updates consecutive, in order). Beside `deal_cohorts` (cohorts dealt once), this is what lets
   `attacks.disaggregate_rounds` tell the members of a round apart."""
-  if clients_per_round > num_clients:
-    raise ValueError(f"redealt_rounds: {clients_per_round} clients per round, but only {num_clients} clients.")
+  check_clients_per_round(num_clients, clients_per_round)
   counts = np.bincount(batch_client, minlength=num_clients)
   first = np.concatenate([[0], np.cumsum(counts)[:-1]])
   used = np.zeros(num_clients, np.int64)
