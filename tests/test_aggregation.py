@@ -253,6 +253,9 @@ def test_the_table_files_and_report_say_the_clients_are_dealt_every_round(redeal
   row = dict(zip(table.columns, next(x for x in table.rows if x[table.columns.index("attack")] == "iLRG")))
   assert row["solved per-client LnAcc"] == r.attacks["ilrg"]["profiles"]["lnacc"][0]
   assert row["clients a round"] == "2, dealt every round" and "solved per-client (clients dealt anew" in table.note
+  pytest.importorskip("matplotlib")
+  from jaxleak.runs.report import figures as F
+  assert F.attack_bars(r)[:4] == b"\x89PNG"        # bars per round, diamonds (1/K) and triangles (solved) per client
 
 
 def test_dealing_every_round_is_refused_without_aggregation(tmp_path, capsys):

@@ -78,8 +78,16 @@ def attack_bars(r: HarResult) -> bytes:
         ax.scatter(x + (i - 1) * width, [_pct(r.attacks[n]["per_client"][m][0]) for n in names], marker="D",
                    s=22, color="white", edgecolor="black", linewidth=0.8, zorder=3,
                    label=f"per client (1/{per_round} of its round)" if m == "lnacc" else None)
-    ax.set_title(f"{setting_label(r.settings)}\nbars: mean over {k} cohorts' rounds, whiskers: std over cohorts; "
-                 "diamonds: mean over clients")
+        if any(r.attacks[n].get("profiles") for n in names):    # clients dealt anew every round: solved
+          ax.scatter(x + (i - 1) * width, [_pct((r.attacks[n].get("profiles") or {}).get(m, (math.nan,))[0])
+                                           for n in names], marker="^", s=26, color="black", zorder=3,
+                     label="per client, solved from all rounds" if m == "lnacc" else None)
+    if r.settings.get("cohort_dealing", "once") == "every_round":
+      ax.set_title(f"{setting_label(r.settings)}\nbars: mean over {k} rounds, whiskers: std over rounds; "
+                   "markers: mean over clients")
+    else:
+      ax.set_title(f"{setting_label(r.settings)}\nbars: mean over {k} cohorts' rounds, whiskers: std over "
+                   "cohorts; diamonds: mean over clients")
   else:
     ax.set_title(f"{setting_label(r.settings)}\nmean over {k} clients, whiskers: std over clients")
   ax.legend(ncols=4 if per_round > 1 else 3, loc="upper center", bbox_to_anchor=(0.5, -0.2), frameon=False)
