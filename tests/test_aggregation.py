@@ -152,6 +152,9 @@ def test_reports_label_aggregated_runs_and_keep_them_out_of_the_papers_settings(
   pytest.importorskip("matplotlib")
   from jaxleak.runs.report import figures as F
   assert F.attack_bars(r)[:4] == b"\x89PNG"        # bars per cohort, diamonds per client
+  from jaxleak.runs import report as RP
+  (fig2,) = [f for f in RP.build(R.load(str(tmp_path))).figures if f.path.startswith("figures/fig2")]
+  assert "bars are the mean over the cohorts' rounds, whiskers the std over cohorts; diamonds: 1/2" in fig2.caption
   table = T.har_summary_table(R.load(str(tmp_path)), T.Accountant())
   row = next(x for x in table.rows if x[table.columns.index("attack")] == "iLRG")
   assert row[table.columns.index("per-client LnAcc")] == r.attacks["ilrg"]["per_client"]["lnacc"][0]
@@ -256,6 +259,10 @@ def test_the_table_files_and_report_say_the_clients_are_dealt_every_round(redeal
   pytest.importorskip("matplotlib")
   from jaxleak.runs.report import figures as F
   assert F.attack_bars(r)[:4] == b"\x89PNG"        # bars per round, diamonds (1/K) and triangles (solved) per client
+  from jaxleak.runs import report as RP
+  (fig2,) = [f for f in RP.build(R.load(str(tmp_path))).figures if f.path.startswith("figures/fig2")]
+  assert "bars are the mean over the rounds (clients dealt anew every round)" in fig2.caption
+  assert "triangles: each client's label distribution solved from all rounds" in fig2.caption
 
 
 def test_dealing_every_round_is_refused_without_aggregation(tmp_path, capsys):

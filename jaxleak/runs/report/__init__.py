@@ -100,13 +100,26 @@ def build(results: Results, *, delta: float = 1e-5, rounds: int = 1,
   return Report(files, figs, tables, warnings)
 
 
+def _bars_caption(s: dict) -> str:
+  """What Fig. 2's bars and markers are the mean of: clients, or under secure aggregation rounds."""
+  k = s.get("aggregate_clients", 1)
+  if k == 1:
+    return "bars are the mean over clients, whiskers the std over clients."
+  if s.get("cohort_dealing", "once") == "every_round":
+    return (f"bars are the mean over the rounds (clients dealt anew every round), whiskers the std over rounds; "
+            f"diamonds: 1/{k} of a round's counts per client, triangles: each client's label distribution solved "
+            "from all rounds, both the mean over clients.")
+  return (f"bars are the mean over the cohorts' rounds, whiskers the std over cohorts; diamonds: 1/{k} of a round's "
+          "counts per client, the mean over clients.")
+
+
 def har_figures(results: Results, acct: T.Accountant, add, log) -> None:
   har = results.har
   for r in har:
     if not r.has_ldp:
       add(f"fig2-attacks-{T.setting_label(r.settings)}", "HAR",
-          f"Fig. 2 style: LnAcc, LeAcc and ClassAcc per attack, {T.setting_label(r.settings)}; bars are the mean "
-          "over clients, whiskers the std over clients.", [r.source], lambda r=r: F.attack_bars(r))
+          f"Fig. 2 style: LnAcc, LeAcc and ClassAcc per attack, {T.setting_label(r.settings)}; "
+          + _bars_caption(r.settings), [r.source], lambda r=r: F.attack_bars(r))
   log(f"report: {len(har)} HAR result(s)")
   for r in har:
     add(f"fig4-confusion-{T.setting_label(r.settings)}", "HAR",
