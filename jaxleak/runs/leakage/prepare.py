@@ -3,6 +3,7 @@ model(s), per-update keys and the device mesh."""
 from __future__ import annotations
 
 import dataclasses
+import functools
 import time
 from typing import Callable, Optional
 
@@ -58,6 +59,20 @@ def noise_keys(dropout_keys: jax.Array) -> jax.Array:
 
 
 _noise_keys = jax.jit(jax.vmap(lambda key: jax.random.fold_in(key, 1)))
+
+
+@jax.jit
+def take_rows(tree, rows):
+  """Every leaf of `tree` (arrays with a leading axis, PRNG keys included; None stays None) at `rows` (i32[R],
+  in [0, leading size)) along that axis, as one compiled program per shape: eagerly, each leaf's indexing was
+  about five small programs (index normalisation, broadcasts, the gather), compiled anew for every new size."""
+  return jax.tree.map(lambda a: a[rows], tree)
+
+
+@functools.partial(jax.jit, static_argnums=1)
+def broadcast_rows(tree, count: int):
+  """Every leaf of `tree` repeated `count` times along a new leading axis (one compiled program per shape)."""
+  return jax.tree.map(lambda a: jnp.broadcast_to(a, (count,) + jnp.shape(a)), tree)
 
 
 @jax.jit
@@ -172,7 +187,7 @@ def take_updates(prep: Prepared, rows: np.ndarray) -> Prepared:
   pick = lambda a: None if a is None else a[rows]
   return dataclasses.replace(prep, indices=prep.indices[rows], batch_client=prep.batch_client[rows],
                              batch_index=prep.batch_index[rows], fold_of_batch=pick(prep.fold_of_batch),
-                             dropout_keys=prep.dropout_keys[rows], class_weights=pick(prep.class_weights))
+                             dropout_keys=take_rows(prep.dropout_keys, rows), class_weights=pick(prep.class_weights))
 
 
 def aggregated(prep: Prepared, clients_per_round: int, num_samples: int,

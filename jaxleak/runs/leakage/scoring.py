@@ -22,7 +22,7 @@ from jaxleak.runs.leakage.config import LeakageConfig
 from jaxleak.federated.rlu import simulate_rlu_basis
 from jaxleak.federated.rounds import compress_update
 from jaxleak.runs.leakage import aggregation
-from jaxleak.runs.leakage.prepare import ATTACK, LLG_STAR, RLU, Prepared, batch_keys
+from jaxleak.runs.leakage.prepare import ATTACK, LLG_STAR, RLU, Prepared, batch_keys, broadcast_rows, take_rows
 from jaxleak.types import LastLayerGrads
 
 
@@ -165,20 +165,20 @@ def attack_inputs(prep: Prepared, cfg: LeakageConfig, num_samples: Optional[int]
 
   methods = sorted({A.info(n).star_method for n in cfg.attacks} - {None})
   if prep.fold_of_batch is None:              # one global model: broadcast its head and estimates to K updates
-    per_batch = lambda tree: jax.tree.map(lambda a: jnp.broadcast_to(a, (k,) + jnp.shape(a)), tree)
+    per_batch = lambda tree: broadcast_rows(tree, k)
     head = per_batch(models.head_params(prep.variables["params"]))
     star_params = {m: per_batch(_memo_star(lambda v=prep.variables, m=m: estimate(v, m), prep.variables, m, star_key,
                                            model, clients.windows.shape[1:], n)) for m in methods}
   else:                                       # one model per fold: estimate per attacked fold, gather per update
-    head = jax.tree.map(lambda a: a[jnp.asarray(prep.fold_of_batch)], models.head_params(prep.variables["params"]))
+    head = take_rows(models.head_params(prep.variables["params"]), prep.fold_of_batch)
     # Only the folds this run attacks: C x N dummy windows through each model is a forward pass of more windows
     # than some groups' own updates, and a run restricted to a few clients should not pay for every fold.
     used = np.unique(prep.fold_of_batch)
-    fold_vars = jax.tree.map(lambda a: a[jnp.asarray(used)], prep.variables)
-    position = jnp.asarray(np.searchsorted(used, prep.fold_of_batch))
-    star_params = {m: jax.tree.map(lambda a: jnp.asarray(a)[position], _memo_star(
+    fold_vars = take_rows(prep.variables, used)
+    position = np.searchsorted(used, prep.fold_of_batch)
+    star_params = {m: take_rows(_memo_star(
         lambda m=m: jax.lax.map(lambda v: estimate(v, m), fold_vars), fold_vars, m, star_key, model,
-        clients.windows.shape[1:], n)) for m in methods}
+        clients.windows.shape[1:], n), position) for m in methods}
   attack_keys = batch_keys(jax.random.fold_in(key, ATTACK), prep.subject_of_batch, prep.batch_index)
   return attack_keys, star_params, head
 
@@ -212,14 +212,13 @@ def rlu_bases(prep: Prepared, cfg: LeakageConfig) -> A.RLUBasis:
   if prep.fold_of_batch is None:
     idx, has = rlu_auxiliary(prep.clients, cfg.rlu_aux_per_class, key)
     basis = _masked_basis(prep.variables, jnp.asarray(prep.clients.windows[idx]), jnp.asarray(has), key, **static)
-    return jax.tree.map(lambda a: jnp.broadcast_to(a, (k,) + a.shape), basis)
+    return broadcast_rows(basis, k)
   used = np.unique(prep.fold_of_batch)                 # only the folds this run attacks
   aux = [rlu_auxiliary(prep.clients, cfg.rlu_aux_per_class, key, exclude_subject=prep.fold_subjects[f]) for f in used]
   idx, has = np.stack([a[0] for a in aux]), np.stack([a[1] for a in aux])
-  fold_vars = jax.tree.map(lambda a: a[jnp.asarray(used)], prep.variables)
+  fold_vars = take_rows(prep.variables, used)
   stacked = _masked_basis_per_fold(fold_vars, jnp.asarray(prep.clients.windows[idx]), jnp.asarray(has), key, **static)
-  position = np.searchsorted(used, prep.fold_of_batch)
-  return jax.tree.map(lambda a: a[jnp.asarray(position)], stacked)
+  return take_rows(stacked, np.searchsorted(used, prep.fold_of_batch))
 
 
 _STATIC = ("model", "local", "num_simulations", "minmax_batch")
@@ -248,8 +247,12 @@ _client_metrics = jax.jit(M.client_metrics, static_argnums=3)
 
 
 def true_counts(prep: Prepared) -> np.ndarray:
-  """i32[K, C]: the label counts of every update."""
-  return np.asarray(M.counts_from_labels(jnp.asarray(prep.clients.labels[prep.indices]), prep.dataset.num_classes))
+  """i32[K, C]: the label counts of every update (the dataset's labels are checked when it is made)."""
+  return np.asarray(_counts_from_labels(prep.clients.labels[prep.indices], prep.dataset.num_classes))
+
+
+#: One program per shape (eagerly, its one-hot and sum were programs of their own for every new number of updates).
+_counts_from_labels = jax.jit(M.counts_from_labels, static_argnums=1)
 
 
 def score(prep: Prepared, cfg: LeakageConfig, preds: dict, truth: np.ndarray, timings: dict) -> LeakageResult:

@@ -6,14 +6,13 @@ import time
 from typing import Callable, Optional
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from jaxleak.federated import client_updates, head_grads_and_model_norms, last_layer_grads
 from jaxleak.federated.rounds import client_execution
 from jaxleak.privacy import LdpConfig
 from jaxleak.runs.leakage.config import LeakageConfig
-from jaxleak.runs.leakage.prepare import Prepared, log
+from jaxleak.runs.leakage.prepare import Prepared, log, take_rows
 from jaxleak.types import LastLayerGrads
 
 
@@ -96,10 +95,10 @@ def in_calls(prep: Prepared, per_call: int, fn, progress: Optional[Callable[[str
     elif fold is not None:
       variables, batched = jax.tree.map(lambda a, f=fold: a[f], prep.variables), False
     else:
-      variables, batched = place(jax.tree.map(lambda a: a[jnp.asarray(prep.fold_of_batch[sel])], prep.variables)), True
+      variables, batched = place(take_rows(prep.variables, prep.fold_of_batch[sel])), True
     weights = None if prep.class_weights is None else prep.class_weights[sel]
     res = fn(variables, *place((prep.clients.windows[prep.indices[sel]], prep.clients.labels[prep.indices[sel]],
-                                prep.dropout_keys[sel], weights)), batched)
+                                take_rows(prep.dropout_keys, sel), weights)), batched)
     out.append(jax.tree.map(np.asarray, res))
     done = min(k, sum(n for _, n, _ in plan[:(i + 1) * n_proc]))
     rate = (i + 1) * per_call * prep.indices.shape[1] / (time.perf_counter() - t0)

@@ -34,7 +34,7 @@ from jaxleak.federated.rounds import compress_update
 from jaxleak.privacy import LdpConfig
 from jaxleak.runs.leakage import aggregation
 from jaxleak.runs.leakage.config import LeakageConfig
-from jaxleak.runs.leakage.prepare import aggregated, prepare, take_updates
+from jaxleak.runs.leakage.prepare import aggregated, prepare, take_rows, take_updates
 from jaxleak.runs.leakage.prepare import noise_keys as prepare_noise_keys
 from jaxleak.runs.leakage.scoring import (attack_inputs, attack_updates, rlu_bases, score, true_counts,
                                           with_members)
@@ -208,8 +208,7 @@ def sweep_settings(grads, norms, noise_keys, attack_keys, star_params, head, set
   for u0 in range(0, k, per_update):
     sel = np.arange(u0, u0 + per_update) % k
     rows = sel[::aggregate] // aggregate                   # the aggregates of those updates (all of them at 1)
-    part = (*jax.tree.map(lambda a: a[sel], (grads, norms, noise_keys)),
-            *jax.tree.map(lambda a: a[rows], (attack_keys, star_params, head, rlu_basis)))
+    part = (*take_rows((grads, norms, noise_keys), sel), *take_rows((attack_keys, star_params, head, rlu_basis), rows))
     u_stop = min(per_update, k - u0) // aggregate
     chunks = []
     for start in range(0, len(settings), per_call):
