@@ -204,6 +204,9 @@ def sweep_settings(grads, norms, noise_keys, attack_keys, star_params, head, set
     per_call = default_settings_per_call(grads, len(settings), per_update)
   sig = np.asarray([s for s, _ in settings], np.float32)
   tau = np.asarray([t if t > 0 else np.inf for _, t in settings], np.float32)
+  # On the device once (the pass returns host arrays): each call's rows are then gathered there, not the whole
+  # of every leaf sent again for every call of updates.
+  grads, norms = jax.device_put((grads, norms))
   by_updates = []
   for u0 in range(0, k, per_update):
     sel = np.arange(u0, u0 + per_update) % k
