@@ -75,15 +75,6 @@ def share_of_pairs_alike(groups: np.ndarray, labels: np.ndarray) -> float:
   return alike / max(pairs, 1)
 
 
-def _to_n(counts: np.ndarray, num_samples: int) -> np.ndarray:
-  """i32[n, C] rows rescaled to sum to N by largest remainder (`attacks.unweight_counts` with equal weights)."""
-  counts = np.asarray(counts, np.int32)
-  return np.asarray(_rescale(counts, np.ones(counts.shape, np.float32), np.full(len(counts), num_samples)))
-
-
-_rescale = jax.jit(jax.vmap(A.unweight_counts))
-
-
 def redealt(prep, cfg, grads, k: int, attacks, truth: np.ndarray) -> dict:
   """The third table's cells for one K. The clients are dealt anew every round (`aggregation.redealt_rounds`),
   each round's mean update is attacked, and each client's label distribution is read two ways: least squares over
@@ -105,17 +96,15 @@ def redealt(prep, cfg, grads, k: int, attacks, truth: np.ndarray) -> dict:
   preds = run_attacks(means, k * num_samples, attacks, keys=keys, star_params=star, head=head, local_batch_size=b,
                       local_steps=s)
   owner = prep.batch_client[rows]
-  def total(per_update):                                  # i64[n, C]: each client's updates summed
-    out = np.zeros((n, per_update.shape[1]), np.int64)
-    np.add.at(out, owner, per_update)
-    return out
-  mine = _to_n(total(truth[rows]), num_samples)
+  per_client = lambda per_update: aggregation.client_profiles(per_update, owner, n, num_samples)  # summed, to N
+  mine = per_client(truth[rows])
   score = lambda guess: cell(jax.tree.map(np.asarray, M.client_metrics(mine, guess, np.arange(n), n)))
   out = {"rounds": a, "rank": int(np.linalg.matrix_rank(part.astype(np.float64))),
-         "shares": score(_to_n(np.repeat(truth[rows].sum(0)[None], n, axis=0), num_samples))}
+         "shares": score(aggregation.client_profiles(np.repeat(truth[rows].sum(0)[None], n, axis=0), np.arange(n),
+                                                     n, num_samples))}
   for name in attacks:
     solved = np.asarray(A.disaggregate_rounds(preds[name], part, num_samples))
-    split = _to_n(total(aggregation.split_among_members(preds[name], k, num_samples)), num_samples)
+    split = per_client(aggregation.split_among_members(preds[name], k, num_samples))
     out[name] = f"{score(solved)} | {score(split)}"
   return out
 
