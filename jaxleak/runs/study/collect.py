@@ -6,7 +6,9 @@
                  epsilon (one release, PLD, delta = 1e-5; `jaxleak.accounting`; "n/a" without the extra
                  `accounting`; `python -m jaxleak.report` gives it at any delta and number of rounds), and
                  per_client_{lnacc,class_acc}_{mean,std}: what the server learns of each client (under secure
-                 aggregation, aggregate_clients > 1, results.csv's rows are cohorts, these are per client)
+                 aggregation, aggregate_clients > 1, results.csv's rows are cohorts, these are per client: 1/K of
+                 its round), and solved_per_client_{lnacc,class_acc}_{mean,std}: with the clients dealt anew every
+                 round, each client's label distribution solved from all rounds (profiles.csv; empty otherwise)
   members.csv    HAR under secure aggregation: one row per task x attack x client: its metrics as 1/K of its round
   profiles.csv   HAR with the clients dealt anew every round (cohort_dealing): one row per task x attack x client:
                  its label distribution solved from all rounds against its own (results.csv's rows are then rounds)
@@ -79,10 +81,12 @@ def tables(plan: Plan, store: Store) -> tuple[dict[str, str], int]:
         for out, per in ((member_rows, members), (profile_rows, r.get("profiles"))):
           for i, subject in enumerate(res.get("member_subjects", []) if per else []):
             out.append(base + [attack, subject] + [_fmt(per["clients"][m][i]) for m in METRICS])
-        per_client = (members or r)["summary"]
+        per_client, solved = (members or r)["summary"], (r.get("profiles") or {}).get("summary")
         summary.append(base + [attack] + [_fmt(x) for m in METRICS for x in r["summary"][m]]
                        + [_epsilon(settings["sigma"], settings["tau"])]
-                       + [_fmt(x) for m in MEMBER_METRICS for x in per_client[m]])
+                       + [_fmt(x) for m in MEMBER_METRICS for x in per_client[m]]
+                       + ([_fmt(x) for m in MEMBER_METRICS for x in solved[m]] if solved
+                          else [""] * 2 * len(MEMBER_METRICS)))
     elif task.kind == "whole_determination":
       base = [task.key] + [_fmt(settings[c]) for c in EAVESDROP_COLUMNS + WD_COLUMNS]
       for st in res["stages"]:
@@ -98,8 +102,8 @@ def tables(plan: Plan, store: Store) -> tuple[dict[str, str], int]:
     files["summary.csv"] = storage.csv_text(("task",) + HAR_COLUMNS + ("attack",)
                                             + tuple(f"{m}_{s}" for m in METRICS for s in ("mean", "std"))
                                             + ("epsilon_pld_delta_1e-5",)
-                                            + tuple(f"per_client_{m}_{s}" for m in MEMBER_METRICS
-                                                    for s in ("mean", "std")), summary)
+                                            + tuple(f"{p}per_client_{m}_{s}" for p in ("", "solved_")
+                                                    for m in MEMBER_METRICS for s in ("mean", "std")), summary)
   for name, per_client in (("members.csv", member_rows), ("profiles.csv", profile_rows)):
     if per_client:
       files[name] = storage.csv_text(("task",) + HAR_COLUMNS + ("attack", "subject") + METRICS, per_client)
