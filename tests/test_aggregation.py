@@ -265,6 +265,35 @@ def test_the_table_files_and_report_say_the_clients_are_dealt_every_round(redeal
   assert "triangles: each client's label distribution solved from all rounds" in fig2.caption
 
 
+def test_the_table_says_when_the_rounds_cannot_tell_the_clients_apart(redealt, tmp_path):
+  """Rounds that all hold the same clients (K = all of them, or cohorts kept) have a participation matrix of rank
+  below the clients': the solved table then says the profiles are not identifiable (its minimum-norm answer is the
+  even split), instead of scoring it as what the rounds tell."""
+  from jaxleak.runs.leakage import leakage_table
+  assert A.participation_rank(redealt.participation) == (4, 4)
+  assert "solved from every round (least squares), against" in leakage_table(redealt)
+  every = np.ones_like(redealt.participation)                        # every round holds all four clients
+  assert A.participation_rank(every) == (1, 4)
+  table = leakage_table(dataclasses.replace(redealt, participation=every))
+  assert "NOT identifiable, the rounds' participation has rank 1 for 4 clients" in table
+  from jaxleak.runs.leakage import write_leakage
+  from jaxleak.runs.report import results as R
+  from jaxleak.runs.report import tables as T
+  for part, name, label in ((redealt.participation, "solvable", "2, dealt every round"),
+                            (every, "all", "2, dealt every round (not identifiable)")):
+    cohorts = tuple(tuple(int(s) for s in np.flatnonzero(row) + 1) for row in part)   # members as the manifest has
+    write_leakage(dataclasses.replace(redealt, participation=part, cohorts=cohorts), str(tmp_path / name))
+    (r,) = R.load(str(tmp_path / name)).har
+    assert r.identifiable is (name == "solvable")
+    table = T.har_summary_table(R.load(str(tmp_path / name)), T.Accountant())
+    assert {row[table.columns.index("clients a round")] for row in table.rows} == {label}
+  kept = np.kron(np.ones((3, 1), bool), np.array([[1, 1, 0, 0], [0, 0, 1, 1]], bool))   # two cohorts dealt once
+  assert A.participation_rank(kept) == (2, 4)
+  assert A.participation_rank(np.array([[1, 0, 0], [1, 0, 0]])) == (1, 1)              # clients in no round: out
+  with pytest.raises(ValueError, match=r"participation must be \[R, n\]"):
+    A.participation_rank(np.ones(3))
+
+
 def test_dealing_every_round_is_refused_without_aggregation(tmp_path, capsys):
   with pytest.raises(ValueError, match="cohort_dealing: unknown 'daily'; valid: once, every_round"):
     LeakageConfig(aggregate_clients=2, cohort_dealing="daily", **TINY).validate()

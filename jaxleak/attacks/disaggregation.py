@@ -81,3 +81,22 @@ def disaggregate_rounds(round_counts, participation, num_samples: int) -> jnp.nd
   out = (floor + (rank < remainder[:, None])).astype(jnp.int32)
   seen = jnp.asarray(part[valid].sum(axis=0) > 0) & (total[:, 0] > 0)
   return jnp.where(seen[:, None], out, INVALID_COUNT)
+
+
+def participation_rank(participation) -> tuple[int, int]:
+  """(rank of the participation matrix over the clients that took part, number of those clients).
+
+  Each client's profile is determined by the rounds only when the two are equal; below that, clients whose columns
+  of M are linearly dependent (e.g. every round holding every client, or cohorts dealt once) share what the
+  minimum-norm solution of `disaggregate_rounds` gives them, and its scores are no better than the even split.
+
+  >>> participation_rank(np.array([[1, 1, 0], [0, 1, 1], [1, 0, 1]]))
+  (3, 3)
+  >>> participation_rank(np.ones((5, 4)))                     # every round holds all four clients
+  (1, 4)
+  """
+  part = np.asarray(participation, bool)
+  if part.ndim != 2:
+    raise ValueError(f"participation_rank: participation must be [R, n] of 0/1, got shape {part.shape}.")
+  seen = part[:, part.any(axis=0)]
+  return (int(np.linalg.matrix_rank(seen.astype(np.float64))) if seen.size else 0), int(seen.shape[1])

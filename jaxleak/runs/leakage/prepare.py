@@ -11,6 +11,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxleak import attacks as A
 from jaxleak import data as D
 from jaxleak import models
 from jaxleak.runs import fold_training
@@ -230,9 +231,11 @@ def _dealt_every_round(prep: Prepared, clients_per_round: int, num_samples: int,
   ids = np.asarray(prep.clients.subject_ids)
   cohorts = tuple(tuple(int(s) for s in row) for row in ids[prep.batch_client[keep]].reshape(-1, clients_per_round))
   a = len(cohorts)
-  seen = int(participation.any(axis=0).sum())
+  rank, seen = A.participation_rank(participation)
+  unsolvable = ("" if rank == seen else f"; the rounds' participation has rank {rank}: their counts cannot tell "
+                f"these {seen} clients apart (fewer rounds than clients, or every round holds every client)")
   log(progress, f"secure aggregation, clients dealt anew every round: {a} rounds of {clients_per_round} clients "
                 f"(N={num_samples * clients_per_round} each; {len(keep)} of the {len(prep.indices)} updates reach "
-                f"one; {seen} of {prep.clients.num_clients} clients take part)")
+                f"one; {seen} of {prep.clients.num_clients} clients take part{unsolvable})")
   return dataclasses.replace(take_updates(prep, keep), cohorts=cohorts, cohort_of=np.arange(a, dtype=np.int32),
                              round_of=np.zeros(a, np.int32), participation=participation), keep

@@ -20,6 +20,7 @@ import dataclasses
 
 import numpy as np
 
+from jaxleak import attacks as A
 from jaxleak import metrics as M
 from jaxleak import storage
 from jaxleak.runs.leakage.scoring import LeakageResult
@@ -109,8 +110,12 @@ def leakage_table(result: LeakageResult) -> str:
       f"windows | {clients} clients | mean (± std) over clients"))
   if result.profile_metrics is None:
     return table
+  rank, _ = A.participation_rank(result.participation)
+  solved = ("least squares" if rank == clients else
+            f"least squares, minimum norm: NOT identifiable, the rounds' participation has rank {rank} for {clients} "
+            f"clients")
   return table + "\n\n" + format_table(rows(profiles=True), columns, (
-      f"what all rounds tell of each client: its label distribution solved from every round (least squares), "
+      f"what all rounds tell of each client: its label distribution solved from every round ({solved}), "
       f"against its own, scaled to N={cfg.num_samples} | {clients} clients | mean (± std) over clients"))
 
 

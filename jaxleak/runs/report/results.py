@@ -12,10 +12,12 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
+from typing import Optional
 
 import numpy as np
 
 from jaxleak import storage
+from jaxleak.attacks.disaggregation import participation_rank
 from jaxleak.runs.eavesdrop.report import SUMMARY_KEYS as EV_SUMMARY_KEYS
 
 METRICS = ("lnacc", "leacc", "class_acc", "symmetric_existence")
@@ -50,6 +52,8 @@ class HarResult:
                                  #          under secure aggregation of 1/K of its round (summary is per cohort),
                                  #          "profiles": {metric: (mean, std)} or None: with clients dealt every
                                  #          round, of each client's distribution solved from all rounds}
+  identifiable: Optional[bool] = None   # clients dealt every round: whether the rounds determine each client's
+                                        # profile (participation of full rank; `attacks.participation_rank`)
 
   @property
   def multi_step(self) -> bool:
@@ -173,7 +177,8 @@ def _load_study(root: str) -> Results:
                  "subjects": res["subjects"], "confusion": a.get("confusion"),
                  "per_client": {m: tuple((a.get("members") or a)["summary"][m]) for m in METRICS},
                  "profiles": {m: tuple(a["profiles"]["summary"][m]) for m in METRICS} if "profiles" in a else None}
-          for name, a in ((n, res["attacks"][n]) for n in attack_order(res["attacks"]))}))
+          for name, a in ((n, res["attacks"][n]) for n in attack_order(res["attacks"]))},
+          _identifiable(res.get("cohorts"), settings["cohort_dealing"])))
     elif task.kind == "whole_determination":
       settings = {**{k: row[k] for k in EAVESDROP_SETTINGS}, "wd_factors": c["wd_factors"],
                   "wd_total_per_label": c["wd_total_per_label"], "wd_window": c["wd_window"],
@@ -246,7 +251,21 @@ def _har_run(folder, name, manifest, out: Results) -> None:
     a["per_client"] = ({m: _mean_std([_float(row[m], folder) for row in mine]) for m in METRICS} if mine
                        else a["summary"])
     a["profiles"] = {m: _mean_std([_float(row[m], folder) for row in solved]) for m in METRICS} if solved else None
-  out.har.append(HarResult(name, settings, class_names, attacks))
+  out.har.append(HarResult(name, settings, class_names, attacks,
+                           _identifiable(manifest.get("cohorts"), settings["cohort_dealing"])))
+
+
+def _identifiable(cohorts, dealing: str) -> Optional[bool]:
+  """Clients dealt every round: whether the rounds (each round's members, `cohorts`) determine every client's
+  solved profile; None otherwise (or without the rounds' members)."""
+  if dealing != "every_round" or not cohorts:
+    return None
+  ids = {s: i for i, s in enumerate(sorted({s for c in cohorts for s in c}))}
+  part = np.zeros((len(cohorts), len(ids)), bool)
+  for r, members in enumerate(cohorts):
+    part[r, [ids[s] for s in members]] = True
+  rank, n = participation_rank(part)
+  return rank == n
 
 
 def _float(text: str, folder: str) -> float:

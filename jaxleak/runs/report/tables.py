@@ -169,6 +169,14 @@ def undefended(r: HarResult) -> bool:
           and r.settings.get("aggregate_clients", 1) == 1)
 
 
+def _clients_a_round(k: int, every_round: bool, identifiable: Optional[bool]):
+  """The summary's "clients a round" cell: K, and how the clients were dealt (and when dealt every round, whether
+  the rounds could tell them apart: the solved columns are otherwise the even split, minimum norm)."""
+  if not every_round:
+    return k
+  return f"{k}, dealt every round" + (" (not identifiable)" if identifiable is False else "")
+
+
 def har_summary_table(results: Results, acct: Accountant) -> Optional[Table]:
   if not results.har:
     return None
@@ -184,7 +192,7 @@ def har_summary_table(results: Results, acct: Accountant) -> Optional[Table]:
       other = defence_label(s, with_ldp=False)
       rows.append([s["dataset"], s["model"], s["state"], s["sampling"], s["num_samples"], s["local_batch_size"],
                    s["local_steps"], s["sigma"], s["tau"], eps, other, s.get("client_loss", "mean"),
-                   f"{k}, dealt every round" if every_round else k, attack_name(name), len(a["subjects"])]
+                   _clients_a_round(k, every_round, r.identifiable), attack_name(name), len(a["subjects"])]
                   + [x for m in ("lnacc", "leacc", "class_acc") for x in a["summary"][m]]
                   + [a.get("per_client", a["summary"])[m][0] for m in ("lnacc", "class_acc")]
                   + ([(a.get("profiles") or {}).get(m, (None,))[0] for m in ("lnacc", "class_acc")] if solved
@@ -201,7 +209,9 @@ def har_summary_table(results: Results, acct: Accountant) -> Optional[Table]:
                note="per-client: what the server learns of each client, mean over clients: its own update's "
                     "metrics, or under secure aggregation those of 1/K of its round's predicted counts"
                     + ("; solved per-client (clients dealt anew every round): each client's label distribution "
-                       "solved from all rounds, against its own." if solved else "."))
+                       "solved from all rounds, against its own (\"not identifiable\": the rounds' participation "
+                       "has lower rank than the clients, so the least squares answer is the minimum-norm split)."
+                       if solved else "."))
 
 
 def single_step_plain(results: Results) -> list[HarResult]:
