@@ -150,8 +150,6 @@ def validate_flags() -> None:
   cli.finite(FLAGS, "ratio_threshold", 0.0, lo_open=True)
   cli.finite(FLAGS, "sniff_margin", 0.0)
   fields.seed("--seed", FLAGS.seed, span=FLAGS.replicates)  # replicate r plays seed + r: all below 2**32
-  cli.check(FLAGS, "attacker_participates", not (FLAGS.attacker_participates and FLAGS.replicates > 1),
-            "false with --replicates > 1 (not implemented for replicated runs yet; run one seed at a time)")
   if FLAGS.dropout is not None:
     cli.finite(FLAGS, "dropout", 0.0, 1.0, hi_open=True)
   stages = cli.float_list(FLAGS, "wd_stages")

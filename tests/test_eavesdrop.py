@@ -955,8 +955,20 @@ def test_attacker_as_a_participant_reports_both_ways(tmp_path):
   header = (tmp_path / "out" / "rounds.csv").read_text().splitlines()[0]
   assert header.endswith("attacker_selected,sniff_present_no_removal,qi_estimate_no_removal,qi_aborted_no_removal")
   assert "with its own update removed" in EV.per_label_table(s, cfg)
-  with pytest.raises(ValueError, match="replicated"):
-    EV.run_rounds_replicated(EV.setup_replicates(cfg, 2))
+  # Replicated: each replicate removes its own upload in the rounds it was selected, as a run of it alone does.
+  feds = EV.setup_replicates(dataclasses.replace(cfg, rounds=4), 2)     # round 4: selected in replicate 1 only
+  together = EV.run_rounds_replicated(feds)
+  chosen = np.stack([rep.attacker_selected for rep in together])                 # [replicates, rounds]
+  assert (chosen[0] != chosen[1]).any() and chosen.any(axis=0).any()             # rounds where only one took part
+  for fed, rep in zip(feds, together):
+    alone = EV.run_rounds(fed)
+    np.testing.assert_array_equal(rep.attacker_selected, alone.attacker_selected)
+    np.testing.assert_array_equal(rep.owners, alone.owners)                      # truth: the others
+    for name in ("qi_estimate", "sniff_score", "qi_estimate_no_removal"):
+      np.testing.assert_allclose(getattr(rep, name), getattr(alone, name), rtol=1e-4, atol=1e-4, err_msg=name)
+    np.testing.assert_array_equal(rep.sniff_present_no_removal, alone.sniff_present_no_removal)
+  sel = chosen[0]
+  assert not np.allclose(together[0].qi_estimate[sel], together[0].qi_estimate_no_removal[sel])   # removal acts
 
 
 def test_participants_ldp_clips_and_noises_each_upload_before_aggregation():

@@ -435,14 +435,12 @@ def test_a_damaged_record_is_recomputed_not_trusted(ldp_study):
     (["run", "har_sampling", "--set=states=untrained", "--set=checkpoint_dir=x"],
      "--set checkpoint_dir=x: read only by tasks of states=trained"),
     (["run", "har_multistep", "--set=equivalent=bogus"], "equivalent: unknown 'bogus'; valid: mean, sum"),
-    # Found 2026-12-04 (fourteenth session): Whole Determination ignored these; attacker_participates with
-    # replicates failed when its group started, after study.json was written.
+    # Found 2026-12-04 (fourteenth session): Whole Determination ignored these. (attacker_participates with
+    # replicates failed when its group started, after study.json was written: runs since the thirtieth session.)
     (["run", "eavesdrop_whole_determination", "--set=sniff_margin=0.3"],
      "--set sniff_margin=0.3: not read by Whole Determination"),
     (["run", "eavesdrop_whole_determination", "--set=replicates=3"], "wd_trials are its replicates"),
     (["run", "eavesdrop_whole_determination", "--set=partition=dirichlet"], "--set partition=dirichlet: not read"),
-    (["run", "eavesdrop_tables", "--set=dataset=digits", "--set=attacker_participates=true", "--set=replicates=2"],
-     "attacker_participates with replicates=2: not implemented for replicated runs yet"),
     # Found 2026-12-04 (fourteenth session): status and collect took run's flags and ignored them (a shard's
     # --task_index, a --set that did not change what they read), list its arguments.
     (["status", "--task_index=1", "--num_tasks=2"], "--task_index, --num_tasks: read only by `run`; status reads"),

@@ -242,6 +242,28 @@ def client_head_update(model: nn.Module, variables: dict, pool_x: jax.Array, poo
                        compression_ratio=compression_ratio, ldp=ldp)["params"]["head"]["kernel"]
 
 
+def client_head_update_replicated(model: nn.Module, variables: dict, pool_x: jax.Array, pool_y: jax.Array,
+                                  index: jax.Array, mask: jax.Array, keys: jax.Array, *, local: LocalEpochs,
+                                  compression_ratio: float = 0.0, ldp: privacy.LdpConfig = privacy.LdpConfig()
+                                  ) -> jax.Array:
+  """`client_head_update` of one participant in each of R federations at once (a vmap): variables with a leading
+  axis R, index and mask [R, M], keys [R]; the example pool is shared. Returns f32[R, D, C]."""
+  if np.ndim(index) != 2 or np.shape(mask) != np.shape(index) or np.shape(keys) != np.shape(index)[:1]:
+    raise ValueError(f"client_head_update_replicated: expected index and mask [R, M] and keys [R]; got "
+                     f"{np.shape(index)}, {np.shape(mask)}, {np.shape(keys)}.")
+  check_pool(model, pool_x, pool_y, index, mask, "client_head_update_replicated")
+  return _client_head_update_replicated(model, variables, pool_x, pool_y, index, mask, keys, local=local,
+                                        compression_ratio=compression_ratio, ldp=ldp)
+
+
+@functools.partial(jax.jit, static_argnames=("model", "local", "compression_ratio", "ldp"))
+def _client_head_update_replicated(model, variables, pool_x, pool_y, index, mask, keys, *, local, compression_ratio,
+                                   ldp):
+  f = functools.partial(_client_upload, model, local=local, compression_ratio=compression_ratio, ldp=ldp)
+  uploads = jax.vmap(f, in_axes=(0, None, None, 0, 0, 0))(variables, pool_x, pool_y, index, mask, keys)
+  return uploads["params"]["head"]["kernel"]
+
+
 #: How a round runs its participants: all in one vmapped program, or one jitted program per participant in turn.
 EXECUTIONS = ("auto", "vmap", "sequential")
 

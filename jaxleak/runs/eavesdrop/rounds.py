@@ -14,8 +14,8 @@ import numpy as np
 
 from jaxleak import storage
 from jaxleak.attacks import eavesdrop as E
-from jaxleak.federated.rounds import (client_head_update, fedavg_round_replicated, per_label_updates_replicated,
-                                     remove_own_update)
+from jaxleak.federated.rounds import (client_head_update, client_head_update_replicated, fedavg_round_replicated,
+                                     per_label_updates_replicated, remove_own_update)
 from jaxleak.runs.eavesdrop.config import EavesdropConfig, config_record
 from jaxleak.runs.eavesdrop.federation import Federation, play_round, round_inputs
 
@@ -30,6 +30,8 @@ def attack_round(global_update, label_updates, num_selected, labels_per_client, 
 
 attack_round_jit = jax.jit(attack_round)
 attack_round_replicated = jax.jit(jax.vmap(attack_round, in_axes=(0, 0, None, 0, None, None, None)))
+#: The same with one K per replicate (an attacker that took part removes its own upload: K - 1 where it did).
+attack_round_replicated_per_k = jax.jit(jax.vmap(attack_round, in_axes=(0, 0, 0, 0, None, None, None)))
 
 
 ROUND_COLUMNS = ("round", "label", "owners", "holders", "sniff_score", "sniff_present", "qi_estimate", "qi_std",
@@ -170,14 +172,13 @@ def run_rounds_replicated(feds: list[Federation], *, checkpoint_path: str | None
                           progress: Callable[[str], None] | None = None) -> list[RoundsResult]:
   """`run_rounds` for R federations at once: each round is one vmapped computation over replicates x selected
   clients, then the attacker's per-label training and both attacks, vmapped over replicates. Replicate r gives
-  the same records as `run_rounds` on feds[r] alone (tested). Checkpoints and resumes like `run_rounds`."""
+  the same records as `run_rounds` on feds[r] alone (tested), the attacker as a participant included (in each
+  replicate where it is selected, its own upload is recomputed, vmapped over those replicates, and removed).
+  Checkpoints and resumes like `run_rounds`."""
   if not feds or not all(isinstance(f, Federation) for f in feds):
     raise ValueError("feds must be a non-empty list of Federations, e.g. setup_replicates(config, R).")
   cfg = feds[0].config
   r_count = len(feds)
-  if cfg.attacker_participates:
-    raise ValueError("attacker_participates is not implemented for replicated runs yet; run the replicates one "
-                     "at a time (--replicates=1, one --seed each).")
   if any(dataclasses.replace(f.config, seed=cfg.seed) != cfg for f in feds):
     raise ValueError("replicated federations must share every setting but the seed.")
   model = feds[0].model
@@ -190,21 +191,31 @@ def run_rounds_replicated(feds: list[Federation], *, checkpoint_path: str | None
   def step(variables, t):
     rs = [round_inputs(f, t) for f in feds]
     selected = [r.selected for r in rs]
+    index, mask = np.stack([r.index for r in rs]), np.stack([r.mask for r in rs])
+    keys = jnp.stack([r.client_keys for r in rs])
     new_vars, mean_update = fedavg_round_replicated(
-        model, variables, feds[0].pool_x, feds[0].pool_y, jnp.asarray(np.stack([r.index for r in rs])),
-        jnp.asarray(np.stack([r.mask for r in rs])), jnp.stack([r.client_keys for r in rs]), local=cfg.local,
-        compression_ratio=cfg.compression, ldp=cfg.ldp)
+        model, variables, feds[0].pool_x, feds[0].pool_y, jnp.asarray(index), jnp.asarray(mask), keys,
+        local=cfg.local, compression_ratio=cfg.compression, ldp=cfg.ldp)
     label_updates = per_label_updates_replicated(model, variables, aux_x, aux_y,
                                                  jnp.stack([r.attack_key for r in rs]), local=cfg.local)
     update = mean_update["params"]["head"]["kernel"]
     _check_finite(t, cfg, update, label_updates)
     sniff, qi = attack_round_replicated(update, label_updates, k, nl, cfg.sniff_margin, cfg.ratio_threshold,
-                                   cfg.abort_std)
-    owners = np.stack([f.allocation.owners[s].sum(0) for f, s in zip(feds, selected)])
-    holders = np.stack([(f.allocation.counts[s] > 0).sum(0) for f, s in zip(feds, selected)])
+                                        cfg.abort_std)
+    others, extra = selected, {}
+    if cfg.attacker_participates:
+      others = [s[s != ATTACKER] for s in selected]
+      chosen = np.array([o.size < s.size for o, s in zip(others, selected)])
+      extra = dict(attacker_selected=chosen, sniff_present_no_removal=sniff.present,
+                   qi_estimate_no_removal=qi.estimate, qi_aborted_no_removal=qi.aborted)
+      if chosen.any():
+        sniff, qi = _attack_without_own_upload(update, label_updates, variables, index, mask, keys, selected,
+                                               chosen, cfg, nl, feds[0])
+    owners = np.stack([f.allocation.owners[s].sum(0) for f, s in zip(feds, others)])
+    holders = np.stack([(f.allocation.counts[s] > 0).sum(0) for f, s in zip(feds, others)])
     return new_vars, dict(owners=owners, holders=holders, sniff_score=sniff.score, sniff_present=sniff.present,
                           qi_estimate=qi.estimate, qi_std=qi.std, qi_num_weights=qi.num_weights,
-                          qi_aborted=qi.aborted)
+                          qi_aborted=qi.aborted, **extra)
 
   variables, records, per_round = _play(step, variables, cfg, checkpoint_path, r_count, progress)
   out = []
@@ -213,6 +224,26 @@ def run_rounds_replicated(feds: list[Federation], *, checkpoint_path: str | None
     out.append(RoundsResult(**arrays, variables=jax.tree.map(lambda v: v[r], variables),
                             seconds_per_round=per_round))
   return out
+
+
+def _attack_without_own_upload(update, label_updates, variables, index, mask, keys, selected, chosen, cfg, nl, fed):
+  """Replicated rounds with the attacker as a participant: in the replicates where it was selected (`chosen`
+  bool[R]) it recomputes its own upload (vmapped over all R; unused where it was not selected), removes it from the
+  aggregate and attacks the K - 1 others (as `remove_own_update`; K = 1: a zero update and one 'client'); elsewhere
+  it attacks the aggregate of K, as without removal. Returns the attacks' (SniffingResult, QuantityResult) [R, C]."""
+  rows = np.arange(len(selected))
+  pos = np.array([int(np.flatnonzero(s == ATTACKER)[0]) if c else 0 for s, c in zip(selected, chosen)])
+  own = client_head_update_replicated(fed.model, variables, fed.pool_x, fed.pool_y, jnp.asarray(index[rows, pos]),
+                                      jnp.asarray(mask[rows, pos]), keys[rows, pos], local=cfg.local,
+                                      compression_ratio=cfg.compression, ldp=cfg.ldp)
+  size = np.array([s.size for s in selected], np.float32)
+  others = size - 1
+  removed = jnp.where((others > 0)[:, None, None],
+                      (size[:, None, None] * update - own) / np.maximum(others, 1)[:, None, None], 0.0)
+  update = jnp.where(chosen[:, None, None], removed, update)
+  num_selected = np.where(chosen, np.maximum(others, 1), np.float32(cfg.num_selected)).astype(np.float32)
+  return attack_round_replicated_per_k(update, label_updates, jnp.asarray(num_selected), nl, cfg.sniff_margin,
+                                       cfg.ratio_threshold, cfg.abort_std)
 
 
 def pool_results(results_list: list[RoundsResult]) -> RoundsResult:

@@ -242,9 +242,6 @@ def _validate_eavesdrop(pairs) -> None:
                          f"({WHOLE_DETERMINATION_READS}): drop it.")
       continue
     fields.seed("seed", cfg["seed"], span=cfg["replicates"])   # replicate r plays seed + r
-    if cfg["attacker_participates"] and cfg["replicates"] > 1:
-      raise ValueError(f"attacker_participates with replicates={cfg['replicates']}: not implemented for replicated "
-                       "runs yet; set replicates=1, or attacker_participates=false.")
 
 
 def check_checkpoints(plan: Plan, loaded: dict) -> None:
