@@ -408,6 +408,7 @@ def test_aggregated_study_records_equal_separate_runs_and_other_keys_do_not_move
     want = (rec.get("members") or rec)["summary"]["lnacc"][0]
     assert float(row["per_client_lnacc_mean"]) == pytest.approx(want, rel=1e-5)
     assert row["solved_per_client_lnacc_mean"] == row["solved_per_client_class_acc_std"] == ""   # dealt once
+    assert row["solved_identifiable"] == ""
 
 
 def task_row_dealing(task) -> str:
@@ -460,7 +461,7 @@ def test_a_study_dealt_every_round_equals_separate_runs_from_one_pass_of_every_u
   for row in csv.DictReader(files["summary.csv"].splitlines()):        # the summary's solved columns: profiles.csv's
     mine = [float(p["lnacc"]) for p in profiles if (p["task"], p["attack"]) == (row["task"], row["attack"])]
     assert len(mine) == 4 and float(row["solved_per_client_lnacc_mean"]) == pytest.approx(np.mean(mine), abs=1e-5)
-    assert row["solved_per_client_class_acc_std"] != ""
+    assert row["solved_per_client_class_acc_std"] != "" and row["solved_identifiable"] == "True"
   from jaxleak.runs.report import results as R
   for r in R.load(str(tmp_path)).har:                                 # the report reads the records' profiles
     rec = S.Store(str(tmp_path)).read(r.source)["results"]["attacks"]["ilrg"]

@@ -100,3 +100,30 @@ def participation_rank(participation) -> tuple[int, int]:
     raise ValueError(f"participation_rank: participation must be [R, n] of 0/1, got shape {part.shape}.")
   seen = part[:, part.any(axis=0)]
   return (int(np.linalg.matrix_rank(seen.astype(np.float64))) if seen.size else 0), int(seen.shape[1])
+
+
+def rounds_participation(rounds) -> tuple[np.ndarray, list]:
+  """(participation bool[R, n], the n client ids in its column order) from each round's members (a list of R lists
+  of client ids, as the drivers' manifests and the studies' records hold them under `cohorts`).
+
+  >>> m, ids = rounds_participation([[3, 1], [1, 2]])
+  >>> ids, m.astype(int).tolist()
+  ([1, 2, 3], [[1, 0, 1], [1, 1, 0]])
+  """
+  ids = sorted({c for members in rounds for c in members})
+  column = {c: i for i, c in enumerate(ids)}
+  part = np.zeros((len(rounds), len(ids)), bool)
+  for r, members in enumerate(rounds):
+    part[r, [column[c] for c in members]] = True
+  return part, ids
+
+
+def rounds_identifiable(rounds) -> bool:
+  """Whether rounds given as their members (as `rounds_participation` reads them) determine every client's profile:
+  the participation matrix has full rank over the clients that took part (`participation_rank`).
+
+  >>> rounds_identifiable([[1, 2], [2, 3], [1, 3]]), rounds_identifiable([[1, 2], [1, 2], [3, 4]])
+  (True, False)
+  """
+  rank, clients = participation_rank(rounds_participation(rounds)[0])
+  return rank == clients

@@ -17,7 +17,7 @@ from typing import Optional
 import numpy as np
 
 from jaxleak import storage
-from jaxleak.attacks.disaggregation import participation_rank
+from jaxleak.attacks.disaggregation import rounds_identifiable
 from jaxleak.runs.eavesdrop.report import SUMMARY_KEYS as EV_SUMMARY_KEYS
 
 METRICS = ("lnacc", "leacc", "class_acc", "symmetric_existence")
@@ -258,14 +258,7 @@ def _har_run(folder, name, manifest, out: Results) -> None:
 def _identifiable(cohorts, dealing: str) -> Optional[bool]:
   """Clients dealt every round: whether the rounds (each round's members, `cohorts`) determine every client's
   solved profile; None otherwise (or without the rounds' members)."""
-  if dealing != "every_round" or not cohorts:
-    return None
-  ids = {s: i for i, s in enumerate(sorted({s for c in cohorts for s in c}))}
-  part = np.zeros((len(cohorts), len(ids)), bool)
-  for r, members in enumerate(cohorts):
-    part[r, [ids[s] for s in members]] = True
-  rank, n = participation_rank(part)
-  return rank == n
+  return rounds_identifiable(cohorts) if dealing == "every_round" and cohorts else None
 
 
 def _float(text: str, folder: str) -> float:

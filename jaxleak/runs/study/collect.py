@@ -8,7 +8,8 @@
                  per_client_{lnacc,class_acc}_{mean,std}: what the server learns of each client (under secure
                  aggregation, aggregate_clients > 1, results.csv's rows are cohorts, these are per client: 1/K of
                  its round), and solved_per_client_{lnacc,class_acc}_{mean,std}: with the clients dealt anew every
-                 round, each client's label distribution solved from all rounds (profiles.csv; empty otherwise)
+                 round, each client's label distribution solved from all rounds (profiles.csv; empty otherwise),
+                 and solved_identifiable: whether the rounds determine it (False: the minimum-norm even split)
   members.csv    HAR under secure aggregation: one row per task x attack x client: its metrics as 1/K of its round
   profiles.csv   HAR with the clients dealt anew every round (cohort_dealing): one row per task x attack x client:
                  its label distribution solved from all rounds against its own (results.csv's rows are then rounds)
@@ -22,6 +23,7 @@ import math
 import os
 
 from jaxleak import storage
+from jaxleak.attacks.disaggregation import rounds_identifiable
 from jaxleak.runs.study.plan import Plan, task_row
 from jaxleak.runs.study.store import Store
 
@@ -86,7 +88,8 @@ def tables(plan: Plan, store: Store) -> tuple[dict[str, str], int]:
                        + [_epsilon(settings["sigma"], settings["tau"])]
                        + [_fmt(x) for m in MEMBER_METRICS for x in per_client[m]]
                        + ([_fmt(x) for m in MEMBER_METRICS for x in solved[m]] if solved
-                          else [""] * 2 * len(MEMBER_METRICS)))
+                          else [""] * 2 * len(MEMBER_METRICS))
+                       + [_fmt(rounds_identifiable(res["cohorts"])) if solved and res.get("cohorts") else ""])
     elif task.kind == "whole_determination":
       base = [task.key] + [_fmt(settings[c]) for c in EAVESDROP_COLUMNS + WD_COLUMNS]
       for st in res["stages"]:
@@ -103,7 +106,8 @@ def tables(plan: Plan, store: Store) -> tuple[dict[str, str], int]:
                                             + tuple(f"{m}_{s}" for m in METRICS for s in ("mean", "std"))
                                             + ("epsilon_pld_delta_1e-5",)
                                             + tuple(f"{p}per_client_{m}_{s}" for p in ("", "solved_")
-                                                    for m in MEMBER_METRICS for s in ("mean", "std")), summary)
+                                                    for m in MEMBER_METRICS for s in ("mean", "std"))
+                                            + ("solved_identifiable",), summary)
   for name, per_client in (("members.csv", member_rows), ("profiles.csv", profile_rows)):
     if per_client:
       files[name] = storage.csv_text(("task",) + HAR_COLUMNS + ("attack", "subject") + METRICS, per_client)
