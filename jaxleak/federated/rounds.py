@@ -196,15 +196,19 @@ def fedavg_round(model: nn.Module, variables: dict, pool_x: jax.Array, pool_y: j
   update): the only things secure aggregation reveals. The individual updates exist only inside this compiled
   function.
   """
-  _check_round(model, pool_x, pool_y, index, mask, keys, "fedavg_round")
+  _check_rows(model, pool_x, pool_y, index, mask, keys, "fedavg_round", ("K", "M"))
   return _fedavg_round(model, variables, pool_x, pool_y, index, mask, keys, local=local,
                        compression_ratio=compression_ratio, ldp=ldp)
 
 
-def _check_round(model, pool_x, pool_y, index, mask, keys, what):
-  if np.ndim(index) != 2 or np.shape(mask) != np.shape(index) or np.shape(keys)[:1] != np.shape(index)[:1]:
-    raise ValueError(f"{what}: expected index and mask [K, M] and K keys; got {np.shape(index)}, {np.shape(mask)}, "
-                     f"{np.shape(keys)}.")
+def _check_rows(model, pool_x, pool_y, index, mask, keys, what, axes):
+  """index and mask [*axes] (rows into the pool, M last), keys [*axes[:-1]] (one per row), then `check_pool`."""
+  lead = axes[:-1]
+  if (np.ndim(index) != len(axes) or np.shape(mask) != np.shape(index)
+      or np.shape(keys)[:len(lead)] != np.shape(index)[:-1]):
+    raise ValueError(f"{what}: expected index and mask [{', '.join(axes)}]"
+                     + (f" and keys [{', '.join(lead)}]" if lead else "")
+                     + f"; got {np.shape(index)}, {np.shape(mask)}, {np.shape(keys)}.")
   check_pool(model, pool_x, pool_y, index, mask, what)
 
 
@@ -219,9 +223,7 @@ def client_upload(model: nn.Module, variables: dict, pool_x: jax.Array, pool_y: 
   """One participant's upload (index i32[M], mask bool[M] into the pool, its key): its update of every variable
   after local training, LDP and compression, exactly as inside `fedavg_round` (equal up to float round-off of the
   vmapped computation)."""
-  if np.ndim(index) != 1 or np.shape(mask) != np.shape(index):
-    raise ValueError(f"client_upload: expected index and mask [M]; got {np.shape(index)}, {np.shape(mask)}.")
-  check_pool(model, pool_x, pool_y, index, mask, "client_upload")
+  _check_rows(model, pool_x, pool_y, index, mask, key, "client_upload", ("M",))
   return _client_upload(model, variables, pool_x, pool_y, index, mask, key, local=local,
                         compression_ratio=compression_ratio, ldp=ldp)
 
@@ -248,10 +250,7 @@ def client_head_update_replicated(model: nn.Module, variables: dict, pool_x: jax
                                   ) -> jax.Array:
   """`client_head_update` of one participant in each of R federations at once (a vmap): variables with a leading
   axis R, index and mask [R, M], keys [R]; the example pool is shared. Returns f32[R, D, C]."""
-  if np.ndim(index) != 2 or np.shape(mask) != np.shape(index) or np.shape(keys) != np.shape(index)[:1]:
-    raise ValueError(f"client_head_update_replicated: expected index and mask [R, M] and keys [R]; got "
-                     f"{np.shape(index)}, {np.shape(mask)}, {np.shape(keys)}.")
-  check_pool(model, pool_x, pool_y, index, mask, "client_head_update_replicated")
+  _check_rows(model, pool_x, pool_y, index, mask, keys, "client_head_update_replicated", ("R", "M"))
   return _client_head_update_replicated(model, variables, pool_x, pool_y, index, mask, keys, local=local,
                                         compression_ratio=compression_ratio, ldp=ldp)
 
@@ -298,7 +297,7 @@ def run_fedavg_round(model: nn.Module, variables: dict, pool_x: jax.Array, pool_
   if client_execution(variables, execution) == "vmap":
     return fedavg_round(model, variables, pool_x, pool_y, index, mask, keys, local=local,
                         compression_ratio=compression_ratio, ldp=ldp)
-  _check_round(model, pool_x, pool_y, index, mask, keys, "run_fedavg_round")
+  _check_rows(model, pool_x, pool_y, index, mask, keys, "run_fedavg_round", ("K", "M"))
   total = None
   for i in range(index.shape[0]):      # one compiled program, K calls (see client_execution for why not vmap)
     upload = _client_upload(model, variables, pool_x, pool_y, index[i], mask[i], keys[i], local=local,
@@ -322,10 +321,7 @@ def fedavg_round_replicated(model: nn.Module, variables: dict, pool_x: jax.Array
                             compression_ratio: float = 0.0, ldp: privacy.LdpConfig = privacy.LdpConfig()):
   """R independent federations' rounds at once (a vmap of `fedavg_round`): variables with a leading axis R,
   index and mask [R, K, M], keys [R, K]; the example pool is shared. Returns batched (G_{t+1}, mean update)."""
-  if np.ndim(index) != 3 or np.shape(mask) != np.shape(index) or np.shape(keys) != np.shape(index)[:2]:
-    raise ValueError(f"fedavg_round_replicated: expected index and mask [R, K, M] and keys [R, K]; got "
-                     f"{np.shape(index)}, {np.shape(mask)}, {np.shape(keys)}.")
-  check_pool(model, pool_x, pool_y, index, mask, "fedavg_round_replicated")
+  _check_rows(model, pool_x, pool_y, index, mask, keys, "fedavg_round_replicated", ("R", "K", "M"))
   return _fedavg_round_replicated(model, variables, pool_x, pool_y, index, mask, keys, local=local,
                                   compression_ratio=compression_ratio, ldp=ldp)
 
