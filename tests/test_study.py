@@ -332,6 +332,27 @@ def test_eavesdrop_participants_class_weighted_loss_is_a_setting_of_its_own_in_s
     S.make_plan(S.override(S.preset("eavesdrop_tables"), {**small, "client_loss": "median"}))
 
 
+def test_an_attacker_taking_part_in_replicated_federations_is_recorded_and_collected(tmp_path):
+  """attacker_participates with replicates (refused until the thirtieth session): the record holds the attacker's
+  summary (with and without its own upload removed) of the replicates' pooled rounds, equal to the library's, and
+  collect writes it to eavesdrop.csv."""
+  from jaxleak.runs import eavesdrop as EV
+  small = {"dataset": "digits", "model": "mlp", "num_participants": "12", "fraction": "0.5", "rounds": "4",
+           "attacker_participates": "true", "replicates": "2"}
+  plan = S.make_plan(S.override(S.preset("eavesdrop_tables"), small))
+  (task,) = plan.tasks
+  store = S.Store(str(tmp_path))
+  S.run_plan(plan, store, progress=None)
+  cfg = engine.eavesdrop_config({k: v for k, v in task.config.items() if k != "replicates"})
+  want = EV.summarize_rounds(EV.pool_results(EV.run_rounds_replicated(EV.setup_replicates(cfg, 2))), cfg)["attacker"]
+  got = store.read(task.key)["results"]["attacker"]
+  assert got == pytest.approx(want) and got["rounds"] == 8 and 0 < got["rounds_selected"] < 8
+  collect.collect(plan, store)
+  (row,) = csv.DictReader(open(os.path.join(str(tmp_path), "tables", "eavesdrop.csv")))
+  assert int(row["attacker_rounds_selected"]) == got["rounds_selected"]
+  assert float(row["attacker_sniff_not_removed"]) == pytest.approx(got["sniff_not_removed"], abs=1e-6)
+
+
 def test_compressed_uploads_keep_the_largest_entries_of_each_leaf():
   from jaxleak.runs.leakage.scoring import compress_uploads
   values = jnp.arange(1.0, 21.0) * jnp.tile(jnp.array([1.0, -1.0]), 10)           # 1, -2, 3, ..., -20

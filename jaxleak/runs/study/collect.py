@@ -13,7 +13,9 @@
   members.csv    HAR under secure aggregation: one row per task x attack x client: its metrics as 1/K of its round
   profiles.csv   HAR with the clients dealt anew every round (cohort_dealing): one row per task x attack x client:
                  its label distribution solved from all rounds against its own (results.csv's rows are then rounds)
-  eavesdrop.csv  Eavesdrop: one row per task: settings and the overall success rates
+  eavesdrop.csv  Eavesdrop: one row per task: settings and the overall success rates, and with the attacker as a
+                 participant attacker_*: over the rounds it was selected, both attacks with and without its own
+                 upload removed (empty otherwise)
   whole_determination.csv  one row per Whole Determination task x stage: settings and success rates
 Written together as one folder commit (<study_dir>/tables/).
 """
@@ -38,6 +40,9 @@ EAVESDROP_COLUMNS = ("dataset", "model", "num_participants", "fraction", "local_
                      "local_lr", "compression", "dropout", "rounds", "seed", "replicates", "partition",
                      "dirichlet_alpha", "attacker_participates", "ldp_noise", "ldp_clip",
                      "client_loss")
+#: eavesdrop.csv's columns of the attacker as a participant (empty where it is not one): over the rounds it was
+#: selected, both attacks with its own upload removed and without (`eavesdrop.report.attacker_summary`).
+ATTACKER_KEYS = ("rounds_selected", "sniff_removed", "sniff_not_removed", "qi_alpha1_removed", "qi_alpha1_not_removed")
 WD_COLUMNS = ("wd_trials", "wd_total_per_label", "wd_factors", "wd_stages", "wd_window")
 WD_STAGE_COLUMNS = ("stage", "accuracy_threshold", "trials", "reached", "success", "success_known_k",
                     "success_two_level", "mean_round")
@@ -96,8 +101,9 @@ def tables(plan: Plan, store: Store) -> tuple[dict[str, str], int]:
         wd_rows.append(base + [_fmt(st[c]) for c in WD_STAGE_COLUMNS])
     else:
       ev_keys = ev_keys or sorted(res["overall"])
+      attacker = res.get("attacker") or {}
       ev_rows.append([task.key] + [_fmt(settings[c]) for c in EAVESDROP_COLUMNS]
-                     + [_fmt(res["overall"][k]) for k in ev_keys])
+                     + [_fmt(res["overall"][k]) for k in ev_keys] + [_fmt(attacker.get(k)) for k in ATTACKER_KEYS])
   files = {}
   if rows:
     files["results.csv"] = storage.csv_text(("task",) + HAR_COLUMNS + ("attack", "subject") + METRICS
@@ -112,7 +118,8 @@ def tables(plan: Plan, store: Store) -> tuple[dict[str, str], int]:
     if per_client:
       files[name] = storage.csv_text(("task",) + HAR_COLUMNS + ("attack", "subject") + METRICS, per_client)
   if ev_rows:
-    files["eavesdrop.csv"] = storage.csv_text(("task",) + EAVESDROP_COLUMNS + tuple(ev_keys), ev_rows)
+    files["eavesdrop.csv"] = storage.csv_text(("task",) + EAVESDROP_COLUMNS + tuple(ev_keys)
+                                              + tuple(f"attacker_{k}" for k in ATTACKER_KEYS), ev_rows)
   if wd_rows:
     files["whole_determination.csv"] = storage.csv_text(("task",) + EAVESDROP_COLUMNS + WD_COLUMNS + WD_STAGE_COLUMNS,
                                                         wd_rows)

@@ -388,7 +388,10 @@ def _run_eavesdrop_group(group: Group, todo: list[Task], store: Store, log) -> N
   s = EV.summarize_rounds(res, cfg)
   results = {"overall": {k: float(v) for k, v in s["overall"].items()},
              "per_label": {k: [float(x) for x in v] for k, v in s["per_label"].items()},
-             "alpha_pct": float(s["alpha_pct"])}
+             "alpha_pct": float(s["alpha_pct"]),
+             # the attacker as a participant: over the rounds it was selected, both attacks with and without
+             # its own upload removed (`eavesdrop.report.attacker_summary`)
+             **({"attacker": s["attacker"]} if "attacker" in s else {})}
   store.write(task, results, {"group_s": time.perf_counter() - t0, "seconds_per_round": s["seconds_per_round"]})
 
 
