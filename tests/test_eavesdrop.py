@@ -955,6 +955,9 @@ def test_attacker_as_a_participant_reports_both_ways(tmp_path):
   header = (tmp_path / "out" / "rounds.csv").read_text().splitlines()[0]
   assert header.endswith("attacker_selected,sniff_present_no_removal,qi_estimate_no_removal,qi_aborted_no_removal")
   assert "with its own update removed" in EV.per_label_table(s, cfg)
+  from jaxleak.runs.report import load, tables as RT
+  summary = RT.eavesdrop_summary(load(str(tmp_path)))               # the report reads it from the manifest
+  assert summary.rows[0][summary.columns.index("attacker's rounds")] == sum(chosen)
   # Replicated: each replicate removes its own upload in the rounds it was selected, as a run of it alone does.
   feds = EV.setup_replicates(dataclasses.replace(cfg, rounds=4), 2)     # round 4: selected in replicate 1 only
   together = EV.run_rounds_replicated(feds)

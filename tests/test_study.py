@@ -351,6 +351,11 @@ def test_an_attacker_taking_part_in_replicated_federations_is_recorded_and_colle
   (row,) = csv.DictReader(open(os.path.join(str(tmp_path), "tables", "eavesdrop.csv")))
   assert int(row["attacker_rounds_selected"]) == got["rounds_selected"]
   assert float(row["attacker_sniff_not_removed"]) == pytest.approx(got["sniff_not_removed"], abs=1e-6)
+  from jaxleak.runs.report import load, tables as RT
+  summary = RT.eavesdrop_summary(load(str(tmp_path)))                 # the report: beside the main columns
+  (cells,) = [dict(zip(summary.columns, r)) for r in summary.rows]
+  assert cells["attacker's rounds"] == got["rounds_selected"] and "and, for comparison, without" in summary.note
+  assert cells["its QI a=1, not removed"] == got["qi_alpha1_not_removed"]
 
 
 def test_compressed_uploads_keep_the_largest_entries_of_each_leaf():

@@ -71,6 +71,8 @@ class EavesdropResult:
   overall: dict                  # eavesdrop.report.SUMMARY_KEYS (qi_count_* NaN in records older than them)
   per_label: dict                # the same keys -> [C] fractions
   alpha_pct: float
+  attacker: Optional[dict] = None  # the attacker as a participant: eavesdrop.report.attacker_summary (rounds it
+                                   # was selected; both attacks with and without its own upload removed there)
 
 
 @dataclasses.dataclass
@@ -186,7 +188,7 @@ def _load_study(root: str) -> Results:
       out.whole.append(WholeDetermination(task.key, settings, res["stages"], res["trials"]))
     else:
       out.eavesdrop.append(EavesdropResult(task.key, {k: row[k] for k in EAVESDROP_SETTINGS}, res["overall"],
-                                           res["per_label"], res["alpha_pct"]))
+                                           res["per_label"], res["alpha_pct"], res.get("attacker")))
   if not out.configs:
     out.configs[root] = {"records": len(keys), "note": "no study.json: the settings are each record's config"}
   return out
@@ -316,7 +318,8 @@ def _eavesdrop_run(folder, name, manifest, out: Results) -> None:
   value = lambda r, k: _float(r[k], folder) if k in r else math.nan
   out.eavesdrop.append(EavesdropResult(
       name, _eavesdrop_settings(manifest["config"]), {k: value(overall[0], k) for k in EV_SUMMARY_KEYS},
-      {k: [value(r, k) for r in labels] for k in EV_SUMMARY_KEYS}, float(manifest.get("alpha_pct", math.nan))))
+      {k: [value(r, k) for r in labels] for k in EV_SUMMARY_KEYS}, float(manifest.get("alpha_pct", math.nan)),
+      manifest.get("attacker")))
 
 
 def _whole_run(folder, name, manifest, out: Results) -> None:

@@ -367,14 +367,24 @@ def eavesdrop_summary(results: Results) -> Optional[Table]:
   if not results.eavesdrop:
     return None
   keys = ("sniff", "sniff_absent", "prevalence", "qi_alpha1", "qi_count_alpha1", "qi_alpha_pct", "qi_abort")
+  # the attacker as a participant: over the rounds it was selected, each attack with / without its upload removed
+  taking_part = any(r.attacker for r in results.eavesdrop)
+  attacker_keys = ("sniff_removed", "sniff_not_removed", "qi_alpha1_removed", "qi_alpha1_not_removed")
   rows = [[r.settings[k] for k in ("dataset", "model", "num_participants", "fraction", "local_batch_size",
                                    "local_epochs", "compression", "dropout", "rounds")]
           + [_partition(r.settings), r.settings.get("client_loss", "mean")] + [r.overall[k] for k in keys]
+          + ([(r.attacker or {}).get("rounds_selected")] + [(r.attacker or {}).get(k) for k in attacker_keys]
+             if taking_part else [])
           for r in results.eavesdrop]
   cols = ["dataset", "model", "N_p", "P", "L_bs", "L_ep", "CR", "dropout", "rounds", "participants", "client loss",
           "Class Sniffing", "sniff (label absent)", "label present", "QI a=1", "QI count a=1", "QI a=5%", "QI aborted"]
-  return Table("eavesdrop_summary", "Eavesdrop: overall success rates of every federation", cols, rows,
-               percent=tuple(cols[11:]))
+  extra = ["attacker's rounds", "its sniff, own removed", "its sniff, not removed", "its QI a=1, own removed",
+           "its QI a=1, not removed"] if taking_part else []
+  note = ("attacker's rounds: rounds (over all replicates) in which the attacker, a participant, was selected; "
+          "there it attacks with its own upload removed (the main columns) and, for comparison, without."
+          if taking_part else "")
+  return Table("eavesdrop_summary", "Eavesdrop: overall success rates of every federation", cols + extra, rows,
+               percent=tuple(cols[11:] + extra[1:]), note=note)
 
 
 def _partition(s: dict) -> str:
