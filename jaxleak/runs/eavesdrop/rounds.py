@@ -172,8 +172,8 @@ def run_rounds_replicated(feds: list[Federation], *, checkpoint_path: str | None
                           progress: Callable[[str], None] | None = None) -> list[RoundsResult]:
   """`run_rounds` for R federations at once: each round is one vmapped computation over replicates x selected
   clients, then the attacker's per-label training and both attacks, vmapped over replicates. Replicate r gives
-  the same records as `run_rounds` on feds[r] alone (tested), the attacker as a participant included (in each
-  replicate where it is selected, its own upload is recomputed, vmapped over those replicates, and removed).
+  the same records as `run_rounds` on feds[r] alone (tested), the attacker as a participant included (its own
+  upload recomputed for every replicate in one vmapped call, and removed in those where it was selected).
   Checkpoints and resumes like `run_rounds`."""
   if not feds or not all(isinstance(f, Federation) for f in feds):
     raise ValueError("feds must be a non-empty list of Federations, e.g. setup_replicates(config, R).")
