@@ -11,8 +11,35 @@ _FULL_OPT = os.environ.get("JAXLEAK_TESTS_FULL_OPT", "")
 if _FULL_OPT not in ("", "0", "1"):
   raise SystemExit(f"JAXLEAK_TESTS_FULL_OPT={_FULL_OPT!r}: use 1 (XLA's full optimisation) or 0 / unset (-O0, the "
                    "default for tests).")
-_OPT = "" if _FULL_OPT == "1" else " --xla_backend_optimization_level=0 --xla_cpu_use_fusion_emitters=false"
-os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=4" + _OPT)
+
+
+def _xla_knows(flag: str) -> bool:
+  """Whether this jaxlib's XLA takes `flag` (XLA aborts the process on a flag it does not know, and pyproject.toml
+  allows any jax >= 0.7): probed once per jaxlib version in a subprocess, the answer kept in the temp folder."""
+  import importlib.metadata
+  import subprocess
+  import sys
+  import tempfile
+  memo = os.path.join(tempfile.gettempdir(), f"jaxleak-tests-xla-{importlib.metadata.version('jaxlib')}-"
+                                             f"{flag.lstrip('-').split('=')[0]}")
+  if os.path.exists(memo):
+    with open(memo) as f:
+      return f.read() == "1"
+  probe = subprocess.run([sys.executable, "-c", "import jax.numpy as jnp; jnp.zeros(1).block_until_ready()"],
+                         env={**os.environ, "XLA_FLAGS": flag, "JAX_PLATFORMS": "cpu"}, capture_output=True)
+  with open(memo + f".{os.getpid()}", "w") as f:
+    f.write("1" if probe.returncode == 0 else "0")
+  os.replace(memo + f".{os.getpid()}", memo)
+  return probe.returncode == 0
+
+
+if "XLA_FLAGS" not in os.environ:
+  _OPT = ""
+  if _FULL_OPT != "1":
+    _OPT = " --xla_backend_optimization_level=0"
+    if _xla_knows("--xla_cpu_use_fusion_emitters=false"):
+      _OPT += " --xla_cpu_use_fusion_emitters=false"
+  os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=4" + _OPT
 # Commands the tests start as subprocesses keep their compilation cache out of the user's home.
 import tempfile  # noqa: E402
 
