@@ -93,6 +93,26 @@ def test_a_member_is_guessed_to_hold_a_kth_of_its_round():
   np.testing.assert_array_equal(split, [[2, 1, 0], [2, 1, 0], [1, 1, 1], [1, 1, 1], [-1, -1, -1], [-1, -1, -1]])
 
 
+def test_scaled_counts_break_ties_by_class_in_exact_arithmetic():
+  """Largest remainder against exact fractions: equal remainders (1/3 of a round of three, say) go to the lower
+  class on every machine; float32 shares broke such ties by round-off, differently between XLA versions (found at
+  jax 0.7.0, 2026-12-06: 2 of 4 clients' 1/K-split LnAcc moved by 1/N)."""
+  from fractions import Fraction
+  from jaxleak.runs.leakage.aggregation import scale_counts
+  assert scale_counts(np.array([[7, 10, 4]]), 7).tolist() == [[3, 3, 1]]           # three remainders of 1/3
+  rng = np.random.default_rng(0)
+  for k in (2, 3, 7):
+    counts = rng.multinomial(k * 20, rng.dirichlet(np.ones(6) * 0.5, size=300))
+    got = scale_counts(counts, 20)
+    for row, mine in zip(counts, got):
+      share = [Fraction(int(c) * 20, int(row.sum())) for c in row]
+      want = [int(x) for x in share]
+      for i in sorted(range(6), key=lambda i: (-(share[i] - want[i]), i))[:20 - sum(want)]:
+        want[i] += 1
+      assert mine.tolist() == want, (row, mine)
+  assert scale_counts(np.array([[0, 0], [-1, -1]]), 5).tolist() == [[0, 0], [-1, -1]]   # empty and invalid rows
+
+
 def test_what_a_round_tells_of_each_client_is_scored_against_its_own_update(aggregated):
   """Written out in NumPy: the 1/K split by largest remainder, LnAcc per member update, mean per client."""
   r = aggregated

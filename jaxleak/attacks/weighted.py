@@ -45,7 +45,9 @@ def unweight_counts(counts: jax.Array, class_weights: jax.Array, num_samples: Nu
   n = as_float(num_samples)
   raw = jnp.where((counts > 0) & (w > 0), counts / jnp.where(w > 0, w, 1.0), 0.0)
   total = jnp.sum(raw)
-  share = raw / jnp.where(total > 0, total, 1.0) * n
+  # N first: with equal weights raw * N is exact (integers below 2**24) and the division is rounded once, so a share
+  # of exactly x.5 stays x.5 and ties go to the lower class on every XLA version (raw / total * N rounded twice).
+  share = raw * n / jnp.where(total > 0, total, 1.0)
   floor = jnp.floor(share)
   remainder = jnp.round(n - jnp.sum(floor)).astype(jnp.int32)
   frac = jnp.where(raw > 0, share - floor, -1.0)               # only counted classes take the remainder

@@ -141,14 +141,28 @@ _mean = jax.jit(mean_over_members, static_argnums=1)
 
 def split_among_members(pred, clients_per_round: int, num_samples: int) -> np.ndarray:
   """i32[A K, C]: each of aggregate a's K members guessed to hold 1/K of its predicted counts pred[a] (i32[A, C]),
-  re-rounded to N by largest remainder (`attacks.unweight_counts` with equal weights); an invalid row (an attack
-  that returned no counts) stays invalid. Row a K + j is member j of aggregate a, as `cohort_updates` orders them."""
-  pred = jnp.asarray(pred, jnp.int32)
-  split = _split(pred, jnp.ones(pred.shape, jnp.float32), jnp.full(pred.shape[:1], num_samples, jnp.int32))
-  return np.repeat(np.asarray(split), clients_per_round, axis=0)
+  re-rounded to N by largest remainder (`scale_counts`); an invalid row (an attack that returned no counts) stays
+  invalid. Row a K + j is member j of aggregate a, as `cohort_updates` orders them."""
+  return np.repeat(scale_counts(pred, num_samples), clients_per_round, axis=0)
 
 
-_split = jax.jit(jax.vmap(A.unweight_counts))
+def scale_counts(counts, num_samples: int) -> np.ndarray:
+  """i32[R, C]: each row of counts (integers [R, C]) scaled to sum to N, rounded by largest remainder with ties to
+  the lower class, in exact integer arithmetic (host-side, int64: a remainder of 1/3 is the same for every class
+  on every machine, which float32 shares are not). A row summing to 0, or holding `INVALID_COUNT`, is returned as
+  it is.
+
+  >>> scale_counts(np.array([[1, 1, 1], [3, 0, 1]]), 4).tolist()
+  [[2, 1, 1], [3, 0, 1]]
+  """
+  counts = np.asarray(counts, np.int64)
+  total = counts.sum(axis=1, keepdims=True)
+  keep = (total[:, 0] <= 0) | np.any(counts == A.INVALID_COUNT, axis=1)
+  scaled = counts * num_samples
+  floor, rest = np.divmod(scaled, np.where(total > 0, total, 1))
+  rank = np.argsort(np.argsort(-rest, axis=1, kind="stable"), axis=1, kind="stable")
+  out = floor + (rank < num_samples - floor.sum(axis=1, keepdims=True))
+  return np.where(keep[:, None], counts, out).astype(np.int32)
 
 
 def client_profiles(true_counts, batch_client: np.ndarray, num_clients: int, num_samples: int) -> np.ndarray:
@@ -158,6 +172,4 @@ def client_profiles(true_counts, batch_client: np.ndarray, num_clients: int, num
   counts = np.asarray(true_counts, np.int64)
   total = np.zeros((num_clients, counts.shape[1]), np.int64)
   np.add.at(total, np.asarray(batch_client), counts)
-  total = np.minimum(total, np.iinfo(np.int32).max).astype(np.int32)
-  return np.asarray(_split(jnp.asarray(total), jnp.ones(total.shape, jnp.float32),
-                           jnp.full(total.shape[:1], num_samples, jnp.int32)))
+  return scale_counts(total, num_samples)
