@@ -99,7 +99,7 @@ def redealt(prep, cfg, grads, k: int, attacks, truth: np.ndarray) -> dict:
   per_client = lambda per_update: aggregation.client_profiles(per_update, owner, n, num_samples)  # summed, to N
   mine = per_client(truth[rows])
   score = lambda guess: cell(jax.tree.map(np.asarray, M.client_metrics(mine, guess, np.arange(n), n)))
-  out = {"rounds": a, "rank": int(np.linalg.matrix_rank(part.astype(np.float64))),
+  out = {"rounds": a, "rank": A.participation_rank(part)[0],
          "shares": score(aggregation.client_profiles(np.repeat(truth[rows].sum(0)[None], n, axis=0), np.arange(n),
                                                      n, num_samples))}
   for name in attacks:
