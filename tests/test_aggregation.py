@@ -1,6 +1,7 @@
 """HAR clients under secure aggregation (`aggregate_clients`): cohorts, rounds, and what the server's mean update is."""
 import csv
 import dataclasses
+import importlib.util
 import json
 
 import jax
@@ -285,7 +286,7 @@ def test_the_table_files_and_report_say_the_clients_are_dealt_every_round(redeal
   assert "triangles: each client's label distribution solved from all rounds" in fig2.caption
 
 
-def test_the_table_says_when_the_rounds_cannot_tell_the_clients_apart(redealt, tmp_path):
+def test_the_table_says_when_the_rounds_cannot_tell_the_clients_apart(redealt, tmp_path, monkeypatch):
   """Rounds that all hold the same clients (K = all of them, or cohorts kept) have a participation matrix of rank
   below the clients': the solved table then says the profiles are not identifiable (its minimum-norm answer is the
   even split), instead of scoring it as what the rounds tell."""
@@ -307,6 +308,13 @@ def test_the_table_says_when_the_rounds_cannot_tell_the_clients_apart(redealt, t
     assert r.identifiable is (name == "solvable")
     table = T.har_summary_table(R.load(str(tmp_path / name)), T.Accountant())
     assert {row[table.columns.index("clients a round")] for row in table.rows} == {label}
+    if name == "all" and importlib.util.find_spec("matplotlib"):       # Fig. 2's triangles say so too
+      from jaxleak.runs.report import figures as F
+      (tmp_path / "fig2.png").write_bytes(F.attack_bars(r))
+      labels = []
+      monkeypatch.setattr(F, "png", lambda fig: labels.extend(t.get_text() for t in fig.axes[0].get_legend().texts))
+      F.attack_bars(r)
+      assert "per client, solved from all rounds (not identifiable: the even split)" in labels
   kept = np.kron(np.ones((3, 1), bool), np.array([[1, 1, 0, 0], [0, 0, 1, 1]], bool))   # two cohorts dealt once
   assert A.participation_rank(kept) == (2, 4)
   assert A.participation_rank(np.array([[1, 0, 0], [1, 0, 0]])) == (1, 1)              # clients in no round: out

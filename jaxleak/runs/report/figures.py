@@ -81,7 +81,9 @@ def attack_bars(r: HarResult) -> bytes:
         if any(r.attacks[n].get("profiles") for n in names):    # clients dealt anew every round: solved
           ax.scatter(x + (i - 1) * width, [_pct((r.attacks[n].get("profiles") or {}).get(m, (math.nan,))[0])
                                            for n in names], marker="^", s=26, color="black", zorder=3,
-                     label="per client, solved from all rounds" if m == "lnacc" else None)
+                     label=("per client, solved from all rounds" + (" (not identifiable: the even split)"
+                                                                         if r.identifiable is False else ""))
+                     if m == "lnacc" else None)
     if r.settings.get("cohort_dealing", "once") == "every_round":
       ax.set_title(f"{setting_label(r.settings)}\nbars: mean over {k} rounds, whiskers: std over rounds; "
                    "markers: mean over clients")
