@@ -51,6 +51,26 @@ def test_fixed_cohorts_give_each_member_its_cohorts_mean_round_split_evenly():
     assert np.abs(got[members[0]] - mean / mean.sum() * num_samples).max() < 1   # largest-remainder rounding
 
 
+def test_equal_shares_tie_to_the_lower_class_as_exact_fractions_do():
+  # One round of two clients, N = 7: each holds [5, 9] / 2 = [2.5, 4.5]; the halves tie and class 0 takes the window.
+  np.testing.assert_array_equal(A.disaggregate_rounds(np.array([[5, 9]]), np.ones((1, 2), int), 7), [[3, 4]] * 2)
+  # Cohorts of K clients in every round: the profile is a rational (the mean round / K), rounded here in exact
+  # fractions; float32 round-off broke 7 of 300 such ties (1/3, 1/5 ... are not binary fractions).
+  from fractions import Fraction
+  for seed in range(60):
+    rng = np.random.default_rng(seed)
+    k, num_rounds, c, n = (int(rng.integers(2, 7)), int(rng.integers(1, 5)), int(rng.integers(2, 6)),
+                           int(rng.integers(2, 12)))
+    rounds = np.stack([rng.multinomial(k * n, np.ones(c) / c) for _ in range(num_rounds)])
+    mean = [Fraction(int(x), num_rounds * k) for x in rounds.sum(0)]
+    share = [x / sum(mean) * n for x in mean]
+    want = [int(x) for x in share]                                   # floor (shares are >= 0)
+    for i in sorted(range(c), key=lambda i: (want[i] - share[i], i))[:n - sum(want)]:
+      want[i] += 1
+    got = np.asarray(A.disaggregate_rounds(rounds, np.ones((num_rounds, k), int), n))
+    np.testing.assert_array_equal(got, [want] * k, err_msg=f"seed {seed}: rounds {rounds.tolist()}, N = {n}")
+
+
 def test_rounds_without_counts_are_left_out_and_clients_never_seen_are_invalid():
   part = np.array([[1, 1, 0], [0, 1, 1], [1, 0, 1], [1, 0, 1]])
   profiles = np.array([[4, 0], [1, 3], [0, 4]])

@@ -19,6 +19,8 @@ import numpy as np
 
 from jaxleak.attacks._common import INVALID_COUNT, check_num_samples
 
+_SNAP = 9   # decimals: profiles and shares closer than 1e-9 windows are equal (float64 round-off is far below)
+
 
 def disaggregate_rounds(round_counts, participation, num_samples: int) -> jnp.ndarray:
   """Each client's expected label counts per update, from the counts an attack read in aggregated rounds.
@@ -34,8 +36,9 @@ def disaggregate_rounds(round_counts, participation, num_samples: int) -> jnp.nd
 
   Returns:
     i32[n, C]: row i is client i's least-squares profile P_i (minimum-norm solution of M P = A over the valid
-    rounds), negatives set to 0, scaled to sum to N and rounded by largest remainder (ties to the lower class). A
-    client in no valid round, or whose profile has no positive count, gets a row of `INVALID_COUNT`.
+    rounds, in float64), negatives set to 0, scaled to sum to N and rounded by largest remainder (ties, shares
+    within 1e-9 of each other, to the lower class). A client in no valid round, or whose profile has no positive
+    count, gets a row of `INVALID_COUNT`.
 
   >>> import numpy as np
   >>> p = np.array([[4, 0], [1, 3], [0, 4]])                  # three clients, N = 4
@@ -70,17 +73,20 @@ def disaggregate_rounds(round_counts, participation, num_samples: int) -> jnp.nd
                      f"round of {int(expected[r] // n)} client(s) with N = {n:,} windows each sum to "
                      f"{int(expected[r]):,} ({wrong.size} such round(s)). Pass num_samples = N per client update, "
                      "and participation rows naming the clients whose mean each round's counts were read from.")
-  m = jnp.asarray(part[valid], jnp.float32)
-  a = jnp.asarray(counts[valid], jnp.float32)
-  profile = jnp.maximum(jnp.linalg.pinv(m) @ a, 0.0) if m.shape[0] else jnp.zeros((part.shape[1], counts.shape[1]))
+  # float64 on the host, and shares snapped to _SNAP: profiles are rationals (1/K of a cohort's mean round, say),
+  # and equal ones must tie exactly, so that the lower class wins on every machine, not the one float round-off favours.
+  m = part[valid].astype(np.float64)
+  profile = (np.linalg.pinv(m) @ counts[valid].astype(np.float64) if m.shape[0]
+             else np.zeros((part.shape[1], counts.shape[1])))
+  profile = np.maximum(np.round(profile, _SNAP), 0.0)
   total = profile.sum(axis=1, keepdims=True)
-  share = profile / jnp.where(total > 0, total, 1.0) * n
-  floor = jnp.floor(share)
-  remainder = jnp.round(n - floor.sum(axis=1)).astype(jnp.int32)
-  rank = jnp.argsort(jnp.argsort(-(share - floor), axis=1, stable=True), axis=1, stable=True)
-  out = (floor + (rank < remainder[:, None])).astype(jnp.int32)
-  seen = jnp.asarray(part[valid].sum(axis=0) > 0) & (total[:, 0] > 0)
-  return jnp.where(seen[:, None], out, INVALID_COUNT)
+  share = np.round(profile / np.where(total > 0, total, 1.0) * n, _SNAP)
+  floor = np.floor(share)
+  remainder = np.rint(n - floor.sum(axis=1)).astype(np.int64)
+  rank = np.argsort(np.argsort(-np.round(share - floor, _SNAP), axis=1, kind="stable"), axis=1, kind="stable")
+  out = (floor + (rank < remainder[:, None])).astype(np.int32)
+  seen = (part[valid].sum(axis=0) > 0) & (total[:, 0] > 0)
+  return jnp.asarray(np.where(seen[:, None], out, INVALID_COUNT), jnp.int32)
 
 
 def participation_rank(participation) -> tuple[int, int]:
