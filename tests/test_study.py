@@ -596,6 +596,12 @@ def test_cost_estimate_of_eavesdrop_follows_the_allocation_each_kind_draws():
   dirichlet = cost("eavesdrop_dirichlet", dirichlet_alpha="1")
   assert cost("eavesdrop_dirichlet", dirichlet_alpha="1", samples_per_participant="512") == pytest.approx(
       2 * dirichlet)
+  # The attacker as a participant recomputes its own upload in the rounds that select it: one upload more at most.
+  from jaxleak.runs.study.engine import eavesdrop_config
+  k = eavesdrop_config(S.make_plan(S.override(S.preset("eavesdrop_dirichlet"), {"dataset": "digits"}),
+                                   check_inputs=False).groups[0].tasks[0].config).num_selected
+  assert cost("eavesdrop_dirichlet", dirichlet_alpha="1", attacker_participates="true") == pytest.approx(
+      dirichlet * (k + 11) / (k + 10))
 
 
 def test_a_dry_run_prices_each_group_by_its_models_flops():

@@ -61,7 +61,10 @@ def estimate_cost(plan: Plan, loaded: Optional[dict] = None) -> dict[str, float]
       # Whole Determination: at most wd_max_rounds + wd_window rounds per trial (it stops at the last stage).
       rounds = (c["wd_trials"] * (c["wd_max_rounds"] + c["wd_window"]) if g.kind == "whole_determination"
                 else cfg.rounds * c["replicates"])
-      out[g.key] = rounds * (cfg.num_selected + 10) * cfg.local.epochs * per_client * 3.0
+      # the selected participants, the attacker's ten per-label updates, and (attacker_participates) at most one
+      # upload of its own a round, recomputed to remove it from the aggregate
+      uploads = cfg.num_selected + 10 + (1 if cfg.attacker_participates else 0)
+      out[g.key] = rounds * uploads * cfg.local.epochs * per_client * 3.0
   return out
 
 
