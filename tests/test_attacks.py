@@ -63,6 +63,41 @@ def test_llbg_stage_one_index_order_when_more_than_n():
   np.testing.assert_array_equal(A.llbg(_bias_only([-0.2, -0.1, -0.3, 0.6]), 2), [1, 1, 0, 0])
 
 
+def test_bias_corrected_by_hand_and_equal_to_ebi_whenever_v_fits_in_n():
+  # |V| = 3 > N = 2: the first two negative classes by index (EBI: the two most negative, 2 and 0).
+  np.testing.assert_array_equal(A.bias_corrected(_bias_only([-0.2, -0.1, -0.3, 0.6]), 2), [1, 1, 0, 0])
+  # The worked example by hand: V = {0, 1} fits in N = 10, m = -0.03 as EBI's, so EBI's (8, 2, 0, 0).
+  np.testing.assert_array_equal(A.bias_corrected(WORKED, 10), [8, 2, 0, 0])
+  for seed in range(40):                    # stage 1 is all of V either way once |V| <= N: the two are one attack
+    g = _random_grads(seed, 12)
+    n = max(int(np.sum(np.asarray(g.bias) < 0)), 1) + seed % 5
+    np.testing.assert_array_equal(A.bias_corrected(g, n), A.ebi(g, n), err_msg=f"seed {seed}, N = {n}")
+
+
+def test_yin_by_hand():
+  # Column minima -0.3, 0.0, -0.4, -0.1; their sums (iDLG's reading) order the classes otherwise: 0.7, 0.2, -0.2, -0.3.
+  kernel = jnp.array([[0.5, 0.0, -0.4, -0.1], [-0.3, 0.1, 0.2, -0.1], [0.5, 0.1, 0.0, -0.1]])
+  g = LastLayerGrads(kernel=kernel, bias=None)
+  np.testing.assert_array_equal(A.yin(g, 1, key=KEY), [0, 0, 1, 0])
+  np.testing.assert_array_equal(A.yin(g, 2, key=KEY), [1, 0, 1, 0])
+  np.testing.assert_array_equal(A.yin(g, 3, key=KEY), [1, 0, 1, 1])
+  six = np.asarray(A.yin(g, 6, key=KEY))                             # every class once, two random labels
+  assert six.min() >= 1 and six.sum() == 6
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_yin_finds_a_batch_of_distinct_labels_from_non_negative_features(seed):
+  # Yin et al.'s argument: with features >= 0, an absent class's weight-gradient column is a sum of p_n[c] h_n >= 0,
+  # a present class's has (p - 1) h_n in it; each window here has a feature of its own where that term wins.
+  rng = np.random.default_rng(seed)
+  c, n, d = 10, 6, 16
+  labels = rng.permutation(c)[:n].astype(np.int32)
+  features = np.eye(n, d, dtype=np.float32) * 2.0 + rng.uniform(0.0, 0.1, (n, d)).astype(np.float32)
+  head = random_head(jax.random.key(seed), d, c, 0.1, 0.1)
+  g = mean_ce_head_grads(jnp.asarray(features), jnp.asarray(labels), head.kernel, head.bias)
+  np.testing.assert_array_equal(A.yin(g, n, key=KEY), np.bincount(labels, minlength=c))
+
+
 def test_llg_har_stale_index_sends_remaining_slots_to_one_class():
   # Paper LLG spreads the slots; the stale index keeps raising class C-1 (positive here) so class 0 takes all.
   g = _bias_only([-0.30, -0.29, 0.29, 0.30])

@@ -1,4 +1,4 @@
-"""Baselines: random guessing and the label-existence attacks of breaching (spec 2.7)."""
+"""Baselines: random guessing and the label-existence attacks of breaching (spec 2.7): iDLG, analytic, Yin."""
 from __future__ import annotations
 
 from typing import Optional
@@ -50,4 +50,31 @@ def analytic(grads: LastLayerGrads, num_samples: NumSamples, *, key: Optional[ja
   b = grads.bias
   counts = _common.keep_first((b < 0).astype(jnp.int32), n)
   counts = _common.random_fill(counts, n, b.shape[0], key, max_samples)
+  return _common.guard_nonfinite(counts, grads, num_samples=num_samples, max_samples=max_samples)
+
+
+@register("yin", signal="weight", requires=("key",),
+          summary="Yin et al.: classes by their weight gradient's minimum, once each, rest random")
+def yin(grads: LastLayerGrads, num_samples: NumSamples, *, key: Optional[jax.Array] = None,
+        max_samples: Optional[int] = None) -> jax.Array:
+  """GradInversion's label restoration (Yin et al., CVPR 2021; breaching `yin`, spec 2.7): each class's smallest
+  entry of its weight-gradient column (kernel[:, c]); the classes in ascending order of it (ties to the lower
+  index), one label each, the first min(N, C); the rest uniformly random (`key`).
+
+  With non-negative features (after a ReLU) the column of a class absent from the batch has no negative entry, so
+  for a batch of N <= C distinct labels the attack finds them all whenever each present class's column has one
+  (tested). A traced `num_samples` needs `max_samples` (the padding's draw).
+
+  >>> kernel = jnp.array([[0.5, 0.0, -0.4, -0.1], [-0.3, 0.1, 0.2, -0.1], [0.5, 0.1, 0.0, -0.1]])
+  >>> yin(LastLayerGrads(kernel=kernel, bias=None), 3, key=jax.random.key(0)).tolist()    # minima -.3 0 -.4 -.1
+  [1, 0, 1, 1]
+  """
+  n = _common.validate(grads, num_samples, "yin", max_samples=max_samples)
+  _common.require_max_samples(num_samples, max_samples, "yin")
+  key = _common.require_key(key, "yin")
+  lowest = jnp.min(grads.kernel.astype(jnp.float32), axis=0)
+  c = lowest.shape[0]
+  rank = jnp.argsort(jnp.argsort(lowest, stable=True), stable=True)   # 0 = the smallest minimum
+  counts = (rank < n).astype(jnp.int32)
+  counts = _common.random_fill(counts, n, c, key, max_samples)
   return _common.guard_nonfinite(counts, grads, num_samples=num_samples, max_samples=max_samples)

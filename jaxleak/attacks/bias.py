@@ -58,6 +58,28 @@ def ebi(grads: LastLayerGrads, num_samples: NumSamples) -> jax.Array:
   return _common.guard_nonfinite(counts, grads, num_samples=num_samples)
 
 
+@register("bias_corrected", signal="bias", summary="EBI's stage 1 in index order, uncapped (breaching)")
+def bias_corrected(grads: LastLayerGrads, num_samples: NumSamples) -> jax.Array:
+  """breaching's `bias-corrected` strategy (spec 2.7): EBI whose stage 1 takes V = {c : g_b[c] < 0} in class-index
+  order instead of the N most negative.
+
+  Impact m = sum_{c in V} g_b[c] / N (EBI's); V raised by |m|; greedy stage 2 raising the selected class. Equals
+  `ebi` whenever |V| <= N. With |V| > N the reference's list keeps every class of V (more than N labels); here the
+  first N in index order, as `llbg` keeps them, so that the counts sum to N.
+
+  >>> g = LastLayerGrads(kernel=jnp.zeros((2, 4)), bias=jnp.array([-0.1, -0.3, -0.2, 0.6]))
+  >>> bias_corrected(g, 2).tolist(), ebi(g, 2).tolist()          # |V| = 3 > N: index order against most negative
+  ([1, 1, 0, 0], [0, 1, 1, 0])
+  """
+  n = _common.validate(grads, num_samples, "bias_corrected", needs_bias=True, needs_kernel=False)
+  b = _bias(grads)
+  present = b < 0
+  stage1 = _common.keep_first(present.astype(jnp.int32), n)
+  impact = jnp.sum(jnp.where(present, b, 0.0)) / n
+  counts = _common.two_stage(b, present, impact, n, stage1_counts=stage1)
+  return _common.guard_nonfinite(counts, grads, num_samples=num_samples)
+
+
 @register("llbg", signal="bias", summary="LLBG as the HAR paper ran it (llbgAVG: LLG-style impact)")
 def llbg(grads: LastLayerGrads, num_samples: NumSamples) -> jax.Array:
   """LLBG as the HAR paper ran it (`llbgAVG`, spec 2.4): the default `llbg`.
