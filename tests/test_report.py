@@ -330,3 +330,10 @@ def test_a_report_never_replaces_the_results_it_reads(tmp_path, capsys):
   assert rc == 2 and "(it holds notes.txt)" in capsys.readouterr().err
   assert sorted(os.listdir(tmp_path)) == ["mine", "run"]
   assert sorted(os.listdir(tmp_path / "run")) == [storage.FOLDER_MARKER, "manifest.json"]
+
+
+def test_every_registered_attack_has_a_name_and_a_place_in_the_reports():
+  # An attack registered later (bias_corrected, yin) would otherwise appear under its key, sorted after the rest.
+  import jaxleak.attacks as A
+  from jaxleak.runs.report.results import ATTACK_ORDER
+  assert set(A.names()) <= set(T.ATTACK_NAMES) and set(A.names()) <= set(ATTACK_ORDER)
