@@ -64,11 +64,15 @@ def execute(main: Callable[[list[str]], object], fv: flags.FlagValues, argv: lis
     return 2
   except (MemoryError, RuntimeError) as e:
     # NumPy's MemoryError, or XLA's RESOURCE_EXHAUSTED (a JaxRuntimeError): sizes too large for this machine, e.g.
-    # --replicates=100000 or --local_epochs=100000000 (found 2026-12-04, sixteenth session: tracebacks).
-    if not (isinstance(e, MemoryError) or "RESOURCE_EXHAUSTED" in str(e)):
+    # --replicates=100000 or --local_epochs=100000000 (found 2026-12-04, sixteenth session: tracebacks). jaxlib
+    # 0.7's XLA:CPU says "INTERNAL: ... Out of memory allocating N bytes." instead (found at the lower bound).
+    text = _message(e)
+    if not (isinstance(e, MemoryError) or "RESOURCE_EXHAUSTED" in text or "Out of memory" in text):
       raise
+    detail = (text[text.index("Out of memory"):] if "Out of memory" in text
+              else text.removeprefix("RESOURCE_EXHAUSTED: "))
     chunk = ", or --chunk_size, the updates computed at once" if "chunk_size" in fv else ""
-    print(f"error: out of memory ({_message(e).removeprefix('RESOURCE_EXHAUSTED: ')}): the sizes asked for need "
+    print(f"error: out of memory ({detail}): the sizes asked for need "
           "more memory than this machine has; lower them (participants, replicates, epochs, examples, clients or "
           f"settings{chunk}), or run on a larger machine. Anything already stored is kept.", file=sys.stderr)
     return 2

@@ -206,6 +206,12 @@ def test_sizes_too_large_for_memory_are_one_line(tmp_path, capsys):
   err = capsys.readouterr().err
   assert err.startswith("error: out of memory (Out of memory while") and "or --chunk_size, the updates" in err
 
+  def jaxlib_07_runs_out(argv):                                    # XLA:CPU's words at the lower bound, jaxlib 0.7
+    raise RuntimeError("INTERNAL: Buffer Definition Event: Error preparing computation: Out of memory allocating "
+                       "6588802177136 bytes.")
+  assert cli.execute(jaxlib_07_runs_out, fv, []) == 2
+  assert capsys.readouterr().err.startswith("error: out of memory (Out of memory allocating 6588802177136 bytes.)")
+
   def a_bug(argv):
     raise RuntimeError("something else")
   with pytest.raises(RuntimeError, match="something else"):             # not every RuntimeError is the user's

@@ -507,7 +507,8 @@ def test_a_damaged_record_is_recomputed_not_trusted(ldp_study):
     (["run", "har_ldp", "--dry_run", "--set=ldp=0:0,0.1:y"], "ldp item '0.1:y': 'y' is not a number."),
     (["run", "har_dirichlet", "--dry_run", "--set=dirichlet_alphas=0.1,x"], "dirichlet_alphas: 'x' is not a number."),
     (["run", "har_sampling", "--chunk_size=0"], "--chunk_size=0: must be a positive integer."),
-    (["run", "eavesdrop_tables", "--chunk_size=4"], "--chunk_size: read only by HAR groups, and eavesdrop_tables"),
+    (["run", "eavesdrop_tables", "--chunk_size=4", "--set=dataset=digits"],   # digits: no extra needed
+     "--chunk_size: read only by HAR groups, and eavesdrop_tables"),
     (["status", "--chunk_size=4"], "--chunk_size: read only by `run`"),
 ])
 def test_bad_study_commands_are_refused_before_any_work(args, message, tmp_path, capsys):
