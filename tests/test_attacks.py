@@ -361,7 +361,7 @@ def test_traced_n_out_of_range_gives_invalid_counts_under_jit(name):
   assert (np.asarray(f(batch, jnp.asarray([64, 1, 2, 3]), keys)) >= 0).all()
 
 
-@pytest.mark.parametrize("name", ["random", "idlg", "analytic", "ilrg_uniform"])
+@pytest.mark.parametrize("name", ["random", "idlg", "analytic", "ilrg_uniform", "yin"])
 def test_random_padding_with_a_traced_n_needs_max_samples(name):
   f = jax.jit(lambda g, n: A.run(name, g, n, A.AttackContext(key=KEY)))
   with pytest.raises(ValueError, match="max_samples"):
@@ -500,7 +500,7 @@ def test_an_update_without_signal_or_without_features_is_refused_eagerly():
   """Found 2026-12-05 (twenty-second session): an all-zero gradient (a client that sent back the weights it got)
   gave LLG and EBI [10, 0, 0, 0], and a kernel of D = 0 rows the same: plausible counts read from nothing."""
   zero = LastLayerGrads(kernel=jnp.zeros((8, 4)), bias=jnp.zeros(4))
-  for name in ("llg", "llg_har", "ebi", "llbg", "llbg_original", "idlg", "analytic"):
+  for name in ("llg", "llg_har", "ebi", "llbg", "llbg_original", "idlg", "analytic", "bias_corrected", "yin"):
     with pytest.raises(ValueError, match="all zero: an update without signal"):
       A.run(name, zero, 10, A.AttackContext(key=KEY))
   with pytest.raises(ValueError, match=r"grads.kernel and grads.bias are all zero"):
