@@ -337,3 +337,17 @@ def test_every_registered_attack_has_a_name_and_a_place_in_the_reports():
   import jaxleak.attacks as A
   from jaxleak.runs.report.results import ATTACK_ORDER
   assert set(A.names()) <= set(T.ATTACK_NAMES) and set(A.names()) <= set(ATTACK_ORDER)
+
+
+def test_table1_families_average_the_papers_attacks_only():
+  """The paper's Table 1 averages bias-based (EBI, LLBG, iLRG) and weight-based (LLG, LLG*) attacks. Found
+  2026-12-06 (thirty-first session): the families were every attack reading the bias or the weights, so a baseline
+  run beside them (analytic reads the bias; iDLG, Yin and RLU the weights) moved the paper's averages."""
+  from types import SimpleNamespace
+  acc = lambda *v: {"clients": {"class_acc": list(v)}}
+  r = SimpleNamespace(attacks={"ebi": acc(0.2, 0.4), "ilrg": acc(0.6, 0.8), "analytic": acc(1.0, 1.0),
+                               "llg": acc(0.1, 0.3), "idlg": acc(1.0, 1.0), "yin": acc(1.0, 1.0),
+                               "rlu": acc(1.0, 1.0), "random": acc(1.0, 1.0)})
+  np.testing.assert_allclose(T._family_per_client(r, "bias"), [0.4, 0.6])
+  np.testing.assert_allclose(T._family_per_client(r, "weight"), [0.1, 0.3])
+  assert T._family_per_client(SimpleNamespace(attacks={"analytic": acc(1.0)}), "bias") is None
