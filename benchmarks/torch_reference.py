@@ -212,6 +212,23 @@ def llbg(gw: torch.Tensor, gb: torch.Tensor, n: int) -> np.ndarray:
                       lambda b, valid: float(b[b < 0].sum()) * (1 + 1 / b.shape[0]) / n)
 
 
+def bias_corrected(gw: torch.Tensor, gb: torch.Tensor, n: int) -> np.ndarray:
+  """breaching's `bias-corrected` (spec 2.7; not in the timed five): stage 1 all valid classes in index order,
+  EBI's m = sum(neg) / N. A list longer than N keeps its first N (`_finish`), as jaxleak does."""
+  return _bias_attack(gb, n, lambda b, valid: list(valid),
+                      lambda b, valid: float(sum(b[k] for k in valid)) / n if valid else 0.0)
+
+
+def yin(gw: torch.Tensor, gb: torch.Tensor, n: int, return_unpadded: bool = False):
+  """Yin et al. as breaching runs it (spec 2.7; not in the timed five): the row-wise minimum of G_W [C, D], classes
+  in ascending order of it, the first min(N, C) once each; the rest random (`return_unpadded`: before that)."""
+  order = torch.argsort(gw.min(dim=1).values, stable=True)
+  labels = [int(k) for k in order[:n]]
+  if return_unpadded:
+    return np.bincount(np.asarray(labels, dtype=np.int64), minlength=gw.shape[0])
+  return _finish(labels, n, gw.shape[0])
+
+
 def ilrg(gw: torch.Tensor, gb: torch.Tensor, n: int, return_unpadded: bool = False):
   """Spec 2.6: float64 pinv of the uniform-probability system; `return_unpadded` gives the counts before the
   random padding (for comparisons)."""

@@ -77,6 +77,24 @@ def test_the_reference_attacks_give_jaxleaks_counts_on_the_same_gradients(seed):
     np.testing.assert_array_equal(ours, before_padding)
 
 
+@pytest.mark.parametrize("seed", range(8))
+def test_the_other_strategies_in_the_references_style_give_jaxleaks_counts(seed):
+  """bias_corrected and yin (spec 2.7) written as loops over Python lists (torch_reference) against jaxleak's
+  vectorised ones, on gradients where the negative classes do and do not fit in N (N < C here half the time)."""
+  rng = np.random.default_rng(100 + seed)
+  c, d = 13, 16
+  n = int(rng.choice([3, 5, 40]))
+  gw = torch.from_numpy(rng.normal(size=(c, d)).astype(np.float32) * 0.1)
+  gb = torch.from_numpy(rng.normal(size=c).astype(np.float32) * 0.1)
+  grads = LastLayerGrads(kernel=jnp.asarray(gw.numpy().T), bias=jnp.asarray(gb.numpy()))
+  np.testing.assert_array_equal(R.bias_corrected(gw, gb, n), A.bias_corrected(grads, n))
+  ours = np.asarray(A.yin(grads, n, key=jax.random.key(seed)))
+  before_padding = R.yin(gw, gb, n, return_unpadded=True)
+  assert ours.sum() == n and np.all(ours >= before_padding)           # both pad with uniformly random labels
+  if n <= c:
+    np.testing.assert_array_equal(ours, before_padding)
+
+
 def test_llg_star_dummy_estimates_vanish_as_the_spec_says(twins):
   """Spec 2.2: softmax-CE weight gradients sum to 0 over classes, so the reference's m and s are ~0."""
   _, _, torch_model = twins
