@@ -74,6 +74,30 @@ def test_bias_corrected_by_hand_and_equal_to_ebi_whenever_v_fits_in_n():
     np.testing.assert_array_equal(A.bias_corrected(g, n), A.ebi(g, n), err_msg=f"seed {seed}, N = {n}")
 
 
+def test_gcd_by_hand():
+  """spec 2.7, the HAR code's older `gcd`, on exact binary values (every remainder below is exact).
+
+  g_b = [-0.75, 0, 0, 0.75], N = 4; sorted descending [0.75, 0, 0, -0.75]. Row 0: d = 0.75 scores sum(g_b mod 0.75)
+  = 0, the best; rows 1 and 2 only tie it (-0.75 scores -0.0, not lower); row 3: d = -1.5 scores -0.75 + 0 + 0 - 0.75
+  = -1.5, lower. Candidates -d: [-0.75, -0.75, -0.75, 1.5]; -0.75 divides every entry, 1.5 does not and becomes
+  m0 = -0.75 / 4. Stage 1: class 0 (unraised). Stage 2 raises by the candidate at the *class index*: class 0 by
+  0.75 (to 0), again class 0 (first of the tie at 0, to 0.75), then class 1: (3, 1, 0, 0). Raising stage 1 by |m0|
+  (EBI's way) would give (2, 1, 1, 0), and candidates looked up by sorted position (class 0 sits at position 3:
+  m0) would give EBI's (4, 0, 0, 0).
+  """
+  g = _bias_only([-0.75, 0.0, 0.0, 0.75])
+  np.testing.assert_array_equal(A.gcd_candidates(g), [-0.75, -0.75, -0.75, 1.5])
+  np.testing.assert_array_equal(A.gcd(g, 4), [3, 1, 0, 0])
+  np.testing.assert_array_equal(A.ebi(g, 4), [4, 0, 0, 0])
+  # No two entries differ by 0.005 or more: no candidate (0), every class gets m0 = -0.002 / 3, a bias_corrected
+  # without the stage-1 raise.
+  tiny = _bias_only([-0.002, 0.0, 0.002, 0.0])
+  np.testing.assert_array_equal(A.gcd_candidates(tiny), [0.0, 0.0, 0.0, 0.0])
+  np.testing.assert_array_equal(A.gcd(tiny, 3), [3, 0, 0, 0])
+  # More negative classes than N: the first N in index order (the reference keeps all of them).
+  np.testing.assert_array_equal(A.gcd(_bias_only([-0.2, -0.1, -0.3, 0.6]), 2), [1, 1, 0, 0])
+
+
 def test_yin_by_hand():
   # Column minima -0.3, 0.0, -0.4, -0.1; their sums (iDLG's reading) order the classes otherwise: 0.7, 0.2, -0.2, -0.3.
   kernel = jnp.array([[0.5, 0.0, -0.4, -0.1], [-0.3, 0.1, 0.2, -0.1], [0.5, 0.1, 0.0, -0.1]])
@@ -500,7 +524,7 @@ def test_an_update_without_signal_or_without_features_is_refused_eagerly():
   """Found 2026-12-05 (twenty-second session): an all-zero gradient (a client that sent back the weights it got)
   gave LLG and EBI [10, 0, 0, 0], and a kernel of D = 0 rows the same: plausible counts read from nothing."""
   zero = LastLayerGrads(kernel=jnp.zeros((8, 4)), bias=jnp.zeros(4))
-  for name in ("llg", "llg_har", "ebi", "llbg", "llbg_original", "idlg", "analytic", "bias_corrected", "yin"):
+  for name in ("llg", "llg_har", "ebi", "llbg", "llbg_original", "idlg", "analytic", "bias_corrected", "gcd", "yin"):
     with pytest.raises(ValueError, match="all zero: an update without signal"):
       A.run(name, zero, 10, A.AttackContext(key=KEY))
   with pytest.raises(ValueError, match=r"grads.kernel and grads.bias are all zero"):

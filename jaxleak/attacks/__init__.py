@@ -33,8 +33,8 @@ from jaxleak.attacks._common import INVALID_COUNT  # noqa: E402
 from jaxleak.attacks.baselines import analytic, idlg, random_guess, yin  # noqa: E402
 from jaxleak.attacks.disaggregation import (disaggregate_rounds, participation_rank,  # noqa: E402
                                             rounds_identifiable, rounds_participation)
-from jaxleak.attacks.bias import (bias_corrected, class_embeddings, ebi, ilrg, ilrg_solution,  # noqa: E402
-                                  ilrg_uniform, llbg, llbg_original)
+from jaxleak.attacks.bias import (bias_corrected, class_embeddings, ebi, gcd, gcd_candidates, ilrg,  # noqa: E402
+                                  ilrg_solution, ilrg_uniform, llbg, llbg_original)
 from jaxleak.attacks.rlu import RLUBasis, average_bases, rlu, rlu_basis_from_features, rlu_solution  # noqa: E402
 from jaxleak.attacks.weight import (LLGStarParams, estimate_llg_star_params, llg, llg_har, llg_star,  # noqa: E402
                                     llg_star_har, rescale_llg_star_params)
@@ -44,8 +44,9 @@ from jaxleak.types import LastLayerGrads, LastLayerParams  # noqa: E402
 __all__ = [
     "INVALID_COUNT", "Attack", "AttackContext", "HAR_PAPER_ATTACKS", "HAR_REFERENCE_ATTACKS", "LLGStarParams",
     "LastLayerGrads", "LastLayerParams", "analytic", "bias_corrected", "class_embeddings", "disaggregate_rounds",
-    "eavesdrop", "ebi", "estimate_llg_star_params", "get", "idlg", "ilrg", "ilrg_solution", "ilrg_uniform", "info",
-    "llbg", "llbg_original", "llg", "llg_har", "llg_star", "llg_star_har", "names", "participation_rank",
-    "random_guess", "register", "rescale_llg_star_params", "rlu", "rounds_identifiable", "rounds_participation",
-    "RLUBasis", "average_bases", "rlu_basis_from_features", "rlu_solution", "run", "unweight_counts", "yin",
+    "eavesdrop", "ebi", "estimate_llg_star_params", "gcd", "gcd_candidates", "get", "idlg", "ilrg", "ilrg_solution",
+    "ilrg_uniform", "info", "llbg", "llbg_original", "llg", "llg_har", "llg_star", "llg_star_har", "names",
+    "participation_rank", "random_guess", "register", "rescale_llg_star_params", "rlu", "rounds_identifiable",
+    "rounds_participation", "RLUBasis", "average_bases", "rlu_basis_from_features", "rlu_solution", "run",
+    "unweight_counts", "yin",
 ]

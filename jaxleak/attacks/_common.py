@@ -203,7 +203,8 @@ def greedy_fill(values: jax.Array, counts: jax.Array, decrement: jax.Array, num_
   Args:
     values: f32[C], the (already stage-1 adjusted) gradient signal.
     counts: i32[C], labels chosen so far (sum <= num_samples).
-    decrement: scalar, the estimated impact m of one instance (negative); each pick does values[i] -= m.
+    decrement: scalar, the estimated impact m of one instance (negative); each pick does values[i] -= m. Or
+      f32[C], one impact per class: a pick of class i does values[i] -= decrement[i] (`gcd`).
     num_samples: N (a static int: a loop of N steps; or traced: a loop while labels are missing).
     decrement_index: None to raise the selected class (the methods' papers); an int to always raise that fixed
       class instead (the HAR/breaching stale-index behaviour, spec 2.1).
@@ -219,7 +220,8 @@ def greedy_fill(values: jax.Array, counts: jax.Array, decrement: jax.Array, num_
     sel = jnp.argmin(v)
     target = sel if decrement_index is None else decrement_index
     c = c.at[sel].add(active.astype(c.dtype))
-    v = v.at[target].add(jnp.where(active, -decrement, jnp.zeros_like(decrement)))
+    step = decrement if jnp.ndim(decrement) == 0 else decrement[target]
+    v = v.at[target].add(jnp.where(active, -step, jnp.zeros_like(step)))
     return v, c
 
   if not is_traced_n(num_samples):

@@ -80,6 +80,72 @@ def bias_corrected(grads: LastLayerGrads, num_samples: NumSamples) -> jax.Array:
   return _common.guard_nonfinite(counts, grads, num_samples=num_samples)
 
 
+# `gcd`'s two thresholds, as the HAR code's older commit fixes them (spec 2.7): a difference of bias entries is a
+# candidate impact when it rounds to a non-zero number at two decimals; a candidate "divides" the bias gradient when
+# every entry's remainder modulo it is at most 0.01 in magnitude.
+GCD_MIN_DIFFERENCE = 0.005
+GCD_DIVIDES_TOLERANCE = 0.01
+
+
+def gcd_candidates(grads: LastLayerGrads) -> jax.Array:
+  """`gcd`'s candidate impacts before they are checked: f32[C], one per position y of g_b sorted descending.
+
+  For every position y (in that order) and every x, d = g_b_sorted[y] - g_b_sorted[x] is a candidate when
+  |d| > 0.005; its score is sum_c (g_b[c] mod d) (the remainder takes the divisor's sign, as Python's and torch's
+  do; summed left to right in float32, as the reference's Python `sum` does). One running best over all (y, x) in
+  that order, replaced only by a strictly lower score: candidate[y] = -(the best after row y), 0 while no
+  difference qualified.
+  """
+  b = _bias(grads)
+  b_sorted = -jnp.sort(-b)
+  diff = b_sorted[:, None] - b_sorted[None, :]                              # [y, x]
+  usable = jnp.abs(diff) > jnp.float32(GCD_MIN_DIFFERENCE)
+  divisor = jnp.where(usable, diff, 1.0)
+  score, _ = jax.lax.scan(lambda acc, b_c: (acc + jnp.remainder(b_c, divisor), None), jnp.zeros_like(diff), b)
+  score = jnp.where(usable, score, jnp.inf)
+  row_best = jnp.min(score, axis=1)
+  row_pick = jnp.argmin(score, axis=1)                                      # first of equal scores in the row
+  running = jax.lax.cummin(row_best)
+  c = b.shape[0]
+  earlier = jnp.arange(c)[None, :] <= jnp.arange(c)[:, None]
+  best_row = jnp.argmax(earlier & (row_best[None, :] == running[:, None]), axis=1)   # the first row reaching it
+  best = diff[best_row, row_pick[best_row]]
+  return jnp.where(jnp.isfinite(running), -best, 0.0)
+
+
+@register("gcd", signal="bias", summary="GCD: per-class impacts from differences of bias entries (HAR code, older)")
+def gcd(grads: LastLayerGrads, num_samples: NumSamples) -> jax.Array:
+  """The HAR code's `gcd` strategy (its older commit's default; the thesis's "GCDB"; spec 2.7).
+
+  Idea: differences of bias-gradient entries are multiples of one instance's impact, so their "greatest common
+  divisor" estimates it. As the reference runs it:
+  1. candidates from `gcd_candidates` (one per sorted position); a candidate 0 or one that does not divide every
+     g_b[c] (|g_b[c] mod candidate| > 0.01) is replaced by EBI's m0 = sum_{g_b < 0} g_b / N, and so is a positive
+     one;
+  2. stage 1: V = {c : g_b[c] < 0} in class-index order, one label each (the first N if more), g_b not raised;
+  3. stage 2: until N labels, take argmin g_b and raise it by |candidate[argmin]|: the reference indexes the
+     candidates, built per *sorted position*, with the *class index*, and so does this function.
+  Deviation: with |V| > N the reference returns every class of V; here the first N (as `bias_corrected`).
+
+  >>> g = LastLayerGrads(kernel=jnp.zeros((2, 4)), bias=jnp.array([-0.25, -0.125, 0.125, 0.25]))
+  >>> gcd_candidates(g).tolist(), gcd(g, 8).tolist()
+  ([-0.125, -0.125, 0.375, 0.5], [5, 3, 0, 0])
+  """
+  n = _common.validate(grads, num_samples, "gcd", needs_bias=True, needs_kernel=False)
+  b = _bias(grads)
+  present = b < 0
+  m0 = jnp.sum(jnp.where(present, b, 0.0)) / _common.as_float(n)
+  cand = gcd_candidates(grads)
+  safe = jnp.where(cand == 0, 1.0, cand)
+  divides = (cand != 0) & jnp.all(jnp.abs(jnp.remainder(b[None, :], safe[:, None]))
+                                  <= jnp.float32(GCD_DIVIDES_TOLERANCE), axis=1)
+  cand = jnp.where(divides, cand, m0)
+  cand = jnp.where(cand > 0, m0, cand)
+  stage1 = _common.keep_first(present.astype(jnp.int32), n)
+  counts = _common.greedy_fill(b, stage1, cand, n)
+  return _common.guard_nonfinite(counts, grads, num_samples=num_samples)
+
+
 @register("llbg", signal="bias", summary="LLBG as the HAR paper ran it (llbgAVG: LLG-style impact)")
 def llbg(grads: LastLayerGrads, num_samples: NumSamples) -> jax.Array:
   """LLBG as the HAR paper ran it (`llbgAVG`, spec 2.4): the default `llbg`.

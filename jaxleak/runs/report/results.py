@@ -31,7 +31,7 @@ EAVESDROP_SETTINGS = ("dataset", "model", "num_participants", "fraction", "local
 
 #: The HAR paper's attack order, then the reference variants and baselines.
 ATTACK_ORDER = ("llg", "llg_har", "llg_star", "llg_star_har", "ebi", "llbg", "llbg_original", "ilrg", "ilrg_uniform",
-                "rlu", "bias_corrected", "random", "idlg", "analytic", "yin")
+                "rlu", "bias_corrected", "gcd", "random", "idlg", "analytic", "yin")
 
 
 def attack_order(names) -> list:

@@ -19,8 +19,8 @@ from jaxleak.runs.report.results import EavesdropResult, HarResult, Results, att
 
 ATTACK_NAMES = {"llg": "LLG", "llg_har": "LLG (HAR code)", "llg_star": "LLG*", "llg_star_har": "LLG* (HAR code)",
                 "ebi": "EBI", "llbg": "LLBG", "llbg_original": "LLBG (original)", "ilrg": "iLRG",
-                "ilrg_uniform": "iLRG (uniform)", "rlu": "RLU", "bias_corrected": "bias-corrected", "random": "random",
-                "idlg": "iDLG", "analytic": "analytic", "yin": "Yin"}
+                "ilrg_uniform": "iLRG (uniform)", "rlu": "RLU", "bias_corrected": "bias-corrected", "gcd": "GCD",
+                "random": "random", "idlg": "iDLG", "analytic": "analytic", "yin": "Yin"}
 METRIC_NAMES = {"lnacc": "LnAcc", "leacc": "LeAcc", "class_acc": "ClassAcc", "symmetric_existence": "Eq.4 acc"}
 
 
