@@ -96,6 +96,8 @@ def test_gcd_by_hand():
   np.testing.assert_array_equal(A.gcd(tiny, 3), [3, 0, 0, 0])
   # More negative classes than N: the first N in index order (the reference keeps all of them).
   np.testing.assert_array_equal(A.gcd(_bias_only([-0.2, -0.1, -0.3, 0.6]), 2), [1, 1, 0, 0])
+  with pytest.raises(ValueError, match="gcd_candidates: this is a bias-gradient attack but grads.bias is None"):
+    A.gcd_candidates(LastLayerGrads(kernel=jnp.ones((2, 4)), bias=None))
 
 
 def test_yin_by_hand():

@@ -96,6 +96,7 @@ def gcd_candidates(grads: LastLayerGrads) -> jax.Array:
   that order, replaced only by a strictly lower score: candidate[y] = -(the best after row y), 0 while no
   difference qualified.
   """
+  _common.check_grads(grads, "gcd_candidates", needs_bias=True, needs_kernel=False)
   b = _bias(grads)
   b_sorted = -jnp.sort(-b)
   diff = b_sorted[:, None] - b_sorted[None, :]                              # [y, x]
