@@ -187,15 +187,12 @@ def float_list(fv: flags.FlagValues, name: str, *, unique: bool = True) -> Optio
   return _number_list(fv, name, float, "number", unique)
 
 
-def name_list(fv: flags.FlagValues, name: str, valid: Sequence[str]) -> tuple[str, ...]:
-  """A comma-separated list of names, each from `valid`, none repeated, at least one."""
-  from jaxleak.runs.study.spec import check_choices
-  raw = [v.strip() for v in fv[name].value or []]
+def attack_list(fv: flags.FlagValues) -> tuple[str, ...]:
+  """--attacks: registered names and group names (`A.ATTACK_GROUPS`, expanded in place), none repeated."""
   try:
-    check_choices(f"--{name}", raw, valid)
+    return A.expand_groups([v.strip() for v in fv["attacks"].value or []], "--attacks")
   except ValueError as e:
     raise FlagError(str(e)) from None
-  return tuple(raw)
 
 
 def check(fv: flags.FlagValues, name: str, ok: bool, allowed: str) -> None:
@@ -284,7 +281,9 @@ def define_leakage_flags(fv: flags.FlagValues, *, multi_step: bool) -> None:
   flags.DEFINE_enum("sampling", "shuffle", list(D.STRATEGIES), "How each client's updates are sampled.", **d)
   flags.DEFINE_integer("num_samples", 500 if multi_step else 100,
                        "N, windows per client update (the reference's --batch_size / --num_data_points).", **d)
-  flags.DEFINE_list("attacks", list(A.HAR_PAPER_ATTACKS), f"Attacks, from: {', '.join(A.names())}.", **d)
+  flags.DEFINE_list("attacks", list(A.HAR_PAPER_ATTACKS),
+                    f"Attacks, from: {', '.join(A.names())}; or a group: all (every attack), paper (the HAR paper's "
+                    "five), har_code (the five as its code runs them).", **d)
   flags.DEFINE_list("clients", None, "Subject ids to attack (default: all).", **d)
   flags.DEFINE_integer("num_clients", None, "Attack only the first k subjects (of --clients when given; all of them "
                        "if there are k or fewer).", **d)
@@ -479,7 +478,7 @@ def leakage_config(fv: flags.FlagValues, **overrides):
   cfg = LeakageConfig(
       checkpoint_dir=_checkpoint_dir(fv), dataset=fv.dataset, data_dir=fv.data_dir,
       synthetic_scale=fv.synthetic_scale, model=fv.model, head_bias=fv.head_bias, sampling=fv.sampling,
-      num_samples=fv.num_samples, attacks=name_list(fv, "attacks", A.names()), clients=int_list(fv, "clients"),
+      num_samples=fv.num_samples, attacks=attack_list(fv), clients=int_list(fv, "clients"),
       num_clients=fv.num_clients, seed=fv.seed, minmax=fv.minmax, chunk_size=fv.chunk_size,
       dirichlet_alpha=fv.dirichlet_alpha, dirichlet_clients=fv.dirichlet_clients, dropout=fv.dropout,
       compression=fv.compression, client_loss=fv.client_loss, aggregate_clients=fv.aggregate_clients,

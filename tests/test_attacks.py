@@ -571,6 +571,21 @@ def test_registry_unknown_name_lists_valid_ones():
   assert set(A.HAR_PAPER_ATTACKS) <= set(A.names()) and set(A.HAR_REFERENCE_ATTACKS) <= set(A.names())
 
 
+def test_attack_groups_expand_in_place_each_attack_once():
+  assert A.expand_groups(["paper", "gcd", "ebi"]) == ("llg", "llg_star", "ebi", "llbg", "ilrg", "gcd")
+  assert A.expand_groups(["yin", "har_code"]) == ("yin",) + A.HAR_REFERENCE_ATTACKS
+  assert A.expand_groups(["paper", "har_code"]) == ("llg", "llg_star", "ebi", "llbg", "ilrg", "llg_har",
+                                                    "llg_star_har", "ilrg_uniform")
+  assert A.expand_groups(["all"]) == A.names() and A.expand_groups(["rlu", "all"])[0] == "rlu"
+  assert len(A.expand_groups(["rlu", "all"])) == len(A.names())
+  for values, message in (([], "attacks is empty; choose from analytic, .*; or a group: all, paper, har_code"),
+                          (["paper", "nope"], r"attacks: unknown \['nope'\]"), ([3], r"unknown \[3\]"),
+                          (["ebi", "ebi"], r"\['ebi'\] listed more than once"),
+                          (["all", "all"], r"\['all'\] listed more than once")):
+    with pytest.raises(ValueError, match=message):
+      A.expand_groups(values)
+
+
 def test_run_reports_missing_requirements():
   with pytest.raises(ValueError, match="estimate_llg_star_params"):
     A.run("llg_star", _random_grads(0, 5), 10)

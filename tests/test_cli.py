@@ -10,6 +10,7 @@ from experiments import eavesdrop as EX
 from experiments import multi_step_leakage as MS
 from experiments import single_step_leakage as SS
 from experiments import train_models as TM
+import jaxleak.attacks as A
 from jaxleak import cli
 
 TINY = ["--dataset=synthetic_tiny", "--model=tinyhar"]
@@ -23,6 +24,8 @@ BAD = [
     (SS, ["--attacks=ebi,ebi"], "listed more than once"),
     (SS, ["--attacks=ebi,bogus"], "unknown ['bogus']"),
     (SS, ["--attacks="], "--attacks is empty"),
+    (SS, ["--attacks=paper,bogus"], "unknown ['bogus']; choose from analytic, "),
+    (MS, ["--attacks=all,all"], "--attacks: ['all'] listed more than once"),
     (SS, ["--num_samples=0"], "--num_samples=0: must be a positive integer"),
     (SS, ["--num_samples=abc"], "--num_samples"),
     (SS, ["--chunk_size=-1"], "--chunk_size=-1"),
@@ -234,3 +237,13 @@ def test_python_dash_m_jaxleak_lists_the_commands_that_exist(capsys):
     else:
       assert os.path.isfile(os.path.join(root, program)), program
   assert entry.main(["jaxleak", "run"]) == 2 and "takes no arguments" in capsys.readouterr().err
+
+
+def test_attack_groups_on_the_command_line_expand_in_place():
+  from absl import flags
+  fv = flags.FlagValues()
+  cli.define_leakage_flags(fv, multi_step=False)
+  fv(["prog", "--attacks=gcd,paper,ebi"])
+  assert cli.leakage_config(fv).attacks == ("gcd", "llg", "llg_star", "ebi", "llbg", "ilrg")
+  fv(["prog", "--attacks=all"])
+  assert cli.leakage_config(fv).attacks == A.names()

@@ -45,6 +45,14 @@ def test_a_changed_setting_is_a_new_task():
   assert not {t.key for t in a.tasks} & {t.key for t in b.tasks}
 
 
+
+def test_a_study_takes_attack_groups_and_stores_the_names_they_stand_for():
+  study = S.override(S.preset("har_sampling"), {**TINY, "attacks": "paper,gcd,ebi"})
+  assert {p.attacks for p in study.parts} == {("llg", "llg_star", "ebi", "llbg", "ilrg", "gcd")}
+  assert {p.attacks for p in S.override(S.preset("har_sampling"), {**TINY, "attacks": "all"}).parts} == {A.names()}
+  with pytest.raises(ValueError, match=r"--set attacks=all,nope: attacks: unknown \['nope'\]; .*or a group: all"):
+    S.override(S.preset("har_sampling"), {**TINY, "attacks": "all,nope"})
+
 def test_fields_read_by_some_tasks_go_to_the_parts_that_read_them():
   # har_paper: sampling (ldp (0, 0)), LDP (nine pairs), multi-step (three triples); before, `--set ldp=...` or
   # `--set multi_step=...` reached every part and was refused as "multi_step and ldp in one grid".

@@ -25,8 +25,8 @@ By name, with one calling convention for all (`run` passes each attack the conte
 The Eavesdrop attacks (Class Sniffing, Quantity Inference, Whole Determination) read an aggregated update and the
 attacker's per-label updates instead; they live in `jaxleak.attacks.eavesdrop`.
 """
-from jaxleak.attacks.registry import (HAR_PAPER_ATTACKS, HAR_REFERENCE_ATTACKS, Attack, AttackContext, get, info,
-                                      names, register, run)
+from jaxleak.attacks.registry import (ATTACK_GROUPS, HAR_PAPER_ATTACKS, HAR_REFERENCE_ATTACKS, Attack, AttackContext,
+                                      expand_groups, get, info, names, register, run)
 # Importing the attack modules registers their attacks.
 from jaxleak.attacks import eavesdrop  # noqa: E402  (after the registry)
 from jaxleak.attacks._common import INVALID_COUNT  # noqa: E402
@@ -42,11 +42,11 @@ from jaxleak.attacks.weighted import unweight_counts  # noqa: E402
 from jaxleak.types import LastLayerGrads, LastLayerParams  # noqa: E402
 
 __all__ = [
-    "INVALID_COUNT", "Attack", "AttackContext", "HAR_PAPER_ATTACKS", "HAR_REFERENCE_ATTACKS", "LLGStarParams",
-    "LastLayerGrads", "LastLayerParams", "analytic", "bias_corrected", "class_embeddings", "disaggregate_rounds",
-    "eavesdrop", "ebi", "estimate_llg_star_params", "gcd", "gcd_candidates", "get", "idlg", "ilrg", "ilrg_solution",
-    "ilrg_uniform", "info", "llbg", "llbg_original", "llg", "llg_har", "llg_star", "llg_star_har", "names",
-    "participation_rank", "random_guess", "register", "rescale_llg_star_params", "rlu", "rounds_identifiable",
-    "rounds_participation", "RLUBasis", "average_bases", "rlu_basis_from_features", "rlu_solution", "run",
-    "unweight_counts", "yin",
+    "ATTACK_GROUPS", "INVALID_COUNT", "Attack", "AttackContext", "HAR_PAPER_ATTACKS", "HAR_REFERENCE_ATTACKS",
+    "LLGStarParams", "LastLayerGrads", "LastLayerParams", "analytic", "bias_corrected", "class_embeddings",
+    "disaggregate_rounds", "eavesdrop", "ebi", "estimate_llg_star_params", "gcd", "gcd_candidates", "expand_groups",
+    "get", "idlg", "ilrg", "ilrg_solution", "ilrg_uniform", "info", "llbg", "llbg_original", "llg", "llg_har",
+    "llg_star", "llg_star_har", "names", "participation_rank", "random_guess", "register",
+    "rescale_llg_star_params", "rlu", "rounds_identifiable", "rounds_participation", "RLUBasis", "average_bases",
+    "rlu_basis_from_features", "rlu_solution", "run", "unweight_counts", "yin",
 ]

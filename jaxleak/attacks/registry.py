@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Optional, Sequence
 
 import jax
 
@@ -115,9 +115,42 @@ HAR_PAPER_ATTACKS = ("llg", "llg_star", "ebi", "llbg", "ilrg")
 HAR_REFERENCE_ATTACKS = ("llg_har", "llg_star_har", "ebi", "llbg", "ilrg_uniform")
 
 
+#: Names that stand for several attacks wherever attacks are listed by name (`--attacks`, a study's
+#: `--set attacks=`): every registered attack, the HAR paper's five, or those five as its code runs them.
+ATTACK_GROUPS = ("all", "paper", "har_code")
+
+
 def names() -> tuple[str, ...]:
   """All registered attack names, sorted."""
   return tuple(sorted(_REGISTRY))
+
+
+def expand_groups(values: Sequence[str], what: str = "attacks") -> tuple[str, ...]:
+  """`values` with each name of ATTACK_GROUPS replaced, in place, by its attacks ('all': `names()`, 'paper':
+  HAR_PAPER_ATTACKS, 'har_code': HAR_REFERENCE_ATTACKS). An attack that two entries name (a group and the attack
+  itself, or two groups) is kept once, at its first place. ValueError naming `what` for an empty list, an unknown
+  name or one listed twice.
+
+  >>> expand_groups(["paper", "gcd", "ebi"])
+  ('llg', 'llg_star', 'ebi', 'llbg', 'ilrg', 'gcd')
+  """
+  values = list(values)
+  choices = f"{', '.join(names())}; or a group: {', '.join(ATTACK_GROUPS)}"
+  if not values:
+    raise ValueError(f"{what} is empty; choose from {choices}.")
+  unknown = [v for v in values if not isinstance(v, str) or (v not in _REGISTRY and v not in ATTACK_GROUPS)]
+  if unknown:
+    raise ValueError(f"{what}: unknown {unknown}; choose from {choices}.")
+  repeated = sorted({v for v in values if values.count(v) > 1})
+  if repeated:
+    raise ValueError(f"{what}: {repeated} listed more than once; list each once.")
+  groups = {"all": names(), "paper": HAR_PAPER_ATTACKS, "har_code": HAR_REFERENCE_ATTACKS}
+  out = []
+  for value in values:
+    for name in groups.get(value, (value,)):
+      if name not in out:
+        out.append(name)
+  return tuple(out)
 
 
 def info(name: str) -> Attack:

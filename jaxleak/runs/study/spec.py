@@ -376,7 +376,8 @@ _HAR_OPTIONAL_LIKE = {"num_clients": 0, "dropout": 0.0, "data_dir": ""}
 
 def _parse_field(field: str, value: Any, like: Any):
   try:
-    return _parse(value, like, field)
+    parsed = _parse(value, like, field)
+    return A.expand_groups(parsed, field) if field == "attacks" else parsed
   except ValueError as e:
     raise ValueError(f"--set {field}={value}: {e}") from None
 
