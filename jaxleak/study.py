@@ -68,6 +68,8 @@ def main(argv):
     for name, st in sorted(S.PRESETS.items()):
       print(f"{name:{width}s}  {st.summary}")
     return
+  if command == "run" and len(rest) == 1:
+    S.preset(rest[0])                              # a misspelt study is named first, before a missing --study_dir
   if not FLAGS.study_dir and not (command == "run" and FLAGS.dry_run):
     raise cli.FlagError("--study_dir is required: the folder that holds the study's records.")
   if command == "run":

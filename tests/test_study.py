@@ -526,6 +526,13 @@ def test_bad_study_commands_are_refused_before_any_work(args, message, tmp_path,
   assert not (tmp_path / "s").exists()                       # not even study.json
 
 
+def test_a_misspelt_study_is_named_before_a_missing_study_dir(capsys):
+  """Found 2026-12-06 (thirty-second session): `run nope` said only that --study_dir was required; given it, the
+  next try said the study was unknown."""
+  assert cli.call(study_cli.main, study_cli.FLAGS, ["run", "nope"]) == 2
+  assert "unknown study 'nope'; presets: " in capsys.readouterr().err
+
+
 @pytest.mark.parametrize("args,message", [
     (["run", "har_sampling", "--set=num_samples=301"], "num_samples 301 is larger than the data of clients"),
     (["run", "har_multistep", "--set=multi_step=400:80:5"], "lower multi_step's N"),
