@@ -283,7 +283,8 @@ def define_leakage_flags(fv: flags.FlagValues, *, multi_step: bool) -> None:
                        "N, windows per client update (the reference's --batch_size / --num_data_points).", **d)
   flags.DEFINE_list("attacks", list(A.HAR_PAPER_ATTACKS),
                     f"Attacks, from: {', '.join(A.names())}; or a group: all (every attack), paper (the HAR paper's "
-                    "five), har_code (the five as its code runs them).", **d)
+                    "five), har_code (the five as its code runs them), bias or weight (every attack reading that "
+                    "gradient).", **d)
   flags.DEFINE_list("clients", None, "Subject ids to attack (default: all).", **d)
   flags.DEFINE_integer("num_clients", None, "Attack only the first k subjects (of --clients when given; all of them "
                        "if there are k or fewer).", **d)

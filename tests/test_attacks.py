@@ -578,7 +578,12 @@ def test_attack_groups_expand_in_place_each_attack_once():
                                                     "llg_star_har", "ilrg_uniform")
   assert A.expand_groups(["all"]) == A.names() and A.expand_groups(["rlu", "all"])[0] == "rlu"
   assert len(A.expand_groups(["rlu", "all"])) == len(A.names())
-  for values, message in (([], "attacks is empty; choose from analytic, .*; or a group: all, paper, har_code"),
+  bias, weight = A.expand_groups(["bias"]), A.expand_groups(["weight"])
+  assert "ebi" in bias and "gcd" in bias and "llg" in weight and "yin" in weight and not set(bias) & set(weight)
+  assert set(bias) | set(weight) | {"random"} == set(A.names())        # the baseline reads no gradient
+  assert all(A.info(n).signal == "weight" for n in weight)
+  for values, message in (([], "attacks is empty; choose from analytic, .*; or a group: all, paper, har_code, bias, "
+                                "weight"),
                           (["paper", "nope"], r"attacks: unknown \['nope'\]"), ([3], r"unknown \[3\]"),
                           (["ebi", "ebi"], r"\['ebi'\] listed more than once"),
                           (["all", "all"], r"\['all'\] listed more than once")):

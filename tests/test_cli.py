@@ -247,3 +247,8 @@ def test_attack_groups_on_the_command_line_expand_in_place():
   assert cli.leakage_config(fv).attacks == ("gcd", "llg", "llg_star", "ebi", "llbg", "ilrg")
   fv(["prog", "--attacks=all"])
   assert cli.leakage_config(fv).attacks == A.names()
+  fv(["prog", "--attacks=weight", "--nohead_bias"])                     # what a bias-free head leaves
+  assert cli.leakage_config(fv).attacks == tuple(n for n in A.names() if A.info(n).signal == "weight")
+  fv(["prog", "--attacks=all", "--nohead_bias"])
+  with pytest.raises(ValueError, match="--attacks=weight names every attack that reads the weight gradient only"):
+    cli.leakage_config(fv)

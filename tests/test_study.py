@@ -52,6 +52,10 @@ def test_a_study_takes_attack_groups_and_stores_the_names_they_stand_for():
   assert {p.attacks for p in S.override(S.preset("har_sampling"), {**TINY, "attacks": "all"}).parts} == {A.names()}
   with pytest.raises(ValueError, match=r"--set attacks=all,nope: attacks: unknown \['nope'\]; .*or a group: all"):
     S.override(S.preset("har_sampling"), {**TINY, "attacks": "all,nope"})
+  bias_free = {**TINY, "head_bias": "false"}
+  assert S.make_plan(S.override(S.preset("har_sampling"), {**bias_free, "attacks": "weight"}), check_inputs=False)
+  with pytest.raises(ValueError, match=r"drop them from --set attacks=\.\.\. \(attacks=weight: every attack"):
+    S.make_plan(S.override(S.preset("har_sampling"), {**bias_free, "attacks": "all"}), check_inputs=False)
 
 def test_fields_read_by_some_tasks_go_to_the_parts_that_read_them():
   # har_paper: sampling (ldp (0, 0)), LDP (nine pairs), multi-step (three triples); before, `--set ldp=...` or

@@ -116,8 +116,9 @@ HAR_REFERENCE_ATTACKS = ("llg_har", "llg_star_har", "ebi", "llbg", "ilrg_uniform
 
 
 #: Names that stand for several attacks wherever attacks are listed by name (`--attacks`, a study's
-#: `--set attacks=`): every registered attack, the HAR paper's five, or those five as its code runs them.
-ATTACK_GROUPS = ("all", "paper", "har_code")
+#: `--set attacks=`): every registered attack, the HAR paper's five, those five as its code runs them, and every
+#: attack by the gradient it reads (`Attack.signal`: 'bias' or 'weight'; a bias-free head leaves the 'weight' ones).
+ATTACK_GROUPS = ("all", "paper", "har_code", "bias", "weight")
 
 
 def names() -> tuple[str, ...]:
@@ -127,9 +128,9 @@ def names() -> tuple[str, ...]:
 
 def expand_groups(values: Sequence[str], what: str = "attacks") -> tuple[str, ...]:
   """`values` with each name of ATTACK_GROUPS replaced, in place, by its attacks ('all': `names()`, 'paper':
-  HAR_PAPER_ATTACKS, 'har_code': HAR_REFERENCE_ATTACKS). An attack that two entries name (a group and the attack
-  itself, or two groups) is kept once, at its first place. ValueError naming `what` for an empty list, an unknown
-  name or one listed twice.
+  HAR_PAPER_ATTACKS, 'har_code': HAR_REFERENCE_ATTACKS, 'bias' / 'weight': the registered attacks of that signal,
+  sorted). An attack that two entries name (a group and the attack itself, or two groups) is kept once, at its first
+  place. ValueError naming `what` for an empty list, an unknown name or one listed twice.
 
   >>> expand_groups(["paper", "gcd", "ebi"])
   ('llg', 'llg_star', 'ebi', 'llbg', 'ilrg', 'gcd')
@@ -144,7 +145,8 @@ def expand_groups(values: Sequence[str], what: str = "attacks") -> tuple[str, ..
   repeated = sorted({v for v in values if values.count(v) > 1})
   if repeated:
     raise ValueError(f"{what}: {repeated} listed more than once; list each once.")
-  groups = {"all": names(), "paper": HAR_PAPER_ATTACKS, "har_code": HAR_REFERENCE_ATTACKS}
+  groups = {"all": names(), "paper": HAR_PAPER_ATTACKS, "har_code": HAR_REFERENCE_ATTACKS,
+            **{signal: tuple(n for n in names() if _REGISTRY[n].signal == signal) for signal in ("bias", "weight")}}
   out = []
   for value in values:
     for name in groups.get(value, (value,)):

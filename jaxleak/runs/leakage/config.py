@@ -138,7 +138,8 @@ class LeakageConfig:
       biased = [a for a in self.attacks if A.info(a).signal == "bias"]
       if biased:
         raise ValueError(f"attacks {biased} read the head's bias gradient, which a bias-free head (head_bias=False) "
-                         "does not have; drop them (the defence removes them) or keep the bias.")
+                         "does not have; drop them (the defence removes them; --attacks=weight names every attack "
+                         "that reads the weight gradient only) or keep the bias.")
     if self.dirichlet_alpha is not None:
       if not (math.isfinite(self.dirichlet_alpha) and self.dirichlet_alpha > 0):
         raise ValueError(f"dirichlet_alpha must be a finite number > 0, got {self.dirichlet_alpha}.")

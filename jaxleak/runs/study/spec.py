@@ -148,7 +148,8 @@ class HarGrid:
       biased = [a for a in self.attacks if A.info(a).signal == "bias"]
       if biased:
         raise ValueError(f"head_bias=false with attacks {biased}, which read the bias gradient a bias-free head "
-                         "does not have; drop them from --set attacks=...")
+                         "does not have; drop them from --set attacks=... (attacks=weight: every attack that reads "
+                         "the weight gradient only).")
     if any(not (math.isfinite(a) and a > 0) for a in self.dirichlet_alphas):
       raise ValueError(f"dirichlet_alphas: {list(self.dirichlet_alphas)}; give finite numbers > 0.")
     if "trained" in self.states:
