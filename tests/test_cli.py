@@ -158,11 +158,12 @@ def test_help_lists_the_commands_own_flags(name, own):
   from absl import flags
   into = flags.FlagValues()
   flags.DEFINE_string("compilation_cache", None, "the cache", flag_values=into)
+  flags.DEFINE_boolean("gpu_determinism", None, "deterministic kernels", flag_values=into)
   import importlib
   cli.adopt_flags(importlib.import_module(name).FLAGS, into, "prog.py")
   short = into.module_help("prog.py")
   assert own in short, short
-  assert "--compilation_cache" in short
+  assert "--compilation_cache" in short and "--[no]gpu_determinism" in short
   assert into.get_help().index("prog.py:") < into.get_help().index("--" + own.lstrip("-")), "not listed first"
 
 

@@ -29,7 +29,7 @@ PLACEHOLDER = "\x00"
 PLACEHOLDER_VALUE = re.compile(r"^(?:[A-Z]|\.\.\.|\x00.*)$")
 #: absl's own flags, which every program takes (--help and friends end the program before anything runs).
 ABSL_FLAGS = {"help", "helpshort", "helpfull", "helpxml", "flagfile", "undefok", "logtostderr", "alsologtostderr",
-              "verbosity", "v", "log_dir", "only_check_args", "compilation_cache"}
+              "verbosity", "v", "log_dir", "only_check_args", "compilation_cache", "gpu_determinism"}
 
 
 def code_pieces(text: str):

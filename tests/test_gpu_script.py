@@ -37,7 +37,7 @@ def test_the_run_leaves_no_temporary_folders_behind(tmp_path):
 def test_unknown_step_is_refused_before_anything_runs(tmp_path):
   proc = _run(tmp_path / "out", "devices", "gird")
   assert proc.returncode == 2
-  assert "unknown step 'gird'" in proc.stderr and "devices main flops sweep grid eavesdrop" in proc.stderr
+  assert "unknown step 'gird'" in proc.stderr and "devices main flops sweep determinism grid eavesdrop" in proc.stderr
   assert not (tmp_path / "out").exists()
 
 

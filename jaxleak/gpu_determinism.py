@@ -1,0 +1,109 @@
+"""Run-to-run determinism on GPUs for the command-line entry points.
+
+XLA:GPU is not deterministic by default: it picks GEMM and convolution kernels by timing them as it compiles
+(another process may pick another kernel, with other round-off), and scatters and some reductions use atomics.
+A study resumed after kill -9, a shard run on another machine of the same kind, or an Eavesdrop run continued
+from its checkpoint would then not be bitwise the run it continues. XLA's switch for this is
+`--xla_gpu_deterministic_ops=true` (deterministic kernels, the first working kernel instead of the fastest, no
+atomics), read from the environment variable XLA_FLAGS when JAX creates its GPU backend.
+
+So every command run through `jaxleak.cli.run` (and the Ray workers of a study) adds that flag to XLA_FLAGS before
+JAX starts, where a GPU can be used (a CUDA or ROCm plugin of JAX is installed and JAX_PLATFORMS does not rule
+it out). It is switched off by `--gpu_determinism=false` or `JAXLEAK_GPU_DETERMINISM=off` (faster kernels, results
+that may differ in the last bits between processes); an XLA_FLAGS that already names either determinism flag is
+left as the user wrote it. On CPU nothing changes (XLA:CPU is deterministic; the flag would only change the keys
+of the compilation cache). Importing jaxleak as a library changes nothing: only `configure` sets the variable.
+
+  >>> with_determinism("--xla_dump_to=/tmp/d")
+  '--xla_dump_to=/tmp/d --xla_gpu_deterministic_ops=true'
+  >>> with_determinism("--xla_gpu_deterministic_ops=false")       # the user's word wins
+  '--xla_gpu_deterministic_ops=false'
+  >>> gpu_possible({"JAX_PLATFORMS": "cpu"}, plugins=["jax_cuda13_plugin"])
+  False
+"""
+from __future__ import annotations
+
+import os
+import sys
+from typing import Iterable, Mapping, MutableMapping, Optional
+
+ENV_VAR = "JAXLEAK_GPU_DETERMINISM"
+FLAG = "--xla_gpu_deterministic_ops=true"
+#: XLA's flags that decide determinism on GPU; if XLA_FLAGS names one, the user has chosen.
+XLA_NAMES = ("xla_gpu_deterministic_ops", "xla_gpu_exclude_nondeterministic_ops")
+OFF = ("off", "false", "0", "no")
+_GPU_WORDS = ("cuda", "rocm", "gpu")
+
+
+def with_determinism(xla_flags: str) -> str:
+  """`xla_flags` (the value of XLA_FLAGS) with `FLAG` added, unless it already names one of `XLA_NAMES`."""
+  if any(name in xla_flags for name in XLA_NAMES):
+    return xla_flags
+  return f"{xla_flags} {FLAG}".strip()
+
+
+def jax_plugins() -> list[str]:
+  """The names of JAX's installed PJRT plugins, found as JAX finds them (the `jax_plugins` namespace package and
+  the `jax_plugins` entry points), without importing them or starting JAX."""
+  import importlib.metadata
+  import importlib.util
+  import pkgutil
+  names = set()
+  try:
+    spec = importlib.util.find_spec("jax_plugins")
+  except (ImportError, ValueError):
+    spec = None
+  if spec is not None and spec.submodule_search_locations:
+    names |= {name for _, name, _ in pkgutil.iter_modules(list(spec.submodule_search_locations))}
+  names |= {ep.value for ep in importlib.metadata.entry_points(group="jax_plugins")}
+  return sorted(names)
+
+
+def gpu_possible(environ: Optional[Mapping[str, str]] = None, plugins: Optional[Iterable[str]] = None) -> bool:
+  """Whether JAX may run on a GPU in this process: a CUDA or ROCm plugin is installed (`plugins`, default
+  `jax_plugins()`) and JAX_PLATFORMS (in `environ`, default os.environ) is unset or names a GPU platform."""
+  environ = os.environ if environ is None else environ
+  platforms = environ.get("JAX_PLATFORMS", "").strip().lower()
+  if platforms and not any(word in platforms for word in _GPU_WORDS):
+    return False
+  plugins = jax_plugins() if plugins is None else plugins
+  return any(word in name.lower() for name in plugins for word in ("cuda", "rocm"))
+
+
+def backends_started() -> bool:
+  """Whether JAX has created its backends in this process (then XLA_FLAGS has been read, and changing it does
+  nothing)."""
+  bridge = sys.modules.get("jax._src.xla_bridge")
+  return bool(getattr(bridge, "_backends", None))
+
+
+def configure(enabled: Optional[bool] = None, environ: Optional[MutableMapping[str, str]] = None,
+              plugins: Optional[Iterable[str]] = None) -> bool:
+  """Asks XLA:GPU for run-to-run determinism (adds `FLAG` to XLA_FLAGS in `environ`, default os.environ) where a
+  GPU may be used; call before JAX starts. `enabled`: the command's flag, also written to `ENV_VAR` for the
+  processes this one starts; None reads `ENV_VAR` (default on).
+  Returns whether the flag is now in XLA_FLAGS (False on a CPU-only install, when switched off, or when the
+  user's XLA_FLAGS chose otherwise)."""
+  environ = os.environ if environ is None else environ
+  if enabled is None:
+    enabled = environ.get(ENV_VAR, "").strip().lower() not in OFF
+  else:
+    environ[ENV_VAR] = "on" if enabled else "off"                 # the commands this process starts agree
+  current = environ.get("XLA_FLAGS", "")
+  if enabled and gpu_possible(environ, plugins) and not backends_started():
+    current = with_determinism(current)
+    environ["XLA_FLAGS"] = current
+  return FLAG in current.split()
+
+
+def requested(environ: Optional[Mapping[str, str]] = None) -> Optional[bool]:
+  """What XLA_FLAGS (in `environ`, default os.environ) says of GPU determinism: True or False where it names
+  `--xla_gpu_deterministic_ops` or `--xla_gpu_exclude_nondeterministic_ops`, None where it names neither (XLA's
+  default: not deterministic). For provenance."""
+  environ = os.environ if environ is None else environ
+  said = None
+  for item in environ.get("XLA_FLAGS", "").split():
+    name, _, value = item.lstrip("-").partition("=")
+    if name in XLA_NAMES:
+      said = bool(said) or value.strip().lower() not in ("false", "0")
+  return said

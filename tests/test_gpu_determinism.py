@@ -1,0 +1,108 @@
+"""Run-to-run determinism asked of XLA:GPU by the commands (jaxleak.gpu_determinism), checked without a GPU: what
+goes into XLA_FLAGS, when, and that a CPU-only install is left alone. (That XLA:GPU is then deterministic is
+XLA's promise; benchmarks/gpu.sh's `determinism` step compares two GPU runs' records byte for byte.)"""
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from jaxleak import gpu_determinism as G
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CUDA = ["jax_cuda13_plugin"]
+FLAG = "--xla_gpu_deterministic_ops=true"
+
+
+@pytest.fixture
+def jax_not_started(monkeypatch):
+  monkeypatch.setattr(G, "backends_started", lambda: False)     # this test process has long started JAX
+
+
+@pytest.mark.parametrize("platforms,plugins,expected", [
+    (None, CUDA, True), (None, ["xla_rocm7"], True), (None, [], False), (None, ["some_tpu_plugin"], False),
+    ("cpu", CUDA, False), ("cuda,cpu", CUDA, True), ("gpu", CUDA, True), ("cuda", [], False),
+])
+def test_a_gpu_is_possible_only_with_a_gpu_plugin_that_jax_platforms_does_not_rule_out(platforms, plugins, expected):
+  environ = {} if platforms is None else {"JAX_PLATFORMS": platforms}
+  assert G.gpu_possible(environ, plugins) is expected
+
+
+def test_where_a_gpu_may_be_used_the_flag_is_added_to_xla_flags(jax_not_started):
+  environ = {"XLA_FLAGS": "--xla_dump_to=/tmp/d"}
+  assert G.configure(None, environ, CUDA) is True
+  assert environ["XLA_FLAGS"] == f"--xla_dump_to=/tmp/d {FLAG}"
+  assert G.configure(None, environ, CUDA) is True and environ["XLA_FLAGS"].count(FLAG) == 1   # added once
+  assert G.requested(environ) is True
+
+
+@pytest.mark.parametrize("enabled,environ", [
+    (False, {}),                                          # --gpu_determinism=false
+    (None, {"JAXLEAK_GPU_DETERMINISM": "off"}),
+    (None, {"JAXLEAK_GPU_DETERMINISM": "0"}),
+])
+def test_switched_off_it_leaves_xla_flags_alone(enabled, environ, jax_not_started):
+  assert G.configure(enabled, environ, CUDA) is False
+  assert "XLA_FLAGS" not in environ
+  assert environ["JAXLEAK_GPU_DETERMINISM"] in ("off", "0")   # and the processes this one starts agree
+
+
+@pytest.mark.parametrize("user,requested", [
+    ("--xla_gpu_deterministic_ops=false", False),
+    ("--xla_gpu_exclude_nondeterministic_ops=true", True),
+    ("--xla_gpu_exclude_nondeterministic_ops", True),
+])
+def test_an_xla_flags_that_names_determinism_is_the_users_choice(user, requested, jax_not_started):
+  environ = {"XLA_FLAGS": user}
+  G.configure(True, environ, CUDA)
+  assert environ["XLA_FLAGS"] == user
+  assert G.requested(environ) is requested
+
+
+def test_nothing_changes_on_a_cpu_only_install_or_once_jax_has_started(monkeypatch):
+  environ = {"XLA_FLAGS": "--xla_backend_optimization_level=0"}
+  monkeypatch.setattr(G, "backends_started", lambda: False)
+  assert G.configure(True, environ, plugins=[]) is False
+  monkeypatch.setattr(G, "backends_started", lambda: True)     # XLA has read XLA_FLAGS: too late to change it
+  assert G.configure(True, environ, CUDA) is False
+  assert environ["XLA_FLAGS"] == "--xla_backend_optimization_level=0"
+  assert G.requested(environ) is None
+
+
+@pytest.mark.skipif(bool([p for p in G.jax_plugins() if "cuda" in p or "rocm" in p]),
+                    reason="a GPU plugin of JAX is installed here")
+def test_this_cpu_only_install_has_no_gpu_plugin():
+  assert not G.gpu_possible({})
+
+
+def _command_sees(tmp_path, *args, **env_extra) -> str:
+  """XLA_FLAGS as a command run through cli.run sees it, with a stand-in CUDA plugin of JAX installed (a
+  `jax_plugins` module JAX would find; the command never starts JAX, so it is never loaded)."""
+  plugin = tmp_path / "plugins" / "jax_plugins" / "xla_cuda_standin"
+  plugin.mkdir(parents=True, exist_ok=True)
+  (plugin / "__init__.py").write_text("def initialize():\n  pass\n")
+  program = tmp_path / "prog.py"
+  program.write_text(textwrap.dedent("""\
+      import os
+      from absl import flags
+      from jaxleak import cli
+      FLAGS = flags.FlagValues()
+      def main(argv):
+        print("XLA_FLAGS=" + os.environ.get("XLA_FLAGS", ""))
+      if __name__ == "__main__":
+        cli.run(main, FLAGS)
+      """))
+  env = {k: v for k, v in os.environ.items() if k not in ("XLA_FLAGS", "JAX_PLATFORMS", G.ENV_VAR)}
+  env.update(PYTHONPATH=os.pathsep.join([ROOT, str(tmp_path / "plugins")]), **env_extra)
+  proc = subprocess.run([sys.executable, str(program), "--compilation_cache=off", *args], capture_output=True,
+                        text=True, env=env, timeout=300)
+  assert proc.returncode == 0, proc.stderr[-2000:]
+  return proc.stdout.strip()
+
+
+def test_a_command_asks_for_determinism_where_a_gpu_plugin_is_installed_unless_told_not_to(tmp_path):
+  assert _command_sees(tmp_path) == f"XLA_FLAGS={FLAG}"
+  assert _command_sees(tmp_path, "--gpu_determinism=false") == "XLA_FLAGS="
+  assert _command_sees(tmp_path, JAXLEAK_GPU_DETERMINISM="off") == "XLA_FLAGS="
+  assert _command_sees(tmp_path, JAX_PLATFORMS="cpu") == "XLA_FLAGS="
