@@ -14,6 +14,8 @@ verified and skipped). Shards write into the same study folder (or folders that 
 `status` and `collect` read the study stored in --study_dir (every shard's records) and take no other flag.
 """
 
+import math
+
 from absl import flags
 
 from jaxleak import cli
@@ -37,14 +39,18 @@ flags.DEFINE_integer("chunk_size", None, "HAR updates vmapped together (memory v
                      **_d)
 flags.DEFINE_string("ray_address", None, "Ray cluster address for --executor=ray (default: start a local one).",
                     **_d)
+flags.DEFINE_float("ray_gpus_per_task", None, "GPUs each Ray task (one group) asks for (default: 1 where the cluster "
+                   "has GPUs, else 0; a fraction such as 0.5 shares a GPU between groups). Ray hides the GPUs from "
+                   "a task that asks for none.", **_d)
 
 cli.define_distributed_flags(FLAGS)
 
 COMMANDS = ("run", "status", "collect", "list")
 
 #: Flags only `run` reads (`status` and `collect` read the stored study, whole).
-RUN_ONLY_FLAGS = ("set", "dry_run", "task_index", "num_tasks", "executor", "ray_address", "wait", "chunk_size",
-                  "distributed", "coordinator_address", "num_processes", "process_id", "distributed_timeout")
+RUN_ONLY_FLAGS = ("set", "dry_run", "task_index", "num_tasks", "executor", "ray_address", "ray_gpus_per_task",
+                  "wait", "chunk_size", "distributed", "coordinator_address", "num_processes", "process_id",
+                  "distributed_timeout")
 
 
 def main(argv):
@@ -75,8 +81,9 @@ def main(argv):
   if command == "run":
     if len(rest) != 1:
       raise cli.FlagError(f"run takes one study name; presets: {', '.join(sorted(S.PRESETS))}.")
-    if FLAGS.ray_address is not None and FLAGS.executor != "ray":
-      raise cli.FlagError("--ray_address is only used with --executor=ray.")
+    for name in ("ray_address", "ray_gpus_per_task"):
+      if FLAGS[name].value is not None and FLAGS.executor != "ray":
+        raise cli.FlagError(f"--{name} is only used with --executor=ray.")
     if FLAGS.wait and (FLAGS.executor == "ray" or FLAGS.distributed):
       other = "--executor=ray" if FLAGS.executor == "ray" else "--distributed"
       raise cli.FlagError("--wait is for the local executor of one process (groups shared with other commands "
@@ -114,13 +121,14 @@ def main(argv):
     if FLAGS.executor == "ray":                    # before study.json is written: a wrong address is one line
       from jaxleak.runs.study import executors
       executors.require_ray()
+      executors.gpus_per_task(FLAGS.ray_gpus_per_task, [math.inf])   # what no cluster could give: before any work
       executors.check_address(FLAGS.ray_address)
     writer = cli.init_distributed(FLAGS)
     store = S.Store(FLAGS.study_dir, read_only=not writer)
     S.adopt_folder(plan, store, write=writer, progress=print)
     if FLAGS.executor == "ray":
       executors.run_with_ray(shard, store, address=FLAGS.ray_address, progress=cli.progress,
-                             chunk_size=FLAGS.chunk_size)
+                             chunk_size=FLAGS.chunk_size, gpus=FLAGS.ray_gpus_per_task)
     else:
       S.run_plan(shard, store, progress=print, wait=FLAGS.wait, chunk_size=FLAGS.chunk_size)
     return

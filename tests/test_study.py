@@ -455,6 +455,11 @@ def test_a_damaged_record_is_recomputed_not_trusted(ldp_study):
     (["run", "eavesdrop_whole_determination", "--set=dataset=digits", "--set=samples_per_label=0"],
      "samples_per_label must be positive"),
     (["run", "har_sampling", "--ray_address=10.0.0.1:6379"], "--ray_address is only used with --executor=ray"),
+    (["run", "har_sampling", "--ray_gpus_per_task=1"], "--ray_gpus_per_task is only used with --executor=ray"),
+    (["run", "har_sampling", "--set=datasets=synthetic_tiny", "--set=states=untrained", "--executor=ray",
+      "--ray_gpus_per_task=-1"], "--ray_gpus_per_task=-1.0: must be a number >= 0"),
+    (["run", "har_sampling", "--set=datasets=synthetic_tiny", "--set=states=untrained", "--executor=ray",
+      "--ray_gpus_per_task=1.5"], "--ray_gpus_per_task=1.5: above 1 Ray takes whole GPUs only"),
     # Found 2026-12-04 (sixteenth session): accepted; every JAX process of the run submitted every group to Ray.
     (["run", "har_sampling", "--distributed", "--executor=ray"], "--distributed and --executor=ray: choose one"),
     # Found 2026-12-04 (thirteenth session): ray.init waited ~a minute on a wrong address, then failed in Ray's
@@ -992,3 +997,23 @@ def test_list_prints_every_preset_with_its_summary_in_one_column(capsys):
   assert [line.split()[0] for line in lines] == sorted(S.PRESETS)
   starts = {line.index(S.PRESETS[line.split()[0]].summary) for line in lines}
   assert len(starts) == 1, lines
+
+
+@pytest.mark.parametrize("value,nodes,expected", [
+    (None, [0.0], 0.0), (None, [], 0.0), (None, [0.0, 4.0], 1.0), (0, [8.0], 0.0), (0.5, [1.0], 0.5),
+    (2, [1.0, 2.0], 2.0),
+    (2, [1.0], "no node of this Ray cluster has that many GPUs (the most on one node: 1), so no group could ever "
+               "start; give at most 1 (0: on CPUs)."),
+    (1, [0.0], "give at most 0, i.e. 0: this cluster has no GPUs."),
+    (1.5, [8.0], "above 1 Ray takes whole GPUs only"), (-1, [1.0], "must be a number >= 0"),
+    (float("nan"), [1.0], "must be a number >= 0"),
+])
+def test_ray_tasks_ask_for_a_gpu_where_the_cluster_has_one(value, nodes, expected):
+  """Ray sets CUDA_VISIBLE_DEVICES='' for a task that asks for no GPU: before, every group ran on CPUs on a GPU
+  cluster (found 2026-12-06, thirty-third session)."""
+  from jaxleak.runs.study import executors
+  if isinstance(expected, str):
+    with pytest.raises(ValueError, match=re.escape(expected)):
+      executors.gpus_per_task(value, nodes)
+  else:
+    assert executors.gpus_per_task(value, nodes) == expected

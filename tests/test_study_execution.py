@@ -51,20 +51,30 @@ def test_killed_study_resumes_to_records_bitwise_equal_to_an_unbroken_run(tmp_pa
     assert (unbroken / "records" / name).read_bytes() == (killed / "records" / name).read_bytes()
 
 
-def test_ray_executor_writes_the_same_records_as_the_local_one(tmp_path):
+def test_ray_executor_writes_the_same_records_as_the_local_one(tmp_path, monkeypatch):
   ray = pytest.importorskip("ray")
+  asked, remote_options = [], ray.remote
+  monkeypatch.setattr(ray, "remote", lambda *a, **kw: (asked.append(kw), remote_options(*a, **kw))[1])
   from jaxleak.runs.study import executors
   st = S.override(S.preset("har_ldp"), {**TINY, "samplings": "sequential", "attacks": "ebi", "ldp": "0:0,0.1:1.0"})
   plan = S.make_plan(st)                           # one group (one Ray task) of two tasks
   local, remote = S.Store(str(tmp_path / "local")), S.Store(str(tmp_path / "ray"))
   S.run_plan(plan, local, progress=None)
-  ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+  # A cluster that says it has a GPU (Ray takes the count on trust): each task asks for it by default, since Ray
+  # hides the GPUs from a task that asks for none; without a GPU plugin JAX still runs on the CPU.
+  ray.init(num_cpus=2, num_gpus=1, include_dashboard=False, log_to_driver=False)
   try:
-    assert executors.run_with_ray(plan, remote, progress=None) == 2
+    with pytest.raises(ValueError, match=r"--ray_gpus_per_task=2: no node of this Ray cluster has that many GPUs "
+                                         r"\(the most on one node: 1\), so no group could ever start"):
+      executors.run_with_ray(plan, remote, progress=None, gpus=2)
+    lines = []
+    assert executors.run_with_ray(plan, remote, progress=lines.append) == 2
+    assert "1 GPU and 1 CPU each" in lines[0] and asked[-1] == {"num_cpus": 1, "num_gpus": 1.0}, (lines, asked)
     # A group this process runs (holds its claim) is skipped by the Ray worker, and the driver says so.
     held, lines = S.Store(str(tmp_path / "held")), []
     with storage.claim(held.claim_path(plan.groups[0].key)):
-      assert executors.run_with_ray(plan, held, progress=lines.append) == 0
+      assert executors.run_with_ray(plan, held, progress=lines.append, gpus=0) == 0
+    assert "1 CPU each" in lines[0] and asked[-1]["num_gpus"] == 0, (lines, asked)
     assert any("being run by another process; skipped" in line for line in lines), lines
     assert not os.path.isdir(os.path.join(held.root, "records"))
   finally:

@@ -3,11 +3,18 @@
 Every task writes its records into the study folder, so the folder must be reachable from the workers (a shared
 file system on a cluster; the local disk for a local Ray). Groups are independent; a group that fails is reported
 and the rest still finish; rerunning the command resumes as with the local executor.
+
+GPUs: Ray hides every GPU from a task that asks for none (it sets CUDA_VISIBLE_DEVICES to ''), so on a cluster
+with GPUs each task asks for one by default (`gpus_per_task`; a fraction shares a GPU between groups, each then
+held to its share of the GPU's memory). A worker sets its process up as the commands do before JAX starts: GPU
+determinism as the driver chose it, and the driver's compilation cache where the worker can write to it.
 """
 from __future__ import annotations
 
+import math
+import os
 import socket
-from typing import Callable, Optional
+from typing import Callable, Optional, Sequence
 
 from jaxleak.runs.study.plan import Plan
 from jaxleak.runs.study.store import Store
@@ -40,9 +47,44 @@ def check_address(address: Optional[str], timeout_s: float = 5.0) -> None:
                      "cluster there (ray start --head) or check the address. Nothing was run.") from None
 
 
-def _run_group(study_json: dict, group_key: str, root: str, chunk_size: Optional[int] = None) -> tuple[int, bool]:
-  """One group, run in a Ray worker: the plan is rebuilt from the study config, so only names travel. Returns
-  (records written, whether another process was running the group, so that this one skipped it)."""
+def gpus_per_task(value: Optional[float], node_gpus: Sequence[float]) -> float:
+  """The GPUs each Ray task asks for: `value` (the user's, checked), else 1 where a node of the cluster has a GPU
+  and 0 where none has. `node_gpus`: the GPU count of each live node. Raises ValueError for a value no node can
+  give (Ray would wait for it forever) or one Ray refuses (above 1 and not whole)."""
+  most = max(node_gpus, default=0.0)
+  if value is None:
+    return 1.0 if most >= 1 else 0.0
+  if not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0):
+    raise ValueError(f"--ray_gpus_per_task={value}: must be a number >= 0 (0: groups run on CPUs; a fraction such "
+                     "as 0.5 shares a GPU between groups).")
+  if value > 1 and value != int(value):
+    raise ValueError(f"--ray_gpus_per_task={value}: above 1 Ray takes whole GPUs only; give 1, 2, ... or a "
+                     "fraction of one.")
+  if value > most:
+    raise ValueError(f"--ray_gpus_per_task={value:g}: no node of this Ray cluster has that many GPUs (the most on "
+                     f"one node: {most:g}), so no group could ever start; give at most {most:g}"
+                     + (" (0: on CPUs)." if most else ", i.e. 0: this cluster has no GPUs."))
+  return float(value)
+
+
+def _set_up_worker(gpu_share: float, gpu_determinism_on: bool, cache: Optional[str]) -> None:
+  """A Ray worker's process, as `jaxleak.cli.run` sets up a command's, before JAX starts in it (a worker that
+  already ran a group keeps the setup of its first)."""
+  from jaxleak import compile_cache, gpu_determinism
+  gpu_determinism.configure(gpu_determinism_on)
+  if 0 < gpu_share < 1 and not gpu_determinism.backends_started():
+    # JAX takes 75 % of a GPU's memory per process: two groups on one GPU would each ask for it.
+    os.environ.setdefault("XLA_PYTHON_CLIENT_MEM_FRACTION", f"{0.75 * gpu_share:.3f}")
+  compile_cache.configure(cache)                                 # off where the worker cannot write there
+
+
+def _run_group(study_json: dict, group_key: str, root: str, chunk_size: Optional[int] = None,
+               setup: Optional[dict] = None) -> tuple[int, bool]:
+  """One group, run in a Ray worker: the plan is rebuilt from the study config, so only names travel. `setup`:
+  `_set_up_worker`'s arguments. Returns (records written, whether another process was running the group, so that
+  this one skipped it)."""
+  if setup is not None:
+    _set_up_worker(**setup)
   from jaxleak.runs.study import engine, spec
   from jaxleak.runs.study.plan import make_plan
   plan = make_plan(spec.from_json(study_json), check_inputs=False)
@@ -52,11 +94,14 @@ def _run_group(study_json: dict, group_key: str, root: str, chunk_size: Optional
 
 
 def run_with_ray(plan: Plan, store: Store, *, address: Optional[str] = None, num_cpus: Optional[int] = None,
-                 progress: Optional[Callable[[str], None]] = print, chunk_size: Optional[int] = None) -> int:
-  """Runs every pending group of `plan` as one Ray task (num_cpus=1 each); returns the records written.
-  chunk_size: as `engine.run_plan`'s, in every task."""
+                 progress: Optional[Callable[[str], None]] = print, chunk_size: Optional[int] = None,
+                 gpus: Optional[float] = None) -> int:
+  """Runs every pending group of `plan` as one Ray task (one CPU and `gpus_per_task(gpus, ...)` GPUs each); returns
+  the records written. chunk_size: as `engine.run_plan`'s, in every task."""
   ray = require_ray()
   check_address(address)
+  import jax
+  from jaxleak import gpu_determinism
   from jaxleak.runs.study import spec
   log = progress or (lambda m: None)
   done = store.done_keys(t.key for t in plan.tasks)
@@ -66,10 +111,14 @@ def run_with_ray(plan: Plan, store: Store, *, address: Optional[str] = None, num
     ray.init(address=address, num_cpus=None if address else num_cpus, include_dashboard=False,
              log_to_driver=False, ignore_reinit_error=True)
   try:
-    remote = ray.remote(num_cpus=1)(_run_group)
+    share = gpus_per_task(gpus, [n["Resources"].get("GPU", 0.0) for n in ray.nodes() if n.get("Alive")])
+    remote = ray.remote(num_cpus=1, num_gpus=share)(_run_group)
     study_json = spec.to_json(plan.study)
-    refs = {remote.remote(study_json, g.key, store.root, chunk_size): g for g in pending}
-    log(f"ray: {len(pending)} groups submitted ({len(plan.groups) - len(pending)} already done)")
+    setup = {"gpu_share": share, "cache": jax.config.jax_compilation_cache_dir,
+             "gpu_determinism_on": os.environ.get(gpu_determinism.ENV_VAR, "").lower() not in gpu_determinism.OFF}
+    refs = {remote.remote(study_json, g.key, store.root, chunk_size, setup): g for g in pending}
+    each = f"{share:g} GPU and 1 CPU each" if share else "1 CPU each (no GPU on the cluster, or no GPU asked for)"
+    log(f"ray: {len(pending)} groups submitted ({len(plan.groups) - len(pending)} already done), {each}")
     written, failed, remaining = 0, [], list(refs)
     while remaining:
       ready, remaining = ray.wait(remaining, num_returns=1)
