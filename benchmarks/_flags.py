@@ -3,7 +3,7 @@ import sys
 
 from absl import app, flags
 
-from jaxleak import cli, compile_cache, gpu_determinism
+from jaxleak import cli, compile_cache, gpu_numerics
 
 
 def numbers(name: str, kind=int, *, positive: bool = True, fv: flags.FlagValues = flags.FLAGS):
@@ -22,10 +22,10 @@ def run(main) -> None:
   status 2, as in the experiments (`jaxleak.cli.execute`); so is a benchmark's own app.UsageError. Unlike
   `cli.run`, the persistent compilation cache is switched on only by an explicit --compilation_cache=<folder> (not
   by default or $JAXLEAK_COMPILATION_CACHE): some benchmarks time compilation, and the subprocesses of others read
-  the variable themselves. GPU determinism is the commands' (`jaxleak.gpu_determinism`: on where a GPU may be used;
+  the variable themselves. GPU determinism is the commands' (`jaxleak.gpu_numerics`: on where a GPU may be used;
   --gpu_determinism=false), so that GPU timings are those of the commands' default."""
   def with_named_cache(argv):
-    gpu_determinism.configure(flags.FLAGS.gpu_determinism)
+    gpu_numerics.configure(flags.FLAGS.gpu_determinism)
     if flags.FLAGS.compilation_cache:
       compile_cache.configure(compile_cache.resolve(flags.FLAGS.compilation_cache), explicit=True)
     try:

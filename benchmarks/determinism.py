@@ -19,7 +19,7 @@ import time
 
 from absl import app, flags
 import _flags
-from jaxleak import gpu_determinism
+from jaxleak import gpu_numerics
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("preset", "har_multistep", "the study to run")
@@ -36,9 +36,9 @@ def run_study(folder: str, mode: str) -> float:
          "--compilation_cache=off", f"--gpu_determinism={'true' if mode == 'on' else 'false'}",
          *[f"--set={s}" for s in FLAGS.set]]
   # The mode decides: not the determinism flag this process's own set-up put into XLA_FLAGS, nor the variable.
-  xla = [w for w in os.environ.get("XLA_FLAGS", "").split() if not any(n in w for n in gpu_determinism.XLA_NAMES)]
+  xla = [w for w in os.environ.get("XLA_FLAGS", "").split() if not any(n in w for n in gpu_numerics.XLA_NAMES)]
   env = {**os.environ, "PYTHONPATH": ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""), "XLA_FLAGS": " ".join(xla)}
-  env.pop(gpu_determinism.ENV_VAR, None)
+  env.pop(gpu_numerics.ENV_VAR, None)
   t0 = time.perf_counter()
   proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=ROOT)
   if proc.returncode != 0:

@@ -27,7 +27,7 @@ from absl import app, flags, logging
 
 from jaxleak import attacks as A
 from jaxleak import data as D
-from jaxleak import compile_cache, gpu_determinism, models, storage
+from jaxleak import compile_cache, gpu_numerics, models, storage
 
 #: Exceptions that mean "the user asked for something impossible": reported in one line, exit code 2.
 USER_ERRORS = (ValueError, KeyError, TypeError, FileNotFoundError, NotADirectoryError, IsADirectoryError,
@@ -108,16 +108,16 @@ def adopt_flags(fv: flags.FlagValues, into: flags.FlagValues, program: str) -> N
 
 def run(main: Callable[[list[str]], object], fv: flags.FlagValues) -> None:
   """Runs `main` as a program: parses the command line into `fv` (plus absl's own flags: --help, --flagfile,
-  logging, --compilation_cache and --gpu_determinism), asks XLA:GPU for deterministic kernels where a GPU may be
-  used (`jaxleak.gpu_determinism`), switches on the persistent compilation cache (`jaxleak.compile_cache`), calls
-  main(argv) and exits with its status (2 and one line on stderr for a user error). `call` (in-process) leaves
-  JAX's process-wide configuration alone."""
+  logging, --compilation_cache and --gpu_determinism), asks XLA:GPU for deterministic kernels and float32 matmuls
+  where a GPU may be used (`jaxleak.gpu_numerics`), switches on the persistent compilation cache
+  (`jaxleak.compile_cache`), calls main(argv) and exits with its status (2 and one line on stderr for a user error).
+  `call` (in-process) leaves JAX's process-wide configuration alone."""
   adopt_flags(fv, flags.FLAGS, sys.argv[0])
 
   def with_cache(argv):
     # JAX logs at INFO that it found no TPU on every CPU/GPU machine; that line is noise, not progress.
     std_logging.getLogger("jax._src.xla_bridge").setLevel(std_logging.WARNING)
-    gpu_determinism.configure(flags.FLAGS.gpu_determinism)           # before JAX creates its backends
+    gpu_numerics.configure(flags.FLAGS.gpu_determinism)           # before JAX creates its backends
     given = flags.FLAGS.compilation_cache
     from_env = not given and bool(os.environ.get(compile_cache.ENV_VAR))
     compile_cache.configure(compile_cache.resolve(given), explicit=bool(given) or from_env,

@@ -22,15 +22,15 @@ ALLOWED = {
     "interop": {"types"},
     "accounting": set(),
     "compile_cache": set(),
-    "gpu_determinism": set(),
+    "gpu_numerics": set(),
     "attacks": {"types", "head"},
     "models": {"types"},
     "data": {"types"},                  # types: is_concrete / check_prng_key only
     "federated": {"types", "head", "privacy", "models", "attacks"},   # attacks: RLU's basis type only
-    "storage": {"gpu_determinism"},     # provenance: whether XLA:GPU was asked for determinism
+    "storage": {"gpu_numerics"},     # provenance: whether XLA:GPU was asked for determinism
     # runs: a study's Ray worker sets its process up as cli.run does (compilation cache, GPU determinism)
-    "runs": LEAVES | {"attacks", "models", "data", "federated", "storage", "compile_cache", "gpu_determinism"},
-    "cli": LEAVES | {"attacks", "models", "data", "federated", "storage", "runs", "compile_cache", "gpu_determinism"},
+    "runs": LEAVES | {"attacks", "models", "data", "federated", "storage", "compile_cache", "gpu_numerics"},
+    "cli": LEAVES | {"attacks", "models", "data", "federated", "storage", "runs", "compile_cache", "gpu_numerics"},
     "report": {"cli", "runs"},           # python -m jaxleak.report
     "study": {"cli", "runs"},            # python -m jaxleak.study
     "__main__": set(),                   # python -m jaxleak: lists the commands, imports nothing

@@ -70,9 +70,9 @@ def gpus_per_task(value: Optional[float], node_gpus: Sequence[float]) -> float:
 def _set_up_worker(gpu_share: float, gpu_determinism_on: bool, cache: Optional[str]) -> None:
   """A Ray worker's process, as `jaxleak.cli.run` sets up a command's, before JAX starts in it (a worker that
   already ran a group keeps the setup of its first)."""
-  from jaxleak import compile_cache, gpu_determinism
-  gpu_determinism.configure(gpu_determinism_on)
-  if 0 < gpu_share < 1 and not gpu_determinism.backends_started():
+  from jaxleak import compile_cache, gpu_numerics
+  gpu_numerics.configure(gpu_determinism_on)
+  if 0 < gpu_share < 1 and not gpu_numerics.backends_started():
     # JAX takes 75 % of a GPU's memory per process: two groups on one GPU would each ask for it.
     os.environ.setdefault("XLA_PYTHON_CLIENT_MEM_FRACTION", f"{0.75 * gpu_share:.3f}")
   compile_cache.configure(cache)                                 # off where the worker cannot write there
@@ -101,7 +101,7 @@ def run_with_ray(plan: Plan, store: Store, *, address: Optional[str] = None, num
   ray = require_ray()
   check_address(address)
   import jax
-  from jaxleak import gpu_determinism
+  from jaxleak import gpu_numerics
   from jaxleak.runs.study import spec
   log = progress or (lambda m: None)
   done = store.done_keys(t.key for t in plan.tasks)
@@ -115,7 +115,7 @@ def run_with_ray(plan: Plan, store: Store, *, address: Optional[str] = None, num
     remote = ray.remote(num_cpus=1, num_gpus=share)(_run_group)
     study_json = spec.to_json(plan.study)
     setup = {"gpu_share": share, "cache": jax.config.jax_compilation_cache_dir,
-             "gpu_determinism_on": os.environ.get(gpu_determinism.ENV_VAR, "").lower() not in gpu_determinism.OFF}
+             "gpu_determinism_on": os.environ.get(gpu_numerics.ENV_VAR, "").lower() not in gpu_numerics.OFF}
     refs = {remote.remote(study_json, g.key, store.root, chunk_size, setup): g for g in pending}
     each = f"{share:g} GPU and 1 CPU each" if share else "1 CPU each (no GPU on the cluster, or no GPU asked for)"
     log(f"ray: {len(pending)} groups submitted ({len(plan.groups) - len(pending)} already done), {each}")

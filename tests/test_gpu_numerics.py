@@ -1,6 +1,7 @@
-"""Run-to-run determinism asked of XLA:GPU by the commands (jaxleak.gpu_determinism), checked without a GPU: what
-goes into XLA_FLAGS, when, and that a CPU-only install is left alone. (That XLA:GPU is then deterministic is
-XLA's promise; benchmarks/gpu.sh's `determinism` step compares two GPU runs' records byte for byte.)"""
+"""What the commands ask of XLA:GPU (jaxleak.gpu_numerics), checked without a GPU: deterministic kernels (what goes
+into XLA_FLAGS, and when) and float32 matmuls, and that a CPU-only install is left alone. (That XLA:GPU is then
+deterministic is XLA's promise; benchmarks/gpu.sh's `determinism` step compares two GPU runs' records byte for
+byte.)"""
 import os
 import subprocess
 import sys
@@ -8,7 +9,7 @@ import textwrap
 
 import pytest
 
-from jaxleak import gpu_determinism as G
+from jaxleak import gpu_numerics as G
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CUDA = ["jax_cuda13_plugin"]
@@ -31,9 +32,9 @@ def test_a_gpu_is_possible_only_with_a_gpu_plugin_that_jax_platforms_does_not_ru
 
 def test_where_a_gpu_may_be_used_the_flag_is_added_to_xla_flags(jax_not_started):
   environ = {"XLA_FLAGS": "--xla_dump_to=/tmp/d"}
-  assert G.configure(None, environ, CUDA) is True
+  assert G.configure_determinism(None, environ, CUDA) is True
   assert environ["XLA_FLAGS"] == f"--xla_dump_to=/tmp/d {FLAG}"
-  assert G.configure(None, environ, CUDA) is True and environ["XLA_FLAGS"].count(FLAG) == 1   # added once
+  assert G.configure_determinism(None, environ, CUDA) is True and environ["XLA_FLAGS"].count(FLAG) == 1   # added once
   assert G.requested(environ) is True
 
 
@@ -43,7 +44,7 @@ def test_where_a_gpu_may_be_used_the_flag_is_added_to_xla_flags(jax_not_started)
     (None, {"JAXLEAK_GPU_DETERMINISM": "0"}),
 ])
 def test_switched_off_it_leaves_xla_flags_alone(enabled, environ, jax_not_started):
-  assert G.configure(enabled, environ, CUDA) is False
+  assert G.configure_determinism(enabled, environ, CUDA) is False
   assert "XLA_FLAGS" not in environ
   assert environ["JAXLEAK_GPU_DETERMINISM"] in ("off", "0")   # and the processes this one starts agree
 
@@ -55,7 +56,7 @@ def test_switched_off_it_leaves_xla_flags_alone(enabled, environ, jax_not_starte
 ])
 def test_an_xla_flags_that_names_determinism_is_the_users_choice(user, requested, jax_not_started):
   environ = {"XLA_FLAGS": user}
-  G.configure(True, environ, CUDA)
+  G.configure_determinism(True, environ, CUDA)
   assert environ["XLA_FLAGS"] == user
   assert G.requested(environ) is requested
 
@@ -63,9 +64,9 @@ def test_an_xla_flags_that_names_determinism_is_the_users_choice(user, requested
 def test_nothing_changes_on_a_cpu_only_install_or_once_jax_has_started(monkeypatch):
   environ = {"XLA_FLAGS": "--xla_backend_optimization_level=0"}
   monkeypatch.setattr(G, "backends_started", lambda: False)
-  assert G.configure(True, environ, plugins=[]) is False
+  assert G.configure_determinism(True, environ, plugins=[]) is False
   monkeypatch.setattr(G, "backends_started", lambda: True)     # XLA has read XLA_FLAGS: too late to change it
-  assert G.configure(True, environ, CUDA) is False
+  assert G.configure_determinism(True, environ, CUDA) is False
   assert environ["XLA_FLAGS"] == "--xla_backend_optimization_level=0"
   assert G.requested(environ) is None
 
@@ -74,6 +75,23 @@ def test_nothing_changes_on_a_cpu_only_install_or_once_jax_has_started(monkeypat
                     reason="a GPU plugin of JAX is installed here")
 def test_this_cpu_only_install_has_no_gpu_plugin():
   assert not G.gpu_possible({})
+
+
+@pytest.fixture
+def precision():
+  import jax
+  before = jax.config.jax_default_matmul_precision
+  yield jax.config
+  jax.config.update("jax_default_matmul_precision", before)
+
+
+def test_where_a_gpu_may_be_used_float32_matmuls_are_float32_unless_the_user_chose(precision):
+  precision.update("jax_default_matmul_precision", None)
+  assert G.configure_precision({}, plugins=[]) is None               # a CPU-only install: JAX's default
+  assert G.configure_precision({"JAX_PLATFORMS": "cpu"}, CUDA) is None
+  assert G.configure_precision({}, CUDA) == "float32"                # not TF32, JAX's default on recent GPUs
+  precision.update("jax_default_matmul_precision", "tensorfloat32")  # JAX_DEFAULT_MATMUL_PRECISION, say
+  assert G.configure_precision({}, CUDA) == "tensorfloat32"
 
 
 def _command_sees(tmp_path, *args, **env_extra) -> str:
@@ -89,11 +107,13 @@ def _command_sees(tmp_path, *args, **env_extra) -> str:
       from jaxleak import cli
       FLAGS = flags.FlagValues()
       def main(argv):
-        print("XLA_FLAGS=" + os.environ.get("XLA_FLAGS", ""))
+        import jax
+        print("XLA_FLAGS=" + os.environ.get("XLA_FLAGS", ""), jax.config.jax_default_matmul_precision)
       if __name__ == "__main__":
         cli.run(main, FLAGS)
       """))
-  env = {k: v for k, v in os.environ.items() if k not in ("XLA_FLAGS", "JAX_PLATFORMS", G.ENV_VAR)}
+  env = {k: v for k, v in os.environ.items()
+         if k not in ("XLA_FLAGS", "JAX_PLATFORMS", "JAX_DEFAULT_MATMUL_PRECISION", G.ENV_VAR)}
   env.update(PYTHONPATH=os.pathsep.join([ROOT, str(tmp_path / "plugins")]), **env_extra)
   proc = subprocess.run([sys.executable, str(program), "--compilation_cache=off", *args], capture_output=True,
                         text=True, env=env, timeout=300)
@@ -101,8 +121,9 @@ def _command_sees(tmp_path, *args, **env_extra) -> str:
   return proc.stdout.strip()
 
 
-def test_a_command_asks_for_determinism_where_a_gpu_plugin_is_installed_unless_told_not_to(tmp_path):
-  assert _command_sees(tmp_path) == f"XLA_FLAGS={FLAG}"
-  assert _command_sees(tmp_path, "--gpu_determinism=false") == "XLA_FLAGS="
-  assert _command_sees(tmp_path, JAXLEAK_GPU_DETERMINISM="off") == "XLA_FLAGS="
-  assert _command_sees(tmp_path, JAX_PLATFORMS="cpu") == "XLA_FLAGS="
+def test_a_command_asks_for_determinism_and_float32_where_a_gpu_plugin_is_installed_unless_told_not_to(tmp_path):
+  assert _command_sees(tmp_path) == f"XLA_FLAGS={FLAG} float32"
+  assert _command_sees(tmp_path, "--gpu_determinism=false") == "XLA_FLAGS= float32"
+  assert _command_sees(tmp_path, JAXLEAK_GPU_DETERMINISM="off") == "XLA_FLAGS= float32"
+  assert _command_sees(tmp_path, JAX_DEFAULT_MATMUL_PRECISION="bfloat16") == f"XLA_FLAGS={FLAG} bfloat16"
+  assert _command_sees(tmp_path, JAX_PLATFORMS="cpu") == "XLA_FLAGS= None"

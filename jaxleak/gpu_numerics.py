@@ -1,18 +1,26 @@
-"""Run-to-run determinism on GPUs for the command-line entry points.
+"""What XLA:GPU computes for the command-line entry points: the same bits in every process, float32 in float32.
 
-XLA:GPU is not deterministic by default: it picks GEMM and convolution kernels by timing them as it compiles
-(another process may pick another kernel, with other round-off), and scatters and some reductions use atomics.
-A study resumed after kill -9, a shard run on another machine of the same kind, or an Eavesdrop run continued
-from its checkpoint would then not be bitwise the run it continues. XLA's switch for this is
-`--xla_gpu_deterministic_ops=true` (deterministic kernels, the first working kernel instead of the fastest, no
-atomics), read from the environment variable XLA_FLAGS when JAX creates its GPU backend.
+Two defaults of JAX on a GPU would make the commands' results depend on more than their configuration:
+
+* **Nondeterminism.** XLA:GPU picks GEMM and convolution kernels by timing them as it compiles (another process
+  may pick another kernel, with other round-off), and scatters and some reductions use atomics. A study resumed
+  after kill -9, a shard run on another machine of the same kind, or an Eavesdrop run continued from its
+  checkpoint would then not be bitwise the run it continues. XLA's switch is `--xla_gpu_deterministic_ops=true`
+  (deterministic kernels, the first working kernel instead of the fastest, no atomics), read from the environment
+  variable XLA_FLAGS when JAX creates its GPU backend.
+* **TF32.** On NVIDIA GPUs since Ampere, JAX's default precision computes float32 matmuls and convolutions in
+  TensorFloat-32 (inputs rounded to 10 mantissa bits): gradients about 1e-3 off in relative terms, where the CPU,
+  the reference code (which runs on the CPU) and the PyTorch twins of the tests compute in float32. The label
+  attacks read signs and small differences of such gradients.
 
 So every command run through `jaxleak.cli.run` (and the Ray workers of a study) adds that flag to XLA_FLAGS before
-JAX starts, where a GPU can be used (a CUDA or ROCm plugin of JAX is installed and JAX_PLATFORMS does not rule
-it out). It is switched off by `--gpu_determinism=false` or `JAXLEAK_GPU_DETERMINISM=off` (faster kernels, results
-that may differ in the last bits between processes); an XLA_FLAGS that already names either determinism flag is
-left as the user wrote it. On CPU nothing changes (XLA:CPU is deterministic; the flag would only change the keys
-of the compilation cache). Importing jaxleak as a library changes nothing: only `configure` sets the variable.
+JAX starts and sets `jax_default_matmul_precision` to "float32", where a GPU can be used (a CUDA or ROCm plugin of
+JAX is installed and JAX_PLATFORMS does not rule it out). Determinism is switched off by `--gpu_determinism=false`
+or `JAXLEAK_GPU_DETERMINISM=off` (faster kernels, results that may differ in the last bits between processes); an
+XLA_FLAGS that already names either determinism flag, and a JAX_DEFAULT_MATMUL_PRECISION the user set, are left
+as the user wrote them (a record's provenance says what ran). On a CPU-only install nothing changes (XLA:CPU is
+deterministic and computes float32 in float32; the settings would only change the compilation cache's keys).
+Importing jaxleak as a library changes nothing: only `configure` does.
 
   >>> with_determinism("--xla_dump_to=/tmp/d")
   '--xla_dump_to=/tmp/d --xla_gpu_deterministic_ops=true'
@@ -32,6 +40,8 @@ FLAG = "--xla_gpu_deterministic_ops=true"
 #: XLA's flags that decide determinism on GPU; if XLA_FLAGS names one, the user has chosen.
 XLA_NAMES = ("xla_gpu_deterministic_ops", "xla_gpu_exclude_nondeterministic_ops")
 OFF = ("off", "false", "0", "no")
+#: The commands' precision of float32 matmuls and convolutions on a GPU (JAX's default there may be TF32).
+MATMUL_PRECISION = "float32"
 _GPU_WORDS = ("cuda", "rocm", "gpu")
 
 
@@ -77,8 +87,25 @@ def backends_started() -> bool:
   return bool(getattr(bridge, "_backends", None))
 
 
-def configure(enabled: Optional[bool] = None, environ: Optional[MutableMapping[str, str]] = None,
-              plugins: Optional[Iterable[str]] = None) -> bool:
+def configure(determinism: Optional[bool] = None) -> None:
+  """The commands' set-up, before JAX starts: `configure_determinism(determinism)` and `configure_precision()`."""
+  configure_determinism(determinism)
+  configure_precision()
+
+
+def configure_precision(environ: Optional[Mapping[str, str]] = None, plugins: Optional[Iterable[str]] = None
+                        ) -> Optional[str]:
+  """Sets JAX's default matmul and convolution precision to `MATMUL_PRECISION` where a GPU may be used and the
+  user has not chosen one (JAX_DEFAULT_MATMUL_PRECISION). Returns the precision now in force (None: JAX's
+  default)."""
+  import jax
+  if jax.config.jax_default_matmul_precision is None and gpu_possible(environ, plugins):
+    jax.config.update("jax_default_matmul_precision", MATMUL_PRECISION)
+  return jax.config.jax_default_matmul_precision
+
+
+def configure_determinism(enabled: Optional[bool] = None, environ: Optional[MutableMapping[str, str]] = None,
+                          plugins: Optional[Iterable[str]] = None) -> bool:
   """Asks XLA:GPU for run-to-run determinism (adds `FLAG` to XLA_FLAGS in `environ`, default os.environ) where a
   GPU may be used; call before JAX starts. `enabled`: the command's flag, also written to `ENV_VAR` for the
   processes this one starts; None reads `ENV_VAR` (default on).
