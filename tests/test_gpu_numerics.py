@@ -127,3 +127,60 @@ def test_a_command_asks_for_determinism_and_float32_where_a_gpu_plugin_is_instal
   assert _command_sees(tmp_path, JAXLEAK_GPU_DETERMINISM="off") == "XLA_FLAGS= float32"
   assert _command_sees(tmp_path, JAX_DEFAULT_MATMUL_PRECISION="bfloat16") == f"XLA_FLAGS={FLAG} bfloat16"
   assert _command_sees(tmp_path, JAX_PLATFORMS="cpu") == "XLA_FLAGS= None"
+
+
+def _float_scatters(closed) -> list[str]:
+  """Names of the float scatter primitives in a jaxpr, sub-jaxprs (loops, conds, calls) included."""
+  import jax
+  from jax.extend import core as jex_core
+  found = []
+
+  def walk(jaxpr):
+    for eqn in jaxpr.eqns:
+      if "scatter" in eqn.primitive.name and jax.numpy.issubdtype(eqn.outvars[0].aval.dtype, jax.numpy.floating):
+        found.append(eqn.primitive.name)
+      for value in eqn.params.values():
+        for sub in value if isinstance(value, (list, tuple)) else [value]:
+          if isinstance(sub, jex_core.ClosedJaxpr):
+            walk(sub.jaxpr)
+          elif isinstance(sub, jex_core.Jaxpr):
+            walk(sub)
+  walk(closed.jaxpr)
+  return found
+
+
+@pytest.mark.parametrize("backend", ["cpu", "gpu"])
+def test_off_the_cpu_backward_passes_and_attacks_have_no_float_scatter(backend, monkeypatch):
+  """A float scatter-add is what XLA:GPU runs with atomics, or asked for determinism, as a loop over its indices
+  (every backward pass over its batch, an Eavesdrop round over every participant's batch). The cross-entropy's
+  gather is one in every backward pass; on the CPU it stays (results bit for bit those of earlier versions)."""
+  import jax
+  import jax.numpy as jnp
+  import optax
+  import jaxleak.attacks as A
+  from jaxleak import LastLayerGrads, models
+  from jaxleak.federated import LocalSteps, apply, client_update_fn, rounds
+  monkeypatch.setattr(jax, "default_backend", lambda: backend)
+  logits = jax.random.normal(jax.random.key(0), (6, 5)) * 3
+  labels = jnp.array([0, 4, 2, 2, 1, 3])
+  ours = apply.integer_label_ce(logits, labels)
+  theirs = optax.softmax_cross_entropy_with_integer_labels(logits, labels)
+  assert jnp.allclose(ours, theirs, rtol=1e-6, atol=1e-6)
+  g = lambda f: jax.grad(lambda z: jnp.mean(f(z, labels)))(logits)
+  assert jnp.allclose(g(apply.integer_label_ce), g(optax.softmax_cross_entropy_with_integer_labels), atol=1e-7)
+
+  model = models.build("tinyhar", num_classes=5)
+  v = models.init(model, jax.random.key(1), 50, 3)
+  x, y = jnp.ones((20, 50, 3)), jnp.arange(20) % 5
+  step = client_update_fn(model, LocalSteps(steps=2, batch_size=10, lr=0.1))
+  multi = jax.make_jaxpr(step)(v, x, y, jax.random.key(2))
+  mlp = models.build("mlp", num_classes=5)
+  w = models.init_for_shape(mlp, jax.random.key(3), (8, 8))
+  train = rounds.local_train_fn(mlp, rounds.LocalEpochs(epochs=1, batch_size=4, lr=0.1))
+  eavesdrop = jax.make_jaxpr(jax.vmap(train, in_axes=(None, 0, 0, 0, 0)))(
+      w, jnp.ones((3, 8, 8, 8)), jnp.zeros((3, 8), jnp.int32), jnp.ones((3, 8), bool),
+      jax.random.split(jax.random.key(4), 3))
+  assert bool(_float_scatters(multi)) == bool(_float_scatters(eavesdrop)) == (backend == "cpu")
+  grads = LastLayerGrads(kernel=jnp.ones((7, 16, 5)), bias=jnp.ones((7, 5)))
+  for name in ("ebi", "llbg", "llg", "gcd"):
+    assert not _float_scatters(jax.make_jaxpr(jax.vmap(lambda gr: A.run(name, gr, 40)))(grads)), name

@@ -221,7 +221,8 @@ def greedy_fill(values: jax.Array, counts: jax.Array, decrement: jax.Array, num_
     target = sel if decrement_index is None else decrement_index
     c = c.at[sel].add(active.astype(c.dtype))
     step = decrement if jnp.ndim(decrement) == 0 else decrement[target]
-    v = v.at[target].add(jnp.where(active, -step, jnp.zeros_like(step)))
+    # v.at[target].add(...) as a select: a float scatter-add is a loop of its indices under XLA:GPU's determinism.
+    v = jnp.where(jnp.arange(v.shape[-1]) == target, v + jnp.where(active, -step, jnp.zeros_like(step)), v)
     return v, c
 
   if not is_traced_n(num_samples):

@@ -58,16 +58,32 @@ def _check_ce(logits, labels, what: str, **per_example) -> None:
                      f"{outside[0]} to {outside[1]} (an id outside would be scored as no class: a NaN or wrong loss).")
 
 
+def integer_label_ce(logits: jax.Array, labels: jax.Array) -> jax.Array:
+  """Per-example softmax cross-entropy, logits f32[n, C], labels i32[n] -> f32[n], as
+  `optax.softmax_cross_entropy_with_integer_labels` (log-normaliser minus the label's logit).
+
+  On XLA:CPU it is optax's. Elsewhere the label's logit is read through a one-hot product instead of a gather, so
+  that its gradient is an elementwise product where the gather's is a float scatter-add, which XLA:GPU runs with
+  atomics, or, asked for determinism (`jaxleak.gpu_numerics`), as a loop of one index at a time (every backward
+  pass would then loop over the batch, and a vmapped Eavesdrop round over every participant's batch). The same
+  values up to float32 round-off (a different program, so not bitwise; on the CPU the results stay those of
+  earlier versions, bit for bit)."""
+  if jax.default_backend() == "cpu":
+    return optax.softmax_cross_entropy_with_integer_labels(logits, labels)
+  onehot = jax.nn.one_hot(labels, logits.shape[-1], dtype=logits.dtype)
+  return jax.nn.logsumexp(logits, axis=-1) - jnp.sum(logits * onehot, axis=-1)
+
+
 def mean_ce(logits: jax.Array, labels: jax.Array) -> jax.Array:
   """Mean softmax cross-entropy over the batch: logits f32[n, C], labels i32[n] -> f32[]."""
   _check_ce(logits, labels, "mean_ce")
-  return jnp.mean(optax.softmax_cross_entropy_with_integer_labels(logits, labels))
+  return jnp.mean(integer_label_ce(logits, labels))
 
 
 def masked_mean_ce(logits: jax.Array, labels: jax.Array, mask: jax.Array) -> jax.Array:
   """Mean CE over the examples with mask 1 (f32[n]); 0 when none is valid."""
   _check_ce(logits, labels, "masked_mean_ce", mask=mask)
-  ce = optax.softmax_cross_entropy_with_integer_labels(logits, labels)
+  ce = integer_label_ce(logits, labels)
   ce = jnp.where(mask != 0, ce, 0.0)            # a masked slot's label may be anything (its CE NaN): it adds 0
   return jnp.sum(ce * mask) / jnp.maximum(jnp.sum(mask), 1.0)
 
@@ -76,7 +92,7 @@ def class_weighted_ce(logits: jax.Array, labels: jax.Array, class_weights: jax.A
   """PyTorch CrossEntropyLoss(weight=w): sum_n w[y_n] CE_n / sum_n w[y_n] (class_weights f32[C])."""
   _check_ce(logits, labels, "class_weighted_ce")
   class_weights = check_class_weights(class_weights, np.shape(logits)[-1], "class_weighted_ce")
-  ce = optax.softmax_cross_entropy_with_integer_labels(logits, labels)
+  ce = integer_label_ce(logits, labels)
   w = class_weights[labels]
   return jnp.sum(w * ce) / jnp.maximum(jnp.sum(w), 1e-12)
 
@@ -87,7 +103,7 @@ def masked_class_weighted_ce(logits: jax.Array, labels: jax.Array, mask: jax.Arr
   no example is valid. A masked slot's label may be anything (padding): it adds 0."""
   _check_ce(logits, labels, "masked_class_weighted_ce", mask=mask)
   class_weights = check_class_weights(class_weights, np.shape(logits)[-1], "masked_class_weighted_ce")
-  ce = optax.softmax_cross_entropy_with_integer_labels(logits, labels)
+  ce = integer_label_ce(logits, labels)
   w = jnp.where(mask != 0, class_weights[jnp.clip(labels, 0, np.shape(logits)[-1] - 1)] * mask, 0.0)
   return jnp.sum(jnp.where(w != 0, w * ce, 0.0)) / jnp.maximum(jnp.sum(w), 1e-12)
 
