@@ -108,8 +108,8 @@ def adopt_flags(fv: flags.FlagValues, into: flags.FlagValues, program: str) -> N
 
 def run(main: Callable[[list[str]], object], fv: flags.FlagValues) -> None:
   """Runs `main` as a program: parses the command line into `fv` (plus absl's own flags: --help, --flagfile,
-  logging, --compilation_cache and --gpu_determinism), asks XLA:GPU for deterministic kernels and float32 matmuls
-  where a GPU may be used (`jaxleak.gpu_numerics`), switches on the persistent compilation cache
+  logging, --compilation_cache and --gpu_determinism), sets float32 matmuls and, where a GPU may be used, asks
+  XLA:GPU for deterministic kernels (`jaxleak.gpu_numerics`), switches on the persistent compilation cache
   (`jaxleak.compile_cache`), calls main(argv) and exits with its status (2 and one line on stderr for a user error).
   `call` (in-process) leaves JAX's process-wide configuration alone."""
   adopt_flags(fv, flags.FLAGS, sys.argv[0])

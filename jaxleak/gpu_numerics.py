@@ -1,6 +1,7 @@
-"""What XLA:GPU computes for the command-line entry points: the same bits in every process, float32 in float32.
+"""What XLA computes for the command-line entry points off the CPU: the same bits in every process, float32 in
+float32.
 
-Two defaults of JAX on a GPU would make the commands' results depend on more than their configuration:
+Two defaults of JAX on accelerators would make the commands' results depend on more than their configuration:
 
 * **Nondeterminism.** XLA:GPU picks GEMM and convolution kernels by timing them as it compiles (another process
   may pick another kernel, with other round-off), and scatters and some reductions use atomics. A study resumed
@@ -8,19 +9,19 @@ Two defaults of JAX on a GPU would make the commands' results depend on more tha
   checkpoint would then not be bitwise the run it continues. XLA's switch is `--xla_gpu_deterministic_ops=true`
   (deterministic kernels, the first working kernel instead of the fastest, no atomics), read from the environment
   variable XLA_FLAGS when JAX creates its GPU backend.
-* **TF32.** On NVIDIA GPUs since Ampere, JAX's default precision computes float32 matmuls and convolutions in
-  TensorFloat-32 (inputs rounded to 10 mantissa bits): gradients about 1e-3 off in relative terms, where the CPU,
-  the reference code (which runs on the CPU) and the PyTorch twins of the tests compute in float32. The label
-  attacks read signs and small differences of such gradients.
+* **Reduced precision.** JAX's default precision computes float32 matmuls and convolutions in TensorFloat-32 on
+  NVIDIA GPUs since Ampere (inputs rounded to 10 mantissa bits) and in one bfloat16 pass on TPUs (7 bits):
+  gradients 1e-3 to 1e-2 off in relative terms, where the CPU, the reference code (which runs on the CPU) and the
+  PyTorch twins of the tests compute in float32. The label attacks read signs and small differences of gradients.
 
-So every command run through `jaxleak.cli.run` (and the Ray workers of a study) adds that flag to XLA_FLAGS before
-JAX starts and sets `jax_default_matmul_precision` to "float32", where a GPU can be used (a CUDA or ROCm plugin of
-JAX is installed and JAX_PLATFORMS does not rule it out). Determinism is switched off by `--gpu_determinism=false`
-or `JAXLEAK_GPU_DETERMINISM=off` (faster kernels, results that may differ in the last bits between processes); an
-XLA_FLAGS that already names either determinism flag, and a JAX_DEFAULT_MATMUL_PRECISION the user set, are left
-as the user wrote them (a record's provenance says what ran). On a CPU-only install nothing changes (XLA:CPU is
-deterministic and computes float32 in float32; the settings would only change the compilation cache's keys).
-Importing jaxleak as a library changes nothing: only `configure` does.
+So every command run through `jaxleak.cli.run` (and the Ray workers of a study) sets `jax_default_matmul_precision`
+to "float32" (on every backend: XLA:CPU computes float32 anyway, and its results are bit for bit those without the
+setting), and adds that flag to XLA_FLAGS before JAX starts where a GPU can be used (a CUDA or ROCm plugin of JAX
+is installed and JAX_PLATFORMS does not rule it out; XLA:CPU and XLA:TPU are deterministic). Determinism is
+switched off by `--gpu_determinism=false` or `JAXLEAK_GPU_DETERMINISM=off` (faster kernels, results that may
+differ in the last bits between processes); an XLA_FLAGS that already names either determinism flag, and a
+JAX_DEFAULT_MATMUL_PRECISION the user set, are left as the user wrote them (a record's provenance says what ran
+off the CPU). Importing jaxleak as a library changes nothing: only `configure` does.
 
   >>> with_determinism("--xla_dump_to=/tmp/d")
   '--xla_dump_to=/tmp/d --xla_gpu_deterministic_ops=true'
@@ -40,7 +41,7 @@ FLAG = "--xla_gpu_deterministic_ops=true"
 #: XLA's flags that decide determinism on GPU; if XLA_FLAGS names one, the user has chosen.
 XLA_NAMES = ("xla_gpu_deterministic_ops", "xla_gpu_exclude_nondeterministic_ops")
 OFF = ("off", "false", "0", "no")
-#: The commands' precision of float32 matmuls and convolutions on a GPU (JAX's default there may be TF32).
+#: The commands' precision of float32 matmuls and convolutions (JAX's default is TF32 on recent GPUs, bf16 on TPUs).
 MATMUL_PRECISION = "float32"
 _GPU_WORDS = ("cuda", "rocm", "gpu")
 
@@ -93,13 +94,11 @@ def configure(determinism: Optional[bool] = None) -> None:
   configure_precision()
 
 
-def configure_precision(environ: Optional[Mapping[str, str]] = None, plugins: Optional[Iterable[str]] = None
-                        ) -> Optional[str]:
-  """Sets JAX's default matmul and convolution precision to `MATMUL_PRECISION` where a GPU may be used and the
-  user has not chosen one (JAX_DEFAULT_MATMUL_PRECISION). Returns the precision now in force (None: JAX's
-  default)."""
+def configure_precision() -> Optional[str]:
+  """Sets JAX's default matmul and convolution precision to `MATMUL_PRECISION` unless the user has chosen one
+  (JAX_DEFAULT_MATMUL_PRECISION). Returns the precision now in force."""
   import jax
-  if jax.config.jax_default_matmul_precision is None and gpu_possible(environ, plugins):
+  if jax.config.jax_default_matmul_precision is None:
     jax.config.update("jax_default_matmul_precision", MATMUL_PRECISION)
   return jax.config.jax_default_matmul_precision
 

@@ -603,8 +603,8 @@ def _shape_mismatches(target, state) -> list[str]:
 # --- provenance ---------------------------------------------------------------------------------------------------
 
 def provenance() -> dict:
-  """Versions, devices and the code revision, for manifests and records (on a GPU also whether XLA was asked for
-  deterministic kernels, and the float32 matmul precision: `jaxleak.gpu_numerics`)."""
+  """Versions, devices and the code revision, for manifests and records (off the CPU also the float32 matmul
+  precision, and on a GPU whether XLA was asked for deterministic kernels: `jaxleak.gpu_numerics`)."""
   import flax
   import jax
   import optax
@@ -613,10 +613,11 @@ def provenance() -> dict:
   env = {"python": platform.python_version(), "jax": jax.__version__, "flax": flax.__version__,
          "optax": optax.__version__, "numpy": np.__version__, "jaxleak": jaxleak.__version__,
          "platform": platform.platform(), "devices": [str(d) for d in jax.devices()]}
-  if jax.default_backend() == "gpu":         # what XLA:CPU always does, XLA:GPU only if asked (jaxleak.gpu_numerics)
+  if jax.default_backend() != "cpu":         # what XLA:CPU always does, accelerators only if asked (gpu_numerics)
+    env["matmul_precision"] = str(jax.config.jax_default_matmul_precision or "default")
+  if jax.default_backend() == "gpu":
     from jaxleak import gpu_numerics
     env["xla_gpu_deterministic"] = bool(gpu_numerics.requested())
-    env["matmul_precision"] = str(jax.config.jax_default_matmul_precision or "default")
   try:
     here = os.path.dirname(os.path.abspath(__file__))
     env["git_commit"] = subprocess.run(["git", "-C", here, "rev-parse", "HEAD"], capture_output=True, text=True,

@@ -1,7 +1,7 @@
-"""What the commands ask of XLA:GPU (jaxleak.gpu_numerics), checked without a GPU: deterministic kernels (what goes
-into XLA_FLAGS, and when) and float32 matmuls, and that a CPU-only install is left alone. (That XLA:GPU is then
-deterministic is XLA's promise; benchmarks/gpu.sh's `determinism` step compares two GPU runs' records byte for
-byte.)"""
+"""What the commands ask of XLA (jaxleak.gpu_numerics), checked without a GPU: float32 matmuls, deterministic
+kernels on a GPU (what goes into XLA_FLAGS, and when; nothing on a CPU-only install), and no float scatter in the
+hot paths off the CPU. (That XLA:GPU is then deterministic is XLA's promise; benchmarks/gpu.sh's `determinism`
+step compares two GPU runs' records byte for byte.)"""
 import os
 import subprocess
 import sys
@@ -85,13 +85,11 @@ def precision():
   jax.config.update("jax_default_matmul_precision", before)
 
 
-def test_where_a_gpu_may_be_used_float32_matmuls_are_float32_unless_the_user_chose(precision):
+def test_float32_matmuls_are_float32_unless_the_user_chose(precision):
   precision.update("jax_default_matmul_precision", None)
-  assert G.configure_precision({}, plugins=[]) is None               # a CPU-only install: JAX's default
-  assert G.configure_precision({"JAX_PLATFORMS": "cpu"}, CUDA) is None
-  assert G.configure_precision({}, CUDA) == "float32"                # not TF32, JAX's default on recent GPUs
+  assert G.configure_precision() == "float32"                        # not TF32 (recent GPUs) nor bf16 (TPUs)
   precision.update("jax_default_matmul_precision", "tensorfloat32")  # JAX_DEFAULT_MATMUL_PRECISION, say
-  assert G.configure_precision({}, CUDA) == "tensorfloat32"
+  assert G.configure_precision() == "tensorfloat32"
 
 
 def _command_sees(tmp_path, *args, **env_extra) -> str:
@@ -121,11 +119,11 @@ def _command_sees(tmp_path, *args, **env_extra) -> str:
   return proc.stdout.strip()
 
 
-def test_a_command_asks_for_determinism_and_float32_where_a_gpu_plugin_is_installed_unless_told_not_to(tmp_path):
+def test_a_command_asks_for_float32_and_where_a_gpu_plugin_is_installed_for_determinism_unless_told_not_to(tmp_path):
   # (The environment variables' part is configure_determinism's and configure_precision's, tested above.)
   assert _command_sees(tmp_path) == f"XLA_FLAGS={FLAG} float32"
   assert _command_sees(tmp_path, "--gpu_determinism=false") == "XLA_FLAGS= float32"
-  assert _command_sees(tmp_path, JAX_PLATFORMS="cpu") == "XLA_FLAGS= None"
+  assert _command_sees(tmp_path, JAX_PLATFORMS="cpu") == "XLA_FLAGS= float32"
 
 
 def _float_scatters(closed) -> list[str]:
