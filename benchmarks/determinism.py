@@ -51,6 +51,8 @@ def main(argv):
   bad = sorted(set(FLAGS.modes) - {"on", "off"})
   if bad or not FLAGS.modes:
     raise app.UsageError(f"--modes: {','.join(bad) or 'nothing'}; give on, off or both.")
+  from jaxleak.runs import study as S
+  S.preset(FLAGS.preset)                          # an unknown study is one line here, not after a first run
   import jax
   print(f"{FLAGS.preset} {' '.join('--set ' + s for s in FLAGS.set)} | {FLAGS.runs} runs per mode | "
         f"{jax.default_backend()}")

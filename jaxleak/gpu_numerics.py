@@ -41,6 +41,7 @@ FLAG = "--xla_gpu_deterministic_ops=true"
 #: XLA's flags that decide determinism on GPU; if XLA_FLAGS names one, the user has chosen.
 XLA_NAMES = ("xla_gpu_deterministic_ops", "xla_gpu_exclude_nondeterministic_ops")
 OFF = ("off", "false", "0", "no")
+ON = ("", "on", "true", "1", "yes")
 #: The commands' precision of float32 matmuls and convolutions (JAX's default is TF32 on recent GPUs, bf16 on TPUs).
 MATMUL_PRECISION = "float32"
 _GPU_WORDS = ("cuda", "rocm", "gpu")
@@ -112,7 +113,11 @@ def configure_determinism(enabled: Optional[bool] = None, environ: Optional[Muta
   user's XLA_FLAGS chose otherwise)."""
   environ = os.environ if environ is None else environ
   if enabled is None:
-    enabled = environ.get(ENV_VAR, "").strip().lower() not in OFF
+    raw = environ.get(ENV_VAR, "")
+    if raw.strip().lower() not in ON + OFF:
+      raise ValueError(f"${ENV_VAR}={raw!r}: give on or off (unset: on), e.g. JAXLEAK_GPU_DETERMINISM=off for XLA's "
+                       "faster nondeterministic GPU kernels.")
+    enabled = raw.strip().lower() not in OFF
   else:
     environ[ENV_VAR] = "on" if enabled else "off"                 # the commands this process starts agree
   current = environ.get("XLA_FLAGS", "")

@@ -49,6 +49,14 @@ def test_switched_off_it_leaves_xla_flags_alone(enabled, environ, jax_not_starte
   assert environ["JAXLEAK_GPU_DETERMINISM"] in ("off", "0")   # and the processes this one starts agree
 
 
+def test_a_value_of_the_environment_variable_that_is_neither_on_nor_off_is_refused(jax_not_started):
+  environ = {"JAXLEAK_GPU_DETERMINISM": "of"}
+  with pytest.raises(ValueError, match=r"^\$JAXLEAK_GPU_DETERMINISM='of': give on or off \(unset: on\)"):
+    G.configure_determinism(None, environ, CUDA)
+  assert "XLA_FLAGS" not in environ
+  assert G.configure_determinism(None, {"JAXLEAK_GPU_DETERMINISM": "ON"}, CUDA) is True
+
+
 @pytest.mark.parametrize("user,requested", [
     ("--xla_gpu_deterministic_ops=false", False),
     ("--xla_gpu_exclude_nondeterministic_ops=true", True),
