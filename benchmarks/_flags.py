@@ -22,8 +22,8 @@ def run(main) -> None:
   status 2, as in the experiments (`jaxleak.cli.execute`); so is a benchmark's own app.UsageError. Unlike
   `cli.run`, the persistent compilation cache is switched on only by an explicit --compilation_cache=<folder> (not
   by default or $JAXLEAK_COMPILATION_CACHE): some benchmarks time compilation, and the subprocesses of others read
-  the variable themselves. GPU determinism is the commands' (`jaxleak.gpu_numerics`: on where a GPU may be used;
-  --gpu_determinism=false), so that GPU timings are those of the commands' default."""
+  the variable themselves. The numerics are the commands' (`jaxleak.gpu_numerics`: float32 matmuls, and GPU
+  determinism where a GPU may be used unless --gpu_determinism=false), so that GPU timings are of what they run."""
   def with_named_cache(argv):
     gpu_numerics.configure(flags.FLAGS.gpu_determinism)
     if flags.FLAGS.compilation_cache:
