@@ -131,6 +131,18 @@ class ClientMetrics(NamedTuple):
   num_batches: jax.Array
 
 
+def _segment_sum(x: jax.Array, ids: jax.Array, num_segments: int) -> jax.Array:
+  """`jax.ops.segment_sum(x, ids, num_segments)` over axis 0. Off the CPU a float one is a masked sum instead: a
+  float segment sum is a scatter-add, which XLA:GPU runs with atomics or, asked for determinism
+  (`jaxleak.gpu_numerics`), as a loop over the K entries. NaN stays in its own segment either way. On XLA:CPU (and
+  for integers) it is segment_sum, so CPU results stay bit for bit those of earlier versions."""
+  if jax.default_backend() == "cpu" or not jnp.issubdtype(x.dtype, jnp.floating):
+    return jax.ops.segment_sum(x, ids, num_segments=num_segments)
+  member = ids[:, None] == jnp.arange(num_segments)                      # [K, segments]
+  member = member.reshape(member.shape + (1,) * (x.ndim - 1))
+  return jnp.sum(jnp.where(member, x[:, None], jnp.zeros((), x.dtype)), axis=0)
+
+
 def client_metrics(true_counts: jax.Array, pred_counts: jax.Array, client_ids: jax.Array,
                    num_clients: int) -> ClientMetrics:
   """Aggregates per-batch metrics to per-client metrics with segment sums.
@@ -156,7 +168,7 @@ def client_metrics(true_counts: jax.Array, pred_counts: jax.Array, client_ids: j
                        f"{ids_np.min()} to {ids_np.max()} ({ids_np.dtype}); an out-of-range id would be dropped.")
   t, p = jnp.asarray(true_counts), jnp.asarray(pred_counts)
   ids = jnp.asarray(client_ids)
-  seg = lambda x: jax.ops.segment_sum(x, ids, num_segments=num_clients)
+  seg = lambda x: _segment_sum(x, ids, num_clients)
   nb = seg(jnp.ones(ids.shape, jnp.int32))
   mean = lambda x: seg(x) / jnp.where(nb > 0, nb, jnp.nan)
   valid = _valid(p)

@@ -189,3 +189,17 @@ def test_off_the_cpu_backward_passes_and_attacks_have_no_float_scatter(backend, 
   grads = LastLayerGrads(kernel=jnp.ones((7, 16, 5)), bias=jnp.ones((7, 5)))
   for name in ("ebi", "llbg", "llg", "gcd"):
     assert not _float_scatters(jax.make_jaxpr(jax.vmap(lambda gr: A.run(name, gr, 40)))(grads)), name
+  # Per-client metrics (once per attack and task): the same values, NaN batches included, without a float scatter.
+  from jaxleak import metrics
+  truth = jax.random.randint(jax.random.key(5), (9, 4), 1, 6)
+  rolled = jax.vmap(lambda row, k: jnp.roll(row, k))(truth, jnp.arange(9) % 3)       # the same totals
+  pred = jnp.where(jnp.arange(9)[:, None] == 4, -1, rolled)                           # batch 4: invalid (NaN)
+  ids = jnp.array([0, 0, 1, 2, 2, 2, 0, 1, 1])
+  found = metrics.client_metrics(truth, pred, ids, 4)
+  monkeypatch.setattr(jax, "default_backend", lambda: "cpu")
+  expected = metrics.client_metrics(truth, pred, ids, 4)
+  monkeypatch.setattr(jax, "default_backend", lambda: backend)
+  for a, b in zip(found, expected):
+    assert jnp.allclose(a, b, rtol=1e-6, equal_nan=True), (a, b)
+  assert bool(_float_scatters(jax.make_jaxpr(lambda t, p: metrics.client_metrics(t, p, ids, 4))(truth, pred))) == (
+      backend == "cpu")
