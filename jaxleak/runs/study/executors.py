@@ -118,7 +118,8 @@ def run_with_ray(plan: Plan, store: Store, *, address: Optional[str] = None, num
              "gpu_determinism_on": os.environ.get(gpu_numerics.ENV_VAR, "").lower() not in gpu_numerics.OFF}
     refs = {remote.remote(study_json, g.key, store.root, chunk_size, setup): g for g in pending}
     each = f"{share:g} GPU and 1 CPU each" if share else "1 CPU each (no GPU on the cluster, or no GPU asked for)"
-    log(f"ray: {len(pending)} groups submitted ({len(plan.groups) - len(pending)} already done), {each}")
+    groups = f"{len(pending)} group{'s' if len(pending) != 1 else ''}"
+    log(f"ray: {groups} submitted ({len(plan.groups) - len(pending)} already done), {each}")
     written, failed, remaining = 0, [], list(refs)
     while remaining:
       ready, remaining = ray.wait(remaining, num_returns=1)
