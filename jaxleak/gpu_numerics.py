@@ -104,6 +104,17 @@ def configure_precision() -> Optional[str]:
   return jax.config.jax_default_matmul_precision
 
 
+def determinism_wanted(environ: Optional[Mapping[str, str]] = None) -> bool:
+  """What `ENV_VAR` (in `environ`, default os.environ) asks for: on when unset. Raises ValueError for a value that is
+  neither on nor off."""
+  environ = os.environ if environ is None else environ
+  raw = environ.get(ENV_VAR, "")
+  if raw.strip().lower() not in ON + OFF:
+    raise ValueError(f"${ENV_VAR}={raw!r}: give on or off (unset: on), e.g. JAXLEAK_GPU_DETERMINISM=off for XLA's "
+                     "faster nondeterministic GPU kernels.")
+  return raw.strip().lower() not in OFF
+
+
 def configure_determinism(enabled: Optional[bool] = None, environ: Optional[MutableMapping[str, str]] = None,
                           plugins: Optional[Iterable[str]] = None) -> bool:
   """Asks XLA:GPU for run-to-run determinism (adds `FLAG` to XLA_FLAGS in `environ`, default os.environ) where a
@@ -113,11 +124,7 @@ def configure_determinism(enabled: Optional[bool] = None, environ: Optional[Muta
   user's XLA_FLAGS chose otherwise)."""
   environ = os.environ if environ is None else environ
   if enabled is None:
-    raw = environ.get(ENV_VAR, "")
-    if raw.strip().lower() not in ON + OFF:
-      raise ValueError(f"${ENV_VAR}={raw!r}: give on or off (unset: on), e.g. JAXLEAK_GPU_DETERMINISM=off for XLA's "
-                       "faster nondeterministic GPU kernels.")
-    enabled = raw.strip().lower() not in OFF
+    enabled = determinism_wanted(environ)
   else:
     environ[ENV_VAR] = "on" if enabled else "off"                 # the commands this process starts agree
   current = environ.get("XLA_FLAGS", "")

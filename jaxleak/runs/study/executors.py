@@ -115,7 +115,7 @@ def run_with_ray(plan: Plan, store: Store, *, address: Optional[str] = None, num
     remote = ray.remote(num_cpus=1, num_gpus=share)(_run_group)
     study_json = spec.to_json(plan.study)
     setup = {"gpu_share": share, "cache": jax.config.jax_compilation_cache_dir,
-             "gpu_determinism_on": os.environ.get(gpu_numerics.ENV_VAR, "").lower() not in gpu_numerics.OFF}
+             "gpu_determinism_on": gpu_numerics.determinism_wanted()}   # the driver's choice (flag or variable)
     refs = {remote.remote(study_json, g.key, store.root, chunk_size, setup): g for g in pending}
     each = f"{share:g} GPU and 1 CPU each" if share else "1 CPU each (no GPU on the cluster, or no GPU asked for)"
     groups = f"{len(pending)} group{'s' if len(pending) != 1 else ''}"
