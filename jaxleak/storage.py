@@ -55,6 +55,35 @@ class StorageError(ValueError):
   """A durable file is missing, corrupt, or was written by something else. The message names the file and the fix."""
 
 
+def _refused_write(e: OSError, path: str) -> Optional[StorageError]:
+  """The StorageError for a write the file system refused for a reason the user can fix (full, over quota,
+  read-only, a name too long); None for any other OSError, which propagates as it is."""
+  if e.errno == errno.ENOSPC:
+    problem, fix = "no space is left on the device", "free space there, or write elsewhere,"
+  elif e.errno == errno.EDQUOT:
+    problem, fix = "the disk quota is used up", "free space there, or write elsewhere,"
+  elif e.errno == errno.EROFS:
+    problem, fix = "the file system is read-only", "write elsewhere"
+  elif e.errno == errno.ENAMETOOLONG:
+    problem, fix = "a name in the path is too long for this file system", "choose a shorter folder or file name"
+  else:
+    return None
+  return StorageError(f"writing {path}: {problem}. Nothing was half written and whatever was stored before is kept; "
+                      f"{fix} and run the same command again.")
+
+
+@contextlib.contextmanager
+def _writing(path: str):
+  """Turns the file system's fixable refusals of a write under `path` into a StorageError (see `_refused_write`)."""
+  try:
+    yield
+  except OSError as e:
+    refused = _refused_write(e, path)
+    if refused is None:
+      raise
+    raise refused from e
+
+
 class CheckpointMismatch(StorageError):
   """A checkpoint was written by another configuration; the message names the fields that differ."""
 
@@ -79,18 +108,19 @@ def write_bytes(path: str, data: bytes) -> None:
   if os.path.isdir(path):
     raise IsADirectoryError(f"{path} is a folder; give a file path there (nothing was written).")
   folder = os.path.dirname(os.path.abspath(path))
-  os.makedirs(folder, exist_ok=True)
-  fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix="-" + os.path.basename(path))
-  try:
-    with os.fdopen(fd, "wb") as f:
-      f.write(data)
-      f.flush()
-      os.fsync(f.fileno())
-    os.replace(tmp, path)
-  except BaseException:
-    if os.path.exists(tmp):
-      os.unlink(tmp)
-    raise
+  with _writing(path):
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix="-" + os.path.basename(path))
+    try:
+      with os.fdopen(fd, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+      os.replace(tmp, path)
+    except BaseException:
+      if os.path.exists(tmp):
+        os.unlink(tmp)
+      raise
   _fsync_dir(folder)
 
 
@@ -254,7 +284,8 @@ def commit_folder(path: str, files: Mapping[str, str | bytes]) -> None:
     if not _inside(rel) or rel == FOLDER_MARKER:
       raise ValueError(f"commit_folder: {rel!r} is not a relative path inside the folder (or is the marker).")
   parent, name = os.path.split(path)
-  os.makedirs(parent, exist_ok=True)
+  with _writing(path):
+    os.makedirs(parent, exist_ok=True)
   if os.path.exists(path) and not os.path.isdir(path):
     raise StorageError(f"{path} exists and is not a folder; choose another output folder.")
   recover_folder(path)
@@ -264,7 +295,8 @@ def commit_folder(path: str, files: Mapping[str, str | bytes]) -> None:
             "sha256": {rel: hashlib.sha256(encoded[rel]).hexdigest() for rel in sorted(files)}}
   files = {**encoded, FOLDER_MARKER: json_text(marker).encode("utf-8")}
   tmp = os.path.join(parent, f".{name}.tmp-{uuid.uuid4().hex[:12]}")
-  os.makedirs(tmp)
+  with _writing(path):
+    os.makedirs(tmp)
   try:
     for rel, content in files.items():
       target = os.path.join(tmp, rel)
@@ -288,6 +320,9 @@ def commit_folder(path: str, files: Mapping[str, str | bytes]) -> None:
       raise StorageError(f"{path} was written by another process at the same moment (two runs with one output "
                          "folder?): it holds one version whole (the other run's, or the one before), not this "
                          "run's. Rerun this one with its own output folder, or after the other has finished.") from None
+    refused = _refused_write(e, path) if isinstance(e, OSError) else None
+    if refused is not None:
+      raise refused from e
     raise
   _fsync_dir(parent)
 
@@ -422,6 +457,17 @@ def is_claimed(path: str) -> bool:
   return claim_holder(path) is not None
 
 
+#: How much longer than a folder's name are the names `commit_folder` writes it through (".<name>.tmp-<12 hex>").
+_STAGED_NAME_EXTRA = len(".") + len(".tmp-") + 12
+
+
+def _name_max(folder: str) -> int:
+  try:
+    return int(os.pathconf(folder, "PC_NAME_MAX"))
+  except (OSError, ValueError):                      # not reported: the usual limit
+    return 255
+
+
 def check_writable_folder(path: str, what: str = "output folder") -> None:
   """Refuses, before any work, a folder that cannot be created or written (names the path and the fix)."""
   probe_parent = os.path.abspath(path)
@@ -429,6 +475,14 @@ def check_writable_folder(path: str, what: str = "output folder") -> None:
     probe_parent = os.path.dirname(probe_parent)
   if not os.path.isdir(probe_parent):
     raise StorageError(f"{what} {path}: {probe_parent} is a file, not a folder; choose another path.")
+  parts = os.path.relpath(os.path.abspath(path), probe_parent).split(os.sep)
+  name_max = _name_max(probe_parent)
+  for i, part in enumerate(parts):
+    last = i == len(parts) - 1
+    if part != "." and len(part) + (_STAGED_NAME_EXTRA if last else 0) > name_max:
+      staged = f", and jaxleak writes a folder through a name {_STAGED_NAME_EXTRA} characters longer" if last else ""
+      raise StorageError(f"{what} {path}: the name {part[:20]}... has {len(part)} characters; this file system "
+                         f"allows {name_max}{staged}. Choose a shorter name.")
   # os.access alone passes for root everywhere, also where nothing can be created (/proc, read-only mounts):
   # an unnamed temporary file is the real test, and leaves nothing behind.
   try:

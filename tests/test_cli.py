@@ -134,6 +134,23 @@ def test_unwritable_output_dir_is_refused_before_the_run(tmp_path, capsys):
     assert cli.call(SS.main, SS.FLAGS, [*TINY, f"--output_dir={ro}/x"]) == 2
 
 
+def test_a_full_disk_ends_the_run_in_one_line(tmp_path, capsys, monkeypatch):
+  # Found 2026-12-06 on a full tmpfs: the run ended in a traceback after its work (OSError: [Errno 28]).
+  import errno
+  from jaxleak import storage
+
+  def full(fd):
+    raise OSError(errno.ENOSPC, "No space left on device")
+  monkeypatch.setattr(storage.os, "fsync", full)
+  out = tmp_path / "out"
+  assert cli.call(SS.main, SS.FLAGS, [*TINY, "--clients=1", f"--output_dir={out}"]) == 2
+  err = capsys.readouterr().err
+  assert err.strip().splitlines()[-1] == (f"error: writing {out}: no space is left on the device. Nothing was half "
+                                          "written and whatever was stored before is kept; free space there, or "
+                                          "write elsewhere, and run the same command again.") and "Traceback" not in err
+  assert os.listdir(tmp_path) == []
+
+
 def test_an_output_dir_holding_other_files_is_refused_before_the_run(tmp_path, capsys):
   # Before 2026-12-04 the run replaced the folder whole: --output_dir=. deleted the project it was run in.
   (tmp_path / "thesis.tex").write_text("precious")

@@ -209,6 +209,53 @@ def test_a_ragged_csv_or_a_folder_as_a_file_path_writes_nothing(tmp_path):
   assert sorted(p.name for p in tmp_path.iterdir()) == ["sub", "t.csv"]            # no temporary file left
 
 
+@pytest.mark.parametrize("code,says", [(errno.ENOSPC, "no space is left on the device"),
+                                       (errno.EDQUOT, "the disk quota is used up"),
+                                       (errno.EROFS, "the file system is read-only")])
+def test_a_full_disk_is_one_clear_error_and_keeps_what_was_stored(tmp_path, monkeypatch, code, says):
+  """Found 2026-12-06 (thirty-fourth session) on a full tmpfs: a results folder or a study record that did not fit
+  ended the command in a traceback ("OSError: [Errno 28] No space left on device"), after all its work."""
+  from jaxleak import storage
+  single, folder = str(tmp_path / "record.json"), str(tmp_path / "results")
+  storage.write_text(single, "old")
+  storage.commit_folder(folder, {"a.csv": "old"})
+
+  def refuse(fd):                                      # the file's data does not fit (folders' syncs are best effort)
+    raise OSError(code, os.strerror(code))
+  monkeypatch.setattr(storage.os, "fsync", refuse)
+  for path, write in ((single, lambda: storage.write_text(single, "new")),
+                      (folder, lambda: storage.commit_folder(folder, {"a.csv": "new"}))):
+    with pytest.raises(storage.StorageError, match=f"writing {re.escape(path)}: {says}. Nothing was half written "
+                                                   "and whatever was stored before is kept;"):
+      write()
+  monkeypatch.undo()
+  assert open(single).read() == "old" and open(os.path.join(folder, "a.csv")).read() == "old"
+  assert sorted(os.listdir(tmp_path)) == ["record.json", "results"]                  # no temporary file left
+  code = errno.EIO                                     # an error the user cannot fix this way stays what it is
+  monkeypatch.setattr(storage.os, "fsync", refuse)
+  with pytest.raises(OSError) as other:
+    storage.write_text(single, "new")
+  assert other.value.errno == errno.EIO and not isinstance(other.value, storage.StorageError)
+
+
+def test_a_folder_name_too_long_for_the_file_system_is_refused_before_work(tmp_path):
+  """Found 2026-12-06: --output_dir with a 300-character name ran the whole job, then ended in a traceback
+  (ENAMETOOLONG making the temporary folder it is written through, whose name is 18 characters longer)."""
+  from jaxleak import storage
+  limit = storage._name_max(str(tmp_path))
+  for name in ("a" * (limit + 1), "a" * (limit - 17)):
+    with pytest.raises(storage.StorageError, match=f"--output_dir .*: the name a{{20}}... has {len(name)} characters; "
+                                                   f"this file system allows {limit}"):
+      storage.check_writable_folder(str(tmp_path / name), "--output_dir")
+  with pytest.raises(storage.StorageError, match=f"has {limit + 1} characters; this file system allows {limit}. "):
+    storage.check_writable_folder(str(tmp_path / ("b" * (limit + 1)) / "out"))
+  fits = str(tmp_path / ("c" * limit) / ("d" * (limit - 18)))                  # the longest names that work
+  storage.check_writable_folder(fits)
+  storage.commit_folder(fits, {"a.csv": "x"})
+  assert sorted(os.listdir(fits)) == [".jaxleak-folder.json", "a.csv"]
+  assert os.listdir(tmp_path) == ["c" * limit]                                      # nothing made while checking
+
+
 def test_kill_9_never_leaves_a_mixed_folder_or_a_broken_checkpoint(tmp_path):
   """A writer commits folders and checkpoints in a loop; kill -9 at random moments; every time, the folder holds
   one version entirely and the checkpoint verifies."""
