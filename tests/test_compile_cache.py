@@ -70,6 +70,37 @@ def test_a_command_fills_the_cache_it_is_given_and_off_leaves_it_alone(tmp_path)
   for name in ("summary.csv", "batches.csv"):                        # the same results either way
     assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes()
 
+  # Entries cut short, as a full disk or a kill -9 while JAX wrote them leaves them (found 2026-12-06: every later
+  # run warned "Error reading persistent compilation cache entry" for each and compiled it again, for good).
+  programs = sorted(cache / e for e in entries if e.endswith("-cache"))
+  for i, path in enumerate(programs):
+    path.write_bytes(b"" if i == 0 else path.read_bytes()[:path.stat().st_size // 2])
+  proc = _run(small + [f"--output_dir={tmp_path / 'c'}", f"--compilation_cache={cache}"], {})
+  assert proc.returncode == 0, proc.stderr[-2000:]
+  assert "Error reading persistent compilation cache" not in proc.stderr, proc.stderr[-2000:]
+  assert all(compile_cache._complete(p.read_bytes()) for p in programs)      # compiled and stored again, whole
+  assert (tmp_path / "a" / "batches.csv").read_bytes() == (tmp_path / "c" / "batches.csv").read_bytes()
+
+
+def test_only_entries_cut_short_are_dropped_and_only_new_ones_are_read(tmp_path):
+  import time
+  import zlib
+  whole = zlib.compress(b"serialized executable " * 500)
+  files = {"jit_a-1-cache": whole, "jit_b-2-cache": whole[:len(whole) // 2], "jit_c-3-cache": b"",
+           "jit_b-2-atime": b"12345678", "jit_d-4-cache": b"\x28\xb5\x2f\xfd" + b"zstd frame, unread",
+           "notes.txt": b""}
+  for name, blob in files.items():
+    (tmp_path / name).write_bytes(blob)
+  assert compile_cache.drop_incomplete_entries(str(tmp_path)) == 2
+  assert sorted(os.listdir(tmp_path)) == [compile_cache.CHECKED_STAMP, "jit_a-1-cache", "jit_d-4-cache", "notes.txt"]
+  old = tmp_path / "jit_e-5-cache"                    # cut short before the last check: not read again
+  old.write_bytes(b"")
+  past = time.time() - 3600
+  os.utime(old, (past, past))
+  new = tmp_path / "jit_f-6-cache"
+  new.write_bytes(b"")
+  assert compile_cache.drop_incomplete_entries(str(tmp_path)) == 1 and old.exists() and not new.exists()
+
 
 def test_in_process_calls_leave_jax_config_alone():
   import jax
