@@ -106,12 +106,19 @@ def adopt_flags(fv: flags.FlagValues, into: flags.FlagValues, program: str) -> N
     into.register_flag_by_module(program, flag)
 
 
+#: What a program says when Ctrl-C stops it (exit status 130). Every durable write is atomic, so it is true at any
+#: moment: stored things are whole, the one being written is not there.
+INTERRUPTED = ("interrupted: whatever was already stored is kept whole (study records, checkpoints, finished result "
+               "folders); run the same command again to continue a study, a fold training or an Eavesdrop run where "
+               "it stopped.")
+
+
 def run(main: Callable[[list[str]], object], fv: flags.FlagValues) -> None:
   """Runs `main` as a program: parses the command line into `fv` (plus absl's own flags: --help, --flagfile,
   logging, --compilation_cache and --gpu_determinism), sets float32 matmuls and, where a GPU may be used, asks
   XLA:GPU for deterministic kernels (`jaxleak.gpu_numerics`), switches on the persistent compilation cache
-  (`jaxleak.compile_cache`), calls main(argv) and exits with its status (2 and one line on stderr for a user error).
-  `call` (in-process) leaves JAX's process-wide configuration alone."""
+  (`jaxleak.compile_cache`), calls main(argv) and exits with its status (2 and one line on stderr for a user error,
+  130 and `INTERRUPTED` for Ctrl-C). `call` (in-process) leaves JAX's process-wide configuration alone."""
   adopt_flags(fv, flags.FLAGS, sys.argv[0])
 
   def with_cache(argv):
@@ -126,7 +133,12 @@ def run(main: Callable[[list[str]], object], fv: flags.FlagValues) -> None:
 
   def wrapped(argv):
     fv.mark_as_parsed()
-    sys.exit(execute(with_cache, fv, argv))
+    try:
+      status = execute(with_cache, fv, argv)
+    except KeyboardInterrupt:                          # Ctrl-C: JAX's frames are no news to the person who pressed it
+      print(INTERRUPTED, file=sys.stderr)
+      status = 130                                     # 128 + SIGINT, as shells report it
+    sys.exit(status)
 
   app.run(wrapped, flags_parser=parse_or_exit)
 

@@ -203,6 +203,29 @@ def test_a_flag_absl_cannot_parse_is_one_line_and_exit_status_2_as_every_bad_fla
   assert "(--helpshort lists the flags)" in proc.stderr
 
 
+def test_ctrl_c_is_one_line_saying_what_is_kept(tmp_path):
+  """Found 2026-12-06 (thirty-fourth session): Ctrl-C in a run printed a KeyboardInterrupt traceback through JAX's
+  lowering frames (40 lines), and nothing said that the stored records stay or that the command resumes."""
+  import signal
+  import subprocess
+  import sys
+  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  proc = subprocess.Popen([sys.executable, "experiments/single_step_leakage.py", "--dataset=synthetic_wetlab",
+                           "--synthetic_scale=0.2", f"--output_dir={tmp_path / 'out'}"], cwd=root, text=True,
+                          stderr=subprocess.PIPE, env=dict(os.environ, PYTHONPATH=root, JAX_PLATFORMS="cpu",
+                                                           JAXLEAK_COMPILATION_CACHE="off"))
+  seen = []
+  for line in proc.stderr:                             # the data are loaded: the gradient stage comes next
+    seen.append(line)
+    if "updates of N=" in line:
+      break
+  proc.send_signal(signal.SIGINT)
+  err = "".join(seen) + proc.stderr.read()
+  assert proc.wait(timeout=120) == 130, err
+  assert err.strip().splitlines()[-1] == cli.INTERRUPTED and "Traceback" not in err, err
+  assert not (tmp_path / "out").exists()
+
+
 def test_sizes_too_large_for_memory_are_one_line(tmp_path, capsys):
   """Found 2026-12-04 (sixteenth session): --local_epochs=100000000 ended in "JaxRuntimeError: RESOURCE_EXHAUSTED:
   Out of memory allocating 6788803487152 bytes." and a traceback; NumPy's MemoryError likewise."""
