@@ -20,6 +20,7 @@ import logging as std_logging
 import math
 import os
 import re
+import signal
 import sys
 from typing import Callable, Optional, Sequence
 
@@ -106,11 +107,29 @@ def adopt_flags(fv: flags.FlagValues, into: flags.FlagValues, program: str) -> N
     into.register_flag_by_module(program, flag)
 
 
-#: What a program says when Ctrl-C stops it (exit status 130). Every durable write is atomic, so it is true at any
-#: moment: stored things are whole, the one being written is not there.
+#: What a program says when Ctrl-C stops it (exit status 130; "terminated" and 143 for SIGTERM, e.g. a scheduler's
+#: time limit). Every durable write is atomic, so it is true at any moment: stored things are whole, the one being
+#: written is not there.
 INTERRUPTED = ("interrupted: whatever was already stored is kept whole (study records, checkpoints, finished result "
                "folders); run the same command again to continue a study, a fold training or an Eavesdrop run where "
                "it stopped.")
+
+
+def _stop_at_once(signum, frame) -> None:
+  """SIGINT/SIGTERM handler of programs: one line, then exit without unwinding. A KeyboardInterrupt is not enough:
+  raised inside JAX's gc callback Python drops it ("Exception ignored in _xla_gc_callback") and the run goes on,
+  and unwinding past running XLA threads crashed the interpreter's shutdown once (SIGSEGV after the message).
+  Stopping at any moment is what kill -9 does, which every write of `storage` is made to survive."""
+  for stream in (sys.stdout, sys.stderr):
+    try:
+      stream.flush()
+    except (OSError, ValueError):
+      pass
+  message = INTERRUPTED if signum == signal.SIGINT else INTERRUPTED.replace("interrupted:", "terminated (SIGTERM):")
+  try:
+    os.write(2, (message + "\n").encode())
+  finally:
+    os._exit(128 + signum)
 
 
 def run(main: Callable[[list[str]], object], fv: flags.FlagValues) -> None:
@@ -118,10 +137,12 @@ def run(main: Callable[[list[str]], object], fv: flags.FlagValues) -> None:
   logging, --compilation_cache and --gpu_determinism), sets float32 matmuls and, where a GPU may be used, asks
   XLA:GPU for deterministic kernels (`jaxleak.gpu_numerics`), switches on the persistent compilation cache
   (`jaxleak.compile_cache`), calls main(argv) and exits with its status (2 and one line on stderr for a user error,
-  130 and `INTERRUPTED` for Ctrl-C). `call` (in-process) leaves JAX's process-wide configuration alone."""
+  130 and `INTERRUPTED` for Ctrl-C, at once). `call` (in-process) leaves JAX's process-wide configuration alone."""
   adopt_flags(fv, flags.FLAGS, sys.argv[0])
 
   def with_cache(argv):
+    for signum in (signal.SIGINT, signal.SIGTERM):
+      signal.signal(signum, _stop_at_once)
     # JAX logs at INFO that it found no TPU on every CPU/GPU machine; that line is noise, not progress.
     std_logging.getLogger("jax._src.xla_bridge").setLevel(std_logging.WARNING)
     gpu_numerics.configure(flags.FLAGS.gpu_determinism)           # before JAX creates its backends
@@ -135,7 +156,7 @@ def run(main: Callable[[list[str]], object], fv: flags.FlagValues) -> None:
     fv.mark_as_parsed()
     try:
       status = execute(with_cache, fv, argv)
-    except KeyboardInterrupt:                          # Ctrl-C: JAX's frames are no news to the person who pressed it
+    except KeyboardInterrupt:                          # where a library replaced `_stop_at_once` (e.g. Ray's driver)
       print(INTERRUPTED, file=sys.stderr)
       status = 130                                     # 128 + SIGINT, as shells report it
     sys.exit(status)
