@@ -15,6 +15,7 @@ line on stderr, `error: <what is wrong and what is allowed>`, and a non-zero exi
 """
 from __future__ import annotations
 
+import codecs
 import errno
 import logging as std_logging
 import math
@@ -132,6 +133,18 @@ def _stop_at_once(signum, frame) -> None:
     os._exit(128 + signum)
 
 
+def _replace_what_the_terminal_cannot_show() -> None:
+  """Output streams that are not UTF-8 (PYTHONIOENCODING=ascii, an ASCII-only locale) print '?' for characters they
+  cannot encode (the tables' '±'), where printing the results table failed after the work ("'ascii' codec can't
+  encode character '\\xb1'", found 2026-12-06)."""
+  for stream in (sys.stdout, sys.stderr):
+    try:
+      if codecs.lookup(stream.encoding).name != "utf-8":
+        stream.reconfigure(errors="replace")
+    except (AttributeError, LookupError, TypeError, ValueError):   # a replaced stream without these: leave it
+      pass
+
+
 def run(main: Callable[[list[str]], object], fv: flags.FlagValues) -> None:
   """Runs `main` as a program: parses the command line into `fv` (plus absl's own flags: --help, --flagfile,
   logging, --compilation_cache and --gpu_determinism), sets float32 matmuls and, where a GPU may be used, asks
@@ -143,6 +156,7 @@ def run(main: Callable[[list[str]], object], fv: flags.FlagValues) -> None:
   def with_cache(argv):
     for signum in (signal.SIGINT, signal.SIGTERM):
       signal.signal(signum, _stop_at_once)
+    _replace_what_the_terminal_cannot_show()
     # JAX logs at INFO that it found no TPU on every CPU/GPU machine; that line is noise, not progress.
     std_logging.getLogger("jax._src.xla_bridge").setLevel(std_logging.WARNING)
     gpu_numerics.configure(flags.FLAGS.gpu_determinism)           # before JAX creates its backends

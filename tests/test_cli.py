@@ -230,6 +230,19 @@ def test_ctrl_c_or_sigterm_is_one_line_saying_what_is_kept(tmp_path, signame, st
   assert not (tmp_path / "out").exists()
 
 
+def test_an_ascii_only_terminal_gets_the_table_with_question_marks(tmp_path):
+  # Found 2026-12-06: with PYTHONIOENCODING=ascii the job wrote its results, then failed printing '±' in its table.
+  import subprocess
+  import sys
+  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  proc = subprocess.run([sys.executable, "experiments/single_step_leakage.py", *TINY, "--clients=1,2",
+                         f"--output_dir={tmp_path / 'out'}"], cwd=root, capture_output=True, timeout=300,
+                        env=dict(os.environ, PYTHONPATH=root, JAX_PLATFORMS="cpu", PYTHONIOENCODING="ascii",
+                                 JAXLEAK_COMPILATION_CACHE="off"))
+  assert proc.returncode == 0, proc.stderr.decode("ascii", "replace")[-2000:]
+  assert b"% (?" in proc.stdout and b"results in" in proc.stdout
+
+
 def test_sizes_too_large_for_memory_are_one_line(tmp_path, capsys):
   """Found 2026-12-04 (sixteenth session): --local_epochs=100000000 ended in "JaxRuntimeError: RESOURCE_EXHAUSTED:
   Out of memory allocating 6788803487152 bytes." and a traceback; NumPy's MemoryError likewise."""
