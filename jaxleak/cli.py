@@ -178,15 +178,29 @@ def run(main: Callable[[list[str]], object], fv: flags.FlagValues) -> None:
   app.run(wrapped, flags_parser=parse_or_exit)
 
 
+#: Flags that name a folder. The shell leaves '~' alone after '=' (`--output_dir=~/x`), so it is expanded here:
+#: before 2026-12-06 that run wrote to a folder named '~' in the working directory.
+PATH_FLAGS = ("output_dir", "study_dir", "data_dir", "checkpoint_dir")
+
+
+def expand_home(fv: flags.FlagValues) -> None:
+  """Expands a leading '~' in the folder flags (`PATH_FLAGS`) of parsed `fv`, as a shell would."""
+  for name in PATH_FLAGS:
+    if name in fv and isinstance(fv[name].value, str) and fv[name].value.startswith("~"):
+      fv[name].value = os.path.expanduser(fv[name].value)
+
+
 def parse_or_exit(argv: Sequence[str]) -> list[str]:
   """absl's flag parsing for app.run, with a bad flag (unknown, or a value of the wrong type or not among an enum's)
   reported as every other user error is: one line on stderr and exit status 2 (absl's own parser prints two lines,
   "FATAL Flags parsing error", and exits with 1)."""
   try:
-    return flags.FLAGS(list(argv))
+    rest = flags.FLAGS(list(argv))
   except flags.Error as e:
     print(f"error: {' '.join(str(e).split())} (--helpshort lists the flags)", file=sys.stderr)
     sys.exit(2)
+  expand_home(flags.FLAGS)
+  return rest
 
 
 def call(main: Callable[[list[str]], object], fv: flags.FlagValues, args: Sequence[str],
@@ -200,6 +214,7 @@ def call(main: Callable[[list[str]], object], fv: flags.FlagValues, args: Sequen
   except flags.Error as e:
     print(f"error: {e}", file=sys.stderr)
     return 2
+  expand_home(fv)
   return execute(main, fv, argv)
 
 

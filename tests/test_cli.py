@@ -243,6 +243,18 @@ def test_an_ascii_only_terminal_gets_the_table_with_question_marks(tmp_path):
   assert b"% (?" in proc.stdout and b"results in" in proc.stdout
 
 
+def test_a_folder_flag_starting_with_a_tilde_is_the_home_folder(tmp_path, monkeypatch):
+  # Found 2026-12-06: the shell leaves '~' after '=' alone, and `--output_dir=~/res` wrote to ./~/res.
+  from jaxleak.runs.study import spec
+  monkeypatch.setenv("HOME", str(tmp_path / "home"))
+  (tmp_path / "cwd").mkdir()
+  monkeypatch.chdir(tmp_path / "cwd")
+  assert cli.call(SS.main, SS.FLAGS, [*TINY, "--clients=1", "--output_dir=~/res"]) == 0
+  assert (tmp_path / "home" / "res" / "summary.csv").exists() and os.listdir(tmp_path / "cwd") == []
+  study = spec.override(spec.preset("har_sampling"), {"datasets": "wear", "data_dir": "~/wear"})
+  assert {part.data_dir for part in study.parts} == {str(tmp_path / "home" / "wear")}
+
+
 def test_sizes_too_large_for_memory_are_one_line(tmp_path, capsys):
   """Found 2026-12-04 (sixteenth session): --local_epochs=100000000 ended in "JaxRuntimeError: RESOURCE_EXHAUSTED:
   Out of memory allocating 6788803487152 bytes." and a traceback; NumPy's MemoryError likewise."""

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 from typing import Any, Optional, Union
 
 from jaxleak import attacks as A
@@ -323,6 +324,8 @@ def _parse(value: Any, like: Any, field: str):
     elem = like[0] if like else ""
     cast = type(elem) if isinstance(elem, (int, float)) and not isinstance(elem, bool) else str
     return tuple(_cast(cast, x, field, listed=True) for x in items)
+  if field in _PATH_FIELDS and text.startswith("~"):     # the shell leaves '~' after '=' alone
+    text = os.path.expanduser(text)
   if like is None:                                       # an optional field: none, a number, or a string
     if text.lower() == "none":
       return None
