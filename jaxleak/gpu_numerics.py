@@ -45,6 +45,8 @@ ON = ("", "on", "true", "1", "yes")
 #: The commands' precision of float32 matmuls and convolutions (JAX's default is TF32 on recent GPUs, bf16 on TPUs).
 MATMUL_PRECISION = "float32"
 _GPU_WORDS = ("cuda", "rocm", "gpu")
+#: JAX's names of a precision that computes float32 matmuls and convolutions in full float32.
+_FULL_FLOAT32 = ("float32", "highest", "F32_F32_F32")
 
 
 def with_determinism(xla_flags: str) -> str:
@@ -102,6 +104,20 @@ def configure_precision() -> Optional[str]:
   if jax.config.jax_default_matmul_precision is None:
     jax.config.update("jax_default_matmul_precision", MATMUL_PRECISION)
   return jax.config.jax_default_matmul_precision
+
+
+def key_fields() -> dict:
+  """What a study's keys must hold about the numerics in force, beside the task's configuration: {} for full
+  float32 matmuls (the commands' setting) and on the CPU (where every precision JAX accepts computes the same bits:
+  a matmul and a convolution compared, jaxlib 0.10.2), else {"matmul_precision": <JAX's setting, or "default">}.
+  Records computed at another precision (JAX_DEFAULT_MATMUL_PRECISION=tensorfloat32 on a GPU, or a library caller
+  who left JAX's TF32/bf16 default) thus get keys of their own and never mix with float32 ones, while keys at
+  float32 stay as they were."""
+  import jax
+  precision = jax.config.jax_default_matmul_precision
+  if precision in _FULL_FLOAT32 or jax.default_backend() == "cpu":
+    return {}
+  return {"matmul_precision": str(precision or "default")}
 
 
 def determinism_wanted(environ: Optional[Mapping[str, str]] = None) -> bool:

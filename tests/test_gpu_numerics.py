@@ -100,6 +100,46 @@ def test_float32_matmuls_are_float32_unless_the_user_chose(precision):
   assert G.configure_precision() == "tensorfloat32"
 
 
+def test_study_keys_name_the_matmul_precision_only_where_it_is_not_float32(precision, monkeypatch):
+  """Before (thirty-fourth session): precision was provenance only, so a study resumed or sharded on a GPU with
+  JAX_DEFAULT_MATMUL_PRECISION=tensorfloat32 (or run from Python, at JAX's TF32 default) stored TF32 records under
+  the keys of float32 ones, and `collect` mixed them without a word."""
+  import jax
+  from jaxleak.runs import study as S
+
+  def keys():
+    return {t.key for t in S.make_plan(S.preset("har_sampling"), check_inputs=False).tasks}
+  at_float32 = keys()
+  for p in (None, "bfloat16", "tensorfloat32"):        # the CPU computes the same bits at every precision
+    precision.update("jax_default_matmul_precision", p)
+    assert G.key_fields() == {} and keys() == at_float32
+  monkeypatch.setattr(jax, "default_backend", lambda: "gpu")
+  seen = []
+  for p, fields in (("float32", {}), ("highest", {}), (None, {"matmul_precision": "default"}),
+                    ("tensorfloat32", {"matmul_precision": "tensorfloat32"}),
+                    ("bfloat16", {"matmul_precision": "bfloat16"})):
+    precision.update("jax_default_matmul_precision", p)
+    assert G.key_fields() == fields, p
+    seen.append(keys())
+  assert seen[0] == seen[1] == at_float32                # float32 keys are those of earlier versions
+  assert all(not (a & b) for i, a in enumerate(seen[1:]) for b in seen[i + 2:])   # every other precision its own
+
+
+def test_a_ray_worker_computes_at_the_drivers_precision_and_finds_its_group_by_the_drivers_keys(precision, tmp_path):
+  from jaxleak.runs import study as S
+  from jaxleak.runs.study import executors, spec
+  numerics = {"matmul_precision": "tensorfloat32"}     # a driver on a GPU at TF32
+  st = S.override(S.preset("har_sampling"), {"datasets": "synthetic_tiny", "models": "tinyhar", "states": "untrained",
+                                             "num_clients": "2", "samplings": "sequential"})
+  plan = S.make_plan(st, numerics=numerics)
+  assert {t.key for t in plan.tasks}.isdisjoint(t.key for t in S.make_plan(st).tasks)
+  setup = {"gpu_share": 0.0, "gpu_determinism_on": True, "cache": None, "numerics": numerics}
+  precision.update("jax_default_matmul_precision", "float32")
+  written, busy = executors._run_group(spec.to_json(st), plan.groups[0].key, str(tmp_path), setup=setup)
+  assert (written, busy) == (1, False) and precision.jax_default_matmul_precision == "tensorfloat32"
+  assert os.path.exists(os.path.join(tmp_path, "records", plan.tasks[0].key + ".json"))
+
+
 def _command_sees(tmp_path, *args, **env_extra) -> str:
   """XLA_FLAGS as a command run through cli.run sees it, with a stand-in CUDA plugin of JAX installed (a
   `jax_plugins` module JAX would find; the command never starts JAX, so it is never loaded)."""

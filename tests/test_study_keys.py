@@ -41,7 +41,7 @@ def test_every_preset_is_pinned():
 
 @pytest.mark.parametrize("name", sorted(PINNED))
 def test_the_keys_of_every_preset_are_unchanged(name):
-  plan = S.make_plan(S.preset(name), check_inputs=False)
+  plan = S.make_plan(S.preset(name), check_inputs=False, numerics={})      # at float32 (on any backend)
   digest = hashlib.sha256(",".join(sorted(t.key for t in plan.tasks)).encode()).hexdigest()[:16]
   assert (len(plan.tasks), digest) == PINNED[name], (
       f"{name}: the record keys moved, so stored studies of it would recompute every task; name a new field in "

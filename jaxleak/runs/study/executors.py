@@ -67,15 +67,29 @@ def gpus_per_task(value: Optional[float], node_gpus: Sequence[float]) -> float:
   return float(value)
 
 
-def _set_up_worker(gpu_share: float, gpu_determinism_on: bool, cache: Optional[str]) -> None:
+def _set_up_worker(gpu_share: float, gpu_determinism_on: bool, cache: Optional[str],
+                   numerics: Optional[dict] = None) -> None:
   """A Ray worker's process, as `jaxleak.cli.run` sets up a command's, before JAX starts in it (a worker that
-  already ran a group keeps the setup of its first)."""
+  already ran a group keeps the setup of its first). `numerics`: the driver's `gpu_numerics.key_fields()`, whose
+  matmul precision the worker then computes at, so that its records hold what their keys say."""
+  import jax
   from jaxleak import compile_cache, gpu_numerics
   gpu_numerics.configure(gpu_determinism_on)
+  if numerics is not None:
+    precision = numerics.get("matmul_precision", gpu_numerics.MATMUL_PRECISION)
+    jax.config.update("jax_default_matmul_precision", None if precision == "default" else precision)
   if 0 < gpu_share < 1 and not gpu_numerics.backends_started():
     # JAX takes 75 % of a GPU's memory per process: two groups on one GPU would each ask for it.
     os.environ.setdefault("XLA_PYTHON_CLIENT_MEM_FRACTION", f"{0.75 * gpu_share:.3f}")
   compile_cache.configure(cache)                                 # off where the worker cannot write there
+
+
+def _version() -> str:
+  import importlib.metadata
+  try:
+    return importlib.metadata.version("jaxleak")
+  except importlib.metadata.PackageNotFoundError:
+    return "unknown"
 
 
 def _run_group(study_json: dict, group_key: str, root: str, chunk_size: Optional[int] = None,
@@ -87,8 +101,12 @@ def _run_group(study_json: dict, group_key: str, root: str, chunk_size: Optional
     _set_up_worker(**setup)
   from jaxleak.runs.study import engine, spec
   from jaxleak.runs.study.plan import make_plan
-  plan = make_plan(spec.from_json(study_json), check_inputs=False)
+  numerics = None if setup is None else setup.get("numerics")
+  plan = make_plan(spec.from_json(study_json), check_inputs=False, numerics=numerics)
   groups = tuple(g for g in plan.groups if g.key == group_key)
+  if not groups:                                   # else 0 records, silently
+    raise ValueError(f"group {group_key}: not in the plan this worker made of the study (jaxleak {_version()} here); "
+                     "the driver and the workers must run the same jaxleak and jax versions.")
   summary = engine.run_plan(Plan(plan.study, groups), Store(root), progress=None, chunk_size=chunk_size)
   return summary.tasks_written, bool(summary.groups_busy)
 
@@ -115,7 +133,8 @@ def run_with_ray(plan: Plan, store: Store, *, address: Optional[str] = None, num
     remote = ray.remote(num_cpus=1, num_gpus=share)(_run_group)
     study_json = spec.to_json(plan.study)
     setup = {"gpu_share": share, "cache": jax.config.jax_compilation_cache_dir,
-             "gpu_determinism_on": gpu_numerics.determinism_wanted()}   # the driver's choice (flag or variable)
+             "gpu_determinism_on": gpu_numerics.determinism_wanted(),   # the driver's choice (flag or variable)
+             "numerics": gpu_numerics.key_fields()}                     # the plan's keys were made with these
     refs = {remote.remote(study_json, g.key, store.root, chunk_size, setup): g for g in pending}
     each = f"{share:g} GPU and 1 CPU each" if share else "1 CPU each (no GPU on the cluster, or no GPU asked for)"
     groups = f"{len(pending)} group{'s' if len(pending) != 1 else ''}"

@@ -13,7 +13,7 @@ import itertools
 import os
 from typing import Any, Optional
 
-from jaxleak import storage
+from jaxleak import gpu_numerics, storage
 from jaxleak.runs import fields
 from jaxleak.runs.study.spec import _EAVESDROP_FIELDS, EavesdropGrid, HarGrid, Study, WholeDeterminationGrid
 
@@ -90,8 +90,10 @@ class Plan:
     return dataclasses.replace(self, groups=self.groups[task_index::num_tasks])
 
 
-def _key(kind: str, config: dict) -> str:
-  return storage.fingerprint({"kind": kind, "config": config, "record_version": RECORD_VERSION})
+def _key(kind: str, config: dict, numerics: Optional[dict] = None) -> str:
+  """A task's (or group's) key: the fingerprint of its configuration, and of the numerics where they are not float32
+  (`gpu_numerics.key_fields`; absent at float32, so such keys are those of earlier versions)."""
+  return storage.fingerprint({"kind": kind, "config": config, "record_version": RECORD_VERSION, **(numerics or {})})
 
 
 def _har_tasks(part: HarGrid) -> list[tuple[dict, dict]]:
@@ -161,12 +163,14 @@ def counted(n: int, noun: str) -> str:
   return f"{n:,} {noun}{'' if n == 1 else 's'}"
 
 
-def make_plan(study: Study, *, check_inputs: bool = True) -> Plan:
+def make_plan(study: Study, *, check_inputs: bool = True, numerics: Optional[dict] = None) -> Plan:
   """Expands `study` into groups of tasks; validates every part and (check_inputs) that trained-model
-  checkpoints exist, before any work."""
+  checkpoints exist, before any work. `numerics`: what the keys hold about the numerics (default: this process's,
+  `gpu_numerics.key_fields()`; a Ray worker is given its driver's)."""
   groups: dict[str, list[Task]] = {}
   kinds: dict[str, str] = {}
   seen = set()
+  numerics = gpu_numerics.key_fields() if numerics is None else numerics
   for part in study.parts:
     if isinstance(part, HarGrid):
       part.validate()
@@ -179,11 +183,11 @@ def make_plan(study: Study, *, check_inputs: bool = True) -> Plan:
       kind = "whole_determination" if isinstance(part, WholeDeterminationGrid) else "eavesdrop"
       _validate_eavesdrop(pairs)
     for group_cfg, task_cfg in pairs:
-      key = _key(kind, task_cfg)
+      key = _key(kind, task_cfg, numerics)
       if key in seen:                                          # parts may overlap (e.g. LDP (0, 0) and sampling)
         continue
       seen.add(key)
-      gkey = _key(kind + "-group", group_cfg)
+      gkey = _key(kind + "-group", group_cfg, numerics)
       groups.setdefault(gkey, []).append(Task(key, kind, task_cfg, gkey))
       kinds[gkey] = kind
   if not groups:
