@@ -125,6 +125,24 @@ def test_study_keys_name_the_matmul_precision_only_where_it_is_not_float32(preci
   assert all(not (a & b) for i, a in enumerate(seen[1:]) for b in seen[i + 2:])   # every other precision its own
 
 
+def test_a_resumable_run_never_resumes_under_another_precision(precision, monkeypatch, tmp_path):
+  import jax
+  import numpy as np
+  from jaxleak import storage
+  from jaxleak.runs.eavesdrop import EavesdropConfig
+  from jaxleak.runs.eavesdrop.rounds import checkpoint_config
+  cfg = EavesdropConfig(dataset="digits")
+  on_cpu = checkpoint_config(cfg)
+  monkeypatch.setattr(jax, "default_backend", lambda: "gpu")
+  precision.update("jax_default_matmul_precision", "float32")
+  assert checkpoint_config(cfg) == on_cpu and "matmul_precision" not in on_cpu     # stored checkpoints stay valid
+  path = str(tmp_path / "rounds.ckpt")
+  storage.Checkpointer(path, checkpoint_config(cfg), what="rounds").save({"w": np.zeros(2)}, {"rounds_done": 3})
+  precision.update("jax_default_matmul_precision", "tensorfloat32")
+  with pytest.raises(storage.CheckpointMismatch, match="matmul_precision"):
+    storage.Checkpointer(path, checkpoint_config(cfg), what="rounds").restore({"w": np.zeros(2)})
+
+
 def test_a_ray_worker_computes_at_the_drivers_precision_and_finds_its_group_by_the_drivers_keys(precision, tmp_path):
   from jaxleak.runs import study as S
   from jaxleak.runs.study import executors, spec

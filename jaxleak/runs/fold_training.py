@@ -32,7 +32,7 @@ import numpy as np
 import optax
 from flax import linen as nn
 
-from jaxleak import storage
+from jaxleak import gpu_numerics, storage
 from jaxleak.runs import fields
 from jaxleak.data.dataset import WindowedClients
 from jaxleak.federated.apply import class_weighted_ce, train_loss
@@ -187,12 +187,13 @@ def macro_f1(true: np.ndarray, pred: np.ndarray, num_classes: int) -> float:
 
 def checkpoint_config(model: nn.Module, cfg: TrainConfig, clients: WindowedClients, folds: Folds,
                       dataset: str = "") -> dict:
-  """What a fold-training checkpoint is tied to: everything but the number of epochs (so more epochs resume)."""
+  """What a fold-training checkpoint is tied to: everything but the number of epochs (so more epochs resume), and
+  the matmul precision where it is not float32 (`gpu_numerics.key_fields`: epochs at TF32 never resume float32 ones)."""
   train = dataclasses.asdict(cfg)
   train.pop("epochs")
   return {"dataset": dataset, "model": repr(model), "train": train, "subjects": list(clients.subject_ids),
           "held_out_subjects": [clients.subject_ids[h] for h in folds.held_out],
-          "num_windows": int(len(clients.labels)), "data": clients.subject_digests()}
+          "num_windows": int(len(clients.labels)), "data": clients.subject_digests(), **gpu_numerics.key_fields()}
 
 
 def check_training_data(path: str, stored: dict, clients: WindowedClients) -> bool:

@@ -12,7 +12,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxleak import storage
+from jaxleak import gpu_numerics, storage
 from jaxleak.attacks import eavesdrop as E
 from jaxleak.federated.rounds import (client_head_update, client_head_update_replicated, fedavg_round_replicated,
                                      per_label_updates_replicated, remove_own_update)
@@ -162,10 +162,11 @@ def _play_claimed(step, variables, cfg, checkpoint_path, replicates, progress):
 
 
 def checkpoint_config(cfg: EavesdropConfig, replicates: int = 0) -> dict:
-  """What a rounds checkpoint is tied to: the whole config but the number of rounds (more rounds resume)."""
+  """What a rounds checkpoint is tied to: the whole config but the number of rounds (more rounds resume), and the
+  matmul precision where it is not float32 (`gpu_numerics.key_fields`)."""
   d = config_record(cfg)
   d.pop("rounds")
-  return {"eavesdrop": d, "replicates": replicates}
+  return {"eavesdrop": d, "replicates": replicates, **gpu_numerics.key_fields()}
 
 
 def run_rounds_replicated(feds: list[Federation], *, checkpoint_path: str | None = None,

@@ -10,7 +10,7 @@ import jax
 import numpy as np
 
 from jaxleak import data as D
-from jaxleak import metrics, storage
+from jaxleak import gpu_numerics, metrics, storage
 from jaxleak.attacks import eavesdrop as E
 from jaxleak.federated.rounds import run_per_label_updates
 from jaxleak.runs import fields
@@ -52,7 +52,8 @@ def _run_whole_determination(config, wd, progress, checkpoint_path):
   allocations, group_list = draw_trials(config, wd, train)
   width = max(a.width for a in allocations)
   ckpt = storage.Checkpointer(checkpoint_path, {"eavesdrop": config_record(config),
-                                                "whole_determination": dataclasses.asdict(wd)},
+                                                "whole_determination": dataclasses.asdict(wd),
+                                                **gpu_numerics.key_fields()},
                               what="Whole Determination") if checkpoint_path else None
   out = _load_wd_checkpoint(ckpt) if ckpt else []
   done = {t.trial for t in out}
