@@ -53,6 +53,19 @@ def _flagify(msg: str, fv: flags.FlagValues) -> str:
   return msg
 
 
+def backend_failure() -> Optional[str]:
+  """Why JAX cannot start its backend in this process (e.g. JAX_PLATFORMS=cuda on a machine without CUDA: jax 0.10
+  raises a bare AssertionError deep in its first array), or None where it can or JAX was never imported."""
+  if "jax" not in sys.modules:
+    return None
+  import jax
+  try:
+    jax.devices()
+  except Exception as e:                               # whatever JAX raises here, it is the backend's failure
+    return " ".join(_message(e).split()) or type(e).__name__
+  return None
+
+
 def execute(main: Callable[[list[str]], object], fv: flags.FlagValues, argv: list[str]) -> int:
   """Calls main(argv) with parsed flags `fv`: 0 when it returns, 2 after one line on stderr for a user error
   (`FlagError` or one of `USER_ERRORS`, a config's refusal); anything else propagates with its traceback."""
@@ -64,7 +77,17 @@ def execute(main: Callable[[list[str]], object], fv: flags.FlagValues, argv: lis
   except USER_ERRORS as e:
     print(f"error: {_flagify(_message(e), fv)}", file=sys.stderr)
     return 2
-  except (MemoryError, RuntimeError) as e:
+  except (MemoryError, RuntimeError, AssertionError) as e:
+    why = backend_failure()
+    if why is not None:
+      platforms = os.environ.get("JAX_PLATFORMS", "")
+      asked = f"JAX_PLATFORMS={platforms}: " if platforms else ""
+      print(f"error: JAX could not start a device backend ({asked}{why}): this machine has no such device, or JAX's "
+            "plugin for it is missing; unset JAX_PLATFORMS (or set it to cpu), or install JAX with that plugin "
+            "(JAX's installation guide; e.g. pip install -U 'jax[cuda12]').", file=sys.stderr)
+      return 2
+    if isinstance(e, AssertionError):
+      raise
     # NumPy's MemoryError, or XLA's RESOURCE_EXHAUSTED (a JaxRuntimeError): sizes too large for this machine, e.g.
     # --replicates=100000 or --local_epochs=100000000 (found 2026-12-04, sixteenth session: tracebacks). jaxlib
     # 0.7's XLA:CPU says "INTERNAL: ... Out of memory allocating N bytes." instead (found at the lower bound).

@@ -255,6 +255,28 @@ def test_a_folder_flag_starting_with_a_tilde_is_the_home_folder(tmp_path, monkey
   assert {part.data_dir for part in study.parts} == {str(tmp_path / "home" / "wear")}
 
 
+@pytest.mark.parametrize("platforms", ["cuda", "bogus"])
+def test_a_backend_jax_cannot_start_is_one_line(platforms, tmp_path):
+  """Found 2026-12-06: JAX_PLATFORMS=cuda on a machine without CUDA ended the main job, after loading its data, in a
+  bare AssertionError from JAX's first array (jax 0.10.2); an unknown platform in JAX's RuntimeError traceback."""
+  import re
+  import subprocess
+  import sys
+  from jaxleak import gpu_numerics
+  if platforms == "cuda" and gpu_numerics.gpu_possible({}):
+    pytest.skip("this machine may have a CUDA backend")
+  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  for command in (["experiments/single_step_leakage.py", *TINY, f"--output_dir={tmp_path / 'out'}"],
+                  ["-m", "jaxleak.study", "run", "har_sampling", "--dry_run"]):
+    proc = subprocess.run([sys.executable, *command], cwd=root, capture_output=True, text=True, timeout=300,
+                          env=dict(os.environ, PYTHONPATH=root, JAX_PLATFORMS=platforms,
+                                   JAXLEAK_COMPILATION_CACHE="off"))
+    lines = [l for l in proc.stderr.splitlines() if not re.match(r"[IW]\d{4} ", l)]   # absl's progress lines
+    assert proc.returncode == 2 and len(lines) == 1, proc.stderr[-3000:]
+    assert lines[0].startswith(f"error: JAX could not start a device backend (JAX_PLATFORMS={platforms}: ")
+  assert not (tmp_path / "out").exists()
+
+
 def test_sizes_too_large_for_memory_are_one_line(tmp_path, capsys):
   """Found 2026-12-04 (sixteenth session): --local_epochs=100000000 ended in "JaxRuntimeError: RESOURCE_EXHAUSTED:
   Out of memory allocating 6788803487152 bytes." and a traceback; NumPy's MemoryError likewise."""
