@@ -32,6 +32,7 @@ off the CPU). Importing jaxleak as a library changes nothing: only `configure` d
 """
 from __future__ import annotations
 
+import importlib.util
 import os
 import sys
 from typing import Iterable, Mapping, MutableMapping, Optional
@@ -115,9 +116,29 @@ def key_fields() -> dict:
   float32 stay as they were."""
   import jax
   precision = jax.config.jax_default_matmul_precision
-  if precision in _FULL_FLOAT32 or jax.default_backend() == "cpu":
+  if precision in _FULL_FLOAT32 or computes_on_cpu():
     return {}
   return {"matmul_precision": str(precision or "default")}
+
+
+def _platforms() -> str:
+  """JAX_PLATFORMS as JAX reads it (its config, set from the variable or by the program), lower case."""
+  import jax
+  return (jax.config.jax_platforms or os.environ.get("JAX_PLATFORMS", "")).strip().lower()
+
+
+def computes_on_cpu() -> bool:
+  """Whether JAX computes on the CPU in this process, found without starting JAX's backends where they have not
+  started (a study's plan is made before `jax.distributed.initialize`, which must come first): the backend's name
+  once started; before, JAX_PLATFORMS if set (CPU only when it names nothing else), else whether no accelerator
+  plugin is installed (CUDA or ROCm, `gpu_possible`; TPU, the `libtpu` package)."""
+  if backends_started():
+    import jax
+    return jax.default_backend() == "cpu"
+  platforms = _platforms()
+  if platforms:
+    return {p.strip() for p in platforms.split(",") if p.strip()} <= {"cpu"}
+  return not gpu_possible() and importlib.util.find_spec("libtpu") is None
 
 
 def determinism_wanted(environ: Optional[Mapping[str, str]] = None) -> bool:

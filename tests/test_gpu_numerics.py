@@ -104,7 +104,6 @@ def test_study_keys_name_the_matmul_precision_only_where_it_is_not_float32(preci
   """Before (thirty-fourth session): precision was provenance only, so a study resumed or sharded on a GPU with
   JAX_DEFAULT_MATMUL_PRECISION=tensorfloat32 (or run from Python, at JAX's TF32 default) stored TF32 records under
   the keys of float32 ones, and `collect` mixed them without a word."""
-  import jax
   from jaxleak.runs import study as S
 
   def keys():
@@ -113,7 +112,7 @@ def test_study_keys_name_the_matmul_precision_only_where_it_is_not_float32(preci
   for p in (None, "bfloat16", "tensorfloat32"):        # the CPU computes the same bits at every precision
     precision.update("jax_default_matmul_precision", p)
     assert G.key_fields() == {} and keys() == at_float32
-  monkeypatch.setattr(jax, "default_backend", lambda: "gpu")
+  monkeypatch.setattr(G, "computes_on_cpu", lambda: False)      # a GPU
   seen = []
   for p, fields in (("float32", {}), ("highest", {}), (None, {"matmul_precision": "default"}),
                     ("tensorfloat32", {"matmul_precision": "tensorfloat32"}),
@@ -125,15 +124,39 @@ def test_study_keys_name_the_matmul_precision_only_where_it_is_not_float32(preci
   assert all(not (a & b) for i, a in enumerate(seen[1:]) for b in seen[i + 2:])   # every other precision its own
 
 
+def test_making_a_plan_does_not_start_jax(tmp_path):
+  """A study's plan is made before `jax.distributed.initialize`, which must come before JAX starts its backends
+  (the first version of `key_fields` asked `jax.default_backend()`, which starts them)."""
+  code = ("from jaxleak import gpu_numerics as G\n"
+          "from jaxleak.runs import study as S\n"
+          "S.make_plan(S.preset('har_paper'), check_inputs=False)\n"
+          "print(G.backends_started(), G.key_fields(), G.computes_on_cpu())\n")
+  proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
+                        env=dict(os.environ, PYTHONPATH=ROOT))
+  assert proc.returncode == 0 and proc.stdout.split() == ["False", "{}", "True"], proc.stderr[-2000:]
+
+
+@pytest.mark.parametrize("platforms,plugins,cpu", [("cpu", ["xla_cuda12"], True), ("cuda,cpu", [], False),
+                                                   ("", ["xla_cuda12"], False), ("", [], True)])
+def test_which_backend_computes_is_read_without_starting_jax(platforms, plugins, cpu, monkeypatch):
+  import importlib.util
+  monkeypatch.setattr(G, "backends_started", lambda: False)
+  monkeypatch.setattr(G, "_platforms", lambda: platforms)
+  monkeypatch.setenv("JAX_PLATFORMS", platforms)            # gpu_possible reads the variable
+  monkeypatch.setattr(G, "jax_plugins", lambda: plugins)
+  real_find_spec = importlib.util.find_spec
+  monkeypatch.setattr(importlib.util, "find_spec", lambda name: None if name == "libtpu" else real_find_spec(name))
+  assert G.computes_on_cpu() is cpu
+
+
 def test_a_resumable_run_never_resumes_under_another_precision(precision, monkeypatch, tmp_path):
-  import jax
   import numpy as np
   from jaxleak import storage
   from jaxleak.runs.eavesdrop import EavesdropConfig
   from jaxleak.runs.eavesdrop.rounds import checkpoint_config
   cfg = EavesdropConfig(dataset="digits")
   on_cpu = checkpoint_config(cfg)
-  monkeypatch.setattr(jax, "default_backend", lambda: "gpu")
+  monkeypatch.setattr(G, "computes_on_cpu", lambda: False)      # a GPU
   precision.update("jax_default_matmul_precision", "float32")
   assert checkpoint_config(cfg) == on_cpu and "matmul_precision" not in on_cpu     # stored checkpoints stay valid
   path = str(tmp_path / "rounds.ckpt")
