@@ -468,6 +468,9 @@ def test_a_damaged_record_is_recomputed_not_trusted(ldp_study):
       "--ray_address=127.0.0.1:1"], "--ray_address 127.0.0.1:1: nothing answers at 127.0.0.1:1"),
     (["run", "har_sampling", "--set=datasets=synthetic_tiny", "--set=states=untrained", "--executor=ray",
       "--ray_address=headnode"], "expected host:port"),
+    # Found 2026-12-06 (thirty-fourth session): credentials in the address were printed back.
+    (["run", "har_sampling", "--set=datasets=synthetic_tiny", "--set=states=untrained", "--executor=ray",
+      "--ray_address=ray://me:s3cret@127.0.0.1:1"], "--ray_address ray://***@127.0.0.1:1: nothing answers at 127.0"),
     # Found 2026-12-04 (fourteenth session): values no task reads ran as if applied (the first four), and
     # `--set ldp=...` on har_paper reached its multi-step part too, refused as "multi_step and ldp in one grid".
     (["run", "har_sampling", "--set=local_lr=0.01"], "--set local_lr=0.01: read only by multi-step tasks"),
@@ -531,7 +534,7 @@ def test_a_damaged_record_is_recomputed_not_trusted(ldp_study):
 def test_bad_study_commands_are_refused_before_any_work(args, message, tmp_path, capsys):
   rc = cli.call(study_cli.main, study_cli.FLAGS, [*args, f"--study_dir={tmp_path / 's'}"])
   err = capsys.readouterr().err
-  assert rc == 2 and message in err, err
+  assert rc == 2 and message in err and "s3cret" not in err, err
   assert not (tmp_path / "s").exists()                       # not even study.json
 
 

@@ -35,15 +35,19 @@ def check_address(address: Optional[str], timeout_s: float = 5.0) -> None:
   if address is None or address == "auto":
     return
   hostport = address.split("://", 1)[1] if "://" in address else address
+  shown = address
+  if "@" in hostport:                                # user:password@host:port: never printed
+    userinfo, hostport = hostport.rsplit("@", 1)
+    shown = address.replace(userinfo + "@", "***@", 1)
   host, _, port = hostport.rpartition(":")
   if not host or not port.isdigit():
-    raise ValueError(f"--ray_address {address!r}: expected host:port (e.g. 10.0.0.1:6379, the head node's "
+    raise ValueError(f"--ray_address {shown!r}: expected host:port (e.g. 10.0.0.1:6379, the head node's "
                      "`ray start --head` address), ray://host:10001 or auto.")
   try:
     socket.create_connection((host.strip("[]"), int(port)), timeout=timeout_s).close()
   except OSError as e:
     reason = e.strerror or type(e).__name__
-    raise ValueError(f"--ray_address {address}: nothing answers at {host}:{port} ({reason.lower()}); start the "
+    raise ValueError(f"--ray_address {shown}: nothing answers at {host}:{port} ({reason.lower()}); start the "
                      "cluster there (ray start --head) or check the address. Nothing was run.") from None
 
 
