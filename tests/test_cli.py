@@ -3,6 +3,10 @@
 Run in-process (jaxleak.cli.call), so each case costs milliseconds unless it needs the data to know it is wrong.
 """
 import os
+import re
+import signal
+import subprocess
+import sys
 
 import pytest
 
@@ -14,6 +18,16 @@ import jaxleak.attacks as A
 from jaxleak import cli
 
 TINY = ["--dataset=synthetic_tiny", "--model=tinyhar"]
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _program(args, *, popen=False, **env):
+  """`python <args>` from the repository root as a user runs it (on the CPU, no compilation cache): the finished
+  process (stdout and stderr as text), or with popen=True the running one, its stderr piped."""
+  env = {**os.environ, "PYTHONPATH": ROOT, "JAX_PLATFORMS": "cpu", "JAXLEAK_COMPILATION_CACHE": "off", **env}
+  if popen:
+    return subprocess.Popen([sys.executable, *args], cwd=ROOT, text=True, stderr=subprocess.PIPE, env=env)
+  return subprocess.run([sys.executable, *args], cwd=ROOT, capture_output=True, text=True, timeout=300, env=env)
 
 BAD = [
     # (entry point, arguments, what the one-line message must contain)
@@ -194,11 +208,7 @@ def test_a_flag_absl_cannot_parse_is_one_line_and_exit_status_2_as_every_bad_fla
   """Found 2026-12-05 (seventeenth session): as programs, a value of the wrong type or outside an enum, or an
   unknown flag, was absl's two lines ("FATAL Flags parsing error: ...", "Pass --helpshort ...") and exit status
   1, while the README promises one line and status 2 for every bad flag (in-process `cli.call` gave that)."""
-  import subprocess
-  import sys
-  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-  proc = subprocess.run([sys.executable, *args], cwd=root, capture_output=True, text=True, timeout=120,
-                        env=dict(os.environ, PYTHONPATH=root, JAX_PLATFORMS="cpu"))
+  proc = _program(args)
   assert proc.returncode == 2 and proc.stderr.startswith(expected) and proc.stderr.count("\n") == 1, proc.stderr
   assert "(--helpshort lists the flags)" in proc.stderr
 
@@ -210,14 +220,8 @@ def test_ctrl_c_or_sigterm_is_one_line_saying_what_is_kept(tmp_path, signame, st
   lowering frames (40 lines), nothing said that the stored records stay or that the command resumes; pressed while
   JAX's gc callback ran, it was dropped ("Exception ignored in _xla_gc_callback") and the run went on to the end.
   A scheduler's SIGTERM ended a run without a word."""
-  import signal
-  import subprocess
-  import sys
-  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-  proc = subprocess.Popen([sys.executable, "experiments/single_step_leakage.py", "--dataset=synthetic_wetlab",
-                           "--synthetic_scale=0.2", f"--output_dir={tmp_path / 'out'}"], cwd=root, text=True,
-                          stderr=subprocess.PIPE, env=dict(os.environ, PYTHONPATH=root, JAX_PLATFORMS="cpu",
-                                                           JAXLEAK_COMPILATION_CACHE="off"))
+  proc = _program(["experiments/single_step_leakage.py", "--dataset=synthetic_wetlab", "--synthetic_scale=0.2",
+                   f"--output_dir={tmp_path / 'out'}"], popen=True)
   seen = []
   for line in proc.stderr:                             # the data are loaded: the gradient stage comes next
     seen.append(line)
@@ -232,15 +236,10 @@ def test_ctrl_c_or_sigterm_is_one_line_saying_what_is_kept(tmp_path, signame, st
 
 def test_an_ascii_only_terminal_gets_the_table_with_question_marks(tmp_path):
   # Found 2026-12-06: with PYTHONIOENCODING=ascii the job wrote its results, then failed printing '±' in its table.
-  import subprocess
-  import sys
-  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-  proc = subprocess.run([sys.executable, "experiments/single_step_leakage.py", *TINY, "--clients=1,2",
-                         f"--output_dir={tmp_path / 'out'}"], cwd=root, capture_output=True, timeout=300,
-                        env=dict(os.environ, PYTHONPATH=root, JAX_PLATFORMS="cpu", PYTHONIOENCODING="ascii",
-                                 JAXLEAK_COMPILATION_CACHE="off"))
-  assert proc.returncode == 0, proc.stderr.decode("ascii", "replace")[-2000:]
-  assert b"% (?" in proc.stdout and b"results in" in proc.stdout
+  proc = _program(["experiments/single_step_leakage.py", *TINY, "--clients=1,2", f"--output_dir={tmp_path / 'out'}"],
+                  PYTHONIOENCODING="ascii")
+  assert proc.returncode == 0, proc.stderr[-2000:]
+  assert "% (?" in proc.stdout and "results in" in proc.stdout
 
 
 def test_a_folder_flag_starting_with_a_tilde_is_the_home_folder(tmp_path, monkeypatch):
@@ -259,18 +258,12 @@ def test_a_folder_flag_starting_with_a_tilde_is_the_home_folder(tmp_path, monkey
 def test_a_backend_jax_cannot_start_is_one_line(platforms, tmp_path):
   """Found 2026-12-06: JAX_PLATFORMS=cuda on a machine without CUDA ended the main job, after loading its data, in a
   bare AssertionError from JAX's first array (jax 0.10.2); an unknown platform in JAX's RuntimeError traceback."""
-  import re
-  import subprocess
-  import sys
   from jaxleak import gpu_numerics
   if platforms == "cuda" and gpu_numerics.gpu_possible({}):
     pytest.skip("this machine may have a CUDA backend")
-  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
   for command in (["experiments/single_step_leakage.py", *TINY, f"--output_dir={tmp_path / 'out'}"],
                   ["-m", "jaxleak.study", "run", "har_sampling", "--dry_run"]):
-    proc = subprocess.run([sys.executable, *command], cwd=root, capture_output=True, text=True, timeout=300,
-                          env=dict(os.environ, PYTHONPATH=root, JAX_PLATFORMS=platforms,
-                                   JAXLEAK_COMPILATION_CACHE="off"))
+    proc = _program(command, JAX_PLATFORMS=platforms)
     lines = [l for l in proc.stderr.splitlines() if not re.match(r"[IW]\d{4} ", l)]   # absl's progress lines
     assert proc.returncode == 2 and len(lines) == 1, proc.stderr[-3000:]
     assert lines[0].startswith(f"error: JAX could not start a device backend (JAX_PLATFORMS={platforms}: ")
@@ -322,12 +315,11 @@ def test_python_dash_m_jaxleak_lists_the_commands_that_exist(capsys):
   assert entry.main(["jaxleak"]) == 0
   listed = re.findall(r"python (experiments/\w+\.py|-m jaxleak\.\w+)", capsys.readouterr().out)
   assert len(listed) == 7
-  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
   for program in listed:
     if program.startswith("-m "):
       importlib.import_module(program[3:])
     else:
-      assert os.path.isfile(os.path.join(root, program)), program
+      assert os.path.isfile(os.path.join(ROOT, program)), program
   assert entry.main(["jaxleak", "run"]) == 2 and "takes no arguments" in capsys.readouterr().err
 
 
