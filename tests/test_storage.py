@@ -180,6 +180,19 @@ def test_a_folder_that_takes_no_files_is_refused_even_for_root(tmp_path, monkeyp
   assert os.listdir(tmp_path) == []                                          # nothing made while checking
 
 
+def test_a_read_only_folder_is_named_as_read_only_not_as_a_permission(tmp_path, monkeypatch):
+  # Found 2026-12-06: a study on a read-only mount, as root: "report folder ...: no file can be created in ...
+  # (permission denied)"; os.access said no before the real test could say why.
+  from jaxleak import storage
+  monkeypatch.setattr(storage.os, "access", lambda *a, **k: False)          # what access() says on a ro mount
+
+  def read_only(*args, **kwargs):
+    raise OSError(errno.EROFS, "Read-only file system")
+  monkeypatch.setattr(storage.tempfile, "TemporaryFile", read_only)
+  with pytest.raises(storage.StorageError, match=r"\(read-only file system\); choose a folder"):
+    storage.check_writable_folder(str(tmp_path / "out"), "report folder")
+
+
 _WRITER = """
 import sys
 from jaxleak import storage
