@@ -76,24 +76,16 @@ def _set_up_worker(gpu_share: float, gpu_determinism_on: bool, cache: Optional[s
   """A Ray worker's process, as `jaxleak.cli.run` sets up a command's, before JAX starts in it (a worker that
   already ran a group keeps the setup of its first). `numerics`: the driver's `gpu_numerics.key_fields()`, whose
   matmul precision the worker then computes at, so that its records hold what their keys say."""
-  import jax
   from jaxleak import compile_cache, gpu_numerics
   gpu_numerics.configure(gpu_determinism_on)
   if numerics is not None:
+    import jax
     precision = numerics.get("matmul_precision", gpu_numerics.MATMUL_PRECISION)
     jax.config.update("jax_default_matmul_precision", None if precision == "default" else precision)
   if 0 < gpu_share < 1 and not gpu_numerics.backends_started():
     # JAX takes 75 % of a GPU's memory per process: two groups on one GPU would each ask for it.
     os.environ.setdefault("XLA_PYTHON_CLIENT_MEM_FRACTION", f"{0.75 * gpu_share:.3f}")
   compile_cache.configure(cache)                                 # off where the worker cannot write there
-
-
-def _version() -> str:
-  import importlib.metadata
-  try:
-    return importlib.metadata.version("jaxleak")
-  except importlib.metadata.PackageNotFoundError:
-    return "unknown"
 
 
 def _run_group(study_json: dict, group_key: str, root: str, chunk_size: Optional[int] = None,
@@ -109,7 +101,9 @@ def _run_group(study_json: dict, group_key: str, root: str, chunk_size: Optional
   plan = make_plan(spec.from_json(study_json), check_inputs=False, numerics=numerics)
   groups = tuple(g for g in plan.groups if g.key == group_key)
   if not groups:                                   # else 0 records, silently
-    raise ValueError(f"group {group_key}: not in the plan this worker made of the study (jaxleak {_version()} here); "
+    import jaxleak
+    raise ValueError(f"group {group_key}: not in the plan this worker made of the study (jaxleak "
+                     f"{jaxleak.__version__} here); "
                      "the driver and the workers must run the same jaxleak and jax versions.")
   summary = engine.run_plan(Plan(plan.study, groups), Store(root), progress=None, chunk_size=chunk_size)
   return summary.tasks_written, bool(summary.groups_busy)
