@@ -203,7 +203,7 @@ def run(main: Callable[[list[str]], object], fv: flags.FlagValues) -> None:
 
 #: Flags that name a folder. The shell leaves '~' alone after '=' (`--output_dir=~/x`), so it is expanded here:
 #: before 2026-12-06 that run wrote to a folder named '~' in the working directory.
-PATH_FLAGS = ("output_dir", "study_dir", "data_dir", "checkpoint_dir")
+PATH_FLAGS = ("output_dir", "study_dir", "data_dir", "checkpoint_dir", "tables_dir")
 
 
 def expand_home(fv: flags.FlagValues) -> None:

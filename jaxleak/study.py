@@ -8,10 +8,12 @@
   python -m jaxleak.study run har_ldp --study_dir=studies/ldp --task_index=3 --num_tasks=8   # shard 3 of 8
   python -m jaxleak.study status --study_dir=studies/ldp
   python -m jaxleak.study collect --study_dir=studies/ldp                # tables/results.csv, summary.csv
+  python -m jaxleak.study collect --study_dir=/shared/ldp --tables_dir=~/ldp_tables    # a study you cannot write to
 
 A killed run continues where it stopped when the same command is run again (finished tasks are records; they are
 verified and skipped). Shards write into the same study folder (or folders that `collect` reads one by one).
-`status` and `collect` read the study stored in --study_dir (every shard's records) and take no other flag.
+`status` and `collect` read the study stored in --study_dir (every shard's records) and take no other flag but
+`collect`'s --tables_dir.
 """
 
 import math
@@ -43,6 +45,9 @@ flags.DEFINE_float("ray_gpus_per_task", None, "GPUs each Ray task (one group) as
                    "has GPUs, else 0; a fraction such as 0.5 shares a GPU between groups). Ray hides the GPUs from "
                    "a task that asks for none.", **_d)
 
+flags.DEFINE_string("tables_dir", None, "collect: the folder its tables are written to, whole (default "
+                    "<study_dir>/tables); for a study you may read but not write.", **_d)
+
 cli.define_distributed_flags(FLAGS)
 
 COMMANDS = ("run", "status", "collect", "list")
@@ -61,6 +66,9 @@ def main(argv):
     raise cli.FlagError(f"give a command: {', '.join(COMMANDS)} (e.g. python -m jaxleak.study run har_sampling "
                         "--study_dir=studies/sampling).")
   command, rest = args[0], args[1:]
+  if FLAGS["tables_dir"].present and command != "collect":
+    raise cli.FlagError(f"--tables_dir: read only by `collect` (where it writes the tables); {command} does not "
+                        "write them: drop it.")
   if command != "run":
     given = [f"--{n}" for n in RUN_ONLY_FLAGS + (("study_dir",) if command == "list" else ()) if FLAGS[n].present]
     if given:                                      # they would be ignored, and look applied
@@ -134,12 +142,14 @@ def main(argv):
     return
   if rest:
     raise cli.FlagError(f"{command} takes no arguments besides --study_dir.")
+  if command == "collect" and FLAGS.tables_dir is not None:
+    _check_tables_dir(FLAGS.tables_dir, FLAGS.study_dir)
   store = S.Store(FLAGS.study_dir)
   plan = store.read_plan()
   if command == "status":
     print(S.status(plan, store))
   else:
-    out, missing = collect.collect(plan, store)
+    out, missing = collect.collect(plan, store, FLAGS.tables_dir)
     print(f"tables in {out}/" + (f" ({missing} tasks have no record yet)" if missing else ""))
 
 
@@ -153,6 +163,20 @@ def _overrides(items) -> dict:
       raise cli.FlagError(f"--set {k.strip()} given twice.")
     out[k.strip()] = v
   return out
+
+
+def _check_tables_dir(tables_dir: str, study_dir: str) -> None:
+  """Refuses a --tables_dir that is, holds or lies inside the study folder (its own tables/ aside), or that cannot
+  be written, before the records are read."""
+  import os
+  tables, study = os.path.realpath(tables_dir), os.path.realpath(study_dir)
+  if tables != os.path.join(study, "tables") and (
+      tables == study or tables.startswith(study + os.sep) or study.startswith(tables + os.sep)):
+    raise cli.FlagError(f"--tables_dir={tables_dir}: " + (
+        "is the study folder" if tables == study else "lies inside the study folder" if tables.startswith(study)
+        else "holds the study folder") + "; the tables are a folder of their own, written whole: name one outside "
+        f"it (or leave --tables_dir out for {os.path.join(study_dir, 'tables')}).")
+  cli.writable(tables_dir, "tables_dir")
 
 
 def _exists(path) -> bool:

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 import jaxleak.attacks as A
-from jaxleak import LastLayerGrads, LastLayerParams, cli
+from jaxleak import LastLayerGrads, LastLayerParams, cli, storage
 from jaxleak import study as study_cli
 from jaxleak.runs import leakage as L
 from jaxleak.runs import study as S
@@ -399,6 +399,61 @@ def test_collect_table_holds_the_records_numbers_and_status_counts(ldp_study, ca
                  ("0", "1"): "inf"}
 
 
+def _tree(root):
+  """{relative path: bytes} of every file under root."""
+  return {os.path.relpath(os.path.join(d, f), root): open(os.path.join(d, f), "rb").read()
+          for d, _, files in os.walk(root) for f in files}
+
+
+def _adopted_copy(study, tmp_path):
+  """A copy of a study the library ran, with the study.json a command would have written (plan, Store)."""
+  import shutil
+  plan, store = study
+  root = str(tmp_path / "study")
+  shutil.copytree(store.root, root)
+  S.adopt_folder(plan, S.Store(root), write=True, progress=None)
+  return plan, S.Store(root)
+
+
+def test_collect_writes_the_tables_elsewhere_and_leaves_the_study_folder_as_it_is(ldp_study, tmp_path, capsys):
+  # Found 2026-12-06 (thirty-fifth session): a study one may read but not write (a colleague's, a read-only
+  # mount) could not be collected: `collect` wrote only <study_dir>/tables, and its error said "write elsewhere".
+  plan, store = _adopted_copy(ldp_study, tmp_path)
+  default, _ = collect.collect(plan, store)
+  expected = _tree(default)
+  before = _tree(store.root)
+  out = tmp_path / "mine" / "tables"
+  assert cli.call(study_cli.main, study_cli.FLAGS, ["collect", f"--study_dir={store.root}",
+                                                    f"--tables_dir={out}"]) == 0
+  assert f"tables in {out}/" in capsys.readouterr().out
+  assert _tree(str(out)) == expected                               # the same tables, the same checksums
+  assert _tree(store.root) == before                               # nothing written in the study folder
+  for wrong, message in [(store.root, "is the study folder"), (os.path.join(store.root, "records", "t"),
+                                                               "lies inside the study folder"),
+                         (os.path.dirname(store.root), "holds the study folder")]:
+    assert cli.call(study_cli.main, study_cli.FLAGS, ["collect", f"--study_dir={store.root}",
+                                                      f"--tables_dir={wrong}"]) == 2
+    err = capsys.readouterr().err
+    assert message in err and "name one outside it" in err, err
+  assert _tree(store.root) == before
+
+
+def test_collect_into_a_study_it_cannot_write_names_tables_dir(ldp_study, tmp_path, monkeypatch, capsys):
+  import errno
+  plan, store = _adopted_copy(ldp_study, tmp_path)
+  real = storage.commit_folder
+
+  def read_only(path, files):
+    if os.path.realpath(path).startswith(os.path.realpath(store.root)):
+      with storage._writing(path):
+        raise OSError(errno.EROFS, "Read-only file system", path)
+    real(path, files)
+  monkeypatch.setattr(storage, "commit_folder", read_only)
+  assert cli.call(study_cli.main, study_cli.FLAGS, ["collect", f"--study_dir={store.root}"]) == 2
+  err = capsys.readouterr().err
+  assert "the file system is read-only" in err and "`collect --tables_dir=<folder>` writes the tables" in err, err
+
+
 def test_a_damaged_record_is_recomputed_not_trusted(ldp_study):
   plan, store = ldp_study
   key = plan.tasks[0].key
@@ -492,6 +547,8 @@ def test_a_damaged_record_is_recomputed_not_trusted(ldp_study):
     (["status", "--task_index=1", "--num_tasks=2"], "--task_index, --num_tasks: read only by `run`; status reads"),
     (["collect", "--set=models=tinyhar"], "--set: read only by `run`; collect reads the study stored"),
     (["collect", "--dry_run"], "--dry_run: read only by `run`"),
+    (["status", "--tables_dir=x"], "--tables_dir: read only by `collect` (where it writes the tables); status"),
+    (["run", "har_sampling", "--tables_dir=x"], "--tables_dir: read only by `collect`"),
     (["list"], "--study_dir: list takes none (it lists the presets)"),
     # Found 2026-12-04 (fourteenth session): optional fields were typed by guessing from the text (Python's words
     # for 'abc' or 2.5), and an Eavesdrop axis value could be listed twice.

@@ -17,7 +17,7 @@
                  participant attacker_*: over the rounds it was selected, both attacks with and without its own
                  upload removed (empty otherwise)
   whole_determination.csv  one row per Whole Determination task x stage: settings and success rates
-Written together as one folder commit (<study_dir>/tables/).
+Written together as one folder commit (<study_dir>/tables/, or the folder `collect` is given).
 """
 from __future__ import annotations
 
@@ -126,9 +126,17 @@ def tables(plan: Plan, store: Store) -> tuple[dict[str, str], int]:
   return files, missing
 
 
-def collect(plan: Plan, store: Store) -> tuple[str, int]:
-  """Writes <study_dir>/tables/ whole; returns (its path, tasks without a record yet)."""
+def collect(plan: Plan, store: Store, out: str | None = None) -> tuple[str, int]:
+  """Writes the tables to `out` (default <study_dir>/tables/), whole; returns (its path, tasks without a record
+  yet)."""
   files, missing = tables(plan, store)
-  out = os.path.join(store.root, "tables")
-  storage.commit_folder(out, files)
+  default = out is None
+  out = os.path.join(store.root, "tables") if default else out
+  try:
+    storage.commit_folder(out, files)
+  except storage.StorageError as e:
+    if not default:
+      raise
+    raise storage.StorageError(f"{e} (`collect --tables_dir=<folder>` writes the tables elsewhere, the study "
+                               "folder left as it is.)") from None
   return out, missing
