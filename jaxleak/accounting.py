@@ -137,10 +137,18 @@ def _epsilon(z: float, releases: int, delta: float, method: str) -> tuple[float,
   # The PLD grid is sized to the loss: a fixed 1e-4 interval takes minutes for z << 1 (epsilon in the
   # thousands); 1e-3 of the RDP bound keeps it milliseconds with a relative discretisation error ~1e-3.
   pld = dpa.pld.PLDAccountant(value_discretization_interval=max(1e-4, 1e-3 * eps_rdp))
-  pld.compose(event)
-  eps_pld = float(pld.get_epsilon(delta))
-  if not math.isfinite(eps_pld):                  # delta below the PLD's truncated tail mass (~1e-15): inf
+  with warnings.catch_warnings(record=True) as caught:
+    warnings.simplefilter("always", RuntimeWarning)
+    pld.compose(event)
+    eps_pld = float(pld.get_epsilon(delta))
+  if not math.isfinite(eps_pld):
+    if any(issubclass(w.category, RuntimeWarning) for w in caught):
+      # Near epsilon 700, exp(-loss) underflows and dp_accounting's (mass - delta) / mass overflows to inf.
+      return eps_rdp, "rdp", "RDP upper bound: PLD overflows at an epsilon this large"
+    # delta below the PLD's truncated tail mass (~1e-15)
     return eps_rdp, "rdp", f"RDP upper bound: PLD gives no finite epsilon at delta {delta:.3g}"
+  for w in caught:                                # a finite answer: pass on what dp_accounting said
+    warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
   return eps_pld, "pld", ""
 
 

@@ -114,6 +114,20 @@ def test_tiny_noise_falls_back_to_the_rdp_bound_and_says_so(sigma):
     assert exact <= e.value <= exact * 1.1, (exact, e.value)
 
 
+@pytest.mark.parametrize("sigma", [0.0295, 0.0152831 / 0.517391])
+def test_an_epsilon_near_700_says_pld_overflowed_and_warns_nothing(sigma):
+  """Found 2026-12-06 (thirty-fifth session), reporting a 1,000-setting LDP sweep: near epsilon 700 dp_accounting's
+  PLD divides by exp(-700) and overflows; its RuntimeWarnings reached the user (four lines each) and the fallback
+  said "no finite epsilon at delta 1e-05", which was not the reason."""
+  import warnings
+  with warnings.catch_warnings():
+    warnings.simplefilter("error")
+    e = accounting.gaussian_epsilon(sigma, 1.0)
+  assert e.method == "rdp" and e.reason == "RDP upper bound: PLD overflows at an epsilon this large", e
+  exact = exact_epsilon_log(1.0 / sigma, 1e-5)
+  assert 600 < exact <= e.value <= exact * 1.1, (exact, e.value)
+
+
 @pytest.mark.parametrize("delta", [1e-20, 1e-100])
 def test_a_delta_below_the_pld_tail_falls_back_to_the_rdp_bound_and_says_so(delta):
   """Before: epsilon inf with no reason (PLD truncates its tails near 1e-15), as if z = 1 gave no privacy."""
