@@ -34,7 +34,8 @@ def main(argv):
   out, report = R.write_report(args[0], FLAGS.output_dir, delta=FLAGS.delta, rounds=FLAGS.rounds, progress=print)
   for w in report.warnings:
     print(f"warning: {w}")
-  print(f"{len(report.figures)} figures, {len(report.tables)} tables -> {out}/index.html")
+  nf, nt = len(report.figures), len(report.tables)
+  print(f"{nf} figure{'s' * (nf != 1)}, {nt} table{'s' * (nt != 1)} -> {out}/index.html")
 
 
 if __name__ == "__main__":

@@ -90,6 +90,49 @@ def test_every_figure_the_results_support_is_drawn(everything):
     assert rep.files[f.path][:8] == b"\x89PNG\r\n\x1a\n" and len(rep.files[f.path]) > 5000, f.path
 
 
+def test_a_large_ldp_sweep_is_one_heat_map_figure_not_a_figure_per_setting(monkeypatch):
+  # Found 2026-12-06 (thirty-fifth session): the report of a 1,000-setting LDP sweep drew 1,000 confusion figures
+  # (9 min 25 s on 2 cores) and a trade-off figure of 25 panels with 40 overlapping tick labels each.
+  sigmas, taus = (0.0, 0.01, 0.03, 0.1, 0.3), (0.0, 0.5, 1.0)
+  grid = [_har(s, t, seed=i) for i, (s, t) in enumerate((s, t) for s in sigmas for t in taus)]   # 14 LDP + none
+  drawn = []
+  monkeypatch.setattr(R.F, "ldp_heatmap", lambda pts, **k: drawn.append(pts) or b"\x89PNG\r\n\x1a\n")
+  rep = R.build(Results("/nowhere", "study", grid, [], [], {}))
+  kinds = [re.match(r"figures/([a-z0-9]+-[a-z]+)", f.path).group(1) for f in rep.figures]
+  assert sorted(kinds) == ["fig2-attacks", "fig4-confusion", "ldp-sweep"]     # confusion: the setting without LDP
+  assert [len(pts) for pts in drawn] == [15]
+  assert any("14 LDP settings belong to sweeps of more than 12" in w for w in rep.warnings)
+  small = grid[:6]                                       # sigma 0 and 0.01: 5 LDP settings, the paper's size
+  rep = R.build(Results("/nowhere", "study", small, [], [], {}))
+  kinds = [re.match(r"figures/([a-z0-9]+-[a-z]+)", f.path).group(1) for f in rep.figures]
+  assert sorted(kinds) == ["fig2-attacks"] + ["fig4-confusion"] * 6 + ["ldp-tradeoff"] and not rep.warnings
+
+
+def test_the_heat_map_puts_every_setting_in_its_cell():
+  plt = R.F.pyplot()
+  sigmas, taus = (0.0, 0.01, 0.1), (0.0, 0.5, 1.0, 1.5)
+  grid = [_har(s, t, seed=i) for i, (s, t) in enumerate((s, t) for s in sigmas for t in taus) if (s, t) != (0.1, 1.5)]
+  shown = {}
+  real = plt.Axes.imshow
+
+  def imshow(ax, data, **kw):
+    shown[ax.get_title() or len(shown)] = np.array(data)
+    return real(ax, data, **kw)
+  import unittest.mock
+  with unittest.mock.patch.object(plt.Axes, "imshow", imshow):
+    png = R.F.ldp_heatmap(grid)
+  assert png[:8] == b"\x89PNG\r\n\x1a\n"
+  assert len(shown) == len(ATTACKS)
+  for k, cells in enumerate(shown.values()):          # rows: tau 0.5, 1, 1.5, then none; columns: sigma ascending
+    attack = ATTACKS[k]
+    assert cells.shape == (4, 3)
+    for r in grid:
+      i = [0.5, 1.0, 1.5, 0.0].index(r.settings["tau"])
+      j = list(sigmas).index(r.settings["sigma"])
+      assert cells[i, j] == pytest.approx(100 * r.attacks[attack]["summary"]["lnacc"][0])
+    assert np.isnan(cells[2, 2]) and np.isfinite(cells).sum() == 11     # the setting not run: blank
+
+
 def _csv(text):
   return list(csv.DictReader(io.StringIO(text)))
 

@@ -231,6 +231,61 @@ def ldp_study(tmp_path_factory):
   return plan, S.Store(root)
 
 
+def test_ldp_sigmas_and_taus_give_every_pair_of_the_two_lists():
+  # Added 2026-12-06 (thirty-fifth session): a sweep of 1,000 LDP settings needed its 1,000 pairs typed out.
+  study = S.override(S.preset("har_ldp"), {**TINY, "ldp_sigmas": "0, 0.1", "ldp_taus": "0,lin:0.5:1.5:3"})
+  assert [p.ldp for p in study.parts] == [((0.0, 0.0), (0.0, 0.5), (0.0, 1.0), (0.0, 1.5),
+                                           (0.1, 0.0), (0.1, 0.5), (0.1, 1.0), (0.1, 1.5))]
+  typed = S.override(S.preset("har_ldp"), {**TINY, "ldp": "0:0,0:0.5,0:1,0:1.5,0.1:0,0.1:0.5,0.1:1,0.1:1.5"})
+  assert [t.key for t in S.make_plan(study, check_inputs=False).tasks] == [
+      t.key for t in S.make_plan(typed, check_inputs=False).tasks]             # the records of the same pairs
+  big = S.ldp_product("0,geom:1e-3:1:39", "0,lin:0.1:2.4:24")
+  assert len(big) == len(set(big)) == 1000 and big[0] == (0.0, 0.0) and big[-1] == (1.0, 2.4)
+  sigmas = sorted({s for s, _ in big})
+  assert sigmas[1:4] == [0.001, 0.00119935, 0.00143845]             # geometric, 6 significant digits
+  assert np.allclose(np.diff(np.log(sigmas[1:])), np.log(1000) / 38, rtol=1e-4)
+  taus = sorted({t for _, t in big})
+  assert np.allclose(np.diff(taus[1:]), 0.1) and taus[-1] == 2.4
+  plan = S.make_plan(S.override(S.preset("har_ldp"), {**TINY, "samplings": "shuffle", "ldp_sigmas": "0,geom:1e-3:1:39",
+                                                      "ldp_taus": "0,lin:0.1:2.4:24"}), check_inputs=False)
+  assert len(plan.tasks) == 1000 and len(plan.groups) == 1            # one gradient pass, one sweep
+  assert sorted((t.config["sigma"], t.config["tau"]) for t in plan.tasks) == sorted(big)
+  har_paper = S.override(S.preset("har_paper"), {"ldp_sigmas": "0,0.5", "ldp_taus": "0,1"})
+  assert {p.ldp for p in har_paper.parts if not p.multi_step} == {((0.0, 0.0), (0.0, 1.0), (0.5, 0.0), (0.5, 1.0))}
+
+
+@pytest.mark.parametrize("values,message", [
+    ({"ldp_sigmas": "0,0.1"}, "--set ldp_sigmas=0,0.1: give ldp_sigmas and ldp_taus together"),
+    ({"ldp_taus": "1"}, "--set ldp_taus=1: give ldp_sigmas and ldp_taus together"),
+    ({"ldp_sigmas": "0", "ldp_taus": "1", "ldp": "0:0"}, "--set ldp=0:0 and --set ldp_sigmas=0 --set ldp_taus=1: "
+     "choose one"),
+    ({"ldp_sigmas": "0,0.1,lin:0:0.1:2", "ldp_taus": "1"}, "ldp_sigmas: [0.0, 0.1] listed more than once"),
+    ({"ldp_sigmas": "geom:0:1:3", "ldp_taus": "1"}, "a geom range needs START and STOP > 0 (list 0 as an item"),
+    ({"ldp_sigmas": "lin:0:1", "ldp_taus": "1"}, "'lin:0:1' is not lin:START:STOP:NUM (e.g. lin:0.1:1.5:15)"),
+    ({"ldp_sigmas": "0", "ldp_taus": "lin:0:1:1"}, "'lin:0:1:1': NUM must be in [2, 10,000]"),
+    ({"ldp_sigmas": "0", "ldp_taus": "geom:1:2:100001"}, "NUM must be in [2, 10,000]"),
+    ({"ldp_sigmas": "lin:0:1:2.5", "ldp_taus": "1"}, "ldp_sigmas item 'lin:0:1:2.5': '2.5' is not an integer"),
+    ({"ldp_sigmas": "0,-0.1", "ldp_taus": "1"}, "ldp_sigmas: -0.1 is not a number in [0, 3.403e+38]"),
+    ({"ldp_sigmas": "nan", "ldp_taus": "1"}, "ldp_sigmas: nan is not a number"),
+    ({"ldp_sigmas": "0", "ldp_taus": "lin:1:1e39:3"}, "ldp_taus: 5e+38 is not a number in [0, 3.403e+38]"),
+    ({"ldp_sigmas": "0", "ldp_taus": ""}, "ldp_taus: empty; give comma-separated numbers or ranges"),
+    ({"ldp_sigmas": "0", "ldp_taus": "1,,2"}, "'1,,2' has an empty item"),
+])
+def test_ldp_sigmas_and_taus_refuse_what_is_not_a_grid(values, message):
+  with pytest.raises(ValueError) as e:
+    S.override(S.preset("har_ldp"), {**TINY, **values})
+  assert message in str(e.value), str(e.value)
+
+
+def test_ldp_sigmas_and_taus_are_named_where_nothing_reads_them():
+  with pytest.raises(ValueError, match=re.escape("--set ldp_sigmas=0,0.1 --set ldp_taus=1: read only by "
+                                                 "single-step tasks")):
+    S.override(S.preset("har_multistep"), {"ldp_sigmas": "0,0.1", "ldp_taus": "1"})
+  with pytest.raises(ValueError, match=re.escape("unknown study field(s) ['ldp_sigmas', 'ldp_taus'] for "
+                                                 "eavesdrop_tables; fields: ")):
+    S.override(S.preset("eavesdrop_tables"), {"ldp_sigmas": "0,0.1", "ldp_taus": "1"})
+
+
 def test_records_equal_separate_runs(ldp_study):
   plan, store = ldp_study
   for task in plan.tasks[1:]:                      # the LDP settings (the first, no LDP, is covered by the others)

@@ -75,10 +75,10 @@ def build(results: Results, *, delta: float = 1e-5, rounds: int = 1,
       files[path] = data
       figs.append(Figure(path, section, caption, sources))
 
-  har_figures(results, acct, add, log)
+  warnings = []
+  har_figures(results, acct, add, log, warnings)
   eavesdrop_figures(results, add, log)
   tables = T.all_tables(results, acct)
-  warnings = []
   if results.missing:
     warnings.append(f"{results.missing} task(s) of the study have no record yet: the report shows the finished "
                     "ones. Run the study again to finish it, then rebuild the report.")
@@ -113,7 +113,31 @@ def _bars_caption(s: dict) -> str:
           "counts per client, the mean over clients.")
 
 
-def har_figures(results: Results, acct: T.Accountant, add, log) -> None:
+#: An LDP sweep of more settings than this (for one setting otherwise) is drawn as heat maps, without a confusion
+#: figure per setting (a 1,000-setting sweep drew 1,000 of them, ~0.6 s each).
+MAX_LDP_DETAIL = 12
+#: A sweep over more clip norms than this is a heat map whatever its size (the line plot has a panel per tau).
+MAX_TRADEOFF_PANELS = 6
+
+
+def _ldp_sweeps(har) -> dict:
+  """{(the setting but its (sigma, tau), clip scope): [its results, the no-LDP one among them]}, for the settings
+  that have LDP results."""
+  by_setting = defaultdict(list)
+  for r in har:
+    s = r.settings
+    by_setting[(s["dataset"], s["model"], s["state"], s["sampling"], s["num_samples"], s["local_steps"],
+                s["local_batch_size"], s["seed"], s.get("head_bias", True), s.get("compression", 0.0),
+                s.get("dropout"), s.get("client_loss", "mean"), s.get("aggregate_clients", 1))].append(r)
+  sweeps = {}
+  for key, rs in by_setting.items():
+    ldp = [r for r in rs if r.has_ldp]
+    for scope in sorted({r.settings["clip_scope"] for r in ldp}):
+      sweeps[(key, scope)] = [r for r in rs if not r.has_ldp or r.settings["clip_scope"] == scope]
+  return sweeps
+
+
+def har_figures(results: Results, acct: T.Accountant, add, log, notes: Optional[list] = None) -> None:
   har = results.har
   for r in har:
     if not r.has_ldp:
@@ -121,7 +145,16 @@ def har_figures(results: Results, acct: T.Accountant, add, log) -> None:
           f"Fig. 2 style: LnAcc, LeAcc and ClassAcc per attack, {T.setting_label(r.settings)}; "
           + _bars_caption(r.settings), [r.source], lambda r=r: F.attack_bars(r))
   log(f"report: {len(har)} HAR result(s)")
+  sweeps = _ldp_sweeps(har)
+  undrawn = {id(r) for pts in sweeps.values() if sum(p.has_ldp for p in pts) > MAX_LDP_DETAIL
+             for r in pts if r.has_ldp}
+  if undrawn and notes is not None:
+    notes.append(f"{len(undrawn)} LDP settings belong to sweeps of more than {MAX_LDP_DETAIL} settings: they are "
+                 "drawn together in their sweep's figure, without a confusion figure each; tables/*.csv hold every "
+                 "setting's numbers.")
   for r in har:
+    if id(r) in undrawn:
+      continue
     add(f"fig4-confusion-{T.setting_label(r.settings)}", "HAR",
         f"Fig. 4 style: row-normalised confusion matrices (sorted labels paired by position), "
         f"{T.setting_label(r.settings)}.", [r.source], lambda r=r: F.confusion_grid(r, acct))
@@ -140,24 +173,22 @@ def har_figures(results: Results, acct: T.Accountant, add, log) -> None:
           f"Fig. 3 style: LnAcc of multi-step updates minus single step (N={singles[0].settings['num_samples']}), "
           f"{' | '.join(map(str, key[:4]))}.", [singles[0].source] + [m.source for m in multis],
           lambda s=singles[0], m=multis: F.multistep_heatmap(s, m))
-  # LDP trade-off: the settings that differ only in (sigma, tau), with the no-LDP run as sigma = 0.
-  by_setting = defaultdict(list)
-  for r in har:
-    s = r.settings
-    by_setting[(s["dataset"], s["model"], s["state"], s["sampling"], s["num_samples"], s["local_steps"],
-                s["local_batch_size"], s["seed"], s.get("head_bias", True), s.get("compression", 0.0),
-                s.get("dropout"), s.get("client_loss", "mean"), s.get("aggregate_clients", 1))].append(r)
-  for key, rs in by_setting.items():
-    ldp = [r for r in rs if r.has_ldp]
-    scopes = {r.settings["clip_scope"] for r in ldp}
-    for scope in sorted(scopes):
-      pts = [r for r in rs if not r.has_ldp or r.settings["clip_scope"] == scope]
-      if ldp and len(pts) >= 2:
-        add(f"ldp-tradeoff-{T.setting_label(pts[0].settings, with_ldp=False)}-{scope}", "HAR",
-            f"LDP trade-off: LnAcc against noise std and clip norm ({scope} clipped), epsilon on the top axis "
-            f"(PLD, delta = {acct.delta:g}, composed over {acct.rounds} round(s) x the setting's releases); "
-            f"{T.setting_label(pts[0].settings, with_ldp=False)}.", [p.source for p in pts],
-            lambda pts=pts: F.ldp_tradeoff(pts, acct))
+  # LDP trade-off: the settings that differ only in (sigma, tau), with the no-LDP run as sigma = 0; a large sweep
+  # over both as heat maps.
+  for (_, scope), pts in sweeps.items():
+    if len(pts) < 2:
+      continue
+    label = T.setting_label(pts[0].settings, with_ldp=False)
+    sigmas, taus = ({p.settings[f] for p in pts} for f in ("sigma", "tau"))
+    if len(taus) > MAX_TRADEOFF_PANELS or (len(pts) > MAX_LDP_DETAIL and len(sigmas) > 1 and len(taus) > 1):
+      add(f"ldp-sweep-{label}-{scope}", "HAR",
+          f"LDP sweep: LnAcc of every (sigma, tau) ({scope} clipped), mean over clients; epsilon of each setting in "
+          f"tables/ldp_epsilon.csv; {label}.", [p.source for p in pts], lambda pts=pts: F.ldp_heatmap(pts))
+      continue
+    add(f"ldp-tradeoff-{label}-{scope}", "HAR",
+        f"LDP trade-off: LnAcc against noise std and clip norm ({scope} clipped), epsilon on the top axis "
+        f"(PLD, delta = {acct.delta:g}, composed over {acct.rounds} round(s) x the setting's releases); "
+        f"{label}.", [p.source for p in pts], lambda pts=pts: F.ldp_tradeoff(pts, acct))
 
 
 def eavesdrop_figures(results: Results, add, log) -> None:

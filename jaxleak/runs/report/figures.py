@@ -187,13 +187,16 @@ def ldp_tradeoff(points: Sequence[HarResult], acct: Accountant, metric: str = "l
               markersize=4, linewidth=1)
     ax.set_xscale("symlog", linthresh=linthresh)
     ax.set_xlim(-0.1 * linthresh, max(xs + [linthresh]) * 1.6)
-    ax.set_xticks(xs, [f"{x:g}" for x in xs])
+    labelled = _thinned(len(xs))                   # a sweep's many sigmas: a readable few labelled
+    ax.set_xticks([xs[i] for i in labelled], [f"{xs[i]:.3g}" for i in labelled],
+                  rotation=0 if len(labelled) <= 5 else 45)
     ax.set_xlabel("noise std sigma (gradient units)")
     ax.grid(linewidth=0.3)
     top = ax.twiny()
     top.set_xscale("symlog", linthresh=linthresh)
     top.set_xlim(ax.get_xlim())
-    top.set_xticks(xs, [_eps_tick(acct, p).replace(" (", "\n(") for p in pts], fontsize=7)
+    top.set_xticks([xs[i] for i in labelled], [_eps_tick(acct, pts[i]).replace(" (", "\n(") for i in labelled],
+                   fontsize=7)
     top.set_xlabel((f"clip norm tau = {tau:g}" if tau else "no clipping") + f"\nepsilon at delta = {acct.delta:g}",
                    fontsize=8)
   for row in axes:
@@ -204,6 +207,59 @@ def ldp_tradeoff(points: Sequence[HarResult], acct: Accountant, metric: str = "l
   scope = "whole model" if s["clip_scope"] == "all" else "last layer"
   fig.suptitle(f"{setting_label(s, with_ldp=False)} | LDP trade-off, {scope} clipped, mean over clients",
                fontsize=9)
+  return png(fig)
+
+
+#: The most tick labels on an axis of sweep values; beyond it, evenly spaced ones (the first and last included).
+MAX_TICK_LABELS = 6
+
+
+def _thinned(n: int, most: int = MAX_TICK_LABELS) -> list[int]:
+  """Indices of the values of an axis of `n` that get a label: all of them, or `most` spread evenly."""
+  return list(range(n)) if n <= most else sorted({round(i * (n - 1) / (most - 1)) for i in range(most)})
+
+
+def ldp_heatmap(points: Sequence[HarResult], metric: str = "lnacc") -> bytes:
+  """An LDP sweep over a grid of (sigma, tau): one panel per attack, the metric's mean over clients in each cell
+  (noise std across, clip norm down, "none" for no clipping last); cells the sweep did not run are blank."""
+  plt = pyplot()
+  sigmas = sorted({p.settings["sigma"] for p in points})
+  taus = sorted({p.settings["tau"] for p in points}, key=lambda t: (t == 0, t))
+  names = list(points[0].attacks)
+  cell = {(p.settings["sigma"], p.settings["tau"]): p for p in points}
+  cols = min(3, len(names))
+  rows = math.ceil(len(names) / cols)
+  width, height = min(6.0, 1.5 + 0.3 * len(sigmas)), min(5.0, 1.2 + 0.25 * len(taus))
+  fig, axes = plt.subplots(rows, cols, figsize=(cols * width + 1.2, rows * height + 0.8), squeeze=False,
+                           layout="constrained")
+  xt, yt = _thinned(len(sigmas), 8), _thinned(len(taus), 8)
+  image = None
+  for k, (ax, name) in enumerate(zip(axes.flat, names)):
+    grid = np.full((len(taus), len(sigmas)), np.nan)
+    for (i, tau), (j, sigma) in ((it, js) for it in enumerate(taus) for js in enumerate(sigmas)):
+      p = cell.get((sigma, tau))
+      if p is not None and name in p.attacks:
+        grid[i, j] = _pct(p.attacks[name]["summary"][metric][0])
+    image = ax.imshow(grid, cmap="cividis", vmin=0, vmax=100, aspect="auto", interpolation="nearest")
+    if grid.size <= 36:
+      for i, j in zip(*np.nonzero(np.isfinite(grid))):
+        ax.text(j, i, f"{grid[i, j]:.0f}", ha="center", va="center", fontsize=6,
+                color="black" if grid[i, j] > 55 else "white")
+    first_col, last_row = k % cols == 0, k + cols >= len(names)
+    ax.set_xticks(xt, [f"{sigmas[j]:.3g}" for j in xt] if last_row else [], rotation=45, fontsize=7)
+    ax.set_yticks(yt, [f"{taus[i]:.3g}" if taus[i] else "none" for i in yt] if first_col else [], fontsize=7)
+    if last_row:
+      ax.set_xlabel("noise std sigma")
+    if first_col:
+      ax.set_ylabel("clip norm tau")
+    ax.set_title(attack_name(name))
+  for ax in list(axes.flat)[len(names):]:
+    ax.axis("off")
+  fig.colorbar(image, ax=axes, shrink=0.8, label=f"{METRIC_NAMES[metric]} (%), mean over clients")
+  s = points[0].settings
+  scope = "whole model" if s["clip_scope"] == "all" else "last layer"
+  fig.suptitle(f"{setting_label(s, with_ldp=False)} | LDP sweep, {len(points)} settings ({len(sigmas)} sigma x "
+               f"{len(taus)} tau), {scope} clipped", fontsize=9)
   return png(fig)
 
 

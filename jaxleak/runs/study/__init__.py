@@ -9,9 +9,10 @@
 """
 from jaxleak.runs.study.engine import SETTINGS_PER_CALL, RunSummary, adopt_folder, run_plan, status, sweep_chunk
 from jaxleak.runs.study.plan import Group, Plan, Task, describe, make_plan
-from jaxleak.runs.study.spec import PRESETS, EavesdropGrid, HarGrid, Study, WholeDeterminationGrid, override, preset
+from jaxleak.runs.study.spec import (PRESETS, EavesdropGrid, HarGrid, Study, WholeDeterminationGrid, ldp_product,
+                                     override, preset)
 from jaxleak.runs.study.store import Store
 
 __all__ = ["EavesdropGrid", "Group", "HarGrid", "PRESETS", "Plan", "RunSummary", "SETTINGS_PER_CALL", "Store", "Study",
-           "Task", "WholeDeterminationGrid", "adopt_folder", "describe", "make_plan", "override", "preset", "run_plan",
-           "status", "sweep_chunk"]
+           "Task", "WholeDeterminationGrid", "adopt_folder", "describe", "ldp_product", "make_plan", "override",
+           "preset", "run_plan", "status", "sweep_chunk"]

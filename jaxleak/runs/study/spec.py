@@ -386,11 +386,90 @@ def _parse_field(field: str, value: Any, like: Any):
     raise ValueError(f"--set {field}={value}: {e}") from None
 
 
+#: `--set` names that give a HAR study's `ldp` as the product of two lists (`ldp_product`).
+LDP_PRODUCT_FIELDS = ("ldp_sigmas", "ldp_taus")
+#: The most values a `geom:` or `lin:` range item may make (a typo such as 1e6 values is refused, not run).
+MAX_RANGE_VALUES = 10_000
+
+
+def ldp_product(sigmas: str, taus: str) -> tuple[tuple[float, float], ...]:
+  """Every (sigma, tau) of two lists, sigma major: `ldp` for a large LDP sweep without typing its pairs.
+
+  Each list is comma-separated items, each a number or a range `geom:START:STOP:NUM` (NUM values spaced evenly on
+  a log scale, both ends included; START, STOP > 0) or `lin:START:STOP:NUM` (evenly on a linear scale); range values
+  are rounded to 6 significant digits, so that they print, and key the records, as typed. Values are noise stds
+  (sigma) and clipping norms (tau) in [0, float32 max]; 0 means none.
+
+  >>> ldp_product("0,0.1", "0,lin:0.5:1.5:3")
+  ((0.0, 0.0), (0.0, 0.5), (0.0, 1.0), (0.0, 1.5), (0.1, 0.0), (0.1, 0.5), (0.1, 1.0), (0.1, 1.5))
+  >>> len(ldp_product("0,geom:1e-3:1:39", "0,lin:0.1:2.4:24"))
+  1000
+  """
+  lists = [_number_list(text, field) for text, field in zip((sigmas, taus), LDP_PRODUCT_FIELDS)]
+  return tuple((s, t) for s in lists[0] for t in lists[1])
+
+
+def _number_list(text: str, field: str) -> list[float]:
+  import numpy as np
+  out = []
+  for item in _list_items(text.strip()):
+    kind, _, rest = item.partition(":")
+    if kind in ("geom", "lin"):
+      parts = rest.split(":")
+      form = f"{kind}:START:STOP:NUM (e.g. {'geom:1e-3:1:10' if kind == 'geom' else 'lin:0.1:1.5:15'})"
+      if len(parts) != 3:
+        raise ValueError(f"{field}: {item!r} is not {form}.")
+      start, stop = (_cast(float, x, f"{field} item {item!r}", listed=True) for x in parts[:2])
+      num = _cast(int, parts[2], f"{field} item {item!r}", listed=True)
+      if not 2 <= num <= MAX_RANGE_VALUES:
+        raise ValueError(f"{field}: {item!r}: NUM must be in [2, {MAX_RANGE_VALUES:,}] (the values it makes).")
+      if kind == "geom" and not (start > 0 and stop > 0):
+        raise ValueError(f"{field}: {item!r}: a geom range needs START and STOP > 0 (list 0 as an item of its own: "
+                         f"0,{item}).")
+      values = np.geomspace(start, stop, num) if kind == "geom" else np.linspace(start, stop, num)
+      out += [float(f"{v:.6g}") for v in values]
+    else:
+      out.append(_cast(float, item, field, listed=True))
+  if not out:
+    raise ValueError(f"{field}: empty; give comma-separated numbers or ranges (geom:START:STOP:NUM, "
+                     "lin:START:STOP:NUM).")
+  bad = [v for v in out if not 0 <= v <= FLOAT32_MAX]
+  if bad:
+    raise ValueError(f"{field}: {bad[0]} is not a number in [0, {FLOAT32_MAX:.4g}] (0 means none).")
+  repeated = sorted({v for v in out if out.count(v) > 1})
+  if repeated:
+    raise ValueError(f"{field}: {repeated[:5]} listed more than once (ranges included, after rounding to 6 "
+                     "significant digits); list each once.")
+  return out
+
+
 def override(study: Study, values: dict[str, Any]) -> Study:
   """The study with `values` replacing fields of every part that has them (others are left alone). A field no
   part has is refused, naming the fields there are. HAR fields read by some tasks only (`HAR_FIELD_READERS`) go to the
   parts that read them, and are refused where none does; `multi_step` goes to the multi-step parts, or to every
-  HAR part where the study has none."""
+  HAR part where the study has none. `ldp_sigmas` and `ldp_taus` together give `ldp` as their product
+  (`ldp_product`)."""
+  given = [k for k in LDP_PRODUCT_FIELDS if k in values]
+  if not given or not any(isinstance(p, HarGrid) for p in study.parts):
+    return _override(study, values)
+  shown = " ".join(f"--set {k}={values[k]}" for k in given)
+  if len(given) == 1:
+    raise ValueError(f"{shown}: give ldp_sigmas and ldp_taus together (the LDP settings are every (sigma, tau) of "
+                     "the two lists), or ldp=sigma:tau,... as pairs.")
+  if "ldp" in values:
+    raise ValueError(f"--set ldp={values['ldp']} and {shown}: choose one (pairs, or the product of two lists).")
+  try:
+    pairs = ldp_product(str(values["ldp_sigmas"]), str(values["ldp_taus"]))
+  except ValueError as e:
+    raise ValueError(f"{shown}: {e}") from None
+  rest = {k: v for k, v in values.items() if k not in given}
+  try:
+    return _override(study, {**rest, "ldp": pairs})
+  except ValueError as e:                         # said of the lists the user typed, not of their 1,000 pairs
+    raise ValueError(str(e).replace(f"--set ldp={pairs}", shown)) from None
+
+
+def _override(study: Study, values: dict[str, Any]) -> Study:
   known, wd_unread = set(), set()
   parts = []
   # So that `--set ldp=...` on har_paper changes its LDP grid without making its multi-step part an impossible one.
@@ -455,7 +534,7 @@ def override(study: Study, values: dict[str, Any]) -> Study:
                        "with these settings: drop it, or set what reads it as well.")
   unknown = sorted(set(values) - known)
   if unknown:
-    allowed = sorted(known | ({f.name for f in dataclasses.fields(HarGrid)} if any(
+    allowed = sorted(known | ({f.name for f in dataclasses.fields(HarGrid)} | set(LDP_PRODUCT_FIELDS) if any(
         isinstance(p, HarGrid) for p in study.parts) else set(_EAVESDROP_FIELDS) | {"replicates"})
                      | (set(WD_FIELDS) if any(isinstance(p, WholeDeterminationGrid) for p in study.parts) else set()))
     raise ValueError(f"unknown study field(s) {unknown} for {study.name}; fields: {', '.join(allowed)}.")
