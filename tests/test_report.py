@@ -102,10 +102,14 @@ def test_a_large_ldp_sweep_is_one_heat_map_figure_not_a_figure_per_setting(monke
   assert sorted(kinds) == ["fig2-attacks", "fig4-confusion", "ldp-sweep"]     # confusion: the setting without LDP
   assert [len(pts) for pts in drawn] == [15]
   assert any("14 LDP settings belong to sweeps of more than 12" in w for w in rep.warnings)
+  assert "har_defences" not in [t.name for t in rep.tables]          # was: a column per LDP setting
   small = grid[:6]                                       # sigma 0 and 0.01: 5 LDP settings, the paper's size
   rep = R.build(Results("/nowhere", "study", small, [], [], {}))
   kinds = [re.match(r"figures/([a-z0-9]+-[a-z]+)", f.path).group(1) for f in rep.figures]
   assert sorted(kinds) == ["fig2-attacks"] + ["fig4-confusion"] * 6 + ["ldp-tradeoff"] and not rep.warnings
+  defences = next(t for t in rep.tables if t.name == "har_defences")
+  assert defences.columns == ["setting", "attack", "none", "LDP sigma=0 tau=0.5", "LDP sigma=0 tau=1", "LDP sigma=0.01",
+                              "LDP sigma=0.01 tau=0.5", "LDP sigma=0.01 tau=1"]
 
 
 def test_the_heat_map_puts_every_setting_in_its_cell():

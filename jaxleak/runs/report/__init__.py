@@ -113,9 +113,9 @@ def _bars_caption(s: dict) -> str:
           "counts per client, the mean over clients.")
 
 
-#: An LDP sweep of more settings than this (for one setting otherwise) is drawn as heat maps, without a confusion
-#: figure per setting (a 1,000-setting sweep drew 1,000 of them, ~0.6 s each).
-MAX_LDP_DETAIL = 12
+#: An LDP sweep of more settings than this (for one setting otherwise) gets no confusion figure per setting (a
+#: 1,000-setting sweep drew 1,000 of them, ~0.6 s each), and is drawn as a heat map over both sigma and tau.
+MAX_LDP_DETAIL = T.MAX_LDP_DETAIL
 #: A sweep over more clip norms than this is a heat map whatever its size (the line plot has a panel per tau).
 MAX_TRADEOFF_PANELS = 6
 

@@ -456,11 +456,19 @@ def defence_label(s: dict, *, with_ldp: bool = True) -> str:
   return " + ".join(parts) or ("none" if with_ldp else "")
 
 
+#: More LDP settings than this make a sweep: no figure (report) or column (har_defences) per setting.
+MAX_LDP_DETAIL = 12
+
+
 def har_defences_table(results: Results, acct: Accountant) -> Optional[Table]:
   """What each defence does to each attack (HAR): LnAcc (mean over clients) per attack, one column per defence,
   for every setting run under two or more defences. Bias attacks cannot run on a bias-free head: 'no bias'."""
   groups = defaultdict(dict)
+  ldp_columns = {defence_label(r.settings) for r in results.har if r.has_ldp}
+  sweep = len(ldp_columns) > MAX_LDP_DETAIL        # an LDP sweep: har_summary's rows and the sweep figure show it
   for r in results.har:
+    if sweep and r.has_ldp:
+      continue
     base = setting_label(r.settings, with_ldp=False, with_defences=False).replace(" | ", ", ")
     groups[base][defence_label(r.settings)] = r
   groups = {k: v for k, v in groups.items() if len(v) >= 2}
@@ -488,7 +496,8 @@ def har_defences_table(results: Results, acct: Accountant) -> Optional[Table]:
                ["setting", "attack"] + columns, rows, percent=tuple(columns),
                note="Empty: not run. 'none': the models as built (DeepConvLSTM and TinyHAR: dropout 0.5). 'no bias': "
                     "the attack reads the bias gradient, which a bias-free head does not have (the defence removes "
-                    "it). " + "; ".join(sorted(set(eps))))
+                    "it). " + (f"The {len(ldp_columns)} LDP settings, a sweep, are left out: har_summary has a row for "
+                               "each, the sweep's figure shows them. " if sweep else "") + "; ".join(sorted(set(eps))))
 
 
 def eavesdrop_defence_label(s: dict) -> str:
