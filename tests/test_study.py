@@ -270,6 +270,8 @@ def test_ldp_sigmas_and_taus_give_every_pair_of_the_two_lists():
     ({"ldp_sigmas": "0", "ldp_taus": "lin:1:1e39:3"}, "ldp_taus: 5e+38 is not a number in [0, 3.403e+38]"),
     ({"ldp_sigmas": "0", "ldp_taus": ""}, "ldp_taus: empty; give comma-separated numbers or ranges"),
     ({"ldp_sigmas": "0", "ldp_taus": "1,,2"}, "'1,,2' has an empty item"),
+    ({"ldp_sigmas": "geom:1e-6:1:1000", "ldp_taus": "lin:0.01:10:1000"}, "1,000 sigmas x 1,000 taus = 1,000,000 LDP "
+     "settings, more than 100,000"),
 ])
 def test_ldp_sigmas_and_taus_refuse_what_is_not_a_grid(values, message):
   with pytest.raises(ValueError) as e:

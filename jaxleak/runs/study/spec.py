@@ -18,6 +18,7 @@ tables and figure sweeps; `override` changes any field of every part that has it
 """
 from __future__ import annotations
 
+import collections
 import dataclasses
 import math
 import os
@@ -390,6 +391,8 @@ def _parse_field(field: str, value: Any, like: Any):
 LDP_PRODUCT_FIELDS = ("ldp_sigmas", "ldp_taus")
 #: The most values a `geom:` or `lin:` range item may make (a typo such as 1e6 values is refused, not run).
 MAX_RANGE_VALUES = 10_000
+#: The most (sigma, tau) settings `ldp_product` makes (each is a task with its own record in every group).
+MAX_LDP_SETTINGS = 100_000
 
 
 def ldp_product(sigmas: str, taus: str) -> tuple[tuple[float, float], ...]:
@@ -406,6 +409,9 @@ def ldp_product(sigmas: str, taus: str) -> tuple[tuple[float, float], ...]:
   1000
   """
   lists = [_number_list(text, field) for text, field in zip((sigmas, taus), LDP_PRODUCT_FIELDS)]
+  if len(lists[0]) * len(lists[1]) > MAX_LDP_SETTINGS:
+    raise ValueError(f"{len(lists[0]):,} sigmas x {len(lists[1]):,} taus = {len(lists[0]) * len(lists[1]):,} LDP "
+                     f"settings, more than {MAX_LDP_SETTINGS:,} (a record each, per group): give fewer values.")
   return tuple((s, t) for s in lists[0] for t in lists[1])
 
 
@@ -436,7 +442,7 @@ def _number_list(text: str, field: str) -> list[float]:
   bad = [v for v in out if not 0 <= v <= FLOAT32_MAX]
   if bad:
     raise ValueError(f"{field}: {bad[0]} is not a number in [0, {FLOAT32_MAX:.4g}] (0 means none).")
-  repeated = sorted({v for v in out if out.count(v) > 1})
+  repeated = sorted(v for v, n in collections.Counter(out).items() if n > 1)
   if repeated:
     raise ValueError(f"{field}: {repeated[:5]} listed more than once (ranges included, after rounding to 6 "
                      "significant digits); list each once.")
