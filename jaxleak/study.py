@@ -27,7 +27,8 @@ _d = dict(flag_values=FLAGS)
 flags.DEFINE_string("study_dir", None, "The study's folder (records, index, tables); a --dry_run without it "
                     "shows the plan as if nothing were done yet.", **_d)
 flags.DEFINE_multi_string("set", [], "field=value overriding a field of the study, e.g. --set models=tinyhar "
-                          "--set ldp=0:0,0.1:1.0 --set multi_step=100:20:5 (repeatable).", **_d)
+                          "--set ldp=0:0,0.1:1.0 --set multi_step=100:20:5 (repeatable); an LDP sweep as the product "
+                          "of two lists: --set ldp_sigmas=0,geom:1e-3:1:9 --set ldp_taus=0,lin:0.5:1.5:3", **_d)
 flags.DEFINE_bool("dry_run", False, "Print the plan (groups, tasks, what is done) and exit.", **_d)
 flags.DEFINE_integer("task_index", 0, "This shard's index in [0, --num_tasks) (e.g. $SLURM_ARRAY_TASK_ID).", **_d)
 flags.DEFINE_integer("num_tasks", 1, "Number of shards the study's groups are dealt to.", **_d)
