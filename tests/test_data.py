@@ -502,6 +502,48 @@ def test_dirichlet_repartition_deals_every_window_once_and_concentrates_labels()
     D.repartition_dirichlet(clients, 3, "1", seed=0)
 
 
+def test_clients_holding_keeps_the_large_clients_whole_with_their_ids():
+  windows = np.arange(14, dtype=np.float32).reshape(14, 1, 1)
+  clients = D.WindowedClients(windows=windows, labels=np.arange(14) % 3, offsets=np.array([0, 5, 7, 14]),
+                              subject_ids=(4, 9, 11), num_classes=3)
+  kept, left_out = D.clients_holding(clients, 4)
+  assert kept.subject_ids == (4, 11) and left_out == [(9, 2)]
+  np.testing.assert_array_equal(kept.offsets, [0, 5, 12])
+  np.testing.assert_array_equal(kept.windows.ravel(), [0, 1, 2, 3, 4, 7, 8, 9, 10, 11, 12, 13])
+  np.testing.assert_array_equal(kept.labels, clients.labels[[0, 1, 2, 3, 4, 7, 8, 9, 10, 11, 12, 13]])
+  assert D.clients_holding(clients, 2) == (clients, [])                 # nothing to leave out: the same clients
+  none, left_out = D.clients_holding(clients, 8)
+  assert none.num_clients == 0 and len(none.labels) == 0 and left_out == [(4, 5), (9, 2), (11, 7)]
+
+
+def test_dirichlet_clients_too_small_for_one_update_are_left_out_and_said():
+  # Found 2026-12-06 (thirty-fifth session): the preset har_dirichlet failed its own dry run ("num_samples 100 is
+  # larger than the data of clients [(3, 93), (14, 32), (20, 70)]" at alpha = 0.1 on synthetic Wetlab), and the
+  # drivers advised --clients, which selects subjects before the re-deal, not the re-dealt clients.
+  from jaxleak.runs.leakage import LeakageConfig
+  from jaxleak.runs.leakage.prepare import attacked_clients
+  cfg = LeakageConfig(dataset="synthetic_wetlab", model="tinyhar", dirichlet_alpha=0.1)
+  ds = D.load("synthetic_wetlab", scale=cfg.synthetic_scale, seed=cfg.seed)           # as the run loads it
+  said = []
+  clients = attacked_clients(ds, cfg, said.append)
+  dealt = D.repartition_dirichlet(D.make_clients(ds), 22, 0.1, seed=cfg.seed)
+  small = [(s, dealt.client_size(k)) for k, s in enumerate(dealt.subject_ids) if dealt.client_size(k) < 100]
+  assert small and [s for s, _ in small] == [s for s in dealt.subject_ids if s not in clients.subject_ids]
+  for k, s in enumerate(clients.subject_ids):                        # the others, whole and bitwise
+    j = dealt.subject_ids.index(s)
+    np.testing.assert_array_equal(clients.windows[clients.offsets[k]:clients.offsets[k + 1]],
+                                  dealt.windows[dealt.offsets[j]:dealt.offsets[j + 1]])
+  assert said == [f"dirichlet_alpha=0.1: {len(small)} of the 22 re-dealt clients hold fewer than N=100 windows and "
+                  f"send no update, left out (client, windows): {small}"]
+  D.check_client_sizes(clients, 100)                                 # what was refused before
+  big = LeakageConfig(dataset="synthetic_wetlab", model="tinyhar", dirichlet_alpha=10.0)
+  assert attacked_clients(ds, big, said.append).subject_ids == tuple(range(22)) and len(said) == 1
+  with pytest.raises(ValueError, match=r"dirichlet_alpha=0.1: none of the 22 re-dealt clients holds N=100000 windows "
+                                       r"\(the largest holds \d+\); raise dirichlet_alpha, lower N"):
+    attacked_clients(ds, LeakageConfig(dataset="synthetic_wetlab", model="tinyhar", dirichlet_alpha=0.1,
+                                       num_samples=100000))
+
+
 def test_leakage_run_on_dirichlet_clients_and_refusals():
   from jaxleak.runs.leakage import LeakageConfig, run_leakage
   cfg = LeakageConfig(dataset="synthetic_tiny", model="tinyhar", num_samples=40, attacks=("ebi",),

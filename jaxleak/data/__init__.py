@@ -14,7 +14,8 @@ from jaxleak.data.samplers import (STRATEGIES, check_client_sizes, sample_client
 from jaxleak.data.synthetic import PRESETS as SYNTHETIC_PRESETS, SyntheticPreset, make_synthetic
 from jaxleak.data.tal import DataFormatError, load_tal
 from jaxleak.data.watch import load_watch
-from jaxleak.data.windows import make_clients, repartition_dirichlet, window_recording, window_starts
+from jaxleak.data.windows import (clients_holding, make_clients, repartition_dirichlet, window_recording,
+                                  window_starts)
 
 SYNTHETIC_DATASETS = tuple(f"synthetic_{p}" for p in SYNTHETIC_PRESETS)   # the ones --synthetic_scale applies to
 DATASETS = ("hapt", "watch", "wear", "wetlab", "tal") + SYNTHETIC_DATASETS
@@ -68,6 +69,6 @@ __all__ = ["Allocation", "DATASETS", "DataFormatError", "FILE_DATASETS", "HarDat
            "Recording", "STRATEGIES", "SYNTHETIC_DATASETS", "SYNTHETIC_PRESETS", "SyntheticPreset",
            "WindowedClients", "allocate_dirichlet", "allocate_label_totals", "allocate_main_labels", "aux_per_label",
            "check_client_sizes", "load", "load_digits", "load_hapt", "load_mnist", "load_pool", "load_tal",
-           "load_watch",
+           "clients_holding", "load_watch",
            "make_clients", "make_synthetic", "pad_allocation", "quantity_groups", "repartition_dirichlet",
            "sample_client", "sample_clients", "sample_queries", "split_pool", "window_recording", "window_starts"]

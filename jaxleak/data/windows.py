@@ -64,6 +64,23 @@ def make_clients(dataset: HarDataset, subject_ids: Sequence[int] | None = None, 
                          subject_ids=ids, num_classes=dataset.num_classes)
 
 
+def clients_holding(clients: WindowedClients, min_windows: int) -> tuple[WindowedClients, list[tuple[int, int]]]:
+  """The clients that hold at least `min_windows` windows, their ids, windows and order kept; and (id, windows) of
+  each client left out. A Dirichlet re-deal (`repartition_dirichlet`) with a small alpha leaves some clients too
+  few windows for one update of N."""
+  sizes = np.diff(clients.offsets)
+  kept = np.flatnonzero(sizes >= min_windows)
+  left_out = [(clients.subject_ids[k], int(sizes[k])) for k in np.flatnonzero(sizes < min_windows)]
+  if not left_out:
+    return clients, []
+  rows = np.concatenate([np.arange(clients.offsets[k], clients.offsets[k + 1]) for k in kept]) if kept.size else (
+      np.zeros(0, np.int64))
+  offsets = np.concatenate([[0], np.cumsum(sizes[kept])]).astype(np.int64)
+  return WindowedClients(windows=clients.windows[rows], labels=clients.labels[rows], offsets=offsets,
+                         subject_ids=tuple(clients.subject_ids[k] for k in kept),
+                         num_classes=clients.num_classes), left_out
+
+
 def repartition_dirichlet(clients: WindowedClients, num_clients: int, alpha: float, seed: int) -> WindowedClients:
   """The same windows dealt to `num_clients` new clients by Dirichlet label proportions (the usual non-IID split,
   Hsu et al. 2019): each class's windows are shuffled and cut among the clients in proportions p ~ Dir(alpha 1);

@@ -40,12 +40,24 @@ def select_clients(dataset: D.HarDataset, cfg: LeakageConfig) -> tuple[int, ...]
   return tuple(ids)
 
 
-def attacked_clients(dataset: D.HarDataset, cfg: LeakageConfig) -> D.WindowedClients:
-  """The clients a run attacks: the selected subjects, or (cfg.dirichlet_alpha) their windows re-dealt non-IID."""
+def attacked_clients(dataset: D.HarDataset, cfg: LeakageConfig,
+                     progress: Optional[Callable[[str], None]] = None) -> D.WindowedClients:
+  """The clients a run attacks: the selected subjects, or (cfg.dirichlet_alpha) their windows re-dealt non-IID.
+  Re-dealt clients left fewer windows than N send no update and are left out (said through `progress`); a subject
+  with fewer is refused later (`data.check_client_sizes`), as the reference does."""
   clients = D.make_clients(dataset, select_clients(dataset, cfg))
   if cfg.dirichlet_alpha is not None:        # non-IID clients instead of subjects (the selected subjects' windows)
-    clients = D.repartition_dirichlet(clients, cfg.dirichlet_clients or clients.num_clients, cfg.dirichlet_alpha,
-                                      seed=cfg.seed)
+    dealt = D.repartition_dirichlet(clients, cfg.dirichlet_clients or clients.num_clients, cfg.dirichlet_alpha,
+                                    seed=cfg.seed)
+    clients, small = D.clients_holding(dealt, cfg.num_samples)
+    if not clients.num_clients:
+      raise ValueError(f"dirichlet_alpha={cfg.dirichlet_alpha:g}: none of the {dealt.num_clients} re-dealt clients "
+                       f"holds N={cfg.num_samples} windows (the largest holds {max(n for _, n in small)}); raise "
+                       "dirichlet_alpha, lower N (num_samples), or deal to fewer clients (dirichlet_clients).")
+    if small:
+      log(progress, f"dirichlet_alpha={cfg.dirichlet_alpha:g}: {len(small)} of the {dealt.num_clients} re-dealt "
+                    f"clients hold fewer than N={cfg.num_samples} windows and send no update, left out (client, "
+                    f"windows): {small}")
   return clients
 
 
@@ -135,7 +147,7 @@ def prepare(cfg: LeakageConfig, dataset: Optional[D.HarDataset], variables: Opti
                      f"carry the wrong name; set LeakageConfig(dataset={dataset.name!r}, ...).")
   t0 = time.perf_counter()
   dataset = dataset or D.load(cfg.dataset, data_dir=cfg.data_dir, scale=cfg.synthetic_scale, seed=cfg.seed)
-  clients = attacked_clients(dataset, cfg)
+  clients = attacked_clients(dataset, cfg, progress)
   key = jax.random.key(cfg.seed)
   indices, batch_client = D.sample_clients(cfg.sampling, jax.random.fold_in(key, SAMPLER), clients,
                                            cfg.num_samples, queries=cfg.local is not None)
