@@ -288,6 +288,37 @@ def test_ldp_sigmas_and_taus_are_named_where_nothing_reads_them():
     S.override(S.preset("eavesdrop_tables"), {"ldp_sigmas": "0,0.1", "ldp_taus": "1"})
 
 
+def test_number_lists_take_ranges_and_an_eavesdrop_list_goes_to_the_parts_that_vary_it():
+  # Added 2026-12-06 (thirty-fifth session) with ldp_sigmas/ldp_taus: the same ranges in every list of numbers.
+  study = S.override(S.preset("har_dirichlet"), {"dirichlet_alphas": "geom:0.1:10:5"})
+  assert study.parts[0].dirichlet_alphas == (0.1, 0.316228, 1.0, 3.16228, 10.0)
+  study = S.override(S.preset("eavesdrop_compression"), {"compression": "lin:0:0.9:4"})
+  assert dict(study.parts[0].axes)["compression"] == (0.0, 0.3, 0.6, 0.9)
+  with pytest.raises(ValueError, match=re.escape("dirichlet_alphas: [0.3, 0.3]; give distinct numbers")):
+    S.make_plan(S.override(S.preset("har_dirichlet"), {"dirichlet_alphas": "0.3,0.3"}), check_inputs=False)
+  # Found the same day: a list for a field one part of a study varies was refused because the other parts hold one
+  # value of it ("'0.5,0.9' is not a number (one value: this study does not vary it)").
+  paper = S.preset("eavesdrop_paper")
+  study = S.override(paper, {"compression": "0.5,0.9"})
+  for before, after in zip(paper.parts, study.parts):
+    if "compression" in dict(before.axes):
+      assert dict(after.axes)["compression"] == (0.5, 0.9)
+    else:
+      assert after == before                                       # the parts that hold one value keep it
+  assert any("compression" in dict(p.axes) for p in paper.parts)
+  defences = S.override(S.preset("eavesdrop_defences"), {"ldp_noise": "geom:1e-4:1e-1:4"})
+  assert [dict(p.axes).get("ldp_noise") for p in defences.parts if "ldp_noise" in dict(p.axes)] == [
+      (0.0001, 0.001, 0.01, 0.1)]
+  assert all(dict(p.base).get("ldp_noise", 0.0) in (0.0, None) for p in defences.parts if "ldp_noise" not in
+             dict(p.axes))
+  with pytest.raises(ValueError, match=re.escape("compression: '0.5,0.9' is not a number (one value: this study "
+                                                 "does not vary it)")):
+    S.override(S.preset("eavesdrop_tables"), {"compression": "0.5,0.9"})
+  one = S.override(paper, {"compression": "0.5"})                   # one value: every part
+  assert all(dict(p.axes).get("compression", (0.5,)) == (0.5,) and dict(p.base).get("compression", 0.5) == 0.5
+             for p in one.parts if not isinstance(p, S.WholeDeterminationGrid))
+
+
 def test_records_equal_separate_runs(ldp_study):
   plan, store = ldp_study
   for task in plan.tasks[1:]:                      # the LDP settings (the first, no LDP, is covered by the others)

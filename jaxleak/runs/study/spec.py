@@ -154,6 +154,9 @@ class HarGrid:
                          "the weight gradient only).")
     if any(not (math.isfinite(a) and a > 0) for a in self.dirichlet_alphas):
       raise ValueError(f"dirichlet_alphas: {list(self.dirichlet_alphas)}; give finite numbers > 0.")
+    if len(set(self.dirichlet_alphas)) != len(self.dirichlet_alphas):
+      raise ValueError(f"dirichlet_alphas: {list(self.dirichlet_alphas)}; give distinct numbers (an alpha listed "
+                       "twice would be the same tasks).")
     if "trained" in self.states:
       for field, names in (("dataset", self.datasets), ("model", self.models)):
         if len(set(names)) > 1 and "{" + field + "}" not in self.checkpoint_dir:
@@ -310,7 +313,7 @@ def _parse(value: Any, like: Any, field: str):
   if isinstance(like, tuple):
     items = _list_items(text)
     if field == "dirichlet_alphas":
-      return tuple(_cast(float, x, field, listed=True) for x in items)
+      return tuple(_numbers(items, field))
     if field == "aggregate_clients":
       return tuple(_cast(int, x, field, listed=True) for x in items)
     if field in ("ldp", "multi_step"):                   # pairs/triples: 0:0.1,0.1:0.5  or  100:20:5,500:100:5
@@ -324,6 +327,8 @@ def _parse(value: Any, like: Any, field: str):
                    for item, p in zip(items, parts))
     elem = like[0] if like else ""
     cast = type(elem) if isinstance(elem, (int, float)) and not isinstance(elem, bool) else str
+    if cast is float:                                    # numbers and ranges (geom:1e-3:1:10, lin:0.1:0.9:9)
+      return tuple(_numbers(items, field))
     return tuple(_cast(cast, x, field, listed=True) for x in items)
   if field in _PATH_FIELDS and text.startswith("~"):     # the shell leaves '~' after '=' alone
     text = os.path.expanduser(text)
@@ -415,10 +420,12 @@ def ldp_product(sigmas: str, taus: str) -> tuple[tuple[float, float], ...]:
   return tuple((s, t) for s in lists[0] for t in lists[1])
 
 
-def _number_list(text: str, field: str) -> list[float]:
+def _numbers(items: list[str], field: str) -> list[float]:
+  """The numbers of a list's items, a range item (`geom:START:STOP:NUM`, `lin:START:STOP:NUM`; see `ldp_product`)
+  expanded to its values rounded to 6 significant digits."""
   import numpy as np
   out = []
-  for item in _list_items(text.strip()):
+  for item in items:
     kind, _, rest = item.partition(":")
     if kind in ("geom", "lin"):
       parts = rest.split(":")
@@ -436,6 +443,12 @@ def _number_list(text: str, field: str) -> list[float]:
       out += [float(f"{v:.6g}") for v in values]
     else:
       out.append(_cast(float, item, field, listed=True))
+  return out
+
+
+def _number_list(text: str, field: str) -> list[float]:
+  """`_numbers` of a comma-separated list, each in [0, float32 max] and listed once."""
+  out = _numbers(_list_items(text.strip()), field)
   if not out:
     raise ValueError(f"{field}: empty; give comma-separated numbers or ranges (geom:START:STOP:NUM, "
                      "lin:START:STOP:NUM).")
@@ -483,6 +496,9 @@ def _override(study: Study, values: dict[str, Any]) -> Study:
   # the rest.
   har_multi = any(p.multi_step for p in study.parts if isinstance(p, HarGrid))
   stages = (("multi_step",), ("ldp", "states", "aggregate_clients"), None)
+  # `--set compression=0.5,0.9` on eavesdrop_paper: the list goes to its part that varies compression; the parts
+  # that hold one value keep it (a single value goes to every part).
+  eavesdrop_axes = {k for p in study.parts if not isinstance(p, HarGrid) for k, _ in p.axes}
   for part in study.parts:
     if isinstance(part, HarGrid):
       fields = {f.name for f in dataclasses.fields(HarGrid)}
@@ -520,6 +536,8 @@ def _override(study: Study, values: dict[str, Any]) -> Study:
             part = dataclasses.replace(part, replicates=replicates)
           elif k in axes:
             axes[k] = _parse(v, axes[k], k)
+          elif k in eavesdrop_axes and _several(v):
+            continue                                           # a list: for the parts that vary it
           elif k in _EAVESDROP_FIELDS:
             base[k] = _parse(v, _EAVESDROP_FIELDS[k], k) if isinstance(v, str) else v
           elif k in WD_FIELDS and isinstance(part, WholeDeterminationGrid):
@@ -545,6 +563,11 @@ def _override(study: Study, values: dict[str, Any]) -> Study:
                      | (set(WD_FIELDS) if any(isinstance(p, WholeDeterminationGrid) for p in study.parts) else set()))
     raise ValueError(f"unknown study field(s) {unknown} for {study.name}; fields: {', '.join(allowed)}.")
   return dataclasses.replace(study, parts=tuple(parts))
+
+
+def _several(value: Any) -> bool:
+  """Whether a `--set` value lists several values (commas, or a geom:/lin: range), or is one."""
+  return isinstance(value, str) and ("," in value or value.strip().startswith(("geom:", "lin:")))
 
 
 def _eavesdrop_fields() -> dict[str, Any]:
