@@ -364,3 +364,17 @@ def test_exclusive_run_refuses_a_second_holder_and_ends_with_its_holder(tmp_path
   with storage.exclusive_run(path, "demo run"):                  # released: the next one goes ahead
     pass
   assert os.listdir(tmp_path) == [".claims"]                       # beside the checkpoint, out of its way
+
+
+def test_provenance_asks_git_once_a_process(monkeypatch):
+  # Found 2026-12-06 (thirty-fifth session): a study ran `git rev-parse` for every record it wrote (~1.4 ms each,
+  # 14 s of a 10,000-setting sweep).
+  import subprocess
+  calls = []
+  real = subprocess.run
+  monkeypatch.setattr(subprocess, "run", lambda *a, **k: calls.append(a) or real(*a, **k))
+  storage._git_commit.cache_clear()
+  first = storage.provenance()
+  assert storage.provenance().get("git_commit") == first.get("git_commit")
+  assert len([a for a in calls if a[0][0] == "git"]) == 1, calls
+  storage._git_commit.cache_clear()

@@ -188,6 +188,12 @@ def test_settings_in_larger_calls_give_the_same_counts():
     for n in names:
       np.testing.assert_array_equal(other[n], base[n], err_msg=f"{n}, {p} settings per call")
   assert run(None)["ebi"].shape == (40, 5, 5)
+  said = []                                           # a long sweep says how far it is after every call
+  engine.sweep_settings(*inputs, settings, names=names, num_samples=20, scope="all", per_call=16,
+                        progress=said.append)
+  assert [m.split(";")[0] for m in said] == [f"LDP sweep: {p} of 40 settings x 5 updates done" for p in
+                                             ("40%", "80%", "100%")]
+  assert said[-1].endswith("ETA 0 s")
 
 
 def test_updates_in_several_calls_give_the_same_counts_as_one_call():
@@ -1131,7 +1137,9 @@ def test_a_long_har_group_reports_its_gradient_pass_in_indented_lines(tmp_path, 
   S.run_plan(plan, S.Store(str(tmp_path)), progress=lines.append)
   group = next(i for i, line in enumerate(lines) if line.startswith("  group 1/1 ["))
   inner = [line for line in lines[:group] if line.startswith("    ")]
-  assert inner and all(re.match(r"    gradients: \d+/\d+ updates \(", line) for line in inner), lines
+  assert inner and all(re.match(r"    (gradients: \d+/\d+ updates \(|LDP sweep: \d+% of 1 settings x \d+ updates "
+                                r"done; ETA \d+ s|records: 0/1 written)", line) for line in inner), lines
+  assert [line.split(":")[0] for line in inner][-2:] == ["    LDP sweep", "    records"]     # after the pass
   monkeypatch.setattr(engine, "GROUP_PROGRESS_EVERY_S", 3600.0)
   lines.clear()
   S.run_plan(plan, S.Store(str(tmp_path / "again")), progress=lines.append)

@@ -121,14 +121,8 @@ def confusion_grid(r: HarResult, acct: Optional[Accountant] = None) -> Optional[
       for i, j in zip(*np.nonzero(m)):
         ax.text(j, i, f"{100 * norm[i, j]:.0f}" if norm[i, j] >= 0.005 else "<1", ha="center", va="center",
                 fontsize=5.5, color="black" if norm[i, j] > 0.55 else "white")
-    first_col, last_row = k % cols == 0, k + cols >= len(names)
-    ax.set_xticks(range(c), ticks if last_row else [], rotation=90, fontsize=6)
-    ax.set_yticks(range(c), ticks if first_col else [], fontsize=6)
-    if last_row:
-      ax.set_xlabel("predicted class")
-    if first_col:
-      ax.set_ylabel("true class")
-    ax.set_title(attack_name(name))
+    _label_panel(ax, k, cols, len(names), (range(c), ticks, "predicted class"), (range(c), ticks, "true class"),
+                 attack_name(name), rotation=90, fontsize=6)
   for ax in list(axes.flat)[len(names):]:
     ax.axis("off")
   fig.colorbar(image, ax=axes, shrink=0.8, label="share of the true class's windows (%)")
@@ -136,6 +130,20 @@ def confusion_grid(r: HarResult, acct: Optional[Accountant] = None) -> Optional[
   fig.suptitle(f"{setting_label(r.settings)}{eps}\nconfusion (rows normalised; blank = 0), all updates of all "
                "clients", fontsize=9)
   return png(fig)
+
+
+def _label_panel(ax, k: int, cols: int, n: int, x: tuple, y: tuple, title: str, *, rotation: float,
+                 fontsize: float) -> None:
+  """Panel k of n in a grid of `cols` columns: x and y are (tick positions, tick labels, axis name), labelled on the
+  grid's outer edges only (the last row, the first column)."""
+  first_col, last_row = k % cols == 0, k + cols >= n
+  ax.set_xticks(x[0], x[1] if last_row else [], rotation=rotation, fontsize=fontsize)
+  ax.set_yticks(y[0], y[1] if first_col else [], fontsize=fontsize)
+  if last_row:
+    ax.set_xlabel(x[2])
+  if first_col:
+    ax.set_ylabel(y[2])
+  ax.set_title(title)
 
 
 def multistep_heatmap(single: HarResult, multis: Sequence[HarResult]) -> bytes:
@@ -245,14 +253,9 @@ def ldp_heatmap(points: Sequence[HarResult], metric: str = "lnacc") -> bytes:
       for i, j in zip(*np.nonzero(np.isfinite(grid))):
         ax.text(j, i, f"{grid[i, j]:.0f}", ha="center", va="center", fontsize=6,
                 color="black" if grid[i, j] > 55 else "white")
-    first_col, last_row = k % cols == 0, k + cols >= len(names)
-    ax.set_xticks(xt, [f"{sigmas[j]:.3g}" for j in xt] if last_row else [], rotation=45, fontsize=7)
-    ax.set_yticks(yt, [f"{taus[i]:.3g}" if taus[i] else "none" for i in yt] if first_col else [], fontsize=7)
-    if last_row:
-      ax.set_xlabel("noise std sigma")
-    if first_col:
-      ax.set_ylabel("clip norm tau")
-    ax.set_title(attack_name(name))
+    _label_panel(ax, k, cols, len(names), (xt, [f"{sigmas[j]:.3g}" for j in xt], "noise std sigma"),
+                 (yt, [f"{taus[i]:.3g}" if taus[i] else "none" for i in yt], "clip norm tau"), attack_name(name),
+                 rotation=45, fontsize=7)
   for ax in list(axes.flat)[len(names):]:
     ax.axis("off")
   fig.colorbar(image, ax=axes, shrink=0.8, label=f"{METRIC_NAMES[metric]} (%), mean over clients")

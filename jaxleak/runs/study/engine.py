@@ -185,8 +185,10 @@ def default_settings_per_call(grads: LastLayerGrads, num_settings: int, updates_
 
 def sweep_settings(grads, norms, noise_keys, attack_keys, star_params, head, settings, *, names, num_samples,
                    scope, per_call: Optional[int] = None, updates_per_call: int = UPDATES_PER_CALL,
-                   rlu_basis=None, compression: float = 0.0, aggregate: int = 1):
-  """`sweep_chunk` over any number of (sigma, tau) settings and K updates: {attack: i32[S, K, C]}.
+                   rlu_basis=None, compression: float = 0.0, aggregate: int = 1,
+                   progress: Optional[Callable[[str], None]] = None):
+  """`sweep_chunk` over any number of (sigma, tau) settings and K updates: {attack: i32[S, K, C]}; `progress`
+  hears after every call how much of the sweep is done, with an ETA (throttle it: a call can take milliseconds).
 
   Settings run in padded chunks of `per_call` (default: `settings_per_call` for this backend: 16 on XLA:CPU, as
   few calls as memory allows on accelerators); updates in calls of at most `updates_per_call` (as many calls as
@@ -208,6 +210,7 @@ def sweep_settings(grads, norms, noise_keys, attack_keys, star_params, head, set
   # of every leaf sent again for every call of updates.
   grads, norms = jax.device_put((grads, norms))
   by_updates = []
+  t0, total, done = time.perf_counter(), k * len(settings), 0
   for u0 in range(0, k, per_update):
     sel = np.arange(u0, u0 + per_update) % k
     rows = sel[::aggregate] // aggregate                   # the aggregates of those updates (all of them at 1)
@@ -220,6 +223,11 @@ def sweep_settings(grads, norms, noise_keys, attack_keys, star_params, head, set
                         num_samples=num_samples, scope=scope, compression=compression, aggregate=aggregate)
       stop = min(per_call, len(settings) - start)
       chunks.append({n: np.asarray(v)[:stop, :u_stop] for n, v in res.items()})
+      done += stop * min(per_update, k - u0)
+      if progress is not None:
+        eta = (time.perf_counter() - t0) * (total - done) / done
+        progress(f"LDP sweep: {done / total:.0%} of {len(settings):,} settings x {k:,} updates done; ETA "
+                 f"{eta:.0f} s")
     by_updates.append({n: np.concatenate([c[n] for c in chunks]) for n in names})
   return {n: np.concatenate([b[n] for b in by_updates], axis=1) for n in names}
 
@@ -335,10 +343,11 @@ def _run_har_group(group: Group, todo: list[Task], store: Store, log, chunk_size
     basis = aggregation.per_aggregate(rlu_bases(mine, cfg_k), k) if "rlu" in base.attacks else None
     preds = sweep_settings(g, jnp.asarray(n), noise_keys, keys, star_params, head, settings,
                            names=base.attacks, num_samples=k * base.num_samples, scope=scope, rlu_basis=basis,
-                           compression=base.compression, aggregate=k)
+                           compression=base.compression, aggregate=k, progress=inner)
     truth = true_counts(view)
     t_sweep = time.perf_counter() - t_k
     for i, task in enumerate(tasks):
+      inner(f"records: {i:,}/{len(tasks):,} written")
       cfg = leakage_config(task.config, *settings[i])
       mine_preds = {name: preds[name][i] for name in base.attacks}
       result = score(view, cfg, mine_preds, truth, {})
