@@ -170,6 +170,9 @@ def _check_tables_dir(tables_dir: str, study_dir: str) -> None:
   """Refuses a --tables_dir that is, holds or lies inside the study folder (its own tables/ aside), or that cannot
   be written, before the records are read."""
   import os
+  if not tables_dir.strip():
+    raise cli.FlagError("--tables_dir is empty: name the folder the tables go to (or leave the flag out for "
+                        f"{os.path.join(study_dir, 'tables')}).")
   tables, study = os.path.realpath(tables_dir), os.path.realpath(study_dir)
   if tables != os.path.join(study, "tables") and (
       tables == study or tables.startswith(study + os.sep) or study.startswith(tables + os.sep)):

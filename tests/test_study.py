@@ -642,6 +642,7 @@ def test_a_damaged_record_is_recomputed_not_trusted(ldp_study):
     (["collect", "--set=models=tinyhar"], "--set: read only by `run`; collect reads the study stored"),
     (["collect", "--dry_run"], "--dry_run: read only by `run`"),
     (["status", "--tables_dir=x"], "--tables_dir: read only by `collect` (where it writes the tables); status"),
+    (["collect", "--tables_dir="], "--tables_dir is empty: name the folder the tables go to"),
     (["run", "har_sampling", "--tables_dir=x"], "--tables_dir: read only by `collect`"),
     (["list"], "--study_dir: list takes none (it lists the presets)"),
     # Found 2026-12-04 (fourteenth session): optional fields were typed by guessing from the text (Python's words
