@@ -812,6 +812,11 @@ def test_a_dry_run_prices_each_group_by_its_models_flops():
   assert f"{total / 1e12:.3g} TFLOP" in out and f"still to run: {left / 1e12:.3g} TFLOP" in out
   assert "FLOP floor: 60 s at this machine's f32 matmul peak" in out and "not a forecast" in out
   assert "FLOP floor: 0.9 s at" in describe_with_cost(plan, peak_gflops=total / 1e9 / 0.9)   # not "1 s" or "0 s"
+  assert "not priced above" not in out                               # a few tasks: nothing worth saying
+  sweep = S.make_plan(S.override(S.preset("har_ldp"), {**TINY, "samplings": "shuffle", "ldp_sigmas": "0,lin:0.1:1:10",
+                                                       "ldp_taus": "0,lin:0.1:1:10"}), check_inputs=False)
+  assert ("not priced above: each of the 121 HAR tasks' attacks, scores and record after its group's pass (LDP "
+          "sweeps; ~5 ms a task") in describe_with_cost(sweep, peak_gflops=100.0)   # a sweep's own work, said
 
 
 def test_dry_run_prints_the_plan_and_writes_nothing(tmp_path, capsys):
