@@ -73,8 +73,7 @@ def clients_holding(clients: WindowedClients, min_windows: int) -> tuple[Windowe
   left_out = [(clients.subject_ids[k], int(sizes[k])) for k in np.flatnonzero(sizes < min_windows)]
   if not left_out:
     return clients, []
-  rows = np.concatenate([np.arange(clients.offsets[k], clients.offsets[k + 1]) for k in kept]) if kept.size else (
-      np.zeros(0, np.int64))
+  rows = np.flatnonzero(np.repeat(sizes >= min_windows, sizes))     # the windows of the clients kept, in order
   offsets = np.concatenate([[0], np.cumsum(sizes[kept])]).astype(np.int64)
   return WindowedClients(windows=clients.windows[rows], labels=clients.labels[rows], offsets=offsets,
                          subject_ids=tuple(clients.subject_ids[k] for k in kept),

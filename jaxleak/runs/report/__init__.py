@@ -113,9 +113,6 @@ def _bars_caption(s: dict) -> str:
           "counts per client, the mean over clients.")
 
 
-#: An LDP sweep of more settings than this (for one setting otherwise) gets no confusion figure per setting (a
-#: 1,000-setting sweep drew 1,000 of them, ~0.6 s each), and is drawn as a heat map over both sigma and tau.
-MAX_LDP_DETAIL = T.MAX_LDP_DETAIL
 #: A sweep over more clip norms than this is a heat map whatever its size (the line plot has a panel per tau).
 MAX_TRADEOFF_PANELS = 6
 
@@ -146,10 +143,10 @@ def har_figures(results: Results, acct: T.Accountant, add, log, notes: Optional[
           + _bars_caption(r.settings), [r.source], lambda r=r: F.attack_bars(r))
   log(f"report: {len(har)} HAR result(s)")
   sweeps = _ldp_sweeps(har)
-  undrawn = {id(r) for pts in sweeps.values() if sum(p.has_ldp for p in pts) > MAX_LDP_DETAIL
+  undrawn = {id(r) for pts in sweeps.values() if sum(p.has_ldp for p in pts) > T.MAX_LDP_DETAIL
              for r in pts if r.has_ldp}
   if undrawn and notes is not None:
-    notes.append(f"{len(undrawn)} LDP settings belong to sweeps of more than {MAX_LDP_DETAIL} settings: they are "
+    notes.append(f"{len(undrawn)} LDP settings belong to sweeps of more than {T.MAX_LDP_DETAIL} settings: they are "
                  "drawn together in their sweep's figure, without a confusion figure each; tables/*.csv hold every "
                  "setting's numbers.")
   for r in har:
@@ -180,7 +177,7 @@ def har_figures(results: Results, acct: T.Accountant, add, log, notes: Optional[
       continue
     label = T.setting_label(pts[0].settings, with_ldp=False)
     sigmas, taus = ({p.settings[f] for p in pts} for f in ("sigma", "tau"))
-    if len(taus) > MAX_TRADEOFF_PANELS or (len(pts) > MAX_LDP_DETAIL and len(sigmas) > 1 and len(taus) > 1):
+    if len(taus) > MAX_TRADEOFF_PANELS or (len(pts) > T.MAX_LDP_DETAIL and len(sigmas) > 1 and len(taus) > 1):
       add(f"ldp-sweep-{label}-{scope}", "HAR",
           f"LDP sweep: LnAcc of every (sigma, tau) ({scope} clipped), mean over clients; epsilon of each setting in "
           f"tables/ldp_epsilon.csv; {label}.", [p.source for p in pts], lambda pts=pts: F.ldp_heatmap(pts))
