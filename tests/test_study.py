@@ -12,11 +12,13 @@ import pytest
 
 import jaxleak.attacks as A
 from jaxleak import LastLayerGrads, LastLayerParams, cli, storage
+from jaxleak import metrics as M
 from jaxleak import study as study_cli
 from jaxleak.runs import leakage as L
 from jaxleak.runs import study as S
 from jaxleak.runs.report import tables as T
 from jaxleak.runs.study import collect, engine
+from jaxleak.runs.study import store as store_lib
 from tests.helpers import deepconvlstm_forward_flops
 
 TINY = {"datasets": "synthetic_tiny", "models": "tinyhar", "states": "untrained", "num_clients": "2"}
@@ -332,8 +334,12 @@ def test_records_equal_separate_runs(ldp_study):
     c = task.config
     alone = L.run_leakage(engine.leakage_config(c, c["sigma"], c["tau"]))
     for attack in c["attacks"]:
-      assert rec["results"]["attacks"][attack]["clients"]["lnacc"] == [
-          float(v) for v in alone.client_metrics[attack].lnacc], (c["sigma"], c["tau"], attack)
+      got = rec["results"]["attacks"][attack]
+      assert got["clients"]["lnacc"] == [float(v) for v in alone.client_metrics[attack].lnacc], (c, attack)
+      for m in ("lnacc", "leacc", "class_acc", "symmetric_existence"):  # summaries as the eager function's, bitwise
+        per_client = np.asarray(getattr(alone.client_metrics[attack], m))
+        assert got["summary"][m] == [float(x) for x in M.mean_std_over_clients(per_client)], (c, attack, m)
+        assert got["summary"][m] == pytest.approx([np.nanmean(per_client), np.nanstd(per_client)], rel=1e-6)
 
 
 def test_defences_side_by_side_records_equal_separate_runs_and_fill_one_table(tmp_path):
@@ -557,6 +563,28 @@ def test_a_damaged_record_is_recomputed_not_trusted(ldp_study):
   assert not store.has(key)
   S.run_plan(plan, store, progress=None)
   assert open(path, "rb").read() == original                       # recomputed bitwise
+
+
+def test_a_record_is_a_field_a_line_and_verifies_in_any_json_layout(ldp_study):
+  plan, store = ldp_study
+  path = os.path.join(store.root, "records", plan.tasks[1].key + ".json")
+  text = open(path, encoding="utf-8").read()
+  body = json.loads(text)
+  assert store_lib.record_text(body) == text
+  lines = text.splitlines()
+  for field, value in body["config"].items():                       # the config field by field
+    assert f'  "{field}": {json.dumps(value, sort_keys=True)},' in lines or \
+        f'  "{field}": {json.dumps(value, sort_keys=True)}' in lines, field
+  attack = plan.tasks[1].config["attacks"][0]
+  summary = json.dumps(body["results"]["attacks"][attack]["summary"], sort_keys=True)
+  assert f'    "summary": {summary}' in lines                      # an attack's results a line per field
+  nested = {"a": {1: [2], 3: {}}, "b": []}                           # not string keys: on one line, as JSON has them
+  assert store_lib.record_text(nested, depth=3) == '{\n "a": {"1": [2], "3": {}},\n "b": []\n}\n'
+  try:                                                               # the checksum covers content, not layout
+    open(path, "w", encoding="utf-8").write(json.dumps(body, indent=3))
+    assert store.read(plan.tasks[1].key) == body
+  finally:
+    open(path, "w", encoding="utf-8").write(text)
 
 
 @pytest.mark.parametrize("args,message", [

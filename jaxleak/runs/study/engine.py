@@ -243,28 +243,38 @@ def leakage_results(result) -> dict:
   if result.cohorts is not None:                  # secure aggregation: "subjects" are the cohorts' numbers
     out["cohorts"] = [list(c) for c in result.cohorts]      # (dealt every round: each round's members)
     out["member_subjects"] = list(result.member_ids)
-  for name in result.config.attacks:
+  names = result.config.attacks
+  per = {"clients": result.client_metrics, "members": result.member_metrics, "profiles": result.profile_metrics}
+  per = {field: {name: {m: np.asarray(getattr(v[name], m)) for m in _SUMMARISED} for name in names}
+         for field, v in per.items() if v is not None}
+  summaries, confusions = jax.tree.map(np.asarray, _summaries_and_confusions(
+      per, result.true_counts, {name: result.pred_counts[name] for name in names}))
+  as_floats = lambda a: np.asarray(a, np.float64).tolist()
+  for name in names:
     cm = result.client_metrics[name]
-    clients = {m: [float(v) for v in np.asarray(getattr(cm, m))]
-               for m in ("lnacc", "leacc", "class_acc", "symmetric_existence")}
-    summary = {m: [float(x) for x in M.mean_std_over_clients(np.asarray(getattr(cm, m)))] for m in clients}
-    out["attacks"][name] = {"summary": summary, "clients": clients,
-                            "num_batches": [int(v) for v in np.asarray(cm.num_batches)],
+    out["attacks"][name] = {"summary": {m: as_floats(summaries["clients"][name][m]) for m in _SUMMARISED},
+                            "clients": {m: as_floats(per["clients"][name][m]) for m in _SUMMARISED},
+                            "num_batches": np.asarray(cm.num_batches).tolist(),
                             "class_correct": np.asarray(cm.class_correct).tolist(),
                             "class_total": np.asarray(cm.class_total).tolist(),
-                            "confusion": np.asarray(_confusion(result.true_counts,
-                                                               result.pred_counts[name])).tolist()}
-    for field, per_client in (("members", result.member_metrics), ("profiles", result.profile_metrics)):
-      if per_client is not None:                   # what the rounds tell of each client (of member_subjects)
-        per = {m: [float(v) for v in np.asarray(getattr(per_client[name], m))] for m in clients}
-        out["attacks"][name][field] = {
-            "summary": {m: [float(x) for x in M.mean_std_over_clients(np.asarray(per[m]))] for m in per},
-            "clients": per}
+                            "confusion": np.asarray(confusions[name]).tolist()}
+    for field in ("members", "profiles"):          # what the rounds tell of each client (of member_subjects)
+      if field in per:
+        out["attacks"][name][field] = {"summary": {m: as_floats(summaries[field][name][m]) for m in _SUMMARISED},
+                                       "clients": {m: as_floats(per[field][name][m]) for m in _SUMMARISED}}
   return out
 
 
-# One program per shape (eagerly, every jnp operation inside was one).
-_confusion = jax.jit(lambda t, p: M.sorted_pairing_confusion(t, p).sum(0))
+#: The per-client metrics a record summarises (mean, std over clients).
+_SUMMARISED = ("lnacc", "leacc", "class_acc", "symmetric_existence")
+
+
+# One program per shape for a record's every summary and confusion matrix (eagerly, its some 30 small operations
+# were dispatched one by one: ~3 ms a record, most of a 10^4-setting sweep's time).
+@jax.jit
+def _summaries_and_confusions(per: dict, truth, preds: dict):
+  summaries = jax.tree.map(lambda v: jnp.stack(M.mean_std_over_clients(v)), per)
+  return summaries, {name: M.sorted_pairing_confusion(truth, p).sum(0) for name, p in preds.items()}
 
 
 def _every(log: Callable[[str], None], seconds: float) -> Callable[[str], None]:
