@@ -565,6 +565,39 @@ def test_a_damaged_record_is_recomputed_not_trusted(ldp_study):
   assert open(path, "rb").read() == original                       # recomputed bitwise
 
 
+def test_a_disk_that_fills_while_records_are_written_ends_the_run_in_one_line_and_a_rerun_completes_it(
+    ldp_study, tmp_path, capsys, monkeypatch):
+  # The records of an LDP sweep are written in a background thread (`Store.writing_behind`): its failure must
+  # still end the run, in the main thread's one line, with the records before it whole.
+  import errno
+  plan, store = ldp_study
+  real_replace, replaced = os.replace, []
+
+  def fills_at_the_second_record(src, dst):
+    if os.path.basename(os.path.dirname(dst)) == "records":
+      replaced.append(dst)
+      if len(replaced) == 2:
+        raise OSError(errno.ENOSPC, "No space left on device")
+    real_replace(src, dst)
+  monkeypatch.setattr(storage.os, "replace", fills_at_the_second_record)
+  root = tmp_path / "study"
+  args = ["run", "har_ldp", f"--study_dir={root}", *(f"--set={k}={v}" for k, v in TINY.items()),
+          "--set=samplings=sequential", "--set=ldp=0:0,0.1:0.5,0:1.0", "--set=attacks=ebi,ilrg,llg_star,rlu"]
+  assert cli.call(study_cli.main, study_cli.FLAGS, args) == 2
+  err = capsys.readouterr().err
+  assert "Traceback" not in err and err.strip().splitlines()[-1].startswith(
+      f"error: writing {root}/records/") and "no space is left on the device" in err
+  written = sorted(os.listdir(root / "records"))
+  assert written and len(written) < len(plan.tasks) and not any(n.startswith(".") for n in written)
+  for name in written:                                              # whole, and as the unbroken run's
+    assert (root / "records" / name).read_bytes() == open(os.path.join(store.root, "records", name), "rb").read()
+  monkeypatch.setattr(storage.os, "replace", real_replace)
+  assert cli.call(study_cli.main, study_cli.FLAGS, args) == 0
+  for task in plan.tasks:
+    assert (root / "records" / f"{task.key}.json").read_bytes() == open(
+        os.path.join(store.root, "records", task.key + ".json"), "rb").read()
+
+
 def test_a_record_is_a_field_a_line_and_verifies_in_any_json_layout(ldp_study):
   plan, store = ldp_study
   path = os.path.join(store.root, "records", plan.tasks[1].key + ".json")
@@ -1172,7 +1205,7 @@ def test_a_long_har_group_reports_its_gradient_pass_in_indented_lines(tmp_path, 
   group = next(i for i, line in enumerate(lines) if line.startswith("  group 1/1 ["))
   inner = [line for line in lines[:group] if line.startswith("    ")]
   assert inner and all(re.match(r"    (gradients: \d+/\d+ updates \(|LDP sweep: \d+% of 1 settings x \d+ updates "
-                                r"done; ETA \d+ s|records: 0/1 written)", line) for line in inner), lines
+                                r"done; ETA \d+ s|records: 0/1 scored)", line) for line in inner), lines
   assert [line.split(":")[0] for line in inner][-2:] == ["    LDP sweep", "    records"]     # after the pass
   monkeypatch.setattr(engine, "GROUP_PROGRESS_EVERY_S", 3600.0)
   lines.clear()

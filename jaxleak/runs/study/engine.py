@@ -356,15 +356,16 @@ def _run_har_group(group: Group, todo: list[Task], store: Store, log, chunk_size
                            compression=base.compression, aggregate=k, progress=inner)
     truth = true_counts(view)
     t_sweep = time.perf_counter() - t_k
-    for i, task in enumerate(tasks):
-      inner(f"records: {i:,}/{len(tasks):,} written")
-      cfg = leakage_config(task.config, *settings[i])
-      mine_preds = {name: preds[name][i] for name in base.attacks}
-      result = score(view, cfg, mine_preds, truth, {})
-      if k > 1:
-        result = with_members(result, mine, cfg, mine_preds, mine.participation)
-      store.write(task, leakage_results(result), {"shared_pass_s": t_pass, "sweep_s": t_sweep,
-                                                  "settings_in_group": len(tasks), "chunk_size": chunk_size})
+    with store.writing_behind() as write:
+      for i, task in enumerate(tasks):
+        inner(f"records: {i:,}/{len(tasks):,} scored")
+        cfg = leakage_config(task.config, *settings[i])
+        mine_preds = {name: preds[name][i] for name in base.attacks}
+        result = score(view, cfg, mine_preds, truth, {})
+        if k > 1:
+          result = with_members(result, mine, cfg, mine_preds, mine.participation)
+        write(task, leakage_results(result), {"shared_pass_s": t_pass, "sweep_s": t_sweep,
+                                              "settings_in_group": len(tasks), "chunk_size": chunk_size})
 
 
 def _checkpoint(store: Store, task: Task) -> Optional[str]:
