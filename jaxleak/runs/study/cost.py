@@ -192,8 +192,8 @@ def describe_with_cost(plan: Plan, done: Optional[set] = None, loaded: Optional[
 #: A dry run of more HAR tasks than this says what its estimate leaves out (a sweep's per-setting work).
 UNPRICED_TASKS_NOTED = 100
 #: A HAR task's attacks, scoring and record after the shared pass, measured on synthetic_tiny with 10,000 LDP settings
-#: (2026-12-06, 2 CPU cores): 59.1 s for the group, of which ~2 s the pass and ~8 s the sweep.
-MEASURED_MS_PER_RECORD = 5
+#: (2026-12-06, 2 CPU cores): 40.6 s for the group, of which ~2 s the pass (the sweep and records the rest).
+MEASURED_MS_PER_RECORD = 4
 
 
 def describe_dry_run(plan: Plan, done: Optional[set] = None, loaded: Optional[dict] = None) -> str:
