@@ -1,17 +1,21 @@
-"""Privacy budgets of LDP settings: epsilon of the Gaussian mechanism through Google's dp-accounting.
+"""Privacy budgets of LDP settings: epsilon of the Gaussian mechanism: exact, and through Google's dp-accounting.
 
 An LDP setting (noise std sigma, clip norm tau) releases a clipped update plus N(0, sigma^2 I) noise. With the
 clip norm as the L2 sensitivity (add/remove one client's data moves the clipped update by at most tau), one
 release is the Gaussian mechanism with noise multiplier z = sigma / tau; k releases (the local steps of a
 multi-step update with per-step noise, or a client's rounds) are its k-fold composition. epsilon is reported at a
-user-chosen delta by two accountants of `dp_accounting` (the optional extra `accounting`):
+user-chosen delta by one of three methods:
 
-  * "pld": privacy loss distributions (tight, pessimistic discretisation);
-  * "rdp": Renyi DP over dp_accounting's default orders (a looser upper bound).
+  * "exact": the Gaussian mechanism's privacy profile in closed form (Balle and Wang 2018, Thm. 8), k releases
+    being one of mu = sqrt(k) / z (Gaussian DP composes in quadrature: Dong, Roth and Su 2022, Cor. 3.3); solved
+    for epsilon to ~1e-12, in plain Python (no extra needed, ~0.2 ms a setting);
+  * "pld": dp_accounting's privacy loss distributions (the optional extra `accounting`): the same value from above,
+    within its pessimistic discretisation (~1e-3 relative here), ~8 ms a setting;
+  * "rdp": Renyi DP over dp_accounting's default orders (a looser upper bound, the one DP-SGD libraries quote).
 
 No clipping (tau = 0 or inf) means unbounded sensitivity and no noise (sigma = 0) means a deterministic release:
 epsilon is infinite in both cases, and `Epsilon.reason` says why in words. Noise so small against the clip norm
-that epsilon leaves float range (z below about 1e-154) is infinite too. Beyond epsilon ~ 5e5 (z below about
+that epsilon leaves float range (z below about 1e-150) is infinite too. Beyond epsilon ~ 5e5 (z below about
 1e-3 for one release) dp_accounting's PLD overflows, and below delta ~ 1e-15 (its truncated tail mass) it gives
 no finite epsilon: "pld" then reports the RDP upper bound, with `method="rdp"` and a `reason` saying so.
 Arguments are Python or NumPy numbers (or concrete 0-d arrays); anything else is refused naming it.
@@ -19,6 +23,8 @@ Arguments are Python or NumPy numbers (or concrete 0-d arrays); anything else is
 >>> e = gaussian_epsilon(noise_std=0.1, clip_norm=0.1, delta=1e-5)     # one release, z = 1
 >>> round(e.value, 1), e.reason
 (4.4, '')
+>>> round(gaussian_epsilon(0.1, 0.1, method="exact").value, 3)
+4.377
 >>> describe(gaussian_epsilon(noise_std=0.1, clip_norm=0.0))
 'inf (no clipping: unbounded sensitivity)'
 """
@@ -30,7 +36,7 @@ import numbers
 import warnings
 from typing import NamedTuple
 
-METHODS = ("pld", "rdp")
+METHODS = ("exact", "pld", "rdp")
 DEFAULT_DELTA = 1e-5
 
 
@@ -104,8 +110,55 @@ def gaussian_epsilon(noise_std: float, clip_norm: float, *, releases: int = 1, d
   if z > MAX_NOISE_MULTIPLIER:
     raise ValueError(f"noise_std / clip_norm = {z:.3g}: beyond {MAX_NOISE_MULTIPLIER:g} the accountants overflow "
                      "(and epsilon is 0 to any printed digit); check the units of noise_std and clip_norm.")
+  if method == "exact":
+    mu = math.sqrt(releases) / z
+    if mu > _MAX_MU:
+      return Epsilon(math.inf, method, delta, releases,
+                     f"noise negligible: noise multiplier z = {z:.3g}, epsilon beyond float range")
+    return Epsilon(exact_gaussian_epsilon(mu, delta), method, delta, releases, "")
   value, used, reason = _epsilon(z, releases, float(delta), method)
   return Epsilon(value, used, delta, releases, reason)
+
+
+#: Beyond this mu (epsilon ~ mu^2 / 2) epsilon leaves float range.
+_MAX_MU = 1e150
+
+
+def _log_ndtr(x: float) -> float:
+  """log Phi(x), Phi the standard normal CDF, accurate in both tails (erfc down to x = -30, then the asymptotic
+  series, whose next term is below 1e-12 there)."""
+  if x > -30:
+    return math.log(0.5 * math.erfc(-x / math.sqrt(2)))
+  r = 1 / (x * x)
+  return -x * x / 2 - math.log(-x) - 0.5 * math.log(2 * math.pi) + math.log1p(r * (-1 + r * (3 + r * (-15 + 105 * r))))
+
+
+def _log_delta(eps: float, mu: float) -> float:
+  """log delta(eps) of the mu-GDP Gaussian mechanism: delta = Phi(mu/2 - eps/mu) - e^eps Phi(-mu/2 - eps/mu),
+  computed as log Phi(a) + log(1 - e^d), d = eps + log Phi(b) - log Phi(a) < 0, so that neither term is formed."""
+  la = _log_ndtr(mu / 2 - eps / mu)
+  d = eps + _log_ndtr(-mu / 2 - eps / mu) - la
+  if d >= 0:                                       # rounding, where delta is far below float resolution of Phi(a)
+    return -math.inf
+  return la + (math.log(-math.expm1(d)) if d > -math.log(2) else math.log1p(-math.exp(d)))
+
+
+def exact_gaussian_epsilon(mu: float, delta: float) -> float:
+  """The smallest epsilon >= 0 at which the Gaussian mechanism of mu = sensitivity / noise std (for k releases,
+  sqrt(k) times one's) is (epsilon, delta)-DP: delta(epsilon) = delta solved by bisection to a relative 1e-12,
+  returning the upper end (a valid bound). mu > 0 and delta in (0, 1), both finite."""
+  if not (math.isfinite(mu) and mu > 0 and 0 < delta < 1):
+    raise ValueError(f"exact_gaussian_epsilon: mu={mu!r} must be a finite number > 0 and delta={delta!r} in (0, 1).")
+  target = math.log(delta)
+  if _log_delta(0.0, mu) <= target:
+    return 0.0
+  lo, hi = 0.0, max(1.0, mu * mu / 2 + mu)         # delta(mu^2/2 + mu) = Phi(-1/2) - ... : bracket by doubling
+  while _log_delta(hi, mu) > target:
+    lo, hi = hi, 2 * hi
+  while hi - lo > 1e-12 * hi:
+    mid = (lo + hi) / 2
+    lo, hi = (mid, hi) if _log_delta(mid, mu) > target else (lo, mid)
+  return hi
 
 
 #: The largest noise multiplier sigma / tau accepted (dp_accounting squares it).

@@ -45,6 +45,44 @@ def test_pld_matches_the_closed_form_and_rdp_lies_between_it_and_the_classical_b
   assert exact * (1 - 1e-6) <= rdp.value <= classical_rdp_bound(mu, delta) * (1 + 1e-3)
 
 
+@pytest.mark.parametrize("mu", [1e-3, 0.1, 1.0, 5.0, 50.0, 1e3, 1e4])
+@pytest.mark.parametrize("delta", [1e-15, 1e-10, 1e-5, 1e-3, 0.1, 0.5])
+def test_exact_epsilon_is_the_smallest_at_which_the_true_delta_is_met(mu, delta):
+  # dp_accounting's own exact privacy profile of the Gaussian mechanism (not its discretised PLD) at our epsilon:
+  # delta met (to its float precision), and missed at an epsilon 1e-6 smaller; 0 where delta(0) <= delta already.
+  from dp_accounting.pld.privacy_loss_mechanism import GaussianPrivacyLoss
+  profile = GaussianPrivacyLoss(standard_deviation=1.0, sensitivity=mu).get_delta_for_epsilon
+  eps = accounting.exact_gaussian_epsilon(mu, delta)
+  assert profile(eps) == pytest.approx(delta, rel=1e-7) if eps > 0 else profile(0.0) <= delta
+  if eps > 0:
+    assert profile(eps * (1 - 1e-6)) > delta
+  if mu <= 100:                                                       # where the scipy form above keeps precision
+    assert eps == pytest.approx(exact_epsilon(mu, delta), rel=1e-11, abs=1e-12)
+
+
+@pytest.mark.parametrize("sigma,tau,k", [(0.1, 0.1, 1), (0.1, 0.5, 1), (1.0, 0.5, 10), (2.0, 1.0, 100),
+                                         (0.05, 1.0, 1), (3.0, 0.01, 1)])
+def test_exact_epsilon_lies_below_pld_by_its_discretisation_and_below_rdp(sigma, tau, k):
+  exact = accounting.gaussian_epsilon(sigma, tau, releases=k, method="exact")
+  pld = accounting.gaussian_epsilon(sigma, tau, releases=k, method="pld")
+  rdp = accounting.gaussian_epsilon(sigma, tau, releases=k, method="rdp")
+  assert (exact.method, exact.reason, exact.releases) == ("exact", "", k)
+  assert exact.value <= pld.value <= exact.value * (1 + 3e-3) + 1e-4     # PLD is pessimistic: from above
+  assert exact.value < rdp.value
+  one = accounting.gaussian_epsilon(sigma / math.sqrt(k), tau, method="exact")   # Gaussian DP, in quadrature
+  assert exact.value == pytest.approx(one.value, rel=1e-11)
+
+
+def test_exact_epsilon_needs_no_extra_and_refuses_what_is_not_a_gaussian_mechanism(monkeypatch):
+  monkeypatch.setitem(sys.modules, "dp_accounting", None)
+  assert accounting.gaussian_epsilon(0.1, 0.1, method="exact").value == pytest.approx(4.3771780957, rel=1e-10)
+  assert accounting.gaussian_epsilon(1e-160, 1.0, method="exact").reason.startswith("noise negligible")
+  assert accounting.gaussian_epsilon(0.1, 0.0, method="exact").reason == "no clipping: unbounded sensitivity"
+  for mu, delta in ((0.0, 1e-5), (-1.0, 1e-5), (math.inf, 1e-5), (math.nan, 1e-5), (1.0, 0.0), (1.0, 1.0)):
+    with pytest.raises(ValueError, match="exact_gaussian_epsilon: mu="):
+      accounting.exact_gaussian_epsilon(mu, delta)
+
+
 def test_composition_equals_one_release_at_sqrt_k_less_noise():
   k5 = accounting.gaussian_epsilon(0.5, 0.25, releases=5).value
   one = accounting.gaussian_epsilon(0.5 / math.sqrt(5), 0.25).value
@@ -161,12 +199,14 @@ def test_noise_beyond_float_range_is_infinite_and_absurd_multipliers_are_refused
       accounting.gaussian_epsilon(bad, 1.0)
 
 
-def test_the_report_shows_a_fallback_epsilon_as_rdp():
+def test_the_report_shows_the_exact_epsilon_where_pld_falls_back_to_rdp():
   from jaxleak.runs.report.tables import Accountant
-  b = Accountant().budget(1e-4, 1.0)
-  assert b.text().endswith(" (RDP)") and b.composed_pld.method == "rdp"
-  assert Accountant().budget(0.5, 1.0).text() == f"{accounting.gaussian_epsilon(0.5, 1.0).value:.3g}"
-  assert Accountant(delta=1e-20).budget(1.0, 1.0).text().endswith(" (RDP)")     # a delta below PLD's tail
+  for acct, sigma in ((Accountant(), 1e-4), (Accountant(), 0.5), (Accountant(delta=1e-20), 1.0)):
+    b = acct.budget(sigma, 1.0)
+    exact = accounting.gaussian_epsilon(sigma, 1.0, delta=acct.delta, method="exact")
+    assert b.composed == exact and b.text() == f"{exact.value:.3g}"
+    assert b.composed_rdp == accounting.gaussian_epsilon(sigma, 1.0, delta=acct.delta, method="rdp")
+  assert Accountant().budget(1e-160, 1.0).text() == "inf (noise negligible)"
 
 
 def test_a_missing_extra_names_it(monkeypatch):

@@ -175,12 +175,15 @@ def test_every_ldp_setting_has_its_epsilon(everything):
   _, rep = everything
   rows = {(float(r["sigma"]), r["tau"]): r for r in _csv(rep.files["tables/ldp_epsilon.csv"])}
   assert set(rows) == {(0.1, ""), (0.0, "0.5"), (0.1, "0.5"), (0.1, "1.0")}
-  assert float(rows[(0.1, "0.5")]["epsilon (composed, PLD)"]) == accounting.gaussian_epsilon(0.1, 0.5).value
+  assert float(rows[(0.1, "0.5")]["epsilon (composed, exact)"]) == accounting.gaussian_epsilon(0.1, 0.5,
+                                                                                               method="exact").value
+  assert float(rows[(0.1, "0.5")]["epsilon (composed, RDP)"]) == accounting.gaussian_epsilon(0.1, 0.5,
+                                                                                             method="rdp").value
   assert rows[(0.1, "")]["note"] == "no clipping: unbounded sensitivity"
   assert rows[(0.0, "0.5")]["note"] == "no noise: a deterministic release"
   summary = _csv(rep.files["tables/har_summary.csv"])
   assert {r["epsilon"] for r in summary if r["sigma"] == "0.1" and r["tau"] == "1.0"} == {
-      f"{accounting.gaussian_epsilon(0.1, 1.0).value:.3g}"}
+      f"{accounting.gaussian_epsilon(0.1, 1.0, method='exact').value:.3g}"}
   assert {r["epsilon"] for r in summary if r["sigma"] == "0.1" and r["tau"] == "0.0"} == {"inf (no clip)"}
 
 
@@ -241,8 +244,10 @@ def test_missing_accounting_extra_is_said_in_the_tables(monkeypatch):
   acct = T.Accountant()
   tabs = {t.name: t for t in T.all_tables(results, acct)}
   accounting._epsilon.cache_clear()
-  assert tabs["ldp_epsilon"].rows[0][4] == "n/a: install jaxleak[accounting]"
-  assert "jaxleak[accounting]" in acct.missing_extra
+  row = tabs["ldp_epsilon"].rows[0]                # the exact columns need no extra; the RDP column says so
+  assert row[4:7] == [accounting.gaussian_epsilon(0.1, 0.5, method="exact").value] * 2 + [
+      "n/a: install jaxleak[accounting]"]
+  assert "jaxleak[accounting]" in acct.missing_extra and "the exact epsilon needs no extra" in acct.missing_extra
 
 
 def _run_folder(files):
@@ -306,8 +311,8 @@ def test_per_step_ldp_of_a_multi_step_run_composes_over_its_steps(tmp_path):
   assert (har.settings["sigma"], har.settings["tau"], har.settings["ldp_releases"]) == (0.2, 1.0, 5)
   from jaxleak import accounting
   (row,) = T.ldp_table(results, T.Accountant(rounds=3)).rows
-  assert row[3] == 15 and row[5] == accounting.gaussian_epsilon(0.2, 1.0, releases=15).value
-  assert row[4] == accounting.gaussian_epsilon(0.2, 1.0).value
+  assert row[3] == 15 and row[5] == accounting.gaussian_epsilon(0.2, 1.0, releases=15, method="exact").value
+  assert row[4] == accounting.gaussian_epsilon(0.2, 1.0, method="exact").value
 
 
 def test_a_run_folder_edited_since_it_was_written_is_refused(tmp_path, capsys):

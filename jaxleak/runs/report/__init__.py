@@ -184,7 +184,7 @@ def har_figures(results: Results, acct: T.Accountant, add, log, notes: Optional[
       continue
     add(f"ldp-tradeoff-{label}-{scope}", "HAR",
         f"LDP trade-off: LnAcc against noise std and clip norm ({scope} clipped), epsilon on the top axis "
-        f"(PLD, delta = {acct.delta:g}, composed over {acct.rounds} round(s) x the setting's releases); "
+        f"(exact, delta = {acct.delta:g}, composed over {acct.rounds} round(s) x the setting's releases); "
         f"{label}.", [p.source for p in pts], lambda pts=pts: F.ldp_tradeoff(pts, acct))
 
 

@@ -174,7 +174,7 @@ def multistep_heatmap(single: HarResult, multis: Sequence[HarResult]) -> bytes:
 
 def ldp_tradeoff(points: Sequence[HarResult], acct: Accountant, metric: str = "lnacc") -> bytes:
   """Accuracy against the noise std sigma, one panel per clip norm tau, one line per attack; the top axis gives
-  epsilon (PLD, at the report's delta and rounds) of each plotted sigma."""
+  epsilon (exact, at the report's delta and rounds) of each plotted sigma."""
   plt = pyplot()
   taus = sorted({p.settings["tau"] for p in points}, key=lambda t: (t == 0, t))
   names = list(points[0].attacks)
@@ -270,8 +270,7 @@ def _eps_tick(acct: Accountant, p: HarResult) -> str:
   s = p.settings
   if not (s["sigma"] or s["tau"]):
     return "inf\n(no LDP)"
-  b = acct.budget(s["sigma"], s["tau"], s["ldp_releases"])
-  return "n/a" if b.unavailable else b.text()
+  return acct.budget(s["sigma"], s["tau"], s["ldp_releases"]).text()
 
 
 # --- Eavesdrop ----------------------------------------------------------------------------------------------------

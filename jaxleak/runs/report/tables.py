@@ -6,6 +6,7 @@ show them as percentages). Each builder returns None when the results hold nothi
 from __future__ import annotations
 
 import dataclasses
+import functools
 import html
 import math
 from collections import defaultdict
@@ -72,25 +73,26 @@ class Table:
 
 @dataclasses.dataclass(frozen=True)
 class Budget:
-  """epsilon of one LDP setting: per release and composed over `releases` (PLD and RDP), or why there is none."""
-  release: Optional[accounting.Epsilon]
-  composed_pld: Optional[accounting.Epsilon]
+  """epsilon of one LDP setting: per release and composed over `releases` (exact, `accounting` method "exact"),
+  and composed by RDP (None, with `rdp_unavailable` saying why, when dp-accounting is missing)."""
+  release: accounting.Epsilon
+  composed: accounting.Epsilon
   composed_rdp: Optional[accounting.Epsilon]
   releases: int
-  unavailable: str = ""                      # why epsilon could not be computed (the extra is missing)
+  rdp_unavailable: str = ""
 
   def text(self) -> str:
-    """Short, for table cells: '33.1', 'inf (no clip)', 'inf (no noise)'."""
-    if self.unavailable:
-      return self.unavailable
-    e = self.composed_pld
+    """Short, for table cells: '33.1', 'inf (no clip)', 'inf (no noise)', 'inf (noise negligible)'."""
+    e = self.composed
     if math.isinf(e.value):
-      return "inf (no clip)" if e.reason.startswith("no clipping") else "inf (no noise)"
-    return f"{e.value:.3g}" + (" (RDP)" if e.method == "rdp" else "")
+      return ("inf (no clip)" if e.reason.startswith("no clipping") else
+              "inf (no noise)" if e.reason.startswith("no noise") else "inf (noise negligible)")
+    return f"{e.value:.3g}"
 
 
 class Accountant:
-  """epsilon for every LDP setting at one delta, composed over `rounds` x the setting's own releases."""
+  """epsilon for every LDP setting at one delta, composed over `rounds` x the setting's own releases (each
+  setting's computed once)."""
 
   def __init__(self, delta: float = accounting.DEFAULT_DELTA, rounds: int = 1):
     if not 0 < delta < 1:
@@ -99,21 +101,25 @@ class Accountant:
       raise ValueError(f"rounds={rounds}: must be a positive integer.")
     self.delta, self.rounds = delta, rounds
     self.missing_extra = ""
+    self._budgets: dict = {}
 
   def budget(self, sigma: float, tau: float, releases: int = 1) -> Budget:
     tau = tau if tau and tau > 0 else math.inf
-    k = releases * self.rounds
-    try:
-      one = accounting.gaussian_epsilon(sigma, tau, releases=1, delta=self.delta)
-      return Budget(one, accounting.gaussian_epsilon(sigma, tau, releases=k, delta=self.delta),
-                    accounting.gaussian_epsilon(sigma, tau, releases=k, delta=self.delta, method="rdp"), k)
-    except ImportError as e:
-      self.missing_extra = str(e)
-      return Budget(None, None, None, k, "n/a: install jaxleak[accounting]")
+    key = (sigma, tau, releases)
+    if key not in self._budgets:
+      k = releases * self.rounds
+      exact = functools.partial(accounting.gaussian_epsilon, sigma, tau, delta=self.delta, method="exact")
+      try:
+        rdp, why = accounting.gaussian_epsilon(sigma, tau, releases=k, delta=self.delta, method="rdp"), ""
+      except ImportError as e:
+        self.missing_extra = f"{e} The RDP column is left empty; the exact epsilon needs no extra."
+        rdp, why = None, "n/a: install jaxleak[accounting]"
+      self._budgets[key] = Budget(exact(releases=1), exact(releases=k), rdp, k, why)
+    return self._budgets[key]
 
 
 def ldp_table(results: Results, acct: Accountant) -> Optional[Table]:
-  """Every LDP setting of the HAR results with its epsilon (one release; composed, PLD and RDP)."""
+  """Every LDP setting of the HAR results with its epsilon (one release and composed, exact; composed, RDP)."""
   seen = {}
   for r in results.har:
     s = r.settings
@@ -124,17 +130,15 @@ def ldp_table(results: Results, acct: Accountant) -> Optional[Table]:
   rows = []
   for sigma, tau, scope, rel in sorted(seen):
     b = acct.budget(sigma, tau, rel)
-    if b.unavailable:
-      rows.append([sigma, tau or None, scope, b.releases, b.unavailable, "", "", ""])
-      continue
-    rows.append([sigma, tau or None, scope, b.releases, b.release.value, b.composed_pld.value, b.composed_rdp.value,
-                 b.composed_pld.reason])
+    rows.append([sigma, tau or None, scope, b.releases, b.release.value, b.composed.value,
+                 b.rdp_unavailable or b.composed_rdp.value, b.composed.reason])
   return Table("ldp_epsilon", f"LDP settings and their privacy budget (Gaussian mechanism, sensitivity = clip norm "
                f"tau, delta = {acct.delta:g}; composed over {acct.rounds} round(s) x the setting's releases)",
-               ["sigma", "tau", "clip scope", "releases", "epsilon (1 release, PLD)", "epsilon (composed, PLD)",
+               ["sigma", "tau", "clip scope", "releases", "epsilon (1 release, exact)", "epsilon (composed, exact)",
                 "epsilon (composed, RDP)", "note"], rows,
                note="tau empty = no clipping. Infinite epsilon: no clipping leaves the sensitivity unbounded; no noise "
-                    "is a deterministic release.")
+                    "is a deterministic release. Exact: the Gaussian mechanism's privacy profile in closed form "
+                    "(Balle and Wang 2018); RDP: dp-accounting's Renyi DP bound, looser, as DP-SGD libraries report.")
 
 
 # --- HAR ----------------------------------------------------------------------------------------------------------
@@ -202,7 +206,7 @@ def har_summary_table(results: Results, acct: Accountant) -> Optional[Table]:
           "LnAcc", "LnAcc std", "LeAcc", "LeAcc std", "ClassAcc", "ClassAcc std", "per-client LnAcc",
           "per-client ClassAcc"] + (["solved per-client LnAcc", "solved per-client ClassAcc"] if solved else [])
   return Table("har_summary", f"HAR leakage: mean and std over clients, over cohorts where a round aggregates "
-               f"several clients (epsilon at delta = {acct.delta:g}, PLD, composed over {acct.rounds} round(s))",
+               f"several clients (epsilon at delta = {acct.delta:g}, exact, composed over {acct.rounds} round(s))",
                cols, rows,
                percent=("LnAcc", "LnAcc std", "LeAcc", "LeAcc std", "ClassAcc", "ClassAcc std", "per-client LnAcc",
                         "per-client ClassAcc", "solved per-client LnAcc", "solved per-client ClassAcc"),
