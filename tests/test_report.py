@@ -141,6 +141,18 @@ def _csv(text):
   return list(csv.DictReader(io.StringIO(text)))
 
 
+@pytest.mark.parametrize("num_rows,shown", [(3, 3), (T.MAX_HTML_ROWS, T.MAX_HTML_ROWS),
+                                             (T.MAX_HTML_ROWS + 1, T.MAX_HTML_ROWS), (10_000, T.MAX_HTML_ROWS)])
+def test_the_page_shows_a_tables_first_rows_and_its_files_every_row(num_rows, shown):
+  table = T.Table("sweep", "A sweep", ["sigma", "LnAcc"], [[i, 0.5] for i in range(num_rows)], percent=("LnAcc",))
+  page = table.html()
+  cells = re.findall(r"<tr><td>(\d+)</td><td>50.00</td></tr>", page)
+  assert cells == [str(i) for i in range(shown)]                     # the first rows, in order
+  more = num_rows - shown
+  assert (f"... and {more:,} more row{'s' * (more > 1)}: all {num_rows:,} in tables/sweep.csv" in page) == (more > 0)
+  assert len(_csv(table.csv())) == num_rows and table.markdown().count("| 50.00 |") == num_rows
+
+
 def test_table_numbers_are_the_results_numbers(everything):
   results, rep = everything
   rows = _csv(rep.files["tables/har_summary.csv"])

@@ -18,7 +18,7 @@ details > summary { cursor: pointer; font-weight: bold; margin: 1em 0 0.5em; }
 th { background: #eee; } td:first-child, th:first-child { text-align: left; }
 .figures { display: flex; flex-wrap: wrap; gap: 1em; align-items: flex-start; }
 figure { margin: 0.5em 0; flex: 1 1 520px; max-width: 100%; } figure img { max-width: 100%; border: 1px solid #ddd; }
-figcaption { font-size: 0.85em; color: #333; } .note { font-size: 0.85em; color: #444; }
+figcaption { font-size: 0.85em; color: #333; } .note { font-size: 0.85em; color: #444; } td.more { font-style: italic; }
 .warning { background: #fff3cd; border: 1px solid #d4a000; padding: 0.5em; }
 pre { background: #f6f6f6; padding: 0.6em; overflow-x: auto; font-size: 0.8em; }
 """

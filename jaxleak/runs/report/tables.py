@@ -29,6 +29,11 @@ def attack_name(name: str) -> str:
   return ATTACK_NAMES.get(name, name)
 
 
+#: Rows of a table shown on the report page (the CSV and Markdown files hold all): the paper's whole HAR grid
+#: (312 settings x 5 attacks) fits.
+MAX_HTML_ROWS = 2000
+
+
 @dataclasses.dataclass
 class Table:
   name: str                                  # file stem: tables/<name>.csv and .md
@@ -60,10 +65,16 @@ class Table:
     lines += ["| " + " | ".join(self.cell(c, v) for c, v in zip(self.columns, r)) + " |" for r in self.rows]
     return "\n".join(lines + (["", self.note] if self.note else [])) + "\n"
 
-  def html(self) -> str:
+  def html(self, max_rows: int = MAX_HTML_ROWS) -> str:
+    """The table for the page: its first `max_rows` rows, then one row saying how many more tables/<name>.csv
+    holds (a 10,000-setting sweep's summary made a 17 MB page)."""
     head = "".join(f"<th>{html.escape(c)}{' (%)' if c in self.percent else ''}</th>" for c in self.columns)
     body = "".join("<tr>" + "".join(f"<td>{html.escape(self.cell(c, v))}</td>" for c, v in zip(self.columns, r))
-                   + "</tr>" for r in self.rows)
+                   + "</tr>" for r in self.rows[:max_rows])
+    if len(self.rows) > max_rows:
+      more = len(self.rows) - max_rows
+      body += (f"<tr><td class='more' colspan='{len(self.columns)}'>... and {more:,} more row{'s' * (more > 1)}: "
+               f"all {len(self.rows):,} in tables/{html.escape(self.name)}.csv</td></tr>")
     note = f"<p class='note'>{html.escape(self.note)}</p>" if self.note else ""
     return (f"<table id='table-{self.name}'><caption>{html.escape(self.title)}</caption><thead><tr>{head}</tr>"
             f"</thead><tbody>{body}</tbody></table>{note}")
@@ -112,7 +123,7 @@ class Accountant:
       try:
         rdp, why = accounting.gaussian_epsilon(sigma, tau, releases=k, delta=self.delta, method="rdp"), ""
       except ImportError as e:
-        self.missing_extra = f"{e} The RDP column is left empty; the exact epsilon needs no extra."
+        self.missing_extra = f"{e} The RDP column says n/a; the exact epsilon needs no extra."
         rdp, why = None, "n/a: install jaxleak[accounting]"
       self._budgets[key] = Budget(exact(releases=1), exact(releases=k), rdp, k, why)
     return self._budgets[key]
