@@ -597,6 +597,14 @@ def test_a_disk_that_fills_while_records_are_written_ends_the_run_in_one_line_an
         os.path.join(store.root, "records", task.key + ".json"), "rb").read()
 
 
+def test_a_finished_study_run_again_says_its_tasks_are_stored_and_its_groups_done(ldp_study):
+  plan, store = ldp_study
+  lines = []
+  S.run_plan(plan, store, progress=lines.append)
+  assert lines[0] == (f"study {plan.study.name}: 1 group, 3 tasks (3 stored); groups: 1 done, 0 to run -> "
+                      f"{store.root}"), lines      # (it said "1 already done" of 3 tasks: read as one task)
+
+
 def test_a_record_is_a_field_a_line_and_verifies_in_any_json_layout(ldp_study):
   plan, store = ldp_study
   path = os.path.join(store.root, "records", plan.tasks[1].key + ".json")

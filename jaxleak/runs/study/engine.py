@@ -447,8 +447,8 @@ def run_plan(plan: Plan, store: Store, *, progress: Optional[Callable[[str], Non
     done = {t.key for t, d in zip(plan.tasks, multihost_utils.broadcast_one_to_all(mask)) if d}
   pending = [g for g in plan.groups if any(t.key not in done for t in g.tasks)]
   skipped = len(plan.groups) - len(pending)
-  log(f"study {plan.study.name}: {counted(len(plan.groups), 'group')}, {counted(len(plan.tasks), 'task')}; "
-      f"{skipped} already done, {len(pending)} to run -> {store.root}")
+  log(f"study {plan.study.name}: {counted(len(plan.groups), 'group')}, {counted(len(plan.tasks), 'task')} "
+      f"({len(done):,} stored); groups: {skipped:,} done, {len(pending):,} to run -> {store.root}")
   # Processes sharing the folder (the same command run twice, Ray tasks, overlapping shards) claim a group before
   # running it, and skip one another's; a jax.distributed run's processes must all run every group, so never do.
   shared = jax.process_count() == 1 and not store.read_only
