@@ -304,6 +304,20 @@ def test_number_lists_take_ranges_and_an_eavesdrop_list_goes_to_the_parts_that_v
   assert dict(study.parts[0].axes)["compression"] == (0.0, 0.3, 0.6, 0.9)
   with pytest.raises(ValueError, match=re.escape("dirichlet_alphas: [0.3, 0.3]; give distinct numbers")):
     S.make_plan(S.override(S.preset("har_dirichlet"), {"dirichlet_alphas": "0.3,0.3"}), check_inputs=False)
+  # Integer axes (2026-12-07; they took numbers only): a range's values rounded to the nearest integer, exactly.
+  study = S.override(S.preset("eavesdrop_sweeps"), {"num_participants": "lin:100:1000:10"})
+  assert [dict(p.axes)["num_participants"] for p in study.parts if "num_participants" in dict(p.axes)] == [
+      tuple(range(100, 1001, 100))]
+  study = S.override(S.preset("eavesdrop_sweeps"), {"local_batch_size": "8,geom:16:256:5"})
+  assert [dict(p.axes)["local_batch_size"] for p in study.parts if "local_batch_size" in dict(p.axes)] == [
+      (8, 16, 32, 64, 128, 256)]
+  assert all(type(v) is int for v in dict(study.parts[0].axes).get("local_batch_size", ()))
+  assert S.override(S.preset("har_ldp"), {"aggregate_clients": "lin:1:4:4"}).parts[0].aggregate_clients == (1, 2, 3, 4)
+  with pytest.raises(ValueError, match=re.escape("num_participants: 'geom:1:10:20' makes [1, 2, 3, 4, 5] more than "
+                                                 "once once rounded to integers")):
+    S.override(S.preset("eavesdrop_sweeps"), {"num_participants": "geom:1:10:20"})
+  with pytest.raises(ValueError, match=re.escape("num_participants item 'lin:100:1000:x': 'x' is not an integer")):
+    S.override(S.preset("eavesdrop_sweeps"), {"num_participants": "lin:100:1000:x"})
   # Found the same day: a list for a field one part of a study varies was refused because the other parts hold one
   # value of it ("'0.5,0.9' is not a number (one value: this study does not vary it)").
   paper = S.preset("eavesdrop_paper")
@@ -595,6 +609,25 @@ def test_a_disk_that_fills_while_records_are_written_ends_the_run_in_one_line_an
   for task in plan.tasks:
     assert (root / "records" / f"{task.key}.json").read_bytes() == open(
         os.path.join(store.root, "records", task.key + ".json"), "rb").read()
+
+
+def test_the_checks_before_work_draw_each_allocation_once_and_still_refuse_a_bad_one(monkeypatch):
+  # Found 2026-12-07: eavesdrop_sweeps' 24 groups drew 15 allocations of the same federation, so a dry run with
+  # num_participants=10,000 took 32 s (100,000: 4.7 min); the groups differ only in local training there.
+  from jaxleak.runs.eavesdrop import federation
+  from jaxleak.runs.study.plan import check_eavesdrop_data
+  drawn = []
+  real = federation.D.allocate_main_labels
+  monkeypatch.setattr(federation.D, "allocate_main_labels",
+                      lambda pool, n, **kw: drawn.append((n, kw["seed"])) or real(pool, n, **kw))
+  plan = S.make_plan(S.override(S.preset("eavesdrop_sweeps"), {"dataset": "digits"}), check_inputs=False)
+  federations = {(t.config["num_participants"], t.config["seed"]) for t in plan.tasks}
+  check_eavesdrop_data(plan)
+  assert sorted(drawn) == sorted(federations) and len(plan.groups) > len(drawn) > 1
+  bad = S.make_plan(S.override(S.preset("eavesdrop_sweeps"), {"dataset": "digits", "main_labels": "1,20"}),
+                    check_inputs=False)
+  with pytest.raises(ValueError, match="hi < num_classes = 10"):
+    check_eavesdrop_data(bad)
 
 
 def test_a_finished_study_run_again_says_its_tasks_are_stored_and_its_groups_done(ldp_study):

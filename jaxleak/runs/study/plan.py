@@ -314,13 +314,14 @@ def check_eavesdrop_data(plan: Plan, loaded: Optional[dict] = None) -> None:
   from jaxleak.runs.eavesdrop.whole_determination import draw_trials
   from jaxleak.runs.study.engine import eavesdrop_config, whole_determination_config
   loaded = {} if loaded is None else loaded
+  checked: set = set()                             # allocations drawn once (the pools stay alive in `loaded`)
   for g in plan.groups:
     if g.kind == "har":
       continue
     cfg = eavesdrop_config(g.tasks[0].config)
     try:
       pools = loaded_pools(loaded, cfg)
-      federation.check_data(cfg, pools, allocation_drawn_later=g.kind == "whole_determination")
+      federation.check_data(cfg, pools, allocation_drawn_later=g.kind == "whole_determination", checked=checked)
       if g.kind == "whole_determination":
         draw_trials(cfg, whole_determination_config(g.tasks[0].config), pools[0])
     except ValueError as e:

@@ -315,7 +315,7 @@ def _parse(value: Any, like: Any, field: str):
     if field == "dirichlet_alphas":
       return tuple(_numbers(items, field))
     if field == "aggregate_clients":
-      return tuple(_cast(int, x, field, listed=True) for x in items)
+      return tuple(_numbers(items, field, integers=True))
     if field in ("ldp", "multi_step"):                   # pairs/triples: 0:0.1,0.1:0.5  or  100:20:5,500:100:5
       cast, width, form = (float, 2, "sigma:tau numbers") if field == "ldp" else (int, 3, "N:B:S integers")
       parts = [item.split(":") for item in items]
@@ -327,8 +327,8 @@ def _parse(value: Any, like: Any, field: str):
                    for item, p in zip(items, parts))
     elem = like[0] if like else ""
     cast = type(elem) if isinstance(elem, (int, float)) and not isinstance(elem, bool) else str
-    if cast is float:                                    # numbers and ranges (geom:1e-3:1:10, lin:0.1:0.9:9)
-      return tuple(_numbers(items, field))
+    if cast in (float, int):                             # numbers and ranges (geom:1e-3:1:10, lin:0.1:0.9:9)
+      return tuple(_numbers(items, field, integers=cast is int))
     return tuple(_cast(cast, x, field, listed=True) for x in items)
   if field in _PATH_FIELDS and text.startswith("~"):     # the shell leaves '~' after '=' alone
     text = os.path.expanduser(text)
@@ -420,9 +420,10 @@ def ldp_product(sigmas: str, taus: str) -> tuple[tuple[float, float], ...]:
   return tuple((s, t) for s in lists[0] for t in lists[1])
 
 
-def _numbers(items: list[str], field: str) -> list[float]:
+def _numbers(items: list[str], field: str, integers: bool = False) -> list:
   """The numbers of a list's items, a range item (`geom:START:STOP:NUM`, `lin:START:STOP:NUM`; see `ldp_product`)
-  expanded to its values rounded to 6 significant digits."""
+  expanded to its values rounded to 6 significant digits; with `integers`, integers, a range's values rounded to
+  the nearest (a range that then repeats a value is refused, naming it)."""
   import numpy as np
   out = []
   for item in items:
@@ -440,9 +441,17 @@ def _numbers(items: list[str], field: str) -> list[float]:
         raise ValueError(f"{field}: {item!r}: a geom range needs START and STOP > 0 (list 0 as an item of its own: "
                          f"0,{item}).")
       values = np.geomspace(start, stop, num) if kind == "geom" else np.linspace(start, stop, num)
-      out += [float(f"{v:.6g}") for v in values]
+      if not integers:
+        out += [float(f"{v:.6g}") for v in values]
+        continue
+      whole = [int(v) for v in np.rint(values)]
+      repeated = sorted(v for v, n in collections.Counter(whole).items() if n > 1)
+      if repeated:
+        raise ValueError(f"{field}: {item!r} makes {repeated[:5]} more than once once rounded to integers (this "
+                         "field takes integers): give a smaller NUM or a wider range.")
+      out += whole
     else:
-      out.append(_cast(float, item, field, listed=True))
+      out.append(_cast(int if integers else float, item, field, listed=True))
   return out
 
 
