@@ -648,12 +648,29 @@ def test_windows_and_strides_must_be_positive_integers(window, stride):
   np.testing.assert_array_equal(D.window_starts(300, 50, 60), [0, 60, 120, 180, 240])   # gaps are allowed
 
 
+def test_a_federation_larger_than_memory_is_refused_before_drawing(monkeypatch):
+  # Found 2026-12-07: num_participants=1e20 ended in NumPy's "Maximum allowed dimension exceeded" (1e9 would have
+  # drawn for days first, a Python loop over participants).
+  from jaxleak.data import label_pools, synthetic
+  monkeypatch.setattr(synthetic, "physical_memory_bytes", lambda: 2 ** 28)       # a 256 MiB machine
+  monkeypatch.setattr(label_pools, "_draw", lambda *a: pytest.fail("drew before refusing"))
+  each = 9 * (3 * 2 + 1) + 112 + 5 * 4                                  # main labels (1, 3) x 2 examples + 1 other
+  with pytest.raises(ValueError, match=re.escape(f"num_participants=10,000,000: participants of up to 7 examples "
+                                                 f"each need about 1.8 GiB of memory, more than this machine's 0.25 "
+                                                 f"GiB; use at most about {2 ** 28 // each:,} participants.")):
+    D.allocate_main_labels(_POOL, 10_000_000, main_labels=(1, 3), samples_per_label=2, other_samples=1)
+  with pytest.raises(ValueError, match="num_participants=10,000,000: participants of up to 16 examples each"):
+    D.allocate_dirichlet(_POOL, 10_000_000, alpha=0.5, samples_per_participant=16, min_owned=2)
+  monkeypatch.undo()
+  assert D.allocate_main_labels(_POOL, 3, main_labels=(1, 3), samples_per_label=2, other_samples=1).index.shape[0] == 3
+
+
 def test_a_synthetic_dataset_larger_than_memory_is_refused_before_allocating(monkeypatch):
   """Found 2026-12-04 (sixteenth session): --synthetic_scale=1e6 allocated until the kernel killed the process."""
   from jaxleak.data import synthetic
   with pytest.raises(ValueError, match=r"scale=1e\+06 makes recordings of 150,000,000,025 samples per subject"):
     D.make_synthetic("wear", scale=1e6)
-  monkeypatch.setattr(synthetic, "_physical_memory_bytes", lambda: 2 ** 28)       # a 256 MiB machine
+  monkeypatch.setattr(synthetic, "physical_memory_bytes", lambda: 2 ** 28)       # a 256 MiB machine
   with pytest.raises(ValueError, match=r"about 0.44 GiB of memory with their windows, more than this machine's "
                      r"0.25 GiB. Use a scale of at most about 0.565"):
     D.make_synthetic("wear", scale=1.0)

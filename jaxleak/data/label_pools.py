@@ -82,6 +82,20 @@ def _require_counts(who: str, **values) -> None:
       raise TypeError(f"{who}: {name} must be an integer, got {value!r} ({type(value).__name__}).")
 
 
+def _check_fits_in_memory(num_participants: int, slots: int, num_classes: int) -> None:
+  """Refuses, before drawing, participants whose example slots (each drawn row, then the packed index and mask)
+  and per-label arrays would exceed this machine's memory: `num_participants=1e20` ended in NumPy's "Maximum
+  allowed dimension exceeded", 1e9 would have drawn for days before running out."""
+  from jaxleak.data.synthetic import physical_memory_bytes
+  total = physical_memory_bytes()
+  each = 9 * slots + 112 + 5 * num_classes                  # bytes a participant needs, at the peak of _pack
+  if total is not None and num_participants * each > total:
+    gib = lambda b: f"{b / 2**30:,.0f}" if b >= 10 * 2**30 else f"{b / 2**30:.2g}"
+    raise ValueError(f"num_participants={num_participants:,}: participants of up to {slots:,} examples each need "
+                     f"about {gib(num_participants * each)} GiB of memory, more than this machine's {gib(total)} GiB; "
+                     f"use at most about {total // each:,} participants.")
+
+
 def _draw(rng: np.random.Generator, candidates: np.ndarray, k: int) -> np.ndarray:
   """k distinct candidates when there are enough, else with replacement (small stand-in datasets)."""
   return rng.choice(candidates, size=k, replace=candidates.size < k)
@@ -139,6 +153,7 @@ def allocate_main_labels(pool: LabelPool, num_participants: int, *, main_labels:
   if not 1 <= lo <= hi < c:
     raise ValueError(f"main_labels range ({lo}, {hi}) must satisfy 1 <= lo <= hi < num_classes = {c}.")
   pool.require_all_classes("the participants' pool")
+  _check_fits_in_memory(num_participants, hi * samples_per_label + other_samples, c)
   rng = seeded_rng(seed)
   by_class = [pool.indices_of(k) for k in range(c)]
   owners = np.zeros((num_participants, c), bool)
@@ -174,6 +189,7 @@ def allocate_dirichlet(pool: LabelPool, num_participants: int, *, alpha: float, 
   if isinstance(alpha, bool) or not isinstance(alpha, numbers.Real) or not (np.isfinite(alpha) and alpha > 0):
     raise ValueError(f"dirichlet alpha must be a finite number > 0, got {alpha!r}.")
   pool.require_all_classes("the participants' pool")
+  _check_fits_in_memory(num_participants, samples_per_participant, c)
   rng = seeded_rng(seed)
   by_class = [pool.indices_of(k) for k in range(c)]
   rows = []

@@ -102,7 +102,7 @@ def make_synthetic(preset: str | SyntheticPreset = "wetlab", *, scale: float = 1
                     subjects=subjects, sampling_rate=fs)
 
 
-def _physical_memory_bytes() -> int | None:
+def physical_memory_bytes() -> int | None:
   """This machine's memory, or the container's limit where that is lower (cgroup v2 or v1); None if unknown."""
   try:
     total = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
@@ -123,7 +123,7 @@ def _check_fits_in_memory(p: SyntheticPreset, length: int, scale: float) -> None
   """Refuses, before allocating, a dataset whose recordings (f32), their windows (twice the samples: stride = half
   a window) and the generator's float64 temporaries for one subject would exceed this machine's memory: at
   `--synthetic_scale=1e6` the process was killed by the kernel's out-of-memory killer instead of a message."""
-  total = _physical_memory_bytes()
+  total = physical_memory_bytes()
   if total is None:
     return
   need = 3 * 4 * p.num_subjects * length * p.num_channels + 6 * 8 * length * p.num_channels   # data + temporaries
