@@ -503,18 +503,56 @@ def _canonical(obj, path: str = "config"):
   Configurations hold JSON values (mappings, lists/tuples, str, bool, int, float, None) and NumPy scalars (taken
   as the Python value). Anything else raises TypeError: its text could be unstable between processes (a set's
   order, an object's address) or lossy (an array's summary), and a fingerprint must not be."""
+  try:
+    return _canonical_value(obj)
+  except _NotJson as e:
+    where = path + "".join(reversed(e.where))
+    raise TypeError(f"{where}: a configuration holds JSON values (dicts, lists, str, bool, int, float, None); got "
+                    f"{type(e.value).__name__} {e.value!r:.60}. Convert it (e.g. a set to a sorted list) before "
+                    "fingerprinting.") from None
+
+
+class _NotJson(Exception):
+  """A value `_canonical` refuses; `where` collects its path from the inside out."""
+
+  def __init__(self, value):
+    super().__init__()
+    self.value, self.where = value, []
+
+
+def _canonical_value(obj):
+  # The exact JSON types first (a study plans 10^4-10^5 task configurations; an isinstance against the Mapping ABC
+  # and a path string per value made that seconds), then the general cases.
+  kind = type(obj)
+  if obj is None or kind is str or kind is bool or kind is int:
+    return obj
+  if kind is float:
+    return obj if math.isfinite(obj) else repr(obj)
   if isinstance(obj, Mapping):
-    return {str(k): _canonical(v, f"{path}.{k}") for k, v in sorted(obj.items(), key=lambda kv: str(kv[0]))}
+    out = {}
+    for k, v in sorted(obj.items(), key=lambda kv: str(kv[0])):
+      try:
+        out[str(k)] = _canonical_value(v)
+      except _NotJson as e:
+        e.where.append(f".{k}")
+        raise
+    return out
   if isinstance(obj, (list, tuple)):
-    return [_canonical(v, f"{path}[{i}]") for i, v in enumerate(obj)]
+    out = []
+    for i, v in enumerate(obj):
+      try:
+        out.append(_canonical_value(v))
+      except _NotJson as e:
+        e.where.append(f"[{i}]")
+        raise
+    return out
   if isinstance(obj, np.generic) and isinstance(obj.item(), (bool, int, float, str)):
     obj = obj.item()
   if isinstance(obj, float):
     return repr(obj) if not math.isfinite(obj) else obj
-  if obj is None or isinstance(obj, (bool, int, str)):
+  if isinstance(obj, (bool, int, str)):
     return obj
-  raise TypeError(f"{path}: a configuration holds JSON values (dicts, lists, str, bool, int, float, None); got "
-                  f"{type(obj).__name__} {obj!r:.60}. Convert it (e.g. a set to a sorted list) before fingerprinting.")
+  raise _NotJson(obj)
 
 
 def fingerprint(config: Mapping[str, Any]) -> str:
