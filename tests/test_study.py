@@ -314,7 +314,7 @@ def test_number_lists_take_ranges_and_an_eavesdrop_list_goes_to_the_parts_that_v
   assert all(type(v) is int for v in dict(study.parts[0].axes).get("local_batch_size", ()))
   assert S.override(S.preset("har_ldp"), {"aggregate_clients": "lin:1:4:4"}).parts[0].aggregate_clients == (1, 2, 3, 4)
   with pytest.raises(ValueError, match=re.escape("num_participants: 'geom:1:10:20' makes [1, 2, 3, 4, 5] more than "
-                                                 "once once rounded to integers")):
+                                                 "once when rounded to integers")):
     S.override(S.preset("eavesdrop_sweeps"), {"num_participants": "geom:1:10:20"})
   with pytest.raises(ValueError, match=re.escape("num_participants item 'lin:100:1000:x': 'x' is not an integer")):
     S.override(S.preset("eavesdrop_sweeps"), {"num_participants": "lin:100:1000:x"})

@@ -447,7 +447,7 @@ def _numbers(items: list[str], field: str, integers: bool = False) -> list:
       whole = [int(v) for v in np.rint(values)]
       repeated = sorted(v for v, n in collections.Counter(whole).items() if n > 1)
       if repeated:
-        raise ValueError(f"{field}: {item!r} makes {repeated[:5]} more than once once rounded to integers (this "
+        raise ValueError(f"{field}: {item!r} makes {repeated[:5]} more than once when rounded to integers (this "
                          "field takes integers): give a smaller NUM or a wider range.")
       out += whole
     else:
