@@ -15,6 +15,8 @@ Each takes --helpshort. The experiments/ scripts live in the repository (README.
 
 
 def main(argv) -> int:
+  if argv[1:] in (["--help"], ["-h"], ["--helpshort"]):
+    argv = argv[:1]
   if len(argv) > 1:
     print(f"error: python -m jaxleak takes no arguments (got {' '.join(argv[1:])}); it lists the commands.",
           file=sys.stderr)

@@ -321,6 +321,8 @@ def test_python_dash_m_jaxleak_lists_the_commands_that_exist(capsys):
     else:
       assert os.path.isfile(os.path.join(ROOT, program)), program
   assert entry.main(["jaxleak", "run"]) == 2 and "takes no arguments" in capsys.readouterr().err
+  for asked in ("--help", "-h", "--helpshort"):                  # what a user types first: the list, not an error
+    assert entry.main(["jaxleak", asked]) == 0 and "python -m jaxleak.study list" in capsys.readouterr().out
 
 
 def test_attack_groups_on_the_command_line_expand_in_place():

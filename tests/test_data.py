@@ -171,6 +171,7 @@ def test_every_dataset_name_is_described_and_says_what_it_needs(monkeypatch, cap
   line = next(line for line in capsys.readouterr().out.splitlines() if line.split()[:1] == ["watch"])
   assert "pip install 'jaxleak[watch]'" in line and "7 exercises" in line
   assert entry.main(["jaxleak.data", "x"]) == 2 and "takes no arguments" in capsys.readouterr().err
+  assert entry.main(["jaxleak.data", "--help"]) == 0 and "synthetic_tiny" in capsys.readouterr().out
 
 
 # --- WEAR / Wetlab layout ----------------------------------------------------------------------------------------

@@ -5,6 +5,8 @@ from jaxleak.data.catalogue import describe
 
 
 def main(argv) -> int:
+  if argv[1:] in (["--help"], ["-h"], ["--helpshort"]):
+    argv = argv[:1]
   if len(argv) > 1:
     print(f"error: python -m jaxleak.data takes no arguments (got {' '.join(argv[1:])}); it lists the datasets.",
           file=sys.stderr)
