@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from jaxleak import data as D
-from jaxleak.data import hapt, tal, watch
+from jaxleak.data import hapt, samplers, tal, watch
 
 
 # --- HAPT ------------------------------------------------------------------------------------------------------
@@ -515,6 +515,64 @@ def test_clients_holding_keeps_the_large_clients_whole_with_their_ids():
   assert D.clients_holding(clients, 2) == (clients, [])                 # nothing to leave out: the same clients
   none, left_out = D.clients_holding(clients, 8)
   assert none.num_clients == 0 and len(none.labels) == 0 and left_out == [(4, 5), (9, 2), (11, 7)]
+
+
+def test_a_balanced_pool_smaller_than_n_is_refused_or_left_out_not_a_traceback(tmp_path, capsys):
+  """Found 2026-12-07 (thirty-seventh session): the balanced pool holds k floor(n/k) windows, up to k - 1 fewer
+  than n, so a client with n >= N could still have no balanced batch: single-step runs scored it NaN without a
+  word, multi-step runs ended in `IndexError: index 0 is out of bounds` while sampling."""
+  from experiments import multi_step_leakage as ms, single_step_leakage as ss
+  from jaxleak import cli
+  labels = np.array([0] * 10 + [1] * 8 + [2] * 5)                     # n = 23, k = 3: a pool of 3 x 7 = 21
+  assert D.usable_windows("balanced", labels) == 21 and D.usable_windows("shuffle", labels) == 23
+  assert D.usable_windows("sequential", labels) == 23 and D.usable_windows("balanced", labels[:0]) == 0
+  key = jax.random.key(0)
+  assert D.sample_client("balanced", key, labels, 22).shape == (0, 22)
+  assert D.sample_queries("balanced", key, labels, 22).shape == (0, 22)          # was the IndexError
+  assert D.sample_queries("balanced", key, labels, 21).shape == (1, 21)
+  assert D.sample_queries("shuffle", key, labels, 22).shape == (1, 22)
+  clients = D.WindowedClients(windows=np.zeros((46, 1, 1), np.float32), labels=np.concatenate([labels, labels[::-1]]),
+                              offsets=np.array([0, 23, 46]), subject_ids=(5, 8), num_classes=3)
+  D.check_client_sizes(clients, 22)                                  # all n windows: enough
+  with pytest.raises(ValueError, match=re.escape("num_samples 22 is larger than the balanced pool of clients "
+                                                 "(subject, windows, pool) [(5, 23, 21), (8, 23, 21)]")):
+    D.check_client_sizes(clients, 22, strategy="balanced")
+  assert D.clients_holding(clients, 22)[1] == [] and D.clients_holding(clients, 22, "shuffle")[1] == []
+  kept, left_out = D.clients_holding(clients, 22, "balanced")
+  assert kept.num_clients == 0 and left_out == [(5, 21), (8, 21)]
+  # the drivers and a study: one line, before any work (the fixture's clients: 27, 25, 27 windows, pools of 24)
+  root = write_tal_fixture(tmp_path / "wear", rows_per_subject=(700, 650, 720))
+  flags = ["--dataset=tal", f"--data_dir={root}", "--model=tinyhar", "--sampling=balanced", "--num_samples=25"]
+  for main, FLAGS, extra in ((ss.main, ss.FLAGS, []), (ms.main, ms.FLAGS, ["--local_batch_size=5"])):
+    assert cli.call(main, FLAGS, [*flags, *extra, f"--output_dir={tmp_path / 'out'}"]) == 2
+    err = capsys.readouterr().err
+    assert "larger than the balanced pool of clients (subject, windows, pool) [(0, 27, 24), (1, 25, 24), (2, 27, " \
+           "24)]" in err and len(err.strip().splitlines()) == 1, err
+  assert not (tmp_path / "out").exists()
+  from jaxleak import study as study_cli
+  study = ["run", "har_sampling", "--set=datasets=tal", f"--set=data_dir={root}", "--set=models=tinyhar",
+           "--set=states=untrained", "--set=num_samples=25", f"--study_dir={tmp_path / 's'}", "--dry_run"]
+  assert cli.call(study_cli.main, study_cli.FLAGS, study) == 2
+  assert "tal tinyhar balanced: num_samples 25 is larger than the balanced pool" in capsys.readouterr().err
+  assert cli.call(study_cli.main, study_cli.FLAGS, [*study, "--set=samplings=shuffle,sequential"]) == 0
+
+
+@pytest.mark.parametrize("strategy", ["shuffle", "balanced"])
+def test_each_multi_step_query_is_its_samplers_first_batch_under_fold_in_key_q(strategy):
+  """sample_queries' contract (spec 3.3, a fresh draw per query): query q is the first batch the single-pass sampler
+  draws with fold_in(key, q). The keys come from one compiled call, padded to a power of two; checked against
+  the definition, one eager fold_in per query, for typed and raw keys and many sizes."""
+  rs = np.random.default_rng(7)
+  for trial in range(12):
+    n, k, num = int(rs.integers(20, 700)), int(rs.integers(1, 9)), int(rs.integers(1, 40))
+    labels = rs.integers(0, k, n)
+    key = jax.random.key(trial) if trial % 2 else jax.random.PRNGKey(trial)
+    queries = D.sample_queries(strategy, key, labels, min(num, n))
+    single = {"shuffle": samplers.shuffle, "balanced": samplers.balanced}[strategy]
+    expected = [single(jax.random.fold_in(key, q), labels, min(num, n)) for q in range(n // min(num, n))]
+    expected = np.stack([b[0] for b in expected]) if all(len(b) for b in expected) else np.zeros((0, min(num, n)))
+    np.testing.assert_array_equal(queries, expected)
+    assert queries.dtype == np.int32
 
 
 def test_dirichlet_clients_too_small_for_one_update_are_left_out_and_said():

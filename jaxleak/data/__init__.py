@@ -10,7 +10,7 @@ from jaxleak.data.label_pools import (Allocation, LabelPool, allocate_dirichlet,
                                       allocate_main_labels, pad_allocation,
                                       aux_per_label, quantity_groups, split_pool)
 from jaxleak.data.samplers import (STRATEGIES, check_client_sizes, sample_client, sample_clients,
-                                   sample_queries)
+                                   sample_queries, usable_windows)
 from jaxleak.data.synthetic import PRESETS as SYNTHETIC_PRESETS, SyntheticPreset, make_synthetic
 from jaxleak.data.tal import DataFormatError, load_tal
 from jaxleak.data.watch import load_watch
@@ -71,4 +71,5 @@ __all__ = ["Allocation", "DATASETS", "DataFormatError", "FILE_DATASETS", "HarDat
            "check_client_sizes", "load", "load_digits", "load_hapt", "load_mnist", "load_pool", "load_tal",
            "clients_holding", "load_watch",
            "make_clients", "make_synthetic", "pad_allocation", "quantity_groups", "repartition_dirichlet",
-           "sample_client", "sample_clients", "sample_queries", "split_pool", "window_recording", "window_starts"]
+           "sample_client", "sample_clients", "sample_queries", "split_pool", "usable_windows", "window_recording",
+           "window_starts"]

@@ -14,6 +14,7 @@ from __future__ import annotations
 from typing import Optional, Sequence
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 from jaxleak.data.dataset import WindowedClients
@@ -40,7 +41,27 @@ def _check_args(strategy: str, key, labels, num_samples, name: str = "num_sample
 
 
 def _rng(key) -> np.random.Generator:
-  return np.random.default_rng(np.asarray(jax.random.key_data(key)).ravel().tolist())
+  return _rng_of_bits(np.asarray(jax.random.key_data(key)))
+
+
+def _rng_of_bits(bits: np.ndarray) -> np.random.Generator:
+  return np.random.default_rng(bits.ravel().tolist())
+
+
+_FOLDS_PER_CALL = 256
+
+
+def _folded_key_bits(key, num: int) -> np.ndarray:
+  """The key data of fold_in(key, i) for i in range(num), u32[num, ...], from compiled calls of 256 (one program for
+  every client size) instead of num eager fold_ins (~0.5 ms each)."""
+  starts = range(0, num, _FOLDS_PER_CALL)
+  return np.concatenate([np.asarray(_fold_in_range(key, jnp.uint32(s))) for s in starts])[:num]
+
+
+@jax.jit
+def _fold_in_range(key, start):
+  i = start + jnp.arange(_FOLDS_PER_CALL, dtype=jnp.uint32)
+  return jax.random.key_data(jax.vmap(lambda i: jax.random.fold_in(key, i))(i))
 
 
 def _to_batches(order: np.ndarray, num_samples: int) -> np.ndarray:
@@ -66,15 +87,31 @@ def balanced(key, labels: np.ndarray, num_samples: int) -> np.ndarray:
   labels = np.asarray(labels)
   if labels.size == 0:
     return _to_batches(np.zeros(0, np.int32), num_samples)
-  classes = list(dict.fromkeys(labels.tolist()))            # first-appearance order
-  q = len(labels) // len(classes)
-  rng = _rng(key)
-  pool = np.concatenate([rng.choice(np.flatnonzero(labels == c), q, replace=int(np.sum(labels == c)) < q)
-                         for c in classes])
+  return _balanced_draw(_rng(key), _class_members(labels), len(labels), num_samples)
+
+
+def _class_members(labels: np.ndarray) -> list[np.ndarray]:
+  """The window indices of each present class, classes in first-appearance order (the balanced pool's order)."""
+  return [np.flatnonzero(labels == c) for c in dict.fromkeys(labels.tolist())]
+
+
+def _balanced_draw(rng: np.random.Generator, members: list[np.ndarray], n: int, num_samples: int) -> np.ndarray:
+  q = n // len(members)
+  pool = np.concatenate([rng.choice(m, q, replace=len(m) < q) for m in members])
   return _to_batches(pool[rng.permutation(len(pool))], num_samples)
 
 
 _SAMPLERS = {"shuffle": shuffle, "sequential": sequential, "balanced": balanced}
+
+
+def usable_windows(strategy: str, labels: np.ndarray) -> int:
+  """The windows a sampler's batches are cut from: all n, or for 'balanced' its pool, k floor(n/k) for the k
+  classes present (at most k - 1 fewer). A client whose usable windows are fewer than N yields no batch."""
+  labels = np.asarray(labels)
+  if strategy != "balanced" or labels.size == 0:
+    return int(labels.size)
+  k = len(np.unique(labels))
+  return k * (labels.size // k)
 
 
 def sample_client(strategy: str, key, labels: np.ndarray, num_samples: int) -> np.ndarray:
@@ -86,14 +123,22 @@ def sample_client(strategy: str, key, labels: np.ndarray, num_samples: int) -> n
 
 def check_client_sizes(clients: WindowedClients, num_samples: int,
                        fix: str = "lower --num_samples or leave those clients out with --clients",
-                       subjects: Optional[Sequence[int]] = None) -> None:
-  """Raises ValueError naming every client (of `subjects`, default all) with fewer windows than num_samples."""
+                       subjects: Optional[Sequence[int]] = None, strategy: Optional[str] = None) -> None:
+  """Raises ValueError naming every client (of `subjects`, default all) with fewer windows than num_samples, or
+  with `strategy` 'balanced', fewer in its balanced pool (`usable_windows`)."""
   position = {s: k for k, s in enumerate(clients.subject_ids)}
   sizes = [(s, clients.client_size(position[s])) for s in (clients.subject_ids if subjects is None else subjects)]
   small = [(s, n) for s, n in sizes if n < num_samples]
   if small:
     raise ValueError(f"num_samples {num_samples} is larger than the data of clients (subject, windows) {small}; "
                      f"{fix}.")
+  if strategy == "balanced":
+    pools = [(s, n, usable_windows(strategy, clients.client_labels(position[s]))) for s, n in sizes]
+    small = [row for row in pools if row[2] < num_samples]
+    if small:
+      raise ValueError(f"num_samples {num_samples} is larger than the balanced pool of clients (subject, windows, "
+                       f"pool) {small}: balanced sampling draws floor(n/k) windows of each of a client's k classes, "
+                       f"so no batch of N could be drawn (shuffle and sequential draw from all n); {fix}.")
 
 
 def sample_clients(strategy: str, key, clients: WindowedClients, num_samples: int, *, queries: bool = False):
@@ -106,7 +151,7 @@ def sample_clients(strategy: str, key, clients: WindowedClients, num_samples: in
   Raises:
     ValueError naming every client with fewer windows than num_samples.
   """
-  check_client_sizes(clients, num_samples)
+  check_client_sizes(clients, num_samples, strategy=strategy)
   idx, owner = [], []
   for k in range(clients.num_clients):
     sampler = sample_queries if queries else sample_client
@@ -127,7 +172,11 @@ def sample_queries(strategy: str, key, labels: np.ndarray, num_points: int) -> n
   num_queries = n // num_points
   if strategy == "sequential":
     return _to_batches(np.arange(n), num_points)
-  if num_queries == 0:
+  if usable_windows(strategy, labels) < num_points:          # no query (balanced: a pool of fewer than N)
     return np.zeros((0, num_points), np.int32)
-  return np.stack([_SAMPLERS[strategy](jax.random.fold_in(key, q), labels, num_points)[0]
-                   for q in range(num_queries)]).astype(np.int32)
+  # Query q's draw uses fold_in(key, q), as `shuffle`/`balanced` would with that key (their first batch).
+  rngs = [_rng_of_bits(bits) for bits in _folded_key_bits(key, num_queries)]
+  if strategy == "shuffle":
+    return np.stack([_to_batches(rng.permutation(n), num_points)[0] for rng in rngs]).astype(np.int32)
+  members = _class_members(np.asarray(labels))
+  return np.stack([_balanced_draw(rng, members, n, num_points)[0] for rng in rngs]).astype(np.int32)

@@ -64,16 +64,21 @@ def make_clients(dataset: HarDataset, subject_ids: Sequence[int] | None = None, 
                          subject_ids=ids, num_classes=dataset.num_classes)
 
 
-def clients_holding(clients: WindowedClients, min_windows: int) -> tuple[WindowedClients, list[tuple[int, int]]]:
+def clients_holding(clients: WindowedClients, min_windows: int, strategy: str | None = None
+                    ) -> tuple[WindowedClients, list[tuple[int, int]]]:
   """The clients that hold at least `min_windows` windows, their ids, windows and order kept; and (id, windows) of
   each client left out. A Dirichlet re-deal (`repartition_dirichlet`) with a small alpha leaves some clients too
-  few windows for one update of N."""
+  few windows for one update of N. With `strategy`, the windows its sampler draws from (for 'balanced' its pool,
+  `samplers.usable_windows`), in the test and in the list."""
+  from jaxleak.data.samplers import usable_windows
   sizes = np.diff(clients.offsets)
-  kept = np.flatnonzero(sizes >= min_windows)
-  left_out = [(clients.subject_ids[k], int(sizes[k])) for k in np.flatnonzero(sizes < min_windows)]
+  usable = (sizes if strategy is None else
+            np.asarray([usable_windows(strategy, clients.client_labels(k)) for k in range(clients.num_clients)]))
+  kept = np.flatnonzero(usable >= min_windows)
+  left_out = [(clients.subject_ids[k], int(usable[k])) for k in np.flatnonzero(usable < min_windows)]
   if not left_out:
     return clients, []
-  rows = np.flatnonzero(np.repeat(sizes >= min_windows, sizes))     # the windows of the clients kept, in order
+  rows = np.flatnonzero(np.repeat(usable >= min_windows, sizes))    # the windows of the clients kept, in order
   offsets = np.concatenate([[0], np.cumsum(sizes[kept])]).astype(np.int64)
   return WindowedClients(windows=clients.windows[rows], labels=clients.labels[rows], offsets=offsets,
                          subject_ids=tuple(clients.subject_ids[k] for k in kept),

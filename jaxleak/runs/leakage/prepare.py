@@ -49,15 +49,16 @@ def attacked_clients(dataset: D.HarDataset, cfg: LeakageConfig,
   if cfg.dirichlet_alpha is not None:        # non-IID clients instead of subjects (the selected subjects' windows)
     dealt = D.repartition_dirichlet(clients, cfg.dirichlet_clients or clients.num_clients, cfg.dirichlet_alpha,
                                     seed=cfg.seed)
-    clients, small = D.clients_holding(dealt, cfg.num_samples)
+    clients, small = D.clients_holding(dealt, cfg.num_samples, cfg.sampling)
+    pooled = " in their balanced pool" if cfg.sampling == "balanced" else ""     # k floor(n/k) of n windows
     if not clients.num_clients:
       raise ValueError(f"dirichlet_alpha={cfg.dirichlet_alpha:g}: none of the {dealt.num_clients} re-dealt clients "
-                       f"holds N={cfg.num_samples} windows (the largest holds {max(n for _, n in small)}); raise "
-                       "dirichlet_alpha, lower N (num_samples), or deal to fewer clients (dirichlet_clients).")
+                       f"holds N={cfg.num_samples} windows{pooled} (the largest holds {max(n for _, n in small)}); "
+                       "raise dirichlet_alpha, lower N (num_samples), or deal to fewer clients (dirichlet_clients).")
     if small:
       log(progress, f"dirichlet_alpha={cfg.dirichlet_alpha:g}: {len(small)} of the {dealt.num_clients} re-dealt "
-                    f"clients hold fewer than N={cfg.num_samples} windows and send no update, left out (client, "
-                    f"windows): {small}")
+                    f"clients hold fewer than N={cfg.num_samples} windows{pooled} and send no update, left out "
+                    f"(client, windows): {small}")
   return clients
 
 

@@ -282,9 +282,10 @@ def check_client_sizes(plan: Plan, loaded: Optional[dict] = None) -> None:
     cfg = leakage_config(max(g.tasks, key=lambda t: t.config.get("aggregate_clients", 1)).config)  # largest K
     data_key = (cfg.dataset, cfg.data_dir, cfg.synthetic_scale, cfg.seed)
     clients_key = data_key + (cfg.clients, cfg.num_clients, cfg.dirichlet_alpha, cfg.dirichlet_clients)
-    if clients_key + (cfg.num_samples, cfg.aggregate_clients) in seen:
+    checked = clients_key + (cfg.num_samples, cfg.aggregate_clients, cfg.sampling == "balanced")  # its own sizes
+    if checked in seen:
       continue
-    seen.add(clients_key + (cfg.num_samples, cfg.aggregate_clients))
+    seen.add(checked)
     if clients_key not in clients:
       if cfg.dirichlet_alpha is not None:                  # Dirichlet clients re-deal the windows: deal them
         clients[clients_key] = (attacked_clients(loaded_dataset(loaded, *data_key), cfg), None)
@@ -299,7 +300,7 @@ def check_client_sizes(plan: Plan, loaded: Optional[dict] = None) -> None:
                        f"aggregate_clients=... at most {count}).")
     where = "multi_step's N" if cfg.local is not None else "num_samples"
     try:
-      D.check_client_sizes(attacked, cfg.num_samples, subjects=subjects,
+      D.check_client_sizes(attacked, cfg.num_samples, subjects=subjects, strategy=cfg.sampling,
                            fix=f"lower {where} (--set), or attack fewer clients (--set num_clients=...)")
     except ValueError as e:
       raise ValueError(f"{cfg.dataset} {cfg.model} {cfg.sampling}: {e}") from None
