@@ -127,6 +127,25 @@ def test_dirichlet_axis_adds_tasks_and_leaves_other_keys_alone():
   assert {engine.eavesdrop_config(t.config).partition for t in ev.tasks} == {"dirichlet"}
 
 
+def test_attacks_set_on_har_defences_keep_the_bias_free_head_to_those_it_can_run():
+  """Found 2026-12-07 (thirty-seventh session): `run har_defences --set attacks=paper` was refused ("head_bias=false
+  with attacks ['ebi', 'llbg', 'ilrg'] ...; drop them"), since the list went to the bias-free-head part too, and
+  dropping them would drop them from every defence. That part now runs the attacks given that read no bias
+  gradient, as the preset itself chooses there; a list of bias readers alone is refused, naming the part."""
+  study = S.override(S.preset("har_defences"), {**TINY, "attacks": "paper,rlu"})
+  runs = {p.head_bias: p.attacks for p in study.parts}
+  assert runs == {True: ("llg", "llg_star", "ebi", "llbg", "ilrg", "rlu"), False: ("llg", "llg_star", "rlu")}
+  plan = S.make_plan(study, check_inputs=False)
+  assert {tuple(t.config["attacks"]) for t in plan.tasks if not t.config.get("head_bias", True)} == {
+      ("llg", "llg_star", "rlu")}
+  with pytest.raises(ValueError, match=re.escape("--set attacks=ebi,llbg: har_defences's bias-free-head part "
+                                                 "(head_bias=false) can run none of ['ebi', 'llbg']")):
+    S.override(S.preset("har_defences"), {"attacks": "ebi,llbg"})
+  with pytest.raises(ValueError, match=re.escape("head_bias=false with attacks ['ebi', 'llbg', 'ilrg']")):
+    S.make_plan(S.override(S.preset("har_sampling"), {**TINY, "attacks": "paper", "head_bias": "false"}),
+                check_inputs=False)                              # where the user asks for both: refused as before
+
+
 def _random_inputs(k=6, d=8, c=5):
   key = jax.random.key(0)
   grads = LastLayerGrads(kernel=0.1 * jax.random.normal(key, (k, d, c)), bias=0.1 * jax.random.normal(key, (k, c)))

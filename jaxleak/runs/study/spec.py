@@ -528,6 +528,8 @@ def _override(study: Study, values: dict[str, Any]) -> Study:
               continue
             like = _HAR_OPTIONAL_LIKE[k]
           changes[k] = _parse_field(k, values[k], like)
+        if "attacks" in changes and "head_bias" not in values and not part.head_bias:
+          changes["attacks"] = _bias_free_attacks(study.name, values["attacks"], changes["attacks"])
         part = dataclasses.replace(part, **changes)
       parts.append(part)
     else:
@@ -572,6 +574,17 @@ def _override(study: Study, values: dict[str, Any]) -> Study:
                      | (set(WD_FIELDS) if any(isinstance(p, WholeDeterminationGrid) for p in study.parts) else set()))
     raise ValueError(f"unknown study field(s) {unknown} for {study.name}; fields: {', '.join(allowed)}.")
   return dataclasses.replace(study, parts=tuple(parts))
+
+
+def _bias_free_attacks(study_name: str, given: Any, attacks: tuple[str, ...]) -> tuple[str, ...]:
+  """`--set attacks=...` on a preset's bias-free-head part (har_defences): the attacks given that read no bias
+  gradient, as the preset itself chooses there; refused if that leaves none."""
+  kept = tuple(a for a in attacks if A.info(a).signal != "bias")
+  if not kept:
+    raise ValueError(f"--set attacks={given}: {study_name}'s bias-free-head part (head_bias=false) can run none of "
+                     f"{list(attacks)}, which read the bias gradient it does not have; add one that reads the weight "
+                     f"gradient (e.g. llg, llg_star, rlu; attacks=weight: all of them), and the others run it alone.")
+  return kept
 
 
 def _several(value: Any) -> bool:
