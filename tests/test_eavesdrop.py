@@ -955,6 +955,13 @@ def test_attacker_as_a_participant_reports_both_ways(tmp_path):
   header = (tmp_path / "out" / "rounds.csv").read_text().splitlines()[0]
   assert header.endswith("attacker_selected,sniff_present_no_removal,qi_estimate_no_removal,qi_aborted_no_removal")
   assert "with its own update removed" in EV.per_label_table(s, cfg)
+  undefined = {**s, "per_label": {**s["per_label"], "sniff_absent": [float("nan")] * len(s["per_label"]["sniff"])}}
+  printed = EV.per_label_table(undefined, cfg)                      # a rate over no rounds: '-', and what it means
+  from jaxleak.runs.tables import UNDEFINED_NOTE
+  assert UNDEFINED_NOTE in printed and "nan" not in printed.replace(UNDEFINED_NOTE, "")
+  defined = {**s, "per_label": {**s["per_label"], "sniff_absent": [0.5] * len(s["per_label"]["sniff"])},
+             "overall": {**s["overall"], "sniff_absent": 0.5}}
+  assert "nothing to score" not in EV.per_label_table(defined, cfg)
   from jaxleak.runs.report import load, tables as RT
   summary = RT.eavesdrop_summary(load(str(tmp_path)))               # the report reads it from the manifest
   assert summary.rows[0][summary.columns.index("attacker's rounds")] == sum(chosen)

@@ -1,6 +1,7 @@
 """Reports: every figure the results support, tables holding the results' numbers, a page that references only
 files that exist and renders in a real browser, clear refusals of what cannot be reported."""
 import csv
+import html
 import io
 import json
 import os
@@ -151,6 +152,18 @@ def test_the_page_shows_a_tables_first_rows_and_its_files_every_row(num_rows, sh
   more = num_rows - shown
   assert (f"... and {more:,} more row{'s' * (more > 1)}: all {num_rows:,} in tables/sweep.csv" in page) == (more > 0)
   assert len(_csv(table.csv())) == num_rows and table.markdown().count("| 50.00 |") == num_rows
+
+
+def test_a_cell_with_nothing_to_score_shows_a_dash_and_says_so_and_the_csv_keeps_nan():
+  """Found 2026-12-07 (thirty-seventh session): a rate over no rounds (Class Sniffing on rounds a label was absent,
+  when it never was) printed as 'nan' in the tables, which reads like a failure."""
+  from jaxleak.runs.tables import UNDEFINED_NOTE
+  table = T.Table("t", "T", ["label", "rate"], [["a", 0.5], ["b", float("nan")]], percent=("rate",), note="n.")
+  assert "| b | - |" in table.markdown() and table.markdown().rstrip().endswith("n.\n" + UNDEFINED_NOTE)
+  assert "<td>-</td>" in table.html() and f"<p class='note'>{html.escape(UNDEFINED_NOTE)}</p>" in table.html()
+  assert _csv(table.csv())[1]["rate"] == "nan"
+  plain = T.Table("t", "T", ["label", "rate"], [["a", 0.5]], percent=("rate",))
+  assert "nothing to score" not in plain.markdown() + plain.html()
 
 
 def test_table_numbers_are_the_results_numbers(everything):

@@ -4,6 +4,12 @@ from __future__ import annotations
 from typing import Sequence
 
 
+#: A cell with nothing to score (NaN: a rate over no rounds, a class never present, ...); the CSV files keep nan.
+UNDEFINED = "-"
+UNDEFINED_NOTE = ("-: nothing to score (no round, update or class of that kind, e.g. a label never absent); the CSV "
+                  "files hold nan.")
+
+
 def pct(mean: float, std: float) -> str:
   """'12.34% (±  5.67)' from fractions."""
   return f"{100 * mean:6.2f}% (± {100 * std:5.2f})"

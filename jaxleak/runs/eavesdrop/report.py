@@ -9,7 +9,7 @@ from jaxleak import metrics, storage
 from jaxleak.runs.eavesdrop.config import WD_STAGE_NAMES, EavesdropConfig, WholeDeterminationConfig, config_record
 from jaxleak.runs.eavesdrop.rounds import ATTACKER_COLUMNS, ROUND_COLUMNS, RoundsResult
 from jaxleak.runs.eavesdrop.whole_determination import WholeDeterminationTrial
-from jaxleak.runs.tables import format_table
+from jaxleak.runs.tables import UNDEFINED, UNDEFINED_NOTE, format_table
 
 
 #: summary.csv's columns after "label" (records written before qi_count_* existed lack those two).
@@ -112,7 +112,13 @@ def summarize_whole_determination(trials: list[WholeDeterminationTrial]) -> list
 
 
 def _f(x) -> str:
-  return "nan" if x is None or not np.isfinite(x) else f"{100 * float(x):.1f}"
+  """A rate as a percentage; UNDEFINED where it has no rounds to be a rate of (the CSVs keep nan)."""
+  return UNDEFINED if x is None or not np.isfinite(x) else f"{100 * float(x):.1f}"
+
+
+def _with_note(table: str, rows: list[dict]) -> str:
+  """The table, and UNDEFINED_NOTE below it when a cell is UNDEFINED."""
+  return table + ("\n" + UNDEFINED_NOTE if any(UNDEFINED in r.values() for r in rows) else "")
 
 
 def rounds_files(res: RoundsResult, cfg: EavesdropConfig, extra: dict | None = None) -> tuple[dict, dict]:
@@ -152,7 +158,7 @@ def per_label_table(s: dict, cfg: EavesdropConfig) -> str:
   title = (f"{cfg.dataset} | {cfg.model} | N_p={cfg.num_participants} P={cfg.fraction} | L_bs={cfg.local.batch_size}"
            f" L_ep={cfg.local.epochs} L_lr={cfg.local.lr} | CR={cfg.compression} | {cfg.rounds} rounds | "
            f"success rate (%) per label")
-  table = format_table(rows, ["metric"] + [str(i) for i in range(c)] + ["all"], title)
+  table = _with_note(format_table(rows, ["metric"] + [str(i) for i in range(c)] + ["all"], title), rows)
   if "attacker" in s:
     a = s["attacker"]
     table += (f"\nattacker selected in {a['rounds_selected']}/{a['rounds']} rounds; there: Class Sniffing "
@@ -168,8 +174,8 @@ def sweep_table(points: list[tuple[str, float, dict]], title: str) -> str:
            "aborted": _f(s["overall"]["qi_abort"]),
            "Class Sniffing": _f(s["overall"]["sniff"]), "s/round": f"{s['seconds_per_round']:.3f}"}
           for name, value, s in points]
-  return format_table(rows, ["setting", "QI a=1", "QI a=5%", "QI count a=1", "aborted", "Class Sniffing", "s/round"],
-                      title)
+  return _with_note(format_table(rows, ["setting", "QI a=1", "QI a=5%", "QI count a=1", "aborted", "Class Sniffing",
+                                       "s/round"], title), rows)
 
 
 def write_whole_determination(trials: list[WholeDeterminationTrial], cfg: EavesdropConfig,
@@ -192,9 +198,10 @@ def write_whole_determination(trials: list[WholeDeterminationTrial], cfg: Eavesd
 
 def whole_determination_table(summary: list[dict], cfg: EavesdropConfig, wd: WholeDeterminationConfig) -> str:
   rows = [{"stage": r["stage"], "reached": f"{r['reached']}/{r['trials']}",
-           "mean round": f"{r['mean_round']:.0f}", "success (Table V)": _f(r["success"]),
+           "mean round": f"{r['mean_round']:.0f}" if np.isfinite(r["mean_round"]) else UNDEFINED,
+           "success (Table V)": _f(r["success"]),
            "known #groups": _f(r["success_known_k"]), "frequent vs rest": _f(r["success_two_level"])}
           for r in summary]
   title = (f"Whole Determination | {cfg.dataset} | {cfg.model} | groups {'/'.join(f'{f:g}' for f in wd.factors)} "
            f"x Q={wd.total_per_label} | {wd.window}-round ratio vectors, {wd.method} linkage | success rate (%)")
-  return format_table(rows, list(rows[0]), title)
+  return _with_note(format_table(rows, list(rows[0]), title), rows)

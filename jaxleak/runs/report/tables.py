@@ -17,6 +17,7 @@ import numpy as np
 from jaxleak import accounting, storage
 from jaxleak.runs.report import paper
 from jaxleak.runs.report.results import EavesdropResult, HarResult, Results, attack_order
+from jaxleak.runs.tables import UNDEFINED, UNDEFINED_NOTE
 
 ATTACK_NAMES = {"llg": "LLG", "llg_har": "LLG (HAR code)", "llg_star": "LLG*", "llg_star_har": "LLG* (HAR code)",
                 "ebi": "EBI", "llbg": "LLBG", "llbg_original": "LLBG (original)", "ilrg": "iLRG",
@@ -48,11 +49,16 @@ class Table:
       return ""
     if isinstance(value, float):
       if math.isnan(value):
-        return "nan"
+        return UNDEFINED
       if math.isinf(value):
         return "inf"
       return f"{100 * value:.2f}" if column in self.percent else f"{value:.4g}"
     return str(value)
+
+  def notes(self) -> str:
+    """`note`, and UNDEFINED's meaning when a cell shows it."""
+    undefined = any(isinstance(v, float) and math.isnan(v) for r in self.rows for v in r)
+    return "\n".join(n for n in (self.note, UNDEFINED_NOTE if undefined else "") if n)
 
   def csv(self) -> str:
     def raw(v):
@@ -63,7 +69,8 @@ class Table:
     head = [f"{c} (%)" if c in self.percent else c for c in self.columns]
     lines = [f"**{self.title}**", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     lines += ["| " + " | ".join(self.cell(c, v) for c, v in zip(self.columns, r)) + " |" for r in self.rows]
-    return "\n".join(lines + (["", self.note] if self.note else [])) + "\n"
+    notes = self.notes()
+    return "\n".join(lines + (["", notes] if notes else [])) + "\n"
 
   def html(self, max_rows: int = MAX_HTML_ROWS) -> str:
     """The table for the page: its first `max_rows` rows, then one row saying how many more tables/<name>.csv
@@ -75,7 +82,7 @@ class Table:
       more = len(self.rows) - max_rows
       body += (f"<tr><td class='more' colspan='{len(self.columns)}'>... and {more:,} more row{'s' * (more > 1)}: "
                f"all {len(self.rows):,} in tables/{html.escape(self.name)}.csv</td></tr>")
-    note = f"<p class='note'>{html.escape(self.note)}</p>" if self.note else ""
+    note = "".join(f"<p class='note'>{html.escape(n)}</p>" for n in self.notes().splitlines())
     return (f"<table id='table-{self.name}'><caption>{html.escape(self.title)}</caption><thead><tr>{head}</tr>"
             f"</thead><tbody>{body}</tbody></table>{note}")
 
