@@ -6,8 +6,7 @@ from typing import Sequence
 
 #: A cell with nothing to score (NaN: a rate over no rounds, a class never present, ...); the CSV files keep nan.
 UNDEFINED = "-"
-UNDEFINED_NOTE = ("-: nothing to score (no round, update or class of that kind, e.g. a label never absent); the CSV "
-                  "files hold nan.")
+UNDEFINED_NOTE = "-: nothing to score (no round, trial, update or class of that kind); the CSV files hold nan."
 
 
 def pct(mean: float, std: float) -> str:
