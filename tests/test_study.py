@@ -355,6 +355,9 @@ def test_number_lists_take_ranges_and_an_eavesdrop_list_goes_to_the_parts_that_v
   with pytest.raises(ValueError, match=re.escape("compression: '0.5,0.9' is not a number (one value: this study "
                                                  "does not vary it)")):
     S.override(S.preset("eavesdrop_tables"), {"compression": "0.5,0.9"})
+  with pytest.raises(ValueError, match=re.escape("num_participants: 'lin:10:30:3' is not an integer (one value: this "
+                                                 "study does not vary it)")):     # a range, as a list (2026-12-07)
+    S.override(S.preset("eavesdrop_tables"), {"num_participants": "lin:10:30:3"})
   one = S.override(paper, {"compression": "0.5"})                   # one value: every part
   assert all(dict(p.axes).get("compression", (0.5,)) == (0.5,) and dict(p.base).get("compression", 0.5) == 0.5
              for p in one.parts if not isinstance(p, S.WholeDeterminationGrid))

@@ -376,7 +376,7 @@ def _cast(kind: type, text: str, field: str, *, listed: bool):
     return kind(text)
   except ValueError:
     what = {int: "an integer", float: "a number"}.get(kind, kind.__name__)
-    hint = "" if listed or "," not in text else " (one value: this study does not vary it)"
+    hint = "" if listed or not _several(text) else " (one value: this study does not vary it)"
     raise ValueError(f"{field}: {text!r} is not {what}{hint}.") from None
 
 
