@@ -820,6 +820,20 @@ def test_a_misspelt_study_is_named_before_a_missing_study_dir(capsys):
   assert "unknown study 'nope'; presets: " in capsys.readouterr().err
 
 
+def test_dirichlet_clients_are_checked_for_each_n_as_each_group_deals_them():
+  """Found 2026-12-07 (thirty-seventh session): the plan checked the re-dealt clients of the first N for every
+  later N, so a Dirichlet study with two N was refused ("num_samples 500 is larger than the data of clients
+  [(1, 470), (3, 95)]") although its runs leave those clients out, each for its own N (the dealt clients here,
+  synthetic_tiny at alpha 0.1: 2, 95, 470 and 633 windows)."""
+  study = S.override(S.preset("har_multistep"), {**TINY, "num_clients": "4", "dirichlet_alphas": "0.1",
+                                                 "samplings": "shuffle", "multi_step": "50:10:5,500:100:5"})
+  plan = S.make_plan(study)                                          # checked against the data: not refused
+  assert sorted(t.config["multi_step"][0] for t in plan.tasks) == [50, 500]
+  with pytest.raises(ValueError, match=re.escape("none of the 4 re-dealt clients holds N=700 windows (the largest "
+                                                 "holds 633)")):
+    S.make_plan(S.override(study, {"multi_step": "50:10:5,700:100:7"}))
+
+
 @pytest.mark.parametrize("args,message", [
     (["run", "har_sampling", "--set=num_samples=301"], "num_samples 301 is larger than the data of clients"),
     (["run", "har_multistep", "--set=multi_step=400:80:5"], "lower multi_step's N"),

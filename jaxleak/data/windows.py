@@ -7,6 +7,7 @@ from typing import Sequence
 import numpy as np
 
 from jaxleak.data.dataset import HarDataset, Recording, WindowedClients
+from jaxleak.data.samplers import usable_windows
 from jaxleak.types import seeded_rng
 
 WINDOW = 50
@@ -70,7 +71,6 @@ def clients_holding(clients: WindowedClients, min_windows: int, strategy: str | 
   each client left out. A Dirichlet re-deal (`repartition_dirichlet`) with a small alpha leaves some clients too
   few windows for one update of N. With `strategy`, the windows its sampler draws from (for 'balanced' its pool,
   `samplers.usable_windows`), in the test and in the list."""
-  from jaxleak.data.samplers import usable_windows
   sizes = np.diff(clients.offsets)
   usable = (sizes if strategy is None else
             np.asarray([usable_windows(strategy, clients.client_labels(k)) for k in range(clients.num_clients)]))

@@ -286,6 +286,8 @@ def check_client_sizes(plan: Plan, loaded: Optional[dict] = None) -> None:
     if checked in seen:
       continue
     seen.add(checked)
+    if cfg.dirichlet_alpha is not None:      # re-dealt clients too small for N (or its balanced pool) are left out
+      clients_key += (cfg.num_samples, cfg.sampling == "balanced")
     if clients_key not in clients:
       if cfg.dirichlet_alpha is not None:                  # Dirichlet clients re-deal the windows: deal them
         clients[clients_key] = (attacked_clients(loaded_dataset(loaded, *data_key), cfg), None)
