@@ -583,7 +583,7 @@ def _bias_free_attacks(study_name: str, given: Any, attacks: tuple[str, ...]) ->
   if not kept:
     raise ValueError(f"--set attacks={given}: {study_name}'s bias-free-head part (head_bias=false) can run none of "
                      f"{list(attacks)}, which read the bias gradient it does not have; add one that reads the weight "
-                     f"gradient (e.g. llg, llg_star, rlu; attacks=weight: all of them), and the others run it alone.")
+                     f"gradient (e.g. llg, llg_star, rlu; attacks=weight: all of them): that part runs those alone.")
   return kept
 
 
