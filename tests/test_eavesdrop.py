@@ -311,6 +311,9 @@ def test_allocate_main_labels_matches_section_iv_b():
       assert len(set(rows.tolist())) >= 10
   with pytest.raises(ValueError, match="main_labels"):
     D.allocate_main_labels(pool, 5, main_labels=(0, 2))
+  with pytest.raises(ValueError, match=re.escape("< num_classes = 5 (the paper's (3, 5) is for 10 labels; with 5: e.g. "
+                                                 "main_labels=1,2).")):     # the paper's default on 5 labels
+    D.allocate_main_labels(pool, 5)
 
 
 def test_allocate_dirichlet_concentration_owners_and_errors():

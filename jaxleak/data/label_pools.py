@@ -151,7 +151,9 @@ def allocate_main_labels(pool: LabelPool, num_participants: int, *, main_labels:
   if num_participants <= 0 or samples_per_label <= 0 or other_samples < 0:
     raise ValueError("num_participants and samples_per_label must be positive, other_samples >= 0.")
   if not 1 <= lo <= hi < c:
-    raise ValueError(f"main_labels range ({lo}, {hi}) must satisfy 1 <= lo <= hi < num_classes = {c}.")
+    raise ValueError(f"main_labels range ({lo}, {hi}) must satisfy 1 <= lo <= hi < num_classes = {c}"
+                     + (f" (the paper's (3, 5) is for 10 labels; with {c}: e.g. main_labels=1,{min(2, c - 1)})"
+                        if hi >= c >= 2 else "") + ".")
   pool.require_all_classes("the participants' pool")
   _check_fits_in_memory(num_participants, hi * samples_per_label + other_samples, c)
   rng = seeded_rng(seed)
