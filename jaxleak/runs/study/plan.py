@@ -282,12 +282,12 @@ def check_client_sizes(plan: Plan, loaded: Optional[dict] = None) -> None:
     cfg = leakage_config(max(g.tasks, key=lambda t: t.config.get("aggregate_clients", 1)).config)  # largest K
     data_key = (cfg.dataset, cfg.data_dir, cfg.synthetic_scale, cfg.seed)
     clients_key = data_key + (cfg.clients, cfg.num_clients, cfg.dirichlet_alpha, cfg.dirichlet_clients)
-    checked = clients_key + (cfg.num_samples, cfg.aggregate_clients, cfg.sampling == "balanced")  # its own sizes
-    if checked in seen:
+    sized = (cfg.num_samples, cfg.sampling == "balanced")       # the balanced pool has sizes of its own
+    if clients_key + sized + (cfg.aggregate_clients,) in seen:
       continue
-    seen.add(checked)
+    seen.add(clients_key + sized + (cfg.aggregate_clients,))
     if cfg.dirichlet_alpha is not None:      # re-dealt clients too small for N (or its balanced pool) are left out
-      clients_key += (cfg.num_samples, cfg.sampling == "balanced")
+      clients_key += sized
     if clients_key not in clients:
       if cfg.dirichlet_alpha is not None:                  # Dirichlet clients re-deal the windows: deal them
         clients[clients_key] = (attacked_clients(loaded_dataset(loaded, *data_key), cfg), None)
