@@ -487,6 +487,14 @@ def test_mismatched_kernel_and_bias_is_rejected_with_a_hint():
     A.ebi(LastLayerGrads(kernel=jnp.zeros((4, 3)), bias=jnp.zeros(5)), 10)
 
 
+@pytest.mark.parametrize("name", A.names())
+def test_a_refusal_names_the_attack_that_was_called(name):
+  """Found 2026-12-07 (thirty-eighth session): `llg_har` refused a bad gradient in llg's name."""
+  bad = LastLayerGrads(kernel=jnp.zeros((4, 3)), bias=jnp.zeros(5))
+  with pytest.raises(ValueError, match=rf"^(attack '{name}' requires|{name}: )"):
+    A.run(name, bad, 10, A.AttackContext(key=KEY))
+
+
 @pytest.mark.parametrize("n", [0, -3])
 def test_nonpositive_num_samples_is_rejected(n):
   with pytest.raises(ValueError, match="num_samples must be positive"):

@@ -57,7 +57,7 @@ def llg(grads: LastLayerGrads, num_samples: NumSamples, *, stale_index: bool = F
     >>> jax.jit(jax.vmap(lambda x: llg(x, 4)))(many).shape
     (5, 3)
   """
-  n = _common.validate(grads, num_samples, "llg")
+  n = _common.validate(grads, num_samples, "llg_har" if stale_index else "llg")
   g = _row_sums(grads)
   c = g.shape[0]
   impact = jnp.sum(jnp.where(g < 0, g, 0.0)) * (1.0 + 1.0 / c) / n
