@@ -66,6 +66,43 @@ def backend_failure() -> Optional[str]:
   return None
 
 
+#: JAX's words when a collective of a jax.distributed run failed for want of another process. Found 2026-12-07 with
+#: one of two CPU processes killed (jax 0.10): "Gloo context initialization failed: DEADLINE_EXCEEDED: GetKeyValue()
+#: timed out" (a RuntimeError, 30 s later) or "Gloo AllGather failed: ... Connection closed by peer" (a ValueError).
+_LOST_PROCESS_SIGNS = ("gloo", "DEADLINE_EXCEEDED", "UNAVAILABLE:", "CoordinationService", "heartbeat",
+                       "Connection closed by peer", "Socket closed")
+
+
+def lost_process(e: BaseException) -> Optional[str]:
+  """JAX's first line where `e` is an error of a running jax.distributed job (more than one process) whose words
+  say a collective could not reach another process, e.g. one that was killed; otherwise None."""
+  if "jax" not in sys.modules or not isinstance(e, (RuntimeError, ValueError)):
+    return None
+  import jax
+  try:
+    if jax.process_count() < 2:
+      return None
+  except Exception:                                     # no backend: not a distributed run's failure
+    return None
+  text = _message(e)
+  if not any(sign.lower() in text.lower() for sign in _LOST_PROCESS_SIGNS):
+    return None
+  return text if len(text) <= 300 else text[:297] + "..."
+
+
+def _said_lost_process(e: BaseException) -> bool:
+  """Prints one line and returns True where `e` is `lost_process`'s."""
+  lost = lost_process(e)
+  if lost is None:
+    return False
+  import jax
+  n = jax.process_count()
+  print(f"error: this process ({jax.process_index()} of {n}) of a --distributed run could not reach the others, "
+        f"most likely because one of them stopped (JAX: {lost}). Whatever was already stored is kept whole; start "
+        f"all {n} processes again with the same command (a study continues where it stopped).", file=sys.stderr)
+  return True
+
+
 def execute(main: Callable[[list[str]], object], fv: flags.FlagValues, argv: list[str]) -> int:
   """Calls main(argv) with parsed flags `fv`: 0 when it returns, 2 after one line on stderr for a user error
   (`FlagError` or one of `USER_ERRORS`, a config's refusal); anything else propagates with its traceback."""
@@ -75,7 +112,8 @@ def execute(main: Callable[[list[str]], object], fv: flags.FlagValues, argv: lis
     print(f"error: {e}", file=sys.stderr)
     return 2
   except USER_ERRORS as e:
-    print(f"error: {_flagify(_message(e), fv)}", file=sys.stderr)
+    if not _said_lost_process(e):
+      print(f"error: {_flagify(_message(e), fv)}", file=sys.stderr)
     return 2
   except (MemoryError, RuntimeError, AssertionError) as e:
     why = backend_failure()
@@ -88,6 +126,8 @@ def execute(main: Callable[[list[str]], object], fv: flags.FlagValues, argv: lis
       return 2
     if isinstance(e, AssertionError):
       raise
+    if _said_lost_process(e):
+      return 2
     # NumPy's MemoryError, or XLA's RESOURCE_EXHAUSTED (a JaxRuntimeError): sizes too large for this machine, e.g.
     # --replicates=100000 or --local_epochs=100000000 (found 2026-12-04, sixteenth session: tracebacks). jaxlib
     # 0.7's XLA:CPU says "INTERNAL: ... Out of memory allocating N bytes." instead (found at the lower bound).
@@ -144,16 +184,30 @@ def _stop_at_once(signum, frame) -> None:
   raised inside JAX's gc callback Python drops it ("Exception ignored in _xla_gc_callback") and the run goes on,
   and unwinding past running XLA threads crashed the interpreter's shutdown once (SIGSEGV after the message).
   Stopping at any moment is what kill -9 does, which every write of `storage` is made to survive."""
-  for stream in (sys.stdout, sys.stderr):
-    try:
-      stream.flush()
-    except (OSError, ValueError):
-      pass
+  _flush_output()
   message = INTERRUPTED if signum == signal.SIGINT else INTERRUPTED.replace("interrupted:", "terminated (SIGTERM):")
   try:
     os.write(2, (message + "\n").encode())
   finally:
     os._exit(128 + signum)
+
+
+def _distributed_running() -> bool:
+  if "jax" not in sys.modules:
+    return False
+  import jax
+  try:
+    return jax.process_count() > 1
+  except Exception:                                     # no backend
+    return False
+
+
+def _flush_output() -> None:
+  for stream in (sys.stdout, sys.stderr):
+    try:
+      stream.flush()
+    except (OSError, ValueError):
+      pass
 
 
 def _replace_what_the_terminal_cannot_show() -> None:
@@ -196,6 +250,11 @@ def run(main: Callable[[list[str]], object], fv: flags.FlagValues) -> None:
     except KeyboardInterrupt:                          # where a library replaced `_stop_at_once` (e.g. Ray's driver)
       print(INTERRUPTED, file=sys.stderr)
       status = 130                                     # 128 + SIGINT, as shells report it
+    if status and _distributed_running():
+      # jax.distributed's shutdown at exit waits at a barrier for every process, so a failed process (or the others,
+      # when one has stopped) would wait there and then be aborted by JAX in a C++ stack trace. The line is said.
+      _flush_output()
+      os._exit(status)
     sys.exit(status)
 
   app.run(wrapped, flags_parser=parse_or_exit)
@@ -470,7 +529,8 @@ def init_distributed(fv: flags.FlagValues) -> bool:
   progress(f"jax.distributed: joining {fv.num_processes or 'the detected'} processes"
            f"{' at ' + fv.coordinator_address if fv.coordinator_address else ''}; waiting up to "
            f"--distributed_timeout={fv.distributed_timeout} s for all (if one never joins, jax.distributed ends "
-           "this process with DEADLINE_EXCEEDED)")
+           "this process with DEADLINE_EXCEEDED; if one stops midway, the others stop too, within about two "
+           "minutes, in one line or in JAX's words 'another task died')")
   try:
     jax.distributed.initialize(coordinator_address=fv.coordinator_address, num_processes=fv.num_processes,
                                process_id=fv.process_id, initialization_timeout=fv.distributed_timeout)

@@ -67,3 +67,43 @@ def test_a_coordinator_port_in_use_is_one_line(tmp_path, capsys):
                                         f"--coordinator_address=localhost:{port}", "--num_processes=2",
                                         "--process_id=0"]) == 2
   assert f"--coordinator_address: port {port} is in use on this machine" in capsys.readouterr().err
+
+
+def test_a_process_that_dies_midway_stops_the_other_in_one_line(tmp_path):
+  """Found 2026-12-07 (thirty-eighth session): with one of two processes killed, the other ended ~100 s later in a
+  JaxRuntimeError traceback (its all-gather timed out) and then JAX's C++ abort at its shutdown barrier
+  ("Terminating process because the JAX distributed service detected fatal errors", exit -6)."""
+  port = _free_port()
+  env = {**os.environ, "JAX_PLATFORMS": "cpu"}
+  cmd = [sys.executable, os.path.join(ROOT, "experiments", "single_step_leakage.py"), "--dataset=synthetic_tiny",
+         "--model=tinyhar", "--num_samples=50", "--attacks=ebi", f"--output_dir={tmp_path / 'out'}",
+         "--compilation_cache=off", "--distributed", f"--coordinator_address=localhost:{port}", "--num_processes=2"]
+  survivor = subprocess.Popen(cmd + ["--process_id=0"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              text=True)
+  doomed = subprocess.Popen(cmd + ["--process_id=1"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            text=True)
+  for line in doomed.stderr:                     # joined, and not yet at the all-gather of the updates
+    if "process 1 of 2" in line:
+      break
+  doomed.kill()
+  doomed.communicate()
+  _, err = survivor.communicate(timeout=300)
+  assert survivor.returncode == 2, err[-3000:]
+  last = err.strip().splitlines()[-1]
+  assert last.startswith("error: this process (0 of 2) of a --distributed run could not reach the others, most likely "
+                         "because one of them stopped (JAX: "), err[-3000:]
+  assert "start all 2 processes again with the same command" in last
+  assert "Traceback" not in err and "Terminating process" not in err, err[-3000:]
+  assert not (tmp_path / "out").exists()
+
+
+def test_only_a_distributed_runs_lost_collective_reads_as_a_lost_process(monkeypatch):
+  import jax
+  gloo = ValueError("UNKNOWN: Gloo AllGather failed: [pair.cc:547] Connection closed by peer [127.0.0.1]:1732")
+  assert cli.lost_process(gloo) is None                     # one process: JAX's words, whatever they say
+  monkeypatch.setattr(jax, "process_count", lambda: 2)
+  assert cli.lost_process(gloo).startswith("UNKNOWN: Gloo AllGather failed")
+  assert cli.lost_process(RuntimeError("DEADLINE_EXCEEDED: GetKeyValue() timed out")) is not None
+  assert cli.lost_process(ValueError("num_samples must be positive")) is None      # a user's error stays one
+  assert cli.lost_process(RuntimeError("RESOURCE_EXHAUSTED: Out of memory")) is None
+  assert cli.lost_process(KeyError("gloo")) is None
