@@ -36,6 +36,10 @@ USER_ERRORS = (ValueError, KeyError, TypeError, FileNotFoundError, NotADirectory
                PermissionError, FloatingPointError, ImportError)
 
 
+class Stopped(Exception):
+  """A command stopped for a reason other than its input (e.g. Ray workers that died), said in one line; exit 1."""
+
+
 class FlagError(ValueError):
   """A flag's value is not allowed: the message names the flag, the value and what is allowed."""
 
@@ -105,12 +109,16 @@ def _said_lost_process(e: BaseException) -> bool:
 
 def execute(main: Callable[[list[str]], object], fv: flags.FlagValues, argv: list[str]) -> int:
   """Calls main(argv) with parsed flags `fv`: 0 when it returns, 2 after one line on stderr for a user error
-  (`FlagError` or one of `USER_ERRORS`, a config's refusal); anything else propagates with its traceback."""
+  (`FlagError` or one of `USER_ERRORS`, a config's refusal), 1 after one line for `Stopped`; anything else
+  propagates with its traceback."""
   try:
     main(argv)
   except FlagError as e:
     print(f"error: {e}", file=sys.stderr)
     return 2
+  except Stopped as e:
+    print(f"error: {e}", file=sys.stderr)
+    return 1
   except USER_ERRORS as e:
     if not _said_lost_process(e):
       print(f"error: {_flagify(_message(e), fv)}", file=sys.stderr)

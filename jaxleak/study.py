@@ -136,8 +136,11 @@ def main(argv):
     store = S.Store(FLAGS.study_dir, read_only=not writer)
     S.adopt_folder(plan, store, write=writer, progress=print)
     if FLAGS.executor == "ray":
-      executors.run_with_ray(shard, store, address=FLAGS.ray_address, progress=cli.progress,
-                             chunk_size=FLAGS.chunk_size, gpus=FLAGS.ray_gpus_per_task)
+      try:
+        executors.run_with_ray(shard, store, address=FLAGS.ray_address, progress=cli.progress,
+                               chunk_size=FLAGS.chunk_size, gpus=FLAGS.ray_gpus_per_task)
+      except executors.GroupsFailed as e:
+        raise cli.Stopped(str(e)) from None
     else:
       S.run_plan(shard, store, progress=print, wait=FLAGS.wait, chunk_size=FLAGS.chunk_size)
     return

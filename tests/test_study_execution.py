@@ -95,3 +95,54 @@ def test_only_the_writing_process_checkpoints_a_groups_run(tmp_path):
   task = types.SimpleNamespace(key="abc")
   assert engine._checkpoint(S.Store(str(tmp_path), read_only=True), task) is None
   assert engine._checkpoint(S.Store(str(tmp_path)), task) == str(tmp_path / "checkpoints" / "abc.ckpt")
+
+
+def test_groups_that_fail_on_ray_are_each_said_and_the_run_ends_in_one_line(tmp_path, monkeypatch, capsys):
+  """Found 2026-12-07 (thirty-eighth session): with the local raylet killed, `study run --executor=ray` ended in a
+  RuntimeError traceback, its summary holding only the first failure, and the failures were not said as they came.
+  A stand-in for Ray's task API (its own exception classes) fails one group as a dead worker, one as the group's
+  own error; the third finishes."""
+  import types
+  ray = pytest.importorskip("ray")
+  from jaxleak import cli
+  from jaxleak import study as study_cli
+  from jaxleak.runs.study import executors
+  args = ["run", "har_sampling", "--set=datasets=synthetic_tiny", "--set=models=tinyhar", "--set=states=untrained",
+          "--set=num_clients=2", "--set=attacks=ebi", "--executor=ray", f"--study_dir={tmp_path}"]
+  raised = ray.exceptions.RayTaskError("_run_group", "Traceback (most recent call last):\nValueError: boom",
+                                       ValueError("boom\nsecond line")).as_instanceof_cause()
+  outcomes, calls = [ray.exceptions.WorkerCrashedError(), (1, False), raised], []
+
+  class StandIn:                                 # ray.remote(...)(f).remote(...) -> a ref; wait; get
+    exceptions = ray.exceptions
+    is_initialized, nodes = staticmethod(lambda: True), staticmethod(lambda: [])
+
+    @staticmethod
+    def remote(**options):
+      def submit(*args):
+        calls.append(args)
+        return len(calls) - 1
+      return lambda f: types.SimpleNamespace(remote=submit)
+
+    @staticmethod
+    def wait(refs, num_returns):
+      return refs[:1], refs[1:]
+
+    @staticmethod
+    def get(ref):
+      if isinstance(outcomes[ref], Exception):
+        raise outcomes[ref]
+      return outcomes[ref]
+
+  monkeypatch.setattr(executors, "require_ray", lambda: StandIn)
+  lines = []
+  monkeypatch.setattr(cli, "progress", lines.append)
+  assert cli.call(study_cli.main, study_cli.FLAGS, args) == 1
+  assert len(calls) == 3, calls
+  failed = [line for line in lines if "group failed" in line]
+  assert len(failed) == 2 and "group done" in lines[2], lines
+  assert ": The worker died unexpectedly while executing this task." in failed[0], failed     # Ray's first line
+  assert failed[1].endswith(": ValueError: boom; 3/3"), failed
+  err = capsys.readouterr().err.strip().splitlines()
+  assert len(err) == 1 and err[0].startswith("error: 2 groups failed on Ray, e.g. [synthetic_tiny tinyhar "), err
+  assert "run the same command again to retry them (finished groups are kept)" in err[0]

@@ -20,6 +20,32 @@ from jaxleak.runs.study.plan import Plan
 from jaxleak.runs.study.store import Store
 
 
+class GroupsFailed(RuntimeError):
+  """Groups whose Ray tasks did not finish (a worker or node died, or the group raised); `failures` holds (group
+  label, one-line reason) pairs. The others finished; the command, run again, retries the failed ones."""
+
+  def __init__(self, failures: Sequence[tuple[str, str]]):
+    self.failures = list(failures)
+    label, reason = self.failures[0]
+    n = len(self.failures)
+    super().__init__(f"{n} group{'s' if n != 1 else ''} failed on Ray, e.g. [{label}]: {reason}; run the same "
+                     "command again to retry them (finished groups are kept); a group that fails again the same way "
+                     "shows its whole traceback with --executor=local.")
+
+
+def failure_reason(e: BaseException) -> str:
+  """One line for a Ray task's failure: the exception the group raised on its worker (a RayTaskError's cause), or
+  Ray's own first line (a worker or node that died)."""
+  cause = getattr(e, "cause", None) if type(e).__name__.startswith("RayTaskError") else None
+  shown = cause if isinstance(cause, BaseException) else e
+  lines = [line.strip() for line in str(shown).splitlines() if line.strip()]
+  text = lines[0].rstrip(".") if lines else ""     # a sentence's full stop, where the line goes on after it
+  if shown is cause:
+    text = f"{type(cause).__name__}: {text}" if text else type(cause).__name__
+  text = text or type(e).__name__
+  return text if len(text) <= 300 else text[:297] + "..."
+
+
 def require_ray():
   try:
     import ray
@@ -147,10 +173,10 @@ def run_with_ray(plan: Plan, store: Store, *, address: Optional[str] = None, num
         what = "being run by another process; skipped" if busy else "done"
         log(f"  group {what} [{group.label}]; {len(refs) - len(remaining)}/{len(refs)}")
       except Exception as e:                                        # a worker failed: report, keep the others
-        failed.append((group.label, e))
+        failed.append((group.label, failure_reason(e)))
+        log(f"  group failed [{group.label}]: {failed[-1][1]}; {len(refs) - len(remaining)}/{len(refs)}")
     if failed:
-      raise RuntimeError(f"{len(failed)} group(s) failed on Ray, e.g. [{failed[0][0]}]: {failed[0][1]}; rerun to "
-                         "retry them (finished groups are kept).")
+      raise GroupsFailed(failed)
     store.write_index(plan, store.done_keys(t.key for t in plan.tasks))
     return written
   finally:
