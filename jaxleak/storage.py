@@ -40,6 +40,7 @@ import json
 import math
 import os
 import platform
+import re
 import shutil
 import subprocess
 import tempfile
@@ -416,7 +417,9 @@ def claim(path: str, *, wait: bool = False):
 def exclusive_run(checkpoint_path: str, what: str = "run"):
   """Claims the resumable run behind `checkpoint_path` for the `with` block (a lock under `.claims/` beside it):
   two processes running it at once would each save their own progress over the other's. A second one is refused
-  at once (StorageError naming the holder); the claim ends with its holder, kill -9 included."""
+  at once (StorageError naming the holder); the claim ends with its holder, kill -9 included. Once claimed, the
+  temporary files of this checkpoint that earlier holders left when stopped mid-write (kill -9, SIGTERM) are
+  deleted: only the claim's holder writes them, so they are nobody's now (a whole checkpoint each)."""
   folder, name = os.path.split(os.path.abspath(checkpoint_path))
   with contextlib.ExitStack() as stack:
     try:
@@ -425,7 +428,25 @@ def exclusive_run(checkpoint_path: str, what: str = "run"):
       raise StorageError(f"{checkpoint_path}: another process ({e.holder}) is running this {what} now; let it "
                          "finish (running the command again afterwards resumes from its checkpoint), or give this "
                          "one another output or checkpoint folder.") from None
+    if held:
+      _delete_stopped_writes(folder, name)
     yield held
+
+
+def _delete_stopped_writes(folder: str, name: str) -> None:
+  """Deletes `write_bytes`' temporary files of `folder/name` (".tmp-<8 random characters>-<name>", tempfile's
+  names). Only for a file whose writers hold a claim: elsewhere a temporary file may be a live process's."""
+  left = re.compile(r"\.tmp-[a-z0-9_]{8}-" + re.escape(name) + r"\Z")
+  try:
+    entries = os.listdir(folder)
+  except OSError:
+    return
+  for entry in entries:
+    if left.match(entry):
+      try:
+        os.unlink(os.path.join(folder, entry))
+      except OSError:                                # gone already, or not ours to delete: harmless
+        pass
 
 
 def _read_holder(fd: int) -> str:

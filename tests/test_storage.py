@@ -366,6 +366,24 @@ def test_exclusive_run_refuses_a_second_holder_and_ends_with_its_holder(tmp_path
   assert os.listdir(tmp_path) == [".claims"]                       # beside the checkpoint, out of its way
 
 
+def test_a_claimed_run_deletes_what_its_stopped_writers_left(tmp_path):
+  """Found 2026-12-07 (thirty-eighth session): an Eavesdrop run killed while saving its checkpoint left the whole
+  temporary checkpoint beside it for good (`.tmp-tsqu9i1b-rounds.ckpt`), one more at every such kill (a SIGTERM
+  stops a run at once too); a DeepConvLSTM fold training's is ~5 MB a fold."""
+  path = str(tmp_path / "run.ckpt")
+  # A writer killed between its temporary file and the rename (a real kill -9 of a process inside write_bytes).
+  code = ("import os, signal, jaxleak.storage as s; s.os.replace = lambda a, b: os.kill(os.getpid(), "
+          f"signal.SIGKILL); s.write_bytes({path!r}, b'x' * 1000)")
+  assert subprocess.run([sys.executable, "-c", code]).returncode == -signal.SIGKILL
+  left = [f for f in os.listdir(tmp_path) if f.startswith(".tmp-")]
+  assert len(left) == 1 and left[0].endswith("-run.ckpt"), left
+  others = [".tmp-abcd1234-other.ckpt", ".tmp-abcd1234-x-run.ckpt", "run.ckpt.tmp", ".tmp-short-run.ckpt"]
+  for name in others:
+    (tmp_path / name).write_bytes(b"")
+  with storage.exclusive_run(path, "demo run"):
+    assert sorted(os.listdir(tmp_path)) == sorted([".claims", *others])    # only this checkpoint's, once claimed
+
+
 def test_provenance_asks_git_once_a_process(monkeypatch):
   # Found 2026-12-06 (thirty-fifth session): a study ran `git rev-parse` for every record it wrote (~1.4 ms each,
   # 14 s of a 10,000-setting sweep).
