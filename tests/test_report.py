@@ -392,6 +392,24 @@ def test_an_eavesdrop_record_without_the_count_columns_reads_them_as_nan(tmp_pat
   assert rows["old"] == rows["new"] == ["2", "66.7", "100.0", "66.7", "0.0"]
 
 
+def test_a_folder_of_links_to_results_reads_each_once(tmp_path):
+  """Found 2026-12-07 (thirty-eighth session): a folder of symbolic links to studies (gathered from a cluster's
+  scratch) said "holds no results"; links are followed now, a folder linked twice or a link back up read once."""
+  from jaxleak.runs import eavesdrop as EV
+  owners = np.array([[2, 1], [3, 0]])
+  z = np.zeros((2, 2))
+  res = EV.RoundsResult(owners=owners, holders=owners, sniff_score=z, sniff_present=owners > 0,
+                        qi_estimate=np.array([[2.4, 1.0], [4.4, 0.0]]), qi_std=z, qi_num_weights=z,
+                        qi_aborted=np.zeros((2, 2), bool), variables={}, seconds_per_round=1.0)
+  storage.commit_folder(str(tmp_path / "scratch" / "run"), EV.rounds_files(res, EV.EavesdropConfig(dataset="digits",
+                                                                                                  rounds=2))[0])
+  (tmp_path / "gathered").mkdir()
+  os.symlink(tmp_path / "scratch" / "run", tmp_path / "gathered" / "a")
+  os.symlink(tmp_path / "scratch" / "run", tmp_path / "gathered" / "b")          # the same run, linked twice
+  os.symlink(tmp_path / "gathered", tmp_path / "gathered" / "loop")             # a link back up
+  assert [r.source for r in R.load(str(tmp_path / "gathered")).eavesdrop] == ["a"]
+
+
 def test_a_report_never_replaces_the_results_it_reads(tmp_path, capsys):
   # Before 2026-12-04 --output_dir=<study> replaced the study folder with the report, and --output_dir=<study>/records
   # the records folder: every record was deleted.

@@ -102,7 +102,7 @@ class Results:
 
 def load(path: str) -> Results:
   """Every result under `path`: a study folder (study.json + records/), a single run's folder (manifest.json),
-  or a folder holding such folders at any depth. Raises FileNotFoundError / StorageError / ValueError naming the
+  or a folder holding such folders (or links to them) at any depth, each read once. Raises FileNotFoundError / StorageError / ValueError naming the
   problem when there is nothing to report or a file is damaged."""
   if not os.path.exists(path):
     raise FileNotFoundError(f"{path}: no such folder; give a study folder (--study_dir of python -m jaxleak.study) "
@@ -112,7 +112,12 @@ def load(path: str) -> Results:
   if _is_study(path):
     return _load_study(path)
   out = Results(origin=path, kind="runs", har=[], eavesdrop=[], whole=[], configs={})
-  for root, dirs, files in os.walk(path):
+  seen = set()                                   # folders linked in (a folder of links to studies) are read once
+  for root, dirs, files in os.walk(path, followlinks=True):
+    if os.path.realpath(root) in seen:           # a second link to one folder, or a link back up (a cycle)
+      dirs[:] = []
+      continue
+    seen.add(os.path.realpath(root))
     dirs[:] = sorted(d for d in dirs if not d.startswith(".") and d != "checkpoints")
     rel = os.path.relpath(root, path)
     if root != path and _is_study(root):
