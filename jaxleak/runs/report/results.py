@@ -102,8 +102,8 @@ class Results:
 
 def load(path: str) -> Results:
   """Every result under `path`: a study folder (study.json + records/), a single run's folder (manifest.json),
-  or a folder holding such folders (or links to them) at any depth, each read once. Raises FileNotFoundError / StorageError / ValueError naming the
-  problem when there is nothing to report or a file is damaged."""
+  or a folder holding such folders (or links to them) at any depth, each read once. Raises FileNotFoundError /
+  StorageError / ValueError naming the problem when there is nothing to report or a file is damaged."""
   if not os.path.exists(path):
     raise FileNotFoundError(f"{path}: no such folder; give a study folder (--study_dir of python -m jaxleak.study) "
                             "or a results folder written by experiments/*.py.")
