@@ -80,13 +80,7 @@ _LOST_PROCESS_SIGNS = ("gloo", "DEADLINE_EXCEEDED", "UNAVAILABLE:", "Coordinatio
 def lost_process(e: BaseException) -> Optional[str]:
   """JAX's first line where `e` is an error of a running jax.distributed job (more than one process) whose words
   say a collective could not reach another process, e.g. one that was killed; otherwise None."""
-  if "jax" not in sys.modules or not isinstance(e, (RuntimeError, ValueError)):
-    return None
-  import jax
-  try:
-    if jax.process_count() < 2:
-      return None
-  except Exception:                                     # no backend: not a distributed run's failure
+  if not isinstance(e, (RuntimeError, ValueError)) or not _distributed_running():
     return None
   text = _message(e)
   if not any(sign.lower() in text.lower() for sign in _LOST_PROCESS_SIGNS):
@@ -201,6 +195,7 @@ def _stop_at_once(signum, frame) -> None:
 
 
 def _distributed_running() -> bool:
+  """True in a running jax.distributed job of more than one process."""
   if "jax" not in sys.modules:
     return False
   import jax
