@@ -146,3 +146,26 @@ def test_groups_that_fail_on_ray_are_each_said_and_the_run_ends_in_one_line(tmp_
   err = capsys.readouterr().err.strip().splitlines()
   assert len(err) == 1 and err[0].startswith("error: 2 groups failed on Ray, e.g. [synthetic_tiny tinyhar "), err
   assert "run the same command again to retry them (finished groups are kept)" in err[0]
+
+
+def test_a_cluster_ray_cannot_join_is_one_line_without_its_credentials(tmp_path, monkeypatch, capsys):
+  """Found 2026-12-07 (thirty-eighth session): a `ray start --head` cluster with token authentication, given by its
+  address (Ray 2.60 found the token only for --ray_address=auto), ended after a minute of Ray's retries in a
+  ConnectionError traceback. A stand-in for Ray whose init fails as Ray's did; the address check passes."""
+  import types
+  from jaxleak import cli
+  from jaxleak import study as study_cli
+  from jaxleak.runs.study import executors
+
+  def init(**kwargs):
+    raise ConnectionError("Failed to connect to Ray cluster at 192.0.2.2:6390\nsecond line")
+  monkeypatch.setattr(executors, "require_ray", lambda: types.SimpleNamespace(is_initialized=lambda: False, init=init))
+  monkeypatch.setattr(executors, "check_address", lambda address: None)
+  args = ["run", "har_sampling", "--set=datasets=synthetic_tiny", "--set=states=untrained", "--executor=ray",
+          f"--study_dir={tmp_path}", "--ray_address=ray://me:secret@127.0.0.1:6390"]
+  assert cli.call(study_cli.main, study_cli.FLAGS, args) == 2
+  err = capsys.readouterr().err.strip().splitlines()
+  assert err == [err[0]] and err[0].startswith(
+      "error: --ray_address ray://***@127.0.0.1:6390: Ray could not join the cluster there (Ray: Failed to connect to "
+      "Ray cluster at 192.0.2.2:6390). Check the address"), err
+  assert "secret" not in err[0] and "RAY_AUTH_TOKEN" in err[0]

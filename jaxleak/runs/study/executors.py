@@ -54,17 +54,22 @@ def require_ray():
   return ray
 
 
+def _shown(address: str) -> tuple[str, str]:
+  """(the address as it may be printed, its host:port): a user:password part is never printed."""
+  hostport = address.split("://", 1)[1] if "://" in address else address
+  if "@" not in hostport:
+    return address, hostport
+  userinfo, hostport = hostport.rsplit("@", 1)
+  return address.replace(userinfo + "@", "***@", 1), hostport
+
+
 def check_address(address: Optional[str], timeout_s: float = 5.0) -> None:
   """Raises ValueError unless something answers at a Ray cluster address 'host:port' or 'ray://host:port' (a TCP
   connection within `timeout_s`). None and 'auto' (Ray finds the cluster itself) are not checked. Without this,
   ray.init waits about a minute on a wrong address and then fails in Ray's words."""
   if address is None or address == "auto":
     return
-  hostport = address.split("://", 1)[1] if "://" in address else address
-  shown = address
-  if "@" in hostport:                                # user:password@host:port: never printed
-    userinfo, hostport = hostport.rsplit("@", 1)
-    shown = address.replace(userinfo + "@", "***@", 1)
+  shown, hostport = _shown(address)
   host, _, port = hostport.rpartition(":")
   if not host or not port.isdigit():
     raise ValueError(f"--ray_address {shown!r}: expected host:port (e.g. 10.0.0.1:6379, the head node's "
@@ -150,8 +155,19 @@ def run_with_ray(plan: Plan, store: Store, *, address: Optional[str] = None, num
   pending = [g for g in plan.groups if any(t.key not in done for t in g.tasks)]
   started_here = not ray.is_initialized()
   if started_here:
-    ray.init(address=address, num_cpus=None if address else num_cpus, include_dashboard=False,
-             log_to_driver=False, ignore_reinit_error=True)
+    try:
+      ray.init(address=address, num_cpus=None if address else num_cpus, include_dashboard=False,
+               log_to_driver=False, ignore_reinit_error=True)
+    except (ConnectionError, RuntimeError) as e:
+      # Found 2026-12-07: Ray 2.60's token authentication refused a driver given the head's address (its token not
+      # found; `auto` found it), and ray.init ended, after a minute of retries, in a ConnectionError traceback.
+      first = next((line.strip() for line in str(e).splitlines() if line.strip()), type(e).__name__)
+      where = f"--ray_address {_shown(address)[0]}: Ray could not join the cluster there" if address else \
+          "Ray could not start a local cluster"
+      raise ValueError(f"{where} (Ray: {first}). Check the address (`ray status` on the head node prints it, or "
+                       "give --ray_address=auto on a node of the cluster) and, where the cluster uses token "
+                       "authentication, that this machine has its token (RAY_AUTH_TOKEN, or ~/.ray/auth_token: "
+                       "https://docs.ray.io/en/latest/ray-security/token-auth.html). Nothing was run.") from None
   try:
     share = gpus_per_task(gpus, [n["Resources"].get("GPU", 0.0) for n in ray.nodes() if n.get("Alive")])
     remote = ray.remote(num_cpus=1, num_gpus=share)(_run_group)
