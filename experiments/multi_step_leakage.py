@@ -30,7 +30,7 @@ flags.DEFINE_bool("via_parameter_delta", False,
 
 def main(argv):
   cli.no_positional(argv)
-  writer = cli.init_distributed(FLAGS)
+  writer = cli.init_distributed(FLAGS, argv)
   cli.positive_int(FLAGS, "local_batch_size")
   cli.positive_int(FLAGS, "local_steps")
   cli.finite(FLAGS, "local_lr", 0.0, lo_open=True)

@@ -33,7 +33,7 @@ def main(argv):
   if FLAGS.ldp_grid and (FLAGS["noise"].present or FLAGS["clip"].present):
     raise cli.FlagError("--ldp_grid runs no LDP plus the paper's nine (noise, clip) settings, so --noise/--clip "
                         "would be ignored: drop them, or drop --ldp_grid to run that one setting.")
-  writer = cli.init_distributed(FLAGS)
+  writer = cli.init_distributed(FLAGS, argv)
   cfg = cli.leakage_config(FLAGS, grad_method=FLAGS.grad_method)
   output_dir = cli.output_folder(FLAGS, replaced=True)
   if FLAGS.ldp_grid:

@@ -514,9 +514,10 @@ def check_distributed_flags(fv: flags.FlagValues) -> None:
     _host_port(fv.coordinator_address)
 
 
-def init_distributed(fv: flags.FlagValues) -> bool:
-  """Starts jax.distributed when --distributed is set (before any JAX computation); True for the process that
-  writes results (process 0, or the only one)."""
+def init_distributed(fv: flags.FlagValues, argv: Sequence[str] = ()) -> bool:
+  """Starts jax.distributed when --distributed is set (before any JAX computation) and checks that every process
+  was given the same command (`argv` and flags, see `_check_same_command`); True for the process that writes
+  results (process 0, or the only one)."""
   check_distributed_flags(fv)
   if not fv.distributed:
     return True
@@ -542,7 +543,36 @@ def init_distributed(fv: flags.FlagValues) -> bool:
     raise FlagError(f"--distributed: jax.distributed could not start ({first}); check --coordinator_address, "
                     "--num_processes and --process_id (or the cluster's detected settings).") from None
   progress(f"process {jax.process_index()} of {jax.process_count()}; {jax.device_count()} devices in all")
+  _check_same_command(fv, argv)
   return jax.process_index() == 0
+
+
+#: Flags that may differ between the processes of one --distributed run: who a process is, how it reaches the
+#: others, its compilation cache, and folders (one shared folder may be mounted at other paths; only process 0
+#: writes, and it tells the others what is done).
+_PER_PROCESS_FLAGS = ("process_id", "coordinator_address", "distributed_timeout", "compilation_cache", *PATH_FLAGS)
+
+
+def _check_same_command(fv: flags.FlagValues, argv: Sequence[str]) -> None:
+  """FlagError on every process when the processes of a jax.distributed run were given different commands (other
+  flags, `--set` values or arguments, folders aside): each computes a share of the same updates, so the shares
+  would not fit together. Found 2026-12-07: `--set num_clients=2` and `=3` on the two processes of a study ended
+  in gloo's C++ abort on process 0 ("Gloo AllGather failed" on the other)."""
+  import hashlib
+  import json
+
+  import numpy as np
+  from jax.experimental import multihost_utils
+  same = {name: value for name, value in fv.flag_values_dict().items() if name not in _PER_PROCESS_FLAGS}
+  text = json.dumps([list(argv[1:]), sorted(same.items())], default=str, sort_keys=True)
+  digest = np.frombuffer(hashlib.sha256(text.encode("utf-8")).digest()[:16], np.uint8)
+  digests = np.asarray(multihost_utils.process_allgather(digest))              # [processes, 16]
+  other = [i for i in range(len(digests)) if not np.array_equal(digests[i], digests[0])]
+  if other:
+    raise FlagError(f"--distributed: process{'es' if len(other) > 1 else ''} {', '.join(map(str, other))} "
+                    f"{'were' if len(other) > 1 else 'was'} started with another command than process 0 (other "
+                    "flags, --set values or arguments): each process computes a share of the same work; give every "
+                    "process the same command, with its own --process_id (folders may differ).")
 
 
 def _host_port(address: str) -> tuple[str, int]:

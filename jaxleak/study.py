@@ -132,7 +132,7 @@ def main(argv):
       executors.require_ray()
       executors.gpus_per_task(FLAGS.ray_gpus_per_task, [math.inf])   # what no cluster could give: before any work
       executors.check_address(FLAGS.ray_address)
-    writer = cli.init_distributed(FLAGS)
+    writer = cli.init_distributed(FLAGS, argv)
     store = S.Store(FLAGS.study_dir, read_only=not writer)
     S.adopt_folder(plan, store, write=writer, progress=print)
     if FLAGS.executor == "ray":

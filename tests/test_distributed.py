@@ -107,3 +107,24 @@ def test_only_a_distributed_runs_lost_collective_reads_as_a_lost_process(monkeyp
   assert cli.lost_process(ValueError("num_samples must be positive")) is None      # a user's error stays one
   assert cli.lost_process(RuntimeError("RESOURCE_EXHAUSTED: Out of memory")) is None
   assert cli.lost_process(KeyError("gloo")) is None
+
+
+def test_processes_given_different_commands_are_refused_on_every_process(tmp_path):
+  """Found 2026-12-07 (thirty-eighth session): a study's two processes given `--set num_clients=2` and `=3` ended
+  in gloo's C++ abort on process 0 and "Gloo AllGather failed" on the other: their shares did not fit together."""
+  port = _free_port()
+  env = {**os.environ, "JAX_PLATFORMS": "cpu"}
+  cmd = [sys.executable, os.path.join(ROOT, "experiments", "single_step_leakage.py"), "--dataset=synthetic_tiny",
+         "--model=tinyhar", "--attacks=ebi", "--compilation_cache=off", "--distributed",
+         f"--coordinator_address=localhost:{port}", "--num_processes=2"]
+  procs = [subprocess.Popen(cmd + [f"--process_id={i}", f"--num_samples={n}", f"--output_dir={tmp_path / str(i)}"],
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+           for i, n in ((0, 50), (1, 40))]                # output folders may differ; N may not
+  for p in procs:
+    _, err = p.communicate(timeout=300)
+    assert p.returncode == 2, err[-3000:]
+    assert err.strip().splitlines()[-1] == (
+        "error: --distributed: process 1 was started with another command than process 0 (other flags, --set values "
+        "or arguments): each process computes a share of the same work; give every process the same command, with "
+        "its own --process_id (folders may differ)."), err[-3000:]
+  assert not os.listdir(tmp_path)
