@@ -114,10 +114,11 @@ def load(path: str) -> Results:
   out = Results(origin=path, kind="runs", har=[], eavesdrop=[], whole=[], configs={})
   seen = set()                                   # folders linked in (a folder of links to studies) are read once
   for root, dirs, files in os.walk(path, followlinks=True):
-    if os.path.realpath(root) in seen:           # a second link to one folder, or a link back up (a cycle)
+    real = os.path.realpath(root)
+    if real in seen:                             # a second link to one folder, or a link back up (a cycle)
       dirs[:] = []
       continue
-    seen.add(os.path.realpath(root))
+    seen.add(real)
     dirs[:] = sorted(d for d in dirs if not d.startswith(".") and d != "checkpoints")
     rel = os.path.relpath(root, path)
     if root != path and _is_study(root):
