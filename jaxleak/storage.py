@@ -45,7 +45,7 @@ import shutil
 import subprocess
 import tempfile
 import uuid
-from typing import Any, Iterable, Mapping, Optional, Sequence
+from typing import Any, Collection, Iterable, Mapping, Optional, Sequence
 
 import numpy as np
 
@@ -429,24 +429,31 @@ def exclusive_run(checkpoint_path: str, what: str = "run"):
                          "finish (running the command again afterwards resumes from its checkpoint), or give this "
                          "one another output or checkpoint folder.") from None
     if held:
-      _delete_stopped_writes(folder, name)
+      delete_stopped_writes(folder, {name})
     yield held
 
 
-def _delete_stopped_writes(folder: str, name: str) -> None:
-  """Deletes `write_bytes`' temporary files of `folder/name` (".tmp-<8 random characters>-<name>", tempfile's
-  names). Only for a file whose writers hold a claim: elsewhere a temporary file may be a live process's."""
-  left = re.compile(r"\.tmp-[a-z0-9_]{8}-" + re.escape(name) + r"\Z")
+_STOPPED_WRITE = re.compile(r"\.tmp-[a-z0-9_]{8}-(.+)\Z")
+
+
+def delete_stopped_writes(folder: str, names: Collection[str]) -> int:
+  """Deletes `write_bytes`' temporary files of `folder/<name>` for each of `names` (".tmp-<8 random
+  characters>-<name>", tempfile's names) and returns how many. Only for files whose writers hold a claim (the
+  caller holds it now): elsewhere a temporary file may be a live process's write."""
   try:
     entries = os.listdir(folder)
   except OSError:
-    return
+    return 0
+  deleted = 0
   for entry in entries:
-    if left.match(entry):
+    left = _STOPPED_WRITE.match(entry)
+    if left and left.group(1) in names:
       try:
         os.unlink(os.path.join(folder, entry))
+        deleted += 1
       except OSError:                                # gone already, or not ours to delete: harmless
         pass
+  return deleted
 
 
 def _read_holder(fd: int) -> str:

@@ -1116,6 +1116,33 @@ def test_a_group_another_process_runs_is_skipped_and_shown_running(tmp_path):
   assert summary.groups_busy == [] and summary.tasks_written == 1 and store.has(busy.tasks[0].key)
 
 
+def test_a_group_run_deletes_what_stopped_writes_of_its_records_left_and_nothing_else(tmp_path):
+  """Found 2026-12-07 (thirty-eighth session, noticed; mended in the thirty-ninth): a study killed while writing a
+  record or its timings left the temporary file (".tmp-<8>-<key>.json") in records/ or timings/ for good, one
+  more at every such kill. The process that claims a group deletes its tasks' leftovers; those of a group another
+  process holds (maybe a live write) and of files that are no task's stay."""
+  import fcntl
+  plan = S.make_plan(_two_group_study())
+  store = S.Store(str(tmp_path))
+  busy, free = plan.groups
+  left = lambda key: [f".tmp-{tag}-{key}.json" for tag in ("k2b_x9q0", "abcdefgh")]
+  kept = left(busy.tasks[0].key) + left("0123abcd") + [f".tmp-short-{free.tasks[0].key}.json"]
+  for kind in ("records", "timings"):
+    os.makedirs(os.path.join(store.root, kind))
+    for name in kept + left(free.tasks[0].key):
+      open(os.path.join(store.root, kind, name), "w").write("{half")
+  path = store.claim_path(busy.key)
+  os.makedirs(os.path.dirname(path))
+  with open(path, "w") as held:
+    fcntl.flock(held, fcntl.LOCK_EX)
+    assert S.run_plan(plan, store, progress=None).groups_busy == [busy.label]
+  for kind in ("records", "timings"):
+    assert sorted(f for f in os.listdir(os.path.join(store.root, kind)) if f.startswith(".")) == sorted(kept), kind
+  S.run_plan(plan, store, progress=None)
+  for kind in ("records", "timings"):
+    assert sorted(f for f in os.listdir(os.path.join(store.root, kind)) if f.startswith(".")) == sorted(kept[2:])
+
+
 def test_a_group_finished_elsewhere_while_waiting_is_not_computed_again(tmp_path):
   import shutil
   plan = S.make_plan(_two_group_study())

@@ -468,6 +468,8 @@ def run_plan(plan: Plan, store: Store, *, progress: Optional[Callable[[str], Non
               "processes run there; a second command on this folder would compute them again.")
         if shared:                       # another process may have finished it since the folder was read
           done |= store.done_keys(t.key for t in group.tasks if t.key not in done)
+        if held:                         # what a process stopped mid-write left of this group's files
+          store.delete_stopped_writes(t.key for t in group.tasks)
         todo = [t for t in group.tasks if t.key not in done]
         if todo and group.kind == "har":
           _run_har_group(group, todo, store, log, chunk_size)

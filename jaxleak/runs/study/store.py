@@ -148,6 +148,14 @@ class Store:
     index = {t.key: {"group": t.group, "kind": t.kind, "done": t.key in done, **task_row(t)} for t in plan.tasks}
     storage.write_json(os.path.join(self.root, "index.json"), index)
 
+  def delete_stopped_writes(self, keys) -> int:
+    """Deletes the temporary files that writes of these tasks' records and timings left when their process was
+    stopped mid-write (kill -9); how many. Call only while holding the claim of the tasks' group."""
+    if self.read_only:
+      return 0
+    names = {key + ".json" for key in keys}
+    return sum(storage.delete_stopped_writes(os.path.join(self.root, kind), names) for kind in ("records", "timings"))
+
   def checkpoint_path(self, key: str) -> str:
     return os.path.join(self.root, "checkpoints", key + ".ckpt")
 
