@@ -40,8 +40,9 @@ flags.DEFINE_integer("chunk_size", None, "HAR updates vmapped together (memory v
                      "CPU 8, or 1 for a full backward pass; on a GPU or TPU about 6,400 windows' worth, 8 to 256). "
                      "Lower it if a group runs out of memory; how records are computed, not part of their keys.",
                      **_d)
-flags.DEFINE_string("ray_address", None, "Ray cluster address for --executor=ray (default: start a local one).",
-                    **_d)
+flags.DEFINE_string("ray_address", None, "Ray cluster address for --executor=ray: host:port, ray://host:port or "
+                    "auto (default, as Ray's own: the cluster in $RAY_ADDRESS, else one `ray start` began on this "
+                    "machine, else a new local one for this run).", **_d)
 flags.DEFINE_float("ray_gpus_per_task", None, "GPUs each Ray task (one group) asks for (default: 1 where the cluster "
                    "has GPUs, else 0; a fraction such as 0.5 shares a GPU between groups). Ray hides the GPUs from "
                    "a task that asks for none.", **_d)

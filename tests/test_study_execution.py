@@ -62,7 +62,9 @@ def test_ray_executor_writes_the_same_records_as_the_local_one(tmp_path, monkeyp
   S.run_plan(plan, local, progress=None)
   # A cluster that says it has a GPU (Ray takes the count on trust): each task asks for it by default, since Ray
   # hides the GPUs from a task that asks for none; without a GPU plugin JAX still runs on the CPU.
-  ray.init(num_cpus=2, num_gpus=1, include_dashboard=False, log_to_driver=False)
+  # address="local": a Ray of its own even where a cluster already runs on this machine (which a bare ray.init
+  # joins, refusing num_cpus/num_gpus).
+  ray.init(address="local", num_cpus=2, num_gpus=1, include_dashboard=False, log_to_driver=False)
   try:
     with pytest.raises(ValueError, match=r"--ray_gpus_per_task=2: no node of this Ray cluster has that many GPUs "
                                          r"\(the most on one node: 1\), so no group could ever start"):
