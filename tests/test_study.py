@@ -696,6 +696,10 @@ def test_a_record_is_a_field_a_line_and_verifies_in_any_json_layout(ldp_study):
     (["run", "har_sampling", "--set=states=trained", "--set=datasets=synthetic_tiny", "--set=synthetic_scale=0.5",
       "--set=checkpoint_dir=/nonexistent/{dataset}_{model}"],
      "--model=deepconvlstm --synthetic_scale=0.5 --checkpoint_dir=/nonexistent/synthetic_tiny_deepconvlstm"),
+    # Found 2026-12-07 (thirty-ninth session): folder names with a space were printed unquoted in the command.
+    (["run", "har_sampling", "--set=states=trained", "--set=datasets=synthetic_tiny",
+      "--set=checkpoint_dir=/nonexistent/my runs/{dataset}_{model}"],
+     "--checkpoint_dir='/nonexistent/my runs/synthetic_tiny_deepconvlstm' (or --set states=untrained)"),
     (["run", "har_sampling", "--set=states=trained", "--set=checkpoint_dir=/nonexistent/{dataset}"],
      "has no {model}, so the 2 models of states=trained would read one checkpoint"),
     (["run", "har_ldp", "--task_index=3", "--num_tasks=2"], "--task_index=3"),
@@ -1141,6 +1145,20 @@ def test_a_group_run_deletes_what_stopped_writes_of_its_records_left_and_nothing
   S.run_plan(plan, store, progress=None)
   for kind in ("records", "timings"):
     assert sorted(f for f in os.listdir(os.path.join(store.root, kind)) if f.startswith(".")) == sorted(kept[2:])
+
+
+def test_the_collect_command_a_run_ends_with_works_pasted_into_a_shell(tmp_path):
+  """Found 2026-12-07 (thirty-ninth session): `--study_dir=/x/my study` ended its run with `collect --study_dir=/x/my
+  study`, two words to a shell."""
+  import shlex
+  plan = S.make_plan(S.override(S.preset("har_sampling"), {**TINY, "samplings": "sequential", "attacks": "ebi"}))
+  lines, store = [], S.Store(str(tmp_path / "my study"))
+  S.adopt_folder(plan, store, progress=None)
+  S.run_plan(plan, store, progress=lines.append)
+  command = shlex.split(lines[-1].split("(collect: ", 1)[1].rstrip(")"))
+  assert command[:4] == ["python", "-m", "jaxleak.study", "collect"], command
+  assert cli.call(study_cli.main, study_cli.FLAGS, command[3:]) == 0
+  assert os.path.isfile(tmp_path / "my study" / "tables" / "results.csv")
 
 
 def test_a_group_finished_elsewhere_while_waiting_is_not_computed_again(tmp_path):

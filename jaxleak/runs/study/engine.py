@@ -19,6 +19,7 @@ import contextlib
 import dataclasses
 import functools
 import math
+import shlex
 import time
 from typing import Callable, Optional
 
@@ -494,7 +495,7 @@ def run_plan(plan: Plan, store: Store, *, progress: Optional[Callable[[str], Non
   store.write_index(plan, store.done_keys(t.key for t in plan.tasks))
   wall = time.perf_counter() - t_start
   log(f"done: {counted(written, 'record')} in {wall:.1f} s; results in {store.root}/records (collect: python -m "
-      f"jaxleak.study collect --study_dir={store.root})")
+      f"jaxleak.study collect --study_dir={shlex.quote(store.root)})")
   if busy:
     more = ", ..." if len(busy) > 1 else ""
     log(f"{counted(len(busy), 'group')} still running in another process ({busy[0]}{more}); their records appear "

@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import os
+import shlex
 from typing import Any, Optional
 
 from jaxleak import gpu_numerics, storage
@@ -259,11 +260,11 @@ def check_checkpoints(plan: Plan, loaded: dict) -> None:
   if missing:
     d, ds, m, scale, seed, data_dir = missing[0]
     same_data = (f" --synthetic_scale={scale:g}" if ds.startswith("synthetic_") and scale != 1.0 else "") + \
-        (f" --data_dir={data_dir}" if data_dir else "") + (f" --seed={seed}" if seed != 1 else "")
-    raise FileNotFoundError(
+        (f" --data_dir={shlex.quote(data_dir)}" if data_dir else "") + (f" --seed={seed}" if seed != 1 else "")
+    raise FileNotFoundError(                     # quoted: a command to paste, whatever the folders' names hold
         f"{len(missing)} trained-model checkpoint(s) missing, e.g. {d}; train them first: python "
-        f"experiments/train_models.py --dataset={ds} --model={m}{same_data} --checkpoint_dir={d} (or --set "
-        "states=untrained).")
+        f"experiments/train_models.py --dataset={ds} --model={m}{same_data} --checkpoint_dir={shlex.quote(d)} "
+        "(or --set states=untrained).")
   _check_checkpoint_data(plan, loaded)
 
 
