@@ -56,12 +56,12 @@ if os.environ.get("CI"):
 # The longest test files start first, so that the two workers of `-n 2 --dist loadfile` finish together. xdist's
 # default orders files by their number of tests, which started the longest files (few, slow tests) last and left
 # one worker idle for up to two minutes at the end. Seconds from the suite's command with `--durations=0`
-# (2026-12-06, thirtieth session, with the flags above; test_distributed.py 2026-12-07); files not listed follow in
-# their usual order. A stale figure only costs balance, never correctness.
+# (2026-12-06, thirtieth session, with the flags above; test_distributed.py and test_leakage_resume.py
+# 2026-12-07); files not listed follow in their usual order. A stale figure only costs balance, never correctness.
 _SLOW_FILES = {"test_study.py": 109, "test_attacks.py": 101, "test_multi_step.py": 101, "test_eavesdrop.py": 94,
                "test_aggregation.py": 66, "test_readme.py": 57, "test_training.py": 53, "test_distributed.py": 53,
                "test_study_execution.py": 49, "test_federated.py": 43, "test_benchmark_errors.py": 33,
-               "test_single_step.py": 32,
+               "test_single_step.py": 32, "test_leakage_resume.py": 32,
                "test_sharding.py": 27, "test_rlu.py": 25, "test_reference_way.py": 24, "test_models.py": 22,
                "test_ldp_pipeline.py": 20, "test_robustness.py": 18, "test_conformance.py": 17,
                "test_compile_cache.py": 17, "test_privacy.py": 16, "test_storage.py": 16}

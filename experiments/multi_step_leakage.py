@@ -11,7 +11,7 @@ import time
 
 from absl import flags
 
-from jaxleak import cli
+from jaxleak import cli, storage
 from jaxleak.federated import EQUIVALENTS, LocalSteps
 from jaxleak.runs import leakage as L
 
@@ -42,9 +42,11 @@ def main(argv):
   cfg = cli.leakage_config(FLAGS, local=local)
   output_dir = cli.output_folder(FLAGS, replaced=True)
   t0 = time.perf_counter()
-  runs = {"": L.run_leakage(cfg, progress=cli.progress)}
+  resume = storage.resume_folder(output_dir)        # a killed run, run again, continues its local training
+  runs = {"": L.run_leakage(cfg, progress=cli.progress, resume_dir=resume)}
   if writer:                                         # with --distributed, process 0 writes
     print(L.write_runs(runs, output_dir, time.perf_counter() - t0, FLAGS.flag_values_dict()))
+    storage.delete_resume_folder(resume)
 
 
 if __name__ == "__main__":

@@ -14,7 +14,7 @@ import time
 
 from absl import flags
 
-from jaxleak import cli
+from jaxleak import cli, storage
 from jaxleak.runs import leakage as L
 
 FLAGS = flags.FlagValues()
@@ -42,12 +42,14 @@ def main(argv):
     settings = {"": L.ldp_setting(FLAGS.noise, FLAGS.clip, scope=FLAGS.clip_scope,
                                   granularity=FLAGS.clip_granularity)}
   t0 = time.perf_counter()
+  resume = storage.resume_folder(output_dir)        # a killed run, run again, continues its gradient pass
   if FLAGS.ldp_grid:
-    runs = L.run_ldp_sweep(cfg, settings, progress=cli.progress)
+    runs = L.run_ldp_sweep(cfg, settings, progress=cli.progress, resume_dir=resume)
   else:
-    runs = {"": L.run_leakage(dataclasses.replace(cfg, ldp=settings[""]), progress=cli.progress)}
+    runs = {"": L.run_leakage(dataclasses.replace(cfg, ldp=settings[""]), progress=cli.progress, resume_dir=resume)}
   if writer:                                         # with --distributed, process 0 writes
     print(L.write_runs(runs, output_dir, time.perf_counter() - t0, FLAGS.flag_values_dict()))
+    storage.delete_resume_folder(resume)
 
 
 if __name__ == "__main__":

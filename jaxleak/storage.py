@@ -456,6 +456,41 @@ def delete_stopped_writes(folder: str, names: Collection[str]) -> int:
   return deleted
 
 
+def resume_folder(output_dir: str) -> str:
+  """Where a run that writes `output_dir` whole (`commit_folder`) keeps the checkpoints that make it resumable: the
+  hidden sibling `.<name>.resume` (beside the folder, as its staged copy is: the folder is replaced when the run
+  commits). `delete_resume_folder` once the results are written."""
+  parent, name = os.path.split(os.path.abspath(output_dir))
+  return os.path.join(parent, f".{name}.resume")
+
+
+def delete_resume_folder(path: str) -> None:
+  """Deletes a run's resume folder (`resume_folder`) once its results are written: each checkpoint there that no
+  process runs now (its claim taken here first), with its stopped writes and its lock file, then the folder if
+  that leaves it empty. A checkpoint another process is running stays, and so does the folder."""
+  try:
+    entries = os.listdir(path)
+  except OSError:
+    return
+  with contextlib.suppress(OSError):              # claims of runs that stopped before their first save, too
+    entries += [e[:-len(".lock")] for e in os.listdir(os.path.join(path, ".claims")) if e.endswith(".ckpt.lock")]
+  for entry in sorted(set(entries)):
+    if entry.startswith(".") or not entry.endswith(".ckpt"):
+      continue
+    lock = os.path.join(path, ".claims", entry + ".lock")
+    try:
+      with claim(lock):
+        delete_stopped_writes(path, {entry})
+        for done in (os.path.join(path, entry), lock):
+          with contextlib.suppress(FileNotFoundError):
+            os.unlink(done)
+    except Busy:
+      continue
+  for folder in (os.path.join(path, ".claims"), path):
+    with contextlib.suppress(OSError):             # not empty (a checkpoint still running, a file not ours): kept
+      os.rmdir(folder)
+
+
 def _read_holder(fd: int) -> str:
   try:
     return os.pread(fd, 256, 0).decode("utf-8", "replace").strip()

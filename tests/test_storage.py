@@ -396,3 +396,25 @@ def test_provenance_asks_git_once_a_process(monkeypatch):
   assert storage.provenance().get("git_commit") == first.get("git_commit")
   assert len([a for a in calls if a[0][0] == "git"]) == 1, calls
   storage._git_commit.cache_clear()
+
+
+def test_a_resume_folder_is_deleted_but_for_a_checkpoint_another_process_runs(tmp_path):
+  """`delete_resume_folder` (the leakage drivers, once their results are written) deletes the checkpoints, their
+  stopped writes and claims, and the folder; one whose claim another process holds stays, with the folder."""
+  import fcntl
+  folder = storage.resume_folder(str(tmp_path / "out"))
+  assert folder == str(tmp_path / ".out.resume")
+  for name in ("a.ckpt", "b.ckpt"):
+    with storage.exclusive_run(os.path.join(folder, name), "demo"):
+      storage.write_bytes(os.path.join(folder, name), b"x")
+  (tmp_path / ".out.resume" / ".tmp-abcd1234-a.ckpt").write_bytes(b"half")
+  with storage.exclusive_run(os.path.join(folder, "c.ckpt"), "demo"):        # stopped before its first save
+    pass
+  with open(os.path.join(folder, ".claims", "b.ckpt.lock"), "w") as held:     # b is running elsewhere
+    fcntl.flock(held, fcntl.LOCK_EX)
+    storage.delete_resume_folder(folder)
+  assert sorted(os.listdir(folder)) == [".claims", "b.ckpt"]
+  assert os.listdir(os.path.join(folder, ".claims")) == ["b.ckpt.lock"]
+  storage.delete_resume_folder(folder)
+  assert os.listdir(tmp_path) == []
+  storage.delete_resume_folder(folder)                                        # gone: nothing to do
