@@ -131,3 +131,18 @@ def test_a_resume_file_of_another_run_or_a_damaged_one_is_not_used(tmp_path, mon
   lines = []
   _same({"": run_leakage(CFG)}, {"": run_leakage(CFG, resume_dir=resume, progress=lines.append)})
   assert any("cannot be resumed from" in line and "checksum" in line for line in lines), lines
+
+
+def test_a_run_whose_calls_another_process_is_running_is_refused(tmp_path, monkeypatch):
+  import fcntl
+  resume = str(tmp_path / "resume")
+  restore = _stopping_after(monkeypatch, 1)
+  with pytest.raises(_Stop):
+    run_leakage(CFG, resume_dir=resume)
+  restore()
+  (name,) = [f for f in os.listdir(resume) if f.endswith(".ckpt")]
+  with open(os.path.join(resume, ".claims", name + ".lock"), "w") as held:    # as another process's claim
+    fcntl.flock(held, fcntl.LOCK_EX)
+    with pytest.raises(storage.StorageError, match=r"another process \(holder unknown\) is running this leakage "
+                                                   r"run now; let it finish"):
+      run_leakage(CFG, resume_dir=resume)

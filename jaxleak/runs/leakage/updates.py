@@ -175,7 +175,8 @@ def _run_calls(prep: Prepared, mine, plan, per_call: int, fn, progress, what: st
   """fn's output (NumPy) of each of this process's calls `mine`, in order: those `ckpt` holds loaded, the rest
   computed (see `in_calls`)."""
   k, n_proc = len(prep.indices), jax.process_count()
-  restored = _restore_calls(ckpt, progress) if ckpt is not None else []
+  # At most all calls but one (what `in_calls` saves): one computed call gives the outputs' tree structure.
+  restored = _restore_calls(ckpt, progress)[:len(mine) - 1] if ckpt is not None else []
   if restored:
     log(progress, f"{what}: resuming after {len(restored)} of {len(mine)} calls from {ckpt.path}")
   out, leaves, t0 = [None] * len(restored), list(restored), time.perf_counter()
