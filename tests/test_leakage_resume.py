@@ -112,13 +112,19 @@ def test_a_stopped_ldp_sweep_resumes_to_the_results_of_one_unstopped(tmp_path, m
   assert os.listdir(tmp_path) == []
 
 
-def test_a_resume_file_of_another_run_or_a_damaged_one_is_not_used(tmp_path, monkeypatch):
-  resume = str(tmp_path / "resume")
-  restore = _stopping_after(monkeypatch, 2)
+def _stopped_run(monkeypatch, resume: str, saves: int) -> str:
+  """Runs CFG resumably into `resume`, stopped after `saves` saves; the name of its checkpoint there."""
+  restore = _stopping_after(monkeypatch, saves)
   with pytest.raises(_Stop):
     run_leakage(CFG, resume_dir=resume)
   restore()
-  (path,) = [os.path.join(resume, f) for f in os.listdir(resume) if f.endswith(".ckpt")]
+  (name,) = [f for f in os.listdir(resume) if f.endswith(".ckpt")]
+  return name
+
+
+def test_a_resume_file_of_another_run_or_a_damaged_one_is_not_used(tmp_path, monkeypatch):
+  resume = str(tmp_path / "resume")
+  path = os.path.join(resume, _stopped_run(monkeypatch, resume, 2))
   # Another seed (other windows, keys and model): a checkpoint of its own, nothing resumed.
   lines, other = [], LeakageConfig(**{**CFG.__dict__, "seed": 2})
   _same({"": run_leakage(other)}, {"": run_leakage(other, resume_dir=resume, progress=lines.append)})
@@ -136,11 +142,7 @@ def test_a_resume_file_of_another_run_or_a_damaged_one_is_not_used(tmp_path, mon
 def test_a_run_whose_calls_another_process_is_running_is_refused(tmp_path, monkeypatch):
   import fcntl
   resume = str(tmp_path / "resume")
-  restore = _stopping_after(monkeypatch, 1)
-  with pytest.raises(_Stop):
-    run_leakage(CFG, resume_dir=resume)
-  restore()
-  (name,) = [f for f in os.listdir(resume) if f.endswith(".ckpt")]
+  name = _stopped_run(monkeypatch, resume, 1)
   with open(os.path.join(resume, ".claims", name + ".lock"), "w") as held:    # as another process's claim
     fcntl.flock(held, fcntl.LOCK_EX)
     with pytest.raises(storage.StorageError, match=r"another process \(holder unknown\) is running this leakage "
