@@ -171,3 +171,9 @@ def test_a_cluster_ray_cannot_join_is_one_line_without_its_credentials(tmp_path,
       "error: --ray_address ray://***@127.0.0.1:6390: Ray could not join the cluster there (Ray: Failed to connect to "
       "Ray cluster at 192.0.2.2:6390). Check the address"), err
   assert "secret" not in err[0] and "RAY_AUTH_TOKEN" in err[0]
+  # No --ray_address: Ray joins $RAY_ADDRESS, else a cluster `ray start` began here, else starts one; said as such.
+  for env, said in (("", "Ray could not join a cluster started on this machine, or start one (Ray: Failed"),
+                    ("10.0.0.1:6379", "Ray could not join the cluster in $RAY_ADDRESS (Ray: Failed")):
+    monkeypatch.setenv("RAY_ADDRESS", env)
+    assert cli.call(study_cli.main, study_cli.FLAGS, args[:-1]) == 2
+    assert capsys.readouterr().err.startswith("error: " + said)

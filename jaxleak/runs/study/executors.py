@@ -163,7 +163,8 @@ def run_with_ray(plan: Plan, store: Store, *, address: Optional[str] = None, num
       # found; `auto` found it), and ray.init ended, after a minute of retries, in a ConnectionError traceback.
       first = next((line.strip() for line in str(e).splitlines() if line.strip()), type(e).__name__)
       where = f"--ray_address {_shown(address)[0]}: Ray could not join the cluster there" if address else \
-          "Ray could not start a local cluster"
+          ("Ray could not join the cluster in $RAY_ADDRESS" if os.environ.get("RAY_ADDRESS") else
+           "Ray could not join a cluster started on this machine, or start one")
       raise ValueError(f"{where} (Ray: {first}). Check the address (`ray status` on the head node prints it, or "
                        "give --ray_address=auto on a node of the cluster) and, where the cluster uses token "
                        "authentication, that this machine has its token (RAY_AUTH_TOKEN, or ~/.ray/auth_token: "
